@@ -1,0 +1,343 @@
+"""Settings: ``settings.toml`` plus environment overrides -> frozen, validated ``Settings``.
+
+Resolution of the settings file: ``--config PATH``, else ``$CONFIG_PATH``, else
+``./settings.toml`` if it exists, else the copy embedded in the package.
+
+Environment overrides set single keys: ``COLLECTOR__<SECTION>__<KEY>=value``, e.g.
+``COLLECTOR__STORAGE__DATA_DIR=/data`` or ``COLLECTOR__MARKETS__0__SYMBOLS='["btcusdt"]'``.
+A value for a string key is taken as is; any other value is read as a TOML value
+(``9100``, ``true``, ``["a", "b"]``).
+
+Every problem raises :class:`ConfigError` with one line naming the key; nothing here runs
+at service run time.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import tomllib
+import types
+import typing
+from collections.abc import Mapping
+from importlib import resources
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import msgspec
+from msgspec import Meta
+
+ENV_PREFIX = "COLLECTOR__"
+
+Feed = Literal["trades", "orderbook", "ticker", "raw"]
+Port = Annotated[int, Meta(ge=0, le=65535)]
+PositiveFloat = Annotated[float, Meta(gt=0)]
+NonNegativeFloat = Annotated[float, Meta(ge=0)]
+
+
+class ConfigError(Exception):
+    """A settings problem, described in one line fit to show the user."""
+
+
+class _Section(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    pass
+
+
+class CollectorSettings(_Section):
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+    # auto: text on a terminal, JSON lines otherwise.
+    log_format: Literal["auto", "json", "text"] = "auto"
+    metrics_host: str = "0.0.0.0"
+    metrics_port: Port = 8000
+    shutdown_timeout_secs: PositiveFloat = 30.0
+    # Bounded channels: batches of events, and finished file paths.
+    event_channel_size: Annotated[int, Meta(ge=1)] = 1024
+    file_channel_size: Annotated[int, Meta(ge=1)] = 1024
+
+
+class StorageSettings(_Section):
+    mode: Literal["local", "s3", "both"] = "local"
+    data_dir: str = "./data"
+    flush_interval_secs: PositiveFloat = 1.0
+    rotate_hourly: bool = True
+    max_file_size_mb: PositiveFloat = 500.0
+    compression: Literal["zstd", "snappy", "gzip", "none"] = "zstd"
+    compression_level: int | None = None
+
+
+class AwsSettings(_Section):
+    region: str = "us-east-1"
+    bucket: str = ""
+    prefix: str = ""
+    endpoint_url: str | None = None
+    home_server_name: str | None = None
+
+
+class WebSocketSettings(_Section):
+    initial_retry_delay_secs: PositiveFloat = 1.0
+    max_retry_delay_secs: PositiveFloat = 60.0
+    # A connection that stayed up this long resets the backoff to its initial delay.
+    healthy_after_secs: NonNegativeFloat = 60.0
+    # No frame for this long: the connection is stale and is replaced.
+    message_timeout_secs: PositiveFloat = 30.0
+    connect_timeout_secs: PositiveFloat = 10.0
+    max_message_size_mb: PositiveFloat = 16.0
+    # Circuit breaker: reconnect when more than half of the last N frames failed to parse.
+    parse_error_window: Annotated[int, Meta(ge=2)] = 20
+
+
+class MarketSettings(_Section):
+    exchange: str
+    symbols: Annotated[tuple[str, ...], Meta(min_length=1)]
+    feeds: Annotated[tuple[Feed, ...], Meta(min_length=1)] = ("trades", "orderbook", "ticker")
+    base_url: str | None = None
+    # Venue-specific order book options (see README); None = the venue's default.
+    book_mode: Literal["snapshot", "diff"] | None = None
+    book_depth: Annotated[int, Meta(ge=1)] | None = None
+
+
+class Settings(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    collector: CollectorSettings = CollectorSettings()
+    storage: StorageSettings = StorageSettings()
+    aws: AwsSettings = AwsSettings()
+    websocket: WebSocketSettings = WebSocketSettings()
+    markets: Annotated[tuple[MarketSettings, ...], Meta(min_length=1)]
+
+
+# --------------------------------------------------------------------------- loading
+
+
+def resolve_path(cli_path: str | None, env: Mapping[str, str]) -> Path | None:
+    """The settings file to read, or None for the embedded default."""
+    if cli_path:
+        return Path(cli_path)
+    if env.get("CONFIG_PATH"):
+        return Path(env["CONFIG_PATH"])
+    local = Path("settings.toml")
+    return local if local.is_file() else None
+
+
+def embedded_default_text() -> str:
+    return resources.files("collector").joinpath("default_settings.toml").read_text("utf-8")
+
+
+def load_settings(
+    path: Path | None = None, env: Mapping[str, str] | None = None
+) -> tuple[Settings, str]:
+    """Read, override and validate settings. Returns them and a description of the source."""
+    env = os.environ if env is None else env
+    if path is None:
+        source, text = "embedded settings.toml", embedded_default_text()
+    else:
+        source = str(path)
+        try:
+            text = path.read_text("utf-8")
+        except FileNotFoundError:
+            raise ConfigError(f"{source}: settings file not found") from None
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ConfigError(f"{source}: cannot read settings file: {exc}") from None
+    try:
+        raw = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{source}: TOML syntax error: {exc}") from None
+    env_keys = _apply_env_overrides(raw, env)
+    return parse_settings(raw, source, env_keys), source
+
+
+def parse_settings(
+    raw: dict[str, Any], source: str = "settings", env_keys: Mapping[str, str] | None = None
+) -> Settings:
+    """Validate a decoded TOML document into ``Settings`` (raises ConfigError)."""
+    try:
+        settings = msgspec.convert(raw, Settings)
+    except msgspec.ValidationError as exc:
+        raise ConfigError(_explain(str(exc), raw, source, env_keys or {})) from None
+    _check_semantics(settings, source)
+    return settings
+
+
+_STRING_TYPES = (str, type(None))
+
+
+def _is_string_field(section: type[msgspec.Struct], key: str) -> bool:
+    hints = typing.get_type_hints(section, include_extras=False)
+    hint = hints.get(key)
+    if hint is None:
+        return False
+    args = typing.get_args(hint) if isinstance(hint, types.UnionType) else (hint,)
+    return all(a in _STRING_TYPES for a in args) and str in args
+
+
+_SECTIONS: dict[str, type[msgspec.Struct]] = {
+    "collector": CollectorSettings,
+    "storage": StorageSettings,
+    "aws": AwsSettings,
+    "websocket": WebSocketSettings,
+}
+
+
+def _env_value(value: str, string_field: bool) -> Any:
+    if string_field:
+        return value
+    try:
+        return tomllib.loads(f"v = {value}")["v"]
+    except tomllib.TOMLDecodeError:
+        return value
+
+
+def _apply_env_overrides(raw: dict[str, Any], env: Mapping[str, str]) -> dict[str, str]:
+    """Apply ``COLLECTOR__...`` variables to ``raw`` in place; return {key path: variable}."""
+    applied: dict[str, str] = {}
+    for name in sorted(env):
+        if not name.startswith(ENV_PREFIX):
+            continue
+        parts = [p.lower() for p in name[len(ENV_PREFIX) :].split("__")]
+        if not all(parts):
+            raise ConfigError(f"{name}: malformed variable name (use COLLECTOR__SECTION__KEY)")
+        value = env[name]
+        if parts[0] == "markets":
+            _apply_market_override(raw, name, parts[1:], value)
+            applied[".".join(parts)] = name
+            continue
+        if len(parts) != 2:
+            raise ConfigError(f"{name}: expected COLLECTOR__SECTION__KEY")
+        section, key = parts
+        cls = _SECTIONS.get(section)
+        if cls is None:
+            raise ConfigError(f"{name}: unknown settings section '{section}'")
+        table = raw.setdefault(section, {})
+        if not isinstance(table, dict):
+            raise ConfigError(f"{name}: '{section}' is not a table in the settings file")
+        table[key] = _env_value(value, _is_string_field(cls, key))
+        applied[f"{section}.{key}"] = name
+    return applied
+
+
+def _apply_market_override(raw: dict[str, Any], name: str, parts: list[str], value: str) -> None:
+    if not parts:
+        raw["markets"] = _env_value(value, False)
+        return
+    markets = raw.setdefault("markets", [])
+    if not isinstance(markets, list):
+        raise ConfigError(f"{name}: 'markets' is not an array of tables")
+    if len(parts) != 2 or not parts[0].isdigit():
+        raise ConfigError(f"{name}: expected COLLECTOR__MARKETS__<INDEX>__<KEY>")
+    index, key = int(parts[0]), parts[1]
+    if index == len(markets):
+        markets.append({})
+    elif index > len(markets):
+        raise ConfigError(f"{name}: there is no markets[{index}] (there are {len(markets)})")
+    market = markets[index]
+    market[key] = _env_value(value, _is_string_field(MarketSettings, key))
+
+
+_PATH_RE = re.compile(r" - at `\$(?P<path>[^`]*)`$")
+_UNKNOWN_RE = re.compile(r"^Object contains unknown field `(?P<field>[^`]+)`")
+_MISSING_RE = re.compile(r"^Object missing required field `(?P<field>[^`]+)`")
+
+
+def _lookup(raw: Any, path: str) -> Any:
+    node = raw
+    for part in re.findall(r"\.([^.\[]+)|\[(\d+)\]", path):
+        key, index = part
+        try:
+            node = node[int(index)] if index else node[key]
+        except (KeyError, IndexError, TypeError):
+            return None
+    return node
+
+
+def _dotted(path: str) -> str:
+    return path.lstrip(".")
+
+
+def _explain(message: str, raw: Any, source: str, env_keys: Mapping[str, str]) -> str:
+    """Turn a msgspec validation message into one line naming the key (and its value)."""
+    match = _PATH_RE.search(message)
+    path = match.group("path") if match else ""
+    body = message[: match.start()] if match else message
+    if m := _UNKNOWN_RE.match(body):
+        key = _dotted(f"{path}.{m.group('field')}")
+        text = f"unknown key '{key}'"
+    elif m := _MISSING_RE.match(body):
+        key = _dotted(f"{path}.{m.group('field')}")
+        text = f"missing required key '{key}'"
+    else:
+        key = _dotted(path)
+        value = _lookup(raw, path)
+        detail = body[0].lower() + body[1:] if body else "invalid value"
+        detail = detail.replace("`", "")
+        shown = f" (got {value!r})" if value is not None and not isinstance(value, dict) else ""
+        text = f"{key or 'settings'}: {detail}{shown}"
+    origin = env_keys.get(re.sub(r"\[(\d+)\]", r".\1", key))
+    where = f"{source} (overridden by {origin})" if origin else source
+    return f"{where}: {text}"
+
+
+def _check_semantics(settings: Settings, source: str) -> None:
+    """Checks msgspec cannot express: known exchanges, symbol formats, duplicates."""
+    from collector.exchanges import get_adapter_class, known_exchanges
+
+    ws = settings.websocket
+    if ws.max_retry_delay_secs < ws.initial_retry_delay_secs:
+        raise ConfigError(
+            f"{source}: websocket.max_retry_delay_secs ({ws.max_retry_delay_secs}) is below "
+            f"websocket.initial_retry_delay_secs ({ws.initial_retry_delay_secs})"
+        )
+    if settings.storage.mode != "local" and not settings.aws.bucket:
+        raise ConfigError(f"{source}: storage.mode is '{settings.storage.mode}' but aws.bucket is empty")
+    seen: dict[tuple[str, str], int] = {}
+    for i, market in enumerate(settings.markets):
+        where = f"{source}: markets[{i}]"
+        if market.exchange not in known_exchanges():
+            names = ", ".join(known_exchanges())
+            raise ConfigError(f"{where}.exchange: unknown exchange '{market.exchange}' (known: {names})")
+        adapter = get_adapter_class(market.exchange)
+        if len(set(market.feeds)) != len(market.feeds):
+            raise ConfigError(f"{where}.feeds: a feed is listed twice")
+        try:
+            adapter.check_market(market)
+        except ValueError as exc:
+            raise ConfigError(f"{where}: {exc}") from None
+        for symbol in market.symbols:
+            try:
+                canonical = adapter.normalize_symbol(symbol)
+            except ValueError as exc:
+                raise ConfigError(f"{where}.symbols: {exc}") from None
+            key = (market.exchange, canonical)
+            if key in seen:
+                raise ConfigError(
+                    f"{where}.symbols: duplicate market {market.exchange} {canonical} "
+                    f"(also in markets[{seen[key]}])"
+                )
+            seen[key] = i
+
+
+# --------------------------------------------------------------------------- showing
+
+_SECRET_RE = re.compile(r"secret|password|token|credential|private|access_key", re.IGNORECASE)
+_URL_USERINFO_RE = re.compile(r"(?P<scheme>[a-z][a-z0-9+.-]*://)[^/@\s]+@", re.IGNORECASE)
+
+MASK = "***"
+
+
+def mask_secrets(value: Any, key: str = "") -> Any:
+    """A copy of a plain settings tree with secret-looking values replaced by ``***``."""
+    if isinstance(value, dict):
+        return {k: mask_secrets(v, k) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [mask_secrets(v, key) for v in value]
+    if isinstance(value, str):
+        if value and _SECRET_RE.search(key):
+            return MASK
+        return _URL_USERINFO_RE.sub(lambda m: f"{m.group('scheme')}{MASK}@", value)
+    return value
+
+
+def settings_as_dict(settings: Settings) -> dict[str, Any]:
+    """Effective settings as plain data, secrets masked (for ``check-config`` and logs)."""
+    plain = msgspec.to_builtins(settings)
+    assert isinstance(plain, dict)
+    masked = mask_secrets(plain)
+    assert isinstance(masked, dict)
+    return masked

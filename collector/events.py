@@ -1,0 +1,137 @@
+"""Normalized market-data events: what adapters produce and the writer stores.
+
+Every event is a frozen ``msgspec.Struct`` (cheap to build, no GC tracking). Field order
+follows the Parquet schemas in ``collector.storage.schemas``. All timestamps are integer
+microseconds since the Unix epoch, UTC:
+
+- ``timestamp_exchange``: the venue's event time, ``None`` when the venue sends none;
+- ``timestamp_collector``: when the frame carrying the event was received.
+
+``DATA_TYPE`` on each class names the file stream (and S3 prefix) the event belongs to.
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar, Final, Literal
+
+import msgspec
+
+Side = Literal["buy", "sell"]
+BookKind = Literal["snapshot", "delta"]
+StatusEvent = Literal[
+    "connected",
+    "subscribed",
+    "disconnected",
+    "gap",
+    "resync",
+    "dropped",
+    "subscribe_error",
+]
+Direction = Literal["recv", "send"]
+
+# (price, size); size 0 removes the level in a delta.
+Level = tuple[float, float]
+
+
+class Trade(msgspec.Struct, frozen=True, gc=False):
+    """One executed trade. ``side`` is the aggressor (taker) side, ``None`` if unknown."""
+
+    DATA_TYPE: ClassVar[str] = "trades"
+
+    exchange: str
+    symbol: str
+    timestamp_exchange: int | None
+    timestamp_collector: int
+    sequence: int | None
+    trade_id: str
+    price: float
+    size: float
+    side: Side | None
+
+
+class BookUpdate(msgspec.Struct, frozen=True, gc=False):
+    """An order book snapshot (the whole visible book) or delta (changed levels only).
+
+    ``sequence`` is the venue's last update id covered by this message,
+    ``first_sequence`` the first one (equal to ``sequence`` where the venue has one id),
+    ``prev_sequence`` the id the venue says came before (``None`` if it does not say).
+    """
+
+    DATA_TYPE: ClassVar[str] = "orderbook"
+
+    exchange: str
+    symbol: str
+    timestamp_exchange: int | None
+    timestamp_collector: int
+    sequence: int | None
+    kind: BookKind
+    first_sequence: int | None
+    prev_sequence: int | None
+    bids: list[Level]
+    asks: list[Level]
+
+
+class Ticker(msgspec.Struct, frozen=True, gc=False):
+    """Best bid/ask (and, where the venue sends them, last price and 24 h volume)."""
+
+    DATA_TYPE: ClassVar[str] = "ticker"
+
+    exchange: str
+    symbol: str
+    timestamp_exchange: int | None
+    timestamp_collector: int
+    sequence: int | None
+    bid_price: float | None
+    bid_size: float | None
+    ask_price: float | None
+    ask_size: float | None
+    last_price: float | None
+    volume_24h: float | None
+
+
+class Status(msgspec.Struct, frozen=True, gc=False):
+    """A row that tells readers about the data itself: connects, gaps, drops and the like.
+
+    ``data_type`` names the feed the row is about (``None``: the whole connection).
+    """
+
+    DATA_TYPE: ClassVar[str] = "status"
+
+    exchange: str
+    symbol: str
+    timestamp_exchange: int | None
+    timestamp_collector: int
+    sequence: int | None
+    event: StatusEvent
+    data_type: str | None = None
+    expected_sequence: int | None = None
+    received_sequence: int | None = None
+    count: int | None = None
+    detail: str | None = None
+
+
+class Raw(msgspec.Struct, frozen=True, gc=False):
+    """One WebSocket message exactly as received or sent (the optional ``raw`` feed).
+
+    Raw rows are kept per exchange, not per symbol: ``symbol`` is :data:`RAW_SYMBOL`.
+    """
+
+    DATA_TYPE: ClassVar[str] = "raw"
+
+    exchange: str
+    symbol: str
+    timestamp_exchange: int | None
+    timestamp_collector: int
+    sequence: int | None
+    connection: str
+    direction: Direction
+    payload: bytes
+
+
+Event = Trade | BookUpdate | Ticker | Status | Raw
+
+# The symbol under which raw frames of an exchange are filed (they belong to a connection,
+# not to one symbol).
+RAW_SYMBOL: Final = "_all"
+
+DATA_TYPES: Final[tuple[str, ...]] = ("trades", "orderbook", "ticker", "status", "raw")

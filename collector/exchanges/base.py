@@ -1,0 +1,143 @@
+"""The sans-IO exchange adapter contract.
+
+An adapter knows one venue: its URLs, subscribe frames, message formats and sequence
+rules. It never imports trio, reads a clock or touches a socket or file: the connection
+layer (``collector.ingest``) hands it frames with their receive time and sends what it
+asks to send. Adding a venue is adding one module that subclasses these two classes and
+registering it in ``collector.exchanges``.
+
+- :class:`ExchangeAdapter` (one per exchange): validates symbols and markets at start and
+  plans the connections (which subscriptions go on which socket).
+- :class:`Session` (one per connection attempt): subscribe frames, parsing, sequence
+  state, keepalive. A reconnect gets a fresh session, so sequence state never spans a
+  disconnect (the ``disconnected``/``connected`` status rows mark that hole).
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from typing import ClassVar
+
+import attrs
+
+from collector.config import MarketSettings
+from collector.events import Event, Status, StatusEvent
+
+
+class ParseError(Exception):
+    """A frame the adapter could not understand. The connection skips it and counts it."""
+
+
+@attrs.frozen
+class Subscription:
+    """One (symbol, feed) on a connection. ``symbol`` is the venue's spelling."""
+
+    symbol: str
+    feed: str
+
+
+@attrs.frozen
+class ConnectionPlan:
+    """What one WebSocket connection carries."""
+
+    exchange: str
+    name: str  # unique per service run, e.g. "binance-0"; used in logs, metrics and raw rows
+    url: str
+    subscriptions: tuple[Subscription, ...]
+    raw: bool = False  # keep every frame of this connection in the raw feed
+
+    @property
+    def symbols(self) -> tuple[str, ...]:
+        return tuple(dict.fromkeys(s.symbol for s in self.subscriptions))
+
+
+class Session(ABC):
+    """Per-connection protocol state. Driven by the connection task; never blocks.
+
+    After each call to :meth:`parse` the connection sends everything in :attr:`outgoing`
+    (replies the venue expects, such as pongs or resubscribe frames) and clears it, and
+    checks :attr:`reconnect_reason`.
+    """
+
+    def __init__(self, plan: ConnectionPlan) -> None:
+        self.plan = plan
+        self.exchange = plan.exchange
+        self.outgoing: list[str] = []
+        # Set by the adapter when the venue asks for a reconnect (e.g. a shutdown notice).
+        self.reconnect_reason: str | None = None
+        # Subscriptions not yet acknowledged by the venue; 0 means fully subscribed.
+        self.pending_subscriptions = len(plan.subscriptions)
+
+    @abstractmethod
+    def subscribe_frames(self) -> list[str]:
+        """Frames to send right after the WebSocket handshake, in order."""
+
+    @abstractmethod
+    def parse(self, payload: bytes, received_us: int) -> list[Event]:
+        """Events in one received message (text or binary, as raw bytes).
+
+        Raises :class:`ParseError` for a frame it cannot understand.
+        """
+
+    def keepalive_frame(self) -> str | None:
+        """An application-level keepalive to send every ``keepalive_interval_secs``."""
+        return None
+
+    def status(
+        self,
+        event: StatusEvent,
+        symbol: str,
+        received_us: int,
+        *,
+        data_type: str | None = None,
+        expected: int | None = None,
+        received: int | None = None,
+        count: int | None = None,
+        detail: str | None = None,
+        timestamp_exchange: int | None = None,
+    ) -> Status:
+        """Build a status row for this connection's exchange."""
+        return Status(
+            self.exchange,
+            symbol,
+            timestamp_exchange,
+            received_us,
+            None,
+            event,
+            data_type,
+            expected,
+            received,
+            count,
+            detail,
+        )
+
+
+class ExchangeAdapter(ABC):
+    """One venue: symbol rules, limits and connection planning."""
+
+    name: ClassVar[str]
+    default_url: ClassVar[str]
+    # Most frames this client may send per second on one connection (venue limit, with margin).
+    client_messages_per_second: ClassVar[float] = 5.0
+    # Send Session.keepalive_frame() this often (None: the venue needs no app-level keepalive).
+    keepalive_interval_secs: ClassVar[float | None] = None
+
+    @staticmethod
+    @abstractmethod
+    def normalize_symbol(symbol: str) -> str:
+        """The venue's spelling of a configured symbol; ValueError if it cannot be one."""
+
+    @classmethod
+    def check_market(cls, market: MarketSettings) -> None:
+        """Reject options the venue does not support (ValueError with a clear message)."""
+        if market.book_mode is not None or market.book_depth is not None:
+            raise ValueError(f"{cls.name} has no book_mode/book_depth options")
+
+    @abstractmethod
+    def plan_connections(self, markets: Sequence[MarketSettings]) -> list[ConnectionPlan]:
+        """Split all markets of this exchange over as few connections as its limits allow."""
+
+    @abstractmethod
+    def open_session(self, plan: ConnectionPlan) -> Session:
+        """Fresh protocol state for one connection attempt."""
