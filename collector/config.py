@@ -39,11 +39,7 @@ class ConfigError(Exception):
     """A settings problem, described in one line fit to show the user."""
 
 
-class _Section(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
-    pass
-
-
-class CollectorSettings(_Section):
+class CollectorSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     # auto: text on a terminal, JSON lines otherwise.
     log_format: Literal["auto", "json", "text"] = "auto"
@@ -55,7 +51,7 @@ class CollectorSettings(_Section):
     file_channel_size: Annotated[int, Meta(ge=1)] = 1024
 
 
-class StorageSettings(_Section):
+class StorageSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
     mode: Literal["local", "s3", "both"] = "local"
     data_dir: str = "./data"
     flush_interval_secs: PositiveFloat = 1.0
@@ -65,7 +61,7 @@ class StorageSettings(_Section):
     compression_level: int | None = None
 
 
-class AwsSettings(_Section):
+class AwsSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
     region: str = "us-east-1"
     bucket: str = ""
     prefix: str = ""
@@ -73,7 +69,7 @@ class AwsSettings(_Section):
     home_server_name: str | None = None
 
 
-class WebSocketSettings(_Section):
+class WebSocketSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
     initial_retry_delay_secs: PositiveFloat = 1.0
     max_retry_delay_secs: PositiveFloat = 60.0
     # A connection that stayed up this long resets the backoff to its initial delay.
@@ -86,7 +82,7 @@ class WebSocketSettings(_Section):
     parse_error_window: Annotated[int, Meta(ge=2)] = 20
 
 
-class MarketSettings(_Section):
+class MarketSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
     exchange: str
     symbols: Annotated[tuple[str, ...], Meta(min_length=1)]
     feeds: Annotated[tuple[Feed, ...], Meta(min_length=1)] = ("trades", "orderbook", "ticker")
@@ -285,13 +281,17 @@ def _check_semantics(settings: Settings, source: str) -> None:
             f"websocket.initial_retry_delay_secs ({ws.initial_retry_delay_secs})"
         )
     if settings.storage.mode != "local" and not settings.aws.bucket:
-        raise ConfigError(f"{source}: storage.mode is '{settings.storage.mode}' but aws.bucket is empty")
+        raise ConfigError(
+            f"{source}: storage.mode is '{settings.storage.mode}' but aws.bucket is empty"
+        )
     seen: dict[tuple[str, str], int] = {}
     for i, market in enumerate(settings.markets):
         where = f"{source}: markets[{i}]"
         if market.exchange not in known_exchanges():
             names = ", ".join(known_exchanges())
-            raise ConfigError(f"{where}.exchange: unknown exchange '{market.exchange}' (known: {names})")
+            raise ConfigError(
+                f"{where}.exchange: unknown exchange '{market.exchange}' (known: {names})"
+            )
         adapter = get_adapter_class(market.exchange)
         if len(set(market.feeds)) != len(market.feeds):
             raise ConfigError(f"{where}.feeds: a feed is listed twice")

@@ -6,7 +6,7 @@ per batch, never once per event.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterator
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.core import GaugeMetricFamily
@@ -143,9 +143,7 @@ class Metrics:
             "Files finalized at start from journals a previous run left behind",
             registry=r,
         )
-        self.open_files = Gauge(
-            "collector_open_files", "Files currently being written", registry=r
-        )
+        self.open_files = Gauge("collector_open_files", "Files currently being written", registry=r)
         self.flush_seconds = Histogram(
             "collector_flush_seconds",
             "Time to flush pending rows to journals",

@@ -1,0 +1,137 @@
+"""Command line: ``python -m collector [run|check-config] [--config PATH]``.
+
+Exit status: 0 success, 1 runtime failure (or a shutdown that ran past its deadline),
+2 bad settings or usage.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+import trio
+
+from collector import __version__
+from collector.config import ConfigError, Settings, load_settings, resolve_path, settings_as_dict
+
+EXIT_CONFIG = 2
+EXIT_FAILURE = 1
+
+log = logging.getLogger("collector")
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m collector",
+        description="Record real-time crypto market data from exchange WebSockets into Parquet.",
+        epilog=(
+            "Settings come from --config, else $CONFIG_PATH, else ./settings.toml, else the "
+            "embedded default; COLLECTOR__<SECTION>__<KEY> variables override single keys."
+        ),
+    )
+    parser.add_argument("--version", action="version", version=f"collector {__version__}")
+    config_help = "settings file (default: $CONFIG_PATH, ./settings.toml, or the embedded default)"
+    parser.add_argument("--config", metavar="PATH", help=config_help)
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    run = sub.add_parser("run", help="run the service (the default command)")
+    run.add_argument("--config", metavar="PATH", help=config_help, dest="run_config")
+    check = sub.add_parser(
+        "check-config", help="validate settings and print the effective values (secrets masked)"
+    )
+    check.add_argument("path", nargs="?", metavar="PATH", help="settings file to check")
+    check.add_argument("--config", metavar="PATH", dest="check_config", help=config_help)
+    check.add_argument("--json", action="store_true", help="print JSON instead of TOML")
+    return parser
+
+
+def _load(path_arg: str | None) -> tuple[Settings, str]:
+    return load_settings(resolve_path(path_arg, os.environ), os.environ)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    command = args.command or "run"
+    try:
+        if command == "check-config":
+            settings, source = _load(args.path or args.check_config or args.config)
+            return _check_config(settings, source, as_json=args.json)
+        settings, source = _load(getattr(args, "run_config", None) or args.config)
+    except ConfigError as exc:
+        print(f"collector: error: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+    return _run(settings, source)
+
+
+def _check_config(settings: Settings, source: str, *, as_json: bool) -> int:
+    from collector.exchanges.planning import describe_plans
+
+    shown = settings_as_dict(settings)
+    if as_json:
+        print(
+            json.dumps(
+                {"source": source, "settings": shown, "connections": describe_plans(settings)},
+                indent=2,
+            )
+        )
+        return 0
+    print(f"# settings OK: {source}")
+    print(to_toml(shown))
+    print("# connections this configuration opens:")
+    for line in describe_plans(settings):
+        print(f"#   {line['name']}: {line['url']} ({line['subscriptions']} subscriptions)")
+    return 0
+
+
+def _run(settings: Settings, source: str) -> int:
+    from collector.logs import setup_logging
+    from collector.service import ServiceError, run_service
+
+    setup_logging(settings.collector.log_level, settings.collector.log_format)
+    log.info("starting collector %s", __version__, extra={"settings": source})
+    log.debug("effective settings", extra={"settings": settings_as_dict(settings)})
+    try:
+        return trio.run(run_service, settings)
+    except ServiceError as exc:
+        log.error("%s", exc)
+        if sys.stderr.isatty():
+            print(f"collector: error: {exc}", file=sys.stderr)
+        return EXIT_FAILURE
+
+
+def _toml_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | float):
+        return repr(value)
+    if isinstance(value, str):
+        return json.dumps(value)
+    if isinstance(value, list | tuple):
+        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
+    raise TypeError(f"cannot show {value!r} as TOML")
+
+
+def _toml_table(table: dict[str, Any]) -> list[str]:
+    lines = []
+    for key, value in table.items():
+        if value is None:
+            lines.append(f"# {key} is not set")
+        else:
+            lines.append(f"{key} = {_toml_value(value)}")
+    return lines
+
+
+def to_toml(settings: dict[str, Any]) -> str:
+    """Render plain settings (sections of scalars and the markets array) as TOML."""
+    lines: list[str] = []
+    for section, table in settings.items():
+        if section == "markets":
+            continue
+        lines += [f"[{section}]", *_toml_table(table), ""]
+    for market in settings.get("markets", []):
+        lines += ["[[markets]]", *_toml_table(market), ""]
+    return "\n".join(lines).rstrip() + "\n"

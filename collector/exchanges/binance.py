@@ -1,0 +1,521 @@
+"""Binance spot (sans-IO): combined streams, SUBSCRIBE frames, parsing and sequence checks.
+
+One connection carries up to 1024 streams on ``/stream?timeUnit=MICROSECOND`` (combined
+streams, microsecond timestamps); streams are added with ``SUBSCRIBE`` frames after the
+handshake. Every data frame is an envelope ``{"stream": "<sym>@<type>", "data": {...}}`` and
+the stream name decides how ``data`` is read (partial depth carries no symbol of its own).
+
+Feeds and streams:
+
+- ``trades`` -> ``<sym>@trade``;
+- ``orderbook`` -> ``<sym>@depth<N>@100ms`` (``book_mode = "snapshot"``, the default; N =
+  ``book_depth`` in 5/10/20, default 20) or ``<sym>@depth@100ms`` (``book_mode = "diff"``);
+- ``ticker`` -> ``<sym>@bookTicker``;
+- ``raw`` -> no stream: the connection keeps every frame (``ConnectionPlan.raw``).
+
+Sequence rules (per symbol, per session; a reconnect starts afresh):
+
+- trades: ``t`` should grow by exactly 1. A jump is reported as a ``gap`` status row. This
+  is a heuristic: Binance does not document trade ids as gap-free (exchanges.md: UNCONFIRMED).
+  A ``t`` at or below the last one is a duplicate: dropped and counted in
+  :attr:`BinanceSession.duplicates_dropped` (status rows stay within the defined events).
+- diff depth: ``U`` must equal the previous ``u`` + 1 (or ``pu`` the previous ``u`` where a
+  frame carries ``pu``, as on futures); otherwise a ``gap`` row. A frame with ``u`` at or
+  below the previous ``u`` is stale: dropped and counted likewise. The first delta of a
+  session has no predecessor and so no gap.
+
+Subscribe errors: Binance rejects a whole ``SUBSCRIBE`` request when one stream in it is
+invalid. So a rejected request of several streams is split in two and both halves are sent
+again (via :attr:`Session.outgoing`), until the bad stream stands alone; only that one gets a
+``subscribe_error`` row, and the other symbols keep flowing. A finally rejected subscription
+counts as resolved in ``pending_subscriptions`` (it will never be acknowledged, and readiness
+must not wait for it forever); the status row and :attr:`BinanceSession.rejected` tell about it.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Sequence
+from typing import ClassVar, Final
+
+import attrs
+import msgspec
+
+from collector.config import MarketSettings
+from collector.events import BookUpdate, Event, Level, Ticker, Trade
+from collector.exchanges.base import (
+    ConnectionPlan,
+    ExchangeAdapter,
+    ParseError,
+    Session,
+    Subscription,
+)
+
+EXCHANGE: Final = "binance"
+MAX_STREAMS_PER_CONNECTION: Final = 1024
+# Streams per SUBSCRIBE frame: keeps every frame small (a few KiB).
+MAX_STREAMS_PER_SUBSCRIBE: Final = 200
+PARTIAL_DEPTHS: Final = frozenset({5, 10, 20})
+DEFAULT_PARTIAL_DEPTH: Final = 20
+STREAM_FEEDS: Final = ("trades", "orderbook", "ticker")
+
+_SYMBOL_RE: Final = re.compile(r"[A-Z0-9]{2,20}")
+# Below this a timestamp is in milliseconds (ms now ~1.7e12, us ~1.7e15).
+_MS_LIMIT: Final = 10**14
+
+
+def _us(value: int) -> int:
+    """Microseconds from a Binance timestamp in either unit."""
+    return value * 1000 if value < _MS_LIMIT else value
+
+
+# --------------------------------------------------------------------------- wire structs
+
+
+class _ErrorBody(msgspec.Struct):
+    code: int | None = None
+    msg: str | None = None
+
+
+class _Envelope(msgspec.Struct):
+    """Every frame: a combined-stream envelope, a request response, or a bare event."""
+
+    stream: str | None = None
+    data: msgspec.Raw | None = None
+    id: int | str | msgspec.UnsetType | None = msgspec.UNSET
+    result: msgspec.Raw | None = None
+    code: int | None = None
+    msg: str | None = None
+    error: _ErrorBody | None = None
+    e: str | None = None
+
+
+class _Trade(msgspec.Struct):
+    trade_id: int = msgspec.field(name="t")
+    price: float = msgspec.field(name="p")
+    size: float = msgspec.field(name="q")
+    trade_time: int = msgspec.field(name="T")
+    buyer_is_maker: bool = msgspec.field(name="m")
+
+
+class _DepthDiff(msgspec.Struct):
+    event_time: int = msgspec.field(name="E")
+    first_id: int = msgspec.field(name="U")
+    last_id: int = msgspec.field(name="u")
+    bids: list[Level] = msgspec.field(name="b")
+    asks: list[Level] = msgspec.field(name="a")
+    prev_id: int | None = msgspec.field(default=None, name="pu")
+
+
+class _PartialDepth(msgspec.Struct):
+    last_update_id: int = msgspec.field(name="lastUpdateId")
+    bids: list[Level]
+    asks: list[Level]
+
+
+class _BookTicker(msgspec.Struct):
+    update_id: int = msgspec.field(name="u")
+    bid_price: float = msgspec.field(name="b")
+    bid_size: float = msgspec.field(name="B")
+    ask_price: float = msgspec.field(name="a")
+    ask_size: float = msgspec.field(name="A")
+    event_time: int | None = msgspec.field(default=None, name="E")
+
+
+# Reused decoders. strict=False lets msgspec turn the venue's decimal strings into floats
+# in C (no per-level Python loop).
+_ENVELOPE: Final = msgspec.json.Decoder(_Envelope)
+_TRADE: Final = msgspec.json.Decoder(_Trade, strict=False)
+_DEPTH_DIFF: Final = msgspec.json.Decoder(_DepthDiff, strict=False)
+_PARTIAL_DEPTH: Final = msgspec.json.Decoder(_PartialDepth, strict=False)
+_BOOK_TICKER: Final = msgspec.json.Decoder(_BookTicker, strict=False)
+_ENCODER: Final = msgspec.json.Encoder()
+
+_PARSE_ERRORS: Final = (msgspec.DecodeError, KeyError, ValueError, TypeError, IndexError)
+
+
+# --------------------------------------------------------------------------- adapter
+
+
+@attrs.frozen
+class BinancePlan(ConnectionPlan):
+    """A connection plan that also names the stream of each subscription (same order)."""
+
+    streams: tuple[str, ...] = ()
+
+
+def stream_name(symbol: str, feed: str, market: MarketSettings | None = None) -> str:
+    """The stream of one (symbol, feed); ``market`` supplies the order book options."""
+    sym = symbol.lower()
+    if feed == "trades":
+        return f"{sym}@trade"
+    if feed == "ticker":
+        return f"{sym}@bookTicker"
+    if feed == "orderbook":
+        if market is not None and market.book_mode == "diff":
+            return f"{sym}@depth@100ms"
+        depth = DEFAULT_PARTIAL_DEPTH
+        if market is not None and market.book_depth is not None:
+            depth = market.book_depth
+        return f"{sym}@depth{depth}@100ms"
+    raise ValueError(f"binance has no stream for feed {feed!r}")
+
+
+class BinanceAdapter(ExchangeAdapter):
+    """Binance spot market data over combined streams."""
+
+    name: ClassVar[str] = EXCHANGE
+    default_url: ClassVar[str] = "wss://stream.binance.com:9443"
+    # The venue allows 5 client messages/s per connection, pongs included: keep a margin.
+    client_messages_per_second: ClassVar[float] = 4.0
+    # The venue pings with control frames (every 20 s); the WebSocket library answers them.
+    keepalive_interval_secs: ClassVar[float | None] = None
+
+    @staticmethod
+    def normalize_symbol(symbol: str) -> str:
+        canonical = symbol.upper()
+        if not _SYMBOL_RE.fullmatch(canonical):
+            raise ValueError(
+                f"invalid binance symbol {symbol!r}: expected 2-20 letters and digits "
+                "without separator, e.g. 'BTCUSDT' or 'btcusdt'"
+            )
+        return canonical
+
+    @classmethod
+    def check_market(cls, market: MarketSettings) -> None:
+        mode = market.book_mode or "snapshot"
+        if mode == "diff":
+            if market.book_depth is not None:
+                raise ValueError(
+                    "binance book_depth applies only to book_mode 'snapshot' "
+                    "(book_mode 'diff' streams every change, <sym>@depth@100ms)"
+                )
+        elif mode == "snapshot":
+            if market.book_depth is not None and market.book_depth not in PARTIAL_DEPTHS:
+                raise ValueError(
+                    f"binance book_depth must be 5, 10 or 20 for book_mode 'snapshot' "
+                    f"(got {market.book_depth})"
+                )
+        else:  # pragma: no cover - config's Literal type already limits the values
+            raise ValueError(f"binance book_mode must be 'snapshot' or 'diff' (got {mode!r})")
+        if not any(feed in STREAM_FEEDS for feed in market.feeds):
+            raise ValueError(
+                "binance feeds: 'raw' keeps the frames of other feeds; "
+                "add at least one of trades, orderbook, ticker"
+            )
+        if market.base_url is not None and not market.base_url.startswith(("ws://", "wss://")):
+            raise ValueError(
+                f"binance base_url must start with ws:// or wss:// (got {market.base_url!r})"
+            )
+
+    def connection_url(self, base_url: str | None) -> str:
+        base = (base_url or self.default_url).rstrip("/")
+        return f"{base}/stream?timeUnit=MICROSECOND"
+
+    def plan_connections(self, markets: Sequence[MarketSettings]) -> list[ConnectionPlan]:
+        """Pack symbols onto connections of at most 1024 streams.
+
+        All streams of one symbol share a connection. Markets with a different ``base_url``
+        or ``raw`` choice never share one.
+        """
+        groups: dict[tuple[str, bool], list[tuple[Subscription, str]]] = {}
+        for market in markets:
+            key = (self.connection_url(market.base_url), "raw" in market.feeds)
+            group = groups.setdefault(key, [])
+            for symbol in market.symbols:
+                canonical = self.normalize_symbol(symbol)
+                for feed in market.feeds:
+                    if feed in STREAM_FEEDS:
+                        sub = Subscription(canonical, feed)
+                        group.append((sub, stream_name(canonical, feed, market)))
+        plans: list[ConnectionPlan] = []
+        for (url, raw), items in groups.items():
+            for chunk in _pack_by_symbol(items, MAX_STREAMS_PER_CONNECTION):
+                plans.append(
+                    BinancePlan(
+                        exchange=self.name,
+                        name=f"{self.name}-{len(plans)}",
+                        url=url,
+                        subscriptions=tuple(sub for sub, _ in chunk),
+                        raw=raw,
+                        streams=tuple(stream for _, stream in chunk),
+                    )
+                )
+        return plans
+
+    def open_session(self, plan: ConnectionPlan) -> BinanceSession:
+        return BinanceSession(plan)
+
+
+def _pack_by_symbol(
+    items: list[tuple[Subscription, str]], limit: int
+) -> list[list[tuple[Subscription, str]]]:
+    by_symbol: dict[str, list[tuple[Subscription, str]]] = {}
+    for item in items:
+        by_symbol.setdefault(item[0].symbol, []).append(item)
+    chunks: list[list[tuple[Subscription, str]]] = []
+    current: list[tuple[Subscription, str]] = []
+    for symbol_items in by_symbol.values():
+        if current and len(current) + len(symbol_items) > limit:
+            chunks.append(current)
+            current = []
+        current.extend(symbol_items)
+    if current:
+        chunks.append(current)
+    return chunks
+
+
+# --------------------------------------------------------------------------- session
+
+_Handler = Callable[[str, msgspec.Raw, int], list[Event]]
+
+
+class BinanceSession(Session):
+    """Protocol state of one Binance connection attempt (see the module docstring)."""
+
+    def __init__(self, plan: ConnectionPlan) -> None:
+        super().__init__(plan)
+        if isinstance(plan, BinancePlan) and len(plan.streams) == len(plan.subscriptions):
+            streams = plan.streams
+        else:
+            streams = tuple(stream_name(s.symbol, s.feed) for s in plan.subscriptions)
+        self._streams: tuple[tuple[Subscription, str], ...] = tuple(
+            zip(plan.subscriptions, streams, strict=True)
+        )
+        self._next_id = 1
+        # Request id -> the subscriptions it asked for, until answered.
+        self._requests: dict[int, tuple[tuple[Subscription, str], ...]] = {}
+        # Stream name -> (handler, venue symbol); filled lazily from the names seen.
+        self._routes: dict[str, tuple[_Handler, str]] = {}
+        self._last_trade_id: dict[str, int] = {}
+        self._last_update_id: dict[str, int] = {}
+        # Trades and book deltas at or below the last id seen (dropped, never written).
+        self.duplicates_dropped = 0
+        # Subscriptions the venue refused for good.
+        self.rejected: list[Subscription] = []
+
+    # ----------------------------------------------------------------- subscribing
+
+    def subscribe_frames(self) -> list[str]:
+        return [
+            self._request(self._streams[i : i + MAX_STREAMS_PER_SUBSCRIBE])
+            for i in range(0, len(self._streams), MAX_STREAMS_PER_SUBSCRIBE)
+        ]
+
+    def _request(self, items: tuple[tuple[Subscription, str], ...]) -> str:
+        request_id = self._next_id
+        self._next_id += 1
+        self._requests[request_id] = items
+        frame = {"method": "SUBSCRIBE", "params": [s for _, s in items], "id": request_id}
+        return _ENCODER.encode(frame).decode()
+
+    def _on_response(self, env: _Envelope, received_us: int) -> list[Event]:
+        request_id = env.id
+        failed = env.code is not None or env.error is not None
+        if request_id is None or request_id is msgspec.UNSET:
+            # Responses come in request order: an error without an id is the oldest one's.
+            if not failed or not self._requests:
+                return []
+            request_id = next(iter(self._requests))
+        if not isinstance(request_id, int) or request_id not in self._requests:
+            return []  # not a request of ours (e.g. LIST_SUBSCRIPTIONS from elsewhere)
+        items = self._requests.pop(request_id)
+        if not failed:
+            self.pending_subscriptions -= len(items)
+            return [
+                self.status("subscribed", sub.symbol, received_us, data_type=sub.feed)
+                for sub, _ in items
+            ]
+        if len(items) > 1:
+            # Binance refuses the whole request for one bad stream: bisect to find it.
+            half = len(items) // 2
+            self.outgoing.append(self._request(items[:half]))
+            self.outgoing.append(self._request(items[half:]))
+            return []
+        if env.error is not None:
+            code, msg = env.error.code, env.error.msg
+        else:
+            code, msg = env.code, env.msg
+        sub, stream = items[0]
+        self.pending_subscriptions -= 1
+        self.rejected.append(sub)
+        return [
+            self.status(
+                "subscribe_error",
+                sub.symbol,
+                received_us,
+                data_type=sub.feed,
+                detail=f"{stream}: {msg} (code {code})",
+            )
+        ]
+
+    # ----------------------------------------------------------------- parsing
+
+    def parse(self, payload: bytes, received_us: int) -> list[Event]:
+        try:
+            env = _ENVELOPE.decode(payload)
+            stream = env.stream
+            if stream is not None:
+                route = self._routes.get(stream)
+                if route is None:
+                    route = self._routes[stream] = self._route(stream)
+                handler, symbol = route
+                data = env.data
+                if data is None:
+                    raise ParseError(f"binance frame of stream {stream!r} has no data")
+                return handler(symbol, data, received_us)
+            if env.id is not msgspec.UNSET:
+                return self._on_response(env, received_us)
+            if env.e == "serverShutdown":
+                self.reconnect_reason = "binance serverShutdown notice"
+            return []
+        except _PARSE_ERRORS as exc:
+            raise ParseError(f"binance: {type(exc).__name__}: {exc}") from exc
+
+    def _route(self, stream: str) -> tuple[_Handler, str]:
+        sym, _, kind = stream.partition("@")
+        symbol = sym.upper()
+        handler: _Handler
+        if kind == "trade":
+            handler = self._trade
+        elif kind == "bookTicker":
+            handler = self._book_ticker
+        elif kind == "depth" or kind.startswith("depth@"):
+            handler = self._depth_diff
+        elif kind.startswith("depth"):
+            handler = self._partial_depth
+        elif stream == "!serverShutdown" or kind == "serverShutdown":
+            handler = self._server_shutdown
+        else:
+            handler = _ignore
+        return handler, symbol
+
+    def _trade(self, symbol: str, data: msgspec.Raw, received_us: int) -> list[Event]:
+        msg = _TRADE.decode(data)
+        trade_id = msg.trade_id
+        events: list[Event] = []
+        prev = self._last_trade_id.get(symbol)
+        if prev is not None and trade_id != prev + 1:
+            if trade_id <= prev:
+                self.duplicates_dropped += 1
+                return events
+            events.append(
+                self.status(
+                    "gap",
+                    symbol,
+                    received_us,
+                    data_type="trades",
+                    expected=prev + 1,
+                    received=trade_id,
+                    count=trade_id - prev - 1,
+                )
+            )
+        self._last_trade_id[symbol] = trade_id
+        events.append(
+            Trade(
+                EXCHANGE,
+                symbol,
+                _us(msg.trade_time),
+                received_us,
+                trade_id,
+                str(trade_id),
+                msg.price,
+                msg.size,
+                "sell" if msg.buyer_is_maker else "buy",
+            )
+        )
+        return events
+
+    def _depth_diff(self, symbol: str, data: msgspec.Raw, received_us: int) -> list[Event]:
+        msg = _DEPTH_DIFF.decode(data)
+        events: list[Event] = []
+        prev = self._last_update_id.get(symbol)
+        if prev is not None:
+            if msg.last_id <= prev:
+                self.duplicates_dropped += 1
+                return events
+            if msg.prev_id is not None:
+                if msg.prev_id != prev:
+                    events.append(
+                        self.status(
+                            "gap",
+                            symbol,
+                            received_us,
+                            data_type="orderbook",
+                            expected=prev,
+                            received=msg.prev_id,
+                            detail="pu is not the previous u",
+                        )
+                    )
+            elif msg.first_id > prev + 1:
+                events.append(
+                    self.status(
+                        "gap",
+                        symbol,
+                        received_us,
+                        data_type="orderbook",
+                        expected=prev + 1,
+                        received=msg.first_id,
+                        count=msg.first_id - prev - 1,
+                    )
+                )
+        self._last_update_id[symbol] = msg.last_id
+        events.append(
+            BookUpdate(
+                EXCHANGE,
+                symbol,
+                _us(msg.event_time),
+                received_us,
+                msg.last_id,
+                "delta",
+                msg.first_id,
+                msg.prev_id,
+                msg.bids,
+                msg.asks,
+            )
+        )
+        return events
+
+    def _partial_depth(self, symbol: str, data: msgspec.Raw, received_us: int) -> list[Event]:
+        msg = _PARTIAL_DEPTH.decode(data)
+        return [
+            BookUpdate(
+                EXCHANGE,
+                symbol,
+                None,
+                received_us,
+                msg.last_update_id,
+                "snapshot",
+                msg.last_update_id,
+                None,
+                msg.bids,
+                msg.asks,
+            )
+        ]
+
+    def _book_ticker(self, symbol: str, data: msgspec.Raw, received_us: int) -> list[Event]:
+        msg = _BOOK_TICKER.decode(data)
+        event_time = msg.event_time
+        return [
+            Ticker(
+                EXCHANGE,
+                symbol,
+                None if event_time is None else _us(event_time),
+                received_us,
+                msg.update_id,
+                msg.bid_price,
+                msg.bid_size,
+                msg.ask_price,
+                msg.ask_size,
+                None,
+                None,
+            )
+        ]
+
+    def _server_shutdown(self, symbol: str, data: msgspec.Raw, received_us: int) -> list[Event]:
+        self.reconnect_reason = "binance serverShutdown notice"
+        return []
+
+
+def _ignore(symbol: str, data: msgspec.Raw, received_us: int) -> list[Event]:
+    return []

@@ -1,0 +1,111 @@
+"""What ``/health`` and ``/ready`` report: the state of every configured connection.
+
+Owned by the service; connections report into it. Plain synchronous state, so reading it
+from an HTTP handler never blocks the event loop.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import attrs
+import trio
+
+from collector.metrics import Metrics
+
+
+@attrs.define
+class ConnectionHealth:
+    exchange: str
+    symbols: tuple[str, ...]
+    up: bool = False
+    subscribed_once: bool = False
+    connects: int = 0
+    last_error: str | None = None
+    since: float = 0.0  # trio time of the last up/down change
+
+
+class HealthState:
+    """Connection states for health and readiness, and the service-wide summary."""
+
+    def __init__(self, metrics: Metrics) -> None:
+        self.metrics = metrics
+        self.connections: dict[str, ConnectionHealth] = {}
+        self.started_at = trio.current_time()
+        self.shutting_down = False
+        # Extra problems other parts report (e.g. an upload outage), by component.
+        self.problems: dict[str, str] = {}
+
+    def add_connection(self, name: str, exchange: str, symbols: tuple[str, ...]) -> None:
+        self.connections[name] = ConnectionHealth(exchange, symbols, since=trio.current_time())
+        for symbol in symbols:
+            self.metrics.websocket_connected.labels(exchange, symbol).set(0)
+
+    def set_up(self, name: str) -> None:
+        conn = self.connections[name]
+        conn.up = True
+        conn.connects += 1
+        conn.since = trio.current_time()
+        for symbol in conn.symbols:
+            self.metrics.websocket_connected.labels(conn.exchange, symbol).set(1)
+
+    def set_subscribed(self, name: str) -> None:
+        self.connections[name].subscribed_once = True
+
+    def set_down(self, name: str, reason: str) -> None:
+        conn = self.connections[name]
+        conn.up = False
+        conn.last_error = reason
+        conn.since = trio.current_time()
+        for symbol in conn.symbols:
+            self.metrics.websocket_connected.labels(conn.exchange, symbol).set(0)
+
+    @property
+    def ready(self) -> bool:
+        """Every configured connection has subscribed at least once (and we are not stopping)."""
+        return (
+            bool(self.connections)
+            and not self.shutting_down
+            and all(c.subscribed_once for c in self.connections.values())
+        )
+
+    def report(self) -> dict[str, Any]:
+        """The ``/health`` document."""
+        now = trio.current_time()
+        up = sum(1 for c in self.connections.values() if c.up)
+        total = len(self.connections)
+        problems = dict(self.problems)
+        for name, conn in self.connections.items():
+            if not conn.up:
+                problems[name] = f"down: {conn.last_error or 'not connected yet'}"
+        if self.shutting_down:
+            status = "stopping"
+        elif problems:
+            status = "degraded"
+        else:
+            status = "healthy"
+        return {
+            "status": status,
+            "ready": self.ready,
+            "uptime_seconds": round(now - self.started_at, 3),
+            "connections": {
+                "up": up,
+                "total": total,
+                "detail": {
+                    name: {
+                        "exchange": c.exchange,
+                        "up": c.up,
+                        "subscribed": c.subscribed_once,
+                        "connects": c.connects,
+                        "last_error": c.last_error,
+                        "seconds_in_state": round(now - c.since, 3),
+                    }
+                    for name, c in sorted(self.connections.items())
+                },
+            },
+            "messages_received": int(self.metrics.sum_samples("collector_messages_received_total")),
+            "messages_dropped": int(self.metrics.sum_samples("collector_messages_dropped_total")),
+            "sequence_gaps": int(self.metrics.sum_samples("collector_sequence_gaps_total")),
+            "parse_errors": int(self.metrics.sum_samples("collector_parse_errors_total")),
+            "problems": problems,
+        }

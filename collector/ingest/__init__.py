@@ -1,0 +1,1 @@
+"""Ingest: WebSocket connections, their supervisors and the exchange-facing plumbing."""

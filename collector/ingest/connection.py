@@ -1,0 +1,302 @@
+"""One WebSocket connection's lifetime: connect, subscribe, receive, keep alive.
+
+``run_connection`` runs a single attempt and always ends by raising: a
+:class:`~collector.ingest.errors.ConnectionFailed` subclass for the expected ways a
+connection ends (the exchange supervisor reconnects), anything else for bugs. It never
+parses a venue's JSON itself: that is the adapter session's job.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import deque
+from typing import NoReturn
+
+import attrs
+import trio
+
+from collector.clock import WallClock
+from collector.config import WebSocketSettings
+from collector.events import Event, Raw, Status
+from collector.exchanges.base import ConnectionPlan, ExchangeAdapter, ParseError, Session
+from collector.health import HealthState
+from collector.ingest.errors import (
+    ConnectFailed,
+    ConnectionLost,
+    StaleConnection,
+    TooManyParseErrors,
+    VenueRequestedReconnect,
+)
+from collector.ingest.sink import EventSink
+from collector.ingest.websocket import WebSocket, connect_websocket
+from collector.metrics import Metrics
+
+log = logging.getLogger(__name__)
+
+OUTBOX_SIZE = 256
+CLOSE_TIMEOUT_SECS = 1.0
+
+
+@attrs.frozen
+class IngestContext:
+    """What every connection shares: settings, metrics, health and the wall clock."""
+
+    settings: WebSocketSettings
+    metrics: Metrics
+    health: HealthState
+    wall_clock: WallClock
+
+
+class ParseBreaker:
+    """Trips when more than half of the last ``window`` frames failed to parse."""
+
+    def __init__(self, window: int) -> None:
+        self.window = window
+        self._recent: deque[bool] = deque(maxlen=window)
+        self._failures = 0
+
+    def record(self, ok: bool) -> bool:
+        """Record one frame's outcome; True when the breaker trips."""
+        if len(self._recent) == self.window and not self._recent[0]:
+            self._failures -= 1
+        self._recent.append(ok)
+        if not ok:
+            self._failures += 1
+        return self._failures * 2 > self.window
+
+    def record_ok_run(self, count: int) -> None:
+        """Record ``count`` successful frames at once (the common case)."""
+        for _ in range(min(count, self.window)):
+            self.record(True)
+
+
+async def run_connection(
+    plan: ConnectionPlan,
+    adapter: ExchangeAdapter,
+    ctx: IngestContext,
+    sink: EventSink,
+) -> NoReturn:
+    """One connection attempt for ``plan``, until it fails.
+
+    Owns the socket and its per-connection nursery (receive loop, paced sender,
+    keepalive). Writes ``connected``/``disconnected`` status rows for every symbol on the
+    connection. Cancellation closes the socket politely and returns via Cancelled.
+    Raises ConnectionFailed subclasses for every expected end.
+    """
+    settings = ctx.settings
+    session = adapter.open_session(plan)
+    max_size = int(settings.max_message_size_mb * 1024 * 1024)
+    attempts = ctx.metrics.connections_total
+    try:
+        with trio.fail_after(settings.connect_timeout_secs):
+            ws = await connect_websocket(plan.url, max_message_size=max_size)
+    except trio.TooSlowError:
+        attempts.labels(plan.exchange, "timeout").inc()
+        raise ConnectFailed(f"connect timed out after {settings.connect_timeout_secs}s") from None
+    except ConnectFailed:
+        attempts.labels(plan.exchange, "failed").inc()
+        raise
+    attempts.labels(plan.exchange, "connected").inc()
+    reason = "cancelled"
+    try:
+        _emit_connection_rows(sink, session, ctx, "connected", detail=plan.url)
+        ctx.health.set_up(plan.name)
+        log.info(
+            "connected",
+            extra={
+                "exchange": plan.exchange,
+                "connection": plan.name,
+                "symbols": len(plan.symbols),
+            },
+        )
+        async with trio.open_nursery() as nursery:
+            outbox_tx, outbox_rx = trio.open_memory_channel[str](OUTBOX_SIZE)
+            for frame in session.subscribe_frames():
+                outbox_tx.send_nowait(frame)
+            nursery.start_soon(_run_sender, ws, outbox_rx, adapter, plan, ctx, sink)
+            if adapter.keepalive_interval_secs:
+                nursery.start_soon(
+                    _run_keepalive, session, outbox_tx.clone(), adapter.keepalive_interval_secs
+                )
+            with outbox_tx:
+                await _receive_loop(ws, session, plan, ctx, sink, outbox_tx)
+        raise AssertionError("the receive loop only ends by raising")  # pragma: no cover
+    except* ConnectionLost as group:
+        reason = _first_message(group)
+        raise
+    except* (StaleConnection, TooManyParseErrors, VenueRequestedReconnect) as group:
+        reason = _first_message(group)
+        raise
+    finally:
+        ctx.health.set_down(plan.name, reason)
+        _emit_connection_rows(sink, session, ctx, "disconnected", detail=reason)
+        with trio.CancelScope(shield=True), trio.move_on_after(CLOSE_TIMEOUT_SECS):
+            await ws.aclose()
+        log.info(
+            "disconnected",
+            extra={"exchange": plan.exchange, "connection": plan.name, "reason": reason},
+        )
+
+
+def _first_message(group: BaseExceptionGroup[Exception]) -> str:
+    exc = group.exceptions[0]
+    while isinstance(exc, BaseExceptionGroup):
+        exc = exc.exceptions[0]
+    return f"{type(exc).__name__}: {exc}"
+
+
+def _emit_connection_rows(
+    sink: EventSink, session: Session, ctx: IngestContext, event: str, detail: str
+) -> None:
+    now_us = ctx.wall_clock()
+    assert event in ("connected", "disconnected")
+    rows: list[Event] = [
+        session.status(
+            "connected" if event == "connected" else "disconnected", symbol, now_us, detail=detail
+        )
+        for symbol in session.plan.symbols
+    ]
+    sink.send(rows, now_us)
+
+
+async def _receive_loop(
+    ws: WebSocket,
+    session: Session,
+    plan: ConnectionPlan,
+    ctx: IngestContext,
+    sink: EventSink,
+    outbox: trio.MemorySendChannel[str],
+) -> NoReturn:
+    """Read, parse and forward until the connection fails.
+
+    The stale watchdog is a cancel scope whose deadline moves forward on every read.
+    """
+    settings = ctx.settings
+    metrics = ctx.metrics
+    exchange = plan.exchange
+    received_metric = metrics.messages_received.labels(exchange)
+    bytes_metric = metrics.bytes_received.labels(exchange)
+    parse_errors = metrics.parse_errors.labels(exchange)
+    latency = metrics.latency.labels(exchange)
+    last_message = metrics.last_message_timestamp.labels(exchange)
+    breaker = ParseBreaker(settings.parse_error_window)
+    wall_clock = ctx.wall_clock
+    raw = plan.raw
+    subscribed = False
+    timeout = settings.message_timeout_secs
+    with trio.CancelScope(deadline=trio.current_time() + timeout) as watchdog:
+        while True:
+            messages = await ws.receive_messages()
+            watchdog.deadline = trio.current_time() + timeout
+            if not messages:
+                continue
+            received_us = wall_clock()
+            batch: list[Event] = []
+            failures = 0
+            size = 0
+            for payload, _is_text in messages:
+                size += len(payload)
+                if raw:
+                    batch.append(
+                        Raw(exchange, "_all", None, received_us, None, plan.name, "recv", payload)
+                    )
+                try:
+                    batch.extend(session.parse(payload, received_us))
+                except ParseError as exc:
+                    failures += 1
+                    parse_errors.inc()
+                    log.debug("unparsable frame skipped: %s", exc, extra={"exchange": exchange})
+                    if breaker.record(False):
+                        raise TooManyParseErrors(
+                            f"more than half of the last {breaker.window} frames failed to parse; "
+                            f"last error: {exc}"
+                        ) from None
+            if failures < len(messages):
+                breaker.record_ok_run(len(messages) - failures)
+            received_metric.inc(len(messages))
+            bytes_metric.inc(size)
+            last_message.set(received_us / 1e6)
+            if batch:
+                _observe(batch, received_us, latency, ctx, exchange)
+                sink.send(batch, received_us)
+            if session.outgoing:
+                for frame in session.outgoing:
+                    outbox.send_nowait(frame)
+                session.outgoing.clear()
+            if not subscribed and session.pending_subscriptions <= 0:
+                subscribed = True
+                ctx.health.set_subscribed(plan.name)
+            if session.reconnect_reason is not None:
+                raise VenueRequestedReconnect(session.reconnect_reason)
+    raise StaleConnection(f"no message for {timeout}s")
+
+
+def _observe(
+    batch: list[Event], received_us: int, latency: object, ctx: IngestContext, exchange: str
+) -> None:
+    """Per-batch bookkeeping: one latency sample and counters for status rows."""
+    last_ts = batch[-1].timestamp_exchange
+    if last_ts is not None:
+        latency.observe(max(0.0, (received_us - last_ts) / 1e6))  # type: ignore[attr-defined]
+    for event in batch:
+        if type(event) is Status:
+            if event.event == "gap":
+                ctx.metrics.sequence_gaps.labels(exchange, event.data_type or "").inc()
+            elif event.event == "subscribe_error":
+                ctx.metrics.subscribe_errors.labels(exchange).inc()
+                log.warning(
+                    "subscription refused: %s",
+                    event.detail,
+                    extra={
+                        "exchange": exchange,
+                        "symbol": event.symbol,
+                        "data_type": event.data_type,
+                    },
+                )
+
+
+async def _run_sender(
+    ws: WebSocket,
+    outbox: trio.MemoryReceiveChannel[str],
+    adapter: ExchangeAdapter,
+    plan: ConnectionPlan,
+    ctx: IngestContext,
+    sink: EventSink,
+) -> None:
+    """Send queued frames no faster than the venue's client message limit."""
+    interval = 1.0 / adapter.client_messages_per_second
+    next_send = trio.current_time()
+    with outbox:
+        async for frame in outbox:
+            await trio.sleep_until(next_send)
+            await ws.send_text(frame)
+            next_send = trio.current_time() + interval
+            if plan.raw:
+                now_us = ctx.wall_clock()
+                sink.send(
+                    [
+                        Raw(
+                            plan.exchange,
+                            "_all",
+                            None,
+                            now_us,
+                            None,
+                            plan.name,
+                            "send",
+                            frame.encode(),
+                        )
+                    ],
+                    now_us,
+                )
+
+
+async def _run_keepalive(
+    session: Session, outbox: trio.MemorySendChannel[str], every: float
+) -> None:
+    """Queue the venue's application-level keepalive frame every ``every`` seconds."""
+    with outbox:
+        while True:
+            await trio.sleep(every)
+            frame = session.keepalive_frame()
+            if frame is not None:
+                await outbox.send(frame)

@@ -1,0 +1,90 @@
+"""The connection's side of the event channel: never blocks, counts and records drops."""
+
+from __future__ import annotations
+
+import logging
+from collections import Counter
+
+import trio
+
+from collector.events import Event, Status
+from collector.metrics import Metrics
+
+log = logging.getLogger(__name__)
+
+
+class EventSink:
+    """Sends batches of events without ever waiting for storage.
+
+    If the channel is full the batch is dropped and counted; as soon as a later batch
+    fits, ``dropped`` status rows (one per symbol, with the count and the time span) go
+    first, so the hole is recorded in the data itself.
+    """
+
+    def __init__(
+        self, channel: trio.MemorySendChannel[list[Event]], exchange: str, metrics: Metrics
+    ) -> None:
+        self.channel = channel
+        self.exchange = exchange
+        self._dropped_metric = metrics.messages_dropped.labels(exchange)
+        self._dropped: Counter[str] = Counter()
+        self._first_drop_us = 0
+        self._last_drop_us = 0
+        self.total_dropped = 0
+
+    def send(self, batch: list[Event], now_us: int) -> bool:
+        """Send one batch (not re-used by the caller afterwards). True if it was accepted."""
+        if self._dropped:
+            batch = self._drop_rows(now_us) + batch
+        try:
+            self.channel.send_nowait(batch)
+        except trio.WouldBlock:
+            self._record_drop(batch, now_us)
+            return False
+        self._dropped.clear()
+        return True
+
+    def _record_drop(self, batch: list[Event], now_us: int) -> None:
+        lost = [e for e in batch if not (type(e) is Status and e.event == "dropped")]
+        if not self._dropped:
+            self._first_drop_us = now_us
+        self._last_drop_us = now_us
+        self._dropped.update(e.symbol for e in lost)
+        self.total_dropped += len(lost)
+        self._dropped_metric.inc(len(lost))
+
+    def _drop_rows(self, now_us: int) -> list[Event]:
+        detail = (
+            f"event channel full: events dropped between {self._first_drop_us} and "
+            f"{self._last_drop_us} (us since epoch)"
+        )
+        return [
+            Status(
+                self.exchange,
+                symbol,
+                None,
+                self._first_drop_us,
+                None,
+                "dropped",
+                None,
+                None,
+                None,
+                count,
+                detail,
+            )
+            for symbol, count in sorted(self._dropped.items())
+        ]
+
+    def close(self, now_us: int) -> None:
+        """Send any pending drop record (best effort), then close this channel clone."""
+        if self._dropped:
+            try:
+                self.channel.send_nowait(self._drop_rows(now_us))
+                self._dropped.clear()
+            except (trio.WouldBlock, trio.BrokenResourceError, trio.ClosedResourceError):
+                log.warning(
+                    "could not record %d dropped events in the data (channel full at close)",
+                    sum(self._dropped.values()),
+                    extra={"exchange": self.exchange},
+                )
+        self.channel.close()

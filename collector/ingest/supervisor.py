@@ -1,0 +1,87 @@
+"""Per-exchange supervision: one nursery per exchange, one reconnect loop per connection."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+
+import trio
+
+from collector.events import Event
+from collector.exchanges.base import ConnectionPlan, ExchangeAdapter
+from collector.ingest.backoff import Backoff
+from collector.ingest.connection import IngestContext, run_connection
+from collector.ingest.errors import ConnectionFailed
+from collector.ingest.sink import EventSink
+
+log = logging.getLogger(__name__)
+
+
+async def run_exchange(
+    adapter: ExchangeAdapter,
+    plans: Sequence[ConnectionPlan],
+    ctx: IngestContext,
+    events: trio.MemorySendChannel[list[Event]],
+    *,
+    task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    """Run every connection of one exchange until cancelled.
+
+    Owns ``events`` (closes it; each connection gets its own clone) and the exchange's
+    nursery. Connection failures are retried forever with backoff and never leave this
+    function; a bug propagates and stops the service loudly.
+    """
+    async with trio.open_nursery() as nursery:
+        with events:
+            for plan in plans:
+                nursery.start_soon(supervise_connection, plan, adapter, ctx, events.clone())
+        task_status.started()
+
+
+async def supervise_connection(
+    plan: ConnectionPlan,
+    adapter: ExchangeAdapter,
+    ctx: IngestContext,
+    events: trio.MemorySendChannel[list[Event]],
+) -> None:
+    """Keep one connection up: reconnect with capped, jittered exponential backoff.
+
+    The backoff starts again from its initial delay once a connection has stayed up for
+    ``healthy_after_secs``. Owns ``events`` (closed on exit). Runs until cancelled.
+    """
+    settings = ctx.settings
+    backoff = Backoff(settings.initial_retry_delay_secs, settings.max_retry_delay_secs)
+    sink = EventSink(events, plan.exchange, ctx.metrics)
+    disconnects = ctx.metrics.disconnects_total
+    try:
+        while True:
+            started = trio.current_time()
+            try:
+                await run_connection(plan, adapter, ctx, sink)
+            except* ConnectionFailed as group:
+                failure = _first(group)
+                disconnects.labels(plan.exchange, failure.reason).inc()
+                if trio.current_time() - started >= settings.healthy_after_secs:
+                    backoff.reset()
+                delay = backoff.next_delay()
+                log.warning(
+                    "connection failed, retrying in %.1fs: %s",
+                    delay,
+                    failure,
+                    extra={
+                        "exchange": plan.exchange,
+                        "connection": plan.name,
+                        "reason": failure.reason,
+                    },
+                )
+            await trio.sleep(delay)
+    finally:
+        sink.close(ctx.wall_clock())
+
+
+def _first(group: BaseExceptionGroup[ConnectionFailed]) -> ConnectionFailed:
+    exc: BaseException = group
+    while isinstance(exc, BaseExceptionGroup):
+        exc = exc.exceptions[0]
+    assert isinstance(exc, ConnectionFailed)
+    return exc

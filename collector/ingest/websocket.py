@@ -1,0 +1,197 @@
+"""The WebSocket client: ``websockets``' Sans-I/O protocol driven from a Trio stream.
+
+Chosen by measurement (design.md): the connection's own task reads up to 64 KiB at a
+time and gets back every complete message in that read, so frames are handled in
+batches with no task switch or channel hop per message. Control frames are handled by
+the protocol (pings are answered with pongs; a close is echoed). Everything
+library-specific stays in this module; errors leave it as
+:class:`~collector.ingest.errors.ConnectionFailed` subclasses.
+"""
+
+from __future__ import annotations
+
+import ssl
+from collections.abc import Sequence
+from functools import cache
+from typing import cast
+
+import trio
+from websockets.client import ClientProtocol
+from websockets.exceptions import InvalidURI
+from websockets.frames import Frame, Opcode
+from websockets.http11 import Response
+from websockets.protocol import State
+from websockets.uri import parse_uri
+
+from collector.ingest.errors import ConnectFailed, ConnectionLost
+
+READ_SIZE = 65536
+
+Message = tuple[bytes, bool]
+"""(payload, is_text): one complete WebSocket message."""
+
+
+@cache
+def _default_ssl_context() -> ssl.SSLContext:
+    return ssl.create_default_context()
+
+
+class WebSocket:
+    """An open client WebSocket. One task receives; sends may come from any task."""
+
+    def __init__(self, stream: trio.abc.Stream, protocol: ClientProtocol) -> None:
+        self._stream = stream
+        self._protocol = protocol
+        self._send_lock = trio.StrictFIFOLock()
+        self._fragments: list[bytes] = []
+        self._fragment_is_text = False
+        self._pending: list[Message] = []
+
+    async def receive_messages(self) -> list[Message]:
+        """Every complete message that arrived in one read (possibly none: control frames).
+
+        Raises ConnectionLost when the connection is closed or broken.
+        """
+        if self._pending:
+            pending, self._pending = self._pending, []
+            return pending
+        try:
+            data = await self._stream.receive_some(READ_SIZE)
+        except (trio.BrokenResourceError, OSError) as exc:
+            raise ConnectionLost(f"transport broke: {exc!r}") from exc
+        if data:
+            self._protocol.receive_data(data)
+        else:
+            self._protocol.receive_eof()
+        messages = self._collect(self._protocol.events_received())
+        await self._flush()
+        if self._protocol.state is State.CLOSED or (not data):
+            raise ConnectionLost(self._close_description())
+        if self._protocol.state is State.CLOSING and not messages:
+            raise ConnectionLost(self._close_description())
+        return messages
+
+    def _collect(self, events: Sequence[object]) -> list[Message]:
+        messages: list[Message] = []
+        for event in events:
+            if not isinstance(event, Frame):
+                continue
+            opcode = event.opcode
+            # Frames parsed from the network always carry bytes.
+            data = cast(bytes, event.data)
+            if opcode is Opcode.TEXT or opcode is Opcode.BINARY:
+                if event.fin:
+                    messages.append((data, opcode is Opcode.TEXT))
+                else:
+                    self._fragments = [data]
+                    self._fragment_is_text = opcode is Opcode.TEXT
+            elif opcode is Opcode.CONT:
+                self._fragments.append(data)
+                if event.fin:
+                    messages.append((b"".join(self._fragments), self._fragment_is_text))
+                    self._fragments = []
+        return messages
+
+    def _close_description(self) -> str:
+        rcvd = self._protocol.close_rcvd
+        if rcvd is not None:
+            return f"closed by peer: code {rcvd.code} {rcvd.reason!r}".rstrip()
+        exc = self._protocol.parser_exc
+        if exc is not None:
+            return f"protocol error: {exc}"
+        return "connection closed by peer without a close frame"
+
+    async def send_text(self, text: str) -> None:
+        """Send one text message. Raises ConnectionLost if the connection is gone."""
+        if self._protocol.state is not State.OPEN:
+            raise ConnectionLost("send on a closed connection")
+        self._protocol.send_text(text.encode())
+        await self._flush()
+
+    async def _flush(self) -> None:
+        writes = self._protocol.data_to_send()
+        if not writes:
+            return
+        async with self._send_lock:
+            try:
+                for chunk in writes:
+                    if chunk:
+                        await self._stream.send_all(chunk)
+            except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
+                raise ConnectionLost(f"transport broke while sending: {exc!r}") from exc
+
+    async def aclose(self, code: int = 1000) -> None:
+        """Close politely: send a close frame and close the stream.
+
+        Callers bound the time (e.g. a shielded ``move_on_after``); the stream is closed
+        whatever happens.
+        """
+        try:
+            if self._protocol.state is State.OPEN:
+                self._protocol.send_close(code)
+                await self._flush()
+        except ConnectionLost:
+            pass
+        finally:
+            await trio.aclose_forcefully(self._stream)
+
+
+async def _open_stream(host: str, port: int, secure: bool) -> trio.abc.Stream:
+    if secure:
+        return await trio.open_ssl_over_tcp_stream(
+            host, port, ssl_context=_default_ssl_context(), https_compatible=True
+        )
+    return await trio.open_tcp_stream(host, port)
+
+
+async def connect_websocket(url: str, *, max_message_size: int) -> WebSocket:
+    """Connect and perform the opening handshake; the caller owns the returned socket.
+
+    The caller bounds the connect time with its own cancel scope and must call
+    :meth:`WebSocket.aclose` (shielded and bounded) when done. Raises ConnectFailed.
+    """
+    try:
+        uri = parse_uri(url)
+    except InvalidURI as exc:
+        raise ConnectFailed(f"invalid WebSocket URL {url!r}: {exc}") from exc
+    try:
+        stream = await _open_stream(uri.host, uri.port, uri.secure)
+    except (OSError, trio.BrokenResourceError, ssl.SSLError) as exc:
+        raise ConnectFailed(f"cannot connect to {uri.host}:{uri.port}: {exc!r}") from exc
+    protocol = ClientProtocol(uri, max_size=max_message_size)
+    ws = WebSocket(stream, protocol)
+    try:
+        await _handshake(ws, stream, protocol)
+    except BaseException:
+        await trio.aclose_forcefully(stream)
+        raise
+    return ws
+
+
+async def _handshake(ws: WebSocket, stream: trio.abc.Stream, protocol: ClientProtocol) -> None:
+    protocol.send_request(protocol.connect())
+    try:
+        await ws._flush()
+    except ConnectionLost as exc:
+        raise ConnectFailed(str(exc)) from exc
+    while True:
+        try:
+            data = await stream.receive_some(READ_SIZE)
+        except (trio.BrokenResourceError, OSError, ssl.SSLError) as exc:
+            raise ConnectFailed(f"handshake failed: {exc!r}") from exc
+        if data:
+            protocol.receive_data(data)
+        else:
+            protocol.receive_eof()
+        events = protocol.events_received()
+        for index, event in enumerate(events):
+            if isinstance(event, Response):
+                failure = protocol.handshake_exc
+                if failure is not None:
+                    raise ConnectFailed(
+                        f"handshake rejected (HTTP {event.status_code}): {failure}"
+                    ) from failure
+                ws._pending = ws._collect(events[index + 1 :])
+                return
+        if not data:
+            raise ConnectFailed("connection closed during the handshake")

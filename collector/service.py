@@ -1,0 +1,195 @@
+"""The service: the root of the task tree and its orderly shutdown.
+
+```
+root nursery
+├── http server                       /health /ready /metrics
+├── signal watcher                    SIGINT/SIGTERM -> shutdown
+└── pipeline nursery
+    ├── writer         <- event channel (batches; one clone per connection)
+    ├── finished files <- file channel (local mode: they stay; the uploader comes later)
+    └── ingest nursery (cancelled first on shutdown)
+        └── one nursery per exchange -> one reconnect loop per connection
+```
+
+Shutdown: cancel ingest -> connections close and their channel clones with them -> the
+writer drains the event channel and finalizes every open file -> the finished-files
+consumer ends -> the HTTP server stops. ``shutdown_timeout_secs`` bounds it all; past it
+everything is cancelled and journals left on disk are finalized at the next start.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import time
+from functools import partial
+from pathlib import Path
+
+import attrs
+import trio
+
+from collector.clock import WallClock, system_wall_us
+from collector.config import Settings
+from collector.events import Event
+from collector.exchanges.planning import plan_all
+from collector.health import HealthState
+from collector.http import run_http_server
+from collector.ingest.connection import IngestContext
+from collector.ingest.supervisor import run_exchange
+from collector.metrics import Metrics
+from collector.storage import run_writer
+
+log = logging.getLogger(__name__)
+
+EXIT_OK = 0
+EXIT_SHUTDOWN_TIMEOUT = 1
+
+
+class ServiceError(Exception):
+    """The service cannot start (e.g. the data directory is not writable)."""
+
+
+@attrs.define
+class Shutdown:
+    """A one-way switch that starts the orderly shutdown."""
+
+    requested: trio.Event = attrs.field(factory=trio.Event)
+    reason: str = ""
+
+    def request(self, reason: str) -> None:
+        if not self.requested.is_set():
+            self.reason = reason
+            self.requested.set()
+
+
+@attrs.frozen
+class ServiceHandle:
+    """What ``run_service`` reports once started (for tests and embedding)."""
+
+    http_port: int
+    shutdown: Shutdown
+    health: HealthState
+    metrics: Metrics
+
+
+def _prepare_data_dir(path: Path) -> None:
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        probe = path / ".write-test"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as exc:
+        raise ServiceError(f"data directory {str(path)!r} is not writable: {exc}") from exc
+
+
+async def run_service(
+    settings: Settings,
+    *,
+    wall_clock: WallClock = system_wall_us,
+    handle_signals: bool = True,
+    task_status: trio.TaskStatus[ServiceHandle] = trio.TASK_STATUS_IGNORED,
+) -> int:
+    """Run until shutdown is requested (signal or ``handle.shutdown``); returns an exit code."""
+    cfg = settings.collector
+    _prepare_data_dir(Path(settings.storage.data_dir))
+    metrics = Metrics()
+    metrics.up_since.set(time.time())
+    health = HealthState(metrics)
+    shutdown = Shutdown()
+
+    planned = plan_all(settings)
+    for _, plans in planned:
+        for plan in plans:
+            health.add_connection(plan.name, plan.exchange, plan.symbols)
+
+    event_tx, event_rx = trio.open_memory_channel[list[Event]](cfg.event_channel_size)
+    file_tx, file_rx = trio.open_memory_channel[Path](cfg.file_channel_size)
+    metrics.watch_channel("events", lambda: _fill(event_rx))
+    metrics.watch_channel("finished_files", lambda: _fill(file_rx))
+    ctx = IngestContext(settings.websocket, metrics, health, wall_clock)
+
+    async with trio.open_nursery() as root:
+        port = await root.start(
+            run_http_server, cfg.metrics_host, cfg.metrics_port, health, metrics
+        )
+        if handle_signals:
+            await root.start(_watch_signals, shutdown, root.cancel_scope, cfg.shutdown_timeout_secs)
+        else:
+            root.start_soon(_arm_deadline, shutdown, root.cancel_scope, cfg.shutdown_timeout_secs)
+        async with trio.open_nursery() as pipeline:
+            writer = partial(
+                run_writer,
+                settings.storage,
+                event_rx,
+                file_tx,
+                metrics,
+                wall_clock=wall_clock,
+                home_server_name=settings.aws.home_server_name,
+            )
+            await pipeline.start(writer)
+            pipeline.start_soon(_run_finished_files, file_rx)
+            async with trio.open_nursery() as ingest:
+                with event_tx:
+                    for adapter, plans in planned:
+                        await ingest.start(run_exchange, adapter, plans, ctx, event_tx.clone())
+                task_status.started(ServiceHandle(port, shutdown, health, metrics))
+                log.info(
+                    "collector started",
+                    extra={"connections": len(health.connections), "http_port": port},
+                )
+                await shutdown.requested.wait()
+                log.info("shutting down", extra={"reason": shutdown.reason})
+                health.shutting_down = True
+                ingest.cancel_scope.cancel()
+        root.cancel_scope.cancel()
+    if _deadline_hit(root.cancel_scope):
+        log.error(
+            "shutdown timed out after %ss; unfinished files will be finalized at the next start",
+            cfg.shutdown_timeout_secs,
+        )
+        return EXIT_SHUTDOWN_TIMEOUT
+    log.info("collector stopped")
+    return EXIT_OK
+
+
+def _fill(
+    channel: trio.MemoryReceiveChannel[list[Event]] | trio.MemoryReceiveChannel[Path],
+) -> tuple[int, float]:
+    stats = channel.statistics()
+    return stats.current_buffer_used, stats.max_buffer_size
+
+
+def _deadline_hit(scope: trio.CancelScope) -> bool:
+    return scope.deadline != float("inf") and trio.current_time() >= scope.deadline
+
+
+async def _arm_deadline(shutdown: Shutdown, root: trio.CancelScope, grace_secs: float) -> None:
+    await shutdown.requested.wait()
+    root.deadline = trio.current_time() + grace_secs
+
+
+async def _watch_signals(
+    shutdown: Shutdown,
+    root: trio.CancelScope,
+    grace_secs: float,
+    *,
+    task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    """First SIGINT/SIGTERM: orderly shutdown within ``grace_secs``. Second: stop at once."""
+    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+        task_status.started()
+        async for signum in signals:
+            name = signal.Signals(signum).name
+            if not shutdown.requested.is_set():
+                shutdown.request(name)
+                root.deadline = trio.current_time() + grace_secs
+            else:
+                log.warning("second %s: stopping now without draining", name)
+                root.cancel()
+
+
+async def _run_finished_files(files: trio.MemoryReceiveChannel[Path]) -> None:
+    """Local storage: finished files stay where the writer put them."""
+    with files:
+        async for path in files:
+            log.info("file finished", extra={"path": str(path)})

@@ -1,0 +1,113 @@
+"""Where files live: the same layout locally and in S3.
+
+``{data_dir}/{exchange}/{symbol}/{data_type}/[{server}/]{YYYY-MM-DD}/{start_ms}.parquet``
+
+- ``server`` is the optional ``home_server_name``;
+- ``start_ms`` is the ``timestamp_collector`` (milliseconds) of the file's first row, bumped
+  by 1 until the name is free (see :func:`choose_parquet_path`);
+- the date is the UTC date of ``start_ms``.
+
+Beside an open file live its journal ``{start_ms}.journal.arrows`` and, only while it is
+being finalized, the hidden temporary ``.{start_ms}.parquet.tmp``. Readers and the uploader
+look only at ``*.parquet``.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Container
+from datetime import UTC, datetime, timedelta
+from pathlib import Path, PurePosixPath
+from typing import Final
+
+PARQUET_SUFFIX: Final = ".parquet"
+JOURNAL_SUFFIX: Final = ".journal.arrows"
+TEMP_SUFFIX: Final = ".parquet.tmp"
+
+_EPOCH: Final = datetime(1970, 1, 1, tzinfo=UTC)
+_UNSAFE: Final = re.compile(r"[^A-Za-z0-9._-]")
+_MAX_COMPONENT: Final = 200
+
+
+def safe_component(name: str) -> str:
+    """``name`` made safe as one path component (and one S3 key segment).
+
+    The rule: every character other than ASCII letters, digits and ``. _ -`` (so every path
+    separator, whitespace, ``%``, ``:``, ``+``, ``*`` and non-ASCII) becomes ``_``; a leading
+    ``.`` becomes ``_`` (no hidden names, no ``.``/``..``); the empty name becomes ``_``;
+    the result is cut to 200 characters. ``"BTC/USD"`` -> ``"BTC_USD"``.
+
+    The mapping is not injective (``BTC/USD`` and ``BTC_USD`` share a directory); venues
+    do not spell one market both ways, and the ``symbol`` column keeps the exact spelling.
+    """
+    safe = _UNSAFE.sub("_", name)[:_MAX_COMPONENT]
+    if safe.startswith("."):
+        safe = "_" + safe[1:]
+    return safe or "_"
+
+
+def utc_date(start_ms: int) -> str:
+    """``YYYY-MM-DD`` of a millisecond timestamp, in UTC."""
+    return (_EPOCH + timedelta(milliseconds=start_ms)).strftime("%Y-%m-%d")
+
+
+def stream_dir(
+    data_dir: Path,
+    exchange: str,
+    symbol: str,
+    data_type: str,
+    start_ms: int,
+    server: str | None = None,
+) -> Path:
+    """The directory of the file that starts at ``start_ms``."""
+    path = data_dir / safe_component(exchange) / safe_component(symbol) / safe_component(data_type)
+    if server:
+        path /= safe_component(server)
+    return path / utc_date(start_ms)
+
+
+def parquet_name(start_ms: int) -> str:
+    return f"{start_ms}{PARQUET_SUFFIX}"
+
+
+def journal_path(parquet: Path) -> Path:
+    """The journal that holds the rows of ``parquet`` while it is open."""
+    return parquet.with_name(parquet.name.removesuffix(PARQUET_SUFFIX) + JOURNAL_SUFFIX)
+
+
+def temp_path(parquet: Path) -> Path:
+    """The hidden name ``parquet`` is written under before its atomic rename."""
+    return parquet.with_name("." + parquet.name.removesuffix(PARQUET_SUFFIX) + TEMP_SUFFIX)
+
+
+def parquet_for_journal(journal: Path) -> Path:
+    """The final name of the file whose rows ``journal`` holds."""
+    return journal.with_name(journal.name.removesuffix(JOURNAL_SUFFIX) + PARQUET_SUFFIX)
+
+
+def is_taken(parquet: Path, in_use: Container[Path] = ()) -> bool:
+    """Whether ``parquet`` is open in this process or exists (finished, open or finalizing)."""
+    return (
+        parquet in in_use
+        or parquet.exists()
+        or journal_path(parquet).exists()
+        or temp_path(parquet).exists()
+    )
+
+
+def choose_parquet_path(directory: Path, start_ms: int, in_use: Container[Path] = ()) -> Path:
+    """``directory/{start_ms}.parquet``, with ``start_ms`` bumped by 1 until the name is free.
+
+    Blocking (it stats files): call it from a worker thread.
+    """
+    while is_taken(path := directory / parquet_name(start_ms), in_use):
+        start_ms += 1
+    return path
+
+
+def relative_key(path: Path, data_dir: Path) -> str:
+    """``path`` relative to ``data_dir`` as a posix string: the S3 key below the prefix.
+
+    Raises ``ValueError`` if ``path`` is not inside ``data_dir``.
+    """
+    return PurePosixPath(*Path(path).relative_to(data_dir).parts).as_posix()

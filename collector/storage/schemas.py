@@ -1,0 +1,136 @@
+"""Arrow schemas of the stored tables, and events -> ``pyarrow.RecordBatch`` conversion.
+
+One schema per data type (``Event.DATA_TYPE``). Column order is the field order of the
+event structs in :mod:`collector.events`; every table starts with the common columns
+``exchange``, ``symbol``, ``timestamp_exchange``, ``timestamp_collector``, ``sequence``.
+Timestamps are ``timestamp[us, tz=UTC]``; prices and sizes ``float64``.
+
+Conversion is the writer's hot path: each column is built with one pass over the events
+and one ``pa.array`` call per column per batch; order book levels become flat price and size
+arrays plus ``int32`` offsets (``ListArray.from_arrays`` over a ``StructArray``). No per-row
+dicts.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from itertools import accumulate
+from operator import attrgetter
+from typing import Any, Final
+
+import pyarrow as pa
+
+from collector.events import BookUpdate, Event, Level, Raw, Status, Ticker, Trade
+
+TIMESTAMP: Final = pa.timestamp("us", tz="UTC")
+LEVEL: Final = pa.struct([pa.field("price", pa.float64()), pa.field("size", pa.float64())])
+LEVELS: Final = pa.list_(LEVEL)
+
+_COMMON: Final[list[pa.Field]] = [
+    pa.field("exchange", pa.string(), nullable=False),
+    pa.field("symbol", pa.string(), nullable=False),
+    pa.field("timestamp_exchange", TIMESTAMP),
+    pa.field("timestamp_collector", TIMESTAMP, nullable=False),
+    pa.field("sequence", pa.int64()),
+]
+
+SCHEMAS: Final[dict[str, pa.Schema]] = {
+    Trade.DATA_TYPE: pa.schema(
+        [
+            *_COMMON,
+            pa.field("trade_id", pa.string(), nullable=False),
+            pa.field("price", pa.float64(), nullable=False),
+            pa.field("size", pa.float64(), nullable=False),
+            pa.field("side", pa.string()),
+        ]
+    ),
+    BookUpdate.DATA_TYPE: pa.schema(
+        [
+            *_COMMON,
+            pa.field("kind", pa.string(), nullable=False),
+            pa.field("first_sequence", pa.int64()),
+            pa.field("prev_sequence", pa.int64()),
+            pa.field("bids", LEVELS, nullable=False),
+            pa.field("asks", LEVELS, nullable=False),
+        ]
+    ),
+    Ticker.DATA_TYPE: pa.schema(
+        [
+            *_COMMON,
+            pa.field("bid_price", pa.float64()),
+            pa.field("bid_size", pa.float64()),
+            pa.field("ask_price", pa.float64()),
+            pa.field("ask_size", pa.float64()),
+            pa.field("last_price", pa.float64()),
+            pa.field("volume_24h", pa.float64()),
+        ]
+    ),
+    Status.DATA_TYPE: pa.schema(
+        [
+            *_COMMON,
+            pa.field("event", pa.string(), nullable=False),
+            pa.field("data_type", pa.string()),
+            pa.field("expected_sequence", pa.int64()),
+            pa.field("received_sequence", pa.int64()),
+            pa.field("count", pa.int64()),
+            pa.field("detail", pa.string()),
+        ]
+    ),
+    Raw.DATA_TYPE: pa.schema(
+        [
+            *_COMMON,
+            pa.field("connection", pa.string(), nullable=False),
+            pa.field("direction", pa.string(), nullable=False),
+            pa.field("payload", pa.binary(), nullable=False),
+        ]
+    ),
+}
+
+EVENT_TYPES: Final[dict[str, type[Event]]] = {
+    cls.DATA_TYPE: cls for cls in (Trade, BookUpdate, Ticker, Status, Raw)
+}
+
+
+def schema_for(data_type: str) -> pa.Schema:
+    """The Arrow schema of ``data_type`` (raises ``KeyError`` for an unknown one)."""
+    return SCHEMAS[data_type]
+
+
+def _levels(column: list[list[Level]]) -> pa.Array:
+    """``list<struct<price, size>>`` from one list of levels per row, built flat."""
+    offsets = pa.array([0, *accumulate(map(len, column))], type=pa.int32())
+    prices = pa.array([level[0] for levels in column for level in levels], type=pa.float64())
+    sizes = pa.array([level[1] for levels in column for level in levels], type=pa.float64())
+    values = pa.StructArray.from_arrays([prices, sizes], fields=list(LEVEL))
+    return pa.ListArray.from_arrays(offsets, values, type=LEVELS)
+
+
+def _column(field: pa.Field, values: list[Any]) -> pa.Array:
+    if field.type == TIMESTAMP:
+        # int64 then a zero-copy view is faster than converting ints to timestamps.
+        return pa.array(values, type=pa.int64()).view(TIMESTAMP)
+    if field.type == LEVELS:
+        return _levels(values)
+    return pa.array(values, type=field.type)
+
+
+_GETTERS: Final[dict[str, list[tuple[pa.Field, Callable[[Any], Any]]]]] = {
+    data_type: [(field, attrgetter(field.name)) for field in schema]
+    for data_type, schema in SCHEMAS.items()
+}
+
+
+def to_record_batch(data_type: str, events: Sequence[Event]) -> pa.RecordBatch:
+    """Convert events that all have ``DATA_TYPE == data_type`` into one record batch.
+
+    Raises ``ValueError`` if a non-nullable column would hold a null (an adapter bug:
+    better to fail here than to write a journal that can never become Parquet).
+    """
+    schema = SCHEMAS[data_type]
+    arrays: list[pa.Array] = []
+    for field, getter in _GETTERS[data_type]:
+        array = _column(field, list(map(getter, events)))
+        if not field.nullable and array.null_count:
+            raise ValueError(f"{data_type}: null in non-nullable column {field.name!r}")
+        arrays.append(array)
+    return pa.RecordBatch.from_arrays(arrays, schema=schema)
