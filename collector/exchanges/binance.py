@@ -81,9 +81,8 @@ class _Envelope(msgspec.Struct):
     """Every frame: a combined-stream envelope, a request response, or a bare event."""
 
     stream: str | None = None
-    data: msgspec.Raw | None = None
+    data: msgspec.Raw = msgspec.Raw()  # empty when absent
     id: int | str | msgspec.UnsetType | None = msgspec.UNSET
-    result: msgspec.Raw | None = None
     code: int | None = None
     msg: str | None = None
     error: _ErrorBody | None = None
@@ -360,11 +359,10 @@ class BinanceSession(Session):
                 if route is None:
                     route = self._routes[stream] = self._route(stream)
                 handler, symbol = route
-                data = env.data
-                if data is None:
-                    raise ParseError(f"binance frame of stream {stream!r} has no data")
-                return handler(symbol, data, received_us)
-            if env.id is not msgspec.UNSET:
+                if not env.data:
+                    raise ParseError(f"binance: frame of stream {stream!r} has no data")
+                return handler(symbol, env.data, received_us)
+            if env.id is not msgspec.UNSET or env.code is not None or env.error is not None:
                 return self._on_response(env, received_us)
             if env.e == "serverShutdown":
                 self.reconnect_reason = "binance serverShutdown notice"

@@ -55,6 +55,9 @@ class WebSocket:
         if self._pending:
             pending, self._pending = self._pending, []
             return pending
+        if self._protocol.state is not State.OPEN:
+            # Failed or closed while handling an earlier read (e.g. during the handshake).
+            raise ConnectionLost(self._close_description())
         try:
             data = await self._stream.receive_some(READ_SIZE)
         except (trio.BrokenResourceError, OSError) as exc:
@@ -65,11 +68,15 @@ class WebSocket:
             self._protocol.receive_eof()
         messages = self._collect(self._protocol.events_received())
         await self._flush()
-        if self._protocol.state is State.CLOSED or (not data):
-            raise ConnectionLost(self._close_description())
-        if self._protocol.state is State.CLOSING and not messages:
+        state = self._state()  # receive_data() may have moved it on
+        if state is State.CLOSED or not data:
+            raise ConnectionLost(self._close_description(eof=not data))
+        if state is State.CLOSING and not messages:
             raise ConnectionLost(self._close_description())
         return messages
+
+    def _state(self) -> State:
+        return self._protocol.state
 
     def _collect(self, events: Sequence[object]) -> list[Message]:
         messages: list[Message] = []
@@ -92,10 +99,12 @@ class WebSocket:
                     self._fragments = []
         return messages
 
-    def _close_description(self) -> str:
+    def _close_description(self, *, eof: bool = False) -> str:
         rcvd = self._protocol.close_rcvd
         if rcvd is not None:
             return f"closed by peer: code {rcvd.code} {rcvd.reason!r}".rstrip()
+        if eof:
+            return "connection closed by peer without a close frame"
         exc = self._protocol.parser_exc
         if exc is not None:
             return f"protocol error: {exc}"
@@ -192,6 +201,7 @@ async def _handshake(ws: WebSocket, stream: trio.abc.Stream, protocol: ClientPro
                         f"handshake rejected (HTTP {event.status_code}): {failure}"
                     ) from failure
                 ws._pending = ws._collect(events[index + 1 :])
+                await ws._flush()  # pongs or a close frame queued by that same read
                 return
         if not data:
             raise ConnectFailed("connection closed during the handshake")

@@ -1,0 +1,12 @@
+"""Storage: events -> crash-safe journals -> finished Parquet files (see design.md).
+
+- :func:`run_writer`: the writer task;
+- :func:`recover_leftovers`: finalize what a previous run left behind;
+- :func:`relative_key`: a finished file's key below the S3 prefix.
+"""
+
+from collector.storage.layout import relative_key
+from collector.storage.recovery import recover_leftovers
+from collector.storage.writer import run_writer
+
+__all__ = ["recover_leftovers", "relative_key", "run_writer"]

@@ -1,0 +1,330 @@
+"""The writer task: batches of events -> journals -> finished Parquet files.
+
+One open file per (exchange, symbol, data_type) and, with hourly rotation, per UTC hour of
+``timestamp_collector``: every event is routed by its own receive time, so rows are split at
+the hour boundary exactly and no file holds rows of two hours. A late row of an hour whose
+file was already finished opens a new (small) file for that hour rather than joining the
+current one.
+
+Every ``flush_interval_secs`` (Trio time) all pending rows are converted to record batches
+and appended to the journals in one worker thread; then files are rotated: when the wall
+clock has left a file's hour, or its journal reached ``max_file_size_mb``. A rotated file is
+finalized (journal -> Parquet) in a background task of the writer, in a worker thread, so
+intake goes on meanwhile; its path is then sent to ``finished``.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from functools import partial
+from pathlib import Path
+
+import trio
+
+from collector.clock import WallClock, system_wall_us
+from collector.config import StorageSettings
+from collector.events import Event
+from collector.metrics import Metrics
+from collector.storage.finalize import finalize_journal
+from collector.storage.journal import Journal
+from collector.storage.layout import choose_parquet_path, journal_path, stream_dir
+from collector.storage.recovery import recover_leftovers
+from collector.storage.schemas import schema_for, to_record_batch
+
+logger = logging.getLogger(__name__)
+
+HOUR_US = 3_600_000_000
+NO_HOUR = -1
+MAX_RETRY_DELAY_SECS = 60.0
+FINALIZE_THREADS = 2
+
+# (exchange, symbol, data_type, UTC hour index or NO_HOUR)
+FileKey = tuple[str, str, str, int]
+
+
+@dataclass(eq=False)
+class _OpenFile:
+    """One file being written. ``path`` and ``journal`` exist from its first flush on."""
+
+    exchange: str
+    symbol: str
+    data_type: str
+    hour: int
+    first_us: int
+    pending: list[Event] = field(default_factory=list)
+    path: Path | None = None
+    journal: Journal | None = None
+    rows: int = 0
+
+
+class _Writer:
+    """State of one ``run_writer`` call. Methods ending in ``_sync`` run in worker threads
+    while the task awaits them; nothing else touches an open file at the same time."""
+
+    def __init__(
+        self,
+        settings: StorageSettings,
+        finished: trio.MemorySendChannel[Path],
+        metrics: Metrics,
+        wall_clock: WallClock,
+        server: str | None,
+    ) -> None:
+        self.settings = settings
+        self.data_dir = Path(settings.data_dir)
+        self.finished = finished
+        self.metrics = metrics
+        self.wall_clock = wall_clock
+        self.server = server
+        # The writer's own nursery, for finalizer tasks; set by run_writer once open.
+        self.nursery: trio.Nursery | None = None
+        self.interval = settings.flush_interval_secs
+        self.hourly = settings.rotate_hourly
+        self.max_bytes = int(settings.max_file_size_mb * 1024 * 1024)
+        self.files: dict[FileKey, _OpenFile] = {}
+        self.finalizing: set[_OpenFile] = set()
+        self.in_use: set[Path] = set()
+        self.flush_limiter = trio.CapacityLimiter(1)
+        self.finalize_limiter = trio.CapacityLimiter(FINALIZE_THREADS)
+
+    # ------------------------------------------------------------------ intake
+
+    def route(self, batch: list[Event]) -> None:
+        """Buffer each event's row in its file (the hot path: no I/O, no conversion)."""
+        files = self.files
+        hourly = self.hourly
+        opened = False
+        for event in batch:
+            ts = event.timestamp_collector
+            key = (
+                event.exchange,
+                event.symbol,
+                event.DATA_TYPE,
+                ts // HOUR_US if hourly else NO_HOUR,
+            )
+            open_file = files.get(key)
+            if open_file is None:
+                open_file = files[key] = _OpenFile(*key, first_us=ts)
+                opened = True
+            open_file.pending.append(event)
+        if opened:
+            self._update_open_files()
+
+    def _update_open_files(self) -> None:
+        self.metrics.open_files.set(len(self.files) + len(self.finalizing))
+
+    # ------------------------------------------------------------------ flush
+
+    async def flush(self) -> bool:
+        """Append every file's pending rows to its journal. Returns whether all succeeded.
+
+        On ``OSError`` the rows of the failed files are kept (and retried by the next call).
+        """
+        work = [(f, f.pending) for f in self.files.values() if f.pending]
+        if not work:
+            return True
+        for open_file, _rows in work:
+            open_file.pending = []
+        failed = await trio.to_thread.run_sync(self._flush_sync, work, limiter=self.flush_limiter)
+        for open_file, rows, exc in failed:
+            open_file.pending = rows + open_file.pending
+            logger.warning(
+                "flush of %s %s %s failed, %d rows kept for retry: %s",
+                open_file.exchange,
+                open_file.symbol,
+                open_file.data_type,
+                len(rows),
+                exc,
+            )
+            self.metrics.writer_errors.labels(stage="flush").inc()
+        return not failed
+
+    def _flush_sync(
+        self, work: list[tuple[_OpenFile, list[Event]]]
+    ) -> list[tuple[_OpenFile, list[Event], OSError]]:
+        started = time.perf_counter()
+        failed: list[tuple[_OpenFile, list[Event], OSError]] = []
+        for open_file, rows in work:
+            batch = to_record_batch(open_file.data_type, rows)
+            try:
+                journal = open_file.journal or self._open_journal_sync(open_file)
+                journal.append(batch)
+            except OSError as exc:
+                failed.append((open_file, rows, exc))
+                continue
+            open_file.rows += len(rows)
+            self.metrics.rows_written.labels(open_file.exchange, open_file.data_type).inc(len(rows))
+        self.metrics.flush_seconds.observe(time.perf_counter() - started)
+        return failed
+
+    def _open_journal_sync(self, open_file: _OpenFile) -> Journal:
+        start_ms = open_file.first_us // 1000
+        directory = stream_dir(
+            self.data_dir,
+            open_file.exchange,
+            open_file.symbol,
+            open_file.data_type,
+            start_ms,
+            self.server,
+        )
+        directory.mkdir(parents=True, exist_ok=True)
+        path = choose_parquet_path(directory, start_ms, self.in_use)
+        journal = Journal.create(journal_path(path), schema_for(open_file.data_type))
+        self.in_use.add(path)
+        open_file.path = path
+        open_file.journal = journal
+        return journal
+
+    # ------------------------------------------------------------------ rotation
+
+    def rotate(self, *, everything: bool = False) -> None:
+        """Start finalizing every flushed file that is due (or all, at the end)."""
+        now_hour = self.wall_clock() // HOUR_US
+        for key, open_file in list(self.files.items()):
+            journal = open_file.journal
+            if open_file.pending or journal is None:
+                continue  # its rows are not all in the journal yet: retried next tick
+            if (
+                everything
+                or (self.hourly and open_file.hour < now_hour)
+                or journal.size >= self.max_bytes
+            ):
+                del self.files[key]
+                self.finalizing.add(open_file)
+                assert self.nursery is not None
+                self.nursery.start_soon(self._finalize, open_file)
+        self._update_open_files()
+
+    async def _finalize(self, open_file: _OpenFile) -> None:
+        delay = self.interval
+        while True:
+            try:
+                size = await trio.to_thread.run_sync(
+                    self._finalize_sync, open_file, limiter=self.finalize_limiter
+                )
+                break
+            except OSError as exc:
+                logger.warning(
+                    "finalize of %s failed, retrying in %.1fs: %s", open_file.path, delay, exc
+                )
+                self.metrics.writer_errors.labels(stage="finalize").inc()
+                await trio.sleep(delay)
+                delay = min(delay * 2, MAX_RETRY_DELAY_SECS)
+        assert open_file.path is not None
+        self.finalizing.discard(open_file)
+        self.in_use.discard(open_file.path)
+        self._update_open_files()
+        if size is None:
+            return
+        self.metrics.files_finished.labels(open_file.exchange, open_file.data_type).inc()
+        self.metrics.bytes_written.inc(size)
+        await self.finished.send(open_file.path)
+
+    def _finalize_sync(self, open_file: _OpenFile) -> int | None:
+        assert open_file.journal is not None
+        assert open_file.path is not None
+        started = time.perf_counter()
+        open_file.journal.close()
+        size = finalize_journal(
+            open_file.journal.path,
+            open_file.path,
+            compression=self.settings.compression,
+            compression_level=self.settings.compression_level,
+        )
+        self.metrics.finalize_seconds.observe(time.perf_counter() - started)
+        return size
+
+    # ------------------------------------------------------------------ task body
+
+    async def consume(self, events: trio.MemoryReceiveChannel[list[Event]]) -> None:
+        """Route batches until ``events`` ends; flush and rotate every interval."""
+        deadline = trio.current_time() + self.interval
+        while True:
+            with trio.move_on_at(deadline):
+                try:
+                    while True:
+                        self.route(await events.receive())
+                except trio.EndOfChannel:
+                    break
+            await self.flush()
+            self.rotate()
+            now = trio.current_time()
+            deadline += self.interval
+            if deadline <= now:  # flushing took longer than an interval: do not spin
+                deadline = now + self.interval
+        await self.drain()
+
+    async def drain(self) -> None:
+        """Flush everything (retrying every interval on disk errors), then finalize all."""
+        while True:
+            if await self.flush():
+                break
+            await trio.sleep(self.interval)  # a disk error: retry, without spinning
+        self.rotate(everything=True)
+
+    async def send_all(self, paths: list[Path]) -> None:
+        for path in paths:
+            await self.finished.send(path)
+
+    def close_journals(self) -> None:
+        for open_file in [*self.files.values(), *self.finalizing]:
+            if open_file.journal is not None:
+                open_file.journal.close()
+
+
+async def run_writer(
+    settings: StorageSettings,
+    events: trio.MemoryReceiveChannel[list[Event]],
+    finished: trio.MemorySendChannel[Path],
+    metrics: Metrics,
+    *,
+    wall_clock: WallClock = system_wall_us,
+    home_server_name: str | None = None,
+    task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    """Store every event received on ``events`` in finished Parquet files under ``data_dir``.
+
+    Owns and closes both channel ends: ``events`` (batches of events, any types and symbols)
+    and ``finished`` (the path of each finished ``.parquet`` file, for the uploader; it is a
+    bounded channel, so a slow consumer slows finalization, never intake of rows already
+    flushed). At start it finalizes what a previous run left (:func:`recover_leftovers`, in
+    a worker thread), calls ``task_status.started()``, then sends those paths too.
+
+    Ends when ``events`` is closed: everything is flushed and finalized, every path is sent,
+    ``finished`` is closed. Disk errors (``OSError``) are logged, counted in
+    ``writer_errors{stage}`` and retried (flush: next interval; finalize: capped backoff),
+    so the drain after end-of-stream lasts until the disk recovers or the caller cancels.
+
+    Cancellation: nothing more is written; open journals are closed and stay on disk for
+    :func:`recover_leftovers` at the next start (rows not yet flushed, at most one flush
+    interval's worth, are lost). A worker thread that is already running completes first
+    (finalization is atomic: no half-written ``.parquet``); a file it finished is not sent to
+    ``finished`` and is picked up as a leftover by the uploader.
+
+    Raises whatever is not a disk error (a bug, e.g. a ``ValueError`` for an event with a
+    null in a required column), and ``trio.BrokenResourceError`` if the receiver of
+    ``finished`` went away; errors after start come wrapped in an ``ExceptionGroup`` (the
+    writer's own nursery runs the finalizer tasks).
+    """
+    with events, finished:
+        writer = _Writer(settings, finished, metrics, wall_clock, home_server_name)
+        recovered = await trio.to_thread.run_sync(
+            partial(
+                recover_leftovers,
+                settings.data_dir,
+                metrics,
+                compression=settings.compression,
+                compression_level=settings.compression_level,
+            ),
+            limiter=writer.finalize_limiter,
+        )
+        try:
+            async with trio.open_nursery() as nursery:
+                writer.nursery = nursery
+                task_status.started()
+                nursery.start_soon(writer.send_all, recovered)
+                await writer.consume(events)
+        finally:
+            # Also on cancellation or error. Worker threads have all returned by now.
+            writer.close_journals()

@@ -1,0 +1,139 @@
+"""Schemas and events -> RecordBatch conversion: every data type round-trips through Parquet."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import msgspec
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from collector.events import RAW_SYMBOL, BookUpdate, Event, Raw, Status, Ticker, Trade
+from collector.storage.finalize import write_parquet_atomically
+from collector.storage.schemas import EVENT_TYPES, SCHEMAS, schema_for, to_record_batch
+
+T0 = 1_714_608_000_000_000  # 2024-05-02T00:00:00Z in microseconds
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def expected_row(event: Event) -> dict[str, Any]:
+    """What reading ``event`` back from Parquet must give (pyarrow's Python values)."""
+    row: dict[str, Any] = msgspec.structs.asdict(event)
+    for name in ("timestamp_exchange", "timestamp_collector"):
+        if row[name] is not None:
+            row[name] = EPOCH + timedelta(microseconds=row[name])
+    for name in ("bids", "asks"):
+        if name in row:
+            row[name] = [{"price": price, "size": size} for price, size in row[name]]
+    return row
+
+
+EVENTS: dict[str, list[Event]] = {
+    "trades": [
+        Trade("binance", "BTCUSDT", T0 - 5, T0, 42, "t1", 64000.5, 0.25, "buy"),
+        Trade("binance", "BTCUSDT", None, T0 + 1, None, "t2", 64001.0, 1e-8, None),
+        Trade("binance", "BTCUSDT", T0 + 1, T0 + 2, 2**62, "t3", 0.0, 3.0, "sell"),
+    ],
+    "orderbook": [
+        BookUpdate(
+            "okx",
+            "BTC-USDT",
+            T0,
+            T0 + 10,
+            100,
+            "snapshot",
+            100,
+            None,
+            [(64000.0, 1.5), (63999.5, 2.0), (63999.0, 0.1)],
+            [(64000.5, 0.3)],
+        ),
+        BookUpdate("okx", "BTC-USDT", None, T0 + 11, None, "delta", None, None, [], []),
+        BookUpdate(
+            "okx", "BTC-USDT", T0 + 2, T0 + 12, 103, "delta", 101, 100, [], [(64001.0, 0.0)]
+        ),
+    ],
+    "ticker": [
+        Ticker("kraken", "BTC/USD", T0, T0 + 3, 7, 1.0, 2.0, 3.0, 4.0, 5.0, 6.0),
+        Ticker("kraken", "BTC/USD", None, T0 + 4, None, 1.5, None, 3.5, None, None, None),
+    ],
+    "status": [
+        Status("bybit", "BTCUSDT", None, T0, None, "connected"),
+        Status(
+            "bybit",
+            "BTCUSDT",
+            T0 - 1,
+            T0 + 1,
+            9,
+            "gap",
+            data_type="orderbook",
+            expected_sequence=5,
+            received_sequence=9,
+            count=4,
+            detail="missed 4 updates",
+        ),
+    ],
+    "raw": [
+        Raw("deribit", RAW_SYMBOL, None, T0, None, "conn-1", "recv", b'{"a": 1}'),
+        Raw("deribit", RAW_SYMBOL, None, T0 + 1, None, "conn-1", "send", b"\x00\xff binary"),
+        Raw("deribit", RAW_SYMBOL, None, T0 + 2, None, "conn-2", "recv", b""),
+    ],
+}
+
+
+@pytest.mark.parametrize("data_type", sorted(SCHEMAS))
+def test_columns_follow_event_struct_fields(data_type: str) -> None:
+    common = ["exchange", "symbol", "timestamp_exchange", "timestamp_collector", "sequence"]
+    names = schema_for(data_type).names
+    assert names == list(EVENT_TYPES[data_type].__struct_fields__)
+    assert names[:5] == common
+    assert schema_for(data_type).field("timestamp_collector").type == pa.timestamp("us", tz="UTC")
+    assert not schema_for(data_type).field("timestamp_collector").nullable
+    assert schema_for(data_type).field("timestamp_exchange").nullable
+    assert schema_for(data_type).field("sequence").type == pa.int64()
+
+
+def test_orderbook_levels_type() -> None:
+    level = pa.struct([pa.field("price", pa.float64()), pa.field("size", pa.float64())])
+    assert schema_for("orderbook").field("bids").type == pa.list_(level)
+    assert schema_for("orderbook").field("asks").type == pa.list_(level)
+
+
+@pytest.mark.parametrize("data_type", sorted(EVENTS))
+def test_round_trip_through_parquet(data_type: str, tmp_path: Path) -> None:
+    events = EVENTS[data_type]
+    batch = to_record_batch(data_type, events)
+    assert batch.schema == schema_for(data_type)
+    path = tmp_path / "x.parquet"
+    write_parquet_atomically(pa.Table.from_batches([batch]), path)
+
+    table = pq.read_table(path)
+    assert table.schema.names == schema_for(data_type).names
+    assert table.schema.field("timestamp_collector").type == pa.timestamp("us", tz="UTC")
+    assert table.to_pylist() == [expected_row(e) for e in events]
+
+
+def test_orderbook_levels_keep_per_row_boundaries() -> None:
+    batch = to_record_batch("orderbook", EVENTS["orderbook"])
+    bids = batch.column("bids")
+    assert bids.offsets.to_pylist() == [0, 3, 3, 3]
+    assert bids.values.field("price").to_pylist() == [64000.0, 63999.5, 63999.0]
+    assert batch.column("asks").to_pylist() == [
+        [{"price": 64000.5, "size": 0.3}],
+        [],
+        [{"price": 64001.0, "size": 0.0}],
+    ]
+
+
+def test_null_in_required_column_is_rejected() -> None:
+    bad = Trade("binance", "BTCUSDT", None, T0, None, "t1", None, 1.0, "buy")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="price"):
+        to_record_batch("trades", [bad])
+
+
+def test_empty_list_gives_empty_batch() -> None:
+    batch = to_record_batch("trades", [])
+    assert batch.num_rows == 0
+    assert batch.schema == schema_for("trades")

@@ -1,0 +1,411 @@
+"""run_writer in virtual time: flush ticks, rotation, graceful end, cancellation, disk errors."""
+
+from __future__ import annotations
+
+import errno
+import math
+import time
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import msgspec
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+import trio
+import trio.testing
+
+from collector.clock import trio_wall_clock
+from collector.config import StorageSettings
+from collector.events import RAW_SYMBOL, BookUpdate, Event, Raw, Status, Ticker, Trade
+from collector.metrics import Metrics
+from collector.storage import journal as journal_module
+from collector.storage import recover_leftovers, run_writer
+from collector.storage import writer as writer_module
+from collector.storage.finalize import finalize_journal
+from collector.storage.journal import open_journal_table
+from collector.storage.schemas import schema_for, to_record_batch
+
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def us(iso: str) -> int:
+    """Microseconds since the epoch of an ISO time in UTC (exact integer arithmetic)."""
+    return (datetime.fromisoformat(iso).replace(tzinfo=UTC) - EPOCH) // timedelta(microseconds=1)
+
+
+def trade(ts_us: int, n: int, symbol: str = "BTCUSDT", exchange: str = "binance") -> Trade:
+    return Trade(exchange, symbol, ts_us - 3, ts_us, n, f"id-{n:06d}", 60000.0 + n, 0.5, "buy")
+
+
+def expected_row(event: Event) -> dict[str, Any]:
+    row: dict[str, Any] = msgspec.structs.asdict(event)
+    for name in ("timestamp_exchange", "timestamp_collector"):
+        if row[name] is not None:
+            row[name] = EPOCH + timedelta(microseconds=row[name])
+    for name in ("bids", "asks"):
+        if name in row:
+            row[name] = [{"price": price, "size": size} for price, size in row[name]]
+    return row
+
+
+def rows(path: Path) -> list[dict[str, Any]]:
+    return list(pq.read_table(path).to_pylist())
+
+
+def files(root: Path, pattern: str) -> list[Path]:
+    return sorted(root.rglob(pattern))
+
+
+@dataclass
+class Harness:
+    send: trio.MemorySendChannel[list[Event]]
+    finished: trio.MemoryReceiveChannel[Path]
+    metrics: Metrics
+    data_dir: Path
+    nursery: trio.Nursery
+
+    def rows_written(self) -> float:
+        return self.metrics.sum_samples("collector_rows_written_total")
+
+    def errors(self, stage: str) -> float:
+        return self.metrics.sample("collector_writer_errors_total", {"stage": stage})
+
+    async def finish(self) -> list[Path]:
+        """Close the event channel; collect every path until the writer closes ``finished``."""
+        await self.send.aclose()
+        return [path async for path in self.finished]
+
+
+@asynccontextmanager
+async def open_writer(
+    tmp_path: Path, wall_now_us: int, *, server: str | None = None, **settings: Any
+) -> AsyncIterator[Harness]:
+    """Start run_writer with a wall clock that reads ``wall_now_us`` now and moves with Trio."""
+    data_dir = tmp_path / "data"
+    storage = StorageSettings(data_dir=str(data_dir), **settings)
+    metrics = Metrics()
+    send, receive = trio.open_memory_channel[list[Event]](16)
+    finished_send, finished = trio.open_memory_channel[Path](16)
+    wall_clock = trio_wall_clock(wall_now_us - round(trio.current_time() * 1_000_000))
+    async with trio.open_nursery() as nursery:
+        await nursery.start(
+            partial(
+                run_writer,
+                storage,
+                receive,
+                finished_send,
+                metrics,
+                wall_clock=wall_clock,
+                home_server_name=server,
+            )
+        )
+        yield Harness(send, finished, metrics, data_dir, nursery)
+        await send.aclose()
+        async for _ in finished:
+            pass
+
+
+async def settle(clock: trio.testing.MockClock, predicate: Callable[[], bool]) -> None:
+    """Let the writer and its worker threads run until ``predicate`` holds, with Trio's
+    clock frozen: worker threads take no virtual time, so flush ticks stay exactly at
+    ``t0 + k * interval``. (The autojump clock would otherwise jump while a thread runs.)"""
+    threshold = clock.autojump_threshold
+    clock.autojump_threshold = math.inf
+    try:
+        give_up = time.monotonic() + 10
+        while not predicate():
+            assert time.monotonic() < give_up, "condition not reached"
+            await trio.to_thread.run_sync(time.sleep, 0.001)
+    finally:
+        clock.autojump_threshold = threshold
+
+
+async def next_finished(clock: trio.testing.MockClock, h: Harness) -> Path:
+    """The next finished path, waited for with Trio's clock frozen (see ``settle``)."""
+    await settle(clock, lambda: h.finished.statistics().current_buffer_used > 0)
+    return h.finished.receive_nowait()
+
+
+NOON = us("2024-05-01T12:00:00")
+
+
+async def test_rows_reach_journal_after_one_flush_interval(
+    tmp_path: Path, autojump_clock: trio.testing.MockClock
+) -> None:
+    batch: list[Event] = [trade(NOON + i, i) for i in range(3)]
+    async with open_writer(tmp_path, NOON, flush_interval_secs=2.0) as h:
+        t0 = trio.current_time()
+        await h.send.send(batch)
+        await trio.sleep_until(t0 + 1.999)
+        assert files(h.data_dir, "*.journal.arrows") == []
+        assert h.rows_written() == 0
+
+        await trio.sleep_until(t0 + 2.0)
+        await settle(autojump_clock, lambda: h.rows_written() == 3)
+        assert trio.current_time() == t0 + 2.0
+        [journal] = files(h.data_dir, "*.journal.arrows")
+        assert (
+            journal == h.data_dir / "binance/BTCUSDT/trades/2024-05-01/1714564800000.journal.arrows"
+        )
+        with open_journal_table(journal) as table:
+            assert table is not None
+            assert table.to_pylist() == [expected_row(e) for e in batch]
+        assert files(h.data_dir, "*.parquet") == []
+        assert h.metrics.sample("collector_open_files") == 1
+
+        [path] = await h.finish()
+    assert path == journal.with_name("1714564800000.parquet")
+    assert rows(path) == [expected_row(e) for e in batch]
+    assert files(h.data_dir, "*.journal.arrows") == []
+
+
+async def test_graceful_end_finishes_every_file_of_every_type(
+    tmp_path: Path, autojump_clock: trio.testing.MockClock
+) -> None:
+    t = NOON
+    book = BookUpdate(
+        "binance", "BTCUSDT", t, t + 4, 10, "snapshot", 8, None, [(1.5, 2.0), (1.0, 3.0)], []
+    )
+    events: list[Event] = [
+        trade(t + 1, 1),
+        Trade("binance", "BTCUSDT", None, t + 2, None, "x", 1.0, 2.0, None),
+        book,
+        Ticker("binance", "BTCUSDT", None, t + 5, None, 1.0, None, 2.0, 3.0, None, 99.5),
+        Status("binance", "BTCUSDT", None, t + 6, None, "gap", "orderbook", 5, 9, 4, "lost"),
+        Status("binance", "BTCUSDT", None, t + 7, None, "connected"),
+        Raw("binance", RAW_SYMBOL, None, t + 8, None, "c1", "recv", b"\x00{}"),
+        trade(t + 9, 9, symbol="BTC/USD", exchange="kraken"),
+        trade(t + 10, 10),
+    ]
+    async with open_writer(tmp_path, NOON) as h:
+        await h.send.send(events[:4])
+        await h.send.send(events[4:])
+        paths = await h.finish()
+        end = trio.current_time()
+
+    day = "2024-05-01"
+    ms = t // 1000
+    expected: dict[Path, list[Event]] = {
+        h.data_dir / f"binance/BTCUSDT/trades/{day}/{ms}.parquet": [
+            events[0],
+            events[1],
+            events[8],
+        ],
+        h.data_dir / f"binance/BTCUSDT/orderbook/{day}/{ms}.parquet": [book],
+        h.data_dir / f"binance/BTCUSDT/ticker/{day}/{ms}.parquet": [events[3]],
+        h.data_dir / f"binance/BTCUSDT/status/{day}/{ms}.parquet": [events[4], events[5]],
+        h.data_dir / f"binance/_all/raw/{day}/{ms}.parquet": [events[6]],
+        h.data_dir / f"kraken/BTC_USD/trades/{day}/{ms}.parquet": [events[7]],
+    }
+    assert sorted(paths) == sorted(expected)
+    for path, stored in expected.items():
+        assert rows(path) == [expected_row(e) for e in stored]
+        assert pq.read_schema(path).names == schema_for(path.parent.parent.name).names
+    assert [p for p in files(h.data_dir, "*") if p.is_file()] == sorted(expected)
+    assert end < 1.0  # the drain does not wait for a flush tick
+    assert h.metrics.sum_samples("collector_files_finished_total") == 6
+    assert h.rows_written() == len(events)
+    assert h.metrics.sample("collector_open_files") == 0
+
+
+async def test_home_server_name_in_path(
+    tmp_path: Path, autojump_clock: trio.testing.MockClock
+) -> None:
+    async with open_writer(tmp_path, NOON, server="tokyo-1") as h:
+        await h.send.send([trade(NOON, 1)])
+        [path] = await h.finish()
+    assert path == h.data_dir / "binance/BTCUSDT/trades/tokyo-1/2024-05-01/1714564800000.parquet"
+    assert rows(path) == [expected_row(trade(NOON, 1))]
+
+
+async def test_hourly_rotation_splits_a_batch_at_the_boundary(
+    tmp_path: Path, autojump_clock: trio.testing.MockClock
+) -> None:
+    before = [us("2024-05-01T23:59:59.700"), us("2024-05-01T23:59:59.999999")]
+    after = [us("2024-05-02T00:00:00"), us("2024-05-02T00:00:00.400")]
+    # One batch spanning midnight, interleaved: routing goes by each row's own time.
+    batch: list[Event] = [
+        trade(before[0], 0),
+        trade(after[0], 2),
+        trade(before[1], 1),
+        trade(after[1], 3),
+    ]
+    async with open_writer(tmp_path, us("2024-05-01T23:59:58.500")) as h:
+        t0 = trio.current_time()
+        await h.send.send(batch)
+        await trio.sleep_until(t0 + 1.0)
+        await settle(autojump_clock, lambda: h.rows_written() == 4)
+        assert files(h.data_dir, "*.parquet") == []  # wall clock still in the old hour
+        # The wall clock leaves the hour at t0 + 1.5; the old file rotates at the next tick.
+        await trio.sleep_until(t0 + 2.0)
+        first = await next_finished(autojump_clock, h)
+        assert trio.current_time() == t0 + 2.0
+        day1 = h.data_dir / "binance/BTCUSDT/trades/2024-05-01"
+        day2 = h.data_dir / "binance/BTCUSDT/trades/2024-05-02"
+        assert first == day1 / f"{before[0] // 1000}.parquet"
+        assert rows(first) == [expected_row(batch[0]), expected_row(batch[2])]
+        # The new hour's file is still open.
+        assert files(day2, "*") == [day2 / f"{after[0] // 1000}.journal.arrows"]
+
+        rest = await h.finish()
+    assert rest == [day2 / f"{after[0] // 1000}.parquet"]
+    assert rows(rest[0]) == [expected_row(batch[1]), expected_row(batch[3])]
+    assert files(h.data_dir, "*.journal.arrows") == []
+
+
+async def test_no_hourly_rotation_when_disabled(
+    tmp_path: Path, autojump_clock: trio.testing.MockClock
+) -> None:
+    batch: list[Event] = [trade(us("2024-05-01T23:59:59"), 0), trade(us("2024-05-02T00:00:01"), 1)]
+    async with open_writer(tmp_path, us("2024-05-01T23:59:59"), rotate_hourly=False) as h:
+        t0 = trio.current_time()
+        await h.send.send(batch)
+        await trio.sleep_until(t0 + 1.0)
+        await settle(autojump_clock, lambda: h.rows_written() == 2)
+        await trio.sleep_until(t0 + 3.0)  # ticks at 2 and 3 (wall clock in the next hour)
+        assert files(h.data_dir, "*.parquet") == []
+        [path] = await h.finish()
+    assert rows(path) == [expected_row(e) for e in batch]
+
+
+async def test_size_rotation(tmp_path: Path, autojump_clock: trio.testing.MockClock) -> None:
+    batches: list[list[Event]] = [
+        [trade(NOON + 10 * b + i, 10 * b + i) for i in range(3)] for b in range(3)
+    ]
+    header = schema_for("trades").serialize().size
+    one_batch = to_record_batch("trades", batches[0]).serialize().size
+    # One flushed batch stays under the limit, two reach it.
+    limit = header + one_batch + one_batch // 2
+    async with open_writer(tmp_path, NOON, max_file_size_mb=limit / 1024 / 1024) as h:
+        t0 = trio.current_time()
+        await h.send.send(batches[0])
+        await trio.sleep_until(t0 + 1.0)
+        await settle(autojump_clock, lambda: h.rows_written() == 3)
+        assert files(h.data_dir, "*.parquet") == []
+        await h.send.send(batches[1])
+        await trio.sleep_until(t0 + 2.0)
+        first = await next_finished(autojump_clock, h)
+        assert rows(first) == [expected_row(e) for e in batches[0] + batches[1]]
+        await h.send.send(batches[2])
+        rest = await h.finish()
+    assert first.name == f"{NOON // 1000}.parquet"
+    assert rest == [first.with_name(f"{(NOON + 20) // 1000 + 1}.parquet")]  # name bumped
+    assert rows(rest[0]) == [expected_row(e) for e in batches[2]]
+
+
+async def test_cancel_leaves_journals_that_recovery_finalizes(
+    tmp_path: Path, autojump_clock: trio.testing.MockClock
+) -> None:
+    flushed: list[Event] = [*(trade(NOON + i, i) for i in range(4)), trade(NOON + 9, 9, "ETHUSDT")]
+    async with open_writer(tmp_path, NOON) as h:
+        await h.send.send(flushed)
+        await trio.sleep_until(trio.current_time() + 1.0)
+        await settle(autojump_clock, lambda: h.rows_written() == 5)
+        await h.send.send([trade(NOON + 50, 50)])  # never flushed
+        h.nursery.cancel_scope.cancel()
+
+    assert files(h.data_dir, "*.parquet") == []
+    journals = files(h.data_dir, "*.journal.arrows")
+    assert [j.relative_to(h.data_dir).parts[1] for j in journals] == ["BTCUSDT", "ETHUSDT"]
+
+    metrics = Metrics()
+    recovered = recover_leftovers(h.data_dir, metrics)
+    assert sorted(recovered) == [j.with_name(f"{NOON // 1000}.parquet") for j in journals]
+    assert rows(recovered[0]) + rows(recovered[1]) == [expected_row(e) for e in flushed]
+    assert files(h.data_dir, "*.journal.arrows") == []
+    assert metrics.sample("collector_files_recovered_total") == 2
+
+
+async def test_start_recovers_leftovers_and_sends_them(
+    tmp_path: Path, autojump_clock: trio.testing.MockClock
+) -> None:
+    async with open_writer(tmp_path, NOON) as h:
+        await h.send.send([trade(NOON, 1)])
+        await trio.sleep_until(trio.current_time() + 1.0)
+        await settle(autojump_clock, lambda: h.rows_written() == 1)
+        h.nursery.cancel_scope.cancel()
+    [journal] = files(h.data_dir, "*.journal.arrows")
+
+    async with open_writer(tmp_path, NOON + 10_000_000) as h2:
+        recovered = await next_finished(autojump_clock, h2)
+        assert recovered == journal.with_name(f"{NOON // 1000}.parquet")
+        assert rows(recovered) == [expected_row(trade(NOON, 1))]
+        assert h2.metrics.sample("collector_files_recovered_total") == 1
+        # A new file of the same stream gets its own name.
+        await h2.send.send([trade(NOON, 2)])
+        [new] = await h2.finish()
+    assert new == recovered.with_name(f"{NOON // 1000 + 1}.parquet")
+    assert rows(new) == [expected_row(trade(NOON, 2))]
+
+
+async def test_disk_error_during_flush_is_counted_and_retried(
+    tmp_path: Path, autojump_clock: trio.testing.MockClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    real = journal_module._pwrite_all
+    calls = 0
+
+    def second_write_fails_halfway(fd: int, data: pa.Buffer, offset: int) -> None:
+        nonlocal calls
+        calls += 1
+        if calls == 2:  # the first batch, after the schema
+            real(fd, data.slice(0, data.size // 2), offset)
+            raise OSError(errno.ENOSPC, "No space left on device")
+        real(fd, data, offset)
+
+    monkeypatch.setattr(journal_module, "_pwrite_all", second_write_fails_halfway)
+    batch: list[Event] = [trade(NOON + i, i) for i in range(3)]
+    async with open_writer(tmp_path, NOON) as h:
+        t0 = trio.current_time()
+        await h.send.send(batch)
+        await trio.sleep_until(t0 + 1.0)
+        await settle(autojump_clock, lambda: h.errors("flush") == 1)
+        assert h.rows_written() == 0
+
+        await trio.sleep_until(t0 + 1.999)  # no retry before the next tick: no spinning
+        assert h.errors("flush") == 1
+        assert h.rows_written() == 0
+        await trio.sleep_until(t0 + 2.0)
+        await settle(autojump_clock, lambda: h.rows_written() == 3)
+        assert h.errors("flush") == 1
+        [path] = await h.finish()
+    assert rows(path) == [expected_row(e) for e in batch]
+
+
+async def test_disk_error_during_finalize_is_retried(
+    tmp_path: Path, autojump_clock: trio.testing.MockClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    real = finalize_journal
+    calls = 0
+
+    def first_call_fails(journal: Path, final: Path, **kwargs: Any) -> int | None:
+        nonlocal calls
+        calls += 1
+        if calls == 1:
+            raise OSError(errno.EIO, "I/O error")
+        return real(journal, final, **kwargs)
+
+    monkeypatch.setattr(writer_module, "finalize_journal", first_call_fails)
+    batch: list[Event] = [trade(NOON + i, i) for i in range(2)]
+    async with open_writer(tmp_path, NOON, flush_interval_secs=0.5) as h:
+        t0 = trio.current_time()
+        await h.send.send(batch)
+        [path] = await h.finish()
+        assert trio.current_time() >= t0 + 0.5  # waited before the retry
+    assert calls == 2
+    assert h.errors("finalize") == 1
+    assert rows(path) == [expected_row(e) for e in batch]
+    assert files(h.data_dir, "*.journal.arrows") == []
+
+
+async def test_a_bug_propagates(tmp_path: Path, autojump_clock: trio.testing.MockClock) -> None:
+    bad = Trade("binance", "BTCUSDT", None, NOON, None, "x", None, 1.0, "buy")  # type: ignore[arg-type]
+    with pytest.RaisesGroup(pytest.RaisesExc(ValueError, match="price"), flatten_subgroups=True):
+        async with open_writer(tmp_path, NOON) as h:
+            await h.send.send([bad])
+            await trio.sleep(5)

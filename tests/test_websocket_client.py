@@ -1,0 +1,213 @@
+"""The Sans-I/O WebSocket client against real WebSocket servers on 127.0.0.1."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+
+import pytest
+import trio
+from trio_websocket import WebSocketRequest, serve_websocket
+from websockets.server import ServerProtocol
+
+from collector.ingest.errors import ConnectFailed, ConnectionLost
+from collector.ingest.websocket import WebSocket, connect_websocket
+
+Handler = Callable[[WebSocketRequest], Awaitable[None]]
+
+
+async def start_server(nursery: trio.Nursery, handler: Handler) -> str:
+    server = await nursery.start(serve_websocket, handler, "127.0.0.1", 0, None)
+    return f"ws://127.0.0.1:{server.port}/stream"
+
+
+async def receive_all(ws: WebSocket, count: int) -> list[tuple[bytes, bool]]:
+    got: list[tuple[bytes, bool]] = []
+    while len(got) < count:
+        got.extend(await ws.receive_messages())
+    return got
+
+
+async def drain_until_lost(ws: WebSocket) -> tuple[list[tuple[bytes, bool]], ConnectionLost]:
+    """Every message received until the connection is lost, and how it was lost."""
+    got: list[tuple[bytes, bool]] = []
+    while True:
+        try:
+            got.extend(await ws.receive_messages())
+        except ConnectionLost as exc:
+            return got, exc
+
+
+async def test_text_and_binary_messages_and_sending() -> None:
+    received: list[str | bytes] = []
+
+    async def handler(request: WebSocketRequest) -> None:
+        conn = await request.accept()
+        received.append(await conn.get_message())
+        await conn.send_message("hello")
+        await conn.send_message(b"\x00binary")
+        await trio.sleep_forever()
+
+    async with trio.open_nursery() as nursery:
+        url = await start_server(nursery, handler)
+        ws = await connect_websocket(url, max_message_size=2**20)
+        await ws.send_text('{"method":"SUBSCRIBE"}')
+        assert await receive_all(ws, 2) == [(b"hello", True), (b"\x00binary", False)]
+        assert received == ['{"method":"SUBSCRIBE"}']
+        await ws.aclose()
+        nursery.cancel_scope.cancel()
+
+
+async def test_all_messages_of_one_read_come_back_together() -> None:
+    sent = trio.Event()
+
+    async def handler(request: WebSocketRequest) -> None:
+        conn = await request.accept()
+        for i in range(50):
+            await conn.send_message(f"m{i}")
+        sent.set()
+        await trio.sleep_forever()
+
+    async with trio.open_nursery() as nursery:
+        url = await start_server(nursery, handler)
+        ws = await connect_websocket(url, max_message_size=2**20)
+        await sent.wait()
+        await trio.sleep(0.05)  # let every byte reach our socket buffer
+        batch = await ws.receive_messages()
+        assert [m for m, _ in batch] == [f"m{i}".encode() for i in range(50)]
+        await ws.aclose()
+        nursery.cancel_scope.cancel()
+
+
+async def test_server_ping_is_answered() -> None:
+    ponged = trio.Event()
+
+    async def handler(request: WebSocketRequest) -> None:
+        conn = await request.accept()
+        await conn.ping(b"payload-123")  # returns only when the matching pong arrives
+        ponged.set()
+        await conn.send_message("after-ping")
+        await trio.sleep_forever()
+
+    async with trio.open_nursery() as nursery:
+        url = await start_server(nursery, handler)
+        ws = await connect_websocket(url, max_message_size=2**20)
+        assert await receive_all(ws, 1) == [(b"after-ping", True)]
+        assert ponged.is_set()
+        await ws.aclose()
+        nursery.cancel_scope.cancel()
+
+
+async def test_server_close_raises_connection_lost_with_code() -> None:
+    async def handler(request: WebSocketRequest) -> None:
+        conn = await request.accept()
+        await conn.send_message("last")
+        await conn.aclose(code=1001, reason="going away")
+
+    async with trio.open_nursery() as nursery:
+        url = await start_server(nursery, handler)
+        ws = await connect_websocket(url, max_message_size=2**20)
+        got, lost = await drain_until_lost(ws)
+        assert got == [(b"last", True)]
+        assert "code 1001" in str(lost)
+        await ws.aclose()
+        nursery.cancel_scope.cancel()
+
+
+async def test_handshake_rejected_is_connect_failed() -> None:
+    async def handler(request: WebSocketRequest) -> None:
+        await request.reject(404, body=b"no such stream")
+
+    async with trio.open_nursery() as nursery:
+        url = await start_server(nursery, handler)
+        with pytest.raises(ConnectFailed, match="404"):
+            await connect_websocket(url, max_message_size=2**20)
+        nursery.cancel_scope.cancel()
+
+
+async def test_refused_connection_is_connect_failed() -> None:
+    listener = trio.socket.socket()
+    await listener.bind(("127.0.0.1", 0))
+    port = listener.getsockname()[1]
+    listener.close()  # nothing listens there now
+    with pytest.raises(ConnectFailed, match="cannot connect"):
+        await connect_websocket(f"ws://127.0.0.1:{port}/", max_message_size=2**20)
+
+
+async def test_invalid_url_is_connect_failed() -> None:
+    with pytest.raises(ConnectFailed, match="invalid WebSocket URL"):
+        await connect_websocket("http://example.invalid/", max_message_size=2**20)
+
+
+async def raw_server(
+    nursery: trio.Nursery, script: Callable[[trio.SocketStream, ServerProtocol], Awaitable[None]]
+) -> str:
+    """A server built on websockets' Sans-I/O ServerProtocol, for frames trio-websocket
+    cannot send (fragments) or abrupt transport ends."""
+
+    async def handle(stream: trio.SocketStream) -> None:
+        protocol = ServerProtocol()
+        while True:
+            protocol.receive_data(await stream.receive_some(65536))
+            events = protocol.events_received()
+            if events:
+                break
+        protocol.send_response(protocol.accept(events[0]))  # type: ignore[arg-type]
+        for chunk in protocol.data_to_send():
+            await stream.send_all(chunk)
+        await script(stream, protocol)
+
+    listeners = await nursery.start(trio.serve_tcp, handle, 0)
+    port = listeners[0].socket.getsockname()[1]
+    return f"ws://127.0.0.1:{port}/"
+
+
+async def test_fragmented_message_is_reassembled() -> None:
+    async def script(stream: trio.SocketStream, protocol: ServerProtocol) -> None:
+        protocol.send_text(b'{"part":', fin=False)
+        protocol.send_continuation(b'"one",', fin=False)
+        protocol.send_continuation(b'"end":true}', fin=True)
+        protocol.send_binary(b"next")
+        for chunk in protocol.data_to_send():
+            await stream.send_all(chunk)
+        await trio.sleep_forever()
+
+    async with trio.open_nursery() as nursery:
+        url = await raw_server(nursery, script)
+        ws = await connect_websocket(url, max_message_size=2**20)
+        assert await receive_all(ws, 2) == [(b'{"part":"one","end":true}', True), (b"next", False)]
+        await ws.aclose()
+        nursery.cancel_scope.cancel()
+
+
+async def test_abrupt_eof_is_connection_lost() -> None:
+    async def script(stream: trio.SocketStream, protocol: ServerProtocol) -> None:
+        protocol.send_text(b"bye")
+        for chunk in protocol.data_to_send():
+            await stream.send_all(chunk)
+        await stream.aclose()  # TCP close with no close frame
+
+    async with trio.open_nursery() as nursery:
+        url = await raw_server(nursery, script)
+        ws = await connect_websocket(url, max_message_size=2**20)
+        got, lost = await drain_until_lost(ws)
+        assert got == [(b"bye", True)]
+        assert "without a close frame" in str(lost)
+        await ws.aclose()
+        nursery.cancel_scope.cancel()
+
+
+async def test_message_over_the_size_limit_is_connection_lost() -> None:
+    async def script(stream: trio.SocketStream, protocol: ServerProtocol) -> None:
+        protocol.send_text(b"x" * 5000)
+        for chunk in protocol.data_to_send():
+            await stream.send_all(chunk)
+        await trio.sleep_forever()
+
+    async with trio.open_nursery() as nursery:
+        url = await raw_server(nursery, script)
+        ws = await connect_websocket(url, max_message_size=1000)
+        got, lost = await drain_until_lost(ws)
+        assert got == []
+        assert "exceeds limit of 1000 bytes" in str(lost)
+        await ws.aclose()
+        nursery.cancel_scope.cancel()
