@@ -87,6 +87,8 @@ class MarketSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw
     symbols: Annotated[tuple[str, ...], Meta(min_length=1)]
     feeds: Annotated[tuple[Feed, ...], Meta(min_length=1)] = ("trades", "orderbook", "ticker")
     base_url: str | None = None
+    # REST API base where the venue's book sync needs snapshots (Binance diff depth).
+    rest_url: str | None = None
     # Venue-specific order book options (see README); None = the venue's default.
     book_mode: Literal["snapshot", "diff"] | None = None
     book_depth: Annotated[int, Meta(ge=1)] | None = None

@@ -38,6 +38,14 @@ class Subscription:
 
 
 @attrs.frozen
+class SnapshotRequest:
+    """A book snapshot the session wants fetched over the venue's REST API (HTTP GET)."""
+
+    symbol: str
+    url: str
+
+
+@attrs.frozen
 class ConnectionPlan:
     """What one WebSocket connection carries."""
 
@@ -56,14 +64,17 @@ class Session(ABC):
     """Per-connection protocol state. Driven by the connection task; never blocks.
 
     After each call to :meth:`parse` the connection sends everything in :attr:`outgoing`
-    (replies the venue expects, such as pongs or resubscribe frames) and clears it, and
-    checks :attr:`reconnect_reason`.
+    (replies the venue expects, such as pongs or resubscribe frames) and clears it, fetches
+    everything in :attr:`snapshot_requests` (handing each body to :meth:`parse_snapshot`)
+    and clears it, and checks :attr:`reconnect_reason`.
     """
 
     def __init__(self, plan: ConnectionPlan) -> None:
         self.plan = plan
         self.exchange = plan.exchange
         self.outgoing: list[str] = []
+        # REST book snapshots to fetch (venues whose book sync needs one, e.g. Binance diff depth).
+        self.snapshot_requests: list[SnapshotRequest] = []
         # Set by the adapter when the venue asks for a reconnect (e.g. a shutdown notice).
         self.reconnect_reason: str | None = None
         # Subscriptions not yet acknowledged by the venue; 0 means fully subscribed.
@@ -79,6 +90,12 @@ class Session(ABC):
 
         Raises :class:`ParseError` for a frame it cannot understand.
         """
+
+    def parse_snapshot(
+        self, request: SnapshotRequest, body: bytes, received_us: int
+    ) -> list[Event]:
+        """Events from the body of a fetched REST snapshot. Raises ParseError."""
+        raise NotImplementedError(f"{self.exchange} requests no REST snapshots")
 
     def keepalive_frame(self) -> str | None:
         """An application-level keepalive to send every ``keepalive_interval_secs``."""
@@ -122,6 +139,8 @@ class ExchangeAdapter(ABC):
     client_messages_per_second: ClassVar[float] = 5.0
     # Send Session.keepalive_frame() this often (None: the venue needs no app-level keepalive).
     keepalive_interval_secs: ClassVar[float | None] = None
+    # Most REST snapshot requests per second per connection (the venue's weight budget).
+    snapshot_requests_per_second: ClassVar[float] = 1.0
 
     @staticmethod
     @abstractmethod
@@ -133,6 +152,8 @@ class ExchangeAdapter(ABC):
         """Reject options the venue does not support (ValueError with a clear message)."""
         if market.book_mode is not None or market.book_depth is not None:
             raise ValueError(f"{cls.name} has no book_mode/book_depth options")
+        if market.rest_url is not None:
+            raise ValueError(f"{cls.name} has no rest_url option")
 
     @abstractmethod
     def plan_connections(self, markets: Sequence[MarketSettings]) -> list[ConnectionPlan]:

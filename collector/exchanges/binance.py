@@ -23,6 +23,15 @@ Sequence rules (per symbol, per session; a reconnect starts afresh):
   frame carries ``pu``, as on futures); otherwise a ``gap`` row. A frame with ``u`` at or
   below the previous ``u`` is stale: dropped and counted likewise. The first delta of a
   session has no predecessor and so no gap.
+- diff depth book sync: deltas alone cannot rebuild a book, so once a diff stream is
+  acknowledged, and again after every gap, the session asks for a REST depth snapshot
+  (``GET {rest_url}/api/v3/depth?symbol=X&limit=1000``, via
+  :attr:`Session.snapshot_requests`). The snapshot is written as an ``orderbook`` row of kind
+  ``snapshot`` (``sequence`` = ``lastUpdateId``) with a ``resync`` status row. Following the
+  venue's procedure, the recorded deltas must cover ``lastUpdateId + 1``: a snapshot older
+  than the first delta recorded since it was asked for is fetched again, and a first delta
+  after the snapshot with ``U > lastUpdateId + 1`` is a ``gap`` (and another snapshot).
+  Readers rebuild the book from the snapshot and the deltas with ``u > lastUpdateId``.
 
 Subscribe errors: Binance rejects a whole ``SUBSCRIBE`` request when one stream in it is
 invalid. So a rejected request of several streams is split in two and both halves are sent
@@ -48,6 +57,7 @@ from collector.exchanges.base import (
     ExchangeAdapter,
     ParseError,
     Session,
+    SnapshotRequest,
     Subscription,
 )
 
@@ -57,6 +67,9 @@ MAX_STREAMS_PER_CONNECTION: Final = 1024
 MAX_STREAMS_PER_SUBSCRIBE: Final = 200
 PARTIAL_DEPTHS: Final = frozenset({5, 10, 20})
 DEFAULT_PARTIAL_DEPTH: Final = 20
+DEFAULT_REST_URL: Final = "https://api.binance.com"
+# Levels per REST snapshot: request weight 50 (5000 levels would cost 250 of 6000/min).
+SNAPSHOT_LIMIT: Final = 1000
 STREAM_FEEDS: Final = ("trades", "orderbook", "ticker")
 
 _SYMBOL_RE: Final = re.compile(r"[A-Z0-9]{2,20}")
@@ -141,6 +154,7 @@ class BinancePlan(ConnectionPlan):
     """A connection plan that also names the stream of each subscription (same order)."""
 
     streams: tuple[str, ...] = ()
+    rest_url: str = DEFAULT_REST_URL
 
 
 def stream_name(symbol: str, feed: str, market: MarketSettings | None = None) -> str:
@@ -169,6 +183,8 @@ class BinanceAdapter(ExchangeAdapter):
     client_messages_per_second: ClassVar[float] = 4.0
     # The venue pings with control frames (every 20 s); the WebSocket library answers them.
     keepalive_interval_secs: ClassVar[float | None] = None
+    # REST weight budget 6000/min per IP; a 1000-level snapshot weighs 50 (at most 120/min).
+    snapshot_requests_per_second: ClassVar[float] = 1.0
 
     @staticmethod
     def normalize_symbol(symbol: str) -> str:
@@ -206,6 +222,10 @@ class BinanceAdapter(ExchangeAdapter):
             raise ValueError(
                 f"binance base_url must start with ws:// or wss:// (got {market.base_url!r})"
             )
+        if market.rest_url is not None and not market.rest_url.startswith(("http://", "https://")):
+            raise ValueError(
+                f"binance rest_url must start with http:// or https:// (got {market.rest_url!r})"
+            )
 
     def connection_url(self, base_url: str | None) -> str:
         base = (base_url or self.default_url).rstrip("/")
@@ -217,9 +237,10 @@ class BinanceAdapter(ExchangeAdapter):
         All streams of one symbol share a connection. Markets with a different ``base_url``
         or ``raw`` choice never share one.
         """
-        groups: dict[tuple[str, bool], list[tuple[Subscription, str]]] = {}
+        groups: dict[tuple[str, bool, str], list[tuple[Subscription, str]]] = {}
         for market in markets:
-            key = (self.connection_url(market.base_url), "raw" in market.feeds)
+            rest_url = (market.rest_url or DEFAULT_REST_URL).rstrip("/")
+            key = (self.connection_url(market.base_url), "raw" in market.feeds, rest_url)
             group = groups.setdefault(key, [])
             for symbol in market.symbols:
                 canonical = self.normalize_symbol(symbol)
@@ -228,7 +249,7 @@ class BinanceAdapter(ExchangeAdapter):
                         sub = Subscription(canonical, feed)
                         group.append((sub, stream_name(canonical, feed, market)))
         plans: list[ConnectionPlan] = []
-        for (url, raw), items in groups.items():
+        for (url, raw, rest_url), items in groups.items():
             for chunk in _pack_by_symbol(items, MAX_STREAMS_PER_CONNECTION):
                 plans.append(
                     BinancePlan(
@@ -238,6 +259,7 @@ class BinanceAdapter(ExchangeAdapter):
                         subscriptions=tuple(sub for sub, _ in chunk),
                         raw=raw,
                         streams=tuple(stream for _, stream in chunk),
+                        rest_url=rest_url,
                     )
                 )
         return plans
@@ -288,6 +310,13 @@ class BinanceSession(Session):
         self._routes: dict[str, tuple[_Handler, str]] = {}
         self._last_trade_id: dict[str, int] = {}
         self._last_update_id: dict[str, int] = {}
+        self._rest_url = plan.rest_url if isinstance(plan, BinancePlan) else DEFAULT_REST_URL
+        # Diff-depth book sync, per symbol: snapshots asked for and not yet received; the
+        # first delta U seen since the last request; the lastUpdateId of a received snapshot
+        # no recorded delta has covered yet.
+        self._snapshot_pending: set[str] = set()
+        self._first_delta_since_request: dict[str, int] = {}
+        self._awaiting_cover: dict[str, int] = {}
         # Trades and book deltas at or below the last id seen (dropped, never written).
         self.duplicates_dropped = 0
         # Subscriptions the venue refused for good.
@@ -321,6 +350,9 @@ class BinanceSession(Session):
         items = self._requests.pop(request_id)
         if not failed:
             self.pending_subscriptions -= len(items)
+            for sub, stream in items:
+                if _is_diff_stream(stream):
+                    self._request_snapshot(sub.symbol)
             return [
                 self.status("subscribed", sub.symbol, received_us, data_type=sub.feed)
                 for sub, _ in items
@@ -347,6 +379,60 @@ class BinanceSession(Session):
                 detail=f"{stream}: {msg} (code {code})",
             )
         ]
+
+    # ----------------------------------------------------------------- book sync
+
+    def _request_snapshot(self, symbol: str) -> None:
+        if symbol in self._snapshot_pending:
+            return
+        self._snapshot_pending.add(symbol)
+        self._first_delta_since_request.pop(symbol, None)
+        self._awaiting_cover.pop(symbol, None)
+        url = f"{self._rest_url}/api/v3/depth?symbol={symbol}&limit={SNAPSHOT_LIMIT}"
+        self.snapshot_requests.append(SnapshotRequest(symbol, url))
+
+    def parse_snapshot(
+        self, request: SnapshotRequest, body: bytes, received_us: int
+    ) -> list[Event]:
+        symbol = request.symbol
+        try:
+            msg = _PARTIAL_DEPTH.decode(body)
+        except _PARSE_ERRORS as exc:
+            self._snapshot_pending.discard(symbol)
+            self._request_snapshot(symbol)
+            raise ParseError(f"binance depth snapshot: {type(exc).__name__}: {exc}") from exc
+        self._snapshot_pending.discard(symbol)
+        snapshot_id = msg.last_update_id
+        first = self._first_delta_since_request.get(symbol)
+        last = self._last_update_id.get(symbol)
+        events: list[Event] = [
+            self.status(
+                "resync",
+                symbol,
+                received_us,
+                data_type="orderbook",
+                received=snapshot_id,
+                detail=f"REST depth snapshot lastUpdateId={snapshot_id}",
+            ),
+            BookUpdate(
+                EXCHANGE,
+                symbol,
+                None,
+                received_us,
+                snapshot_id,
+                "snapshot",
+                snapshot_id,
+                None,
+                msg.bids,
+                msg.asks,
+            ),
+        ]
+        if last is None or last <= snapshot_id:
+            self._awaiting_cover[symbol] = snapshot_id  # the next deltas must cover it
+        elif first is not None and first > snapshot_id + 1:
+            # Older than every delta recorded since the request: it cannot be joined to them.
+            self._request_snapshot(symbol)
+        return events
 
     # ----------------------------------------------------------------- parsing
 
@@ -445,6 +531,7 @@ class BinanceSession(Session):
                             detail="pu is not the previous u",
                         )
                     )
+                    self._request_snapshot(symbol)
             elif msg.first_id > prev + 1:
                 events.append(
                     self.status(
@@ -457,7 +544,27 @@ class BinanceSession(Session):
                         count=msg.first_id - prev - 1,
                     )
                 )
+                self._request_snapshot(symbol)
         self._last_update_id[symbol] = msg.last_id
+        if symbol in self._snapshot_pending:
+            self._first_delta_since_request.setdefault(symbol, msg.first_id)
+        base = self._awaiting_cover.get(symbol)
+        if base is not None and msg.last_id > base:
+            del self._awaiting_cover[symbol]
+            if msg.first_id > base + 1:
+                events.append(
+                    self.status(
+                        "gap",
+                        symbol,
+                        received_us,
+                        data_type="orderbook",
+                        expected=base + 1,
+                        received=msg.first_id,
+                        count=msg.first_id - base - 1,
+                        detail="first delta after the REST snapshot does not cover it",
+                    )
+                )
+                self._request_snapshot(symbol)
         events.append(
             BookUpdate(
                 EXCHANGE,
@@ -513,6 +620,11 @@ class BinanceSession(Session):
     def _server_shutdown(self, symbol: str, data: msgspec.Raw, received_us: int) -> list[Event]:
         self.reconnect_reason = "binance serverShutdown notice"
         return []
+
+
+def _is_diff_stream(stream: str) -> bool:
+    kind = stream.partition("@")[2]
+    return kind == "depth" or kind.startswith("depth@")
 
 
 def _ignore(symbol: str, data: msgspec.Raw, received_us: int) -> list[Event]:

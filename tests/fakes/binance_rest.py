@@ -1,0 +1,89 @@
+"""A fake Binance REST API on 127.0.0.1: just ``GET /api/v3/depth`` (book snapshots).
+
+A tiny HTTP/1.1 server on ``trio.serve_tcp`` (one request per connection), enough for the
+collector's snapshot fetcher (urllib). Tests set the book each symbol returns, see every
+request, and can make the next requests fail with a status code.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+import msgspec
+import trio
+
+
+class FakeBinanceRest:
+    def __init__(self) -> None:
+        # symbol -> (lastUpdateId, bids, asks)
+        self.books: dict[str, tuple[int, list[list[str]], list[list[str]]]] = {}
+        self.requests: list[str] = []
+        # Status codes to answer the next requests with, in order (e.g. [429, 500]).
+        self.fail_next: list[int] = []
+        self.port = 0
+        self._changed = trio.Event()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def set_book(
+        self,
+        symbol: str,
+        last_update_id: int,
+        bids: list[tuple[float, float]],
+        asks: list[tuple[float, float]],
+    ) -> None:
+        self.books[symbol.upper()] = (
+            last_update_id,
+            [[f"{p:.8f}", f"{q:.8f}"] for p, q in bids],
+            [[f"{p:.8f}", f"{q:.8f}"] for p, q in asks],
+        )
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        listeners = await trio.open_tcp_listeners(0, host="127.0.0.1")
+        self.port = listeners[0].socket.getsockname()[1]
+        task_status.started()
+        await trio.serve_listeners(self._handle, listeners)
+
+    async def wait_requests(self, n: int) -> None:
+        while len(self.requests) < n:
+            await self._changed.wait()
+
+    async def _handle(self, stream: trio.SocketStream) -> None:
+        data = b""
+        while b"\r\n\r\n" not in data:
+            chunk = await stream.receive_some(65536)
+            if not chunk:
+                return
+            data += chunk
+        request_line = data.split(b"\r\n", 1)[0].decode()
+        _method, target, _version = request_line.split(" ", 2)
+        self.requests.append(target)
+        self._changed.set()
+        self._changed = trio.Event()
+        status, body = self._respond(target)
+        reason = {200: "OK", 400: "Bad Request", 404: "Not Found", 429: "Too Many Requests"}.get(
+            status, "Error"
+        )
+        head = (
+            f"HTTP/1.1 {status} {reason}\r\nContent-Type: application/json\r\n"
+            f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n"
+        )
+        await stream.send_all(head.encode() + body)
+        await stream.aclose()
+
+    def _respond(self, target: str) -> tuple[int, bytes]:
+        if self.fail_next:
+            return self.fail_next.pop(0), b'{"code":-1003,"msg":"Too many requests."}'
+        parts = urlsplit(target)
+        if parts.path != "/api/v3/depth":
+            return 404, b'{"code":-1,"msg":"not found"}'
+        query = parse_qs(parts.query)
+        symbol = query.get("symbol", [""])[0]
+        if symbol not in self.books:
+            return 400, b'{"code":-1121,"msg":"Invalid symbol."}'
+        last_update_id, bids, asks = self.books[symbol]
+        doc: dict[str, Any] = {"lastUpdateId": last_update_id, "bids": bids, "asks": asks}
+        return 200, msgspec.json.encode(doc)

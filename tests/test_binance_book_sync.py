@@ -1,0 +1,154 @@
+"""Binance diff-depth book sync (sans-IO): REST snapshots asked for, checked and recorded."""
+
+from __future__ import annotations
+
+import pytest
+
+from collector.config import MarketSettings
+from collector.events import BookUpdate, Event, Status
+from collector.exchanges.base import ParseError, SnapshotRequest
+from collector.exchanges.binance import BinanceAdapter, BinanceSession
+from tests.fakes.binance import depth_diff_frame
+
+T0 = 1_700_000_000_000_000
+
+
+def diff_session(rest_url: str | None = "http://127.0.0.1:9/") -> BinanceSession:
+    market = MarketSettings(
+        exchange="binance",
+        symbols=("btcusdt",),
+        feeds=("orderbook",),
+        book_mode="diff",
+        rest_url=rest_url,
+    )
+    [plan] = BinanceAdapter().plan_connections([market])
+    session = BinanceAdapter().open_session(plan)
+    assert isinstance(session, BinanceSession)
+    return session
+
+
+def ack_all(session: BinanceSession) -> list[Event]:
+    events: list[Event] = []
+    for request_id in range(1, len(session.subscribe_frames()) + 1):
+        events += session.parse(f'{{"result":null,"id":{request_id}}}'.encode(), T0)
+    return events
+
+
+def delta(session: BinanceSession, first: int, last: int) -> list[Event]:
+    frame = depth_diff_frame("btcusdt", first, last, [(100.0, 1.0)], [(101.0, 2.0)], T0)
+    return session.parse(frame.encode(), T0)
+
+
+def snapshot_body(last_update_id: int) -> bytes:
+    return (
+        f'{{"lastUpdateId":{last_update_id},"bids":[["100.0","5.0"],["99.5","1.5"]],'
+        f'"asks":[["101.0","2.0"]]}}'
+    ).encode()
+
+
+def take_requests(session: BinanceSession) -> list[SnapshotRequest]:
+    requests = list(session.snapshot_requests)
+    session.snapshot_requests.clear()
+    return requests
+
+
+def gaps(events: list[Event]) -> list[Status]:
+    return [e for e in events if isinstance(e, Status) and e.event == "gap"]
+
+
+def test_ack_of_a_diff_stream_asks_for_a_snapshot_at_the_rest_url() -> None:
+    session = diff_session("http://127.0.0.1:9/")
+    ack_all(session)
+    assert take_requests(session) == [
+        SnapshotRequest("BTCUSDT", "http://127.0.0.1:9/api/v3/depth?symbol=BTCUSDT&limit=1000")
+    ]
+
+
+def test_snapshot_mode_asks_for_no_snapshot() -> None:
+    market = MarketSettings(exchange="binance", symbols=("btcusdt",), feeds=("orderbook",))
+    [plan] = BinanceAdapter().plan_connections([market])
+    session = BinanceAdapter().open_session(plan)
+    ack_all(session)
+    assert session.snapshot_requests == []
+
+
+def test_snapshot_is_recorded_with_a_resync_row() -> None:
+    session = diff_session()
+    ack_all(session)
+    [request] = take_requests(session)
+    delta(session, 95, 100)
+    delta(session, 101, 110)
+    events = session.parse_snapshot(request, snapshot_body(105), T0 + 5)
+    [status, book] = events
+    assert isinstance(status, Status)
+    assert (status.event, status.data_type, status.received_sequence) == (
+        "resync",
+        "orderbook",
+        105,
+    )
+    assert book == BookUpdate(
+        "binance",
+        "BTCUSDT",
+        None,
+        T0 + 5,
+        105,
+        "snapshot",
+        105,
+        None,
+        [(100.0, 5.0), (99.5, 1.5)],
+        [(101.0, 2.0)],
+    )
+    # Recorded deltas 95..110 cover 106: synced, nothing more to ask.
+    assert session.snapshot_requests == []
+
+
+def test_snapshot_older_than_the_recorded_deltas_is_fetched_again() -> None:
+    session = diff_session()
+    ack_all(session)
+    [request] = take_requests(session)
+    delta(session, 200, 210)
+    session.parse_snapshot(request, snapshot_body(150), T0)  # 151..199 would be missing
+    assert [r.symbol for r in take_requests(session)] == ["BTCUSDT"]
+
+
+def test_snapshot_ahead_of_the_deltas_waits_for_a_covering_delta() -> None:
+    session = diff_session()
+    ack_all(session)
+    [request] = take_requests(session)
+    delta(session, 90, 100)
+    session.parse_snapshot(request, snapshot_body(120), T0)
+    assert gaps(delta(session, 101, 110)) == []  # still older than the snapshot
+    assert gaps(delta(session, 111, 125)) == []  # covers 121: synced
+    assert session.snapshot_requests == []
+
+
+def test_first_delta_after_the_snapshot_that_skips_it_is_a_gap() -> None:
+    session = diff_session()
+    ack_all(session)
+    [request] = take_requests(session)
+    session.parse_snapshot(request, snapshot_body(120), T0)  # no delta seen yet
+    events = delta(session, 130, 140)
+    [gap] = gaps(events)
+    assert (gap.expected_sequence, gap.received_sequence, gap.count) == (121, 130, 9)
+    assert [r.symbol for r in take_requests(session)] == ["BTCUSDT"]
+
+
+def test_delta_gap_asks_for_a_new_snapshot_once() -> None:
+    session = diff_session()
+    ack_all(session)
+    [request] = take_requests(session)
+    delta(session, 1, 10)
+    session.parse_snapshot(request, snapshot_body(5), T0)
+    assert gaps(delta(session, 20, 30)) != []
+    assert gaps(delta(session, 40, 50)) != []
+    # One request outstanding per symbol, however many gaps come before it is answered.
+    assert len(take_requests(session)) == 1
+
+
+def test_unreadable_snapshot_is_asked_for_again() -> None:
+    session = diff_session()
+    ack_all(session)
+    [request] = take_requests(session)
+    with pytest.raises(ParseError):
+        session.parse_snapshot(request, b"<html>rate limited</html>", T0)
+    assert len(take_requests(session)) == 1
