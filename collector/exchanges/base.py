@@ -81,8 +81,11 @@ class Session(ABC):
         self.pending_subscriptions = len(plan.subscriptions)
 
     @abstractmethod
-    def subscribe_frames(self) -> list[str]:
-        """Frames to send right after the WebSocket handshake, in order."""
+    def subscribe_frames(self, now_us: int) -> list[str]:
+        """Frames to send right after the WebSocket handshake, in order.
+
+        ``now_us`` is the wall-clock time (for venues that sign subscriptions).
+        """
 
     @abstractmethod
     def parse(self, payload: bytes, received_us: int) -> list[Event]:

@@ -324,7 +324,7 @@ class BinanceSession(Session):
 
     # ----------------------------------------------------------------- subscribing
 
-    def subscribe_frames(self) -> list[str]:
+    def subscribe_frames(self, now_us: int = 0) -> list[str]:
         return [
             self._request(self._streams[i : i + MAX_STREAMS_PER_SUBSCRIBE])
             for i in range(0, len(self._streams), MAX_STREAMS_PER_SUBSCRIBE)

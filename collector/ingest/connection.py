@@ -111,7 +111,7 @@ async def run_connection(
         )
         async with trio.open_nursery() as nursery:
             outbox_tx, outbox_rx = trio.open_memory_channel[str](OUTBOX_SIZE)
-            for frame in session.subscribe_frames():
+            for frame in session.subscribe_frames(ctx.wall_clock()):
                 outbox_tx.send_nowait(frame)
             nursery.start_soon(_run_sender, ws, outbox_rx, adapter, plan, ctx, sink)
             if adapter.keepalive_interval_secs:
