@@ -89,6 +89,9 @@ class MarketSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw
     base_url: str | None = None
     # REST API base where the venue's book sync needs snapshots (Binance diff depth).
     rest_url: str | None = None
+    # Venue-specific product category where one venue endpoint serves several (Bybit:
+    # "spot" or "linear"); None = the venue's default.
+    category: str | None = None
     # Venue-specific order book options (see README); None = the venue's default.
     book_mode: Literal["snapshot", "diff"] | None = None
     book_depth: Annotated[int, Meta(ge=1)] | None = None

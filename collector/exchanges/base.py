@@ -145,6 +145,22 @@ class ExchangeAdapter(ABC):
     # Most REST snapshot requests per second per connection (the venue's weight budget).
     snapshot_requests_per_second: ClassVar[float] = 1.0
 
+    # The venue's public REST API (symbol lists, and book snapshots where the venue needs them).
+    default_rest_url: ClassVar[str | None] = None
+
+    @classmethod
+    def symbols_url(cls, rest_url: str | None = None) -> str:
+        """The REST URL that lists the venue's tradable symbols."""
+        raise NotImplementedError(f"{cls.name} cannot list symbols")
+
+    @classmethod
+    def parse_symbols(cls, body: bytes) -> list[str]:
+        """Tradable symbols (the venue's spelling, as used in settings) from that body.
+
+        Raises ParseError when the body is not what the venue sends.
+        """
+        raise NotImplementedError(f"{cls.name} cannot list symbols")
+
     @staticmethod
     @abstractmethod
     def normalize_symbol(symbol: str) -> str:
@@ -157,6 +173,8 @@ class ExchangeAdapter(ABC):
             raise ValueError(f"{cls.name} has no book_mode/book_depth options")
         if market.rest_url is not None:
             raise ValueError(f"{cls.name} has no rest_url option")
+        if market.category is not None:
+            raise ValueError(f"{cls.name} has no category option")
 
     @abstractmethod
     def plan_connections(self, markets: Sequence[MarketSettings]) -> list[ConnectionPlan]:
