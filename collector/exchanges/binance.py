@@ -85,6 +85,15 @@ def _us(value: int) -> int:
 # --------------------------------------------------------------------------- wire structs
 
 
+class _SymbolInfo(msgspec.Struct):
+    symbol: str
+    status: str = "TRADING"
+
+
+class _ExchangeInfo(msgspec.Struct):
+    symbols: list[_SymbolInfo]
+
+
 class _ErrorBody(msgspec.Struct):
     code: int | None = None
     msg: str | None = None
@@ -185,6 +194,21 @@ class BinanceAdapter(ExchangeAdapter):
     keepalive_interval_secs: ClassVar[float | None] = None
     # REST weight budget 6000/min per IP; a 1000-level snapshot weighs 50 (at most 120/min).
     snapshot_requests_per_second: ClassVar[float] = 1.0
+
+    default_rest_url: ClassVar[str | None] = DEFAULT_REST_URL
+
+    @classmethod
+    def symbols_url(cls, rest_url: str | None = None) -> str:
+        base = (rest_url or DEFAULT_REST_URL).rstrip("/")
+        return f"{base}/api/v3/exchangeInfo?permissions=SPOT&symbolStatus=TRADING"
+
+    @classmethod
+    def parse_symbols(cls, body: bytes) -> list[str]:
+        try:
+            info = msgspec.json.decode(body, type=_ExchangeInfo)
+        except msgspec.DecodeError as exc:
+            raise ParseError(f"binance exchangeInfo: {exc}") from exc
+        return sorted(s.symbol for s in info.symbols if s.status == "TRADING")
 
     @staticmethod
     def normalize_symbol(symbol: str) -> str:

@@ -8,54 +8,16 @@ the session. It runs in the connection's nursery, so a reconnect starts afresh.
 from __future__ import annotations
 
 import logging
-import urllib.error
-import urllib.request
-from email.message import Message
 
 import trio
 
-from collector import __version__
 from collector.clock import WallClock
 from collector.exchanges.base import ParseError, Session, SnapshotRequest
 from collector.ingest.backoff import Backoff
 from collector.ingest.sink import EventSink
+from collector.rest import RestError, fetch
 
 log = logging.getLogger(__name__)
-
-HTTP_TIMEOUT_SECS = 10.0
-MAX_BODY_BYTES = 64 * 1024 * 1024
-USER_AGENT = f"collector/{__version__}"
-
-
-class SnapshotFetchError(Exception):
-    """The snapshot could not be fetched; ``retry_after`` is the venue's hint, if any."""
-
-    def __init__(self, message: str, retry_after: float | None = None) -> None:
-        super().__init__(message)
-        self.retry_after = retry_after
-
-
-def fetch(url: str) -> bytes:
-    """GET ``url`` (blocking; run in a worker thread). Raises SnapshotFetchError."""
-    request = urllib.request.Request(url, headers={"User-Agent": USER_AGENT})
-    try:
-        with urllib.request.urlopen(request, timeout=HTTP_TIMEOUT_SECS) as response:
-            body: bytes = response.read(MAX_BODY_BYTES + 1)
-    except urllib.error.HTTPError as exc:
-        raise SnapshotFetchError(f"HTTP {exc.code} from {url}", _retry_after(exc.headers)) from None
-    except (urllib.error.URLError, OSError, ValueError) as exc:
-        raise SnapshotFetchError(f"cannot fetch {url}: {exc}") from None
-    if len(body) > MAX_BODY_BYTES:
-        raise SnapshotFetchError(f"snapshot from {url} is larger than {MAX_BODY_BYTES} bytes")
-    return body
-
-
-def _retry_after(headers: Message) -> float | None:
-    value = headers.get("Retry-After") if headers is not None else None
-    try:
-        return float(value) if value is not None else None
-    except ValueError:
-        return None
 
 
 async def run_snapshot_fetcher(
@@ -90,7 +52,7 @@ async def run_snapshot_fetcher(
                             fetch, current.url, abandon_on_cancel=True
                         )
                         break
-                    except SnapshotFetchError as exc:
+                    except RestError as exc:
                         delay = exc.retry_after or backoff.next_delay()
                         log.warning(
                             "book snapshot failed, retrying in %.1fs: %s",

@@ -1,4 +1,5 @@
-"""A fake Binance REST API on 127.0.0.1: just ``GET /api/v3/depth`` (book snapshots).
+"""A fake Binance REST API on 127.0.0.1: ``GET /api/v3/depth`` (book snapshots) and
+``GET /api/v3/exchangeInfo`` (symbols).
 
 A tiny HTTP/1.1 server on ``trio.serve_tcp`` (one request per connection), enough for the
 collector's snapshot fetcher (urllib). Tests set the book each symbol returns, see every
@@ -18,6 +19,8 @@ class FakeBinanceRest:
     def __init__(self) -> None:
         # symbol -> (lastUpdateId, bids, asks)
         self.books: dict[str, tuple[int, list[list[str]], list[list[str]]]] = {}
+        # (symbol, status) pairs that exchangeInfo lists.
+        self.symbols: list[tuple[str, str]] = [("BTCUSDT", "TRADING"), ("ETHUSDT", "TRADING")]
         self.requests: list[str] = []
         # Status codes to answer the next requests with, in order (e.g. [429, 500]).
         self.fail_next: list[int] = []
@@ -78,6 +81,15 @@ class FakeBinanceRest:
         if self.fail_next:
             return self.fail_next.pop(0), b'{"code":-1003,"msg":"Too many requests."}'
         parts = urlsplit(target)
+        if parts.path == "/api/v3/exchangeInfo":
+            info = {
+                "timezone": "UTC",
+                "symbols": [
+                    {"symbol": s, "status": st, "baseAsset": s[:3], "quoteAsset": s[3:]}
+                    for s, st in self.symbols
+                ],
+            }
+            return 200, msgspec.json.encode(info)
         if parts.path != "/api/v3/depth":
             return 404, b'{"code":-1,"msg":"not found"}'
         query = parse_qs(parts.query)
