@@ -268,7 +268,12 @@ def _explain(message: str, raw: Any, source: str, env_keys: Mapping[str, str]) -
         value = _lookup(raw, path)
         detail = body[0].lower() + body[1:] if body else "invalid value"
         detail = detail.replace("`", "")
-        shown = f" (got {value!r})" if value is not None and not isinstance(value, dict) else ""
+        if value is None or isinstance(value, dict):
+            shown = ""
+        elif ", got " in detail:  # "expected int, got str" -> "... got str 'abc'"
+            shown = f" {value!r}"
+        else:
+            shown = f" (got {value!r})"
         text = f"{key or 'settings'}: {detail}{shown}"
     origin = env_keys.get(re.sub(r"\[(\d+)\]", r".\1", key))
     where = f"{source} (overridden by {origin})" if origin else source

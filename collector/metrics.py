@@ -49,7 +49,7 @@ class Metrics:
         # ingest
         self.websocket_connected = Gauge(
             "collector_websocket_connected",
-            "1 while the connection for this exchange and symbol is subscribed and receiving",
+            "1 while the WebSocket connection carrying this exchange and symbol is open",
             ["exchange", "symbol"],
             registry=r,
         )
@@ -75,12 +75,6 @@ class Metrics:
             "collector_bytes_received_total",
             "WebSocket payload bytes received",
             ["exchange"],
-            registry=r,
-        )
-        self.events_total = Counter(
-            "collector_events_total",
-            "Normalized events produced, by data type",
-            ["exchange", "data_type"],
             registry=r,
         )
         self.parse_errors = Counter(

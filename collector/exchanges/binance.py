@@ -222,6 +222,8 @@ class BinanceAdapter(ExchangeAdapter):
 
     @classmethod
     def check_market(cls, market: MarketSettings) -> None:
+        if market.category is not None:
+            raise ValueError("binance has no category option (this adapter records spot)")
         mode = market.book_mode or "snapshot"
         if mode == "diff":
             if market.book_depth is not None:

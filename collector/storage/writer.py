@@ -251,7 +251,7 @@ class _Writer:
             self.rotate()
             now = trio.current_time()
             deadline += self.interval
-            if deadline <= now:  # flushing took longer than an interval: do not spin
+            if deadline < now:  # flushing overran a whole interval: skip ticks, do not spin
                 deadline = now + self.interval
         await self.drain()
 
