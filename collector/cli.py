@@ -1,7 +1,7 @@
 """Command line: ``python -m collector [run|check-config] [--config PATH]``.
 
-Exit status: 0 success, 1 runtime failure (or a shutdown that ran past its deadline),
-2 bad settings or usage.
+Exit status: 0 success, 1 runtime failure (or a shutdown that ran past its deadline or
+was cut short by a second signal), 2 bad settings or usage.
 """
 
 from __future__ import annotations
@@ -46,6 +46,14 @@ def _parser() -> argparse.ArgumentParser:
     check.add_argument("path", nargs="?", metavar="PATH", help="settings file to check")
     check.add_argument("--config", metavar="PATH", dest="check_config", help=config_help)
     check.add_argument("--json", action="store_true", help="print JSON instead of TOML")
+    symbols = sub.add_parser(
+        "symbols", help="list an exchange's tradable symbols from its public REST API"
+    )
+    symbols.add_argument("exchange", metavar="EXCHANGE", help="exchange name, e.g. binance")
+    symbols.add_argument("--json", action="store_true", help="print a JSON array")
+    symbols.add_argument(
+        "--rest-url", metavar="URL", help="REST API base URL (default: the venue's public API)"
+    )
     return parser
 
 
@@ -55,7 +63,21 @@ def _load(path_arg: str | None) -> tuple[Settings, str]:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    try:
+        return _dispatch(args)
+    except BrokenPipeError:
+        # Output piped into a reader that stopped early (e.g. `| head`): end quietly.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 0
+
+
+def _dispatch(args: argparse.Namespace) -> int:
     command = args.command or "run"
+    if command == "symbols":
+        from collector.symbols import run_symbols_command
+
+        return run_symbols_command(args.exchange, rest_url=args.rest_url, as_json=args.json)
     try:
         if command == "check-config":
             settings, source = _load(args.path or args.check_config or args.config)

@@ -43,6 +43,8 @@ log = logging.getLogger(__name__)
 
 EXIT_OK = 0
 EXIT_SHUTDOWN_TIMEOUT = 1
+# A second signal cut the drain short: files may be left unfinished (as after a timeout).
+EXIT_FORCED_STOP = 1
 
 
 class ServiceError(Exception):
@@ -55,6 +57,9 @@ class Shutdown:
 
     requested: trio.Event = attrs.field(factory=trio.Event)
     reason: str = ""
+    # Set (with the root scope cancelled) when a second signal stops the service at once:
+    # not a flag anyone polls, only how the exit status learns the drain was cut short.
+    forced: bool = False
 
     def request(self, reason: str) -> None:
         if not self.requested.is_set():
@@ -142,6 +147,9 @@ async def run_service(
                 health.shutting_down = True
                 ingest.cancel_scope.cancel()
         root.cancel_scope.cancel()
+    if shutdown.forced:
+        log.error("stopped without draining; unfinished files will be finalized at the next start")
+        return EXIT_FORCED_STOP
     if _deadline_hit(root.cancel_scope):
         log.error(
             "shutdown timed out after %ss; unfinished files will be finalized at the next start",
@@ -185,6 +193,7 @@ async def _watch_signals(
                 root.deadline = trio.current_time() + grace_secs
             else:
                 log.warning("second %s: stopping now without draining", name)
+                shutdown.forced = True
                 root.cancel()
 
 

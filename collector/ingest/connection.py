@@ -18,16 +18,24 @@ import trio
 from collector.clock import WallClock
 from collector.config import WebSocketSettings
 from collector.events import Event, Raw, Status
-from collector.exchanges.base import ConnectionPlan, ExchangeAdapter, ParseError, Session
+from collector.exchanges.base import (
+    ConnectionPlan,
+    ExchangeAdapter,
+    ParseError,
+    Session,
+    SnapshotRequest,
+)
 from collector.health import HealthState
 from collector.ingest.errors import (
     ConnectFailed,
-    ConnectionLost,
+    ConnectionFailed,
+    OutboxOverflow,
     StaleConnection,
     TooManyParseErrors,
     VenueRequestedReconnect,
 )
 from collector.ingest.sink import EventSink
+from collector.ingest.snapshots import run_snapshot_fetcher
 from collector.ingest.websocket import WebSocket, connect_websocket
 from collector.metrics import Metrics
 
@@ -92,9 +100,12 @@ async def run_connection(
             ws = await connect_websocket(plan.url, max_message_size=max_size)
     except trio.TooSlowError:
         attempts.labels(plan.exchange, "timeout").inc()
-        raise ConnectFailed(f"connect timed out after {settings.connect_timeout_secs}s") from None
-    except ConnectFailed:
+        failure = ConnectFailed(f"connect timed out after {settings.connect_timeout_secs}s")
+        ctx.health.set_down(plan.name, f"ConnectFailed: {failure}")
+        raise failure from None
+    except ConnectFailed as exc:
         attempts.labels(plan.exchange, "failed").inc()
+        ctx.health.set_down(plan.name, f"{type(exc).__name__}: {exc}")
         raise
     attempts.labels(plan.exchange, "connected").inc()
     reason = "cancelled"
@@ -118,13 +129,19 @@ async def run_connection(
                 nursery.start_soon(
                     _run_keepalive, session, outbox_tx.clone(), adapter.keepalive_interval_secs
                 )
-            with outbox_tx:
-                await _receive_loop(ws, session, plan, ctx, sink, outbox_tx)
+            snapshots_tx, snapshots_rx = trio.open_memory_channel[SnapshotRequest](OUTBOX_SIZE)
+            nursery.start_soon(
+                run_snapshot_fetcher,
+                session,
+                snapshots_rx,
+                sink,
+                ctx.wall_clock,
+                adapter.snapshot_requests_per_second,
+            )
+            with outbox_tx, snapshots_tx:
+                await _receive_loop(ws, session, plan, ctx, sink, outbox_tx, snapshots_tx)
         raise AssertionError("the receive loop only ends by raising")  # pragma: no cover
-    except* ConnectionLost as group:
-        reason = _first_message(group)
-        raise
-    except* (StaleConnection, TooManyParseErrors, VenueRequestedReconnect) as group:
+    except* ConnectionFailed as group:
         reason = _first_message(group)
         raise
     finally:
@@ -166,6 +183,7 @@ async def _receive_loop(
     ctx: IngestContext,
     sink: EventSink,
     outbox: trio.MemorySendChannel[str],
+    snapshots: trio.MemorySendChannel[SnapshotRequest],
 ) -> NoReturn:
     """Read, parse and forward until the connection fails.
 
@@ -194,6 +212,7 @@ async def _receive_loop(
             batch: list[Event] = []
             failures = 0
             size = 0
+            tripped: str | None = None
             for payload, _is_text in messages:
                 size += len(payload)
                 if raw:
@@ -206,11 +225,12 @@ async def _receive_loop(
                     failures += 1
                     parse_errors.inc()
                     log.debug("unparsable frame skipped: %s", exc, extra={"exchange": exchange})
-                    if breaker.record(False):
-                        raise TooManyParseErrors(
+                    if breaker.record(False) and tripped is None:
+                        # Finish this read first: its good frames were received and are kept.
+                        tripped = (
                             f"more than half of the last {breaker.window} frames failed to parse; "
                             f"last error: {exc}"
-                        ) from None
+                        )
             if failures < len(messages):
                 breaker.record_ok_run(len(messages) - failures)
             received_metric.inc(len(messages))
@@ -219,16 +239,36 @@ async def _receive_loop(
             if batch:
                 _observe(batch, received_us, latency, ctx, exchange)
                 sink.send(batch, received_us)
-            if session.outgoing:
-                for frame in session.outgoing:
-                    outbox.send_nowait(frame)
-                session.outgoing.clear()
+            if tripped is not None:
+                raise TooManyParseErrors(tripped)
+            if session.outgoing or session.snapshot_requests:
+                _forward_requests(session, outbox, snapshots)
             if not subscribed and session.pending_subscriptions <= 0:
                 subscribed = True
                 ctx.health.set_subscribed(plan.name)
             if session.reconnect_reason is not None:
                 raise VenueRequestedReconnect(session.reconnect_reason)
     raise StaleConnection(f"no message for {timeout}s")
+
+
+def _forward_requests(
+    session: Session,
+    outbox: trio.MemorySendChannel[str],
+    snapshots: trio.MemorySendChannel[SnapshotRequest],
+) -> None:
+    """Queue the frames and REST snapshots the session asked for (never blocks)."""
+    try:
+        for frame in session.outgoing:
+            outbox.send_nowait(frame)
+        for request in session.snapshot_requests:
+            snapshots.send_nowait(request)
+    except trio.WouldBlock:
+        raise OutboxOverflow(
+            f"the session queued more than {OUTBOX_SIZE} frames or snapshot requests"
+        ) from None
+    finally:
+        session.outgoing.clear()
+        session.snapshot_requests.clear()
 
 
 def _observe(

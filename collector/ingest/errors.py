@@ -41,3 +41,9 @@ class VenueRequestedReconnect(ConnectionFailed):
     """The venue announced a shutdown or asked clients to reconnect."""
 
     reason = "venue_reconnect"
+
+
+class OutboxOverflow(ConnectionFailed):
+    """The session queued more frames or requests than the connection can hold."""
+
+    reason = "outbox_full"

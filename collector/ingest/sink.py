@@ -38,7 +38,9 @@ class EventSink:
             batch = self._drop_rows(now_us) + batch
         try:
             self.channel.send_nowait(batch)
-        except trio.WouldBlock:
+        except (trio.WouldBlock, trio.BrokenResourceError):
+            # Full, or nobody reads any more (the writer is gone, e.g. cancelled at the
+            # shutdown deadline): either way the events are lost, never an error here.
             self._record_drop(batch, now_us)
             return False
         self._dropped.clear()
