@@ -377,6 +377,39 @@ async def test_disk_error_during_flush_is_counted_and_retried(
     assert rows(path) == [expected_row(e) for e in batch]
 
 
+async def test_no_batches_are_taken_while_the_disk_fails(
+    tmp_path: Path, autojump_clock: trio.testing.MockClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    real = journal_module._pwrite_all
+    failing = True
+
+    def write_unless_failing(fd: int, data: pa.Buffer, offset: int) -> None:
+        if failing:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        real(fd, data, offset)
+
+    monkeypatch.setattr(journal_module, "_pwrite_all", write_unless_failing)
+    first: list[Event] = [trade(NOON + i, i) for i in range(3)]
+    later: list[Event] = [trade(NOON + 10 + i, 10 + i) for i in range(2)]
+    async with open_writer(tmp_path, NOON) as h:
+        t0 = trio.current_time()
+        await h.send.send(first)
+        await trio.sleep_until(t0 + 1.0)
+        await settle(autojump_clock, lambda: h.errors("flush") == 1)
+        h.send.send_nowait(later)
+        await trio.sleep_until(t0 + 1.999)
+        # Intake paused: the batch waits in the (bounded) channel, not in the writer's memory.
+        assert h.send.statistics().current_buffer_used == 1
+        failing = False
+        await trio.sleep_until(t0 + 2.0)
+        await settle(autojump_clock, lambda: h.rows_written() == 3)
+        await trio.sleep_until(t0 + 3.0)
+        await settle(autojump_clock, lambda: h.rows_written() == 5)
+        assert h.send.statistics().current_buffer_used == 0
+        [path] = await h.finish()
+    assert rows(path) == [expected_row(e) for e in first + later]
+
+
 async def test_disk_error_during_finalize_is_retried(
     tmp_path: Path, autojump_clock: trio.testing.MockClock, monkeypatch: pytest.MonkeyPatch
 ) -> None:

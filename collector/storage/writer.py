@@ -240,14 +240,21 @@ class _Writer:
     async def consume(self, events: trio.MemoryReceiveChannel[list[Event]]) -> None:
         """Route batches until ``events`` ends; flush and rotate every interval."""
         deadline = trio.current_time() + self.interval
+        flushed = True
         while True:
-            with trio.move_on_at(deadline):
-                try:
-                    while True:
-                        self.route(await events.receive())
-                except trio.EndOfChannel:
-                    break
-            await self.flush()
+            if flushed:
+                with trio.move_on_at(deadline):
+                    try:
+                        while True:
+                            self.route(await events.receive())
+                    except trio.EndOfChannel:
+                        break
+            else:
+                # The disk failed the last flush: take no more rows until it recovers, so
+                # memory stays bounded; the event channel fills and the connections record
+                # the events they cannot hand over as `dropped` status rows.
+                await trio.sleep_until(deadline)
+            flushed = await self.flush()
             self.rotate()
             now = trio.current_time()
             deadline += self.interval
@@ -295,6 +302,8 @@ async def run_writer(
     ``finished`` is closed. Disk errors (``OSError``) are logged, counted in
     ``writer_errors{stage}`` and retried (flush: next interval; finalize: capped backoff),
     so the drain after end-of-stream lasts until the disk recovers or the caller cancels.
+    While flushes fail no new batches are taken (backpressure onto the bounded channel,
+    where producers drop and record what does not fit), so memory stays bounded.
 
     Cancellation: nothing more is written; open journals are closed and stay on disk for
     :func:`recover_leftovers` at the next start (rows not yet flushed, at most one flush
