@@ -23,6 +23,8 @@ class ConnectionHealth:
     connects: int = 0
     last_error: str | None = None
     since: float = 0.0  # trio time of the last up/down change
+    # How long the connection was up the last time it went down (trio seconds).
+    last_uptime: float = 0.0
 
 
 class HealthState:
@@ -54,9 +56,11 @@ class HealthState:
 
     def set_down(self, name: str, reason: str) -> None:
         conn = self.connections[name]
+        now = trio.current_time()
+        conn.last_uptime = now - conn.since if conn.up else 0.0
         conn.up = False
         conn.last_error = reason
-        conn.since = trio.current_time()
+        conn.since = now
         for symbol in conn.symbols:
             self.metrics.websocket_connected.labels(conn.exchange, symbol).set(0)
 

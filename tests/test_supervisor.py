@@ -13,7 +13,7 @@ from collector.config import MarketSettings
 from collector.events import Event
 from collector.exchanges.base import ConnectionPlan
 from collector.exchanges.binance import BinanceAdapter, BinanceSession
-from collector.ingest.supervisor import run_exchange, supervise_connection
+from collector.ingest.supervisor import ConnectPacer, run_exchange, supervise_connection
 from tests.fakes.binance import FakeBinance
 from tests.test_connection import (
     TIMEOUT,
@@ -254,3 +254,25 @@ async def test_a_bug_propagates_instead_of_reconnecting(
     assert fake.connections == 1  # no reconnect
     assert [t.trade_id for t in rec.trades()] == ["12"]
     assert ctx.metrics.sum_samples("collector_websocket_disconnects_total") == 0
+
+
+async def test_connect_pacer_spaces_attempts_across_connections(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    pacer = ConnectPacer(per_second=2.0)
+    started: list[float] = []
+
+    async def attempt() -> None:
+        await pacer.wait_turn()
+        started.append(trio.current_time())
+
+    t0 = trio.current_time()
+    async with trio.open_nursery() as nursery:
+        for _ in range(3):
+            nursery.start_soon(attempt)
+    assert [round(t - t0, 6) for t in started] == [0.0, 0.5, 1.0]
+    # After a quiet spell an attempt goes at once.
+    await trio.sleep(10)
+    t1 = trio.current_time()
+    await attempt()
+    assert started[-1] == t1

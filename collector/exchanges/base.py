@@ -142,6 +142,9 @@ class ExchangeAdapter(ABC):
     client_messages_per_second: ClassVar[float] = 5.0
     # Send Session.keepalive_frame() this often (None: the venue needs no app-level keepalive).
     keepalive_interval_secs: ClassVar[float | None] = None
+    # Most connection attempts per second to this venue, over all its connections (venue
+    # limits are per IP; 1/s stays within all of those documented in exchanges.md).
+    connections_per_second: ClassVar[float] = 1.0
     # Most REST snapshot requests per second per connection (the venue's weight budget).
     snapshot_requests_per_second: ClassVar[float] = 1.0
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Sequence
 
 import trio
@@ -15,6 +16,20 @@ from collector.ingest.errors import ConnectionFailed
 from collector.ingest.sink import EventSink
 
 log = logging.getLogger(__name__)
+
+
+class ConnectPacer:
+    """Spaces the connection attempts of one exchange at least ``1/per_second`` apart."""
+
+    def __init__(self, per_second: float) -> None:
+        self.interval = 1.0 / per_second
+        self._next = -math.inf
+
+    async def wait_turn(self) -> None:
+        """Wait until this attempt may start (first come, first served)."""
+        at = max(trio.current_time(), self._next)
+        self._next = at + self.interval
+        await trio.sleep_until(at)
 
 
 async def run_exchange(
@@ -31,10 +46,11 @@ async def run_exchange(
     nursery. Connection failures are retried forever with backoff and never leave this
     function; a bug propagates and stops the service loudly.
     """
+    pacer = ConnectPacer(adapter.connections_per_second)
     async with trio.open_nursery() as nursery:
         with events:
             for plan in plans:
-                nursery.start_soon(supervise_connection, plan, adapter, ctx, events.clone())
+                nursery.start_soon(supervise_connection, plan, adapter, ctx, events.clone(), pacer)
         task_status.started()
 
 
@@ -43,25 +59,29 @@ async def supervise_connection(
     adapter: ExchangeAdapter,
     ctx: IngestContext,
     events: trio.MemorySendChannel[list[Event]],
+    pacer: ConnectPacer | None = None,
 ) -> None:
     """Keep one connection up: reconnect with capped, jittered exponential backoff.
 
     The backoff starts again from its initial delay once a connection has stayed up for
-    ``healthy_after_secs``. Owns ``events`` (closed on exit). Runs until cancelled.
+    ``healthy_after_secs``. Attempts wait their turn at ``pacer`` (shared by all
+    connections of the exchange). Owns ``events`` (closed on exit). Runs until cancelled.
     """
+    pacer = pacer or ConnectPacer(adapter.connections_per_second)
     settings = ctx.settings
     backoff = Backoff(settings.initial_retry_delay_secs, settings.max_retry_delay_secs)
     sink = EventSink(events, plan.exchange, ctx.metrics)
     disconnects = ctx.metrics.disconnects_total
     try:
         while True:
-            started = trio.current_time()
+            await pacer.wait_turn()
             try:
                 await run_connection(plan, adapter, ctx, sink)
             except* ConnectionFailed as group:
                 failure = _first(group)
                 disconnects.labels(plan.exchange, failure.reason).inc()
-                if trio.current_time() - started >= settings.healthy_after_secs:
+                # Time actually connected counts, not time spent connecting.
+                if ctx.health.connections[plan.name].last_uptime >= settings.healthy_after_secs:
                     backoff.reset()
                 delay = backoff.next_delay()
                 log.warning(
