@@ -1,0 +1,600 @@
+"""Bybit v5 public WebSocket, spot and linear (sans-IO): subscribe, parse, sequence checks.
+
+The product category is part of the market settings: ``category = "spot"`` or
+``"linear"`` (USDT/USDC perpetuals and futures) is **required**, because the same symbol
+(``BTCUSDT``) names different instruments in both and the endpoint differs
+(``/v5/public/spot``, ``/v5/public/linear``). One connection serves one category.
+
+Topics are added with ``{"req_id": "N", "op": "subscribe", "args": [...]}`` frames of at
+most 10 args (the spot limit, used for linear too). The venue answers each request once:
+``{"success": true, "op": "subscribe", ...}``, or ``"success": false`` with ``ret_msg``
+such as ``"error:handler not found,topic:publicTrade.NOPE"``.
+
+Feeds and topics (symbols are upper case without separator: ``BTCUSDT``):
+
+- ``trades`` -> ``publicTrade.{symbol}`` (``S`` = taker side = the aggressor; ``i`` trade
+  id, a UUID on linear; ``seq`` the cross sequence, shared by simultaneous trades);
+- ``orderbook`` -> ``orderbook.{book_depth}.{symbol}``, depth 1, 50 (default), 200 or 1000:
+  a snapshot, then deltas (depth 1 sends snapshots only);
+- ``ticker`` -> ``tickers.{symbol}``: linear sends a snapshot then deltas carrying only the
+  changed fields; the session keeps the last full ticker per symbol and writes complete
+  rows. Spot tickers are snapshots without best bid/ask (those fields stay null).
+- ``raw`` -> no topic: the connection keeps every frame.
+
+Timestamps: trades ``T``; books ``cts`` (matching engine) when present, else ``ts``;
+tickers ``ts``; all milliseconds -> microseconds. Book ``sequence`` is ``u``; ticker
+``sequence`` is ``cs``; trade ``sequence`` is ``seq``.
+
+Sequence rules (per symbol, per session; a reconnect starts afresh):
+
+- order book: every delta's ``u`` must be the previous ``u`` + 1 (holds for all 2142 deltas
+  of the recordings; the venue documents it for ``orderbook.full``). ``u`` at or below the
+  previous one is stale: dropped and counted in :attr:`BybitSession.duplicates_dropped`.
+  ``u`` above it (or a delta before any snapshot, or ``u == 1`` which means the venue
+  restarted) is a ``gap`` row and the topic is resubscribed (``unsubscribe`` +
+  ``subscribe``) for a fresh snapshot. A new snapshot always replaces the book: it gets a
+  ``resync`` row when it follows a gap or arrives unasked mid-stream (``u == 1`` = venue
+  restart), not on depth 1, which sends only snapshots.
+- trades and tickers: no checks (``seq``/``cs`` are cross sequences, not contiguous).
+
+Keepalive: ``{"req_id": "ping-N", "op": "ping"}`` every 20 s, as the venue requires; the
+``pong`` answers are consumed.
+
+Subscribe errors: a refused topic gets a ``subscribe_error`` row (detail = ``ret_msg``) and
+counts as resolved in ``pending_subscriptions``. When the answer names a topic of the
+request, the request's other topics are sent again in a new request (their state is
+unknown); when it names none, a request of several topics is split in two until the bad
+one stands alone. ``error:already subscribed`` counts as success.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Sequence
+from typing import ClassVar, Final, Literal
+from urllib.parse import urlsplit
+
+import attrs
+import msgspec
+
+from collector.config import MarketSettings
+from collector.events import BookUpdate, Event, Level, Ticker, Trade
+from collector.exchanges.base import (
+    ConnectionPlan,
+    ExchangeAdapter,
+    ParseError,
+    Session,
+    Subscription,
+)
+
+EXCHANGE: Final = "bybit"
+DEFAULT_URL: Final = "wss://stream.bybit.com"
+DEFAULT_REST_URL: Final = "https://api.bybit.com"
+CATEGORIES: Final = ("spot", "linear")
+BOOK_DEPTHS: Final = (1, 50, 200, 1000)
+DEFAULT_BOOK_DEPTH: Final = 50
+MAX_ARGS_PER_SUBSCRIBE: Final = 10  # the venue's spot limit, used for linear as well
+# The venue caps the args of one connection at 21,000 characters (~700 topics).
+MAX_TOPICS_PER_CONNECTION: Final = 200
+STREAM_FEEDS: Final = ("trades", "orderbook", "ticker")
+
+_SYMBOL_RE: Final = re.compile(r"[A-Z0-9]{2,30}(-\d{1,2}[A-Z]{3}\d{2})?")
+_TOPIC_IN_MSG_RE: Final = re.compile(r"topic:([\w.\-]+)")
+
+Category = Literal["spot", "linear"]
+
+
+# --------------------------------------------------------------------------- wire structs
+
+
+class _Envelope(msgspec.Struct):
+    """Every frame: a push (``topic``) or a command answer (``op``)."""
+
+    topic: str | None = None
+    type: str | None = None
+    ts: int | None = None
+    cts: int | None = None
+    cs: int | None = None
+    data: msgspec.Raw = msgspec.Raw()
+    op: str | None = None
+    success: bool | None = None
+    ret_msg: str | None = None
+    req_id: str | None = None
+
+
+class _Trade(msgspec.Struct):
+    time: int = msgspec.field(name="T")
+    symbol: str = msgspec.field(name="s")
+    side: str = msgspec.field(name="S")
+    size: float = msgspec.field(name="v")
+    price: float = msgspec.field(name="p")
+    trade_id: str = msgspec.field(name="i")
+    seq: int | None = None
+
+
+class _Book(msgspec.Struct):
+    symbol: str = msgspec.field(name="s")
+    bids: list[Level] = msgspec.field(name="b")
+    asks: list[Level] = msgspec.field(name="a")
+    update_id: int = msgspec.field(name="u")
+    seq: int | None = None
+
+
+_UNSET = msgspec.UNSET
+
+
+class _Ticker(msgspec.Struct):
+    """The ticker fields kept (a delta carries only the changed ones: the rest are UNSET)."""
+
+    symbol: str
+    bid1Price: str | msgspec.UnsetType = _UNSET
+    bid1Size: str | msgspec.UnsetType = _UNSET
+    ask1Price: str | msgspec.UnsetType = _UNSET
+    ask1Size: str | msgspec.UnsetType = _UNSET
+    lastPrice: str | msgspec.UnsetType = _UNSET
+    volume24h: str | msgspec.UnsetType = _UNSET
+
+
+_TICKER_FIELDS: Final = ("bid1Price", "bid1Size", "ask1Price", "ask1Size", "lastPrice", "volume24h")
+
+
+class _Instrument(msgspec.Struct):
+    symbol: str
+    status: str = "Trading"
+
+
+class _InstrumentList(msgspec.Struct):
+    items: list[_Instrument] = msgspec.field(default_factory=list, name="list")
+
+
+class _Instruments(msgspec.Struct):
+    retCode: int
+    retMsg: str = ""
+    result: _InstrumentList | None = None
+
+
+_ENVELOPE: Final = msgspec.json.Decoder(_Envelope)
+_TRADES: Final = msgspec.json.Decoder(list[_Trade], strict=False)
+_BOOK: Final = msgspec.json.Decoder(_Book, strict=False)
+_TICKER: Final = msgspec.json.Decoder(_Ticker)
+_INSTRUMENTS: Final = msgspec.json.Decoder(_Instruments)
+_ENCODER: Final = msgspec.json.Encoder()
+
+_PARSE_ERRORS: Final = (msgspec.DecodeError, KeyError, ValueError, TypeError, IndexError)
+_SIDES: Final[dict[str, Literal["buy", "sell"]]] = {"Buy": "buy", "Sell": "sell"}
+
+
+def _opt_float(value: str | None) -> float | None:
+    return float(value) if value else None
+
+
+# --------------------------------------------------------------------------- adapter
+
+
+@attrs.frozen
+class BybitPlan(ConnectionPlan):
+    """A connection plan that also names the topic of each subscription (same order)."""
+
+    topics: tuple[str, ...] = ()
+    category: str = "spot"
+
+
+def topic_name(symbol: str, feed: str, market: MarketSettings | None = None) -> str:
+    """The topic of one (symbol, feed); ``market`` supplies the book depth."""
+    if feed == "trades":
+        return f"publicTrade.{symbol}"
+    if feed == "ticker":
+        return f"tickers.{symbol}"
+    if feed == "orderbook":
+        depth = DEFAULT_BOOK_DEPTH
+        if market is not None and market.book_depth is not None:
+            depth = market.book_depth
+        return f"orderbook.{depth}.{symbol}"
+    raise ValueError(f"bybit has no topic for feed {feed!r}")
+
+
+class BybitAdapter(ExchangeAdapter):
+    """Bybit v5 public market data, spot and linear categories."""
+
+    name: ClassVar[str] = EXCHANGE
+    default_url: ClassVar[str] = DEFAULT_URL
+    # No client message limit is documented for public streams; stay gentle.
+    client_messages_per_second: ClassVar[float] = 5.0
+    # The venue recommends an op ping every 20 s and drops idle clients.
+    keepalive_interval_secs: ClassVar[float | None] = 20.0
+    default_rest_url: ClassVar[str | None] = DEFAULT_REST_URL
+
+    @classmethod
+    def symbols_url(cls, rest_url: str | None = None) -> str:
+        """Spot symbols (the hook has no category; linear: ``category=linear``)."""
+        base = (rest_url or DEFAULT_REST_URL).rstrip("/")
+        return f"{base}/v5/market/instruments-info?category=spot"
+
+    @classmethod
+    def parse_symbols(cls, body: bytes) -> list[str]:
+        try:
+            answer = _INSTRUMENTS.decode(body)
+        except msgspec.DecodeError as exc:
+            raise ParseError(f"bybit instruments-info: {exc}") from exc
+        if answer.retCode != 0 or answer.result is None:
+            raise ParseError(f"bybit instruments-info: retCode {answer.retCode}: {answer.retMsg}")
+        return sorted(i.symbol for i in answer.result.items if i.status == "Trading")
+
+    @staticmethod
+    def normalize_symbol(symbol: str) -> str:
+        canonical = symbol.upper()
+        if not _SYMBOL_RE.fullmatch(canonical):
+            raise ValueError(
+                f"invalid bybit symbol {symbol!r}: expected letters and digits without "
+                "separator, e.g. 'BTCUSDT' (spot or linear), or a dated linear future "
+                "such as 'BTC-26DEC25'"
+            )
+        return canonical
+
+    @classmethod
+    def check_market(cls, market: MarketSettings) -> None:
+        if market.category not in CATEGORIES:
+            got = "nothing" if market.category is None else repr(market.category)
+            raise ValueError(
+                f"bybit needs category 'spot' or 'linear' (got {got}): the same symbol "
+                "names a spot pair and a perpetual"
+            )
+        if market.book_mode is not None:
+            raise ValueError(
+                "bybit has no book_mode option (the book is a snapshot then deltas; "
+                "choose its depth with book_depth)"
+            )
+        if market.book_depth is not None and market.book_depth not in BOOK_DEPTHS:
+            raise ValueError(
+                f"bybit book_depth must be 1, 50, 200 or 1000 (got {market.book_depth})"
+            )
+        if market.rest_url is not None:
+            raise ValueError("bybit has no rest_url option (the book is synced over WebSocket)")
+        if not any(feed in STREAM_FEEDS for feed in market.feeds):
+            raise ValueError(
+                "bybit feeds: 'raw' keeps the frames of other feeds; "
+                "add at least one of trades, orderbook, ticker"
+            )
+        if market.base_url is not None and not market.base_url.startswith(("ws://", "wss://")):
+            raise ValueError(
+                f"bybit base_url must start with ws:// or wss:// (got {market.base_url!r})"
+            )
+
+    def connection_url(self, base_url: str | None, category: str) -> str:
+        """``{base}/v5/public/{category}``; a ``base_url`` with a path is used as is."""
+        base = (base_url or self.default_url).rstrip("/")
+        if urlsplit(base).path not in ("", "/"):
+            return base
+        return f"{base}/v5/public/{category}"
+
+    def plan_connections(self, markets: Sequence[MarketSettings]) -> list[ConnectionPlan]:
+        """One category per connection; at most 200 topics; a symbol's topics together."""
+        groups: dict[tuple[str, bool, str], dict[str, list[tuple[Subscription, str]]]] = {}
+        for market in markets:
+            category = market.category or "spot"
+            key = (self.connection_url(market.base_url, category), "raw" in market.feeds, category)
+            by_symbol = groups.setdefault(key, {})
+            for symbol in market.symbols:
+                canonical = self.normalize_symbol(symbol)
+                items = by_symbol.setdefault(canonical, [])
+                for feed in market.feeds:
+                    if feed in STREAM_FEEDS:
+                        sub = Subscription(canonical, feed)
+                        items.append((sub, topic_name(canonical, feed, market)))
+        plans: list[ConnectionPlan] = []
+        for (url, raw, category), by_symbol in groups.items():
+            chunks: list[list[tuple[Subscription, str]]] = []
+            current: list[tuple[Subscription, str]] = []
+            for items in by_symbol.values():
+                if current and len(current) + len(items) > MAX_TOPICS_PER_CONNECTION:
+                    chunks.append(current)
+                    current = []
+                current.extend(items)
+            if current:
+                chunks.append(current)
+            for chunk in chunks:
+                plans.append(
+                    BybitPlan(
+                        exchange=self.name,
+                        name=f"{self.name}-{category}-{len(plans)}",
+                        url=url,
+                        subscriptions=tuple(sub for sub, _ in chunk),
+                        raw=raw,
+                        topics=tuple(topic for _, topic in chunk),
+                        category=category,
+                    )
+                )
+        return plans
+
+    def open_session(self, plan: ConnectionPlan) -> BybitSession:
+        return BybitSession(plan)
+
+
+# --------------------------------------------------------------------------- session
+
+_Handler = Callable[[str, _Envelope, int], list[Event]]
+
+
+@attrs.define
+class _Request:
+    op: str
+    topics: list[str]
+
+
+class BybitSession(Session):
+    """Protocol state of one Bybit connection attempt (see the module docstring)."""
+
+    def __init__(self, plan: ConnectionPlan) -> None:
+        super().__init__(plan)
+        if isinstance(plan, BybitPlan) and len(plan.topics) == len(plan.subscriptions):
+            topics = plan.topics
+        else:
+            topics = tuple(topic_name(s.symbol, s.feed) for s in plan.subscriptions)
+        self._subs: dict[str, Subscription] = dict(zip(topics, plan.subscriptions, strict=True))
+        self._unacked: set[str] = set(self._subs)
+        self._next_id = 1
+        # req_id -> request, until answered (the venue answers in order).
+        self._requests: dict[str, _Request] = {}
+        self._routes: dict[str, tuple[_Handler, str]] = {}
+        self._last_u: dict[str, int] = {}
+        self._resyncing: set[str] = set()
+        # Last full ticker per symbol (field name -> wire string).
+        self._tickers: dict[str, dict[str, str]] = {}
+        self.duplicates_dropped = 0
+        self.rejected: list[Subscription] = []
+
+    # ----------------------------------------------------------------- subscribing
+
+    def subscribe_frames(self, now_us: int = 0) -> list[str]:
+        topics = list(self._subs)
+        return [
+            self._request("subscribe", topics[i : i + MAX_ARGS_PER_SUBSCRIBE])
+            for i in range(0, len(topics), MAX_ARGS_PER_SUBSCRIBE)
+        ]
+
+    def keepalive_frame(self) -> str | None:
+        req_id = f"ping-{self._next_id}"
+        self._next_id += 1
+        return _ENCODER.encode({"req_id": req_id, "op": "ping"}).decode()
+
+    def _request(self, op: str, topics: list[str]) -> str:
+        req_id = str(self._next_id)
+        self._next_id += 1
+        self._requests[req_id] = _Request(op, list(topics))
+        return _ENCODER.encode({"req_id": req_id, "op": op, "args": topics}).decode()
+
+    def _resubscribe(self, topic: str) -> None:
+        self.outgoing.append(self._request("unsubscribe", [topic]))
+        self.outgoing.append(self._request("subscribe", [topic]))
+
+    def _on_answer(self, env: _Envelope, received_us: int) -> list[Event]:
+        op = env.op
+        if op not in ("subscribe", "unsubscribe"):
+            return []  # pong ("op":"ping" or "pong") and other command answers
+        req_id = env.req_id
+        if not req_id or req_id not in self._requests:
+            # No req_id echoed: the venue answers in order, so the oldest of that op.
+            req_id = next((r for r, q in self._requests.items() if q.op == op), None)
+            if req_id is None:
+                return []
+        request = self._requests.pop(req_id)
+        if op == "unsubscribe":
+            return []
+        message = env.ret_msg or ""
+        if env.success or "already subscribed" in message:
+            return self._subscribed(request.topics, received_us)
+        named = [t for t in _TOPIC_IN_MSG_RE.findall(message) if t in request.topics]
+        if named:
+            rest = [t for t in request.topics if t not in named]
+            if rest:
+                self.outgoing.append(self._request("subscribe", rest))
+            return self._refused(named, message, received_us)
+        if len(request.topics) > 1:
+            half = len(request.topics) // 2
+            self.outgoing.append(self._request("subscribe", request.topics[:half]))
+            self.outgoing.append(self._request("subscribe", request.topics[half:]))
+            return []
+        return self._refused(request.topics, message, received_us)
+
+    def _subscribed(self, topics: list[str], received_us: int) -> list[Event]:
+        events: list[Event] = []
+        for topic in topics:
+            if topic in self._unacked:
+                self._unacked.discard(topic)
+                self.pending_subscriptions -= 1
+                sub = self._subs[topic]
+                events.append(
+                    self.status("subscribed", sub.symbol, received_us, data_type=sub.feed)
+                )
+        return events
+
+    def _refused(self, topics: list[str], message: str, received_us: int) -> list[Event]:
+        events: list[Event] = []
+        for topic in topics:
+            sub = self._subs.get(topic)
+            if sub is None:
+                continue
+            if topic in self._unacked:
+                self._unacked.discard(topic)
+                self.pending_subscriptions -= 1
+            self.rejected.append(sub)
+            self._resyncing.discard(sub.symbol)
+            events.append(
+                self.status(
+                    "subscribe_error",
+                    sub.symbol,
+                    received_us,
+                    data_type=sub.feed,
+                    detail=f"{topic}: {message}",
+                )
+            )
+        return events
+
+    # ----------------------------------------------------------------- parsing
+
+    def parse(self, payload: bytes, received_us: int) -> list[Event]:
+        try:
+            env = _ENVELOPE.decode(payload)
+            topic = env.topic
+            if topic is not None:
+                route = self._routes.get(topic)
+                if route is None:
+                    route = self._routes[topic] = self._route(topic)
+                handler, symbol = route
+                if not env.data:
+                    raise ParseError(f"bybit: frame of topic {topic!r} has no data")
+                return handler(symbol, env, received_us)
+            if env.op is not None:
+                return self._on_answer(env, received_us)
+            raise ParseError("bybit: frame with neither topic nor op")
+        except _PARSE_ERRORS as exc:
+            raise ParseError(f"bybit: {type(exc).__name__}: {exc}") from exc
+
+    def _route(self, topic: str) -> tuple[_Handler, str]:
+        kind, _, rest = topic.partition(".")
+        handler: _Handler
+        if kind == "publicTrade":
+            return self._trades, rest
+        if kind == "tickers":
+            return self._ticker, rest
+        if kind == "orderbook":
+            depth, _, symbol = rest.partition(".")
+            handler = self._book_l1 if depth == "1" else self._book
+            return handler, symbol
+        return _ignore, rest
+
+    def _trades(self, symbol: str, env: _Envelope, received_us: int) -> list[Event]:
+        return [
+            Trade(
+                EXCHANGE,
+                symbol,
+                msg.time * 1000,
+                received_us,
+                msg.seq,
+                msg.trade_id,
+                msg.price,
+                msg.size,
+                _SIDES.get(msg.side),
+            )
+            for msg in _TRADES.decode(env.data)
+        ]
+
+    def _book_update(
+        self,
+        symbol: str,
+        env: _Envelope,
+        msg: _Book,
+        received_us: int,
+        kind: Literal["snapshot", "delta"],
+    ) -> BookUpdate:
+        exchange_ms = env.cts if env.cts is not None else env.ts
+        u = msg.update_id
+        return BookUpdate(
+            EXCHANGE,
+            symbol,
+            None if exchange_ms is None else exchange_ms * 1000,
+            received_us,
+            u,
+            kind,
+            u,
+            None,
+            msg.bids,
+            msg.asks,
+        )
+
+    def _book_l1(self, symbol: str, env: _Envelope, received_us: int) -> list[Event]:
+        msg = _BOOK.decode(env.data)
+        return [self._book_update(symbol, env, msg, received_us, "snapshot")]
+
+    def _book(self, symbol: str, env: _Envelope, received_us: int) -> list[Event]:
+        msg = _BOOK.decode(env.data)
+        u = msg.update_id
+        events: list[Event] = []
+        last = self._last_u.get(symbol)
+        if env.type == "snapshot":
+            if symbol in self._resyncing or last is not None:
+                self._resyncing.discard(symbol)
+                if u == 1:
+                    detail = "snapshot with u=1: the venue restarted"
+                elif last is None:
+                    detail = f"fresh snapshot after resubscribing, u={u}"
+                else:
+                    detail = f"the venue sent a new snapshot, u={u} (previous u={last})"
+                events.append(
+                    self.status(
+                        "resync",
+                        symbol,
+                        received_us,
+                        data_type="orderbook",
+                        expected=last,
+                        received=u,
+                        detail=detail,
+                    )
+                )
+            self._last_u[symbol] = u
+            events.append(self._book_update(symbol, env, msg, received_us, "snapshot"))
+            return events
+        if symbol not in self._resyncing:
+            if last is not None and u == last + 1:
+                pass
+            elif last is not None and 1 < u <= last:
+                self.duplicates_dropped += 1
+                return events
+            else:
+                if last is None:
+                    detail = "delta before any snapshot"
+                elif u == 1:
+                    detail = "delta with u=1: the venue restarted"
+                else:
+                    detail = "u is not the previous u + 1"
+                events.append(
+                    self.status(
+                        "gap",
+                        symbol,
+                        received_us,
+                        data_type="orderbook",
+                        expected=None if last is None else last + 1,
+                        received=u,
+                        count=u - last - 1 if last is not None and u > last else None,
+                        detail=detail,
+                    )
+                )
+                self._resyncing.add(symbol)
+                self._last_u.pop(symbol, None)
+                topic = env.topic
+                if topic is not None:
+                    self._resubscribe(topic)
+        if symbol not in self._resyncing:
+            self._last_u[symbol] = u
+        events.append(self._book_update(symbol, env, msg, received_us, "delta"))
+        return events
+
+    def _ticker(self, symbol: str, env: _Envelope, received_us: int) -> list[Event]:
+        msg = _TICKER.decode(env.data)
+        state = self._tickers.get(symbol)
+        if state is None or env.type == "snapshot":
+            state = self._tickers[symbol] = {}
+        for field in _TICKER_FIELDS:
+            value = getattr(msg, field)
+            if value is not _UNSET:
+                state[field] = value
+        ts = env.ts
+        return [
+            Ticker(
+                EXCHANGE,
+                symbol,
+                None if ts is None else ts * 1000,
+                received_us,
+                env.cs,
+                _opt_float(state.get("bid1Price")),
+                _opt_float(state.get("bid1Size")),
+                _opt_float(state.get("ask1Price")),
+                _opt_float(state.get("ask1Size")),
+                _opt_float(state.get("lastPrice")),
+                _opt_float(state.get("volume24h")),
+            )
+        ]
+
+
+def _ignore(symbol: str, env: _Envelope, received_us: int) -> list[Event]:
+    return []

@@ -1,0 +1,465 @@
+"""Bybit adapter without sockets: recorded frames, hand-made edge cases, planning, symbols."""
+
+from __future__ import annotations
+
+import ast
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import msgspec
+import pytest
+
+from collector.config import MarketSettings
+from collector.events import BookUpdate, Event, Status, Ticker, Trade
+from collector.exchanges.base import ConnectionPlan, ParseError, Subscription
+from collector.exchanges.bybit import BybitAdapter, BybitSession
+from tests.fakes.bybit import book_frame, ticker_frame, trade_frame
+from tests.samples import read_f2, read_fixture, require_sample
+
+REPO = Path(__file__).resolve().parents[1]
+NOW = 1_760_000_000_000_000
+T_MS = 1_759_999_999_123
+
+
+def market(*symbols: str, category: str | None = "linear", **kwargs: Any) -> MarketSettings:
+    return MarketSettings(exchange="bybit", symbols=symbols, category=category, **kwargs)
+
+
+def open_session(*symbols: str, **kwargs: Any) -> BybitSession:
+    adapter = BybitAdapter()
+    (plan,) = adapter.plan_connections([market(*symbols, **kwargs)])
+    return adapter.open_session(plan)
+
+
+def parse(session: BybitSession, frame: str | bytes | dict[str, Any]) -> list[Event]:
+    if isinstance(frame, dict):
+        frame = msgspec.json.encode(frame)
+    return session.parse(frame.encode() if isinstance(frame, str) else frame, NOW)
+
+
+def status(event: Any, symbol: str, data_type: str | None, **kw: Any) -> Status:
+    return Status(
+        "bybit",
+        symbol,
+        None,
+        NOW,
+        None,
+        event,
+        data_type,
+        kw.get("expected"),
+        kw.get("received"),
+        kw.get("count"),
+        kw.get("detail"),
+    )
+
+
+def answer(req_id: str, ok: bool, msg: str = "", op: str = "subscribe") -> dict[str, Any]:
+    return {"success": ok, "ret_msg": msg, "conn_id": "c", "req_id": req_id, "op": op}
+
+
+# --------------------------------------------------------------------------- recorded traffic
+
+
+@pytest.mark.parametrize(
+    ("conn", "category", "symbols", "counts"),
+    [
+        ("BYBIT.ws.2", "linear", ("BTCUSDT", "ETHUSDT", "SOLUSDT", "DOGEUSDT"), (1598, 758, 327)),
+        ("BYBIT.ws.3", "spot", ("BTCUSDT", "ETHUSDT"), (550, 81, 20)),
+    ],
+)
+def test_replay_recorded_capture(
+    conn: str, category: str, symbols: tuple[str, ...], counts: tuple[int, int, int]
+) -> None:
+    """cryptofeed's 2026 v5 capture: orderbook.200, publicTrade, tickers (+ kline, ignored)."""
+    capture = read_f2(require_sample("cryptofeed-v3/BYBIT.jsonl.zst"))
+    session = open_session(*symbols, category=category, book_depth=200)
+    session.subscribe_frames(0)
+    events: list[Event] = []
+    for record in capture.received(conn):
+        events.extend(session.parse(record.payload, record.received_us))
+    assert session.pending_subscriptions == 0  # acks without req_id matched in order
+    assert session.outgoing == []  # every delta's u follows the previous one: no gap
+    assert session.duplicates_dropped == 0
+    books = [e for e in events if isinstance(e, BookUpdate)]
+    tickers = [e for e in events if isinstance(e, Ticker)]
+    trades = [e for e in events if isinstance(e, Trade)]
+    assert (len(books), len(tickers), len(trades)) == counts
+    assert [e.event for e in events if isinstance(e, Status)] == ["subscribed"] * len(symbols) * 3
+    assert all(t.side in ("buy", "sell") for t in trades)
+    for symbol in symbols:
+        us = [b.sequence or 0 for b in books if b.symbol == symbol]
+        assert us == list(range(us[0], us[0] + len(us)))
+    if category == "linear":
+        # the first recorded linear trade, field by field (T ms -> us, S = taker side)
+        assert trades[0] == Trade(
+            "bybit",
+            "BTCUSDT",
+            1786310819680000,
+            trades[0].timestamp_collector,
+            753843954913,
+            "a9188a0a-82bc-50de-be60-03eedbe3cdd7",
+            65114.2,
+            0.004,
+            "sell",
+        )
+        # the second BTC ticker is a delta of bid/ask only: merged onto the snapshot
+        btc = [t for t in tickers if t.symbol == "BTCUSDT"]
+        assert (btc[0].bid_size, btc[0].last_price, btc[0].volume_24h) == (
+            5.954,
+            65114.3,
+            17573.912,
+        )
+        assert (btc[1].bid_size, btc[1].ask_size) == (6.054, 10.486)
+        assert (btc[1].last_price, btc[1].volume_24h) == (65114.3, 17573.912)
+        assert btc[1].sequence == 753843907770
+        assert btc[1].timestamp_exchange == 1786310817883000
+        assert all(t.bid_price is not None and t.volume_24h is not None for t in tickers)
+    else:
+        # spot tickers carry no best bid/ask
+        assert all(t.bid_price is None and t.last_price is not None for t in tickers)
+        first_delta = next(b for b in books if b.kind == "delta")
+        assert first_delta == BookUpdate(
+            "bybit",
+            "BTCUSDT",
+            1786310816585000,
+            first_delta.timestamp_collector,
+            62505425,
+            "delta",
+            62505425,
+            None,
+            [(65140.4, 0.875077)],
+            [(65154.6, 0.09948), (65154.7, 0.123013), (65239.0, 0.155135), (65239.1, 0.0)],
+        )
+
+
+def test_replay_ob500_dump_is_continuous() -> None:
+    """nautilus' orderbook.500 XRPUSDT dump: 1 snapshot then 49 consecutive deltas."""
+    path = require_sample("nautilus_trader/bybit/xrpusdt-ob500.data.zip")
+    with zipfile.ZipFile(path) as archive:
+        lines = archive.read(archive.namelist()[0]).splitlines()
+    plan = ConnectionPlan("bybit", "bybit-x", "ws://h", (Subscription("XRPUSDT", "orderbook"),))
+    session = BybitAdapter().open_session(plan)
+    events = [e for line in lines if line.strip() for e in session.parse(line, NOW)]
+    assert [type(e) for e in events] == [BookUpdate] * 50
+    assert session.outgoing == []
+    first = events[0]
+    assert isinstance(first, BookUpdate)
+    assert (first.kind, first.sequence, len(first.bids), len(first.asks)) == (
+        "snapshot",
+        20254869,
+        500,
+        500,
+    )
+
+
+def test_recorded_fixtures() -> None:
+    session = open_session("BTCUSDT", book_depth=1)
+    snap = read_fixture("nautilus_trader/ws_fixtures/bybit/test_data/ws_orderbook_snapshot.json")
+    assert parse(session, snap) == [
+        BookUpdate(
+            "bybit",
+            "BTCUSDT",
+            1709891679000000,
+            NOW,
+            123456789,
+            "snapshot",
+            123456789,
+            None,
+            [(27450.0, 0.5), (27449.5, 1.0)],
+            [(27451.0, 0.75), (27451.5, 0.9)],
+        )
+    ]
+
+
+def test_parse_symbols_from_the_recorded_answers() -> None:
+    capture = read_f2(require_sample("cryptofeed-v3/BYBIT.jsonl.zst"))
+    spot = BybitAdapter.parse_symbols(next(capture.http("category=spot")).payload)
+    linear = BybitAdapter.parse_symbols(next(capture.http("category=linear")).payload)
+    assert "BTCUSDT" in spot
+    assert "BTCUSDT" in linear
+    assert spot == sorted(spot)
+    assert all(BybitAdapter.normalize_symbol(s) == s for s in spot)
+    assert BybitAdapter.symbols_url() == (
+        "https://api.bybit.com/v5/market/instruments-info?category=spot"
+    )
+    with pytest.raises(ParseError, match="retCode 10001"):
+        BybitAdapter.parse_symbols(b'{"retCode":10001,"retMsg":"bad","result":{}}')
+    with pytest.raises(ParseError):
+        BybitAdapter.parse_symbols(b"nope")
+
+
+# --------------------------------------------------------------------------- message types
+
+
+def test_trade_fields_and_side() -> None:
+    session = open_session("BTCUSDT")
+    assert parse(session, trade_frame("BTCUSDT", "id-1", "65114.20", "0.004", "Buy", T_MS, 9)) == [
+        Trade("bybit", "BTCUSDT", T_MS * 1000, NOW, 9, "id-1", 65114.2, 0.004, "buy")
+    ]
+
+
+def test_book_continuity_stale_gap_and_resync() -> None:
+    session = open_session("BTCUSDT", feeds=("orderbook",))
+    session.subscribe_frames(NOW)
+    assert len(parse(session, answer("1", True))) == 1
+    (snap,) = parse(session, book_frame("BTCUSDT", "snapshot", [(1, 2)], [(3, 4)], 100, T_MS))
+    assert snap == BookUpdate(
+        "bybit",
+        "BTCUSDT",
+        (T_MS - 2) * 1000,
+        NOW,
+        100,
+        "snapshot",
+        100,
+        None,
+        [(1.0, 2.0)],
+        [(3.0, 4.0)],
+    )
+    assert len(parse(session, book_frame("BTCUSDT", "delta", [(1, 0)], [], 101, T_MS))) == 1
+    # stale / duplicate u: dropped
+    assert parse(session, book_frame("BTCUSDT", "delta", [(1, 5)], [], 101, T_MS)) == []
+    assert parse(session, book_frame("BTCUSDT", "delta", [(1, 5)], [], 90, T_MS)) == []
+    assert session.duplicates_dropped == 2
+    # a gap: row, delta still written, resubscription
+    events = parse(session, book_frame("BTCUSDT", "delta", [(2, 1)], [], 105, T_MS))
+    assert events[0] == status(
+        "gap", "BTCUSDT", "orderbook", expected=102, received=105, count=3,
+        detail="u is not the previous u + 1",
+    )  # fmt: skip
+    assert isinstance(events[1], BookUpdate)
+    requests = [msgspec.json.decode(f) for f in session.outgoing]
+    assert [(r["op"], r["args"]) for r in requests] == [
+        ("unsubscribe", ["orderbook.50.BTCUSDT"]),
+        ("subscribe", ["orderbook.50.BTCUSDT"]),
+    ]
+    session.outgoing.clear()
+    # deltas while waiting: written, no more gap rows
+    assert len(parse(session, book_frame("BTCUSDT", "delta", [], [], 110, T_MS))) == 1
+    assert parse(session, answer(requests[0]["req_id"], True, op="unsubscribe")) == []
+    assert parse(session, answer(requests[1]["req_id"], True)) == []
+    events = parse(session, book_frame("BTCUSDT", "snapshot", [(5, 5)], [], 200, T_MS))
+    assert events[0] == status(
+        "resync", "BTCUSDT", "orderbook", received=200,
+        detail="fresh snapshot after resubscribing, u=200",
+    )  # fmt: skip
+    assert len(parse(session, book_frame("BTCUSDT", "delta", [], [], 201, T_MS))) == 1
+    # an unasked snapshot replaces the book (u=1: the venue restarted)
+    events = parse(session, book_frame("BTCUSDT", "snapshot", [(6, 6)], [], 1, T_MS))
+    assert events[0] == status(
+        "resync", "BTCUSDT", "orderbook", expected=201, received=1,
+        detail="snapshot with u=1: the venue restarted",
+    )  # fmt: skip
+    assert len(parse(session, book_frame("BTCUSDT", "delta", [], [], 2, T_MS))) == 1
+    assert session.outgoing == []
+
+
+def test_delta_before_snapshot_and_u_1_delta_are_gaps() -> None:
+    session = open_session("BTCUSDT", feeds=("orderbook",))
+    events = parse(session, book_frame("BTCUSDT", "delta", [], [], 7, T_MS))
+    assert events[0] == status(
+        "gap", "BTCUSDT", "orderbook", received=7, detail="delta before any snapshot"
+    )
+    session = open_session("BTCUSDT", feeds=("orderbook",))
+    parse(session, book_frame("BTCUSDT", "snapshot", [], [], 50, T_MS))
+    events = parse(session, book_frame("BTCUSDT", "delta", [], [], 1, T_MS))
+    assert events[0] == status(
+        "gap", "BTCUSDT", "orderbook", expected=51, received=1,
+        detail="delta with u=1: the venue restarted",
+    )  # fmt: skip
+
+
+def test_depth_1_is_snapshots_only_without_resync_rows() -> None:
+    session = open_session("BTCUSDT", feeds=("orderbook",), book_depth=1)
+    for u in (5, 5, 6):
+        (event,) = parse(session, book_frame("BTCUSDT", "snapshot", [], [], u, T_MS, depth=1))
+        assert isinstance(event, BookUpdate)
+        assert event.kind == "snapshot"
+
+
+def test_ticker_delta_merges_onto_the_last_full_ticker() -> None:
+    session = open_session("BTCUSDT", feeds=("ticker",))
+    full = {
+        "lastPrice": "100.5",
+        "bid1Price": "100.4",
+        "bid1Size": "1",
+        "ask1Price": "100.6",
+        "ask1Size": "2",
+        "volume24h": "999",
+        "markPrice": "100.5",
+    }
+    assert parse(session, ticker_frame("BTCUSDT", "snapshot", full, T_MS, 7)) == [
+        Ticker("bybit", "BTCUSDT", T_MS * 1000, NOW, 7, 100.4, 1.0, 100.6, 2.0, 100.5, 999.0)
+    ]
+    delta = {"bid1Size": "3", "markPrice": "1"}
+    assert parse(session, ticker_frame("BTCUSDT", "delta", delta, T_MS + 1, 8)) == [
+        Ticker("bybit", "BTCUSDT", (T_MS + 1) * 1000, NOW, 8, 100.4, 3.0, 100.6, 2.0, 100.5, 999.0)
+    ]
+    # a new snapshot replaces everything
+    assert parse(session, ticker_frame("BTCUSDT", "snapshot", {"lastPrice": "1"}, T_MS, 9)) == [
+        Ticker("bybit", "BTCUSDT", T_MS * 1000, NOW, 9, None, None, None, None, 1.0, None)
+    ]
+    # a delta before any snapshot: what is known, the rest null
+    other = open_session("ETHUSDT", feeds=("ticker",))
+    (row,) = parse(other, ticker_frame("ETHUSDT", "delta", {"ask1Price": "5"}, T_MS, 1))
+    assert isinstance(row, Ticker)
+    assert (row.ask_price, row.bid_price) == (5.0, None)
+
+
+# --------------------------------------------------------------------------- control frames
+
+
+def test_keepalive_ping_and_pongs() -> None:
+    session = open_session("BTCUSDT")
+    assert BybitAdapter.keepalive_interval_secs == 20.0
+    frame = session.keepalive_frame()
+    assert frame is not None
+    assert msgspec.json.decode(frame)["op"] == "ping"
+    spot_pong = {"success": True, "ret_msg": "pong", "conn_id": "c", "op": "ping"}
+    assert parse(session, spot_pong) == []
+    assert parse(session, {"args": ["1672916271846"], "op": "pong"}) == []
+    assert session.outgoing == []
+
+
+def test_subscribe_frames_hold_at_most_10_args() -> None:
+    session = open_session(*[f"C{i}USDT" for i in range(7)])
+    frames = [msgspec.json.decode(f) for f in session.subscribe_frames(NOW)]
+    assert [len(f["args"]) for f in frames] == [10, 10, 1]
+    assert frames[0]["args"][:3] == ["publicTrade.C0USDT", "orderbook.50.C0USDT", "tickers.C0USDT"]
+    assert [f["req_id"] for f in frames] == ["1", "2", "3"]
+    assert session.pending_subscriptions == 21
+
+
+def test_acks_with_and_without_req_id() -> None:
+    session = open_session("BTCUSDT", "ETHUSDT", feeds=("trades",))
+    session.subscribe_frames(NOW)
+    # spot's ack has no req_id when none was sent: answered in order
+    events = parse(
+        session, {"success": True, "ret_msg": "subscribe", "conn_id": "c", "op": "subscribe"}
+    )
+    assert events == [
+        status("subscribed", "BTCUSDT", "trades"),
+        status("subscribed", "ETHUSDT", "trades"),
+    ]
+    assert session.pending_subscriptions == 0
+
+
+def test_refusal_naming_a_topic_resends_the_others() -> None:
+    session = open_session("BTCUSDT", "NOPEUSDT", feeds=("trades",))
+    session.subscribe_frames(NOW)
+    msg = "error:handler not found,topic:publicTrade.NOPEUSDT"
+    assert parse(session, answer("1", False, msg)) == [
+        status("subscribe_error", "NOPEUSDT", "trades", detail=f"publicTrade.NOPEUSDT: {msg}")
+    ]
+    (resend,) = [msgspec.json.decode(f) for f in session.outgoing]
+    assert resend["args"] == ["publicTrade.BTCUSDT"]
+    assert session.pending_subscriptions == 1
+    # had the venue subscribed it after all, it says so: still a success
+    already = "error:already subscribed,topic:publicTrade.BTCUSDT"
+    assert parse(session, answer(resend["req_id"], False, already)) == [
+        status("subscribed", "BTCUSDT", "trades")
+    ]
+    assert session.pending_subscriptions == 0
+    assert session.rejected == [Subscription("NOPEUSDT", "trades")]
+
+
+def test_refusal_naming_nothing_is_bisected() -> None:
+    session = open_session("AUSDT", "BUSDT", "CUSDT", feeds=("trades",))
+    session.subscribe_frames(NOW)
+    assert parse(session, answer("1", False, "error:unknown")) == []
+    halves = [msgspec.json.decode(f) for f in session.outgoing]
+    assert [h["args"] for h in halves] == [
+        ["publicTrade.AUSDT"],
+        ["publicTrade.BUSDT", "publicTrade.CUSDT"],
+    ]
+    session.outgoing.clear()
+    assert parse(session, answer(halves[0]["req_id"], False, "error:unknown")) == [
+        status("subscribe_error", "AUSDT", "trades", detail="publicTrade.AUSDT: error:unknown")
+    ]
+    assert len(parse(session, answer(halves[1]["req_id"], True))) == 2
+    assert session.pending_subscriptions == 0
+
+
+@pytest.mark.parametrize(
+    "payload",
+    [b"", b"{", b"[]", b'{"foo":1}', b'{"topic":"publicTrade.BTCUSDT","type":"snapshot"}',
+     b'{"topic":"publicTrade.BTCUSDT","data":[{"T":"x"}]}',
+     b'{"topic":"orderbook.50.BTCUSDT","type":"delta","data":{"s":"BTCUSDT","b":[],"a":[]}}'],
+)  # fmt: skip
+def test_garbage_raises_parse_error(payload: bytes) -> None:
+    with pytest.raises(ParseError):
+        open_session("BTCUSDT").parse(payload, NOW)
+
+
+def test_unknown_topics_are_ignored() -> None:
+    frame = b'{"topic":"kline.1.BTCUSDT","type":"snapshot","ts":1,"data":[{"start":1}]}'
+    assert open_session("BTCUSDT").parse(frame, NOW) == []
+
+
+# --------------------------------------------------------------------------- adapter
+
+
+@pytest.mark.parametrize(
+    ("given", "expected"),
+    [("BTCUSDT", "BTCUSDT"), ("btcusdt", "BTCUSDT"), ("1000PEPEUSDT", "1000PEPEUSDT"),
+     ("BTC-26DEC25", "BTC-26DEC25")],
+)  # fmt: skip
+def test_normalize_symbol(given: str, expected: str) -> None:
+    assert BybitAdapter.normalize_symbol(given) == expected
+
+
+@pytest.mark.parametrize("bad", ["BTC-USDT", "BTC/USDT", "B", "", "BTC_USDT"])
+def test_normalize_symbol_rejects_other_formats(bad: str) -> None:
+    with pytest.raises(ValueError, match=r"e\.g\. 'BTCUSDT'"):
+        BybitAdapter.normalize_symbol(bad)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [({"category": None}, "needs category 'spot' or 'linear' \\(got nothing\\)"),
+     ({"category": "inverse"}, "got 'inverse'"), ({"book_mode": "diff"}, "no book_mode"),
+     ({"book_depth": 25}, "1, 50, 200 or 1000"), ({"rest_url": "https://x"}, "no rest_url"),
+     ({"feeds": ("raw",)}, "add at least one"), ({"base_url": "https://x"}, "ws://")],
+)  # fmt: skip
+def test_check_market_rejects(kwargs: dict[str, Any], message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        BybitAdapter.check_market(market("BTCUSDT", **kwargs))
+
+
+def test_plan_one_category_per_connection_and_split_at_200_topics() -> None:
+    adapter = BybitAdapter()
+    symbols = [f"C{i}USDT" for i in range(70)]
+    plans = adapter.plan_connections(
+        [market(*symbols, category="linear"), market("BTCUSDT", category="spot", book_depth=200)]
+    )
+    assert [(p.name, p.url, len(p.subscriptions)) for p in plans] == [
+        ("bybit-linear-0", "wss://stream.bybit.com/v5/public/linear", 198),
+        ("bybit-linear-1", "wss://stream.bybit.com/v5/public/linear", 12),
+        ("bybit-spot-2", "wss://stream.bybit.com/v5/public/spot", 3),
+    ]
+    (frame,) = adapter.open_session(plans[2]).subscribe_frames(NOW)
+    assert "orderbook.200.BTCUSDT" in msgspec.json.decode(frame)["args"]
+    (local,) = adapter.plan_connections([market("BTCUSDT", base_url="ws://127.0.0.1:1/")])
+    assert local.url == "ws://127.0.0.1:1/v5/public/linear"
+
+
+def test_the_adapter_module_does_not_import_trio_or_io() -> None:
+    source = (REPO / "collector" / "exchanges" / "bybit.py").read_text()
+    imported: set[str] = set()
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.Import):
+            imported.update(alias.name.split(".")[0] for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module:
+            imported.add(node.module.split(".")[0])
+    forbidden = {"trio", "trio_websocket", "websockets", "socket", "time", "asyncio", "os", "json"}
+    assert not imported & forbidden
+    code = (
+        "import sys, collector.exchanges.bybit; "
+        "print(sorted(m for m in ('trio', 'trio_websocket', 'websockets') if m in sys.modules))"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True
+    )
+    assert result.stdout.strip() == "[]"

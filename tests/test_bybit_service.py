@@ -1,0 +1,299 @@
+"""The whole service in-process against the fake Bybit server, read back from Parquet.
+
+Data and gap tests run on Trio's real clock (the writer uses worker threads) and wait on
+the fake's events and the service's metrics; the keepalive test runs on the autojump
+MockClock with a wall clock derived from it. Every wait is bounded with ``trio.fail_after``.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import msgspec
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+import trio
+import trio.testing
+from trio_websocket import ConnectionClosed, open_websocket_url
+
+from collector.clock import trio_wall_clock
+from collector.config import Settings, parse_settings
+from collector.service import EXIT_OK, ServiceHandle, run_service
+from tests.fakes.bybit import FakeBybit, book_frame, ticker_frame, trade_frame
+
+TIMEOUT = 15.0
+TS_MS = 1_760_000_000_000
+EPOCH_US = 1_760_000_000_000_000
+
+
+def settings_for(fake: FakeBybit, data_dir: Path, symbols: list[str], **market: Any) -> Settings:
+    return parse_settings(
+        {
+            "collector": {"metrics_host": "127.0.0.1", "metrics_port": 0},
+            "storage": {"data_dir": str(data_dir)},
+            "markets": [{"exchange": "bybit", "symbols": symbols, "base_url": fake.url, **market}],
+        }
+    )
+
+
+def read_rows(data_dir: Path, symbol: str, data_type: str) -> list[dict[str, Any]]:
+    files = sorted((data_dir / "bybit" / symbol / data_type).rglob("*.parquet"))
+    if not files:
+        return []
+    rows: list[dict[str, Any]] = pa.concat_tables(pq.read_table(f) for f in files).to_pylist()
+    return rows
+
+
+async def run_until_stopped(
+    nursery: trio.Nursery, settings: Settings, **kwargs: Any
+) -> tuple[ServiceHandle, Callable[[], Awaitable[int]]]:
+    done = trio.Event()
+    codes: list[int] = []
+
+    async def service(task_status: trio.TaskStatus[ServiceHandle]) -> None:
+        codes.append(
+            await run_service(settings, handle_signals=False, task_status=task_status, **kwargs)
+        )
+        done.set()
+
+    handle: ServiceHandle = await nursery.start(service)
+
+    async def stop() -> int:
+        handle.shutdown.request("test")
+        await done.wait()
+        return codes[0]
+
+    return handle, stop
+
+
+async def wait_received(handle: ServiceHandle, count: int) -> None:
+    """Until the service has received ``count`` messages from Bybit (acks included)."""
+    metric = "collector_messages_received_total"
+    # A counter has no event to wait on: poll it (the caller bounds the wait).
+    while handle.metrics.sample(metric, {"exchange": "bybit"}) < count:  # noqa: ASYNC110
+        await trio.sleep(0.005)
+
+
+def without_collector_time(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [{k: v for k, v in row.items() if k != "timestamp_collector"} for row in rows]
+
+
+async def test_spot_and_linear_trades_books_and_tickers_reach_parquet(tmp_path: Path) -> None:
+    with trio.fail_after(TIMEOUT):
+        async with trio.open_nursery() as nursery:
+            fake = FakeBybit()
+            await nursery.start(fake.run)
+            fake.book_snapshots["orderbook.50.BTCUSDT"] = book_frame(
+                "BTCUSDT", "snapshot", [(100.5, 2)], [(101, 3)], 10, TS_MS
+            )
+            settings = parse_settings(
+                {
+                    "collector": {"metrics_host": "127.0.0.1", "metrics_port": 0},
+                    "storage": {"data_dir": str(tmp_path)},
+                    "markets": [
+                        {"exchange": "bybit", "category": "linear", "symbols": ["btcusdt"],
+                         "base_url": fake.url},
+                        {"exchange": "bybit", "category": "spot", "symbols": ["ETHUSDT"],
+                         "feeds": ["trades", "ticker"], "base_url": fake.url},
+                    ],
+                }
+            )  # fmt: skip
+            handle, stop = await run_until_stopped(nursery, settings)
+            await fake.wait_subscribed(
+                [
+                    "publicTrade.BTCUSDT",
+                    "orderbook.50.BTCUSDT",
+                    "tickers.BTCUSDT",
+                    "publicTrade.ETHUSDT",
+                    "tickers.ETHUSDT",
+                ]
+            )
+            assert sorted(urlsplit(p).path for p in fake.paths) == [
+                "/v5/public/linear",
+                "/v5/public/spot",
+            ]
+            full = {"lastPrice": "100.5", "bid1Price": "100.4", "bid1Size": "1",
+                    "ask1Price": "100.6", "ask1Size": "2", "volume24h": "999"}  # fmt: skip
+            frames = [
+                trade_frame("BTCUSDT", "uuid-1", 100.5, 0.25, "Buy", TS_MS + 1, 11),
+                trade_frame("ETHUSDT", "2280000001", 2000.5, 1.5, "Sell", TS_MS + 2, 12),
+                book_frame("BTCUSDT", "delta", [(100.5, 0)], [(101.5, 4)], 11, TS_MS + 3),
+                ticker_frame("BTCUSDT", "snapshot", full, TS_MS + 4, 20),
+                ticker_frame("BTCUSDT", "delta", {"bid1Size": "3"}, TS_MS + 5, 21),
+                ticker_frame("ETHUSDT", "snapshot", {"lastPrice": "2000.5", "volume24h": "7"},
+                             TS_MS + 6, 22),
+            ]  # fmt: skip
+            for frame in frames:
+                assert await fake.send(frame) == 1
+            # 2 acks + 1 snapshot + the frames above
+            await wait_received(handle, 3 + len(frames))
+            assert await stop() == EXIT_OK
+            nursery.cancel_scope.cancel()
+
+    trades = read_rows(tmp_path, "BTCUSDT", "trades") + read_rows(tmp_path, "ETHUSDT", "trades")
+    assert [
+        (t["symbol"], t["timestamp_exchange"].timestamp(), t["sequence"], t["trade_id"],
+         t["price"], t["size"], t["side"])
+        for t in trades
+    ] == [
+        ("BTCUSDT", (TS_MS + 1) / 1000, 11, "uuid-1", 100.5, 0.25, "buy"),
+        ("ETHUSDT", (TS_MS + 2) / 1000, 12, "2280000001", 2000.5, 1.5, "sell"),
+    ]  # fmt: skip
+    books = read_rows(tmp_path, "BTCUSDT", "orderbook")
+    assert [(b["kind"], b["sequence"], b["bids"], b["asks"]) for b in books] == [
+        ("snapshot", 10, [{"price": 100.5, "size": 2.0}], [{"price": 101.0, "size": 3.0}]),
+        ("delta", 11, [{"price": 100.5, "size": 0.0}], [{"price": 101.5, "size": 4.0}]),
+    ]
+    columns = ("sequence", "bid_price", "bid_size", "ask_price", "ask_size", "last_price",
+               "volume_24h")  # fmt: skip
+    tickers = read_rows(tmp_path, "BTCUSDT", "ticker") + read_rows(tmp_path, "ETHUSDT", "ticker")
+    assert [tuple(t[c] for c in columns) for t in tickers] == [
+        (20, 100.4, 1.0, 100.6, 2.0, 100.5, 999.0),
+        (21, 100.4, 3.0, 100.6, 2.0, 100.5, 999.0),  # the delta merged: a complete row
+        (22, None, None, None, None, 2000.5, 7.0),  # spot tickers carry no bid/ask
+    ]
+
+
+async def test_book_gap_is_recorded_and_resubscribed_for_a_fresh_snapshot(tmp_path: Path) -> None:
+    with trio.fail_after(TIMEOUT):
+        async with trio.open_nursery() as nursery:
+            fake = FakeBybit()
+            await nursery.start(fake.run)
+            topic = "orderbook.50.BTCUSDT"
+            fake.book_snapshots[topic] = book_frame("BTCUSDT", "snapshot", [(1, 1)], [], 10, TS_MS)
+            settings = settings_for(
+                fake, tmp_path, ["BTCUSDT"], category="spot", feeds=["orderbook"]
+            )
+            handle, stop = await run_until_stopped(nursery, settings)
+            await fake.wait_subscribed([topic])
+            await fake.send(book_frame("BTCUSDT", "delta", [(1, 2)], [], 11, TS_MS + 1))
+            fake.book_snapshots[topic] = book_frame("BTCUSDT", "snapshot", [(2, 2)], [], 40, TS_MS)
+            await fake.send(book_frame("BTCUSDT", "delta", [(1, 3)], [], 14, TS_MS + 2))
+            await fake.wait_for_message(lambda m: '"op":"unsubscribe"' in m)
+            # ack + snapshot + 2 deltas + unsubscribe answer + subscribe answer + snapshot
+            await wait_received(handle, 7)
+            gaps = handle.metrics.sample(
+                "collector_sequence_gaps_total", {"exchange": "bybit", "data_type": "orderbook"}
+            )
+            assert gaps == 1
+            assert await stop() == EXIT_OK
+            nursery.cancel_scope.cancel()
+
+    ops = [msgspec.json.decode(m) for m in fake.client_messages]
+    assert [(o["op"], o.get("args")) for o in ops if o["op"] != "ping"] == [
+        ("subscribe", [topic]),
+        ("unsubscribe", [topic]),
+        ("subscribe", [topic]),
+    ]
+    status = read_rows(tmp_path, "BTCUSDT", "status")
+    assert [
+        (s["event"], s["expected_sequence"], s["received_sequence"], s["count"])
+        for s in status
+        if s["event"] in ("gap", "resync")
+    ] == [("gap", 12, 14, 2), ("resync", None, 40, None)]
+    books = read_rows(tmp_path, "BTCUSDT", "orderbook")
+    assert [(b["kind"], b["sequence"]) for b in books] == [
+        ("snapshot", 10),
+        ("delta", 11),
+        ("delta", 14),
+        ("snapshot", 40),
+    ]
+
+
+async def test_refused_topic_is_recorded_and_others_keep_flowing(tmp_path: Path) -> None:
+    with trio.fail_after(TIMEOUT):
+        async with trio.open_nursery() as nursery:
+            fake = FakeBybit(reject={"NOPEUSDT"})
+            await nursery.start(fake.run)
+            settings = settings_for(
+                fake, tmp_path, ["NOPEUSDT", "BTCUSDT"], category="spot", feeds=["trades"]
+            )
+            handle, stop = await run_until_stopped(nursery, settings)
+            await fake.wait_subscribed(["publicTrade.BTCUSDT"])
+            await fake.send(trade_frame("BTCUSDT", "7", 1.5, 2, "Sell", TS_MS, 1))
+            await wait_received(handle, 3)
+            assert handle.health.connections["bybit-spot-0"].subscribed_once
+            assert await stop() == EXIT_OK
+            nursery.cancel_scope.cancel()
+
+    errors = [
+        s for s in read_rows(tmp_path, "NOPEUSDT", "status") if s["event"] == "subscribe_error"
+    ]
+    assert [e["detail"] for e in errors] == [
+        "publicTrade.NOPEUSDT: error:handler not found,topic:publicTrade.NOPEUSDT"
+    ]
+    assert [t["trade_id"] for t in read_rows(tmp_path, "BTCUSDT", "trades")] == ["7"]
+
+
+async def settle_frozen(clock: trio.testing.MockClock, predicate: Callable[[], bool]) -> None:
+    """Let worker threads (writer, HTTP) run until ``predicate`` holds, Trio's clock frozen.
+
+    The autojump clock would otherwise jump to the next deadline while a thread runs.
+    """
+    clock.autojump_threshold = math.inf
+    give_up = time.monotonic() + 10
+    while not predicate():
+        assert time.monotonic() < give_up, "condition not reached"
+        await trio.to_thread.run_sync(time.sleep, 0.001)
+
+
+async def test_op_pings_keep_the_connection_alive(
+    tmp_path: Path, autojump_clock: trio.testing.MockClock
+) -> None:
+    autojump_clock.autojump_threshold = math.inf  # frozen while the service starts
+    with trio.fail_after(300):
+        async with trio.open_nursery() as nursery:
+            fake = FakeBybit(ping_timeout=30.0)
+            await nursery.start(fake.run)
+            settings = settings_for(
+                fake, tmp_path, ["BTCUSDT"], category="linear", feeds=["trades"]
+            )
+            handle, stop = await run_until_stopped(
+                nursery, settings, wall_clock=trio_wall_clock(EPOCH_US)
+            )
+            await fake.wait_subscribed(["publicTrade.BTCUSDT"])
+            autojump_clock.jump(settings.storage.flush_interval_secs)
+            written = {"exchange": "bybit", "data_type": "status"}
+            await settle_frozen(
+                autojump_clock,
+                lambda: handle.metrics.sample("collector_rows_written_total", written) >= 2,
+            )
+            # Now nothing needs a thread: let virtual time run, with no data at all.
+            autojump_clock.autojump_threshold = 0
+            await trio.sleep(125)  # four times the fake's ping deadline
+            assert fake.connections == 1
+            assert fake.ping_drops == 0
+            assert len(fake.clients) == 1
+            # one {"op":"ping"} every 20 s, each answered with a pong
+            assert fake.pings == 6
+            autojump_clock.autojump_threshold = math.inf  # shutdown finalizes in threads
+            assert await stop() == EXIT_OK
+            nursery.cancel_scope.cancel()
+    status = read_rows(tmp_path, "BTCUSDT", "status")
+    assert [s["event"] for s in status] == ["connected", "subscribed", "disconnected"]
+    assert status[0]["timestamp_collector"].timestamp() * 1e6 == pytest.approx(EPOCH_US, abs=2e6)
+
+
+async def test_the_fake_drops_a_client_that_sends_no_ping(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    with trio.fail_after(120):
+        async with trio.open_nursery() as nursery:
+            fake = FakeBybit(ping_timeout=30.0)
+            await nursery.start(fake.run)
+            async with open_websocket_url(f"{fake.url}/v5/public/spot") as ws:
+                await fake.wait_connected()
+                start = trio.current_time()
+                await ws.send_message('{"req_id":"1","op":"subscribe","args":["tickers.BTCUSDT"]}')
+                assert '"success":true' in await ws.get_message()
+                with pytest.raises(ConnectionClosed):
+                    await ws.get_message()  # data does not count: only pings do
+                assert trio.current_time() - start == pytest.approx(30.0)
+            assert fake.ping_drops == 1
+            nursery.cancel_scope.cancel()
