@@ -1,0 +1,590 @@
+"""Bitfinex WebSocket v2 (sans-IO): conf flags, per-channel subscribes, chanId routing.
+
+One connection (``{base_url}/ws/2``, public host ``api-pub.bitfinex.com``) carries at most
+:data:`MAX_CHANNELS_PER_CONNECTION` channels (the docs say 25 per connection, a copy says
+30: we use 25). The session first sends ``{"event":"conf","flags":98304}`` (TIMESTAMP 32768
++ SEQ_ALL 65536), then one ``subscribe`` per (symbol, channel). The venue acknowledges each
+with ``{"event":"subscribed","chanId":N,...}``; every later data frame is an array
+``[chanId, ...]``, mapped back to its symbol through the acknowledged chanIds. Numbers are
+JSON numbers; timestamps are milliseconds.
+
+Feeds and channels (trading pairs only, ``tBTCUSD``; funding ``f...`` symbols are refused):
+
+- ``trades`` -> ``trades``: the subscribe snapshot (the last trades before subscribing) is
+  not recorded (it repeats trades of earlier sessions; tardis does the same); live trades
+  come as ``te`` (executed) and then ``tu`` (update, same trade): each trade id is recorded
+  once, from whichever of the two arrives first. ``AMOUNT > 0`` is a taker buy, ``< 0`` a
+  taker sell (``side`` = aggressor), ``size = |AMOUNT|``, ``trade_id`` the global id;
+- ``orderbook`` -> ``book`` (``prec P0``, ``freq F0``, ``len`` = ``book_depth`` in 1, 25, 100,
+  250; default 25): a snapshot, then one level per update ``[PRICE, COUNT, AMOUNT]``.
+  ``AMOUNT > 0`` is a bid, ``< 0`` an ask; ``COUNT == 0`` removes the level (size 0 in our
+  delta), otherwise the level's size becomes ``|AMOUNT|``;
+- ``ticker`` -> ``ticker``: best bid/ask with sizes, last price, 24 h volume;
+- ``raw`` -> no channel: the connection keeps every frame (``ConnectionPlan.raw``).
+
+Sequence rule (SEQ_ALL, per connection): every channel frame, heartbeats included, carries
+a sequence number one above the previous one (the recorded sample runs 1..1670 without a
+hole). A jump is a ``gap`` status row for every symbol of the connection (``data_type``
+null: any channel may have lost the frame; expected/received/count set), and every order
+book of the connection is resubscribed (``unsubscribe``, then ``subscribe`` once the venue
+confirms; book frames in between are dropped and counted in
+:attr:`BitfinexSession.dropped_while_resyncing`); the new snapshot is written after a
+``resync`` row. A sequence number at or below the last one is a duplicate: the frame is
+dropped and counted in :attr:`BitfinexSession.duplicates_dropped`. The appended fields are
+read as ``SEQ`` then ``MTS`` (tardis-node reads the timestamp at index 3 of a book frame);
+the ``sequence`` column holds SEQ, ``timestamp_exchange`` the MTS (trades: the trade's
+own MTS). If the venue refuses the conf frame, sequence checks are off for the session.
+The book checksum flag (131072) is not enabled.
+
+Keepalive: the venue sends ``[chanId, "hb", SEQ, MTS]`` after 15 s without channel
+activity, which feeds the connection's stale watchdog; the session also sends
+``{"event":"ping","cid":N}`` every :data:`PING_INTERVAL_SECS` (answered with ``pong``), so a
+connection whose every subscription was refused still sees traffic.
+
+Info codes: 20051 (server restarting) sets :attr:`Session.reconnect_reason`. 20060
+(maintenance start) only marks :attr:`BitfinexSession.maintenance`: the connection stays,
+and if the venue falls silent the stale watchdog replaces it (with backoff). 20061
+(maintenance end; the venue asks clients to resubscribe everything) sets
+``reconnect_reason``: a fresh connection resubscribes every channel and gets new snapshots,
+and the ``disconnected``/``connected`` rows mark the hole.
+
+Subscribe errors ``{"event":"error","code":C,"msg":M,"channel":..,"symbol":..}`` are matched
+to the request by channel and symbol (else to the oldest unanswered one) -> a
+``subscribe_error`` row; the subscription counts as resolved in ``pending_subscriptions``.
+
+Limits: 20 connections per minute on ``api-pub`` (:data:`CONNECTIONS_PER_MINUTE`): the
+supervisor paces connection attempts to ``connections_per_second``.
+"""
+
+from __future__ import annotations
+
+import re
+from collections import deque
+from collections.abc import Sequence
+from typing import ClassVar, Final
+
+import attrs
+import msgspec
+
+from collector.config import MarketSettings
+from collector.events import BookUpdate, Event, Level, Ticker, Trade
+from collector.exchanges.base import (
+    ConnectionPlan,
+    ExchangeAdapter,
+    ParseError,
+    Session,
+    Subscription,
+)
+
+EXCHANGE: Final = "bitfinex"
+DEFAULT_URL: Final = "wss://api-pub.bitfinex.com"
+WS_PATH: Final = "/ws/2"
+DEFAULT_REST_URL: Final = "https://api-pub.bitfinex.com"
+FLAG_TIMESTAMP: Final = 32768
+FLAG_SEQ_ALL: Final = 65536
+CONF_FLAGS: Final = FLAG_TIMESTAMP | FLAG_SEQ_ALL
+MAX_CHANNELS_PER_CONNECTION: Final = 25
+CONNECTIONS_PER_MINUTE: Final = 20
+BOOK_LENGTHS: Final = frozenset({1, 25, 100, 250})
+DEFAULT_BOOK_LENGTH: Final = 25
+PING_INTERVAL_SECS: Final = 15.0
+INFO_RECONNECT: Final = 20051
+INFO_MAINTENANCE_START: Final = 20060
+INFO_MAINTENANCE_END: Final = 20061
+STREAM_FEEDS: Final = ("trades", "orderbook", "ticker")
+CHANNEL_OF_FEED: Final = {"trades": "trades", "orderbook": "book", "ticker": "ticker"}
+FEED_OF_CHANNEL: Final = {v: k for k, v in CHANNEL_OF_FEED.items()}
+# Trade ids remembered per channel to record a trade once from te/tu.
+_RECENT_TRADES: Final = 1024
+
+_PAIR_RE: Final = re.compile(r"[A-Z0-9]{6}|[A-Z0-9]{2,15}:[A-Z0-9]{2,15}")
+
+
+# --------------------------------------------------------------------------- wire structs
+
+
+class _Platform(msgspec.Struct):
+    status: int | None = None
+
+
+class _Event(msgspec.Struct):
+    event: str
+    channel: str | None = None
+    chan_id: int | None = msgspec.field(default=None, name="chanId")
+    symbol: str | None = None
+    code: int | None = None
+    msg: str | None = None
+    status: str | None = None
+    platform: _Platform | None = None
+
+
+_EVENT: Final = msgspec.json.Decoder(_Event)
+_FRAME: Final = msgspec.json.Decoder(list[msgspec.Raw])
+_INT: Final = msgspec.json.Decoder(int)
+_BOOK_SNAPSHOT: Final = msgspec.json.Decoder(list[tuple[float, float, float]])
+_BOOK_LEVEL: Final = msgspec.json.Decoder(tuple[float, float, float])
+_TRADE: Final = msgspec.json.Decoder(tuple[int, int, float, float])
+_TICKER: Final = msgspec.json.Decoder(list[float | None])
+_PAIRS: Final = msgspec.json.Decoder(list[list[str]])
+_ENCODER: Final = msgspec.json.Encoder()
+
+_PARSE_ERRORS: Final = (msgspec.DecodeError, KeyError, ValueError, TypeError, IndexError)
+
+
+# --------------------------------------------------------------------------- adapter
+
+
+@attrs.frozen
+class BitfinexPlan(ConnectionPlan):
+    """A connection plan with the book length of its ``book`` subscriptions."""
+
+    book_len: int = DEFAULT_BOOK_LENGTH
+
+
+def subscribe_request(
+    symbol: str, feed: str, book_len: int = DEFAULT_BOOK_LENGTH
+) -> dict[str, str]:
+    """The ``subscribe`` frame (as a dict) of one (symbol, feed)."""
+    try:
+        channel = CHANNEL_OF_FEED[feed]
+    except KeyError:
+        raise ValueError(f"bitfinex has no channel for feed {feed!r}") from None
+    request = {"event": "subscribe", "channel": channel, "symbol": symbol}
+    if channel == "book":
+        request.update(prec="P0", freq="F0", len=str(book_len))
+    return request
+
+
+class BitfinexAdapter(ExchangeAdapter):
+    """Bitfinex trading pairs over the public WebSocket v2."""
+
+    name: ClassVar[str] = EXCHANGE
+    default_url: ClassVar[str] = DEFAULT_URL
+    default_rest_url: ClassVar[str | None] = DEFAULT_REST_URL
+    # The venue documents no client message rate (UNCONFIRMED): keep it modest.
+    client_messages_per_second: ClassVar[float] = 5.0
+    keepalive_interval_secs: ClassVar[float | None] = PING_INTERVAL_SECS
+    # The venue allows 20 new connections per minute (per IP).
+    connections_per_second: ClassVar[float] = CONNECTIONS_PER_MINUTE / 60
+
+    @classmethod
+    def symbols_url(cls, rest_url: str | None = None) -> str:
+        base = (rest_url or DEFAULT_REST_URL).rstrip("/")
+        return f"{base}/v2/conf/pub:list:pair:exchange"
+
+    @classmethod
+    def parse_symbols(cls, body: bytes) -> list[str]:
+        try:
+            lists = _PAIRS.decode(body)
+        except msgspec.DecodeError as exc:
+            raise ParseError(f"bitfinex pair list: {exc}") from exc
+        if not lists:
+            raise ParseError("bitfinex pair list: empty answer")
+        return [f"t{pair}" for pair in lists[0]]
+
+    @staticmethod
+    def normalize_symbol(symbol: str) -> str:
+        text = symbol.strip()
+        if text[:1] == "f":
+            raise ValueError(
+                f"bitfinex symbol {symbol!r} is a funding currency: only trading pairs "
+                "('tBTCUSD') are supported"
+            )
+        candidates = [text.upper()]
+        if text[:1] == "t":
+            candidates.insert(0, text[1:].upper())
+        for pair in candidates:
+            if _PAIR_RE.fullmatch(pair):
+                return f"t{pair}"
+        raise ValueError(
+            f"invalid bitfinex symbol {symbol!r}: expected a trading pair such as 'tBTCUSD' "
+            "(or 'BTCUSD'), or with a colon for long codes, e.g. 'tTESTBTC:TESTUSD'"
+        )
+
+    @classmethod
+    def check_market(cls, market: MarketSettings) -> None:
+        if market.book_mode is not None:
+            raise ValueError(
+                "bitfinex has no book_mode option: the book is a snapshot then updates "
+                "(set book_depth to 1, 25, 100 or 250 levels)"
+            )
+        if market.book_depth is not None and market.book_depth not in BOOK_LENGTHS:
+            raise ValueError(
+                f"bitfinex book_depth must be 1, 25, 100 or 250 (got {market.book_depth})"
+            )
+        if market.category is not None:
+            raise ValueError("bitfinex has no category option")
+        if not any(feed in STREAM_FEEDS for feed in market.feeds):
+            raise ValueError(
+                "bitfinex feeds: 'raw' keeps the frames of other feeds; "
+                "add at least one of trades, orderbook, ticker"
+            )
+        if market.base_url is not None and not market.base_url.startswith(("ws://", "wss://")):
+            raise ValueError(
+                f"bitfinex base_url must start with ws:// or wss:// (got {market.base_url!r})"
+            )
+        if market.rest_url is not None and not market.rest_url.startswith(("http://", "https://")):
+            raise ValueError(
+                f"bitfinex rest_url must start with http:// or https:// (got {market.rest_url!r})"
+            )
+
+    def connection_url(self, base_url: str | None) -> str:
+        return f"{(base_url or self.default_url).rstrip('/')}{WS_PATH}"
+
+    def plan_connections(self, markets: Sequence[MarketSettings]) -> list[ConnectionPlan]:
+        """Pack symbols onto connections of at most 25 channels (all of one symbol together).
+
+        Markets with a different ``base_url``, ``raw`` choice or book length never share one.
+        """
+        groups: dict[tuple[str, bool, int], dict[str, list[Subscription]]] = {}
+        for market in markets:
+            book_len = market.book_depth or DEFAULT_BOOK_LENGTH
+            key = (self.connection_url(market.base_url), "raw" in market.feeds, book_len)
+            by_symbol = groups.setdefault(key, {})
+            for symbol in market.symbols:
+                canonical = self.normalize_symbol(symbol)
+                subs = by_symbol.setdefault(canonical, [])
+                subs.extend(Subscription(canonical, f) for f in market.feeds if f in STREAM_FEEDS)
+        plans: list[ConnectionPlan] = []
+        for (url, raw, book_len), by_symbol in groups.items():
+            chunks: list[list[Subscription]] = []
+            current: list[Subscription] = []
+            for subs in by_symbol.values():
+                if current and len(current) + len(subs) > MAX_CHANNELS_PER_CONNECTION:
+                    chunks.append(current)
+                    current = []
+                current.extend(subs)
+            if current:
+                chunks.append(current)
+            for chunk in chunks:
+                plans.append(
+                    BitfinexPlan(
+                        exchange=self.name,
+                        name=f"{self.name}-{len(plans)}",
+                        url=url,
+                        subscriptions=tuple(chunk),
+                        raw=raw,
+                        book_len=book_len,
+                    )
+                )
+        return plans
+
+    def open_session(self, plan: ConnectionPlan) -> BitfinexSession:
+        return BitfinexSession(plan)
+
+
+# --------------------------------------------------------------------------- session
+
+
+class _Channel:
+    """One acknowledged channel of the connection."""
+
+    __slots__ = ("feed", "recent_ids", "recent_order", "resyncing", "symbol")
+
+    def __init__(self, symbol: str, feed: str, *, resyncing: bool = False) -> None:
+        self.symbol = symbol
+        self.feed = feed
+        self.resyncing = resyncing
+        self.recent_ids: set[int] = set()
+        self.recent_order: deque[int] = deque()
+
+    def first_sighting(self, trade_id: int) -> bool:
+        """True the first time ``trade_id`` is seen (te and tu carry the same trade)."""
+        if trade_id in self.recent_ids:
+            return False
+        self.recent_ids.add(trade_id)
+        self.recent_order.append(trade_id)
+        if len(self.recent_order) > _RECENT_TRADES:
+            self.recent_ids.discard(self.recent_order.popleft())
+        return True
+
+
+class BitfinexSession(Session):
+    """Protocol state of one Bitfinex connection attempt (see the module docstring)."""
+
+    def __init__(self, plan: ConnectionPlan) -> None:
+        super().__init__(plan)
+        self._book_len = plan.book_len if isinstance(plan, BitfinexPlan) else DEFAULT_BOOK_LENGTH
+        # (channel, symbol) -> subscription, for initial subscribes not yet answered.
+        self._pending: dict[tuple[str, str], Subscription] = {}
+        # (channel, symbol) of book resubscribes not yet answered.
+        self._resubscribing: set[tuple[str, str]] = set()
+        # chanIds being unsubscribed for a resync -> symbol.
+        self._unsubscribing: dict[int, str] = {}
+        self._channels: dict[int, _Channel] = {}
+        self._last_seq: int | None = None
+        self._seq_enabled = True
+        self._next_cid = 1
+        self.maintenance = False
+        self.duplicates_dropped = 0
+        self.dropped_while_resyncing = 0
+        self.rejected: list[Subscription] = []
+
+    # ----------------------------------------------------------------- outgoing
+
+    def _subscribe_frame(self, symbol: str, feed: str) -> str:
+        return _ENCODER.encode(subscribe_request(symbol, feed, self._book_len)).decode()
+
+    def subscribe_frames(self, now_us: int = 0) -> list[str]:
+        frames = [_ENCODER.encode({"event": "conf", "flags": CONF_FLAGS}).decode()]
+        for sub in self.plan.subscriptions:
+            self._pending[(CHANNEL_OF_FEED[sub.feed], sub.symbol)] = sub
+            frames.append(self._subscribe_frame(sub.symbol, sub.feed))
+        return frames
+
+    def keepalive_frame(self) -> str | None:
+        cid = self._next_cid
+        self._next_cid += 1
+        return _ENCODER.encode({"event": "ping", "cid": cid}).decode()
+
+    def _resync_books(self) -> None:
+        for chan_id, channel in self._channels.items():
+            if channel.feed == "orderbook" and not channel.resyncing:
+                channel.resyncing = True
+                self._unsubscribing[chan_id] = channel.symbol
+                self.outgoing.append(
+                    _ENCODER.encode({"event": "unsubscribe", "chanId": chan_id}).decode()
+                )
+
+    # ----------------------------------------------------------------- parsing
+
+    def parse(self, payload: bytes, received_us: int) -> list[Event]:
+        try:
+            if payload[:1] == b"{":
+                return self._on_event(_EVENT.decode(payload), received_us)
+            return self._on_frame(_FRAME.decode(payload), received_us)
+        except _PARSE_ERRORS as exc:
+            raise ParseError(f"bitfinex: {type(exc).__name__}: {exc}") from exc
+
+    def _on_event(self, msg: _Event, received_us: int) -> list[Event]:
+        event = msg.event
+        if event == "subscribed":
+            return self._on_subscribed(msg, received_us)
+        if event == "error":
+            return self._on_error(msg, received_us)
+        if event == "unsubscribed":
+            chan_id = msg.chan_id
+            if chan_id is None:
+                return []
+            self._channels.pop(chan_id, None)
+            symbol = self._unsubscribing.pop(chan_id, None)
+            if symbol is not None:
+                self._resubscribing.add(("book", symbol))
+                self.outgoing.append(self._subscribe_frame(symbol, "orderbook"))
+            return []
+        if event == "info":
+            if msg.code == INFO_RECONNECT:
+                self.reconnect_reason = f"bitfinex info {msg.code}: {msg.msg}"
+            elif msg.code == INFO_MAINTENANCE_START:
+                self.maintenance = True
+            elif msg.code == INFO_MAINTENANCE_END:
+                self.maintenance = False
+                self.reconnect_reason = (
+                    f"bitfinex info {msg.code} (maintenance ended): resubscribe everything"
+                )
+            elif msg.platform is not None and msg.platform.status == 0:
+                self.maintenance = True
+            return []
+        if event == "conf":
+            if msg.status is not None and msg.status != "OK":
+                self._seq_enabled = False
+            return []
+        return []  # pong and anything new
+
+    def _on_subscribed(self, msg: _Event, received_us: int) -> list[Event]:
+        if msg.chan_id is None or msg.channel is None or msg.symbol is None:
+            raise ParseError(f"bitfinex: subscribed event without chanId/channel/symbol: {msg}")
+        key = (msg.channel, msg.symbol)
+        feed = FEED_OF_CHANNEL.get(msg.channel)
+        if feed is None:
+            return []
+        if key in self._resubscribing:
+            self._resubscribing.discard(key)
+            self._channels[msg.chan_id] = _Channel(msg.symbol, feed, resyncing=True)
+            return []
+        sub = self._pending.pop(key, None)
+        if sub is None:
+            return []  # not ours
+        self._channels[msg.chan_id] = _Channel(sub.symbol, sub.feed)
+        self.pending_subscriptions -= 1
+        return [self.status("subscribed", sub.symbol, received_us, data_type=sub.feed)]
+
+    def _on_error(self, msg: _Event, received_us: int) -> list[Event]:
+        detail = f"{msg.msg} (code {msg.code})"
+        key = (msg.channel or "", msg.symbol or "")
+        if key in self._resubscribing:
+            self._resubscribing.discard(key)
+            sub = Subscription(key[1], "orderbook")
+        else:
+            found = self._pending.pop(key, None)
+            if found is None and (msg.channel is None or msg.symbol is None) and self._pending:
+                # No echo of the request: the venue answers in order, blame the oldest.
+                found = self._pending.pop(next(iter(self._pending)))
+            if found is None:
+                return []
+            sub = found
+            self.pending_subscriptions -= 1
+        self.rejected.append(sub)
+        channel = CHANNEL_OF_FEED[sub.feed]
+        return [
+            self.status(
+                "subscribe_error",
+                sub.symbol,
+                received_us,
+                data_type=sub.feed,
+                detail=f"{channel} {sub.symbol}: {detail}",
+            )
+        ]
+
+    def _on_frame(self, items: list[msgspec.Raw], received_us: int) -> list[Event]:
+        if len(items) < 2:
+            raise ParseError(f"bitfinex: short frame ({len(items)} items)")
+        chan_id = _INT.decode(items[0])
+        head = items[1]
+        tag: bytes | None = None
+        if memoryview(head)[:1].tobytes() == b'"':
+            tag = bytes(head)
+            body_index = 2 if tag in (b'"te"', b'"tu"', b'"cs"') else 1
+            tail = items[body_index + 1 :]
+        else:
+            body_index = 1
+            tail = items[2:]
+        seq: int | None = None
+        mts: int | None = None
+        events: list[Event] = []
+        if self._seq_enabled and tail:
+            seq = _INT.decode(tail[0])
+            if len(tail) > 1:
+                mts = _INT.decode(tail[1]) * 1000
+            last = self._last_seq
+            if last is not None and seq != last + 1:
+                if seq <= last:
+                    self.duplicates_dropped += 1
+                    return events
+                events.extend(self._gap(last + 1, seq, received_us))
+            self._last_seq = seq
+        channel = self._channels.get(chan_id)
+        if channel is None or tag == b'"hb"' or tag == b'"cs"':
+            return events
+        feed = channel.feed
+        body = items[body_index]
+        if feed == "orderbook":
+            events.extend(self._book(channel, body, seq, mts, received_us))
+        elif feed == "trades":
+            if tag in (b'"te"', b'"tu"'):
+                events.extend(self._trade(channel, body, seq, received_us))
+            # A snapshot (no tag) is not recorded: see the module docstring.
+        elif tag is None:
+            events.append(self._ticker(channel, body, seq, mts, received_us))
+        return events
+
+    def _gap(self, expected: int, received: int, received_us: int) -> list[Event]:
+        events: list[Event] = [
+            self.status(
+                "gap",
+                symbol,
+                received_us,
+                expected=expected,
+                received=received,
+                count=received - expected,
+                detail="SEQ_ALL gap on the connection: any of its channels may have lost frames",
+            )
+            for symbol in self.plan.symbols
+        ]
+        self._resync_books()
+        return events
+
+    def _book(
+        self,
+        channel: _Channel,
+        body: msgspec.Raw,
+        seq: int | None,
+        mts: int | None,
+        received_us: int,
+    ) -> list[Event]:
+        symbol = channel.symbol
+        bids: list[Level] = []
+        asks: list[Level] = []
+        start = memoryview(body)[:2].tobytes()
+        if start == b"[[" or start == b"[]":
+            events: list[Event] = []
+            for price, _count, amount in _BOOK_SNAPSHOT.decode(body):
+                if amount > 0:
+                    bids.append((price, amount))
+                else:
+                    asks.append((price, -amount))
+            if channel.resyncing:
+                channel.resyncing = False
+                events.append(
+                    self.status(
+                        "resync",
+                        symbol,
+                        received_us,
+                        data_type="orderbook",
+                        received=seq,
+                        detail="new book snapshot after resubscribing",
+                        timestamp_exchange=mts,
+                    )
+                )
+            events.append(
+                BookUpdate(
+                    EXCHANGE, symbol, mts, received_us, seq, "snapshot", seq, None, bids, asks
+                )
+            )
+            return events
+        if channel.resyncing:
+            self.dropped_while_resyncing += 1
+            return []
+        price, count, amount = _BOOK_LEVEL.decode(body)
+        size = 0.0 if count == 0 else abs(amount)
+        if amount > 0:
+            bids.append((price, size))
+        else:
+            asks.append((price, size))
+        return [BookUpdate(EXCHANGE, symbol, mts, received_us, seq, "delta", seq, None, bids, asks)]
+
+    def _trade(
+        self, channel: _Channel, body: msgspec.Raw, seq: int | None, received_us: int
+    ) -> list[Event]:
+        trade_id, mts, amount, price = _TRADE.decode(body)
+        if not channel.first_sighting(trade_id):
+            return []
+        return [
+            Trade(
+                EXCHANGE,
+                channel.symbol,
+                mts * 1000,
+                received_us,
+                seq,
+                str(trade_id),
+                price,
+                abs(amount),
+                "buy" if amount > 0 else "sell",
+            )
+        ]
+
+    def _ticker(
+        self,
+        channel: _Channel,
+        body: msgspec.Raw,
+        seq: int | None,
+        mts: int | None,
+        received_us: int,
+    ) -> Ticker:
+        values = _TICKER.decode(body)
+        if len(values) < 10:
+            raise ParseError(f"bitfinex: ticker with {len(values)} fields (expected 10)")
+        bid, bid_size, ask, ask_size, _chg, _rel, last, volume = values[:8]
+        return Ticker(
+            EXCHANGE,
+            channel.symbol,
+            mts,
+            received_us,
+            seq,
+            bid,
+            bid_size,
+            ask,
+            ask_size,
+            last,
+            volume,
+        )

@@ -1,0 +1,578 @@
+"""Deribit API v2 (sans-IO): JSON-RPC over WebSocket, subscriptions, parsing, book continuity.
+
+One connection (``{base_url}/ws/api/v2``) carries many channels, added with
+``public/subscribe`` requests after the handshake. Every request is a JSON-RPC call with an
+integer ``id``; the venue answers ``{"id": N, "result": [...]}`` (the channels it did
+subscribe) or ``{"id": N, "error": {"code": C, "message": M}}``. Data arrives as
+notifications ``{"method": "subscription", "params": {"channel": C, "data": D}}`` and the
+channel name decides how ``data`` is read. Numbers are JSON numbers; timestamps are
+milliseconds.
+
+Feeds and channels (the ``100ms`` interval: ``raw`` needs an authenticated connection):
+
+- ``trades`` -> ``trades.{instrument}.100ms`` (``data`` is a list of trades);
+- ``orderbook`` -> ``book.{instrument}.100ms``: a full snapshot (``type: snapshot``) after
+  subscribing, then changes (``type: change``); levels are ``[action, price, amount]`` with
+  action ``new``/``change``/``delete``; a ``delete`` becomes size 0 in our delta;
+- ``ticker`` -> ``ticker.{instrument}.100ms`` (best bid/ask, last price, 24 h volume);
+- ``raw`` -> no channel: the connection keeps every frame (``ConnectionPlan.raw``).
+
+Trade ``side`` is Deribit's ``direction``: the taker's (aggressor's) side. ``size`` is the
+venue's ``amount``: USD for inverse perpetuals and futures, base currency (or contracts) for
+options and linear instruments.
+
+Keepalive: the first frame sent is ``public/set_heartbeat`` (interval
+:data:`HEARTBEAT_INTERVAL_SECS`); the venue then sends ``heartbeat`` notifications, and for a
+``test_request`` the session answers ``public/test`` through :attr:`Session.outgoing` (the
+venue closes a connection that does not answer). So traffic arrives at least every interval,
+which also keeps the connection's stale watchdog fed.
+
+Sequence rules (per instrument, per session; a reconnect starts afresh):
+
+- book: every change has ``prev_change_id``, which must equal the previous message's
+  ``change_id``. Otherwise a ``gap`` status row (expected = last ``change_id``, received =
+  ``prev_change_id``; ``count`` is unknown as change ids are not contiguous), and the session
+  resubscribes the book channel (``public/unsubscribe`` + ``public/subscribe`` via
+  :attr:`Session.outgoing`). Changes that arrive until the new snapshot cannot be applied to
+  anything and are dropped (counted in :attr:`DeribitSession.dropped_while_resyncing`); the
+  new snapshot is written with a ``resync`` status row before it. A change with
+  ``change_id`` at or below the last one is stale: dropped and counted in
+  :attr:`DeribitSession.duplicates_dropped`.
+- trades: ``trade_seq`` (per instrument) should grow by exactly 1; a jump is a ``gap`` row and
+  a repeat is dropped and counted. This is a heuristic: Deribit does not document
+  ``trade_seq`` as gap-free (exchanges.md: UNCONFIRMED).
+
+Subscribe answers: a channel missing from the ``result`` list was not subscribed (the venue
+answers ``"result": []`` for an unknown instrument) -> ``subscribe_error`` row for it. An
+error answer to a request of several channels is bisected (both halves sent again) until
+the failing channel stands alone, so the other instruments keep flowing. A finally refused
+subscription counts as resolved in ``pending_subscriptions``.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Sequence
+from typing import ClassVar, Final, Literal
+
+import attrs
+import msgspec
+
+from collector.config import MarketSettings
+from collector.events import BookUpdate, Event, Level, Ticker, Trade
+from collector.exchanges.base import (
+    ConnectionPlan,
+    ExchangeAdapter,
+    ParseError,
+    Session,
+    Subscription,
+)
+
+EXCHANGE: Final = "deribit"
+DEFAULT_URL: Final = "wss://www.deribit.com"
+WS_PATH: Final = "/ws/api/v2"
+DEFAULT_REST_URL: Final = "https://www.deribit.com"
+INTERVAL: Final = "100ms"
+# public/set_heartbeat interval (the venue's minimum is 10 s). Below the default 30 s
+# message timeout, so a quiet connection still gets a frame in time.
+HEARTBEAT_INTERVAL_SECS: Final = 15
+# Channels per connection: the venue states no limit (exchanges.md: UNCONFIRMED); keep
+# connections moderate. At most 32 connections per IP.
+MAX_CHANNELS_PER_CONNECTION: Final = 300
+MAX_CHANNELS_PER_SUBSCRIBE: Final = 100
+STREAM_FEEDS: Final = ("trades", "orderbook", "ticker")
+_CHANNEL_PREFIX: Final = {"trades": "trades", "orderbook": "book", "ticker": "ticker"}
+_FEED_OF_PREFIX: Final = {prefix: feed for feed, prefix in _CHANNEL_PREFIX.items()}
+
+# BTC-PERPETUAL, BTC-27DEC24, BTC-27DEC24-100000-C, BTC_USDC, BTC_USDC-PERPETUAL,
+# XRP_USDC-30AUG24-0d625-C (a decimal strike spelled with "d"), ETH-FS-27DEC24_PERP (combos).
+_SYMBOL_RE: Final = re.compile(
+    r"[A-Z0-9]{2,16}(_[A-Z0-9]{2,16})?(-([A-Z0-9_]{1,20}|[0-9]+d[0-9]+)){0,4}"
+)
+_DECIMAL_STRIKE_RE: Final = re.compile(r"[0-9]+[dD][0-9]+")
+
+
+# --------------------------------------------------------------------------- wire structs
+
+
+class _Error(msgspec.Struct):
+    code: int | None = None
+    message: str | None = None
+    data: msgspec.Raw = msgspec.Raw()
+
+
+class _Params(msgspec.Struct):
+    channel: str | None = None
+    data: msgspec.Raw = msgspec.Raw()
+    type: str | None = None  # heartbeat notifications: "heartbeat" | "test_request"
+
+
+class _Envelope(msgspec.Struct):
+    method: str | None = None
+    params: _Params | None = None
+    id: int | None = None
+    result: msgspec.Raw = msgspec.Raw()
+    error: _Error | None = None
+
+
+class _Trade(msgspec.Struct):
+    trade_id: str
+    trade_seq: int
+    timestamp: int
+    price: float
+    amount: float
+    direction: str
+
+
+class _Book(msgspec.Struct):
+    timestamp: int
+    change_id: int
+    bids: list[tuple[str, float, float]]
+    asks: list[tuple[str, float, float]]
+    type: str | None = None
+    prev_change_id: int | None = None
+
+
+class _Stats(msgspec.Struct):
+    volume: float | None = None
+
+
+class _Ticker(msgspec.Struct):
+    timestamp: int
+    best_bid_price: float | None = None
+    best_bid_amount: float | None = None
+    best_ask_price: float | None = None
+    best_ask_amount: float | None = None
+    last_price: float | None = None
+    stats: _Stats | None = None
+
+
+class _Instrument(msgspec.Struct):
+    instrument_name: str
+    is_active: bool = True
+
+
+class _Instruments(msgspec.Struct):
+    result: list[_Instrument]
+
+
+_ENVELOPE: Final = msgspec.json.Decoder(_Envelope)
+_TRADES: Final = msgspec.json.Decoder(list[_Trade])
+_BOOK: Final = msgspec.json.Decoder(_Book)
+_TICKER: Final = msgspec.json.Decoder(_Ticker)
+_RESULT_CHANNELS: Final = msgspec.json.Decoder(list[str])
+_INSTRUMENTS: Final = msgspec.json.Decoder(_Instruments)
+_ENCODER: Final = msgspec.json.Encoder()
+
+_PARSE_ERRORS: Final = (msgspec.DecodeError, KeyError, ValueError, TypeError, IndexError)
+
+
+def channel_name(symbol: str, feed: str) -> str:
+    """The channel of one (instrument, feed)."""
+    try:
+        prefix = _CHANNEL_PREFIX[feed]
+    except KeyError:
+        raise ValueError(f"deribit has no channel for feed {feed!r}") from None
+    return f"{prefix}.{symbol}.{INTERVAL}"
+
+
+def _levels(levels: list[tuple[str, float, float]]) -> list[Level]:
+    return [(price, 0.0 if action == "delete" else amount) for action, price, amount in levels]
+
+
+# --------------------------------------------------------------------------- adapter
+
+
+class DeribitAdapter(ExchangeAdapter):
+    """Deribit (futures, perpetuals, options, spot) market data over JSON-RPC WebSocket."""
+
+    name: ClassVar[str] = EXCHANGE
+    default_url: ClassVar[str] = DEFAULT_URL
+    default_rest_url: ClassVar[str | None] = DEFAULT_REST_URL
+    # Public requests are credit-limited per IP (numbers UNCONFIRMED): stay modest.
+    client_messages_per_second: ClassVar[float] = 5.0
+    # No client-initiated keepalive: the session answers the venue's test_request.
+    keepalive_interval_secs: ClassVar[float | None] = None
+
+    @classmethod
+    def symbols_url(cls, rest_url: str | None = None) -> str:
+        base = (rest_url or DEFAULT_REST_URL).rstrip("/")
+        return f"{base}/api/v2/public/get_instruments?currency=any&expired=false"
+
+    @classmethod
+    def parse_symbols(cls, body: bytes) -> list[str]:
+        try:
+            instruments = _INSTRUMENTS.decode(body).result
+        except msgspec.DecodeError as exc:
+            raise ParseError(f"deribit get_instruments: {exc}") from exc
+        return [i.instrument_name for i in instruments if i.is_active]
+
+    @staticmethod
+    def normalize_symbol(symbol: str) -> str:
+        parts = symbol.strip().split("-")
+        canonical = "-".join(
+            part.lower() if _DECIMAL_STRIKE_RE.fullmatch(part) else part.upper() for part in parts
+        )
+        if not _SYMBOL_RE.fullmatch(canonical):
+            raise ValueError(
+                f"invalid deribit instrument {symbol!r}: expected a Deribit instrument name "
+                "such as 'BTC-PERPETUAL', 'BTC-27DEC24', 'BTC-27DEC24-100000-C', 'BTC_USDC' "
+                "or 'BTC_USDC-PERPETUAL'"
+            )
+        return canonical
+
+    @classmethod
+    def check_market(cls, market: MarketSettings) -> None:
+        if market.book_mode is not None or market.book_depth is not None:
+            raise ValueError(
+                "deribit has no book_mode/book_depth options: the order book is the full "
+                "book.{instrument}.100ms snapshot-plus-changes stream"
+            )
+        if market.category is not None:
+            raise ValueError(
+                "deribit has no category option: the instrument name says what it is "
+                "(BTC-PERPETUAL, BTC-27DEC24, BTC-27DEC24-100000-C, BTC_USDC)"
+            )
+        if not any(feed in STREAM_FEEDS for feed in market.feeds):
+            raise ValueError(
+                "deribit feeds: 'raw' keeps the frames of other feeds; "
+                "add at least one of trades, orderbook, ticker"
+            )
+        if market.base_url is not None and not market.base_url.startswith(("ws://", "wss://")):
+            raise ValueError(
+                f"deribit base_url must start with ws:// or wss:// (got {market.base_url!r})"
+            )
+        if market.rest_url is not None and not market.rest_url.startswith(("http://", "https://")):
+            raise ValueError(
+                f"deribit rest_url must start with http:// or https:// (got {market.rest_url!r})"
+            )
+
+    def connection_url(self, base_url: str | None) -> str:
+        return f"{(base_url or self.default_url).rstrip('/')}{WS_PATH}"
+
+    def plan_connections(self, markets: Sequence[MarketSettings]) -> list[ConnectionPlan]:
+        """Pack instruments onto connections of at most 300 channels (all of one together)."""
+        groups: dict[tuple[str, bool], dict[str, list[Subscription]]] = {}
+        for market in markets:
+            key = (self.connection_url(market.base_url), "raw" in market.feeds)
+            by_symbol = groups.setdefault(key, {})
+            for symbol in market.symbols:
+                canonical = self.normalize_symbol(symbol)
+                subs = by_symbol.setdefault(canonical, [])
+                subs.extend(Subscription(canonical, f) for f in market.feeds if f in STREAM_FEEDS)
+        plans: list[ConnectionPlan] = []
+        for (url, raw), by_symbol in groups.items():
+            current: list[Subscription] = []
+            for subs in by_symbol.values():
+                if current and len(current) + len(subs) > MAX_CHANNELS_PER_CONNECTION:
+                    plans.append(self._plan(len(plans), url, raw, current))
+                    current = []
+                current.extend(subs)
+            if current:
+                plans.append(self._plan(len(plans), url, raw, current))
+        return plans
+
+    def _plan(self, index: int, url: str, raw: bool, subs: list[Subscription]) -> ConnectionPlan:
+        return ConnectionPlan(self.name, f"{self.name}-{index}", url, tuple(subs), raw)
+
+    def open_session(self, plan: ConnectionPlan) -> DeribitSession:
+        return DeribitSession(plan)
+
+
+# --------------------------------------------------------------------------- session
+
+_Handler = Callable[[str, msgspec.Raw, int], list[Event]]
+_Item = tuple[Subscription, str]  # (subscription, channel)
+_RequestKind = Literal["subscribe", "resubscribe", "unsubscribe", "other"]
+
+
+@attrs.frozen
+class _Request:
+    kind: _RequestKind
+    items: tuple[_Item, ...] = ()
+
+
+class DeribitSession(Session):
+    """Protocol state of one Deribit connection attempt (see the module docstring)."""
+
+    def __init__(self, plan: ConnectionPlan) -> None:
+        super().__init__(plan)
+        self._items: tuple[_Item, ...] = tuple(
+            (sub, channel_name(sub.symbol, sub.feed)) for sub in plan.subscriptions
+        )
+        self._subscribed = frozenset(plan.subscriptions)
+        self._next_id = 1
+        self._requests: dict[int, _Request] = {}
+        self._routes: dict[str, tuple[_Handler, str]] = {}
+        self._last_change_id: dict[str, int] = {}
+        self._last_trade_seq: dict[str, int] = {}
+        # Instruments whose book is being resubscribed after a gap (until the new snapshot).
+        self._resyncing: set[str] = set()
+        self.duplicates_dropped = 0
+        self.dropped_while_resyncing = 0
+        self.test_requests_answered = 0
+        self.rejected: list[Subscription] = []
+
+    # ----------------------------------------------------------------- requests
+
+    def _call(self, method: str, params: dict[str, object], request: _Request) -> str:
+        request_id = self._next_id
+        self._next_id += 1
+        self._requests[request_id] = request
+        frame = {"jsonrpc": "2.0", "id": request_id, "method": method, "params": params}
+        return _ENCODER.encode(frame).decode()
+
+    def _subscribe(self, items: tuple[_Item, ...], kind: _RequestKind = "subscribe") -> str:
+        channels = [ch for _, ch in items]
+        return self._call("public/subscribe", {"channels": channels}, _Request(kind, items))
+
+    def subscribe_frames(self, now_us: int = 0) -> list[str]:
+        heartbeat = self._call(
+            "public/set_heartbeat", {"interval": HEARTBEAT_INTERVAL_SECS}, _Request("other")
+        )
+        return [heartbeat] + [
+            self._subscribe(self._items[i : i + MAX_CHANNELS_PER_SUBSCRIBE])
+            for i in range(0, len(self._items), MAX_CHANNELS_PER_SUBSCRIBE)
+        ]
+
+    def _resubscribe_book(self, symbol: str) -> None:
+        if symbol in self._resyncing:
+            return
+        self._resyncing.add(symbol)
+        channel = channel_name(symbol, "orderbook")
+        item = (Subscription(symbol, "orderbook"), channel)
+        self.outgoing.append(
+            self._call("public/unsubscribe", {"channels": [channel]}, _Request("unsubscribe"))
+        )
+        self.outgoing.append(self._subscribe((item,), "resubscribe"))
+
+    def _on_response(self, env: _Envelope, received_us: int) -> list[Event]:
+        request_id = env.id
+        if request_id is None:
+            return []
+        request = self._requests.pop(request_id, None)
+        if request is None or request.kind in ("other", "unsubscribe"):
+            return []
+        initial = request.kind == "subscribe"
+        items = request.items
+        if env.error is not None:
+            if len(items) > 1:
+                half = len(items) // 2
+                self.outgoing.append(self._subscribe(items[:half], request.kind))
+                self.outgoing.append(self._subscribe(items[half:], request.kind))
+                return []
+            error = env.error
+            sub, channel = items[0]
+            return self._refused(
+                sub, received_us, f"{channel}: {error.message} (code {error.code})", initial
+            )
+        accepted = set(_RESULT_CHANNELS.decode(env.result)) if env.result else set()
+        events: list[Event] = []
+        for sub, channel in items:
+            if channel in accepted:
+                if initial:
+                    self.pending_subscriptions -= 1
+                    events.append(
+                        self.status("subscribed", sub.symbol, received_us, data_type=sub.feed)
+                    )
+            else:
+                detail = f"{channel}: not in the public/subscribe result (unknown instrument?)"
+                events.extend(self._refused(sub, received_us, detail, initial))
+        return events
+
+    def _refused(
+        self, sub: Subscription, received_us: int, detail: str, initial: bool
+    ) -> list[Event]:
+        if initial:
+            self.pending_subscriptions -= 1
+        if sub.feed == "orderbook":
+            self._resyncing.discard(sub.symbol)
+        self.rejected.append(sub)
+        return [
+            self.status(
+                "subscribe_error", sub.symbol, received_us, data_type=sub.feed, detail=detail
+            )
+        ]
+
+    # ----------------------------------------------------------------- parsing
+
+    def parse(self, payload: bytes, received_us: int) -> list[Event]:
+        try:
+            env = _ENVELOPE.decode(payload)
+            params = env.params
+            if env.method == "subscription" and params is not None:
+                channel = params.channel
+                if channel is None or not params.data:
+                    raise ParseError("deribit: subscription notification without channel/data")
+                route = self._routes.get(channel)
+                if route is None:
+                    route = self._routes[channel] = self._route(channel)
+                handler, symbol = route
+                return handler(symbol, params.data, received_us)
+            if env.method == "heartbeat":
+                if params is not None and params.type == "test_request":
+                    self.test_requests_answered += 1
+                    self.outgoing.append(self._call("public/test", {}, _Request("other")))
+                return []
+            if env.id is not None or env.error is not None:
+                return self._on_response(env, received_us)
+            return []
+        except _PARSE_ERRORS as exc:
+            raise ParseError(f"deribit: {type(exc).__name__}: {exc}") from exc
+
+    def _route(self, channel: str) -> tuple[_Handler, str]:
+        """The handler of a channel (any interval) of a subscribed (instrument, feed)."""
+        kind, _, rest = channel.partition(".")
+        symbol = rest.rpartition(".")[0]
+        feed = _FEED_OF_PREFIX.get(kind)
+        if feed is None or Subscription(symbol, feed) not in self._subscribed:
+            return _ignore, symbol
+        handler: _Handler
+        if feed == "trades":
+            handler = self._trades
+        elif feed == "orderbook":
+            handler = self._book
+        else:
+            handler = self._ticker
+        return handler, symbol
+
+    def _trades(self, symbol: str, data: msgspec.Raw, received_us: int) -> list[Event]:
+        events: list[Event] = []
+        last = self._last_trade_seq.get(symbol)
+        for trade in _TRADES.decode(data):
+            seq = trade.trade_seq
+            if last is not None and seq != last + 1:
+                if seq <= last:
+                    self.duplicates_dropped += 1
+                    continue
+                events.append(
+                    self.status(
+                        "gap",
+                        symbol,
+                        received_us,
+                        data_type="trades",
+                        expected=last + 1,
+                        received=seq,
+                        count=seq - last - 1,
+                        timestamp_exchange=trade.timestamp * 1000,
+                    )
+                )
+            last = seq
+            events.append(
+                Trade(
+                    EXCHANGE,
+                    symbol,
+                    trade.timestamp * 1000,
+                    received_us,
+                    seq,
+                    trade.trade_id,
+                    trade.price,
+                    trade.amount,
+                    "buy" if trade.direction == "buy" else "sell",
+                )
+            )
+        if last is not None:
+            self._last_trade_seq[symbol] = last
+        return events
+
+    def _book(self, symbol: str, data: msgspec.Raw, received_us: int) -> list[Event]:
+        msg = _BOOK.decode(data)
+        change_id = msg.change_id
+        events: list[Event] = []
+        if msg.type == "snapshot" or (msg.type is None and msg.prev_change_id is None):
+            if symbol in self._resyncing:
+                self._resyncing.discard(symbol)
+                events.append(
+                    self.status(
+                        "resync",
+                        symbol,
+                        received_us,
+                        data_type="orderbook",
+                        received=change_id,
+                        detail=f"new book snapshot change_id={change_id}",
+                        timestamp_exchange=msg.timestamp * 1000,
+                    )
+                )
+            self._last_change_id[symbol] = change_id
+            events.append(
+                BookUpdate(
+                    EXCHANGE,
+                    symbol,
+                    msg.timestamp * 1000,
+                    received_us,
+                    change_id,
+                    "snapshot",
+                    change_id,
+                    None,
+                    _levels(msg.bids),
+                    _levels(msg.asks),
+                )
+            )
+            return events
+        if symbol in self._resyncing:
+            self.dropped_while_resyncing += 1
+            return events
+        last = self._last_change_id.get(symbol)
+        if last is not None and change_id <= last:
+            self.duplicates_dropped += 1
+            return events
+        if last is None or msg.prev_change_id != last:
+            # A change without the snapshot it builds on, or a skipped change: resubscribe.
+            events.append(
+                self.status(
+                    "gap",
+                    symbol,
+                    received_us,
+                    data_type="orderbook",
+                    expected=last,
+                    received=msg.prev_change_id,
+                    detail=(
+                        "book change before any snapshot"
+                        if last is None
+                        else "prev_change_id is not the last change_id"
+                    ),
+                    timestamp_exchange=msg.timestamp * 1000,
+                )
+            )
+            self._last_change_id.pop(symbol, None)
+            self._resubscribe_book(symbol)
+            self.dropped_while_resyncing += 1
+            return events
+        self._last_change_id[symbol] = change_id
+        events.append(
+            BookUpdate(
+                EXCHANGE,
+                symbol,
+                msg.timestamp * 1000,
+                received_us,
+                change_id,
+                "delta",
+                change_id,
+                msg.prev_change_id,
+                _levels(msg.bids),
+                _levels(msg.asks),
+            )
+        )
+        return events
+
+    def _ticker(self, symbol: str, data: msgspec.Raw, received_us: int) -> list[Event]:
+        msg = _TICKER.decode(data)
+        return [
+            Ticker(
+                EXCHANGE,
+                symbol,
+                msg.timestamp * 1000,
+                received_us,
+                None,
+                msg.best_bid_price,
+                msg.best_bid_amount,
+                msg.best_ask_price,
+                msg.best_ask_amount,
+                msg.last_price,
+                None if msg.stats is None else msg.stats.volume,
+            )
+        ]
+
+
+def _ignore(symbol: str, data: msgspec.Raw, received_us: int) -> list[Event]:
+    return []

@@ -1,0 +1,355 @@
+"""A fake Bitfinex WebSocket v2 server on 127.0.0.1, and frame builders.
+
+:class:`FakeBitfinex` speaks the part of the protocol the collector uses:
+
+- it accepts the path ``/ws/2`` (else HTTP 404) and greets with
+  ``{"event":"info","version":2,"serverId":...,"platform":{"status":1}}``;
+- ``{"event":"conf","flags":F}`` -> ``{"event":"conf","status":"OK","flags":F}``; with SEQ_ALL
+  (65536) every channel frame to that client gets a per-connection sequence number
+  appended, and with TIMESTAMP (32768) a millisecond time after it (``[chanId, ..., SEQ, MTS]``);
+- ``subscribe`` -> ``{"event":"subscribed","channel":..,"chanId":N,"symbol":..,"pair":..}``
+  (books also echo prec/freq/len), followed by the channel's snapshot (book: the levels in
+  :attr:`FakeBitfinex.books`; trades: :attr:`FakeBitfinex.trade_snapshots`); errors echo
+  channel and symbol like the venue: 10300 ``symbol: invalid`` (malformed or in
+  ``unknown_symbols``), 10301 already subscribed, 10305 ``subscribe: limit`` beyond
+  ``max_channels`` per connection; ``unsubscribe`` -> ``unsubscribed``;
+- ``{"event":"ping","cid":N}`` -> ``{"event":"pong","ts":...,"cid":N}``;
+- every ``hb_interval`` seconds it sends ``[chanId,"hb",SEQ,MTS]`` on every channel of a client;
+- with ``client_idle_timeout`` set it DROPS a client that sent nothing for that long (the
+  venue's own idle rule is not documented; the collector pings every 15 s);
+- it records every text message from clients (:attr:`FakeBitfinex.client_messages`).
+
+Test controls: :meth:`~FakeBitfinex.send_channel` (composes ``[chanId, *parts, SEQ, MTS]``
+for each subscribed client), :meth:`~FakeBitfinex.skip_sequence` (make a gap),
+:meth:`~FakeBitfinex.send_info`, :meth:`~FakeBitfinex.broadcast`, :meth:`~FakeBitfinex.drop`,
+and waits. Callers own timeouts (``trio.fail_after``).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Iterable, Sequence
+from functools import partial
+from typing import Any, Final
+from urllib.parse import urlsplit
+
+import msgspec
+import trio
+from trio_websocket import ConnectionClosed, WebSocketConnection, WebSocketRequest, serve_websocket
+
+FLAG_TIMESTAMP: Final = 32768
+FLAG_SEQ_ALL: Final = 65536
+SYMBOL_RE: Final = re.compile(r"t([A-Z0-9]{6}|[A-Z0-9]{2,15}:[A-Z0-9]{2,15})")
+EPOCH_MS: Final = 1_700_000_000_000
+_encode: Final = msgspec.json.Encoder().encode
+
+BookLevel = tuple[float, int, float]  # (PRICE, COUNT, AMOUNT): AMOUNT > 0 bid, < 0 ask
+TradeRow = tuple[int, int, float, float]  # (ID, MTS, AMOUNT, PRICE): AMOUNT < 0 taker sell
+TickerRow = tuple[float, float, float, float, float, float, float, float, float, float]
+
+
+def fake_mts() -> int:
+    """The fake's millisecond clock: Trio time after a fixed epoch (MockClock-friendly)."""
+    return EPOCH_MS + int(trio.current_time() * 1000)
+
+
+class FakeClient:
+    """One accepted connection, as the fake sees it."""
+
+    def __init__(self, conn: WebSocketConnection) -> None:
+        self.conn = conn
+        self.flags = 0
+        self.seq = 0
+        # chanId -> (channel, symbol)
+        self.channels: dict[int, tuple[str, str]] = {}
+        self.last_message_at = trio.current_time()
+        self.pings = 0
+
+    def chan_id(self, channel: str, symbol: str) -> int | None:
+        for chan_id, key in self.channels.items():
+            if key == (channel, symbol):
+                return chan_id
+        return None
+
+
+class FakeBitfinex:
+    """A Bitfinex v2 public server for tests (see the module docstring).
+
+    Start it with ``await nursery.start(fake.run)``; it serves until cancelled.
+    """
+
+    def __init__(
+        self,
+        *,
+        unknown_symbols: Iterable[str] = (),
+        max_channels: int = 25,
+        hb_interval: float | None = 15.0,
+        client_idle_timeout: float | None = None,
+    ) -> None:
+        self.unknown_symbols = set(unknown_symbols)
+        self.max_channels = max_channels
+        self.hb_interval = hb_interval
+        self.client_idle_timeout = client_idle_timeout
+        self.books: dict[str, list[BookLevel]] = {}
+        self.trade_snapshots: dict[str, list[TradeRow]] = {}
+        self.client_messages: list[str] = []
+        self.connections = 0
+        self.clients: list[FakeClient] = []
+        self.idle_drops = 0
+        self._next_chan_id = 17
+        self._port: int | None = None
+        self._changed = trio.Event()
+
+    @property
+    def url(self) -> str:
+        """The base URL (the adapter appends ``/ws/2``)."""
+        if self._port is None:
+            raise RuntimeError("FakeBitfinex is not running (start it with nursery.start)")
+        return f"ws://127.0.0.1:{self._port}"
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """Listen on 127.0.0.1 (a free port) and serve until cancelled."""
+        async with trio.open_nursery() as nursery:
+            server = await nursery.start(
+                partial(serve_websocket, self._handle, "127.0.0.1", 0, ssl_context=None)
+            )
+            self._port = server.port
+            task_status.started()
+
+    # ----------------------------------------------------------------- waiting
+
+    def _notify(self) -> None:
+        self._changed.set()
+        self._changed = trio.Event()
+
+    async def _wait_for(self, predicate: Callable[[], bool]) -> None:
+        while not predicate():
+            await self._changed.wait()
+
+    async def wait_connected(self, n: int = 1) -> None:
+        await self._wait_for(lambda: self.connections >= n)
+
+    async def wait_subscribed(self, keys: Iterable[tuple[str, str]]) -> None:
+        """Until open connections have subscribed every (channel, symbol) of ``keys``."""
+        wanted = set(keys)
+        await self._wait_for(
+            lambda: wanted <= {key for c in self.clients for key in c.channels.values()}
+        )
+
+    async def wait_client_messages(
+        self, predicate: Callable[[dict[str, Any]], bool], n: int = 1
+    ) -> None:
+        """Until clients have sent ``n`` JSON objects for which ``predicate`` is true."""
+
+        def count() -> int:
+            found = 0
+            for text in self.client_messages:
+                try:
+                    decoded = msgspec.json.decode(text)
+                except msgspec.DecodeError:
+                    continue
+                found += isinstance(decoded, dict) and predicate(decoded)
+            return found
+
+        await self._wait_for(lambda: count() >= n)
+
+    # ----------------------------------------------------------------- controls
+
+    async def send_channel(self, channel: str, symbol: str, *parts: Any) -> int:
+        """Send ``[chanId, *parts(, SEQ)(, MTS)]`` to each client subscribed to the channel."""
+        sent = 0
+        for client in list(self.clients):
+            chan_id = client.chan_id(channel, symbol)
+            if chan_id is not None:
+                sent += await self._send_frame(client, chan_id, list(parts))
+        return sent
+
+    def skip_sequence(self, n: int = 1) -> None:
+        """Make every client's next channel frame skip ``n`` sequence numbers (a gap)."""
+        for client in self.clients:
+            client.seq += n
+
+    async def send_info(self, code: int, msg: str) -> int:
+        return await self.broadcast(_encode({"event": "info", "code": code, "msg": msg}).decode())
+
+    async def broadcast(self, frame: str) -> int:
+        sent = 0
+        for client in list(self.clients):
+            sent += await _send_quietly(client.conn, frame)
+        return sent
+
+    async def drop(self) -> None:
+        for client in list(self.clients):
+            await client.conn._stream.aclose()
+
+    async def _send_frame(self, client: FakeClient, chan_id: int, parts: list[Any]) -> int:
+        frame: list[Any] = [chan_id, *parts]
+        if client.flags & FLAG_SEQ_ALL:
+            client.seq += 1
+            frame.append(client.seq)
+        if client.flags & FLAG_TIMESTAMP:
+            frame.append(fake_mts())
+        return await _send_quietly(client.conn, _encode(frame).decode())
+
+    # ----------------------------------------------------------------- serving
+
+    async def _handle(self, request: WebSocketRequest) -> None:
+        if urlsplit(request.path).path != "/ws/2":
+            await request.reject(404, body=b"not found")
+            return
+        conn = await request.accept()
+        client = FakeClient(conn)
+        self.connections += 1
+        self.clients.append(client)
+        self._notify()
+        try:
+            info = {
+                "event": "info",
+                "version": 2,
+                "serverId": "083bd8d4-aca7-4690-a573-eabfc8103de8",
+                "platform": {"status": 1},
+            }
+            await _send_quietly(conn, _encode(info).decode())
+            async with trio.open_nursery() as nursery:
+                if self.hb_interval is not None:
+                    nursery.start_soon(self._heartbeat_loop, client, self.hb_interval)
+                if self.client_idle_timeout is not None:
+                    nursery.start_soon(self._idle_watch, client, self.client_idle_timeout)
+                await self._receive_loop(client)
+                nursery.cancel_scope.cancel()
+        finally:
+            self.clients.remove(client)
+            self._notify()
+
+    async def _receive_loop(self, client: FakeClient) -> None:
+        while True:
+            try:
+                message = await client.conn.get_message()
+            except ConnectionClosed:
+                return
+            client.last_message_at = trio.current_time()
+            text = message if isinstance(message, str) else message.decode(errors="replace")
+            self.client_messages.append(text)
+            try:
+                await self._reply(client, text)
+            except (ConnectionClosed, trio.BrokenResourceError, trio.ClosedResourceError):
+                return
+            self._notify()
+
+    async def _reply(self, client: FakeClient, text: str) -> None:
+        conn = client.conn
+        try:
+            request = msgspec.json.decode(text)
+        except msgspec.DecodeError:
+            await conn.send_message(
+                _encode({"event": "error", "msg": "invalid", "code": 10000}).decode()
+            )
+            return
+        event = request.get("event") if isinstance(request, dict) else None
+        if event == "conf":
+            client.flags = int(request.get("flags", 0))
+            reply = {"event": "conf", "status": "OK", "flags": client.flags}
+            await conn.send_message(_encode(reply).decode())
+        elif event == "ping":
+            client.pings += 1
+            reply = {"event": "pong", "ts": fake_mts(), "cid": request.get("cid")}
+            await conn.send_message(_encode(reply).decode())
+        elif event == "subscribe":
+            await self._subscribe(client, request)
+        elif event == "unsubscribe":
+            chan_id = request.get("chanId")
+            if chan_id in client.channels:
+                del client.channels[chan_id]
+                reply = {"event": "unsubscribed", "status": "OK", "chanId": chan_id}
+            else:
+                reply = {
+                    "event": "error",
+                    "msg": "unsubscribe: invalid",
+                    "code": 10400,
+                    "chanId": chan_id,
+                }
+            await conn.send_message(_encode(reply).decode())
+        else:
+            reply = {"event": "error", "msg": "event: invalid", "code": 10001}
+            await conn.send_message(_encode(reply).decode())
+
+    async def _subscribe(self, client: FakeClient, request: dict[str, Any]) -> None:
+        channel = request.get("channel")
+        symbol = request.get("symbol")
+        echo = {"channel": channel, "symbol": symbol}
+
+        async def error(code: int, msg: str) -> None:
+            reply = {**echo, "event": "error", "msg": msg, "code": code, "pair": str(symbol)[1:]}
+            await client.conn.send_message(_encode(reply).decode())
+
+        if channel not in ("book", "trades", "ticker"):
+            await error(10300, "channel: unknown")
+            return
+        if (
+            not isinstance(symbol, str)
+            or not SYMBOL_RE.fullmatch(symbol)
+            or symbol in self.unknown_symbols
+        ):
+            await error(10300, "symbol: invalid")
+            return
+        if client.chan_id(channel, symbol) is not None:
+            await error(10301, "subscribe: dup")
+            return
+        if len(client.channels) >= self.max_channels:
+            await error(10305, "subscribe: limit")
+            return
+        chan_id = self._next_chan_id
+        self._next_chan_id += 1
+        client.channels[chan_id] = (channel, symbol)
+        reply: dict[str, Any] = {
+            "event": "subscribed",
+            "channel": channel,
+            "chanId": chan_id,
+            "symbol": symbol,
+        }
+        if channel == "book":
+            reply.update(
+                prec=request.get("prec", "P0"),
+                freq=request.get("freq", "F0"),
+                len=request.get("len", "25"),
+            )
+        reply["pair"] = symbol[1:]
+        await client.conn.send_message(_encode(reply).decode())
+        if channel == "book":
+            await self._send_frame(
+                client, chan_id, [[list(level) for level in self.books.get(symbol, [])]]
+            )
+        elif channel == "trades":
+            rows = self.trade_snapshots.get(symbol, [])
+            await self._send_frame(client, chan_id, [[list(row) for row in rows]])
+
+    async def _heartbeat_loop(self, client: FakeClient, interval: float) -> None:
+        while True:
+            await trio.sleep(interval)
+            for chan_id in list(client.channels):
+                if not await self._send_frame(client, chan_id, ["hb"]):
+                    return
+
+    async def _idle_watch(self, client: FakeClient, idle_secs: float) -> None:
+        while True:
+            deadline = client.last_message_at + idle_secs
+            if trio.current_time() >= deadline:
+                self.idle_drops += 1
+                await client.conn._stream.aclose()
+                return
+            await trio.sleep_until(deadline)
+
+
+def book_levels(
+    bids: Sequence[tuple[float, float]], asks: Sequence[tuple[float, float]]
+) -> list[BookLevel]:
+    """Snapshot levels in the venue's shape: count 1, asks with negative amounts."""
+    return [(p, 1, a) for p, a in bids] + [(p, 1, -a) for p, a in asks]
+
+
+async def _send_quietly(conn: WebSocketConnection, frame: str) -> int:
+    try:
+        await conn.send_message(frame)
+    except (ConnectionClosed, trio.BrokenResourceError, trio.ClosedResourceError):
+        return 0
+    return 1
