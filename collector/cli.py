@@ -83,6 +83,9 @@ def _dispatch(args: argparse.Namespace) -> int:
             settings, source = _load(args.path or args.check_config or args.config)
             return _check_config(settings, source, as_json=args.json)
         settings, source = _load(getattr(args, "run_config", None) or args.config)
+        from collector.exchanges.planning import plan_all
+
+        plan_all(settings)  # adapters that cannot start (e.g. bad credentials) fail here
     except ConfigError as exc:
         print(f"collector: error: {exc}", file=sys.stderr)
         return EXIT_CONFIG
@@ -93,18 +96,16 @@ def _check_config(settings: Settings, source: str, *, as_json: bool) -> int:
     from collector.exchanges.planning import describe_plans
 
     shown = settings_as_dict(settings)
+    connections = describe_plans(settings)  # may raise ConfigError: before any output
     if as_json:
         print(
-            json.dumps(
-                {"source": source, "settings": shown, "connections": describe_plans(settings)},
-                indent=2,
-            )
+            json.dumps({"source": source, "settings": shown, "connections": connections}, indent=2)
         )
         return 0
     print(f"# settings OK: {source}")
     print(to_toml(shown))
     print("# connections this configuration opens:")
-    for line in describe_plans(settings):
+    for line in connections:
         print(f"#   {line['name']}: {line['url']} ({line['subscriptions']} subscriptions)")
     return 0
 

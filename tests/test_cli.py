@@ -322,3 +322,23 @@ def test_bad_settings_subprocess(case: str, command: str, tmp_path: Path) -> Non
     assert result.stdout == ""
     assert_one_error_line(result.stderr, path, fragments)
     assert not (tmp_path / "data").exists()  # "run" never got as far as the data directory
+
+
+@pytest.mark.parametrize("command", ["run", "check-config"])
+def test_adapter_that_cannot_start_gives_one_line_exit_2(
+    command: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """Coinbase reads its key file at start: a missing one is a settings error, not a traceback."""
+    monkeypatch.setenv("COINBASE_API_KEY", "organizations/x/apiKeys/y")
+    monkeypatch.setenv("COINBASE_API_SECRET_FILE", str(tmp_path / "missing.pem"))
+    path = write(tmp_path, '[[markets]]\nexchange = "coinbase"\nsymbols = ["BTC-USD"]\n')
+    assert main([command, "--config", str(path)]) == 2
+    out, err = capsys.readouterr()
+    assert out == ""
+    assert err.count("\n") == 1
+    assert err.startswith("collector: error: coinbase: COINBASE_API_SECRET_FILE=")
+    assert "cannot read key file" in err
+    assert not (tmp_path / "data").exists()

@@ -4,19 +4,29 @@ from __future__ import annotations
 
 from collections import defaultdict
 
-from collector.config import MarketSettings, Settings
+from collector.config import ConfigError, MarketSettings, Settings
 from collector.exchanges import get_adapter_class
 from collector.exchanges.base import ConnectionPlan, ExchangeAdapter
 
 
 def plan_all(settings: Settings) -> list[tuple[ExchangeAdapter, list[ConnectionPlan]]]:
-    """One adapter and its connection plans per configured exchange, in settings order."""
+    """One adapter and its connection plans per configured exchange, in settings order.
+
+    Raises ConfigError when an adapter cannot start (e.g. unreadable credentials).
+    """
     by_exchange: dict[str, list[MarketSettings]] = defaultdict(list)
     for market in settings.markets:
         by_exchange[market.exchange].append(market)
     planned = []
     for name, markets in by_exchange.items():
-        adapter = get_adapter_class(name)()
+        try:
+            # Adapters read their own credentials (e.g. Coinbase's key file) here.
+            adapter = get_adapter_class(name)()
+        except (ValueError, OSError) as exc:
+            message = str(exc)
+            raise ConfigError(
+                message if message.startswith(name) else f"{name}: {message}"
+            ) from None
         planned.append((adapter, adapter.plan_connections(markets)))
     return planned
 

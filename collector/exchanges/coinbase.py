@@ -1,0 +1,723 @@
+"""Coinbase Advanced Trade (sans-IO): one subscribe per channel, per-connection sequence.
+
+Endpoint ``wss://advanced-trade-ws.coinbase.com``. Every server message is an envelope
+``{"channel", "timestamp" (RFC 3339, ns), "sequence_num", "events": [...]}``; errors are
+``{"type": "error", "message": ..., "reason": ...}``.
+
+Feeds and channels (one subscribe frame per channel, listing every product of the
+connection; the venue wants the first within 5 s of connecting):
+
+- ``trades`` -> ``market_trades`` (a snapshot of recent trades first, then updates);
+- ``orderbook`` -> ``level2`` (messages come as channel ``l2_data``: a ``snapshot`` event
+  with the whole book, then ``update`` events; sides ``bid``/``offer``; ``new_quantity`` is
+  the absolute size, ``0`` deletes). A snapshot of a liquid product is several MB (5 MB for
+  BTC-USD in the 2026 recording), within the default ``max_message_size_mb`` of 16;
+- ``ticker`` -> ``ticker`` (last price, best bid/ask with sizes, 24 h volume);
+- always ``heartbeats`` (one message a second): it keeps quiet subscriptions alive (the
+  venue closes channels idle for 60-90 s) and feeds the stale-connection watchdog, so no
+  application keepalive frame is needed.
+
+Timestamps: trades use the trade's ``time``; book updates the ``event_time`` of their
+levels (the envelope ``timestamp`` when absent or the 1970 placeholder seen on snapshots);
+snapshots and tickers the envelope ``timestamp``. All rounded down to microseconds.
+
+Trade side: ``side`` is recorded **as the venue sends it** (``BUY`` -> ``buy``). Which side
+that is, is disputed (exchanges.md 2A): the 2026 recording says the **maker** side (trades
+printed at the best ask carry ``SELL``, at the best bid ``BUY``: 71 of 78 updates agree,
+7 are inside the spread), as nautilus_trader and bbgo treat it. Flip ``_SIDES`` to record
+the aggressor instead once confirmed.
+
+Sequence rule: ``sequence_num`` is one counter per connection across all channels (the
+recording counts 0..1029 without a hole). A message whose number is not the previous one
++ 1 is a ``gap`` status row (expected, received, count; count is null for a duplicate or
+an out-of-order message) for every symbol of the connection (``data_type`` null: any
+channel may have lost data). The book cannot be trusted after that, so level2 is
+re-requested through :attr:`Session.outgoing` (``unsubscribe`` then ``subscribe``
+``level2`` for the connection's book products); when the fresh snapshot arrives, a
+``resync`` row precedes it. The first message of a connection sets the baseline.
+
+Trade ids: ``market_trades`` starts with a snapshot of the latest trades on every
+(re)connect, so the same trades come again after a reconnect. Trades are de-duplicated by
+``trade_id`` per product against a bounded set of recent ids (:class:`RecentIds`) that
+lives on the adapter object (created once per exchange; a reconnect gets a new session but
+the same adapter), so they survive reconnects. Dropped duplicates are counted in
+:attr:`CoinbaseSession.duplicates_dropped`. ``Trade.sequence`` is the numeric trade id.
+
+Acknowledgements: the venue answers every subscribe with a ``subscriptions`` message
+listing everything subscribed on the connection (cumulative). Such a message answers the
+oldest open subscribe request whose channel it lists; a product of that request missing
+from it gets a ``subscribe_error`` row. (Unsubscribes are not expected to be answered.) An
+``error`` message answers the oldest open subscribe request: a request of several products is split
+in halves and sent again until the bad product stands alone, which gets a
+``subscribe_error`` row (detail = the venue's message); the other products keep flowing.
+
+Authentication (optional): with ``COINBASE_API_KEY`` (the key name, e.g.
+``organizations/{org}/apiKeys/{id}``) and ``COINBASE_API_SECRET_FILE`` (a file holding an
+EC P-256 PEM key, or a base64 Ed25519 key) set, every (un)subscribe frame carries a fresh
+JWT (``ES256`` or ``EdDSA``, headers ``kid`` and ``nonce``, claims ``iss="cdp"``, ``sub``,
+``nbf``, ``exp`` = ``nbf`` + 120 s). Environment and key file are read once, when the
+adapter is created at service start; a missing or unreadable file is a ``ValueError``
+then. The secret is never logged or shown in a repr.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import calendar
+import os
+import re
+import secrets
+from collections import deque
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, ClassVar, Final
+
+import attrs
+import jwt
+import msgspec
+from cryptography.hazmat.primitives.asymmetric import ec, ed25519
+from cryptography.hazmat.primitives.serialization import load_pem_private_key
+
+from collector.config import MarketSettings
+from collector.events import BookKind, BookUpdate, Event, Level, Side, Ticker, Trade
+from collector.exchanges.base import (
+    ConnectionPlan,
+    ExchangeAdapter,
+    ParseError,
+    Session,
+    Subscription,
+)
+
+EXCHANGE: Final = "coinbase"
+DEFAULT_URL: Final = "wss://advanced-trade-ws.coinbase.com"
+DEFAULT_REST_URL: Final = "https://api.coinbase.com"
+# Products per connection: our choice (the venue documents no limit). Level2 snapshots of
+# liquid products are MBs each, and one lost message resyncs every book of its connection.
+MAX_PRODUCTS_PER_CONNECTION: Final = 10
+# Recent trade ids remembered per product for de-duplication across reconnects (the
+# market_trades snapshot holds the last 100 trades).
+RECENT_TRADE_IDS: Final = 1000
+JWT_LIFETIME_SECS: Final = 120
+ENV_API_KEY: Final = "COINBASE_API_KEY"
+ENV_SECRET_FILE: Final = "COINBASE_API_SECRET_FILE"
+
+CHANNELS: Final = {"trades": "market_trades", "orderbook": "level2", "ticker": "ticker"}
+FEEDS_BY_CHANNEL: Final = {channel: feed for feed, channel in CHANNELS.items()}
+HEARTBEATS: Final = "heartbeats"
+
+_SYMBOL_RE: Final = re.compile(r"[A-Z0-9]{1,20}-[A-Z0-9]{1,20}")
+# The venue's side, recorded as given (the maker side per the recording; module docstring).
+_SIDES: Final[dict[str, Side]] = {"BUY": "buy", "SELL": "sell", "buy": "buy", "sell": "sell"}
+
+
+# --------------------------------------------------------------------------- timestamps
+
+_MINUTES: dict[str, int] = {}
+
+
+def rfc3339_us(text: str) -> int:
+    """Microseconds since the epoch from ``2026-08-09T21:05:48.228568804Z`` (ns truncated).
+
+    Accepts a ``Z`` or ``+00:00`` suffix and any number of fraction digits; the epoch
+    value of each minute is cached, so a call costs a few string slices.
+    """
+    if len(text) < 20 or text[4] != "-" or text[10] not in "T " or text[16] != ":":
+        raise ValueError(f"not an RFC 3339 UTC time: {text!r}")
+    minute = text[:16]
+    base = _MINUTES.get(minute)
+    if base is None:
+        base = (
+            calendar.timegm(
+                (
+                    int(text[:4]),
+                    int(text[5:7]),
+                    int(text[8:10]),
+                    int(text[11:13]),
+                    int(text[14:16]),
+                    0,
+                )
+            )
+            * 1_000_000
+        )
+        if len(_MINUTES) > 4096:
+            _MINUTES.clear()
+        _MINUTES[minute] = base
+    seconds = int(text[17:19])
+    rest = text[19:]
+    micros = 0
+    if rest.startswith("."):
+        end = 1
+        while end < len(rest) and rest[end].isdigit():
+            end += 1
+        digits = rest[1:end]
+        if not digits:
+            raise ValueError(f"empty fraction in {text!r}")
+        micros = int(digits[:6].ljust(6, "0"))
+        rest = rest[end:]
+    if rest not in ("Z", "+00:00", "z"):
+        raise ValueError(f"not a UTC time: {text!r}")
+    return base + seconds * 1_000_000 + micros
+
+
+# Book levels of snapshots have been seen with event_time 1970-01-01T00:00:00Z.
+_PLACEHOLDER_LIMIT: Final = 86_400_000_000
+
+
+# --------------------------------------------------------------------------- wire structs
+
+
+class _Envelope(msgspec.Struct):
+    channel: str | None = None
+    timestamp: str | None = None
+    sequence_num: int | None = None
+    events: msgspec.Raw = msgspec.Raw()
+    type: str | None = None
+    message: str | None = None
+    reason: str | None = None
+
+
+class _L2Level(msgspec.Struct):
+    side: str
+    price_level: float
+    new_quantity: float
+    event_time: str | None = None
+
+
+class _L2Event(msgspec.Struct):
+    type: str
+    product_id: str
+    updates: list[_L2Level]
+
+
+class _Trade(msgspec.Struct):
+    product_id: str
+    trade_id: str
+    price: float
+    size: float
+    time: str
+    side: str | None = None
+
+
+class _TradesEvent(msgspec.Struct):
+    trades: list[_Trade] = []
+    type: str | None = None
+
+
+class _Tick(msgspec.Struct):
+    product_id: str
+    price: float | None = None
+    volume_24_h: float | None = None
+    best_bid: float | None = None
+    best_bid_quantity: float | None = None
+    best_ask: float | None = None
+    best_ask_quantity: float | None = None
+
+
+class _TickerEvent(msgspec.Struct):
+    tickers: list[_Tick] = []
+    type: str | None = None
+
+
+class _SubscriptionsEvent(msgspec.Struct):
+    subscriptions: dict[str, list[str]] = {}
+
+
+class _Product(msgspec.Struct):
+    product_id: str
+    status: str | None = None
+    trading_disabled: bool | None = None
+    is_disabled: bool | None = None
+
+
+class _Products(msgspec.Struct):
+    products: list[_Product]
+
+
+_ENVELOPE: Final = msgspec.json.Decoder(_Envelope)
+_L2: Final = msgspec.json.Decoder(list[_L2Event], strict=False)
+_TRADES: Final = msgspec.json.Decoder(list[_TradesEvent], strict=False)
+_TICKERS: Final = msgspec.json.Decoder(list[_TickerEvent], strict=False)
+_SUBSCRIPTIONS: Final = msgspec.json.Decoder(list[_SubscriptionsEvent])
+_PRODUCTS: Final = msgspec.json.Decoder(_Products)
+_ENCODER: Final = msgspec.json.Encoder()
+
+_PARSE_ERRORS: Final = (msgspec.DecodeError, KeyError, ValueError, TypeError, IndexError)
+
+
+# --------------------------------------------------------------------------- auth
+
+
+@attrs.frozen
+class CoinbaseCredentials:
+    """An API key that signs subscribe frames with short-lived JWTs. Never shows the key."""
+
+    key_name: str
+    algorithm: str  # "ES256" or "EdDSA"
+    private_key: ec.EllipticCurvePrivateKey | ed25519.Ed25519PrivateKey = attrs.field(repr=False)
+
+    def token(self, now_us: int) -> str:
+        """A JWT valid from ``now_us`` for 2 minutes (a fresh random nonce each time)."""
+        now = now_us // 1_000_000
+        claims = {"iss": "cdp", "sub": self.key_name, "nbf": now, "exp": now + JWT_LIFETIME_SECS}
+        headers = {"kid": self.key_name, "nonce": secrets.token_hex()}
+        return jwt.encode(claims, self.private_key, algorithm=self.algorithm, headers=headers)
+
+    @classmethod
+    def from_secret(cls, key_name: str, secret: str) -> CoinbaseCredentials:
+        """Parse an EC PEM (SEC1 or PKCS#8) or base64 Ed25519 secret. ValueError if neither."""
+        text = secret.strip().replace("\\n", "\n")
+        if text.startswith("-----BEGIN"):
+            try:
+                key = load_pem_private_key(text.encode(), password=None)
+            except (ValueError, TypeError) as exc:
+                raise ValueError(f"not a readable PEM private key ({type(exc).__name__})") from None
+            if isinstance(key, ec.EllipticCurvePrivateKey):
+                if not isinstance(key.curve, ec.SECP256R1):
+                    raise ValueError(f"EC key on {key.curve.name}; Coinbase needs P-256 (ES256)")
+                return cls(key_name, "ES256", key)
+            if isinstance(key, ed25519.Ed25519PrivateKey):
+                return cls(key_name, "EdDSA", key)
+            raise ValueError(
+                f"unsupported key type {type(key).__name__} (need EC P-256 or Ed25519)"
+            )
+        try:
+            raw = base64.b64decode(text, validate=True)
+        except (binascii.Error, ValueError):
+            raise ValueError("neither a PEM key nor base64 Ed25519 key material") from None
+        if len(raw) not in (32, 64):
+            raise ValueError(f"base64 Ed25519 key must decode to 32 or 64 bytes (got {len(raw)})")
+        return cls(key_name, "EdDSA", ed25519.Ed25519PrivateKey.from_private_bytes(raw[:32]))
+
+
+def load_credentials(env: Mapping[str, str]) -> CoinbaseCredentials | None:
+    """Credentials from ``COINBASE_API_KEY`` + ``COINBASE_API_SECRET_FILE``; None if unset.
+
+    Raises ValueError (naming the variable, never the secret) when only one is set or the
+    file cannot be read or parsed.
+    """
+    key_name = env.get(ENV_API_KEY, "").strip()
+    path = env.get(ENV_SECRET_FILE, "").strip()
+    if not key_name and not path:
+        return None
+    if not key_name or not path:
+        missing = ENV_API_KEY if not key_name else ENV_SECRET_FILE
+        present = ENV_SECRET_FILE if not key_name else ENV_API_KEY
+        raise ValueError(f"coinbase: {present} is set but {missing} is not (set both or neither)")
+    try:
+        with open(path, encoding="utf-8") as file:
+            secret = file.read()
+    except (OSError, UnicodeDecodeError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else type(exc).__name__
+        raise ValueError(
+            f"coinbase: {ENV_SECRET_FILE}={path!r}: cannot read key file: {reason}"
+        ) from None
+    try:
+        return CoinbaseCredentials.from_secret(key_name, secret)
+    except ValueError as exc:
+        raise ValueError(f"coinbase: {ENV_SECRET_FILE}={path!r}: {exc}") from None
+
+
+# --------------------------------------------------------------------------- trade ids
+
+
+class RecentIds:
+    """A bounded set of recently seen ids per symbol (oldest forgotten first)."""
+
+    def __init__(self, limit: int = RECENT_TRADE_IDS) -> None:
+        self.limit = limit
+        self._sets: dict[str, set[str]] = {}
+        self._orders: dict[str, deque[str]] = {}
+
+    def add(self, symbol: str, trade_id: str) -> bool:
+        """Remember ``trade_id``; False if it was already remembered (a duplicate)."""
+        seen = self._sets.get(symbol)
+        if seen is None:
+            seen = self._sets[symbol] = set()
+            self._orders[symbol] = deque()
+        if trade_id in seen:
+            return False
+        order = self._orders[symbol]
+        if len(order) >= self.limit:
+            seen.discard(order.popleft())
+        order.append(trade_id)
+        seen.add(trade_id)
+        return True
+
+
+# --------------------------------------------------------------------------- adapter
+
+
+class CoinbaseAdapter(ExchangeAdapter):
+    """Coinbase Advanced Trade market data (see the module docstring)."""
+
+    name: ClassVar[str] = EXCHANGE
+    default_url: ClassVar[str] = DEFAULT_URL
+    default_rest_url: ClassVar[str | None] = DEFAULT_REST_URL
+    # The venue allows 8 unauthenticated messages/s per IP (all connections together).
+    client_messages_per_second: ClassVar[float] = 4.0
+    # Keepalive is the heartbeats subscription: nothing to send.
+    keepalive_interval_secs: ClassVar[float | None] = None
+
+    def __init__(self, env: Mapping[str, str] | None = None) -> None:
+        """Reads ``COINBASE_API_KEY``/``COINBASE_API_SECRET_FILE`` (``env`` or os.environ).
+
+        Raises ValueError for half-set credentials or an unreadable/invalid key file.
+        """
+        self.credentials = load_credentials(os.environ if env is None else env)
+        # Survives reconnects: sessions come and go, the adapter stays.
+        self.recent_trade_ids = RecentIds()
+
+    @classmethod
+    def symbols_url(cls, rest_url: str | None = None) -> str:
+        return f"{(rest_url or DEFAULT_REST_URL).rstrip('/')}/api/v3/brokerage/market/products"
+
+    @classmethod
+    def parse_symbols(cls, body: bytes) -> list[str]:
+        """Product ids that trade (``status`` online and trading not disabled)."""
+        try:
+            products = _PRODUCTS.decode(body).products
+        except _PARSE_ERRORS as exc:
+            raise ParseError(f"coinbase products: {type(exc).__name__}: {exc}") from exc
+        return [
+            p.product_id
+            for p in products
+            if p.status in (None, "online") and not p.trading_disabled and not p.is_disabled
+        ]
+
+    @staticmethod
+    def normalize_symbol(symbol: str) -> str:
+        canonical = symbol.strip().upper()
+        if not _SYMBOL_RE.fullmatch(canonical):
+            raise ValueError(
+                f"invalid coinbase product id {symbol!r}: expected BASE-QUOTE with a dash, "
+                "e.g. 'BTC-USD'"
+            )
+        return canonical
+
+    @classmethod
+    def check_market(cls, market: MarketSettings) -> None:
+        super().check_market(market)
+        if not any(feed in CHANNELS for feed in market.feeds):
+            raise ValueError(
+                "coinbase feeds: 'raw' keeps the frames of other feeds; "
+                "add at least one of trades, orderbook, ticker"
+            )
+        if market.base_url is not None and not market.base_url.startswith(("ws://", "wss://")):
+            raise ValueError(
+                f"coinbase base_url must start with ws:// or wss:// (got {market.base_url!r})"
+            )
+
+    def plan_connections(self, markets: Sequence[MarketSettings]) -> list[ConnectionPlan]:
+        """At most 10 products per connection; markets with another URL or raw never share."""
+        groups: dict[tuple[str, bool], dict[str, list[Subscription]]] = {}
+        for market in markets:
+            key = ((market.base_url or DEFAULT_URL), "raw" in market.feeds)
+            by_symbol = groups.setdefault(key, {})
+            for symbol in market.symbols:
+                canonical = self.normalize_symbol(symbol)
+                subs = by_symbol.setdefault(canonical, [])
+                subs.extend(Subscription(canonical, f) for f in market.feeds if f in CHANNELS)
+        plans: list[ConnectionPlan] = []
+        for (url, raw), by_symbol in groups.items():
+            symbols = list(by_symbol)
+            for i in range(0, len(symbols), MAX_PRODUCTS_PER_CONNECTION):
+                chunk = symbols[i : i + MAX_PRODUCTS_PER_CONNECTION]
+                plans.append(
+                    ConnectionPlan(
+                        exchange=self.name,
+                        name=f"{self.name}-{len(plans)}",
+                        url=url,
+                        subscriptions=tuple(s for sym in chunk for s in by_symbol[sym]),
+                        raw=raw,
+                    )
+                )
+        return plans
+
+    def open_session(self, plan: ConnectionPlan) -> CoinbaseSession:
+        return CoinbaseSession(plan, self.credentials, self.recent_trade_ids)
+
+
+# --------------------------------------------------------------------------- session
+
+
+@attrs.frozen
+class _Request:
+    """One (un)subscribe frame waiting for its answer."""
+
+    kind: str  # "subscribe" or "unsubscribe"
+    channel: str
+    products: tuple[str, ...]
+
+
+_Handler = Callable[[_Envelope, int], list[Event]]
+
+
+class CoinbaseSession(Session):
+    """Protocol state of one Coinbase connection attempt (see the module docstring)."""
+
+    def __init__(
+        self,
+        plan: ConnectionPlan,
+        credentials: CoinbaseCredentials | None = None,
+        recent_trade_ids: RecentIds | None = None,
+    ) -> None:
+        super().__init__(plan)
+        self._credentials = credentials
+        self._recent = recent_trade_ids if recent_trade_ids is not None else RecentIds()
+        self._products: dict[str, list[str]] = {}  # channel -> products, in plan order
+        for sub in plan.subscriptions:
+            self._products.setdefault(CHANNELS[sub.feed], []).append(sub.symbol)
+        self._pending: set[tuple[str, str]] = {
+            (CHANNELS[s.feed], s.symbol) for s in plan.subscriptions
+        }
+        self._requests: deque[_Request] = deque()
+        self._last_seq: int | None = None
+        self._resyncing: set[str] = set()
+        self._handlers: dict[str, _Handler] = {
+            "l2_data": self._l2,
+            "market_trades": self._trades,
+            "ticker": self._ticker,
+            "subscriptions": self._subscriptions,
+        }
+        self.duplicates_dropped = 0
+        # Subscriptions the venue refused for good.
+        self.rejected: list[Subscription] = []
+        # Error messages no open request explains (e.g. after every answer came).
+        self.errors: list[str] = []
+
+    # ----------------------------------------------------------------- frames
+
+    def _frame(self, kind: str, channel: str, products: Sequence[str], now_us: int) -> str:
+        if kind == "subscribe":
+            self._requests.append(_Request(kind, channel, tuple(products)))
+        frame: dict[str, Any] = {"type": kind, "product_ids": list(products), "channel": channel}
+        if self._credentials is not None:
+            frame["jwt"] = self._credentials.token(now_us)
+        return _ENCODER.encode(frame).decode()
+
+    def subscribe_frames(self, now_us: int) -> list[str]:
+        frames = [
+            self._frame("subscribe", channel, products, now_us)
+            for channel, products in self._products.items()
+        ]
+        frames.append(self._frame("subscribe", HEARTBEATS, list(self.plan.symbols), now_us))
+        return frames
+
+    # ----------------------------------------------------------------- parsing
+
+    def parse(self, payload: bytes, received_us: int) -> list[Event]:
+        try:
+            env = _ENVELOPE.decode(payload)
+            events: list[Event] = []
+            seq = env.sequence_num
+            if seq is not None:
+                last = self._last_seq
+                if last is not None and seq != last + 1:
+                    events.extend(self._on_gap(last, seq, received_us))
+                if last is None or seq > last:
+                    self._last_seq = seq
+            channel = env.channel
+            if channel is not None:
+                handler = self._handlers.get(channel)
+                if handler is not None:
+                    events.extend(handler(env, received_us))
+                return events
+            if env.type == "error":
+                events.extend(self._on_error(env, received_us))
+                return events
+            raise ParseError(
+                f"coinbase: neither a channel message nor an error: {bytes(payload[:200])!r}"
+            )
+        except _PARSE_ERRORS as exc:
+            raise ParseError(f"coinbase: {type(exc).__name__}: {exc}") from exc
+
+    def _envelope_time(self, env: _Envelope) -> int | None:
+        return None if env.timestamp is None else rfc3339_us(env.timestamp)
+
+    # ----------------------------------------------------------------- sequence
+
+    def _on_gap(self, last: int, seq: int, received_us: int) -> list[Event]:
+        if seq > last:
+            expected, count, what = last + 1, seq - last - 1, f"{seq - last - 1} message(s) missing"
+        else:
+            expected, count, what = last + 1, None, "duplicate or out-of-order message"
+        books = [s for s in self._products.get("level2", []) if s not in self._resyncing]
+        action = "; level2 resubscribed for a fresh snapshot" if books else ""
+        events: list[Event] = [
+            self.status(
+                "gap",
+                symbol,
+                received_us,
+                expected=expected,
+                received=seq,
+                count=count,
+                detail=f"sequence_num: {what}{action}",
+            )
+            for symbol in self.plan.symbols
+        ]
+        if books:
+            self._resyncing.update(books)
+            self.outgoing.append(self._frame("unsubscribe", "level2", books, received_us))
+            self.outgoing.append(self._frame("subscribe", "level2", books, received_us))
+        return events
+
+    # ----------------------------------------------------------------- acks and errors
+
+    def _subscriptions(self, env: _Envelope, received_us: int) -> list[Event]:
+        listed: set[tuple[str, str]] = set()
+        for event in _SUBSCRIPTIONS.decode(env.events):
+            for channel, products in event.subscriptions.items():
+                listed.update((channel, p) for p in products)
+        channels = {channel for channel, _ in listed}
+        # The answer to the oldest open request of a channel now listed.
+        request = next((r for r in self._requests if r.channel in channels), None)
+        if request is not None:
+            self._requests.remove(request)
+        events: list[Event] = []
+        for channel, symbol in sorted(self._pending & listed):
+            self._pending.discard((channel, symbol))
+            self.pending_subscriptions -= 1
+            events.append(
+                self.status("subscribed", symbol, received_us, data_type=FEEDS_BY_CHANNEL[channel])
+            )
+        if request is not None:
+            for symbol in request.products:
+                if (request.channel, symbol) in self._pending:
+                    events.append(
+                        self._reject(
+                            request.channel,
+                            symbol,
+                            received_us,
+                            "not in the venue's subscriptions acknowledgement",
+                        )
+                    )
+        return events
+
+    def _on_error(self, env: _Envelope, received_us: int) -> list[Event]:
+        text = env.message or "error"
+        if env.reason:
+            text = f"{text}: {env.reason}"
+        request = self._requests.popleft() if self._requests else None
+        if request is None:
+            self.errors.append(text)
+            return []
+        open_products = [p for p in request.products if (request.channel, p) in self._pending]
+        if len(open_products) > 1:
+            # Which product was refused is not said: split the request until it stands alone.
+            half = len(open_products) // 2
+            for part in (open_products[:half], open_products[half:]):
+                self.outgoing.append(self._frame("subscribe", request.channel, part, received_us))
+            return []
+        if not open_products:
+            self.errors.append(text)
+            return []
+        return [self._reject(request.channel, open_products[0], received_us, text)]
+
+    def _reject(self, channel: str, symbol: str, received_us: int, text: str) -> Event:
+        self._pending.discard((channel, symbol))
+        self.pending_subscriptions -= 1
+        feed = FEEDS_BY_CHANNEL[channel]
+        self.rejected.append(Subscription(symbol, feed))
+        return self.status(
+            "subscribe_error",
+            symbol,
+            received_us,
+            data_type=feed,
+            detail=f"{channel} {symbol}: {text}",
+        )
+
+    # ----------------------------------------------------------------- channels
+
+    def _l2(self, env: _Envelope, received_us: int) -> list[Event]:
+        seq = env.sequence_num
+        events: list[Event] = []
+        for event in _L2.decode(env.events):
+            bids: list[Level] = []
+            asks: list[Level] = []
+            for level in event.updates:
+                if level.side == "bid":
+                    bids.append((level.price_level, level.new_quantity))
+                elif level.side == "offer" or level.side == "ask":
+                    asks.append((level.price_level, level.new_quantity))
+                else:
+                    raise ValueError(f"unknown book side {level.side!r}")
+            symbol = event.product_id
+            kind: BookKind
+            if event.type == "snapshot":
+                kind = "snapshot"
+                ts = self._envelope_time(env)
+                if symbol in self._resyncing:
+                    self._resyncing.discard(symbol)
+                    events.append(
+                        self.status(
+                            "resync",
+                            symbol,
+                            received_us,
+                            data_type="orderbook",
+                            received=seq,
+                            detail="fresh level2 snapshot after a sequence_num gap",
+                            timestamp_exchange=ts,
+                        )
+                    )
+            elif event.type == "update":
+                kind = "delta"
+                ts = None
+                first_time = event.updates[0].event_time if event.updates else None
+                if first_time is not None:
+                    ts = rfc3339_us(first_time)
+                    if ts < _PLACEHOLDER_LIMIT:
+                        ts = None
+                if ts is None:
+                    ts = self._envelope_time(env)
+            else:
+                continue
+            events.append(
+                BookUpdate(EXCHANGE, symbol, ts, received_us, seq, kind, seq, None, bids, asks)
+            )
+        return events
+
+    def _trades(self, env: _Envelope, received_us: int) -> list[Event]:
+        events: list[Event] = []
+        recent = self._recent
+        for event in _TRADES.decode(env.events):
+            for trade in event.trades:
+                symbol = trade.product_id
+                trade_id = trade.trade_id
+                if not recent.add(symbol, trade_id):
+                    self.duplicates_dropped += 1
+                    continue
+                events.append(
+                    Trade(
+                        EXCHANGE,
+                        symbol,
+                        rfc3339_us(trade.time),
+                        received_us,
+                        int(trade_id) if trade_id.isdigit() else None,
+                        trade_id,
+                        trade.price,
+                        trade.size,
+                        None if trade.side is None else _SIDES.get(trade.side),
+                    )
+                )
+        return events
+
+    def _ticker(self, env: _Envelope, received_us: int) -> list[Event]:
+        ts = self._envelope_time(env)
+        seq = env.sequence_num
+        return [
+            Ticker(
+                EXCHANGE,
+                tick.product_id,
+                ts,
+                received_us,
+                seq,
+                tick.best_bid,
+                tick.best_bid_quantity,
+                tick.best_ask,
+                tick.best_ask_quantity,
+                tick.price,
+                tick.volume_24_h,
+            )
+            for event in _TICKERS.decode(env.events)
+            for tick in event.tickers
+        ]

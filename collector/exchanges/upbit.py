@@ -1,0 +1,469 @@
+"""Upbit (sans-IO): one array request per connection, JSON in binary frames, text PING.
+
+Endpoint ``wss://api.upbit.com/websocket/v1``. After the handshake the session sends one
+request, a JSON array: a ticket, one type object per feed with the connection's codes, and
+the format object (``DEFAULT``, long field names)::
+
+    [{"ticket":"collector-upbit-0-..."},{"type":"trade","codes":["KRW-BTC"]},
+     {"type":"orderbook","codes":["KRW-BTC"]},{"type":"ticker","codes":["KRW-BTC"]},
+     {"format":"DEFAULT"}]
+
+then ``[{"ticket":...},{"method":"LIST_SUBSCRIPTIONS"},{"format":"DEFAULT"}]``. Upbit sends
+no acknowledgement of a subscription, so a subscription counts as subscribed at its first
+message (each type starts with a ``SNAPSHOT`` message, then ``REALTIME`` ones) or when the
+``LIST_SUBSCRIPTIONS`` answer lists its code; a code that answer leaves out gets a
+``subscribe_error`` row. An error ``{"error":{"name":..,"message":..}}`` refuses the whole
+request (the venue's request is all or nothing): every subscription still waiting gets a
+``subscribe_error`` row with the venue's name and message.
+
+Feeds:
+
+- ``trades`` -> type ``trade``; ``ask_bid`` is the aggressor side (``ASK`` = a sell order
+  hit the bid = ``sell``, ``BID`` = ``buy``); time = ``trade_timestamp`` (ms);
+  ``Trade.sequence`` and ``trade_id`` = ``sequential_id``;
+- ``orderbook`` -> type ``orderbook``: every message is the whole top-N book (no deltas, no
+  sequence), written as kind ``snapshot``; ``book_depth`` 1, 5, 15 or 30 asks for that
+  many levels (``KRW-BTC.15``), default 30;
+- ``ticker`` -> type ``ticker``: last price (``trade_price``) and 24 h volume
+  (``acc_trade_volume_24h``); Upbit's ticker has no best bid/ask (those columns are null).
+
+Sequence: Upbit has none (books are full snapshots; ``sequential_id`` is unique but not
+ordered), so no gap rows are possible. The trade snapshot sent on every (re)subscribe
+repeats the last trade: trades are de-duplicated by ``(code, sequential_id)`` against a
+bounded set of recent ids kept on the adapter, so it survives reconnects
+(:attr:`UpbitSession.duplicates_dropped` counts them).
+
+Keepalive: the server closes a connection idle for about 120 s. The session sends the text
+``PING`` every 20 s (:attr:`UpbitAdapter.keepalive_interval_secs`); the server answers
+``{"status":"UP"}``, which also keeps the stale-connection watchdog (30 s by default) fed on
+quiet markets.
+
+Frames: data comes as UTF-8 JSON in binary frames; :meth:`UpbitSession.parse` gets bytes
+either way. The ``SIMPLE`` format (short keys, as in the 2021 recording) is parsed too, so
+recorded traffic replays; the live subscription always asks for ``DEFAULT``.
+
+Limits: connect 5/s per IP; data requests 5/s and 100/min (per connection in current
+docs): two requests at connect plus three ``PING`` a minute stay far below.
+"""
+
+from __future__ import annotations
+
+import re
+from collections import deque
+from collections.abc import Sequence
+from typing import ClassVar, Final
+
+import attrs
+import msgspec
+
+from collector.config import MarketSettings
+from collector.events import BookUpdate, Event, Level, Side, Ticker, Trade
+from collector.exchanges.base import (
+    ConnectionPlan,
+    ExchangeAdapter,
+    ParseError,
+    Session,
+    Subscription,
+)
+
+EXCHANGE: Final = "upbit"
+DEFAULT_URL: Final = "wss://api.upbit.com/websocket/v1"
+DEFAULT_REST_URL: Final = "https://api.upbit.com"
+# Codes per connection: our choice (the venue documents no limit; Upbit lists ~250 markets).
+MAX_CODES_PER_CONNECTION: Final = 100
+# Recent trade ids remembered per code for de-duplication across reconnects.
+RECENT_TRADE_IDS: Final = 1000
+BOOK_DEPTHS: Final = frozenset({1, 5, 15, 30})
+KEEPALIVE_SECS: Final = 20.0
+PING: Final = "PING"
+
+TYPES: Final = {"trades": "trade", "orderbook": "orderbook", "ticker": "ticker"}
+FEEDS_BY_TYPE: Final = {t: feed for feed, t in TYPES.items()}
+
+_SYMBOL_RE: Final = re.compile(r"[A-Z0-9]{2,10}-[A-Z0-9]{1,20}")
+_SIDES: Final[dict[str, Side]] = {"ASK": "sell", "BID": "buy"}
+
+
+# --------------------------------------------------------------------------- wire structs
+
+
+class _Unit(msgspec.Struct):
+    ask_price: float
+    bid_price: float
+    ask_size: float
+    bid_size: float
+
+
+class _Error(msgspec.Struct):
+    name: str | None = None
+    message: str | None = None
+
+
+class _ListItem(msgspec.Struct):
+    type: str
+    codes: list[str] = []
+
+
+class _Message(msgspec.Struct):
+    """Every DEFAULT-format message: data (``type``), ``status``, ``error`` or a method answer."""
+
+    type: str | None = None
+    code: str | None = None
+    timestamp: int | None = None
+    stream_type: str | None = None
+    # trade
+    trade_timestamp: int | None = None
+    trade_price: float | None = None
+    trade_volume: float | None = None
+    ask_bid: str | None = None
+    sequential_id: int | None = None
+    # orderbook
+    orderbook_units: list[_Unit] | None = None
+    # ticker
+    acc_trade_volume_24h: float | None = None
+    # others
+    status: str | None = None
+    error: _Error | None = None
+    method: str | None = None
+    result: list[_ListItem] | None = None
+
+
+class _SimpleUnit(msgspec.Struct):
+    ask_price: float = msgspec.field(name="ap")
+    bid_price: float = msgspec.field(name="bp")
+    ask_size: float = msgspec.field(name="as")
+    bid_size: float = msgspec.field(name="bs")
+
+
+class _SimpleListItem(msgspec.Struct):
+    type: str = msgspec.field(name="ty")
+    codes: list[str] = msgspec.field(default_factory=list, name="cds")
+
+
+class _SimpleMessage(msgspec.Struct):
+    """The same messages in the SIMPLE format (short keys)."""
+
+    type: str | None = msgspec.field(default=None, name="ty")
+    code: str | None = msgspec.field(default=None, name="cd")
+    timestamp: int | None = msgspec.field(default=None, name="tms")
+    stream_type: str | None = msgspec.field(default=None, name="st")
+    trade_timestamp: int | None = msgspec.field(default=None, name="ttms")
+    trade_price: float | None = msgspec.field(default=None, name="tp")
+    trade_volume: float | None = msgspec.field(default=None, name="tv")
+    ask_bid: str | None = msgspec.field(default=None, name="ab")
+    sequential_id: int | None = msgspec.field(default=None, name="sid")
+    orderbook_units: list[_SimpleUnit] | None = msgspec.field(default=None, name="obu")
+    acc_trade_volume_24h: float | None = msgspec.field(default=None, name="atv24h")
+    method: str | None = msgspec.field(default=None, name="mthd")
+    result: list[_SimpleListItem] | None = msgspec.field(default=None, name="rslt")
+
+
+class _Market(msgspec.Struct):
+    market: str
+
+
+_MESSAGE: Final = msgspec.json.Decoder(_Message)
+_SIMPLE: Final = msgspec.json.Decoder(_SimpleMessage)
+_MARKETS: Final = msgspec.json.Decoder(list[_Market])
+_ENCODER: Final = msgspec.json.Encoder()
+
+_PARSE_ERRORS: Final = (msgspec.DecodeError, KeyError, ValueError, TypeError, IndexError)
+
+
+# --------------------------------------------------------------------------- trade ids
+
+
+class RecentIds:
+    """A bounded set of recently seen ids per symbol (oldest forgotten first)."""
+
+    def __init__(self, limit: int = RECENT_TRADE_IDS) -> None:
+        self.limit = limit
+        self._sets: dict[str, set[str]] = {}
+        self._orders: dict[str, deque[str]] = {}
+
+    def add(self, symbol: str, trade_id: str) -> bool:
+        """Remember ``trade_id``; False if it was already remembered (a duplicate)."""
+        seen = self._sets.get(symbol)
+        if seen is None:
+            seen = self._sets[symbol] = set()
+            self._orders[symbol] = deque()
+        if trade_id in seen:
+            return False
+        order = self._orders[symbol]
+        if len(order) >= self.limit:
+            seen.discard(order.popleft())
+        order.append(trade_id)
+        seen.add(trade_id)
+        return True
+
+
+# --------------------------------------------------------------------------- adapter
+
+
+@attrs.frozen
+class UpbitPlan(ConnectionPlan):
+    """A plan that also says how many book levels to ask for (None: the venue's 30)."""
+
+    book_depth: int | None = None
+
+
+class UpbitAdapter(ExchangeAdapter):
+    """Upbit quotation WebSocket (see the module docstring)."""
+
+    name: ClassVar[str] = EXCHANGE
+    default_url: ClassVar[str] = DEFAULT_URL
+    default_rest_url: ClassVar[str | None] = DEFAULT_REST_URL
+    # The venue allows 5 data requests/s (and 100/min) per connection.
+    client_messages_per_second: ClassVar[float] = 4.0
+    keepalive_interval_secs: ClassVar[float | None] = KEEPALIVE_SECS
+
+    def __init__(self) -> None:
+        # Survives reconnects: sessions come and go, the adapter stays.
+        self.recent_trade_ids = RecentIds()
+
+    @classmethod
+    def symbols_url(cls, rest_url: str | None = None) -> str:
+        return f"{(rest_url or DEFAULT_REST_URL).rstrip('/')}/v1/market/all"
+
+    @classmethod
+    def parse_symbols(cls, body: bytes) -> list[str]:
+        try:
+            return [m.market for m in _MARKETS.decode(body)]
+        except _PARSE_ERRORS as exc:
+            raise ParseError(f"upbit markets: {type(exc).__name__}: {exc}") from exc
+
+    @staticmethod
+    def normalize_symbol(symbol: str) -> str:
+        canonical = symbol.strip().upper()
+        if not _SYMBOL_RE.fullmatch(canonical):
+            raise ValueError(
+                f"invalid upbit market code {symbol!r}: expected QUOTE-BASE with a dash, "
+                "quote first, e.g. 'KRW-BTC' or 'BTC-ETH'"
+            )
+        return canonical
+
+    @classmethod
+    def check_market(cls, market: MarketSettings) -> None:
+        if market.book_mode not in (None, "snapshot"):
+            raise ValueError(
+                "upbit book_mode can only be 'snapshot' (every orderbook message is a full book)"
+            )
+        if market.book_depth is not None and market.book_depth not in BOOK_DEPTHS:
+            raise ValueError(f"upbit book_depth must be 1, 5, 15 or 30 (got {market.book_depth})")
+        if market.rest_url is not None:
+            raise ValueError("upbit has no rest_url option")
+        if market.category is not None:
+            raise ValueError("upbit has no category option")
+        if not any(feed in TYPES for feed in market.feeds):
+            raise ValueError(
+                "upbit feeds: 'raw' keeps the frames of other feeds; "
+                "add at least one of trades, orderbook, ticker"
+            )
+        if market.base_url is not None and not market.base_url.startswith(("ws://", "wss://")):
+            raise ValueError(
+                f"upbit base_url must start with ws:// or wss:// (got {market.base_url!r})"
+            )
+
+    def plan_connections(self, markets: Sequence[MarketSettings]) -> list[ConnectionPlan]:
+        """At most 100 codes per connection; another URL, raw choice or depth never shares."""
+        groups: dict[tuple[str, bool, int | None], dict[str, list[Subscription]]] = {}
+        for market in markets:
+            key = (market.base_url or DEFAULT_URL, "raw" in market.feeds, market.book_depth)
+            by_symbol = groups.setdefault(key, {})
+            for symbol in market.symbols:
+                canonical = self.normalize_symbol(symbol)
+                subs = by_symbol.setdefault(canonical, [])
+                subs.extend(Subscription(canonical, f) for f in market.feeds if f in TYPES)
+        plans: list[ConnectionPlan] = []
+        for (url, raw, depth), by_symbol in groups.items():
+            symbols = list(by_symbol)
+            for i in range(0, len(symbols), MAX_CODES_PER_CONNECTION):
+                chunk = symbols[i : i + MAX_CODES_PER_CONNECTION]
+                plans.append(
+                    UpbitPlan(
+                        exchange=self.name,
+                        name=f"{self.name}-{len(plans)}",
+                        url=url,
+                        subscriptions=tuple(s for sym in chunk for s in by_symbol[sym]),
+                        raw=raw,
+                        book_depth=depth,
+                    )
+                )
+        return plans
+
+    def open_session(self, plan: ConnectionPlan) -> UpbitSession:
+        return UpbitSession(plan, self.recent_trade_ids)
+
+
+# --------------------------------------------------------------------------- session
+
+
+class UpbitSession(Session):
+    """Protocol state of one Upbit connection attempt (see the module docstring)."""
+
+    def __init__(self, plan: ConnectionPlan, recent_trade_ids: RecentIds | None = None) -> None:
+        super().__init__(plan)
+        self._recent = recent_trade_ids if recent_trade_ids is not None else RecentIds()
+        self._depth = plan.book_depth if isinstance(plan, UpbitPlan) else None
+        self._codes: dict[str, list[str]] = {}  # type -> codes, in plan order
+        for sub in plan.subscriptions:
+            self._codes.setdefault(TYPES[sub.feed], []).append(sub.symbol)
+        self._pending: set[tuple[str, str]] = {
+            (TYPES[s.feed], s.symbol) for s in plan.subscriptions
+        }
+        self.duplicates_dropped = 0
+        self.rejected: list[Subscription] = []
+        # Venue errors with nothing left to refuse, and "status" answers seen.
+        self.errors: list[str] = []
+        self.pongs = 0
+
+    # ----------------------------------------------------------------- frames
+
+    def subscribe_frames(self, now_us: int) -> list[str]:
+        ticket = f"collector-{self.plan.name}-{now_us}"
+        request: list[dict[str, object]] = [{"ticket": ticket}]
+        for type_, codes in self._codes.items():
+            if type_ == "orderbook" and self._depth is not None:
+                codes = [f"{code}.{self._depth}" for code in codes]
+            request.append({"type": type_, "codes": codes})
+        request.append({"format": "DEFAULT"})
+        listing = [{"ticket": ticket}, {"method": "LIST_SUBSCRIPTIONS"}, {"format": "DEFAULT"}]
+        return [_ENCODER.encode(request).decode(), _ENCODER.encode(listing).decode()]
+
+    def keepalive_frame(self) -> str | None:
+        return PING
+
+    # ----------------------------------------------------------------- parsing
+
+    def parse(self, payload: bytes, received_us: int) -> list[Event]:
+        try:
+            full = _MESSAGE.decode(payload)
+            if full.status is not None:
+                self.pongs += 1  # {"status":"UP"}: the answer to PING
+                return []
+            if full.error is not None:
+                return self._on_error(full.error, received_us)
+            msg: _Message | _SimpleMessage = full
+            if full.type is None and full.method is None:
+                msg = _SIMPLE.decode(payload)  # a SIMPLE-format frame (short keys)
+            type_ = msg.type
+            if type_ is not None:
+                code = msg.code
+                if code is None:
+                    raise ParseError(f"upbit: {type_} message without a code")
+                events: list[Event] = []
+                if self._pending and (type_, code) in self._pending:
+                    events.append(self._subscribed(type_, code, received_us))
+                if type_ == "trade":
+                    events.extend(self._trade(msg, code, received_us))
+                elif type_ == "orderbook":
+                    events.append(self._orderbook(msg, code, received_us))
+                elif type_ == "ticker":
+                    events.append(self._ticker(msg, code, received_us))
+                return events
+            if msg.method == "LIST_SUBSCRIPTIONS":
+                return self._on_list(msg.result or [], received_us)
+            raise ParseError(f"upbit: unknown message {bytes(payload[:200])!r}")
+        except _PARSE_ERRORS as exc:
+            raise ParseError(f"upbit: {type(exc).__name__}: {exc}") from exc
+
+    # ----------------------------------------------------------------- subscriptions
+
+    def _subscribed(self, type_: str, code: str, received_us: int) -> Event:
+        self._pending.discard((type_, code))
+        self.pending_subscriptions -= 1
+        return self.status("subscribed", code, received_us, data_type=FEEDS_BY_TYPE[type_])
+
+    def _refuse(self, type_: str, code: str, received_us: int, detail: str) -> Event:
+        self._pending.discard((type_, code))
+        self.pending_subscriptions -= 1
+        feed = FEEDS_BY_TYPE[type_]
+        self.rejected.append(Subscription(code, feed))
+        return self.status("subscribe_error", code, received_us, data_type=feed, detail=detail)
+
+    def _on_list(
+        self, result: Sequence[_ListItem | _SimpleListItem], received_us: int
+    ) -> list[Event]:
+        listed = {(item.type, code.partition(".")[0]) for item in result for code in item.codes}
+        events: list[Event] = []
+        for type_, code in sorted(self._pending):
+            if (type_, code) in listed:
+                events.append(self._subscribed(type_, code, received_us))
+            else:
+                events.append(
+                    self._refuse(
+                        type_, code, received_us, f"{type_} {code}: not in LIST_SUBSCRIPTIONS"
+                    )
+                )
+        return events
+
+    def _on_error(self, error: _Error, received_us: int) -> list[Event]:
+        text = f"{error.name}: {error.message}"
+        if not self._pending:
+            self.errors.append(text)
+            return []
+        return [
+            self._refuse(type_, code, received_us, f"{type_} {code}: {text}")
+            for type_, code in sorted(self._pending)
+        ]
+
+    # ----------------------------------------------------------------- data
+
+    def _trade(self, msg: _Message | _SimpleMessage, code: str, received_us: int) -> list[Event]:
+        sequential_id = msg.sequential_id
+        if sequential_id is None or msg.trade_price is None or msg.trade_volume is None:
+            raise ValueError("trade without sequential_id, trade_price or trade_volume")
+        trade_id = str(sequential_id)
+        if not self._recent.add(code, trade_id):
+            self.duplicates_dropped += 1
+            return []
+        ts = msg.trade_timestamp if msg.trade_timestamp is not None else msg.timestamp
+        return [
+            Trade(
+                EXCHANGE,
+                code,
+                None if ts is None else ts * 1000,
+                received_us,
+                sequential_id,
+                trade_id,
+                msg.trade_price,
+                msg.trade_volume,
+                None if msg.ask_bid is None else _SIDES.get(msg.ask_bid),
+            )
+        ]
+
+    def _orderbook(self, msg: _Message | _SimpleMessage, code: str, received_us: int) -> Event:
+        units = msg.orderbook_units
+        if units is None:
+            raise ValueError("orderbook without orderbook_units")
+        bids: list[Level] = [(u.bid_price, u.bid_size) for u in units]
+        asks: list[Level] = [(u.ask_price, u.ask_size) for u in units]
+        ts = msg.timestamp
+        return BookUpdate(
+            EXCHANGE,
+            code,
+            None if ts is None else ts * 1000,
+            received_us,
+            None,
+            "snapshot",
+            None,
+            None,
+            bids,
+            asks,
+        )
+
+    def _ticker(self, msg: _Message | _SimpleMessage, code: str, received_us: int) -> Event:
+        ts = msg.timestamp
+        return Ticker(
+            EXCHANGE,
+            code,
+            None if ts is None else ts * 1000,
+            received_us,
+            None,
+            None,
+            None,
+            None,
+            None,
+            msg.trade_price,
+            msg.acc_trade_volume_24h,
+        )
