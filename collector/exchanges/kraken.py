@@ -1,0 +1,792 @@
+"""Kraken spot WebSocket v2 (sans-IO): subscribe frames, parsing, book checksum and resync.
+
+One connection to ``wss://ws.kraken.com/v2`` carries many symbols; every subscribe frame
+names one channel and a list of symbols, and the venue acknowledges **each symbol**
+separately (``{"method":"subscribe","result":{"channel":..,"symbol":..},"success":true,
+"req_id":N}``); a refused symbol gets ``{"error":"..","success":false,"symbol":..}``.
+Frames are JSON objects ``{"channel": .., "type": "snapshot"|"update", "data": [..]}``;
+prices and sizes are JSON *numbers* on v2, timestamps RFC 3339 with microseconds.
+
+Feeds and channels:
+
+- ``trades`` -> ``trade`` (``snapshot: false``: the last-50-trades snapshot would repeat trades
+  already recorded before a reconnect); ``side`` is the taker's side (the aggressor);
+- ``orderbook`` -> ``book`` with ``depth`` = ``book_depth`` (10, 25, 100, 500 or 1000;
+  default 10): a snapshot, then updates of changed levels (``qty`` 0 deletes);
+- ``ticker`` -> ``ticker`` with ``event_trigger: "bbo"`` (a row on every change of the best
+  bid/offer, not only on trades): best bid/ask with sizes, last price, 24 h volume;
+- ``raw`` -> no channel: the connection keeps every frame (``ConnectionPlan.raw``).
+
+The ``heartbeat`` channel (about 1/s once subscribed), ``status`` and ``pong`` frames produce
+no events. The keepalive is the application ping ``{"method":"ping","req_id":N}`` (answered
+by ``pong``), sent every ``keepalive_interval_secs``.
+
+Sequence rules (per symbol, per session; a reconnect starts afresh):
+
+- trades: ``trade_id`` is documented as sequential per symbol. A jump is a ``gap`` status
+  row (expected/received ids, count); an id at or below the last one is a duplicate,
+  dropped and counted in :attr:`KrakenSession.duplicates_dropped`.
+- book: v2 books carry no sequence number; integrity is the CRC32 ``checksum`` of the top 10
+  levels sent with the snapshot and with every update. The session keeps each book at the
+  subscribed depth (levels applied in message order, ``qty`` 0 deletes, truncated to the
+  depth after each message, as Kraken's guide says) and verifies every checksum. On a
+  mismatch it writes a ``gap`` row (detail: both checksums), drops its copy of the book and
+  resubscribes the symbol (``unsubscribe`` + ``subscribe`` via :attr:`Session.outgoing`); the
+  new snapshot is written after a ``resync`` row. Deltas received in between are still
+  written (they are the venue's data) but not checked. After :data:`MAX_CHECKSUM_FAILURES`
+  mismatches in a row without a verified snapshot in between, the session stops checking
+  that symbol (said in the last ``gap`` row's detail) instead of resubscribing forever.
+
+The checksum (Kraken's v2 guide, identical to v1): for the 10 best asks (low to high) then
+the 10 best bids (high to low), the price text and then the qty text, each with ``.``
+removed and leading zeros stripped, concatenated; CRC32 as an unsigned 32-bit integer. The
+text must be the venue's exact decimal text: the session keeps the JSON number's raw bytes
+(``msgspec.Raw``), never a float. Kraken says the wire carries full precision (trailing
+zeros included, e.g. ``0.10000000``). Its own book-page example however shows trimmed numbers
+(``18097.1547``) whose checksum only matches when each number is padded to the pair's
+precision; so each number is padded with zeros to the most decimals seen in that field for
+that symbol (a no-op on full-precision text).
+
+Events carry floats (converted once from the same bytes); ``sequence`` is the trade id for
+trades and ``None`` for books and tickers.
+"""
+
+from __future__ import annotations
+
+import re
+import zlib
+from bisect import bisect_left, insort
+from collections.abc import Sequence
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal, InvalidOperation
+from typing import Any, ClassVar, Final
+
+import attrs
+import msgspec
+
+from collector.config import MarketSettings
+from collector.events import BookUpdate, Event, Level, Side, Ticker, Trade
+from collector.exchanges.base import (
+    ConnectionPlan,
+    ExchangeAdapter,
+    ParseError,
+    Session,
+    Subscription,
+)
+
+EXCHANGE: Final = "kraken"
+DEFAULT_URL: Final = "wss://ws.kraken.com"
+WS_PATH: Final = "/v2"
+DEFAULT_REST_URL: Final = "https://api.kraken.com"
+BOOK_DEPTHS: Final = frozenset({10, 25, 100, 500, 1000})
+DEFAULT_BOOK_DEPTH: Final = 10
+CHECKSUM_LEVELS: Final = 10
+# The venue documents no per-connection limit (exchanges.md: UNCONFIRMED); these keep each
+# connection and each subscribe frame moderate.
+MAX_SUBSCRIPTIONS_PER_CONNECTION: Final = 300
+MAX_SYMBOLS_PER_SUBSCRIBE: Final = 50
+MAX_CHECKSUM_FAILURES: Final = 3
+# Publish a ticker on every change of the best bid/offer (the venue's default: on trades).
+TICKER_TRIGGER: Final = "bbo"
+STREAM_FEEDS: Final = ("trades", "orderbook", "ticker")
+
+# feed -> channel, and back.
+CHANNELS: Final = {"trades": "trade", "orderbook": "book", "ticker": "ticker"}
+FEEDS: Final = {channel: feed for feed, channel in CHANNELS.items()}
+
+_SYMBOL_RE: Final = re.compile(r"([A-Z0-9.]{1,16})/([A-Z0-9.]{1,16})")
+# v1 asset codes that v2 spells otherwise (v2 uses BTC/USD where v1 used XBT/USD).
+_V1_ASSETS: Final = {"XBT": "BTC", "XDG": "DOGE"}
+
+_EPOCH: Final = datetime(1970, 1, 1, tzinfo=UTC)
+_ONE_US: Final = timedelta(microseconds=1)
+
+
+def _us(ts: datetime | None) -> int | None:
+    """Microseconds since the epoch of an RFC 3339 time (exact integer arithmetic)."""
+    if ts is None:
+        return None
+    if ts.tzinfo is None:
+        ts = ts.replace(tzinfo=UTC)
+    return (ts - _EPOCH) // _ONE_US
+
+
+# --------------------------------------------------------------------------- checksum
+
+
+def _text(raw: msgspec.Raw) -> bytes:
+    """A number's exact wire text (a JSON number, or a JSON string holding one)."""
+    text = bytes(raw)
+    if text[:1] == b'"':
+        text = text[1:-1]
+    return text
+
+
+def _decimals(text: bytes) -> int:
+    dot = text.find(b".")
+    return 0 if dot < 0 else len(text) - dot - 1
+
+
+def checksum_digits(text: bytes, decimals: int = 0) -> bytes:
+    """One number for the checksum: ``.`` removed, leading zeros stripped.
+
+    ``text`` is first padded with zeros to ``decimals`` decimals (no-op on full-precision
+    text); exponent forms (``1e-05``) are written out first.
+    """
+    if b"e" in text or b"E" in text:
+        text = format(Decimal(text.decode()), "f").encode()
+    dot = text.find(b".")
+    if dot < 0:
+        whole, frac = text, b""
+    else:
+        whole, frac = text[:dot], text[dot + 1 :]
+    if len(frac) < decimals:
+        frac = frac.ljust(decimals, b"0")
+    return (whole + frac).lstrip(b"0")
+
+
+def book_checksum(
+    asks: Sequence[tuple[bytes, bytes]],
+    bids: Sequence[tuple[bytes, bytes]],
+    price_decimals: int = 0,
+    qty_decimals: int = 0,
+) -> int:
+    """Kraken's CRC32 over the best asks (low to high) then the best bids (high to low).
+
+    Each level is ``(price_text, qty_text)``; only the first 10 of each side count.
+    """
+    parts = [
+        checksum_digits(price, price_decimals) + checksum_digits(qty, qty_decimals)
+        for price, qty in (*asks[:CHECKSUM_LEVELS], *bids[:CHECKSUM_LEVELS])
+    ]
+    return zlib.crc32(b"".join(parts))
+
+
+class BookSide:
+    """One side of a book: levels by price, kept sorted best first, with their wire text.
+
+    ``digits`` caches each level's checksum text (price then qty digits) under the book's
+    current decimals; a changed level drops its entry.
+    """
+
+    __slots__ = ("digits", "keys", "levels", "sign")
+
+    def __init__(self, *, descending: bool) -> None:
+        self.sign = -1.0 if descending else 1.0
+        self.keys: list[float] = []  # sign * price, ascending (so best first)
+        self.levels: dict[float, tuple[bytes, bytes]] = {}
+        self.digits: dict[float, bytes] = {}
+
+    def __len__(self) -> int:
+        return len(self.keys)
+
+    def set(self, price: float, size: float, price_text: bytes, size_text: bytes) -> None:
+        """Apply one level: size 0 deletes it, anything else inserts or replaces it."""
+        key = self.sign * price
+        levels = self.levels
+        self.digits.pop(key, None)
+        if size == 0.0:
+            if key in levels:
+                del levels[key]
+                del self.keys[bisect_left(self.keys, key)]
+        else:
+            if key not in levels:
+                insort(self.keys, key)
+            levels[key] = (price_text, size_text)
+
+    def truncate(self, depth: int) -> None:
+        """Keep the best ``depth`` levels (the venue sends no deletes for levels beyond it)."""
+        keys = self.keys
+        if len(keys) > depth:
+            levels = self.levels
+            digits = self.digits
+            for key in keys[depth:]:
+                del levels[key]
+                digits.pop(key, None)
+            del keys[depth:]
+
+    def top(self, n: int) -> list[tuple[bytes, bytes]]:
+        """The best ``n`` levels as ``(price_text, size_text)``, best first."""
+        levels = self.levels
+        return [levels[key] for key in self.keys[:n]]
+
+
+class OrderBook:
+    """A local copy of one symbol's book at the subscribed depth, for checksum checks."""
+
+    __slots__ = ("asks", "bids", "depth", "price_decimals", "qty_decimals")
+
+    def __init__(self, depth: int) -> None:
+        self.depth = depth
+        self.asks = BookSide(descending=False)
+        self.bids = BookSide(descending=True)
+        # The most decimals seen in each field: the pair's precision on trimmed text.
+        self.price_decimals = 0
+        self.qty_decimals = 0
+
+    def truncate(self) -> None:
+        self.asks.truncate(self.depth)
+        self.bids.truncate(self.depth)
+
+    def checksum(self) -> int:
+        """:func:`book_checksum` of the top 10 levels, reusing the text of unchanged levels."""
+        sides = (self.asks, self.bids)
+        tops = [side.keys[:CHECKSUM_LEVELS] for side in sides]
+        price_decimals = self.price_decimals
+        qty_decimals = self.qty_decimals
+        for side, keys in zip(sides, tops, strict=True):
+            digits, levels = side.digits, side.levels
+            for key in keys:
+                if key not in digits:
+                    price, qty = levels[key]
+                    price_decimals = max(price_decimals, _decimals(price))
+                    qty_decimals = max(qty_decimals, _decimals(qty))
+        if price_decimals != self.price_decimals or qty_decimals != self.qty_decimals:
+            self.price_decimals = price_decimals
+            self.qty_decimals = qty_decimals
+            for side in sides:
+                side.digits.clear()
+        parts: list[bytes] = []
+        for side, keys in zip(sides, tops, strict=True):
+            digits, levels = side.digits, side.levels
+            for key in keys:
+                text = digits.get(key)
+                if text is None:
+                    price, qty = levels[key]
+                    text = digits[key] = checksum_digits(price, price_decimals) + checksum_digits(
+                        qty, qty_decimals
+                    )
+                parts.append(text)
+        return zlib.crc32(b"".join(parts))
+
+
+# --------------------------------------------------------------------------- wire structs
+
+
+class _Result(msgspec.Struct):
+    channel: str | None = None
+    symbol: str | None = None
+
+
+class _Envelope(msgspec.Struct):
+    """Every frame: channel data, or a method response (ack, error, pong)."""
+
+    channel: str | None = None
+    type: str | None = None
+    data: msgspec.Raw = msgspec.Raw()  # empty when absent
+    method: str | None = None
+    success: bool | None = None
+    error: str | None = None
+    symbol: str | None = None
+    result: _Result | None = None
+    req_id: int | None = None
+
+
+class _Trade(msgspec.Struct):
+    symbol: str
+    side: str
+    price: float
+    qty: float
+    trade_id: int
+    timestamp: datetime
+
+
+class _RawLevel(msgspec.Struct):
+    price: msgspec.Raw
+    qty: msgspec.Raw
+
+
+class _Book(msgspec.Struct):
+    symbol: str
+    bids: list[_RawLevel] = []
+    asks: list[_RawLevel] = []
+    checksum: int | None = None
+    timestamp: datetime | None = None
+
+
+class _Ticker(msgspec.Struct):
+    symbol: str
+    bid: float | None = None
+    bid_qty: float | None = None
+    ask: float | None = None
+    ask_qty: float | None = None
+    last: float | None = None
+    volume: float | None = None
+    timestamp: datetime | None = None
+
+
+class _AssetPair(msgspec.Struct):
+    wsname: str | None = None
+    status: str | None = None
+
+
+class _AssetPairs(msgspec.Struct):
+    result: dict[str, _AssetPair]
+    error: list[str] = []
+
+
+_ENVELOPE: Final = msgspec.json.Decoder(_Envelope)
+_TRADES: Final = msgspec.json.Decoder(list[_Trade], strict=False)
+_BOOKS: Final = msgspec.json.Decoder(list[_Book])
+_TICKERS: Final = msgspec.json.Decoder(list[_Ticker], strict=False)
+_ENCODER: Final = msgspec.json.Encoder()
+
+_PARSE_ERRORS: Final = (
+    msgspec.DecodeError,
+    KeyError,
+    ValueError,
+    TypeError,
+    IndexError,
+    InvalidOperation,
+)
+
+
+# --------------------------------------------------------------------------- adapter
+
+
+@attrs.frozen
+class KrakenPlan(ConnectionPlan):
+    """A connection plan with the book depth of its ``book`` subscriptions."""
+
+    book_depth: int = DEFAULT_BOOK_DEPTH
+
+
+class KrakenAdapter(ExchangeAdapter):
+    """Kraken spot market data over WebSocket v2."""
+
+    name: ClassVar[str] = EXCHANGE
+    default_url: ClassVar[str] = DEFAULT_URL
+    # Kraken's message limit is dynamic (exchanges.md 8.1); subscribes, resyncs and pings
+    # are rare, so a low pace costs nothing.
+    client_messages_per_second: ClassVar[float] = 4.0
+    # Application-level ping; the idle timeout is undocumented, the venue's heartbeat
+    # channel (about 1/s) keeps data flowing towards us.
+    keepalive_interval_secs: ClassVar[float | None] = 30.0
+
+    default_rest_url: ClassVar[str | None] = DEFAULT_REST_URL
+
+    @classmethod
+    def symbols_url(cls, rest_url: str | None = None) -> str:
+        base = (rest_url or DEFAULT_REST_URL).rstrip("/")
+        return f"{base}/0/public/AssetPairs"
+
+    @classmethod
+    def parse_symbols(cls, body: bytes) -> list[str]:
+        """v2 names from AssetPairs ``wsname`` (v1 spelling: XBT -> BTC, XDG -> DOGE).
+
+        Dark-pool pairs (``.d``) and pairs whose ``status`` is not ``online`` are left out.
+        """
+        try:
+            pairs = msgspec.json.decode(body, type=_AssetPairs)
+        except msgspec.DecodeError as exc:
+            raise ParseError(f"kraken AssetPairs: {exc}") from exc
+        if pairs.error:
+            raise ParseError(f"kraken AssetPairs: {'; '.join(pairs.error)}")
+        symbols: set[str] = set()
+        for key, pair in pairs.result.items():
+            if key.endswith(".d") or pair.wsname is None:
+                continue
+            if pair.status is not None and pair.status != "online":
+                continue
+            base, sep, quote = pair.wsname.partition("/")
+            if not sep:
+                continue
+            symbols.add(f"{_V1_ASSETS.get(base, base)}/{_V1_ASSETS.get(quote, quote)}")
+        return sorted(symbols)
+
+    @staticmethod
+    def normalize_symbol(symbol: str) -> str:
+        canonical = symbol.strip().upper()
+        match = _SYMBOL_RE.fullmatch(canonical)
+        if match is None:
+            raise ValueError(
+                f"invalid kraken symbol {symbol!r}: expected the v2 spelling BASE/QUOTE "
+                "with a slash, e.g. 'BTC/USD' or 'ETH/EUR'"
+            )
+        for asset in match.groups():
+            if asset in _V1_ASSETS:
+                raise ValueError(
+                    f"invalid kraken symbol {symbol!r}: {asset} is the v1 name; "
+                    f"WebSocket v2 spells it {_V1_ASSETS[asset]} (e.g. 'BTC/USD')"
+                )
+        return canonical
+
+    @classmethod
+    def check_market(cls, market: MarketSettings) -> None:
+        if market.book_mode is not None:
+            raise ValueError(
+                "kraken has no book_mode option (the book channel always sends a snapshot, "
+                "then updates); remove book_mode"
+            )
+        if market.book_depth is not None and market.book_depth not in BOOK_DEPTHS:
+            raise ValueError(
+                f"kraken book_depth must be one of 10, 25, 100, 500, 1000 (got {market.book_depth})"
+            )
+        if market.rest_url is not None:
+            raise ValueError("kraken has no rest_url option (its books come over the WebSocket)")
+        if market.category is not None:
+            raise ValueError("kraken has no category option (spot only)")
+        if not any(feed in STREAM_FEEDS for feed in market.feeds):
+            raise ValueError(
+                "kraken feeds: 'raw' keeps the frames of other feeds; "
+                "add at least one of trades, orderbook, ticker"
+            )
+        if market.base_url is not None and not market.base_url.startswith(("ws://", "wss://")):
+            raise ValueError(
+                f"kraken base_url must start with ws:// or wss:// (got {market.base_url!r})"
+            )
+
+    def connection_url(self, base_url: str | None) -> str:
+        base = (base_url or self.default_url).rstrip("/")
+        return base if base.endswith(WS_PATH) else base + WS_PATH
+
+    def plan_connections(self, markets: Sequence[MarketSettings]) -> list[ConnectionPlan]:
+        """Pack symbols onto connections of at most 300 subscriptions (symbol x feed).
+
+        All feeds of one symbol share a connection. Markets with a different ``base_url``,
+        ``raw`` choice or ``book_depth`` never share one.
+        """
+        groups: dict[tuple[str, bool, int], dict[str, list[Subscription]]] = {}
+        for market in markets:
+            self.check_market(market)
+            depth = market.book_depth or DEFAULT_BOOK_DEPTH
+            key = (self.connection_url(market.base_url), "raw" in market.feeds, depth)
+            by_symbol = groups.setdefault(key, {})
+            for symbol in market.symbols:
+                canonical = self.normalize_symbol(symbol)
+                subs = by_symbol.setdefault(canonical, [])
+                for feed in market.feeds:
+                    sub = Subscription(canonical, feed)
+                    if feed in STREAM_FEEDS and sub not in subs:
+                        subs.append(sub)
+        plans: list[ConnectionPlan] = []
+        for (url, raw, depth), by_symbol in groups.items():
+            chunk: list[Subscription] = []
+            chunks: list[list[Subscription]] = []
+            for subs in by_symbol.values():
+                if chunk and len(chunk) + len(subs) > MAX_SUBSCRIPTIONS_PER_CONNECTION:
+                    chunks.append(chunk)
+                    chunk = []
+                chunk.extend(subs)
+            if chunk:
+                chunks.append(chunk)
+            for subs in chunks:
+                plans.append(
+                    KrakenPlan(
+                        exchange=self.name,
+                        name=f"{self.name}-{len(plans)}",
+                        url=url,
+                        subscriptions=tuple(subs),
+                        raw=raw,
+                        book_depth=depth,
+                    )
+                )
+        return plans
+
+    def open_session(self, plan: ConnectionPlan) -> KrakenSession:
+        return KrakenSession(plan)
+
+
+# --------------------------------------------------------------------------- session
+
+
+@attrs.define
+class _Request:
+    """A subscribe request in flight: the symbols the venue has not answered yet."""
+
+    channel: str
+    pending: list[str]
+    resync: bool = False  # a book resubscription after a checksum mismatch
+
+
+class KrakenSession(Session):
+    """Protocol state of one Kraken v2 connection attempt (see the module docstring)."""
+
+    def __init__(self, plan: ConnectionPlan) -> None:
+        super().__init__(plan)
+        self.book_depth = plan.book_depth if isinstance(plan, KrakenPlan) else DEFAULT_BOOK_DEPTH
+        self._next_id = 1
+        self._requests: dict[int, _Request] = {}
+        self._last_trade_id: dict[str, int] = {}
+        self._books: dict[str, OrderBook] = {}
+        # Symbols resubscribed after a mismatch, until their new snapshot arrives.
+        self._resyncing: set[str] = set()
+        # Mismatches in a row per symbol (reset by a verified snapshot).
+        self._failures: dict[str, int] = {}
+        # Symbols whose checksums are no longer checked (too many failures in a row).
+        self.unverified: set[str] = set()
+        self.checksum_failures = 0
+        self.duplicates_dropped = 0
+        self.rejected: list[Subscription] = []
+
+    # ----------------------------------------------------------------- sending
+
+    def _take_id(self) -> int:
+        req_id = self._next_id
+        self._next_id += 1
+        return req_id
+
+    def _subscribe(self, channel: str, symbols: list[str], *, resync: bool = False) -> str:
+        req_id = self._take_id()
+        params: dict[str, Any] = {"channel": channel, "symbol": symbols}
+        if channel == "book":
+            params["depth"] = self.book_depth
+            params["snapshot"] = True
+        elif channel == "trade":
+            params["snapshot"] = False
+        else:
+            params["event_trigger"] = TICKER_TRIGGER
+        self._requests[req_id] = _Request(channel, list(symbols), resync)
+        frame = {"method": "subscribe", "params": params, "req_id": req_id}
+        return _ENCODER.encode(frame).decode()
+
+    def subscribe_frames(self, now_us: int = 0) -> list[str]:
+        by_channel: dict[str, list[str]] = {}
+        for sub in self.plan.subscriptions:
+            channel = CHANNELS.get(sub.feed)
+            if channel is not None:
+                by_channel.setdefault(channel, []).append(sub.symbol)
+        return [
+            self._subscribe(channel, symbols[i : i + MAX_SYMBOLS_PER_SUBSCRIBE])
+            for channel, symbols in by_channel.items()
+            for i in range(0, len(symbols), MAX_SYMBOLS_PER_SUBSCRIBE)
+        ]
+
+    def keepalive_frame(self) -> str:
+        return _ENCODER.encode({"method": "ping", "req_id": self._take_id()}).decode()
+
+    def _resubscribe_book(self, symbol: str) -> None:
+        unsubscribe = {
+            "method": "unsubscribe",
+            "params": {"channel": "book", "symbol": [symbol], "depth": self.book_depth},
+            "req_id": self._take_id(),
+        }
+        self.outgoing.append(_ENCODER.encode(unsubscribe).decode())
+        self.outgoing.append(self._subscribe("book", [symbol], resync=True))
+        self._resyncing.add(symbol)
+
+    # ----------------------------------------------------------------- parsing
+
+    def parse(self, payload: bytes, received_us: int) -> list[Event]:
+        try:
+            env = _ENVELOPE.decode(payload)
+            channel = env.channel
+            if channel is not None:
+                if channel == "book":
+                    return self._book(env, received_us)
+                if channel == "trade":
+                    return self._trades(env.data, received_us)
+                if channel == "ticker":
+                    return self._tickers(env.data, received_us)
+                return []  # heartbeat, status, instrument...
+            if env.method == "subscribe":
+                return self._on_subscribe_response(env, received_us)
+            if env.method is None and env.error is None:
+                raise ParseError(f"kraken: neither channel data nor a response: {payload[:200]!r}")
+            return []  # pong, unsubscribe acks, other responses
+        except _PARSE_ERRORS as exc:
+            raise ParseError(f"kraken: {type(exc).__name__}: {exc}") from exc
+
+    def _on_subscribe_response(self, env: _Envelope, received_us: int) -> list[Event]:
+        symbol = env.result.symbol if env.result is not None else None
+        if symbol is None:
+            symbol = env.symbol  # errors name the symbol at the top level
+        req_id, request = self._find_request(env, symbol)
+        if request is None:
+            return []
+        feed = FEEDS[request.channel]
+        if env.success:
+            if symbol not in request.pending:
+                return []
+            request.pending.remove(symbol)
+            self._drop_if_answered(req_id, request)
+            if request.resync:
+                return []  # its snapshot brings the resync row
+            self.pending_subscriptions -= 1
+            return [self.status("subscribed", symbol, received_us, data_type=feed)]
+        # Refused: one symbol when the venue names it, else every unanswered one.
+        if symbol is not None and symbol in request.pending:
+            refused = [symbol]
+        else:
+            refused = list(request.pending)
+        events: list[Event] = []
+        for sym in refused:
+            request.pending.remove(sym)
+            detail = f"{request.channel} {sym}: {env.error or 'subscribe refused'}"
+            if request.resync:
+                self._resyncing.discard(sym)
+                self.reconnect_reason = f"kraken book resubscription refused: {detail}"
+            else:
+                self.pending_subscriptions -= 1
+                self.rejected.append(Subscription(sym, feed))
+            events.append(
+                self.status("subscribe_error", sym, received_us, data_type=feed, detail=detail)
+            )
+        self._drop_if_answered(req_id, request)
+        return events
+
+    def _find_request(self, env: _Envelope, symbol: str | None) -> tuple[int, _Request | None]:
+        if env.req_id is not None:
+            return env.req_id, self._requests.get(env.req_id)
+        # No req_id echoed: the oldest request still waiting for this symbol (and channel).
+        channel = env.result.channel if env.result is not None else None
+        for req_id, request in self._requests.items():
+            if (channel is None or request.channel == channel) and (
+                symbol is None or symbol in request.pending
+            ):
+                return req_id, request
+        return 0, None
+
+    def _drop_if_answered(self, req_id: int, request: _Request) -> None:
+        if not request.pending:
+            self._requests.pop(req_id, None)
+
+    # ----------------------------------------------------------------- trades
+
+    def _trades(self, data: msgspec.Raw, received_us: int) -> list[Event]:
+        events: list[Event] = []
+        last = self._last_trade_id
+        for msg in _TRADES.decode(data):
+            symbol = msg.symbol
+            trade_id = msg.trade_id
+            prev = last.get(symbol)
+            if prev is not None and trade_id != prev + 1:
+                if trade_id <= prev:
+                    self.duplicates_dropped += 1
+                    continue
+                events.append(
+                    self.status(
+                        "gap",
+                        symbol,
+                        received_us,
+                        data_type="trades",
+                        expected=prev + 1,
+                        received=trade_id,
+                        count=trade_id - prev - 1,
+                    )
+                )
+            last[symbol] = trade_id
+            side: Side | None = (
+                "buy" if msg.side == "buy" else "sell" if msg.side == "sell" else None
+            )
+            events.append(
+                Trade(
+                    EXCHANGE,
+                    symbol,
+                    _us(msg.timestamp),
+                    received_us,
+                    trade_id,
+                    str(trade_id),
+                    msg.price,
+                    msg.qty,
+                    side,
+                )
+            )
+        return events
+
+    # ----------------------------------------------------------------- ticker
+
+    def _tickers(self, data: msgspec.Raw, received_us: int) -> list[Event]:
+        return [
+            Ticker(
+                EXCHANGE,
+                msg.symbol,
+                _us(msg.timestamp),
+                received_us,
+                None,
+                msg.bid,
+                msg.bid_qty,
+                msg.ask,
+                msg.ask_qty,
+                msg.last,
+                msg.volume,
+            )
+            for msg in _TICKERS.decode(data)
+        ]
+
+    # ----------------------------------------------------------------- book
+
+    def _book(self, env: _Envelope, received_us: int) -> list[Event]:
+        if env.type == "snapshot":
+            snapshot = True
+        elif env.type == "update":
+            snapshot = False
+        else:
+            raise ParseError(f"kraken book: unknown type {env.type!r}")
+        events: list[Event] = []
+        for item in _BOOKS.decode(env.data):
+            symbol = item.symbol
+            book: OrderBook | None
+            if snapshot:
+                book = self._books[symbol] = OrderBook(self.book_depth)
+                if symbol in self._resyncing:
+                    self._resyncing.discard(symbol)
+                    events.append(
+                        self.status(
+                            "resync",
+                            symbol,
+                            received_us,
+                            data_type="orderbook",
+                            detail="new book snapshot after a checksum mismatch",
+                        )
+                    )
+            else:
+                book = self._books.get(symbol)
+            bids = _apply(item.bids, book.bids if book is not None else None)
+            asks = _apply(item.asks, book.asks if book is not None else None)
+            if book is not None:
+                book.truncate()
+            events.append(
+                BookUpdate(
+                    EXCHANGE,
+                    symbol,
+                    _us(item.timestamp),
+                    received_us,
+                    None,
+                    "snapshot" if snapshot else "delta",
+                    None,
+                    None,
+                    bids,
+                    asks,
+                )
+            )
+            if book is not None and item.checksum is not None and symbol not in self.unverified:
+                computed = book.checksum()
+                if computed != item.checksum:
+                    events.append(
+                        self._checksum_failed(symbol, item.checksum, computed, received_us)
+                    )
+                elif snapshot:
+                    self._failures.pop(symbol, None)
+        return events
+
+    def _checksum_failed(self, symbol: str, venue: int, computed: int, received_us: int) -> Event:
+        self.checksum_failures += 1
+        del self._books[symbol]
+        failures = self._failures[symbol] = self._failures.get(symbol, 0) + 1
+        detail = f"book checksum mismatch: venue {venue}, computed {computed}"
+        if failures >= MAX_CHECKSUM_FAILURES:
+            self.unverified.add(symbol)
+            self._resyncing.discard(symbol)
+            detail += (
+                f"; {failures} in a row: checksums of {symbol} are no longer checked "
+                "on this connection"
+            )
+        else:
+            detail += "; resubscribing for a new snapshot"
+            self._resubscribe_book(symbol)
+        return self.status("gap", symbol, received_us, data_type="orderbook", detail=detail)
+
+
+def _apply(levels: list[_RawLevel], side: BookSide | None) -> list[Level]:
+    """The levels as floats for the event, applied in order to ``side`` if given."""
+    out: list[Level] = []
+    for level in levels:
+        price_text = _text(level.price)
+        size_text = _text(level.qty)
+        price = float(price_text)
+        size = float(size_text)
+        out.append((price, size))
+        if side is not None:
+            side.set(price, size, price_text, size_text)
+    return out
