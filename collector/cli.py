@@ -1,4 +1,4 @@
-"""Command line: ``python -m collector [run|check-config] [--config PATH]``.
+"""Command line: ``python -m collector [run|check-config|upload|symbols] [--config PATH]``.
 
 Exit status: 0 success, 1 runtime failure (or a shutdown that ran past its deadline or
 was cut short by a second signal), 2 bad settings or usage.
@@ -46,6 +46,10 @@ def _parser() -> argparse.ArgumentParser:
     check.add_argument("path", nargs="?", metavar="PATH", help="settings file to check")
     check.add_argument("--config", metavar="PATH", dest="check_config", help=config_help)
     check.add_argument("--json", action="store_true", help="print JSON instead of TOML")
+    upload = sub.add_parser(
+        "upload", help="upload every finished local file not yet verified in S3, then exit"
+    )
+    upload.add_argument("--config", metavar="PATH", dest="upload_config", help=config_help)
     symbols = sub.add_parser(
         "symbols", help="list an exchange's tradable symbols from its public REST API"
     )
@@ -79,6 +83,9 @@ def _dispatch(args: argparse.Namespace) -> int:
 
         return run_symbols_command(args.exchange, rest_url=args.rest_url, as_json=args.json)
     try:
+        if command == "upload":
+            settings, _ = _load(args.upload_config or args.config)
+            return _upload(settings)
         if command == "check-config":
             settings, source = _load(args.path or args.check_config or args.config)
             return _check_config(settings, source, as_json=args.json)
@@ -108,6 +115,14 @@ def _check_config(settings: Settings, source: str, *, as_json: bool) -> int:
     for line in connections:
         print(f"#   {line['name']}: {line['url']} ({line['subscriptions']} subscriptions)")
     return 0
+
+
+def _upload(settings: Settings) -> int:
+    from collector.logs import setup_logging
+    from collector.upload import run_upload_command
+
+    setup_logging(settings.collector.log_level, settings.collector.log_format)
+    return run_upload_command(settings)
 
 
 def _run(settings: Settings, source: str) -> int:

@@ -59,6 +59,8 @@ class StorageSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True, k
     max_file_size_mb: PositiveFloat = 500.0
     compression: Literal["zstd", "snappy", "gzip", "none"] = "zstd"
     compression_level: int | None = None
+    # Above this used percentage of data_dir's file system, /health is degraded.
+    disk_high_water_percent: Annotated[float, Meta(gt=0, le=100)] = 90.0
 
 
 class AwsSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
@@ -67,6 +69,20 @@ class AwsSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_on
     prefix: str = ""
     endpoint_url: str | None = None
     home_server_name: str | None = None
+    # Object key; fields: prefix, exchange, symbol, data_type, server, date, start_ms, name.
+    # Empty segments (no prefix, no server) are dropped.
+    key_template: str = (
+        "{prefix}/{exchange}/{symbol}/{data_type}/{server}/{date}/{start_ms}.parquet"
+    )
+    multipart_threshold_mb: PositiveFloat = 64.0
+    multipart_chunk_mb: PositiveFloat = 16.0
+    upload_concurrency: Annotated[int, Meta(ge=1)] = 2
+    initial_retry_delay_secs: PositiveFloat = 1.0
+    max_retry_delay_secs: PositiveFloat = 60.0
+    connect_timeout_secs: PositiveFloat = 10.0
+    read_timeout_secs: PositiveFloat = 60.0
+    # Attempts per S3 request, the first included (botocore standard retry mode).
+    max_attempts: Annotated[int, Meta(ge=1)] = 3
 
 
 class WebSocketSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
@@ -283,6 +299,7 @@ def _explain(message: str, raw: Any, source: str, env_keys: Mapping[str, str]) -
 def _check_semantics(settings: Settings, source: str) -> None:
     """Checks msgspec cannot express: known exchanges, symbol formats, duplicates."""
     from collector.exchanges import get_adapter_class, known_exchanges
+    from collector.upload.keys import check_key_template
 
     ws = settings.websocket
     if ws.max_retry_delay_secs < ws.initial_retry_delay_secs:
@@ -290,6 +307,16 @@ def _check_semantics(settings: Settings, source: str) -> None:
             f"{source}: websocket.max_retry_delay_secs ({ws.max_retry_delay_secs}) is below "
             f"websocket.initial_retry_delay_secs ({ws.initial_retry_delay_secs})"
         )
+    aws = settings.aws
+    if aws.max_retry_delay_secs < aws.initial_retry_delay_secs:
+        raise ConfigError(
+            f"{source}: aws.max_retry_delay_secs ({aws.max_retry_delay_secs}) is below "
+            f"aws.initial_retry_delay_secs ({aws.initial_retry_delay_secs})"
+        )
+    try:
+        check_key_template(aws.key_template)
+    except ValueError as exc:
+        raise ConfigError(f"{source}: aws.key_template: {exc}") from None
     if settings.storage.mode != "local" and not settings.aws.bucket:
         raise ConfigError(
             f"{source}: storage.mode is '{settings.storage.mode}' but aws.bucket is empty"

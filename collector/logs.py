@@ -58,5 +58,8 @@ def setup_logging(level: str, fmt: str, stream: TextIO | None = None) -> None:
     root.setLevel(level.upper())
     # Quiet chatty libraries unless debugging.
     if level != "debug":
-        for name in ("hypercorn.error", "quart.app", "websockets", "botocore", "urllib3"):
+        for name in ("hypercorn.error", "quart.app", "websockets"):
             logging.getLogger(name).setLevel(logging.WARNING)
+    # Always: botocore's debug log prints request headers (credentials among them).
+    for name in ("boto3", "botocore", "s3transfer", "urllib3"):
+        logging.getLogger(name).setLevel(logging.WARNING)

@@ -13,6 +13,8 @@ from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.metrics_core import Metric
 from prometheus_client.registry import Collector
 
+from collector.upload.metrics import DiskMetrics, UploadMetrics
+
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 
 # name -> callable returning (current items, max size)
@@ -160,6 +162,9 @@ class Metrics:
         self.up_since = Gauge(
             "collector_start_time_seconds", "Unix time the service started", registry=r
         )
+        # upload and disk (collector.upload)
+        self.upload = UploadMetrics(r)
+        self.disk = DiskMetrics(r)
         self._channels = _ChannelCollector()
         r.register(self._channels)
 

@@ -4,16 +4,17 @@
 root nursery
 ├── http server                       /health /ready /metrics
 ├── signal watcher                    SIGINT/SIGTERM -> shutdown
+├── disk monitor                      high-water mark -> /health, metrics
 └── pipeline nursery
     ├── writer         <- event channel (batches; one clone per connection)
-    ├── finished files <- file channel (local mode: they stay; the uploader comes later)
+    ├── uploader       <- file channel (s3/both: upload, verify, then delete or keep)
     └── ingest nursery (cancelled first on shutdown)
         └── one nursery per exchange -> one reconnect loop per connection
 ```
 
 Shutdown: cancel ingest -> connections close and their channel clones with them -> the
-writer drains the event channel and finalizes every open file -> the finished-files
-consumer ends -> the HTTP server stops. ``shutdown_timeout_secs`` bounds it all; past it
+writer drains the event channel and finalizes every open file -> the uploader uploads what
+it can within the deadline (the rest goes up at the next start) -> the HTTP server stops. ``shutdown_timeout_secs`` bounds it all; past it
 everything is cancelled and journals left on disk are finalized at the next start.
 """
 
@@ -38,6 +39,7 @@ from collector.ingest.connection import IngestContext
 from collector.ingest.supervisor import run_exchange
 from collector.metrics import Metrics
 from collector.storage import run_writer
+from collector.upload import UploadSettings, run_disk_monitor, run_uploader
 
 log = logging.getLogger(__name__)
 
@@ -112,6 +114,7 @@ async def run_service(
     metrics.watch_channel("events", lambda: _fill(event_rx))
     metrics.watch_channel("finished_files", lambda: _fill(file_rx))
     ctx = IngestContext(settings.websocket, metrics, health, wall_clock)
+    upload_cfg = UploadSettings.from_settings(settings)
 
     async with trio.open_nursery() as root:
         port = await root.start(
@@ -121,6 +124,13 @@ async def run_service(
             await root.start(_watch_signals, shutdown, root.cancel_scope, cfg.shutdown_timeout_secs)
         else:
             root.start_soon(_arm_deadline, shutdown, root.cancel_scope, cfg.shutdown_timeout_secs)
+        await root.start(
+            run_disk_monitor,
+            Path(settings.storage.data_dir),
+            settings.storage.disk_high_water_percent,
+            health,
+            metrics.disk,
+        )
         async with trio.open_nursery() as pipeline:
             writer = partial(
                 run_writer,
@@ -132,7 +142,8 @@ async def run_service(
                 home_server_name=settings.aws.home_server_name,
             )
             await pipeline.start(writer)
-            pipeline.start_soon(_run_finished_files, file_rx)
+            # After the writer: its start-up recovery is done before the backlog scan.
+            await pipeline.start(run_uploader, upload_cfg, file_rx, metrics, health)
             async with trio.open_nursery() as ingest:
                 with event_tx:
                     for adapter, plans in planned:
@@ -195,10 +206,3 @@ async def _watch_signals(
                 log.warning("second %s: stopping now without draining", name)
                 shutdown.forced = True
                 root.cancel()
-
-
-async def _run_finished_files(files: trio.MemoryReceiveChannel[Path]) -> None:
-    """Local storage: finished files stay where the writer put them."""
-    with files:
-        async for path in files:
-            log.info("file finished", extra={"path": str(path)})

@@ -1,0 +1,93 @@
+"""Object keys: a finished file's local path -> its S3 key.
+
+The local layout is ``{exchange}/{symbol}/{data_type}/[{server}/]{date}/{start_ms}.parquet``
+below ``data_dir`` (see :mod:`collector.storage.layout`). The key is ``key_template`` filled
+with those parts; empty segments (no prefix, no server) are dropped, so the default template
+gives ``{prefix}/{exchange}/{symbol}/{data_type}/[{server}/]{date}/{start_ms}.parquet``.
+The server level comes from the file's own path (the ``home_server_name`` it was written
+under), so a file keeps its key even if the setting changes later.
+"""
+
+from __future__ import annotations
+
+import string
+from pathlib import PurePosixPath
+from typing import Final
+
+import msgspec
+
+from collector.storage.layout import PARQUET_SUFFIX
+
+DEFAULT_KEY_TEMPLATE: Final = (
+    "{prefix}/{exchange}/{symbol}/{data_type}/{server}/{date}/{start_ms}.parquet"
+)
+KEY_FIELDS: Final = frozenset(
+    {"prefix", "exchange", "symbol", "data_type", "server", "date", "start_ms", "name"}
+)
+
+
+class KeyParts(msgspec.Struct, frozen=True, kw_only=True):
+    exchange: str
+    symbol: str
+    data_type: str
+    server: str
+    date: str
+    start_ms: str
+
+    @property
+    def name(self) -> str:
+        return f"{self.start_ms}{PARQUET_SUFFIX}"
+
+
+def check_key_template(template: str) -> None:
+    """Raise ``ValueError`` unless ``template`` uses only known fields and names the file."""
+    try:
+        fields = {f for _, f, spec, conv in string.Formatter().parse(template) if f is not None}
+    except ValueError as exc:
+        raise ValueError(f"key_template {template!r}: {exc}") from None
+    unknown = fields - KEY_FIELDS
+    if unknown or "" in fields:
+        known = ", ".join(sorted(KEY_FIELDS))
+        bad = ", ".join(sorted(f or "{}" for f in unknown | (fields & {""})))
+        raise ValueError(f"key_template {template!r}: unknown field(s) {bad} (known: {known})")
+    if not fields & {"start_ms", "name"}:
+        raise ValueError(f"key_template {template!r}: must contain {{start_ms}} or {{name}}")
+
+
+def parse_relative(relative: str) -> KeyParts:
+    """Split a relative key (``storage.layout.relative_key``) into its parts.
+
+    Raises ``ValueError`` if it does not follow the layout.
+    """
+    parts = PurePosixPath(relative).parts
+    if len(parts) not in (5, 6) or not parts[-1].endswith(PARQUET_SUFFIX):
+        raise ValueError(f"{relative!r} does not follow the data layout")
+    start_ms = parts[-1].removesuffix(PARQUET_SUFFIX)
+    if not start_ms.isdigit():
+        raise ValueError(f"{relative!r}: file name is not {{start_ms}}{PARQUET_SUFFIX}")
+    exchange, symbol, data_type = parts[:3]
+    server = parts[3] if len(parts) == 6 else ""
+    return KeyParts(
+        exchange=exchange,
+        symbol=symbol,
+        data_type=data_type,
+        server=server,
+        date=parts[-2],
+        start_ms=start_ms,
+    )
+
+
+def object_key(relative: str, *, prefix: str = "", template: str = DEFAULT_KEY_TEMPLATE) -> str:
+    """The S3 key of the file at ``relative`` (raises ``ValueError`` off-layout)."""
+    p = parse_relative(relative)
+    filled = template.format(
+        prefix=prefix.strip("/"),
+        exchange=p.exchange,
+        symbol=p.symbol,
+        data_type=p.data_type,
+        server=p.server,
+        date=p.date,
+        start_ms=p.start_ms,
+        name=p.name,
+    )
+    return "/".join(segment for segment in filled.split("/") if segment)

@@ -1,0 +1,149 @@
+"""``python -m collector upload`` (as ``run_upload_command``) and the disk high-water mark."""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Iterator
+from functools import partial
+from pathlib import Path
+
+import msgspec
+import pytest
+import trio
+
+from collector.health import HealthState
+from collector.metrics import Metrics
+from collector.upload import DiskMetrics, UploadSettings, run_disk_monitor, run_upload_command
+from tests.s3server import S3Server, fake_aws_env, unique_bucket
+from tests.test_upload_s3 import T0_MS, write_file
+
+TIMEOUT = 30.0
+
+
+@pytest.fixture(scope="module")
+def s3() -> Iterator[S3Server]:
+    server = S3Server()
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(autouse=True)
+def _aws_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    fake_aws_env(monkeypatch)
+
+
+def cfg_for(s3: S3Server, data_dir: Path, **changes: object) -> UploadSettings:
+    base = UploadSettings(
+        mode="s3",
+        data_dir=str(data_dir),
+        bucket=unique_bucket(),
+        endpoint_url=s3.endpoint_url,
+        initial_retry_delay_secs=0.05,
+        max_retry_delay_secs=0.1,
+        max_attempts=1,
+    )
+    return msgspec.structs.replace(base, **changes)
+
+
+async def run_command(cfg: UploadSettings) -> tuple[int, str, str]:
+    out, err = io.StringIO(), io.StringIO()
+    code = await trio.to_thread.run_sync(partial(run_upload_command, cfg, stdout=out, stderr=err))
+    return code, out.getvalue(), err.getvalue()
+
+
+async def test_upload_command_uploads_everything_and_exits_0(s3: S3Server, tmp_path: Path) -> None:
+    cfg = cfg_for(s3, tmp_path)
+    s3.create_bucket(cfg.bucket)
+    files = [write_file(tmp_path, T0_MS + i, size=1000) for i in range(4)]
+    (files[0].parent / f"{T0_MS + 50}.journal.arrows").write_bytes(b"j")
+    with trio.fail_after(TIMEOUT):
+        code, out, _ = await run_command(cfg)
+    assert code == 0
+    assert out.strip() == (
+        "upload: 4/4 files in S3 (4 uploaded, 0 already there), 4.0 KB uploaded, 0 failures"
+    )
+    assert not any(p.exists() for p in files)
+    assert len(s3.keys(cfg.bucket)) == 4
+    with trio.fail_after(TIMEOUT):  # nothing left: a second run has nothing to do
+        code, out, _ = await run_command(cfg)
+    assert (code, out.strip()) == (
+        0,
+        "upload: 0/0 files in S3 (0 uploaded, 0 already there), 0 B uploaded, 0 failures",
+    )
+
+
+async def test_upload_command_in_both_mode_keeps_files(s3: S3Server, tmp_path: Path) -> None:
+    cfg = cfg_for(s3, tmp_path, mode="both")
+    s3.create_bucket(cfg.bucket)
+    files = [write_file(tmp_path, T0_MS + i) for i in range(2)]
+    with trio.fail_after(TIMEOUT):
+        assert (await run_command(cfg))[0] == 0
+        code, out, _ = await run_command(cfg)
+    assert code == 0
+    assert "0/0 files" in out  # the markers say they are verified
+    assert all(p.exists() for p in files)
+
+
+async def test_upload_command_fails_on_a_missing_bucket(s3: S3Server, tmp_path: Path) -> None:
+    cfg = cfg_for(s3, tmp_path)
+    path = write_file(tmp_path, T0_MS)
+    with trio.fail_after(TIMEOUT):
+        code, out, _ = await run_command(cfg)
+    assert code == 1
+    assert f"S3 bucket '{cfg.bucket}' does not exist" in out
+    assert "1 failures" in out
+    assert path.exists()
+
+
+async def test_upload_command_counts_files_that_fail(s3: S3Server, tmp_path: Path) -> None:
+    cfg = cfg_for(s3, tmp_path)
+    s3.create_bucket(cfg.bucket)
+    good = write_file(tmp_path, T0_MS)
+    bad = write_file(tmp_path, T0_MS + 1)
+    bad.chmod(0)  # unreadable
+    try:
+        if bad.stat().st_mode and _readable(bad):
+            pytest.skip("running as root: chmod 0 does not make the file unreadable")
+        with trio.fail_after(TIMEOUT):
+            code, out, _ = await run_command(cfg)
+    finally:
+        bad.chmod(0o644)
+    assert code == 1
+    assert "1/2 files in S3" in out
+    assert "1 failures" in out
+    assert not good.exists()
+    assert bad.exists()
+
+
+def _readable(path: Path) -> bool:
+    try:
+        path.read_bytes()
+    except PermissionError:
+        return False
+    return True
+
+
+def test_upload_command_needs_a_bucket(tmp_path: Path) -> None:
+    err = io.StringIO()
+    code = run_upload_command(UploadSettings(mode="s3", data_dir=str(tmp_path)), stderr=err)
+    assert code == 2
+    assert "aws.bucket is not set" in err.getvalue()
+
+
+@pytest.mark.parametrize(("percent", "degraded"), [(100.0, False), (1e-9, True)])
+async def test_disk_high_water_mark(tmp_path: Path, percent: float, degraded: bool) -> None:
+    metrics = Metrics()
+    health = HealthState(metrics)
+    with trio.fail_after(TIMEOUT):
+        async with trio.open_nursery() as nursery:
+            await nursery.start(
+                partial(run_disk_monitor, tmp_path, percent, health, metrics.disk)
+            )
+            nursery.cancel_scope.cancel()
+    assert metrics.sample("collector_disk_above_high_water") == (1 if degraded else 0)
+    assert 0 < metrics.sample("collector_disk_used_ratio") <= 1
+    assert ("disk" in health.problems) is degraded
+    if degraded:
+        assert "above the high-water mark" in health.problems["disk"]
+        assert health.report()["status"] == "degraded"
