@@ -13,7 +13,7 @@ import trio
 
 from collector.health import HealthState
 from collector.metrics import Metrics
-from collector.upload import DiskMetrics, UploadSettings, run_disk_monitor, run_upload_command
+from collector.upload import UploadSettings, run_disk_monitor, run_upload_command
 from tests.s3server import S3Server, fake_aws_env, unique_bucket
 from tests.test_upload_s3 import T0_MS, write_file
 
@@ -137,9 +137,7 @@ async def test_disk_high_water_mark(tmp_path: Path, percent: float, degraded: bo
     health = HealthState(metrics)
     with trio.fail_after(TIMEOUT):
         async with trio.open_nursery() as nursery:
-            await nursery.start(
-                partial(run_disk_monitor, tmp_path, percent, health, metrics.disk)
-            )
+            await nursery.start(partial(run_disk_monitor, tmp_path, percent, health, metrics.disk))
             nursery.cancel_scope.cancel()
     assert metrics.sample("collector_disk_above_high_water") == (1 if degraded else 0)
     assert 0 < metrics.sample("collector_disk_used_ratio") <= 1
