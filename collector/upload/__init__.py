@@ -6,9 +6,9 @@
 - :class:`UploadSettings`: the settings all of them read.
 """
 
+from collector.metrics import DiskMetrics, UploadMetrics
 from collector.upload.command import run_upload_command, upload_all
 from collector.upload.disk import run_disk_monitor
-from collector.upload.metrics import DiskMetrics, UploadMetrics
 from collector.upload.settings import UploadSettings
 from collector.upload.store import S3Store, make_client
 from collector.upload.uploader import Uploader, open_store, run_uploader

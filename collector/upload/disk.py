@@ -13,7 +13,7 @@ from typing import Final
 import trio
 
 from collector.health import HealthState
-from collector.upload.metrics import DiskMetrics
+from collector.metrics import DiskMetrics
 
 logger = logging.getLogger(__name__)
 

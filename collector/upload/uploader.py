@@ -32,7 +32,7 @@ import trio
 
 from collector.health import HealthState
 from collector.ingest.backoff import Backoff
-from collector.metrics import Metrics
+from collector.metrics import Metrics, UploadMetrics
 from collector.storage.layout import relative_key
 from collector.upload.backlog import (
     FileInfo,
@@ -45,7 +45,6 @@ from collector.upload.backlog import (
 from collector.upload.digest import LocalDigest, digest_file
 from collector.upload.errors import StoreRefused, StoreUnavailable, UploadError
 from collector.upload.keys import object_key
-from collector.upload.metrics import UploadMetrics
 from collector.upload.settings import UploadSettings
 from collector.upload.store import S3Store, make_client
 
