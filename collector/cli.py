@@ -18,6 +18,14 @@ import trio
 
 from collector import __version__
 from collector.config import ConfigError, Settings, load_settings, resolve_path, settings_as_dict
+from collector.sharding import (
+    Shard,
+    apply_shard,
+    describe_shard,
+    describe_shard_lines,
+    resolve_shard,
+    shard_settings,
+)
 
 EXIT_CONFIG = 2
 EXIT_FAILURE = 1
@@ -37,15 +45,22 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"collector {__version__}")
     config_help = "settings file (default: $CONFIG_PATH, ./settings.toml, or the embedded default)"
     parser.add_argument("--config", metavar="PATH", help=config_help)
+    shard_help = (
+        "collect only shard I of N of the (exchange, symbol) pairs, zero-based; auto/N takes I "
+        "from the host name's -<number> suffix (default: $COLLECTOR_SHARD, else everything)"
+    )
+    parser.add_argument("--shard", metavar="I/N", help=shard_help)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     run = sub.add_parser("run", help="run the service (the default command)")
     run.add_argument("--config", metavar="PATH", help=config_help, dest="run_config")
+    run.add_argument("--shard", metavar="I/N", help=shard_help, dest="run_shard")
     check = sub.add_parser(
         "check-config", help="validate settings and print the effective values (secrets masked)"
     )
     check.add_argument("path", nargs="?", metavar="PATH", help="settings file to check")
     check.add_argument("--config", metavar="PATH", dest="check_config", help=config_help)
     check.add_argument("--json", action="store_true", help="print JSON instead of TOML")
+    check.add_argument("--shard", metavar="I/N", dest="check_shard", help=shard_help)
     upload = sub.add_parser(
         "upload", help="upload every finished local file not yet verified in S3, then exit"
     )
@@ -88,28 +103,41 @@ def _dispatch(args: argparse.Namespace) -> int:
             return _upload(settings)
         if command == "check-config":
             settings, source = _load(args.path or args.check_config or args.config)
-            return _check_config(settings, source, as_json=args.json)
+            shard = resolve_shard(args.check_shard or args.shard, os.environ)
+            return _check_config(settings, source, as_json=args.json, shard=shard)
         settings, source = _load(getattr(args, "run_config", None) or args.config)
+        settings, shard = apply_shard(
+            settings, getattr(args, "run_shard", None) or args.shard, os.environ
+        )
         from collector.exchanges.planning import plan_all
 
         plan_all(settings)  # adapters that cannot start (e.g. bad credentials) fail here
     except ConfigError as exc:
         print(f"collector: error: {exc}", file=sys.stderr)
         return EXIT_CONFIG
-    return _run(settings, source)
+    return _run(settings, source, shard)
 
 
-def _check_config(settings: Settings, source: str, *, as_json: bool) -> int:
+def _check_config(
+    settings: Settings, source: str, *, as_json: bool, shard: Shard | None = None
+) -> int:
     from collector.exchanges.planning import describe_plans
 
+    full = settings
+    if shard is not None:
+        settings = shard_settings(full, shard)  # may raise ShardError (a ConfigError)
     shown = settings_as_dict(settings)
     connections = describe_plans(settings)  # may raise ConfigError: before any output
     if as_json:
-        print(
-            json.dumps({"source": source, "settings": shown, "connections": connections}, indent=2)
-        )
+        document: dict[str, Any] = {"source": source, "settings": shown}
+        if shard is not None:
+            document["shard"] = describe_shard(full, shard)
+        document["connections"] = connections
+        print(json.dumps(document, indent=2))
         return 0
     print(f"# settings OK: {source}")
+    if shard is not None:
+        print("\n".join(describe_shard_lines(full, shard)))
     print(to_toml(shown))
     print("# connections this configuration opens:")
     for line in connections:
@@ -125,12 +153,16 @@ def _upload(settings: Settings) -> int:
     return run_upload_command(settings)
 
 
-def _run(settings: Settings, source: str) -> int:
+def _run(settings: Settings, source: str, shard: Shard | None = None) -> int:
     from collector.logs import setup_logging
     from collector.service import ServiceError, run_service
 
     setup_logging(settings.collector.log_level, settings.collector.log_format)
-    log.info("starting collector %s", __version__, extra={"settings": source})
+    log.info(
+        "starting collector %s",
+        __version__,
+        extra={"settings": source, "shard": str(shard) if shard else None},
+    )
     log.debug("effective settings", extra={"settings": settings_as_dict(settings)})
     try:
         return trio.run(run_service, settings)
