@@ -17,6 +17,7 @@ from typing import Any
 
 import msgspec
 import pyarrow.parquet as pq
+import pytest
 import trio
 import trio.testing
 from trio_websocket import ConnectionClosed, open_websocket_url
@@ -293,7 +294,7 @@ async def test_the_client_pings_and_stays_connected_past_the_idle_timeout(
             await fake.wait_subscribed("trade", ["BTC/USD"])
             start = trio.current_time()
             await trio.sleep(310.0)  # more than five idle timeouts
-            assert trio.current_time() - start == 310.0
+            assert trio.current_time() - start == pytest.approx(310.0, abs=1e-9)
             assert fake.connections == 1
             assert fake.idle_drops == 0
             assert fake.pings == 10  # every 30 s
@@ -334,6 +335,6 @@ async def test_the_fake_drops_a_client_that_does_not_ping(
                     heartbeats += message == '{"channel":"heartbeat"}'
             except ConnectionClosed:
                 pass
-            assert trio.current_time() - start == 60.0
+            assert trio.current_time() - start == pytest.approx(60.0, abs=1e-9)
     assert fake.idle_drops == 1
     assert heartbeats >= 58  # the server's heartbeats do not keep the client alive

@@ -75,6 +75,12 @@ from collector.exchanges.base import (
     Session,
     Subscription,
 )
+from collector.exchanges.common import (
+    check_base_url,
+    check_rest_url,
+    check_stream_feeds,
+    pack_by_symbol,
+)
 
 EXCHANGE: Final = "bitfinex"
 DEFAULT_URL: Final = "wss://api-pub.bitfinex.com"
@@ -214,19 +220,9 @@ class BitfinexAdapter(ExchangeAdapter):
             )
         if market.category is not None:
             raise ValueError("bitfinex has no category option")
-        if not any(feed in STREAM_FEEDS for feed in market.feeds):
-            raise ValueError(
-                "bitfinex feeds: 'raw' keeps the frames of other feeds; "
-                "add at least one of trades, orderbook, ticker"
-            )
-        if market.base_url is not None and not market.base_url.startswith(("ws://", "wss://")):
-            raise ValueError(
-                f"bitfinex base_url must start with ws:// or wss:// (got {market.base_url!r})"
-            )
-        if market.rest_url is not None and not market.rest_url.startswith(("http://", "https://")):
-            raise ValueError(
-                f"bitfinex rest_url must start with http:// or https:// (got {market.rest_url!r})"
-            )
+        check_stream_feeds(EXCHANGE, market, STREAM_FEEDS)
+        check_base_url(EXCHANGE, market)
+        check_rest_url(EXCHANGE, market)
 
     def connection_url(self, base_url: str | None) -> str:
         return f"{(base_url or self.default_url).rstrip('/')}{WS_PATH}"
@@ -247,16 +243,7 @@ class BitfinexAdapter(ExchangeAdapter):
                 subs.extend(Subscription(canonical, f) for f in market.feeds if f in STREAM_FEEDS)
         plans: list[ConnectionPlan] = []
         for (url, raw, book_len), by_symbol in groups.items():
-            chunks: list[list[Subscription]] = []
-            current: list[Subscription] = []
-            for subs in by_symbol.values():
-                if current and len(current) + len(subs) > MAX_CHANNELS_PER_CONNECTION:
-                    chunks.append(current)
-                    current = []
-                current.extend(subs)
-            if current:
-                chunks.append(current)
-            for chunk in chunks:
+            for chunk in pack_by_symbol(by_symbol.values(), MAX_CHANNELS_PER_CONNECTION):
                 plans.append(
                     BitfinexPlan(
                         exchange=self.name,

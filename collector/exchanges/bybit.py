@@ -52,7 +52,6 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Sequence
 from typing import ClassVar, Final, Literal
-from urllib.parse import urlsplit
 
 import attrs
 import msgspec
@@ -65,6 +64,13 @@ from collector.exchanges.base import (
     ParseError,
     Session,
     Subscription,
+)
+from collector.exchanges.common import (
+    check_base_url,
+    check_stream_feeds,
+    chunked,
+    pack_by_symbol,
+    url_with_path,
 )
 
 EXCHANGE: Final = "bybit"
@@ -250,22 +256,12 @@ class BybitAdapter(ExchangeAdapter):
             )
         if market.rest_url is not None:
             raise ValueError("bybit has no rest_url option (the book is synced over WebSocket)")
-        if not any(feed in STREAM_FEEDS for feed in market.feeds):
-            raise ValueError(
-                "bybit feeds: 'raw' keeps the frames of other feeds; "
-                "add at least one of trades, orderbook, ticker"
-            )
-        if market.base_url is not None and not market.base_url.startswith(("ws://", "wss://")):
-            raise ValueError(
-                f"bybit base_url must start with ws:// or wss:// (got {market.base_url!r})"
-            )
+        check_stream_feeds(EXCHANGE, market, STREAM_FEEDS)
+        check_base_url(EXCHANGE, market)
 
     def connection_url(self, base_url: str | None, category: str) -> str:
         """``{base}/v5/public/{category}``; a ``base_url`` with a path is used as is."""
-        base = (base_url or self.default_url).rstrip("/")
-        if urlsplit(base).path not in ("", "/"):
-            return base
-        return f"{base}/v5/public/{category}"
+        return url_with_path(base_url, self.default_url, f"/v5/public/{category}")
 
     def plan_connections(self, markets: Sequence[MarketSettings]) -> list[ConnectionPlan]:
         """One category per connection; at most 200 topics; a symbol's topics together."""
@@ -283,16 +279,7 @@ class BybitAdapter(ExchangeAdapter):
                         items.append((sub, topic_name(canonical, feed, market)))
         plans: list[ConnectionPlan] = []
         for (url, raw, category), by_symbol in groups.items():
-            chunks: list[list[tuple[Subscription, str]]] = []
-            current: list[tuple[Subscription, str]] = []
-            for items in by_symbol.values():
-                if current and len(current) + len(items) > MAX_TOPICS_PER_CONNECTION:
-                    chunks.append(current)
-                    current = []
-                current.extend(items)
-            if current:
-                chunks.append(current)
-            for chunk in chunks:
+            for chunk in pack_by_symbol(by_symbol.values(), MAX_TOPICS_PER_CONNECTION):
                 plans.append(
                     BybitPlan(
                         exchange=self.name,
@@ -346,10 +333,9 @@ class BybitSession(Session):
     # ----------------------------------------------------------------- subscribing
 
     def subscribe_frames(self, now_us: int = 0) -> list[str]:
-        topics = list(self._subs)
         return [
-            self._request("subscribe", topics[i : i + MAX_ARGS_PER_SUBSCRIBE])
-            for i in range(0, len(topics), MAX_ARGS_PER_SUBSCRIBE)
+            self._request("subscribe", topics)
+            for topics in chunked(list(self._subs), MAX_ARGS_PER_SUBSCRIBE)
         ]
 
     def keepalive_frame(self) -> str | None:

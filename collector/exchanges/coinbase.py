@@ -87,6 +87,8 @@ from collector.exchanges.base import (
     Session,
     Subscription,
 )
+from collector.exchanges.common import RecentIds as RecentIds  # re-exported
+from collector.exchanges.common import check_base_url, check_stream_feeds, chunked
 
 EXCHANGE: Final = "coinbase"
 DEFAULT_URL: Final = "wss://advanced-trade-ws.coinbase.com"
@@ -317,33 +319,6 @@ def load_credentials(env: Mapping[str, str]) -> CoinbaseCredentials | None:
         raise ValueError(f"coinbase: {ENV_SECRET_FILE}={path!r}: {exc}") from None
 
 
-# --------------------------------------------------------------------------- trade ids
-
-
-class RecentIds:
-    """A bounded set of recently seen ids per symbol (oldest forgotten first)."""
-
-    def __init__(self, limit: int = RECENT_TRADE_IDS) -> None:
-        self.limit = limit
-        self._sets: dict[str, set[str]] = {}
-        self._orders: dict[str, deque[str]] = {}
-
-    def add(self, symbol: str, trade_id: str) -> bool:
-        """Remember ``trade_id``; False if it was already remembered (a duplicate)."""
-        seen = self._sets.get(symbol)
-        if seen is None:
-            seen = self._sets[symbol] = set()
-            self._orders[symbol] = deque()
-        if trade_id in seen:
-            return False
-        order = self._orders[symbol]
-        if len(order) >= self.limit:
-            seen.discard(order.popleft())
-        order.append(trade_id)
-        seen.add(trade_id)
-        return True
-
-
 # --------------------------------------------------------------------------- adapter
 
 
@@ -365,7 +340,7 @@ class CoinbaseAdapter(ExchangeAdapter):
         """
         self.credentials = load_credentials(os.environ if env is None else env)
         # Survives reconnects: sessions come and go, the adapter stays.
-        self.recent_trade_ids = RecentIds()
+        self.recent_trade_ids = RecentIds(RECENT_TRADE_IDS)
 
     @classmethod
     def symbols_url(cls, rest_url: str | None = None) -> str:
@@ -397,15 +372,8 @@ class CoinbaseAdapter(ExchangeAdapter):
     @classmethod
     def check_market(cls, market: MarketSettings) -> None:
         super().check_market(market)
-        if not any(feed in CHANNELS for feed in market.feeds):
-            raise ValueError(
-                "coinbase feeds: 'raw' keeps the frames of other feeds; "
-                "add at least one of trades, orderbook, ticker"
-            )
-        if market.base_url is not None and not market.base_url.startswith(("ws://", "wss://")):
-            raise ValueError(
-                f"coinbase base_url must start with ws:// or wss:// (got {market.base_url!r})"
-            )
+        check_stream_feeds(EXCHANGE, market, CHANNELS)
+        check_base_url(EXCHANGE, market)
 
     def plan_connections(self, markets: Sequence[MarketSettings]) -> list[ConnectionPlan]:
         """At most 10 products per connection; markets with another URL or raw never share."""
@@ -419,9 +387,7 @@ class CoinbaseAdapter(ExchangeAdapter):
                 subs.extend(Subscription(canonical, f) for f in market.feeds if f in CHANNELS)
         plans: list[ConnectionPlan] = []
         for (url, raw), by_symbol in groups.items():
-            symbols = list(by_symbol)
-            for i in range(0, len(symbols), MAX_PRODUCTS_PER_CONNECTION):
-                chunk = symbols[i : i + MAX_PRODUCTS_PER_CONNECTION]
+            for chunk in chunked(list(by_symbol), MAX_PRODUCTS_PER_CONNECTION):
                 plans.append(
                     ConnectionPlan(
                         exchange=self.name,
@@ -463,7 +429,9 @@ class CoinbaseSession(Session):
     ) -> None:
         super().__init__(plan)
         self._credentials = credentials
-        self._recent = recent_trade_ids if recent_trade_ids is not None else RecentIds()
+        self._recent = (
+            recent_trade_ids if recent_trade_ids is not None else RecentIds(RECENT_TRADE_IDS)
+        )
         self._products: dict[str, list[str]] = {}  # channel -> products, in plan order
         for sub in plan.subscriptions:
             self._products.setdefault(CHANNELS[sub.feed], []).append(sub.symbol)

@@ -67,6 +67,12 @@ from collector.exchanges.base import (
     Session,
     Subscription,
 )
+from collector.exchanges.common import (
+    check_base_url,
+    check_rest_url,
+    check_stream_feeds,
+    pack_by_symbol,
+)
 
 EXCHANGE: Final = "deribit"
 DEFAULT_URL: Final = "wss://www.deribit.com"
@@ -233,19 +239,9 @@ class DeribitAdapter(ExchangeAdapter):
                 "deribit has no category option: the instrument name says what it is "
                 "(BTC-PERPETUAL, BTC-27DEC24, BTC-27DEC24-100000-C, BTC_USDC)"
             )
-        if not any(feed in STREAM_FEEDS for feed in market.feeds):
-            raise ValueError(
-                "deribit feeds: 'raw' keeps the frames of other feeds; "
-                "add at least one of trades, orderbook, ticker"
-            )
-        if market.base_url is not None and not market.base_url.startswith(("ws://", "wss://")):
-            raise ValueError(
-                f"deribit base_url must start with ws:// or wss:// (got {market.base_url!r})"
-            )
-        if market.rest_url is not None and not market.rest_url.startswith(("http://", "https://")):
-            raise ValueError(
-                f"deribit rest_url must start with http:// or https:// (got {market.rest_url!r})"
-            )
+        check_stream_feeds(EXCHANGE, market, STREAM_FEEDS)
+        check_base_url(EXCHANGE, market)
+        check_rest_url(EXCHANGE, market)
 
     def connection_url(self, base_url: str | None) -> str:
         return f"{(base_url or self.default_url).rstrip('/')}{WS_PATH}"
@@ -262,14 +258,8 @@ class DeribitAdapter(ExchangeAdapter):
                 subs.extend(Subscription(canonical, f) for f in market.feeds if f in STREAM_FEEDS)
         plans: list[ConnectionPlan] = []
         for (url, raw), by_symbol in groups.items():
-            current: list[Subscription] = []
-            for subs in by_symbol.values():
-                if current and len(current) + len(subs) > MAX_CHANNELS_PER_CONNECTION:
-                    plans.append(self._plan(len(plans), url, raw, current))
-                    current = []
-                current.extend(subs)
-            if current:
-                plans.append(self._plan(len(plans), url, raw, current))
+            for chunk in pack_by_symbol(by_symbol.values(), MAX_CHANNELS_PER_CONNECTION):
+                plans.append(self._plan(len(plans), url, raw, chunk))
         return plans
 
     def _plan(self, index: int, url: str, raw: bool, subs: list[Subscription]) -> ConnectionPlan:

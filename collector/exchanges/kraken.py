@@ -73,6 +73,7 @@ from collector.exchanges.base import (
     Session,
     Subscription,
 )
+from collector.exchanges.common import check_base_url, check_stream_feeds, pack_by_symbol
 
 EXCHANGE: Final = "kraken"
 DEFAULT_URL: Final = "wss://ws.kraken.com"
@@ -426,15 +427,8 @@ class KrakenAdapter(ExchangeAdapter):
             raise ValueError("kraken has no rest_url option (its books come over the WebSocket)")
         if market.category is not None:
             raise ValueError("kraken has no category option (spot only)")
-        if not any(feed in STREAM_FEEDS for feed in market.feeds):
-            raise ValueError(
-                "kraken feeds: 'raw' keeps the frames of other feeds; "
-                "add at least one of trades, orderbook, ticker"
-            )
-        if market.base_url is not None and not market.base_url.startswith(("ws://", "wss://")):
-            raise ValueError(
-                f"kraken base_url must start with ws:// or wss:// (got {market.base_url!r})"
-            )
+        check_stream_feeds(EXCHANGE, market, STREAM_FEEDS)
+        check_base_url(EXCHANGE, market)
 
     def connection_url(self, base_url: str | None) -> str:
         base = (base_url or self.default_url).rstrip("/")
@@ -461,16 +455,7 @@ class KrakenAdapter(ExchangeAdapter):
                         subs.append(sub)
         plans: list[ConnectionPlan] = []
         for (url, raw, depth), by_symbol in groups.items():
-            chunk: list[Subscription] = []
-            chunks: list[list[Subscription]] = []
-            for subs in by_symbol.values():
-                if chunk and len(chunk) + len(subs) > MAX_SUBSCRIPTIONS_PER_CONNECTION:
-                    chunks.append(chunk)
-                    chunk = []
-                chunk.extend(subs)
-            if chunk:
-                chunks.append(chunk)
-            for subs in chunks:
+            for subs in pack_by_symbol(by_symbol.values(), MAX_SUBSCRIPTIONS_PER_CONNECTION):
                 plans.append(
                     KrakenPlan(
                         exchange=self.name,

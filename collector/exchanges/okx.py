@@ -61,7 +61,6 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Sequence
 from typing import ClassVar, Final
-from urllib.parse import urlsplit
 
 import attrs
 import msgspec
@@ -75,6 +74,7 @@ from collector.exchanges.base import (
     Session,
     Subscription,
 )
+from collector.exchanges.common import check_base_url, check_stream_feeds, chunked, url_with_path
 
 EXCHANGE: Final = "okx"
 DEFAULT_URL: Final = "wss://ws.okx.com:8443"
@@ -179,12 +179,6 @@ def _opt_float(value: str) -> float | None:
     return float(value) if value else None
 
 
-def _with_path(base_url: str | None, default: str, path: str) -> str:
-    """``base_url`` (host only: the venue path is appended; with a path: used as is)."""
-    base = (base_url or default).rstrip("/")
-    return base if urlsplit(base).path not in ("", "/") else f"{base}{path}"
-
-
 # --------------------------------------------------------------------------- adapter
 
 
@@ -265,18 +259,11 @@ class OkxAdapter(ExchangeAdapter):
                 "okx book_mode 'diff' is the 400-level books channel and 'snapshot' the "
                 f"5-level books5 channel; book_depth {depth} contradicts book_mode {mode!r}"
             )
-        if not any(feed in STREAM_FEEDS for feed in market.feeds):
-            raise ValueError(
-                "okx feeds: 'raw' keeps the frames of other feeds; "
-                "add at least one of trades, orderbook, ticker"
-            )
-        if market.base_url is not None and not market.base_url.startswith(("ws://", "wss://")):
-            raise ValueError(
-                f"okx base_url must start with ws:// or wss:// (got {market.base_url!r})"
-            )
+        check_stream_feeds(EXCHANGE, market, STREAM_FEEDS)
+        check_base_url(EXCHANGE, market)
 
     def connection_url(self, base_url: str | None) -> str:
-        return _with_path(base_url, self.default_url, PUBLIC_PATH)
+        return url_with_path(base_url, self.default_url, PUBLIC_PATH)
 
     def plan_connections(self, markets: Sequence[MarketSettings]) -> list[ConnectionPlan]:
         """Pack symbols onto connections of at most 300 args and 25 deep-book channels.
@@ -369,10 +356,9 @@ class OkxSession(Session):
     # ----------------------------------------------------------------- subscribing
 
     def subscribe_frames(self, now_us: int = 0) -> list[str]:
-        keys = list(self._subs)
         return [
-            self._request("subscribe", keys[i : i + MAX_ARGS_PER_SUBSCRIBE])
-            for i in range(0, len(keys), MAX_ARGS_PER_SUBSCRIBE)
+            self._request("subscribe", keys)
+            for keys in chunked(list(self._subs), MAX_ARGS_PER_SUBSCRIBE)
         ]
 
     def keepalive_frame(self) -> str | None:

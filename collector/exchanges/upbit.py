@@ -49,7 +49,6 @@ docs): two requests at connect plus three ``PING`` a minute stay far below.
 from __future__ import annotations
 
 import re
-from collections import deque
 from collections.abc import Sequence
 from typing import ClassVar, Final
 
@@ -65,6 +64,8 @@ from collector.exchanges.base import (
     Session,
     Subscription,
 )
+from collector.exchanges.common import RecentIds as RecentIds  # re-exported
+from collector.exchanges.common import check_base_url, check_stream_feeds, chunked
 
 EXCHANGE: Final = "upbit"
 DEFAULT_URL: Final = "wss://api.upbit.com/websocket/v1"
@@ -170,33 +171,6 @@ _ENCODER: Final = msgspec.json.Encoder()
 _PARSE_ERRORS: Final = (msgspec.DecodeError, KeyError, ValueError, TypeError, IndexError)
 
 
-# --------------------------------------------------------------------------- trade ids
-
-
-class RecentIds:
-    """A bounded set of recently seen ids per symbol (oldest forgotten first)."""
-
-    def __init__(self, limit: int = RECENT_TRADE_IDS) -> None:
-        self.limit = limit
-        self._sets: dict[str, set[str]] = {}
-        self._orders: dict[str, deque[str]] = {}
-
-    def add(self, symbol: str, trade_id: str) -> bool:
-        """Remember ``trade_id``; False if it was already remembered (a duplicate)."""
-        seen = self._sets.get(symbol)
-        if seen is None:
-            seen = self._sets[symbol] = set()
-            self._orders[symbol] = deque()
-        if trade_id in seen:
-            return False
-        order = self._orders[symbol]
-        if len(order) >= self.limit:
-            seen.discard(order.popleft())
-        order.append(trade_id)
-        seen.add(trade_id)
-        return True
-
-
 # --------------------------------------------------------------------------- adapter
 
 
@@ -219,7 +193,7 @@ class UpbitAdapter(ExchangeAdapter):
 
     def __init__(self) -> None:
         # Survives reconnects: sessions come and go, the adapter stays.
-        self.recent_trade_ids = RecentIds()
+        self.recent_trade_ids = RecentIds(RECENT_TRADE_IDS)
 
     @classmethod
     def symbols_url(cls, rest_url: str | None = None) -> str:
@@ -254,15 +228,8 @@ class UpbitAdapter(ExchangeAdapter):
             raise ValueError("upbit has no rest_url option")
         if market.category is not None:
             raise ValueError("upbit has no category option")
-        if not any(feed in TYPES for feed in market.feeds):
-            raise ValueError(
-                "upbit feeds: 'raw' keeps the frames of other feeds; "
-                "add at least one of trades, orderbook, ticker"
-            )
-        if market.base_url is not None and not market.base_url.startswith(("ws://", "wss://")):
-            raise ValueError(
-                f"upbit base_url must start with ws:// or wss:// (got {market.base_url!r})"
-            )
+        check_stream_feeds(EXCHANGE, market, TYPES)
+        check_base_url(EXCHANGE, market)
 
     def plan_connections(self, markets: Sequence[MarketSettings]) -> list[ConnectionPlan]:
         """At most 100 codes per connection; another URL, raw choice or depth never shares."""
@@ -276,9 +243,7 @@ class UpbitAdapter(ExchangeAdapter):
                 subs.extend(Subscription(canonical, f) for f in market.feeds if f in TYPES)
         plans: list[ConnectionPlan] = []
         for (url, raw, depth), by_symbol in groups.items():
-            symbols = list(by_symbol)
-            for i in range(0, len(symbols), MAX_CODES_PER_CONNECTION):
-                chunk = symbols[i : i + MAX_CODES_PER_CONNECTION]
+            for chunk in chunked(list(by_symbol), MAX_CODES_PER_CONNECTION):
                 plans.append(
                     UpbitPlan(
                         exchange=self.name,
@@ -303,7 +268,9 @@ class UpbitSession(Session):
 
     def __init__(self, plan: ConnectionPlan, recent_trade_ids: RecentIds | None = None) -> None:
         super().__init__(plan)
-        self._recent = recent_trade_ids if recent_trade_ids is not None else RecentIds()
+        self._recent = (
+            recent_trade_ids if recent_trade_ids is not None else RecentIds(RECENT_TRADE_IDS)
+        )
         self._depth = plan.book_depth if isinstance(plan, UpbitPlan) else None
         self._codes: dict[str, list[str]] = {}  # type -> codes, in plan order
         for sub in plan.subscriptions:

@@ -31,11 +31,12 @@ import re
 from collections.abc import Callable, Iterable, Sequence
 from functools import partial
 from typing import Any, Final
-from urllib.parse import urlsplit
 
 import msgspec
 import trio
-from trio_websocket import ConnectionClosed, WebSocketConnection, WebSocketRequest, serve_websocket
+from trio_websocket import ConnectionClosed, WebSocketConnection, WebSocketRequest
+
+from tests.fakes.base import FakeServer, Watcher, abort, send_quietly, wait_idle
 
 FLAG_TIMESTAMP: Final = 32768
 FLAG_SEQ_ALL: Final = 65536
@@ -72,11 +73,14 @@ class FakeClient:
         return None
 
 
-class FakeBitfinex:
+class FakeBitfinex(FakeServer[FakeClient]):
     """A Bitfinex v2 public server for tests (see the module docstring).
 
     Start it with ``await nursery.start(fake.run)``; it serves until cancelled.
+    ``url`` is the base URL (the adapter appends ``/ws/2``).
     """
+
+    path = "/ws/2"
 
     def __init__(
         self,
@@ -86,48 +90,17 @@ class FakeBitfinex:
         hb_interval: float | None = 15.0,
         client_idle_timeout: float | None = None,
     ) -> None:
+        super().__init__()
         self.unknown_symbols = set(unknown_symbols)
         self.max_channels = max_channels
         self.hb_interval = hb_interval
         self.client_idle_timeout = client_idle_timeout
         self.books: dict[str, list[BookLevel]] = {}
         self.trade_snapshots: dict[str, list[TradeRow]] = {}
-        self.client_messages: list[str] = []
-        self.connections = 0
-        self.clients: list[FakeClient] = []
         self.idle_drops = 0
         self._next_chan_id = 17
-        self._port: int | None = None
-        self._changed = trio.Event()
-
-    @property
-    def url(self) -> str:
-        """The base URL (the adapter appends ``/ws/2``)."""
-        if self._port is None:
-            raise RuntimeError("FakeBitfinex is not running (start it with nursery.start)")
-        return f"ws://127.0.0.1:{self._port}"
-
-    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
-        """Listen on 127.0.0.1 (a free port) and serve until cancelled."""
-        async with trio.open_nursery() as nursery:
-            server = await nursery.start(
-                partial(serve_websocket, self._handle, "127.0.0.1", 0, ssl_context=None)
-            )
-            self._port = server.port
-            task_status.started()
 
     # ----------------------------------------------------------------- waiting
-
-    def _notify(self) -> None:
-        self._changed.set()
-        self._changed = trio.Event()
-
-    async def _wait_for(self, predicate: Callable[[], bool]) -> None:
-        while not predicate():
-            await self._changed.wait()
-
-    async def wait_connected(self, n: int = 1) -> None:
-        await self._wait_for(lambda: self.connections >= n)
 
     async def wait_subscribed(self, keys: Iterable[tuple[str, str]]) -> None:
         """Until open connections have subscribed every (channel, symbol) of ``keys``."""
@@ -140,18 +113,7 @@ class FakeBitfinex:
         self, predicate: Callable[[dict[str, Any]], bool], n: int = 1
     ) -> None:
         """Until clients have sent ``n`` JSON objects for which ``predicate`` is true."""
-
-        def count() -> int:
-            found = 0
-            for text in self.client_messages:
-                try:
-                    decoded = msgspec.json.decode(text)
-                except msgspec.DecodeError:
-                    continue
-                found += isinstance(decoded, dict) and predicate(decoded)
-            return found
-
-        await self._wait_for(lambda: count() >= n)
+        await self._wait_for(lambda: self._count_json_messages(predicate) >= n)
 
     # ----------------------------------------------------------------- controls
 
@@ -172,16 +134,6 @@ class FakeBitfinex:
     async def send_info(self, code: int, msg: str) -> int:
         return await self.broadcast(_encode({"event": "info", "code": code, "msg": msg}).decode())
 
-    async def broadcast(self, frame: str) -> int:
-        sent = 0
-        for client in list(self.clients):
-            sent += await _send_quietly(client.conn, frame)
-        return sent
-
-    async def drop(self) -> None:
-        for client in list(self.clients):
-            await client.conn._stream.aclose()
-
     async def _send_frame(self, client: FakeClient, chan_id: int, parts: list[Any]) -> int:
         frame: list[Any] = [chan_id, *parts]
         if client.flags & FLAG_SEQ_ALL:
@@ -189,47 +141,33 @@ class FakeBitfinex:
             frame.append(client.seq)
         if client.flags & FLAG_TIMESTAMP:
             frame.append(fake_mts())
-        return await _send_quietly(client.conn, _encode(frame).decode())
+        return await send_quietly(client.conn, _encode(frame).decode())
 
     # ----------------------------------------------------------------- serving
 
-    async def _handle(self, request: WebSocketRequest) -> None:
-        if urlsplit(request.path).path != "/ws/2":
-            await request.reject(404, body=b"not found")
-            return
-        conn = await request.accept()
-        client = FakeClient(conn)
-        self.connections += 1
-        self.clients.append(client)
-        self._notify()
-        try:
-            info = {
-                "event": "info",
-                "version": 2,
-                "serverId": "083bd8d4-aca7-4690-a573-eabfc8103de8",
-                "platform": {"status": 1},
-            }
-            await _send_quietly(conn, _encode(info).decode())
-            async with trio.open_nursery() as nursery:
-                if self.hb_interval is not None:
-                    nursery.start_soon(self._heartbeat_loop, client, self.hb_interval)
-                if self.client_idle_timeout is not None:
-                    nursery.start_soon(self._idle_watch, client, self.client_idle_timeout)
-                await self._receive_loop(client)
-                nursery.cancel_scope.cancel()
-        finally:
-            self.clients.remove(client)
-            self._notify()
+    def _new_client(self, conn: WebSocketConnection, request: WebSocketRequest) -> FakeClient:
+        return FakeClient(conn)
+
+    async def _on_open(self, client: FakeClient) -> None:
+        info = {
+            "event": "info",
+            "version": 2,
+            "serverId": "083bd8d4-aca7-4690-a573-eabfc8103de8",
+            "platform": {"status": 1},
+        }
+        await send_quietly(client.conn, _encode(info).decode())
+
+    def _watchers(self, client: FakeClient) -> list[Watcher[FakeClient]]:
+        watchers: list[Watcher[FakeClient]] = []
+        if self.hb_interval is not None:
+            watchers.append(partial(self._heartbeat_loop, interval=self.hb_interval))
+        if self.client_idle_timeout is not None:
+            watchers.append(partial(self._idle_watch, idle_secs=self.client_idle_timeout))
+        return watchers
 
     async def _receive_loop(self, client: FakeClient) -> None:
-        while True:
-            try:
-                message = await client.conn.get_message()
-            except ConnectionClosed:
-                return
+        while (text := await self._receive_text(client)) is not None:
             client.last_message_at = trio.current_time()
-            text = message if isinstance(message, str) else message.decode(errors="replace")
-            self.client_messages.append(text)
             try:
                 await self._reply(client, text)
             except (ConnectionClosed, trio.BrokenResourceError, trio.ClosedResourceError):
@@ -331,13 +269,9 @@ class FakeBitfinex:
                     return
 
     async def _idle_watch(self, client: FakeClient, idle_secs: float) -> None:
-        while True:
-            deadline = client.last_message_at + idle_secs
-            if trio.current_time() >= deadline:
-                self.idle_drops += 1
-                await client.conn._stream.aclose()
-                return
-            await trio.sleep_until(deadline)
+        await wait_idle(lambda: client.last_message_at, idle_secs)
+        self.idle_drops += 1
+        await abort(client.conn)
 
 
 def book_levels(
@@ -345,11 +279,3 @@ def book_levels(
 ) -> list[BookLevel]:
     """Snapshot levels in the venue's shape: count 1, asks with negative amounts."""
     return [(p, 1, a) for p, a in bids] + [(p, 1, -a) for p, a in asks]
-
-
-async def _send_quietly(conn: WebSocketConnection, frame: str) -> int:
-    try:
-        await conn.send_message(frame)
-    except (ConnectionClosed, trio.BrokenResourceError, trio.ClosedResourceError):
-        return 0
-    return 1

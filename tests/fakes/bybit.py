@@ -23,14 +23,15 @@ clock; callers own timeouts.
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Iterable, Sequence
-from functools import partial
+from collections.abc import Iterable, Sequence
 from typing import Any, Final
 from urllib.parse import urlsplit
 
 import msgspec
 import trio
-from trio_websocket import ConnectionClosed, WebSocketConnection, WebSocketRequest, serve_websocket
+from trio_websocket import WebSocketConnection, WebSocketRequest
+
+from tests.fakes.base import FakeServer, Watcher, abort, wait_idle
 
 PATHS: Final = {"/v5/public/spot": "spot", "/v5/public/linear": "linear"}
 TOPIC_RE: Final = re.compile(
@@ -54,11 +55,6 @@ def _num(value: PriceLike) -> str:
 
 def _levels(levels: Levels) -> list[list[str]]:
     return [[_num(p), _num(s)] for p, s in levels]
-
-
-async def _abort(conn: WebSocketConnection) -> None:
-    """Close the TCP stream under a WebSocket without a close frame."""
-    await conn._stream.aclose()  # trio-websocket keeps the transport here
 
 
 # --------------------------------------------------------------------------- frame builders
@@ -155,60 +151,27 @@ class FakeBybitClient:
         self.last_ping = trio.current_time()
 
 
-class FakeBybit:
+class FakeBybit(FakeServer[FakeBybitClient]):
     """A Bybit v5 public server for tests (see the module docstring).
 
     Start it with ``await nursery.start(fake.run)``; it serves until cancelled.
     """
 
     def __init__(self, *, reject: Iterable[str] = (), ping_timeout: float = 30.0) -> None:
+        super().__init__()
         self.reject = set(reject)
         self.ping_timeout = ping_timeout
         self.book_snapshots: dict[str, str] = {}
-        self.client_messages: list[str] = []
         self.paths: list[str] = []
-        self.connections = 0
-        self.clients: list[FakeBybitClient] = []
         self.pings = 0
         self.ping_drops = 0
-        self._port: int | None = None
-        self._changed = trio.Event()
-
-    @property
-    def url(self) -> str:
-        if self._port is None:
-            raise RuntimeError("FakeBybit is not running (start it with nursery.start)")
-        return f"ws://127.0.0.1:{self._port}"
-
-    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
-        """Listen on 127.0.0.1 (a free port) and serve until cancelled."""
-        async with trio.open_nursery() as nursery:
-            server = await nursery.start(
-                partial(serve_websocket, self._handle, "127.0.0.1", 0, ssl_context=None)
-            )
-            self._port = server.port
-            task_status.started()
 
     # ----------------------------------------------------------------- waiting
-
-    def _notify(self) -> None:
-        self._changed.set()
-        self._changed = trio.Event()
-
-    async def _wait_for(self, predicate: Callable[[], bool]) -> None:
-        while not predicate():
-            await self._changed.wait()
-
-    async def wait_connected(self, n: int = 1) -> None:
-        await self._wait_for(lambda: self.connections >= n)
 
     async def wait_subscribed(self, topics: Iterable[str]) -> None:
         """Until open connections hold every topic of ``topics``."""
         wanted = set(topics)
         await self._wait_for(lambda: wanted <= {t for c in self.clients for t in c.topics})
-
-    async def wait_for_message(self, predicate: Callable[[str], bool]) -> None:
-        await self._wait_for(lambda: any(predicate(m) for m in self.client_messages))
 
     # ----------------------------------------------------------------- controls
 
@@ -218,68 +181,32 @@ class FakeBybit:
         sent = 0
         for client in list(self.clients):
             if topic is None or topic in client.topics:
-                sent += await self._send(client, frame)
+                sent += await self._send_to(client, frame)
         return sent
-
-    async def broadcast(self, frame: str) -> int:
-        sent = 0
-        for client in list(self.clients):
-            sent += await self._send(client, frame)
-        return sent
-
-    async def drop(self) -> None:
-        for client in list(self.clients):
-            await _abort(client.conn)
 
     # ----------------------------------------------------------------- serving
 
-    async def _send(self, client: FakeBybitClient, frame: str) -> int:
-        try:
-            await client.conn.send_message(frame)
-        except ConnectionClosed:
-            return 0
-        return 1
+    def _accepts(self, path: str) -> bool:
+        return urlsplit(path).path in PATHS
 
-    async def _handle(self, request: WebSocketRequest) -> None:
-        category = PATHS.get(urlsplit(request.path).path)
-        if category is None:
-            await request.reject(404, body=b"not found")
-            return
-        conn = await request.accept()
-        self.connections += 1
+    def _new_client(self, conn: WebSocketConnection, request: WebSocketRequest) -> FakeBybitClient:
         self.paths.append(request.path)
-        client = FakeBybitClient(conn, category, f"d9avt8shteepr00gfc1g-{self.connections}")
-        self.clients.append(client)
-        self._notify()
-        try:
-            async with trio.open_nursery() as nursery:
-                nursery.start_soon(self._ping_watch, client)
-                await self._receive_loop(client)
-                nursery.cancel_scope.cancel()
-        finally:
-            self.clients.remove(client)
-            self._notify()
+        category = PATHS[urlsplit(request.path).path]
+        return FakeBybitClient(conn, category, f"d9avt8shteepr00gfc1g-{self.connections}")
+
+    def _watchers(self, client: FakeBybitClient) -> list[Watcher[FakeBybitClient]]:
+        return [self._ping_watch]
 
     async def _ping_watch(self, client: FakeBybitClient) -> None:
-        while True:
-            deadline = client.last_ping + self.ping_timeout
-            if trio.current_time() >= deadline:
-                self.ping_drops += 1
-                self._notify()
-                await _abort(client.conn)
-                return
-            await trio.sleep_until(deadline)
+        await wait_idle(lambda: client.last_ping, self.ping_timeout)
+        self.ping_drops += 1
+        self._notify()
+        await abort(client.conn)
 
     async def _receive_loop(self, client: FakeBybitClient) -> None:
-        while True:
-            try:
-                message = await client.conn.get_message()
-            except ConnectionClosed:
-                return
-            text = message if isinstance(message, str) else message.decode(errors="replace")
-            self.client_messages.append(text)
+        while (text := await self._receive_text(client)) is not None:
             for reply in self._replies(client, text):
-                if not await self._send(client, reply):
+                if not await self._send_to(client, reply):
                     return
             self._notify()
 

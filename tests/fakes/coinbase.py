@@ -26,14 +26,13 @@ from __future__ import annotations
 import datetime
 from collections import deque
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from functools import partial
 from typing import Any, Final
 
 import msgspec
 import trio
-from trio_websocket import ConnectionClosed, WebSocketConnection, WebSocketRequest, serve_websocket
+from trio_websocket import ConnectionClosed, WebSocketConnection, WebSocketRequest
 
-from tests.fakes.binance import _abort
+from tests.fakes.base import FakeServer, Watcher, abort, send_quietly
 
 _encode: Final = msgspec.json.Encoder().encode
 
@@ -156,7 +155,7 @@ class FakeClient:
         return {c for c, products in self.subs.items() if product in products}
 
 
-class FakeCoinbase:
+class FakeCoinbase(FakeServer[FakeClient]):
     """See the module docstring. Start with ``await nursery.start(fake.run)``."""
 
     def __init__(
@@ -168,6 +167,7 @@ class FakeCoinbase:
         max_messages_per_second: int = 8,
         clock_us: Callable[[], int] | None = None,
     ) -> None:
+        super().__init__()
         self.reject_products = set(reject_products)
         self.subscribe_timeout = subscribe_timeout
         self.idle_timeout = idle_timeout
@@ -177,43 +177,13 @@ class FakeCoinbase:
         self.books: dict[str, tuple[Levels, Levels]] = {}
         # product -> trades sent as the market_trades snapshot on subscribe (newest first).
         self.recent_trades: dict[str, list[dict[str, Any]]] = {}
-        self.client_messages: list[str] = []
-        self.clients: list[FakeClient] = []
-        self.connections = 0
         self.dropped_idle = 0
         self.dropped_unsubscribed = 0
         self.rate_limited = 0
         self.heartbeats_sent = 0
         self.frames_sent = 0  # every frame sent to any client
-        self._port: int | None = None
-        self._changed = trio.Event()
-
-    @property
-    def url(self) -> str:
-        if self._port is None:
-            raise RuntimeError("FakeCoinbase is not running")
-        return f"ws://127.0.0.1:{self._port}"
-
-    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
-        async with trio.open_nursery() as nursery:
-            server = await nursery.start(
-                partial(serve_websocket, self._handle, "127.0.0.1", 0, ssl_context=None)
-            )
-            self._port = server.port
-            task_status.started()
 
     # ----------------------------------------------------------------- waiting
-
-    def _notify(self) -> None:
-        self._changed.set()
-        self._changed = trio.Event()
-
-    async def _wait_for(self, predicate: Callable[[], bool]) -> None:
-        while not predicate():
-            await self._changed.wait()
-
-    async def wait_connected(self, n: int = 1) -> None:
-        await self._wait_for(lambda: self.connections >= n)
 
     async def wait_subscribed(self, channel: str, products: Iterable[str]) -> None:
         """Until an open connection has ``channel`` subscribed for all ``products``."""
@@ -244,15 +214,7 @@ class FakeCoinbase:
         return sent
 
     async def send_raw(self, frame: str) -> int:
-        sent = 0
-        for client in list(self.clients):
-            sent += await _send_quietly(client, frame)
-        return sent
-
-    async def drop(self) -> None:
-        """Close every client's TCP connection without a close frame."""
-        for client in list(self.clients):
-            await _abort(client.conn, reset=False)
+        return await self.broadcast(frame)
 
     async def _send(self, client: FakeClient, channel: str, events: list[dict[str, Any]]) -> int:
         frame = envelope(channel, events, client.seq, self.clock_us())
@@ -261,34 +223,27 @@ class FakeCoinbase:
 
     # ----------------------------------------------------------------- serving
 
-    async def _handle(self, request: WebSocketRequest) -> None:
-        conn = await request.accept()
-        client = FakeClient(self, conn, trio.current_time())
-        self.connections += 1
-        self.clients.append(client)
-        self._notify()
-        try:
-            async with trio.open_nursery() as nursery:
-                nursery.start_soon(self._watch, client)
-                nursery.start_soon(self._heartbeats, client)
-                await self._receive_loop(client)
-                nursery.cancel_scope.cancel()
-        finally:
-            self.clients.remove(client)
-            self._notify()
+    def _new_client(self, conn: WebSocketConnection, request: WebSocketRequest) -> FakeClient:
+        return FakeClient(self, conn, trio.current_time())
+
+    def _watchers(self, client: FakeClient) -> list[Watcher[FakeClient]]:
+        return [self._watch, self._heartbeats]
+
+    async def _send_to(self, client: FakeClient, frame: str | bytes) -> int:
+        return await _send_quietly(client, frame)
 
     async def _watch(self, client: FakeClient) -> None:
         """The venue's rules: subscribe within 5 s; idle channels close without heartbeats."""
         await trio.sleep(self.subscribe_timeout)
         if not client.subscribed_once:
             self.dropped_unsubscribed += 1
-            await _abort(client.conn, reset=False)
+            await abort(client.conn)
             return
         while True:
             deadline = client.last_sent + self.idle_timeout
             if trio.current_time() >= deadline and HEARTBEAT not in client.subs:
                 self.dropped_idle += 1
-                await _abort(client.conn, reset=False)
+                await abort(client.conn)
                 return
             await trio.sleep_until(max(deadline, trio.current_time() + 0.001))
 
@@ -302,13 +257,7 @@ class FakeCoinbase:
                 await self._send(client, "heartbeats", [heartbeat_event(counter)])
 
     async def _receive_loop(self, client: FakeClient) -> None:
-        while True:
-            try:
-                message = await client.conn.get_message()
-            except ConnectionClosed:
-                return
-            text = message if isinstance(message, str) else message.decode(errors="replace")
-            self.client_messages.append(text)
+        while (text := await self._receive_text(client)) is not None:
             self._notify()
             now = trio.current_time()
             client._times.append(now)
@@ -375,10 +324,8 @@ class FakeCoinbase:
 HEARTBEAT: Final = "heartbeats"
 
 
-async def _send_quietly(client: FakeClient, frame: str) -> int:
-    try:
-        await client.conn.send_message(frame)
-    except ConnectionClosed:
+async def _send_quietly(client: FakeClient, frame: str | bytes) -> int:
+    if not await send_quietly(client.conn, frame):
         return 0
     client.last_sent = trio.current_time()
     client.fake.frames_sent += 1

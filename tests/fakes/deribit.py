@@ -28,11 +28,12 @@ import re
 from collections.abc import Callable, Iterable, Sequence
 from functools import partial
 from typing import Any, Final
-from urllib.parse import urlsplit
 
 import msgspec
 import trio
-from trio_websocket import ConnectionClosed, WebSocketConnection, WebSocketRequest, serve_websocket
+from trio_websocket import WebSocketConnection, WebSocketRequest
+
+from tests.fakes.base import FakeServer, Watcher, abort, send_quietly
 
 CHANNEL_RE: Final = re.compile(r"(book|trades|ticker)\.([A-Za-z0-9_-]+)\.(100ms|agg2|raw)")
 _encode: Final = msgspec.json.Encoder().encode
@@ -213,11 +214,14 @@ class FakeClient:
         self.heartbeat_set = trio.Event()
 
 
-class FakeDeribit:
+class FakeDeribit(FakeServer[FakeClient]):
     """A Deribit JSON-RPC server for tests (see the module docstring).
 
     Start it with ``await nursery.start(fake.run)``; it serves until cancelled.
+    ``url`` is the base URL (the adapter appends ``/ws/api/v2``).
     """
+
+    path = "/ws/api/v2"
 
     def __init__(
         self,
@@ -226,47 +230,15 @@ class FakeDeribit:
         error_instruments: Iterable[str] = (),
         test_request_timeout: float = 5.0,
     ) -> None:
+        super().__init__()
         self.unknown_instruments = set(unknown_instruments)
         self.error_instruments = set(error_instruments)
         self.test_request_timeout = test_request_timeout
         # instrument -> (change_id, bids, asks, ms): sent as a snapshot after each book subscribe.
         self.books: dict[str, tuple[int, Levels, Levels, int]] = {}
-        self.client_messages: list[str] = []
-        self.connections = 0
-        self.clients: list[FakeClient] = []
         self.heartbeat_timeouts = 0  # clients dropped for not answering a test_request
-        self._port: int | None = None
-        self._changed = trio.Event()
-
-    @property
-    def url(self) -> str:
-        """The base URL (the adapter appends ``/ws/api/v2``)."""
-        if self._port is None:
-            raise RuntimeError("FakeDeribit is not running (start it with nursery.start)")
-        return f"ws://127.0.0.1:{self._port}"
-
-    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
-        """Listen on 127.0.0.1 (a free port) and serve until cancelled."""
-        async with trio.open_nursery() as nursery:
-            server = await nursery.start(
-                partial(serve_websocket, self._handle, "127.0.0.1", 0, ssl_context=None)
-            )
-            self._port = server.port
-            task_status.started()
 
     # ----------------------------------------------------------------- waiting
-
-    def _notify(self) -> None:
-        self._changed.set()
-        self._changed = trio.Event()
-
-    async def _wait_for(self, predicate: Callable[[], bool]) -> None:
-        while not predicate():
-            await self._changed.wait()
-
-    async def wait_connected(self, n: int = 1) -> None:
-        """Until ``n`` connections have been accepted since start."""
-        await self._wait_for(lambda: self.connections >= n)
 
     async def wait_subscribed(self, channels: Iterable[str]) -> None:
         """Until the open connections have subscribed every one of ``channels``."""
@@ -275,18 +247,7 @@ class FakeDeribit:
 
     async def wait_client_message(self, predicate: Callable[[dict[str, Any]], bool]) -> None:
         """Until a client has sent a JSON message for which ``predicate`` is true."""
-
-        def seen() -> bool:
-            for text in self.client_messages:
-                try:
-                    decoded = msgspec.json.decode(text)
-                except msgspec.DecodeError:
-                    continue
-                if isinstance(decoded, dict) and predicate(decoded):
-                    return True
-            return False
-
-        await self._wait_for(seen)
+        await self._wait_for(lambda: self._count_json_messages(predicate) >= 1)
 
     # ----------------------------------------------------------------- controls
 
@@ -298,50 +259,21 @@ class FakeDeribit:
         sent = 0
         for client in list(self.clients):
             if channel in client.channels:
-                sent += await _send_quietly(client.conn, frame)
+                sent += await send_quietly(client.conn, frame)
         return sent
-
-    async def broadcast(self, frame: str) -> int:
-        sent = 0
-        for client in list(self.clients):
-            sent += await _send_quietly(client.conn, frame)
-        return sent
-
-    async def drop(self) -> None:
-        """Close every client's TCP connection without a close frame."""
-        for client in list(self.clients):
-            await client.conn._stream.aclose()
 
     # ----------------------------------------------------------------- serving
 
-    async def _handle(self, request: WebSocketRequest) -> None:
-        if urlsplit(request.path).path != "/ws/api/v2":
-            await request.reject(404, body=b"not found")
-            return
-        conn = await request.accept()
-        client = FakeClient(conn)
-        self.connections += 1
-        self.clients.append(client)
-        self._notify()
-        try:
-            async with trio.open_nursery() as nursery:
-                nursery.start_soon(self._heartbeat_loop, client)
-                await self._receive_loop(client)
-                nursery.cancel_scope.cancel()
-        finally:
-            self.clients.remove(client)
-            self._notify()
+    def _new_client(self, conn: WebSocketConnection, request: WebSocketRequest) -> FakeClient:
+        return FakeClient(conn)
+
+    def _watchers(self, client: FakeClient) -> list[Watcher[FakeClient]]:
+        return [self._heartbeat_loop]
 
     async def _receive_loop(self, client: FakeClient) -> None:
-        while True:
-            try:
-                message = await client.conn.get_message()
-            except ConnectionClosed:
-                return
-            text = message if isinstance(message, str) else message.decode(errors="replace")
-            self.client_messages.append(text)
+        while (text := await self._receive_text(client)) is not None:
             for reply in self._reply(client, text):
-                if not await _send_quietly(client.conn, reply):
+                if not await send_quietly(client.conn, reply):
                     return
             self._notify()
 
@@ -412,23 +344,15 @@ class FakeDeribit:
             await trio.sleep(client.heartbeat_interval)
             answered = client.tests_received
             client.test_requests_sent += 1
-            if not await _send_quietly(client.conn, heartbeat_frame("test_request")):
+            if not await send_quietly(client.conn, heartbeat_frame("test_request")):
                 return
             with trio.move_on_after(self.test_request_timeout):
                 await self._wait_for(partial(_answered_since, client, answered))
                 continue
             self.heartbeat_timeouts += 1
-            await client.conn._stream.aclose()
+            await abort(client.conn)
             return
 
 
 def _answered_since(client: FakeClient, answered: int) -> bool:
     return client.tests_received > answered
-
-
-async def _send_quietly(conn: WebSocketConnection, frame: str) -> int:
-    try:
-        await conn.send_message(frame)
-    except (ConnectionClosed, trio.BrokenResourceError, trio.ClosedResourceError):
-        return 0
-    return 1

@@ -43,12 +43,9 @@ from typing import Any, Final
 
 import msgspec
 import trio
-from trio_websocket import (
-    ConnectionClosed,
-    WebSocketConnection,
-    WebSocketRequest,
-    serve_websocket,
-)
+from trio_websocket import WebSocketConnection, WebSocketRequest
+
+from tests.fakes.base import FakeServer, Watcher, abort, send_quietly
 
 SYMBOL_RE: Final = re.compile(r"[A-Z0-9.]{1,16}/[A-Z0-9.]{1,16}")
 BOOK_DEPTHS: Final = (10, 25, 100, 500, 1000)
@@ -216,11 +213,13 @@ class FakeClient:
         self.idle_scope: trio.CancelScope | None = None
 
 
-class FakeKraken:
+class FakeKraken(FakeServer[FakeClient]):
     """A Kraken spot v2 server for tests (see the module docstring).
 
     Start it with ``await nursery.start(fake.run)``; it serves until cancelled.
     """
+
+    path = "/v2"
 
     def __init__(
         self,
@@ -229,49 +228,17 @@ class FakeKraken:
         idle_timeout: float | None = 60.0,
         heartbeat_interval: float | None = 1.0,
     ) -> None:
+        super().__init__()
         self.reject_symbols = set(reject_symbols)
         self.idle_timeout = idle_timeout
         self.heartbeat_interval = heartbeat_interval
-        # Every text message received from any client, in order.
-        self.client_messages: list[str] = []
-        self.connections = 0  # accepted since start (including closed ones)
-        self.clients: list[FakeClient] = []  # open connections
         self.idle_drops = 0  # clients dropped for sending nothing within idle_timeout
         self.pings = 0
         # The fake's books: symbol -> {"bids": {price: qty}, "asks": {...}} as decimal texts.
         self.books: dict[str, dict[str, dict[Decimal, Decimal]]] = {}
-        self._port: int | None = None
-        self._changed = trio.Event()
         self._clock_us = 1_700_000_000_000_000
 
-    @property
-    def url(self) -> str:
-        if self._port is None:
-            raise RuntimeError("FakeKraken is not running (start it with nursery.start)")
-        return f"ws://127.0.0.1:{self._port}"
-
-    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
-        """Listen on 127.0.0.1 (a free port) and serve until cancelled."""
-        async with trio.open_nursery() as nursery:
-            server = await nursery.start(
-                partial(serve_websocket, self._handle, "127.0.0.1", 0, ssl_context=None)
-            )
-            self._port = server.port
-            task_status.started()
-
     # ----------------------------------------------------------------- waiting
-
-    def _notify(self) -> None:
-        self._changed.set()
-        self._changed = trio.Event()
-
-    async def _wait_for(self, predicate: Callable[[], bool]) -> None:
-        while not predicate():
-            await self._changed.wait()
-
-    async def wait_connected(self, n: int = 1) -> None:
-        """Until ``n`` connections have been accepted since start."""
-        await self._wait_for(lambda: self.connections >= n)
 
     async def wait_disconnected(self) -> None:
         await self._wait_for(lambda: not self.clients)
@@ -283,19 +250,7 @@ class FakeKraken:
 
     async def wait_messages(self, predicate: Callable[[dict[str, Any]], bool], n: int = 1) -> None:
         """Until ``n`` client messages (decoded) satisfy ``predicate``."""
-
-        def count() -> int:
-            found = 0
-            for text in self.client_messages:
-                try:
-                    message = msgspec.json.decode(text)
-                except msgspec.DecodeError:
-                    continue
-                if isinstance(message, dict) and predicate(message):
-                    found += 1
-            return found
-
-        await self._wait_for(lambda: count() >= n)
+        await self._wait_for(lambda: self._count_json_messages(predicate) >= n)
 
     # ----------------------------------------------------------------- book state
 
@@ -370,47 +325,21 @@ class FakeKraken:
         sent = 0
         for client in list(self.clients):
             if target in client.subscriptions:
-                sent += await _send_quietly(client, frame)
+                sent += await send_quietly(client.conn, frame)
         return sent
-
-    async def broadcast(self, frame: str) -> int:
-        sent = 0
-        for client in list(self.clients):
-            sent += await _send_quietly(client, frame)
-        return sent
-
-    async def drop(self) -> None:
-        """Close every client's TCP connection abruptly (no close frame)."""
-        for client in list(self.clients):
-            await _abort(client.conn)
 
     # ----------------------------------------------------------------- serving
 
-    async def _handle(self, request: WebSocketRequest) -> None:
-        if request.path.split("?")[0] != "/v2":
-            await request.reject(404, body=b"not found")
-            return
-        conn = await request.accept()
-        self.connections += 1
-        client = FakeClient(conn, self.connections)
-        self.clients.append(client)
-        self._notify()
-        try:
-            await _send_quietly(client, status_frame(client.connection_id))
-            async with trio.open_nursery() as nursery:
-                if self.heartbeat_interval is not None:
-                    nursery.start_soon(self._heartbeat_loop, client, self.heartbeat_interval)
-                with trio.CancelScope() as idle:
-                    client.idle_scope = idle
-                    self._touch(client)
-                    await self._receive_loop(client)
-                if idle.cancelled_caught:
-                    self.idle_drops += 1
-                    await _abort(conn)
-                nursery.cancel_scope.cancel()
-        finally:
-            self.clients.remove(client)
-            self._notify()
+    def _new_client(self, conn: WebSocketConnection, request: WebSocketRequest) -> FakeClient:
+        return FakeClient(conn, self.connections)
+
+    async def _on_open(self, client: FakeClient) -> None:
+        await send_quietly(client.conn, status_frame(client.connection_id))
+
+    def _watchers(self, client: FakeClient) -> list[Watcher[FakeClient]]:
+        if self.heartbeat_interval is None:
+            return []
+        return [partial(self._heartbeat_loop, interval=self.heartbeat_interval)]
 
     def _touch(self, client: FakeClient) -> None:
         if client.idle_scope is not None and self.idle_timeout is not None:
@@ -419,23 +348,23 @@ class FakeKraken:
     async def _heartbeat_loop(self, client: FakeClient, interval: float) -> None:
         while True:
             await trio.sleep(interval)
-            if client.subscriptions and not await _send_quietly(client, heartbeat_frame()):
+            if client.subscriptions and not await send_quietly(client.conn, heartbeat_frame()):
                 return
 
     async def _receive_loop(self, client: FakeClient) -> None:
-        conn = client.conn
-        while True:
-            try:
-                message = await conn.get_message()
-            except ConnectionClosed:
-                return
+        """Answer the client until it closes, or drop it after ``idle_timeout`` of silence."""
+        with trio.CancelScope() as idle:
+            client.idle_scope = idle
             self._touch(client)
-            text = message if isinstance(message, str) else message.decode(errors="replace")
-            self.client_messages.append(text)
-            for reply in self._replies(client, text):
-                if not await _send_quietly(client, reply):
-                    return
-            self._notify()
+            while (text := await self._receive_text(client)) is not None:
+                self._touch(client)
+                for reply in self._replies(client, text):
+                    if not await send_quietly(client.conn, reply):
+                        return
+                self._notify()
+        if idle.cancelled_caught:
+            self.idle_drops += 1
+            await abort(client.conn)
 
     def _response(self, method: str, req_id: Any, **fields: Any) -> str:
         now = rfc3339(self._next_time())
@@ -520,16 +449,3 @@ class FakeKraken:
             if channel == "book" and snapshot and symbol in self.books:
                 replies.append(self.snapshot_frame(symbol, depth))
         return replies
-
-
-async def _abort(conn: WebSocketConnection) -> None:
-    """Close the TCP stream under a WebSocket without a close frame."""
-    await conn._stream.aclose()  # trio-websocket keeps the transport here
-
-
-async def _send_quietly(client: FakeClient, frame: str) -> int:
-    try:
-        await client.conn.send_message(frame)
-    except ConnectionClosed:
-        return 0
-    return 1

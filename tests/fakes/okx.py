@@ -24,14 +24,14 @@ Test controls: :meth:`~FakeOkx.send` (to the clients subscribed to the frame's a
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Iterable, Sequence
-from functools import partial
+from collections.abc import Iterable, Sequence
 from typing import Any, Final
-from urllib.parse import urlsplit
 
 import msgspec
 import trio
-from trio_websocket import ConnectionClosed, WebSocketConnection, WebSocketRequest, serve_websocket
+from trio_websocket import WebSocketConnection, WebSocketRequest
+
+from tests.fakes.base import FakeServer, Watcher, abort, send_quietly, wait_idle
 
 PATH: Final = "/ws/v5/public"
 CHANNELS: Final = frozenset({"trades", "books", "books5", "tickers", "bbo-tbt"})
@@ -50,11 +50,6 @@ def _num(value: PriceLike) -> str:
 
 def _book_levels(levels: Levels) -> list[list[str]]:
     return [[_num(p), _num(s), "0", "0" if _num(s) == "0" else "1"] for p, s in levels]
-
-
-async def _abort(conn: WebSocketConnection) -> None:
-    """Close the TCP stream under a WebSocket without a close frame (what the venue does)."""
-    await conn._stream.aclose()  # trio-websocket keeps the transport here
 
 
 def _frame(obj: Any) -> str:
@@ -192,59 +187,28 @@ class FakeOkxClient:
         self.last_activity = trio.current_time()
 
 
-class FakeOkx:
+class FakeOkx(FakeServer[FakeOkxClient]):
     """An OKX v5 public server for tests (see the module docstring).
 
     Start it with ``await nursery.start(fake.run)``; it serves until cancelled.
     """
 
+    path = PATH
+
     def __init__(self, *, reject: Iterable[str] = (), idle_timeout: float = 30.0) -> None:
+        super().__init__()
         self.reject = set(reject)
         self.idle_timeout = idle_timeout
         self.book_snapshots: dict[str, str] = {}
-        self.client_messages: list[str] = []
-        self.connections = 0
-        self.clients: list[FakeOkxClient] = []
         self.pings = 0
         self.idle_drops = 0
-        self._port: int | None = None
-        self._changed = trio.Event()
-
-    @property
-    def url(self) -> str:
-        if self._port is None:
-            raise RuntimeError("FakeOkx is not running (start it with nursery.start)")
-        return f"ws://127.0.0.1:{self._port}"
-
-    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
-        """Listen on 127.0.0.1 (a free port) and serve until cancelled."""
-        async with trio.open_nursery() as nursery:
-            server = await nursery.start(
-                partial(serve_websocket, self._handle, "127.0.0.1", 0, ssl_context=None)
-            )
-            self._port = server.port
-            task_status.started()
 
     # ----------------------------------------------------------------- waiting
-
-    def _notify(self) -> None:
-        self._changed.set()
-        self._changed = trio.Event()
-
-    async def _wait_for(self, predicate: Callable[[], bool]) -> None:
-        while not predicate():
-            await self._changed.wait()
-
-    async def wait_connected(self, n: int = 1) -> None:
-        await self._wait_for(lambda: self.connections >= n)
 
     async def wait_subscribed(self, args: Iterable[tuple[str, str]]) -> None:
         """Until open connections hold every ``(channel, instId)`` of ``args``."""
         wanted = set(args)
         await self._wait_for(lambda: wanted <= {a for c in self.clients for a in c.args})
-
-    async def wait_for_message(self, predicate: Callable[[str], bool]) -> None:
-        await self._wait_for(lambda: any(predicate(m) for m in self.client_messages))
 
     # ----------------------------------------------------------------- controls
 
@@ -254,74 +218,39 @@ class FakeOkx:
         sent = 0
         for client in list(self.clients):
             if arg is None or arg in client.args:
-                sent += await self._send(client, frame)
+                sent += await self._send_to(client, frame)
         return sent
-
-    async def broadcast(self, frame: str) -> int:
-        sent = 0
-        for client in list(self.clients):
-            sent += await self._send(client, frame)
-        return sent
-
-    async def drop(self) -> None:
-        """Close every client's TCP connection abruptly (no close frame)."""
-        for client in list(self.clients):
-            await _abort(client.conn)
 
     # ----------------------------------------------------------------- serving
 
-    async def _send(self, client: FakeOkxClient, frame: str) -> int:
-        try:
-            await client.conn.send_message(frame)
-        except ConnectionClosed:
+    async def _send_to(self, client: FakeOkxClient, frame: str | bytes) -> int:
+        if not await send_quietly(client.conn, frame):
             return 0
         client.last_activity = trio.current_time()
         return 1
 
-    async def _handle(self, request: WebSocketRequest) -> None:
-        if urlsplit(request.path).path != PATH:
-            await request.reject(404, body=b"not found")
-            return
-        conn = await request.accept()
-        self.connections += 1
-        client = FakeOkxClient(conn, f"{self.connections:08x}")
-        self.clients.append(client)
-        self._notify()
-        try:
-            async with trio.open_nursery() as nursery:
-                nursery.start_soon(self._idle_watch, client)
-                await self._receive_loop(client)
-                nursery.cancel_scope.cancel()
-        finally:
-            self.clients.remove(client)
-            self._notify()
+    def _new_client(self, conn: WebSocketConnection, request: WebSocketRequest) -> FakeOkxClient:
+        return FakeOkxClient(conn, f"{self.connections:08x}")
+
+    def _watchers(self, client: FakeOkxClient) -> list[Watcher[FakeOkxClient]]:
+        return [self._idle_watch]
 
     async def _idle_watch(self, client: FakeOkxClient) -> None:
-        while True:
-            deadline = client.last_activity + self.idle_timeout
-            if trio.current_time() >= deadline:
-                self.idle_drops += 1
-                self._notify()
-                await _abort(client.conn)
-                return
-            await trio.sleep_until(deadline)
+        await wait_idle(lambda: client.last_activity, self.idle_timeout)
+        self.idle_drops += 1
+        self._notify()
+        await abort(client.conn)
 
     async def _receive_loop(self, client: FakeOkxClient) -> None:
-        while True:
-            try:
-                message = await client.conn.get_message()
-            except ConnectionClosed:
-                return
+        while (text := await self._receive_text(client)) is not None:
             client.last_activity = trio.current_time()
-            text = message if isinstance(message, str) else message.decode(errors="replace")
-            self.client_messages.append(text)
             if text == "ping":
                 self.pings += 1
                 replies = ["pong"]
             else:
                 replies = self._replies(client, text)
             for reply in replies:
-                if not await self._send(client, reply):
+                if not await self._send_to(client, reply):
                     return
             self._notify()
 

@@ -24,16 +24,14 @@ from __future__ import annotations
 
 import re
 from collections import deque
-from collections.abc import Callable, Iterable, Sequence
-from functools import partial
+from collections.abc import Iterable, Sequence
 from typing import Final
-from urllib.parse import urlsplit
 
 import msgspec
 import trio
-from trio_websocket import ConnectionClosed, WebSocketConnection, WebSocketRequest, serve_websocket
+from trio_websocket import WebSocketConnection, WebSocketRequest
 
-from tests.fakes.binance import _abort
+from tests.fakes.base import FakeServer, Watcher, abort, send_quietly, wait_idle
 
 _encode: Final = msgspec.json.Encoder().encode
 CODE_RE: Final = re.compile(r"[A-Z0-9]{2,10}-[A-Z0-9]{1,20}(\.(1|5|15|30))?")
@@ -155,8 +153,11 @@ class FakeClient:
         self._times: deque[float] = deque()
 
 
-class FakeUpbit:
+class FakeUpbit(FakeServer[FakeClient]):
     """See the module docstring. Start with ``await nursery.start(fake.run)``."""
+
+    path = "/websocket/v1"
+    url_path = "/websocket/v1"
 
     def __init__(
         self,
@@ -165,45 +166,16 @@ class FakeUpbit:
         idle_timeout: float = 120.0,
         max_requests_per_second: int = 5,
     ) -> None:
+        super().__init__()
         self.unknown_codes = set(unknown_codes)
         self.idle_timeout = idle_timeout
         self.max_requests_per_second = max_requests_per_second
-        self.client_messages: list[str] = []
-        self.clients: list[FakeClient] = []
-        self.connections = 0
         self.dropped_idle = 0
         self.rate_limited = 0
         self.pings = 0
         self.frames_sent = 0  # every frame sent to any client
-        self._port: int | None = None
-        self._changed = trio.Event()
-
-    @property
-    def url(self) -> str:
-        if self._port is None:
-            raise RuntimeError("FakeUpbit is not running")
-        return f"ws://127.0.0.1:{self._port}/websocket/v1"
-
-    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
-        async with trio.open_nursery() as nursery:
-            server = await nursery.start(
-                partial(serve_websocket, self._handle, "127.0.0.1", 0, ssl_context=None)
-            )
-            self._port = server.port
-            task_status.started()
 
     # ----------------------------------------------------------------- waiting
-
-    def _notify(self) -> None:
-        self._changed.set()
-        self._changed = trio.Event()
-
-    async def _wait_for(self, predicate: Callable[[], bool]) -> None:
-        while not predicate():
-            await self._changed.wait()
-
-    async def wait_connected(self, n: int = 1) -> None:
-        await self._wait_for(lambda: self.connections >= n)
 
     async def wait_subscribed(self, type_: str, codes: Iterable[str]) -> None:
         wanted = set(codes)
@@ -223,52 +195,26 @@ class FakeUpbit:
         return sent
 
     async def send_raw(self, message: bytes | str) -> int:
-        sent = 0
-        for client in list(self.clients):
-            sent += await _send_quietly(client, message)
-        return sent
-
-    async def drop(self) -> None:
-        for client in list(self.clients):
-            await _abort(client.conn, reset=False)
+        return await self.broadcast(message)
 
     # ----------------------------------------------------------------- serving
 
-    async def _handle(self, request: WebSocketRequest) -> None:
-        if urlsplit(request.path).path != "/websocket/v1":
-            await request.reject(404, body=b"not found")
-            return
-        conn = await request.accept()
-        client = FakeClient(self, conn, trio.current_time())
-        self.connections += 1
-        self.clients.append(client)
-        self._notify()
-        try:
-            async with trio.open_nursery() as nursery:
-                nursery.start_soon(self._watch_idle, client)
-                await self._receive_loop(client)
-                nursery.cancel_scope.cancel()
-        finally:
-            self.clients.remove(client)
-            self._notify()
+    def _new_client(self, conn: WebSocketConnection, request: WebSocketRequest) -> FakeClient:
+        return FakeClient(self, conn, trio.current_time())
+
+    def _watchers(self, client: FakeClient) -> list[Watcher[FakeClient]]:
+        return [self._watch_idle]
+
+    async def _send_to(self, client: FakeClient, frame: str | bytes) -> int:
+        return await _send_quietly(client, frame)
 
     async def _watch_idle(self, client: FakeClient) -> None:
-        while True:
-            deadline = client.last_heard + self.idle_timeout
-            if trio.current_time() >= deadline:
-                self.dropped_idle += 1
-                await _abort(client.conn, reset=False)
-                return
-            await trio.sleep_until(deadline)
+        await wait_idle(lambda: client.last_heard, self.idle_timeout)
+        self.dropped_idle += 1
+        await abort(client.conn)
 
     async def _receive_loop(self, client: FakeClient) -> None:
-        while True:
-            try:
-                message = await client.conn.get_message()
-            except ConnectionClosed:
-                return
-            text = message if isinstance(message, str) else message.decode(errors="replace")
-            self.client_messages.append(text)
+        while (text := await self._receive_text(client)) is not None:
             now = trio.current_time()
             client.last_heard = now
             self._notify()
@@ -327,9 +273,7 @@ class FakeUpbit:
 
 
 async def _send_quietly(client: FakeClient, message: bytes | str) -> int:
-    try:
-        await client.conn.send_message(message)
-    except ConnectionClosed:
+    if not await send_quietly(client.conn, message):
         return 0
     client.fake.frames_sent += 1
     return 1
