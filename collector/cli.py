@@ -1,4 +1,4 @@
-"""Command line: ``python -m collector [run|check-config|upload|symbols] [--config PATH]``.
+"""Command line: ``python -m collector [run|check-config|upload|symbols|bench] ...``.
 
 Exit status: 0 success, 1 runtime failure (or a shutdown that ran past its deadline or
 was cut short by a second signal), 2 bad settings or usage.
@@ -65,6 +65,12 @@ def _parser() -> argparse.ArgumentParser:
         "upload", help="upload every finished local file not yet verified in S3, then exit"
     )
     upload.add_argument("--config", metavar="PATH", dest="upload_config", help=config_help)
+    from collector.bench.command import add_arguments as add_bench_arguments
+
+    bench = sub.add_parser(
+        "bench", help="measure how much this machine can collect (local load generator)"
+    )
+    add_bench_arguments(bench)
     symbols = sub.add_parser(
         "symbols", help="list an exchange's tradable symbols from its public REST API"
     )
@@ -93,6 +99,10 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _dispatch(args: argparse.Namespace) -> int:
     command = args.command or "run"
+    if command == "bench":
+        from collector.bench import run_bench_command
+
+        return run_bench_command(args)
     if command == "symbols":
         from collector.symbols import run_symbols_command
 

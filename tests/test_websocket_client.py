@@ -211,3 +211,75 @@ async def test_message_over_the_size_limit_is_connection_lost() -> None:
         assert "exceeds limit of 1000 bytes" in str(lost)
         await ws.aclose()
         nursery.cancel_scope.cancel()
+
+
+# ----------------------------------------------------------------- the fast path, unit level
+
+
+def _pair() -> tuple[WebSocket, ServerProtocol]:
+    """A client WebSocket (no stream: only ``_parse`` is used) and the server protocol it
+    completed an opening handshake with, in memory."""
+    from websockets.client import ClientProtocol
+    from websockets.http11 import Request
+    from websockets.uri import parse_uri
+
+    client = ClientProtocol(parse_uri("ws://127.0.0.1/"), max_size=2**20)
+    server = ServerProtocol()
+    client.send_request(client.connect())
+    for chunk in client.data_to_send():
+        server.receive_data(chunk)
+    (request,) = server.events_received()
+    assert isinstance(request, Request)
+    server.send_response(server.accept(request))
+    for chunk in server.data_to_send():
+        client.receive_data(chunk)
+    assert client.events_received()  # the response: both sides are open now
+    return WebSocket(None, client, max_message_size=2**20), server  # type: ignore[arg-type]
+
+
+def _server_bytes(server: ServerProtocol) -> bytes:
+    """Frames as a server sends them: short, 16-bit and 64-bit lengths, a ping between."""
+    server.send_text(b"a")
+    server.send_text(b"x" * 300)
+    server.send_ping(b"are you there")
+    server.send_binary(b"y" * 70_000)
+    server.send_text(b"end")
+    return b"".join(server.data_to_send())
+
+
+EXPECTED = [(b"a", True), (b"x" * 300, True), (b"y" * 70_000, False), (b"end", True)]
+
+
+@pytest.mark.parametrize("step", [1, 2, 3, 7, 126, 4096, 65536])
+def test_fast_path_reassembles_frames_split_anywhere(step: int) -> None:
+    ws, server = _pair()
+    data = _server_bytes(server)
+    got = []
+    for i in range(0, len(data), step):
+        got += ws._parse(data[i : i + step])
+    assert got == EXPECTED
+    assert ws._fast  # nothing unusual: the fast path stayed on
+    assert ws._protocol.data_to_send()  # the ping was answered (a pong is queued)
+
+
+def test_fast_path_every_two_way_split_of_the_small_frames() -> None:
+    data = _server_bytes(_pair()[1])
+    head = data[: data.index(b"y" * 10) - 4]  # "a", 300 x's and the ping, plus a header
+    for cut in range(len(head)):
+        ws, _ = _pair()
+        got = ws._parse(data[:cut]) + ws._parse(data[cut:])
+        assert got == EXPECTED, cut
+
+
+def test_fast_path_hands_a_fragmented_message_to_the_protocol() -> None:
+    ws, server = _pair()
+    server.send_text(b"one")
+    server.send_text(b"fra", fin=False)
+    server.send_continuation(b"gment", fin=True)
+    server.send_text(b"two")
+    assert ws._parse(b"".join(server.data_to_send())) == [
+        (b"one", True),
+        (b"fragment", True),
+        (b"two", True),
+    ]
+    assert not ws._fast

@@ -13,7 +13,7 @@ dicts.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from itertools import accumulate
 from operator import attrgetter
 from typing import Any, Final
@@ -119,17 +119,46 @@ _GETTERS: Final[dict[str, list[tuple[pa.Field, Callable[[Any], Any]]]]] = {
     for data_type, schema in SCHEMAS.items()
 }
 
+# Columns are built from slices of this many events, one column after another, then
+# joined: a slice's events stay in the CPU cache across its columns (measured on a flush of
+# 300k trades: 270 ns per event instead of 440, and 950 instead of 1450 when the events lie
+# scattered in memory, as they do after a while).
+_SLICE: Final = 8192
 
-def to_record_batch(data_type: str, events: Sequence[Event]) -> pa.RecordBatch:
+
+def to_record_batch(
+    data_type: str, events: Sequence[Event], *, constants: Mapping[str, Any] | None = None
+) -> pa.RecordBatch:
     """Convert events that all have ``DATA_TYPE == data_type`` into one record batch.
+
+    ``constants`` names columns whose value the caller knows every event shares (the
+    writer's file key: ``exchange``, ``symbol``); those are not read from the events.
 
     Raises ``ValueError`` if a non-nullable column would hold a null (an adapter bug:
     better to fail here than to write a journal that can never become Parquet).
     """
     schema = SCHEMAS[data_type]
+    count = len(events)
+    constants = constants or {}
+    read = [(f, g) for f, g in _GETTERS[data_type] if f.name not in constants]
+    pieces: list[list[pa.Array]] = [[] for _ in read]
+    for start in range(0, count, _SLICE):
+        part = events[start : start + _SLICE] if count > _SLICE else events
+        for column, (field, getter) in zip(pieces, read, strict=True):
+            column.append(_column(field, list(map(getter, part))))
+    built = {
+        field.name: (column[0] if len(column) == 1 else pa.concat_arrays(column))
+        for (field, _), column in zip(read, pieces, strict=True)
+        if column
+    }
     arrays: list[pa.Array] = []
-    for field, getter in _GETTERS[data_type]:
-        array = _column(field, list(map(getter, events)))
+    for field in schema:
+        if field.name in constants:
+            array = pa.repeat(pa.scalar(constants[field.name], type=field.type), count)
+        elif count:
+            array = built[field.name]
+        else:
+            array = _column(field, [])
         if not field.nullable and array.null_count:
             raise ValueError(f"{data_type}: null in non-nullable column {field.name!r}")
         arrays.append(array)

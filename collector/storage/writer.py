@@ -146,7 +146,12 @@ class _Writer:
         started = time.perf_counter()
         failed: list[tuple[_OpenFile, list[Event], OSError]] = []
         for open_file, rows in work:
-            batch = to_record_batch(open_file.data_type, rows)
+            # Every row of a file shares its exchange and symbol (they are its key).
+            batch = to_record_batch(
+                open_file.data_type,
+                rows,
+                constants={"exchange": open_file.exchange, "symbol": open_file.symbol},
+            )
             try:
                 journal = open_file.journal or self._open_journal_sync(open_file)
                 journal.append(batch)

@@ -1,0 +1,197 @@
+"""Binance spot frames and protocol for the load generator (the venue's combined streams).
+
+Shapes follow recorded traffic (``shared/samples``: cryptofeed ``BINANCE``, nautilus
+fixtures): the ``{"stream": ..., "data": {...}}`` envelope, microsecond times (the collector
+asks for ``timeUnit=MICROSECOND``), 8-decimal strings. Sequence ids are continuous per
+stream, so a correct collector reports no gap and drops nothing.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+from typing import Final
+
+import msgspec
+
+from collector.bench.frames import TIME, IdSlot, Piece, book_side, decimal, levels
+
+EXCHANGE: Final = "binance"
+
+
+def _envelope(stream: str) -> bytes:
+    return b'{"stream":"%s","data":' % stream.encode()
+
+
+@dataclass(frozen=True)
+class TradeStream:
+    """``<sym>@trade``: one trade per frame, ids +1."""
+
+    symbol: str
+    mid: float
+
+    @property
+    def stream(self) -> str:
+        return f"{self.symbol.lower()}@trade"
+
+    @property
+    def data_type(self) -> str:
+        return "trades"
+
+    def build(self, first_offset: int, rng: random.Random) -> tuple[list[Piece], int]:
+        price = round(self.mid * (1 + rng.gauss(0, 0.0004)), 2)
+        qty = round(rng.lognormvariate(-4.0, 1.5), 5) or 0.00001
+        maker = b"true" if rng.random() < 0.5 else b"false"
+        pieces: list[Piece] = [
+            _envelope(self.stream) + b'{"e":"trade","E":',
+            TIME,
+            b',"s":"%s","t":' % self.symbol.encode(),
+            IdSlot(first_offset),
+            b',"p":%s,"q":%s,"T":' % (decimal(price), decimal(qty)),
+            TIME,
+            b',"m":%s,"M":true}}' % maker,
+        ]
+        return pieces, 1
+
+
+@dataclass(frozen=True)
+class DiffDepthStream:
+    """``<sym>@depth@100ms``: changed levels; ``U`` = previous ``u`` + 1."""
+
+    symbol: str
+    mid: float
+    tick: float
+
+    @property
+    def stream(self) -> str:
+        return f"{self.symbol.lower()}@depth@100ms"
+
+    @property
+    def data_type(self) -> str:
+        return "orderbook"
+
+    def build(self, first_offset: int, rng: random.Random) -> tuple[list[Piece], int]:
+        updates = rng.randint(1, 60)
+        n_bids = min(60, int(rng.lognormvariate(2.2, 0.7)))
+        n_asks = min(60, int(rng.lognormvariate(2.2, 0.7)))
+        bids = book_side(rng, self.mid, self.tick, n_bids, bids=True, deletes=0.25)
+        asks = book_side(rng, self.mid, self.tick, n_asks, bids=False, deletes=0.25)
+        pieces: list[Piece] = [
+            _envelope(self.stream) + b'{"e":"depthUpdate","E":',
+            TIME,
+            b',"s":"%s","U":' % self.symbol.encode(),
+            IdSlot(first_offset),
+            b',"u":',
+            IdSlot(first_offset + updates - 1),
+            b',"b":%s,"a":%s}}' % (levels(bids), levels(asks)),
+        ]
+        return pieces, updates
+
+
+@dataclass(frozen=True)
+class PartialDepthStream:
+    """``<sym>@depth20@100ms``: the top 20 levels each side (no event time or symbol)."""
+
+    symbol: str
+    mid: float
+    tick: float
+    depth: int = 20
+
+    @property
+    def stream(self) -> str:
+        return f"{self.symbol.lower()}@depth{self.depth}@100ms"
+
+    @property
+    def data_type(self) -> str:
+        return "orderbook"
+
+    def build(self, first_offset: int, rng: random.Random) -> tuple[list[Piece], int]:
+        updates = rng.randint(5, 200)
+        bids = book_side(rng, self.mid, self.tick, self.depth, bids=True)
+        asks = book_side(rng, self.mid, self.tick, self.depth, bids=False)
+        pieces: list[Piece] = [
+            _envelope(self.stream) + b'{"lastUpdateId":',
+            IdSlot(first_offset + updates - 1),
+            b',"bids":%s,"asks":%s}}' % (levels(bids), levels(asks)),
+        ]
+        return pieces, updates
+
+
+@dataclass(frozen=True)
+class BookTickerStream:
+    """``<sym>@bookTicker``: best bid and ask (spot: no event time)."""
+
+    symbol: str
+    mid: float
+    tick: float
+
+    @property
+    def stream(self) -> str:
+        return f"{self.symbol.lower()}@bookTicker"
+
+    @property
+    def data_type(self) -> str:
+        return "ticker"
+
+    def build(self, first_offset: int, rng: random.Random) -> tuple[list[Piece], int]:
+        spread = self.tick * rng.randint(1, 3)
+        bid = round(self.mid * (1 + rng.gauss(0, 0.0003)), 8)
+        pieces: list[Piece] = [
+            _envelope(self.stream) + b'{"u":',
+            IdSlot(first_offset),
+            b',"s":"%s","b":%s,"B":%s,"a":%s,"A":%s}}'
+            % (
+                self.symbol.encode(),
+                decimal(bid),
+                decimal(round(rng.lognormvariate(0.0, 1.5), 5)),
+                decimal(round(bid + spread, 8)),
+                decimal(round(rng.lognormvariate(0.0, 1.5), 5)),
+            ),
+        ]
+        return pieces, 1
+
+
+# --------------------------------------------------------------------------- protocol
+
+
+class _Request(msgspec.Struct):
+    method: str
+    params: list[str] = []
+    id: int | str | None = None
+
+
+_REQUEST: Final = msgspec.json.Decoder(_Request)
+_ENCODE: Final = msgspec.json.Encoder().encode
+
+
+class BinanceProtocol:
+    """The venue's answers to client requests (``SUBSCRIBE`` and friends) and REST calls."""
+
+    exchange: Final = EXCHANGE
+
+    def on_client_text(self, payload: bytes) -> tuple[list[bytes], list[str]]:
+        """Replies to one client message, and the streams it subscribed."""
+        try:
+            request = _REQUEST.decode(payload)
+        except msgspec.DecodeError:
+            return [b'{"code":2,"msg":"Invalid JSON"}'], []
+        reply = _ENCODE({"result": None, "id": request.id})
+        if request.method == "SUBSCRIBE":
+            return [reply], list(request.params)
+        return [reply], []
+
+    def subscribe_text(self, streams: list[str]) -> bytes:
+        """The client's subscription to ``streams`` (for the generator's own sink client)."""
+        return _ENCODE({"method": "SUBSCRIBE", "params": streams, "id": 1})
+
+    def snapshot_body(self, path: str, query: dict[str, str], last_update_id: int) -> bytes:
+        """The body of ``GET /api/v3/depth`` for a book at ``last_update_id``."""
+        limit = min(int(query.get("limit", "100")), 1000)
+        rng = random.Random(last_update_id)
+        bids = book_side(rng, 100.0, 0.01, limit, bids=True)
+        asks = book_side(rng, 100.0, 0.01, limit, bids=False)
+        return b'{"lastUpdateId":%d,"bids":%s,"asks":%s}' % (
+            last_update_id,
+            levels(bids),
+            levels(asks),
+        )

@@ -1,0 +1,383 @@
+"""One benchmark run: the generator in its own process, the real service in this one.
+
+The collector side is ``run_service`` itself (connections, adapter sessions, event channel,
+writer, journals, Parquet), with production settings except ``data_dir`` (a temporary
+directory), ``base_url``/``rest_url`` (the generator) and the metrics port (ephemeral).
+Every ``POLL_SECS`` the runner samples the service's own counters, this process's CPU time
+(``time.process_time``: every thread of the collector, none of the generator's) and RSS.
+
+Measured window: from the first sample that saw a data frame to the first that saw them
+all. ``msg_per_s`` is frames over that window. ``cpu_s_per_100k`` is the CPU time from the
+window's start until every file is finished Parquet (the final flush and the zstd
+encoding at shutdown included, as production pays it at rotation) per 100k frames.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import gc
+import multiprocessing
+import os
+import resource
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from multiprocessing.connection import Connection
+from pathlib import Path
+from typing import Any, Final
+
+import pyarrow.parquet as pq
+import trio
+
+from collector.bench.generator import GeneratorReport, GeneratorSpec, generator_main
+from collector.bench.scenarios import Scenario, get_scenario
+from collector.metrics import Metrics
+from collector.service import ServiceHandle, run_service
+
+POLL_SECS: Final = 0.05
+PROGRESS_SECS: Final = 0.5
+STALL_SECS: Final = 30.0
+START_TIMEOUT_SECS: Final = 120.0
+SOAK_WARMUP_SECS: Final = 60.0
+
+
+class BenchError(Exception):
+    """The run could not complete (the generator failed, the collector stalled...)."""
+
+
+@dataclass
+class RunResult:
+    scenario: str
+    title: str
+    note: str
+    rate_target: float | None
+    frames: int
+    frames_by_type: dict[str, int]
+    msg_per_s: float
+    receive_seconds: float
+    cpu_s_per_100k: float
+    cpu_window_s_per_100k: float
+    peak_rss_mb: float
+    dropped: int
+    gaps: int
+    parse_errors: int
+    rows_by_type: dict[str, int]
+    rows_expected: dict[str, int]
+    rows_match: bool
+    status_rows: int
+    snapshots: int
+    generator_msg_per_s: float
+    exit_code: int
+    load_before: tuple[float, float, float]
+    load_after: tuple[float, float, float]
+    rss_samples_mb: list[tuple[float, float]] = field(default_factory=list)
+    rss_growth_pct: float | None = None
+    gc_threshold: tuple[int, int, int] | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def peak_rss_bytes() -> int:
+    """This process's peak RSS (Linux reports ``ru_maxrss`` in KiB, macOS in bytes)."""
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak if sys.platform == "darwin" else peak * 1024
+
+
+def current_rss_bytes() -> int:
+    """This process's RSS now (``/proc/self/status``; the peak where there is no /proc)."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as status:
+            for line in status:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return peak_rss_bytes()
+
+
+def _counter(metric: Any, exchanges: list[str]) -> float:
+    # Reads the counter children directly: far cheaper than collecting the registry.
+    return float(sum(metric.labels(e)._value.get() for e in exchanges))
+
+
+@dataclass
+class _Sample:
+    t: float
+    cpu: float
+    received: float
+
+
+@dataclass
+class _Progress:
+    enabled: bool
+    label: str
+    last: float = 0.0
+    shown: bool = False
+
+    def show(self, done: float, total: int | None, rate: float, rss: int) -> None:
+        now = time.perf_counter()
+        if not self.enabled or now - self.last < PROGRESS_SECS:
+            return
+        self.last = now
+        of = f"/{total:,}" if total else ""
+        line = f"  {self.label}: {int(done):,}{of} msgs  {rate / 1000:,.0f}k msg/s  RSS {rss / 2**20:,.0f} MB"
+        sys.stdout.write("\r" + line.ljust(78)[:78])
+        sys.stdout.flush()
+        self.shown = True
+
+    def clear(self) -> None:
+        if self.shown:
+            sys.stdout.write("\r" + " " * 78 + "\r")
+            sys.stdout.flush()
+
+
+async def _measure(
+    scenario: Scenario,
+    ws_port: int,
+    rest_port: int,
+    data_dir: Path,
+    gen: Connection,
+    progress: _Progress,
+    expected: int | None,
+) -> tuple[list[_Sample], GeneratorReport, Metrics, int, float, float, list[tuple[float, float]]]:
+    settings = scenario.settings(ws_port, rest_port, data_dir)
+    exchanges = sorted({g.protocol.exchange for g in scenario.groups})
+    codes: list[int] = []
+
+    async def service(task_status: trio.TaskStatus[ServiceHandle]) -> None:
+        codes.append(await run_service(settings, handle_signals=False, task_status=task_status))
+
+    samples: list[_Sample] = []
+    rss_samples: list[tuple[float, float]] = []
+    report: GeneratorReport | None = None
+    async with trio.open_nursery() as nursery:
+        handle: ServiceHandle = await nursery.start(service)
+        received_metric = handle.metrics.messages_received
+        started = time.perf_counter()
+        # A sample before any data frame: the measured window starts here at the latest.
+        samples.append(_Sample(started, time.process_time(), _counter(received_metric, exchanges)))
+        last_change = started
+        last_received = -1.0
+        next_rss = started
+        while True:
+            await trio.sleep(POLL_SECS)
+            now = time.perf_counter()
+            received = _counter(received_metric, exchanges)
+            samples.append(_Sample(now, time.process_time(), received))
+            if now >= next_rss:
+                rss_samples.append((round(now - started, 2), current_rss_bytes() / 2**20))
+                next_rss += 1.0
+            if received != last_received:
+                last_received, last_change = received, now
+            elif now - last_change > STALL_SECS:
+                raise BenchError(f"the collector received nothing for {STALL_SECS:.0f}s")
+            if report is None and gen.poll():
+                message = gen.recv()
+                if message[0] != "done":
+                    raise BenchError(f"generator: {message!r}")
+                report = message[1]
+            if report is not None and received >= report.frames + report.control_frames:
+                break
+            window = [s for s in samples[-21:]]
+            rate = (
+                (window[-1].received - window[0].received) / (window[-1].t - window[0].t)
+                if len(window) > 1
+                else 0.0
+            )
+            progress.show(received, expected, rate, current_rss_bytes())
+        end_of_receive_cpu = time.process_time()
+        progress.clear()
+        handle.shutdown.request("benchmark finished")
+    finished_cpu = time.process_time()
+    assert report is not None
+    return (
+        samples,
+        report,
+        handle.metrics,
+        codes[0] if codes else -1,
+        end_of_receive_cpu,
+        finished_cpu,
+        rss_samples,
+    )
+
+
+@dataclass
+class _Rows:
+    by_type: dict[str, int]
+    leftovers: int  # journals not finalized
+    rest_snapshots: int  # orderbook rows of REST book snapshots (diff-depth symbols)
+    resyncs: int  # status rows telling about them
+
+
+def count_rows(data_dir: Path, diff_symbols: set[str]) -> _Rows:
+    """Rows of every finished Parquet file by data type, and what else the check needs."""
+    rows = _Rows({}, sum(1 for _ in data_dir.rglob("*.arrows")), 0, 0)
+    for path in data_dir.rglob("*.parquet"):
+        _, symbol, data_type, *_ = path.relative_to(data_dir).parts
+        rows.by_type[data_type] = rows.by_type.get(data_type, 0) + pq.read_metadata(path).num_rows
+        if data_type == "orderbook" and symbol in diff_symbols:
+            kinds = pq.read_table(path, columns=["kind"]).column("kind").to_pylist()
+            rows.rest_snapshots += kinds.count("snapshot")
+        elif data_type == "status":
+            events = pq.read_table(path, columns=["event"]).column("event").to_pylist()
+            rows.resyncs += events.count("resync")
+    return rows
+
+
+def run_scenario(
+    name: str,
+    *,
+    count: int | None = None,
+    duration: float | None = None,
+    rate: float | None = None,
+    progress: bool = False,
+    seed: int = 1,
+    gc_threshold: tuple[int, int, int] | None = None,
+) -> RunResult:
+    """Run one scenario end to end and measure it (see the module docstring).
+
+    ``count`` frames (default: the scenario's), or for ``duration`` seconds; at ``rate``
+    frames per second, or as fast as the collector takes them. ``gc_threshold`` sets
+    this process's ``gc.set_threshold`` (and freezes what exists at start) before the
+    service starts: an experiment, the service itself does not do it. Raises BenchError.
+    """
+    scenario = get_scenario(name)
+    if count is None and duration is None:
+        count = scenario.default_count
+    spec = GeneratorSpec(name, count=count, duration=duration, rate=rate, seed=seed)
+    load_before = os.getloadavg()
+    ctx = multiprocessing.get_context("spawn")
+    parent, child = ctx.Pipe()
+    process = ctx.Process(
+        target=generator_main, args=(child, spec), name="collector-bench-generator", daemon=True
+    )
+    process.start()
+    child.close()
+    try:
+        if not parent.poll(START_TIMEOUT_SECS):
+            raise BenchError("the generator did not start")
+        message = parent.recv()
+        if message[0] != "ready":
+            raise BenchError(f"generator: {message!r}")
+        _, ws_port, rest_port = message
+        with tempfile.TemporaryDirectory(prefix="collector-bench-") as tmp:
+            data_dir = Path(tmp)
+            label = f"{name}" + (f" @ {rate:,.0f}/s" if rate else "")
+            if gc_threshold is not None:
+                gc.collect()
+                gc.freeze()
+                gc.set_threshold(*gc_threshold)
+            samples, report, metrics, code, receive_cpu, finished_cpu, rss_samples = trio.run(
+                _measure,
+                scenario,
+                ws_port,
+                rest_port,
+                data_dir,
+                parent,
+                _Progress(progress, label),
+                count,
+            )
+            peak = peak_rss_bytes()
+            diff_symbols = {s for g in scenario.groups if g.book_mode == "diff" for s in g.symbols}
+            rows = count_rows(data_dir, diff_symbols)
+    except EOFError:
+        raise BenchError("the generator process ended unexpectedly") from None
+    finally:
+        _stop(process, parent)
+    return _result(
+        scenario,
+        rate,
+        samples,
+        report,
+        metrics,
+        code,
+        receive_cpu,
+        finished_cpu,
+        peak,
+        rows,
+        rss_samples,
+        load_before,
+        gc_threshold,
+    )
+
+
+def _stop(process: multiprocessing.process.BaseProcess, conn: Connection) -> None:
+    with contextlib.suppress(OSError):
+        conn.send("stop")
+    conn.close()
+    process.join(10)
+    if process.is_alive():
+        process.terminate()
+        process.join(5)
+
+
+def _result(
+    scenario: Scenario,
+    rate: float | None,
+    samples: list[_Sample],
+    report: GeneratorReport,
+    metrics: Metrics,
+    code: int,
+    receive_cpu: float,
+    finished_cpu: float,
+    peak: int,
+    rows: _Rows,
+    rss_samples: list[tuple[float, float]],
+    load_before: tuple[float, float, float],
+    gc_threshold: tuple[int, int, int] | None,
+) -> RunResult:
+    control = report.control_frames
+    data = [(s.t, s.cpu, s.received - control) for s in samples]
+    start = next(i for i, s in enumerate(data) if s[2] > 0)
+    end = next(i for i, s in enumerate(data) if s[2] >= report.frames)
+    t0, cpu0, n0 = data[max(0, start - 1)]
+    n0 = max(0.0, n0)
+    t1, cpu1, n1 = data[end]
+    frames = n1 - n0
+    seconds = t1 - t0
+    # Every frame is one row; on top, each REST book snapshot the collector fetched (at
+    # most one per diff-depth symbol, paced at 1/s, so short runs record fewer) is one
+    # orderbook row, announced by a resync status row.
+    expected = dict(report.frames_by_type)
+    if rows.rest_snapshots:
+        expected["orderbook"] = expected.get("orderbook", 0) + rows.rest_snapshots
+    data_rows = {k: v for k, v in rows.by_type.items() if k in expected}
+    snapshots_ok = rows.rest_snapshots == rows.resyncs <= report.snapshots
+    growth: float | None = None
+    after_warmup = [mb for t, mb in rss_samples if t >= SOAK_WARMUP_SECS]
+    if len(after_warmup) >= 2:
+        growth = round((max(after_warmup) - after_warmup[0]) / after_warmup[0] * 100, 2)
+    return RunResult(
+        scenario=scenario.name,
+        title=scenario.title,
+        note=scenario.note,
+        rate_target=rate,
+        frames=report.frames,
+        frames_by_type=report.frames_by_type,
+        msg_per_s=round(frames / seconds, 1) if seconds > 0 else 0.0,
+        receive_seconds=round(seconds, 3),
+        cpu_s_per_100k=round((finished_cpu - cpu0) / report.frames * 100_000, 4),
+        cpu_window_s_per_100k=round((cpu1 - cpu0) / frames * 100_000, 4) if frames else 0.0,
+        peak_rss_mb=round(peak / 2**20, 1),
+        dropped=int(metrics.sum_samples("collector_messages_dropped_total")),
+        gaps=int(metrics.sum_samples("collector_sequence_gaps_total")),
+        parse_errors=int(metrics.sum_samples("collector_parse_errors_total")),
+        rows_by_type=data_rows,
+        rows_expected=expected,
+        rows_match=data_rows == expected and rows.leftovers == 0 and snapshots_ok,
+        status_rows=rows.by_type.get("status", 0),
+        snapshots=rows.rest_snapshots,
+        generator_msg_per_s=round(report.rate, 1),
+        exit_code=code,
+        load_before=load_before,
+        load_after=os.getloadavg(),
+        rss_samples_mb=[(t, round(mb, 1)) for t, mb in rss_samples],
+        rss_growth_pct=growth,
+        gc_threshold=gc_threshold,
+    )
+
+
+Runner = Callable[..., RunResult]

@@ -1,0 +1,303 @@
+"""Benchmark scenarios: which streams the generator sends and how the collector subscribes.
+
+A scenario is one or more *groups*. A group is one ``[[markets]]`` entry of the collector's
+settings (so one WebSocket connection) and the streams the generator sends on it, with the
+share of frames each stream gets. Venues plug in through a :class:`VenueProtocol` (the
+venue's answers to subscriptions and REST calls) and :class:`~collector.bench.frames.StreamFrames`
+(its frames). Scenarios are rebuilt from their name in the generator process, so everything
+here is deterministic.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Final, Protocol
+
+from collector.bench import binance
+from collector.bench.frames import StreamFrames
+from collector.config import (
+    CollectorSettings,
+    MarketSettings,
+    Settings,
+    StorageSettings,
+    WebSocketSettings,
+)
+
+
+class VenueProtocol(Protocol):
+    """A venue's side of the conversation, as the generator plays it."""
+
+    @property
+    def exchange(self) -> str: ...
+
+    def on_client_text(self, payload: bytes) -> tuple[list[bytes], list[str]]:
+        """Replies to one client text message, and the streams it subscribed."""
+
+    def snapshot_body(self, path: str, query: dict[str, str], last_update_id: int) -> bytes:
+        """A REST book snapshot at ``last_update_id`` (venues whose book sync needs one)."""
+
+    def subscribe_text(self, streams: list[str]) -> bytes:
+        """A client's subscription to ``streams`` (the discarding sink uses it)."""
+
+
+@dataclass(frozen=True)
+class Group:
+    """One collector connection: its market settings and the streams sent on it."""
+
+    name: str  # the first URL path segment of the connection, e.g. "g0"
+    protocol: VenueProtocol
+    symbols: tuple[str, ...]
+    feeds: tuple[str, ...]
+    book_mode: str | None
+    streams: tuple[StreamFrames, ...]
+    weights: tuple[float, ...]
+
+    def market(self, ws_port: int, rest_port: int) -> MarketSettings:
+        return MarketSettings(
+            exchange=self.protocol.exchange,
+            symbols=self.symbols,
+            feeds=self.feeds,  # type: ignore[arg-type]
+            base_url=f"ws://127.0.0.1:{ws_port}/{self.name}",
+            rest_url=f"http://127.0.0.1:{rest_port}",
+            book_mode=self.book_mode,  # type: ignore[arg-type]
+        )
+
+
+@dataclass(frozen=True)
+class Scenario:
+    name: str
+    title: str
+    groups: tuple[Group, ...]
+    default_count: int
+    note: str = ""
+
+    @property
+    def stream_count(self) -> int:
+        return sum(len(g.streams) for g in self.groups)
+
+    def settings(self, ws_port: int, rest_port: int, data_dir: Path) -> Settings:
+        """The service's settings: production defaults, pointed at the generator."""
+        return Settings(
+            collector=CollectorSettings(
+                log_level="warning", metrics_host="127.0.0.1", metrics_port=0
+            ),
+            storage=StorageSettings(data_dir=str(data_dir)),
+            websocket=WebSocketSettings(),
+            markets=tuple(g.market(ws_port, rest_port) for g in self.groups),
+        )
+
+    def share(self, group: Group) -> float:
+        """The share of all frames sent on ``group``'s connection."""
+        total = sum(sum(g.weights) for g in self.groups)
+        return sum(group.weights) / total
+
+
+def first_id(group_index: int, stream_index: int) -> int:
+    """Where a stream's sequence ids start (distinct per stream, far below 10**10)."""
+    return 1_000_000_000 + (group_index * 211 + stream_index) * 7_919_333
+
+
+# --------------------------------------------------------------------------- symbols
+
+_BASES: Final = [
+    "BTC",
+    "ETH",
+    "SOL",
+    "BNB",
+    "XRP",
+    "DOGE",
+    "ADA",
+    "TRX",
+    "AVAX",
+    "LINK",
+    "DOT",
+    "POL",
+    "LTC",
+    "BCH",
+    "NEAR",
+    "UNI",
+    "APT",
+    "ICP",
+    "FIL",
+    "ATOM",
+    "ARB",
+    "OP",
+    "INJ",
+    "SUI",
+    "SEI",
+    "TIA",
+    "RUNE",
+    "AAVE",
+    "MKR",
+    "LDO",
+    "STX",
+    "IMX",
+    "HBAR",
+    "VET",
+    "ALGO",
+    "GRT",
+    "SAND",
+    "MANA",
+    "AXS",
+    "EGLD",
+]
+
+
+@dataclass(frozen=True)
+class _Market:
+    symbol: str
+    mid: float
+    tick: float
+
+
+def _markets(count: int, seed: int = 7) -> list[_Market]:
+    rng = random.Random(seed)
+    out = [_Market("BTCUSDT", 61234.56, 0.01), _Market("ETHUSDT", 2650.12, 0.01)]
+    for base in _BASES[2:count]:
+        mid = 10 ** rng.uniform(-1.5, 2.8)
+        tick = 10 ** (math.floor(math.log10(mid)) - 4)
+        out.append(_Market(f"{base}USDT", round(mid, 6), tick))
+    return out[:count]
+
+
+def _zipf(count: int) -> list[float]:
+    return [1.0 / (i + 1) for i in range(count)]
+
+
+# --------------------------------------------------------------------------- scenarios
+
+
+def _single(
+    name: str,
+    title: str,
+    default_count: int,
+    make: Callable[[_Market], StreamFrames],
+    feed: str,
+    book_mode: str | None,
+) -> Scenario:
+    markets = _markets(10)
+    group = Group(
+        name="g0",
+        protocol=binance.BinanceProtocol(),
+        symbols=tuple(m.symbol for m in markets),
+        feeds=(feed,),
+        book_mode=book_mode,
+        streams=tuple(make(m) for m in markets),
+        weights=tuple(_zipf(len(markets))),
+    )
+    return Scenario(name, title, (group,), default_count)
+
+
+def _mixed() -> Scenario:
+    markets = _markets(40)
+    zipf = _zipf(20)
+    proto = binance.BinanceProtocol()
+    # Shares of frames by kind, as in recorded Binance traffic of liquid symbols.
+    ticker_share, trade_share, diff_share, depth20_share = 0.45, 0.35, 0.12, 0.08
+    a, b = markets[:20], markets[20:]
+    streams_a: list[StreamFrames] = []
+    weights_a: list[float] = []
+    for m, w in zip(a, zipf, strict=True):
+        streams_a += [
+            binance.TradeStream(m.symbol, m.mid),
+            binance.DiffDepthStream(m.symbol, m.mid, m.tick),
+            binance.BookTickerStream(m.symbol, m.mid, m.tick),
+        ]
+        weights_a += [trade_share * w, diff_share * w, ticker_share * w]
+    streams_b: list[StreamFrames] = []
+    weights_b: list[float] = []
+    for m, w in zip(b, zipf, strict=True):
+        streams_b += [
+            binance.TradeStream(m.symbol, m.mid),
+            binance.PartialDepthStream(m.symbol, m.mid, m.tick),
+        ]
+        weights_b += [trade_share * w * 0.5, depth20_share * w * 2]
+    groups = (
+        Group(
+            "g0",
+            proto,
+            tuple(m.symbol for m in a),
+            ("trades", "orderbook", "ticker"),
+            "diff",
+            tuple(streams_a),
+            tuple(weights_a),
+        ),
+        Group(
+            "g1",
+            proto,
+            tuple(m.symbol for m in b),
+            ("trades", "orderbook"),
+            None,
+            tuple(streams_b),
+            tuple(weights_b),
+        ),
+    )
+    return Scenario(
+        "mixed",
+        "mixed: 100 streams, 2 connections",
+        groups,
+        1_000_000,
+        note=(
+            "Binance only (trade, depth@100ms, depth20@100ms, bookTicker on 40 symbols): "
+            "frame generators of other venues are not written yet"
+        ),
+    )
+
+
+def _build(name: str) -> Scenario:
+    if name == "trades":
+        return _single(
+            "trades",
+            "binance trades (10 symbols)",
+            2_000_000,
+            lambda m: binance.TradeStream(m.symbol, m.mid),
+            "trades",
+            None,
+        )
+    if name == "depth":
+        return _single(
+            "depth",
+            "binance diff depth @depth@100ms (10 symbols)",
+            600_000,
+            lambda m: binance.DiffDepthStream(m.symbol, m.mid, m.tick),
+            "orderbook",
+            "diff",
+        )
+    if name == "depth20":
+        return _single(
+            "depth20",
+            "binance @depth20@100ms snapshots (10 symbols)",
+            400_000,
+            lambda m: binance.PartialDepthStream(m.symbol, m.mid, m.tick),
+            "orderbook",
+            None,
+        )
+    if name == "mixed":
+        return _mixed()
+    raise KeyError(name)
+
+
+SCENARIOS: Final[tuple[str, ...]] = ("trades", "depth", "depth20", "mixed")
+
+
+def get_scenario(name: str) -> Scenario:
+    """The scenario called ``name``; KeyError if there is none."""
+    return _build(name)
+
+
+def stream_index(scenario: Scenario) -> dict[str, tuple[int, int]]:
+    """Stream name -> (group index, stream index)."""
+    return {
+        s.stream: (gi, si)
+        for gi, group in enumerate(scenario.groups)
+        for si, s in enumerate(group.streams)
+    }
+
+
+def pick_order(weights: Sequence[float], count: int, rng: random.Random) -> list[int]:
+    """``count`` stream indexes drawn by weight."""
+    return rng.choices(range(len(weights)), weights=weights, k=count)
