@@ -10,6 +10,7 @@ import pytest
 
 from collector.events import Trade
 from collector.metrics import Metrics
+from collector.storage import finalize as finalize_module
 from collector.storage import recover_leftovers
 from collector.storage.finalize import write_parquet_atomically
 from collector.storage.journal import Journal, open_journal_table
@@ -134,3 +135,28 @@ def test_journal_without_complete_batch_is_deleted(tmp_path: Path) -> None:
 
 def test_missing_data_dir(tmp_path: Path) -> None:
     assert recover_leftovers(tmp_path / "nothing", Metrics()) == []
+
+
+def test_large_journal_is_finalized_in_uniform_row_groups(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Finalizing streams the journal: row groups of ROW_GROUP_ROWS, every row in order."""
+    monkeypatch.setattr(finalize_module, "ROW_GROUP_ROWS", 1000)
+    sizes = [700, 700, 700, 50, 900]  # 3050 rows in journal batches of uneven size
+    batches, first = [], 0
+    for n in sizes:
+        batches.append(trades(first, n))
+        first += n
+    journal, _ = write_journal(tmp_path / "d", 1, batches)
+    final = tmp_path / "d" / "1.parquet"
+    size = finalize_module.finalize_journal(journal, final)
+    assert size == final.stat().st_size
+    assert not journal.exists()
+    meta = pq.ParquetFile(final).metadata
+    assert [meta.row_group(i).num_rows for i in range(meta.num_row_groups)] == [
+        1000,
+        1000,
+        1000,
+        50,
+    ]
+    assert ids(final) == [f"id-{i:06d}" for i in range(3050)]

@@ -18,7 +18,7 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from collector.storage.journal import open_journal_table
+from collector.storage.journal import iter_journal_batches
 from collector.storage.layout import temp_path
 
 
@@ -43,19 +43,16 @@ def write_parquet_atomically(
         pq.write_table(
             table, str(tmp), compression=compression, compression_level=compression_level
         )
-        fd = os.open(tmp, os.O_RDONLY | os.O_CLOEXEC)
-        try:
-            os.fsync(fd)
-            size = os.fstat(fd).st_size
-        finally:
-            os.close(fd)
-        os.replace(tmp, final)
+        return _fsync_and_publish(tmp, final)
     except BaseException:
         with suppress(OSError):
             tmp.unlink()
         raise
-    fsync_dir(final.parent)
-    return size
+
+
+# Rows per Parquet row group (at most; a journal's batches are gathered up to this). Bounds
+# the memory of finalizing to about one row group, whatever the file's size.
+ROW_GROUP_ROWS = 131_072
 
 
 def finalize_journal(
@@ -63,17 +60,58 @@ def finalize_journal(
 ) -> int | None:
     """Write the complete batches of ``journal`` to ``final``, then delete the journal.
 
-    Returns the Parquet file's size, or ``None`` if the journal held no complete batch (it
-    is deleted and no file is written). Raises ``OSError`` on a disk error (the journal is
-    kept, ``final`` is not created).
+    Streams: batches are read one at a time and written as row groups of up to
+    :data:`ROW_GROUP_ROWS` rows, so memory does not grow with the file. Returns the
+    Parquet file's size, or ``None`` if the journal held no complete batch (it is deleted
+    and no file is written). Raises ``OSError`` on a disk error (the journal is kept,
+    ``final`` is not created).
     """
-    with open_journal_table(journal) as table:
-        size = (
-            None
-            if table is None
-            else write_parquet_atomically(
-                table, final, compression=compression, compression_level=compression_level
-            )
-        )
+    tmp = temp_path(final)
+    writer: pq.ParquetWriter | None = None
+    pending: list[pa.RecordBatch] = []
+    pending_rows = 0
+    try:
+        for schema, batch in iter_journal_batches(journal):
+            if writer is None:
+                writer = pq.ParquetWriter(
+                    str(tmp), schema, compression=compression, compression_level=compression_level
+                )
+            pending.append(batch)
+            pending_rows += batch.num_rows
+            if pending_rows >= ROW_GROUP_ROWS:
+                # Whole row groups now; the remainder starts the next one.
+                table = pa.Table.from_batches(pending)
+                full = pending_rows - pending_rows % ROW_GROUP_ROWS
+                writer.write_table(table.slice(0, full), row_group_size=ROW_GROUP_ROWS)
+                pending = table.slice(full).to_batches()
+                pending_rows -= full
+        if writer is None:
+            journal.unlink()
+            return None
+        if pending:
+            writer.write_table(pa.Table.from_batches(pending), row_group_size=pending_rows)
+        writer.close()
+        writer = None
+        size = _fsync_and_publish(tmp, final)
+    except BaseException:
+        if writer is not None:
+            with suppress(Exception):
+                writer.close()
+        with suppress(OSError):
+            tmp.unlink()
+        raise
     journal.unlink()
+    return size
+
+
+def _fsync_and_publish(tmp: Path, final: Path) -> int:
+    """fsync ``tmp``, rename it to ``final``, fsync the directory; return the size."""
+    fd = os.open(tmp, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        os.fsync(fd)
+        size = os.fstat(fd).st_size
+    finally:
+        os.close(fd)
+    os.replace(tmp, final)
+    fsync_dir(final.parent)
     return size

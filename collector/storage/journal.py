@@ -87,6 +87,37 @@ class Journal:
             os.close(fd)
 
 
+def iter_journal_batches(path: Path) -> Iterator[tuple[pa.Schema, pa.RecordBatch]]:
+    """Each complete record batch of a journal with its schema, read sequentially.
+
+    Plain file reads (no memory map), so memory stays at one batch however large the
+    journal. A truncated trailing batch (a crash mid-append) ends the iteration and is
+    logged; a journal without a complete schema message yields nothing. Raises ``OSError``
+    if the file cannot be opened or read.
+    """
+    size = os.stat(path).st_size
+    with pa.OSFile(str(path), "rb") as source:
+        try:
+            reader = pa.ipc.open_stream(source)
+        except (pa.ArrowInvalid, OSError):
+            if source.tell() < size:
+                raise  # a real read error, not a journal cut short
+            return  # not even a complete schema message: no rows
+        while True:
+            try:
+                batch = reader.read_next_batch()
+            except StopIteration:
+                return
+            except (pa.ArrowInvalid, OSError) as exc:
+                # pyarrow reports a message cut short by the end of the file as an error
+                # too: only a read that reached the end is a truncated trailing batch.
+                if source.tell() < size:
+                    raise
+                logger.warning("journal %s: ignoring a truncated trailing batch (%s)", path, exc)
+                return
+            yield reader.schema, batch
+
+
 @contextmanager
 def open_journal_table(path: Path) -> Iterator[pa.Table | None]:
     """The complete record batches of a journal as one table (``None`` if there are none).
