@@ -39,7 +39,8 @@ from collector.ingest.connection import IngestContext
 from collector.ingest.supervisor import run_exchange
 from collector.metrics import Metrics
 from collector.storage import run_writer
-from collector.upload import UploadSettings, run_disk_monitor, run_uploader
+from collector.upload.disk import run_disk_monitor
+from collector.upload.settings import UploadSettings
 
 log = logging.getLogger(__name__)
 
@@ -143,7 +144,12 @@ async def run_service(
             )
             await pipeline.start(writer)
             # After the writer: its start-up recovery is done before the backlog scan.
-            await pipeline.start(run_uploader, upload_cfg, file_rx, metrics, health)
+            if upload_cfg.uploads:
+                from collector.upload.uploader import run_uploader  # loads boto3
+
+                await pipeline.start(run_uploader, upload_cfg, file_rx, metrics, health)
+            else:
+                pipeline.start_soon(_keep_finished_files, file_rx)
             async with trio.open_nursery() as ingest:
                 with event_tx:
                     for adapter, plans in planned:
@@ -206,3 +212,10 @@ async def _watch_signals(
                 log.warning("second %s: stopping now without draining", name)
                 shutdown.forced = True
                 root.cancel()
+
+
+async def _keep_finished_files(files: trio.MemoryReceiveChannel[Path]) -> None:
+    """Local storage: finished files stay where the writer put them."""
+    with files:
+        async for path in files:
+            log.info("file finished", extra={"path": str(path)})

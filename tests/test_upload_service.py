@@ -1,7 +1,4 @@
-"""The real ``python -m collector`` with ``mode = "s3"`` against the fake Binance and moto.
-
-Skipped until ``collector.service`` starts the uploader (it then imports ``run_uploader``).
-"""
+"""The real ``python -m collector`` with ``mode = "s3"`` against the fake Binance and moto."""
 
 from __future__ import annotations
 
@@ -16,18 +13,11 @@ import pyarrow.parquet as pq
 import pytest
 import trio
 
-import collector.service
 from tests.fakes.binance import FakeBinance, trade_frame
 from tests.procs import leftovers, parquet_files, service_process, write_settings
 from tests.s3server import FAKE_SECRET, S3Server, fake_aws_env, unique_bucket
 
-pytestmark = [
-    pytest.mark.slow,
-    pytest.mark.skipif(
-        not hasattr(collector.service, "run_uploader"),
-        reason="needs the uploader wired into service.py",
-    ),
-]
+pytestmark = pytest.mark.slow
 
 TIMEOUT = 30.0
 RECEIVED = "collector_messages_received_total"

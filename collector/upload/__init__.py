@@ -4,19 +4,37 @@
 - :func:`run_disk_monitor`: the disk high-water mark in ``/health`` and metrics;
 - :func:`run_upload_command`: ``python -m collector upload``;
 - :class:`UploadSettings`: the settings all of them read.
+
+Names are imported on first use, so that a service in ``local`` mode never loads boto3
+(tens of MB of memory it would not use).
 """
 
-from collector.metrics import DiskMetrics, UploadMetrics
-from collector.upload.command import run_upload_command, upload_all
-from collector.upload.disk import run_disk_monitor
-from collector.upload.settings import UploadSettings
-from collector.upload.store import S3Store, make_client
-from collector.upload.uploader import Uploader, open_store, run_uploader
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from collector.upload.command import run_upload_command, upload_all
+    from collector.upload.disk import run_disk_monitor
+    from collector.upload.settings import UploadSettings
+    from collector.upload.store import S3Store, make_client
+    from collector.upload.uploader import Uploader, open_store, run_uploader
+
+_WHERE = {
+    "run_upload_command": "command",
+    "upload_all": "command",
+    "run_disk_monitor": "disk",
+    "UploadSettings": "settings",
+    "S3Store": "store",
+    "make_client": "store",
+    "Uploader": "uploader",
+    "open_store": "uploader",
+    "run_uploader": "uploader",
+}
 
 __all__ = [
-    "DiskMetrics",
     "S3Store",
-    "UploadMetrics",
     "UploadSettings",
     "Uploader",
     "make_client",
@@ -26,3 +44,10 @@ __all__ = [
     "run_uploader",
     "upload_all",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    module = _WHERE.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(f"{__name__}.{module}"), name)
