@@ -45,8 +45,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--gc-threshold",
         metavar="T0,T1,T2",
-        help="experiment: gc.freeze() and gc.set_threshold(T0, T1, T2) in the collector "
-        "process before it starts (the service itself keeps Python's defaults)",
+        help="experiment: garbage-collector thresholds for the collector side instead of "
+        "the service's own (collector.service.GC_THRESHOLDS)",
     )
     parser.add_argument("--json", action="store_true", help="print JSON")
     parser.add_argument(

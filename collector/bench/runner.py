@@ -15,7 +15,6 @@ encoding at shutdown included, as production pays it at rotation) per 100k frame
 from __future__ import annotations
 
 import contextlib
-import gc
 import multiprocessing
 import os
 import resource
@@ -34,7 +33,7 @@ import trio
 from collector.bench.generator import GeneratorReport, GeneratorSpec, generator_main
 from collector.bench.scenarios import Scenario, get_scenario
 from collector.metrics import Metrics
-from collector.service import ServiceHandle, run_service
+from collector.service import GC_THRESHOLDS, ServiceHandle, run_service, tune_gc
 
 POLL_SECS: Final = 0.05
 PROGRESS_SECS: Final = 0.5
@@ -240,9 +239,9 @@ def run_scenario(
     """Run one scenario end to end and measure it (see the module docstring).
 
     ``count`` frames (default: the scenario's), or for ``duration`` seconds; at ``rate``
-    frames per second, or as fast as the collector takes them. ``gc_threshold`` sets
-    this process's ``gc.set_threshold`` (and freezes what exists at start) before the
-    service starts: an experiment, the service itself does not do it. Raises BenchError.
+    frames per second, or as fast as the collector takes them. The collector side tunes its
+    garbage collector as the service's command line does (``tune_gc``); ``gc_threshold``
+    tries other thresholds instead. Raises BenchError.
     """
     scenario = get_scenario(name)
     if count is None and duration is None:
@@ -266,10 +265,8 @@ def run_scenario(
         with tempfile.TemporaryDirectory(prefix="collector-bench-") as tmp:
             data_dir = Path(tmp)
             label = f"{name}" + (f" @ {rate:,.0f}/s" if rate else "")
-            if gc_threshold is not None:
-                gc.collect()
-                gc.freeze()
-                gc.set_threshold(*gc_threshold)
+            # As `python -m collector run` does (or the thresholds under test).
+            tune_gc(gc_threshold or GC_THRESHOLDS)
             samples, report, metrics, code, receive_cpu, finished_cpu, rss_samples = trio.run(
                 _measure,
                 scenario,

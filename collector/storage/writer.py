@@ -7,8 +7,9 @@ file was already finished opens a new (small) file for that hour rather than joi
 current one.
 
 Every ``flush_interval_secs`` (Trio time) all pending rows are converted to record batches
-and appended to the journals in one worker thread; then files are rotated: when the wall
-clock has left a file's hour, or its journal reached ``max_file_size_mb``. A rotated file is
+and appended to the journals in one worker thread, while intake goes on (one flush at a
+time); then files are rotated: when the wall clock has left a file's hour, or its journal
+reached ``max_file_size_mb``. A rotated file is
 finalized (journal -> Parquet) in a background task of the writer, in a worker thread, so
 intake goes on meanwhile; its path is then sent to ``finished``.
 """
@@ -84,6 +85,16 @@ class _Writer:
         self.max_bytes = int(settings.max_file_size_mb * 1024 * 1024)
         self.files: dict[FileKey, _OpenFile] = {}
         self.finalizing: set[_OpenFile] = set()
+        # Files due for rotation whose last rows still wait for a flush (new rows of their
+        # stream already go to a new file); finalized once those rows are in the journal.
+        self.retiring: set[_OpenFile] = set()
+        # One flush runs in the background while intake goes on; ``flush_idle`` is set
+        # when none is running, ``flush_ok`` says how the last one went, and ``intake`` is
+        # the cancel scope around receiving (a failed flush cancels it: intake pauses).
+        self.flush_idle = trio.Event()
+        self.flush_idle.set()
+        self.flush_ok = True
+        self.intake: trio.CancelScope | None = None
         self.in_use: set[Path] = set()
         self.flush_limiter = trio.CapacityLimiter(1)
         self.finalize_limiter = trio.CapacityLimiter(FINALIZE_THREADS)
@@ -112,7 +123,7 @@ class _Writer:
             self._update_open_files()
 
     def _update_open_files(self) -> None:
-        self.metrics.open_files.set(len(self.files) + len(self.finalizing))
+        self.metrics.open_files.set(len(self.files) + len(self.retiring) + len(self.finalizing))
 
     # ------------------------------------------------------------------ flush
 
@@ -121,7 +132,7 @@ class _Writer:
 
         On ``OSError`` the rows of the failed files are kept (and retried by the next call).
         """
-        work = [(f, f.pending) for f in self.files.values() if f.pending]
+        work = [(f, f.pending) for f in [*self.files.values(), *self.retiring] if f.pending]
         if not work:
             return True
         for open_file, _rows in work:
@@ -184,21 +195,30 @@ class _Writer:
     # ------------------------------------------------------------------ rotation
 
     def rotate(self, *, everything: bool = False) -> None:
-        """Start finalizing every flushed file that is due (or all, at the end)."""
+        """Retire every file that is due (or all, at the end); finalize retired files whose
+        rows are all in their journal.
+
+        A file is due when the wall clock has left its hour or its journal reached
+        ``max_file_size_mb``. Retiring takes it out of routing, so new rows of its stream
+        open a new file while its own last rows wait for the next flush.
+        """
         now_hour = self.wall_clock() // HOUR_US
         for key, open_file in list(self.files.items()):
             journal = open_file.journal
-            if open_file.pending or journal is None:
-                continue  # its rows are not all in the journal yet: retried next tick
             if (
                 everything
                 or (self.hourly and open_file.hour < now_hour)
-                or journal.size >= self.max_bytes
+                or (journal is not None and journal.size >= self.max_bytes)
             ):
                 del self.files[key]
-                self.finalizing.add(open_file)
-                assert self.nursery is not None
-                self.nursery.start_soon(self._finalize, open_file)
+                self.retiring.add(open_file)
+        for open_file in list(self.retiring):
+            if open_file.pending or open_file.journal is None:
+                continue  # its last rows are not in the journal yet: the next flush
+            self.retiring.discard(open_file)
+            self.finalizing.add(open_file)
+            assert self.nursery is not None
+            self.nursery.start_soon(self._finalize, open_file)
         self._update_open_files()
 
     async def _finalize(self, open_file: _OpenFile) -> None:
@@ -243,29 +263,50 @@ class _Writer:
     # ------------------------------------------------------------------ task body
 
     async def consume(self, events: trio.MemoryReceiveChannel[list[Event]]) -> None:
-        """Route batches until ``events`` ends; flush and rotate every interval."""
+        """Route batches until ``events`` ends; flush and rotate every interval.
+
+        Intake goes on while a flush runs in its worker thread, so the event channel keeps
+        draining; at most one flush runs at a time (a tick waits for the previous one).
+        """
         deadline = trio.current_time() + self.interval
-        flushed = True
         while True:
-            if flushed:
-                with trio.move_on_at(deadline):
+            if self.flush_ok:
+                with trio.CancelScope(deadline=deadline) as self.intake:
                     try:
                         while True:
                             self.route(await events.receive())
                     except trio.EndOfChannel:
                         break
+                self.intake = None
             else:
-                # The disk failed the last flush: take no more rows until it recovers, so
-                # memory stays bounded; the event channel fills and the connections record
-                # the events they cannot hand over as `dropped` status rows.
-                await trio.sleep_until(deadline)
-            flushed = await self.flush()
-            self.rotate()
+                # The disk failed the last flush: take no more rows until a flush succeeds,
+                # so memory stays bounded; the event channel fills and the connections
+                # record what they cannot hand over as `dropped` rows.
+                with trio.move_on_at(deadline):
+                    if self.flush_idle.is_set():
+                        await trio.sleep_forever()  # no flush running: wait for the tick
+                    await self.flush_idle.wait()  # resume as soon as a running one succeeds
+            if trio.current_time() < deadline:
+                continue  # intake paused or resumed before the tick
+            await self.flush_idle.wait()  # one flush at a time
+            self.flush_idle = trio.Event()
+            assert self.nursery is not None
+            self.nursery.start_soon(self._flush_and_rotate)
             now = trio.current_time()
             deadline += self.interval
             if deadline < now:  # flushing overran a whole interval: skip ticks, do not spin
                 deadline = now + self.interval
+        await self.flush_idle.wait()
         await self.drain()
+
+    async def _flush_and_rotate(self) -> None:
+        try:
+            self.flush_ok = await self.flush()
+            if not self.flush_ok and self.intake is not None:
+                self.intake.cancel()
+            self.rotate()
+        finally:
+            self.flush_idle.set()
 
     async def drain(self) -> None:
         """Flush everything (retrying every interval on disk errors), then finalize all."""
@@ -280,7 +321,7 @@ class _Writer:
             await self.finished.send(path)
 
     def close_journals(self) -> None:
-        for open_file in [*self.files.values(), *self.finalizing]:
+        for open_file in [*self.files.values(), *self.retiring, *self.finalizing]:
             if open_file.journal is not None:
                 open_file.journal.close()
 
