@@ -165,7 +165,7 @@ def _upload(settings: Settings) -> int:
 
 def _run(settings: Settings, source: str, shard: Shard | None = None) -> int:
     from collector.logs import setup_logging
-    from collector.service import ServiceError, run_service, tune_gc
+    from collector.service import ServiceError, run_service, tune_process
 
     setup_logging(settings.collector.log_level, settings.collector.log_format)
     log.info(
@@ -174,7 +174,7 @@ def _run(settings: Settings, source: str, shard: Shard | None = None) -> int:
         extra={"settings": source, "shard": str(shard) if shard else None},
     )
     log.debug("effective settings", extra={"settings": settings_as_dict(settings)})
-    tune_gc()
+    tune_process()
     try:
         return trio.run(run_service, settings)
     except ServiceError as exc:

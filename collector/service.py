@@ -87,15 +87,20 @@ class ServiceHandle:
     metrics: Metrics
 
 
-def tune_gc(thresholds: tuple[int, int, int] = GC_THRESHOLDS) -> None:
-    """Freeze what start-up created out of future collections; collect young objects less often.
+def tune_process(gc_thresholds: tuple[int, int, int] = GC_THRESHOLDS) -> None:
+    """Process-wide tuning for a long-running, allocation-heavy service: the garbage
+    collector freezes what start-up created out of future collections and collects young
+    objects less often (``GC_THRESHOLDS``).
 
-    Process-wide: called by the command line before the service starts (not by
-    :func:`run_service`, which tests also run in-process).
+    (Arrow's allocator is chosen in ``collector/__init__.py``: it must be set before
+    pyarrow is imported.)
+
+    Called by the command line (and the bench) before the service starts, not by
+    :func:`run_service`, which tests also run in-process.
     """
     gc.collect()
     gc.freeze()
-    gc.set_threshold(*thresholds)
+    gc.set_threshold(*gc_thresholds)
 
 
 def _prepare_data_dir(path: Path) -> None:

@@ -33,7 +33,7 @@ import trio
 from collector.bench.generator import GeneratorReport, GeneratorSpec, generator_main
 from collector.bench.scenarios import Scenario, get_scenario
 from collector.metrics import Metrics
-from collector.service import GC_THRESHOLDS, ServiceHandle, run_service, tune_gc
+from collector.service import GC_THRESHOLDS, ServiceHandle, run_service, tune_process
 
 POLL_SECS: Final = 0.05
 PROGRESS_SECS: Final = 0.5
@@ -240,7 +240,7 @@ def run_scenario(
 
     ``count`` frames (default: the scenario's), or for ``duration`` seconds; at ``rate``
     frames per second, or as fast as the collector takes them. The collector side tunes its
-    garbage collector as the service's command line does (``tune_gc``); ``gc_threshold``
+    garbage collector as the service's command line does (``tune_process``); ``gc_threshold``
     tries other thresholds instead. Raises BenchError.
     """
     scenario = get_scenario(name)
@@ -266,7 +266,7 @@ def run_scenario(
             data_dir = Path(tmp)
             label = f"{name}" + (f" @ {rate:,.0f}/s" if rate else "")
             # As `python -m collector run` does (or the thresholds under test).
-            tune_gc(gc_threshold or GC_THRESHOLDS)
+            tune_process(gc_threshold or GC_THRESHOLDS)
             samples, report, metrics, code, receive_cpu, finished_cpu, rss_samples = trio.run(
                 _measure,
                 scenario,
