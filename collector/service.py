@@ -30,6 +30,7 @@ from pathlib import Path
 import attrs
 import trio
 
+from collector import native_memory
 from collector.clock import WallClock, system_wall_us
 from collector.config import Settings
 from collector.events import Event
@@ -92,8 +93,9 @@ def tune_process(gc_thresholds: tuple[int, int, int] = GC_THRESHOLDS) -> None:
     collector freezes what start-up created out of future collections and collects young
     objects less often (``GC_THRESHOLDS``).
 
-    (Arrow's allocator is chosen in ``collector/__init__.py``: it must be set before
-    pyarrow is imported.)
+    glibc gets at most two malloc arenas (less memory held by worker threads; see
+    :mod:`collector.native_memory`). Arrow's allocator is chosen in ``collector/__init__.py``:
+    it must be set before pyarrow is imported.
 
     Called by the command line (and the bench) before the service starts, not by
     :func:`run_service`, which tests also run in-process.
@@ -101,6 +103,7 @@ def tune_process(gc_thresholds: tuple[int, int, int] = GC_THRESHOLDS) -> None:
     gc.collect()
     gc.freeze()
     gc.set_threshold(*gc_thresholds)
+    native_memory.limit_arenas()
 
 
 def _prepare_data_dir(path: Path) -> None:

@@ -24,6 +24,7 @@ from pathlib import Path
 
 import trio
 
+from collector import native_memory
 from collector.clock import WallClock, system_wall_us
 from collector.config import StorageSettings
 from collector.events import Event
@@ -258,6 +259,7 @@ class _Writer:
             compression_level=self.settings.compression_level,
         )
         self.metrics.finalize_seconds.observe(time.perf_counter() - started)
+        native_memory.trim()  # a finalize's buffers: back to the OS, not kept in an arena
         return size
 
     # ------------------------------------------------------------------ task body
