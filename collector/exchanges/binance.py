@@ -60,6 +60,7 @@ from collector.exchanges.base import (
     SnapshotRequest,
     Subscription,
 )
+from collector.exchanges.common import pack_by_symbol
 
 EXCHANGE: Final = "binance"
 MAX_STREAMS_PER_CONNECTION: Final = 1024
@@ -276,7 +277,10 @@ class BinanceAdapter(ExchangeAdapter):
                         group.append((sub, stream_name(canonical, feed, market)))
         plans: list[ConnectionPlan] = []
         for (url, raw, rest_url), items in groups.items():
-            for chunk in _pack_by_symbol(items, MAX_STREAMS_PER_CONNECTION):
+            by_symbol: dict[str, list[tuple[Subscription, str]]] = {}
+            for item in items:
+                by_symbol.setdefault(item[0].symbol, []).append(item)
+            for chunk in pack_by_symbol(by_symbol.values(), MAX_STREAMS_PER_CONNECTION):
                 plans.append(
                     BinancePlan(
                         exchange=self.name,
@@ -292,24 +296,6 @@ class BinanceAdapter(ExchangeAdapter):
 
     def open_session(self, plan: ConnectionPlan) -> BinanceSession:
         return BinanceSession(plan)
-
-
-def _pack_by_symbol(
-    items: list[tuple[Subscription, str]], limit: int
-) -> list[list[tuple[Subscription, str]]]:
-    by_symbol: dict[str, list[tuple[Subscription, str]]] = {}
-    for item in items:
-        by_symbol.setdefault(item[0].symbol, []).append(item)
-    chunks: list[list[tuple[Subscription, str]]] = []
-    current: list[tuple[Subscription, str]] = []
-    for symbol_items in by_symbol.values():
-        if current and len(current) + len(symbol_items) > limit:
-            chunks.append(current)
-            current = []
-        current.extend(symbol_items)
-    if current:
-        chunks.append(current)
-    return chunks
 
 
 # --------------------------------------------------------------------------- session
