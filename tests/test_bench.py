@@ -5,16 +5,21 @@ from __future__ import annotations
 import json
 import random
 import time
+from urllib.parse import urlsplit
 
 import pytest
 
+from collector.bench import bybit, okx
 from collector.bench.command import run_bench_command
 from collector.bench.frames import TemplateBuilder
 from collector.bench.runner import run_scenario
 from collector.bench.scenarios import SCENARIOS, first_id, get_scenario
 from collector.config import MarketSettings
 from collector.events import BookUpdate, Trade
+from collector.exchanges.base import ExchangeAdapter
 from collector.exchanges.binance import BinanceAdapter
+from collector.exchanges.bybit import BybitAdapter
+from collector.exchanges.okx import OkxAdapter
 
 
 def split_frames(chunk: bytes) -> list[bytes]:
@@ -34,6 +39,13 @@ def split_frames(chunk: bytes) -> list[bytes]:
     return payloads
 
 
+ADAPTERS: dict[str, type[ExchangeAdapter]] = {
+    "binance": BinanceAdapter,
+    "okx": OkxAdapter,
+    "bybit": BybitAdapter,
+}
+
+
 @pytest.mark.parametrize("name", SCENARIOS)
 def test_generated_frames_parse_with_continuous_sequences(name: str) -> None:
     scenario = get_scenario(name)
@@ -43,15 +55,20 @@ def test_generated_frames_parse_with_continuous_sequences(name: str) -> None:
             builder.add(i % len(group.streams))
         template = builder.finish()
         ids = [first_id(gi, i) for i in range(len(group.streams))]
-        market = MarketSettings(
-            exchange="binance",
-            symbols=group.symbols,
-            feeds=group.feeds,  # type: ignore[arg-type]
-            book_mode=group.book_mode,  # type: ignore[arg-type]
-        )
-        adapter = BinanceAdapter()
-        session = adapter.open_session(adapter.plan_connections([market])[0])
+        market = group.market(1, 2)
+        adapter = ADAPTERS[group.protocol.exchange]()
+        adapter.check_market(market)
+        (plan,) = adapter.plan_connections([market])
+        # The adapter connects where the generator serves the group.
+        path = urlsplit(plan.url).path
+        assert path == f"/{group.name}{group.protocol.ws_path}"
+        session = adapter.open_session(plan)
+        now = time.time_ns() // 1000
+        first = [s.first_frame(ids[i], now, random.Random(i)) for i, s in enumerate(group.streams)]
         events = []
+        for payload in filter(None, first):
+            json.loads(payload)
+            events += session.parse(payload, now)
         for round_ in range(3):  # three chunks: ids go on across chunks
             now = time.time_ns() // 1000
             payloads = split_frames(template.fill(ids, now))
@@ -60,9 +77,44 @@ def test_generated_frames_parse_with_continuous_sequences(name: str) -> None:
                 json.loads(payload)
                 events += session.parse(payload, now + round_)
         # One event per frame: no gap, no duplicate (the status rows would be extra events).
-        assert len(events) == 3 * template.frames
+        frames = 3 * template.frames + sum(1 for f in first if f is not None)
+        assert len(events) == frames
         assert all(isinstance(e, Trade | BookUpdate) or e.DATA_TYPE == "ticker" for e in events)
-        assert session.duplicates_dropped == 0
+        assert all(e.exchange == group.protocol.exchange for e in events)
+        assert getattr(session, "duplicates_dropped", 0) == 0
+        times = [e.timestamp_exchange for e in events if e.timestamp_exchange is not None]
+        assert all(abs(t - now) < 10_000_000 for t in times)  # microseconds, not ms or ns
+
+
+def test_mixed_spans_three_venues() -> None:
+    scenario = get_scenario("mixed")
+    assert scenario.stream_count == 100
+    assert {g.protocol.exchange for g in scenario.groups} == {"binance", "okx", "bybit"}
+    assert not scenario.note
+
+
+def test_venue_keepalive_answers() -> None:
+    assert okx.OkxProtocol().on_client_text(b"ping") == ([b"pong"], [])
+    replies, streams = bybit.BybitProtocol().on_client_text(b'{"req_id":"ping-3","op":"ping"}')
+    assert streams == []
+    assert json.loads(replies[0]) == {
+        "success": True,
+        "ret_msg": "pong",
+        "conn_id": json.loads(replies[0])["conn_id"],
+        "req_id": "ping-3",
+        "op": "ping",
+    }
+    # The adapters consume the answers without rows.
+    okx_session = OkxAdapter().open_session(OkxAdapter().plan_connections([_market("okx")])[0])
+    assert okx_session.parse(b"pong", 0) == []
+    by = BybitAdapter()
+    by_session = by.open_session(by.plan_connections([_market("bybit")])[0])
+    assert by_session.parse(replies[0], 0) == []
+
+
+def _market(exchange: str) -> MarketSettings:
+    group = next(g for g in get_scenario("mixed").groups if g.protocol.exchange == exchange)
+    return group.market(1, 2)
 
 
 def test_trades_rows_equal_frames() -> None:
@@ -80,7 +132,7 @@ def test_trades_rows_equal_frames() -> None:
 def test_mixed_with_book_sync_rows_equal_frames() -> None:
     result = run_scenario("mixed", count=3000, rate=30_000)
     # Diff-depth symbols fetch a REST snapshot each (1/s): one more orderbook row apiece.
-    assert 1 <= result.snapshots <= 20
+    assert 1 <= result.snapshots <= 12
     assert result.rows_match, (result.rows_by_type, result.rows_expected)
     assert set(result.rows_by_type) == {"trades", "orderbook", "ticker"}
     assert result.dropped == 0

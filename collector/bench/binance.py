@@ -53,6 +53,9 @@ class TradeStream:
         ]
         return pieces, 1
 
+    def first_frame(self, next_id: int, time_us: int, rng: random.Random) -> bytes | None:
+        return None
+
 
 @dataclass(frozen=True)
 class DiffDepthStream:
@@ -87,6 +90,9 @@ class DiffDepthStream:
         ]
         return pieces, updates
 
+    def first_frame(self, next_id: int, time_us: int, rng: random.Random) -> bytes | None:
+        return None
+
 
 @dataclass(frozen=True)
 class PartialDepthStream:
@@ -115,6 +121,9 @@ class PartialDepthStream:
             b',"bids":%s,"asks":%s}}' % (levels(bids), levels(asks)),
         ]
         return pieces, updates
+
+    def first_frame(self, next_id: int, time_us: int, rng: random.Random) -> bytes | None:
+        return None
 
 
 @dataclass(frozen=True)
@@ -150,6 +159,9 @@ class BookTickerStream:
         ]
         return pieces, 1
 
+    def first_frame(self, next_id: int, time_us: int, rng: random.Random) -> bytes | None:
+        return None
+
 
 # --------------------------------------------------------------------------- protocol
 
@@ -168,6 +180,13 @@ class BinanceProtocol:
     """The venue's answers to client requests (``SUBSCRIBE`` and friends) and REST calls."""
 
     exchange: Final = EXCHANGE
+    # The adapter appends ``/stream?timeUnit=MICROSECOND`` to the market's ``base_url``.
+    ws_path: Final = "/stream"
+    needs_rest: Final = True
+
+    def base_url(self, root: str) -> str:
+        """The market's ``base_url`` for a generator connection rooted at ``root``."""
+        return root
 
     def on_client_text(self, payload: bytes) -> tuple[list[bytes], list[str]]:
         """Replies to one client message, and the streams it subscribed."""

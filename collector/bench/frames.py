@@ -28,6 +28,8 @@ ID_WIDTH: Final = 10
 ID_LIMIT: Final = 10**ID_WIDTH
 TIME_WIDTH: Final = 16
 """Digits of a microsecond timestamp (until the year 2286)."""
+TIME_MS_WIDTH: Final = 13
+"""Digits of a millisecond timestamp (until the year 2286)."""
 
 
 class IdSlot(NamedTuple):
@@ -40,9 +42,14 @@ class TimeSlot(NamedTuple):
     """The event time (microseconds) of the chunk."""
 
 
-TIME: Final = TimeSlot()
+class TimeMsSlot(NamedTuple):
+    """The event time of the chunk in milliseconds (venues such as OKX and Bybit)."""
 
-Piece = bytes | IdSlot | TimeSlot
+
+TIME: Final = TimeSlot()
+TIME_MS: Final = TimeMsSlot()
+
+Piece = bytes | IdSlot | TimeSlot | TimeMsSlot
 
 
 class StreamFrames(Protocol):
@@ -59,6 +66,13 @@ class StreamFrames(Protocol):
     def build(self, first_offset: int, rng: random.Random) -> tuple[list[Piece], int]:
         """One frame's payload as pieces, and how many ids it uses (from ``first_offset``)."""
 
+    def first_frame(self, next_id: int, time_us: int, rng: random.Random) -> bytes | None:
+        """The payload a new subscriber gets first (a book snapshot), or None.
+
+        It comes right after the venue's subscribe answer and before any frame of
+        :meth:`build`; it ends just before ``next_id``, so the sequence goes on unbroken.
+        """
+
 
 def ws_header(length: int, *, text: bool = True) -> bytes:
     """The header of one unmasked, final server frame with a ``length``-byte payload."""
@@ -70,8 +84,12 @@ def ws_header(length: int, *, text: bool = True) -> bytes:
     return struct.pack("!BBQ", first, 127, length)
 
 
-def _slot_width(piece: IdSlot | TimeSlot) -> int:
-    return TIME_WIDTH if isinstance(piece, TimeSlot) else ID_WIDTH
+def _slot_width(piece: IdSlot | TimeSlot | TimeMsSlot) -> int:
+    if isinstance(piece, TimeSlot):
+        return TIME_WIDTH
+    if isinstance(piece, TimeMsSlot):
+        return TIME_MS_WIDTH
+    return ID_WIDTH
 
 
 @dataclass
@@ -89,6 +107,7 @@ class ChunkTemplate:
     frames: int
     frames_by_type: dict[str, int]
     size: int
+    time_ms_positions: list[int] = field(default_factory=list)
 
     def fill(self, next_ids: list[int], time_us: int) -> bytes:
         """The chunk's bytes with ids from ``next_ids`` (advanced in place) and ``time_us``."""
@@ -96,6 +115,10 @@ class ChunkTemplate:
         stamp = b"%016d" % time_us
         for position in self.time_positions:
             parts[position] = stamp
+        if self.time_ms_positions:
+            stamp_ms = b"%013d" % (time_us // 1000)
+            for position in self.time_ms_positions:
+                parts[position] = stamp_ms
         for stream, slots in enumerate(self.id_slots):
             if not slots:
                 continue
@@ -116,6 +139,7 @@ class TemplateBuilder:
     rng: random.Random
     parts: list[bytes] = field(default_factory=list)
     time_positions: list[int] = field(default_factory=list)
+    time_ms_positions: list[int] = field(default_factory=list)
     frames_by_type: dict[str, int] = field(default_factory=dict)
     frames: int = 0
     size: int = 0
@@ -140,6 +164,8 @@ class TemplateBuilder:
                 self.parts.append(b"0" * _slot_width(piece))
                 if isinstance(piece, TimeSlot):
                     self.time_positions.append(position)
+                elif isinstance(piece, TimeMsSlot):
+                    self.time_ms_positions.append(position)
                 else:
                     self.id_slots[stream].append((position, piece.offset))
         self.used[stream] += ids
@@ -150,6 +176,7 @@ class TemplateBuilder:
         # Merge neighbouring static pieces: fewer, larger pieces join faster.
         merged: list[bytes] = []
         slot_positions = set(self.time_positions)
+        slot_positions.update(self.time_ms_positions)
         slot_positions.update(p for slots in self.id_slots for p, _ in slots)
         remap: dict[int, int] = {}
         last_is_static = False
@@ -171,6 +198,7 @@ class TemplateBuilder:
             frames=self.frames,
             frames_by_type=dict(self.frames_by_type),
             size=self.size,
+            time_ms_positions=[remap[p] for p in self.time_ms_positions],
         )
 
 

@@ -116,6 +116,7 @@ class _Generator:
         ]
         self.by_name = {state.group.name: state for state in self.groups}
         self.report = GeneratorReport()
+        self.rng = random.Random(spec.seed + 1)
         self.first_send: float | None = None
         self.last_send = 0.0
         self.all_done = trio.Event()
@@ -135,10 +136,11 @@ class _Generator:
         request = await _handshake(stream, protocol)
         if request is None:
             return
-        name = urlsplit(request.path).path.strip("/").split("/")[0]
+        # "/<group>" + the venue's path, as the venue's adapter connects to it.
+        name, _, rest = urlsplit(request.path).path.lstrip("/").partition("/")
         state = self.by_name.get(name)
-        if state is None:
-            protocol.send_response(protocol.reject(404, f"no group {name!r}\n"))
+        if state is None or f"/{rest}".rstrip("/") != state.group.protocol.ws_path:
+            protocol.send_response(protocol.reject(404, f"no such path {request.path!r}\n"))
             await _flush(stream, protocol, lock)
             await stream.aclose()
             return
@@ -159,6 +161,7 @@ class _Generator:
         nursery: trio.Nursery,
     ) -> None:
         venue = state.group.protocol
+        subscribed: list[str] = []
         try:
             while protocol.state is not State.CLOSED:
                 data = await stream.receive_some(READ_SIZE)
@@ -172,13 +175,38 @@ class _Generator:
                         for reply in replies:
                             protocol.send_text(reply)
                         self.report.control_frames += len(replies)
-                        state.subscribe(streams)
+                        self._send_first_frames(protocol, state, streams)
+                        subscribed += streams
                 await _flush(stream, protocol, lock)
+                # Only now may data flow: the answers and snapshots are on the wire first.
+                state.subscribe(subscribed)
+                subscribed = []
                 if not data:
                     break
         except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
             pass
         nursery.cancel_scope.cancel()
+
+    def _send_first_frames(
+        self, protocol: ServerProtocol, state: _GroupState, streams: list[str]
+    ) -> None:
+        """Queue the first frame (a book snapshot) of each newly subscribed stream."""
+        time_us = time.time_ns() // 1000
+        for name in streams:
+            index = state.positions.get(name)
+            if index is None:
+                continue
+            source = state.group.streams[index]
+            payload = source.first_frame(state.next_ids[index], time_us, self.rng)
+            if payload is None:
+                continue
+            protocol.send_text(payload)
+            report = self.report
+            report.frames += 1
+            report.bytes += len(payload)
+            report.frames_by_type[source.data_type] = (
+                report.frames_by_type.get(source.data_type, 0) + 1
+            )
 
     async def _send_data(
         self, stream: trio.SocketStream, lock: trio.StrictFIFOLock, state: _GroupState
@@ -241,7 +269,7 @@ class _Generator:
             if url.path != "/api/v3/depth" or snapshot_id is None:
                 status, body = b"404 Not Found", b'{"code":-1121,"msg":"Invalid symbol."}'
             else:
-                venue = self.groups[0].group.protocol
+                venue = next(g.group.protocol for g in self.groups if g.group.protocol.needs_rest)
                 status, body = b"200 OK", venue.snapshot_body(url.path, query, snapshot_id)
                 self.report.snapshots += 1
             await stream.send_all(

@@ -211,13 +211,16 @@ class _Rows:
     resyncs: int  # status rows telling about them
 
 
-def count_rows(data_dir: Path, diff_symbols: set[str]) -> _Rows:
-    """Rows of every finished Parquet file by data type, and what else the check needs."""
+def count_rows(data_dir: Path, diff_symbols: set[tuple[str, str]]) -> _Rows:
+    """Rows of every finished Parquet file by data type, and what else the check needs.
+
+    ``diff_symbols`` are the (exchange, symbol) pairs whose book syncs by REST snapshot.
+    """
     rows = _Rows({}, sum(1 for _ in data_dir.rglob("*.arrows")), 0, 0)
     for path in data_dir.rglob("*.parquet"):
-        _, symbol, data_type, *_ = path.relative_to(data_dir).parts
+        exchange, symbol, data_type, *_ = path.relative_to(data_dir).parts
         rows.by_type[data_type] = rows.by_type.get(data_type, 0) + pq.read_metadata(path).num_rows
-        if data_type == "orderbook" and symbol in diff_symbols:
+        if data_type == "orderbook" and (exchange, symbol) in diff_symbols:
             kinds = pq.read_table(path, columns=["kind"]).column("kind").to_pylist()
             rows.rest_snapshots += kinds.count("snapshot")
         elif data_type == "status":
@@ -278,7 +281,12 @@ def run_scenario(
                 count,
             )
             peak = peak_rss_bytes()
-            diff_symbols = {s for g in scenario.groups if g.book_mode == "diff" for s in g.symbols}
+            diff_symbols = {
+                (g.protocol.exchange, s)
+                for g in scenario.groups
+                if g.book_mode == "diff" and g.protocol.needs_rest
+                for s in g.symbols
+            }
             rows = count_rows(data_dir, diff_symbols)
     except EOFError:
         raise BenchError("the generator process ended unexpectedly") from None

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Final, Protocol
 
-from collector.bench import binance
+from collector.bench import binance, bybit, okx
 from collector.bench.frames import StreamFrames
 from collector.config import (
     CollectorSettings,
@@ -33,6 +33,17 @@ class VenueProtocol(Protocol):
 
     @property
     def exchange(self) -> str: ...
+
+    @property
+    def ws_path(self) -> str:
+        """The path the venue's adapter connects to below its ``base_url`` root."""
+
+    @property
+    def needs_rest(self) -> bool:
+        """Whether the market takes a ``rest_url`` (REST book snapshots)."""
+
+    def base_url(self, root: str) -> str:
+        """The market's ``base_url`` for a connection rooted at ``root`` (``ws://h:p/g0``)."""
 
     def on_client_text(self, payload: bytes) -> tuple[list[bytes], list[str]]:
         """Replies to one client text message, and the streams it subscribed."""
@@ -55,14 +66,16 @@ class Group:
     book_mode: str | None
     streams: tuple[StreamFrames, ...]
     weights: tuple[float, ...]
+    category: str | None = None  # Bybit: "spot" or "linear"
 
     def market(self, ws_port: int, rest_port: int) -> MarketSettings:
         return MarketSettings(
             exchange=self.protocol.exchange,
             symbols=self.symbols,
             feeds=self.feeds,  # type: ignore[arg-type]
-            base_url=f"ws://127.0.0.1:{ws_port}/{self.name}",
-            rest_url=f"http://127.0.0.1:{rest_port}",
+            base_url=self.protocol.base_url(f"ws://127.0.0.1:{ws_port}/{self.name}"),
+            rest_url=f"http://127.0.0.1:{rest_port}" if self.protocol.needs_rest else None,
+            category=self.category,
             book_mode=self.book_mode,  # type: ignore[arg-type]
         )
 
@@ -193,12 +206,13 @@ def _single(
 
 
 def _mixed() -> Scenario:
-    markets = _markets(40)
-    zipf = _zipf(20)
-    proto = binance.BinanceProtocol()
-    # Shares of frames by kind, as in recorded Binance traffic of liquid symbols.
+    markets = _markets(36)
+    # Shares of frames by kind, as in recorded Binance traffic of liquid symbols; OKX and
+    # Bybit carry a smaller share of the flow than Binance.
     ticker_share, trade_share, diff_share, depth20_share = 0.45, 0.35, 0.12, 0.08
-    a, b = markets[:20], markets[20:]
+    okx_share, bybit_share = 0.5, 0.5
+    a, b, c, d = markets[:12], markets[12:20], markets[20:28], markets[28:36]
+    zipf = _zipf(12)
     streams_a: list[StreamFrames] = []
     weights_a: list[float] = []
     for m, w in zip(a, zipf, strict=True):
@@ -210,18 +224,41 @@ def _mixed() -> Scenario:
         weights_a += [trade_share * w, diff_share * w, ticker_share * w]
     streams_b: list[StreamFrames] = []
     weights_b: list[float] = []
-    for m, w in zip(b, zipf, strict=True):
+    for m, w in zip(b, zipf[: len(b)], strict=True):
         streams_b += [
             binance.TradeStream(m.symbol, m.mid),
             binance.PartialDepthStream(m.symbol, m.mid, m.tick),
         ]
         weights_b += [trade_share * w * 0.5, depth20_share * w * 2]
+    streams_c: list[StreamFrames] = []
+    weights_c: list[float] = []
+    for m, w in zip(c, zipf[: len(c)], strict=True):
+        inst = okx.inst_id(m.symbol)
+        streams_c += [
+            okx.TradeStream(inst, m.mid),
+            okx.BookStream(inst, m.mid, m.tick),
+            okx.TickerStream(inst, m.mid, m.tick),
+        ]
+        w *= okx_share
+        weights_c += [trade_share * w, diff_share * w * 2, ticker_share * w * 0.5]
+    streams_d: list[StreamFrames] = []
+    weights_d: list[float] = []
+    for m, w in zip(d, zipf[: len(d)], strict=True):
+        streams_d += [
+            bybit.TradeStream(m.symbol, m.mid),
+            bybit.BookStream(m.symbol, m.mid, m.tick),
+            bybit.TickerStream(m.symbol, m.mid, m.tick),
+        ]
+        w *= bybit_share
+        weights_d += [trade_share * w, diff_share * w * 2, ticker_share * w * 0.5]
+    proto = binance.BinanceProtocol()
+    feeds = ("trades", "orderbook", "ticker")
     groups = (
         Group(
             "g0",
             proto,
             tuple(m.symbol for m in a),
-            ("trades", "orderbook", "ticker"),
+            feeds,
             "diff",
             tuple(streams_a),
             tuple(weights_a),
@@ -235,16 +272,31 @@ def _mixed() -> Scenario:
             tuple(streams_b),
             tuple(weights_b),
         ),
+        Group(
+            "g2",
+            okx.OkxProtocol(),
+            tuple(okx.inst_id(m.symbol) for m in c),
+            feeds,
+            None,  # the books channel: a snapshot, then updates
+            tuple(streams_c),
+            tuple(weights_c),
+        ),
+        Group(
+            "g3",
+            bybit.BybitProtocol(),
+            tuple(m.symbol for m in d),
+            feeds,
+            None,  # orderbook.50: a snapshot, then deltas
+            tuple(streams_d),
+            tuple(weights_d),
+            category=bybit.CATEGORY,
+        ),
     )
     return Scenario(
         "mixed",
-        "mixed: 100 streams, 2 connections",
+        "mixed: 100 streams on binance, okx and bybit, 4 connections",
         groups,
         1_000_000,
-        note=(
-            "Binance only (trade, depth@100ms, depth20@100ms, bookTicker on 40 symbols): "
-            "frame generators of other venues are not written yet"
-        ),
     )
 
 

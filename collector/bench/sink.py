@@ -24,7 +24,9 @@ SINK_READ: Final = 1 << 20
 
 async def _sink(port: int, group: Group, done: trio.Event) -> int:
     stream = await trio.open_tcp_stream("127.0.0.1", port)
-    protocol = ClientProtocol(parse_uri(f"ws://127.0.0.1:{port}/{group.name}/stream"))
+    protocol = ClientProtocol(
+        parse_uri(f"ws://127.0.0.1:{port}/{group.name}{group.protocol.ws_path}")
+    )
     protocol.send_request(protocol.connect())
     for chunk in protocol.data_to_send():
         await stream.send_all(chunk)
