@@ -264,22 +264,20 @@ class BinanceAdapter(ExchangeAdapter):
         All streams of one symbol share a connection. Markets with a different ``base_url``
         or ``raw`` choice never share one.
         """
-        groups: dict[tuple[str, bool, str], list[tuple[Subscription, str]]] = {}
+        groups: dict[tuple[str, bool, str], dict[str, list[tuple[Subscription, str]]]] = {}
         for market in markets:
             rest_url = (market.rest_url or DEFAULT_REST_URL).rstrip("/")
             key = (self.connection_url(market.base_url), "raw" in market.feeds, rest_url)
-            group = groups.setdefault(key, [])
+            by_symbol = groups.setdefault(key, {})
             for symbol in market.symbols:
                 canonical = self.normalize_symbol(symbol)
+                items = by_symbol.setdefault(canonical, [])
                 for feed in market.feeds:
                     if feed in STREAM_FEEDS:
                         sub = Subscription(canonical, feed)
-                        group.append((sub, stream_name(canonical, feed, market)))
+                        items.append((sub, stream_name(canonical, feed, market)))
         plans: list[ConnectionPlan] = []
-        for (url, raw, rest_url), items in groups.items():
-            by_symbol: dict[str, list[tuple[Subscription, str]]] = {}
-            for item in items:
-                by_symbol.setdefault(item[0].symbol, []).append(item)
+        for (url, raw, rest_url), by_symbol in groups.items():
             for chunk in pack_by_symbol(by_symbol.values(), MAX_STREAMS_PER_CONNECTION):
                 plans.append(
                     BinancePlan(
