@@ -10,8 +10,9 @@ socket buffer is in flight and "max rate" is the collector's. With a rate it sen
 every few milliseconds on schedule.
 
 The parent talks to it over a ``multiprocessing`` pipe: the generator sends
-``("ready", ws_port, rest_port)``, later ``("done", GeneratorReport)`` once every group has
-sent its share, and ends when the parent sends anything (or closes the pipe).
+``("ready", ws_port, rest_port)``, then ``("started",)`` just before the first data frame
+goes out, ``("done", GeneratorReport)`` once every group has sent its share, and ends when
+the parent sends anything (or closes the pipe).
 """
 
 from __future__ import annotations
@@ -119,6 +120,8 @@ class _Generator:
         self.rng = random.Random(spec.seed + 1)
         self.first_send: float | None = None
         self.last_send = 0.0
+        # Set just before the first data frame goes out (the parent's measured window opens).
+        self.started = trio.Event()
         self.all_done = trio.Event()
         # symbol -> the lastUpdateId a REST snapshot reports: just before the first delta.
         self.snapshot_ids: dict[str, int] = {}
@@ -200,6 +203,7 @@ class _Generator:
             payload = source.first_frame(state.next_ids[index], time_us, self.rng)
             if payload is None:
                 continue
+            self._mark_started()
             protocol.send_text(payload)
             report = self.report
             report.frames += 1
@@ -233,8 +237,7 @@ class _Generator:
                 if next_at < now - 1.0:  # far behind (the reader is slow): do not burst
                     next_at = now
             chunk = template.fill(state.next_ids, time.time_ns() // 1000)
-            if self.first_send is None:
-                self.first_send = time.perf_counter()
+            self._mark_started()
             async with lock:
                 await stream.send_all(chunk)
             self.last_send = time.perf_counter()
@@ -247,7 +250,13 @@ class _Generator:
         state.finished = True
         if all(g.finished for g in self.groups):
             report.seconds = self.last_send - (self.first_send or self.last_send)
+            self.started.set()  # (already set, unless nothing at all was sent)
             self.all_done.set()
+
+    def _mark_started(self) -> None:
+        if self.first_send is None:
+            self.first_send = time.perf_counter()
+            self.started.set()
 
     # ------------------------------------------------------------------ REST
 
@@ -320,6 +329,8 @@ async def serve(conn: Connection, spec: GeneratorSpec) -> None:
         )
         with trio.CancelScope() as waiting:
             nursery.start_soon(_wait_parent, conn, waiting)
+            await generator.started.wait()
+            conn.send(("started",))
             await generator.all_done.wait()
             conn.send(("done", generator.report))
             await trio.sleep_forever()

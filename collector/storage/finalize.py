@@ -20,6 +20,7 @@ import pyarrow.parquet as pq
 
 from collector.storage.journal import iter_journal_batches
 from collector.storage.layout import temp_path
+from collector.storage.schemas import dictionary_columns
 
 
 def fsync_dir(directory: Path) -> None:
@@ -41,7 +42,11 @@ def write_parquet_atomically(
     tmp = temp_path(final)
     try:
         pq.write_table(
-            table, str(tmp), compression=compression, compression_level=compression_level
+            table,
+            str(tmp),
+            compression=compression,
+            compression_level=compression_level,
+            use_dictionary=dictionary_columns(table.schema),
         )
         return _fsync_and_publish(tmp, final)
     except BaseException:
@@ -74,7 +79,11 @@ def finalize_journal(
         for schema, batch in iter_journal_batches(journal):
             if writer is None:
                 writer = pq.ParquetWriter(
-                    str(tmp), schema, compression=compression, compression_level=compression_level
+                    str(tmp),
+                    schema,
+                    compression=compression,
+                    compression_level=compression_level,
+                    use_dictionary=dictionary_columns(schema),
                 )
             pending.append(batch)
             pending_rows += batch.num_rows
