@@ -55,6 +55,8 @@ class StorageSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True, k
     mode: Literal["local", "s3", "both"] = "local"
     data_dir: str = "./data"
     flush_interval_secs: PositiveFloat = 1.0
+    # Flush early once this many rows wait in memory (bounds memory at high rates).
+    flush_max_rows: Annotated[int, Meta(ge=1)] = 20_000
     rotate_hourly: bool = True
     max_file_size_mb: PositiveFloat = 500.0
     compression: Literal["zstd", "snappy", "gzip", "none"] = "zstd"

@@ -165,6 +165,30 @@ async def test_rows_reach_journal_after_one_flush_interval(
     assert files(h.data_dir, "*.journal.arrows") == []
 
 
+async def test_flush_starts_early_once_flush_max_rows_wait(
+    tmp_path: Path, autojump_clock: trio.testing.MockClock
+) -> None:
+    async with open_writer(tmp_path, NOON, flush_interval_secs=10.0, flush_max_rows=5) as h:
+        t0 = trio.current_time()
+        await h.send.send([trade(NOON + i, i) for i in range(4)])
+        await trio.sleep(1)
+        assert h.rows_written() == 0  # 4 rows wait: below the limit, the tick is 10 s away
+
+        await h.send.send([trade(NOON + i, i) for i in range(4, 6)])  # 6 >= 5: flush now
+        await settle(autojump_clock, lambda: h.rows_written() == 6)
+        assert trio.current_time() == t0 + 1
+        [journal] = files(h.data_dir, "*.journal.arrows")
+        with open_journal_table(journal) as table:
+            assert table is not None
+            assert table.column("sequence").to_pylist() == list(range(6))
+
+        await h.send.send([trade(NOON + 6, 6)])  # one row: it waits for the tick again
+        await trio.sleep_until(t0 + 9.999)
+        assert h.rows_written() == 6
+        await trio.sleep_until(t0 + 10)
+        await settle(autojump_clock, lambda: h.rows_written() == 7)
+
+
 async def test_graceful_end_finishes_every_file_of_every_type(
     tmp_path: Path, autojump_clock: trio.testing.MockClock
 ) -> None:

@@ -6,9 +6,9 @@ the hour boundary exactly and no file holds rows of two hours. A late row of an 
 file was already finished opens a new (small) file for that hour rather than joining the
 current one.
 
-Every ``flush_interval_secs`` (Trio time) all pending rows are converted to record batches
-and appended to the journals in one worker thread, while intake goes on (one flush at a
-time); then files are rotated: when the wall clock has left a file's hour, or its journal
+Every ``flush_interval_secs`` (Trio time), and as soon as ``flush_max_rows`` rows are
+waiting, all pending rows are converted to record batches and appended to the journals in
+one worker thread, while intake goes on (one flush at a time); then files are rotated: when the wall clock has left a file's hour, or its journal
 reached ``max_file_size_mb``. A rotated file is
 finalized (journal -> Parquet) in a background task of the writer, in a worker thread, so
 intake goes on meanwhile; its path is then sent to ``finished``.
@@ -82,6 +82,8 @@ class _Writer:
         # The writer's own nursery, for finalizer tasks; set by run_writer once open.
         self.nursery: trio.Nursery | None = None
         self.interval = settings.flush_interval_secs
+        self.flush_rows = settings.flush_max_rows
+        self.pending_rows = 0  # rows routed and not yet handed to a flush
         self.hourly = settings.rotate_hourly
         self.max_bytes = int(settings.max_file_size_mb * 1024 * 1024)
         self.files: dict[FileKey, _OpenFile] = {}
@@ -120,6 +122,7 @@ class _Writer:
                 open_file = files[key] = _OpenFile(*key, first_us=ts)
                 opened = True
             open_file.pending.append(event)
+        self.pending_rows += len(batch)
         if opened:
             self._update_open_files()
 
@@ -138,9 +141,11 @@ class _Writer:
             return True
         for open_file, _rows in work:
             open_file.pending = []
+        self.pending_rows = 0
         failed = await trio.to_thread.run_sync(self._flush_sync, work, limiter=self.flush_limiter)
         for open_file, rows, exc in failed:
             open_file.pending = rows + open_file.pending
+            self.pending_rows += len(rows)
             logger.warning(
                 "flush of %s %s %s failed, %d rows kept for retry: %s",
                 open_file.exchange,
@@ -268,7 +273,9 @@ class _Writer:
         """Route batches until ``events`` ends; flush and rotate every interval.
 
         Intake goes on while a flush runs in its worker thread, so the event channel keeps
-        draining; at most one flush runs at a time (a tick waits for the previous one).
+        draining; at most one flush runs at a time (a tick waits for the previous one). When
+        ``flush_max_rows`` rows wait and no flush runs, one starts at once: at high rates
+        memory holds a bounded number of rows, not a whole interval's worth.
         """
         deadline = trio.current_time() + self.interval
         while True:
@@ -277,6 +284,8 @@ class _Writer:
                     try:
                         while True:
                             self.route(await events.receive())
+                            if self.pending_rows >= self.flush_rows and self.flush_idle.is_set():
+                                self._start_flush()
                     except trio.EndOfChannel:
                         break
                 self.intake = None
@@ -291,15 +300,18 @@ class _Writer:
             if trio.current_time() < deadline:
                 continue  # intake paused or resumed before the tick
             await self.flush_idle.wait()  # one flush at a time
-            self.flush_idle = trio.Event()
-            assert self.nursery is not None
-            self.nursery.start_soon(self._flush_and_rotate)
+            self._start_flush()
             now = trio.current_time()
             deadline += self.interval
             if deadline < now:  # flushing overran a whole interval: skip ticks, do not spin
                 deadline = now + self.interval
         await self.flush_idle.wait()
         await self.drain()
+
+    def _start_flush(self) -> None:
+        self.flush_idle = trio.Event()
+        assert self.nursery is not None
+        self.nursery.start_soon(self._flush_and_rotate)
 
     async def _flush_and_rotate(self) -> None:
         try:
