@@ -109,14 +109,15 @@ class _Writer:
         files = self.files
         hourly = self.hourly
         opened = False
+        # The events of one read share their receive time: the hour is worked out once.
+        last_ts = -1
+        hour = NO_HOUR
         for event in batch:
             ts = event.timestamp_collector
-            key = (
-                event.exchange,
-                event.symbol,
-                event.DATA_TYPE,
-                ts // HOUR_US if hourly else NO_HOUR,
-            )
+            if hourly and ts != last_ts:
+                last_ts = ts
+                hour = ts // HOUR_US
+            key = (event.exchange, event.symbol, event.DATA_TYPE, hour)
             open_file = files.get(key)
             if open_file is None:
                 open_file = files[key] = _OpenFile(*key, first_us=ts)
