@@ -11,6 +11,10 @@ registering it in ``collector.exchanges``.
 - :class:`Session` (one per connection attempt): subscribe frames, parsing, sequence
   state, keepalive. A reconnect gets a fresh session, so sequence state never spans a
   disconnect (the ``disconnected``/``connected`` status rows mark that hole).
+
+Adapters decode frames with ``msgspec`` into private wire structs declared ``gc=False``:
+a decoded struct can never be part of a reference cycle, and untracked structs are about
+15 % cheaper to decode and free (measured on Binance trade frames, 490 -> 430 ns).
 """
 
 from __future__ import annotations

@@ -86,21 +86,21 @@ def _us(value: int) -> int:
 # --------------------------------------------------------------------------- wire structs
 
 
-class _SymbolInfo(msgspec.Struct):
+class _SymbolInfo(msgspec.Struct, gc=False):
     symbol: str
     status: str = "TRADING"
 
 
-class _ExchangeInfo(msgspec.Struct):
+class _ExchangeInfo(msgspec.Struct, gc=False):
     symbols: list[_SymbolInfo]
 
 
-class _ErrorBody(msgspec.Struct):
+class _ErrorBody(msgspec.Struct, gc=False):
     code: int | None = None
     msg: str | None = None
 
 
-class _Envelope(msgspec.Struct):
+class _Envelope(msgspec.Struct, gc=False):
     """Every frame: a combined-stream envelope, a request response, or a bare event."""
 
     stream: str | None = None
@@ -112,7 +112,7 @@ class _Envelope(msgspec.Struct):
     e: str | None = None
 
 
-class _Trade(msgspec.Struct):
+class _Trade(msgspec.Struct, gc=False):
     trade_id: int = msgspec.field(name="t")
     price: float = msgspec.field(name="p")
     size: float = msgspec.field(name="q")
@@ -120,7 +120,7 @@ class _Trade(msgspec.Struct):
     buyer_is_maker: bool = msgspec.field(name="m")
 
 
-class _DepthDiff(msgspec.Struct):
+class _DepthDiff(msgspec.Struct, gc=False):
     event_time: int = msgspec.field(name="E")
     first_id: int = msgspec.field(name="U")
     last_id: int = msgspec.field(name="u")
@@ -129,13 +129,13 @@ class _DepthDiff(msgspec.Struct):
     prev_id: int | None = msgspec.field(default=None, name="pu")
 
 
-class _PartialDepth(msgspec.Struct):
+class _PartialDepth(msgspec.Struct, gc=False):
     last_update_id: int = msgspec.field(name="lastUpdateId")
     bids: list[Level]
     asks: list[Level]
 
 
-class _BookTicker(msgspec.Struct):
+class _BookTicker(msgspec.Struct, gc=False):
     update_id: int = msgspec.field(name="u")
     bid_price: float = msgspec.field(name="b")
     bid_size: float = msgspec.field(name="B")

@@ -109,11 +109,11 @@ _PAIR_RE: Final = re.compile(r"[A-Z0-9]{6}|[A-Z0-9]{2,15}:[A-Z0-9]{2,15}")
 # --------------------------------------------------------------------------- wire structs
 
 
-class _Platform(msgspec.Struct):
+class _Platform(msgspec.Struct, gc=False):
     status: int | None = None
 
 
-class _Event(msgspec.Struct):
+class _Event(msgspec.Struct, gc=False):
     event: str
     channel: str | None = None
     chan_id: int | None = msgspec.field(default=None, name="chanId")

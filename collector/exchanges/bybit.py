@@ -93,7 +93,7 @@ Category = Literal["spot", "linear"]
 # --------------------------------------------------------------------------- wire structs
 
 
-class _Envelope(msgspec.Struct):
+class _Envelope(msgspec.Struct, gc=False):
     """Every frame: a push (``topic``) or a command answer (``op``)."""
 
     topic: str | None = None
@@ -108,7 +108,7 @@ class _Envelope(msgspec.Struct):
     req_id: str | None = None
 
 
-class _Trade(msgspec.Struct):
+class _Trade(msgspec.Struct, gc=False):
     time: int = msgspec.field(name="T")
     symbol: str = msgspec.field(name="s")
     side: str = msgspec.field(name="S")
@@ -118,7 +118,7 @@ class _Trade(msgspec.Struct):
     seq: int | None = None
 
 
-class _Book(msgspec.Struct):
+class _Book(msgspec.Struct, gc=False):
     symbol: str = msgspec.field(name="s")
     bids: list[Level] = msgspec.field(name="b")
     asks: list[Level] = msgspec.field(name="a")
@@ -129,7 +129,7 @@ class _Book(msgspec.Struct):
 _UNSET = msgspec.UNSET
 
 
-class _Ticker(msgspec.Struct):
+class _Ticker(msgspec.Struct, gc=False):
     """The ticker fields kept (a delta carries only the changed ones: the rest are UNSET)."""
 
     symbol: str
@@ -144,16 +144,16 @@ class _Ticker(msgspec.Struct):
 _TICKER_FIELDS: Final = ("bid1Price", "bid1Size", "ask1Price", "ask1Size", "lastPrice", "volume24h")
 
 
-class _Instrument(msgspec.Struct):
+class _Instrument(msgspec.Struct, gc=False):
     symbol: str
     status: str = "Trading"
 
 
-class _InstrumentList(msgspec.Struct):
+class _InstrumentList(msgspec.Struct, gc=False):
     items: list[_Instrument] = msgspec.field(default_factory=list, name="list")
 
 
-class _Instruments(msgspec.Struct):
+class _Instruments(msgspec.Struct, gc=False):
     retCode: int
     retMsg: str = ""
     result: _InstrumentList | None = None

@@ -168,7 +168,7 @@ _PLACEHOLDER_LIMIT: Final = 86_400_000_000
 # --------------------------------------------------------------------------- wire structs
 
 
-class _Envelope(msgspec.Struct):
+class _Envelope(msgspec.Struct, gc=False):
     channel: str | None = None
     timestamp: str | None = None
     sequence_num: int | None = None
@@ -178,20 +178,20 @@ class _Envelope(msgspec.Struct):
     reason: str | None = None
 
 
-class _L2Level(msgspec.Struct):
+class _L2Level(msgspec.Struct, gc=False):
     side: str
     price_level: float
     new_quantity: float
     event_time: str | None = None
 
 
-class _L2Event(msgspec.Struct):
+class _L2Event(msgspec.Struct, gc=False):
     type: str
     product_id: str
     updates: list[_L2Level]
 
 
-class _Trade(msgspec.Struct):
+class _Trade(msgspec.Struct, gc=False):
     product_id: str
     trade_id: str
     price: float
@@ -200,12 +200,12 @@ class _Trade(msgspec.Struct):
     side: str | None = None
 
 
-class _TradesEvent(msgspec.Struct):
+class _TradesEvent(msgspec.Struct, gc=False):
     trades: list[_Trade] = []
     type: str | None = None
 
 
-class _Tick(msgspec.Struct):
+class _Tick(msgspec.Struct, gc=False):
     product_id: str
     price: float | None = None
     volume_24_h: float | None = None
@@ -215,23 +215,23 @@ class _Tick(msgspec.Struct):
     best_ask_quantity: float | None = None
 
 
-class _TickerEvent(msgspec.Struct):
+class _TickerEvent(msgspec.Struct, gc=False):
     tickers: list[_Tick] = []
     type: str | None = None
 
 
-class _SubscriptionsEvent(msgspec.Struct):
+class _SubscriptionsEvent(msgspec.Struct, gc=False):
     subscriptions: dict[str, list[str]] = {}
 
 
-class _Product(msgspec.Struct):
+class _Product(msgspec.Struct, gc=False):
     product_id: str
     status: str | None = None
     trading_disabled: bool | None = None
     is_disabled: bool | None = None
 
 
-class _Products(msgspec.Struct):
+class _Products(msgspec.Struct, gc=False):
     products: list[_Product]
 
 

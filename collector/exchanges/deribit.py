@@ -101,19 +101,19 @@ _DECIMAL_STRIKE_RE: Final = re.compile(r"[0-9]+[dD][0-9]+")
 # --------------------------------------------------------------------------- wire structs
 
 
-class _Error(msgspec.Struct):
+class _Error(msgspec.Struct, gc=False):
     code: int | None = None
     message: str | None = None
     data: msgspec.Raw = msgspec.Raw()
 
 
-class _Params(msgspec.Struct):
+class _Params(msgspec.Struct, gc=False):
     channel: str | None = None
     data: msgspec.Raw = msgspec.Raw()
     type: str | None = None  # heartbeat notifications: "heartbeat" | "test_request"
 
 
-class _Envelope(msgspec.Struct):
+class _Envelope(msgspec.Struct, gc=False):
     method: str | None = None
     params: _Params | None = None
     id: int | None = None
@@ -121,7 +121,7 @@ class _Envelope(msgspec.Struct):
     error: _Error | None = None
 
 
-class _Trade(msgspec.Struct):
+class _Trade(msgspec.Struct, gc=False):
     trade_id: str
     trade_seq: int
     timestamp: int
@@ -130,7 +130,7 @@ class _Trade(msgspec.Struct):
     direction: str
 
 
-class _Book(msgspec.Struct):
+class _Book(msgspec.Struct, gc=False):
     timestamp: int
     change_id: int
     bids: list[tuple[str, float, float]]
@@ -139,11 +139,11 @@ class _Book(msgspec.Struct):
     prev_change_id: int | None = None
 
 
-class _Stats(msgspec.Struct):
+class _Stats(msgspec.Struct, gc=False):
     volume: float | None = None
 
 
-class _Ticker(msgspec.Struct):
+class _Ticker(msgspec.Struct, gc=False):
     timestamp: int
     best_bid_price: float | None = None
     best_bid_amount: float | None = None
@@ -153,12 +153,12 @@ class _Ticker(msgspec.Struct):
     stats: _Stats | None = None
 
 
-class _Instrument(msgspec.Struct):
+class _Instrument(msgspec.Struct, gc=False):
     instrument_name: str
     is_active: bool = True
 
 
-class _Instruments(msgspec.Struct):
+class _Instruments(msgspec.Struct, gc=False):
     result: list[_Instrument]
 
 

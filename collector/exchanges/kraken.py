@@ -264,12 +264,12 @@ class OrderBook:
 # --------------------------------------------------------------------------- wire structs
 
 
-class _Result(msgspec.Struct):
+class _Result(msgspec.Struct, gc=False):
     channel: str | None = None
     symbol: str | None = None
 
 
-class _Envelope(msgspec.Struct):
+class _Envelope(msgspec.Struct, gc=False):
     """Every frame: channel data, or a method response (ack, error, pong)."""
 
     channel: str | None = None
@@ -283,7 +283,7 @@ class _Envelope(msgspec.Struct):
     req_id: int | None = None
 
 
-class _Trade(msgspec.Struct):
+class _Trade(msgspec.Struct, gc=False):
     symbol: str
     side: str
     price: float
@@ -292,12 +292,12 @@ class _Trade(msgspec.Struct):
     timestamp: datetime
 
 
-class _RawLevel(msgspec.Struct):
+class _RawLevel(msgspec.Struct, gc=False):
     price: msgspec.Raw
     qty: msgspec.Raw
 
 
-class _Book(msgspec.Struct):
+class _Book(msgspec.Struct, gc=False):
     symbol: str
     bids: list[_RawLevel] = []
     asks: list[_RawLevel] = []
@@ -305,7 +305,7 @@ class _Book(msgspec.Struct):
     timestamp: datetime | None = None
 
 
-class _Ticker(msgspec.Struct):
+class _Ticker(msgspec.Struct, gc=False):
     symbol: str
     bid: float | None = None
     bid_qty: float | None = None
@@ -316,12 +316,12 @@ class _Ticker(msgspec.Struct):
     timestamp: datetime | None = None
 
 
-class _AssetPair(msgspec.Struct):
+class _AssetPair(msgspec.Struct, gc=False):
     wsname: str | None = None
     status: str | None = None
 
 
-class _AssetPairs(msgspec.Struct):
+class _AssetPairs(msgspec.Struct, gc=False):
     result: dict[str, _AssetPair]
     error: list[str] = []
 

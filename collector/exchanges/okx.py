@@ -99,12 +99,12 @@ Key = tuple[str, str]  # (channel, instId)
 # --------------------------------------------------------------------------- wire structs
 
 
-class _Arg(msgspec.Struct):
+class _Arg(msgspec.Struct, gc=False):
     channel: str
     instId: str = ""
 
 
-class _Envelope(msgspec.Struct):
+class _Envelope(msgspec.Struct, gc=False):
     """Every JSON frame: a push (``arg`` + ``data``) or an event (ack, error, notice)."""
 
     arg: _Arg | None = None
@@ -116,7 +116,7 @@ class _Envelope(msgspec.Struct):
     msg: str | None = None
 
 
-class _Trade(msgspec.Struct):
+class _Trade(msgspec.Struct, gc=False):
     trade_id: str = msgspec.field(name="tradeId")
     price: float = msgspec.field(name="px")
     size: float = msgspec.field(name="sz")
@@ -125,14 +125,14 @@ class _Trade(msgspec.Struct):
     count: int | None = None
 
 
-class _Level(msgspec.Struct, array_like=True):
+class _Level(msgspec.Struct, array_like=True, gc=False):
     """``[price, size, "0" (deprecated), orders]``: trailing items are ignored."""
 
     price: float
     size: float
 
 
-class _Book(msgspec.Struct):
+class _Book(msgspec.Struct, gc=False):
     asks: list[_Level]
     bids: list[_Level]
     ts: int
@@ -140,7 +140,7 @@ class _Book(msgspec.Struct):
     prev_seq_id: int | None = msgspec.field(default=None, name="prevSeqId")
 
 
-class _Ticker(msgspec.Struct):
+class _Ticker(msgspec.Struct, gc=False):
     last: str = ""
     ask_px: str = msgspec.field(default="", name="askPx")
     ask_sz: str = msgspec.field(default="", name="askSz")
@@ -150,12 +150,12 @@ class _Ticker(msgspec.Struct):
     ts: int | None = None
 
 
-class _Instrument(msgspec.Struct):
+class _Instrument(msgspec.Struct, gc=False):
     instId: str
     state: str = "live"
 
 
-class _Instruments(msgspec.Struct):
+class _Instruments(msgspec.Struct, gc=False):
     code: str
     data: list[_Instrument] = []
     msg: str = ""

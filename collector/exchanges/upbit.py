@@ -88,24 +88,24 @@ _SIDES: Final[dict[str, Side]] = {"ASK": "sell", "BID": "buy"}
 # --------------------------------------------------------------------------- wire structs
 
 
-class _Unit(msgspec.Struct):
+class _Unit(msgspec.Struct, gc=False):
     ask_price: float
     bid_price: float
     ask_size: float
     bid_size: float
 
 
-class _Error(msgspec.Struct):
+class _Error(msgspec.Struct, gc=False):
     name: str | None = None
     message: str | None = None
 
 
-class _ListItem(msgspec.Struct):
+class _ListItem(msgspec.Struct, gc=False):
     type: str
     codes: list[str] = []
 
 
-class _Message(msgspec.Struct):
+class _Message(msgspec.Struct, gc=False):
     """Every DEFAULT-format message: data (``type``), ``status``, ``error`` or a method answer."""
 
     type: str | None = None
@@ -129,19 +129,19 @@ class _Message(msgspec.Struct):
     result: list[_ListItem] | None = None
 
 
-class _SimpleUnit(msgspec.Struct):
+class _SimpleUnit(msgspec.Struct, gc=False):
     ask_price: float = msgspec.field(name="ap")
     bid_price: float = msgspec.field(name="bp")
     ask_size: float = msgspec.field(name="as")
     bid_size: float = msgspec.field(name="bs")
 
 
-class _SimpleListItem(msgspec.Struct):
+class _SimpleListItem(msgspec.Struct, gc=False):
     type: str = msgspec.field(name="ty")
     codes: list[str] = msgspec.field(default_factory=list, name="cds")
 
 
-class _SimpleMessage(msgspec.Struct):
+class _SimpleMessage(msgspec.Struct, gc=False):
     """The same messages in the SIMPLE format (short keys)."""
 
     type: str | None = msgspec.field(default=None, name="ty")
@@ -159,7 +159,7 @@ class _SimpleMessage(msgspec.Struct):
     result: list[_SimpleListItem] | None = msgspec.field(default=None, name="rslt")
 
 
-class _Market(msgspec.Struct):
+class _Market(msgspec.Struct, gc=False):
     market: str
 
 
