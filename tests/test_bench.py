@@ -10,6 +10,7 @@ from urllib.parse import urlsplit
 import pytest
 
 from collector.bench import bybit, okx
+from collector.bench.calibrate import wakeup_cost_us
 from collector.bench.command import run_bench_command
 from collector.bench.frames import TemplateBuilder
 from collector.bench.runner import run_scenario
@@ -147,6 +148,15 @@ def test_command_json(capsys: pytest.CaptureFixture[str]) -> None:
     assert result["scenario"] == "depth20"
     assert result["rows_match"] is True
     assert result["dropped"] == 0
+    before, after = doc["machine"]["wakeup_cpu_us"]  # the calibration, around the runs
+    assert before > 0
+    assert after > 0
+
+
+def test_wakeup_cost_is_cpu_per_wakeup_of_a_bare_loop() -> None:
+    # 20 wake-ups, 1 ms apart: CPU is charged per wake-up, so it is far below the 1 ms slept.
+    cost = wakeup_cost_us(period=0.001, duration=0.02)
+    assert 0 < cost < 1000
 
 
 def test_command_rejects_bad_options(capsys: pytest.CaptureFixture[str]) -> None:

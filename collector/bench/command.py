@@ -12,6 +12,7 @@ import sys
 from collections.abc import Mapping
 from typing import Any
 
+from collector.bench.calibrate import wakeup_cost_us
 from collector.bench.report import Summary, render_json, render_text
 from collector.bench.runner import BenchError, RunResult, run_scenario
 from collector.bench.scenarios import SCENARIOS
@@ -127,6 +128,7 @@ def run_bench_command(
     if opts.get("generator_only"):
         return _generator_only(names, count, as_json, seed)
     progress = sys.stdout.isatty() and not as_json
+    wakeup_us = [wakeup_cost_us()]
     summaries: list[Summary] = []
     failed = False
     for name in names:
@@ -150,7 +152,9 @@ def run_bench_command(
         if runs:
             summaries.append(Summary(runs))
             failed = failed or not all(r.rows_match for r in runs)
-    print(render_json(summaries, duration) if as_json else render_text(summaries, duration))
+    wakeup_us.append(wakeup_cost_us())
+    render = render_json if as_json else render_text
+    print(render(summaries, duration, wakeup_us))
     return EXIT_FAILED if failed else EXIT_OK
 
 
