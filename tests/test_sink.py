@@ -90,14 +90,14 @@ def test_drop_rows_that_cannot_be_sent_are_not_counted_as_lost_events() -> None:
     assert "between 200 and 300" in row.detail
 
 
-def test_close_delivers_the_pending_drop_record_and_closes_the_clone() -> None:
+async def test_close_delivers_the_pending_drop_record_and_closes_the_clone() -> None:
     metrics = Metrics()
     tx, rx = trio.open_memory_channel[list[Event]](1)
     sink = EventSink(tx, "binance", metrics)
     sink.send([a_trade("BTCUSDT", 1, 100)], 100)
     sink.send([a_trade("BTCUSDT", 2, 200)], 200)
     rx.receive_nowait()
-    sink.close(300)
+    await sink.aclose(300)
     (row,) = rx.receive_nowait()
     assert isinstance(row, Status)
     assert (row.symbol, row.event, row.count) == ("BTCUSDT", "dropped", 1)
@@ -105,8 +105,36 @@ def test_close_delivers_the_pending_drop_record_and_closes_the_clone() -> None:
         rx.receive_nowait()
 
 
-def test_close_with_a_full_channel_warns_and_still_closes(
-    caplog: pytest.LogCaptureFixture,
+async def test_close_with_a_full_channel_waits_for_the_writer_even_when_cancelled(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """At shutdown the channel may be full: the drop record waits (shielded) for the
+    writer, which keeps draining until every sender has closed."""
+    metrics = Metrics()
+    tx, rx = trio.open_memory_channel[list[Event]](1)
+    sink = EventSink(tx, "binance", metrics)
+    sink.send([a_trade("BTCUSDT", 1, 100)], 100)
+    sink.send([a_trade("BTCUSDT", 2, 200)], 200)  # channel full: dropped
+    received: list[list[Event]] = []
+
+    async def writer() -> None:
+        await trio.sleep(0.5)  # busy for a while, then drains
+        async for batch in rx:
+            received.append(batch)
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(writer)
+        with trio.CancelScope() as scope:
+            scope.cancel()  # the connection is being cancelled
+            await sink.aclose(300)
+    assert [e.sequence for e in received[0]] == [1]
+    (row,) = received[1]
+    assert isinstance(row, Status)
+    assert (row.event, row.count) == ("dropped", 1)
+
+
+async def test_close_when_the_writer_takes_nothing_warns_and_still_closes(
+    autojump_clock: trio.testing.MockClock, caplog: pytest.LogCaptureFixture
 ) -> None:
     metrics = Metrics()
     tx, rx = trio.open_memory_channel[list[Event]](1)
@@ -114,14 +142,14 @@ def test_close_with_a_full_channel_warns_and_still_closes(
     sink.send([a_trade("BTCUSDT", 1, 100)], 100)
     sink.send([a_trade("BTCUSDT", 2, 200)], 200)
     with caplog.at_level(logging.WARNING, logger="collector.ingest.sink"):
-        sink.close(300)
+        await sink.aclose(300, max_wait_secs=1.0)
     assert "could not record 1 dropped events" in caplog.text
     assert [e.sequence for e in rx.receive_nowait()] == [1]
     with pytest.raises(trio.EndOfChannel):
         rx.receive_nowait()
 
 
-def test_a_closed_receiver_counts_as_a_drop_not_an_error() -> None:
+async def test_a_closed_receiver_counts_as_a_drop_not_an_error() -> None:
     """If the writer is gone (e.g. cancelled at the shutdown deadline), a connection's
     last rows are lost and counted; sending must not raise inside its cleanup."""
     metrics = Metrics()
@@ -130,7 +158,7 @@ def test_a_closed_receiver_counts_as_a_drop_not_an_error() -> None:
     rx.close()
     assert sink.send([a_trade("BTCUSDT", 1, 100)], 100) is False
     assert dropped_metric(metrics) == 1
-    sink.close(200)  # best effort, no error
+    await sink.aclose(200)  # best effort, no error
 
 
 async def test_a_channel_nobody_reads_drops_frames_and_the_hole_is_recorded(

@@ -12,6 +12,9 @@ from collector.metrics import Metrics
 
 log = logging.getLogger(__name__)
 
+# How long a connection's last drop record may wait for room in the channel at close.
+CLOSE_SEND_TIMEOUT_SECS = 1.0
+
 
 class EventSink:
     """Sends batches of events without ever waiting for storage.
@@ -77,16 +80,29 @@ class EventSink:
             for symbol, count in sorted(self._dropped.items())
         ]
 
-    def close(self, now_us: int) -> None:
-        """Send any pending drop record (best effort), then close this channel clone."""
+    async def aclose(self, now_us: int, max_wait_secs: float = CLOSE_SEND_TIMEOUT_SECS) -> None:
+        """Send any pending drop record, then close this channel clone.
+
+        The record waits up to ``max_wait_secs`` seconds for room in the channel (shielded: this
+        runs while the connection is being cancelled, and the writer keeps draining until
+        every sender has closed), so a hole made while the channel was full is still written
+        down at shutdown. Only if the writer is gone, or takes nothing for that long, is
+        the record lost, with a warning.
+        """
         if self._dropped:
+            rows = self._drop_rows(now_us)
             try:
-                self.channel.send_nowait(self._drop_rows(now_us))
-                self._dropped.clear()
-            except (trio.WouldBlock, trio.BrokenResourceError, trio.ClosedResourceError):
+                with trio.CancelScope(shield=True), trio.move_on_after(max_wait_secs):
+                    await self.channel.send(rows)
+                    self._dropped.clear()
+            except (trio.BrokenResourceError, trio.ClosedResourceError):
+                pass
+            if self._dropped:
                 log.warning(
-                    "could not record %d dropped events in the data (channel full at close)",
+                    "could not record %d dropped events in the data (the writer took nothing "
+                    "for %ss at close)",
                     sum(self._dropped.values()),
+                    max_wait_secs,
                     extra={"exchange": self.exchange},
                 )
         self.channel.close()

@@ -96,7 +96,7 @@ async def supervise_connection(
                 )
             await trio.sleep(delay)
     finally:
-        sink.close(ctx.wall_clock())
+        await sink.aclose(ctx.wall_clock())
 
 
 def _first(group: BaseExceptionGroup[ConnectionFailed]) -> ConnectionFailed:
