@@ -189,31 +189,6 @@ async def test_flush_starts_early_once_flush_max_rows_wait(
         await settle(autojump_clock, lambda: h.rows_written() == 7)
 
 
-async def test_a_busy_file_is_flushed_early_and_a_quiet_one_waits_for_the_tick(
-    tmp_path: Path, autojump_clock: trio.testing.MockClock, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.setattr(writer_module, "EARLY_FILE_ROWS", 4)
-    async with open_writer(tmp_path, NOON, flush_interval_secs=10.0) as h:
-        t0 = trio.current_time()
-        quiet = [trade(NOON, 100, symbol="ETHUSDT")]
-        half = [trade(NOON, 200 + i, symbol="SOLUSDT") for i in range(2)]  # 2 = 4 // 2
-        await h.send.send(quiet + half + [trade(NOON + i, i) for i in range(3)])
-        await trio.sleep(1)
-        assert h.rows_written() == 0  # no file has 4 rows waiting yet
-
-        await h.send.send([trade(NOON + 3, 3)])  # BTCUSDT reaches 4: flushed with SOLUSDT
-        await settle(autojump_clock, lambda: h.rows_written() == 6)
-        assert trio.current_time() == t0 + 1
-        assert {p.parts[-4] for p in files(h.data_dir, "*.journal.arrows")} == {
-            "BTCUSDT",
-            "SOLUSDT",
-        }
-        await trio.sleep_until(t0 + 9.999)
-        assert h.rows_written() == 6  # ETHUSDT's single row waits for the tick
-        await trio.sleep_until(t0 + 10)
-        await settle(autojump_clock, lambda: h.rows_written() == 7)
-
-
 async def test_graceful_end_finishes_every_file_of_every_type(
     tmp_path: Path, autojump_clock: trio.testing.MockClock
 ) -> None:

@@ -8,9 +8,7 @@ current one.
 
 Every ``flush_interval_secs`` (Trio time), and as soon as ``flush_max_rows`` rows are
 waiting, all pending rows are converted to record batches and appended to the journals in
-one worker thread, while intake goes on (one flush at a time). A busy file (one that has
-``EARLY_FILE_ROWS`` rows waiting) is flushed early, with the other busy ones. Then files are
-rotated: when the wall clock has left a file's hour, or its journal
+one worker thread, while intake goes on (one flush at a time); then files are rotated: when the wall clock has left a file's hour, or its journal
 reached ``max_file_size_mb``. A rotated file is
 finalized (journal -> Parquet) in a background task of the writer, in a worker thread, so
 intake goes on meanwhile; its path is then sent to ``finished``.
@@ -43,12 +41,6 @@ HOUR_US = 3_600_000_000
 NO_HOUR = -1
 MAX_RETRY_DELAY_SECS = 60.0
 FINALIZE_THREADS = 2
-# A file with this many rows waiting is flushed early, with every file that has at least
-# half as many: its rows are converted while they are still in the CPU cache, and the
-# per-file cost of a flush stays spread over hundreds of rows. (Trades at 20,000/s on 10
-# symbols: 0.61 -> 0.52 CPU s per 100k with flushes of about 450 rows a file, measured
-# side by side.) Quiet files wait for the tick.
-EARLY_FILE_ROWS = 512
 
 # (exchange, symbol, data_type, UTC hour index or NO_HOUR)
 FileKey = tuple[str, str, str, int]
@@ -92,7 +84,6 @@ class _Writer:
         self.interval = settings.flush_interval_secs
         self.flush_rows = settings.flush_max_rows
         self.pending_rows = 0  # rows routed and not yet handed to a flush
-        self.file_due = False  # some file reached EARLY_FILE_ROWS since the last flush began
         self.hourly = settings.rotate_hourly
         self.max_bytes = int(settings.max_file_size_mb * 1024 * 1024)
         self.files: dict[FileKey, _OpenFile] = {}
@@ -131,10 +122,7 @@ class _Writer:
             if open_file is None:
                 open_file = files[key] = _OpenFile(*key, first_us=ts)
                 opened = True
-            pending = open_file.pending
-            pending.append(event)
-            if len(pending) == EARLY_FILE_ROWS:
-                self.file_due = True
+            open_file.pending.append(event)
         self.pending_rows += len(batch)
         if opened:
             self._update_open_files()
@@ -144,23 +132,17 @@ class _Writer:
 
     # ------------------------------------------------------------------ flush
 
-    async def flush(self, *, busy_only: bool = False) -> bool:
+    async def flush(self) -> bool:
         """Append every file's pending rows to its journal. Returns whether all succeeded.
 
-        ``busy_only``: only the files with at least ``EARLY_FILE_ROWS // 2`` rows waiting.
         On ``OSError`` the rows of the failed files are kept (and retried by the next call).
         """
-        least = EARLY_FILE_ROWS // 2 if busy_only else 1
-        work = [
-            (f, f.pending)
-            for f in [*self.files.values(), *self.retiring]
-            if len(f.pending) >= least
-        ]
+        work = [(f, f.pending) for f in [*self.files.values(), *self.retiring] if f.pending]
         if not work:
             return True
-        for open_file, rows in work:
+        for open_file, _rows in work:
             open_file.pending = []
-            self.pending_rows -= len(rows)
+        self.pending_rows = 0
         failed = await trio.to_thread.run_sync(self._flush_sync, work, limiter=self.flush_limiter)
         for open_file, rows, exc in failed:
             open_file.pending = rows + open_file.pending
@@ -303,11 +285,8 @@ class _Writer:
                     try:
                         while True:
                             self.route(await events.receive())
-                            if self.flush_idle.is_set():
-                                if self.pending_rows >= self.flush_rows:
-                                    self._start_flush()
-                                elif self.file_due:
-                                    self._start_flush(busy_only=True)
+                            if self.pending_rows >= self.flush_rows and self.flush_idle.is_set():
+                                self._start_flush()
                     except trio.EndOfChannel:
                         break
                 self.intake = None
@@ -330,15 +309,14 @@ class _Writer:
         await self.flush_idle.wait()
         await self.drain()
 
-    def _start_flush(self, *, busy_only: bool = False) -> None:
+    def _start_flush(self) -> None:
         self.flush_idle = trio.Event()
-        self.file_due = False
         assert self.nursery is not None
-        self.nursery.start_soon(partial(self._flush_and_rotate, busy_only=busy_only))
+        self.nursery.start_soon(self._flush_and_rotate)
 
-    async def _flush_and_rotate(self, *, busy_only: bool = False) -> None:
+    async def _flush_and_rotate(self) -> None:
         try:
-            self.flush_ok = await self.flush(busy_only=busy_only)
+            self.flush_ok = await self.flush()
             if not self.flush_ok and self.intake is not None:
                 self.intake.cancel()
             self.rotate()
