@@ -487,38 +487,37 @@ class BinanceSession(Session):
     def _trade(self, symbol: str, data: msgspec.Raw, received_us: int) -> list[Event]:
         msg = _TRADE.decode(data)
         trade_id = msg.trade_id
-        events: list[Event] = []
-        prev = self._last_trade_id.get(symbol)
-        if prev is not None and trade_id != prev + 1:
-            if trade_id <= prev:
-                self.duplicates_dropped += 1
-                return events
-            events.append(
-                self.status(
-                    "gap",
-                    symbol,
-                    received_us,
-                    data_type="trades",
-                    expected=prev + 1,
-                    received=trade_id,
-                    count=trade_id - prev - 1,
-                )
-            )
-        self._last_trade_id[symbol] = trade_id
-        events.append(
-            Trade(
-                EXCHANGE,
-                symbol,
-                _us(msg.trade_time),
-                received_us,
-                trade_id,
-                str(trade_id),
-                msg.price,
-                msg.size,
-                "sell" if msg.buyer_is_maker else "buy",
-            )
+        last_ids = self._last_trade_id
+        prev = last_ids.get(symbol)
+        last_ids[symbol] = trade_id
+        trade_time = msg.trade_time
+        trade = Trade(
+            EXCHANGE,
+            symbol,
+            trade_time * 1000 if trade_time < _MS_LIMIT else trade_time,
+            received_us,
+            trade_id,
+            str(trade_id),
+            msg.price,
+            msg.size,
+            "sell" if msg.buyer_is_maker else "buy",
         )
-        return events
+        if prev is None or trade_id == prev + 1:
+            return [trade]  # the hot path: the next id
+        if trade_id <= prev:
+            last_ids[symbol] = prev
+            self.duplicates_dropped += 1
+            return []
+        gap = self.status(
+            "gap",
+            symbol,
+            received_us,
+            data_type="trades",
+            expected=prev + 1,
+            received=trade_id,
+            count=trade_id - prev - 1,
+        )
+        return [gap, trade]
 
     def _depth_diff(self, symbol: str, data: msgspec.Raw, received_us: int) -> list[Event]:
         msg = _DEPTH_DIFF.decode(data)

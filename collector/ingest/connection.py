@@ -210,6 +210,8 @@ async def _receive_loop(
                 continue
             received_us = wall_clock()
             batch: list[Event] = []
+            extend = batch.extend
+            parse = session.parse
             failures = 0
             size = 0
             tripped: str | None = None
@@ -220,7 +222,7 @@ async def _receive_loop(
                         Raw(exchange, "_all", None, received_us, None, plan.name, "recv", payload)
                     )
                 try:
-                    batch.extend(session.parse(payload, received_us))
+                    extend(parse(payload, received_us))
                 except ParseError as exc:
                     failures += 1
                     parse_errors.inc()
