@@ -13,7 +13,7 @@ from collector.bench import bybit, okx
 from collector.bench.calibrate import wakeup_cost_us
 from collector.bench.command import run_bench_command
 from collector.bench.frames import TemplateBuilder
-from collector.bench.runner import run_scenario
+from collector.bench.runner import rss_growth, run_scenario
 from collector.bench.scenarios import SCENARIOS, first_id, get_scenario
 from collector.config import MarketSettings
 from collector.events import BookUpdate, Trade
@@ -157,6 +157,17 @@ def test_wakeup_cost_is_cpu_per_wakeup_of_a_bare_loop() -> None:
     # 20 wake-ups, 1 ms apart: CPU is charged per wake-up, so it is far below the 1 ms slept.
     cost = wakeup_cost_us(period=0.001, duration=0.02)
     assert 0 < cost < 1000
+
+
+def test_soak_growth_is_a_trend_and_a_transient_peak_is_reported_apart() -> None:
+    flat_with_spike = [(float(t), 141.0 if t == 111 else 100.0) for t in range(601)]
+    assert rss_growth(flat_with_spike) == (0.0, 41.0)
+    leak = [(float(t), 100.0 + t / 60) for t in range(601)]  # +1 MB a minute
+    growth, peak = rss_growth(leak)
+    assert growth is not None
+    assert peak is not None
+    assert 7.0 < growth < peak < 9.1
+    assert rss_growth([(float(t), 100.0) for t in range(150)]) == (None, None)  # too short
 
 
 def test_command_rejects_bad_options(capsys: pytest.CaptureFixture[str]) -> None:

@@ -134,7 +134,11 @@ def render_text(
             f"{match:<22}{'; '.join(s.verdicts(duration))}"
         )
         if r.rss_growth_pct is not None:
-            lines.append(f"{'':<24}RSS growth after the first minute: {r.rss_growth_pct:.1f}%")
+            lines.append(
+                f"{'':<24}RSS growth after the first minute: {r.rss_growth_pct:.1f}% "
+                f"(last minute's median against the second's); highest sample "
+                f"{r.rss_peak_pct or 0.0:+.1f}%"
+            )
         if r.gc_threshold is not None:
             lines.append(f"{'':<24}experiment: gc.freeze() + gc.set_threshold{r.gc_threshold}")
         if r.note:

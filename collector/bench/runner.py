@@ -21,6 +21,7 @@ import contextlib
 import multiprocessing
 import os
 import resource
+import statistics
 import sys
 import tempfile
 import time
@@ -45,6 +46,7 @@ PROGRESS_WINDOW: Final = 5  # samples the progress line's rate is taken over
 STALL_SECS: Final = 30.0
 START_TIMEOUT_SECS: Final = 120.0
 SOAK_WARMUP_SECS: Final = 60.0
+SOAK_LEVEL_SECS: Final = 60.0  # the RSS level is the median over this long a stretch
 
 
 class BenchError(Exception):
@@ -78,6 +80,7 @@ class RunResult:
     load_after: tuple[float, float, float]
     rss_samples_mb: list[tuple[float, float]] = field(default_factory=list)
     rss_growth_pct: float | None = None
+    rss_peak_pct: float | None = None
     gc_threshold: tuple[int, int, int] | None = None
 
     def as_dict(self) -> dict[str, Any]:
@@ -326,6 +329,24 @@ def run_scenario(
     )
 
 
+def rss_growth(samples: list[tuple[float, float]]) -> tuple[float | None, float | None]:
+    """(growth, peak) in percent of the RSS level just after the warm-up minute.
+
+    growth: the level of the last minute against the level of the minute after warm-up,
+    each the median of its samples (a trend: a leak shows here). peak: the highest sample
+    after warm-up against that first level (transients such as the hourly rotation, when
+    every file is finalized at once, show here and not in growth). ``None`` when the run is
+    too short to have both minutes.
+    """
+    after = [(t, mb) for t, mb in samples if t >= SOAK_WARMUP_SECS]
+    if not after or after[-1][0] - after[0][0] < 2 * SOAK_LEVEL_SECS:
+        return None, None
+    first = statistics.median(mb for t, mb in after if t < after[0][0] + SOAK_LEVEL_SECS)
+    last = statistics.median(mb for t, mb in after if t > after[-1][0] - SOAK_LEVEL_SECS)
+    peak = max(mb for _, mb in after)
+    return round((last - first) / first * 100, 2), round((peak - first) / first * 100, 2)
+
+
 def _stop(process: multiprocessing.process.BaseProcess, conn: Connection) -> None:
     with contextlib.suppress(OSError):
         conn.send("stop")
@@ -368,10 +389,7 @@ def _result(
         expected["orderbook"] = expected.get("orderbook", 0) + rows.rest_snapshots
     data_rows = {k: v for k, v in rows.by_type.items() if k in expected}
     snapshots_ok = rows.rest_snapshots == rows.resyncs <= report.snapshots
-    growth: float | None = None
-    after_warmup = [mb for t, mb in rss_samples if t >= SOAK_WARMUP_SECS]
-    if len(after_warmup) >= 2:
-        growth = round((max(after_warmup) - after_warmup[0]) / after_warmup[0] * 100, 2)
+    growth, peak_pct = rss_growth(rss_samples)
     return RunResult(
         scenario=scenario.name,
         title=scenario.title,
@@ -398,6 +416,7 @@ def _result(
         load_after=os.getloadavg(),
         rss_samples_mb=[(t, round(mb, 1)) for t, mb in rss_samples],
         rss_growth_pct=growth,
+        rss_peak_pct=peak_pct,
         gc_threshold=gc_threshold,
     )
 
