@@ -23,6 +23,7 @@ from __future__ import annotations
 import gc
 import logging
 import signal
+import sys
 import time
 from functools import partial
 from pathlib import Path
@@ -88,6 +89,9 @@ class ServiceHandle:
     metrics: Metrics
 
 
+SWITCH_INTERVAL_SECS = 0.001
+
+
 def tune_process(gc_thresholds: tuple[int, int, int] = GC_THRESHOLDS) -> None:
     """Process-wide tuning for a long-running, allocation-heavy service: the garbage
     collector freezes what start-up created out of future collections and collects young
@@ -97,6 +101,11 @@ def tune_process(gc_thresholds: tuple[int, int, int] = GC_THRESHOLDS) -> None:
     :mod:`collector.native_memory`). Arrow's allocator is chosen in ``collector/__init__.py``:
     it must be set before pyarrow is imported.
 
+    The interpreter switches threads every ``SWITCH_INTERVAL_SECS`` instead of 5 ms: while a
+    flush converts rows in its worker thread, the event loop waits for the GIL before it can
+    read and stamp ``timestamp_collector``. Trades at 20,000/s (bench, receive minus exchange
+    time): p99 5.0-5.4 -> 3.7 ms, p99.9 10.8 -> 6.3-7.0 ms, CPU unchanged.
+
     Called by the command line (and the bench) before the service starts, not by
     :func:`run_service`, which tests also run in-process.
     """
@@ -104,6 +113,7 @@ def tune_process(gc_thresholds: tuple[int, int, int] = GC_THRESHOLDS) -> None:
     gc.freeze()
     gc.set_threshold(*gc_thresholds)
     native_memory.limit_arenas()
+    sys.setswitchinterval(SWITCH_INTERVAL_SECS)
 
 
 def _prepare_data_dir(path: Path) -> None:

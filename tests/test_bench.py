@@ -5,15 +5,18 @@ from __future__ import annotations
 import json
 import random
 import time
+from pathlib import Path
 from urllib.parse import urlsplit
 
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 
 from collector.bench import bybit, okx
 from collector.bench.calibrate import wakeup_cost_us
 from collector.bench.command import run_bench_command
 from collector.bench.frames import TemplateBuilder
-from collector.bench.runner import rss_growth, run_scenario
+from collector.bench.runner import rss_growth, run_scenario, trade_delay_ms
 from collector.bench.scenarios import SCENARIOS, first_id, get_scenario
 from collector.config import MarketSettings
 from collector.events import BookUpdate, Trade
@@ -128,6 +131,25 @@ def test_trades_rows_equal_frames() -> None:
     assert result.msg_per_s > 0
     assert result.cpu_s_per_100k > 0
     assert result.peak_rss_mb > 0
+    delay = result.trade_delay_ms  # every row: receive minus exchange time, on loopback
+    assert delay is not None
+    assert 0 <= delay["p50"] <= delay["p99"] <= delay["p999"] <= delay["max"] < 60_000
+
+
+def test_trade_delay_quantiles_come_from_the_rows(tmp_path: Path) -> None:
+    schema = pa.schema([("timestamp_exchange", pa.int64()), ("timestamp_collector", pa.int64())])
+    exchange = list(range(0, 1000 * 1000, 1000))
+    delays_us = [500] * 990 + [20_000] * 10  # 1 % of rows 20 ms late
+    table = pa.table(
+        [exchange, [t + d for t, d in zip(exchange, delays_us, strict=True)]], schema=schema
+    )
+    pq.write_table(table, tmp_path / "a.parquet")
+    delay = trade_delay_ms([tmp_path / "a.parquet"])
+    assert delay is not None
+    assert delay["p50"] == 0.5
+    assert delay["max"] == 20.0
+    assert delay["p999"] == 20.0
+    assert trade_delay_ms([]) is None
 
 
 def test_mixed_with_book_sync_rows_equal_frames() -> None:

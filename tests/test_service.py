@@ -7,6 +7,8 @@ Real Trio clock (the HTTP client runs in a worker thread); every wait is bounded
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -270,3 +272,17 @@ async def test_graceful_shutdown_puts_every_event_in_finished_parquet(tmp_path: 
             ("disconnected", None),
         ]
         assert status[-1]["detail"] == "cancelled"
+
+
+def test_tune_process_sets_the_gc_and_the_thread_switch_interval() -> None:
+    # In a child process: tune_process freezes the garbage collector for good.
+    script = (
+        "import gc, sys\n"
+        "from collector.service import GC_THRESHOLDS, SWITCH_INTERVAL_SECS, tune_process\n"
+        "tune_process()\n"
+        "assert gc.get_threshold() == GC_THRESHOLDS, gc.get_threshold()\n"
+        "assert sys.getswitchinterval() == SWITCH_INTERVAL_SECS, sys.getswitchinterval()\n"
+        "assert gc.get_freeze_count() > 0\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr

@@ -133,6 +133,12 @@ def render_text(
             f"{s.median('peak_rss_mb'):>7.0f} MB{max(x.dropped for x in s.runs):>9}  "
             f"{match:<22}{'; '.join(s.verdicts(duration))}"
         )
+        if r.trade_delay_ms is not None:
+            d = r.trade_delay_ms
+            lines.append(
+                f"{'':<24}trade receive delay (receive - exchange time): p50 {d['p50']:.2f} ms, "
+                f"p99 {d['p99']:.2f} ms, p99.9 {d['p999']:.2f} ms, max {d['max']:.2f} ms"
+            )
         if r.rss_growth_pct is not None:
             lines.append(
                 f"{'':<24}RSS growth after the first minute: {r.rss_growth_pct:.1f}% "

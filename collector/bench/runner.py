@@ -31,6 +31,8 @@ from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any, Final
 
+import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import trio
 
@@ -81,6 +83,9 @@ class RunResult:
     rss_samples_mb: list[tuple[float, float]] = field(default_factory=list)
     rss_growth_pct: float | None = None
     rss_peak_pct: float | None = None
+    # timestamp_collector - timestamp_exchange of every trade row (the generator stamps a
+    # chunk's trades just before sending it): how late the collector stamps what it reads.
+    trade_delay_ms: dict[str, float] | None = None
     gc_threshold: tuple[int, int, int] | None = None
 
     def as_dict(self) -> dict[str, Any]:
@@ -229,6 +234,34 @@ class _Rows:
     leftovers: int  # journals not finalized
     rest_snapshots: int  # orderbook rows of REST book snapshots (diff-depth symbols)
     resyncs: int  # status rows telling about them
+    trade_delay_ms: dict[str, float] | None = None
+
+
+def trade_delay_ms(paths: list[Path]) -> dict[str, float] | None:
+    """Quantiles (p50, p99, p999, max) of receive minus exchange time over trade files."""
+    delays = [
+        pc.subtract(
+            table.column("timestamp_collector").cast(pa.int64()),
+            table.column("timestamp_exchange").cast(pa.int64()),
+        )
+        for table in (
+            pq.read_table(path, columns=["timestamp_exchange", "timestamp_collector"])
+            for path in paths
+        )
+    ]
+    if not delays:
+        return None
+    column = pa.chunked_array([c for d in delays for c in d.chunks], type=pa.int64())
+    if len(column) == 0:
+        return None
+    p50, p99, p999 = pc.quantile(column, q=[0.5, 0.99, 0.999]).to_pylist()
+    top = pc.max(column).as_py()
+    return {
+        "p50": round(p50 / 1000, 2),
+        "p99": round(p99 / 1000, 2),
+        "p999": round(p999 / 1000, 2),
+        "max": round(top / 1000, 2),
+    }
 
 
 def count_rows(data_dir: Path, diff_symbols: set[tuple[str, str]]) -> _Rows:
@@ -237,6 +270,7 @@ def count_rows(data_dir: Path, diff_symbols: set[tuple[str, str]]) -> _Rows:
     ``diff_symbols`` are the (exchange, symbol) pairs whose book syncs by REST snapshot.
     """
     rows = _Rows({}, sum(1 for _ in data_dir.rglob("*.arrows")), 0, 0)
+    rows.trade_delay_ms = trade_delay_ms(sorted(data_dir.glob("*/*/trades/**/*.parquet")))
     for path in data_dir.rglob("*.parquet"):
         exchange, symbol, data_type, *_ = path.relative_to(data_dir).parts
         rows.by_type[data_type] = rows.by_type.get(data_type, 0) + pq.read_metadata(path).num_rows
@@ -417,6 +451,7 @@ def _result(
         rss_samples_mb=[(t, round(mb, 1)) for t, mb in rss_samples],
         rss_growth_pct=growth,
         rss_peak_pct=peak_pct,
+        trade_delay_ms=rows.trade_delay_ms,
         gc_threshold=gc_threshold,
     )
 
