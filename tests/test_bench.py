@@ -150,6 +150,9 @@ def test_trade_delay_quantiles_come_from_the_rows(tmp_path: Path) -> None:
     assert delay["max"] == 20.0
     assert delay["p999"] == 20.0
     assert trade_delay_ms([]) is None
+    no_times = pa.table([[None, None], [1, 2]], schema=schema)
+    pq.write_table(no_times, tmp_path / "b.parquet")
+    assert trade_delay_ms([tmp_path / "b.parquet"]) is None
 
 
 def test_mixed_with_book_sync_rows_equal_frames() -> None:

@@ -252,8 +252,8 @@ def trade_delay_ms(paths: list[Path]) -> dict[str, float] | None:
     if not delays:
         return None
     column = pa.chunked_array([c for d in delays for c in d.chunks], type=pa.int64())
-    if len(column) == 0:
-        return None
+    if column.null_count == len(column):
+        return None  # no rows, or no exchange times
     p50, p99, p999 = pc.quantile(column, q=[0.5, 0.99, 0.999]).to_pylist()
     top = pc.max(column).as_py()
     return {
