@@ -393,6 +393,18 @@ async def test_sigkill_loses_at_most_one_flush_interval(
     assert sorted(ids) == on_disk, "recovery changed what was on disk"
     kept = len(ids)
     assert kept <= sent_before_kill
+
+    # (iv) The killed run wrote no `disconnected` row; the restart adds one per symbol it
+    # recovered files of, at that symbol's last recorded row (before the kill).
+    unclean = [
+        r
+        for r in read_rows(data_dir, "status")
+        if r["event"] == "disconnected" and "without a clean shutdown" in (r["detail"] or "")
+    ]
+    btc_trades = by_stream(data_dir, "trades")[BTC.upper()]
+    [btc_stop] = [r for r in unclean if r["symbol"] == BTC.upper()]
+    assert max(r["timestamp_collector"] for r in btc_trades) <= btc_stop["timestamp_collector"]
+    assert btc_stop["timestamp_collector"] <= kill_us
     must_have = kill_us - int((FLUSH_SECS + SLACK_SECS) * 1e6)
     missing_old = [i for i, t in sent[:sent_before_kill] if t < must_have and i > kept]
     assert not missing_old, f"lost trades older than the bound: {missing_old[:5]}..."

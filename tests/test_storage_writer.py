@@ -28,7 +28,7 @@ from collector.storage import journal as journal_module
 from collector.storage import recover_leftovers, run_writer
 from collector.storage import writer as writer_module
 from collector.storage.finalize import finalize_journal
-from collector.storage.journal import open_journal_table
+from collector.storage.journal import Journal, open_journal_table
 from collector.storage.schemas import schema_for, to_record_batch
 
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -363,9 +363,44 @@ async def test_start_recovers_leftovers_and_sends_them(
         assert h2.metrics.sample("collector_files_recovered_total") == 1
         # A new file of the same stream gets its own name.
         await h2.send.send([trade(NOON, 2)])
-        [new] = await h2.finish()
+        finished = await h2.finish()
+    [new] = [p for p in finished if "trades" in p.parts]
     assert new == recovered.with_name(f"{NOON // 1000 + 1}.parquet")
     assert rows(new) == [expected_row(trade(NOON, 2))]
+    # The killed run wrote no `disconnected` row: the restart adds one, at its last row.
+    [status_file] = [p for p in finished if "status" in p.parts]
+    assert rows(status_file) == [
+        expected_row(
+            Status(
+                "binance",
+                "BTCUSDT",
+                None,
+                NOON,
+                None,
+                "disconnected",
+                detail=writer_module.UNCLEAN_STOP_DETAIL,
+            )
+        )
+    ]
+
+
+def test_unclean_stop_rows_take_each_symbols_last_row(tmp_path: Path) -> None:
+    journal = Journal.create(tmp_path / "a.journal.arrows", schema_for("trades"))
+    batch = [trade(NOON + 5, 1), trade(NOON + 9, 2, "ETHUSDT"), trade(NOON + 7, 3)]
+    journal.append(to_record_batch("trades", batch))
+    journal.close()
+    finalize_journal(tmp_path / "a.journal.arrows", tmp_path / "a.parquet")
+    raw = Raw("binance", RAW_SYMBOL, None, NOON + 20, None, "binance-0", "recv", b"{}")
+    raw_journal = Journal.create(tmp_path / "r.journal.arrows", schema_for("raw"))
+    raw_journal.append(to_record_batch("raw", [raw]))
+    raw_journal.close()
+    finalize_journal(tmp_path / "r.journal.arrows", tmp_path / "r.parquet")
+
+    stops = writer_module.unclean_stop_rows([tmp_path / "a.parquet", tmp_path / "r.parquet"])
+    assert [(s.symbol, s.timestamp_collector, s.event) for s in stops] == [
+        ("BTCUSDT", NOON + 7, "disconnected"),
+        ("ETHUSDT", NOON + 9, "disconnected"),
+    ]  # raw frames belong to a connection, not a symbol: no row for `_all`
 
 
 async def test_disk_error_during_flush_is_counted_and_retried(

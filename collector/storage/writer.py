@@ -22,12 +22,14 @@ from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
 
+import pyarrow as pa
+import pyarrow.parquet as pq
 import trio
 
 from collector import native_memory
 from collector.clock import WallClock, system_wall_us
 from collector.config import StorageSettings
-from collector.events import Event
+from collector.events import RAW_SYMBOL, Event, Status
 from collector.metrics import Metrics
 from collector.storage.finalize import finalize_journal
 from collector.storage.journal import Journal
@@ -47,6 +49,40 @@ FINALIZE_THREADS = 1
 
 # (exchange, symbol, data_type, UTC hour index or NO_HOUR)
 FileKey = tuple[str, str, str, int]
+
+UNCLEAN_STOP_DETAIL = (
+    "the previous run stopped without a clean shutdown (crash or kill) after this row's time; "
+    "what it received after its last flush is missing"
+)
+
+
+def unclean_stop_rows(recovered: list[Path]) -> list[Status]:
+    """One ``disconnected`` row per (exchange, symbol) whose files a previous run left
+    unfinished, stamped with the time of its last recorded row: a stop that wrote no
+    ``disconnected`` row of its own is still marked in the data. Blocking (reads Parquet).
+    """
+    last: dict[tuple[str, str], int] = {}
+    for path in recovered:
+        table = pq.read_table(path, columns=["exchange", "symbol", "timestamp_collector"])
+        ts = table.column("timestamp_collector").cast(pa.int64())
+        grouped = (
+            pa.table({"exchange": table["exchange"], "symbol": table["symbol"], "ts": ts})
+            .group_by(["exchange", "symbol"])
+            .aggregate([("ts", "max")])
+        )
+        for exchange, symbol, latest in zip(
+            grouped["exchange"].to_pylist(),
+            grouped["symbol"].to_pylist(),
+            grouped["ts_max"].to_pylist(),
+            strict=True,
+        ):
+            key = (exchange, symbol)
+            if symbol != RAW_SYMBOL and latest is not None and latest > last.get(key, -1):
+                last[key] = latest
+    return [
+        Status(exchange, symbol, None, latest, None, "disconnected", detail=UNCLEAN_STOP_DETAIL)
+        for (exchange, symbol), latest in sorted(last.items())
+    ]
 
 
 @dataclass(eq=False)
@@ -392,6 +428,9 @@ async def run_writer(
             ),
             limiter=writer.finalize_limiter,
         )
+        if recovered:
+            stops: list[Event] = list(await trio.to_thread.run_sync(unclean_stop_rows, recovered))
+            writer.route(stops)
         try:
             async with trio.open_nursery() as nursery:
                 writer.nursery = nursery
