@@ -24,6 +24,7 @@ from collector.clock import trio_wall_clock
 from collector.config import StorageSettings
 from collector.events import RAW_SYMBOL, BookUpdate, Event, Raw, Status, Ticker, Trade
 from collector.metrics import Metrics
+from collector.storage import finalize as finalize_module
 from collector.storage import journal as journal_module
 from collector.storage import recover_leftovers, run_writer
 from collector.storage import writer as writer_module
@@ -384,22 +385,31 @@ async def test_start_recovers_leftovers_and_sends_them(
     ]
 
 
-def test_unclean_stop_rows_take_each_symbols_last_row(tmp_path: Path) -> None:
-    journal = Journal.create(tmp_path / "a.journal.arrows", schema_for("trades"))
-    batch = [trade(NOON + 5, 1), trade(NOON + 9, 2, "ETHUSDT"), trade(NOON + 7, 3)]
-    journal.append(to_record_batch("trades", batch))
-    journal.close()
-    finalize_journal(tmp_path / "a.journal.arrows", tmp_path / "a.parquet")
-    raw = Raw("binance", RAW_SYMBOL, None, NOON + 20, None, "binance-0", "recv", b"{}")
-    raw_journal = Journal.create(tmp_path / "r.journal.arrows", schema_for("raw"))
-    raw_journal.append(to_record_batch("raw", [raw]))
-    raw_journal.close()
-    finalize_journal(tmp_path / "r.journal.arrows", tmp_path / "r.parquet")
+def test_unclean_stop_rows_take_each_symbols_last_row(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(finalize_module, "ROW_GROUP_ROWS", 2)  # several row groups a file
 
-    stops = writer_module.unclean_stop_rows([tmp_path / "a.parquet", tmp_path / "r.parquet"])
+    def recovered(name: str, data_type: str, batches: list[list[Event]]) -> Path:
+        journal = Journal.create(tmp_path / f"{name}.journal.arrows", schema_for(data_type))
+        for batch in batches:
+            journal.append(to_record_batch(data_type, batch))
+        journal.close()
+        finalize_journal(tmp_path / f"{name}.journal.arrows", tmp_path / f"{name}.parquet")
+        return tmp_path / f"{name}.parquet"
+
+    btc = recovered("btc", "trades", [[trade(NOON + 5, 1), trade(NOON + 9, 2)], [trade(NOON, 3)]])
+    eth = recovered("eth", "trades", [[trade(NOON + 4, 1, "ETHUSDT")]])
+    btc_status = recovered(
+        "btc-status", "status", [[Status("binance", "BTCUSDT", None, NOON + 6, None, "connected")]]
+    )
+    raw = Raw("binance", RAW_SYMBOL, None, NOON + 20, None, "binance-0", "recv", b"{}")
+    raw_file = recovered("raw", "raw", [[raw]])
+
+    stops = writer_module.unclean_stop_rows([btc, eth, btc_status, raw_file])
     assert [(s.symbol, s.timestamp_collector, s.event) for s in stops] == [
-        ("BTCUSDT", NOON + 7, "disconnected"),
-        ("ETHUSDT", NOON + 9, "disconnected"),
+        ("BTCUSDT", NOON + 9, "disconnected"),  # the latest of its files, not the last row
+        ("ETHUSDT", NOON + 4, "disconnected"),
     ]  # raw frames belong to a connection, not a symbol: no row for `_all`
 
 
