@@ -27,6 +27,7 @@ from collector.metrics import Metrics
 from collector.storage import finalize as finalize_module
 from collector.storage import journal as journal_module
 from collector.storage import recover_leftovers, run_writer
+from collector.storage import recovery as recovery_module
 from collector.storage import writer as writer_module
 from collector.storage.finalize import finalize_journal
 from collector.storage.journal import Journal, open_journal_table
@@ -379,7 +380,7 @@ async def test_start_recovers_leftovers_and_sends_them(
                 NOON,
                 None,
                 "disconnected",
-                detail=writer_module.UNCLEAN_STOP_DETAIL,
+                detail=recovery_module.UNCLEAN_STOP_DETAIL,
             )
         )
     ]
@@ -406,7 +407,7 @@ def test_unclean_stop_rows_take_each_symbols_last_row(
     raw = Raw("binance", RAW_SYMBOL, None, NOON + 20, None, "binance-0", "recv", b"{}")
     raw_file = recovered("raw", "raw", [[raw]])
 
-    stops = writer_module.unclean_stop_rows([btc, eth, btc_status, raw_file])
+    stops = recovery_module.unclean_stop_rows([btc, eth, btc_status, raw_file])
     assert [(s.symbol, s.timestamp_collector, s.event) for s in stops] == [
         ("BTCUSDT", NOON + 9, "disconnected"),  # the latest of its files, not the last row
         ("ETHUSDT", NOON + 4, "disconnected"),

@@ -8,10 +8,10 @@ current one.
 
 Every ``flush_interval_secs`` (Trio time), and as soon as ``flush_max_rows`` rows are
 waiting, all pending rows are converted to record batches and appended to the journals in
-one worker thread, while intake goes on (one flush at a time); then files are rotated: when the wall clock has left a file's hour, or its journal
-reached ``max_file_size_mb``. A rotated file is
-finalized (journal -> Parquet) in a background task of the writer, in a worker thread, so
-intake goes on meanwhile; its path is then sent to ``finished``.
+one worker thread, while intake goes on (one flush at a time); then files are rotated: when
+the wall clock has left a file's hour, or its journal reached ``max_file_size_mb``. A
+rotated file is finalized (journal -> Parquet) in a background task of the writer, in a
+worker thread, so intake goes on meanwhile; its path is then sent to ``finished``.
 """
 
 from __future__ import annotations
@@ -22,20 +22,17 @@ from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
 
-import pyarrow as pa
-import pyarrow.compute as pc
-import pyarrow.parquet as pq
 import trio
 
 from collector import native_memory
 from collector.clock import WallClock, system_wall_us
 from collector.config import StorageSettings
-from collector.events import RAW_SYMBOL, Event, Status
+from collector.events import Event
 from collector.metrics import Metrics
 from collector.storage.finalize import finalize_journal
 from collector.storage.journal import Journal
 from collector.storage.layout import choose_parquet_path, journal_path, stream_dir
-from collector.storage.recovery import recover_leftovers
+from collector.storage.recovery import recover_leftovers, unclean_stop_rows
 from collector.storage.schemas import schema_for, to_record_batch
 
 logger = logging.getLogger(__name__)
@@ -50,51 +47,6 @@ FINALIZE_THREADS = 1
 
 # (exchange, symbol, data_type, UTC hour index or NO_HOUR)
 FileKey = tuple[str, str, str, int]
-
-UNCLEAN_STOP_DETAIL = (
-    "the previous run stopped without a clean shutdown (crash or kill) after this row's time; "
-    "what it received after its last flush is missing"
-)
-
-
-def unclean_stop_rows(recovered: list[Path]) -> list[Status]:
-    """One ``disconnected`` row per (exchange, symbol) whose files a previous run left
-    unfinished, stamped with the time of its last recorded row: a stop that wrote no
-    ``disconnected`` row of its own is still marked in the data. Blocking.
-
-    Every file holds one (exchange, symbol): it is read from the first row, and the last
-    receive time from the row groups' statistics, so no file is read whole.
-    """
-    last: dict[tuple[str, str], int] = {}
-    for path in recovered:
-        parquet = pq.ParquetFile(path)
-        first = next(parquet.iter_batches(batch_size=1, columns=["exchange", "symbol"]), None)
-        if first is None or first.num_rows == 0:
-            continue
-        exchange, symbol = first.column(0)[0].as_py(), first.column(1)[0].as_py()
-        if symbol == RAW_SYMBOL:
-            continue  # raw frames belong to a connection, not to one symbol
-        latest = _last_receive_us(parquet)
-        if latest > last.get((exchange, symbol), -1):
-            last[(exchange, symbol)] = latest
-    return [
-        Status(exchange, symbol, None, latest, None, "disconnected", detail=UNCLEAN_STOP_DETAIL)
-        for (exchange, symbol), latest in sorted(last.items())
-    ]
-
-
-def _last_receive_us(parquet: pq.ParquetFile) -> int:
-    meta = parquet.metadata
-    index = parquet.schema_arrow.get_field_index("timestamp_collector")
-    latest = -1
-    for group in range(meta.num_row_groups):
-        stats = meta.row_group(group).column(index).statistics
-        if stats is not None and stats.has_min_max:
-            latest = max(latest, int(stats.max_raw))
-        else:  # no statistics (not written by us): read the column
-            column = parquet.read_row_group(group, columns=["timestamp_collector"]).column(0)
-            latest = max(latest, int(pc.max(column.cast(pa.int64())).as_py()))
-    return latest
 
 
 @dataclass(eq=False)
