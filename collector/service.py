@@ -34,6 +34,7 @@ import trio
 from collector import native_memory
 from collector.clock import WallClock, system_wall_us
 from collector.config import Settings
+from collector.doorbell import Doorbell, ring_at_for
 from collector.events import Event
 from collector.exchanges.planning import plan_all
 from collector.health import HealthState
@@ -150,7 +151,8 @@ async def run_service(
     file_tx, file_rx = trio.open_memory_channel[Path](cfg.file_channel_size)
     metrics.watch_channel("events", lambda: _fill(event_rx))
     metrics.watch_channel("finished_files", lambda: _fill(file_rx))
-    ctx = IngestContext(settings.websocket, metrics, health, wall_clock)
+    doorbell = Doorbell(ring_at_for(cfg.event_channel_size))
+    ctx = IngestContext(settings.websocket, metrics, health, wall_clock, doorbell)
     upload_cfg = UploadSettings.from_settings(settings)
 
     async with trio.open_nursery() as root:
@@ -177,6 +179,7 @@ async def run_service(
                 metrics,
                 wall_clock=wall_clock,
                 home_server_name=settings.aws.home_server_name,
+                doorbell=doorbell,
             )
             await pipeline.start(writer)
             # After the writer: its start-up recovery is done before the backlog scan.

@@ -22,6 +22,7 @@ import trio.testing
 
 from collector.clock import trio_wall_clock
 from collector.config import StorageSettings
+from collector.doorbell import Doorbell
 from collector.events import RAW_SYMBOL, BookUpdate, Event, Raw, Status, Ticker, Trade
 from collector.metrics import Metrics
 from collector.storage import finalize as finalize_module
@@ -65,8 +66,35 @@ def files(root: Path, pattern: str) -> list[Path]:
 
 
 @dataclass
+class Sender:
+    """The connections' side as the writer sees it: the event channel and the doorbell,
+    rung for every batch sent (as an ``EventSink`` does) unless ``ring`` is off."""
+
+    channel: trio.MemorySendChannel[list[Event]]
+    doorbell: Doorbell
+    ring: bool = True
+
+    async def send(self, batch: list[Event]) -> None:
+        await self.channel.send(batch)
+        if self.ring:
+            self.doorbell.sent()
+
+    def send_nowait(self, batch: list[Event]) -> None:
+        self.channel.send_nowait(batch)
+        if self.ring:
+            self.doorbell.sent()
+
+    async def aclose(self) -> None:
+        await self.channel.aclose()
+        self.doorbell.ring()
+
+    def statistics(self) -> Any:
+        return self.channel.statistics()
+
+
+@dataclass
 class Harness:
-    send: trio.MemorySendChannel[list[Event]]
+    send: Sender
     finished: trio.MemoryReceiveChannel[Path]
     metrics: Metrics
     data_dir: Path
@@ -86,13 +114,20 @@ class Harness:
 
 @asynccontextmanager
 async def open_writer(
-    tmp_path: Path, wall_now_us: int, *, server: str | None = None, **settings: Any
+    tmp_path: Path,
+    wall_now_us: int,
+    *,
+    server: str | None = None,
+    ring_at: int = 1,
+    **settings: Any,
 ) -> AsyncIterator[Harness]:
-    """Start run_writer with a wall clock that reads ``wall_now_us`` now and moves with Trio."""
+    """Start run_writer with a wall clock that reads ``wall_now_us`` now and moves with Trio,
+    and a doorbell that rings once ``ring_at`` batches wait."""
     data_dir = tmp_path / "data"
     storage = StorageSettings(data_dir=str(data_dir), **settings)
     metrics = Metrics()
     send, receive = trio.open_memory_channel[list[Event]](16)
+    doorbell = Doorbell(ring_at)
     finished_send, finished = trio.open_memory_channel[Path](16)
     wall_clock = trio_wall_clock(wall_now_us - round(trio.current_time() * 1_000_000))
     async with trio.open_nursery() as nursery:
@@ -105,10 +140,12 @@ async def open_writer(
                 metrics,
                 wall_clock=wall_clock,
                 home_server_name=server,
+                doorbell=doorbell,
             )
         )
-        yield Harness(send, finished, metrics, data_dir, nursery)
-        await send.aclose()
+        sender = Sender(send, doorbell)
+        yield Harness(sender, finished, metrics, data_dir, nursery)
+        await sender.aclose()
         async for _ in finished:
             pass
 
@@ -189,6 +226,49 @@ async def test_flush_starts_early_once_flush_max_rows_wait(
         assert h.rows_written() == 6
         await trio.sleep_until(t0 + 10)
         await settle(autojump_clock, lambda: h.rows_written() == 7)
+
+
+async def test_batches_wait_in_the_channel_until_the_doorbell_rings(
+    tmp_path: Path, autojump_clock: trio.testing.MockClock
+) -> None:
+    settings = {"flush_interval_secs": 10.0, "flush_max_rows": 5}
+    async with open_writer(tmp_path, NOON, ring_at=3, **settings) as h:
+        t0 = trio.current_time()
+        await h.send.send([trade(NOON + i, i) for i in range(2)])
+        await h.send.send([trade(NOON + i, i) for i in range(2, 4)])
+        await trio.sleep(1)
+        assert h.send.statistics().current_buffer_used == 2  # not taken: no ring, no tick
+
+        await h.send.send([trade(NOON + 4, 4)])  # the third batch rings: all are taken
+        assert h.send.statistics().current_buffer_used == 3
+        await settle(autojump_clock, lambda: h.rows_written() == 5)  # 5 rows: flushed early
+        assert h.send.statistics().current_buffer_used == 0
+        assert trio.current_time() == t0 + 1
+
+
+async def test_unrung_batches_are_taken_at_the_tick_and_flushed_by_it(
+    tmp_path: Path, autojump_clock: trio.testing.MockClock
+) -> None:
+    async with open_writer(tmp_path, NOON, flush_interval_secs=2.0) as h:
+        h.send.ring = False
+        t0 = trio.current_time()
+        await h.send.send([trade(NOON + i, i) for i in range(3)])
+        await trio.sleep_until(t0 + 1.999)
+        assert h.send.statistics().current_buffer_used == 1
+        await trio.sleep_until(t0 + 2.0)
+        await settle(autojump_clock, lambda: h.rows_written() == 3)
+        assert trio.current_time() == t0 + 2.0
+
+
+async def test_closing_the_channel_ends_the_writer_without_waiting_for_a_tick(
+    tmp_path: Path, autojump_clock: trio.testing.MockClock
+) -> None:
+    async with open_writer(tmp_path, NOON, flush_interval_secs=60.0, ring_at=100) as h:
+        t0 = trio.current_time()
+        await h.send.send([trade(NOON, 1)])
+        [path] = await h.finish()
+        assert trio.current_time() == t0
+    assert rows(path) == [expected_row(trade(NOON, 1))]
 
 
 async def test_graceful_end_finishes_every_file_of_every_type(

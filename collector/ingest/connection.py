@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 from collections import deque
+from itertools import repeat
 from typing import NoReturn
 
 import attrs
@@ -17,6 +18,7 @@ import trio
 
 from collector.clock import WallClock
 from collector.config import WebSocketSettings
+from collector.doorbell import Doorbell
 from collector.events import Event, Raw, Status
 from collector.exchanges.base import (
     ConnectionPlan,
@@ -47,12 +49,14 @@ CLOSE_TIMEOUT_SECS = 1.0
 
 @attrs.frozen
 class IngestContext:
-    """What every connection shares: settings, metrics, health and the wall clock."""
+    """What every connection shares: settings, metrics, health, the wall clock, and the
+    writer's doorbell (``None``: nobody is rung, the writer takes batches at its tick)."""
 
     settings: WebSocketSettings
     metrics: Metrics
     health: HealthState
     wall_clock: WallClock
+    doorbell: Doorbell | None = None
 
 
 class ParseBreaker:
@@ -74,6 +78,13 @@ class ParseBreaker:
 
     def record_ok_run(self, count: int) -> None:
         """Record ``count`` successful frames at once (the common case)."""
+        recent = self._recent
+        if not self._failures:
+            # Every recorded frame was good: only the window's fill level can change.
+            room = self.window - len(recent)
+            if room > 0:
+                recent.extend(repeat(True, min(count, room)))
+            return
         for _ in range(min(count, self.window)):
             self.record(True)
 
@@ -138,8 +149,10 @@ async def run_connection(
                 ctx.wall_clock,
                 adapter.snapshot_requests_per_second,
             )
+            activity = Activity(trio.current_time())
+            nursery.start_soon(_watch_for_silence, activity, settings.message_timeout_secs)
             with outbox_tx, snapshots_tx:
-                await _receive_loop(ws, session, plan, ctx, sink, outbox_tx, snapshots_tx)
+                await _receive_loop(ws, session, plan, ctx, sink, outbox_tx, snapshots_tx, activity)
         raise AssertionError("the receive loop only ends by raising")  # pragma: no cover
     except* ConnectionFailed as group:
         reason = _first_message(group)
@@ -176,6 +189,29 @@ def _emit_connection_rows(
     sink.send(rows, now_us)
 
 
+class Activity:
+    """When the connection last read anything (Trio time), for the silence watchdog."""
+
+    __slots__ = ("last_read",)
+
+    def __init__(self, now: float) -> None:
+        self.last_read = now
+
+
+async def _watch_for_silence(activity: Activity, silence_secs: float) -> NoReturn:
+    """Raise StaleConnection once nothing was read for ``silence_secs`` seconds.
+
+    The receive loop only notes the time of each read; this task wakes about once per
+    ``silence_secs`` to look. (Moving a cancel scope's deadline on every read cost a deadline
+    heap update per read, on the path that runs hundreds of times a second.)
+    """
+    while True:
+        due = activity.last_read + silence_secs
+        if trio.current_time() >= due:
+            raise StaleConnection(f"no message for {silence_secs}s")
+        await trio.sleep_until(due)
+
+
 async def _receive_loop(
     ws: WebSocket,
     session: Session,
@@ -184,11 +220,9 @@ async def _receive_loop(
     sink: EventSink,
     outbox: trio.MemorySendChannel[str],
     snapshots: trio.MemorySendChannel[SnapshotRequest],
+    activity: Activity,
 ) -> NoReturn:
-    """Read, parse and forward until the connection fails.
-
-    The stale watchdog is a cancel scope whose deadline moves forward on every read.
-    """
+    """Read, parse and forward until the connection fails (or the watchdog ends it)."""
     settings = ctx.settings
     metrics = ctx.metrics
     exchange = plan.exchange
@@ -201,56 +235,54 @@ async def _receive_loop(
     wall_clock = ctx.wall_clock
     raw = plan.raw
     subscribed = False
-    timeout = settings.message_timeout_secs
-    with trio.CancelScope(deadline=trio.current_time() + timeout) as watchdog:
-        while True:
-            messages = await ws.receive_messages()
-            watchdog.deadline = trio.current_time() + timeout
-            if not messages:
-                continue
-            received_us = wall_clock()
-            batch: list[Event] = []
-            extend = batch.extend
-            parse = session.parse
-            failures = 0
-            size = 0
-            tripped: str | None = None
-            for payload, _is_text in messages:
-                size += len(payload)
-                if raw:
-                    batch.append(
-                        Raw(exchange, "_all", None, received_us, None, plan.name, "recv", payload)
+    current_time = trio.current_time
+    while True:
+        messages = await ws.receive_messages()
+        activity.last_read = current_time()
+        if not messages:
+            continue
+        received_us = wall_clock()
+        batch: list[Event] = []
+        extend = batch.extend
+        parse = session.parse
+        failures = 0
+        size = 0
+        tripped: str | None = None
+        for payload, _is_text in messages:
+            size += len(payload)
+            if raw:
+                batch.append(
+                    Raw(exchange, "_all", None, received_us, None, plan.name, "recv", payload)
+                )
+            try:
+                extend(parse(payload, received_us))
+            except ParseError as exc:
+                failures += 1
+                parse_errors.inc()
+                log.debug("unparsable frame skipped: %s", exc, extra={"exchange": exchange})
+                if breaker.record(False) and tripped is None:
+                    # Finish this read first: its good frames were received and are kept.
+                    tripped = (
+                        f"more than half of the last {breaker.window} frames failed to parse; "
+                        f"last error: {exc}"
                     )
-                try:
-                    extend(parse(payload, received_us))
-                except ParseError as exc:
-                    failures += 1
-                    parse_errors.inc()
-                    log.debug("unparsable frame skipped: %s", exc, extra={"exchange": exchange})
-                    if breaker.record(False) and tripped is None:
-                        # Finish this read first: its good frames were received and are kept.
-                        tripped = (
-                            f"more than half of the last {breaker.window} frames failed to parse; "
-                            f"last error: {exc}"
-                        )
-            if failures < len(messages):
-                breaker.record_ok_run(len(messages) - failures)
-            received_metric.inc(len(messages))
-            bytes_metric.inc(size)
-            last_message.set(received_us / 1e6)
-            if batch:
-                _observe(batch, received_us, latency, ctx, exchange)
-                sink.send(batch, received_us)
-            if tripped is not None:
-                raise TooManyParseErrors(tripped)
-            if session.outgoing or session.snapshot_requests:
-                _forward_requests(session, outbox, snapshots)
-            if not subscribed and session.pending_subscriptions <= 0:
-                subscribed = True
-                ctx.health.set_subscribed(plan.name)
-            if session.reconnect_reason is not None:
-                raise VenueRequestedReconnect(session.reconnect_reason)
-    raise StaleConnection(f"no message for {timeout}s")
+        if failures < len(messages):
+            breaker.record_ok_run(len(messages) - failures)
+        received_metric.inc(len(messages))
+        bytes_metric.inc(size)
+        last_message.set(received_us / 1e6)
+        if batch:
+            _observe(batch, received_us, latency, ctx, exchange)
+            sink.send(batch, received_us)
+        if tripped is not None:
+            raise TooManyParseErrors(tripped)
+        if session.outgoing or session.snapshot_requests:
+            _forward_requests(session, outbox, snapshots)
+        if not subscribed and session.pending_subscriptions <= 0:
+            subscribed = True
+            ctx.health.set_subscribed(plan.name)
+        if session.reconnect_reason is not None:
+            raise VenueRequestedReconnect(session.reconnect_reason)
 
 
 def _forward_requests(

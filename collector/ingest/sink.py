@@ -7,6 +7,7 @@ from collections import Counter
 
 import trio
 
+from collector.doorbell import Doorbell
 from collector.events import Event, Status
 from collector.metrics import Metrics
 
@@ -17,7 +18,8 @@ CLOSE_SEND_TIMEOUT_SECS = 1.0
 
 
 class EventSink:
-    """Sends batches of events without ever waiting for storage.
+    """Sends batches of events without ever waiting for storage, and rings the writer's
+    doorbell (if any) for each batch sent and when it closes.
 
     If the channel is full the batch is dropped and counted; as soon as a later batch
     fits, ``dropped`` status rows (one per symbol, with the count and the time span) go
@@ -25,9 +27,14 @@ class EventSink:
     """
 
     def __init__(
-        self, channel: trio.MemorySendChannel[list[Event]], exchange: str, metrics: Metrics
+        self,
+        channel: trio.MemorySendChannel[list[Event]],
+        exchange: str,
+        metrics: Metrics,
+        doorbell: Doorbell | None = None,
     ) -> None:
         self.channel = channel
+        self.doorbell = doorbell
         self.exchange = exchange
         self._dropped_metric = metrics.messages_dropped.labels(exchange)
         self._dropped: Counter[str] = Counter()
@@ -47,6 +54,8 @@ class EventSink:
             self._record_drop(batch, now_us)
             return False
         self._dropped.clear()
+        if self.doorbell is not None:
+            self.doorbell.sent()
         return True
 
     def _record_drop(self, batch: list[Event], now_us: int) -> None:
@@ -93,6 +102,8 @@ class EventSink:
             rows = self._drop_rows(now_us)
             try:
                 with trio.CancelScope(shield=True), trio.move_on_after(max_wait_secs):
+                    if self.doorbell is not None:
+                        self.doorbell.ring()  # the channel was full: the writer takes some
                     await self.channel.send(rows)
                     self._dropped.clear()
             except (trio.BrokenResourceError, trio.ClosedResourceError):
@@ -106,3 +117,5 @@ class EventSink:
                     extra={"exchange": self.exchange},
                 )
         self.channel.close()
+        if self.doorbell is not None:
+            self.doorbell.ring()  # the writer sees the channel end without waiting a tick

@@ -70,7 +70,7 @@ async def supervise_connection(
     pacer = pacer or ConnectPacer(adapter.connections_per_second)
     settings = ctx.settings
     backoff = Backoff(settings.initial_retry_delay_secs, settings.max_retry_delay_secs)
-    sink = EventSink(events, plan.exchange, ctx.metrics)
+    sink = EventSink(events, plan.exchange, ctx.metrics, ctx.doorbell)
     disconnects = ctx.metrics.disconnects_total
     try:
         while True:

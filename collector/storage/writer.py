@@ -6,6 +6,8 @@ the hour boundary exactly and no file holds rows of two hours. A late row of an 
 file was already finished opens a new (small) file for that hour rather than joining the
 current one.
 
+Batches wait in the event channel until the doorbell rings or the flush tick comes
+(:mod:`collector.doorbell`): the writer does not wake for every read of every connection.
 Every ``flush_interval_secs`` (Trio time), and as soon as ``flush_max_rows`` rows are
 waiting, all pending rows are converted to record batches and appended to the journals in
 one worker thread, while intake goes on (one flush at a time); then files are rotated: when
@@ -27,6 +29,7 @@ import trio
 from collector import native_memory
 from collector.clock import WallClock, system_wall_us
 from collector.config import StorageSettings
+from collector.doorbell import Doorbell
 from collector.events import Event
 from collector.metrics import Metrics
 from collector.storage.finalize import finalize_journal
@@ -75,8 +78,10 @@ class _Writer:
         metrics: Metrics,
         wall_clock: WallClock,
         server: str | None,
+        doorbell: Doorbell,
     ) -> None:
         self.settings = settings
+        self.doorbell = doorbell
         self.data_dir = Path(settings.data_dir)
         self.finished = finished
         self.metrics = metrics
@@ -273,11 +278,25 @@ class _Writer:
 
     # ------------------------------------------------------------------ task body
 
+    def take(self, events: trio.MemoryReceiveChannel[list[Event]]) -> bool:
+        """Route every batch waiting in ``events``. False once the channel has ended."""
+        self.doorbell.taken()
+        route = self.route
+        try:
+            while True:
+                route(events.receive_nowait())
+        except trio.WouldBlock:
+            return True
+        except trio.EndOfChannel:
+            return False
+
     async def consume(self, events: trio.MemoryReceiveChannel[list[Event]]) -> None:
         """Route batches until ``events`` ends; flush and rotate every interval.
 
-        Intake goes on while a flush runs in its worker thread, so the event channel keeps
-        draining; at most one flush runs at a time (a tick waits for the previous one). When
+        Batches are taken from the channel when the doorbell rings (see
+        :mod:`collector.doorbell`) and at every tick, before its flush: a tick's flush has
+        every row received before it. Intake goes on while a flush runs in its worker
+        thread; at most one flush runs at a time (a tick waits for the previous one). When
         ``flush_max_rows`` rows wait and no flush runs, one starts at once: at high rates
         memory holds a bounded number of rows, not a whole interval's worth.
         """
@@ -285,14 +304,13 @@ class _Writer:
         while True:
             if self.flush_ok:
                 with trio.CancelScope(deadline=deadline) as self.intake:
-                    try:
-                        while True:
-                            self.route(await events.receive())
-                            if self.pending_rows >= self.flush_rows and self.flush_idle.is_set():
-                                self._start_flush()
-                    except trio.EndOfChannel:
-                        break
+                    while is_open := self.take(events):
+                        if self.pending_rows >= self.flush_rows and self.flush_idle.is_set():
+                            self._start_flush()
+                        await self.doorbell.wait()
                 self.intake = None
+                if not is_open:
+                    break
             else:
                 # The disk failed the last flush: take no more rows until a flush succeeds,
                 # so memory stays bounded; the event channel fills and the connections
@@ -304,6 +322,8 @@ class _Writer:
             if trio.current_time() < deadline:
                 continue  # intake paused or resumed before the tick
             await self.flush_idle.wait()  # one flush at a time
+            if self.flush_ok and not self.take(events):
+                break  # the channel ended: the drain below flushes everything
             self._start_flush()
             now = trio.current_time()
             deadline += self.interval
@@ -352,12 +372,14 @@ async def run_writer(
     *,
     wall_clock: WallClock = system_wall_us,
     home_server_name: str | None = None,
+    doorbell: Doorbell | None = None,
     task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Store every event received on ``events`` in finished Parquet files under ``data_dir``.
 
-    Owns and closes both channel ends: ``events`` (batches of events, any types and symbols)
-    and ``finished`` (the path of each finished ``.parquet`` file, for the uploader; it is a
+    Owns and closes both channel ends: ``events`` (batches of events, any types and symbols,
+    taken when ``doorbell`` rings and at every flush tick; the senders ring it, see
+    :mod:`collector.doorbell`; without one, batches are taken at the ticks only) and ``finished`` (the path of each finished ``.parquet`` file, for the uploader; it is a
     bounded channel, so a slow consumer slows finalization, never intake of rows already
     flushed). At start it finalizes what a previous run left (:func:`recover_leftovers`, in
     a worker thread), calls ``task_status.started()``, then sends those paths too.
@@ -381,7 +403,9 @@ async def run_writer(
     writer's own nursery runs the finalizer tasks).
     """
     with events, finished:
-        writer = _Writer(settings, finished, metrics, wall_clock, home_server_name)
+        writer = _Writer(
+            settings, finished, metrics, wall_clock, home_server_name, doorbell or Doorbell(1)
+        )
         recovered = await trio.to_thread.run_sync(
             partial(
                 recover_leftovers,
