@@ -231,8 +231,9 @@ async def test_flush_starts_early_once_flush_max_rows_wait(
 async def test_batches_wait_in_the_channel_until_the_doorbell_rings(
     tmp_path: Path, autojump_clock: trio.testing.MockClock
 ) -> None:
-    settings = {"flush_interval_secs": 10.0, "flush_max_rows": 5}
-    async with open_writer(tmp_path, NOON, ring_at=3, **settings) as h:
+    async with open_writer(
+        tmp_path, NOON, ring_at=3, flush_interval_secs=10.0, flush_max_rows=5
+    ) as h:
         t0 = trio.current_time()
         await h.send.send([trade(NOON + i, i) for i in range(2)])
         await h.send.send([trade(NOON + i, i) for i in range(2, 4)])
