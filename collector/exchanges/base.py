@@ -83,6 +83,9 @@ class Session(ABC):
         self.reconnect_reason: str | None = None
         # Subscriptions not yet acknowledged by the venue; 0 means fully subscribed.
         self.pending_subscriptions = len(plan.subscriptions)
+        # Status rows built so far: the connection looks for gap and refusal rows in a batch
+        # only when this moved, not in every batch.
+        self.status_rows = 0
 
     @abstractmethod
     def subscribe_frames(self, now_us: int) -> list[str]:
@@ -122,6 +125,7 @@ class Session(ABC):
         timestamp_exchange: int | None = None,
     ) -> Status:
         """Build a status row for this connection's exchange."""
+        self.status_rows += 1
         return Status(
             self.exchange,
             symbol,

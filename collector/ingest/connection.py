@@ -235,6 +235,7 @@ async def _receive_loop(
     wall_clock = ctx.wall_clock
     raw = plan.raw
     subscribed = False
+    statuses_seen = session.status_rows
     current_time = trio.current_time
     while True:
         messages = await ws.receive_messages()
@@ -272,7 +273,12 @@ async def _receive_loop(
         bytes_metric.inc(size)
         last_message.set(received_us / 1e6)
         if batch:
-            _observe(batch, received_us, latency, ctx, exchange)
+            last_ts = batch[-1].timestamp_exchange
+            if last_ts is not None:
+                latency.observe(max(0.0, (received_us - last_ts) / 1e6))
+            if session.status_rows != statuses_seen:
+                statuses_seen = session.status_rows
+                _count_statuses(batch, ctx, exchange)
             sink.send(batch, received_us)
         if tripped is not None:
             raise TooManyParseErrors(tripped)
@@ -305,13 +311,8 @@ def _forward_requests(
         session.snapshot_requests.clear()
 
 
-def _observe(
-    batch: list[Event], received_us: int, latency: object, ctx: IngestContext, exchange: str
-) -> None:
-    """Per-batch bookkeeping: one latency sample and counters for status rows."""
-    last_ts = batch[-1].timestamp_exchange
-    if last_ts is not None:
-        latency.observe(max(0.0, (received_us - last_ts) / 1e6))  # type: ignore[attr-defined]
+def _count_statuses(batch: list[Event], ctx: IngestContext, exchange: str) -> None:
+    """Count the gap rows and log the refused subscriptions of a batch."""
     for event in batch:
         if type(event) is Status:
             if event.event == "gap":
