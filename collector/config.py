@@ -343,10 +343,10 @@ def _check_semantics(settings: Settings, source: str) -> None:
                 canonical = adapter.normalize_symbol(symbol)
             except ValueError as exc:
                 raise ConfigError(f"{where}.symbols: {exc}") from None
-            key = (market.exchange, canonical)
+            key = (adapter.data_exchange(market), canonical)
             if key in seen:
                 raise ConfigError(
-                    f"{where}.symbols: duplicate market {market.exchange} {canonical} "
+                    f"{where}.symbols: duplicate market {key[0]} {canonical} "
                     f"(also in markets[{seen[key]}])"
                 )
             seen[key] = i

@@ -147,7 +147,8 @@ def assign_pairs(pairs: Iterable[Pair], count: int) -> list[list[Pair]]:
 def _canonical(market: MarketSettings, symbol: str) -> Pair:
     from collector.exchanges import get_adapter_class
 
-    return market.exchange, get_adapter_class(market.exchange).normalize_symbol(symbol)
+    adapter = get_adapter_class(market.exchange)
+    return adapter.data_exchange(market), adapter.normalize_symbol(symbol)
 
 
 def configured_pairs(settings: Settings) -> list[Pair]:

@@ -84,7 +84,7 @@ def test_generated_frames_parse_with_continuous_sequences(name: str) -> None:
         frames = 3 * template.frames + sum(1 for f in first if f is not None)
         assert len(events) == frames
         assert all(isinstance(e, Trade | BookUpdate) or e.DATA_TYPE == "ticker" for e in events)
-        assert all(e.exchange == group.protocol.exchange for e in events)
+        assert all(e.exchange == adapter.data_exchange(market) for e in events)
         assert getattr(session, "duplicates_dropped", 0) == 0
         times = [e.timestamp_exchange for e in events if e.timestamp_exchange is not None]
         assert all(abs(t - now) < 10_000_000 for t in times)  # microseconds, not ms or ns

@@ -24,6 +24,10 @@ NOW = 1_760_000_000_000_000
 T_MS = 1_759_999_999_123
 
 
+# The exchange of a linear market's rows (tests default to linear): BTCUSDT is also spot.
+LINEAR = "bybit-linear"
+
+
 def market(*symbols: str, category: str | None = "linear", **kwargs: Any) -> MarketSettings:
     return MarketSettings(exchange="bybit", symbols=symbols, category=category, **kwargs)
 
@@ -42,7 +46,7 @@ def parse(session: BybitSession, frame: str | bytes | dict[str, Any]) -> list[Ev
 
 def status(event: Any, symbol: str, data_type: str | None, **kw: Any) -> Status:
     return Status(
-        "bybit",
+        LINEAR,
         symbol,
         None,
         NOW,
@@ -95,7 +99,7 @@ def test_replay_recorded_capture(
     if category == "linear":
         # the first recorded linear trade, field by field (T ms -> us, S = taker side)
         assert trades[0] == Trade(
-            "bybit",
+            "bybit-linear",  # the linear category's own exchange name: BTCUSDT is also spot
             "BTCUSDT",
             1786310819680000,
             trades[0].timestamp_collector,
@@ -160,7 +164,7 @@ def test_recorded_fixtures() -> None:
     snap = read_fixture("nautilus_trader/ws_fixtures/bybit/test_data/ws_orderbook_snapshot.json")
     assert parse(session, snap) == [
         BookUpdate(
-            "bybit",
+            LINEAR,
             "BTCUSDT",
             1709891679000000,
             NOW,
@@ -197,7 +201,7 @@ def test_parse_symbols_from_the_recorded_answers() -> None:
 def test_trade_fields_and_side() -> None:
     session = open_session("BTCUSDT")
     assert parse(session, trade_frame("BTCUSDT", "id-1", "65114.20", "0.004", "Buy", T_MS, 9)) == [
-        Trade("bybit", "BTCUSDT", T_MS * 1000, NOW, 9, "id-1", 65114.2, 0.004, "buy")
+        Trade(LINEAR, "BTCUSDT", T_MS * 1000, NOW, 9, "id-1", 65114.2, 0.004, "buy")
     ]
 
 
@@ -207,7 +211,7 @@ def test_book_continuity_stale_gap_and_resync() -> None:
     assert len(parse(session, answer("1", True))) == 1
     (snap,) = parse(session, book_frame("BTCUSDT", "snapshot", [(1, 2)], [(3, 4)], 100, T_MS))
     assert snap == BookUpdate(
-        "bybit",
+        LINEAR,
         "BTCUSDT",
         (T_MS - 2) * 1000,
         NOW,
@@ -291,15 +295,15 @@ def test_ticker_delta_merges_onto_the_last_full_ticker() -> None:
         "markPrice": "100.5",
     }
     assert parse(session, ticker_frame("BTCUSDT", "snapshot", full, T_MS, 7)) == [
-        Ticker("bybit", "BTCUSDT", T_MS * 1000, NOW, 7, 100.4, 1.0, 100.6, 2.0, 100.5, 999.0)
+        Ticker(LINEAR, "BTCUSDT", T_MS * 1000, NOW, 7, 100.4, 1.0, 100.6, 2.0, 100.5, 999.0)
     ]
     delta = {"bid1Size": "3", "markPrice": "1"}
     assert parse(session, ticker_frame("BTCUSDT", "delta", delta, T_MS + 1, 8)) == [
-        Ticker("bybit", "BTCUSDT", (T_MS + 1) * 1000, NOW, 8, 100.4, 3.0, 100.6, 2.0, 100.5, 999.0)
+        Ticker(LINEAR, "BTCUSDT", (T_MS + 1) * 1000, NOW, 8, 100.4, 3.0, 100.6, 2.0, 100.5, 999.0)
     ]
     # a new snapshot replaces everything
     assert parse(session, ticker_frame("BTCUSDT", "snapshot", {"lastPrice": "1"}, T_MS, 9)) == [
-        Ticker("bybit", "BTCUSDT", T_MS * 1000, NOW, 9, None, None, None, None, 1.0, None)
+        Ticker(LINEAR, "BTCUSDT", T_MS * 1000, NOW, 9, None, None, None, None, 1.0, None)
     ]
     # a delta before any snapshot: what is known, the rest null
     other = open_session("ETHUSDT", feeds=("ticker",))

@@ -42,8 +42,10 @@ def settings_for(fake: FakeBybit, data_dir: Path, symbols: list[str], **market: 
     )
 
 
-def read_rows(data_dir: Path, symbol: str, data_type: str) -> list[dict[str, Any]]:
-    files = sorted((data_dir / "bybit" / symbol / data_type).rglob("*.parquet"))
+def read_rows(
+    data_dir: Path, symbol: str, data_type: str, exchange: str = "bybit"
+) -> list[dict[str, Any]]:
+    files = sorted((data_dir / exchange / symbol / data_type).rglob("*.parquet"))
     if not files:
         return []
     rows: list[dict[str, Any]] = pa.concat_tables(pq.read_table(f) for f in files).to_pylist()
@@ -76,7 +78,7 @@ async def wait_received(handle: ServiceHandle, count: int) -> None:
     """Until the service has received ``count`` messages from Bybit (acks included)."""
     metric = "collector_messages_received_total"
     # A counter has no event to wait on: poll it (the caller bounds the wait).
-    while handle.metrics.sample(metric, {"exchange": "bybit"}) < count:  # noqa: ASYNC110
+    while handle.metrics.sum_samples(metric) < count:  # noqa: ASYNC110
         await trio.sleep(0.005)
 
 
@@ -84,7 +86,8 @@ def without_collector_time(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return [{k: v for k, v in row.items() if k != "timestamp_collector"} for row in rows]
 
 
-async def test_spot_and_linear_trades_books_and_tickers_reach_parquet(tmp_path: Path) -> None:
+async def test_spot_and_linear_of_one_symbol_reach_parquet_apart(tmp_path: Path) -> None:
+    """BTCUSDT in both categories: the linear rows go under the exchange ``bybit-linear``."""
     with trio.fail_after(TIMEOUT):
         async with trio.open_nursery() as nursery:
             fake = FakeBybit()
@@ -99,21 +102,16 @@ async def test_spot_and_linear_trades_books_and_tickers_reach_parquet(tmp_path: 
                     "markets": [
                         {"exchange": "bybit", "category": "linear", "symbols": ["btcusdt"],
                          "base_url": fake.url},
-                        {"exchange": "bybit", "category": "spot", "symbols": ["ETHUSDT"],
+                        {"exchange": "bybit", "category": "spot", "symbols": ["BTCUSDT"],
                          "feeds": ["trades", "ticker"], "base_url": fake.url},
                     ],
                 }
             )  # fmt: skip
             handle, stop = await run_until_stopped(nursery, settings)
             await fake.wait_subscribed(
-                [
-                    "publicTrade.BTCUSDT",
-                    "orderbook.50.BTCUSDT",
-                    "tickers.BTCUSDT",
-                    "publicTrade.ETHUSDT",
-                    "tickers.ETHUSDT",
-                ]
+                ["publicTrade.BTCUSDT", "orderbook.50.BTCUSDT", "tickers.BTCUSDT"], "linear"
             )
+            await fake.wait_subscribed(["publicTrade.BTCUSDT", "tickers.BTCUSDT"], "spot")
             assert sorted(urlsplit(p).path for p in fake.paths) == [
                 "/v5/public/linear",
                 "/v5/public/spot",
@@ -121,43 +119,61 @@ async def test_spot_and_linear_trades_books_and_tickers_reach_parquet(tmp_path: 
             full = {"lastPrice": "100.5", "bid1Price": "100.4", "bid1Size": "1",
                     "ask1Price": "100.6", "ask1Size": "2", "volume24h": "999"}  # fmt: skip
             frames = [
-                trade_frame("BTCUSDT", "uuid-1", 100.5, 0.25, "Buy", TS_MS + 1, 11),
-                trade_frame("ETHUSDT", "2280000001", 2000.5, 1.5, "Sell", TS_MS + 2, 12),
-                book_frame("BTCUSDT", "delta", [(100.5, 0)], [(101.5, 4)], 11, TS_MS + 3),
-                ticker_frame("BTCUSDT", "snapshot", full, TS_MS + 4, 20),
-                ticker_frame("BTCUSDT", "delta", {"bid1Size": "3"}, TS_MS + 5, 21),
-                ticker_frame("ETHUSDT", "snapshot", {"lastPrice": "2000.5", "volume24h": "7"},
-                             TS_MS + 6, 22),
+                ("linear", trade_frame("BTCUSDT", "uuid-1", 100.5, 0.25, "Buy", TS_MS + 1, 11)),
+                ("spot", trade_frame("BTCUSDT", "2280000001", 100.4, 1.5, "Sell", TS_MS + 2, 12)),
+                ("linear", book_frame("BTCUSDT", "delta", [(100.5, 0)], [(101.5, 4)], 11,
+                                      TS_MS + 3)),
+                ("linear", ticker_frame("BTCUSDT", "snapshot", full, TS_MS + 4, 20)),
+                ("linear", ticker_frame("BTCUSDT", "delta", {"bid1Size": "3"}, TS_MS + 5, 21)),
+                ("spot", ticker_frame("BTCUSDT", "snapshot",
+                                      {"lastPrice": "100.4", "volume24h": "7"}, TS_MS + 6, 22)),
             ]  # fmt: skip
-            for frame in frames:
-                assert await fake.send(frame) == 1
+            for category, frame in frames:
+                assert await fake.send(frame, category) == 1
             # 2 acks + 1 snapshot + the frames above
             await wait_received(handle, 3 + len(frames))
+            received = {
+                exchange: handle.metrics.sample(
+                    "collector_messages_received_total", {"exchange": exchange}
+                )
+                for exchange in ("bybit", "bybit-linear")
+            }
+            assert received == {"bybit": 3, "bybit-linear": 6}
             assert await stop() == EXIT_OK
             nursery.cancel_scope.cancel()
 
-    trades = read_rows(tmp_path, "BTCUSDT", "trades") + read_rows(tmp_path, "ETHUSDT", "trades")
-    assert [
-        (t["symbol"], t["timestamp_exchange"].timestamp(), t["sequence"], t["trade_id"],
-         t["price"], t["size"], t["side"])
-        for t in trades
-    ] == [
-        ("BTCUSDT", (TS_MS + 1) / 1000, 11, "uuid-1", 100.5, 0.25, "buy"),
-        ("ETHUSDT", (TS_MS + 2) / 1000, 12, "2280000001", 2000.5, 1.5, "sell"),
-    ]  # fmt: skip
-    books = read_rows(tmp_path, "BTCUSDT", "orderbook")
+    def trades(exchange: str) -> list[tuple[Any, ...]]:
+        return [
+            (t["exchange"], t["timestamp_exchange"].timestamp(), t["sequence"], t["trade_id"],
+             t["price"], t["size"], t["side"])
+            for t in read_rows(tmp_path, "BTCUSDT", "trades", exchange)
+        ]  # fmt: skip
+
+    assert trades("bybit-linear") == [
+        ("bybit-linear", (TS_MS + 1) / 1000, 11, "uuid-1", 100.5, 0.25, "buy")
+    ]
+    assert trades("bybit") == [("bybit", (TS_MS + 2) / 1000, 12, "2280000001", 100.4, 1.5, "sell")]
+    books = read_rows(tmp_path, "BTCUSDT", "orderbook", "bybit-linear")
     assert [(b["kind"], b["sequence"], b["bids"], b["asks"]) for b in books] == [
         ("snapshot", 10, [{"price": 100.5, "size": 2.0}], [{"price": 101.0, "size": 3.0}]),
         ("delta", 11, [{"price": 100.5, "size": 0.0}], [{"price": 101.5, "size": 4.0}]),
     ]
+    assert read_rows(tmp_path, "BTCUSDT", "orderbook") == []  # spot: no book feed
     columns = ("sequence", "bid_price", "bid_size", "ask_price", "ask_size", "last_price",
                "volume_24h")  # fmt: skip
-    tickers = read_rows(tmp_path, "BTCUSDT", "ticker") + read_rows(tmp_path, "ETHUSDT", "ticker")
-    assert [tuple(t[c] for c in columns) for t in tickers] == [
+    linear = read_rows(tmp_path, "BTCUSDT", "ticker", "bybit-linear")
+    assert [tuple(t[c] for c in columns) for t in linear] == [
         (20, 100.4, 1.0, 100.6, 2.0, 100.5, 999.0),
         (21, 100.4, 3.0, 100.6, 2.0, 100.5, 999.0),  # the delta merged: a complete row
-        (22, None, None, None, None, 2000.5, 7.0),  # spot tickers carry no bid/ask
     ]
+    spot = read_rows(tmp_path, "BTCUSDT", "ticker")
+    assert [tuple(t[c] for c in columns) for t in spot] == [
+        (22, None, None, None, None, 100.4, 7.0),  # spot tickers carry no bid/ask
+    ]
+    for exchange in ("bybit", "bybit-linear"):
+        status = read_rows(tmp_path, "BTCUSDT", "status", exchange)
+        assert {s["exchange"] for s in status} == {exchange}
+        assert status[0]["event"] == "connected"
 
 
 async def test_book_gap_is_recorded_and_resubscribed_for_a_fresh_snapshot(tmp_path: Path) -> None:
@@ -259,7 +275,7 @@ async def test_op_pings_keep_the_connection_alive(
             )
             await fake.wait_subscribed(["publicTrade.BTCUSDT"])
             autojump_clock.jump(settings.storage.flush_interval_secs)
-            written = {"exchange": "bybit", "data_type": "status"}
+            written = {"exchange": "bybit-linear", "data_type": "status"}
             await settle_frozen(
                 autojump_clock,
                 lambda: handle.metrics.sample("collector_rows_written_total", written) >= 2,
@@ -275,7 +291,7 @@ async def test_op_pings_keep_the_connection_alive(
             autojump_clock.autojump_threshold = math.inf  # shutdown finalizes in threads
             assert await stop() == EXIT_OK
             nursery.cancel_scope.cancel()
-    status = read_rows(tmp_path, "BTCUSDT", "status")
+    status = read_rows(tmp_path, "BTCUSDT", "status", "bybit-linear")
     assert [s["event"] for s in status] == ["connected", "subscribed", "disconnected"]
     assert status[0]["timestamp_collector"].timestamp() * 1e6 == pytest.approx(EPOCH_US, abs=2e6)
 

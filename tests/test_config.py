@@ -24,6 +24,7 @@ MINIMAL = """
 exchange = "binance"
 symbols = ["btcusdt"]
 """
+BYBIT_LINEAR_BTC = '[[markets]]\nexchange = "bybit"\ncategory = "linear"\nsymbols = ["btcusdt"]\n'
 
 
 def write(tmp_path: Path, text: str) -> Path:
@@ -128,6 +129,11 @@ def test_env_can_append_a_market(tmp_path: Path) -> None:
         (MINIMAL + 'feeds = ["trades", "candles"]\n', {}, "markets[0].feeds[1]"),
         (MINIMAL + 'feeds = ["trades", "trades"]\n', {}, "listed twice"),
         (MINIMAL + MINIMAL, {}, "duplicate market binance BTCUSDT (also in markets[0])"),
+        (
+            BYBIT_LINEAR_BTC + BYBIT_LINEAR_BTC,
+            {},
+            "duplicate market bybit-linear BTCUSDT (also in markets[0])",
+        ),
         ('[[markets]]\nexchange = "binance"\nsymbols = ["btc-usdt"]\n', {}, "btc-usdt"),
         ('[[markets]]\nsymbols = ["btcusdt"]\n', {}, "missing required key 'markets[0].exchange'"),
         ("[collector]\n", {}, "missing required key 'markets'"),
@@ -154,6 +160,14 @@ def test_bad_settings_give_one_clear_line(
     assert expected in message
     # The line names where the problem is: the file, or the variable that set the key.
     assert str(tmp_path) in message or any(name in message for name in env)
+
+
+def test_one_symbol_may_be_recorded_in_both_bybit_categories(tmp_path: Path) -> None:
+    settings = load_text(tmp_path, BYBIT_LINEAR_BTC + BYBIT_LINEAR_BTC.replace("linear", "spot"))
+    assert [(m.category, m.symbols) for m in settings.markets] == [
+        ("linear", ("btcusdt",)),
+        ("spot", ("btcusdt",)),
+    ]
 
 
 def test_port_error_names_the_value(tmp_path: Path) -> None:

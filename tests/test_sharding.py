@@ -242,6 +242,19 @@ def test_shard_settings_split_the_configured_markets(count: int) -> None:
     assert max(sizes) - min(sizes) <= 1
 
 
+def test_one_symbol_in_both_bybit_categories_is_two_pairs() -> None:
+    full = settings(
+        [
+            {"exchange": "bybit", "symbols": ["BTCUSDT"], "category": "spot"},
+            {"exchange": "bybit", "symbols": ["btcusdt"], "category": "linear"},
+        ]
+    )
+    assert configured_pairs(full) == [("bybit", "BTCUSDT"), ("bybit-linear", "BTCUSDT")]
+    parts = [shard_settings(full, Shard(index, 2)) for index in range(2)]
+    assert sorted(pair for part in parts for pair in planned_pairs(part)) == configured_pairs(full)
+    assert sorted(m.category or "" for part in parts for m in part.markets) == ["linear", "spot"]
+
+
 def test_shard_settings_are_stable_when_the_order_of_settings_changes() -> None:
     reference = settings(markets())
     for order in (1, 2, 3):

@@ -38,6 +38,7 @@ import trio
 
 from collector.bench.generator import GeneratorReport, GeneratorSpec, generator_main
 from collector.bench.scenarios import Scenario, get_scenario
+from collector.exchanges import get_adapter_class
 from collector.metrics import Metrics
 from collector.service import GC_THRESHOLDS, ServiceHandle, run_service, tune_process
 
@@ -156,7 +157,8 @@ async def _measure(
     expected: int | None,
 ) -> tuple[list[_Sample], GeneratorReport, Metrics, int, float, float, list[tuple[float, float]]]:
     settings = scenario.settings(ws_port, rest_port, data_dir)
-    exchanges = sorted({g.protocol.exchange for g in scenario.groups})
+    # Metric labels: the exchange of the rows (Bybit linear: ``bybit-linear``).
+    exchanges = sorted({get_adapter_class(m.exchange).data_exchange(m) for m in settings.markets})
     codes: list[int] = []
 
     async def service(task_status: trio.TaskStatus[ServiceHandle]) -> None:

@@ -178,6 +178,12 @@ class ExchangeAdapter(ABC):
         """The venue's spelling of a configured symbol; ValueError if it cannot be one."""
 
     @classmethod
+    def data_exchange(cls, market: MarketSettings) -> str:
+        """The ``exchange`` of this market's rows, files and metrics: the venue's name, unless
+        one venue name covers markets whose symbols collide (Bybit's categories)."""
+        return cls.name
+
+    @classmethod
     def check_market(cls, market: MarketSettings) -> None:
         """Reject options the venue does not support (ValueError with a clear message)."""
         if market.book_mode is not None or market.book_depth is not None:

@@ -259,6 +259,13 @@ class BybitAdapter(ExchangeAdapter):
         check_stream_feeds(EXCHANGE, market, STREAM_FEEDS)
         check_base_url(EXCHANGE, market)
 
+    @classmethod
+    def data_exchange(cls, market: MarketSettings) -> str:
+        """``bybit`` for spot, ``bybit-linear`` for linear: ``BTCUSDT`` names both a spot
+        pair and a perpetual, and each must have its own files."""
+        category = market.category or "spot"
+        return EXCHANGE if category == "spot" else f"{EXCHANGE}-{category}"
+
     def connection_url(self, base_url: str | None, category: str) -> str:
         """``{base}/v5/public/{category}``; a ``base_url`` with a path is used as is."""
         return url_with_path(base_url, self.default_url, f"/v5/public/{category}")
@@ -266,9 +273,11 @@ class BybitAdapter(ExchangeAdapter):
     def plan_connections(self, markets: Sequence[MarketSettings]) -> list[ConnectionPlan]:
         """One category per connection; at most 200 topics; a symbol's topics together."""
         groups: dict[tuple[str, bool, str], dict[str, list[tuple[Subscription, str]]]] = {}
+        exchanges: dict[str, str] = {}
         for market in markets:
             category = market.category or "spot"
             key = (self.connection_url(market.base_url, category), "raw" in market.feeds, category)
+            exchanges[category] = self.data_exchange(market)
             by_symbol = groups.setdefault(key, {})
             for symbol in market.symbols:
                 canonical = self.normalize_symbol(symbol)
@@ -282,7 +291,7 @@ class BybitAdapter(ExchangeAdapter):
             for chunk in pack_by_symbol(by_symbol.values(), MAX_TOPICS_PER_CONNECTION):
                 plans.append(
                     BybitPlan(
-                        exchange=self.name,
+                        exchange=exchanges[category],
                         name=f"{self.name}-{category}-{len(plans)}",
                         url=url,
                         subscriptions=tuple(sub for sub, _ in chunk),
@@ -452,7 +461,7 @@ class BybitSession(Session):
     def _trades(self, symbol: str, env: _Envelope, received_us: int) -> list[Event]:
         return [
             Trade(
-                EXCHANGE,
+                self.exchange,
                 symbol,
                 msg.time * 1000,
                 received_us,
@@ -476,7 +485,7 @@ class BybitSession(Session):
         exchange_ms = env.cts if env.cts is not None else env.ts
         u = msg.update_id
         return BookUpdate(
-            EXCHANGE,
+            self.exchange,
             symbol,
             None if exchange_ms is None else exchange_ms * 1000,
             received_us,
@@ -567,7 +576,7 @@ class BybitSession(Session):
         ts = env.ts
         return [
             Ticker(
-                EXCHANGE,
+                self.exchange,
                 symbol,
                 None if ts is None else ts * 1000,
                 received_us,

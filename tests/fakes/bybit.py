@@ -168,18 +168,32 @@ class FakeBybit(FakeServer[FakeBybitClient]):
 
     # ----------------------------------------------------------------- waiting
 
-    async def wait_subscribed(self, topics: Iterable[str]) -> None:
-        """Until open connections hold every topic of ``topics``."""
+    async def wait_subscribed(self, topics: Iterable[str], category: str | None = None) -> None:
+        """Until open connections (on ``category``'s endpoint, if given) hold every topic
+        of ``topics``."""
         wanted = set(topics)
-        await self._wait_for(lambda: wanted <= {t for c in self.clients for t in c.topics})
+        await self._wait_for(
+            lambda: (
+                wanted
+                <= {
+                    t
+                    for c in self.clients
+                    if category is None or c.category == category
+                    for t in c.topics
+                }
+            )
+        )
 
     # ----------------------------------------------------------------- controls
 
-    async def send(self, frame: str) -> int:
-        """Send a push to every client subscribed to its topic (others: to every client)."""
+    async def send(self, frame: str, category: str | None = None) -> int:
+        """Send a push to every client subscribed to its topic (others: to every client),
+        only on ``category``'s endpoint if given."""
         topic = _topic_of(frame)
         sent = 0
         for client in list(self.clients):
+            if category is not None and client.category != category:
+                continue
             if topic is None or topic in client.topics:
                 sent += await self._send_to(client, frame)
         return sent
