@@ -2,91 +2,23 @@
 
 from __future__ import annotations
 
-import math
-from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
-import pyarrow as pa
-import pyarrow.parquet as pq
 import pytest
 import trio
 import trio.testing
 from trio_websocket import ConnectionClosed, open_websocket_url
 
-from collector.clock import WallClock, trio_wall_clock
+from collector.clock import trio_wall_clock
 from collector.config import parse_settings
-from collector.service import ServiceHandle, run_service
 from tests.fakes.bitfinex import EPOCH_MS, FakeBitfinex, book_levels
+from tests.venue_helpers import read_rows_us, received, running_service, venue_settings, wait_until
 
 BTC = "tBTCUSD"
 ETH = "tETHUSD"
 EPOCH_US = EPOCH_MS * 1000
 KEYS = [("trades", BTC), ("book", BTC), ("ticker", BTC)]
-
-
-def settings_for(fake: FakeBitfinex, data_dir: Path, symbols: list[str]) -> Any:
-    return parse_settings(
-        {
-            "collector": {"metrics_port": 0, "metrics_host": "127.0.0.1", "log_level": "warning"},
-            "storage": {"data_dir": str(data_dir)},
-            "markets": [{"exchange": "bitfinex", "symbols": symbols, "base_url": fake.url}],
-        }
-    )
-
-
-@asynccontextmanager
-async def running_service(
-    settings: Any,
-    wall_clock: WallClock | None = None,
-    clock: trio.testing.MockClock | None = None,
-) -> AsyncIterator[ServiceHandle]:
-    """Run the service in-process; on exit request shutdown and wait for a clean stop.
-
-    With a MockClock, autojump is turned off for the shutdown: while the writer finalizes
-    files in worker threads every Trio task is blocked, and autojump would leap to the
-    shutdown deadline.
-    """
-    async with trio.open_nursery() as nursery:
-        codes: list[int] = []
-
-        async def run(task_status: trio.TaskStatus[ServiceHandle]) -> None:
-            kwargs: dict[str, Any] = {} if wall_clock is None else {"wall_clock": wall_clock}
-            codes.append(
-                await run_service(settings, handle_signals=False, task_status=task_status, **kwargs)
-            )
-
-        handle: ServiceHandle = await nursery.start(run)
-        yield handle
-        if clock is not None:
-            clock.autojump_threshold = math.inf
-        handle.shutdown.request("test over")
-    assert codes == [0]
-
-
-async def wait_until(predicate: Callable[[], bool]) -> None:
-    """Poll a metric or health predicate (they have no event to wait on); callers bound it."""
-    while not predicate():  # noqa: ASYNC110
-        await trio.sleep(0.01)
-
-
-def received(handle: ServiceHandle) -> float:
-    return handle.metrics.sample("collector_messages_received_total", {"exchange": "bitfinex"})
-
-
-def read_rows(data_dir: Path, data_type: str) -> list[dict[str, Any]]:
-    """Every row of one data type, timestamps as integer microseconds."""
-    rows: list[dict[str, Any]] = []
-    for path in sorted(data_dir.rglob("*.parquet")):
-        if path.relative_to(data_dir).parts[2] != data_type:
-            continue
-        table = pq.read_table(path)
-        for name in ("timestamp_exchange", "timestamp_collector"):
-            index = table.schema.get_field_index(name)
-            table = table.set_column(index, name, table.column(name).cast(pa.int64()))
-        rows.extend(table.to_pylist())
-    return sorted(rows, key=lambda r: (r["timestamp_collector"], r["sequence"] or 0))
 
 
 def is_book_subscribe(message: dict[str, Any]) -> bool:
@@ -98,7 +30,8 @@ async def test_frames_become_parquet_rows(nursery: trio.Nursery, tmp_path: Path)
     fake.books[BTC] = book_levels([(50000.0, 1.5), (49990.0, 2.0)], [(50010.0, 0.5)])
     fake.trade_snapshots[BTC] = [(100, EPOCH_MS - 5000, 0.1, 49999.0)]
     await nursery.start(fake.run)
-    async with running_service(settings_for(fake, tmp_path, [BTC])) as handle:
+    settings = venue_settings("bitfinex", fake.url, tmp_path, [BTC], log_level="warning")
+    async with running_service(settings) as handle:
         with trio.fail_after(10):
             await fake.wait_subscribed(KEYS)
             await wait_until(lambda: handle.health.ready)
@@ -110,8 +43,8 @@ async def test_frames_become_parquet_rows(nursery: trio.Nursery, tmp_path: Path)
             ticker = [50000.0, 3.0, 50010.0, 0.5, 120.0, 0.0024, 50005.0, 1234.5, 51000.0, 49000.0]
             await fake.send_channel("ticker", BTC, ticker)
             # info, conf, 3 subscribed, book and trade snapshots, then the 6 frames above.
-            await wait_until(lambda: received(handle) >= 13)
-    trades = read_rows(tmp_path, "trades")
+            await wait_until(lambda: received(handle, "bitfinex") >= 13)
+    trades = read_rows_us(tmp_path, "bitfinex", "trades")
     assert [
         (r["symbol"], r["timestamp_exchange"], r["trade_id"], r["price"], r["size"], r["side"])
         for r in trades
@@ -119,7 +52,7 @@ async def test_frames_become_parquet_rows(nursery: trio.Nursery, tmp_path: Path)
         (BTC, (EPOCH_MS + 1) * 1000, "401", 50005.0, 0.25, "buy"),
         (BTC, (EPOCH_MS + 2) * 1000, "402", 50000.0, 0.75, "sell"),
     ]
-    books = read_rows(tmp_path, "orderbook")
+    books = read_rows_us(tmp_path, "bitfinex", "orderbook")
     assert [(r["kind"], r["bids"], r["asks"]) for r in books] == [
         (
             "snapshot",
@@ -133,7 +66,7 @@ async def test_frames_become_parquet_rows(nursery: trio.Nursery, tmp_path: Path)
     assert sequences == sorted(sequences)
     assert None not in sequences
     assert all(r["timestamp_exchange"] is not None for r in books)
-    [row] = read_rows(tmp_path, "ticker")
+    [row] = read_rows_us(tmp_path, "bitfinex", "ticker")
     assert (
         row["bid_price"],
         row["bid_size"],
@@ -147,7 +80,7 @@ async def test_frames_become_parquet_rows(nursery: trio.Nursery, tmp_path: Path)
         50005.0,
         1234.5,
     )
-    events = [(r["event"], r["data_type"]) for r in read_rows(tmp_path, "status")]
+    events = [(r["event"], r["data_type"]) for r in read_rows_us(tmp_path, "bitfinex", "status")]
     assert {("subscribed", "trades"), ("subscribed", "orderbook"), ("subscribed", "ticker")} <= set(
         events
     )
@@ -160,7 +93,8 @@ async def test_sequence_gap_is_recorded_and_books_resynced(
     fake = FakeBitfinex(unknown_symbols=[ETH])
     fake.books[BTC] = book_levels([(50000.0, 1.0)], [(50010.0, 1.0)])
     await nursery.start(fake.run)
-    async with running_service(settings_for(fake, tmp_path, [BTC, ETH])) as handle:
+    settings = venue_settings("bitfinex", fake.url, tmp_path, [BTC, ETH], log_level="warning")
+    async with running_service(settings) as handle:
         with trio.fail_after(10):
             await fake.wait_subscribed(KEYS)
             # ETH was refused, so readiness does not wait for it.
@@ -174,12 +108,12 @@ async def test_sequence_gap_is_recorded_and_books_resynced(
             await fake.send_channel("book", BTC, [49000.0, 1, 5.0])
             # info, conf, 3 subscribed + 3 errors, 2 snapshots, the gap frame, unsubscribed,
             # subscribed, the new snapshot and the last update.
-            await wait_until(lambda: received(handle) >= 15)
+            await wait_until(lambda: received(handle, "bitfinex") >= 15)
             gaps = handle.metrics.sample(
                 "collector_sequence_gaps_total", {"exchange": "bitfinex", "data_type": ""}
             )
             assert gaps == 2  # one row per symbol of the connection
-    status = read_rows(tmp_path, "status")
+    status = read_rows_us(tmp_path, "bitfinex", "status")
     gap_rows = [r for r in status if r["event"] == "gap"]
     assert sorted(
         (r["symbol"], r["data_type"], r["expected_sequence"], r["received_sequence"], r["count"])
@@ -194,7 +128,7 @@ async def test_sequence_gap_is_recorded_and_books_resynced(
         (ETH, "ticker"),
     }
     assert all("symbol: invalid (code 10300)" in r["detail"] for r in refused)
-    books = read_rows(tmp_path, "orderbook")
+    books = read_rows_us(tmp_path, "bitfinex", "orderbook")
     assert [(r["kind"], r["bids"]) for r in books] == [
         ("snapshot", [{"price": 50000.0, "size": 1.0}]),
         ("snapshot", [{"price": 49000.0, "size": 4.0}]),
@@ -228,7 +162,11 @@ async def test_info_20051_makes_the_client_reconnect(nursery: trio.Nursery, tmp_
             await fake.send_info(20051, "Stopping. Please try to reconnect")
             await fake.wait_connected(2)
             await fake.wait_subscribed([("ticker", BTC)])
-    reasons = [r["detail"] for r in read_rows(tmp_path, "status") if r["event"] == "disconnected"]
+    reasons = [
+        r["detail"]
+        for r in read_rows_us(tmp_path, "bitfinex", "status")
+        if r["event"] == "disconnected"
+    ]
     assert any("20051" in (reason or "") for reason in reasons)
 
 
@@ -238,7 +176,7 @@ async def test_heartbeats_and_pings_keep_the_connection_alive(
     # The fake drops a client silent for 20 s; the venue sends hb every 15 s per channel.
     fake = FakeBitfinex(client_idle_timeout=20.0, hb_interval=15.0)
     await nursery.start(fake.run)
-    settings = settings_for(fake, tmp_path, [BTC])
+    settings = venue_settings("bitfinex", fake.url, tmp_path, [BTC], log_level="warning")
     async with running_service(settings, trio_wall_clock(EPOCH_US), autojump_clock) as handle:
         with trio.fail_after(10):
             await fake.wait_subscribed(KEYS)
@@ -250,8 +188,8 @@ async def test_heartbeats_and_pings_keep_the_connection_alive(
         assert fake.idle_drops == 0
         assert fake.connections == 1
         # The venue's heartbeats (3 channels x 8) fed the stale watchdog (30 s) meanwhile.
-        assert received(handle) >= 7 + 24
-    status = read_rows(tmp_path, "status")
+        assert received(handle, "bitfinex") >= 7 + 24
+    status = read_rows_us(tmp_path, "bitfinex", "status")
     assert [r["event"] for r in status if r["event"] in ("gap", "subscribe_error")] == []
 
 

@@ -8,82 +8,31 @@ MockClock with a wall clock derived from it. Every wait is bounded with ``trio.f
 from __future__ import annotations
 
 import math
-import time
-from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
 import msgspec
-import pyarrow as pa
-import pyarrow.parquet as pq
 import pytest
 import trio
 import trio.testing
 from trio_websocket import ConnectionClosed, open_websocket_url
 
 from collector.clock import trio_wall_clock
-from collector.config import Settings, parse_settings
-from collector.service import EXIT_OK, ServiceHandle, run_service
+from collector.config import parse_settings
+from collector.service import EXIT_OK
 from tests.fakes.bybit import FakeBybit, book_frame, ticker_frame, trade_frame
+from tests.venue_helpers import (
+    read_rows,
+    run_until_stopped,
+    settle_frozen,
+    venue_settings,
+    wait_received,
+)
 
 TIMEOUT = 15.0
 TS_MS = 1_760_000_000_000
 EPOCH_US = 1_760_000_000_000_000
-
-
-def settings_for(fake: FakeBybit, data_dir: Path, symbols: list[str], **market: Any) -> Settings:
-    return parse_settings(
-        {
-            "collector": {"metrics_host": "127.0.0.1", "metrics_port": 0},
-            "storage": {"data_dir": str(data_dir)},
-            "markets": [{"exchange": "bybit", "symbols": symbols, "base_url": fake.url, **market}],
-        }
-    )
-
-
-def read_rows(
-    data_dir: Path, symbol: str, data_type: str, exchange: str = "bybit"
-) -> list[dict[str, Any]]:
-    files = sorted((data_dir / exchange / symbol / data_type).rglob("*.parquet"))
-    if not files:
-        return []
-    rows: list[dict[str, Any]] = pa.concat_tables(pq.read_table(f) for f in files).to_pylist()
-    return rows
-
-
-async def run_until_stopped(
-    nursery: trio.Nursery, settings: Settings, **kwargs: Any
-) -> tuple[ServiceHandle, Callable[[], Awaitable[int]]]:
-    done = trio.Event()
-    codes: list[int] = []
-
-    async def service(task_status: trio.TaskStatus[ServiceHandle]) -> None:
-        codes.append(
-            await run_service(settings, handle_signals=False, task_status=task_status, **kwargs)
-        )
-        done.set()
-
-    handle: ServiceHandle = await nursery.start(service)
-
-    async def stop() -> int:
-        handle.shutdown.request("test")
-        await done.wait()
-        return codes[0]
-
-    return handle, stop
-
-
-async def wait_received(handle: ServiceHandle, count: int) -> None:
-    """Until the service has received ``count`` messages from Bybit (acks included)."""
-    metric = "collector_messages_received_total"
-    # A counter has no event to wait on: poll it (the caller bounds the wait).
-    while handle.metrics.sum_samples(metric) < count:  # noqa: ASYNC110
-        await trio.sleep(0.005)
-
-
-def without_collector_time(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    return [{k: v for k, v in row.items() if k != "timestamp_collector"} for row in rows]
 
 
 async def test_spot_and_linear_of_one_symbol_reach_parquet_apart(tmp_path: Path) -> None:
@@ -146,32 +95,32 @@ async def test_spot_and_linear_of_one_symbol_reach_parquet_apart(tmp_path: Path)
         return [
             (t["exchange"], t["timestamp_exchange"].timestamp(), t["sequence"], t["trade_id"],
              t["price"], t["size"], t["side"])
-            for t in read_rows(tmp_path, "BTCUSDT", "trades", exchange)
+            for t in read_rows(tmp_path, exchange, "BTCUSDT", "trades")
         ]  # fmt: skip
 
     assert trades("bybit-linear") == [
         ("bybit-linear", (TS_MS + 1) / 1000, 11, "uuid-1", 100.5, 0.25, "buy")
     ]
     assert trades("bybit") == [("bybit", (TS_MS + 2) / 1000, 12, "2280000001", 100.4, 1.5, "sell")]
-    books = read_rows(tmp_path, "BTCUSDT", "orderbook", "bybit-linear")
+    books = read_rows(tmp_path, "bybit-linear", "BTCUSDT", "orderbook")
     assert [(b["kind"], b["sequence"], b["bids"], b["asks"]) for b in books] == [
         ("snapshot", 10, [{"price": 100.5, "size": 2.0}], [{"price": 101.0, "size": 3.0}]),
         ("delta", 11, [{"price": 100.5, "size": 0.0}], [{"price": 101.5, "size": 4.0}]),
     ]
-    assert read_rows(tmp_path, "BTCUSDT", "orderbook") == []  # spot: no book feed
+    assert read_rows(tmp_path, "bybit", "BTCUSDT", "orderbook") == []  # spot: no book feed
     columns = ("sequence", "bid_price", "bid_size", "ask_price", "ask_size", "last_price",
                "volume_24h")  # fmt: skip
-    linear = read_rows(tmp_path, "BTCUSDT", "ticker", "bybit-linear")
+    linear = read_rows(tmp_path, "bybit-linear", "BTCUSDT", "ticker")
     assert [tuple(t[c] for c in columns) for t in linear] == [
         (20, 100.4, 1.0, 100.6, 2.0, 100.5, 999.0),
         (21, 100.4, 3.0, 100.6, 2.0, 100.5, 999.0),  # the delta merged: a complete row
     ]
-    spot = read_rows(tmp_path, "BTCUSDT", "ticker")
+    spot = read_rows(tmp_path, "bybit", "BTCUSDT", "ticker")
     assert [tuple(t[c] for c in columns) for t in spot] == [
         (22, None, None, None, None, 100.4, 7.0),  # spot tickers carry no bid/ask
     ]
     for exchange in ("bybit", "bybit-linear"):
-        status = read_rows(tmp_path, "BTCUSDT", "status", exchange)
+        status = read_rows(tmp_path, exchange, "BTCUSDT", "status")
         assert {s["exchange"] for s in status} == {exchange}
         assert status[0]["event"] == "connected"
 
@@ -183,8 +132,8 @@ async def test_book_gap_is_recorded_and_resubscribed_for_a_fresh_snapshot(tmp_pa
             await nursery.start(fake.run)
             topic = "orderbook.50.BTCUSDT"
             fake.book_snapshots[topic] = book_frame("BTCUSDT", "snapshot", [(1, 1)], [], 10, TS_MS)
-            settings = settings_for(
-                fake, tmp_path, ["BTCUSDT"], category="spot", feeds=["orderbook"]
+            settings = venue_settings(
+                "bybit", fake.url, tmp_path, ["BTCUSDT"], category="spot", feeds=["orderbook"]
             )
             handle, stop = await run_until_stopped(nursery, settings)
             await fake.wait_subscribed([topic])
@@ -207,13 +156,13 @@ async def test_book_gap_is_recorded_and_resubscribed_for_a_fresh_snapshot(tmp_pa
         ("unsubscribe", [topic]),
         ("subscribe", [topic]),
     ]
-    status = read_rows(tmp_path, "BTCUSDT", "status")
+    status = read_rows(tmp_path, "bybit", "BTCUSDT", "status")
     assert [
         (s["event"], s["expected_sequence"], s["received_sequence"], s["count"])
         for s in status
         if s["event"] in ("gap", "resync")
     ] == [("gap", 12, 14, 2), ("resync", None, 40, None)]
-    books = read_rows(tmp_path, "BTCUSDT", "orderbook")
+    books = read_rows(tmp_path, "bybit", "BTCUSDT", "orderbook")
     assert [(b["kind"], b["sequence"]) for b in books] == [
         ("snapshot", 10),
         ("delta", 11),
@@ -227,8 +176,13 @@ async def test_refused_topic_is_recorded_and_others_keep_flowing(tmp_path: Path)
         async with trio.open_nursery() as nursery:
             fake = FakeBybit(reject={"NOPEUSDT"})
             await nursery.start(fake.run)
-            settings = settings_for(
-                fake, tmp_path, ["NOPEUSDT", "BTCUSDT"], category="spot", feeds=["trades"]
+            settings = venue_settings(
+                "bybit",
+                fake.url,
+                tmp_path,
+                ["NOPEUSDT", "BTCUSDT"],
+                category="spot",
+                feeds=["trades"],
             )
             handle, stop = await run_until_stopped(nursery, settings)
             await fake.wait_subscribed(["publicTrade.BTCUSDT"])
@@ -239,24 +193,14 @@ async def test_refused_topic_is_recorded_and_others_keep_flowing(tmp_path: Path)
             nursery.cancel_scope.cancel()
 
     errors = [
-        s for s in read_rows(tmp_path, "NOPEUSDT", "status") if s["event"] == "subscribe_error"
+        s
+        for s in read_rows(tmp_path, "bybit", "NOPEUSDT", "status")
+        if s["event"] == "subscribe_error"
     ]
     assert [e["detail"] for e in errors] == [
         "publicTrade.NOPEUSDT: error:handler not found,topic:publicTrade.NOPEUSDT"
     ]
-    assert [t["trade_id"] for t in read_rows(tmp_path, "BTCUSDT", "trades")] == ["7"]
-
-
-async def settle_frozen(clock: trio.testing.MockClock, predicate: Callable[[], bool]) -> None:
-    """Let worker threads (writer, HTTP) run until ``predicate`` holds, Trio's clock frozen.
-
-    The autojump clock would otherwise jump to the next deadline while a thread runs.
-    """
-    clock.autojump_threshold = math.inf
-    give_up = time.monotonic() + 10
-    while not predicate():
-        assert time.monotonic() < give_up, "condition not reached"
-        await trio.to_thread.run_sync(time.sleep, 0.001)
+    assert [t["trade_id"] for t in read_rows(tmp_path, "bybit", "BTCUSDT", "trades")] == ["7"]
 
 
 async def test_op_pings_keep_the_connection_alive(
@@ -267,8 +211,8 @@ async def test_op_pings_keep_the_connection_alive(
         async with trio.open_nursery() as nursery:
             fake = FakeBybit(ping_timeout=30.0)
             await nursery.start(fake.run)
-            settings = settings_for(
-                fake, tmp_path, ["BTCUSDT"], category="linear", feeds=["trades"]
+            settings = venue_settings(
+                "bybit", fake.url, tmp_path, ["BTCUSDT"], category="linear", feeds=["trades"]
             )
             handle, stop = await run_until_stopped(
                 nursery, settings, wall_clock=trio_wall_clock(EPOCH_US)
@@ -291,7 +235,7 @@ async def test_op_pings_keep_the_connection_alive(
             autojump_clock.autojump_threshold = math.inf  # shutdown finalizes in threads
             assert await stop() == EXIT_OK
             nursery.cancel_scope.cancel()
-    status = read_rows(tmp_path, "BTCUSDT", "status", "bybit-linear")
+    status = read_rows(tmp_path, "bybit-linear", "BTCUSDT", "status")
     assert [s["event"] for s in status] == ["connected", "subscribed", "disconnected"]
     assert status[0]["timestamp_collector"].timestamp() * 1e6 == pytest.approx(EPOCH_US, abs=2e6)
 

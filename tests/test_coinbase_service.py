@@ -2,32 +2,32 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any
 
 import msgspec
-import pyarrow.parquet as pq
 import pytest
 import trio
 import trio.testing
 
 from collector.clock import trio_wall_clock
-from collector.config import MarketSettings, WebSocketSettings, parse_settings
-from collector.events import Event, Status
+from collector.config import MarketSettings
+from collector.events import Status
 from collector.exchanges.coinbase import CoinbaseAdapter
-from collector.health import HealthState
-from collector.ingest.connection import IngestContext
-from collector.ingest.supervisor import supervise_connection
-from collector.metrics import Metrics
-from collector.service import ServiceHandle, run_service
 from tests.fakes.coinbase import (
     FakeCoinbase,
     l2_event,
     ticker_event,
     trade,
     trades_event,
+)
+from tests.venue_helpers import (
+    drain,
+    read_rows_by_time,
+    received,
+    running_service,
+    start_supervised,
+    venue_settings,
+    wait_until,
 )
 
 EPOCH_US = 1_786_309_548_000_000
@@ -40,53 +40,6 @@ def _no_coinbase_credentials(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("COINBASE_API_SECRET_FILE", raising=False)
 
 
-def settings_for(url: str, data_dir: Path, symbols: tuple[str, ...]) -> Any:
-    return parse_settings(
-        {
-            "collector": {"metrics_port": 0, "metrics_host": "127.0.0.1"},
-            "storage": {"data_dir": str(data_dir)},
-            "markets": [{"exchange": "coinbase", "symbols": list(symbols), "base_url": url}],
-        }
-    )
-
-
-@asynccontextmanager
-async def running_service(
-    settings: Any, wall_clock: Callable[[], int] | None = None
-) -> AsyncIterator[ServiceHandle]:
-    async with trio.open_nursery() as nursery:
-        done = trio.Event()
-        codes: list[int] = []
-
-        async def service(task_status: trio.TaskStatus[ServiceHandle]) -> None:
-            kwargs: dict[str, Any] = {"handle_signals": False, "task_status": task_status}
-            if wall_clock is not None:
-                kwargs["wall_clock"] = wall_clock
-            codes.append(await run_service(settings, **kwargs))
-            done.set()
-
-        handle: ServiceHandle = await nursery.start(service)
-        yield handle
-        handle.shutdown.request("test")
-        await done.wait()
-        assert codes == [0]
-
-
-def rows(data_dir: Path, data_type: str, symbol: str | None = None) -> list[dict[str, Any]]:
-    pattern = f"coinbase/{symbol or '*'}/{data_type}/**/*.parquet"
-    found: list[dict[str, Any]] = []
-    for path in sorted(data_dir.glob(pattern)):
-        found.extend(pq.read_table(path).to_pylist())
-    return sorted(found, key=lambda r: r["timestamp_collector"])  # stable: file order
-
-
-async def wait_received(handle: ServiceHandle, fake: FakeCoinbase) -> None:
-    """Until the service has received every frame the fake sent."""
-    received = "collector_messages_received_total"
-    while handle.metrics.sum_samples(received) < fake.frames_sent:  # noqa: ASYNC110 - polled
-        await trio.sleep(0.01)
-
-
 async def test_trades_books_tickers_and_a_gap_resync_end_up_in_parquet(tmp_path: Path) -> None:
     fake = FakeCoinbase()
     fake.books["BTC-USD"] = ([(100.0, 1.0), (99.5, 2.0)], [(101.0, 3.0)])
@@ -97,7 +50,7 @@ async def test_trades_books_tickers_and_a_gap_resync_end_up_in_parquet(tmp_path:
     with trio.fail_after(20):
         async with trio.open_nursery() as nursery:
             await nursery.start(fake.run)
-            settings = settings_for(fake.url, tmp_path, ("BTC-USD", "eth-usd"))
+            settings = venue_settings("coinbase", fake.url, tmp_path, ("BTC-USD", "eth-usd"))
             async with running_service(settings) as handle:
                 await fake.wait_subscribed("heartbeats", ["heartbeats"])
                 await fake.wait_subscribed("level2", ["BTC-USD", "ETH-USD"])
@@ -126,11 +79,11 @@ async def test_trades_books_tickers_and_a_gap_resync_end_up_in_parquet(tmp_path:
                 )
                 await fake.wait_messages(6)  # 4 subscribes + unsubscribe + subscribe level2
                 await fake.wait_subscribed("level2", ["BTC-USD", "ETH-USD"])
-                await wait_received(handle, fake)
+                await wait_until(lambda: received(handle) >= fake.frames_sent)
                 assert handle.metrics.sum_samples("collector_sequence_gaps_total") == 2
             nursery.cancel_scope.cancel()
 
-    trades = rows(tmp_path, "trades", "BTC-USD")
+    trades = read_rows_by_time(tmp_path, "coinbase", "BTC-USD", "trades")
     assert [(r["trade_id"], r["price"], r["size"], r["side"]) for r in trades] == [
         ("11", 100.5, 0.2, "sell"),
         ("10", 100.0, 0.1, "buy"),
@@ -139,7 +92,7 @@ async def test_trades_books_tickers_and_a_gap_resync_end_up_in_parquet(tmp_path:
     assert trades[2]["timestamp_exchange"].timestamp() * 1e6 == pytest.approx(T0)
     assert trades[2]["sequence"] == 12
 
-    books = rows(tmp_path, "orderbook", "BTC-USD")
+    books = read_rows_by_time(tmp_path, "coinbase", "BTC-USD", "orderbook")
     assert [(r["kind"], r["bids"], r["asks"]) for r in books] == [
         (
             "snapshot",
@@ -150,14 +103,14 @@ async def test_trades_books_tickers_and_a_gap_resync_end_up_in_parquet(tmp_path:
         ("delta", [{"price": 99.0, "size": 7.0}], []),
         ("snapshot", [{"price": 99.0, "size": 7.0}], [{"price": 102.0, "size": 8.0}]),
     ]
-    tickers = rows(tmp_path, "ticker", "ETH-USD")
+    tickers = read_rows_by_time(tmp_path, "coinbase", "ETH-USD", "ticker")
     assert [
         (r["bid_price"], r["bid_size"], r["ask_price"], r["ask_size"], r["last_price"])
         for r in tickers
     ] == [(2000.0, 1.5, 2001.0, 2.5, 2000.5)]
     assert tickers[0]["volume_24h"] == 12345.0
 
-    status = rows(tmp_path, "status", "BTC-USD")
+    status = read_rows_by_time(tmp_path, "coinbase", "BTC-USD", "status")
     events = [r["event"] for r in status]
     assert events.count("subscribed") == 3  # trades, orderbook, ticker
     [gap] = [r for r in status if r["event"] == "gap"]
@@ -166,7 +119,8 @@ async def test_trades_books_tickers_and_a_gap_resync_end_up_in_parquet(tmp_path:
     [resync] = [r for r in status if r["event"] == "resync"]
     assert resync["data_type"] == "orderbook"
     assert events.index("gap") < events.index("resync")
-    assert [r["event"] for r in rows(tmp_path, "status", "ETH-USD")].count("gap") == 1
+    eth_status = read_rows_by_time(tmp_path, "coinbase", "ETH-USD", "status")
+    assert [r["event"] for r in eth_status].count("gap") == 1
     sent = [msgspec.json.decode(m) for m in fake.client_messages]
     assert [(m["type"], m["channel"]) for m in sent[4:]] == [
         ("unsubscribe", "level2"),
@@ -182,7 +136,7 @@ async def test_a_rejected_product_is_recorded_and_the_others_keep_flowing(
     with trio.fail_after(20):
         async with trio.open_nursery() as nursery:
             await nursery.start(fake.run)
-            settings = settings_for(fake.url, tmp_path, ("BTC-USD", "DOGE-EUR"))
+            settings = venue_settings("coinbase", fake.url, tmp_path, ("BTC-USD", "DOGE-EUR"))
             async with running_service(settings) as handle:
                 await fake.wait_subscribed("market_trades", ["BTC-USD"])
                 await fake.wait_subscribed("ticker", ["BTC-USD"])
@@ -192,14 +146,19 @@ async def test_a_rejected_product_is_recorded_and_the_others_keep_flowing(
                     [trades_event([trade("BTC-USD", 7, 1.5, 2.0, T0, "SELL")])],
                     product="BTC-USD",
                 )
-                await wait_received(handle, fake)
-                while not handle.health.ready:  # noqa: ASYNC110 - nothing to wait on
-                    await trio.sleep(0.01)
+                await wait_until(lambda: received(handle) >= fake.frames_sent)
+                await wait_until(lambda: handle.health.ready)
             nursery.cancel_scope.cancel()
-    errors = [r for r in rows(tmp_path, "status", "DOGE-EUR") if r["event"] == "subscribe_error"]
+    errors = [
+        r
+        for r in read_rows_by_time(tmp_path, "coinbase", "DOGE-EUR", "status")
+        if r["event"] == "subscribe_error"
+    ]
     assert sorted(r["data_type"] for r in errors) == ["orderbook", "ticker", "trades"]
     assert all("DOGE-EUR is not a valid product" in r["detail"] for r in errors)
-    assert [r["trade_id"] for r in rows(tmp_path, "trades", "BTC-USD")] == ["7"]
+    assert [
+        r["trade_id"] for r in read_rows_by_time(tmp_path, "coinbase", "BTC-USD", "trades")
+    ] == ["7"]
 
 
 async def test_heartbeats_keep_a_quiet_connection_past_the_venue_idle_timeout(
@@ -216,14 +175,9 @@ async def test_heartbeats_keep_a_quiet_connection_past_the_venue_idle_timeout(
     async with trio.open_nursery() as nursery:
         await nursery.start(fake.run)
         market = MarketSettings(exchange="coinbase", symbols=("BTC-USD",), base_url=fake.url)
-        adapter = CoinbaseAdapter(env={})
-        [plan] = adapter.plan_connections([market])
-        metrics = Metrics()
-        health = HealthState(metrics)
-        health.add_connection(plan.name, plan.exchange, plan.symbols)
-        ctx = IngestContext(WebSocketSettings(), metrics, health, trio_wall_clock(EPOCH_US))
-        tx, rx = trio.open_memory_channel[list[Event]](10_000)
-        nursery.start_soon(supervise_connection, plan, adapter, ctx, tx)
+        metrics, _, rx = start_supervised(
+            nursery, CoinbaseAdapter(env={}), market, trio_wall_clock(EPOCH_US)
+        )
         with trio.fail_after(700):
             await fake.wait_subscribed("heartbeats", ["heartbeats"])
             await trio.sleep(600)
@@ -233,7 +187,7 @@ async def test_heartbeats_keep_a_quiet_connection_past_the_venue_idle_timeout(
         assert fake.heartbeats_sent >= 599
         assert metrics.sum_samples("collector_websocket_disconnects_total") == 0
         nursery.cancel_scope.cancel()
-    events = [e for batch in _drain(rx) for e in batch]
+    events = drain(rx)
     assert [e.event for e in events if isinstance(e, Status)] == [
         "connected",
         "subscribed",
@@ -241,15 +195,6 @@ async def test_heartbeats_keep_a_quiet_connection_past_the_venue_idle_timeout(
         "subscribed",
         "disconnected",  # the cancellation at the end only
     ]
-
-
-def _drain(rx: trio.MemoryReceiveChannel[list[Event]]) -> list[list[Event]]:
-    batches: list[list[Event]] = []
-    while True:
-        try:
-            batches.append(rx.receive_nowait())
-        except (trio.WouldBlock, trio.EndOfChannel):
-            return batches
 
 
 async def test_the_fake_drops_a_client_without_heartbeats_after_the_idle_timeout(

@@ -2,22 +2,14 @@
 
 from __future__ import annotations
 
-import math
-from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any
 
-import pyarrow as pa
-import pyarrow.parquet as pq
 import pytest
 import trio
 import trio.testing
 from trio_websocket import ConnectionClosed, open_websocket_url
 
-from collector.clock import WallClock, trio_wall_clock
-from collector.config import parse_settings
-from collector.service import ServiceHandle, run_service
+from collector.clock import trio_wall_clock
 from tests.fakes.deribit import (
     FakeDeribit,
     book_change_frame,
@@ -26,6 +18,7 @@ from tests.fakes.deribit import (
     ticker_frame,
     trades_frame,
 )
+from tests.venue_helpers import read_rows_us, received, running_service, venue_settings, wait_until
 
 PERP = "BTC-PERPETUAL"
 OPTION = "BTC-27DEC24-100000-C"
@@ -34,74 +27,12 @@ EPOCH_US = 1_700_000_000_000_000
 CHANNELS = [f"{kind}.{PERP}.100ms" for kind in ("trades", "book", "ticker")]
 
 
-def settings_for(fake: FakeDeribit, data_dir: Path, symbols: list[str]) -> Any:
-    return parse_settings(
-        {
-            "collector": {"metrics_port": 0, "metrics_host": "127.0.0.1", "log_level": "warning"},
-            "storage": {"data_dir": str(data_dir)},
-            "markets": [{"exchange": "deribit", "symbols": symbols, "base_url": fake.url}],
-        }
-    )
-
-
-@asynccontextmanager
-async def running_service(
-    settings: Any,
-    wall_clock: WallClock | None = None,
-    clock: trio.testing.MockClock | None = None,
-) -> AsyncIterator[ServiceHandle]:
-    """Run the service in-process; on exit request shutdown and wait for a clean stop.
-
-    With a MockClock, autojump is turned off for the shutdown: while the writer finalizes
-    files in worker threads every Trio task is blocked, and autojump would leap to the
-    shutdown deadline.
-    """
-    async with trio.open_nursery() as nursery:
-        codes: list[int] = []
-
-        async def run(task_status: trio.TaskStatus[ServiceHandle]) -> None:
-            kwargs: dict[str, Any] = {} if wall_clock is None else {"wall_clock": wall_clock}
-            codes.append(
-                await run_service(settings, handle_signals=False, task_status=task_status, **kwargs)
-            )
-
-        handle: ServiceHandle = await nursery.start(run)
-        yield handle
-        if clock is not None:
-            clock.autojump_threshold = math.inf
-        handle.shutdown.request("test over")
-    assert codes == [0]
-
-
-async def wait_until(predicate: Callable[[], bool]) -> None:
-    """Poll a metric or health predicate (they have no event to wait on); callers bound it."""
-    while not predicate():  # noqa: ASYNC110
-        await trio.sleep(0.01)
-
-
-def received(handle: ServiceHandle) -> float:
-    return handle.metrics.sample("collector_messages_received_total", {"exchange": "deribit"})
-
-
-def read_rows(data_dir: Path, data_type: str) -> list[dict[str, Any]]:
-    """Every row of one data type, timestamps as integer microseconds."""
-    rows: list[dict[str, Any]] = []
-    for path in sorted(data_dir.rglob("*.parquet")):
-        if path.relative_to(data_dir).parts[2] != data_type:
-            continue
-        table = pq.read_table(path)
-        for name in ("timestamp_exchange", "timestamp_collector"):
-            index = table.schema.get_field_index(name)
-            table = table.set_column(index, name, table.column(name).cast(pa.int64()))
-        rows.extend(table.to_pylist())
-    return sorted(rows, key=lambda r: r["timestamp_collector"])
-
-
 async def test_frames_become_parquet_rows(nursery: trio.Nursery, tmp_path: Path) -> None:
     fake = FakeDeribit()
     fake.books[PERP] = (1000, [(50000.0, 100.0), (49999.5, 20.0)], [(50000.5, 30.0)], MS)
     await nursery.start(fake.run)
-    async with running_service(settings_for(fake, tmp_path, [PERP])) as handle:
+    settings = venue_settings("deribit", fake.url, tmp_path, [PERP], log_level="warning")
+    async with running_service(settings) as handle:
         with trio.fail_after(10):
             await fake.wait_subscribed(CHANNELS)
             await wait_until(lambda: handle.health.ready)
@@ -119,8 +50,8 @@ async def test_frames_become_parquet_rows(nursery: trio.Nursery, tmp_path: Path)
                 ticker_frame(PERP, MS + 4, 50000.0, 100.0, 50000.5, 30.0, 50000.5, 1234.5)
             )
             # 3 answers (heartbeat + subscribe), the snapshot, and the 3 frames above.
-            await wait_until(lambda: received(handle) >= 6)
-    trades = read_rows(tmp_path, "trades")
+            await wait_until(lambda: received(handle, "deribit") >= 6)
+    trades = read_rows_us(tmp_path, "deribit", "trades")
     assert [
         (
             r["symbol"],
@@ -136,7 +67,7 @@ async def test_frames_become_parquet_rows(nursery: trio.Nursery, tmp_path: Path)
         (PERP, (MS + 1) * 1000, 7, "400000007", 50000.5, 10.0, "buy"),
         (PERP, (MS + 2) * 1000, 8, "400000008", 50000.0, 20.0, "sell"),
     ]
-    books = read_rows(tmp_path, "orderbook")
+    books = read_rows_us(tmp_path, "deribit", "orderbook")
     assert [
         (r["kind"], r["sequence"], r["prev_sequence"], r["bids"], r["asks"]) for r in books
     ] == [
@@ -149,7 +80,7 @@ async def test_frames_become_parquet_rows(nursery: trio.Nursery, tmp_path: Path)
         ),
         ("delta", 1003, 1000, [{"price": 49999.5, "size": 0.0}], [{"price": 50001.0, "size": 5.0}]),
     ]
-    [ticker] = read_rows(tmp_path, "ticker")
+    [ticker] = read_rows_us(tmp_path, "deribit", "ticker")
     assert (
         ticker["timestamp_exchange"],
         ticker["bid_price"],
@@ -161,7 +92,7 @@ async def test_frames_become_parquet_rows(nursery: trio.Nursery, tmp_path: Path)
         30.0,
         1234.5,
     )
-    events = [(r["event"], r["data_type"]) for r in read_rows(tmp_path, "status")]
+    events = [(r["event"], r["data_type"]) for r in read_rows_us(tmp_path, "deribit", "status")]
     assert ("connected", None) in events
     assert ("disconnected", None) in events
     assert {("subscribed", "trades"), ("subscribed", "orderbook"), ("subscribed", "ticker")} <= set(
@@ -176,7 +107,8 @@ async def test_book_gap_is_recorded_and_resynced(nursery: trio.Nursery, tmp_path
     fake = FakeDeribit(unknown_instruments=[OPTION])
     fake.books[PERP] = (1000, [(50000.0, 1.0)], [(50001.0, 1.0)], MS)
     await nursery.start(fake.run)
-    async with running_service(settings_for(fake, tmp_path, [PERP, OPTION])) as handle:
+    settings = venue_settings("deribit", fake.url, tmp_path, [PERP, OPTION], log_level="warning")
+    async with running_service(settings) as handle:
         with trio.fail_after(10):
             await fake.wait_subscribed(CHANNELS)
             # The unknown option was refused, so readiness does not wait for it.
@@ -208,8 +140,8 @@ async def test_book_gap_is_recorded_and_resynced(nursery: trio.Nursery, tmp_path
             await fake.send(
                 book_change_frame(PERP, 2000, 2001, [("new", 49991.0, 1.0)], [], MS + 11)
             )
-            await wait_until(lambda: received(handle) >= 9)
-    status = read_rows(tmp_path, "status")
+            await wait_until(lambda: received(handle, "deribit") >= 9)
+    status = read_rows_us(tmp_path, "deribit", "status")
     [gap] = [r for r in status if r["event"] == "gap"]
     assert (
         gap["symbol"],
@@ -230,7 +162,7 @@ async def test_book_gap_is_recorded_and_resynced(nursery: trio.Nursery, tmp_path
         (OPTION, "orderbook"),
         (OPTION, "ticker"),
     }
-    books = read_rows(tmp_path, "orderbook")
+    books = read_rows_us(tmp_path, "deribit", "orderbook")
     assert [(r["kind"], r["sequence"]) for r in books] == [
         ("snapshot", 1000),
         ("delta", 1005),
@@ -246,7 +178,7 @@ async def test_test_requests_keep_the_connection_past_the_heartbeat_timeout(
 ) -> None:
     fake = FakeDeribit(test_request_timeout=3.0)
     await nursery.start(fake.run)
-    settings = settings_for(fake, tmp_path, [PERP])
+    settings = venue_settings("deribit", fake.url, tmp_path, [PERP], log_level="warning")
     async with running_service(settings, trio_wall_clock(EPOCH_US), autojump_clock):
         with trio.fail_after(10):
             await fake.wait_subscribed(CHANNELS)

@@ -9,29 +9,30 @@ a wait can count them. The keepalive tests run in virtual time (``autojump_clock
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable, Sequence
-from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import msgspec
-import pyarrow.parquet as pq
 import pytest
 import trio
 import trio.testing
 from trio_websocket import ConnectionClosed, open_websocket_url
 
 from collector.clock import trio_wall_clock
-from collector.config import MarketSettings, WebSocketSettings, parse_settings
-from collector.events import Event, Status
+from collector.config import MarketSettings
+from collector.events import Status
 from collector.exchanges.kraken import KrakenAdapter
-from collector.health import HealthState
-from collector.ingest.connection import IngestContext
-from collector.ingest.supervisor import supervise_connection
-from collector.metrics import Metrics
-from collector.service import ServiceHandle, run_service
 from tests.fakes.kraken import FakeKraken, ticker_frame, trade_frame
+from tests.venue_helpers import (
+    drain,
+    read_rows,
+    received,
+    running_service,
+    start_supervised,
+    venue_settings,
+    wait_until,
+)
 
 TIMEOUT = 20.0
 EPOCH_US = 1_700_000_000_000_000
@@ -43,67 +44,12 @@ def ts(us: int) -> datetime:
     return _EPOCH + timedelta(microseconds=us)
 
 
-@asynccontextmanager
-async def running_service(
-    fake: FakeKraken,
-    data_dir: Path,
-    symbols: Sequence[str],
-    *,
-    feeds: Sequence[str] = ("trades", "orderbook", "ticker"),
-    book_depth: int | None = None,
-) -> AsyncIterator[ServiceHandle]:
-    """The service with one Kraken market pointed at ``fake``; shut down (drained) on exit."""
-    market: dict[str, Any] = {
-        "exchange": "kraken",
-        "symbols": list(symbols),
-        "feeds": list(feeds),
-        "base_url": fake.url,
-    }
-    if book_depth is not None:
-        market["book_depth"] = book_depth
-    settings = parse_settings(
-        {
-            "collector": {"metrics_port": 0, "metrics_host": "127.0.0.1", "log_level": "warning"},
-            "storage": {"data_dir": str(data_dir)},
-            "markets": [market],
-        }
-    )
-    exit_codes: list[int] = []
-
-    async def service(*, task_status: trio.TaskStatus[ServiceHandle]) -> None:
-        exit_codes.append(
-            await run_service(settings, handle_signals=False, task_status=task_status)
-        )
-
-    async with trio.open_nursery() as nursery:
-        handle: ServiceHandle = await nursery.start(service)
-        yield handle
-        handle.shutdown.request("test done")
-    assert exit_codes == [0]
-
-
-async def wait_until(predicate: Callable[[], bool]) -> None:
-    """Poll a metric or health predicate: the service signals no event per handled frame."""
-    while not predicate():  # noqa: ASYNC110
-        await trio.sleep(0.005)
-
-
-def received(handle: ServiceHandle) -> float:
-    return handle.metrics.sample("collector_messages_received_total", {"exchange": "kraken"})
-
-
-def rows(data_dir: Path, symbol: str, data_type: str) -> list[dict[str, Any]]:
-    """Every row of one (symbol, data_type) stream, in file order."""
-    directory = data_dir / "kraken" / symbol.replace("/", "_") / data_type
-    files = sorted(directory.rglob("*.parquet"), key=lambda p: int(p.stem))
-    out: list[dict[str, Any]] = []
-    for path in files:
-        out.extend(pq.read_table(path).to_pylist())
-    return out
-
-
 def status_rows(data_dir: Path, symbol: str, event: str | None = None) -> list[dict[str, Any]]:
-    return [r for r in rows(data_dir, symbol, "status") if event is None or r["event"] == event]
+    return [
+        r
+        for r in read_rows(data_dir, "kraken", symbol, "status")
+        if event is None or r["event"] == event
+    ]
 
 
 BIDS = [("50000.1", "0.50000000"), ("50000.0", "1.25000000")]
@@ -117,10 +63,13 @@ async def test_trades_book_and_ticker_reach_parquet(nursery: trio.Nursery, tmp_p
     fake = FakeKraken(heartbeat_interval=None)
     await nursery.start(fake.run)
     fake.set_book("BTC/USD", BIDS, ASKS)
+    settings = venue_settings(
+        "kraken", fake.url, tmp_path, ["BTC/USD", "ETH/USD"], log_level="warning"
+    )
     with trio.fail_after(TIMEOUT):
-        async with running_service(fake, tmp_path, ["BTC/USD", "ETH/USD"]) as handle:
+        async with running_service(settings) as handle:
             # status + 6 acks + 1 book snapshot (only BTC/USD has a book).
-            await wait_until(lambda: received(handle) == 8 and handle.health.ready)
+            await wait_until(lambda: received(handle, "kraken") == 8 and handle.health.ready)
             trades = [
                 (101, "50000.1", "0.01000000", "buy", T0),
                 (102, "50000.0", "0.20000000", "sell", T0 + 5),
@@ -136,9 +85,9 @@ async def test_trades_book_and_ticker_reach_parquet(nursery: trio.Nursery, tmp_p
                 "ETH/USD", "3000.5", "1.5", "3000.6", "2.5", "3000.55", "1234.5", time_us=T0 + 9
             )
             assert await fake.send(frame) == 1
-            await wait_until(lambda: received(handle) == 11)
+            await wait_until(lambda: received(handle, "kraken") == 11)
 
-    trade_rows = rows(tmp_path, "BTC/USD", "trades")
+    trade_rows = read_rows(tmp_path, "kraken", "BTC/USD", "trades")
     assert [
         (r["trade_id"], r["sequence"], r["price"], r["size"], r["side"], r["timestamp_exchange"])
         for r in trade_rows
@@ -147,7 +96,7 @@ async def test_trades_book_and_ticker_reach_parquet(nursery: trio.Nursery, tmp_p
         ("102", 102, 50000.0, 0.2, "sell", ts(T0 + 5)),
     ]
     assert {r["symbol"] for r in trade_rows} == {"BTC/USD"}
-    books = rows(tmp_path, "BTC/USD", "orderbook")
+    books = read_rows(tmp_path, "kraken", "BTC/USD", "orderbook")
     assert [(r["kind"], r["sequence"], r["bids"], r["asks"]) for r in books] == [
         (
             "snapshot",
@@ -157,7 +106,7 @@ async def test_trades_book_and_ticker_reach_parquet(nursery: trio.Nursery, tmp_p
         ),
         ("delta", None, [{"price": 50000.1, "size": 0.0}], [{"price": 50000.3, "size": 0.3}]),
     ]
-    (ticker,) = rows(tmp_path, "ETH/USD", "ticker")
+    (ticker,) = read_rows(tmp_path, "kraken", "ETH/USD", "ticker")
     assert ticker | {"timestamp_collector": None} == {
         "exchange": "kraken",
         "symbol": "ETH/USD",
@@ -186,9 +135,12 @@ async def test_checksum_mismatch_and_trade_gap_through_the_fake(
     fake = FakeKraken(heartbeat_interval=None)
     await nursery.start(fake.run)
     fake.set_book("BTC/USD", BIDS, ASKS)
+    settings = venue_settings(
+        "kraken", fake.url, tmp_path, ["BTC/USD"], log_level="warning", book_depth=25
+    )
     with trio.fail_after(TIMEOUT):
-        async with running_service(fake, tmp_path, ["BTC/USD"], book_depth=25) as handle:
-            await wait_until(lambda: received(handle) == 5 and handle.health.ready)
+        async with running_service(settings) as handle:
+            await wait_until(lambda: received(handle, "kraken") == 5 and handle.health.ready)
             book_requests = [m for m in fake.client_messages if '"book"' in m]
             assert len(book_requests) == 1
             assert '"depth":25' in book_requests[0]
@@ -202,7 +154,7 @@ async def test_checksum_mismatch_and_trade_gap_through_the_fake(
                 lambda m: m.get("method") == "subscribe" and m["params"]["channel"] == "book", n=2
             )
             # ack of unsubscribe + ack of subscribe + the new snapshot, after 5 + 3 + 1 frames.
-            await wait_until(lambda: received(handle) == 5 + 3 + 1 + 3)
+            await wait_until(lambda: received(handle, "kraken") == 5 + 3 + 1 + 3)
             gaps = handle.metrics
             assert (
                 gaps.sample(
@@ -219,7 +171,7 @@ async def test_checksum_mismatch_and_trade_gap_through_the_fake(
             )
             # Later updates verify again.
             await fake.send_book_update("BTC/USD", asks=[("50000.2", "0")])
-            await wait_until(lambda: received(handle) == 13)
+            await wait_until(lambda: received(handle, "kraken") == 13)
 
     statuses = status_rows(tmp_path, "BTC/USD")
     trade_gap = [r for r in statuses if r["event"] == "gap" and r["data_type"] == "trades"]
@@ -233,7 +185,7 @@ async def test_checksum_mismatch_and_trade_gap_through_the_fake(
     (resync,) = [r for r in statuses if r["event"] == "resync"]
     assert resync["data_type"] == "orderbook"
     assert resync["timestamp_collector"] > book_gap[0]["timestamp_collector"]
-    books = rows(tmp_path, "BTC/USD", "orderbook")
+    books = read_rows(tmp_path, "kraken", "BTC/USD", "orderbook")
     assert [r["kind"] for r in books] == ["snapshot", "delta", "snapshot", "delta"]
     # The second snapshot is the fake's book after the update: the resync rebuilt it.
     assert books[2]["bids"] == [
@@ -241,7 +193,11 @@ async def test_checksum_mismatch_and_trade_gap_through_the_fake(
         {"price": 50000.0, "size": 1.25},
         {"price": 49999.5, "size": 3.0},
     ]
-    assert [r["trade_id"] for r in rows(tmp_path, "BTC/USD", "trades")] == ["1", "2", "5"]
+    assert [r["trade_id"] for r in read_rows(tmp_path, "kraken", "BTC/USD", "trades")] == [
+        "1",
+        "2",
+        "5",
+    ]
 
 
 async def test_a_refused_symbol_does_not_block_the_others(
@@ -249,19 +205,20 @@ async def test_a_refused_symbol_does_not_block_the_others(
 ) -> None:
     fake = FakeKraken(heartbeat_interval=None, reject_symbols={"FOO/BAR"})
     await nursery.start(fake.run)
+    settings = venue_settings(
+        "kraken", fake.url, tmp_path, ["BTC/USD", "FOO/BAR"], log_level="warning", feeds=["trades"]
+    )
     with trio.fail_after(TIMEOUT):
-        async with running_service(
-            fake, tmp_path, ["BTC/USD", "FOO/BAR"], feeds=["trades"]
-        ) as handle:
-            await wait_until(lambda: received(handle) == 3)
+        async with running_service(settings) as handle:
+            await wait_until(lambda: received(handle, "kraken") == 3)
             assert handle.health.ready  # the refusal resolved the pending subscription
             await fake.send(trade_frame("BTC/USD", [(7, "1.5", "2", "sell", T0)]))
-            await wait_until(lambda: received(handle) == 4)
+            await wait_until(lambda: received(handle, "kraken") == 4)
             assert handle.metrics.sum_samples("collector_subscribe_errors_total") == 1
     (error,) = status_rows(tmp_path, "FOO/BAR", "subscribe_error")
     assert error["data_type"] == "trades"
     assert error["detail"] == "trade FOO/BAR: Currency pair not supported FOO/BAR"
-    assert [r["trade_id"] for r in rows(tmp_path, "BTC/USD", "trades")] == ["7"]
+    assert [r["trade_id"] for r in read_rows(tmp_path, "kraken", "BTC/USD", "trades")] == ["7"]
 
 
 # --------------------------------------------------------------------------- keepalive
@@ -281,16 +238,11 @@ async def test_the_client_pings_and_stays_connected_past_the_idle_timeout(
     market = MarketSettings(
         exchange="kraken", symbols=("BTC/USD",), feeds=("trades",), base_url=fake.url
     )
-    adapter = KrakenAdapter()
-    (plan,) = adapter.plan_connections([market])
-    metrics = Metrics()
-    health = HealthState(metrics)
-    health.add_connection(plan.name, plan.exchange, plan.symbols)
-    ctx = IngestContext(WebSocketSettings(), metrics, health, trio_wall_clock(EPOCH_US))
-    tx, rx = trio.open_memory_channel[list[Event]](1024)
     with trio.fail_after(1000):
         async with trio.open_nursery() as inner:
-            inner.start_soon(supervise_connection, plan, adapter, ctx, tx)
+            metrics, health, rx = start_supervised(
+                inner, KrakenAdapter(), market, trio_wall_clock(EPOCH_US), buffer=1024
+            )
             await fake.wait_subscribed("trade", ["BTC/USD"])
             start = trio.current_time()
             await trio.sleep(310.0)  # more than five idle timeouts
@@ -302,13 +254,8 @@ async def test_the_client_pings_and_stays_connected_past_the_idle_timeout(
             assert [p["req_id"] for p in pings] == list(range(2, 12))
             assert health.ready
             inner.cancel_scope.cancel()
-    events: list[Event] = []
     with rx:
-        while True:
-            try:
-                events.extend(rx.receive_nowait())
-            except (trio.WouldBlock, trio.EndOfChannel):
-                break
+        events = drain(rx)
     assert [e.event for e in events if isinstance(e, Status)] == [
         "connected",
         "subscribed",

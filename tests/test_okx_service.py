@@ -8,79 +8,29 @@ MockClock with a wall clock derived from it. Every wait is bounded with ``trio.f
 from __future__ import annotations
 
 import math
-import time
-from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any
 
 import msgspec
-import pyarrow as pa
-import pyarrow.parquet as pq
 import pytest
 import trio
 import trio.testing
 from trio_websocket import ConnectionClosed, open_websocket_url
 
 from collector.clock import trio_wall_clock
-from collector.config import Settings, parse_settings
-from collector.service import EXIT_OK, ServiceHandle, run_service
+from collector.service import EXIT_OK
 from tests.fakes.okx import FakeOkx, book_frame, ticker_frame, trade_frame
+from tests.venue_helpers import (
+    read_rows,
+    run_until_stopped,
+    settle_frozen,
+    venue_settings,
+    wait_received,
+    without_collector_time,
+)
 
 TIMEOUT = 15.0
 TS_MS = 1_760_000_000_000
 EPOCH_US = 1_760_000_000_000_000
-
-
-def settings_for(fake: FakeOkx, data_dir: Path, symbols: list[str], **market: Any) -> Settings:
-    return parse_settings(
-        {
-            "collector": {"metrics_host": "127.0.0.1", "metrics_port": 0},
-            "storage": {"data_dir": str(data_dir)},
-            "markets": [{"exchange": "okx", "symbols": symbols, "base_url": fake.url, **market}],
-        }
-    )
-
-
-def read_rows(data_dir: Path, symbol: str, data_type: str) -> list[dict[str, Any]]:
-    files = sorted((data_dir / "okx" / symbol / data_type).rglob("*.parquet"))
-    if not files:
-        return []
-    rows: list[dict[str, Any]] = pa.concat_tables(pq.read_table(f) for f in files).to_pylist()
-    return rows
-
-
-async def run_until_stopped(
-    nursery: trio.Nursery, settings: Settings, **kwargs: Any
-) -> tuple[ServiceHandle, Callable[[], Awaitable[int]]]:
-    done = trio.Event()
-    codes: list[int] = []
-
-    async def service(task_status: trio.TaskStatus[ServiceHandle]) -> None:
-        codes.append(
-            await run_service(settings, handle_signals=False, task_status=task_status, **kwargs)
-        )
-        done.set()
-
-    handle: ServiceHandle = await nursery.start(service)
-
-    async def stop() -> int:
-        handle.shutdown.request("test")
-        await done.wait()
-        return codes[0]
-
-    return handle, stop
-
-
-async def wait_received(handle: ServiceHandle, count: int) -> None:
-    """Until the service has received ``count`` messages from OKX (acks included)."""
-    metric = "collector_messages_received_total"
-    # A counter has no event to wait on: poll it (the caller bounds the wait).
-    while handle.metrics.sample(metric, {"exchange": "okx"}) < count:  # noqa: ASYNC110
-        await trio.sleep(0.005)
-
-
-def without_collector_time(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    return [{k: v for k, v in row.items() if k != "timestamp_collector"} for row in rows]
 
 
 async def test_trades_books_and_tickers_reach_parquet(tmp_path: Path) -> None:
@@ -91,7 +41,7 @@ async def test_trades_books_and_tickers_reach_parquet(tmp_path: Path) -> None:
             fake.book_snapshots["BTC-USDT"] = book_frame(
                 "BTC-USDT", "snapshot", [(100.5, 2)], [(101, 3)], TS_MS, 10, -1
             )
-            settings = settings_for(fake, tmp_path, ["BTC-USDT", "eth-usdt-swap"])
+            settings = venue_settings("okx", fake.url, tmp_path, ["BTC-USDT", "eth-usdt-swap"])
             handle, stop = await run_until_stopped(nursery, settings)
             await fake.wait_subscribed(
                 [
@@ -119,11 +69,11 @@ async def test_trades_books_and_tickers_reach_parquet(tmp_path: Path) -> None:
             for frame in frames:
                 assert await fake.send(frame) == 1
             # 6 acks + 1 snapshot + the frames above
-            await wait_received(handle, 7 + len(frames))
+            await wait_received(handle, 7 + len(frames), "okx")
             assert await stop() == EXIT_OK
             nursery.cancel_scope.cancel()
 
-    trades = without_collector_time(read_rows(tmp_path, "BTC-USDT", "trades"))
+    trades = without_collector_time(read_rows(tmp_path, "okx", "BTC-USDT", "trades"))
     base = {"exchange": "okx", "symbol": "BTC-USDT"}
     assert [{**r, "timestamp_exchange": r["timestamp_exchange"].timestamp()} for r in trades] == [
         {**base, "timestamp_exchange": (TS_MS + 1) / 1000, "sequence": 500, "trade_id": "500",
@@ -131,14 +81,14 @@ async def test_trades_books_and_tickers_reach_parquet(tmp_path: Path) -> None:
         {**base, "timestamp_exchange": (TS_MS + 2) / 1000, "sequence": 503, "trade_id": "503",
          "price": 100.4, "size": 1.5, "side": "sell"},
     ]  # fmt: skip
-    books = without_collector_time(read_rows(tmp_path, "BTC-USDT", "orderbook"))
+    books = without_collector_time(read_rows(tmp_path, "okx", "BTC-USDT", "orderbook"))
     assert [
         (b["kind"], b["sequence"], b["prev_sequence"], b["bids"], b["asks"]) for b in books
     ] == [
         ("snapshot", 10, None, [{"price": 100.5, "size": 2.0}], [{"price": 101.0, "size": 3.0}]),
         ("delta", 15, 10, [{"price": 100.5, "size": 0.0}], [{"price": 101.5, "size": 4.0}]),
     ]
-    tickers = read_rows(tmp_path, "ETH-USDT-SWAP", "ticker")
+    tickers = read_rows(tmp_path, "okx", "ETH-USDT-SWAP", "ticker")
     assert [
         (
             t["bid_price"],
@@ -150,7 +100,7 @@ async def test_trades_books_and_tickers_reach_parquet(tmp_path: Path) -> None:
         )
         for t in tickers
     ] == [(2000.4, 10.0, 2000.6, 12.0, 2000.5, 123456.0)]
-    status = read_rows(tmp_path, "BTC-USDT", "status")
+    status = read_rows(tmp_path, "okx", "BTC-USDT", "status")
     assert [s["event"] for s in status][:1] == ["connected"]
     assert sorted(s["data_type"] for s in status if s["event"] == "subscribed") == [
         "orderbook",
@@ -167,7 +117,7 @@ async def test_book_gap_is_recorded_and_resubscribed_for_a_fresh_snapshot(tmp_pa
             fake.book_snapshots["BTC-USDT"] = book_frame(
                 "BTC-USDT", "snapshot", [(100, 1)], [(101, 1)], TS_MS, 10, -1
             )
-            settings = settings_for(fake, tmp_path, ["BTC-USDT"], feeds=["orderbook"])
+            settings = venue_settings("okx", fake.url, tmp_path, ["BTC-USDT"], feeds=["orderbook"])
             handle, stop = await run_until_stopped(nursery, settings)
             await fake.wait_subscribed([("books", "BTC-USDT")])
             await fake.send(book_frame("BTC-USDT", "update", [(100, 2)], [], TS_MS + 1, 15, 10))
@@ -178,7 +128,7 @@ async def test_book_gap_is_recorded_and_resubscribed_for_a_fresh_snapshot(tmp_pa
             await fake.send(book_frame("BTC-USDT", "update", [(100, 3)], [], TS_MS + 2, 25, 20))
             await fake.wait_for_message(lambda m: '"op":"unsubscribe"' in m)
             # ack + snapshot + 2 updates + unsubscribe ack + subscribe ack + fresh snapshot
-            await wait_received(handle, 7)
+            await wait_received(handle, 7, "okx")
             gaps = handle.metrics.sample(
                 "collector_sequence_gaps_total", {"exchange": "okx", "data_type": "orderbook"}
             )
@@ -188,13 +138,13 @@ async def test_book_gap_is_recorded_and_resubscribed_for_a_fresh_snapshot(tmp_pa
 
     resubscribe = [m for m in fake.client_messages if m != "ping"][1:]
     assert [msgspec.json.decode(m)["op"] for m in resubscribe] == ["unsubscribe", "subscribe"]
-    status = read_rows(tmp_path, "BTC-USDT", "status")
+    status = read_rows(tmp_path, "okx", "BTC-USDT", "status")
     gap_rows = [s for s in status if s["event"] in ("gap", "resync")]
     assert [
         (s["event"], s["data_type"], s["expected_sequence"], s["received_sequence"])
         for s in gap_rows
     ] == [("gap", "orderbook", 15, 20), ("resync", "orderbook", None, 40)]
-    books = read_rows(tmp_path, "BTC-USDT", "orderbook")
+    books = read_rows(tmp_path, "okx", "BTC-USDT", "orderbook")
     assert [(b["kind"], b["sequence"]) for b in books] == [
         ("snapshot", 10),
         ("delta", 15),
@@ -208,35 +158,27 @@ async def test_rejected_instrument_is_recorded_and_others_keep_flowing(tmp_path:
         async with trio.open_nursery() as nursery:
             fake = FakeOkx(reject={"NOPE-USDT"})
             await nursery.start(fake.run)
-            settings = settings_for(fake, tmp_path, ["NOPE-USDT", "BTC-USDT"], feeds=["trades"])
+            settings = venue_settings(
+                "okx", fake.url, tmp_path, ["NOPE-USDT", "BTC-USDT"], feeds=["trades"]
+            )
             handle, stop = await run_until_stopped(nursery, settings)
             await fake.wait_subscribed([("trades", "BTC-USDT")])
             await fake.send(trade_frame("BTC-USDT", 7, 1.5, 2, "sell", TS_MS))
-            await wait_received(handle, 3)
+            await wait_received(handle, 3, "okx")
             assert handle.health.connections["okx-0"].subscribed_once
             assert await stop() == EXIT_OK
             nursery.cancel_scope.cancel()
 
     errors = [
-        s for s in read_rows(tmp_path, "NOPE-USDT", "status") if s["event"] == "subscribe_error"
+        s
+        for s in read_rows(tmp_path, "okx", "NOPE-USDT", "status")
+        if s["event"] == "subscribe_error"
     ]
     assert len(errors) == 1
     assert errors[0]["detail"].startswith(
         "trades:NOPE-USDT: Wrong URL or channel:trades,instId:NOPE-USDT"
     )
-    assert [t["trade_id"] for t in read_rows(tmp_path, "BTC-USDT", "trades")] == ["7"]
-
-
-async def settle_frozen(clock: trio.testing.MockClock, predicate: Callable[[], bool]) -> None:
-    """Let worker threads (writer, HTTP) run until ``predicate`` holds, Trio's clock frozen.
-
-    The autojump clock would otherwise jump to the next deadline while a thread runs.
-    """
-    clock.autojump_threshold = math.inf
-    give_up = time.monotonic() + 10
-    while not predicate():
-        assert time.monotonic() < give_up, "condition not reached"
-        await trio.to_thread.run_sync(time.sleep, 0.001)
+    assert [t["trade_id"] for t in read_rows(tmp_path, "okx", "BTC-USDT", "trades")] == ["7"]
 
 
 async def test_text_pings_keep_an_idle_connection_alive(
@@ -247,7 +189,7 @@ async def test_text_pings_keep_an_idle_connection_alive(
         async with trio.open_nursery() as nursery:
             fake = FakeOkx(idle_timeout=30.0)
             await nursery.start(fake.run)
-            settings = settings_for(fake, tmp_path, ["BTC-USDT"], feeds=["trades"])
+            settings = venue_settings("okx", fake.url, tmp_path, ["BTC-USDT"], feeds=["trades"])
             handle, stop = await run_until_stopped(
                 nursery, settings, wall_clock=trio_wall_clock(EPOCH_US)
             )
@@ -270,7 +212,7 @@ async def test_text_pings_keep_an_idle_connection_alive(
             autojump_clock.autojump_threshold = math.inf  # shutdown finalizes in threads
             assert await stop() == EXIT_OK
             nursery.cancel_scope.cancel()
-    status = read_rows(tmp_path, "BTC-USDT", "status")
+    status = read_rows(tmp_path, "okx", "BTC-USDT", "status")
     assert [s["event"] for s in status] == ["connected", "subscribed", "disconnected"]
     assert status[0]["timestamp_collector"].timestamp() * 1e6 == pytest.approx(EPOCH_US, abs=2e6)
 

@@ -2,71 +2,30 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any
 
 import msgspec
-import pyarrow.parquet as pq
 import pytest
 import trio
 import trio.testing
 
 from collector.clock import trio_wall_clock
-from collector.config import MarketSettings, WebSocketSettings, parse_settings
-from collector.events import Event, Status
+from collector.config import MarketSettings
+from collector.events import Status
 from collector.exchanges.upbit import UpbitAdapter
-from collector.health import HealthState
-from collector.ingest.connection import IngestContext
-from collector.ingest.supervisor import supervise_connection
-from collector.metrics import Metrics
-from collector.service import ServiceHandle, run_service
 from tests.fakes.upbit import FakeUpbit, orderbook_message, ticker_message, trade_message
+from tests.venue_helpers import (
+    drain,
+    read_rows_by_time,
+    received,
+    running_service,
+    start_supervised,
+    venue_settings,
+    wait_until,
+)
 
 EPOCH_US = 1_786_309_548_000_000
 T_MS = 1_786_309_548_123
-
-
-def settings_for(url: str, data_dir: Path, symbols: tuple[str, ...], **market: Any) -> Any:
-    return parse_settings(
-        {
-            "collector": {"metrics_port": 0, "metrics_host": "127.0.0.1"},
-            "storage": {"data_dir": str(data_dir)},
-            "markets": [{"exchange": "upbit", "symbols": list(symbols), "base_url": url, **market}],
-        }
-    )
-
-
-@asynccontextmanager
-async def running_service(settings: Any) -> AsyncIterator[ServiceHandle]:
-    async with trio.open_nursery() as nursery:
-        done = trio.Event()
-        codes: list[int] = []
-
-        async def service(task_status: trio.TaskStatus[ServiceHandle]) -> None:
-            codes.append(await run_service(settings, handle_signals=False, task_status=task_status))
-            done.set()
-
-        handle: ServiceHandle = await nursery.start(service)
-        yield handle
-        handle.shutdown.request("test")
-        await done.wait()
-        assert codes == [0]
-
-
-def rows(data_dir: Path, data_type: str, symbol: str) -> list[dict[str, Any]]:
-    found: list[dict[str, Any]] = []
-    for path in sorted(data_dir.glob(f"upbit/{symbol}/{data_type}/**/*.parquet")):
-        found.extend(pq.read_table(path).to_pylist())
-    return sorted(found, key=lambda r: r["timestamp_collector"])  # stable: file order
-
-
-async def wait_received(handle: ServiceHandle, fake: FakeUpbit) -> None:
-    """Until the service has received every frame the fake sent."""
-    received = "collector_messages_received_total"
-    while handle.metrics.sum_samples(received) < fake.frames_sent:  # noqa: ASYNC110 - polled
-        await trio.sleep(0.01)
 
 
 async def test_binary_frames_end_up_in_parquet_and_repeated_trades_are_dropped(
@@ -76,8 +35,8 @@ async def test_binary_frames_end_up_in_parquet_and_repeated_trades_are_dropped(
     with trio.fail_after(20):
         async with trio.open_nursery() as nursery:
             await nursery.start(fake.run)
-            settings = settings_for(
-                fake.url, tmp_path, ("KRW-BTC", "krw-eth", "KRW-NOPE"), book_depth=15
+            settings = venue_settings(
+                "upbit", fake.url, tmp_path, ("KRW-BTC", "krw-eth", "KRW-NOPE"), book_depth=15
             )
             async with running_service(settings) as handle:
                 await fake.wait_subscribed("trade", ["KRW-BTC", "KRW-ETH"])
@@ -103,7 +62,7 @@ async def test_binary_frames_end_up_in_parquet_and_repeated_trades_are_dropped(
                 await fake.send(
                     "ticker", "KRW-ETH", ticker_message("KRW-ETH", 4_000_500.0, 1234.5, T_MS)
                 )
-                await wait_received(handle, fake)
+                await wait_until(lambda: received(handle) >= fake.frames_sent)
                 # A reconnect: the venue repeats the last trade as the snapshot.
                 await fake.drop()
                 await fake.wait_connected(2)
@@ -114,10 +73,9 @@ async def test_binary_frames_end_up_in_parquet_and_repeated_trades_are_dropped(
                     "KRW-BTC",
                     trade_message("KRW-BTC", 1003, 95_001_000.0, 0.5, T_MS + 9, "BID"),
                 )
-                await wait_received(handle, fake)
+                await wait_until(lambda: received(handle) >= fake.frames_sent)
                 refused = "collector_subscribe_errors_total"
-                while handle.metrics.sum_samples(refused) < 6:  # noqa: ASYNC110 - polled
-                    await trio.sleep(0.01)
+                await wait_until(lambda: handle.metrics.sum_samples(refused) >= 6)
                 assert handle.health.ready
             nursery.cancel_scope.cancel()
 
@@ -130,7 +88,7 @@ async def test_binary_frames_end_up_in_parquet_and_repeated_trades_are_dropped(
     ]
     assert requests[1][1:] == [{"method": "LIST_SUBSCRIPTIONS"}, {"format": "DEFAULT"}]
 
-    trades = rows(tmp_path, "trades", "KRW-BTC")
+    trades = read_rows_by_time(tmp_path, "upbit", "KRW-BTC", "trades")
     assert [(r["trade_id"], r["price"], r["size"], r["side"]) for r in trades] == [
         ("1001", 95_000_000.0, 0.01, "buy"),
         ("1002", 94_999_000.0, 0.25, "sell"),
@@ -139,7 +97,7 @@ async def test_binary_frames_end_up_in_parquet_and_repeated_trades_are_dropped(
     assert trades[0]["timestamp_exchange"].timestamp() == pytest.approx(T_MS / 1000)
     assert trades[0]["sequence"] == 1001
 
-    [book] = rows(tmp_path, "orderbook", "KRW-ETH")
+    [book] = read_rows_by_time(tmp_path, "upbit", "KRW-ETH", "orderbook")
     assert book["kind"] == "snapshot"
     assert book["bids"] == [
         {"price": 4_000_000.0, "size": 1.5},
@@ -149,18 +107,18 @@ async def test_binary_frames_end_up_in_parquet_and_repeated_trades_are_dropped(
         {"price": 4_001_000.0, "size": 0.5},
         {"price": 4_002_000.0, "size": 3.0},
     ]
-    [tick] = rows(tmp_path, "ticker", "KRW-ETH")
+    [tick] = read_rows_by_time(tmp_path, "upbit", "KRW-ETH", "ticker")
     assert (tick["last_price"], tick["volume_24h"], tick["bid_price"]) == (
         4_000_500.0,
         1234.5,
         None,
     )
 
-    nope = rows(tmp_path, "status", "KRW-NOPE")
+    nope = read_rows_by_time(tmp_path, "upbit", "KRW-NOPE", "status")
     errors = [r for r in nope if r["event"] == "subscribe_error"]
     assert len(errors) == 6  # 3 feeds, on each of the 2 connections
     assert all("not in LIST_SUBSCRIPTIONS" in r["detail"] for r in errors)
-    btc = [r["event"] for r in rows(tmp_path, "status", "KRW-BTC")]
+    btc = [r["event"] for r in read_rows_by_time(tmp_path, "upbit", "KRW-BTC", "status")]
     assert btc.count("subscribed") == 6
     assert btc.count("disconnected") == 2
 
@@ -193,14 +151,9 @@ async def test_text_pings_keep_a_quiet_connection_past_the_idle_timeout(
     async with trio.open_nursery() as nursery:
         await nursery.start(fake.run)
         market = MarketSettings(exchange="upbit", symbols=("KRW-BTC",), base_url=fake.url)
-        adapter = UpbitAdapter()
-        [plan] = adapter.plan_connections([market])
-        metrics = Metrics()
-        health = HealthState(metrics)
-        health.add_connection(plan.name, plan.exchange, plan.symbols)
-        ctx = IngestContext(WebSocketSettings(), metrics, health, trio_wall_clock(EPOCH_US))
-        tx, rx = trio.open_memory_channel[list[Event]](10_000)
-        nursery.start_soon(supervise_connection, plan, adapter, ctx, tx)
+        metrics, _, rx = start_supervised(
+            nursery, UpbitAdapter(), market, trio_wall_clock(EPOCH_US)
+        )
         with trio.fail_after(700):
             await fake.wait_subscribed("trade", ["KRW-BTC"])
             await trio.sleep(600)
@@ -209,12 +162,7 @@ async def test_text_pings_keep_a_quiet_connection_past_the_idle_timeout(
         assert fake.pings == 29  # at 20, 40 ... 580 s (the next one is due at 600 s)
         assert metrics.sum_samples("collector_websocket_disconnects_total") == 0
         nursery.cancel_scope.cancel()
-    statuses = []
-    while True:
-        try:
-            statuses += [e.event for e in rx.receive_nowait() if isinstance(e, Status)]
-        except (trio.WouldBlock, trio.EndOfChannel):
-            break
+    statuses = [e.event for e in drain(rx) if isinstance(e, Status)]
     assert statuses.count("connected") == 1
     assert statuses.count("disconnected") == 1  # the cancellation at the end only
 
