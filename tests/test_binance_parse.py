@@ -16,6 +16,7 @@ import pytest
 
 from collector.config import MarketSettings
 from collector.events import BookUpdate, Event, Status, Ticker, Trade
+from collector.exchanges import binance as binance_module
 from collector.exchanges.base import ConnectionPlan, ParseError, Subscription
 from collector.exchanges.binance import (
     MAX_STREAMS_PER_CONNECTION,
@@ -217,8 +218,18 @@ def test_trade_side_is_the_aggressor() -> None:
     assert buy.side == "buy"
 
 
-def test_trade_id_gap_and_duplicates() -> None:
-    session = open_session("BTCUSDT", "ETHUSDT")
+# Connections of trade and diff-depth streams only decode each frame in one pass; any other
+# stream (here the ticker's bookTicker) makes the session decode envelope, then data.
+BOTH_PATHS = pytest.mark.parametrize(
+    "feeds",
+    [("trades", "orderbook"), ("trades", "orderbook", "ticker")],
+    ids=["one-pass", "general"],
+)
+
+
+@BOTH_PATHS
+def test_trade_id_gap_and_duplicates(feeds: tuple[str, ...]) -> None:
+    session = open_session("BTCUSDT", "ETHUSDT", feeds=feeds, book_mode="diff")
     ids = {"BTCUSDT": [1, 2, 5, 5, 3, 6], "ETHUSDT": [100, 101]}
     out: dict[str, list[Event]] = {}
     for symbol, trade_ids in ids.items():
@@ -240,8 +251,51 @@ def test_first_trade_of_a_session_has_no_gap() -> None:
     ]
 
 
-def test_depth_diff_continuity_gap_overlap_and_stale() -> None:
-    session = open_session("BTCUSDT", book_mode="diff")
+def test_trades_and_book_deltas_are_decoded_in_one_pass(monkeypatch: pytest.MonkeyPatch) -> None:
+    """On a trades + diff-depth connection the general envelope decoder is not needed for
+    data frames; it still answers everything else (here: a subscribe ack)."""
+    session = open_session("BTCUSDT", feeds=("trades", "orderbook"), book_mode="diff")
+    general_decodes = 0
+    real = binance_module._ENVELOPE
+
+    class CountingDecoder:
+        def decode(self, payload: bytes) -> Any:
+            nonlocal general_decodes
+            general_decodes += 1
+            return real.decode(payload)
+
+    monkeypatch.setattr(binance_module, "_ENVELOPE", CountingDecoder())
+    (trade,) = parse(session, trade_frame("btcusdt", 7, 1.5, 2.0, T_US, buyer_maker=False))
+    (book,) = parse(session, depth_diff_frame("BTCUSDT", 10, 12, [(1.0, 2.0)], [], T_US))
+    assert trade == Trade("binance", "BTCUSDT", T_US, NOW, 7, "7", 1.5, 2.0, "buy")
+    assert book == BookUpdate("binance", "BTCUSDT", T_US, NOW, 12, "delta", 10, None,
+                              [(1.0, 2.0)], [])  # fmt: skip
+    assert general_decodes == 0
+    session.subscribe_frames()
+    acks = parse(session, '{"result":null,"id":1}')
+    assert [e.event for e in acks if isinstance(e, Status)] == ["subscribed", "subscribed"]
+    assert general_decodes == 1
+
+
+def test_recorded_depth_deltas_are_the_same_on_both_paths() -> None:
+    """The 2021 spot capture's depth@100ms frames through a one-pass session (orderbook only)
+    and a general one (orderbook and ticker): the same book rows."""
+    capture = read_f2(require_sample("cryptofeed-v3/BINANCE.jsonl.zst"))
+    symbols = ("NKNUSDT", "BLZETH", "LRCBTC", "RUNEEUR")
+    one_pass = open_session(*symbols, feeds=("orderbook",), book_mode="diff")
+    general = open_session(*symbols, feeds=("orderbook", "ticker"), book_mode="diff")
+    got: dict[str, list[Event]] = {"one_pass": [], "general": []}
+    for record in capture.received():
+        for name, session in (("one_pass", one_pass), ("general", general)):
+            events = session.parse(record.payload, record.received_us)
+            got[name].extend(e for e in events if isinstance(e, BookUpdate))
+    assert len(got["one_pass"]) == 177
+    assert got["one_pass"] == got["general"]
+
+
+@BOTH_PATHS
+def test_depth_diff_continuity_gap_overlap_and_stale(feeds: tuple[str, ...]) -> None:
+    session = open_session("BTCUSDT", book_mode="diff", feeds=feeds)
 
     def diff(first: int, last: int) -> list[Event]:
         frame = depth_diff_frame("BTCUSDT", first, last, [(10.0, 1.0)], [(11.0, 0.0)], T_US)
@@ -263,8 +317,9 @@ def test_depth_diff_continuity_gap_overlap_and_stale() -> None:
     assert session.duplicates_dropped == 2
 
 
-def test_depth_diff_with_pu_uses_it_for_continuity() -> None:
-    session = open_session("BTCUSDT", book_mode="diff")
+@BOTH_PATHS
+def test_depth_diff_with_pu_uses_it_for_continuity(feeds: tuple[str, ...]) -> None:
+    session = open_session("BTCUSDT", book_mode="diff", feeds=feeds)
 
     def diff(first: int, last: int, pu: int) -> list[Event]:
         data = {"e": "depthUpdate", "E": T_MS, "s": "BTCUSDT", "U": first, "u": last, "pu": pu}
@@ -325,9 +380,10 @@ def test_book_ticker_with_and_without_event_time() -> None:
     assert ticker.timestamp_exchange == T_MS * 1000
 
 
+@BOTH_PATHS
 @pytest.mark.parametrize("wrapped", [True, False])
-def test_server_shutdown_asks_for_a_reconnect(wrapped: bool) -> None:
-    session = open_session("BTCUSDT")
+def test_server_shutdown_asks_for_a_reconnect(wrapped: bool, feeds: tuple[str, ...]) -> None:
+    session = open_session("BTCUSDT", feeds=feeds, book_mode="diff")
     before = session.reconnect_reason
     assert parse(session, server_shutdown_frame(T_US, wrapped=wrapped)) == []
     assert before is None
@@ -338,9 +394,13 @@ def test_server_shutdown_asks_for_a_reconnect(wrapped: bool) -> None:
     "stream",
     ["btcusdt@aggTrade", "btcusdt@kline_1m", "btcusdt@ticker", "btcusdt@avgPrice", "weird"],
 )
-def test_unknown_streams_are_ignored(stream: str) -> None:
-    session = open_session("BTCUSDT")
+@BOTH_PATHS
+def test_unknown_streams_are_ignored(stream: str, feeds: tuple[str, ...]) -> None:
+    session = open_session("BTCUSDT", feeds=feeds, book_mode="diff")
     assert parse(session, combined_frame(stream, {"e": "whatever", "x": [1, 2]})) == []
+    # Even with data shaped like one of ours: the stream name decides.
+    assert parse(session, combined_frame(stream, {"e": "trade", "t": 1, "p": "1", "q": "1",
+                                                   "T": 1, "m": True})) == []  # fmt: skip
 
 
 @pytest.mark.parametrize(
@@ -360,8 +420,9 @@ def test_unknown_streams_are_ignored(stream: str) -> None:
         b'{"stream":7,"data":{}}',
     ],
 )
-def test_garbage_raises_parse_error(payload: bytes) -> None:
-    session = open_session("BTCUSDT", book_mode="diff")
+@BOTH_PATHS
+def test_garbage_raises_parse_error(payload: bytes, feeds: tuple[str, ...]) -> None:
+    session = open_session("BTCUSDT", book_mode="diff", feeds=feeds)
     with pytest.raises(ParseError):
         session.parse(payload, NOW)
 

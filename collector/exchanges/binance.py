@@ -45,7 +45,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Sequence
-from typing import ClassVar, Final
+from typing import Any, ClassVar, Final
 
 import attrs
 import msgspec
@@ -112,7 +112,7 @@ class _Envelope(msgspec.Struct, gc=False):
     e: str | None = None
 
 
-class _Trade(msgspec.Struct, gc=False):
+class _Trade(msgspec.Struct, gc=False, tag_field="e", tag="trade"):
     trade_id: int = msgspec.field(name="t")
     price: float = msgspec.field(name="p")
     size: float = msgspec.field(name="q")
@@ -120,13 +120,21 @@ class _Trade(msgspec.Struct, gc=False):
     buyer_is_maker: bool = msgspec.field(name="m")
 
 
-class _DepthDiff(msgspec.Struct, gc=False):
+class _DepthDiff(msgspec.Struct, gc=False, tag_field="e", tag="depthUpdate"):
     event_time: int = msgspec.field(name="E")
     first_id: int = msgspec.field(name="U")
     last_id: int = msgspec.field(name="u")
     bids: list[Level] = msgspec.field(name="b")
     asks: list[Level] = msgspec.field(name="a")
     prev_id: int | None = msgspec.field(default=None, name="pu")
+
+
+class _TaggedEnvelope(msgspec.Struct, gc=False):
+    """A combined-stream frame of a stream whose data names its kind (``"e"``): trades and
+    book deltas are decoded in one pass, not an envelope and then its data."""
+
+    stream: str | None = None
+    data: _Trade | _DepthDiff | None = None
 
 
 class _PartialDepth(msgspec.Struct, gc=False):
@@ -147,6 +155,7 @@ class _BookTicker(msgspec.Struct, gc=False):
 # Reused decoders. strict=False lets msgspec turn the venue's decimal strings into floats
 # in C (no per-level Python loop).
 _ENVELOPE: Final = msgspec.json.Decoder(_Envelope)
+_TAGGED_ENVELOPE: Final = msgspec.json.Decoder(_TaggedEnvelope, strict=False)
 _TRADE: Final = msgspec.json.Decoder(_Trade, strict=False)
 _DEPTH_DIFF: Final = msgspec.json.Decoder(_DepthDiff, strict=False)
 _PARTIAL_DEPTH: Final = msgspec.json.Decoder(_PartialDepth, strict=False)
@@ -299,6 +308,8 @@ class BinanceAdapter(ExchangeAdapter):
 # --------------------------------------------------------------------------- session
 
 _Handler = Callable[[str, msgspec.Raw, int], list[Event]]
+# A stream's data already decoded by the one-pass envelope (a _Trade or a _DepthDiff).
+_MessageHandler = Callable[[str, Any, int], list[Event]]
 
 
 class BinanceSession(Session):
@@ -318,6 +329,10 @@ class BinanceSession(Session):
         self._requests: dict[int, tuple[tuple[Subscription, str], ...]] = {}
         # Stream name -> (handler, venue symbol); filled lazily from the names seen.
         self._routes: dict[str, tuple[_Handler, str]] = {}
+        # Only trade and diff-depth streams (their data names its kind): frames are decoded in
+        # one pass (_TAGGED_ENVELOPE), routed by stream name to a message handler.
+        self._tagged = all(_tagged_kind(stream) is not None for _, stream in self._streams)
+        self._message_routes: dict[str, tuple[_MessageHandler, type, str]] = {}
         self._last_trade_id: dict[str, int] = {}
         self._last_update_id: dict[str, int] = {}
         self._rest_url = plan.rest_url if isinstance(plan, BinancePlan) else DEFAULT_REST_URL
@@ -448,6 +463,10 @@ class BinanceSession(Session):
 
     def parse(self, payload: bytes, received_us: int) -> list[Event]:
         try:
+            if self._tagged:
+                events = self._parse_tagged(payload, received_us)
+                if events is not None:
+                    return events
             env = _ENVELOPE.decode(payload)
             stream = env.stream
             if stream is not None:
@@ -484,8 +503,36 @@ class BinanceSession(Session):
             handler = _ignore
         return handler, symbol
 
+    def _parse_tagged(self, payload: bytes, received_us: int) -> list[Event] | None:
+        """A trade or book delta decoded in one pass; None for any other frame."""
+        try:
+            tagged = _TAGGED_ENVELOPE.decode(payload)
+        except msgspec.ValidationError:
+            return None  # e.g. a data object of another kind: the general path says which
+        stream = tagged.stream
+        if stream is None or tagged.data is None:
+            return None  # a request's answer, or a bare event
+        route = self._message_routes.get(stream)
+        if route is None:
+            route = self._message_routes[stream] = self._message_route(stream)
+        on_message, kind, symbol = route
+        if type(tagged.data) is not kind:
+            return None
+        return on_message(symbol, tagged.data, received_us)
+
+    def _message_route(self, stream: str) -> tuple[_MessageHandler, type, str]:
+        kind = _tagged_kind(stream)
+        symbol = stream.partition("@")[0].upper()
+        if kind is _Trade:
+            return self._on_trade, _Trade, symbol
+        if kind is _DepthDiff:
+            return self._on_depth_diff, _DepthDiff, symbol
+        return _ignore, type(None), symbol  # not a stream of ours: the general path
+
     def _trade(self, symbol: str, data: msgspec.Raw, received_us: int) -> list[Event]:
-        msg = _TRADE.decode(data)
+        return self._on_trade(symbol, _TRADE.decode(data), received_us)
+
+    def _on_trade(self, symbol: str, msg: _Trade, received_us: int) -> list[Event]:
         trade_id = msg.trade_id
         last_ids = self._last_trade_id
         prev = last_ids.get(symbol)
@@ -520,7 +567,9 @@ class BinanceSession(Session):
         return [gap, trade]
 
     def _depth_diff(self, symbol: str, data: msgspec.Raw, received_us: int) -> list[Event]:
-        msg = _DEPTH_DIFF.decode(data)
+        return self._on_depth_diff(symbol, _DEPTH_DIFF.decode(data), received_us)
+
+    def _on_depth_diff(self, symbol: str, msg: _DepthDiff, received_us: int) -> list[Event]:
         events: list[Event] = []
         prev = self._last_update_id.get(symbol)
         if prev is not None:
@@ -634,6 +683,15 @@ class BinanceSession(Session):
 def _is_diff_stream(stream: str) -> bool:
     kind = stream.partition("@")[2]
     return kind == "depth" or kind.startswith("depth@")
+
+
+def _tagged_kind(stream: str) -> type | None:
+    """The wire struct of a stream whose data names its kind (``"e"``), else None."""
+    if stream.partition("@")[2] == "trade":
+        return _Trade
+    if _is_diff_stream(stream):
+        return _DepthDiff
+    return None
 
 
 def _ignore(symbol: str, data: msgspec.Raw, received_us: int) -> list[Event]:
