@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import errno
 import math
+import threading
 import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -526,6 +527,38 @@ async def test_disk_error_during_flush_is_counted_and_retried(
         assert h.errors("flush") == 1
         [path] = await h.finish()
     assert rows(path) == [expected_row(e) for e in batch]
+
+
+async def test_a_tick_during_a_slow_flush_keeps_intake_going_and_flushes_next(
+    tmp_path: Path, autojump_clock: trio.testing.MockClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    real = journal_module._pwrite_all
+    gate = threading.Event()  # the first flush's write waits for it: a slow disk
+
+    def slow_write(fd: int, data: pa.Buffer, offset: int) -> None:
+        gate.wait(timeout=10)
+        real(fd, data, offset)
+
+    monkeypatch.setattr(journal_module, "_pwrite_all", slow_write)
+    first: list[Event] = [trade(NOON + i, i) for i in range(3)]
+    later: list[Event] = [trade(NOON + 10 + i, 10 + i) for i in range(4)]
+    async with open_writer(tmp_path, NOON, flush_interval_secs=1.0) as h:
+        t0 = trio.current_time()
+        await h.send.send(first)
+        await trio.sleep_until(t0 + 1.5)  # the tick at 1.0 started a flush: it hangs
+        assert h.rows_written() == 0
+        await h.send.send(later[:2])
+        await trio.sleep_until(t0 + 2.5)  # the tick at 2.0 came while it still hangs
+        await h.send.send(later[2:])
+        await trio.sleep(0.1)
+        assert h.send.statistics().current_buffer_used == 0  # intake went on
+        assert h.rows_written() == 0
+        gate.set()
+        # The hung flush ends, and the one the tick at 2.0 asked for starts at once.
+        await settle(autojump_clock, lambda: h.rows_written() == 7)
+        assert trio.current_time() == t0 + 2.6
+        [path] = await h.finish()
+    assert rows(path) == [expected_row(e) for e in first + later]
 
 
 async def test_no_batches_are_taken_while_the_disk_fails(

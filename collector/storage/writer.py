@@ -105,6 +105,8 @@ class _Writer:
         self.flush_idle = trio.Event()
         self.flush_idle.set()
         self.flush_ok = True
+        # A tick came while a flush ran: the next flush starts as soon as that one ends.
+        self.flush_due = False
         self.intake: trio.CancelScope | None = None
         self.in_use: set[Path] = set()
         self.flush_limiter = trio.CapacityLimiter(1)
@@ -296,16 +298,20 @@ class _Writer:
         Batches are taken from the channel when the doorbell rings (see
         :mod:`collector.doorbell`) and at every tick, before its flush: a tick's flush has
         every row received before it. Intake goes on while a flush runs in its worker
-        thread; at most one flush runs at a time (a tick waits for the previous one). When
-        ``flush_max_rows`` rows wait and no flush runs, one starts at once: at high rates
-        memory holds a bounded number of rows, not a whole interval's worth.
+        thread, also across a tick: at most one flush runs at a time, and a tick that finds
+        one running has the next start as soon as it ends (waiting for it would stop intake
+        and fill the channel). When ``flush_max_rows`` rows wait and no flush runs, one
+        starts at once: at high rates memory holds a bounded number of rows, not a whole
+        interval's worth.
         """
         deadline = trio.current_time() + self.interval
         while True:
             if self.flush_ok:
                 with trio.CancelScope(deadline=deadline) as self.intake:
                     while is_open := self.take(events):
-                        if self.pending_rows >= self.flush_rows and self.flush_idle.is_set():
+                        if self.flush_idle.is_set() and (
+                            self.flush_due or self.pending_rows >= self.flush_rows
+                        ):
                             self._start_flush()
                         await self.doorbell.wait()
                 self.intake = None
@@ -321,10 +327,12 @@ class _Writer:
                     await self.flush_idle.wait()  # resume as soon as a running one succeeds
             if trio.current_time() < deadline:
                 continue  # intake paused or resumed before the tick
-            await self.flush_idle.wait()  # one flush at a time
             if self.flush_ok and not self.take(events):
                 break  # the channel ended: the drain below flushes everything
-            self._start_flush()
+            if self.flush_idle.is_set():
+                self._start_flush()
+            else:
+                self.flush_due = True  # one flush at a time: this one follows the running one
             now = trio.current_time()
             deadline += self.interval
             if deadline < now:  # flushing overran a whole interval: skip ticks, do not spin
@@ -333,6 +341,7 @@ class _Writer:
         await self.drain()
 
     def _start_flush(self) -> None:
+        self.flush_due = False
         self.flush_idle = trio.Event()
         assert self.nursery is not None
         self.nursery.start_soon(self._flush_and_rotate)
@@ -345,6 +354,8 @@ class _Writer:
             self.rotate()
         finally:
             self.flush_idle.set()
+            if self.flush_due:
+                self.doorbell.ring()  # the writer starts the flush a tick asked for
 
     async def drain(self) -> None:
         """Flush everything (retrying every interval on disk errors), then finalize all."""
