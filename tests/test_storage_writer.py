@@ -561,6 +561,33 @@ async def test_a_tick_during_a_slow_flush_keeps_intake_going_and_flushes_next(
     assert rows(path) == [expected_row(e) for e in first + later]
 
 
+async def test_intake_stops_at_two_flushes_worth_of_rows_while_a_flush_runs(
+    tmp_path: Path, autojump_clock: trio.testing.MockClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    real = journal_module._pwrite_all
+    gate = threading.Event()
+
+    def slow_write(fd: int, data: pa.Buffer, offset: int) -> None:
+        gate.wait(timeout=10)
+        real(fd, data, offset)
+
+    monkeypatch.setattr(journal_module, "_pwrite_all", slow_write)
+    events: list[Event] = [trade(NOON + i, i) for i in range(13)]
+    async with open_writer(tmp_path, NOON, flush_interval_secs=60.0, flush_max_rows=5) as h:
+        await h.send.send(events[:5])  # 5 rows: a flush starts, and hangs
+        await h.send.send(events[5:10])  # the next flush's rows: taken
+        await h.send.send(events[10:])  # more: left in the channel while the flush runs
+        await trio.sleep(1)
+        assert h.send.statistics().current_buffer_used == 1
+        assert h.rows_written() == 0
+        gate.set()
+        # The first flush ends; the second starts at once and the waiting batch is taken.
+        await settle(autojump_clock, lambda: h.rows_written() == 10)
+        assert h.send.statistics().current_buffer_used == 0
+        [path] = await h.finish()
+    assert rows(path) == [expected_row(e) for e in events]
+
+
 async def test_no_batches_are_taken_while_the_disk_fails(
     tmp_path: Path, autojump_clock: trio.testing.MockClock, monkeypatch: pytest.MonkeyPatch
 ) -> None:

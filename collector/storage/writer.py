@@ -281,16 +281,31 @@ class _Writer:
     # ------------------------------------------------------------------ task body
 
     def take(self, events: trio.MemoryReceiveChannel[list[Event]]) -> bool:
-        """Route every batch waiting in ``events``. False once the channel has ended."""
+        """Route the batches waiting in ``events``; False once the channel has ended.
+
+        A flush starts whenever ``flush_max_rows`` rows wait and none is running. While one
+        runs and ``flush_max_rows`` more rows wait, the rest stay in the channel (:attr:`full`):
+        the writer holds at most two flushes' worth of rows, and if it falls behind for good
+        the channel fills and the connections drop, and record, what does not fit.
+        """
         self.doorbell.taken()
         route = self.route
         try:
             while True:
+                if self.pending_rows >= self.flush_rows:
+                    if not self.flush_idle.is_set():
+                        return True  # full: the running flush must end first
+                    self._start_flush()
                 route(events.receive_nowait())
         except trio.WouldBlock:
             return True
         except trio.EndOfChannel:
             return False
+
+    @property
+    def full(self) -> bool:
+        """A flush runs and the next one's rows already wait: take nothing until it ends."""
+        return self.pending_rows >= self.flush_rows and not self.flush_idle.is_set()
 
     async def consume(self, events: trio.MemoryReceiveChannel[list[Event]]) -> None:
         """Route batches until ``events`` ends; flush and rotate every interval.
@@ -299,21 +314,22 @@ class _Writer:
         :mod:`collector.doorbell`) and at every tick, before its flush: a tick's flush has
         every row received before it. Intake goes on while a flush runs in its worker
         thread, also across a tick: at most one flush runs at a time, and a tick that finds
-        one running has the next start as soon as it ends (waiting for it would stop intake
-        and fill the channel). When ``flush_max_rows`` rows wait and no flush runs, one
-        starts at once: at high rates memory holds a bounded number of rows, not a whole
-        interval's worth.
+        one running has the next start as soon as it ends. When ``flush_max_rows`` rows wait
+        and no flush runs, one starts at once; while one runs, intake stops once
+        ``flush_max_rows`` more wait (see :meth:`take`). So memory holds at most two
+        flushes' worth of rows, at any rate.
         """
         deadline = trio.current_time() + self.interval
         while True:
             if self.flush_ok:
                 with trio.CancelScope(deadline=deadline) as self.intake:
                     while is_open := self.take(events):
-                        if self.flush_idle.is_set() and (
-                            self.flush_due or self.pending_rows >= self.flush_rows
-                        ):
+                        if self.flush_due and self.flush_idle.is_set():
                             self._start_flush()
-                        await self.doorbell.wait()
+                        if self.full:
+                            await self.flush_idle.wait()
+                        else:
+                            await self.doorbell.wait()
                 self.intake = None
                 if not is_open:
                     break
