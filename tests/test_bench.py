@@ -6,6 +6,7 @@ import json
 import random
 import time
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit
 
 import pyarrow as pa
@@ -16,7 +17,8 @@ from collector.bench import bybit, okx
 from collector.bench.calibrate import wakeup_cost_us
 from collector.bench.command import run_bench_command
 from collector.bench.frames import TemplateBuilder
-from collector.bench.runner import rss_growth, run_scenario, trade_delay_ms
+from collector.bench.report import Summary
+from collector.bench.runner import RunResult, rss_growth, run_scenario, trade_delay_ms
 from collector.bench.scenarios import SCENARIOS, first_id, get_scenario
 from collector.config import MarketSettings
 from collector.events import BookUpdate, Trade
@@ -134,6 +136,31 @@ def test_trades_rows_equal_frames() -> None:
     delay = result.trade_delay_ms  # every row: receive minus exchange time, on loopback
     assert delay is not None
     assert 0 <= delay["p50"] <= delay["p99"] <= delay["p999"] <= delay["max"] < 60_000
+
+
+def result(**fields: Any) -> RunResult:
+    base: dict[str, Any] = {
+        "scenario": "trades", "title": "t", "note": "", "rate_target": None, "frames": 1000,
+        "frames_by_type": {"trades": 1000}, "msg_per_s": 300_000.0, "receive_seconds": 1.0,
+        "cpu_s_per_100k": 0.3, "cpu_window_s_per_100k": 0.3, "peak_rss_mb": 100.0,
+        "dropped": 0, "gaps": 0, "parse_errors": 0, "rows_by_type": {"trades": 1000},
+        "rows_expected": {"trades": 1000}, "rows_match": True, "status_rows": 0,
+        "snapshots": 0, "generator_msg_per_s": 1e6, "exit_code": 0,
+        "load_before": (0.0, 0.0, 0.0), "load_after": (0.0, 0.0, 0.0),
+    }  # fmt: skip
+    return RunResult(**(base | fields))
+
+
+def test_the_max_rate_target_counts_only_runs_that_kept_every_event() -> None:
+    target = "max rate >= 250,000 msg/s into Parquet"
+    assert Summary([result()]).verdicts(None) == [f"PASS {target}"]
+    dropped = result(dropped=5, rows_match=False, msg_per_s=450_000.0)
+    verdicts = Summary([dropped]).verdicts(None)
+    assert verdicts[0] == f"FAIL {target} (events were dropped: try a set --rate)"
+    # A set rate at or above the target counts; below it, only the steady-rate checks do.
+    assert f"PASS {target}" in Summary([result(rate_target=300_000.0)]).verdicts(None)
+    slow = Summary([result(rate_target=20_000.0, msg_per_s=20_000.0)]).verdicts(None)
+    assert not any(target in v for v in slow)
 
 
 def test_trade_delay_quantiles_come_from_the_rows(tmp_path: Path) -> None:
