@@ -111,6 +111,31 @@ class Session(ABC):
         """An application-level keepalive to send every ``keepalive_interval_secs``."""
         return None
 
+    def gap(
+        self,
+        symbol: str,
+        received_us: int,
+        data_type: str | None,
+        expected: int,
+        received: int,
+        *,
+        detail: str | None = None,
+        timestamp_exchange: int | None = None,
+    ) -> Status:
+        """A ``gap`` row for a known number of missing ids: ``expected`` was due,
+        ``received`` came, so ``received - expected`` are missing."""
+        return self.status(
+            "gap",
+            symbol,
+            received_us,
+            data_type=data_type,
+            expected=expected,
+            received=received,
+            count=received - expected,
+            detail=detail,
+            timestamp_exchange=timestamp_exchange,
+        )
+
     def status(
         self,
         event: StatusEvent,

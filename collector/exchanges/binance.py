@@ -555,16 +555,7 @@ class BinanceSession(Session):
             last_ids[symbol] = prev
             self.duplicates_dropped += 1
             return []
-        gap = self.status(
-            "gap",
-            symbol,
-            received_us,
-            data_type="trades",
-            expected=prev + 1,
-            received=trade_id,
-            count=trade_id - prev - 1,
-        )
-        return [gap, trade]
+        return [self.gap(symbol, received_us, "trades", prev + 1, trade_id), trade]
 
     def _depth_diff(self, symbol: str, data: msgspec.Raw, received_us: int) -> list[Event]:
         return self._on_depth_diff(symbol, _DEPTH_DIFF.decode(data), received_us)
@@ -591,17 +582,7 @@ class BinanceSession(Session):
                     )
                     self._request_snapshot(symbol)
             elif msg.first_id > prev + 1:
-                events.append(
-                    self.status(
-                        "gap",
-                        symbol,
-                        received_us,
-                        data_type="orderbook",
-                        expected=prev + 1,
-                        received=msg.first_id,
-                        count=msg.first_id - prev - 1,
-                    )
-                )
+                events.append(self.gap(symbol, received_us, "orderbook", prev + 1, msg.first_id))
                 self._request_snapshot(symbol)
         self._last_update_id[symbol] = msg.last_id
         if symbol in self._snapshot_pending:
@@ -611,14 +592,12 @@ class BinanceSession(Session):
             del self._awaiting_cover[symbol]
             if msg.first_id > base + 1:
                 events.append(
-                    self.status(
-                        "gap",
+                    self.gap(
                         symbol,
                         received_us,
-                        data_type="orderbook",
-                        expected=base + 1,
-                        received=msg.first_id,
-                        count=msg.first_id - base - 1,
+                        "orderbook",
+                        base + 1,
+                        msg.first_id,
                         detail="first delta after the REST snapshot does not cover it",
                     )
                 )

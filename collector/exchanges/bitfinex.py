@@ -467,13 +467,12 @@ class BitfinexSession(Session):
 
     def _gap(self, expected: int, received: int, received_us: int) -> list[Event]:
         events: list[Event] = [
-            self.status(
-                "gap",
+            self.gap(
                 symbol,
                 received_us,
-                expected=expected,
-                received=received,
-                count=received - expected,
+                None,
+                expected,
+                received,
                 detail="SEQ_ALL gap on the connection: any of its channels may have lost frames",
             )
             for symbol in self.plan.symbols

@@ -436,14 +436,12 @@ class DeribitSession(Session):
                     self.duplicates_dropped += 1
                     continue
                 events.append(
-                    self.status(
-                        "gap",
+                    self.gap(
                         symbol,
                         received_us,
-                        data_type="trades",
-                        expected=last + 1,
-                        received=seq,
-                        count=seq - last - 1,
+                        "trades",
+                        last + 1,
+                        seq,
                         timestamp_exchange=trade.timestamp * 1000,
                     )
                 )

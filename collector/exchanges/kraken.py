@@ -639,17 +639,7 @@ class KrakenSession(Session):
                 if trade_id <= prev:
                     self.duplicates_dropped += 1
                     continue
-                events.append(
-                    self.status(
-                        "gap",
-                        symbol,
-                        received_us,
-                        data_type="trades",
-                        expected=prev + 1,
-                        received=trade_id,
-                        count=trade_id - prev - 1,
-                    )
-                )
+                events.append(self.gap(symbol, received_us, "trades", prev + 1, trade_id))
             last[symbol] = trade_id
             side: Side | None = (
                 "buy" if msg.side == "buy" else "sell" if msg.side == "sell" else None

@@ -483,17 +483,7 @@ class OkxSession(Session):
                 first = trade_id - (msg.count or 1) + 1
                 prev = self._last_trade_id.get(symbol)
                 if prev is not None and first > prev + 1:
-                    events.append(
-                        self.status(
-                            "gap",
-                            symbol,
-                            received_us,
-                            data_type="trades",
-                            expected=prev + 1,
-                            received=first,
-                            count=first - prev - 1,
-                        )
-                    )
+                    events.append(self.gap(symbol, received_us, "trades", prev + 1, first))
                 if prev is None or trade_id > prev:
                     self._last_trade_id[symbol] = trade_id
             side = msg.side
