@@ -199,6 +199,12 @@ def topic_name(symbol: str, feed: str, market: MarketSettings | None = None) -> 
     raise ValueError(f"bybit has no topic for feed {feed!r}")
 
 
+def _data_exchange(category: str) -> str:
+    """``bybit`` for spot, ``bybit-linear`` for linear: ``BTCUSDT`` names both a spot pair
+    and a perpetual, and each must have its own files."""
+    return EXCHANGE if category == "spot" else f"{EXCHANGE}-{category}"
+
+
 class BybitAdapter(ExchangeAdapter):
     """Bybit v5 public market data, spot and linear categories."""
 
@@ -261,10 +267,7 @@ class BybitAdapter(ExchangeAdapter):
 
     @classmethod
     def data_exchange(cls, market: MarketSettings) -> str:
-        """``bybit`` for spot, ``bybit-linear`` for linear: ``BTCUSDT`` names both a spot
-        pair and a perpetual, and each must have its own files."""
-        category = market.category or "spot"
-        return EXCHANGE if category == "spot" else f"{EXCHANGE}-{category}"
+        return _data_exchange(market.category or "spot")
 
     def connection_url(self, base_url: str | None, category: str) -> str:
         """``{base}/v5/public/{category}``; a ``base_url`` with a path is used as is."""
@@ -273,11 +276,9 @@ class BybitAdapter(ExchangeAdapter):
     def plan_connections(self, markets: Sequence[MarketSettings]) -> list[ConnectionPlan]:
         """One category per connection; at most 200 topics; a symbol's topics together."""
         groups: dict[tuple[str, bool, str], dict[str, list[tuple[Subscription, str]]]] = {}
-        exchanges: dict[str, str] = {}
         for market in markets:
             category = market.category or "spot"
             key = (self.connection_url(market.base_url, category), "raw" in market.feeds, category)
-            exchanges[category] = self.data_exchange(market)
             by_symbol = groups.setdefault(key, {})
             for symbol in market.symbols:
                 canonical = self.normalize_symbol(symbol)
@@ -291,7 +292,7 @@ class BybitAdapter(ExchangeAdapter):
             for chunk in pack_by_symbol(by_symbol.values(), MAX_TOPICS_PER_CONNECTION):
                 plans.append(
                     BybitPlan(
-                        exchange=exchanges[category],
+                        exchange=_data_exchange(category),
                         name=f"{self.name}-{category}-{len(plans)}",
                         url=url,
                         subscriptions=tuple(sub for sub, _ in chunk),

@@ -292,9 +292,9 @@ class _Writer:
         route = self.route
         try:
             while True:
+                if self.full:
+                    return True  # the running flush must end first
                 if self.pending_rows >= self.flush_rows:
-                    if not self.flush_idle.is_set():
-                        return True  # full: the running flush must end first
                     self._start_flush()
                 route(events.receive_nowait())
         except trio.WouldBlock:
@@ -406,7 +406,8 @@ async def run_writer(
 
     Owns and closes both channel ends: ``events`` (batches of events, any types and symbols,
     taken when ``doorbell`` rings and at every flush tick; the senders ring it, see
-    :mod:`collector.doorbell`; without one, batches are taken at the ticks only) and ``finished`` (the path of each finished ``.parquet`` file, for the uploader; it is a
+    :mod:`collector.doorbell`; without one, batches are taken at the ticks only) and
+    ``finished`` (the path of each finished ``.parquet`` file, for the uploader; it is a
     bounded channel, so a slow consumer slows finalization, never intake of rows already
     flushed). At start it finalizes what a previous run left (:func:`recover_leftovers`, in
     a worker thread), calls ``task_status.started()``, then sends those paths too.
