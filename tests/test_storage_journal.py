@@ -12,9 +12,10 @@ import pytest
 
 from collector.events import Trade
 from collector.storage import journal as journal_module
+from collector.storage.columns import to_record_batch
 from collector.storage.finalize import finalize_journal
 from collector.storage.journal import Journal, open_journal_table
-from collector.storage.schemas import schema_for, to_record_batch
+from collector.storage.schemas import schema_for
 
 T0 = 1_714_608_000_000_000
 

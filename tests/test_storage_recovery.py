@@ -12,9 +12,10 @@ from collector.events import Trade
 from collector.metrics import Metrics
 from collector.storage import finalize as finalize_module
 from collector.storage import recover_leftovers
+from collector.storage.columns import to_record_batch
 from collector.storage.finalize import write_parquet_atomically
 from collector.storage.journal import Journal, open_journal_table
-from collector.storage.schemas import schema_for, to_record_batch
+from collector.storage.schemas import schema_for
 
 T0 = 1_714_608_000_000_000
 

@@ -12,8 +12,9 @@ import pyarrow.parquet as pq
 import pytest
 
 from collector.events import RAW_SYMBOL, BookUpdate, Event, Raw, Status, Ticker, Trade
+from collector.storage.columns import to_record_batch
 from collector.storage.finalize import write_parquet_atomically
-from collector.storage.schemas import EVENT_TYPES, SCHEMAS, schema_for, to_record_batch
+from collector.storage.schemas import EVENT_TYPES, SCHEMAS, schema_for
 
 T0 = 1_714_608_000_000_000  # 2024-05-02T00:00:00Z in microseconds
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)

@@ -31,9 +31,10 @@ from collector.storage import journal as journal_module
 from collector.storage import recover_leftovers, run_writer
 from collector.storage import recovery as recovery_module
 from collector.storage import writer as writer_module
+from collector.storage.columns import to_record_batch
 from collector.storage.finalize import finalize_journal
 from collector.storage.journal import Journal, open_journal_table
-from collector.storage.schemas import schema_for, to_record_batch
+from collector.storage.schemas import schema_for
 
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 

@@ -23,7 +23,9 @@ import time
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
+from typing import Final
 
+import pyarrow as pa
 import trio
 
 from collector import native_memory
@@ -32,11 +34,12 @@ from collector.config import StorageSettings
 from collector.doorbell import Doorbell
 from collector.events import Event
 from collector.metrics import Metrics
+from collector.storage.columns import ColumnBuffer
 from collector.storage.finalize import finalize_journal
 from collector.storage.journal import Journal
 from collector.storage.layout import choose_parquet_path, journal_path, stream_dir
 from collector.storage.recovery import recover_leftovers, unclean_stop_rows
-from collector.storage.schemas import schema_for, to_record_batch
+from collector.storage.schemas import schema_for
 
 logger = logging.getLogger(__name__)
 
@@ -50,21 +53,43 @@ FINALIZE_THREADS = 1
 
 # (exchange, symbol, data_type, UTC hour index or NO_HOUR)
 FileKey = tuple[str, str, str, int]
+# A file's key fixes these columns: they are not stored per row.
+_KEY_COLUMNS: Final = frozenset({"exchange", "symbol"})
 
 
 @dataclass(eq=False)
 class _OpenFile:
-    """One file being written. ``path`` and ``journal`` exist from its first flush on."""
+    """One file being written. ``path`` and ``journal`` exist from its first flush on.
+
+    ``waiting`` holds the rows routed since the last flush began, as columns;
+    ``unwritten`` the batches a failed flush could not append, retried first.
+    """
 
     exchange: str
     symbol: str
     data_type: str
     hour: int
     first_us: int
-    pending: list[Event] = field(default_factory=list)
+    waiting: ColumnBuffer = field(init=False)
+    unwritten: list[pa.RecordBatch] = field(default_factory=list)
     path: Path | None = None
     journal: Journal | None = None
     rows: int = 0
+
+    def __post_init__(self) -> None:
+        self.waiting = ColumnBuffer(self.data_type, _KEY_COLUMNS)
+
+    @property
+    def has_rows(self) -> bool:
+        """Rows wait to be appended to the journal (new ones, or a failed flush's)."""
+        return bool(self.unwritten) or len(self.waiting) > 0
+
+    def take_rows(self) -> tuple[ColumnBuffer, list[pa.RecordBatch]]:
+        """Hand over what waits to a flush; new rows go to a fresh buffer."""
+        taken = self.waiting, self.unwritten
+        self.waiting = ColumnBuffer(self.data_type, _KEY_COLUMNS)
+        self.unwritten = []
+        return taken
 
 
 class _Writer:
@@ -115,7 +140,7 @@ class _Writer:
     # ------------------------------------------------------------------ intake
 
     def route(self, batch: list[Event]) -> None:
-        """Buffer each event's row in its file (the hot path: no I/O, no conversion)."""
+        """Append each event's row to its file's columns (the hot path: no I/O)."""
         files = self.files
         hourly = self.hourly
         opened = False
@@ -132,7 +157,7 @@ class _Writer:
             if open_file is None:
                 open_file = files[key] = _OpenFile(*key, first_us=ts)
                 opened = True
-            open_file.pending.append(event)
+            open_file.waiting.add(event)
         self.pending_rows += len(batch)
         if opened:
             self._update_open_files()
@@ -147,47 +172,49 @@ class _Writer:
 
         On ``OSError`` the rows of the failed files are kept (and retried by the next call).
         """
-        work = [(f, f.pending) for f in [*self.files.values(), *self.retiring] if f.pending]
+        work = [(f, *f.take_rows()) for f in [*self.files.values(), *self.retiring] if f.has_rows]
         if not work:
             return True
-        for open_file, _rows in work:
-            open_file.pending = []
         self.pending_rows = 0
         failed = await trio.to_thread.run_sync(self._flush_sync, work, limiter=self.flush_limiter)
-        for open_file, rows, exc in failed:
-            open_file.pending = rows + open_file.pending
-            self.pending_rows += len(rows)
+        for open_file, batches, exc in failed:
+            open_file.unwritten = batches + open_file.unwritten
+            rows = sum(batch.num_rows for batch in batches)
+            self.pending_rows += rows
             logger.warning(
                 "flush of %s %s %s failed, %d rows kept for retry: %s",
                 open_file.exchange,
                 open_file.symbol,
                 open_file.data_type,
-                len(rows),
+                rows,
                 exc,
             )
             self.metrics.writer_errors.labels(stage="flush").inc()
         return not failed
 
     def _flush_sync(
-        self, work: list[tuple[_OpenFile, list[Event]]]
-    ) -> list[tuple[_OpenFile, list[Event], OSError]]:
+        self, work: list[tuple[_OpenFile, ColumnBuffer, list[pa.RecordBatch]]]
+    ) -> list[tuple[_OpenFile, list[pa.RecordBatch], OSError]]:
+        """Append each file's batches to its journal: first those a failed flush left, then
+        its new rows. Returns, per file that failed, the batches not appended."""
         started = time.perf_counter()
-        failed: list[tuple[_OpenFile, list[Event], OSError]] = []
-        for open_file, rows in work:
-            # Every row of a file shares its exchange and symbol (they are its key).
-            batch = to_record_batch(
-                open_file.data_type,
-                rows,
-                constants={"exchange": open_file.exchange, "symbol": open_file.symbol},
-            )
-            try:
-                journal = open_file.journal or self._open_journal_sync(open_file)
-                journal.append(batch)
-            except OSError as exc:
-                failed.append((open_file, rows, exc))
-                continue
-            open_file.rows += len(rows)
-            self.metrics.rows_written.labels(open_file.exchange, open_file.data_type).inc(len(rows))
+        failed: list[tuple[_OpenFile, list[pa.RecordBatch], OSError]] = []
+        for open_file, waiting, unwritten in work:
+            batches = list(unwritten)
+            if len(waiting):
+                constants = {"exchange": open_file.exchange, "symbol": open_file.symbol}
+                batches.append(waiting.to_record_batch(constants))
+            for index, batch in enumerate(batches):
+                try:
+                    journal = open_file.journal or self._open_journal_sync(open_file)
+                    journal.append(batch)
+                except OSError as exc:
+                    failed.append((open_file, batches[index:], exc))
+                    break
+                open_file.rows += batch.num_rows
+                self.metrics.rows_written.labels(open_file.exchange, open_file.data_type).inc(
+                    batch.num_rows
+                )
         self.metrics.flush_seconds.observe(time.perf_counter() - started)
         return failed
 
@@ -230,7 +257,7 @@ class _Writer:
                 del self.files[key]
                 self.retiring.add(open_file)
         for open_file in list(self.retiring):
-            if open_file.pending or open_file.journal is None:
+            if open_file.has_rows or open_file.journal is None:
                 continue  # its last rows are not in the journal yet: the next flush
             self.retiring.discard(open_file)
             self.finalizing.add(open_file)
