@@ -147,6 +147,8 @@ def _layout(data_type: str, constants: frozenset[str]) -> _Layout:
     unknown = constants - set(schema.names)
     if unknown:
         raise ValueError(f"{data_type}: no such columns {sorted(unknown)}")
+    if "timestamp_collector" in constants:  # every row has its own; the buffer counts them
+        raise ValueError(f"{data_type}: timestamp_collector cannot be a constant column")
     stored = tuple(
         (field, _TYPECODES.get(field.type, "")) for field in schema if field.name not in constants
     )
