@@ -1,4 +1,5 @@
-"""The WebSocket client: ``websockets``' Sans-I/O protocol driven from a Trio stream.
+"""The WebSocket client: ``websockets``' Sans-I/O protocol driven from a Trio stream (the
+lean TCP/TLS transport of :mod:`collector.ingest.transport`).
 
 Chosen by measurement (design.md): the connection's own task reads up to 64 KiB at a
 time and gets back every complete message in that read, so frames are handled in
@@ -28,8 +29,8 @@ from websockets.protocol import State
 from websockets.uri import parse_uri
 
 from collector.ingest.errors import ConnectFailed, ConnectionLost
+from collector.ingest.transport import READ_SIZE, TcpTransport
 
-READ_SIZE = 65536
 # A longer response head is handed to the protocol as it comes (which refuses it).
 MAX_RESPONSE_HEAD = 65536
 
@@ -75,7 +76,7 @@ class WebSocket:
             raise ConnectionLost(self._close_description())
         try:
             data = await self._stream.receive_some(READ_SIZE)
-        except (trio.BrokenResourceError, OSError) as exc:
+        except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
             raise ConnectionLost(f"transport broke: {exc!r}") from exc
         if data and self._fast:
             messages = self._parse(data)
@@ -251,27 +252,24 @@ class WebSocket:
             await trio.aclose_forcefully(self._stream)
 
 
-async def _open_stream(host: str, port: int, secure: bool) -> trio.abc.Stream:
-    if secure:
-        return await trio.open_ssl_over_tcp_stream(
-            host, port, ssl_context=_default_ssl_context(), https_compatible=True
-        )
-    return await trio.open_tcp_stream(host, port)
-
-
-async def connect_websocket(url: str, *, max_message_size: int) -> WebSocket:
+async def connect_websocket(
+    url: str, *, max_message_size: int, ssl_context: ssl.SSLContext | None = None
+) -> WebSocket:
     """Connect and perform the opening handshake; the caller owns the returned socket.
 
-    The caller bounds the connect time with its own cancel scope and must call
-    :meth:`WebSocket.aclose` (shielded and bounded) when done. Raises ConnectFailed.
+    ``wss://`` URLs use ``ssl_context`` (default: the system's trusted certificates, with
+    host name checks). The caller bounds the connect time with its own cancel scope and
+    must call :meth:`WebSocket.aclose` (shielded and bounded) when done. Raises
+    ConnectFailed.
     """
     try:
         uri = parse_uri(url)
     except InvalidURI as exc:
         raise ConnectFailed(f"invalid WebSocket URL {url!r}: {exc}") from exc
     try:
-        stream = await _open_stream(uri.host, uri.port, uri.secure)
-    except (OSError, trio.BrokenResourceError, ssl.SSLError) as exc:
+        context = (ssl_context or _default_ssl_context()) if uri.secure else None
+        stream = await TcpTransport.connect(uri.host, uri.port, ssl_context=context)
+    except (OSError, trio.BrokenResourceError) as exc:
         raise ConnectFailed(f"cannot connect to {uri.host}:{uri.port}: {exc!r}") from exc
     protocol = ClientProtocol(uri, max_size=max_message_size)
     ws = WebSocket(stream, protocol, max_message_size=max_message_size)

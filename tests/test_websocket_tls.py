@@ -1,0 +1,249 @@
+"""``wss://``: the client's own TLS transport against TLS WebSocket servers on 127.0.0.1.
+
+Certificates come from a throwaway CA (trustme); the client trusts it through
+``connect_websocket(..., ssl_context=...)``, as the system's CAs are trusted in production.
+"""
+
+from __future__ import annotations
+
+import ssl
+from collections.abc import Awaitable, Callable
+
+import pytest
+import trio
+import trustme
+from trio_websocket import WebSocketRequest, serve_websocket
+from websockets.server import ServerProtocol
+
+from collector.ingest.errors import ConnectFailed, ConnectionLost
+from collector.ingest.websocket import WebSocket, connect_websocket
+
+Handler = Callable[[WebSocketRequest], Awaitable[None]]
+
+
+@pytest.fixture(scope="module")
+def ca() -> trustme.CA:
+    return trustme.CA()
+
+
+@pytest.fixture(scope="module")
+def server_context(ca: trustme.CA) -> ssl.SSLContext:
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ca.issue_cert("127.0.0.1", "localhost").configure_cert(context)
+    return context
+
+
+@pytest.fixture(scope="module")
+def client_context(ca: trustme.CA) -> ssl.SSLContext:
+    context = ssl.create_default_context()
+    ca.configure_trust(context)
+    return context
+
+
+async def start_tls_server(nursery: trio.Nursery, handler: Handler, context: ssl.SSLContext) -> str:
+    server = await nursery.start(serve_websocket, handler, "127.0.0.1", 0, context)
+    return f"wss://127.0.0.1:{server.port}/stream"
+
+
+async def drain_until_lost(ws: WebSocket) -> tuple[list[tuple[bytes, bool]], ConnectionLost]:
+    got: list[tuple[bytes, bool]] = []
+    while True:
+        try:
+            got.extend(await ws.receive_messages())
+        except ConnectionLost as exc:
+            return got, exc
+
+
+async def test_messages_both_ways_over_tls(
+    server_context: ssl.SSLContext, client_context: ssl.SSLContext
+) -> None:
+    received: list[str | bytes] = []
+    big = "z" * 200_000  # many TLS records (16 KiB each) and many reads
+
+    async def handler(request: WebSocketRequest) -> None:
+        conn = await request.accept()
+        received.append(await conn.get_message())
+        await conn.send_message("hello")
+        await conn.send_message(big)
+        await conn.send_message(b"\x00binary")
+        await trio.sleep_forever()
+
+    async with trio.open_nursery() as nursery:
+        url = await start_tls_server(nursery, handler, server_context)
+        ws = await connect_websocket(url, max_message_size=2**20, ssl_context=client_context)
+        await ws.send_text('{"method":"SUBSCRIBE"}')
+        got: list[tuple[bytes, bool]] = []
+        while len(got) < 3:
+            got.extend(await ws.receive_messages())
+        assert got == [(b"hello", True), (big.encode(), True), (b"\x00binary", False)]
+        assert received == ['{"method":"SUBSCRIBE"}']
+        await ws.aclose()
+        nursery.cancel_scope.cancel()
+
+
+async def test_every_record_that_arrived_comes_back_in_one_read(
+    server_context: ssl.SSLContext, client_context: ssl.SSLContext
+) -> None:
+    sent = trio.Event()
+
+    async def handler(request: WebSocketRequest) -> None:
+        conn = await request.accept()
+        for i in range(50):
+            await conn.send_message(f"m{i}")  # one TLS record each
+        sent.set()
+        await trio.sleep_forever()
+
+    async with trio.open_nursery() as nursery:
+        url = await start_tls_server(nursery, handler, server_context)
+        ws = await connect_websocket(url, max_message_size=2**20, ssl_context=client_context)
+        await sent.wait()
+        await trio.sleep(0.05)  # let every byte reach our socket buffer
+        batch = await ws.receive_messages()
+        assert [m for m, _ in batch] == [f"m{i}".encode() for i in range(50)]
+        await ws.aclose()
+        nursery.cancel_scope.cancel()
+
+
+async def test_a_ping_over_tls_is_answered(
+    server_context: ssl.SSLContext, client_context: ssl.SSLContext
+) -> None:
+    ponged = trio.Event()
+
+    async def handler(request: WebSocketRequest) -> None:
+        conn = await request.accept()
+        await conn.ping(b"tls-ping")  # returns when the pong arrives
+        ponged.set()
+        await conn.send_message("after-ping")
+        await trio.sleep_forever()
+
+    async with trio.open_nursery() as nursery:
+        url = await start_tls_server(nursery, handler, server_context)
+        ws = await connect_websocket(url, max_message_size=2**20, ssl_context=client_context)
+        got: list[tuple[bytes, bool]] = []
+        while not got:
+            got.extend(await ws.receive_messages())
+        assert got == [(b"after-ping", True)]
+        assert ponged.is_set()
+        await ws.aclose()
+        nursery.cancel_scope.cancel()
+
+
+async def test_a_certificate_from_an_unknown_authority_is_refused(
+    server_context: ssl.SSLContext,
+) -> None:
+    other = ssl.create_default_context()
+    trustme.CA().configure_trust(other)  # trusts some other CA only
+
+    async def handler(request: WebSocketRequest) -> None:
+        await request.accept()
+
+    async with trio.open_nursery() as nursery:
+        url = await start_tls_server(nursery, handler, server_context)
+        with pytest.raises(ConnectFailed, match="CERTIFICATE_VERIFY_FAILED"):
+            await connect_websocket(url, max_message_size=2**20, ssl_context=other)
+        nursery.cancel_scope.cancel()
+
+
+async def test_a_name_the_certificate_does_not_hold_is_refused(
+    ca: trustme.CA, client_context: ssl.SSLContext
+) -> None:
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ca.issue_cert("stream.example.com").configure_cert(context)  # not 127.0.0.1
+
+    async def handler(request: WebSocketRequest) -> None:
+        await request.accept()
+
+    async with trio.open_nursery() as nursery:
+        url = await start_tls_server(nursery, handler, context)
+        with pytest.raises(ConnectFailed, match="CERTIFICATE_VERIFY_FAILED"):
+            await connect_websocket(url, max_message_size=2**20, ssl_context=client_context)
+        nursery.cancel_scope.cancel()
+
+
+Script = Callable[[trio.SSLStream[trio.SocketStream], ServerProtocol], Awaitable[None]]
+
+
+async def raw_tls_server(nursery: trio.Nursery, context: ssl.SSLContext, script: Script) -> str:
+    """A TLS server on websockets' Sans-I/O ServerProtocol, for endings trio-websocket
+    does not make (a TCP close with no TLS close_notify and no close frame)."""
+
+    async def handle(stream: trio.SSLStream[trio.SocketStream]) -> None:
+        protocol = ServerProtocol()
+        while True:
+            protocol.receive_data(await stream.receive_some(65536))
+            events = protocol.events_received()
+            if events:
+                break
+        protocol.send_response(protocol.accept(events[0]))  # type: ignore[arg-type]
+        for chunk in protocol.data_to_send():
+            await stream.send_all(chunk)
+        await script(stream, protocol)
+
+    listeners = await nursery.start(trio.serve_ssl_over_tcp, handle, 0, context)
+    port = listeners[0].transport_listener.socket.getsockname()[1]
+    return f"wss://127.0.0.1:{port}/"
+
+
+async def test_a_tcp_close_without_close_notify_ends_the_stream(
+    server_context: ssl.SSLContext, client_context: ssl.SSLContext
+) -> None:
+    async def script(stream: trio.SSLStream[trio.SocketStream], protocol: ServerProtocol) -> None:
+        protocol.send_text(b"bye")
+        for chunk in protocol.data_to_send():
+            await stream.send_all(chunk)
+        await stream.transport_stream.aclose()  # no close_notify, no close frame
+
+    async with trio.open_nursery() as nursery:
+        url = await raw_tls_server(nursery, server_context, script)
+        ws = await connect_websocket(url, max_message_size=2**20, ssl_context=client_context)
+        got, lost = await drain_until_lost(ws)
+        assert got == [(b"bye", True)]
+        assert "without a close frame" in str(lost)
+        await ws.aclose()
+        nursery.cancel_scope.cancel()
+
+
+async def test_a_tls_close_notify_ends_the_stream(
+    server_context: ssl.SSLContext, client_context: ssl.SSLContext
+) -> None:
+    async def script(stream: trio.SSLStream[trio.SocketStream], protocol: ServerProtocol) -> None:
+        protocol.send_text(b"last")
+        for chunk in protocol.data_to_send():
+            await stream.send_all(chunk)
+        await stream.aclose()  # close_notify, then TCP close; still no close frame
+
+    async with trio.open_nursery() as nursery:
+        url = await raw_tls_server(nursery, server_context, script)
+        ws = await connect_websocket(url, max_message_size=2**20, ssl_context=client_context)
+        got, lost = await drain_until_lost(ws)
+        assert got == [(b"last", True)]
+        assert "without a close frame" in str(lost)
+        await ws.aclose()
+        nursery.cancel_scope.cancel()
+
+
+async def test_closing_while_another_task_receives_ends_that_receive(
+    server_context: ssl.SSLContext, client_context: ssl.SSLContext
+) -> None:
+    async def handler(request: WebSocketRequest) -> None:
+        await request.accept()
+        await trio.sleep_forever()
+
+    async with trio.open_nursery() as nursery:
+        url = await start_tls_server(nursery, handler, server_context)
+        ws = await connect_websocket(url, max_message_size=2**20, ssl_context=client_context)
+        outcome: list[ConnectionLost] = []
+
+        async def receive() -> None:
+            try:
+                await ws.receive_messages()
+            except ConnectionLost as exc:
+                outcome.append(exc)
+
+        async with trio.open_nursery() as inner:
+            inner.start_soon(receive)
+            await trio.sleep(0.05)
+            await trio.aclose_forcefully(ws._stream)
+        (lost,) = outcome
+        assert "transport broke" in str(lost)
+        nursery.cancel_scope.cancel()
