@@ -36,6 +36,7 @@ class TcpTransport(trio.abc.Stream):
         self._send_lock = trio.StrictFIFOLock()
         self._closed = False
         self._eof = False  # TLS: the peer's end was seen after data still being returned
+        self._behind = False  # the last read filled its buffer: data is likely waiting
 
     @classmethod
     async def connect(
@@ -135,12 +136,27 @@ class TcpTransport(trio.abc.Stream):
     async def _receive_raw(self, size: int = READ_SIZE) -> bytes:
         if self._closed:
             raise trio.ClosedResourceError("transport closed")
-        while True:
-            await trio.lowlevel.wait_readable(self._sock)
+        sock = self._sock
+        if self._behind:
+            # The last read filled the buffer: more is probably waiting already. Take it
+            # at once and only yield, as waiting for readability would cost a round of
+            # epoll registration for nothing.
             try:
-                return self._sock.recv(size)
+                data = sock.recv(size)
+            except BlockingIOError:
+                pass
+            else:
+                self._behind = len(data) == size
+                await trio.lowlevel.checkpoint()
+                return data
+        while True:
+            await trio.lowlevel.wait_readable(sock)
+            try:
+                data = sock.recv(size)
             except BlockingIOError:
                 continue  # readiness without data: wait again
+            self._behind = len(data) == size
+            return data
 
     # ------------------------------------------------------------------ sending
 
