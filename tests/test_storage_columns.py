@@ -122,3 +122,14 @@ def test_a_dropped_buffer_frees_its_columns_without_the_garbage_collector() -> N
     assert column() is not None  # the batch still shares its memory
     del batch
     assert column() is None
+
+
+def test_order_book_rows_are_kept_whole_and_checked_when_the_batch_is_built() -> None:
+    buffer = ColumnBuffer("orderbook", KEY)
+    good = BookUpdate("okx", "X", T0, T0, 7, "snapshot", 7, None, [(1.0, 2.0)], [])
+    bad = BookUpdate("okx", "X", T0, T0 + 1, 8, None, 8, 7, [], [])  # type: ignore[arg-type]
+    buffer.add(good)
+    buffer.add(bad)
+    assert len(buffer) == 2
+    with pytest.raises(ValueError, match="kind"):
+        buffer.to_record_batch(CONSTANTS)
