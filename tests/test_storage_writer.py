@@ -249,6 +249,41 @@ async def test_batches_wait_in_the_channel_until_the_doorbell_rings(
         assert trio.current_time() == t0 + 1
 
 
+async def test_a_large_backlog_is_routed_in_slices_that_let_other_tasks_run(
+    tmp_path: Path, autojump_clock: trio.testing.MockClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # While the writer routes what waits, connections must go on reading (and stamping
+    # what they read): it checkpoints every TAKE_SLICE_ROWS rows.
+    monkeypatch.setattr(writer_module, "TAKE_SLICE_ROWS", 1000)
+    steps = 0  # how often another task has run
+    seen: list[int] = []
+    original = writer_module._Writer.route
+
+    def route(self: Any, batch: list[Event]) -> None:
+        seen.append(steps)
+        original(self, batch)
+
+    monkeypatch.setattr(writer_module._Writer, "route", route)
+    batches: list[list[Event]] = [
+        [trade(NOON + i, i) for i in range(b * 600, (b + 1) * 600)] for b in range(4)
+    ]
+    async with open_writer(tmp_path, NOON, ring_at=4, flush_max_rows=100_000) as h:
+        for batch in batches[:3]:
+            await h.send.send(batch)
+
+        async def another_task() -> None:
+            nonlocal steps
+            while len(seen) < 4:
+                steps += 1
+                await trio.lowlevel.checkpoint()
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(another_task)
+            await h.send.send(batches[3])  # the fourth batch rings: 2,400 rows to route
+    # 600 + 600 rows, a checkpoint, then the other two batches.
+    assert seen[0] == seen[1] < seen[2] == seen[3]
+
+
 async def test_unrung_batches_are_taken_at_the_tick_and_flushed_by_it(
     tmp_path: Path, autojump_clock: trio.testing.MockClock
 ) -> None:
