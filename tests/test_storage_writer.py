@@ -6,6 +6,7 @@ import errno
 import math
 import threading
 import time
+from collections import Counter
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -253,34 +254,39 @@ async def test_a_large_backlog_is_routed_in_slices_that_let_other_tasks_run(
     tmp_path: Path, autojump_clock: trio.testing.MockClock, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # While the writer routes what waits, connections must go on reading (and stamping
-    # what they read): it checkpoints every TAKE_SLICE_ROWS rows.
+    # what they read): it yields to the scheduler every TAKE_SLICE_ROWS rows. Counted as
+    # the routing task's steps (a checkpoint always ends a step), which does not depend
+    # on the order Trio runs the tasks of a batch in.
     monkeypatch.setattr(writer_module, "TAKE_SLICE_ROWS", 1000)
-    steps = 0  # how often another task has run
+    steps: Counter[trio.lowlevel.Task] = Counter()
+
+    class CountSteps(trio.abc.Instrument):
+        def before_task_step(self, task: trio.lowlevel.Task) -> None:
+            steps[task] += 1
+
     seen: list[int] = []
     original = writer_module._Writer.route
 
     def route(self: Any, batch: list[Event]) -> None:
-        seen.append(steps)
+        seen.append(steps[trio.lowlevel.current_task()])
         original(self, batch)
 
     monkeypatch.setattr(writer_module._Writer, "route", route)
     batches: list[list[Event]] = [
         [trade(NOON + i, i) for i in range(b * 600, (b + 1) * 600)] for b in range(4)
     ]
-    async with open_writer(tmp_path, NOON, ring_at=4, flush_max_rows=100_000) as h:
-        for batch in batches[:3]:
-            await h.send.send(batch)
-
-        async def another_task() -> None:
-            nonlocal steps
-            while len(seen) < 4:
-                steps += 1
-                await trio.lowlevel.checkpoint()
-
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(another_task)
-            await h.send.send(batches[3])  # the fourth batch rings: 2,400 rows to route
-    # 600 + 600 rows, a checkpoint, then the other two batches.
+    instrument = CountSteps()
+    trio.lowlevel.add_instrument(instrument)
+    try:
+        async with open_writer(
+            tmp_path, NOON, ring_at=4, flush_interval_secs=60.0, flush_max_rows=100_000
+        ) as h:
+            for batch in batches:
+                await h.send.send(batch)  # the fourth rings: 2,400 rows to route
+            await settle(autojump_clock, lambda: len(seen) == 4)
+    finally:
+        trio.lowlevel.remove_instrument(instrument)
+    # 600 + 600 rows in one step, a checkpoint, then the other two batches in the next.
     assert seen[0] == seen[1] < seen[2] == seen[3]
 
 
