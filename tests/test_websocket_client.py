@@ -11,6 +11,7 @@ from websockets.server import ServerProtocol
 
 from collector.ingest.errors import ConnectFailed, ConnectionLost
 from collector.ingest.websocket import WebSocket, connect_websocket
+from tests.ws_helpers import accept_websocket
 
 Handler = Callable[[WebSocketRequest], Awaitable[None]]
 
@@ -145,16 +146,7 @@ async def raw_server(
     cannot send (fragments) or abrupt transport ends."""
 
     async def handle(stream: trio.SocketStream) -> None:
-        protocol = ServerProtocol()
-        while True:
-            protocol.receive_data(await stream.receive_some(65536))
-            events = protocol.events_received()
-            if events:
-                break
-        protocol.send_response(protocol.accept(events[0]))  # type: ignore[arg-type]
-        for chunk in protocol.data_to_send():
-            await stream.send_all(chunk)
-        await script(stream, protocol)
+        await script(stream, await accept_websocket(stream))
 
     listeners = await nursery.start(trio.serve_tcp, handle, 0)
     port = listeners[0].socket.getsockname()[1]

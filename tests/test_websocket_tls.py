@@ -17,6 +17,7 @@ from websockets.server import ServerProtocol
 
 from collector.ingest.errors import ConnectFailed, ConnectionLost
 from collector.ingest.websocket import WebSocket, connect_websocket
+from tests.ws_helpers import accept_websocket
 
 Handler = Callable[[WebSocketRequest], Awaitable[None]]
 
@@ -168,55 +169,31 @@ async def raw_tls_server(nursery: trio.Nursery, context: ssl.SSLContext, script:
     does not make (a TCP close with no TLS close_notify and no close frame)."""
 
     async def handle(stream: trio.SSLStream[trio.SocketStream]) -> None:
-        protocol = ServerProtocol()
-        while True:
-            protocol.receive_data(await stream.receive_some(65536))
-            events = protocol.events_received()
-            if events:
-                break
-        protocol.send_response(protocol.accept(events[0]))  # type: ignore[arg-type]
-        for chunk in protocol.data_to_send():
-            await stream.send_all(chunk)
-        await script(stream, protocol)
+        await script(stream, await accept_websocket(stream))
 
     listeners = await nursery.start(trio.serve_ssl_over_tcp, handle, 0, context)
     port = listeners[0].transport_listener.socket.getsockname()[1]
     return f"wss://127.0.0.1:{port}/"
 
 
-async def test_a_tcp_close_without_close_notify_ends_the_stream(
-    server_context: ssl.SSLContext, client_context: ssl.SSLContext
+@pytest.mark.parametrize("close_notify", [False, True], ids=["tcp-close", "close-notify"])
+async def test_a_server_that_ends_without_a_close_frame_ends_the_stream(
+    server_context: ssl.SSLContext, client_context: ssl.SSLContext, close_notify: bool
 ) -> None:
     async def script(stream: trio.SSLStream[trio.SocketStream], protocol: ServerProtocol) -> None:
         protocol.send_text(b"bye")
         for chunk in protocol.data_to_send():
             await stream.send_all(chunk)
-        await stream.transport_stream.aclose()  # no close_notify, no close frame
+        if close_notify:
+            await stream.aclose()  # TLS close_notify, then the TCP close
+        else:
+            await stream.transport_stream.aclose()  # the TCP close alone
 
     async with trio.open_nursery() as nursery:
         url = await raw_tls_server(nursery, server_context, script)
         ws = await connect_websocket(url, max_message_size=2**20, ssl_context=client_context)
         got, lost = await drain_until_lost(ws)
         assert got == [(b"bye", True)]
-        assert "without a close frame" in str(lost)
-        await ws.aclose()
-        nursery.cancel_scope.cancel()
-
-
-async def test_a_tls_close_notify_ends_the_stream(
-    server_context: ssl.SSLContext, client_context: ssl.SSLContext
-) -> None:
-    async def script(stream: trio.SSLStream[trio.SocketStream], protocol: ServerProtocol) -> None:
-        protocol.send_text(b"last")
-        for chunk in protocol.data_to_send():
-            await stream.send_all(chunk)
-        await stream.aclose()  # close_notify, then TCP close; still no close frame
-
-    async with trio.open_nursery() as nursery:
-        url = await raw_tls_server(nursery, server_context, script)
-        ws = await connect_websocket(url, max_message_size=2**20, ssl_context=client_context)
-        got, lost = await drain_until_lost(ws)
-        assert got == [(b"last", True)]
         assert "without a close frame" in str(lost)
         await ws.aclose()
         nursery.cancel_scope.cancel()

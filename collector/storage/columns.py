@@ -86,17 +86,18 @@ class ColumnBuffer:
         layout = _layout(data_type, constant_names)
         self.data_type = data_type
         self._layout = layout
-        self._columns: list[Column] = [
-            array(code) if code else [] for _field, code in layout.stored
-        ]
+        self._rows: list[Event] = []  # by-row data types only
+        self._columns: list[Column] = []
         # Row numbers of the nulls in each array column (lists hold None themselves).
-        self._nulls: list[list[int]] = [[] for _ in layout.stored]
-        self._rows: list[Event] = []
+        self._nulls: list[list[int]] = []
+        if layout.by_row:
+            self.add: Adder = self._rows.append
+            return
+        self._columns = [array(code) if code else [] for _field, code in layout.stored]
+        self._nulls = [[] for _ in layout.stored]
         # ``add`` refers to the columns, never to ``self``: no reference cycle, so a
         # buffer's memory goes back as soon as its flush drops it, not at a GC pass.
-        self.add: Adder = (
-            self._rows.append if layout.by_row else layout.make_add(self._columns, self._nulls)
-        )
+        self.add = layout.make_add(self._columns, self._nulls)
 
     def __len__(self) -> int:
         return len(self._rows) if self._layout.by_row else len(self._columns[0])
@@ -121,10 +122,11 @@ class ColumnBuffer:
                 scalar = pa.scalar(constants[field.name], type=field.type)
                 arrays.append(pa.repeat(scalar, count))
                 continue
-            (_, typecode), column, nulls = next(stored)
             if layout.by_row:
                 arrays.append(_from_rows(self.data_type, field, self._rows))
-            elif typecode:
+                continue
+            (_, typecode), column, nulls = next(stored)
+            if typecode:
                 arrays.append(_numbers(field.type, count, column, nulls))
             else:
                 arrays.append(pa.array(column, type=field.type))
