@@ -28,11 +28,21 @@ READ_SIZE = 65536
 class TcpTransport(trio.abc.Stream):
     """A connected, non-blocking TCP socket, optionally wrapped in TLS (client side)."""
 
-    def __init__(self, sock: socket.socket, tls: ssl.SSLObject | None = None) -> None:
+    def __init__(
+        self, sock: socket.socket, ssl_context: ssl.SSLContext | None = None, host: str = ""
+    ) -> None:
+        """Own ``sock``; with ``ssl_context``, a TLS client for ``host`` (handshake not
+        done yet: :meth:`connect` does it)."""
         self._sock = sock
-        self._tls = tls
         self._incoming = ssl.MemoryBIO()
         self._outgoing = ssl.MemoryBIO()
+        self._tls = (
+            None
+            if ssl_context is None
+            else ssl_context.wrap_bio(
+                self._incoming, self._outgoing, server_side=False, server_hostname=host
+            )
+        )
         self._send_lock = trio.StrictFIFOLock()
         self._closed = False
         self._eof = False  # TLS: the peer's end was seen after data still being returned
@@ -40,12 +50,7 @@ class TcpTransport(trio.abc.Stream):
 
     @classmethod
     async def connect(
-        cls,
-        host: str,
-        port: int,
-        *,
-        ssl_context: ssl.SSLContext | None = None,
-        server_hostname: str | None = None,
+        cls, host: str, port: int, *, ssl_context: ssl.SSLContext | None = None
     ) -> TcpTransport:
         """Connect (and with ``ssl_context``, complete the TLS handshake).
 
@@ -55,20 +60,13 @@ class TcpTransport(trio.abc.Stream):
         stream = await trio.open_tcp_stream(host, port)  # sets TCP_NODELAY
         sock = socket.socket(fileno=stream.socket.detach())
         sock.setblocking(False)
-        if ssl_context is None:
-            return cls(sock)
-        transport = cls(sock)
-        transport._tls = ssl_context.wrap_bio(
-            transport._incoming,
-            transport._outgoing,
-            server_side=False,
-            server_hostname=server_hostname or host,
-        )
-        try:
-            await transport._handshake()
-        except BaseException:
-            await trio.aclose_forcefully(transport)
-            raise
+        transport = cls(sock, ssl_context, host)
+        if ssl_context is not None:
+            try:
+                await transport._handshake()
+            except BaseException:
+                await trio.aclose_forcefully(transport)
+                raise
         return transport
 
     async def _handshake(self) -> None:

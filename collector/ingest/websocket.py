@@ -269,7 +269,7 @@ async def connect_websocket(
     try:
         context = (ssl_context or _default_ssl_context()) if uri.secure else None
         stream = await TcpTransport.connect(uri.host, uri.port, ssl_context=context)
-    except (OSError, trio.BrokenResourceError) as exc:
+    except OSError as exc:  # ssl.SSLError too
         raise ConnectFailed(f"cannot connect to {uri.host}:{uri.port}: {exc!r}") from exc
     protocol = ClientProtocol(uri, max_size=max_message_size)
     ws = WebSocket(stream, protocol, max_message_size=max_message_size)
