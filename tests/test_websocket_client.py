@@ -9,9 +9,9 @@ import trio
 from trio_websocket import WebSocketRequest, serve_websocket
 from websockets.server import ServerProtocol
 
-from collector.ingest.errors import ConnectFailed, ConnectionLost
+from collector.ingest.errors import ConnectFailed
 from collector.ingest.websocket import WebSocket, connect_websocket
-from tests.ws_helpers import accept_websocket
+from tests.ws_helpers import accept_websocket, drain_until_lost, receive_all
 
 Handler = Callable[[WebSocketRequest], Awaitable[None]]
 
@@ -19,23 +19,6 @@ Handler = Callable[[WebSocketRequest], Awaitable[None]]
 async def start_server(nursery: trio.Nursery, handler: Handler) -> str:
     server = await nursery.start(serve_websocket, handler, "127.0.0.1", 0, None)
     return f"ws://127.0.0.1:{server.port}/stream"
-
-
-async def receive_all(ws: WebSocket, count: int) -> list[tuple[bytes, bool]]:
-    got: list[tuple[bytes, bool]] = []
-    while len(got) < count:
-        got.extend(await ws.receive_messages())
-    return got
-
-
-async def drain_until_lost(ws: WebSocket) -> tuple[list[tuple[bytes, bool]], ConnectionLost]:
-    """Every message received until the connection is lost, and how it was lost."""
-    got: list[tuple[bytes, bool]] = []
-    while True:
-        try:
-            got.extend(await ws.receive_messages())
-        except ConnectionLost as exc:
-            return got, exc
 
 
 async def test_text_and_binary_messages_and_sending() -> None:

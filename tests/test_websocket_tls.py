@@ -16,8 +16,8 @@ from trio_websocket import WebSocketRequest, serve_websocket
 from websockets.server import ServerProtocol
 
 from collector.ingest.errors import ConnectFailed, ConnectionLost
-from collector.ingest.websocket import WebSocket, connect_websocket
-from tests.ws_helpers import accept_websocket
+from collector.ingest.websocket import connect_websocket
+from tests.ws_helpers import accept_websocket, drain_until_lost, receive_all
 
 Handler = Callable[[WebSocketRequest], Awaitable[None]]
 
@@ -46,15 +46,6 @@ async def start_tls_server(nursery: trio.Nursery, handler: Handler, context: ssl
     return f"wss://127.0.0.1:{server.port}/stream"
 
 
-async def drain_until_lost(ws: WebSocket) -> tuple[list[tuple[bytes, bool]], ConnectionLost]:
-    got: list[tuple[bytes, bool]] = []
-    while True:
-        try:
-            got.extend(await ws.receive_messages())
-        except ConnectionLost as exc:
-            return got, exc
-
-
 async def test_messages_both_ways_over_tls(
     server_context: ssl.SSLContext, client_context: ssl.SSLContext
 ) -> None:
@@ -73,10 +64,11 @@ async def test_messages_both_ways_over_tls(
         url = await start_tls_server(nursery, handler, server_context)
         ws = await connect_websocket(url, max_message_size=2**20, ssl_context=client_context)
         await ws.send_text('{"method":"SUBSCRIBE"}')
-        got: list[tuple[bytes, bool]] = []
-        while len(got) < 3:
-            got.extend(await ws.receive_messages())
-        assert got == [(b"hello", True), (big.encode(), True), (b"\x00binary", False)]
+        assert await receive_all(ws, 3) == [
+            (b"hello", True),
+            (big.encode(), True),
+            (b"\x00binary", False),
+        ]
         assert received == ['{"method":"SUBSCRIBE"}']
         await ws.aclose()
         nursery.cancel_scope.cancel()
@@ -120,10 +112,7 @@ async def test_a_ping_over_tls_is_answered(
     async with trio.open_nursery() as nursery:
         url = await start_tls_server(nursery, handler, server_context)
         ws = await connect_websocket(url, max_message_size=2**20, ssl_context=client_context)
-        got: list[tuple[bytes, bool]] = []
-        while not got:
-            got.extend(await ws.receive_messages())
-        assert got == [(b"after-ping", True)]
+        assert await receive_all(ws, 1) == [(b"after-ping", True)]
         assert ponged.is_set()
         await ws.aclose()
         nursery.cancel_scope.cancel()

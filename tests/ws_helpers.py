@@ -1,9 +1,30 @@
-"""Server-side pieces shared by the WebSocket client tests."""
+"""Pieces shared by the WebSocket client tests (plain and TLS)."""
 
 from __future__ import annotations
 
 import trio
 from websockets.server import ServerProtocol
+
+from collector.ingest.errors import ConnectionLost
+from collector.ingest.websocket import WebSocket
+
+
+async def receive_all(ws: WebSocket, count: int) -> list[tuple[bytes, bool]]:
+    """Messages until at least ``count`` have arrived."""
+    got: list[tuple[bytes, bool]] = []
+    while len(got) < count:
+        got.extend(await ws.receive_messages())
+    return got
+
+
+async def drain_until_lost(ws: WebSocket) -> tuple[list[tuple[bytes, bool]], ConnectionLost]:
+    """Every message received until the connection is lost, and how it was lost."""
+    got: list[tuple[bytes, bool]] = []
+    while True:
+        try:
+            got.extend(await ws.receive_messages())
+        except ConnectionLost as exc:
+            return got, exc
 
 
 async def accept_websocket(stream: trio.abc.Stream) -> ServerProtocol:
