@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 import gc
+import random
+import sys
 import weakref
 from collections.abc import Iterator
+from typing import Any
 
 import pyarrow as pa
 import pytest
 
 from collector.events import BookUpdate, Status, Ticker, Trade
 from collector.storage.columns import ColumnBuffer, to_record_batch
-from collector.storage.schemas import SCHEMAS
+from collector.storage.schemas import LEVELS, SCHEMAS
 
 T0 = 1_714_608_000_000_000
 KEY = frozenset({"exchange", "symbol"})
@@ -124,12 +127,64 @@ def test_a_dropped_buffer_frees_its_columns_without_the_garbage_collector() -> N
     assert column() is None
 
 
-def test_order_book_rows_are_kept_whole_and_checked_when_the_batch_is_built() -> None:
+def test_order_book_levels_match_arrows_own_conversion() -> None:
+    rng = random.Random(7)
+    rows = [
+        BookUpdate(
+            "okx",
+            "X",
+            T0 + n,
+            T0 + n,
+            n,
+            "delta",
+            n,
+            n - 1,
+            [(rng.uniform(1, 1e5), rng.uniform(0, 9)) for _ in range(rng.randrange(0, 25))],
+            [(float(rng.randrange(100)), 0.0) for _ in range(rng.randrange(0, 3))],
+        )
+        for n in range(300)
+    ]
+    batch = to_record_batch("orderbook", rows)
+    assert batch.column("bids").equals(pa.array([r.bids for r in rows], type=LEVELS))
+    assert batch.column("asks").equals(pa.array([r.asks for r in rows], type=LEVELS))
+    assert batch.column("sequence").to_pylist() == list(range(300))
+
+
+@pytest.mark.parametrize(
+    ("bad_bids", "bad_asks", "kind", "message"),
+    [
+        ([(1.0, 2.0)], [], None, "null in non-nullable column 'kind'"),
+        ([(1.0, 2.0)], None, "delta", "null in non-nullable column 'asks'"),
+        ([(1.0, 2.0), (3.0, 4.0, 5.0)], [], "delta", "cannot store"),  # not a pair
+        ([(1.0, 2.0)], [(3.0, "4")], "delta", "cannot store"),  # a size that is no number
+    ],
+)
+def test_a_bad_order_book_row_is_refused_and_nothing_of_it_is_kept(
+    bad_bids: Any, bad_asks: Any, kind: Any, message: str
+) -> None:
     buffer = ColumnBuffer("orderbook", KEY)
-    good = BookUpdate("okx", "X", T0, T0, 7, "snapshot", 7, None, [(1.0, 2.0)], [])
-    bad = BookUpdate("okx", "X", T0, T0 + 1, 8, None, 8, 7, [], [])  # type: ignore[arg-type]
-    buffer.add(good)
-    buffer.add(bad)
-    assert len(buffer) == 2
-    with pytest.raises(ValueError, match="kind"):
-        buffer.to_record_batch(CONSTANTS)
+    buffer.add(BookUpdate("okx", "X", T0, T0, 7, "snapshot", 7, None, [(1.0, 2.0)], [(3.0, 1.0)]))
+    with pytest.raises(ValueError, match=message):
+        buffer.add(BookUpdate("okx", "X", T0, T0 + 1, 8, kind, 8, 7, bad_bids, bad_asks))
+    buffer.add(BookUpdate("okx", "X", T0, T0 + 2, 9, "delta", 9, 8, [], [(5.0, 6.0)]))
+    batch = buffer.to_record_batch(CONSTANTS)
+    assert batch.column("sequence").to_pylist() == [7, 9]
+    assert batch.column("bids").to_pylist() == [[{"price": 1.0, "size": 2.0}], []]
+    assert batch.column("asks").to_pylist() == [
+        [{"price": 3.0, "size": 1.0}],
+        [{"price": 5.0, "size": 6.0}],
+    ]
+
+
+def test_a_routed_order_book_row_keeps_no_python_level_objects_alive() -> None:
+    # Kept alive until the flush, a busy book's level lists and tuples made the garbage
+    # collector's young passes stall the event loop; the buffer copies the numbers out.
+    bids = [(1.0, 2.0), (0.5, 3.0)]
+    level = bids[0]
+    before = sys.getrefcount(bids), sys.getrefcount(level)
+    buffer = ColumnBuffer("orderbook", KEY)
+    buffer.add(BookUpdate("okx", "X", T0, T0, 7, "snapshot", 7, None, bids, []))
+    assert (sys.getrefcount(bids), sys.getrefcount(level)) == before
+    assert buffer.to_record_batch(CONSTANTS).column("bids").to_pylist() == [
+        [{"price": 1.0, "size": 2.0}, {"price": 0.5, "size": 3.0}]
+    ]

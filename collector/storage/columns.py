@@ -12,6 +12,15 @@ a second after the event loop built them on the other core, cost 1.5-1.8 us a tr
 same work in one thread on fresh events. Appending at route time costs about 0.3 us a row
 on the event loop and saves most of that.
 
+Book levels (``list[tuple[price, size]]``) go into flat columns too: one ``array('d')`` of
+prices, one of sizes, and an ``array('i')`` of each row's end offset, which Arrow wraps as
+a ``list<struct<price, size>>`` column without a pass over Python objects. So an order
+book event's level lists and tuples (about forty tracked objects for a 20-level book) die
+as soon as it is routed, instead of living until the next flush: with them alive, the
+garbage collector's young-generation passes (each one a stall of the event loop with the
+GIL held) took up to a sixth of a diff-depth run, and its max rate rose 14-25 % with the
+collector off.
+
 The ``add`` function of each layout is generated from the Arrow schema (one straight-line
 function per data type and set of constant columns, like ``dataclasses`` builds
 ``__init__``): a loop over fields, or a function call per field, would cost more than the
@@ -24,13 +33,12 @@ from array import array
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from functools import cache
-from operator import attrgetter
 from typing import Any, Final, TypeAlias
 
 import pyarrow as pa
 
 from collector.events import Event
-from collector.storage.schemas import SCHEMAS, TIMESTAMP
+from collector.storage.schemas import LEVEL, LEVELS, SCHEMAS, TIMESTAMP
 
 # array.array type codes of the columns Arrow can take as they are (64-bit, native order).
 _TYPECODES: Final[dict[pa.DataType, str]] = {
@@ -39,14 +47,44 @@ _TYPECODES: Final[dict[pa.DataType, str]] = {
     pa.float64(): "d",
 }
 
-# Data types whose events are kept as they are until the flush, which then reads their
-# fields. An order book row's cost is its levels (nested lists, converted by one
-# ``pa.array`` call either way); appending its eight other fields at route time cost the
-# event loop 1.1-1.4 us a row in the running service, more than the worker thread saved,
-# and diff depth at full speed fell by about 12 % (side by side).
-BY_ROW: Final = frozenset({"orderbook"})
+# The stored kind of a book levels column (see ``_Levels``).
+_LEVELS_KIND: Final = "levels"
+if array("i").itemsize != 4:  # pragma: no cover - every platform we run on
+    raise ImportError("array('i') is not 32-bit here: book level offsets need int32")
 
-Column: TypeAlias = "array[Any] | list[Any]"
+
+class _Levels:
+    """A book levels column: each level's price and size, and each row's end offset."""
+
+    __slots__ = ("offsets", "prices", "sizes")
+
+    def __init__(self) -> None:
+        self.offsets = array("i", [0])
+        self.prices = array("d")
+        self.sizes = array("d")
+
+    def __len__(self) -> int:
+        return len(self.offsets) - 1
+
+    def cut(self, rows: int) -> None:
+        """Keep the first ``rows`` rows."""
+        del self.offsets[rows + 1 :]
+        end = self.offsets[rows]
+        del self.prices[end:]
+        del self.sizes[end:]
+
+    def to_array(self) -> pa.Array:
+        count = len(self.prices)
+        prices = pa.Array.from_buffers(pa.float64(), count, [None, pa.py_buffer(self.prices)])
+        sizes = pa.Array.from_buffers(pa.float64(), count, [None, pa.py_buffer(self.sizes)])
+        offsets = pa.Array.from_buffers(
+            pa.int32(), len(self.offsets), [None, pa.py_buffer(self.offsets)]
+        )
+        values = pa.StructArray.from_arrays([prices, sizes], fields=list(LEVEL))
+        return pa.ListArray.from_arrays(offsets, values, type=LEVELS)
+
+
+Column: TypeAlias = "array[Any] | list[Any] | _Levels"
 Adder = Callable[[Event], None]
 
 
@@ -55,13 +93,13 @@ class _Layout:
     """How the events of one data type are stored, given the columns the caller fills."""
 
     schema: pa.Schema
-    # For each stored (non-constant) column, in schema order: field, array type code or ""
-    # for a Python list.
+    # For each stored (non-constant) column, in schema order: field, and its kind: an
+    # array type code, "" for a Python list, or ``_LEVELS_KIND``.
     stored: tuple[tuple[pa.Field, str], ...]
     constants: frozenset[str]
     make_add: Callable[..., Adder]
-    # Keep the events themselves and build columns at flush time (see ``BY_ROW``).
-    by_row: bool
+    # A stored column whose length is the row count (not a levels column).
+    count_index: int
 
 
 class ColumnBuffer:
@@ -73,34 +111,27 @@ class ColumnBuffer:
 
     ``add(event)`` appends one event; it raises ``ValueError`` (and stores nothing of that
     event) for a null in a non-nullable column or a value of the wrong type: an adapter
-    bug, better found here than in a journal that can never become Parquet. Data types in
-    ``BY_ROW`` keep their events until :meth:`to_record_batch`, which raises instead.
+    bug, better found here than in a journal that can never become Parquet.
 
     Not thread-safe: the writer appends on the event loop, then hands the whole buffer to
     a worker thread and starts a new one, never touching the old one again.
     """
 
-    __slots__ = ("_columns", "_layout", "_nulls", "_rows", "add", "data_type")
+    __slots__ = ("_columns", "_layout", "_nulls", "add", "data_type")
 
     def __init__(self, data_type: str, constant_names: frozenset[str] = frozenset()) -> None:
         layout = _layout(data_type, constant_names)
         self.data_type = data_type
         self._layout = layout
-        self._rows: list[Event] = []  # by-row data types only
-        self._columns: list[Column] = []
+        self._columns: list[Column] = [_new_column(kind) for _field, kind in layout.stored]
         # Row numbers of the nulls in each array column (lists hold None themselves).
-        self._nulls: list[list[int]] = []
-        if layout.by_row:
-            self.add: Adder = self._rows.append
-            return
-        self._columns = [array(code) if code else [] for _field, code in layout.stored]
-        self._nulls = [[] for _ in layout.stored]
+        self._nulls: list[list[int]] = [[] for _ in layout.stored]
         # ``add`` refers to the columns, never to ``self``: no reference cycle, so a
         # buffer's memory goes back as soon as its flush drops it, not at a GC pass.
-        self.add = layout.make_add(self._columns, self._nulls)
+        self.add: Adder = layout.make_add(self._columns, self._nulls)
 
     def __len__(self) -> int:
-        return len(self._rows) if self._layout.by_row else len(self._columns[0])
+        return len(self._columns[self._layout.count_index])
 
     def to_record_batch(self, constants: Mapping[str, Any] | None = None) -> pa.RecordBatch:
         """The rows as one record batch of the data type's schema.
@@ -122,34 +153,34 @@ class ColumnBuffer:
                 scalar = pa.scalar(constants[field.name], type=field.type)
                 arrays.append(pa.repeat(scalar, count))
                 continue
-            if layout.by_row:
-                arrays.append(_from_rows(self.data_type, field, self._rows))
-                continue
-            (_, typecode), column, nulls = next(stored)
-            if typecode:
+            (_, kind), column, nulls = next(stored)
+            if isinstance(column, _Levels):
+                arrays.append(column.to_array())
+            elif kind:
                 arrays.append(_numbers(field.type, count, column, nulls))
             else:
                 arrays.append(pa.array(column, type=field.type))
         return pa.RecordBatch.from_arrays(arrays, schema=layout.schema)
 
 
-def _from_rows(data_type: str, field: pa.Field, rows: list[Event]) -> pa.Array:
-    """One column of a by-row buffer, read from its events (``BY_ROW``)."""
-    values = list(map(attrgetter(field.name), rows))
-    if field.type == TIMESTAMP:  # int64 then a zero-copy view is faster than converting
-        array_ = pa.array(values, type=pa.int64()).view(TIMESTAMP)
-    else:
-        array_ = pa.array(values, type=field.type)
-    if not field.nullable and array_.null_count:
-        raise ValueError(f"{data_type}: null in non-nullable column {field.name!r}")
-    return array_
+class _Refused(ValueError):
+    """A value ``add`` refuses by name (a null where none may be): raised as it is."""
+
+
+def _new_column(kind: str) -> Column:
+    if kind == _LEVELS_KIND:
+        return _Levels()
+    return array(kind) if kind else []
 
 
 def _rollback(columns: list[Column], nulls: list[list[int]]) -> None:
     """Drop a partly added row: cut every column back to the shortest."""
     rows = min(len(column) for column in columns)
     for column, column_nulls in zip(columns, nulls, strict=True):
-        del column[rows:]
+        if isinstance(column, _Levels):
+            column.cut(rows)
+        else:
+            del column[rows:]
         while column_nulls and column_nulls[-1] >= rows:
             column_nulls.pop()
 
@@ -180,9 +211,15 @@ def _layout(data_type: str, constants: frozenset[str]) -> _Layout:
     if "timestamp_collector" in constants:  # every row has its own; the buffer counts them
         raise ValueError(f"{data_type}: timestamp_collector cannot be a constant column")
     stored = tuple(
-        (field, _TYPECODES.get(field.type, "")) for field in schema if field.name not in constants
+        (field, _LEVELS_KIND if field.type == LEVELS else _TYPECODES.get(field.type, ""))
+        for field in schema
+        if field.name not in constants
     )
-    return _Layout(schema, stored, constants, _compile_add(data_type, stored), data_type in BY_ROW)
+    for field, kind in stored:
+        if kind == _LEVELS_KIND and field.nullable:
+            raise ValueError(f"{data_type}: a levels column cannot be nullable ({field.name!r})")
+    count_index = next(i for i, (_, kind) in enumerate(stored) if kind != _LEVELS_KIND)
+    return _Layout(schema, stored, constants, _compile_add(data_type, stored), count_index)
 
 
 def _compile_add(data_type: str, stored: tuple[tuple[pa.Field, str], ...]) -> Callable[..., Adder]:
@@ -196,11 +233,35 @@ def _compile_add(data_type: str, stored: tuple[tuple[pa.Field, str], ...]) -> Ca
             raise ValueError(...)
         c5.append(v)
         c6.append(event.side)
+
+    and for book levels ``bids`` (``c7`` a ``_Levels``, with its arrays bound once)::
+
+        v = event.bids
+        if v is None:
+            raise ValueError(...)
+        for price, size in v:
+            p7(price)
+            s7(size)
+        o7(len(c7.prices))
     """
     body: list[str] = []
+    prologue: list[str] = []
     for i, (field, typecode) in enumerate(stored):
         name = field.name
-        if typecode and field.nullable:
+        if typecode == _LEVELS_KIND:
+            prologue.append(
+                f"p{i}, s{i}, o{i} = c{i}.prices.append, c{i}.sizes.append, c{i}.offsets.append"
+            )
+            body += [
+                f"v = event.{name}",
+                "if v is None:",
+                f"    raise Refused({f'{data_type}: null in non-nullable column {name!r}'!r})",
+                "for price, size in v:",
+                f"    p{i}(price)",
+                f"    s{i}(size)",
+                f"o{i}(len(c{i}.prices))",
+            ]
+        elif typecode and field.nullable:
             body += [
                 f"v = event.{name}",
                 "if v is None:",
@@ -213,7 +274,7 @@ def _compile_add(data_type: str, stored: tuple[tuple[pa.Field, str], ...]) -> Ca
             body += [
                 f"v = event.{name}",
                 "if v is None:",
-                f"    raise ValueError({f'{data_type}: null in non-nullable column {name!r}'!r})",
+                f"    raise Refused({f'{data_type}: null in non-nullable column {name!r}'!r})",
                 f"c{i}.append(v)",
             ]
         else:
@@ -224,19 +285,22 @@ def _compile_add(data_type: str, stored: tuple[tuple[pa.Field, str], ...]) -> Ca
         "def make_add(columns, nulls):",
         f"    {', '.join(columns)}, = columns",
         f"    {', '.join(nulls)}, = nulls",
+        *(f"    {line}" for line in prologue),
         "    def add(event):",
         "        try:",
         *(f"            {line}" for line in body),
         "        except (TypeError, OverflowError, ValueError) as exc:",
         "            rollback(columns, nulls)",
-        "            if type(exc) is ValueError:",
+        "            if type(exc) is Refused:",
         "                raise",
         f"            raise ValueError({data_type + ': cannot store '!r} + repr(event)[:200]"
         " + ': ' + str(exc)) from exc",
         "    return add",
     ]
     namespace: dict[str, Any] = {}
-    exec("\n".join(lines), {"rollback": _rollback}, namespace)  # source built above
+    exec(
+        "\n".join(lines), {"rollback": _rollback, "Refused": _Refused}, namespace
+    )  # source built above
     make_add: Callable[..., Adder] = namespace["make_add"]
     return make_add
 
