@@ -254,10 +254,13 @@ async def test_a_large_backlog_is_routed_in_slices_that_let_other_tasks_run(
     tmp_path: Path, autojump_clock: trio.testing.MockClock, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # While the writer routes what waits, connections must go on reading (and stamping
-    # what they read): it yields to the scheduler every TAKE_SLICE_ROWS rows. Counted as
-    # the routing task's steps (a checkpoint always ends a step), which does not depend
-    # on the order Trio runs the tasks of a batch in.
-    monkeypatch.setattr(writer_module, "TAKE_SLICE_ROWS", 1000)
+    # what they read): it yields to the scheduler once it has routed for TAKE_SLICE_SECS.
+    # Here each batch takes 0.6 ms to route (a fake slice clock). Counted as the routing
+    # task's steps (a checkpoint always ends a step), which does not depend on the order
+    # Trio runs the tasks of a batch in.
+    now = [0.0]
+    monkeypatch.setattr(writer_module, "TAKE_SLICE_SECS", 0.001)
+    monkeypatch.setattr(writer_module, "_slice_clock", lambda: now[0])
     steps: Counter[trio.lowlevel.Task] = Counter()
 
     class CountSteps(trio.abc.Instrument):
@@ -270,6 +273,7 @@ async def test_a_large_backlog_is_routed_in_slices_that_let_other_tasks_run(
     def route(self: Any, batch: list[Event]) -> None:
         seen.append(steps[trio.lowlevel.current_task()])
         original(self, batch)
+        now[0] += 0.0006
 
     monkeypatch.setattr(writer_module._Writer, "route", route)
     batches: list[list[Event]] = [
@@ -286,7 +290,7 @@ async def test_a_large_backlog_is_routed_in_slices_that_let_other_tasks_run(
             await settle(autojump_clock, lambda: len(seen) == 4)
     finally:
         trio.lowlevel.remove_instrument(instrument)
-    # 600 + 600 rows in one step, a checkpoint, then the other two batches in the next.
+    # Two batches (1.2 ms) in one step, a checkpoint, then the other two in the next.
     assert seen[0] == seen[1] < seen[2] == seen[3]
 
 

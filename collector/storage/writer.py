@@ -50,8 +50,12 @@ MAX_RETRY_DELAY_SECS = 60.0
 # in parallel doubled the memory peak (a 10-minute soak crossing the hour: +42 % for a
 # second) while gaining little on a 2-core machine, where the event loop needs a core.
 FINALIZE_THREADS = 1
-# Rows routed between two checkpoints of the writer (about 1 ms of the event loop's time).
-TAKE_SLICE_ROWS = 1000
+# The event loop time the writer routes for between two checkpoints. By time, not rows: a
+# 20-level order book row costs several times a trade row (1,000 of them held the loop for
+# up to 10 ms, the mixed bench's trade rows' p99 receive delay).
+TAKE_SLICE_SECS = 0.001
+# What the slices are timed with (a test makes routing take a known time).
+_slice_clock = time.perf_counter
 
 # (exchange, symbol, data_type, UTC hour index or NO_HOUR)
 FileKey = tuple[str, str, str, int]
@@ -312,9 +316,10 @@ class _Writer:
     async def take(self, events: trio.MemoryReceiveChannel[list[Event]]) -> bool:
         """Route the batches waiting in ``events``; False once the channel has ended.
 
-        Every ``TAKE_SLICE_ROWS`` rows it lets the other tasks run (a checkpoint), so the
-        connections go on reading, and stamping what they read, while a large backlog is
-        routed: the event loop is never held for more than about a millisecond here.
+        Once it has routed for ``TAKE_SLICE_SECS`` it lets the other tasks run (a
+        checkpoint), so the connections go on reading, and stamping what they read, while a
+        large backlog is routed: the event loop is held for about a millisecond (and a
+        batch) at most here.
 
         A flush starts whenever ``flush_max_rows`` rows wait and none is running. While one
         runs and ``flush_max_rows`` more rows wait, the rest stay in the channel (:attr:`full`):
@@ -323,19 +328,18 @@ class _Writer:
         """
         self.doorbell.taken()
         route = self.route
-        routed = 0
+        clock = _slice_clock
+        slice_ends = clock() + TAKE_SLICE_SECS
         try:
             while True:
                 if self.full:
                     return True  # the running flush must end first
                 if self.pending_rows >= self.flush_rows:
                     self._start_flush()
-                batch = events.receive_nowait()
-                route(batch)
-                routed += len(batch)
-                if routed >= TAKE_SLICE_ROWS:
-                    routed = 0
+                route(events.receive_nowait())
+                if clock() >= slice_ends:
                     await trio.lowlevel.checkpoint()
+                    slice_ends = clock() + TAKE_SLICE_SECS
         except trio.WouldBlock:
             return True
         except trio.EndOfChannel:
