@@ -141,6 +141,7 @@ def test_recorded_side_is_the_maker_side() -> None:
                 b = bids.setdefault(event.symbol, {})
                 a = asks.setdefault(event.symbol, {})
                 for side, levels in ((b, event.bids), (a, event.asks)):
+                    assert isinstance(levels, list)  # parsing gives lists (the channel: flat)
                     for price, size in levels:
                         if size == 0:
                             side.pop(price, None)

@@ -8,6 +8,7 @@ can be asserted exactly. The fake runs in the same Trio loop over real loopback 
 from __future__ import annotations
 
 import socket
+from array import array
 from collections.abc import Callable, Sequence
 
 import pytest
@@ -16,7 +17,7 @@ import trio.testing
 
 from collector.clock import trio_wall_clock
 from collector.config import MarketSettings, WebSocketSettings
-from collector.events import Event, Status, Trade
+from collector.events import BookUpdate, Event, Status, Trade
 from collector.exchanges.base import ConnectionPlan
 from collector.exchanges.binance import BinanceAdapter
 from collector.health import HealthState
@@ -26,7 +27,7 @@ from collector.ingest.errors import TooManyParseErrors
 from collector.ingest.sink import EventSink
 from collector.ingest.supervisor import supervise_connection
 from collector.metrics import Metrics
-from tests.fakes.binance import FakeBinance, trade_frame
+from tests.fakes.binance import FakeBinance, depth20_frame, trade_frame
 
 EPOCH_US = 1_700_000_000_000_000
 TIMEOUT = 300.0  # virtual seconds: bounds every wait without ever being reached
@@ -538,3 +539,27 @@ async def test_breaker_trip_keeps_the_good_frames_of_the_same_read(
     assert ctx.metrics.sample("collector_messages_received_total", labels) == 6
     assert ctx.metrics.sample("collector_parse_errors_total", labels) == 3
     assert ws.closed
+
+
+async def test_book_updates_cross_the_channel_with_flat_levels(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    # Level tuples waiting in the channel kept the garbage collector busy at full speed:
+    # the connection sends each side as one array of price, size, price, size, ...
+    async with trio.open_nursery() as nursery:
+        fake = FakeBinance()
+        await nursery.start(fake.run)
+        rec, _ctx, _plan = await start_supervised(
+            nursery, fake.url, ws_settings(), feeds=("trades", "orderbook")
+        )
+        with trio.fail_after(TIMEOUT):
+            await fake.wait_subscribed()
+            await send_settled(fake, depth20_frame("btcusdt", 7, [(100.5, 2.0), (100.0, 1.5)], []))
+            await send_settled(fake, trade(1))
+            await rec.wait_for(lambda: len(rec.trades()) == 1)
+        (book,) = [e for e in rec.events if type(e) is BookUpdate]
+        assert (book.symbol, book.kind, book.sequence) == ("BTCUSDT", "snapshot", 7)
+        assert book.bids == array("d", [100.5, 2.0, 100.0, 1.5])
+        assert book.asks == array("d")
+        assert rec.trades()[0].trade_id == "1"
+        nursery.cancel_scope.cancel()

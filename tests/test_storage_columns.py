@@ -6,13 +6,14 @@ import gc
 import random
 import sys
 import weakref
+from array import array
 from collections.abc import Iterator
 from typing import Any
 
 import pyarrow as pa
 import pytest
 
-from collector.events import BookUpdate, Status, Ticker, Trade
+from collector.events import BookUpdate, Event, Status, Ticker, Trade, compact_books
 from collector.storage.columns import ColumnBuffer, to_record_batch
 from collector.storage.schemas import LEVELS, SCHEMAS
 
@@ -127,7 +128,8 @@ def test_a_dropped_buffer_frees_its_columns_without_the_garbage_collector() -> N
     assert column() is None
 
 
-def test_order_book_levels_match_arrows_own_conversion() -> None:
+@pytest.mark.parametrize("compacted", [False, True], ids=["level lists", "flat levels"])
+def test_order_book_levels_match_arrows_own_conversion(compacted: bool) -> None:
     rng = random.Random(7)
     rows = [
         BookUpdate(
@@ -144,7 +146,11 @@ def test_order_book_levels_match_arrows_own_conversion() -> None:
         )
         for n in range(300)
     ]
-    batch = to_record_batch("orderbook", rows)
+    events: list[Event] = list(rows)
+    if compacted:
+        compact_books(events)
+        assert all(type(e.bids) is array for e in events if type(e) is BookUpdate)
+    batch = to_record_batch("orderbook", events)
     assert batch.column("bids").equals(pa.array([r.bids for r in rows], type=LEVELS))
     assert batch.column("asks").equals(pa.array([r.asks for r in rows], type=LEVELS))
     assert batch.column("sequence").to_pylist() == list(range(300))
@@ -157,6 +163,7 @@ def test_order_book_levels_match_arrows_own_conversion() -> None:
         ([(1.0, 2.0)], None, "delta", "null in non-nullable column 'asks'"),
         ([(1.0, 2.0), (3.0, 4.0, 5.0)], [], "delta", "cannot store"),  # not a pair
         ([(1.0, 2.0)], [(3.0, "4")], "delta", "cannot store"),  # a size that is no number
+        (array("d", [1.0, 2.0, 3.0]), [], "delta", "odd length"),  # flat, not pairs
     ],
 )
 def test_a_bad_order_book_row_is_refused_and_nothing_of_it_is_kept(
@@ -188,3 +195,19 @@ def test_a_routed_order_book_row_keeps_no_python_level_objects_alive() -> None:
     assert buffer.to_record_batch(CONSTANTS).column("bids").to_pylist() == [
         [{"price": 1.0, "size": 2.0}, {"price": 0.5, "size": 3.0}]
     ]
+
+
+def test_compacting_flattens_book_levels_and_leaves_everything_else() -> None:
+    book = BookUpdate("okx", "X", T0, T0, 7, "snapshot", 7, None, [(1.0, 2.0), (3, 4)], [])
+    trade = Trade("okx", "X", T0, T0, 1, "a", 1.0, 2.0, "buy")
+    bad = BookUpdate("okx", "X", T0, T0, 8, "delta", 8, 7, [(1.0, 2.0, 3.0)], [])  # type: ignore[list-item]
+    events: list[Event] = [trade, book, bad]
+    compact_books(events)
+    assert events[0] is trade
+    flat = events[1]
+    assert isinstance(flat, BookUpdate)
+    assert (flat.bids, flat.asks) == (array("d", [1.0, 2.0, 3.0, 4.0]), array("d"))
+    assert flat == BookUpdate("okx", "X", T0, T0, 7, "snapshot", 7, None, flat.bids, flat.asks)
+    assert events[2] is bad  # not pairs: left for the writer to refuse, with the reason
+    compact_books(events)
+    assert events[1] is flat  # already flat

@@ -12,14 +12,13 @@ a second after the event loop built them on the other core, cost 1.5-1.8 us a tr
 same work in one thread on fresh events. Appending at route time costs about 0.3 us a row
 on the event loop and saves most of that.
 
-Book levels (``list[tuple[price, size]]``) go into flat columns too: one ``array('d')`` of
-prices, one of sizes, and an ``array('i')`` of each row's end offset, which Arrow wraps as
-a ``list<struct<price, size>>`` column without a pass over Python objects. So an order
-book event's level lists and tuples (about forty tracked objects for a 20-level book) die
-as soon as it is routed, instead of living until the next flush: with them alive, the
-garbage collector's young-generation passes (each one a stall of the event loop with the
-GIL held) took up to a sixth of a diff-depth run, and its max rate rose 14-25 % with the
-collector off.
+Book levels go into flat columns too: one ``array('d')`` of prices, one of sizes, and an
+``array('i')`` of each row's end offset, which Arrow wraps as a ``list<struct<price,
+size>>`` column without a pass over Python objects. Connections send them flat already
+(:func:`collector.events.compact_books`), so they are copied by two slices; level lists
+of tuples (what adapters build, and tests) are taken too. Kept as tuples until the flush,
+a busy book's levels made the garbage collector's young-generation passes, each a stall
+of the event loop with the GIL held, take up to a sixth of a diff-depth run.
 
 The ``add`` function of each layout is generated from the Arrow schema (one straight-line
 function per data type and set of constant columns, like ``dataclasses`` builds
@@ -37,7 +36,7 @@ from typing import Any, Final, TypeAlias
 
 import pyarrow as pa
 
-from collector.events import Event
+from collector.events import Event, FlatLevels
 from collector.storage.schemas import LEVEL, LEVELS, SCHEMAS, TIMESTAMP
 
 # array.array type codes of the columns Arrow can take as they are (64-bit, native order).
@@ -234,14 +233,20 @@ def _compile_add(data_type: str, stored: tuple[tuple[pa.Field, str], ...]) -> Ca
         c5.append(v)
         c6.append(event.side)
 
-    and for book levels ``bids`` (``c7`` a ``_Levels``, with its arrays bound once)::
+    and for book levels ``bids`` (``c7`` a ``_Levels``, with its arrays' methods bound once;
+    flat levels, see :func:`collector.events.compact_books`, are copied by slices)::
 
         v = event.bids
         if v is None:
             raise ValueError(...)
-        for price, size in v:
-            p7(price)
-            s7(size)
+        if type(v) is FlatLevels:
+            ...  # refused if of odd length
+            pe7(v[0::2])
+            se7(v[1::2])
+        else:
+            for price, size in v:
+                p7(price)
+                s7(size)
         o7(len(c7.prices))
     """
     body: list[str] = []
@@ -249,16 +254,24 @@ def _compile_add(data_type: str, stored: tuple[tuple[pa.Field, str], ...]) -> Ca
     for i, (field, typecode) in enumerate(stored):
         name = field.name
         if typecode == _LEVELS_KIND:
-            prologue.append(
-                f"p{i}, s{i}, o{i} = c{i}.prices.append, c{i}.sizes.append, c{i}.offsets.append"
-            )
+            prologue += [
+                f"p{i}, s{i}, o{i} = c{i}.prices.append, c{i}.sizes.append, c{i}.offsets.append",
+                f"pe{i}, se{i} = c{i}.prices.extend, c{i}.sizes.extend",
+            ]
+            odd = f"{data_type}: {name!r}: flat levels of odd length"
             body += [
                 f"v = event.{name}",
                 "if v is None:",
                 f"    raise Refused({f'{data_type}: null in non-nullable column {name!r}'!r})",
-                "for price, size in v:",
-                f"    p{i}(price)",
-                f"    s{i}(size)",
+                "if type(v) is FlatLevels:",
+                "    if len(v) % 2:",
+                f"        raise Refused({odd!r})",
+                f"    pe{i}(v[0::2])",
+                f"    se{i}(v[1::2])",
+                "else:",
+                "    for price, size in v:",
+                f"        p{i}(price)",
+                f"        s{i}(size)",
                 f"o{i}(len(c{i}.prices))",
             ]
         elif typecode and field.nullable:
@@ -299,7 +312,9 @@ def _compile_add(data_type: str, stored: tuple[tuple[pa.Field, str], ...]) -> Ca
     ]
     namespace: dict[str, Any] = {}
     exec(
-        "\n".join(lines), {"rollback": _rollback, "Refused": _Refused}, namespace
+        "\n".join(lines),
+        {"rollback": _rollback, "Refused": _Refused, "FlatLevels": FlatLevels},
+        namespace,
     )  # source built above
     make_add: Callable[..., Adder] = namespace["make_add"]
     return make_add
