@@ -3,8 +3,9 @@
 Routing an event appends each of its fields to that field's column at once, while the
 event is still in the CPU cache of the core that built it. Integers, timestamps and floats
 go into ``array.array`` buffers, which Arrow wraps without a copy or a pass over Python
-objects; strings, bytes and book levels stay Python lists, converted by one ``pa.array``
-call each. So the flush's worker thread no longer walks the events at all for numbers.
+objects; strings and bytes stay Python lists, converted by one ``pa.array`` call each. So
+the flush's worker thread no longer walks the events at all for numbers (or book levels,
+below).
 
 Why: converting a file's events to columns in the worker thread, reading their fields up to
 a second after the event loop built them on the other core, cost 1.5-1.8 us a trade row at
