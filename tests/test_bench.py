@@ -17,8 +17,15 @@ from collector.bench import bybit, okx
 from collector.bench.calibrate import wakeup_cost_us
 from collector.bench.command import run_bench_command
 from collector.bench.frames import TemplateBuilder
-from collector.bench.report import Summary
-from collector.bench.runner import RunResult, rss_growth, run_scenario, trade_delay_ms
+from collector.bench.report import Summary, render_text
+from collector.bench.runner import (
+    RunResult,
+    _Rows,
+    row_mismatches,
+    rss_growth,
+    run_scenario,
+    trade_delay_ms,
+)
 from collector.bench.scenarios import SCENARIOS, first_id, get_scenario
 from collector.config import MarketSettings
 from collector.events import BookUpdate, Trade
@@ -161,6 +168,27 @@ def test_the_max_rate_target_counts_only_runs_that_kept_every_event() -> None:
     assert f"PASS {target}" in Summary([result(rate_target=300_000.0)]).verdicts(None)
     slow = Summary([result(rate_target=20_000.0, msg_per_s=20_000.0)]).verdicts(None)
     assert not any(target in v for v in slow)
+
+
+def test_rows_that_differ_from_the_frames_say_how() -> None:
+    expected = {"orderbook": 1008, "trades": 500}
+    whole = _Rows({"orderbook": 1008, "trades": 500, "status": 30}, 0, 8, 8)
+    assert row_mismatches(expected, {"orderbook": 1008, "trades": 500}, whole, 8) == []
+    short = _Rows({"orderbook": 1007, "status": 30}, 1, 8, 7)
+    assert row_mismatches(expected, {"orderbook": 1007}, short, 6) == [
+        "orderbook: 1,007 rows for 1,008 expected",
+        "trades: 0 rows for 500 expected",
+        "1 journal(s) not finalized",
+        "8 REST snapshot rows but 7 resync rows",
+        "8 REST snapshot rows but 6 snapshots served",
+    ]
+    # The report names the reasons of a run that lost rows without dropping any.
+    reasons = ["trades: 999 rows for 1,000 expected"]
+    text = render_text([Summary([result(), result(rows_match=False, mismatches=reasons)])], None)
+    assert "rows != frames in run 2, nothing dropped: trades: 999 rows for 1,000 expected" in text
+    assert "in run 1" not in text
+    dropped = result(rows_match=False, dropped=1, mismatches=reasons)
+    assert "nothing dropped" not in render_text([Summary([dropped])], None)
 
 
 def test_trade_delay_quantiles_come_from_the_rows(tmp_path: Path) -> None:

@@ -137,6 +137,12 @@ def render_text(
             f"{s.median('peak_rss_mb'):>7.0f} MB{max(x.dropped for x in s.runs):>9}  "
             f"{match:<22}{'; '.join(s.verdicts(duration))}"
         )
+        for number, run in enumerate(s.runs, 1):
+            if run.mismatches and not run.dropped:  # (drops explain missing rows)
+                lines.append(
+                    f"{'':<24}rows != frames in run {number}, nothing dropped: "
+                    + "; ".join(run.mismatches)
+                )
         if r.trade_delay_ms is not None:
             d = r.trade_delay_ms
             lines.append(

@@ -88,6 +88,8 @@ class RunResult:
     # chunk's trades just before sending it): how late the collector stamps what it reads.
     trade_delay_ms: dict[str, float] | None = None
     gc_threshold: tuple[int, int, int] | None = None
+    # Why the rows do not match the frames (empty when they do): see ``row_mismatches``.
+    mismatches: list[str] = field(default_factory=list)
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -237,6 +239,31 @@ class _Rows:
     rest_snapshots: int  # orderbook rows of REST book snapshots (diff-depth symbols)
     resyncs: int  # status rows telling about them
     trade_delay_ms: dict[str, float] | None = None
+
+
+def row_mismatches(
+    expected: dict[str, int], data_rows: dict[str, int], rows: _Rows, served_snapshots: int
+) -> list[str]:
+    """Each way the rows written differ from the frames sent (empty: they match).
+
+    Rows per data type must equal the frames sent (plus one orderbook row per REST book
+    snapshot the collector fetched); every journal must be finished; each of those
+    snapshot rows must come with its ``resync`` status row, and be one the generator served.
+    """
+    found = [
+        f"{data_type}: {data_rows.get(data_type, 0):,} rows for {want:,} expected"
+        for data_type, want in sorted(expected.items())
+        if data_rows.get(data_type, 0) != want
+    ]
+    if rows.leftovers:
+        found.append(f"{rows.leftovers} journal(s) not finalized")
+    if rows.rest_snapshots != rows.resyncs:
+        found.append(f"{rows.rest_snapshots} REST snapshot rows but {rows.resyncs} resync rows")
+    if rows.rest_snapshots > served_snapshots:
+        found.append(
+            f"{rows.rest_snapshots} REST snapshot rows but {served_snapshots} snapshots served"
+        )
+    return found
 
 
 def trade_delay_ms(paths: list[Path]) -> dict[str, float] | None:
@@ -424,7 +451,7 @@ def _result(
     if rows.rest_snapshots:
         expected["orderbook"] = expected.get("orderbook", 0) + rows.rest_snapshots
     data_rows = {k: v for k, v in rows.by_type.items() if k in expected}
-    snapshots_ok = rows.rest_snapshots == rows.resyncs <= report.snapshots
+    mismatches = row_mismatches(expected, data_rows, rows, report.snapshots)
     growth, peak_pct = rss_growth(rss_samples)
     return RunResult(
         scenario=scenario.name,
@@ -443,7 +470,7 @@ def _result(
         parse_errors=int(metrics.sum_samples("collector_parse_errors_total")),
         rows_by_type=data_rows,
         rows_expected=expected,
-        rows_match=data_rows == expected and rows.leftovers == 0 and snapshots_ok,
+        rows_match=not mismatches,
         status_rows=rows.by_type.get("status", 0),
         snapshots=rows.rest_snapshots,
         generator_msg_per_s=round(report.rate, 1),
@@ -454,6 +481,7 @@ def _result(
         rss_growth_pct=growth,
         rss_peak_pct=peak_pct,
         trade_delay_ms=rows.trade_delay_ms,
+        mismatches=mismatches,
         gc_threshold=gc_threshold,
     )
 
