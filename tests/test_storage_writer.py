@@ -634,6 +634,35 @@ async def test_intake_stops_at_two_flushes_worth_of_rows_while_a_flush_runs(
     assert rows(path) == [expected_row(e) for e in events]
 
 
+async def test_intake_goes_on_while_a_flush_started_for_its_size_runs(
+    tmp_path: Path, autojump_clock: trio.testing.MockClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The rows a flush takes no longer count as waiting. They did until its task first ran,
+    # and intake stopped for that whole flush: at full speed the channel filled and dropped.
+    real = journal_module._pwrite_all
+    gate = threading.Event()
+
+    def slow_write(fd: int, data: pa.Buffer, offset: int) -> None:
+        gate.wait(timeout=10)
+        real(fd, data, offset)
+
+    monkeypatch.setattr(journal_module, "_pwrite_all", slow_write)
+    try:
+        async with open_writer(tmp_path, NOON, flush_interval_secs=60.0, flush_max_rows=5) as h:
+            await h.send.send([trade(NOON + i, i) for i in range(5)])  # a flush starts, hangs
+            await trio.sleep(1)
+            await h.send.send([trade(NOON + i, i) for i in range(5, 8)])
+            await trio.sleep(1)
+            assert h.send.statistics().current_buffer_used == 0  # taken during the flush
+            assert h.rows_written() == 0
+            gate.set()
+            await settle(autojump_clock, lambda: h.rows_written() == 5)
+            [path] = await h.finish()
+    finally:
+        gate.set()
+    assert len(rows(path)) == 8
+
+
 async def test_no_batches_are_taken_while_the_disk_fails(
     tmp_path: Path, autojump_clock: trio.testing.MockClock, monkeypatch: pytest.MonkeyPatch
 ) -> None:

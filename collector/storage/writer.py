@@ -178,10 +178,20 @@ class _Writer:
 
         On ``OSError`` the rows of the failed files are kept (and retried by the next call).
         """
+        return await self._write(self._take_work())
+
+    def _take_work(self) -> list[tuple[_OpenFile, ColumnBuffer, list[pa.RecordBatch]]]:
+        """Hand every file's waiting rows to a flush (``pending_rows`` starts again at 0)."""
         work = [(f, *f.take_rows()) for f in [*self.files.values(), *self.retiring] if f.has_rows]
+        self.pending_rows = 0
+        return work
+
+    async def _write(
+        self, work: list[tuple[_OpenFile, ColumnBuffer, list[pa.RecordBatch]]]
+    ) -> bool:
+        """Append ``work`` to the journals (see :meth:`flush`)."""
         if not work:
             return True
-        self.pending_rows = 0
         failed = await trio.to_thread.run_sync(self._flush_sync, work, limiter=self.flush_limiter)
         for open_file, batches, exc in failed:
             open_file.unwritten = batches + open_file.unwritten
@@ -404,11 +414,16 @@ class _Writer:
         self.flush_due = False
         self.flush_idle = trio.Event()
         assert self.nursery is not None
-        self.nursery.start_soon(self._flush_and_rotate)
+        # The rows are handed over now, not when the task first runs: until then,
+        # ``pending_rows`` would still count them, and intake would stop as if a second
+        # flush's worth waited (it did, for the whole flush, at every size-triggered one).
+        self.nursery.start_soon(self._flush_and_rotate, self._take_work())
 
-    async def _flush_and_rotate(self) -> None:
+    async def _flush_and_rotate(
+        self, work: list[tuple[_OpenFile, ColumnBuffer, list[pa.RecordBatch]]]
+    ) -> None:
         try:
-            self.flush_ok = await self.flush()
+            self.flush_ok = await self._write(work)
             if not self.flush_ok and self.intake is not None:
                 self.intake.cancel()
             self.rotate()
