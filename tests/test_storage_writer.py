@@ -7,7 +7,7 @@ import math
 import threading
 import time
 from collections import Counter
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -575,17 +575,25 @@ async def test_disk_error_during_flush_is_counted_and_retried(
     assert rows(path) == [expected_row(e) for e in batch]
 
 
-async def test_a_tick_during_a_slow_flush_keeps_intake_going_and_flushes_next(
-    tmp_path: Path, autojump_clock: trio.testing.MockClock, monkeypatch: pytest.MonkeyPatch
-) -> None:
+@pytest.fixture
+def slow_disk(monkeypatch: pytest.MonkeyPatch) -> Iterator[threading.Event]:
+    """Journal writes wait until the returned event is set: a slow disk, a flush that hangs."""
     real = journal_module._pwrite_all
-    gate = threading.Event()  # the first flush's write waits for it: a slow disk
+    gate = threading.Event()
 
     def slow_write(fd: int, data: pa.Buffer, offset: int) -> None:
         gate.wait(timeout=10)
         real(fd, data, offset)
 
     monkeypatch.setattr(journal_module, "_pwrite_all", slow_write)
+    yield gate
+    gate.set()  # a failed test leaves no worker thread waiting
+
+
+async def test_a_tick_during_a_slow_flush_keeps_intake_going_and_flushes_next(
+    tmp_path: Path, autojump_clock: trio.testing.MockClock, slow_disk: threading.Event
+) -> None:
+    gate = slow_disk
     first: list[Event] = [trade(NOON + i, i) for i in range(3)]
     later: list[Event] = [trade(NOON + 10 + i, 10 + i) for i in range(4)]
     async with open_writer(tmp_path, NOON, flush_interval_secs=1.0) as h:
@@ -608,16 +616,9 @@ async def test_a_tick_during_a_slow_flush_keeps_intake_going_and_flushes_next(
 
 
 async def test_intake_stops_at_two_flushes_worth_of_rows_while_a_flush_runs(
-    tmp_path: Path, autojump_clock: trio.testing.MockClock, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, autojump_clock: trio.testing.MockClock, slow_disk: threading.Event
 ) -> None:
-    real = journal_module._pwrite_all
-    gate = threading.Event()
-
-    def slow_write(fd: int, data: pa.Buffer, offset: int) -> None:
-        gate.wait(timeout=10)
-        real(fd, data, offset)
-
-    monkeypatch.setattr(journal_module, "_pwrite_all", slow_write)
+    gate = slow_disk
     events: list[Event] = [trade(NOON + i, i) for i in range(13)]
     async with open_writer(tmp_path, NOON, flush_interval_secs=60.0, flush_max_rows=5) as h:
         await h.send.send(events[:5])  # 5 rows: a flush starts, and hangs
@@ -635,31 +636,21 @@ async def test_intake_stops_at_two_flushes_worth_of_rows_while_a_flush_runs(
 
 
 async def test_intake_goes_on_while_a_flush_started_for_its_size_runs(
-    tmp_path: Path, autojump_clock: trio.testing.MockClock, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, autojump_clock: trio.testing.MockClock, slow_disk: threading.Event
 ) -> None:
+    gate = slow_disk
     # The rows a flush takes no longer count as waiting. They did until its task first ran,
     # and intake stopped for that whole flush: at full speed the channel filled and dropped.
-    real = journal_module._pwrite_all
-    gate = threading.Event()
-
-    def slow_write(fd: int, data: pa.Buffer, offset: int) -> None:
-        gate.wait(timeout=10)
-        real(fd, data, offset)
-
-    monkeypatch.setattr(journal_module, "_pwrite_all", slow_write)
-    try:
-        async with open_writer(tmp_path, NOON, flush_interval_secs=60.0, flush_max_rows=5) as h:
-            await h.send.send([trade(NOON + i, i) for i in range(5)])  # a flush starts, hangs
-            await trio.sleep(1)
-            await h.send.send([trade(NOON + i, i) for i in range(5, 8)])
-            await trio.sleep(1)
-            assert h.send.statistics().current_buffer_used == 0  # taken during the flush
-            assert h.rows_written() == 0
-            gate.set()
-            await settle(autojump_clock, lambda: h.rows_written() == 5)
-            [path] = await h.finish()
-    finally:
+    async with open_writer(tmp_path, NOON, flush_interval_secs=60.0, flush_max_rows=5) as h:
+        await h.send.send([trade(NOON + i, i) for i in range(5)])  # a flush starts, hangs
+        await trio.sleep(1)
+        await h.send.send([trade(NOON + i, i) for i in range(5, 8)])
+        await trio.sleep(1)
+        assert h.send.statistics().current_buffer_used == 0  # taken during the flush
+        assert h.rows_written() == 0
         gate.set()
+        await settle(autojump_clock, lambda: h.rows_written() == 5)
+        [path] = await h.finish()
     assert len(rows(path)) == 8
 
 
