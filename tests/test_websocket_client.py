@@ -2,23 +2,29 @@
 
 from __future__ import annotations
 
+import ssl
 from collections.abc import Awaitable, Callable
 
 import pytest
 import trio
-from trio_websocket import WebSocketRequest, serve_websocket
+from trio_websocket import WebSocketRequest
 from websockets.server import ServerProtocol
 
 from collector.ingest.errors import ConnectFailed
 from collector.ingest.websocket import WebSocket, connect_websocket
-from tests.ws_helpers import accept_websocket, drain_until_lost, receive_all
-
-Handler = Callable[[WebSocketRequest], Awaitable[None]]
+from tests.ws_helpers import accept_websocket, drain_until_lost, receive_all, start_server
 
 
-async def start_server(nursery: trio.Nursery, handler: Handler) -> str:
-    server = await nursery.start(serve_websocket, handler, "127.0.0.1", 0, None)
-    return f"ws://127.0.0.1:{server.port}/stream"
+@pytest.fixture(params=["ws", "wss"])
+def contexts(
+    request: pytest.FixtureRequest,
+    server_context: ssl.SSLContext,
+    client_context: ssl.SSLContext,
+) -> tuple[ssl.SSLContext | None, ssl.SSLContext | None]:
+    """(server, client) TLS contexts: none for ``ws://``, the test CA's for ``wss://``."""
+    if request.param == "ws":
+        return None, None
+    return server_context, client_context
 
 
 async def test_text_and_binary_messages_and_sending() -> None:
@@ -41,7 +47,12 @@ async def test_text_and_binary_messages_and_sending() -> None:
         nursery.cancel_scope.cancel()
 
 
-async def test_all_messages_of_one_read_come_back_together() -> None:
+async def test_all_messages_of_one_read_come_back_together(
+    contexts: tuple[ssl.SSLContext | None, ssl.SSLContext | None],
+) -> None:
+    # Over TLS each message is a record of its own: every record that arrived is
+    # decrypted in the one read (Trio's SSLStream handed over one record per call).
+    server_context, client_context = contexts
     sent = trio.Event()
 
     async def handler(request: WebSocketRequest) -> None:
@@ -52,8 +63,8 @@ async def test_all_messages_of_one_read_come_back_together() -> None:
         await trio.sleep_forever()
 
     async with trio.open_nursery() as nursery:
-        url = await start_server(nursery, handler)
-        ws = await connect_websocket(url, max_message_size=2**20)
+        url = await start_server(nursery, handler, server_context)
+        ws = await connect_websocket(url, max_message_size=2**20, ssl_context=client_context)
         await sent.wait()
         await trio.sleep(0.05)  # let every byte reach our socket buffer
         batch = await ws.receive_messages()
@@ -62,7 +73,10 @@ async def test_all_messages_of_one_read_come_back_together() -> None:
         nursery.cancel_scope.cancel()
 
 
-async def test_server_ping_is_answered() -> None:
+async def test_server_ping_is_answered(
+    contexts: tuple[ssl.SSLContext | None, ssl.SSLContext | None],
+) -> None:
+    server_context, client_context = contexts
     ponged = trio.Event()
 
     async def handler(request: WebSocketRequest) -> None:
@@ -73,8 +87,8 @@ async def test_server_ping_is_answered() -> None:
         await trio.sleep_forever()
 
     async with trio.open_nursery() as nursery:
-        url = await start_server(nursery, handler)
-        ws = await connect_websocket(url, max_message_size=2**20)
+        url = await start_server(nursery, handler, server_context)
+        ws = await connect_websocket(url, max_message_size=2**20, ssl_context=client_context)
         assert await receive_all(ws, 1) == [(b"after-ping", True)]
         assert ponged.is_set()
         await ws.aclose()

@@ -12,38 +12,12 @@ from collections.abc import Awaitable, Callable
 import pytest
 import trio
 import trustme
-from trio_websocket import WebSocketRequest, serve_websocket
+from trio_websocket import WebSocketRequest
 from websockets.server import ServerProtocol
 
 from collector.ingest.errors import ConnectFailed, ConnectionLost
 from collector.ingest.websocket import connect_websocket
-from tests.ws_helpers import accept_websocket, drain_until_lost, receive_all
-
-Handler = Callable[[WebSocketRequest], Awaitable[None]]
-
-
-@pytest.fixture(scope="module")
-def ca() -> trustme.CA:
-    return trustme.CA()
-
-
-@pytest.fixture(scope="module")
-def server_context(ca: trustme.CA) -> ssl.SSLContext:
-    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    ca.issue_cert("127.0.0.1", "localhost").configure_cert(context)
-    return context
-
-
-@pytest.fixture(scope="module")
-def client_context(ca: trustme.CA) -> ssl.SSLContext:
-    context = ssl.create_default_context()
-    ca.configure_trust(context)
-    return context
-
-
-async def start_tls_server(nursery: trio.Nursery, handler: Handler, context: ssl.SSLContext) -> str:
-    server = await nursery.start(serve_websocket, handler, "127.0.0.1", 0, context)
-    return f"wss://127.0.0.1:{server.port}/stream"
+from tests.ws_helpers import accept_websocket, drain_until_lost, receive_all, start_server
 
 
 async def test_messages_both_ways_over_tls(
@@ -61,7 +35,7 @@ async def test_messages_both_ways_over_tls(
         await trio.sleep_forever()
 
     async with trio.open_nursery() as nursery:
-        url = await start_tls_server(nursery, handler, server_context)
+        url = await start_server(nursery, handler, server_context)
         ws = await connect_websocket(url, max_message_size=2**20, ssl_context=client_context)
         await ws.send_text('{"method":"SUBSCRIBE"}')
         assert await receive_all(ws, 3) == [
@@ -70,50 +44,6 @@ async def test_messages_both_ways_over_tls(
             (b"\x00binary", False),
         ]
         assert received == ['{"method":"SUBSCRIBE"}']
-        await ws.aclose()
-        nursery.cancel_scope.cancel()
-
-
-async def test_every_record_that_arrived_comes_back_in_one_read(
-    server_context: ssl.SSLContext, client_context: ssl.SSLContext
-) -> None:
-    sent = trio.Event()
-
-    async def handler(request: WebSocketRequest) -> None:
-        conn = await request.accept()
-        for i in range(50):
-            await conn.send_message(f"m{i}")  # one TLS record each
-        sent.set()
-        await trio.sleep_forever()
-
-    async with trio.open_nursery() as nursery:
-        url = await start_tls_server(nursery, handler, server_context)
-        ws = await connect_websocket(url, max_message_size=2**20, ssl_context=client_context)
-        await sent.wait()
-        await trio.sleep(0.05)  # let every byte reach our socket buffer
-        batch = await ws.receive_messages()
-        assert [m for m, _ in batch] == [f"m{i}".encode() for i in range(50)]
-        await ws.aclose()
-        nursery.cancel_scope.cancel()
-
-
-async def test_a_ping_over_tls_is_answered(
-    server_context: ssl.SSLContext, client_context: ssl.SSLContext
-) -> None:
-    ponged = trio.Event()
-
-    async def handler(request: WebSocketRequest) -> None:
-        conn = await request.accept()
-        await conn.ping(b"tls-ping")  # returns when the pong arrives
-        ponged.set()
-        await conn.send_message("after-ping")
-        await trio.sleep_forever()
-
-    async with trio.open_nursery() as nursery:
-        url = await start_tls_server(nursery, handler, server_context)
-        ws = await connect_websocket(url, max_message_size=2**20, ssl_context=client_context)
-        assert await receive_all(ws, 1) == [(b"after-ping", True)]
-        assert ponged.is_set()
         await ws.aclose()
         nursery.cancel_scope.cancel()
 
@@ -128,7 +58,7 @@ async def test_a_certificate_from_an_unknown_authority_is_refused(
         await request.accept()
 
     async with trio.open_nursery() as nursery:
-        url = await start_tls_server(nursery, handler, server_context)
+        url = await start_server(nursery, handler, server_context)
         with pytest.raises(ConnectFailed, match="CERTIFICATE_VERIFY_FAILED"):
             await connect_websocket(url, max_message_size=2**20, ssl_context=other)
         nursery.cancel_scope.cancel()
@@ -144,7 +74,7 @@ async def test_a_name_the_certificate_does_not_hold_is_refused(
         await request.accept()
 
     async with trio.open_nursery() as nursery:
-        url = await start_tls_server(nursery, handler, context)
+        url = await start_server(nursery, handler, context)
         with pytest.raises(ConnectFailed, match="CERTIFICATE_VERIFY_FAILED"):
             await connect_websocket(url, max_message_size=2**20, ssl_context=client_context)
         nursery.cancel_scope.cancel()
@@ -196,7 +126,7 @@ async def test_closing_while_another_task_receives_ends_that_receive(
         await trio.sleep_forever()
 
     async with trio.open_nursery() as nursery:
-        url = await start_tls_server(nursery, handler, server_context)
+        url = await start_server(nursery, handler, server_context)
         ws = await connect_websocket(url, max_message_size=2**20, ssl_context=client_context)
         outcome: list[ConnectionLost] = []
 

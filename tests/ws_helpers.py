@@ -2,11 +2,26 @@
 
 from __future__ import annotations
 
+import ssl
+from collections.abc import Awaitable, Callable
+
 import trio
+from trio_websocket import WebSocketRequest, serve_websocket
 from websockets.server import ServerProtocol
 
 from collector.ingest.errors import ConnectionLost
 from collector.ingest.websocket import WebSocket
+
+Handler = Callable[[WebSocketRequest], Awaitable[None]]
+
+
+async def start_server(
+    nursery: trio.Nursery, handler: Handler, context: ssl.SSLContext | None = None
+) -> str:
+    """A trio-websocket server on 127.0.0.1 (``wss://`` with ``context``); its URL."""
+    server = await nursery.start(serve_websocket, handler, "127.0.0.1", 0, context)
+    scheme = "ws" if context is None else "wss"
+    return f"{scheme}://127.0.0.1:{server.port}/stream"
 
 
 async def receive_all(ws: WebSocket, count: int) -> list[tuple[bytes, bool]]:
