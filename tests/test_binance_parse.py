@@ -244,6 +244,60 @@ def test_trade_id_gap_and_duplicates(feeds: tuple[str, ...]) -> None:
     assert session.duplicates_dropped == 2  # the second 5, and 3
 
 
+@BOTH_PATHS
+def test_a_batch_gives_what_its_frames_give_one_by_one(feeds: tuple[str, ...]) -> None:
+    """``parse_batch`` (what the connection calls for each read) keeps frame order, skips
+    a bad frame with its error in order, and builds the rows ``parse`` builds: the hot
+    loop for the next trade id, the general code for firsts, gaps and duplicates."""
+    frames: list[str | bytes] = [
+        trade_frame("BTCUSDT", 10, "64000.1", "0.5", T_US, False),  # first of a symbol
+        trade_frame("BTCUSDT", 11, "64000.2", "0.25", T_MS, True),  # next id, ms time
+        b"not json",
+        trade_frame("ETHUSDT", 500, "3000", "1", T_US, True),
+        trade_frame("BTCUSDT", 14, "64000.3", "1", T_US, False),  # a gap
+        trade_frame("BTCUSDT", 14, "64000.3", "1", T_US, False),  # a duplicate
+        depth_diff_frame("BTCUSDT", 100, 102, [(1.0, 2.0)], [(3.0, 0.0)], T_US),
+        b'{"stream":"btcusdt@trade"}',  # no data
+        depth_diff_frame("BTCUSDT", 105, 106, [], [(3.5, 1.0)], T_US),  # a gap
+        combined_frame("btcusdt@aggTrade", {"e": "aggTrade"}),  # not ours: nothing
+        trade_frame("BTCUSDT", 15, "64000.4", "2", T_US, False),
+    ]
+    payloads = [f.encode() if isinstance(f, str) else f for f in frames]
+
+    one_by_one = open_session("BTCUSDT", "ETHUSDT", feeds=feeds, book_mode="diff")
+    expected: list[Event] = []
+    expected_errors: list[str] = []
+    for payload in payloads:
+        try:
+            expected.extend(one_by_one.parse(payload, NOW))
+        except ParseError as exc:
+            expected_errors.append(str(exc))
+
+    batched = open_session("BTCUSDT", "ETHUSDT", feeds=feeds, book_mode="diff")
+    events: list[Event] = [Trade("x", "y", None, 0, None, "0", 1.0, 1.0, None)]  # kept
+    errors = batched.parse_batch(payloads, NOW, events)
+
+    assert events[1:] == expected
+    assert [str(e) for e in errors] == expected_errors
+    assert len(errors) == 2
+    assert isinstance(errors[0].__cause__, msgspec.DecodeError)  # b"not json"
+    assert "has no data" in str(errors[1])
+    trades = [e for e in expected if isinstance(e, Trade)]
+    assert [(t.symbol, t.sequence, t.trade_id, t.side) for t in trades] == [
+        ("BTCUSDT", 10, "10", "buy"),
+        ("BTCUSDT", 11, "11", "sell"),
+        ("ETHUSDT", 500, "500", "sell"),
+        ("BTCUSDT", 14, "14", "buy"),
+        ("BTCUSDT", 15, "15", "buy"),
+    ]
+    assert trades[1].timestamp_exchange == T_MS * 1000
+    assert [(e.event, e.data_type) for e in expected if isinstance(e, Status)] == [
+        ("gap", "trades"),
+        ("gap", "orderbook"),
+    ]
+    assert batched.duplicates_dropped == one_by_one.duplicates_dropped == 1
+
+
 def test_first_trade_of_a_session_has_no_gap() -> None:
     session = open_session("BTCUSDT")
     assert [type(e) for e in parse(session, trade_frame("BTCUSDT", 999, 1, 1, T_US, False))] == [

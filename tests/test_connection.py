@@ -491,11 +491,11 @@ class ScriptedWebSocket:
         self.reads = reads
         self.closed = False
 
-    async def receive_messages(self) -> list[tuple[bytes, bool]]:
+    async def receive_messages(self) -> list[bytes]:
         await trio.lowlevel.checkpoint()
         if not self.reads:
             await trio.sleep_forever()
-        return [(payload, True) for payload in self.reads.pop(0)]
+        return self.reads.pop(0)
 
     async def send_text(self, text: str) -> None:
         await trio.lowlevel.checkpoint()

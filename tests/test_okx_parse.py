@@ -401,6 +401,25 @@ def test_garbage_raises_parse_error(payload: bytes) -> None:
         open_session("BTC-USDT").parse(payload, NOW)
 
 
+def test_a_batch_skips_a_bad_frame_and_keeps_the_others() -> None:
+    """The adapter contract's own ``parse_batch`` (OKX has no faster one): the frames of one
+    read in order, a bad frame's error returned instead of raised."""
+    session = open_session("BTC-USDT")
+    events: list[Event] = []
+    errors = session.parse_batch(
+        [
+            trade_frame("BTC-USDT", 100, 1, 1, "buy", T_MS).encode(),
+            b"{",
+            trade_frame("BTC-USDT", 101, 2, 1, "sell", T_MS).encode(),
+        ],
+        NOW,
+        events,
+    )
+    assert [(type(e).__name__, e.sequence) for e in events] == [("Trade", 100), ("Trade", 101)]
+    assert len(errors) == 1
+    assert isinstance(errors[0], ParseError)
+
+
 def test_unknown_channels_are_ignored() -> None:
     frame = b'{"arg":{"channel":"candle1m","instId":"BTC-USDT"},"data":[["1","2"]]}'
     assert open_session("BTC-USDT").parse(frame, NOW) == []

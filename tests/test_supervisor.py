@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+from collections.abc import Sequence
 from functools import partial
 
 import pytest
@@ -11,7 +12,7 @@ import trio.testing
 
 from collector.config import MarketSettings
 from collector.events import Event
-from collector.exchanges.base import ConnectionPlan
+from collector.exchanges.base import ConnectionPlan, ParseError
 from collector.exchanges.binance import BinanceAdapter, BinanceSession
 from collector.ingest.supervisor import ConnectPacer, run_exchange, supervise_connection
 from tests.fakes.binance import FakeBinance
@@ -218,11 +219,13 @@ async def test_a_failing_connection_never_stops_another(
 
 
 class _BuggySession(BinanceSession):
-    def parse(self, payload: bytes, received_us: int) -> list[Event]:
-        events = super().parse(payload, received_us)
+    def parse_batch(
+        self, payloads: Sequence[bytes], received_us: int, events: list[Event]
+    ) -> list[ParseError]:
+        errors = super().parse_batch(payloads, received_us, events)
         if any(getattr(e, "trade_id", None) == "13" for e in events):
             raise RuntimeError("bug in a parser")
-        return events
+        return errors
 
 
 class _BuggyAdapter(BinanceAdapter):

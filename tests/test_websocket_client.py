@@ -41,7 +41,7 @@ async def test_text_and_binary_messages_and_sending() -> None:
         url = await start_server(nursery, handler)
         ws = await connect_websocket(url, max_message_size=2**20)
         await ws.send_text('{"method":"SUBSCRIBE"}')
-        assert await receive_all(ws, 2) == [(b"hello", True), (b"\x00binary", False)]
+        assert await receive_all(ws, 2) == [b"hello", b"\x00binary"]
         assert received == ['{"method":"SUBSCRIBE"}']
         await ws.aclose()
         nursery.cancel_scope.cancel()
@@ -68,7 +68,7 @@ async def test_all_messages_of_one_read_come_back_together(
         await sent.wait()
         await trio.sleep(0.05)  # let every byte reach our socket buffer
         batch = await ws.receive_messages()
-        assert [m for m, _ in batch] == [f"m{i}".encode() for i in range(50)]
+        assert batch == [f"m{i}".encode() for i in range(50)]
         await ws.aclose()
         nursery.cancel_scope.cancel()
 
@@ -89,7 +89,7 @@ async def test_server_ping_is_answered(
     async with trio.open_nursery() as nursery:
         url = await start_server(nursery, handler, server_context)
         ws = await connect_websocket(url, max_message_size=2**20, ssl_context=client_context)
-        assert await receive_all(ws, 1) == [(b"after-ping", True)]
+        assert await receive_all(ws, 1) == [b"after-ping"]
         assert ponged.is_set()
         await ws.aclose()
         nursery.cancel_scope.cancel()
@@ -105,7 +105,7 @@ async def test_server_close_raises_connection_lost_with_code() -> None:
         url = await start_server(nursery, handler)
         ws = await connect_websocket(url, max_message_size=2**20)
         got, lost = await drain_until_lost(ws)
-        assert got == [(b"last", True)]
+        assert got == [b"last"]
         assert "code 1001" in str(lost)
         await ws.aclose()
         nursery.cancel_scope.cancel()
@@ -163,7 +163,7 @@ async def test_fragmented_message_is_reassembled() -> None:
     async with trio.open_nursery() as nursery:
         url = await raw_server(nursery, script)
         ws = await connect_websocket(url, max_message_size=2**20)
-        assert await receive_all(ws, 2) == [(b'{"part":"one","end":true}', True), (b"next", False)]
+        assert await receive_all(ws, 2) == [b'{"part":"one","end":true}', b"next"]
         await ws.aclose()
         nursery.cancel_scope.cancel()
 
@@ -179,7 +179,7 @@ async def test_abrupt_eof_is_connection_lost() -> None:
         url = await raw_server(nursery, script)
         ws = await connect_websocket(url, max_message_size=2**20)
         got, lost = await drain_until_lost(ws)
-        assert got == [(b"bye", True)]
+        assert got == [b"bye"]
         assert "without a close frame" in str(lost)
         await ws.aclose()
         nursery.cancel_scope.cancel()
@@ -236,7 +236,7 @@ def _server_bytes(server: ServerProtocol) -> bytes:
     return b"".join(server.data_to_send())
 
 
-EXPECTED = [(b"a", True), (b"x" * 300, True), (b"y" * 70_000, False), (b"end", True)]
+EXPECTED = [b"a", b"x" * 300, b"y" * 70_000, b"end"]
 
 
 @pytest.mark.parametrize("step", [1, 2, 3, 7, 126, 4096, 65536])
@@ -267,8 +267,8 @@ def test_fast_path_hands_a_fragmented_message_to_the_protocol() -> None:
     server.send_continuation(b"gment", fin=True)
     server.send_text(b"two")
     assert ws._parse(b"".join(server.data_to_send())) == [
-        (b"one", True),
-        (b"fragment", True),
-        (b"two", True),
+        b"one",
+        b"fragment",
+        b"two",
     ]
     assert not ws._fast

@@ -39,9 +39,9 @@ async def test_messages_both_ways_over_tls(
         ws = await connect_websocket(url, max_message_size=2**20, ssl_context=client_context)
         await ws.send_text('{"method":"SUBSCRIBE"}')
         assert await receive_all(ws, 3) == [
-            (b"hello", True),
-            (big.encode(), True),
-            (b"\x00binary", False),
+            b"hello",
+            big.encode(),
+            b"\x00binary",
         ]
         assert received == ['{"method":"SUBSCRIBE"}']
         await ws.aclose()
@@ -112,7 +112,7 @@ async def test_a_server_that_ends_without_a_close_frame_ends_the_stream(
         url = await raw_tls_server(nursery, server_context, script)
         ws = await connect_websocket(url, max_message_size=2**20, ssl_context=client_context)
         got, lost = await drain_until_lost(ws)
-        assert got == [(b"bye", True)]
+        assert got == [b"bye"]
         assert "without a close frame" in str(lost)
         await ws.aclose()
         nursery.cancel_scope.cancel()

@@ -24,17 +24,17 @@ async def start_server(
     return f"{scheme}://127.0.0.1:{server.port}/stream"
 
 
-async def receive_all(ws: WebSocket, count: int) -> list[tuple[bytes, bool]]:
+async def receive_all(ws: WebSocket, count: int) -> list[bytes]:
     """Messages until at least ``count`` have arrived."""
-    got: list[tuple[bytes, bool]] = []
+    got: list[bytes] = []
     while len(got) < count:
         got.extend(await ws.receive_messages())
     return got
 
 
-async def drain_until_lost(ws: WebSocket) -> tuple[list[tuple[bytes, bool]], ConnectionLost]:
+async def drain_until_lost(ws: WebSocket) -> tuple[list[bytes], ConnectionLost]:
     """Every message received until the connection is lost, and how it was lost."""
-    got: list[tuple[bytes, bool]] = []
+    got: list[bytes] = []
     while True:
         try:
             got.extend(await ws.receive_messages())

@@ -156,6 +156,7 @@ class _BookTicker(msgspec.Struct, gc=False):
 # in C (no per-level Python loop).
 _ENVELOPE: Final = msgspec.json.Decoder(_Envelope)
 _TAGGED_ENVELOPE: Final = msgspec.json.Decoder(_TaggedEnvelope, strict=False)
+_NOT_TAGGED: Final = _TaggedEnvelope()
 _TRADE: Final = msgspec.json.Decoder(_Trade, strict=False)
 _DEPTH_DIFF: Final = msgspec.json.Decoder(_DepthDiff, strict=False)
 _PARTIAL_DEPTH: Final = msgspec.json.Decoder(_PartialDepth, strict=False)
@@ -462,28 +463,90 @@ class BinanceSession(Session):
     # ----------------------------------------------------------------- parsing
 
     def parse(self, payload: bytes, received_us: int) -> list[Event]:
-        try:
-            if self._tagged:
-                events = self._parse_tagged(payload, received_us)
-                if events is not None:
-                    return events
-            env = _ENVELOPE.decode(payload)
-            stream = env.stream
-            if stream is not None:
-                route = self._routes.get(stream)
-                if route is None:
-                    route = self._routes[stream] = self._route(stream)
-                handler, symbol = route
-                if not env.data:
-                    raise ParseError(f"binance: frame of stream {stream!r} has no data")
-                return handler(symbol, env.data, received_us)
-            if env.id is not msgspec.UNSET or env.code is not None or env.error is not None:
-                return self._on_response(env, received_us)
-            if env.e == "serverShutdown":
-                self.reconnect_reason = "binance serverShutdown notice"
-            return []
-        except _PARSE_ERRORS as exc:
-            raise ParseError(f"binance: {type(exc).__name__}: {exc}") from exc
+        events: list[Event] = []
+        errors = self.parse_batch((payload,), received_us, events)
+        if errors:
+            raise errors[0]
+        return events
+
+    def parse_batch(
+        self, payloads: Sequence[bytes], received_us: int, events: list[Event]
+    ) -> list[ParseError]:
+        """The frames of one read. On a connection of trade and diff-depth streams only,
+        each frame is decoded in one pass (:data:`_TAGGED_ENVELOPE`), and a trade with the
+        next id of its symbol, nearly every frame of a trade stream, becomes its row right
+        here: the calls of the general path cost about a fifth of a trade's parse.
+        """
+        errors: list[ParseError] = []
+        append = events.append
+        extend = events.extend
+        tagged_decode = _TAGGED_ENVELOPE.decode if self._tagged else None
+        routes = self._message_routes
+        last_ids = self._last_trade_id
+        for payload in payloads:
+            try:
+                if tagged_decode is not None:
+                    try:
+                        tagged = tagged_decode(payload)
+                    except msgspec.ValidationError:
+                        tagged = _NOT_TAGGED  # e.g. data of another kind: the general path
+                    stream, msg = tagged.stream, tagged.data
+                    if stream is not None and msg is not None:  # else: an answer, or no data
+                        route = routes.get(stream)
+                        if route is None:
+                            route = routes[stream] = self._message_route(stream)
+                        on_message, kind, symbol = route
+                        if type(msg) is kind:
+                            if type(msg) is _Trade:
+                                trade_id = msg.trade_id
+                                if last_ids.get(symbol, trade_id - 1) == trade_id - 1:
+                                    # The first or the next id: the row _on_trade builds.
+                                    last_ids[symbol] = trade_id
+                                    trade_time = msg.trade_time
+                                    append(
+                                        Trade(
+                                            EXCHANGE,
+                                            symbol,
+                                            trade_time * 1000
+                                            if trade_time < _MS_LIMIT
+                                            else trade_time,
+                                            received_us,
+                                            trade_id,
+                                            str(trade_id),
+                                            msg.price,
+                                            msg.size,
+                                            "sell" if msg.buyer_is_maker else "buy",
+                                        )
+                                    )
+                                    continue
+                            extend(on_message(symbol, msg, received_us))
+                            continue
+                extend(self._parse_envelope(payload, received_us))
+            except ParseError as exc:
+                errors.append(exc)
+            except _PARSE_ERRORS as exc:
+                error = ParseError(f"binance: {type(exc).__name__}: {exc}")
+                error.__cause__ = exc
+                errors.append(error)
+        return errors
+
+    def _parse_envelope(self, payload: bytes, received_us: int) -> list[Event]:
+        """The general path: the envelope first, then its data by the stream's kind."""
+        env = _ENVELOPE.decode(payload)
+        stream = env.stream
+        if stream is not None:
+            route = self._routes.get(stream)
+            if route is None:
+                route = self._routes[stream] = self._route(stream)
+            handler, symbol = route
+            if not env.data:
+                raise ParseError(f"binance: frame of stream {stream!r} has no data")
+            return handler(symbol, env.data, received_us)
+        if env.id is not msgspec.UNSET or env.code is not None or env.error is not None:
+            return self._on_response(env, received_us)
+        if env.e == "serverShutdown":
+            self.reconnect_reason = "binance serverShutdown notice"
+        return []
 
     def _route(self, stream: str) -> tuple[_Handler, str]:
         sym, _, kind = stream.partition("@")
@@ -502,23 +565,6 @@ class BinanceSession(Session):
         else:
             handler = _ignore
         return handler, symbol
-
-    def _parse_tagged(self, payload: bytes, received_us: int) -> list[Event] | None:
-        """A trade or book delta decoded in one pass; None for any other frame."""
-        try:
-            tagged = _TAGGED_ENVELOPE.decode(payload)
-        except msgspec.ValidationError:
-            return None  # e.g. a data object of another kind: the general path says which
-        stream = tagged.stream
-        if stream is None or tagged.data is None:
-            return None  # a request's answer, or a bare event
-        route = self._message_routes.get(stream)
-        if route is None:
-            route = self._message_routes[stream] = self._message_route(stream)
-        on_message, kind, symbol = route
-        if type(tagged.data) is not kind:
-            return None
-        return on_message(symbol, tagged.data, received_us)
 
     def _message_route(self, stream: str) -> tuple[_MessageHandler, type, str]:
         kind = _tagged_kind(stream)

@@ -23,7 +23,6 @@ from collector.events import Event, Raw, Status, compact_books
 from collector.exchanges.base import (
     ConnectionPlan,
     ExchangeAdapter,
-    ParseError,
     Session,
     SnapshotRequest,
 )
@@ -239,6 +238,8 @@ async def _receive_loop(
     current_time = trio.current_time
     # Book updates cross the event channel with flat levels (see ``compact_books``).
     books = any(sub.feed == "orderbook" for sub in plan.subscriptions)
+    parse_batch = session.parse_batch
+    name = plan.name
     while True:
         messages = await ws.receive_messages()
         activity.last_read = current_time()
@@ -246,33 +247,26 @@ async def _receive_loop(
             continue
         received_us = wall_clock()
         batch: list[Event] = []
-        extend = batch.extend
-        parse = session.parse
-        failures = 0
-        size = 0
+        if raw:
+            batch += [
+                Raw(exchange, "_all", None, received_us, None, name, "recv", payload)
+                for payload in messages
+            ]
+        errors = parse_batch(messages, received_us, batch)
         tripped: str | None = None
-        for payload, _is_text in messages:
-            size += len(payload)
-            if raw:
-                batch.append(
-                    Raw(exchange, "_all", None, received_us, None, plan.name, "recv", payload)
+        for exc in errors:
+            parse_errors.inc()
+            log.debug("unparsable frame skipped: %s", exc, extra={"exchange": exchange})
+            if breaker.record(False) and tripped is None:
+                # Finish this read first: its good frames were received and are kept.
+                tripped = (
+                    f"more than half of the last {breaker.window} frames failed to parse; "
+                    f"last error: {exc}"
                 )
-            try:
-                extend(parse(payload, received_us))
-            except ParseError as exc:
-                failures += 1
-                parse_errors.inc()
-                log.debug("unparsable frame skipped: %s", exc, extra={"exchange": exchange})
-                if breaker.record(False) and tripped is None:
-                    # Finish this read first: its good frames were received and are kept.
-                    tripped = (
-                        f"more than half of the last {breaker.window} frames failed to parse; "
-                        f"last error: {exc}"
-                    )
-        if failures < len(messages):
-            breaker.record_ok_run(len(messages) - failures)
+        if len(errors) < len(messages):
+            breaker.record_ok_run(len(messages) - len(errors))
         received_metric.inc(len(messages))
-        bytes_metric.inc(size)
+        bytes_metric.inc(sum(map(len, messages)))
         last_message.set(received_us / 1e6)
         if batch:
             if books:

@@ -34,8 +34,9 @@ from collector.ingest.transport import READ_SIZE, TcpTransport
 # A longer response head is handed to the protocol as it comes (which refuses it).
 MAX_RESPONSE_HEAD = 65536
 
-Message = tuple[bytes, bool]
-"""(payload, is_text): one complete WebSocket message."""
+Message = bytes
+"""The payload of one complete WebSocket message, text or binary alike: adapters decode
+bytes, and a tuple per message with its opcode cost more than anyone used it for."""
 
 
 @cache
@@ -54,7 +55,6 @@ class WebSocket:
         self._max_size = max_message_size
         self._send_lock = trio.StrictFIFOLock()
         self._fragments: list[bytes] = []
-        self._fragment_is_text = False
         self._pending: list[Message] = []
         # Fast path state: received bytes not parsed yet (the start of a frame), their
         # size, and how many bytes that frame (or its header) needs in all.
@@ -160,7 +160,7 @@ class WebSocket:
             if first == 0x81 or first == 0x82:
                 if length > max_size:
                     return messages + self._to_protocol(data[pos:])
-                messages.append((data[start:end], first == 0x81))
+                messages.append(data[start:end])
             elif first & 0x0F >= 8 and first & 0x70 == 0:
                 # A control frame: the protocol answers it.
                 self._protocol.receive_data(data[pos:end])
@@ -195,14 +195,13 @@ class WebSocket:
             data = cast(bytes, event.data)
             if opcode is Opcode.TEXT or opcode is Opcode.BINARY:
                 if event.fin:
-                    messages.append((data, opcode is Opcode.TEXT))
+                    messages.append(data)
                 else:
                     self._fragments = [data]
-                    self._fragment_is_text = opcode is Opcode.TEXT
             elif opcode is Opcode.CONT:
                 self._fragments.append(data)
                 if event.fin:
-                    messages.append((b"".join(self._fragments), self._fragment_is_text))
+                    messages.append(b"".join(self._fragments))
                     self._fragments = []
         return messages
 
