@@ -53,7 +53,7 @@ def test_a_null_in_a_required_column_is_refused_and_nothing_of_the_row_is_kept()
     buffer = ColumnBuffer("trades", KEY)
     buffer.add(Trade("kraken", "BTC/USD", T0, T0, 1, "a", 1.0, 2.0, "buy"))
     bad = Trade("kraken", "BTC/USD", T0, T0, 2, "b", 1.0, None, "buy")  # type: ignore[arg-type]
-    with pytest.raises(ValueError, match="size"):
+    with pytest.raises(ValueError, match="trades: null in non-nullable column 'size'"):
         buffer.add(bad)
     buffer.add(Trade("kraken", "BTC/USD", None, T0 + 1, None, "c", 3.0, 4.0, None))
     batch = buffer.to_record_batch(CONSTANTS)

@@ -225,13 +225,15 @@ def _layout(data_type: str, constants: frozenset[str]) -> _Layout:
 def _compile_add(data_type: str, stored: tuple[tuple[pa.Field, str], ...]) -> Callable[..., Adder]:
     """``make_add(columns, nulls) -> add(event)``, generated for these stored columns.
 
-    ``add`` has the i-th column and its list of null rows as ``c{i}`` and ``n{i}``. For a field
-    ``price`` (float, not nullable) and ``side`` (string, nullable) ``add`` reads::
+    ``add`` has the i-th column and its list of null rows as ``c{i}`` and ``n{i}``. For fields
+    ``price`` (float, not nullable), ``trade_id`` (string, not nullable) and ``side``
+    (string, nullable) ``add`` reads::
 
-        v = event.price
+        c5.append(event.price)  # an array refuses None: the except clause names the column
+        v = event.trade_id
         if v is None:
-            raise ValueError(...)
-        c5.append(v)
+            raise Refused(...)
+        c4.append(v)
         c6.append(event.side)
 
     and for book levels ``bids`` (``c7`` a ``_Levels``, with its arrays' methods bound once;
@@ -284,6 +286,9 @@ def _compile_add(data_type: str, stored: tuple[tuple[pa.Field, str], ...]) -> Ca
                 "else:",
                 f"    c{i}.append(v)",
             ]
+        elif not field.nullable and typecode:
+            # array.append refuses None itself (TypeError): the except clause names it.
+            body.append(f"c{i}.append(event.{name})")
         elif not field.nullable:
             body += [
                 f"v = event.{name}",
@@ -293,6 +298,7 @@ def _compile_add(data_type: str, stored: tuple[tuple[pa.Field, str], ...]) -> Ca
             ]
         else:
             body.append(f"c{i}.append(event.{name})")
+    required_numbers = tuple(f.name for f, code in stored if code and not f.nullable)
     columns = [f"c{i}" for i in range(len(stored))]
     nulls = [f"n{i}" for i in range(len(stored))]
     lines = [
@@ -307,6 +313,10 @@ def _compile_add(data_type: str, stored: tuple[tuple[pa.Field, str], ...]) -> Ca
         "            rollback(columns, nulls)",
         "            if type(exc) is Refused:",
         "                raise",
+        "            for name in required_numbers:",
+        "                if getattr(event, name, 0) is None:",
+        f"                    raise Refused({data_type + ': null in non-nullable column '!r}"
+        " + repr(name)) from None",
         f"            raise ValueError({data_type + ': cannot store '!r} + repr(event)[:200]"
         " + ': ' + str(exc)) from exc",
         "    return add",
@@ -314,7 +324,12 @@ def _compile_add(data_type: str, stored: tuple[tuple[pa.Field, str], ...]) -> Ca
     namespace: dict[str, Any] = {}
     exec(
         "\n".join(lines),
-        {"rollback": _rollback, "Refused": _Refused, "FlatLevels": FlatLevels},
+        {
+            "rollback": _rollback,
+            "Refused": _Refused,
+            "FlatLevels": FlatLevels,
+            "required_numbers": required_numbers,
+        },
         namespace,
     )  # source built above
     make_add: Callable[..., Adder] = namespace["make_add"]
