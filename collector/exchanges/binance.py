@@ -500,7 +500,9 @@ class BinanceSession(Session):
                             if type(msg) is _Trade:
                                 trade_id = msg.trade_id
                                 if last_ids.get(symbol, trade_id - 1) == trade_id - 1:
-                                    # The first or the next id: the row _on_trade builds.
+                                    # The first or the next id: the row _on_trade
+                                    # builds, built here (a call per trade would
+                                    # give back about half of what this loop saves).
                                     last_ids[symbol] = trade_id
                                     trade_time = msg.trade_time
                                     append(
