@@ -67,10 +67,10 @@ class ConnectionPlan:
 class Session(ABC):
     """Per-connection protocol state. Driven by the connection task; never blocks.
 
-    After each call to :meth:`parse_batch` (the frames of one read) the connection sends everything in :attr:`outgoing`
-    (replies the venue expects, such as pongs or resubscribe frames) and clears it, fetches
-    everything in :attr:`snapshot_requests` (handing each body to :meth:`parse_snapshot`)
-    and clears it, and checks :attr:`reconnect_reason`.
+    After each call to :meth:`parse_batch` (the frames of one read) the connection sends
+    everything in :attr:`outgoing` (replies the venue expects, such as pongs or resubscribe
+    frames) and clears it, fetches everything in :attr:`snapshot_requests` (handing each
+    body to :meth:`parse_snapshot`) and clears it, and checks :attr:`reconnect_reason`.
     """
 
     def __init__(self, plan: ConnectionPlan) -> None:

@@ -229,11 +229,11 @@ def _compile_add(data_type: str, stored: tuple[tuple[pa.Field, str], ...]) -> Ca
     ``price`` (float, not nullable), ``trade_id`` (string, not nullable) and ``side``
     (string, nullable) ``add`` reads::
 
-        c5.append(event.price)  # an array refuses None: the except clause names the column
         v = event.trade_id
         if v is None:
             raise Refused(...)
         c4.append(v)
+        c5.append(event.price)  # an array refuses None: the except clause names the column
         c6.append(event.side)
 
     and for book levels ``bids`` (``c7`` a ``_Levels``, with its arrays' methods bound once;
@@ -298,7 +298,9 @@ def _compile_add(data_type: str, stored: tuple[tuple[pa.Field, str], ...]) -> Ca
             ]
         else:
             body.append(f"c{i}.append(event.{name})")
-    required_numbers = tuple(f.name for f, code in stored if code and not f.nullable)
+    required_numbers = tuple(
+        f.name for f, code in stored if code and code != _LEVELS_KIND and not f.nullable
+    )
     columns = [f"c{i}" for i in range(len(stored))]
     nulls = [f"n{i}" for i in range(len(stored))]
     lines = [
