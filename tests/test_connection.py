@@ -17,13 +17,13 @@ import trio.testing
 
 from collector.clock import trio_wall_clock
 from collector.config import MarketSettings, WebSocketSettings
-from collector.events import BookUpdate, Event, Status, Trade
+from collector.events import RAW_SYMBOL, BookUpdate, Event, Raw, Status, Trade
 from collector.exchanges.base import ConnectionPlan
 from collector.exchanges.binance import BinanceAdapter
 from collector.health import HealthState
 from collector.ingest import connection
 from collector.ingest.connection import IngestContext, ParseBreaker, run_connection
-from collector.ingest.errors import TooManyParseErrors
+from collector.ingest.errors import StaleConnection, TooManyParseErrors
 from collector.ingest.sink import EventSink
 from collector.ingest.supervisor import supervise_connection
 from collector.metrics import Metrics
@@ -539,6 +539,43 @@ async def test_breaker_trip_keeps_the_good_frames_of_the_same_read(
     assert ctx.metrics.sample("collector_messages_received_total", labels) == 6
     assert ctx.metrics.sample("collector_parse_errors_total", labels) == 3
     assert ws.closed
+
+
+async def test_the_raw_feed_keeps_every_frame_of_a_read_even_one_that_fails_to_parse(
+    autojump_clock: trio.testing.MockClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    garbage = b'{"stream":"btcusdt@trade","data":{"e":'
+    read = [trade(1).encode(), garbage, trade(2).encode()]
+    ws = ScriptedWebSocket([[b'{"result":null,"id":1}'], read])
+
+    async def connect(url: str, *, max_message_size: int) -> ScriptedWebSocket:
+        return ws
+
+    monkeypatch.setattr(connection, "connect_websocket", connect)
+    adapter, plans = binance_plans("ws://127.0.0.1:1", feeds=("trades", "raw"))
+    (plan,) = plans
+    assert plan.raw
+    ctx = make_ctx(ws_settings(message_timeout_secs=5.0), plans)
+    tx, rx = trio.open_memory_channel[list[Event]](64)
+    sink = EventSink(tx, "binance", ctx.metrics)
+    with pytest.RaisesGroup(StaleConnection, flatten_subgroups=True):
+        await run_connection(plan, adapter, ctx, sink)
+    tx.close()
+    batches = [batch async for batch in rx]
+    (data_batch,) = [b for b in batches if any(type(e) is Trade for e in b)]
+    raw_rows = [e for e in data_batch if type(e) is Raw]
+    assert [r.payload for r in raw_rows] == read  # byte for byte, the bad frame too
+    assert {(r.connection, r.direction, r.symbol) for r in raw_rows} == {
+        (plan.name, "recv", RAW_SYMBOL)
+    }
+    received_us = data_batch[0].timestamp_collector
+    assert all(e.timestamp_collector == received_us for e in data_batch)
+    assert [e.trade_id for e in data_batch if type(e) is Trade] == ["1", "2"]
+    labels = {"exchange": "binance"}
+    assert ctx.metrics.sample("collector_parse_errors_total", labels) == 1
+    assert ctx.metrics.sample("collector_bytes_received_total", labels) == sum(
+        len(payload) for payload in [b'{"result":null,"id":1}', *read]
+    )
 
 
 async def test_book_updates_cross_the_channel_with_flat_levels(
