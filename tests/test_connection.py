@@ -504,30 +504,44 @@ class ScriptedWebSocket:
         self.closed = True
 
 
-async def test_breaker_trip_keeps_the_good_frames_of_the_same_read(
-    autojump_clock: trio.testing.MockClock, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    garbage = b'{"stream":"btcusdt@trade","data":{"e":'
-    ws = ScriptedWebSocket(
-        [
-            [b'{"result":null,"id":1}'],
-            [garbage, garbage, trade(1).encode(), garbage, trade(2).encode()],
-        ]
-    )
+ACK = b'{"result":null,"id":1}'
+GARBAGE = b'{"stream":"btcusdt@trade","data":{"e":'
+
+
+async def run_scripted(
+    monkeypatch: pytest.MonkeyPatch,
+    reads: list[list[bytes]],
+    settings: WebSocketSettings,
+    ends_with: type[Exception],
+    feeds: Sequence[str] = ("trades",),
+) -> tuple[list[list[Event]], IngestContext, ConnectionPlan, ScriptedWebSocket]:
+    """Run one Binance connection over scripted reads until it fails with ``ends_with``;
+    the batches it sent, its context, its plan and the scripted socket."""
+    ws = ScriptedWebSocket(reads)
 
     async def connect(url: str, *, max_message_size: int) -> ScriptedWebSocket:
         return ws
 
     monkeypatch.setattr(connection, "connect_websocket", connect)
-    adapter, plans = binance_plans("ws://127.0.0.1:1")
+    adapter, plans = binance_plans("ws://127.0.0.1:1", feeds=feeds)
     (plan,) = plans
-    ctx = make_ctx(ws_settings(parse_error_window=4), plans)
+    ctx = make_ctx(settings, plans)
     tx, rx = trio.open_memory_channel[list[Event]](64)
     sink = EventSink(tx, "binance", ctx.metrics)
-    with pytest.RaisesGroup(TooManyParseErrors, flatten_subgroups=True):
+    with pytest.RaisesGroup(ends_with, flatten_subgroups=True):
         await run_connection(plan, adapter, ctx, sink)
     tx.close()
-    events = [e async for batch in rx for e in batch]
+    return [batch async for batch in rx], ctx, plan, ws
+
+
+async def test_breaker_trip_keeps_the_good_frames_of_the_same_read(
+    autojump_clock: trio.testing.MockClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    reads = [[ACK], [GARBAGE, GARBAGE, trade(1).encode(), GARBAGE, trade(2).encode()]]
+    batches, ctx, _plan, ws = await run_scripted(
+        monkeypatch, reads, ws_settings(parse_error_window=4), TooManyParseErrors
+    )
+    events = [e for batch in batches for e in batch]
     # Every good frame that arrived is kept, also those after the tripping frame.
     assert [e.trade_id for e in events if type(e) is Trade] == ["1", "2"]
     assert [e.event for e in events if type(e) is Status] == [
@@ -544,24 +558,15 @@ async def test_breaker_trip_keeps_the_good_frames_of_the_same_read(
 async def test_the_raw_feed_keeps_every_frame_of_a_read_even_one_that_fails_to_parse(
     autojump_clock: trio.testing.MockClock, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    garbage = b'{"stream":"btcusdt@trade","data":{"e":'
-    read = [trade(1).encode(), garbage, trade(2).encode()]
-    ws = ScriptedWebSocket([[b'{"result":null,"id":1}'], read])
-
-    async def connect(url: str, *, max_message_size: int) -> ScriptedWebSocket:
-        return ws
-
-    monkeypatch.setattr(connection, "connect_websocket", connect)
-    adapter, plans = binance_plans("ws://127.0.0.1:1", feeds=("trades", "raw"))
-    (plan,) = plans
+    read = [trade(1).encode(), GARBAGE, trade(2).encode()]
+    batches, ctx, plan, _ws = await run_scripted(
+        monkeypatch,
+        [[ACK], read],
+        ws_settings(message_timeout_secs=5.0),
+        StaleConnection,
+        feeds=("trades", "raw"),
+    )
     assert plan.raw
-    ctx = make_ctx(ws_settings(message_timeout_secs=5.0), plans)
-    tx, rx = trio.open_memory_channel[list[Event]](64)
-    sink = EventSink(tx, "binance", ctx.metrics)
-    with pytest.RaisesGroup(StaleConnection, flatten_subgroups=True):
-        await run_connection(plan, adapter, ctx, sink)
-    tx.close()
-    batches = [batch async for batch in rx]
     (data_batch,) = [b for b in batches if any(type(e) is Trade for e in b)]
     raw_rows = [e for e in data_batch if type(e) is Raw]
     assert [r.payload for r in raw_rows] == read  # byte for byte, the bad frame too
@@ -574,7 +579,7 @@ async def test_the_raw_feed_keeps_every_frame_of_a_read_even_one_that_fails_to_p
     labels = {"exchange": "binance"}
     assert ctx.metrics.sample("collector_parse_errors_total", labels) == 1
     assert ctx.metrics.sample("collector_bytes_received_total", labels) == sum(
-        len(payload) for payload in [b'{"result":null,"id":1}', *read]
+        len(payload) for payload in [ACK, *read]
     )
 
 
