@@ -42,8 +42,7 @@ from collector.http import run_http_server
 from collector.ingest.connection import IngestContext
 from collector.ingest.supervisor import run_exchange
 from collector.metrics import Metrics
-from collector.storage import run_writer
-from collector.upload.disk import run_disk_monitor
+from collector.storage import run_disk_monitor, run_writer
 from collector.upload.settings import UploadSettings
 
 log = logging.getLogger(__name__)
