@@ -11,11 +11,11 @@ from collector.config import (
     MarketSettings,
     Settings,
     embedded_default_text,
-    load_settings,
     mask_secrets,
     resolve_path,
     settings_as_dict,
 )
+from collector.settings_check import load_settings
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -18,8 +18,10 @@ import pyarrow.parquet as pq
 import trio
 import trio.testing
 
-from collector.config import Settings, parse_settings
+from collector.config import Settings
+from collector.planning import plan_service
 from collector.service import EXIT_OK, ServiceHandle, run_service
+from collector.settings_check import parse_settings
 from tests.fakes.binance import (
     FakeBinance,
     FakeClient,
@@ -64,7 +66,9 @@ class RunningService:
         return self.handle.http_port
 
     async def run(self, settings: Settings, *, task_status: trio.TaskStatus[ServiceHandle]) -> None:
-        self.exit_code = await run_service(settings, handle_signals=False, task_status=task_status)
+        self.exit_code = await run_service(
+            plan_service(settings), handle_signals=False, task_status=task_status
+        )
         self.done.set()
 
     async def stop(self) -> int:
