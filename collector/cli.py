@@ -12,20 +12,16 @@ import logging
 import os
 import sys
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import trio
 
 from collector import __version__
-from collector.config import ConfigError, Settings, load_settings, resolve_path, settings_as_dict
-from collector.sharding import (
-    Shard,
-    apply_shard,
-    describe_shard,
-    describe_shard_lines,
-    resolve_shard,
-    shard_settings,
-)
+from collector.config import ConfigError, Settings, resolve_path, settings_as_dict
+
+if TYPE_CHECKING:
+    from collector.planning import ServicePlan
+    from collector.sharding import Shard
 
 EXIT_CONFIG = 2
 EXIT_FAILURE = 1
@@ -83,6 +79,8 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _load(path_arg: str | None) -> tuple[Settings, str]:
+    from collector.settings_check import load_settings
+
     return load_settings(resolve_path(path_arg, os.environ), os.environ)
 
 
@@ -107,6 +105,11 @@ def _dispatch(args: argparse.Namespace) -> int:
         from collector.symbols import run_symbols_command
 
         return run_symbols_command(args.exchange, rest_url=args.rest_url, as_json=args.json)
+    # Imported here, not at the top: checking and planning settings loads every venue
+    # module and the storage layer, which --help, symbols and bench do without.
+    from collector.planning import plan_service
+    from collector.sharding import apply_shard, resolve_shard
+
     try:
         if command == "upload":
             settings, _ = _load(args.upload_config or args.config)
@@ -119,25 +122,26 @@ def _dispatch(args: argparse.Namespace) -> int:
         settings, shard = apply_shard(
             settings, getattr(args, "run_shard", None) or args.shard, os.environ
         )
-        from collector.exchanges.planning import plan_all
-
-        plan_all(settings)  # adapters that cannot start (e.g. bad credentials) fail here
+        plan = plan_service(settings)  # adapters that cannot start (e.g. bad credentials) fail here
     except ConfigError as exc:
         print(f"collector: error: {exc}", file=sys.stderr)
         return EXIT_CONFIG
-    return _run(settings, source, shard)
+    return _run(plan, source, shard)
 
 
 def _check_config(
     settings: Settings, source: str, *, as_json: bool, shard: Shard | None = None
 ) -> int:
-    from collector.exchanges.planning import describe_plans
+    """Print the effective settings and the connections they open: the plan ``run`` would
+    run. Every ConfigError is raised before any output."""
+    from collector.planning import describe_connections, plan_service
+    from collector.sharding import describe_shard, describe_shard_lines, shard_settings
 
     full = settings
     if shard is not None:
         settings = shard_settings(full, shard)  # may raise ShardError (a ConfigError)
     shown = settings_as_dict(settings)
-    connections = describe_plans(settings)  # may raise ConfigError: before any output
+    connections = describe_connections(plan_service(settings))  # may raise ConfigError
     if as_json:
         document: dict[str, Any] = {"source": source, "settings": shown}
         if shard is not None:
@@ -163,10 +167,11 @@ def _upload(settings: Settings) -> int:
     return run_upload_command(settings)
 
 
-def _run(settings: Settings, source: str, shard: Shard | None = None) -> int:
+def _run(plan: ServicePlan, source: str, shard: Shard | None = None) -> int:
     from collector.logs import setup_logging
     from collector.service import ServiceError, run_service, tune_process
 
+    settings = plan.settings
     setup_logging(settings.collector.log_level, settings.collector.log_format)
     log.info(
         "starting collector %s",
@@ -176,7 +181,7 @@ def _run(settings: Settings, source: str, shard: Shard | None = None) -> int:
     log.debug("effective settings", extra={"settings": settings_as_dict(settings)})
     tune_process()
     try:
-        return trio.run(run_service, settings)
+        return trio.run(run_service, plan)
     except ServiceError as exc:
         log.error("%s", exc)
         if sys.stderr.isatty():

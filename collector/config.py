@@ -1,4 +1,4 @@
-"""Settings: ``settings.toml`` plus environment overrides -> frozen, validated ``Settings``.
+"""Settings: ``settings.toml`` plus environment overrides -> frozen ``Settings`` (the schema).
 
 Resolution of the settings file: ``--config PATH``, else ``$CONFIG_PATH``, else
 ``./settings.toml`` if it exists, else the copy embedded in the package.
@@ -8,6 +8,10 @@ Environment overrides set single keys: ``COLLECTOR__<SECTION>__<KEY>=value``, e.
 A value for a string key is taken as is; any other value is read as a TOML value
 (``9100``, ``true``, ``["a", "b"]``).
 
+This is the bottom floor: it imports nothing else of the package, so every other module
+may import it. It checks what each key may hold (types, ranges, unknown keys); the checks
+that need the venues or the uploader (known exchanges, symbols, key templates) are
+:mod:`collector.settings_check`, one floor up, whose ``load_settings`` is what callers use.
 Every problem raises :class:`ConfigError` with one line naming the key; nothing here runs
 at service run time.
 """
@@ -140,10 +144,12 @@ def embedded_default_text() -> str:
     return resources.files("collector").joinpath("default_settings.toml").read_text("utf-8")
 
 
-def load_settings(
+def read_settings(
     path: Path | None = None, env: Mapping[str, str] | None = None
 ) -> tuple[Settings, str]:
-    """Read, override and validate settings. Returns them and a description of the source."""
+    """Read, override and decode settings (schema only); returns them and a description of
+    the source. Raises ConfigError. :func:`collector.settings_check.load_settings` adds the
+    checks that need the venues."""
     env = os.environ if env is None else env
     if path is None:
         source, text = "embedded settings.toml", embedded_default_text()
@@ -160,19 +166,21 @@ def load_settings(
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{source}: TOML syntax error: {exc}") from None
     env_keys = _apply_env_overrides(raw, env)
-    return parse_settings(raw, source, env_keys), source
+    return decode_settings(raw, source, env_keys), source
 
 
-def parse_settings(
+def decode_settings(
     raw: dict[str, Any], source: str = "settings", env_keys: Mapping[str, str] | None = None
 ) -> Settings:
-    """Validate a decoded TOML document into ``Settings`` (raises ConfigError)."""
+    """A decoded TOML document as ``Settings``, checked against the schema only.
+
+    ``env_keys`` maps key paths to the variables that overrode them (named in messages).
+    Raises ConfigError.
+    """
     try:
-        settings = msgspec.convert(raw, Settings)
+        return msgspec.convert(raw, Settings)
     except msgspec.ValidationError as exc:
         raise ConfigError(_explain(str(exc), raw, source, env_keys or {})) from None
-    _check_semantics(settings, source)
-    return settings
 
 
 _STRING_TYPES = (str, type(None))
@@ -296,60 +304,6 @@ def _explain(message: str, raw: Any, source: str, env_keys: Mapping[str, str]) -
     origin = env_keys.get(re.sub(r"\[(\d+)\]", r".\1", key))
     where = f"{source} (overridden by {origin})" if origin else source
     return f"{where}: {text}"
-
-
-def _check_semantics(settings: Settings, source: str) -> None:
-    """Checks msgspec cannot express: known exchanges, symbol formats, duplicates."""
-    from collector.exchanges import get_adapter_class, known_exchanges
-    from collector.upload.keys import check_key_template
-
-    ws = settings.websocket
-    if ws.max_retry_delay_secs < ws.initial_retry_delay_secs:
-        raise ConfigError(
-            f"{source}: websocket.max_retry_delay_secs ({ws.max_retry_delay_secs}) is below "
-            f"websocket.initial_retry_delay_secs ({ws.initial_retry_delay_secs})"
-        )
-    aws = settings.aws
-    if aws.max_retry_delay_secs < aws.initial_retry_delay_secs:
-        raise ConfigError(
-            f"{source}: aws.max_retry_delay_secs ({aws.max_retry_delay_secs}) is below "
-            f"aws.initial_retry_delay_secs ({aws.initial_retry_delay_secs})"
-        )
-    try:
-        check_key_template(aws.key_template)
-    except ValueError as exc:
-        raise ConfigError(f"{source}: aws.key_template: {exc}") from None
-    if settings.storage.mode != "local" and not settings.aws.bucket:
-        raise ConfigError(
-            f"{source}: storage.mode is '{settings.storage.mode}' but aws.bucket is empty"
-        )
-    seen: dict[tuple[str, str], int] = {}
-    for i, market in enumerate(settings.markets):
-        where = f"{source}: markets[{i}]"
-        if market.exchange not in known_exchanges():
-            names = ", ".join(known_exchanges())
-            raise ConfigError(
-                f"{where}.exchange: unknown exchange '{market.exchange}' (known: {names})"
-            )
-        adapter = get_adapter_class(market.exchange)
-        if len(set(market.feeds)) != len(market.feeds):
-            raise ConfigError(f"{where}.feeds: a feed is listed twice")
-        try:
-            adapter.check_market(market)
-        except ValueError as exc:
-            raise ConfigError(f"{where}: {exc}") from None
-        for symbol in market.symbols:
-            try:
-                canonical = adapter.normalize_symbol(symbol)
-            except ValueError as exc:
-                raise ConfigError(f"{where}.symbols: {exc}") from None
-            key = (adapter.data_exchange(market), canonical)
-            if key in seen:
-                raise ConfigError(
-                    f"{where}.symbols: duplicate market {key[0]} {canonical} "
-                    f"(also in markets[{seen[key]}])"
-                )
-            seen[key] = i
 
 
 # --------------------------------------------------------------------------- showing

@@ -6,6 +6,8 @@ from an HTTP handler never blocks the event loop.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from types import MappingProxyType
 from typing import Any
 
 import attrs
@@ -35,8 +37,22 @@ class HealthState:
         self.connections: dict[str, ConnectionHealth] = {}
         self.started_at = trio.current_time()
         self.shutting_down = False
-        # Extra problems other parts report (e.g. an upload outage), by component.
-        self.problems: dict[str, str] = {}
+        # Extra problems other parts report (e.g. an upload outage), by component: set and
+        # cleared only through set_problem / clear_problem.
+        self._problems: dict[str, str] = {}
+
+    @property
+    def problems(self) -> Mapping[str, str]:
+        """The problems other parts reported, by component (a read-only view)."""
+        return MappingProxyType(self._problems)
+
+    def set_problem(self, component: str, message: str) -> None:
+        """Report (or restate) ``component``'s problem: ``/health`` is degraded until cleared."""
+        self._problems[component] = message
+
+    def clear_problem(self, component: str) -> None:
+        """``component`` is well again (nothing happens if it had no problem)."""
+        self._problems.pop(component, None)
 
     def add_connection(self, name: str, exchange: str, symbols: tuple[str, ...]) -> None:
         self.connections[name] = ConnectionHealth(exchange, symbols, since=trio.current_time())
@@ -78,7 +94,7 @@ class HealthState:
         now = trio.current_time()
         up = sum(1 for c in self.connections.values() if c.up)
         total = len(self.connections)
-        problems = dict(self.problems)
+        problems = dict(self._problems)
         for name, conn in self.connections.items():
             if not conn.up:
                 problems[name] = f"down: {conn.last_error or 'not connected yet'}"

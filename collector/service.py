@@ -33,17 +33,15 @@ import trio
 
 from collector import native_memory
 from collector.clock import WallClock, system_wall_us
-from collector.config import Settings
 from collector.doorbell import Doorbell, ring_at_for
 from collector.events import Event
-from collector.exchanges.planning import plan_all
 from collector.health import HealthState
 from collector.http import run_http_server
 from collector.ingest.connection import IngestContext
 from collector.ingest.supervisor import run_exchange
 from collector.metrics import Metrics
-from collector.storage import run_writer
-from collector.upload.disk import run_disk_monitor
+from collector.planning import ServicePlan
+from collector.storage import run_disk_monitor, run_writer
 from collector.upload.settings import UploadSettings
 
 log = logging.getLogger(__name__)
@@ -128,13 +126,16 @@ def _prepare_data_dir(path: Path) -> None:
 
 
 async def run_service(
-    settings: Settings,
+    plan: ServicePlan,
     *,
     wall_clock: WallClock = system_wall_us,
     handle_signals: bool = True,
     task_status: trio.TaskStatus[ServiceHandle] = trio.TASK_STATUS_IGNORED,
 ) -> int:
-    """Run until shutdown is requested (signal or ``handle.shutdown``); returns an exit code."""
+    """Run ``plan`` (from :func:`collector.planning.plan_service`: the connections are
+    planned before, not here) until shutdown is requested (signal or ``handle.shutdown``);
+    returns an exit code. Raises ServiceError when the data directory is not writable."""
+    settings = plan.settings
     cfg = settings.collector
     _prepare_data_dir(Path(settings.storage.data_dir))
     metrics = Metrics()
@@ -142,10 +143,8 @@ async def run_service(
     health = HealthState(metrics)
     shutdown = Shutdown()
 
-    planned = plan_all(settings)
-    for _, plans in planned:
-        for plan in plans:
-            health.add_connection(plan.name, plan.exchange, plan.symbols)
+    for connection in plan.connections:
+        health.add_connection(connection.name, connection.exchange, connection.symbols)
 
     event_tx, event_rx = trio.open_memory_channel[list[Event]](cfg.event_channel_size)
     file_tx, file_rx = trio.open_memory_channel[Path](cfg.file_channel_size)
@@ -191,8 +190,14 @@ async def run_service(
                 pipeline.start_soon(_keep_finished_files, file_rx)
             async with trio.open_nursery() as ingest:
                 with event_tx:
-                    for adapter, plans in planned:
-                        await ingest.start(run_exchange, adapter, plans, ctx, event_tx.clone())
+                    for exchange in plan.exchanges:
+                        await ingest.start(
+                            run_exchange,
+                            exchange.adapter,
+                            exchange.connections,
+                            ctx,
+                            event_tx.clone(),
+                        )
                 task_status.started(ServiceHandle(port, shutdown, health, metrics))
                 log.info(
                     "collector started",

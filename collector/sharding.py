@@ -35,6 +35,7 @@ import attrs
 import msgspec
 
 from collector.config import ConfigError, MarketSettings, Settings
+from collector.settings_check import canonical_pair
 
 ENV_SHARD: Final = "COLLECTOR_SHARD"
 AUTO: Final = "auto"
@@ -144,16 +145,10 @@ def assign_pairs(pairs: Iterable[Pair], count: int) -> list[list[Pair]]:
     return [sorted(s) for s in shards]
 
 
-def _canonical(market: MarketSettings, symbol: str) -> Pair:
-    from collector.exchanges import get_adapter_class
-
-    adapter = get_adapter_class(market.exchange)
-    return adapter.data_exchange(market), adapter.normalize_symbol(symbol)
-
-
 def configured_pairs(settings: Settings) -> list[Pair]:
-    """Every configured (exchange, canonical symbol), sorted."""
-    return sorted({_canonical(m, s) for m in settings.markets for s in m.symbols})
+    """Every configured (exchange, canonical symbol), sorted: the pairs
+    :func:`~collector.settings_check.check_settings` keeps unique, so a pair is one file stream."""
+    return sorted({canonical_pair(m, s) for m in settings.markets for s in m.symbols})
 
 
 def shard_pairs(settings: Settings, shard: Shard) -> list[Pair]:
@@ -180,7 +175,7 @@ def shard_settings(settings: Settings, shard: Shard) -> Settings:
         )
     markets: list[MarketSettings] = []
     for market in settings.markets:
-        symbols = tuple(s for s in market.symbols if _canonical(market, s) in mine)
+        symbols = tuple(s for s in market.symbols if canonical_pair(market, s) in mine)
         if symbols:
             markets.append(msgspec.structs.replace(market, symbols=symbols))
     aws = settings.aws

@@ -6,7 +6,7 @@ import random
 
 import pytest
 
-from collector.ingest.backoff import Backoff
+from collector.backoff import Backoff
 
 
 def test_doubles_from_initial_to_cap_within_the_jitter_band() -> None:

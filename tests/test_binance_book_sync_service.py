@@ -10,7 +10,7 @@ import pyarrow.parquet as pq
 import trio
 import trio.testing
 
-from collector.config import parse_settings
+from collector.settings_check import parse_settings
 from tests.fakes.binance import FakeBinance, depth_diff_frame
 from tests.fakes.binance_rest import FakeBinanceRest
 from tests.test_service import start_service

@@ -11,7 +11,7 @@ import trio.testing
 from trio_websocket import ConnectionClosed, open_websocket_url
 
 from collector.clock import trio_wall_clock
-from collector.config import parse_settings
+from collector.settings_check import parse_settings
 from tests.fakes.bitfinex import EPOCH_MS, FakeBitfinex, book_levels
 from tests.venue_helpers import read_rows_us, received, running_service, venue_settings, wait_until
 

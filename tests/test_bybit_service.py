@@ -19,8 +19,8 @@ import trio.testing
 from trio_websocket import ConnectionClosed, open_websocket_url
 
 from collector.clock import trio_wall_clock
-from collector.config import parse_settings
 from collector.service import EXIT_OK
+from collector.settings_check import parse_settings
 from tests.fakes.bybit import FakeBybit, book_frame, ticker_frame, trade_frame
 from tests.venue_helpers import (
     read_rows,

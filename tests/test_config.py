@@ -10,12 +10,14 @@ from collector.config import (
     ConfigError,
     MarketSettings,
     Settings,
+    decode_settings,
     embedded_default_text,
-    load_settings,
     mask_secrets,
+    read_settings,
     resolve_path,
     settings_as_dict,
 )
+from collector.settings_check import check_settings, load_settings
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -160,6 +162,17 @@ def test_bad_settings_give_one_clear_line(
     assert expected in message
     # The line names where the problem is: the file, or the variable that set the key.
     assert str(tmp_path) in message or any(name in message for name in env)
+
+
+def test_the_schema_alone_leaves_venue_checks_to_settings_check(tmp_path: Path) -> None:
+    """config decodes what the schema allows; check_settings (one floor up) asks the venues."""
+    text = '[[markets]]\nexchange = "nyse"\nsymbols = ["x"]\n'
+    settings, source = read_settings(write(tmp_path, text), {})
+    assert settings.markets[0].exchange == "nyse"
+    decoded = decode_settings({"markets": [{"exchange": "nyse", "symbols": ["x"]}]})
+    assert decoded == settings
+    with pytest.raises(ConfigError, match=r"markets\[0\]\.exchange: unknown exchange 'nyse'"):
+        check_settings(settings, source)
 
 
 def test_one_symbol_may_be_recorded_in_both_bybit_categories(tmp_path: Path) -> None:

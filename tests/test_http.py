@@ -127,6 +127,28 @@ async def test_ready_and_health_follow_the_connection_states() -> None:
             nursery.cancel_scope.cancel()
 
 
+async def test_problems_are_set_and_cleared_through_methods() -> None:
+    """Other parts report problems by component; ``/health`` lists them beside connections."""
+    health = HealthState(Metrics())
+    assert health.report()["status"] == "healthy"
+    health.set_problem("disk", "disk 95.0% full")
+    health.set_problem("upload", "S3 unreachable")
+    health.set_problem("upload", "S3 bucket 'b' does not exist")  # restated: replaced
+    report = health.report()
+    assert report["status"] == "degraded"
+    assert report["problems"] == {
+        "disk": "disk 95.0% full",
+        "upload": "S3 bucket 'b' does not exist",
+    }
+    assert health.problems == report["problems"]
+    health.clear_problem("disk")
+    health.clear_problem("disk")  # clearing twice is harmless
+    assert health.report()["problems"] == {"upload": "S3 bucket 'b' does not exist"}
+    health.clear_problem("upload")
+    assert health.report()["status"] == "healthy"
+    assert health.problems == {}
+
+
 async def test_metrics_endpoint_serves_the_registry_in_prometheus_text() -> None:
     metrics = Metrics()
     health = HealthState(metrics)

@@ -35,9 +35,10 @@ from prometheus_client import CollectorRegistry
 from prometheus_client.parser import text_string_to_metric_families
 
 from collector import healthcheck
-from collector.config import CollectorSettings, load_settings, parse_settings
+from collector.config import CollectorSettings
 from collector.metrics import Metrics
 from collector.service import EXIT_OK
+from collector.settings_check import load_settings, parse_settings
 from tests.fakes.binance import FakeBinance, book_ticker_frame, depth20_frame, trade_frame
 from tests.procs import ServiceProcess, clean_env, write_settings
 from tests.test_http import fetch

@@ -18,8 +18,10 @@ import pyarrow.parquet as pq
 import trio
 import trio.testing
 
-from collector.config import Settings, parse_settings
+from collector.config import Settings
+from collector.planning import ServicePlan, plan_service
 from collector.service import EXIT_OK, ServiceHandle, run_service
+from collector.settings_check import parse_settings
 from tests.fakes.binance import (
     FakeBinance,
     FakeClient,
@@ -63,8 +65,8 @@ class RunningService:
         assert self.handle is not None
         return self.handle.http_port
 
-    async def run(self, settings: Settings, *, task_status: trio.TaskStatus[ServiceHandle]) -> None:
-        self.exit_code = await run_service(settings, handle_signals=False, task_status=task_status)
+    async def run(self, plan: ServicePlan, *, task_status: trio.TaskStatus[ServiceHandle]) -> None:
+        self.exit_code = await run_service(plan, handle_signals=False, task_status=task_status)
         self.done.set()
 
     async def stop(self) -> int:
@@ -76,8 +78,12 @@ class RunningService:
 
 
 async def start_service(nursery: trio.Nursery, settings: Settings) -> RunningService:
+    return await start_plan(nursery, plan_service(settings))
+
+
+async def start_plan(nursery: trio.Nursery, plan: ServicePlan) -> RunningService:
     service = RunningService()
-    service.handle = await nursery.start(service.run, settings)
+    service.handle = await nursery.start(service.run, plan)
     return service
 
 
@@ -134,6 +140,29 @@ async def test_ready_is_503_until_subscribed_then_200(tmp_path: Path) -> None:
             assert report["connections"]["detail"]["binance-0"]["subscribed"] is True
             assert await service.stop() == EXIT_OK
             nursery.cancel_scope.cancel()
+
+
+async def test_the_service_opens_the_connections_it_was_handed(tmp_path: Path) -> None:
+    """Connections are planned once, by the caller: the service runs the plan it is given
+    (here with its connection renamed) and does not plan again from the settings."""
+    with trio.fail_after(TIMEOUT):
+        async with trio.open_nursery() as nursery:
+            fake = FakeBinance()
+            await nursery.start(fake.run)
+            plan = plan_service(service_settings(fake.url, tmp_path))
+            [exchange] = plan.exchanges
+            [connection] = exchange.connections
+            renamed = attrs.evolve(connection, name="planned-0")
+            plan = attrs.evolve(plan, exchanges=(attrs.evolve(exchange, connections=(renamed,)),))
+            service = await start_plan(nursery, plan)
+            await fake.wait_subscribed()
+            await settle()
+            status, report = await fetch_json(service.port, "/health")
+            assert await service.stop() == EXIT_OK
+            nursery.cancel_scope.cancel()
+    assert status == 200
+    assert list(report["connections"]["detail"]) == ["planned-0"]
+    assert report["connections"]["detail"]["planned-0"]["subscribed"] is True
 
 
 async def test_metrics_and_health_report_what_was_received(tmp_path: Path) -> None:

@@ -12,8 +12,9 @@ from typing import Any
 
 import pytest
 
-from collector.config import ConfigError, Settings, parse_settings
-from collector.exchanges.planning import plan_all
+from collector.config import ConfigError, Settings
+from collector.planning import plan_service
+from collector.settings_check import parse_settings
 from collector.sharding import (
     ENV_SHARD,
     Pair,
@@ -72,10 +73,9 @@ def owners(shards: list[list[Pair]]) -> dict[Pair, int]:
 def planned_pairs(cfg: Settings) -> set[Pair]:
     """The (exchange, symbol) pairs the connections of ``cfg`` carry."""
     return {
-        (plan.exchange, symbol)
-        for _, plans in plan_all(cfg)
-        for plan in plans
-        for symbol in plan.symbols
+        (connection.exchange, symbol)
+        for connection in plan_service(cfg).connections
+        for symbol in connection.symbols
     }
 
 

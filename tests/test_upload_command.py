@@ -1,4 +1,4 @@
-"""``python -m collector upload`` (as ``run_upload_command``) and the disk high-water mark."""
+"""``python -m collector upload`` (as ``run_upload_command``)."""
 
 from __future__ import annotations
 
@@ -12,9 +12,7 @@ import msgspec
 import pytest
 import trio
 
-from collector.health import HealthState
-from collector.metrics import Metrics
-from collector.upload import UploadSettings, run_disk_monitor, run_upload_command
+from collector.upload import UploadSettings, run_upload_command
 from tests.s3server import S3Server, fake_aws_env, unique_bucket
 from tests.test_upload_s3 import T0_MS, write_file
 
@@ -133,19 +131,3 @@ def test_upload_command_needs_a_bucket(tmp_path: Path) -> None:
     code = run_upload_command(UploadSettings(mode="s3", data_dir=str(tmp_path)), stderr=err)
     assert code == 2
     assert "aws.bucket is not set" in err.getvalue()
-
-
-@pytest.mark.parametrize(("percent", "degraded"), [(100.0, False), (1e-9, True)])
-async def test_disk_high_water_mark(tmp_path: Path, percent: float, degraded: bool) -> None:
-    metrics = Metrics()
-    health = HealthState(metrics)
-    with trio.fail_after(TIMEOUT):
-        async with trio.open_nursery() as nursery:
-            await nursery.start(partial(run_disk_monitor, tmp_path, percent, health, metrics.disk))
-            nursery.cancel_scope.cancel()
-    assert metrics.sample("collector_disk_above_high_water") == (1 if degraded else 0)
-    assert 0 < metrics.sample("collector_disk_used_ratio") <= 1
-    assert ("disk" in health.problems) is degraded
-    if degraded:
-        assert "above the high-water mark" in health.problems["disk"]
-        assert health.report()["status"] == "degraded"

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from collector.config import parse_settings
+from collector.settings_check import parse_settings
 from collector.upload.backlog import has_marker, scan_finished, write_marker
 from collector.upload.digest import LocalDigest, digest_file, head_mismatch
 from collector.upload.keys import DEFAULT_KEY_TEMPLATE, check_key_template, object_key

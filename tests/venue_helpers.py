@@ -19,14 +19,16 @@ import trio
 import trio.testing
 
 from collector.clock import WallClock, system_wall_us
-from collector.config import MarketSettings, Settings, WebSocketSettings, parse_settings
+from collector.config import MarketSettings, Settings, WebSocketSettings
 from collector.events import Event
 from collector.exchanges.base import ExchangeAdapter
 from collector.health import HealthState
 from collector.ingest.connection import IngestContext
 from collector.ingest.supervisor import supervise_connection
 from collector.metrics import Metrics
+from collector.planning import plan_service
 from collector.service import EXIT_OK, ServiceHandle, run_service
+from collector.settings_check import parse_settings
 from collector.storage.layout import safe_component
 
 RECEIVED = "collector_messages_received_total"
@@ -72,7 +74,10 @@ async def run_until_stopped(
     async def service(task_status: trio.TaskStatus[ServiceHandle]) -> None:
         codes.append(
             await run_service(
-                settings, wall_clock=wall_clock, handle_signals=False, task_status=task_status
+                plan_service(settings),
+                wall_clock=wall_clock,
+                handle_signals=False,
+                task_status=task_status,
             )
         )
         done.set()

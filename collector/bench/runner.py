@@ -40,6 +40,7 @@ from collector.bench.generator import GeneratorReport, GeneratorSpec, generator_
 from collector.bench.scenarios import Scenario, get_scenario
 from collector.exchanges import get_adapter_class
 from collector.metrics import Metrics
+from collector.planning import plan_service
 from collector.service import GC_THRESHOLDS, ServiceHandle, run_service, tune_process
 
 EDGE_POLL_SECS: Final = 0.05  # before the first data frame, and after the last was sent
@@ -159,12 +160,13 @@ async def _measure(
     expected: int | None,
 ) -> tuple[list[_Sample], GeneratorReport, Metrics, int, float, float, list[tuple[float, float]]]:
     settings = scenario.settings(ws_port, rest_port, data_dir)
+    plan = plan_service(settings)
     # Metric labels: the exchange of the rows (Bybit linear: ``bybit-linear``).
     exchanges = sorted({get_adapter_class(m.exchange).data_exchange(m) for m in settings.markets})
     codes: list[int] = []
 
     async def service(task_status: trio.TaskStatus[ServiceHandle]) -> None:
-        codes.append(await run_service(settings, handle_signals=False, task_status=task_status))
+        codes.append(await run_service(plan, handle_signals=False, task_status=task_status))
 
     samples: list[_Sample] = []
     rss_samples: list[tuple[float, float]] = []

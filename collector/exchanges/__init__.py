@@ -12,7 +12,7 @@ from functools import cache
 
 from collector.exchanges.base import ExchangeAdapter
 
-_NOT_VENUES = frozenset({"base", "common", "planning"})
+_NOT_VENUES = frozenset({"base", "common"})
 
 
 @cache

@@ -11,10 +11,10 @@ import logging
 
 import trio
 
+from collector.backoff import Backoff
 from collector.clock import WallClock
 from collector.events import compact_books
 from collector.exchanges.base import ParseError, Session, SnapshotRequest
-from collector.ingest.backoff import Backoff
 from collector.ingest.sink import EventSink
 from collector.rest import RestError, fetch
 

@@ -8,9 +8,9 @@ from collections.abc import Sequence
 
 import trio
 
+from collector.backoff import Backoff
 from collector.events import Event
 from collector.exchanges.base import ConnectionPlan, ExchangeAdapter
-from collector.ingest.backoff import Backoff
 from collector.ingest.connection import IngestContext, run_connection
 from collector.ingest.errors import ConnectionFailed
 from collector.ingest.sink import EventSink

@@ -2,11 +2,13 @@
 
 - :func:`run_writer`: the writer task;
 - :func:`recover_leftovers`: finalize what a previous run left behind;
-- :func:`relative_key`: a finished file's key below the S3 prefix.
+- :func:`relative_key`: a finished file's key below the S3 prefix;
+- :func:`run_disk_monitor`: the disk high-water mark in ``/health`` and metrics.
 """
 
+from collector.storage.disk import run_disk_monitor
 from collector.storage.layout import relative_key
 from collector.storage.recovery import recover_leftovers
 from collector.storage.writer import run_writer
 
-__all__ = ["recover_leftovers", "relative_key", "run_writer"]
+__all__ = ["recover_leftovers", "relative_key", "run_disk_monitor", "run_writer"]

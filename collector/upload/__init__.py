@@ -1,7 +1,6 @@
 """Upload: finished Parquet files -> S3, verified before any local file is deleted.
 
 - :func:`run_uploader`: the service's uploader task (modes ``s3`` and ``both``);
-- :func:`run_disk_monitor`: the disk high-water mark in ``/health`` and metrics;
 - :func:`run_upload_command`: ``python -m collector upload``;
 - :class:`UploadSettings`: the settings all of them read.
 
@@ -16,7 +15,6 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from collector.upload.command import run_upload_command, upload_all
-    from collector.upload.disk import run_disk_monitor
     from collector.upload.settings import UploadSettings
     from collector.upload.store import S3Store, make_client
     from collector.upload.uploader import Uploader, open_store, run_uploader
@@ -24,7 +22,6 @@ if TYPE_CHECKING:
 _WHERE = {
     "run_upload_command": "command",
     "upload_all": "command",
-    "run_disk_monitor": "disk",
     "UploadSettings": "settings",
     "S3Store": "store",
     "make_client": "store",
@@ -39,7 +36,6 @@ __all__ = [
     "Uploader",
     "make_client",
     "open_store",
-    "run_disk_monitor",
     "run_upload_command",
     "run_uploader",
     "upload_all",

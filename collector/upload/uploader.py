@@ -30,8 +30,8 @@ from typing import Any, Final, Protocol, TypeVar
 import attrs
 import trio
 
+from collector.backoff import Backoff
 from collector.health import HealthState
-from collector.ingest.backoff import Backoff
 from collector.metrics import Metrics, UploadMetrics
 from collector.storage.layout import relative_key
 from collector.upload.backlog import (
@@ -382,7 +382,7 @@ class Uploader:
         if isinstance(error, StoreUnavailable | StoreRefused):
             self.metrics.available.set(0)
         if self.health is not None:
-            self.health.problems[PROBLEM] = message
+            self.health.set_problem(PROBLEM, message)
         extra = {"stage": stage, "path": str(path) if path else None}
         if message != self._problem:
             logger.error("upload failing: %s", message, extra=extra)
@@ -396,7 +396,7 @@ class Uploader:
             logger.info("uploads working again")
             self._problem = None
         if self.health is not None:
-            self.health.problems.pop(PROBLEM, None)
+            self.health.clear_problem(PROBLEM)
 
 
 async def open_store(cfg: UploadSettings) -> S3Store:
@@ -422,7 +422,7 @@ async def run_uploader(
     At start it queues the finished files already under ``data_dir`` and HEADs the bucket;
     then it queues each path received. ``upload_concurrency`` workers upload, verify and
     delete (``s3``) or mark (``both``); failures are retried forever with capped, jittered
-    backoff and reported in ``health.problems["upload"]`` (one log line per new reason).
+    backoff and reported as the ``"upload"`` health problem (one log line per new reason).
 
     When ``files`` closes (the writer finished its drain at shutdown) it keeps uploading what
     is queued; a file that fails then is left on disk for the next start, and an S3 outage

@@ -39,7 +39,7 @@ async def run_disk_monitor(
 ) -> None:
     """Check disk usage now and every ``interval_secs`` until cancelled.
 
-    Sets ``health.problems["disk"]`` while usage is above ``high_water_percent`` (logging
+    Reports the ``"disk"`` health problem while usage is above ``high_water_percent`` (logging
     once per crossing), and the ``collector_disk_*`` gauges. A failing check (``OSError``)
     is logged and reported as a problem too. Started once the first check is done.
     """
@@ -50,15 +50,16 @@ async def run_disk_monitor(
         try:
             ratio, free = await trio.to_thread.run_sync(disk_used_ratio, data_dir)
         except OSError as exc:
-            health.problems[PROBLEM] = f"cannot read disk usage of {data_dir}: {exc}"
+            health.set_problem(PROBLEM, f"cannot read disk usage of {data_dir}: {exc}")
         else:
             metrics.used_ratio.set(ratio)
             metrics.free_bytes.set(free)
             now_above = ratio > limit
             metrics.above_high_water.set(1 if now_above else 0)
             if now_above:
-                health.problems[PROBLEM] = (
-                    f"disk {ratio:.1%} full, above the high-water mark of {high_water_percent:g}%"
+                health.set_problem(
+                    PROBLEM,
+                    f"disk {ratio:.1%} full, above the high-water mark of {high_water_percent:g}%",
                 )
                 if not above:
                     logger.error(
@@ -66,7 +67,7 @@ async def run_disk_monitor(
                         extra={"used_percent": round(ratio * 100, 1), "data_dir": str(data_dir)},
                     )
             else:
-                health.problems.pop(PROBLEM, None)
+                health.clear_problem(PROBLEM)
                 if above:
                     logger.info("disk back below high-water mark")
             above = now_above

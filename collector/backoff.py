@@ -1,4 +1,4 @@
-"""Capped, jittered exponential backoff for reconnects."""
+"""Capped, jittered exponential backoff: between reconnects (ingest) and S3 retries (upload)."""
 
 from __future__ import annotations
 

@@ -1,0 +1,79 @@
+"""Planning across exchanges: the adapters and connections a configuration runs.
+
+Connections are planned once per run: the command line builds a :class:`ServicePlan` from
+checked settings (where an adapter that cannot start is a settings error, exit status 2)
+and hands it to :func:`collector.service.run_service`, which opens exactly what was planned.
+``check-config`` describes the same plan. Planning spans every venue of the settings, so it
+lives above ``collector.exchanges``, whose modules each know one venue.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+
+import attrs
+
+from collector.config import ConfigError, MarketSettings, Settings
+from collector.exchanges import get_adapter_class
+from collector.exchanges.base import ConnectionPlan, ExchangeAdapter
+
+
+@attrs.frozen
+class ExchangePlan:
+    """One exchange's adapter and the connections it opens, in order."""
+
+    adapter: ExchangeAdapter
+    connections: tuple[ConnectionPlan, ...]
+
+
+@attrs.frozen
+class ServicePlan:
+    """What one service run does: its settings and, per configured exchange (in settings
+    order), the adapter and its connections."""
+
+    settings: Settings
+    exchanges: tuple[ExchangePlan, ...]
+
+    @property
+    def connections(self) -> tuple[ConnectionPlan, ...]:
+        """Every connection of every exchange, in plan order."""
+        return tuple(c for exchange in self.exchanges for c in exchange.connections)
+
+
+def plan_service(settings: Settings) -> ServicePlan:
+    """Make each configured exchange's adapter and plan its connections.
+
+    ``settings`` must have passed :func:`collector.settings_check.check_settings` (as those of
+    ``load_settings`` and ``parse_settings`` have). Adapters read their own credentials
+    (e.g. Coinbase's key file) here: one that cannot start raises ConfigError, its message
+    starting with the exchange's name.
+    """
+    by_exchange: dict[str, list[MarketSettings]] = defaultdict(list)
+    for market in settings.markets:
+        by_exchange[market.exchange].append(market)
+    planned = []
+    for name, markets in by_exchange.items():
+        try:
+            adapter = get_adapter_class(name)()
+        except (ValueError, OSError) as exc:
+            message = str(exc)
+            raise ConfigError(
+                message if message.startswith(name) else f"{name}: {message}"
+            ) from None
+        planned.append(ExchangePlan(adapter, tuple(adapter.plan_connections(markets))))
+    return ServicePlan(settings, tuple(planned))
+
+
+def describe_connections(plan: ServicePlan) -> list[dict[str, object]]:
+    """A plain description of every planned connection (for ``check-config``)."""
+    return [
+        {
+            "name": connection.name,
+            "exchange": connection.exchange,
+            "url": connection.url,
+            "subscriptions": len(connection.subscriptions),
+            "symbols": list(connection.symbols),
+            "raw": connection.raw,
+        }
+        for connection in plan.connections
+    ]

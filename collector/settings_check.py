@@ -1,0 +1,122 @@
+"""Settings the service can run: the schema (:mod:`collector.config`) plus the checks that
+need the venues and the uploader.
+
+This module sits one floor above ``config``, ``exchanges`` and ``upload``: it asks the venue
+adapters whether an exchange, a market's options and each symbol are valid, and the uploader
+whether the key template is. ``config`` stays below all of them and imports none.
+
+- :func:`load_settings`: a settings file plus environment overrides, fully checked;
+- :func:`parse_settings`: the same for a document already decoded (tests, ConfigMaps);
+- :func:`check_settings`: the checks the schema cannot express;
+- :func:`canonical_pair`: a configured symbol as the (exchange, symbol) of its rows.
+
+Every problem raises :class:`~collector.config.ConfigError` with one line naming the key.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from collector.config import (
+    ConfigError,
+    MarketSettings,
+    Settings,
+    decode_settings,
+    read_settings,
+)
+from collector.exchanges import get_adapter_class, known_exchanges
+from collector.upload.keys import check_key_template
+
+
+def load_settings(
+    path: Path | None = None, env: Mapping[str, str] | None = None
+) -> tuple[Settings, str]:
+    """Read, override and validate settings. Returns them and a description of the source.
+
+    ``path`` None reads the embedded default; ``env`` defaults to ``os.environ``.
+    Raises ConfigError.
+    """
+    settings, source = read_settings(path, env)
+    check_settings(settings, source)
+    return settings, source
+
+
+def parse_settings(
+    raw: dict[str, Any], source: str = "settings", env_keys: Mapping[str, str] | None = None
+) -> Settings:
+    """Validate a decoded TOML document into ``Settings`` (raises ConfigError)."""
+    settings = decode_settings(raw, source, env_keys)
+    check_settings(settings, source)
+    return settings
+
+
+def canonical_pair(market: MarketSettings, symbol: str) -> tuple[str, str]:
+    """(exchange of the rows, the venue's spelling of ``symbol``) for a configured symbol.
+
+    Two configured symbols with the same pair would write the same files. Raises KeyError
+    for an unknown exchange and ValueError for a symbol the venue cannot have (both are
+    reported by :func:`check_settings` first).
+    """
+    adapter = get_adapter_class(market.exchange)
+    canonical = adapter.normalize_symbol(symbol)
+    return adapter.data_exchange(market), canonical
+
+
+def check_settings(settings: Settings, source: str) -> None:
+    """Checks msgspec cannot express: delay ranges, the key template, the bucket, known
+    exchanges, each venue's market options and symbol formats, duplicate markets.
+
+    Raises ConfigError naming the key, prefixed with ``source``.
+    """
+    ws = settings.websocket
+    if ws.max_retry_delay_secs < ws.initial_retry_delay_secs:
+        raise ConfigError(
+            f"{source}: websocket.max_retry_delay_secs ({ws.max_retry_delay_secs}) is below "
+            f"websocket.initial_retry_delay_secs ({ws.initial_retry_delay_secs})"
+        )
+    aws = settings.aws
+    if aws.max_retry_delay_secs < aws.initial_retry_delay_secs:
+        raise ConfigError(
+            f"{source}: aws.max_retry_delay_secs ({aws.max_retry_delay_secs}) is below "
+            f"aws.initial_retry_delay_secs ({aws.initial_retry_delay_secs})"
+        )
+    try:
+        check_key_template(aws.key_template)
+    except ValueError as exc:
+        raise ConfigError(f"{source}: aws.key_template: {exc}") from None
+    if settings.storage.mode != "local" and not settings.aws.bucket:
+        raise ConfigError(
+            f"{source}: storage.mode is '{settings.storage.mode}' but aws.bucket is empty"
+        )
+    seen: dict[tuple[str, str], int] = {}
+    for i, market in enumerate(settings.markets):
+        where = f"{source}: markets[{i}]"
+        _check_market(market, where)
+        for symbol in market.symbols:
+            try:
+                key = canonical_pair(market, symbol)
+            except ValueError as exc:
+                raise ConfigError(f"{where}.symbols: {exc}") from None
+            if key in seen:
+                raise ConfigError(
+                    f"{where}.symbols: duplicate market {key[0]} {key[1]} "
+                    f"(also in markets[{seen[key]}])"
+                )
+            seen[key] = i
+
+
+def _check_market(market: MarketSettings, where: str) -> None:
+    """The exchange is known, no feed is listed twice, the venue accepts the options."""
+    if market.exchange not in known_exchanges():
+        names = ", ".join(known_exchanges())
+        raise ConfigError(
+            f"{where}.exchange: unknown exchange '{market.exchange}' (known: {names})"
+        )
+    if len(set(market.feeds)) != len(market.feeds):
+        raise ConfigError(f"{where}.feeds: a feed is listed twice")
+    try:
+        get_adapter_class(market.exchange).check_market(market)
+    except ValueError as exc:
+        raise ConfigError(f"{where}: {exc}") from None
