@@ -2,9 +2,10 @@
 
 A bare Trio loop sleeps ``PERIOD_SECS`` at a time for ``DURATION_SECS`` and the process's CPU
 time is divided by the wake-ups. On a quiet machine this is a few tens of microseconds; on
-a shared virtual machine it moves with the neighbours (seen here: 115 to 255 us within one
-day). At a steady rate the collector wakes once per arriving read, so this figure explains
-most of the spread in the steady-rate CPU figures between runs.
+a shared virtual machine it moves with the neighbours, by several times within one day
+(docs/performance.md, "The machine"). At a steady rate the collector wakes once per
+arriving read, so this figure explains most of the spread in the steady-rate CPU figures
+between runs.
 """
 
 from __future__ import annotations

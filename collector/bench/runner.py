@@ -183,8 +183,8 @@ async def _measure(
         data_started = False
         while True:
             # Sample often at the window's edges and seldom in between: every wake-up of
-            # this loop is CPU time charged to the collector's process (20 per second cost
-            # about 8 ms/s here). The generator's messages wake it at once.
+            # this loop is CPU time charged to the collector's process. The generator's
+            # messages wake it at once.
             if report is None:
                 with trio.move_on_after(MID_POLL_SECS if data_started else EDGE_POLL_SECS):
                     await trio.lowlevel.wait_readable(gen)

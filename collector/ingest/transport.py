@@ -5,9 +5,9 @@ Trio's ``SocketStream.receive_some`` tries ``recv`` first, takes the ``BlockingI
 waits, tries again and yields once more; ``SSLStream`` adds a state machine and hands over
 one TLS record (at most 16 KiB) per call. Here a read is one wait for readability and one
 ``recv``, and with TLS every record that arrived is decrypted in the same step
-(``ssl.SSLObject`` over memory BIOs, as ``SSLStream`` itself does). Measured with the bench
-(plain TCP, trades at 20,000/s, side by side): CPU per 100k messages 6-7 % lower in 6 of 6
-pairs, since the service wakes once per arriving read.
+(``ssl.SSLObject`` over memory BIOs, as ``SSLStream`` itself does). At a steady rate the
+service wakes once per arriving read, so every step saved per read shows in its CPU per
+message (measured with the bench: docs/performance.md).
 
 The connection is opened by ``trio.open_tcp_stream`` (name resolution, happy eyeballs) and
 then owned here. Sends (subscriptions, pongs, TLS handshake and key-update records) take a

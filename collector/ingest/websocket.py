@@ -1,15 +1,15 @@
 """The WebSocket client: ``websockets``' Sans-I/O protocol driven from a Trio stream (the
 lean TCP/TLS transport of :mod:`collector.ingest.transport`).
 
-Chosen by measurement (design.md): the connection's own task reads up to 64 KiB at a
-time and gets back every complete message in that read, so frames are handled in
-batches with no task switch or channel hop per message. Complete, unfragmented data
-frames (all but a handful of a venue's frames) are cut out of the read by a small fast path
-here (:meth:`WebSocket._parse`): ``websockets``' generator-based frame parser cost about
-1.8 us per frame, more than parsing a trade. The protocol still does the opening handshake,
-control frames (pings are answered with pongs; a close is echoed), and, from the first
-fragmented, oversized or malformed frame on, everything. Everything
-library-specific stays in this module; errors leave it as
+Chosen by measurement (docs/design.md; the figures are in docs/performance.md): the
+connection's own task reads up to 64 KiB at a time and gets back every complete message in
+that read, so frames are handled in batches with no task switch or channel hop per message.
+Complete, unfragmented data frames (all but a handful of a venue's frames) are cut out of
+the read by a small fast path here (:meth:`WebSocket._parse`): ``websockets``'
+generator-based frame parser cost more per frame than parsing a trade. The protocol still
+does the opening handshake, control frames (pings are answered with pongs; a close is
+echoed), and, from the first fragmented, oversized or malformed frame on, everything.
+Everything library-specific stays in this module; errors leave it as
 :class:`~collector.ingest.errors.ConnectionFailed` subclasses.
 """
 

@@ -79,10 +79,10 @@ SCHEMAS: Final[dict[str, pa.Schema]] = {
 }
 
 # Columns with few distinct values per file: the only ones Parquet dictionary-encodes.
-# Trying a dictionary on timestamps, ids, prices or levels cost twice the CPU of the whole
-# write (the encoder hashes every value before it falls back) for files no smaller, often
-# larger (zstd compresses the plain values well): measured on Bybit's recorded traffic and
-# on the bench's trades.
+# Trying a dictionary on timestamps, ids, prices or levels cost more CPU than the rest of
+# the write (the encoder hashes every value before it falls back) for files no smaller,
+# often larger (zstd compresses the plain values well): measured on Bybit's recorded
+# traffic and on the bench's trades (docs/performance.md).
 DICTIONARY_COLUMNS: Final = frozenset(
     {"exchange", "symbol", "side", "kind", "event", "data_type", "connection", "direction"}
 )
