@@ -49,7 +49,7 @@ log = logging.getLogger(__name__)
 # Garbage-collector settings for this allocation-heavy service: every event allocates
 # short-lived objects (order-book levels above all), and buffered rows live up to a flush
 # interval, so Python's default young-generation threshold (700) makes it re-scan live
-# buffers constantly. Measured in the bench (README, Performance).
+# buffers constantly. The figures are in docs/performance.md.
 GC_THRESHOLDS = (50_000, 50, 1_000)
 
 EXIT_OK = 0
@@ -102,8 +102,8 @@ def tune_process(gc_thresholds: tuple[int, int, int] = GC_THRESHOLDS) -> None:
 
     The interpreter switches threads every ``SWITCH_INTERVAL_SECS`` instead of 5 ms: while a
     flush converts rows in its worker thread, the event loop waits for the GIL before it can
-    read and stamp ``timestamp_collector``. Trades at 20,000/s (bench, receive minus exchange
-    time): p99 5.0-5.4 -> 3.7 ms, p99.9 10.8 -> 6.3-7.0 ms, CPU unchanged.
+    read and stamp ``timestamp_collector``, so a shorter interval shortens the receive delay's
+    tail at no CPU cost (figures in docs/performance.md).
 
     Called by the command line (and the bench) before the service starts, not by
     :func:`run_service`, which tests also run in-process.
