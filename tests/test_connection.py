@@ -528,7 +528,7 @@ async def run_scripted(
     ctx = make_ctx(settings, plans)
     tx, rx = trio.open_memory_channel[list[Event]](64)
     sink = EventSink(tx, "binance", ctx.metrics)
-    with pytest.RaisesGroup(ends_with, flatten_subgroups=True):
+    with pytest.raises(ends_with):
         await run_connection(plan, adapter, ctx, sink)
     tx.close()
     return [batch async for batch in rx], ctx, plan, ws
