@@ -358,8 +358,8 @@ def _apply_snapshots(
     while True:
         try:
             fetched = bodies.receive_nowait()
-        except trio.WouldBlock:
-            return
+        except (trio.WouldBlock, trio.EndOfChannel):
+            return  # none waiting, or the fetcher has ended (only as the connection ends)
         events: list[Event] = []
         actions = session.receive_snapshot(
             fetched.request, fetched.body, fetched.received_us, events

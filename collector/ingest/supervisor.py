@@ -98,4 +98,3 @@ async def supervise_connection(
             await trio.sleep(delay)
     finally:
         await sink.aclose(ctx.wall_clock())
-
