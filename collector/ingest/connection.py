@@ -1,9 +1,11 @@
 """One WebSocket connection's lifetime: connect, subscribe, receive, keep alive.
 
-``run_connection`` runs a single attempt and always ends by raising: a
+``run_connection`` runs a single attempt and always ends by raising: one
 :class:`~collector.ingest.errors.ConnectionFailed` subclass for the expected ways a
 connection ends (the exchange supervisor reconnects), anything else for bugs. It never
-parses a venue's JSON itself: that is the adapter session's job.
+parses a venue's JSON itself: that is the adapter session's job. The receive loop is the
+session's one owner: it hands the session each read and each fetched snapshot body, and
+does what the returned ``Actions`` ask.
 """
 
 from __future__ import annotations
