@@ -25,8 +25,6 @@ class ConnectionHealth:
     connects: int = 0
     last_error: str | None = None
     since: float = 0.0  # trio time of the last up/down change
-    # How long the connection was up the last time it went down (trio seconds).
-    last_uptime: float = 0.0
 
 
 class HealthState:
@@ -73,7 +71,6 @@ class HealthState:
     def set_down(self, name: str, reason: str) -> None:
         conn = self.connections[name]
         now = trio.current_time()
-        conn.last_uptime = now - conn.since if conn.up else 0.0
         conn.up = False
         conn.last_error = reason
         conn.since = now

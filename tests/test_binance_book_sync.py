@@ -9,6 +9,7 @@ from collector.events import BookUpdate, Event, Status
 from collector.exchanges.base import ParseError, SnapshotRequest
 from collector.exchanges.binance import BinanceAdapter, BinanceSession
 from tests.fakes.binance import depth_diff_frame
+from tests.session_helpers import asked, feed, receive_snapshot
 
 T0 = 1_700_000_000_000_000
 
@@ -30,13 +31,13 @@ def diff_session(rest_url: str | None = "http://127.0.0.1:9/") -> BinanceSession
 def ack_all(session: BinanceSession) -> list[Event]:
     events: list[Event] = []
     for request_id in range(1, len(session.subscribe_frames()) + 1):
-        events += session.parse(f'{{"result":null,"id":{request_id}}}'.encode(), T0)
+        events += feed(session, f'{{"result":null,"id":{request_id}}}', T0)
     return events
 
 
 def delta(session: BinanceSession, first: int, last: int) -> list[Event]:
     frame = depth_diff_frame("btcusdt", first, last, [(100.0, 1.0)], [(101.0, 2.0)], T0)
-    return session.parse(frame.encode(), T0)
+    return feed(session, frame, T0)
 
 
 def snapshot_body(last_update_id: int) -> bytes:
@@ -47,8 +48,8 @@ def snapshot_body(last_update_id: int) -> bytes:
 
 
 def take_requests(session: BinanceSession) -> list[SnapshotRequest]:
-    requests = list(session.snapshot_requests)
-    session.snapshot_requests.clear()
+    requests = list(asked(session).fetch)
+    asked(session).fetch.clear()
     return requests
 
 
@@ -69,7 +70,7 @@ def test_snapshot_mode_asks_for_no_snapshot() -> None:
     [plan] = BinanceAdapter().plan_connections([market])
     session = BinanceAdapter().open_session(plan)
     ack_all(session)
-    assert session.snapshot_requests == []
+    assert asked(session).fetch == []
 
 
 def test_snapshot_is_recorded_with_a_resync_row() -> None:
@@ -78,7 +79,7 @@ def test_snapshot_is_recorded_with_a_resync_row() -> None:
     [request] = take_requests(session)
     delta(session, 95, 100)
     delta(session, 101, 110)
-    events = session.parse_snapshot(request, snapshot_body(105), T0 + 5)
+    events = receive_snapshot(session, request, snapshot_body(105), T0 + 5)
     [status, book] = events
     assert isinstance(status, Status)
     assert (status.event, status.data_type, status.received_sequence) == (
@@ -99,7 +100,7 @@ def test_snapshot_is_recorded_with_a_resync_row() -> None:
         [(101.0, 2.0)],
     )
     # Recorded deltas 95..110 cover 106: synced, nothing more to ask.
-    assert session.snapshot_requests == []
+    assert asked(session).fetch == []
 
 
 def test_snapshot_older_than_the_recorded_deltas_is_fetched_again() -> None:
@@ -107,7 +108,7 @@ def test_snapshot_older_than_the_recorded_deltas_is_fetched_again() -> None:
     ack_all(session)
     [request] = take_requests(session)
     delta(session, 200, 210)
-    session.parse_snapshot(request, snapshot_body(150), T0)  # 151..199 would be missing
+    receive_snapshot(session, request, snapshot_body(150), T0)  # 151..199 would be missing
     assert [r.symbol for r in take_requests(session)] == ["BTCUSDT"]
 
 
@@ -116,17 +117,17 @@ def test_snapshot_ahead_of_the_deltas_waits_for_a_covering_delta() -> None:
     ack_all(session)
     [request] = take_requests(session)
     delta(session, 90, 100)
-    session.parse_snapshot(request, snapshot_body(120), T0)
+    receive_snapshot(session, request, snapshot_body(120), T0)
     assert gaps(delta(session, 101, 110)) == []  # still older than the snapshot
     assert gaps(delta(session, 111, 125)) == []  # covers 121: synced
-    assert session.snapshot_requests == []
+    assert asked(session).fetch == []
 
 
 def test_first_delta_after_the_snapshot_that_skips_it_is_a_gap() -> None:
     session = diff_session()
     ack_all(session)
     [request] = take_requests(session)
-    session.parse_snapshot(request, snapshot_body(120), T0)  # no delta seen yet
+    receive_snapshot(session, request, snapshot_body(120), T0)  # no delta seen yet
     events = delta(session, 130, 140)
     [gap] = gaps(events)
     assert (gap.expected_sequence, gap.received_sequence, gap.count) == (121, 130, 9)
@@ -138,7 +139,7 @@ def test_delta_gap_asks_for_a_new_snapshot_once() -> None:
     ack_all(session)
     [request] = take_requests(session)
     delta(session, 1, 10)
-    session.parse_snapshot(request, snapshot_body(5), T0)
+    receive_snapshot(session, request, snapshot_body(5), T0)
     assert gaps(delta(session, 20, 30)) != []
     assert gaps(delta(session, 40, 50)) != []
     # One request outstanding per symbol, however many gaps come before it is answered.
@@ -150,5 +151,5 @@ def test_unreadable_snapshot_is_asked_for_again() -> None:
     ack_all(session)
     [request] = take_requests(session)
     with pytest.raises(ParseError):
-        session.parse_snapshot(request, b"<html>rate limited</html>", T0)
+        receive_snapshot(session, request, b"<html>rate limited</html>", T0)
     assert len(take_requests(session)) == 1

@@ -34,6 +34,7 @@ from tests.fakes.binance import (
     trade_frame,
 )
 from tests.samples import read_f2, read_fixture, require_sample
+from tests.session_helpers import asked, feed
 
 REPO = Path(__file__).resolve().parents[1]
 NOW = 1_700_000_000_000_000  # a receive time, microseconds
@@ -65,7 +66,7 @@ def open_session(*symbols: str, **kwargs: Any) -> BinanceSession:
 
 
 def parse(session: BinanceSession, frame: str | bytes, received_us: int = NOW) -> list[Event]:
-    return session.parse(frame.encode() if isinstance(frame, str) else frame, received_us)
+    return feed(session, frame, received_us)
 
 
 def gap(symbol: str, data_type: str, expected: int, received: int, count: int | None) -> Status:
@@ -438,10 +439,10 @@ def test_book_ticker_with_and_without_event_time() -> None:
 @pytest.mark.parametrize("wrapped", [True, False])
 def test_server_shutdown_asks_for_a_reconnect(wrapped: bool, feeds: tuple[str, ...]) -> None:
     session = open_session("BTCUSDT", feeds=feeds, book_mode="diff")
-    before = session.reconnect_reason
+    before = asked(session).reconnect
     assert parse(session, server_shutdown_frame(T_US, wrapped=wrapped)) == []
     assert before is None
-    assert session.reconnect_reason == "binance serverShutdown notice"
+    assert asked(session).reconnect == "binance serverShutdown notice"
 
 
 @pytest.mark.parametrize(
@@ -520,16 +521,16 @@ def test_subscribe_error_on_one_stream(error: str) -> None:
     session = open_session("BTCUSDT")
     assert len(session.subscribe_frames()) == 1
     assert parse(session, error) == []  # 3 streams: split and retried
-    first, second = (json.loads(f) for f in session.outgoing)
-    session.outgoing.clear()
+    first, second = (json.loads(f) for f in asked(session).send)
+    asked(session).send.clear()
     assert (first["params"], first["id"]) == (["btcusdt@trade"], 2)
     assert (second["params"], second["id"]) == (["btcusdt@depth20@100ms", "btcusdt@bookTicker"], 3)
     (acked,) = parse(session, '{"result":null,"id":2}')
     assert isinstance(acked, Status)
     assert (acked.event, acked.data_type) == ("subscribed", "trades")
     assert parse(session, error.replace('"id":1', '"id":3')) == []
-    third, fourth = (json.loads(f) for f in session.outgoing)
-    session.outgoing.clear()
+    third, fourth = (json.loads(f) for f in asked(session).send)
+    asked(session).send.clear()
     (acked,) = parse(session, f'{{"result":null,"id":{third["id"]}}}')
     assert isinstance(acked, Status)
     assert (acked.event, acked.data_type) == ("subscribed", "orderbook")
@@ -549,7 +550,7 @@ def test_subscribe_error_on_one_stream(error: str) -> None:
     # Resolved: readiness does not wait for a subscription the venue refused.
     assert session.pending_subscriptions == 0
     assert session.rejected == [Subscription("BTCUSDT", "ticker")]
-    assert session.outgoing == []
+    assert asked(session).send == []
 
 
 def test_bisecting_a_large_rejected_request_keeps_the_other_symbols() -> None:
@@ -569,8 +570,8 @@ def test_bisecting_a_large_rejected_request_keeps_the_other_symbols() -> None:
         for event in parse(session, json.dumps(reply)):
             assert isinstance(event, Status)
             (subscribed if event.event == "subscribed" else errors).append(event)
-        queue.extend(session.outgoing)
-        session.outgoing.clear()
+        queue.extend(asked(session).send)
+        asked(session).send.clear()
     assert len(subscribed) == 199
     assert [(e.symbol, e.data_type, e.event) for e in errors] == [
         ("S042USDT", "ticker", "subscribe_error")

@@ -22,6 +22,7 @@ from collector.exchanges.bitfinex import (
     BitfinexSession,
 )
 from tests.samples import read_f2, require_sample
+from tests.session_helpers import asked, feed
 
 REPO = Path(__file__).resolve().parents[1]
 NOW = 1_700_000_000_000_000
@@ -44,7 +45,7 @@ def open_session(*symbols: str, **kwargs: Any) -> BitfinexSession:
 
 def parse(session: BitfinexSession, frame: Any, received_us: int = NOW) -> list[Event]:
     text = frame if isinstance(frame, str) else json.dumps(frame)
-    return session.parse(text.encode(), received_us)
+    return feed(session, text, received_us)
 
 
 def subscribed(session: BitfinexSession, channel: str, symbol: str, chan_id: int) -> list[Event]:
@@ -79,10 +80,10 @@ def btc_session(
     feeds: tuple[Any, ...] = ("trades", "orderbook", "ticker"),
 ) -> tuple[BitfinexSession, Seq]:
     session = open_session(BTC, feeds=feeds)
-    for chan_id, feed in enumerate(feeds, start=10):
+    for chan_id, kind in enumerate(feeds, start=10):
         subscribed(
             session,
-            {"trades": "trades", "orderbook": "book", "ticker": "ticker"}[feed],
+            {"trades": "trades", "orderbook": "book", "ticker": "ticker"}[kind],
             BTC,
             chan_id,
         )
@@ -208,17 +209,17 @@ def test_sequence_gap_marks_every_symbol_and_resubscribes_books() -> None:
         ("tETHUSD", None, 3, 5, 2),
     ]
     assert not [e for e in events if isinstance(e, BookUpdate)]  # the book is being resynced
-    assert [json.loads(f) for f in session.outgoing] == [
+    assert [json.loads(f) for f in asked(session).send] == [
         {"event": "unsubscribe", "chanId": 11},
         {"event": "unsubscribe", "chanId": 13},
     ]
-    session.outgoing.clear()
+    asked(session).send.clear()
     # Trades keep flowing; books are dropped until their new snapshot.
     assert len(parse(session, [10, *seq("te", [1, MS, 1.0, 100.0])])) == 1
     assert parse(session, [13, *seq([10.0, 1, 2.0])]) == []
     assert session.dropped_while_resyncing == 2
     assert parse(session, {"event": "unsubscribed", "status": "OK", "chanId": 11}) == []
-    [resubscribe] = [json.loads(f) for f in session.outgoing]
+    [resubscribe] = [json.loads(f) for f in asked(session).send]
     assert resubscribe == {
         "event": "subscribe",
         "channel": "book",
@@ -321,7 +322,7 @@ def test_error_without_echo_blames_the_oldest_pending_subscription() -> None:
 def test_info_codes(code: int, reconnect: bool, maintenance: bool) -> None:
     session = open_session(BTC)
     assert parse(session, {"event": "info", "code": code, "msg": "x"}) == []
-    assert (session.reconnect_reason is not None) == reconnect
+    assert (asked(session).reconnect is not None) == reconnect
     assert session.maintenance == maintenance
 
 
@@ -329,7 +330,7 @@ def test_info_with_platform_status_0_marks_maintenance() -> None:
     session = open_session(BTC)
     parse(session, {"event": "info", "version": 2, "platform": {"status": 0}})
     assert session.maintenance
-    assert session.reconnect_reason is None
+    assert asked(session).reconnect is None
 
 
 def test_keepalive_ping_and_pong() -> None:

@@ -18,6 +18,7 @@ from collector.exchanges.base import ConnectionPlan, ParseError, Subscription
 from collector.exchanges.bybit import BybitAdapter, BybitSession
 from tests.fakes.bybit import book_frame, ticker_frame, trade_frame
 from tests.samples import read_f2, read_fixture, require_sample
+from tests.session_helpers import asked, feed
 
 REPO = Path(__file__).resolve().parents[1]
 NOW = 1_760_000_000_000_000
@@ -41,7 +42,7 @@ def open_session(*symbols: str, **kwargs: Any) -> BybitSession:
 def parse(session: BybitSession, frame: str | bytes | dict[str, Any]) -> list[Event]:
     if isinstance(frame, dict):
         frame = msgspec.json.encode(frame)
-    return session.parse(frame.encode() if isinstance(frame, str) else frame, NOW)
+    return feed(session, frame, NOW)
 
 
 def status(event: Any, symbol: str, data_type: str | None, **kw: Any) -> Status:
@@ -83,9 +84,9 @@ def test_replay_recorded_capture(
     session.subscribe_frames(0)
     events: list[Event] = []
     for record in capture.received(conn):
-        events.extend(session.parse(record.payload, record.received_us))
+        events.extend(feed(session, record.payload, record.received_us))
     assert session.pending_subscriptions == 0  # acks without req_id matched in order
-    assert session.outgoing == []  # every delta's u follows the previous one: no gap
+    assert asked(session).send == []  # every delta's u follows the previous one: no gap
     assert session.duplicates_dropped == 0
     books = [e for e in events if isinstance(e, BookUpdate)]
     tickers = [e for e in events if isinstance(e, Ticker)]
@@ -146,9 +147,9 @@ def test_replay_ob500_dump_is_continuous() -> None:
         lines = archive.read(archive.namelist()[0]).splitlines()
     plan = ConnectionPlan("bybit", "bybit-x", "ws://h", (Subscription("XRPUSDT", "orderbook"),))
     session = BybitAdapter().open_session(plan)
-    events = [e for line in lines if line.strip() for e in session.parse(line, NOW)]
+    events = [e for line in lines if line.strip() for e in feed(session, line, NOW)]
     assert [type(e) for e in events] == [BookUpdate] * 50
-    assert session.outgoing == []
+    assert asked(session).send == []
     first = events[0]
     assert isinstance(first, BookUpdate)
     assert (first.kind, first.sequence, len(first.bids), len(first.asks)) == (
@@ -234,12 +235,12 @@ def test_book_continuity_stale_gap_and_resync() -> None:
         detail="u is not the previous u + 1",
     )  # fmt: skip
     assert isinstance(events[1], BookUpdate)
-    requests = [msgspec.json.decode(f) for f in session.outgoing]
+    requests = [msgspec.json.decode(f) for f in asked(session).send]
     assert [(r["op"], r["args"]) for r in requests] == [
         ("unsubscribe", ["orderbook.50.BTCUSDT"]),
         ("subscribe", ["orderbook.50.BTCUSDT"]),
     ]
-    session.outgoing.clear()
+    asked(session).send.clear()
     # deltas while waiting: written, no more gap rows
     assert len(parse(session, book_frame("BTCUSDT", "delta", [], [], 110, T_MS))) == 1
     assert parse(session, answer(requests[0]["req_id"], True, op="unsubscribe")) == []
@@ -257,7 +258,7 @@ def test_book_continuity_stale_gap_and_resync() -> None:
         detail="snapshot with u=1: the venue restarted",
     )  # fmt: skip
     assert len(parse(session, book_frame("BTCUSDT", "delta", [], [], 2, T_MS))) == 1
-    assert session.outgoing == []
+    assert asked(session).send == []
 
 
 def test_delta_before_snapshot_and_u_1_delta_are_gaps() -> None:
@@ -324,7 +325,7 @@ def test_keepalive_ping_and_pongs() -> None:
     spot_pong = {"success": True, "ret_msg": "pong", "conn_id": "c", "op": "ping"}
     assert parse(session, spot_pong) == []
     assert parse(session, {"args": ["1672916271846"], "op": "pong"}) == []
-    assert session.outgoing == []
+    assert asked(session).send == []
 
 
 def test_subscribe_frames_hold_at_most_10_args() -> None:
@@ -357,7 +358,7 @@ def test_refusal_naming_a_topic_resends_the_others() -> None:
     assert parse(session, answer("1", False, msg)) == [
         status("subscribe_error", "NOPEUSDT", "trades", detail=f"publicTrade.NOPEUSDT: {msg}")
     ]
-    (resend,) = [msgspec.json.decode(f) for f in session.outgoing]
+    (resend,) = [msgspec.json.decode(f) for f in asked(session).send]
     assert resend["args"] == ["publicTrade.BTCUSDT"]
     assert session.pending_subscriptions == 1
     # had the venue subscribed it after all, it says so: still a success
@@ -373,12 +374,12 @@ def test_refusal_naming_nothing_is_bisected() -> None:
     session = open_session("AUSDT", "BUSDT", "CUSDT", feeds=("trades",))
     session.subscribe_frames(NOW)
     assert parse(session, answer("1", False, "error:unknown")) == []
-    halves = [msgspec.json.decode(f) for f in session.outgoing]
+    halves = [msgspec.json.decode(f) for f in asked(session).send]
     assert [h["args"] for h in halves] == [
         ["publicTrade.AUSDT"],
         ["publicTrade.BUSDT", "publicTrade.CUSDT"],
     ]
-    session.outgoing.clear()
+    asked(session).send.clear()
     assert parse(session, answer(halves[0]["req_id"], False, "error:unknown")) == [
         status("subscribe_error", "AUSDT", "trades", detail="publicTrade.AUSDT: error:unknown")
     ]

@@ -37,6 +37,7 @@ from tests.fakes.coinbase import (
     trades_event,
 )
 from tests.samples import read_f2, read_fixture, require_sample
+from tests.session_helpers import asked, feed
 
 REPO = Path(__file__).resolve().parents[1]
 NOW = 1_786_309_600_000_000
@@ -57,7 +58,7 @@ def open_session(
 
 
 def parse(session: CoinbaseSession, frame: str, received_us: int = NOW) -> list[Event]:
-    return session.parse(frame.encode(), received_us)
+    return feed(session, frame, received_us)
 
 
 def statuses(events: list[Event], kind: str | None = None) -> list[Status]:
@@ -77,12 +78,12 @@ def test_replay_of_the_2026_recording() -> None:
     session = open_session("BTC-USD", "ETH-USD")
     events: list[Event] = []
     for record in capture.received():
-        events.extend(session.parse(record.payload, record.received_us))
+        events.extend(feed(session, record.payload, record.received_us))
 
     # The recording's sequence_num runs without a hole: no gap; every subscription acked.
     assert [s.event for s in statuses(events)] == ["subscribed"] * 6
     assert session.pending_subscriptions == 0
-    assert session.outgoing == []
+    assert asked(session).send == []
     books = [e for e in events if isinstance(e, BookUpdate)]
     trades = [e for e in events if isinstance(e, Trade)]
     tickers = [e for e in events if isinstance(e, Ticker)]
@@ -212,14 +213,14 @@ def test_a_sequence_gap_is_reported_for_every_symbol_and_resubscribes_level2() -
         ("ETH-USD", 11, 14, 3),
     ]
     assert gaps[0].data_type is None
-    assert [msgspec.json.decode(f) for f in session.outgoing] == [
+    assert [msgspec.json.decode(f) for f in asked(session).send] == [
         {"type": "unsubscribe", "product_ids": ["BTC-USD", "ETH-USD"], "channel": "level2"},
         {"type": "subscribe", "product_ids": ["BTC-USD", "ETH-USD"], "channel": "level2"},
     ]
-    session.outgoing.clear()
+    asked(session).send.clear()
     # A second gap before the snapshots: reported, but level2 is not asked for again.
     assert len(statuses(parse(session, envelope("heartbeats", [], 20, T0)), "gap")) == 2
-    assert session.outgoing == []
+    assert asked(session).send == []
     # The fresh snapshot: a resync row, then the snapshot; the other product still waits.
     snap = l2_event("BTC-USD", [(1.0, 2.0)], [(3.0, 4.0)], T0, kind="snapshot")
     events = parse(session, envelope("l2_data", [snap], 21, T0))
@@ -233,7 +234,7 @@ def test_a_sequence_gap_is_reported_for_every_symbol_and_resubscribes_level2() -
     assert statuses(parse(session, envelope("heartbeats", [], 22, T0))) == []
     # ETH-USD still resyncing: a new gap resubscribes nothing new for it... but BTC-USD again.
     parse(session, envelope("heartbeats", [], 30, T0))
-    assert [msgspec.json.decode(f)["product_ids"] for f in session.outgoing] == [
+    assert [msgspec.json.decode(f)["product_ids"] for f in asked(session).send] == [
         ["BTC-USD"],
         ["BTC-USD"],
     ]
@@ -245,7 +246,7 @@ def test_duplicate_or_old_sequence_is_a_gap_without_count() -> None:
     [gap] = statuses(parse(session, envelope("heartbeats", [], 5, T0)), "gap")
     assert (gap.expected_sequence, gap.received_sequence, gap.count) == (6, 5, None)
     assert "duplicate or out-of-order" in (gap.detail or "")
-    assert session.outgoing == []  # no book on this connection: nothing to resubscribe
+    assert asked(session).send == []  # no book on this connection: nothing to resubscribe
     assert statuses(parse(session, envelope("heartbeats", [], 6, T0))) == []
 
 
@@ -298,13 +299,13 @@ def test_an_error_splits_the_request_until_the_bad_product_stands_alone() -> Non
     session.subscribe_frames(NOW)
     bad = error_frame("Failed to subscribe", "BAD-USD is not a valid product")
     assert parse(session, bad) == []
-    halves = [msgspec.json.decode(f)["product_ids"] for f in session.outgoing]
+    halves = [msgspec.json.decode(f)["product_ids"] for f in asked(session).send]
     assert halves == [["BTC-USD"], ["ETH-USD", "BAD-USD"]]
-    session.outgoing.clear()
+    asked(session).send.clear()
     ack(session, {"heartbeats": ["heartbeats"]}, 0)  # answers come in request order
     ack(session, {"market_trades": ["BTC-USD"]}, 1)
     assert parse(session, bad) == []
-    assert [msgspec.json.decode(f)["product_ids"] for f in session.outgoing] == [
+    assert [msgspec.json.decode(f)["product_ids"] for f in asked(session).send] == [
         ["ETH-USD"],
         ["BAD-USD"],
     ]
@@ -496,7 +497,7 @@ def test_es256_jwt_on_every_subscribe(tmp_path: Path) -> None:
     parse(session, envelope("heartbeats", [], 0, T0))
     parse(session, envelope("heartbeats", [], 5, T0), NOW + 7_000_000)
     later = jwt.decode(
-        msgspec.json.decode(session.outgoing[1])["jwt"],
+        msgspec.json.decode(asked(session).send[1])["jwt"],
         key.public_key(),
         algorithms=["ES256"],
         options={"verify_exp": False, "verify_nbf": False},

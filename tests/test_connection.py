@@ -18,16 +18,24 @@ import trio.testing
 from collector.clock import trio_wall_clock
 from collector.config import MarketSettings, WebSocketSettings
 from collector.events import RAW_SYMBOL, BookUpdate, Event, Raw, Status, Trade
-from collector.exchanges.base import ConnectionPlan
-from collector.exchanges.binance import BinanceAdapter
+from collector.exchanges.base import ConnectionPlan, ParseError
+from collector.exchanges.binance import BinanceAdapter, BinanceSession
 from collector.health import HealthState
 from collector.ingest import connection
 from collector.ingest.connection import IngestContext, ParseBreaker, run_connection
-from collector.ingest.errors import StaleConnection, TooManyParseErrors
+from collector.ingest.errors import (
+    ConnectionFailed,
+    ConnectionLost,
+    OutboxOverflow,
+    StaleConnection,
+    TooManyParseErrors,
+    VenueRequestedReconnect,
+    connection_failure,
+)
 from collector.ingest.sink import EventSink
 from collector.ingest.supervisor import supervise_connection
 from collector.metrics import Metrics
-from tests.fakes.binance import FakeBinance, depth20_frame, trade_frame
+from tests.fakes.binance import FakeBinance, depth20_frame, server_shutdown_frame, trade_frame
 
 EPOCH_US = 1_700_000_000_000_000
 TIMEOUT = 300.0  # virtual seconds: bounds every wait without ever being reached
@@ -528,7 +536,7 @@ async def run_scripted(
     ctx = make_ctx(settings, plans)
     tx, rx = trio.open_memory_channel[list[Event]](64)
     sink = EventSink(tx, "binance", ctx.metrics)
-    with pytest.RaisesGroup(ends_with, flatten_subgroups=True):
+    with pytest.raises(ends_with):
         await run_connection(plan, adapter, ctx, sink)
     tx.close()
     return [batch async for batch in rx], ctx, plan, ws
@@ -605,3 +613,157 @@ async def test_book_updates_cross_the_channel_with_flat_levels(
         assert book.asks == array("d")
         assert rec.trades()[0].trade_id == "1"
         nursery.cancel_scope.cancel()
+
+
+# --------------------------------------------------------------------------- one error
+
+
+class BreakingWebSocket(ScriptedWebSocket):
+    """A scripted socket that breaks under its first write, ``delay`` seconds after the
+    write began: the write fails with ``send_error``, and in the same instant the next read
+    gives ``last`` (as when a venue says goodbye and closes). The sender fails first, the
+    receive loop right after, before it sees any cancellation."""
+
+    def __init__(
+        self, reads: list[list[bytes]], delay: float, last: list[bytes], send_error: Exception
+    ) -> None:
+        super().__init__(reads)
+        self.delay = delay
+        self.last = last
+        self.send_error = send_error
+        self.broken = trio.Event()
+
+    async def receive_messages(self) -> list[bytes]:
+        if self.reads:
+            return await super().receive_messages()
+        await self.broken.wait()
+        read, self.last = self.last, []
+        return read
+
+    async def send_text(self, text: str) -> None:
+        await trio.sleep(self.delay)
+        self.broken.set()
+        raise self.send_error
+
+
+class _BuggySession(BinanceSession):
+    bug = RuntimeError("bug in a parser")
+
+    def parse_batch(
+        self, payloads: Sequence[bytes], received_us: int, events: list[Event]
+    ) -> list[ParseError]:
+        errors = super().parse_batch(payloads, received_us, events)
+        if any(type(e) is Trade for e in events):
+            raise self.bug
+        return errors
+
+
+class _BuggyAdapter(BinanceAdapter):
+    def open_session(self, plan: ConnectionPlan) -> BinanceSession:
+        return _BuggySession(plan)
+
+
+async def run_on(
+    monkeypatch: pytest.MonkeyPatch,
+    ws: ScriptedWebSocket,
+    settings: WebSocketSettings,
+    adapter: BinanceAdapter | None = None,
+) -> tuple[BaseException, list[Event]]:
+    """Run one Binance connection on ``ws`` until it raises; what it raised, and its rows."""
+
+    async def connect(url: str, *, max_message_size: int) -> ScriptedWebSocket:
+        return ws
+
+    monkeypatch.setattr(connection, "connect_websocket", connect)
+    _, plans = binance_plans("ws://127.0.0.1:1")
+    ctx = make_ctx(settings, plans)
+    tx, rx = trio.open_memory_channel[list[Event]](64)
+    sink = EventSink(tx, "binance", ctx.metrics)
+    try:
+        await run_connection(plans[0], adapter or BinanceAdapter(), ctx, sink)
+    except BaseException as exc:
+        raised = exc
+    tx.close()
+    return raised, [e for batch in [b async for b in rx] for e in batch]
+
+
+def leaves(group: BaseExceptionGroup[BaseException]) -> list[BaseException]:
+    found: list[BaseException] = []
+    for exc in group.exceptions:
+        found += leaves(exc) if isinstance(exc, BaseExceptionGroup) else [exc]
+    return found
+
+
+async def test_failures_at_once_end_as_the_one_that_ranks_first(
+    autojump_clock: trio.testing.MockClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    await trio.sleep(3.0)  # the connection comes up at 3.0 and fails at 8.0
+    lost = ConnectionLost("peer went away")
+    shutdown = server_shutdown_frame(EPOCH_US).encode()
+    ws = BreakingWebSocket([[ACK]], 5.0, [shutdown], lost)
+    failure, rows = await run_on(monkeypatch, ws, ws_settings())
+    # The broken socket failed first, the venue's goodbye came in the same instant: the
+    # goodbye is the cause, so it names the end.
+    assert type(failure) is VenueRequestedReconnect
+    assert str(failure) == "binance serverShutdown notice"
+    assert failure.uptime == 5.0
+    group = failure.__cause__
+    assert isinstance(group, BaseExceptionGroup)
+    assert sorted(type(e).__name__ for e in leaves(group)) == [
+        "ConnectionLost",
+        "VenueRequestedReconnect",
+    ]
+    assert lost in leaves(group)
+    (disconnected,) = [e for e in rows if type(e) is Status and e.event == "disconnected"]
+    assert disconnected.detail == "VenueRequestedReconnect: binance serverShutdown notice"
+    assert ws.closed
+
+
+async def test_a_bug_in_the_connection_propagates_as_itself(
+    autojump_clock: trio.testing.MockClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    ws = ScriptedWebSocket([[ACK], [trade(1).encode()]])
+    raised, rows = await run_on(monkeypatch, ws, ws_settings(), _BuggyAdapter())
+    assert isinstance(raised, BaseExceptionGroup)
+    assert leaves(raised) == [_BuggySession.bug]  # the group of the nursery, untouched
+    assert not isinstance(raised, ConnectionFailed)
+    assert [e.detail for e in rows if type(e) is Status and e.event == "disconnected"] == [
+        "cancelled"
+    ]
+
+
+async def test_a_bug_with_a_failure_at_once_propagates_with_the_failure_as_cause(
+    autojump_clock: trio.testing.MockClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    ws = BreakingWebSocket([[ACK]], 5.0, [trade(1).encode()], ConnectionLost("gone"))
+    raised, _rows = await run_on(monkeypatch, ws, ws_settings(), _BuggyAdapter())
+    # Nobody reconnects after a bug: the bug goes on, the failure stays in its cause.
+    assert isinstance(raised, BaseExceptionGroup)
+    assert leaves(raised) == [_BuggySession.bug]
+    cause = raised.__cause__
+    assert isinstance(cause, BaseExceptionGroup)
+    assert sorted(type(e).__name__ for e in leaves(cause)) == ["ConnectionLost", "RuntimeError"]
+
+
+@pytest.mark.parametrize(
+    ("failures", "chosen"),
+    [
+        ([StaleConnection("s"), ConnectionLost("l")], ConnectionLost),
+        ([ConnectionLost("l"), VenueRequestedReconnect("v")], VenueRequestedReconnect),
+        ([ConnectionLost("l"), TooManyParseErrors("p")], TooManyParseErrors),
+        ([OutboxOverflow("o"), TooManyParseErrors("p")], TooManyParseErrors),
+        ([ConnectionFailed("?"), StaleConnection("s")], StaleConnection),
+    ],
+)
+def test_the_failure_that_ranks_first_is_chosen_in_either_order(
+    failures: list[ConnectionFailed], chosen: type[ConnectionFailed]
+) -> None:
+    for ordered in (failures, failures[::-1]):
+        inner = ExceptionGroup("inner", ordered[1:])
+        # As run_connection gets them: the failures split from the nursery's group.
+        group, _ = ExceptionGroup[Exception]("nursery", [ordered[0], inner]).split(ConnectionFailed)
+        assert group is not None
+        failure = connection_failure(group)
+        assert type(failure) is chosen
+        assert failure.args == next(f for f in failures if type(f) is chosen).args
+        assert failure.uptime == 0.0

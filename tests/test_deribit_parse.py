@@ -31,6 +31,7 @@ from tests.fakes.deribit import (
     trades_frame,
 )
 from tests.samples import read_f2, read_fixture, require_sample
+from tests.session_helpers import asked, feed
 
 REPO = Path(__file__).resolve().parents[1]
 NOW = 1_700_000_000_000_000
@@ -50,7 +51,7 @@ def open_session(*symbols: str, **kwargs: Any) -> DeribitSession:
 
 
 def parse(session: DeribitSession, frame: str | bytes, received_us: int = NOW) -> list[Event]:
-    return session.parse(frame.encode() if isinstance(frame, str) else frame, received_us)
+    return feed(session, frame, received_us)
 
 
 def requests(frames: list[str]) -> list[dict[str, Any]]:
@@ -90,7 +91,7 @@ def test_replay_recorded_capture_books_and_tickers() -> None:
     session = open_session(*instruments)
     events: list[Event] = []
     for record in capture.received():
-        events += session.parse(record.payload, record.received_us)
+        events += feed(session, record.payload, record.received_us)
     books = [e for e in events if isinstance(e, BookUpdate)]
     tickers = [e for e in events if isinstance(e, Ticker)]
     assert len(tickers) == 89
@@ -98,7 +99,7 @@ def test_replay_recorded_capture_books_and_tickers() -> None:
     assert len(books) == 46
     # Every change continues the previous change_id of its instrument: no gap, no resubscribe.
     assert statuses(events, "gap") == []
-    assert session.outgoing == []
+    assert asked(session).send == []
     last: dict[str, int] = {}
     for book in books:
         if book.kind == "delta":
@@ -236,7 +237,7 @@ def test_book_snapshot_then_continuous_changes() -> None:
     assert isinstance(delta, BookUpdate)
     assert (delta.kind, delta.sequence, delta.prev_sequence) == ("delta", 105, 100)
     assert (delta.bids, delta.asks) == ([(100.0, 4.0)], [(101.0, 0.0)])
-    assert session.outgoing == []
+    assert asked(session).send == []
 
 
 def test_book_gap_resubscribes_and_new_snapshot_is_a_resync() -> None:
@@ -248,16 +249,16 @@ def test_book_gap_resubscribes_and_new_snapshot_is_a_resync() -> None:
     [gap] = statuses(events, "gap")
     assert (gap.data_type, gap.expected_sequence, gap.received_sequence) == ("orderbook", 105, 107)
     assert not [e for e in events if isinstance(e, BookUpdate)]
-    unsubscribe, subscribe = requests(session.outgoing)
+    unsubscribe, subscribe = requests(asked(session).send)
     assert unsubscribe["method"] == "public/unsubscribe"
     assert unsubscribe["params"] == {"channels": ["book.BTC-PERPETUAL.100ms"]}
     assert subscribe["method"] == "public/subscribe"
     assert subscribe["params"] == {"channels": ["book.BTC-PERPETUAL.100ms"]}
-    frames = list(session.outgoing)
-    session.outgoing.clear()
+    frames = list(asked(session).send)
+    asked(session).send.clear()
     # Changes in flight until the new snapshot are dropped; no second resubscribe.
     assert change(session, 110, 111) == []
-    assert session.outgoing == []
+    assert asked(session).send == []
     assert session.dropped_while_resyncing == 2
     # The venue answers both requests; the resubscribe is not a new "subscribed" row.
     assert ack(session, frames) == []
@@ -285,7 +286,7 @@ def test_book_change_before_any_snapshot_is_a_gap() -> None:
     [gap] = statuses(change(session, 100, 105), "gap")
     assert gap.expected_sequence is None
     assert gap.received_sequence == 100
-    assert len(session.outgoing) == 2
+    assert len(asked(session).send) == 2
 
 
 # --------------------------------------------------------------------------- ticker
@@ -324,9 +325,9 @@ def test_test_request_is_answered_with_public_test() -> None:
     session = open_session(PERP)
     session.subscribe_frames()
     assert parse(session, heartbeat_frame("heartbeat")) == []
-    assert session.outgoing == []
+    assert asked(session).send == []
     assert parse(session, heartbeat_frame("test_request")) == []
-    [reply] = requests(session.outgoing)
+    [reply] = requests(asked(session).send)
     assert reply["method"] == "public/test"
     assert reply["params"] == {}
     # Its answer, and the set_heartbeat answer, are not subscription answers.
@@ -368,8 +369,8 @@ def test_error_answer_is_bisected_until_the_bad_channel_stands_alone() -> None:
         "error": {"code": 10028, "message": "too_many_requests"},
     }
     assert parse(session, json.dumps(error)) == []
-    left, right = requests(session.outgoing)
-    session.outgoing.clear()
+    left, right = requests(asked(session).send)
+    asked(session).send.clear()
     assert left["params"]["channels"] == ["trades.BTC-PERPETUAL.100ms"]
     assert right["params"]["channels"] == ["trades.ETH-PERPETUAL.100ms"]
     [ok] = parse(

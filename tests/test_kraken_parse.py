@@ -37,6 +37,7 @@ from tests.fakes.kraken import (
     trade_frame,
 )
 from tests.samples import read_f2, require_sample
+from tests.session_helpers import asked, feed
 
 REPO = Path(__file__).resolve().parents[1]
 NOW = 1_700_000_000_000_000  # a receive time, microseconds
@@ -68,7 +69,7 @@ def open_session(*symbols: str, **kwargs: Any) -> KrakenSession:
 
 
 def parse(session: KrakenSession, frame: str | bytes, received_us: int = NOW) -> list[Event]:
-    return session.parse(frame.encode() if isinstance(frame, str) else frame, received_us)
+    return feed(session, frame, received_us)
 
 
 def statuses(events: list[Event], event: str | None = None) -> list[Status]:
@@ -205,7 +206,7 @@ def test_nautilus_book_fixtures_carry_a_checksum_copied_from_the_docs() -> None:
     assert gap.detail.startswith(
         f"book checksum mismatch: venue 2439117997, computed {independent}"
     )
-    assert [msgspec.json.decode(f)["method"] for f in session.outgoing] == [
+    assert [msgspec.json.decode(f)["method"] for f in asked(session).send] == [
         "unsubscribe",
         "subscribe",
     ]
@@ -406,7 +407,7 @@ def test_checksum_mismatch_resubscribes_and_the_new_snapshot_is_a_resync() -> No
         f"book checksum mismatch: venue 12345, computed {right}; "
         "resubscribing for a new snapshot",
     )  # fmt: skip
-    unsubscribe, subscribe = (msgspec.json.decode(f) for f in session.outgoing)
+    unsubscribe, subscribe = (msgspec.json.decode(f) for f in asked(session).send)
     assert unsubscribe["method"] == "unsubscribe"
     assert unsubscribe["params"] == {"channel": "book", "symbol": ["BTC/USD"], "depth": 100}
     assert subscribe["method"] == "subscribe"
@@ -446,14 +447,14 @@ def test_repeated_mismatches_stop_checking_instead_of_resubscribing_forever() ->
     bids, asks = levels(("100.0", "1.0")), levels(("101.0", "1.0"))
     details = []
     for _ in range(MAX_CHECKSUM_FAILURES):
-        session.outgoing.clear()
+        asked(session).send.clear()
         events = parse(session, snapshot("BTC/USD", bids, asks, checksum=999))
         details.append(statuses(events, "gap")[0].detail or "")
     assert all("resubscribing" in d for d in details[:-1])
     assert details[-1].endswith(
         "3 in a row: checksums of BTC/USD are no longer checked on this connection"
     )
-    assert session.outgoing == []
+    assert asked(session).send == []
     assert session.unverified == {"BTC/USD"}
     assert statuses(parse(session, snapshot("BTC/USD", bids, asks, checksum=1))) == []
 
@@ -471,12 +472,12 @@ def test_refused_resubscription_asks_for_a_reconnect() -> None:
     session = open_session("BTC/USD", feeds=("orderbook",))
     session.subscribe_frames()
     parse(session, snapshot("BTC/USD", [("1.0", "1.0")], [("2.0", "1.0")], checksum=5))
-    subscribe = msgspec.json.decode(session.outgoing[1])
+    subscribe = msgspec.json.decode(asked(session).send[1])
     error = {"error": "Already subscribed", "method": "subscribe", "success": False,
              "symbol": "BTC/USD", "req_id": subscribe["req_id"]}  # fmt: skip
     (row,) = statuses(parse(session, msgspec.json.encode(error)))
     assert (row.event, row.detail) == ("subscribe_error", "book BTC/USD: Already subscribed")
-    assert session.reconnect_reason == (
+    assert asked(session).reconnect == (
         "kraken book resubscription refused: book BTC/USD: Already subscribed"
     )
 

@@ -22,6 +22,7 @@ from collector.exchanges.okx import (
 )
 from tests.fakes.okx import book_frame, error_msg, notice_frame, ticker_frame, trade_frame
 from tests.samples import read_f2, read_fixture, require_sample
+from tests.session_helpers import asked, feed
 
 REPO = Path(__file__).resolve().parents[1]
 NOW = 1_760_000_000_000_000
@@ -39,7 +40,7 @@ def open_session(*symbols: str, **kwargs: Any) -> OkxSession:
 
 
 def parse(session: OkxSession, frame: str | bytes, received_us: int = NOW) -> list[Event]:
-    return session.parse(frame.encode() if isinstance(frame, str) else frame, received_us)
+    return feed(session, frame, received_us)
 
 
 def status(event: Any, symbol: str, data_type: str | None, **kw: Any) -> Status:
@@ -78,9 +79,9 @@ def test_replay_recorded_capture() -> None:
     session = open_session("BTC-USD-220527", "UNI-USD-SWAP", "BTC-USDT")
     events: list[Event] = []
     for record in capture.received():
-        events.extend(session.parse(record.payload, record.received_us))
+        events.extend(feed(session, record.payload, record.received_us))
     assert session.pending_subscriptions == 0
-    assert session.outgoing == []
+    assert asked(session).send == []
     by_type: dict[type, list[Event]] = {}
     for event in events:
         by_type.setdefault(type(event), []).append(event)
@@ -235,7 +236,7 @@ def test_book_chain_keepalive_reset_duplicate_and_gap() -> None:
     # the same seqId again with another prevSeqId: a duplicate, dropped
     assert parse(session, book_frame("BTC-USDT", "update", [(98, 1)], [], T_MS, 5, 4)) == []
     assert session.duplicates_dropped == 1
-    assert session.outgoing == []
+    assert asked(session).send == []
     # a gap: row, the update still written, and a resubscription
     events = parse(session, book_frame("BTC-USDT", "update", [(97, 1)], [], T_MS, 9, 7))
     assert events[0] == status(
@@ -243,12 +244,12 @@ def test_book_chain_keepalive_reset_duplicate_and_gap() -> None:
         detail="prevSeqId is not the previous seqId",
     )  # fmt: skip
     assert isinstance(events[1], BookUpdate)
-    ops = [msgspec.json.decode(f) for f in session.outgoing]
+    ops = [msgspec.json.decode(f) for f in asked(session).send]
     assert [(o["op"], o["args"]) for o in ops] == [
         ("unsubscribe", [{"channel": "books", "instId": "BTC-USDT"}]),
         ("subscribe", [{"channel": "books", "instId": "BTC-USDT"}]),
     ]
-    session.outgoing.clear()
+    asked(session).send.clear()
     # updates while waiting are written without checks; acks of the resubscription are quiet
     assert len(parse(session, book_frame("BTC-USDT", "update", [], [(1, 1)], T_MS, 30, 20))) == 1
     unsub = {"id": ops[0]["id"], "event": "unsubscribe", "arg": ops[0]["args"][0]}
@@ -270,7 +271,7 @@ def test_update_before_any_snapshot_is_a_gap() -> None:
     assert events[0] == status(
         "gap", "BTC-USDT", "orderbook", received=7, detail="update before any snapshot"
     )
-    assert len(session.outgoing) == 2
+    assert len(asked(session).send) == 2
 
 
 def test_resubscribing_stops_at_the_request_budget() -> None:
@@ -278,9 +279,10 @@ def test_resubscribing_stops_at_the_request_budget() -> None:
     session.requests_sent = MAX_REQUESTS_PER_SESSION - 1
     parse(session, book_frame("BTC-USDT", "snapshot", [], [], T_MS, 10, -1))
     parse(session, book_frame("BTC-USDT", "update", [], [(1, 1)], T_MS, 12, 11))
-    assert session.outgoing == []
-    assert session.reconnect_reason is not None
-    assert "480" in session.reconnect_reason
+    assert asked(session).send == []
+    reason = asked(session).reconnect
+    assert reason is not None
+    assert "480" in reason
 
 
 def test_books5_is_a_snapshot_per_message() -> None:
@@ -312,9 +314,9 @@ def test_keepalive_pings_and_pongs() -> None:
     assert OkxAdapter.keepalive_interval_secs < 30
     assert session.keepalive_frame() == "ping"
     assert parse(session, "pong") == []
-    assert session.outgoing == []
+    assert asked(session).send == []
     assert parse(session, "ping") == []
-    assert session.outgoing == ["pong"]
+    assert asked(session).send == ["pong"]
 
 
 def test_subscribe_frames_and_acks() -> None:
@@ -386,8 +388,9 @@ def test_subscribe_error_without_the_arg_resolves_the_unanswered_args() -> None:
 def test_upgrade_notice_asks_for_a_reconnect() -> None:
     session = open_session("BTC-USDT")
     assert parse(session, notice_frame()) == []
-    assert session.reconnect_reason is not None
-    assert "64008" in session.reconnect_reason
+    reason = asked(session).reconnect
+    assert reason is not None
+    assert "64008" in reason
 
 
 @pytest.mark.parametrize(

@@ -64,35 +64,141 @@ class ConnectionPlan:
         return tuple(dict.fromkeys(s.symbol for s in self.subscriptions))
 
 
-class Session(ABC):
-    """Per-connection protocol state. Driven by the connection task; never blocks.
+@attrs.frozen
+class Actions:
+    """What a session wants done after one call, for its one caller (the connection task).
 
-    After each call to :meth:`parse_batch` (the frames of one read) the connection sends
-    everything in :attr:`outgoing` (replies the venue expects, such as pongs or resubscribe
-    frames) and clears it, fetches everything in :attr:`snapshot_requests` (handing each
-    body to :meth:`parse_snapshot`) and clears it, and checks :attr:`reconnect_reason`.
+    Every public entry of :class:`Session` returns one of these; the caller acts on each
+    field before it hands the session anything else:
+
+    - ``errors``: the frames of this read that could not be parsed, in order (each added no
+      events; the others were still parsed). The caller counts them and may end the
+      connection when most recent frames fail.
+    - ``send``: frames to send, in order (subscribe frames, pongs, resubscriptions).
+    - ``fetch``: REST book snapshots to fetch; each body is handed back through
+      :meth:`Session.receive_snapshot`.
+    - ``reconnect``: why the venue wants this connection dropped (e.g. a shutdown notice),
+      or None. The caller ends the connection; a reconnect gets a fresh session.
+    - ``subscribed``: every subscription of the plan is now resolved (acknowledged, or
+      refused for good), so the connection counts as subscribed.
+    - ``statuses``: the ``gap`` and ``subscribe_error`` rows among this call's events, so
+      the caller can count and log them without scanning the events.
+    """
+
+    errors: tuple[ParseError, ...] = ()
+    send: tuple[str, ...] = ()
+    fetch: tuple[SnapshotRequest, ...] = ()
+    reconnect: str | None = None
+    subscribed: bool = False
+    statuses: tuple[Status, ...] = ()
+
+
+# The result of a read that asks for nothing (nearly every read): built once, not per read.
+_NOTHING = Actions()
+_NOTHING_SUBSCRIBED = Actions(subscribed=True)
+
+
+class Session(ABC):
+    """Per-connection protocol state, with one owner: the connection task. Never blocks.
+
+    The owner calls :meth:`subscribe` once after the handshake, :meth:`receive` with the
+    frames of each read, and :meth:`receive_snapshot` with each REST body it fetched; each
+    returns the :class:`Actions` the session wants done, and the owner never reads or
+    clears the session's state to learn them (as with h11's ``Connection``). The only
+    other call is :meth:`keepalive_frame`, from the connection's keepalive task, which
+    takes a request id at most.
+
+    A venue implements the hooks :meth:`subscribe_frames`, :meth:`parse` (and may replace
+    :meth:`parse_batch` with a faster loop), :meth:`parse_snapshot` and
+    :meth:`keepalive_frame`. While parsing, it asks for things through the protected state
+    below; the next result hands them over and clears them:
+
+    - ``_outgoing``: frames to send (``send``);
+    - ``_snapshot_requests``: snapshots to fetch (``fetch``);
+    - ``_reconnect_reason``: set to end the connection (``reconnect``);
+    - ``_pending_subscriptions``: decremented as subscriptions are acknowledged or refused
+      for good (``subscribed`` once it reaches 0);
+    - rows built with :meth:`status` or :meth:`gap` of kind ``gap`` or ``subscribe_error``
+      are collected for ``statuses``, so build those rows through them.
     """
 
     def __init__(self, plan: ConnectionPlan) -> None:
         self.plan = plan
         self.exchange = plan.exchange
-        self.outgoing: list[str] = []
+        self._outgoing: list[str] = []
         # REST book snapshots to fetch (venues whose book sync needs one, e.g. Binance diff depth).
-        self.snapshot_requests: list[SnapshotRequest] = []
-        # Set by the adapter when the venue asks for a reconnect (e.g. a shutdown notice).
-        self.reconnect_reason: str | None = None
-        # Subscriptions not yet acknowledged by the venue; 0 means fully subscribed.
-        self.pending_subscriptions = len(plan.subscriptions)
-        # Status rows built so far: the connection looks for gap and refusal rows in a batch
-        # only when this moved, not in every batch.
-        self.status_rows = 0
+        self._snapshot_requests: list[SnapshotRequest] = []
+        self._reconnect_reason: str | None = None
+        self._pending_subscriptions = len(plan.subscriptions)
+        self._notable_statuses: list[Status] = []
 
-    @abstractmethod
-    def subscribe_frames(self, now_us: int) -> list[str]:
-        """Frames to send right after the WebSocket handshake, in order.
+    @property
+    def pending_subscriptions(self) -> int:
+        """Subscriptions neither acknowledged nor refused yet (read-only; 0: all resolved)."""
+        return self._pending_subscriptions
+
+    # ----------------------------------------------------------------- the owner's calls
+
+    def subscribe(self, now_us: int) -> Actions:
+        """The frames to send right after the WebSocket handshake (``send``, in order).
 
         ``now_us`` is the wall-clock time (for venues that sign subscriptions).
         """
+        frames = self.subscribe_frames(now_us)
+        return self._take((), frames)
+
+    def receive(self, payloads: Sequence[bytes], received_us: int, events: list[Event]) -> Actions:
+        """Parse the frames of one read in order, appending their events to ``events``.
+
+        Costs one result per read, not per frame: a read that asks for nothing returns a
+        shared constant.
+        """
+        errors = self.parse_batch(payloads, received_us, events)
+        if (
+            errors
+            or self._outgoing
+            or self._snapshot_requests
+            or self._notable_statuses
+            or self._reconnect_reason is not None
+        ):
+            return self._take(errors, ())
+        return _NOTHING_SUBSCRIBED if self._pending_subscriptions <= 0 else _NOTHING
+
+    def receive_snapshot(
+        self, request: SnapshotRequest, body: bytes, received_us: int, events: list[Event]
+    ) -> Actions:
+        """Apply the body of a REST snapshot fetched for ``request``, appending its events.
+
+        ``received_us`` is when the body arrived. An unreadable body is in ``errors``
+        (it adds no events; the session may ask for the snapshot again in ``fetch``).
+        """
+        try:
+            events += self.parse_snapshot(request, body, received_us)
+        except ParseError as exc:
+            return self._take((exc,), ())
+        return self._take((), ())
+
+    def _take(self, errors: Sequence[ParseError], first: Sequence[str]) -> Actions:
+        """Hand over (and forget) everything asked for since the last result."""
+        actions = Actions(
+            tuple(errors),
+            (*first, *self._outgoing),
+            tuple(self._snapshot_requests),
+            self._reconnect_reason,
+            self._pending_subscriptions <= 0,
+            tuple(self._notable_statuses),
+        )
+        self._outgoing.clear()
+        self._snapshot_requests.clear()
+        self._reconnect_reason = None
+        self._notable_statuses.clear()
+        return actions
+
+    # ----------------------------------------------------------------- the venue's hooks
+
+    @abstractmethod
+    def subscribe_frames(self, now_us: int) -> list[str]:
+        """Frames to send right after the WebSocket handshake, in order (see :meth:`subscribe`)."""
 
     @abstractmethod
     def parse(self, payload: bytes, received_us: int) -> list[Event]:
@@ -169,9 +275,9 @@ class Session(ABC):
         detail: str | None = None,
         timestamp_exchange: int | None = None,
     ) -> Status:
-        """Build a status row for this connection's exchange."""
-        self.status_rows += 1
-        return Status(
+        """Build a status row for this connection's exchange (``gap`` and ``subscribe_error``
+        rows also go to the next result's ``statuses``)."""
+        row = Status(
             self.exchange,
             symbol,
             timestamp_exchange,
@@ -184,6 +290,9 @@ class Session(ABC):
             count,
             detail,
         )
+        if event == "gap" or event == "subscribe_error":
+            self._notable_statuses.append(row)
+        return row
 
 
 class ExchangeAdapter(ABC):

@@ -26,7 +26,7 @@ Sequence rules (per symbol, per session; a reconnect starts afresh):
 - diff depth book sync: deltas alone cannot rebuild a book, so once a diff stream is
   acknowledged, and again after every gap, the session asks for a REST depth snapshot
   (``GET {rest_url}/api/v3/depth?symbol=X&limit=1000``, via
-  :attr:`Session.snapshot_requests`). The snapshot is written as an ``orderbook`` row of kind
+  :attr:`Actions.fetch`). The snapshot is written as an ``orderbook`` row of kind
   ``snapshot`` (``sequence`` = ``lastUpdateId``) with a ``resync`` status row. Following the
   venue's procedure, the recorded deltas must cover ``lastUpdateId + 1``: a snapshot older
   than the first delta recorded since it was asked for is fetched again, and a first delta
@@ -35,7 +35,7 @@ Sequence rules (per symbol, per session; a reconnect starts afresh):
 
 Subscribe errors: Binance rejects a whole ``SUBSCRIBE`` request when one stream in it is
 invalid. So a rejected request of several streams is split in two and both halves are sent
-again (via :attr:`Session.outgoing`), until the bad stream stands alone; only that one gets a
+again (via :attr:`Actions.send`), until the bad stream stands alone; only that one gets a
 ``subscribe_error`` row, and the other symbols keep flowing. A finally rejected subscription
 counts as resolved in ``pending_subscriptions`` (it will never be acknowledged, and readiness
 must not wait for it forever); the status row and :attr:`BinanceSession.rejected` tell about it.
@@ -375,7 +375,7 @@ class BinanceSession(Session):
             return []  # not a request of ours (e.g. LIST_SUBSCRIPTIONS from elsewhere)
         items = self._requests.pop(request_id)
         if not failed:
-            self.pending_subscriptions -= len(items)
+            self._pending_subscriptions -= len(items)
             for sub, stream in items:
                 if _is_diff_stream(stream):
                     self._request_snapshot(sub.symbol)
@@ -386,15 +386,15 @@ class BinanceSession(Session):
         if len(items) > 1:
             # Binance refuses the whole request for one bad stream: bisect to find it.
             half = len(items) // 2
-            self.outgoing.append(self._request(items[:half]))
-            self.outgoing.append(self._request(items[half:]))
+            self._outgoing.append(self._request(items[:half]))
+            self._outgoing.append(self._request(items[half:]))
             return []
         if env.error is not None:
             code, msg = env.error.code, env.error.msg
         else:
             code, msg = env.code, env.msg
         sub, stream = items[0]
-        self.pending_subscriptions -= 1
+        self._pending_subscriptions -= 1
         self.rejected.append(sub)
         return [
             self.status(
@@ -415,7 +415,7 @@ class BinanceSession(Session):
         self._first_delta_since_request.pop(symbol, None)
         self._awaiting_cover.pop(symbol, None)
         url = f"{self._rest_url}/api/v3/depth?symbol={symbol}&limit={SNAPSHOT_LIMIT}"
-        self.snapshot_requests.append(SnapshotRequest(symbol, url))
+        self._snapshot_requests.append(SnapshotRequest(symbol, url))
 
     def parse_snapshot(
         self, request: SnapshotRequest, body: bytes, received_us: int
@@ -547,7 +547,7 @@ class BinanceSession(Session):
         if env.id is not msgspec.UNSET or env.code is not None or env.error is not None:
             return self._on_response(env, received_us)
         if env.e == "serverShutdown":
-            self.reconnect_reason = "binance serverShutdown notice"
+            self._reconnect_reason = "binance serverShutdown notice"
         return []
 
     def _route(self, stream: str) -> tuple[_Handler, str]:
@@ -703,7 +703,7 @@ class BinanceSession(Session):
         ]
 
     def _server_shutdown(self, symbol: str, data: msgspec.Raw, received_us: int) -> list[Event]:
-        self.reconnect_reason = "binance serverShutdown notice"
+        self._reconnect_reason = "binance serverShutdown notice"
         return []
 
 

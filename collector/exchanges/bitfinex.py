@@ -41,11 +41,11 @@ activity, which feeds the connection's stale watchdog; the session also sends
 ``{"event":"ping","cid":N}`` every :data:`PING_INTERVAL_SECS` (answered with ``pong``), so a
 connection whose every subscription was refused still sees traffic.
 
-Info codes: 20051 (server restarting) sets :attr:`Session.reconnect_reason`. 20060
+Info codes: 20051 (server restarting) sets :attr:`Actions.reconnect`. 20060
 (maintenance start) only marks :attr:`BitfinexSession.maintenance`: the connection stays,
 and if the venue falls silent the stale watchdog replaces it (with backoff). 20061
 (maintenance end; the venue asks clients to resubscribe everything) sets
-``reconnect_reason``: a fresh connection resubscribes every channel and gets new snapshots,
+``reconnect`` too: a fresh connection resubscribes every channel and gets new snapshots,
 and the ``disconnected``/``connected`` rows mark the hole.
 
 Subscribe errors ``{"event":"error","code":C,"msg":M,"channel":..,"symbol":..}`` are matched
@@ -329,7 +329,7 @@ class BitfinexSession(Session):
             if channel.feed == "orderbook" and not channel.resyncing:
                 channel.resyncing = True
                 self._unsubscribing[chan_id] = channel.symbol
-                self.outgoing.append(
+                self._outgoing.append(
                     _ENCODER.encode({"event": "unsubscribe", "chanId": chan_id}).decode()
                 )
 
@@ -357,16 +357,16 @@ class BitfinexSession(Session):
             symbol = self._unsubscribing.pop(chan_id, None)
             if symbol is not None:
                 self._resubscribing.add(("book", symbol))
-                self.outgoing.append(self._subscribe_frame(symbol, "orderbook"))
+                self._outgoing.append(self._subscribe_frame(symbol, "orderbook"))
             return []
         if event == "info":
             if msg.code == INFO_RECONNECT:
-                self.reconnect_reason = f"bitfinex info {msg.code}: {msg.msg}"
+                self._reconnect_reason = f"bitfinex info {msg.code}: {msg.msg}"
             elif msg.code == INFO_MAINTENANCE_START:
                 self.maintenance = True
             elif msg.code == INFO_MAINTENANCE_END:
                 self.maintenance = False
-                self.reconnect_reason = (
+                self._reconnect_reason = (
                     f"bitfinex info {msg.code} (maintenance ended): resubscribe everything"
                 )
             elif msg.platform is not None and msg.platform.status == 0:
@@ -393,7 +393,7 @@ class BitfinexSession(Session):
         if sub is None:
             return []  # not ours
         self._channels[msg.chan_id] = _Channel(sub.symbol, sub.feed)
-        self.pending_subscriptions -= 1
+        self._pending_subscriptions -= 1
         return [self.status("subscribed", sub.symbol, received_us, data_type=sub.feed)]
 
     def _on_error(self, msg: _Event, received_us: int) -> list[Event]:
@@ -410,7 +410,7 @@ class BitfinexSession(Session):
             if found is None:
                 return []
             sub = found
-            self.pending_subscriptions -= 1
+            self._pending_subscriptions -= 1
         self.rejected.append(sub)
         channel = CHANNEL_OF_FEED[sub.feed]
         return [

@@ -360,8 +360,8 @@ class BybitSession(Session):
         return _ENCODER.encode({"req_id": req_id, "op": op, "args": topics}).decode()
 
     def _resubscribe(self, topic: str) -> None:
-        self.outgoing.append(self._request("unsubscribe", [topic]))
-        self.outgoing.append(self._request("subscribe", [topic]))
+        self._outgoing.append(self._request("unsubscribe", [topic]))
+        self._outgoing.append(self._request("subscribe", [topic]))
 
     def _on_answer(self, env: _Envelope, received_us: int) -> list[Event]:
         op = env.op
@@ -383,12 +383,12 @@ class BybitSession(Session):
         if named:
             rest = [t for t in request.topics if t not in named]
             if rest:
-                self.outgoing.append(self._request("subscribe", rest))
+                self._outgoing.append(self._request("subscribe", rest))
             return self._refused(named, message, received_us)
         if len(request.topics) > 1:
             half = len(request.topics) // 2
-            self.outgoing.append(self._request("subscribe", request.topics[:half]))
-            self.outgoing.append(self._request("subscribe", request.topics[half:]))
+            self._outgoing.append(self._request("subscribe", request.topics[:half]))
+            self._outgoing.append(self._request("subscribe", request.topics[half:]))
             return []
         return self._refused(request.topics, message, received_us)
 
@@ -397,7 +397,7 @@ class BybitSession(Session):
         for topic in topics:
             if topic in self._unacked:
                 self._unacked.discard(topic)
-                self.pending_subscriptions -= 1
+                self._pending_subscriptions -= 1
                 sub = self._subs[topic]
                 events.append(
                     self.status("subscribed", sub.symbol, received_us, data_type=sub.feed)
@@ -412,7 +412,7 @@ class BybitSession(Session):
                 continue
             if topic in self._unacked:
                 self._unacked.discard(topic)
-                self.pending_subscriptions -= 1
+                self._pending_subscriptions -= 1
             self.rejected.append(sub)
             self._resyncing.discard(sub.symbol)
             events.append(

@@ -32,7 +32,7 @@ recording counts 0..1029 without a hole). A message whose number is not the prev
 + 1 is a ``gap`` status row (expected, received, count; count is null for a duplicate or
 an out-of-order message) for every symbol of the connection (``data_type`` null: any
 channel may have lost data). The book cannot be trusted after that, so level2 is
-re-requested through :attr:`Session.outgoing` (``unsubscribe`` then ``subscribe``
+re-requested through :attr:`Actions.send` (``unsubscribe`` then ``subscribe``
 ``level2`` for the connection's book products); when the fresh snapshot arrives, a
 ``resync`` row precedes it. The first message of a connection sets the baseline.
 
@@ -525,8 +525,8 @@ class CoinbaseSession(Session):
         ]
         if books:
             self._resyncing.update(books)
-            self.outgoing.append(self._frame("unsubscribe", "level2", books, received_us))
-            self.outgoing.append(self._frame("subscribe", "level2", books, received_us))
+            self._outgoing.append(self._frame("unsubscribe", "level2", books, received_us))
+            self._outgoing.append(self._frame("subscribe", "level2", books, received_us))
         return events
 
     # ----------------------------------------------------------------- acks and errors
@@ -544,7 +544,7 @@ class CoinbaseSession(Session):
         events: list[Event] = []
         for channel, symbol in sorted(self._pending & listed):
             self._pending.discard((channel, symbol))
-            self.pending_subscriptions -= 1
+            self._pending_subscriptions -= 1
             events.append(
                 self.status("subscribed", symbol, received_us, data_type=FEEDS_BY_CHANNEL[channel])
             )
@@ -574,7 +574,7 @@ class CoinbaseSession(Session):
             # Which product was refused is not said: split the request until it stands alone.
             half = len(open_products) // 2
             for part in (open_products[:half], open_products[half:]):
-                self.outgoing.append(self._frame("subscribe", request.channel, part, received_us))
+                self._outgoing.append(self._frame("subscribe", request.channel, part, received_us))
             return []
         if not open_products:
             self.errors.append(text)
@@ -583,7 +583,7 @@ class CoinbaseSession(Session):
 
     def _reject(self, channel: str, symbol: str, received_us: int, text: str) -> Event:
         self._pending.discard((channel, symbol))
-        self.pending_subscriptions -= 1
+        self._pending_subscriptions -= 1
         feed = FEEDS_BY_CHANNEL[channel]
         self.rejected.append(Subscription(symbol, feed))
         return self.status(

@@ -23,7 +23,7 @@ options and linear instruments.
 
 Keepalive: the first frame sent is ``public/set_heartbeat`` (interval
 :data:`HEARTBEAT_INTERVAL_SECS`); the venue then sends ``heartbeat`` notifications, and for a
-``test_request`` the session answers ``public/test`` through :attr:`Session.outgoing` (the
+``test_request`` the session answers ``public/test`` through :attr:`Actions.send` (the
 venue closes a connection that does not answer). So traffic arrives at least every interval,
 which also keeps the connection's stale watchdog fed.
 
@@ -33,7 +33,7 @@ Sequence rules (per instrument, per session; a reconnect starts afresh):
   ``change_id``. Otherwise a ``gap`` status row (expected = last ``change_id``, received =
   ``prev_change_id``; ``count`` is unknown as change ids are not contiguous), and the session
   resubscribes the book channel (``public/unsubscribe`` + ``public/subscribe`` via
-  :attr:`Session.outgoing`). Changes that arrive until the new snapshot cannot be applied to
+  :attr:`Actions.send`). Changes that arrive until the new snapshot cannot be applied to
   anything and are dropped (counted in :attr:`DeribitSession.dropped_while_resyncing`); the
   new snapshot is written with a ``resync`` status row before it. A change with
   ``change_id`` at or below the last one is stale: dropped and counted in
@@ -331,10 +331,10 @@ class DeribitSession(Session):
         self._resyncing.add(symbol)
         channel = channel_name(symbol, "orderbook")
         item = (Subscription(symbol, "orderbook"), channel)
-        self.outgoing.append(
+        self._outgoing.append(
             self._call("public/unsubscribe", {"channels": [channel]}, _Request("unsubscribe"))
         )
-        self.outgoing.append(self._subscribe((item,), "resubscribe"))
+        self._outgoing.append(self._subscribe((item,), "resubscribe"))
 
     def _on_response(self, env: _Envelope, received_us: int) -> list[Event]:
         request_id = env.id
@@ -348,8 +348,8 @@ class DeribitSession(Session):
         if env.error is not None:
             if len(items) > 1:
                 half = len(items) // 2
-                self.outgoing.append(self._subscribe(items[:half], request.kind))
-                self.outgoing.append(self._subscribe(items[half:], request.kind))
+                self._outgoing.append(self._subscribe(items[:half], request.kind))
+                self._outgoing.append(self._subscribe(items[half:], request.kind))
                 return []
             error = env.error
             sub, channel = items[0]
@@ -361,7 +361,7 @@ class DeribitSession(Session):
         for sub, channel in items:
             if channel in accepted:
                 if initial:
-                    self.pending_subscriptions -= 1
+                    self._pending_subscriptions -= 1
                     events.append(
                         self.status("subscribed", sub.symbol, received_us, data_type=sub.feed)
                     )
@@ -374,7 +374,7 @@ class DeribitSession(Session):
         self, sub: Subscription, received_us: int, detail: str, initial: bool
     ) -> list[Event]:
         if initial:
-            self.pending_subscriptions -= 1
+            self._pending_subscriptions -= 1
         if sub.feed == "orderbook":
             self._resyncing.discard(sub.symbol)
         self.rejected.append(sub)
@@ -402,7 +402,7 @@ class DeribitSession(Session):
             if env.method == "heartbeat":
                 if params is not None and params.type == "test_request":
                     self.test_requests_answered += 1
-                    self.outgoing.append(self._call("public/test", {}, _Request("other")))
+                    self._outgoing.append(self._call("public/test", {}, _Request("other")))
                 return []
             if env.id is not None or env.error is not None:
                 return self._on_response(env, received_us)

@@ -31,7 +31,7 @@ Sequence rules (per symbol, per session; a reconnect starts afresh):
   subscribed depth (levels applied in message order, ``qty`` 0 deletes, truncated to the
   depth after each message, as Kraken's guide says) and verifies every checksum. On a
   mismatch it writes a ``gap`` row (detail: both checksums), drops its copy of the book and
-  resubscribes the symbol (``unsubscribe`` + ``subscribe`` via :attr:`Session.outgoing`); the
+  resubscribes the symbol (``unsubscribe`` + ``subscribe`` via :attr:`Actions.send`); the
   new snapshot is written after a ``resync`` row. Deltas received in between are still
   written (they are the venue's data) but not checked. After :data:`MAX_CHECKSUM_FAILURES`
   mismatches in a row without a verified snapshot in between, the session stops checking
@@ -546,8 +546,8 @@ class KrakenSession(Session):
             "params": {"channel": "book", "symbol": [symbol], "depth": self.book_depth},
             "req_id": self._take_id(),
         }
-        self.outgoing.append(_ENCODER.encode(unsubscribe).decode())
-        self.outgoing.append(self._subscribe("book", [symbol], resync=True))
+        self._outgoing.append(_ENCODER.encode(unsubscribe).decode())
+        self._outgoing.append(self._subscribe("book", [symbol], resync=True))
         self._resyncing.add(symbol)
 
     # ----------------------------------------------------------------- parsing
@@ -587,7 +587,7 @@ class KrakenSession(Session):
             self._drop_if_answered(req_id, request)
             if request.resync:
                 return []  # its snapshot brings the resync row
-            self.pending_subscriptions -= 1
+            self._pending_subscriptions -= 1
             return [self.status("subscribed", symbol, received_us, data_type=feed)]
         # Refused: one symbol when the venue names it, else every unanswered one.
         if symbol is not None and symbol in request.pending:
@@ -600,9 +600,9 @@ class KrakenSession(Session):
             detail = f"{request.channel} {sym}: {env.error or 'subscribe refused'}"
             if request.resync:
                 self._resyncing.discard(sym)
-                self.reconnect_reason = f"kraken book resubscription refused: {detail}"
+                self._reconnect_reason = f"kraken book resubscription refused: {detail}"
             else:
-                self.pending_subscriptions -= 1
+                self._pending_subscriptions -= 1
                 self.rejected.append(Subscription(sym, feed))
             events.append(
                 self.status("subscribe_error", sym, received_us, data_type=feed, detail=detail)

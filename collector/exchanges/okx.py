@@ -30,7 +30,7 @@ Sequence rules (per instrument, per session; a reconnect starts afresh):
   repeating the last ``seqId`` with another ``prevSeqId`` is a duplicate: dropped and
   counted in :attr:`OkxSession.duplicates_dropped`. Anything else is a ``gap`` row
   (expected = last ``seqId``, received = ``prevSeqId``) and the channel is resubscribed
-  (``unsubscribe`` + ``subscribe`` via :attr:`Session.outgoing`) to get a fresh snapshot,
+  (``unsubscribe`` + ``subscribe`` via :attr:`Actions.send`) to get a fresh snapshot,
   which is written with a ``resync`` row. Updates are still written while waiting (readers
   rebuild from the resync snapshot). The ``checksum`` field is not verified: OKX has sent
   it as 0 since 2026-06-23 (exchanges.md 4.4). Frames without ``seqId`` (older API
@@ -376,13 +376,13 @@ class OkxSession(Session):
     def _resubscribe(self, key: Key) -> None:
         """Unsubscribe and subscribe again: the venue then sends a fresh snapshot."""
         if self.requests_sent + 2 > MAX_REQUESTS_PER_SESSION:
-            self.reconnect_reason = (
+            self._reconnect_reason = (
                 f"okx: {self.requests_sent} subscribe requests sent on this connection "
                 "(the venue allows 480 per hour); reconnecting for fresh snapshots"
             )
             return
-        self.outgoing.append(self._request("unsubscribe", [key]))
-        self.outgoing.append(self._request("subscribe", [key]))
+        self._outgoing.append(self._request("unsubscribe", [key]))
+        self._outgoing.append(self._request("subscribe", [key]))
 
     def _on_event(self, env: _Envelope, received_us: int) -> list[Event]:
         event = env.event
@@ -399,7 +399,7 @@ class OkxSession(Session):
                 return []
             if key in self._unacked:
                 self._unacked.discard(key)
-                self.pending_subscriptions -= 1
+                self._pending_subscriptions -= 1
             elif key in self._doubtful:
                 self._doubtful.discard(key)
             else:
@@ -408,7 +408,7 @@ class OkxSession(Session):
         if event == "error":
             return self._on_error(env, received_us)
         if event == "notice" and env.code == NOTICE_RECONNECT_CODE:
-            self.reconnect_reason = f"okx notice {env.code}: {env.msg}"
+            self._reconnect_reason = f"okx notice {env.code}: {env.msg}"
         return []  # unsubscribe acks, channel-conn-count and other notices
 
     def _on_error(self, env: _Envelope, received_us: int) -> list[Event]:
@@ -433,7 +433,7 @@ class OkxSession(Session):
             sub = self._subs[key]
             if key in self._unacked:
                 self._unacked.discard(key)
-                self.pending_subscriptions -= 1
+                self._pending_subscriptions -= 1
                 if match is None:
                     self._doubtful.add(key)
             self.rejected.append(sub)
@@ -457,7 +457,7 @@ class OkxSession(Session):
         if payload == b"pong":
             return []
         if payload == b"ping":
-            self.outgoing.append("pong")
+            self._outgoing.append("pong")
             return []
         try:
             env = _ENVELOPE.decode(payload)

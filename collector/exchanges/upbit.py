@@ -338,12 +338,12 @@ class UpbitSession(Session):
 
     def _subscribed(self, type_: str, code: str, received_us: int) -> Event:
         self._pending.discard((type_, code))
-        self.pending_subscriptions -= 1
+        self._pending_subscriptions -= 1
         return self.status("subscribed", code, received_us, data_type=FEEDS_BY_TYPE[type_])
 
     def _refuse(self, type_: str, code: str, received_us: int, detail: str) -> Event:
         self._pending.discard((type_, code))
-        self.pending_subscriptions -= 1
+        self._pending_subscriptions -= 1
         feed = FEEDS_BY_TYPE[type_]
         self.rejected.append(Subscription(code, feed))
         return self.status("subscribe_error", code, received_us, data_type=feed, detail=detail)

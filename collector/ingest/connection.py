@@ -1,9 +1,11 @@
 """One WebSocket connection's lifetime: connect, subscribe, receive, keep alive.
 
-``run_connection`` runs a single attempt and always ends by raising: a
+``run_connection`` runs a single attempt and always ends by raising: one
 :class:`~collector.ingest.errors.ConnectionFailed` subclass for the expected ways a
 connection ends (the exchange supervisor reconnects), anything else for bugs. It never
-parses a venue's JSON itself: that is the adapter session's job.
+parses a venue's JSON itself: that is the adapter session's job. The receive loop is the
+session's one owner: it hands the session each read and each fetched snapshot body, and
+does what the returned ``Actions`` ask.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from collector.config import WebSocketSettings
 from collector.doorbell import Doorbell
 from collector.events import Event, Raw, Status, compact_books
 from collector.exchanges.base import (
+    Actions,
     ConnectionPlan,
     ExchangeAdapter,
     Session,
@@ -34,9 +37,10 @@ from collector.ingest.errors import (
     StaleConnection,
     TooManyParseErrors,
     VenueRequestedReconnect,
+    connection_failure,
 )
 from collector.ingest.sink import EventSink
-from collector.ingest.snapshots import run_snapshot_fetcher
+from collector.ingest.snapshots import FetchedSnapshot, run_snapshot_fetcher
 from collector.ingest.websocket import WebSocket, connect_websocket
 from collector.metrics import Metrics
 
@@ -96,10 +100,16 @@ async def run_connection(
 ) -> NoReturn:
     """One connection attempt for ``plan``, until it fails.
 
-    Owns the socket and its per-connection nursery (receive loop, paced sender,
-    keepalive). Writes ``connected``/``disconnected`` status rows for every symbol on the
-    connection. Cancellation closes the socket politely and returns via Cancelled.
-    Raises ConnectionFailed subclasses for every expected end.
+    Owns the socket, the adapter session and the per-connection nursery (receive loop, the
+    session's one owner; paced sender; keepalive; REST snapshot fetcher). Writes
+    ``connected``/``disconnected`` status rows for every symbol on the connection.
+    Cancellation closes the socket politely and returns via Cancelled.
+
+    Raises one :class:`~collector.ingest.errors.ConnectionFailed` for every expected end,
+    never a group: when the connection's tasks fail together, the one that ranks first in
+    :data:`~collector.ingest.errors.PRIORITY` is raised ``from`` the group, with
+    ``uptime`` set to how long the connection was up (0 if it never connected). A group
+    that holds anything else (a bug, Cancelled) propagates as it is.
     """
     settings = ctx.settings
     session = adapter.open_session(plan)
@@ -110,14 +120,15 @@ async def run_connection(
             ws = await connect_websocket(plan.url, max_message_size=max_size)
     except trio.TooSlowError:
         attempts.labels(plan.exchange, "timeout").inc()
-        failure = ConnectFailed(f"connect timed out after {settings.connect_timeout_secs}s")
-        ctx.health.set_down(plan.name, f"ConnectFailed: {failure}")
-        raise failure from None
+        timed_out = ConnectFailed(f"connect timed out after {settings.connect_timeout_secs}s")
+        ctx.health.set_down(plan.name, f"ConnectFailed: {timed_out}")
+        raise timed_out from None
     except ConnectFailed as exc:
         attempts.labels(plan.exchange, "failed").inc()
         ctx.health.set_down(plan.name, f"{type(exc).__name__}: {exc}")
         raise
     attempts.labels(plan.exchange, "connected").inc()
+    up_since = trio.current_time()
     reason = "cancelled"
     try:
         _emit_connection_rows(sink, session, ctx, "connected", detail=plan.url)
@@ -132,30 +143,41 @@ async def run_connection(
         )
         async with trio.open_nursery() as nursery:
             outbox_tx, outbox_rx = trio.open_memory_channel[str](OUTBOX_SIZE)
-            for frame in session.subscribe_frames(ctx.wall_clock()):
-                outbox_tx.send_nowait(frame)
+            snapshots_tx, snapshots_rx = trio.open_memory_channel[SnapshotRequest](OUTBOX_SIZE)
+            # Rendezvous: the fetcher holds at most one body until the receive loop takes it.
+            bodies_tx, bodies_rx = trio.open_memory_channel[FetchedSnapshot](0)
             nursery.start_soon(_run_sender, ws, outbox_rx, adapter, plan, ctx, sink)
             if adapter.keepalive_interval_secs:
                 nursery.start_soon(
                     _run_keepalive, session, outbox_tx.clone(), adapter.keepalive_interval_secs
                 )
-            snapshots_tx, snapshots_rx = trio.open_memory_channel[SnapshotRequest](OUTBOX_SIZE)
             nursery.start_soon(
                 run_snapshot_fetcher,
-                session,
                 snapshots_rx,
-                sink,
+                bodies_tx,
+                plan.exchange,
                 ctx.wall_clock,
                 adapter.snapshot_requests_per_second,
             )
             activity = Activity(trio.current_time())
             nursery.start_soon(_watch_for_silence, activity, settings.message_timeout_secs)
-            with outbox_tx, snapshots_tx:
-                await _receive_loop(ws, session, plan, ctx, sink, outbox_tx, snapshots_tx, activity)
+            with outbox_tx, snapshots_tx, bodies_rx:
+                dispatcher = Dispatcher(plan.name, ctx.health, outbox_tx, snapshots_tx)
+                dispatcher.follow(session.subscribe(ctx.wall_clock()))
+                await _receive_loop(ws, session, plan, ctx, sink, dispatcher, bodies_rx, activity)
         raise AssertionError("the receive loop only ends by raising")  # pragma: no cover
-    except* ConnectionFailed as group:
-        reason = _first_message(group)
-        raise
+    except BaseExceptionGroup as group:
+        failures, others = group.split(ConnectionFailed)
+        if failures is None:
+            raise
+        failure = connection_failure(failures)
+        reason = f"{type(failure).__name__}: {failure}"
+        if others is not None:
+            # A bug or a cancellation came with it: nobody will reconnect, so what is not a
+            # connection failure goes on; the failures stay in the traceback as its cause.
+            raise others from group
+        failure.uptime = trio.current_time() - up_since
+        raise failure from group
     finally:
         ctx.health.set_down(plan.name, reason)
         _emit_connection_rows(sink, session, ctx, "disconnected", detail=reason)
@@ -167,11 +189,45 @@ async def run_connection(
         )
 
 
-def _first_message(group: BaseExceptionGroup[Exception]) -> str:
-    exc = group.exceptions[0]
-    while isinstance(exc, BaseExceptionGroup):
-        exc = exc.exceptions[0]
-    return f"{type(exc).__name__}: {exc}"
+class Dispatcher:
+    """Does what a session's results ask, for the receive loop: frames go to the paced
+    sender, REST snapshot requests to the fetcher, the first ``subscribed`` to health, a
+    reconnect request ends the connection. Never blocks: a session that asks for more than
+    the connection holds ends it (OutboxOverflow)."""
+
+    __slots__ = ("_health", "_name", "_outbox", "_snapshots", "subscribed")
+
+    def __init__(
+        self,
+        name: str,
+        health: HealthState,
+        outbox: trio.MemorySendChannel[str],
+        snapshots: trio.MemorySendChannel[SnapshotRequest],
+    ) -> None:
+        self._name = name
+        self._health = health
+        self._outbox = outbox
+        self._snapshots = snapshots
+        self.subscribed = False
+
+    def follow(self, actions: Actions) -> None:
+        """Queue ``actions``' frames and snapshot requests, note a completed subscription;
+        raises VenueRequestedReconnect when the session asks for a reconnect."""
+        if actions.send or actions.fetch:
+            try:
+                for frame in actions.send:
+                    self._outbox.send_nowait(frame)
+                for request in actions.fetch:
+                    self._snapshots.send_nowait(request)
+            except trio.WouldBlock:
+                raise OutboxOverflow(
+                    f"the session queued more than {OUTBOX_SIZE} frames or snapshot requests"
+                ) from None
+        if actions.subscribed and not self.subscribed:
+            self.subscribed = True
+            self._health.set_subscribed(self._name)
+        if actions.reconnect is not None:
+            raise VenueRequestedReconnect(actions.reconnect)
 
 
 def _emit_connection_rows(
@@ -217,11 +273,19 @@ async def _receive_loop(
     plan: ConnectionPlan,
     ctx: IngestContext,
     sink: EventSink,
-    outbox: trio.MemorySendChannel[str],
-    snapshots: trio.MemorySendChannel[SnapshotRequest],
+    dispatcher: Dispatcher,
+    bodies: trio.MemoryReceiveChannel[FetchedSnapshot],
     activity: Activity,
 ) -> NoReturn:
-    """Read, parse and forward until the connection fails (or the watchdog ends it)."""
+    """Read, parse and forward until the connection fails (or the watchdog ends it).
+
+    The session's one owner: after each read it first hands the session every REST
+    snapshot body that came back meanwhile (``bodies``), then the read's frames, and does
+    what each result asks (``dispatcher``). A body is thus applied at the next read, in the
+    order the old fetch-time application saw it (between the reads around its arrival);
+    that is soon enough, because a connection that asks for snapshots carries a book
+    stream, whose frames keep coming (or the stale watchdog ends the connection).
+    """
     settings = ctx.settings
     metrics = ctx.metrics
     exchange = plan.exchange
@@ -233,16 +297,16 @@ async def _receive_loop(
     breaker = ParseBreaker(settings.parse_error_window)
     wall_clock = ctx.wall_clock
     raw = plan.raw
-    subscribed = False
-    statuses_seen = session.status_rows
     current_time = trio.current_time
     # Book updates cross the event channel with flat levels (see ``compact_books``).
     books = any(sub.feed == "orderbook" for sub in plan.subscriptions)
-    parse_batch = session.parse_batch
+    receive = session.receive
+    follow = dispatcher.follow
     name = plan.name
     while True:
         messages = await ws.receive_messages()
         activity.last_read = current_time()
+        _apply_snapshots(session, bodies, dispatcher, ctx, sink, exchange)
         if not messages:
             continue
         received_us = wall_clock()
@@ -252,7 +316,8 @@ async def _receive_loop(
                 Raw(exchange, "_all", None, received_us, None, name, "recv", payload)
                 for payload in messages
             ]
-        errors = parse_batch(messages, received_us, batch)
+        actions = receive(messages, received_us, batch)
+        errors = actions.errors
         tripped: str | None = None
         for exc in errors:
             parse_errors.inc()
@@ -268,64 +333,69 @@ async def _receive_loop(
         received_metric.inc(len(messages))
         bytes_metric.inc(sum(map(len, messages)))
         last_message.set(received_us / 1e6)
+        if actions.statuses:
+            _count_statuses(actions.statuses, ctx, exchange)
         if batch:
             if books:
                 compact_books(batch)
             last_ts = batch[-1].timestamp_exchange
             if last_ts is not None:
                 latency.observe(max(0.0, (received_us - last_ts) / 1e6))
-            if session.status_rows != statuses_seen:
-                statuses_seen = session.status_rows
-                _count_statuses(batch, ctx, exchange)
             sink.send(batch, received_us)
         if tripped is not None:
             raise TooManyParseErrors(tripped)
-        if session.outgoing or session.snapshot_requests:
-            _forward_requests(session, outbox, snapshots)
-        if not subscribed and session.pending_subscriptions <= 0:
-            subscribed = True
-            ctx.health.set_subscribed(plan.name)
-        if session.reconnect_reason is not None:
-            raise VenueRequestedReconnect(session.reconnect_reason)
+        follow(actions)
 
 
-def _forward_requests(
+def _apply_snapshots(
     session: Session,
-    outbox: trio.MemorySendChannel[str],
-    snapshots: trio.MemorySendChannel[SnapshotRequest],
+    bodies: trio.MemoryReceiveChannel[FetchedSnapshot],
+    dispatcher: Dispatcher,
+    ctx: IngestContext,
+    sink: EventSink,
+    exchange: str,
 ) -> None:
-    """Queue the frames and REST snapshots the session asked for (never blocks)."""
-    try:
-        for frame in session.outgoing:
-            outbox.send_nowait(frame)
-        for request in session.snapshot_requests:
-            snapshots.send_nowait(request)
-    except trio.WouldBlock:
-        raise OutboxOverflow(
-            f"the session queued more than {OUTBOX_SIZE} frames or snapshot requests"
-        ) from None
-    finally:
-        session.outgoing.clear()
-        session.snapshot_requests.clear()
+    """Hand the session every snapshot body waiting in ``bodies``; write each one's events
+    with the body's own receive time."""
+    while True:
+        try:
+            fetched = bodies.receive_nowait()
+        except (trio.WouldBlock, trio.EndOfChannel):
+            return  # none waiting, or the fetcher has ended (only as the connection ends)
+        events: list[Event] = []
+        actions = session.receive_snapshot(
+            fetched.request, fetched.body, fetched.received_us, events
+        )
+        for exc in actions.errors:
+            log.warning(
+                "book snapshot unreadable: %s",
+                exc,
+                extra={"exchange": exchange, "symbol": fetched.request.symbol},
+            )
+        if actions.statuses:
+            _count_statuses(actions.statuses, ctx, exchange)
+        if events:
+            compact_books(events)
+            sink.send(events, fetched.received_us)
+        dispatcher.follow(actions)
 
 
-def _count_statuses(batch: list[Event], ctx: IngestContext, exchange: str) -> None:
-    """Count the gap rows and log the refused subscriptions of a batch."""
-    for event in batch:
-        if type(event) is Status:
-            if event.event == "gap":
-                ctx.metrics.sequence_gaps.labels(exchange, event.data_type or "").inc()
-            elif event.event == "subscribe_error":
-                ctx.metrics.subscribe_errors.labels(exchange).inc()
-                log.warning(
-                    "subscription refused: %s",
-                    event.detail,
-                    extra={
-                        "exchange": exchange,
-                        "symbol": event.symbol,
-                        "data_type": event.data_type,
-                    },
-                )
+def _count_statuses(statuses: tuple[Status, ...], ctx: IngestContext, exchange: str) -> None:
+    """Count the gap rows and log the refused subscriptions of one result."""
+    for event in statuses:
+        if event.event == "gap":
+            ctx.metrics.sequence_gaps.labels(exchange, event.data_type or "").inc()
+        elif event.event == "subscribe_error":
+            ctx.metrics.subscribe_errors.labels(exchange).inc()
+            log.warning(
+                "subscription refused: %s",
+                event.detail,
+                extra={
+                    "exchange": exchange,
+                    "symbol": event.symbol,
+                    "data_type": event.data_type,
+                },
+            )
 
 
 async def _run_sender(

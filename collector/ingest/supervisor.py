@@ -66,6 +66,8 @@ async def supervise_connection(
     The backoff starts again from its initial delay once a connection has stayed up for
     ``healthy_after_secs``. Attempts wait their turn at ``pacer`` (shared by all
     connections of the exchange). Owns ``events`` (closed on exit). Runs until cancelled.
+    Catches only :class:`ConnectionFailed`, which ``run_connection`` raises as one error
+    (never a group) carrying the connection's uptime; a bug propagates.
     """
     pacer = pacer or ConnectPacer(adapter.connections_per_second)
     settings = ctx.settings
@@ -77,11 +79,10 @@ async def supervise_connection(
             await pacer.wait_turn()
             try:
                 await run_connection(plan, adapter, ctx, sink)
-            except* ConnectionFailed as group:
-                failure = _first(group)
+            except ConnectionFailed as failure:
                 disconnects.labels(plan.exchange, failure.reason).inc()
                 # Time actually connected counts, not time spent connecting.
-                if ctx.health.connections[plan.name].last_uptime >= settings.healthy_after_secs:
+                if failure.uptime >= settings.healthy_after_secs:
                     backoff.reset()
                 delay = backoff.next_delay()
                 log.warning(
@@ -97,11 +98,3 @@ async def supervise_connection(
             await trio.sleep(delay)
     finally:
         await sink.aclose(ctx.wall_clock())
-
-
-def _first(group: BaseExceptionGroup[ConnectionFailed]) -> ConnectionFailed:
-    exc: BaseException = group
-    while isinstance(exc, BaseExceptionGroup):
-        exc = exc.exceptions[0]
-    assert isinstance(exc, ConnectionFailed)
-    return exc
