@@ -19,7 +19,7 @@ import trio
 from collector.clock import WallClock
 from collector.config import WebSocketSettings
 from collector.doorbell import Doorbell
-from collector.events import Event, Raw, Status, compact_books
+from collector.events import Event, Raw, Status
 from collector.exchanges.base import (
     ConnectionPlan,
     ExchangeAdapter,
@@ -236,8 +236,6 @@ async def _receive_loop(
     subscribed = False
     statuses_seen = session.status_rows
     current_time = trio.current_time
-    # Book updates cross the event channel with flat levels (see ``compact_books``).
-    books = any(sub.feed == "orderbook" for sub in plan.subscriptions)
     parse_batch = session.parse_batch
     name = plan.name
     while True:
@@ -269,8 +267,6 @@ async def _receive_loop(
         bytes_metric.inc(sum(map(len, messages)))
         last_message.set(received_us / 1e6)
         if batch:
-            if books:
-                compact_books(batch)
             last_ts = batch[-1].timestamp_exchange
             if last_ts is not None:
                 latency.observe(max(0.0, (received_us - last_ts) / 1e6))

@@ -12,7 +12,6 @@ import logging
 import trio
 
 from collector.clock import WallClock
-from collector.events import compact_books
 from collector.exchanges.base import ParseError, Session, SnapshotRequest
 from collector.ingest.backoff import Backoff
 from collector.ingest.sink import EventSink
@@ -73,7 +72,6 @@ async def run_snapshot_fetcher(
                     )
                     events = []
                 if events:
-                    compact_books(events)
                     sink.send(events, received_us)
                 queue.extend(session.snapshot_requests)
                 session.snapshot_requests.clear()
