@@ -33,8 +33,12 @@ StatusEvent = Literal[
 Direction = Literal["recv", "send"]
 
 # One side of a book: one flat array('d') of price, size, price, size, ... (size 0 removes
-# the level in a delta). Build it with ``levels_from_pairs`` or ``levels_from_values``; read
-# it back as pairs with ``level_pairs``.
+# the level in a delta). Adapters build it with ``levels_from_pairs`` or
+# ``levels_from_values``; readers get pairs back with ``level_pairs``. Why flat: as a list
+# of tuples, a book's levels are an object per level for the garbage collector to track
+# while events wait in channels, and its young-generation passes stall the event loop with
+# the GIL held; an array is one object, which the writer copies into its columns by two
+# slices.
 Levels: TypeAlias = "array[float]"
 
 
@@ -146,10 +150,8 @@ DATA_TYPES: Final[tuple[str, ...]] = ("trades", "orderbook", "ticker", "status",
 def levels_from_pairs(pairs: Iterable[tuple[float, float]]) -> Levels:
     """One side's :data:`Levels` from ``(price, size)`` pairs, e.g. as a decoder gave them.
 
-    Why flat: a book's levels as tuples in a list are one object per level for the garbage
-    collector to track while events wait in channels and buffers (its young-generation
-    passes stall the event loop with the GIL held); an ``array('d')`` is one object, and the
-    writer copies it into its columns by two slices.
+    Every item must be a pair (as a decoded ``tuple[float, float]`` is): the items are
+    chained, not checked.
     """
     return array("d", [*_chain(pairs)])
 

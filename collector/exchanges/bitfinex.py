@@ -494,11 +494,14 @@ class BitfinexSession(Session):
             events: list[Event] = []
             bid_values: list[float] = []
             ask_values: list[float] = []
+            bid, ask = bid_values.append, ask_values.append
             for price, _count, amount in _BOOK_SNAPSHOT.decode(body):
                 if amount > 0:
-                    bid_values += (price, amount)
+                    bid(price)
+                    bid(amount)
                 else:
-                    ask_values += (price, -amount)
+                    ask(price)
+                    ask(-amount)
             if channel.resyncing:
                 channel.resyncing = False
                 events.append(

@@ -602,11 +602,14 @@ class CoinbaseSession(Session):
         for event in _L2.decode(env.events):
             bid_values: list[float] = []
             ask_values: list[float] = []
+            bid, ask = bid_values.append, ask_values.append
             for level in event.updates:
                 if level.side == "bid":
-                    bid_values += (level.price_level, level.new_quantity)
+                    bid(level.price_level)
+                    bid(level.new_quantity)
                 elif level.side == "offer" or level.side == "ask":
-                    ask_values += (level.price_level, level.new_quantity)
+                    ask(level.price_level)
+                    ask(level.new_quantity)
                 else:
                     raise ValueError(f"unknown book side {level.side!r}")
             symbol = event.product_id

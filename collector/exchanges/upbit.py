@@ -405,9 +405,12 @@ class UpbitSession(Session):
             raise ValueError("orderbook without orderbook_units")
         bid_values: list[float] = []
         ask_values: list[float] = []
+        bid, ask = bid_values.append, ask_values.append
         for unit in units:  # one unit: a bid level and an ask level
-            bid_values += (unit.bid_price, unit.bid_size)
-            ask_values += (unit.ask_price, unit.ask_size)
+            bid(unit.bid_price)
+            bid(unit.bid_size)
+            ask(unit.ask_price)
+            ask(unit.ask_size)
         ts = msg.timestamp
         return BookUpdate(
             EXCHANGE,

@@ -16,8 +16,8 @@ on the event loop and saves most of that.
 Book levels go into flat columns too: one ``array('d')`` of prices, one of sizes, and an
 ``array('i')`` of each row's end offset, which Arrow wraps as a ``list<struct<price,
 size>>`` column without a pass over Python objects. Events carry each side as one flat
-``array('d')`` (:data:`collector.events.Levels`), copied in by two slices; anything else is
-refused (why flat: see :func:`collector.events.levels_from_pairs`).
+``array('d')`` (:data:`collector.events.Levels`, which says why), copied in by two slices;
+anything else is refused.
 
 The ``add`` function of each layout is generated from the Arrow schema (one straight-line
 function per data type and set of constant columns, like ``dataclasses`` builds
@@ -239,9 +239,9 @@ def _compile_add(data_type: str, stored: tuple[tuple[pa.Field, str], ...]) -> Ca
 
         v = event.bids
         if type(v) is not array:
-            raise ValueError(...)  # None, or not flat levels
+            raise Refused(...)  # None, or not flat levels
         if len(v) % 2:
-            raise ValueError(...)
+            raise Refused(...)
         pe7(v[0::2])  # array.extend refuses another typecode (TypeError)
         se7(v[1::2])
         o7(len(c7.prices))
