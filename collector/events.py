@@ -13,7 +13,9 @@ microseconds since the Unix epoch, UTC:
 from __future__ import annotations
 
 from array import array
-from typing import ClassVar, Final, Literal
+from collections.abc import Iterable
+from itertools import chain
+from typing import ClassVar, Final, Literal, TypeAlias
 
 import msgspec
 
@@ -30,11 +32,14 @@ StatusEvent = Literal[
 ]
 Direction = Literal["recv", "send"]
 
-# (price, size); size 0 removes the level in a delta.
-Level = tuple[float, float]
-# A book side's levels as one flat array('d'): price, size, price, size, ...
-# (see ``compact_books``).
-FlatLevels = array
+# One side of a book: one flat array('d') of price, size, price, size, ... (size 0 removes
+# the level in a delta). Adapters build it with ``levels_from_pairs`` or
+# ``levels_from_values``; readers get pairs back with ``level_pairs``. Why flat: as a list
+# of tuples, a book's levels are an object per level for the garbage collector to track
+# while events wait in channels, and its young-generation passes stall the event loop with
+# the GIL held; an array is one object, which the writer copies into its columns by two
+# slices.
+Levels: TypeAlias = "array[float]"
 
 
 class Trade(msgspec.Struct, frozen=True, gc=False):
@@ -59,6 +64,7 @@ class BookUpdate(msgspec.Struct, frozen=True, gc=False):
     ``sequence`` is the venue's last update id covered by this message,
     ``first_sequence`` the first one (equal to ``sequence`` where the venue has one id),
     ``prev_sequence`` the id the venue says came before (``None`` if it does not say).
+    ``bids`` and ``asks`` are :data:`Levels`, in the venue's order.
     """
 
     DATA_TYPE: ClassVar[str] = "orderbook"
@@ -71,8 +77,8 @@ class BookUpdate(msgspec.Struct, frozen=True, gc=False):
     kind: BookKind
     first_sequence: int | None
     prev_sequence: int | None
-    bids: list[Level] | FlatLevels[float]
-    asks: list[Level] | FlatLevels[float]
+    bids: Levels
+    asks: Levels
 
 
 class Ticker(msgspec.Struct, frozen=True, gc=False):
@@ -141,37 +147,31 @@ RAW_SYMBOL: Final = "_all"
 DATA_TYPES: Final[tuple[str, ...]] = ("trades", "orderbook", "ticker", "status", "raw")
 
 
-def compact_books(events: list[Event]) -> None:
-    """Replace, in place, each ``BookUpdate`` of ``events`` by one with flat levels.
+def levels_from_pairs(pairs: Iterable[tuple[float, float]]) -> Levels:
+    """One side's :data:`Levels` from ``(price, size)`` pairs, e.g. as a decoder gave them.
 
-    A book's level tuples and lists are objects the garbage collector tracks: about forty
-    for a 20-level book. Waiting in the event channel at full speed, they kept its
-    young-generation passes busy (20-30 ms each with the GIL held, several a second), and
-    a lagging writer made it worse: the passes ran in the flush's worker thread too. A flat
-    ``array('d')`` is one untracked object. Connections compact what they send; the
-    writer takes either form. Levels that are not pairs of numbers are left as they are,
-    for the writer to refuse with the reason.
+    Every item must be a pair (as a decoded ``tuple[float, float]`` is): the items are
+    chained, not checked.
     """
-    for index, event in enumerate(events):
-        if type(event) is BookUpdate and not (
-            type(event.bids) is array and type(event.asks) is array
-        ):
-            try:
-                bids, asks = _flat(event.bids), _flat(event.asks)
-            except (TypeError, ValueError):
-                continue
-            events[index] = _replace(event, bids=bids, asks=asks)
+    return array("d", [*_chain(pairs)])
 
 
-def _flat(levels: list[Level] | FlatLevels[float]) -> FlatLevels[float]:
-    if isinstance(levels, array):
-        return levels
-    values: list[float] = []
-    append = values.append
-    for price, size in levels:
-        append(price)
-        append(size)
+def levels_from_values(values: Iterable[float]) -> Levels:
+    """One side's :data:`Levels` from flat values: price, size, price, size, ...
+
+    For venues whose levels need a step per level (a side to pick, a delete to map to size
+    0): appending both numbers to a list and converting it once is cheaper than building a
+    pair per level.
+    """
     return array("d", values)
 
 
-_replace: Final = msgspec.structs.replace
+def level_pairs(levels: Levels) -> list[tuple[float, float]]:
+    """The ``(price, size)`` pairs of one side's :data:`Levels`, for readers and tests.
+
+    Raises ``ValueError`` for an odd number of values (not levels).
+    """
+    return list(zip(levels[0::2], levels[1::2], strict=True))
+
+
+_chain: Final = chain.from_iterable

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from collector.config import MarketSettings
-from collector.events import BookUpdate, Event, Status
+from collector.events import BookUpdate, Event, Status, levels_from_pairs
 from collector.exchanges.base import ParseError, SnapshotRequest
 from collector.exchanges.binance import BinanceAdapter, BinanceSession
 from tests.fakes.binance import depth_diff_frame
@@ -96,8 +96,8 @@ def test_snapshot_is_recorded_with_a_resync_row() -> None:
         "snapshot",
         105,
         None,
-        [(100.0, 5.0), (99.5, 1.5)],
-        [(101.0, 2.0)],
+        levels_from_pairs([(100.0, 5.0), (99.5, 1.5)]),
+        levels_from_pairs([(101.0, 2.0)]),
     )
     # Recorded deltas 95..110 cover 106: synced, nothing more to ask.
     assert asked(session).fetch == []

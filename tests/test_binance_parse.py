@@ -15,7 +15,7 @@ import msgspec
 import pytest
 
 from collector.config import MarketSettings
-from collector.events import BookUpdate, Event, Status, Ticker, Trade
+from collector.events import BookUpdate, Event, Status, Ticker, Trade, levels_from_pairs
 from collector.exchanges import binance as binance_module
 from collector.exchanges.base import ConnectionPlan, ParseError, Subscription
 from collector.exchanges.binance import (
@@ -103,8 +103,8 @@ def test_replay_recorded_spot_depth_and_book_ticker() -> None:
         kind="delta",
         first_sequence=499869750,
         prev_sequence=None,
-        bids=[(0.3513, 6195.0), (0.3475, 5548.0), (0.3464, 6222.0)],
-        asks=[],
+        bids=levels_from_pairs([(0.3513, 6195.0), (0.3475, 5548.0), (0.3464, 6222.0)]),
+        asks=levels_from_pairs([]),
     )
     assert tickers[0] == Ticker(
         exchange="binance",
@@ -173,8 +173,8 @@ def test_recorded_futures_fixtures() -> None:
             kind="delta",
             first_sequence=157,
             prev_sequence=149,  # futures frames carry pu
-            bids=[(0.0024, 10.0)],
-            asks=[(0.0026, 100.0)],
+            bids=levels_from_pairs([(0.0024, 10.0)]),
+            asks=levels_from_pairs([(0.0026, 100.0)]),
         )
     ]
     assert session.parse(wrapped("bnbusdt@bookTicker", "book_ticker_stream.json"), NOW) == [
@@ -324,7 +324,7 @@ def test_trades_and_book_deltas_are_decoded_in_one_pass(monkeypatch: pytest.Monk
     (book,) = parse(session, depth_diff_frame("BTCUSDT", 10, 12, [(1.0, 2.0)], [], T_US))
     assert trade == Trade("binance", "BTCUSDT", T_US, NOW, 7, "7", 1.5, 2.0, "buy")
     assert book == BookUpdate("binance", "BTCUSDT", T_US, NOW, 12, "delta", 10, None,
-                              [(1.0, 2.0)], [])  # fmt: skip
+                              levels_from_pairs([(1.0, 2.0)]), levels_from_pairs([]))  # fmt: skip
     assert general_decodes == 0
     session.subscribe_frames()
     acks = parse(session, '{"result":null,"id":1}')
@@ -358,7 +358,16 @@ def test_depth_diff_continuity_gap_overlap_and_stale(feeds: tuple[str, ...]) -> 
 
     (first,) = diff(100, 105)  # no predecessor: no gap
     assert first == BookUpdate(
-        "binance", "BTCUSDT", T_US, NOW, 105, "delta", 100, None, [(10.0, 1.0)], [(11.0, 0.0)]
+        "binance",
+        "BTCUSDT",
+        T_US,
+        NOW,
+        105,
+        "delta",
+        100,
+        None,
+        levels_from_pairs([(10.0, 1.0)]),
+        levels_from_pairs([(11.0, 0.0)]),
     )
     assert [e.sequence for e in diff(106, 110)] == [110]  # U == u + 1
     assert diff(111, 120)[0].sequence == 120
@@ -415,8 +424,8 @@ def test_partial_depth_is_a_snapshot(depth: int) -> None:
             kind="snapshot",
             first_sequence=777,
             prev_sequence=None,
-            bids=[(0.05, 1.0), (0.04, 2.0)],
-            asks=[],
+            bids=levels_from_pairs([(0.05, 1.0), (0.04, 2.0)]),
+            asks=levels_from_pairs([]),
         )
     ]
     # Snapshots are not sequence-checked: the same id again is kept.

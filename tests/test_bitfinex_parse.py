@@ -12,7 +12,15 @@ from typing import Any
 import pytest
 
 from collector.config import MarketSettings
-from collector.events import BookUpdate, Event, Status, Ticker, Trade
+from collector.events import (
+    BookUpdate,
+    Event,
+    Status,
+    Ticker,
+    Trade,
+    level_pairs,
+    levels_from_pairs,
+)
 from collector.exchanges.base import ConnectionPlan, ParseError, Subscription
 from collector.exchanges.bitfinex import (
     CONF_FLAGS,
@@ -122,15 +130,20 @@ def test_replay_recorded_capture() -> None:
     doge = [b for b in books if b.symbol == "tDOGUSD"]
     assert doge[0].kind == "snapshot"
     assert doge[0].sequence == 16
-    assert doge[0].bids[0] == (277520.0, 0.00383141)
-    assert doge[0].asks[-1] == (400000.0, 0.293614)
-    assert (doge[1].kind, doge[1].sequence, doge[1].bids, doge[1].asks) == (
+    assert level_pairs(doge[0].bids)[0] == (277520.0, 0.00383141)
+    assert level_pairs(doge[0].asks)[-1] == (400000.0, 0.293614)
+    assert (
+        doge[1].kind,
+        doge[1].sequence,
+        level_pairs(doge[1].bids),
+        level_pairs(doge[1].asks),
+    ) == (
         "delta",
         18,
         [(215350.0, 0.0)],
         [],
     )
-    assert doge[2].bids == [(279380.0, 0.0089)]
+    assert level_pairs(doge[2].bids) == [(279380.0, 0.0089)]
 
 
 def test_recorded_symbol_list_parses() -> None:
@@ -172,12 +185,12 @@ def test_book_snapshot_sides_and_deltas() -> None:
         "snapshot",
         1,
         None,
-        [(100.0, 1.5), (99.0, 0.5)],
-        [(101.0, 2.0)],
+        levels_from_pairs([(100.0, 1.5), (99.0, 0.5)]),
+        levels_from_pairs([(101.0, 2.0)]),
     )
     [update] = parse(session, [10, *seq([101.0, 2, -1.25])])
     assert isinstance(update, BookUpdate)
-    assert (update.kind, update.sequence, update.bids, update.asks) == (
+    assert (update.kind, update.sequence, level_pairs(update.bids), level_pairs(update.asks)) == (
         "delta",
         2,
         [],
@@ -185,10 +198,10 @@ def test_book_snapshot_sides_and_deltas() -> None:
     )
     [delete_bid] = parse(session, [10, *seq([100.0, 0, 1])])
     assert isinstance(delete_bid, BookUpdate)
-    assert (delete_bid.bids, delete_bid.asks) == ([(100.0, 0.0)], [])
+    assert (level_pairs(delete_bid.bids), level_pairs(delete_bid.asks)) == ([(100.0, 0.0)], [])
     [delete_ask] = parse(session, [10, *seq([101.0, 0, -1])])
     assert isinstance(delete_ask, BookUpdate)
-    assert (delete_ask.bids, delete_ask.asks) == ([], [(101.0, 0.0)])
+    assert (level_pairs(delete_ask.bids), level_pairs(delete_ask.asks)) == ([], [(101.0, 0.0)])
 
 
 def test_sequence_gap_marks_every_symbol_and_resubscribes_books() -> None:

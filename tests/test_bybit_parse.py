@@ -13,7 +13,15 @@ import msgspec
 import pytest
 
 from collector.config import MarketSettings
-from collector.events import BookUpdate, Event, Status, Ticker, Trade
+from collector.events import (
+    BookUpdate,
+    Event,
+    Status,
+    Ticker,
+    Trade,
+    level_pairs,
+    levels_from_pairs,
+)
 from collector.exchanges.base import ConnectionPlan, ParseError, Subscription
 from collector.exchanges.bybit import BybitAdapter, BybitSession
 from tests.fakes.bybit import book_frame, ticker_frame, trade_frame
@@ -135,8 +143,10 @@ def test_replay_recorded_capture(
             "delta",
             62505425,
             None,
-            [(65140.4, 0.875077)],
-            [(65154.6, 0.09948), (65154.7, 0.123013), (65239.0, 0.155135), (65239.1, 0.0)],
+            levels_from_pairs([(65140.4, 0.875077)]),
+            levels_from_pairs(
+                [(65154.6, 0.09948), (65154.7, 0.123013), (65239.0, 0.155135), (65239.1, 0.0)]
+            ),
         )
 
 
@@ -152,7 +162,12 @@ def test_replay_ob500_dump_is_continuous() -> None:
     assert asked(session).send == []
     first = events[0]
     assert isinstance(first, BookUpdate)
-    assert (first.kind, first.sequence, len(first.bids), len(first.asks)) == (
+    assert (
+        first.kind,
+        first.sequence,
+        len(level_pairs(first.bids)),
+        len(level_pairs(first.asks)),
+    ) == (
         "snapshot",
         20254869,
         500,
@@ -173,8 +188,8 @@ def test_recorded_fixtures() -> None:
             "snapshot",
             123456789,
             None,
-            [(27450.0, 0.5), (27449.5, 1.0)],
-            [(27451.0, 0.75), (27451.5, 0.9)],
+            levels_from_pairs([(27450.0, 0.5), (27449.5, 1.0)]),
+            levels_from_pairs([(27451.0, 0.75), (27451.5, 0.9)]),
         )
     ]
 
@@ -220,8 +235,8 @@ def test_book_continuity_stale_gap_and_resync() -> None:
         "snapshot",
         100,
         None,
-        [(1.0, 2.0)],
-        [(3.0, 4.0)],
+        levels_from_pairs([(1.0, 2.0)]),
+        levels_from_pairs([(3.0, 4.0)]),
     )
     assert len(parse(session, book_frame("BTCUSDT", "delta", [(1, 0)], [], 101, T_MS))) == 1
     # stale / duplicate u: dropped

@@ -6,6 +6,7 @@ import ast
 import base64
 import subprocess
 import sys
+from array import array
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +17,15 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519
 
 from collector.config import MarketSettings
-from collector.events import BookUpdate, Event, Status, Ticker, Trade
+from collector.events import (
+    BookUpdate,
+    Event,
+    Status,
+    Ticker,
+    Trade,
+    level_pairs,
+    levels_from_pairs,
+)
 from collector.exchanges import get_adapter_class
 from collector.exchanges.base import ParseError
 from collector.exchanges.coinbase import (
@@ -92,17 +101,23 @@ def test_replay_of_the_2026_recording() -> None:
     assert session.duplicates_dropped == 0
 
     btc = books[0]
-    assert (btc.symbol, btc.kind, btc.sequence, len(btc.bids), len(btc.asks)) == (
+    assert (
+        btc.symbol,
+        btc.kind,
+        btc.sequence,
+        len(level_pairs(btc.bids)),
+        len(level_pairs(btc.asks)),
+    ) == (
         "BTC-USD",
         "snapshot",
         13,
         18764,
         27236,
     )
-    assert btc.bids[0] == (65083.66, 0.20371215)
+    assert level_pairs(btc.bids)[0] == (65083.66, 0.20371215)
     assert btc.timestamp_exchange == 1786309548483587  # the envelope timestamp
     assert books[1].timestamp_exchange == 1786309548210883  # the levels' event_time
-    assert books[1].asks == [(65083.67, 0.15556334)]
+    assert level_pairs(books[1].asks) == [(65083.67, 0.15556334)]
     assert trades[0] == Trade(
         "coinbase",
         "BTC-USD",
@@ -142,8 +157,8 @@ def test_recorded_side_is_the_maker_side() -> None:
                 b = bids.setdefault(event.symbol, {})
                 a = asks.setdefault(event.symbol, {})
                 for side, levels in ((b, event.bids), (a, event.asks)):
-                    assert isinstance(levels, list)  # parsing gives lists (the channel: flat)
-                    for price, size in levels:
+                    assert isinstance(levels, array)  # parsing gives flat levels
+                    for price, size in level_pairs(levels):
                         if size == 0:
                             side.pop(price, None)
                         else:
@@ -186,8 +201,8 @@ def test_current_format_fixtures_parse(name: str) -> None:
                 "delta",
                 1,
                 None,
-                [(68900.0, 2.0)],
-                [(68901.0, 0.0)],
+                levels_from_pairs([(68900.0, 2.0)]),
+                levels_from_pairs([(68901.0, 0.0)]),
             )
         ]
     elif name == "ws_market_trades.json":

@@ -13,7 +13,15 @@ import msgspec
 import pytest
 
 from collector.config import MarketSettings
-from collector.events import BookUpdate, Event, Status, Ticker, Trade
+from collector.events import (
+    BookUpdate,
+    Event,
+    Status,
+    Ticker,
+    Trade,
+    level_pairs,
+    levels_from_pairs,
+)
 from collector.exchanges.base import ConnectionPlan, ParseError, Subscription
 from collector.exchanges.deribit import (
     HEARTBEAT_INTERVAL_SECS,
@@ -110,7 +118,7 @@ def test_replay_recorded_capture_books_and_tickers() -> None:
     option = [b for b in books if b.symbol == "BTC-24SEP21-8000-P"]
     assert option[0].kind == "snapshot"
     assert option[0].sequence == 33195894164
-    assert option[0].bids == [(0.0005, 153.1)]
+    assert level_pairs(option[0].bids) == [(0.0005, 153.1)]
     assert option[1] == BookUpdate(
         "deribit",
         "BTC-24SEP21-8000-P",
@@ -120,10 +128,10 @@ def test_replay_recorded_capture_books_and_tickers() -> None:
         "delta",
         33195894355,
         33195894164,
-        [],
-        [(0.001, 2.6)],
+        levels_from_pairs([]),
+        levels_from_pairs([(0.001, 2.6)]),
     )
-    assert option[2].asks == [(0.001, 0.0)]
+    assert level_pairs(option[2].asks) == [(0.001, 0.0)]
     assert option[2].prev_sequence == 33195894355
     first_ticker = tickers[0]
     assert first_ticker.symbol == "ETH-30JUL21-2800-C"
@@ -160,8 +168,8 @@ def test_nautilus_fixtures_trades_book_ticker() -> None:
     assert snapshot.kind == "snapshot"
     assert snapshot.sequence == 123456789
     assert snapshot.prev_sequence is None
-    assert snapshot.bids[0] == (42500.0, 1000.0)
-    assert len(snapshot.asks) == 5
+    assert level_pairs(snapshot.bids)[0] == (42500.0, 1000.0)
+    assert len(level_pairs(snapshot.asks)) == 5
     [delta] = replay("ws_book_delta.json")
     assert delta == BookUpdate(
         "deribit",
@@ -172,8 +180,8 @@ def test_nautilus_fixtures_trades_book_ticker() -> None:
         "delta",
         123456790,
         123456789,
-        [(42500.0, 950.0), (42498.5, 300.0)],
-        [(42501.0, 0.0), (42501.5, 700.0)],
+        levels_from_pairs([(42500.0, 950.0), (42498.5, 300.0)]),
+        levels_from_pairs([(42501.0, 0.0), (42501.5, 700.0)]),
     )
     [ticker] = replay("ws_ticker.json")
     assert ticker == Ticker(
@@ -236,7 +244,7 @@ def test_book_snapshot_then_continuous_changes() -> None:
     [delta] = change(session, 100, 105)
     assert isinstance(delta, BookUpdate)
     assert (delta.kind, delta.sequence, delta.prev_sequence) == ("delta", 105, 100)
-    assert (delta.bids, delta.asks) == ([(100.0, 4.0)], [(101.0, 0.0)])
+    assert (level_pairs(delta.bids), level_pairs(delta.asks)) == ([(100.0, 4.0)], [(101.0, 0.0)])
     assert asked(session).send == []
 
 

@@ -1,12 +1,13 @@
-"""Kraken v2 adapter without sockets: checksum vectors, fixtures, recorded v1 books, edge cases."""
+"""Kraken v2 adapter without sockets: checksum vectors, fixtures, edge cases.
+
+The local book and the checksum code alone are tested in ``test_kraken_book.py``.
+"""
 
 from __future__ import annotations
 
 import ast
-import random
 import subprocess
 import sys
-from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -14,7 +15,15 @@ import msgspec
 import pytest
 
 from collector.config import MarketSettings
-from collector.events import BookUpdate, Event, Status, Ticker, Trade
+from collector.events import (
+    BookUpdate,
+    Event,
+    Status,
+    Ticker,
+    Trade,
+    level_pairs,
+    levels_from_pairs,
+)
 from collector.exchanges import get_adapter_class
 from collector.exchanges.base import ConnectionPlan, ParseError, Subscription
 from collector.exchanges.kraken import (
@@ -24,10 +33,8 @@ from collector.exchanges.kraken import (
     KrakenAdapter,
     KrakenPlan,
     KrakenSession,
-    OrderBook,
-    book_checksum,
-    checksum_digits,
 )
+from collector.exchanges.kraken_book import book_checksum, checksum_digits
 from tests.fakes.kraken import (
     book_frame,
     heartbeat_frame,
@@ -134,8 +141,8 @@ def test_checksum_of_krakens_guide_example_as_wire_numbers() -> None:
     (book,) = events
     assert isinstance(book, BookUpdate)
     assert book.kind == "snapshot"
-    assert book.bids[0] == (45283.5, 0.1)
-    assert book.asks[0] == (45285.2, 0.001)
+    assert level_pairs(book.bids)[0] == (45283.5, 0.1)
+    assert level_pairs(book.asks)[0] == (45285.2, 0.001)
     # The fake's independent (Decimal-based) implementation agrees.
     assert kraken_checksum(GUIDE_BIDS, GUIDE_ASKS) == GUIDE_CHECKSUM
 
@@ -148,7 +155,7 @@ def test_checksum_of_krakens_book_page_example_with_trimmed_numbers() -> None:
     assert [e.kind for e in events if isinstance(e, BookUpdate)] == ["snapshot", "delta"]
     assert events[1] == BookUpdate(
         "kraken", "MATIC/USD", 1696613755440295, NOW, None, "delta", None, None,
-        [(0.5657, 1098.3947558)], [],
+        levels_from_pairs([(0.5657, 1098.3947558)]), levels_from_pairs([]),
     )  # fmt: skip
     # The wire text as is (no padding) would not match: the padding is what makes it work.
     item = msgspec.json.Decoder(float_hook=str).decode(DOCS_BOOK_SNAPSHOT)["data"][0]
@@ -159,21 +166,6 @@ def test_checksum_of_krakens_book_page_example_with_trimmed_numbers() -> None:
     assert book_checksum(asks, bids, 4, 8) == 2439117997
     assert checksum_digits(b"0.566", 4) == b"5660"
     assert checksum_digits(b"18097.1547", 8) == b"1809715470000"
-
-
-@pytest.mark.parametrize(
-    ("text", "decimals", "digits"),
-    [
-        (b"45285.2", 0, b"452852"),  # the guide's own examples
-        (b"0.00100000", 0, b"100000"),
-        (b"45281.0", 1, b"452810"),
-        (b"45281", 1, b"452810"),  # a trimmed integer-valued price
-        (b"1e-05", 8, b"1000"),  # exponent form written out
-        (b"1.0E-7", 8, b"10"),
-    ],
-)
-def test_checksum_digits(text: bytes, decimals: int, digits: bytes) -> None:
-    assert checksum_digits(text, decimals) == digits
 
 
 # --------------------------------------------------------------------------- v2 fixtures
@@ -192,8 +184,8 @@ def test_nautilus_book_fixtures_carry_a_checksum_copied_from_the_docs() -> None:
     book, gap = events
     assert book == BookUpdate(
         "kraken", "BTC/USD", 1696613755440295, NOW, None, "snapshot", None, None,
-        [(105944.2, 0.136), (105935.4, 0.024), (105920.1, 0.052)],
-        [(105944.3, 0.136), (105946.9, 0.095), (105955.8, 0.003)],
+        levels_from_pairs([(105944.2, 0.136), (105935.4, 0.024), (105920.1, 0.052)]),
+        levels_from_pairs([(105944.3, 0.136), (105946.9, 0.095), (105955.8, 0.003)]),
     )  # fmt: skip
     independent = kraken_checksum(
         [("105944.20", "0.136"), ("105935.40", "0.024"), ("105920.10", "0.052")],
@@ -214,7 +206,11 @@ def test_nautilus_book_fixtures_carry_a_checksum_copied_from_the_docs() -> None:
     update_raw = require_sample(f"{FIXTURES}/ws_book_update.json").read_bytes()
     (delta,) = parse(session, update_raw)
     assert isinstance(delta, BookUpdate)
-    assert (delta.kind, delta.bids, delta.asks) == ("delta", [(105944.2, 0.25)], [])
+    assert (delta.kind, level_pairs(delta.bids), level_pairs(delta.asks)) == (
+        "delta",
+        [(105944.2, 0.25)],
+        [],
+    )
 
 
 def test_trade_fixture() -> None:
@@ -237,48 +233,7 @@ def test_ticker_fixture() -> None:
     ]  # fmt: skip
 
 
-# --------------------------------------------------------------------------- recorded v1 books
-
-
-def test_recorded_v1_books_verify_with_the_same_checksum_code() -> None:
-    """cryptofeed's 2021 v1 capture (book-1000, 10 pairs): v1 computes the checksum exactly
-    like v2 (Kraken's guide), from quoted full-precision decimals. Rebuilding every book with
-    :class:`OrderBook` (depth 1000, applied in order, truncated per message) verifies all 4269
-    update checksums of real traffic."""
-    capture = read_f2(require_sample("cryptofeed-v3/KRAKEN.jsonl.zst"))
-    books: dict[str, OrderBook] = {}
-    verified = 0
-    for record in capture.received("KRAKEN.ws.50"):
-        message = msgspec.json.decode(record.payload)
-        if not isinstance(message, list):
-            continue  # heartbeat, systemStatus, subscriptionStatus
-        pair = message[-1]
-        checksum = None
-        for part in message[1:-2]:
-            if "as" in part or "bs" in part:
-                books[pair] = OrderBook(1000)
-            book = books[pair]
-            for key, side in (
-                ("as", book.asks),
-                ("a", book.asks),
-                ("bs", book.bids),
-                ("b", book.bids),
-            ):
-                for level in part.get(key, []):
-                    book_side = side
-                    book_side.set(
-                        float(level[0]), float(level[1]), level[0].encode(), level[1].encode()
-                    )
-            checksum = int(part["c"]) if "c" in part else checksum
-        books[pair].truncate()
-        if checksum is not None:
-            assert books[pair].checksum() == checksum, (pair, record.received_us)
-            verified += 1
-    assert verified == 4269
-    assert len(books) == 10
-    xbt_chf = books["XBT/CHF"]
-    assert len(xbt_chf.bids) <= 1000
-    assert len(xbt_chf.asks) <= 1000
+# --------------------------------------------------------------------------- recorded asset pairs
 
 
 def test_recorded_asset_pairs_give_v2_symbols() -> None:
@@ -358,7 +313,7 @@ def test_book_updates_apply_delete_and_verify() -> None:
     assert isinstance(delta, BookUpdate)
     assert delta == BookUpdate(
         "kraken", "ETH/EUR", T0, NOW, None, "delta", None, None,
-        [(2000.1, 1.2)], [(2000.2, 0.0), (2000.25, 0.1)],
+        levels_from_pairs([(2000.1, 1.2)]), levels_from_pairs([(2000.2, 0.0), (2000.25, 0.1)]),
     )  # fmt: skip
 
 
@@ -785,51 +740,3 @@ def test_the_adapter_module_does_not_import_trio_or_io() -> None:
         [sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True
     )
     assert result.stdout.strip() == "[]"
-
-
-def test_cached_checksum_equals_the_reference_over_random_changes() -> None:
-    """:meth:`OrderBook.checksum` (cached per level) against :func:`book_checksum` and the
-    fake's Decimal implementation, with trimmed texts whose precision shows up late."""
-
-    rng = random.Random(7)
-    book = OrderBook(25)
-    bids: dict[float, tuple[bytes, bytes]] = {}
-    asks: dict[float, tuple[bytes, bytes]] = {}
-    for step in range(2000):
-        is_bid = rng.random() < 0.5
-        price = round((rng.randint(900, 1000) if is_bid else rng.randint(1001, 1100)) / 10, 1)
-        qty = 0.0 if rng.random() < 0.3 else rng.randint(1, 10**6) / 10 ** rng.randint(0, 6)
-        price_text = repr(price).encode()  # trimmed, like the docs' example
-        qty_text = (b"0" if qty == 0 else repr(qty).encode()) if step > 50 else b"1.5"
-        qty = float(qty_text)
-        side, mirror = (book.bids, bids) if is_bid else (book.asks, asks)
-        side.set(price, qty, price_text, qty_text)
-        if qty == 0:
-            mirror.pop(price, None)
-        else:
-            mirror[price] = (price_text, qty_text)
-        book.truncate()
-        for mirror_side, reverse in ((bids, True), (asks, False)):
-            for p in sorted(mirror_side, reverse=reverse)[25:]:
-                del mirror_side[p]
-        best_bids = [bids[p] for p in sorted(bids, reverse=True)]
-        best_asks = [asks[p] for p in sorted(asks)]
-        got = book.checksum()  # learns the decimals first
-        assert got == book_checksum(best_asks, best_bids, book.price_decimals, book.qty_decimals)
-    # With the final precision known, the Decimal implementation agrees on padded text.
-    pad = [
-        (
-            format(Decimal(p.decode()), f".{book.price_decimals}f"),
-            format(Decimal(q.decode()), f".{book.qty_decimals}f"),
-        )
-        for p, q in best_bids
-    ]
-    pad_asks = [
-        (
-            format(Decimal(p.decode()), f".{book.price_decimals}f"),
-            format(Decimal(q.decode()), f".{book.qty_decimals}f"),
-        )
-        for p, q in best_asks
-    ]
-    assert book.checksum() == kraken_checksum(pad, pad_asks)
-    assert book.qty_decimals == 6

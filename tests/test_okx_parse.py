@@ -12,7 +12,15 @@ import msgspec
 import pytest
 
 from collector.config import MarketSettings
-from collector.events import BookUpdate, Event, Status, Ticker, Trade
+from collector.events import (
+    BookUpdate,
+    Event,
+    Status,
+    Ticker,
+    Trade,
+    level_pairs,
+    levels_from_pairs,
+)
 from collector.exchanges.base import ConnectionPlan, ParseError, Subscription
 from collector.exchanges.okx import (
     MAX_BOOKS_PER_CONNECTION,
@@ -112,8 +120,8 @@ def test_replay_recorded_capture() -> None:
     assert ids == list(range(338476307, 338476307 + len(btc)))
     first_update = next(b for b in books if isinstance(b, BookUpdate) and b.kind == "delta")
     assert first_update.symbol == "BTC-USD-220527"
-    assert first_update.asks[0] == (30249.4, 0.0)
-    assert first_update.bids == [(30182.6, 452.0)]
+    assert level_pairs(first_update.asks)[0] == (30249.4, 0.0)
+    assert level_pairs(first_update.bids) == [(30182.6, 452.0)]
     assert first_update.timestamp_exchange == 1652459225464000
     assert first_update.sequence is None  # 2022 frames have no seqId
 
@@ -126,7 +134,7 @@ def test_recorded_fixtures_current_format() -> None:
     assert book.kind == "snapshot"
     assert book.sequence == 123456
     assert book.prev_sequence is None
-    assert book.asks[:2] == [(8476.98, 415.0), (8477.0, 7.0)]
+    assert level_pairs(book.asks)[:2] == [(8476.98, 415.0), (8477.0, 7.0)]
     assert book.timestamp_exchange == 1597026383085000
     ticker = read_fixture("nautilus_trader/ws_fixtures/okx/test_data/ws_tickers.json")
     assert parse(session, msgspec.json.encode(ticker)) == [
@@ -218,13 +226,22 @@ def test_book_chain_keepalive_reset_duplicate_and_gap() -> None:
             "snapshot",
             10,
             None,
-            [(100.0, 1.0)],
-            [(101.0, 2.0)],
+            levels_from_pairs([(100.0, 1.0)]),
+            levels_from_pairs([(101.0, 2.0)]),
         )
     ]
     (delta,) = parse(session, book_frame("BTC-USDT", "update", [(100, 0)], [], T_MS, 15, 10))
     assert delta == BookUpdate(
-        "okx", "BTC-USDT", T_MS * 1000, NOW, 15, "delta", 15, 10, [(100.0, 0.0)], []
+        "okx",
+        "BTC-USDT",
+        T_MS * 1000,
+        NOW,
+        15,
+        "delta",
+        15,
+        10,
+        levels_from_pairs([(100.0, 0.0)]),
+        levels_from_pairs([]),
     )
     # the venue's no-change keepalive: consumed, nothing written
     assert parse(session, book_frame("BTC-USDT", "update", [], [], T_MS, 15, 15)) == []
@@ -290,7 +307,16 @@ def test_books5_is_a_snapshot_per_message() -> None:
     frame = book_frame("BTC-USDT", "", [(1, 2)], [(3, 4)], T_MS, 7, 6, channel="books5")
     assert parse(session, frame) == [
         BookUpdate(
-            "okx", "BTC-USDT", T_MS * 1000, NOW, 7, "snapshot", 7, None, [(1.0, 2.0)], [(3.0, 4.0)]
+            "okx",
+            "BTC-USDT",
+            T_MS * 1000,
+            NOW,
+            7,
+            "snapshot",
+            7,
+            None,
+            levels_from_pairs([(1.0, 2.0)]),
+            levels_from_pairs([(3.0, 4.0)]),
         )
     ]
 

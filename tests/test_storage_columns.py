@@ -13,13 +13,14 @@ from typing import Any
 import pyarrow as pa
 import pytest
 
-from collector.events import BookUpdate, Event, Status, Ticker, Trade, compact_books
+from collector.events import BookUpdate, Status, Ticker, Trade, levels_from_pairs
 from collector.storage.columns import ColumnBuffer, to_record_batch
 from collector.storage.schemas import LEVELS, SCHEMAS
 
 T0 = 1_714_608_000_000_000
 KEY = frozenset({"exchange", "symbol"})
 CONSTANTS = {"exchange": "kraken", "symbol": "BTC/USD"}
+flat = levels_from_pairs
 
 
 def ticker(n: int, bid: float | None, last: float | None) -> Ticker:
@@ -94,8 +95,10 @@ def test_an_empty_buffer_gives_an_empty_batch() -> None:
 
 def test_levels_and_number_columns_together() -> None:
     rows = [
-        BookUpdate("okx", "X", T0, T0, 7, "snapshot", 7, None, [(1.0, 2.0)], []),
-        BookUpdate("okx", "X", None, T0 + 1, 8, "delta", 8, 7, [], [(3.0, 0.0), (4.0, 1.0)]),
+        BookUpdate("okx", "X", T0, T0, 7, "snapshot", 7, None, flat([(1.0, 2.0)]), flat([])),
+        BookUpdate(
+            "okx", "X", None, T0 + 1, 8, "delta", 8, 7, flat([]), flat([(3.0, 0.0), (4.0, 1.0)])
+        ),
     ]
     batch = to_record_batch("orderbook", rows)
     assert batch.column("prev_sequence").to_pylist() == [None, 7]
@@ -128,52 +131,52 @@ def test_a_dropped_buffer_frees_its_columns_without_the_garbage_collector() -> N
     assert column() is None
 
 
-@pytest.mark.parametrize("compacted", [False, True], ids=["level lists", "flat levels"])
-def test_order_book_levels_match_arrows_own_conversion(compacted: bool) -> None:
+def test_order_book_levels_match_arrows_own_conversion() -> None:
     rng = random.Random(7)
-    rows = [
-        BookUpdate(
-            "okx",
-            "X",
-            T0 + n,
-            T0 + n,
-            n,
-            "delta",
-            n,
-            n - 1,
-            [(rng.uniform(1, 1e5), rng.uniform(0, 9)) for _ in range(rng.randrange(0, 25))],
-            [(float(rng.randrange(100)), 0.0) for _ in range(rng.randrange(0, 3))],
-        )
-        for n in range(300)
+    bids = [
+        [(rng.uniform(1, 1e5), rng.uniform(0, 9)) for _ in range(rng.randrange(0, 25))]
+        for _ in range(300)
     ]
-    events: list[Event] = list(rows)
-    if compacted:
-        compact_books(events)
-        assert all(type(e.bids) is array for e in events if type(e) is BookUpdate)
-    batch = to_record_batch("orderbook", events)
-    assert batch.column("bids").equals(pa.array([r.bids for r in rows], type=LEVELS))
-    assert batch.column("asks").equals(pa.array([r.asks for r in rows], type=LEVELS))
+    asks = [[(float(rng.randrange(100)), 0.0) for _ in range(rng.randrange(0, 3))] for _ in bids]
+    rows = [
+        BookUpdate("okx", "X", T0 + n, T0 + n, n, "delta", n, n - 1, flat(b), flat(a))
+        for n, (b, a) in enumerate(zip(bids, asks, strict=True))
+    ]
+    batch = to_record_batch("orderbook", rows)
+    assert batch.column("bids").equals(pa.array(bids, type=LEVELS))
+    assert batch.column("asks").equals(pa.array(asks, type=LEVELS))
     assert batch.column("sequence").to_pylist() == list(range(300))
 
 
 @pytest.mark.parametrize(
     ("bad_bids", "bad_asks", "kind", "message"),
     [
-        ([(1.0, 2.0)], [], None, "null in non-nullable column 'kind'"),
-        ([(1.0, 2.0)], None, "delta", "null in non-nullable column 'asks'"),
-        ([(1.0, 2.0), (3.0, 4.0, 5.0)], [], "delta", "cannot store"),  # not a pair
-        ([(1.0, 2.0)], [(3.0, "4")], "delta", "cannot store"),  # a size that is no number
-        (array("d", [1.0, 2.0, 3.0]), [], "delta", "odd length"),  # flat, not pairs
+        (flat([(1.0, 2.0)]), flat([]), None, "null in non-nullable column 'kind'"),
+        (flat([(1.0, 2.0)]), None, "delta", "null in non-nullable column 'asks'"),
+        (array("d", [1.0, 2.0, 3.0]), flat([]), "delta", "odd length"),  # not pairs
+        (flat([(1.0, 2.0)]), array("q", [3, 4]), "delta", "cannot store"),  # not float64
+        # Levels as a list of pairs (or any other form): refused, naming the one form.
+        (
+            flat([(1.0, 2.0)]),
+            [(3.0, 4.0)],
+            "delta",
+            r"'asks': levels must be one flat array\('d'\)",
+        ),
+        ((1.0, 2.0), flat([]), "delta", r"'bids': levels must be .*, not tuple"),
     ],
 )
 def test_a_bad_order_book_row_is_refused_and_nothing_of_it_is_kept(
     bad_bids: Any, bad_asks: Any, kind: Any, message: str
 ) -> None:
     buffer = ColumnBuffer("orderbook", KEY)
-    buffer.add(BookUpdate("okx", "X", T0, T0, 7, "snapshot", 7, None, [(1.0, 2.0)], [(3.0, 1.0)]))
+    buffer.add(
+        BookUpdate(
+            "okx", "X", T0, T0, 7, "snapshot", 7, None, flat([(1.0, 2.0)]), flat([(3.0, 1.0)])
+        )
+    )
     with pytest.raises(ValueError, match=message):
         buffer.add(BookUpdate("okx", "X", T0, T0 + 1, 8, kind, 8, 7, bad_bids, bad_asks))
-    buffer.add(BookUpdate("okx", "X", T0, T0 + 2, 9, "delta", 9, 8, [], [(5.0, 6.0)]))
+    buffer.add(BookUpdate("okx", "X", T0, T0 + 2, 9, "delta", 9, 8, flat([]), flat([(5.0, 6.0)])))
     batch = buffer.to_record_batch(CONSTANTS)
     assert batch.column("sequence").to_pylist() == [7, 9]
     assert batch.column("bids").to_pylist() == [[{"price": 1.0, "size": 2.0}], []]
@@ -184,30 +187,13 @@ def test_a_bad_order_book_row_is_refused_and_nothing_of_it_is_kept(
 
 
 def test_a_routed_order_book_row_keeps_no_python_level_objects_alive() -> None:
-    # Kept alive until the flush, a busy book's level lists and tuples made the garbage
-    # collector's young passes stall the event loop; the buffer copies the numbers out.
-    bids = [(1.0, 2.0), (0.5, 3.0)]
-    level = bids[0]
-    before = sys.getrefcount(bids), sys.getrefcount(level)
+    # Kept alive until the flush, a busy book's level objects made the garbage collector's
+    # young passes stall the event loop; the buffer copies the numbers out.
+    bids, asks = flat([(1.0, 2.0), (0.5, 3.0)]), flat([])
+    before = sys.getrefcount(bids), sys.getrefcount(asks)
     buffer = ColumnBuffer("orderbook", KEY)
-    buffer.add(BookUpdate("okx", "X", T0, T0, 7, "snapshot", 7, None, bids, []))
-    assert (sys.getrefcount(bids), sys.getrefcount(level)) == before
+    buffer.add(BookUpdate("okx", "X", T0, T0, 7, "snapshot", 7, None, bids, asks))
+    assert (sys.getrefcount(bids), sys.getrefcount(asks)) == before
     assert buffer.to_record_batch(CONSTANTS).column("bids").to_pylist() == [
         [{"price": 1.0, "size": 2.0}, {"price": 0.5, "size": 3.0}]
     ]
-
-
-def test_compacting_flattens_book_levels_and_leaves_everything_else() -> None:
-    book = BookUpdate("okx", "X", T0, T0, 7, "snapshot", 7, None, [(1.0, 2.0), (3, 4)], [])
-    trade = Trade("okx", "X", T0, T0, 1, "a", 1.0, 2.0, "buy")
-    bad = BookUpdate("okx", "X", T0, T0, 8, "delta", 8, 7, [(1.0, 2.0, 3.0)], [])  # type: ignore[list-item]
-    events: list[Event] = [trade, book, bad]
-    compact_books(events)
-    assert events[0] is trade
-    flat = events[1]
-    assert isinstance(flat, BookUpdate)
-    assert (flat.bids, flat.asks) == (array("d", [1.0, 2.0, 3.0, 4.0]), array("d"))
-    assert flat == BookUpdate("okx", "X", T0, T0, 7, "snapshot", 7, None, flat.bids, flat.asks)
-    assert events[2] is bad  # not pairs: left for the writer to refuse, with the reason
-    compact_books(events)
-    assert events[1] is flat  # already flat

@@ -11,7 +11,17 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from collector.events import RAW_SYMBOL, BookUpdate, Event, Raw, Status, Ticker, Trade
+from collector.events import (
+    RAW_SYMBOL,
+    BookUpdate,
+    Event,
+    Raw,
+    Status,
+    Ticker,
+    Trade,
+    level_pairs,
+    levels_from_pairs,
+)
 from collector.storage.columns import to_record_batch
 from collector.storage.finalize import write_parquet_atomically
 from collector.storage.schemas import EVENT_TYPES, SCHEMAS, schema_for
@@ -28,7 +38,7 @@ def expected_row(event: Event) -> dict[str, Any]:
             row[name] = EPOCH + timedelta(microseconds=row[name])
     for name in ("bids", "asks"):
         if name in row:
-            row[name] = [{"price": price, "size": size} for price, size in row[name]]
+            row[name] = [{"price": p, "size": q} for p, q in level_pairs(row[name])]
     return row
 
 
@@ -48,12 +58,32 @@ EVENTS: dict[str, list[Event]] = {
             "snapshot",
             100,
             None,
-            [(64000.0, 1.5), (63999.5, 2.0), (63999.0, 0.1)],
-            [(64000.5, 0.3)],
+            levels_from_pairs([(64000.0, 1.5), (63999.5, 2.0), (63999.0, 0.1)]),
+            levels_from_pairs([(64000.5, 0.3)]),
         ),
-        BookUpdate("okx", "BTC-USDT", None, T0 + 11, None, "delta", None, None, [], []),
         BookUpdate(
-            "okx", "BTC-USDT", T0 + 2, T0 + 12, 103, "delta", 101, 100, [], [(64001.0, 0.0)]
+            "okx",
+            "BTC-USDT",
+            None,
+            T0 + 11,
+            None,
+            "delta",
+            None,
+            None,
+            levels_from_pairs([]),
+            levels_from_pairs([]),
+        ),
+        BookUpdate(
+            "okx",
+            "BTC-USDT",
+            T0 + 2,
+            T0 + 12,
+            103,
+            "delta",
+            101,
+            100,
+            levels_from_pairs([]),
+            levels_from_pairs([(64001.0, 0.0)]),
         ),
     ],
     "ticker": [

@@ -25,7 +25,17 @@ import trio.testing
 from collector.clock import trio_wall_clock
 from collector.config import StorageSettings
 from collector.doorbell import Doorbell
-from collector.events import RAW_SYMBOL, BookUpdate, Event, Raw, Status, Ticker, Trade
+from collector.events import (
+    RAW_SYMBOL,
+    BookUpdate,
+    Event,
+    Raw,
+    Status,
+    Ticker,
+    Trade,
+    level_pairs,
+    levels_from_pairs,
+)
 from collector.metrics import Metrics
 from collector.storage import finalize as finalize_module
 from collector.storage import journal as journal_module
@@ -56,7 +66,7 @@ def expected_row(event: Event) -> dict[str, Any]:
             row[name] = EPOCH + timedelta(microseconds=row[name])
     for name in ("bids", "asks"):
         if name in row:
-            row[name] = [{"price": price, "size": size} for price, size in row[name]]
+            row[name] = [{"price": p, "size": q} for p, q in level_pairs(row[name])]
     return row
 
 
@@ -324,7 +334,16 @@ async def test_graceful_end_finishes_every_file_of_every_type(
 ) -> None:
     t = NOON
     book = BookUpdate(
-        "binance", "BTCUSDT", t, t + 4, 10, "snapshot", 8, None, [(1.5, 2.0), (1.0, 3.0)], []
+        "binance",
+        "BTCUSDT",
+        t,
+        t + 4,
+        10,
+        "snapshot",
+        8,
+        None,
+        levels_from_pairs([(1.5, 2.0), (1.0, 3.0)]),
+        levels_from_pairs([]),
     )
     events: list[Event] = [
         trade(t + 1, 1),

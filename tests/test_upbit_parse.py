@@ -5,6 +5,7 @@ from __future__ import annotations
 import ast
 import subprocess
 import sys
+from array import array
 from pathlib import Path
 from typing import Any
 
@@ -12,7 +13,15 @@ import msgspec
 import pytest
 
 from collector.config import MarketSettings
-from collector.events import BookUpdate, Event, Status, Ticker, Trade
+from collector.events import (
+    BookUpdate,
+    Event,
+    Status,
+    Ticker,
+    Trade,
+    level_pairs,
+    levels_from_pairs,
+)
 from collector.exchanges import get_adapter_class
 from collector.exchanges.base import ParseError
 from collector.exchanges.upbit import (
@@ -103,13 +112,13 @@ def test_replay_of_the_recorded_simple_format() -> None:
         1618678262640000,
         None,
     )
-    assert (len(book.bids), len(book.asks)) == (15, 15)
-    assert book.bids[0] == (126.0, 688682.44561413)
-    assert book.asks[0] == (127.0, 280460.37885666)
+    assert (len(level_pairs(book.bids)), len(level_pairs(book.asks))) == (15, 15)
+    assert level_pairs(book.bids)[0] == (126.0, 688682.44561413)
+    assert level_pairs(book.asks)[0] == (127.0, 280460.37885666)
     for b in books:
-        assert isinstance(b.bids, list)  # parsing gives lists (the channel carries flat ones)
-        assert isinstance(b.asks, list)
-        assert b.bids[0][0] < b.asks[0][0]
+        assert isinstance(b.bids, array)  # parsing gives flat levels
+        assert isinstance(b.asks, array)
+        assert level_pairs(b.bids)[0][0] < level_pairs(b.asks)[0][0]
     # sequential_id is unique per code only: 3 ids recur on other codes in the recording,
     # which is why de-duplication keys on (code, sequential_id).
     assert len({(t.symbol, t.trade_id) for t in trades}) == 304
@@ -165,8 +174,8 @@ def test_default_format_messages() -> None:
             "snapshot",
             None,
             None,
-            [(1.0, 2.0)],
-            [(3.0, 4.0)],
+            levels_from_pairs([(1.0, 2.0)]),
+            levels_from_pairs([(3.0, 4.0)]),
         )
     ]
     events = session.parse(ticker_message("KRW-BTC", 5.0, 6.0, T_MS), NOW)

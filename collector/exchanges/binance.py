@@ -51,7 +51,7 @@ import attrs
 import msgspec
 
 from collector.config import MarketSettings
-from collector.events import BookUpdate, Event, Level, Ticker, Trade
+from collector.events import BookUpdate, Event, Ticker, Trade, levels_from_pairs
 from collector.exchanges.base import (
     ConnectionPlan,
     ExchangeAdapter,
@@ -124,8 +124,8 @@ class _DepthDiff(msgspec.Struct, gc=False, tag_field="e", tag="depthUpdate"):
     event_time: int = msgspec.field(name="E")
     first_id: int = msgspec.field(name="U")
     last_id: int = msgspec.field(name="u")
-    bids: list[Level] = msgspec.field(name="b")
-    asks: list[Level] = msgspec.field(name="a")
+    bids: list[tuple[float, float]] = msgspec.field(name="b")
+    asks: list[tuple[float, float]] = msgspec.field(name="a")
     prev_id: int | None = msgspec.field(default=None, name="pu")
 
 
@@ -139,8 +139,8 @@ class _TaggedEnvelope(msgspec.Struct, gc=False):
 
 class _PartialDepth(msgspec.Struct, gc=False):
     last_update_id: int = msgspec.field(name="lastUpdateId")
-    bids: list[Level]
-    asks: list[Level]
+    bids: list[tuple[float, float]]
+    asks: list[tuple[float, float]]
 
 
 class _BookTicker(msgspec.Struct, gc=False):
@@ -449,8 +449,8 @@ class BinanceSession(Session):
                 "snapshot",
                 snapshot_id,
                 None,
-                msg.bids,
-                msg.asks,
+                levels_from_pairs(msg.bids),
+                levels_from_pairs(msg.asks),
             ),
         ]
         if last is None or last <= snapshot_id:
@@ -660,8 +660,8 @@ class BinanceSession(Session):
                 "delta",
                 msg.first_id,
                 msg.prev_id,
-                msg.bids,
-                msg.asks,
+                levels_from_pairs(msg.bids),
+                levels_from_pairs(msg.asks),
             )
         )
         return events
@@ -678,8 +678,8 @@ class BinanceSession(Session):
                 "snapshot",
                 msg.last_update_id,
                 None,
-                msg.bids,
-                msg.asks,
+                levels_from_pairs(msg.bids),
+                levels_from_pairs(msg.asks),
             )
         ]
 

@@ -67,7 +67,7 @@ import attrs
 import msgspec
 
 from collector.config import MarketSettings
-from collector.events import BookUpdate, Event, Level, Ticker, Trade
+from collector.events import BookUpdate, Event, Ticker, Trade, levels_from_values
 from collector.exchanges.base import (
     ConnectionPlan,
     ExchangeAdapter,
@@ -489,16 +489,19 @@ class BitfinexSession(Session):
         received_us: int,
     ) -> list[Event]:
         symbol = channel.symbol
-        bids: list[Level] = []
-        asks: list[Level] = []
         start = memoryview(body)[:2].tobytes()
         if start == b"[[" or start == b"[]":
             events: list[Event] = []
+            bid_values: list[float] = []
+            ask_values: list[float] = []
+            bid, ask = bid_values.append, ask_values.append
             for price, _count, amount in _BOOK_SNAPSHOT.decode(body):
                 if amount > 0:
-                    bids.append((price, amount))
+                    bid(price)
+                    bid(amount)
                 else:
-                    asks.append((price, -amount))
+                    ask(price)
+                    ask(-amount)
             if channel.resyncing:
                 channel.resyncing = False
                 events.append(
@@ -512,6 +515,8 @@ class BitfinexSession(Session):
                         timestamp_exchange=mts,
                     )
                 )
+            bids = levels_from_values(bid_values)
+            asks = levels_from_values(ask_values)
             events.append(
                 BookUpdate(
                     EXCHANGE, symbol, mts, received_us, seq, "snapshot", seq, None, bids, asks
@@ -522,11 +527,11 @@ class BitfinexSession(Session):
             self.dropped_while_resyncing += 1
             return []
         price, count, amount = _BOOK_LEVEL.decode(body)
-        size = 0.0 if count == 0 else abs(amount)
+        level = levels_from_values((price, 0.0 if count == 0 else abs(amount)))
         if amount > 0:
-            bids.append((price, size))
+            bids, asks = level, levels_from_values(())
         else:
-            asks.append((price, size))
+            bids, asks = levels_from_values(()), level
         return [BookUpdate(EXCHANGE, symbol, mts, received_us, seq, "delta", seq, None, bids, asks)]
 
     def _trade(

@@ -57,7 +57,7 @@ import attrs
 import msgspec
 
 from collector.config import MarketSettings
-from collector.events import BookUpdate, Event, Level, Ticker, Trade
+from collector.events import BookUpdate, Event, Ticker, Trade, levels_from_pairs
 from collector.exchanges.base import (
     ConnectionPlan,
     ExchangeAdapter,
@@ -120,8 +120,8 @@ class _Trade(msgspec.Struct, gc=False):
 
 class _Book(msgspec.Struct, gc=False):
     symbol: str = msgspec.field(name="s")
-    bids: list[Level] = msgspec.field(name="b")
-    asks: list[Level] = msgspec.field(name="a")
+    bids: list[tuple[float, float]] = msgspec.field(name="b")
+    asks: list[tuple[float, float]] = msgspec.field(name="a")
     update_id: int = msgspec.field(name="u")
     seq: int | None = None
 
@@ -494,8 +494,8 @@ class BybitSession(Session):
             kind,
             u,
             None,
-            msg.bids,
-            msg.asks,
+            levels_from_pairs(msg.bids),
+            levels_from_pairs(msg.asks),
         )
 
     def _book_l1(self, symbol: str, env: _Envelope, received_us: int) -> list[Event]:

@@ -79,7 +79,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, ed25519
 from cryptography.hazmat.primitives.serialization import load_pem_private_key
 
 from collector.config import MarketSettings
-from collector.events import BookKind, BookUpdate, Event, Level, Side, Ticker, Trade
+from collector.events import BookKind, BookUpdate, Event, Side, Ticker, Trade, levels_from_values
 from collector.exchanges.base import (
     ConnectionPlan,
     ExchangeAdapter,
@@ -600,13 +600,16 @@ class CoinbaseSession(Session):
         seq = env.sequence_num
         events: list[Event] = []
         for event in _L2.decode(env.events):
-            bids: list[Level] = []
-            asks: list[Level] = []
+            bid_values: list[float] = []
+            ask_values: list[float] = []
+            bid, ask = bid_values.append, ask_values.append
             for level in event.updates:
                 if level.side == "bid":
-                    bids.append((level.price_level, level.new_quantity))
+                    bid(level.price_level)
+                    bid(level.new_quantity)
                 elif level.side == "offer" or level.side == "ask":
-                    asks.append((level.price_level, level.new_quantity))
+                    ask(level.price_level)
+                    ask(level.new_quantity)
                 else:
                     raise ValueError(f"unknown book side {level.side!r}")
             symbol = event.product_id
@@ -639,6 +642,8 @@ class CoinbaseSession(Session):
                     ts = self._envelope_time(env)
             else:
                 continue
+            bids = levels_from_values(bid_values)
+            asks = levels_from_values(ask_values)
             events.append(
                 BookUpdate(EXCHANGE, symbol, ts, received_us, seq, kind, seq, None, bids, asks)
             )

@@ -59,7 +59,7 @@ import attrs
 import msgspec
 
 from collector.config import MarketSettings
-from collector.events import BookUpdate, Event, Level, Ticker, Trade
+from collector.events import BookUpdate, Event, Levels, Ticker, Trade, levels_from_values
 from collector.exchanges.base import (
     ConnectionPlan,
     ExchangeAdapter,
@@ -182,8 +182,14 @@ def channel_name(symbol: str, feed: str) -> str:
     return f"{prefix}.{symbol}.{INTERVAL}"
 
 
-def _levels(levels: list[tuple[str, float, float]]) -> list[Level]:
-    return [(price, 0.0 if action == "delete" else amount) for action, price, amount in levels]
+def _levels(levels: list[tuple[str, float, float]]) -> Levels:
+    """``[action, price, amount]`` as flat levels; a ``delete`` is size 0."""
+    values: list[float] = []
+    append = values.append
+    for action, price, amount in levels:
+        append(price)
+        append(0.0 if action == "delete" else amount)
+    return levels_from_values(values)
 
 
 # --------------------------------------------------------------------------- adapter

@@ -66,7 +66,7 @@ import attrs
 import msgspec
 
 from collector.config import MarketSettings
-from collector.events import BookUpdate, Event, Level, Ticker, Trade
+from collector.events import BookUpdate, Event, Levels, Ticker, Trade, levels_from_values
 from collector.exchanges.base import (
     ConnectionPlan,
     ExchangeAdapter,
@@ -171,8 +171,13 @@ _ENCODER: Final = msgspec.json.Encoder()
 _PARSE_ERRORS: Final = (msgspec.DecodeError, KeyError, ValueError, TypeError, IndexError)
 
 
-def _levels(levels: list[_Level]) -> list[Level]:
-    return [(lv.price, lv.size) for lv in levels]
+def _levels(levels: list[_Level]) -> Levels:
+    values: list[float] = []
+    append = values.append
+    for level in levels:
+        append(level.price)
+        append(level.size)
+    return levels_from_values(values)
 
 
 def _opt_float(value: str) -> float | None:

@@ -56,7 +56,7 @@ import attrs
 import msgspec
 
 from collector.config import MarketSettings
-from collector.events import BookUpdate, Event, Level, Side, Ticker, Trade
+from collector.events import BookUpdate, Event, Side, Ticker, Trade, levels_from_values
 from collector.exchanges.base import (
     ConnectionPlan,
     ExchangeAdapter,
@@ -403,8 +403,14 @@ class UpbitSession(Session):
         units = msg.orderbook_units
         if units is None:
             raise ValueError("orderbook without orderbook_units")
-        bids: list[Level] = [(u.bid_price, u.bid_size) for u in units]
-        asks: list[Level] = [(u.ask_price, u.ask_size) for u in units]
+        bid_values: list[float] = []
+        ask_values: list[float] = []
+        bid, ask = bid_values.append, ask_values.append
+        for unit in units:  # one unit: a bid level and an ask level
+            bid(unit.bid_price)
+            bid(unit.bid_size)
+            ask(unit.ask_price)
+            ask(unit.ask_size)
         ts = msg.timestamp
         return BookUpdate(
             EXCHANGE,
@@ -415,8 +421,8 @@ class UpbitSession(Session):
             "snapshot",
             None,
             None,
-            bids,
-            asks,
+            levels_from_values(bid_values),
+            levels_from_values(ask_values),
         )
 
     def _ticker(self, msg: _Message | _SimpleMessage, code: str, received_us: int) -> Event:

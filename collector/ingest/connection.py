@@ -21,7 +21,7 @@ import trio
 from collector.clock import WallClock
 from collector.config import WebSocketSettings
 from collector.doorbell import Doorbell
-from collector.events import Event, Raw, Status, compact_books
+from collector.events import Event, Raw, Status
 from collector.exchanges.base import (
     Actions,
     ConnectionPlan,
@@ -298,8 +298,6 @@ async def _receive_loop(
     wall_clock = ctx.wall_clock
     raw = plan.raw
     current_time = trio.current_time
-    # Book updates cross the event channel with flat levels (see ``compact_books``).
-    books = any(sub.feed == "orderbook" for sub in plan.subscriptions)
     receive = session.receive
     follow = dispatcher.follow
     name = plan.name
@@ -336,8 +334,6 @@ async def _receive_loop(
         if actions.statuses:
             _count_statuses(actions.statuses, ctx, exchange)
         if batch:
-            if books:
-                compact_books(batch)
             last_ts = batch[-1].timestamp_exchange
             if last_ts is not None:
                 latency.observe(max(0.0, (received_us - last_ts) / 1e6))
@@ -375,7 +371,6 @@ def _apply_snapshots(
         if actions.statuses:
             _count_statuses(actions.statuses, ctx, exchange)
         if events:
-            compact_books(events)
             sink.send(events, fetched.received_us)
         dispatcher.follow(actions)
 

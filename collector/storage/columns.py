@@ -15,11 +15,9 @@ on the event loop and saves most of that.
 
 Book levels go into flat columns too: one ``array('d')`` of prices, one of sizes, and an
 ``array('i')`` of each row's end offset, which Arrow wraps as a ``list<struct<price,
-size>>`` column without a pass over Python objects. Connections send them flat already
-(:func:`collector.events.compact_books`), so they are copied by two slices; level lists
-of tuples (what adapters build, and tests) are taken too. Kept as tuples until the flush,
-a busy book's levels made the garbage collector's young-generation passes, each a stall
-of the event loop with the GIL held, take up to a sixth of a diff-depth run.
+size>>`` column without a pass over Python objects. Events carry each side as one flat
+``array('d')`` (:data:`collector.events.Levels`, which says why), copied in by two slices;
+anything else is refused.
 
 The ``add`` function of each layout is generated from the Arrow schema (one straight-line
 function per data type and set of constant columns, like ``dataclasses`` builds
@@ -37,7 +35,7 @@ from typing import Any, Final, TypeAlias
 
 import pyarrow as pa
 
-from collector.events import Event, FlatLevels
+from collector.events import Event
 from collector.storage.schemas import LEVEL, LEVELS, SCHEMAS, TIMESTAMP
 
 # array.array type codes of the columns Arrow can take as they are (64-bit, native order).
@@ -237,19 +235,15 @@ def _compile_add(data_type: str, stored: tuple[tuple[pa.Field, str], ...]) -> Ca
         c6.append(event.side)
 
     and for book levels ``bids`` (``c7`` a ``_Levels``, with its arrays' methods bound once;
-    flat levels, see :func:`collector.events.compact_books`, are copied by slices)::
+    the event's flat ``array('d')`` is copied by two slices)::
 
         v = event.bids
-        if v is None:
-            raise ValueError(...)
-        if type(v) is FlatLevels:
-            ...  # refused if of odd length
-            pe7(v[0::2])
-            se7(v[1::2])
-        else:
-            for price, size in v:
-                p7(price)
-                s7(size)
+        if type(v) is not array:
+            raise Refused(...)  # None, or not flat levels
+        if len(v) % 2:
+            raise Refused(...)
+        pe7(v[0::2])  # array.extend refuses another typecode (TypeError)
+        se7(v[1::2])
         o7(len(c7.prices))
     """
     body: list[str] = []
@@ -258,23 +252,25 @@ def _compile_add(data_type: str, stored: tuple[tuple[pa.Field, str], ...]) -> Ca
         name = field.name
         if typecode == _LEVELS_KIND:
             prologue += [
-                f"p{i}, s{i}, o{i} = c{i}.prices.append, c{i}.sizes.append, c{i}.offsets.append",
+                f"o{i} = c{i}.offsets.append",
                 f"pe{i}, se{i} = c{i}.prices.extend, c{i}.sizes.extend",
             ]
+            null = f"{data_type}: null in non-nullable column {name!r}"
+            not_flat = (
+                f"{data_type}: {name!r}: levels must be one flat array('d') "
+                "(price, size, price, size, ...), not "
+            )
             odd = f"{data_type}: {name!r}: flat levels of odd length"
             body += [
                 f"v = event.{name}",
-                "if v is None:",
-                f"    raise Refused({f'{data_type}: null in non-nullable column {name!r}'!r})",
-                "if type(v) is FlatLevels:",
-                "    if len(v) % 2:",
-                f"        raise Refused({odd!r})",
-                f"    pe{i}(v[0::2])",
-                f"    se{i}(v[1::2])",
-                "else:",
-                "    for price, size in v:",
-                f"        p{i}(price)",
-                f"        s{i}(size)",
+                "if type(v) is not array:",
+                "    if v is None:",
+                f"        raise Refused({null!r})",
+                f"    raise Refused({not_flat!r} + type(v).__name__)",
+                "if len(v) % 2:",
+                f"    raise Refused({odd!r})",
+                f"pe{i}(v[0::2])",
+                f"se{i}(v[1::2])",
                 f"o{i}(len(c{i}.prices))",
             ]
         elif typecode and field.nullable:
@@ -329,7 +325,7 @@ def _compile_add(data_type: str, stored: tuple[tuple[pa.Field, str], ...]) -> Ca
         {
             "rollback": _rollback,
             "Refused": _Refused,
-            "FlatLevels": FlatLevels,
+            "array": array,
             "required_numbers": required_numbers,
         },
         namespace,
