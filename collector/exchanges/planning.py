@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections import defaultdict
 
 from collector.config import ConfigError, MarketSettings, Settings
-from collector.exchanges import get_adapter_class
+from collector.credentials import make_adapter
 from collector.exchanges.base import ConnectionPlan, ExchangeAdapter
 
 
@@ -20,8 +20,8 @@ def plan_all(settings: Settings) -> list[tuple[ExchangeAdapter, list[ConnectionP
     planned = []
     for name, markets in by_exchange.items():
         try:
-            # Adapters read their own credentials (e.g. Coinbase's key file) here.
-            adapter = get_adapter_class(name)()
+            # Credentials (e.g. Coinbase's key file) are read here, from the environment.
+            adapter = make_adapter(name)
         except (ValueError, OSError) as exc:
             message = str(exc)
             raise ConfigError(
