@@ -640,8 +640,6 @@ def test_check_market_accepts_book_options(kwargs: dict[str, Any], stream: str) 
     [
         ({"book_depth": 50}, "book_depth must be 5, 10 or 20"),
         ({"book_mode": "diff", "book_depth": 20}, "book_depth applies only"),
-        ({"feeds": ("raw",)}, "add at least one of trades, orderbook, ticker"),
-        ({"base_url": "https://stream.binance.com"}, "ws:// or wss://"),
     ],
 )
 def test_check_market_rejects(kwargs: dict[str, Any], message: str) -> None:

@@ -419,8 +419,7 @@ def test_normalize_symbol_rejects_other_formats(bad: str) -> None:
     ("kwargs", "message"),
     [({"category": None}, "needs category 'spot' or 'linear' \\(got nothing\\)"),
      ({"category": "inverse"}, "got 'inverse'"), ({"book_mode": "diff"}, "no book_mode"),
-     ({"book_depth": 25}, "1, 50, 200 or 1000"), ({"rest_url": "https://x"}, "no rest_url"),
-     ({"feeds": ("raw",)}, "add at least one"), ({"base_url": "https://x"}, "ws://")],
+     ({"book_depth": 25}, "1, 50, 200 or 1000"), ({"rest_url": "https://x"}, "no rest_url")],
 )  # fmt: skip
 def test_check_market_rejects(kwargs: dict[str, Any], message: str) -> None:
     with pytest.raises(ValueError, match=message):

@@ -675,8 +675,6 @@ def test_check_market_accepts_depths(depth: int | None) -> None:
         ({"book_mode": "diff"}, "no book_mode option"),
         ({"rest_url": "https://api.kraken.com"}, "no rest_url option"),
         ({"category": "spot"}, "no category option"),
-        ({"feeds": ("raw",)}, "add at least one of trades, orderbook, ticker"),
-        ({"base_url": "https://ws.kraken.com"}, "base_url must start with ws:// or wss://"),
     ],
 )
 def test_check_market_rejects(kwargs: dict[str, Any], message: str) -> None:

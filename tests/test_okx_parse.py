@@ -442,8 +442,7 @@ def test_normalize_symbol_rejects_other_formats(bad: str) -> None:
     ("kwargs", "message"),
     [({"category": "spot"}, "no category"), ({"rest_url": "https://x"}, "no rest_url"),
      ({"book_depth": 50}, "book_depth must be 400"),
-     ({"book_mode": "snapshot", "book_depth": 400}, "contradicts"),
-     ({"feeds": ("raw",)}, "add at least one"), ({"base_url": "http://x"}, "ws://")],
+     ({"book_mode": "snapshot", "book_depth": 400}, "contradicts")],
 )  # fmt: skip
 def test_check_market_rejects(kwargs: dict[str, Any], message: str) -> None:
     with pytest.raises(ValueError, match=message):
