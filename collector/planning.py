@@ -14,7 +14,7 @@ from collections import defaultdict
 import attrs
 
 from collector.config import ConfigError, MarketSettings, Settings
-from collector.exchanges import get_adapter_class
+from collector.credentials import make_adapter
 from collector.exchanges.base import ConnectionPlan, ExchangeAdapter
 
 
@@ -44,9 +44,9 @@ def plan_service(settings: Settings) -> ServicePlan:
     """Make each configured exchange's adapter and plan its connections.
 
     ``settings`` must have passed :func:`collector.settings_check.check_settings` (as those of
-    ``load_settings`` and ``parse_settings`` have). Adapters read their own credentials
-    (e.g. Coinbase's key file) here: one that cannot start raises ConfigError, its message
-    starting with the exchange's name.
+    ``load_settings`` and ``parse_settings`` have). Credentials are loaded here
+    (:func:`collector.credentials.make_adapter`: e.g. Coinbase's key file): an adapter that
+    cannot start raises ConfigError, its message starting with the exchange's name.
     """
     by_exchange: dict[str, list[MarketSettings]] = defaultdict(list)
     for market in settings.markets:
@@ -54,7 +54,7 @@ def plan_service(settings: Settings) -> ServicePlan:
     planned = []
     for name, markets in by_exchange.items():
         try:
-            adapter = get_adapter_class(name)()
+            adapter = make_adapter(name)
         except (ValueError, OSError) as exc:
             message = str(exc)
             raise ConfigError(

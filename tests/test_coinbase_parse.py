@@ -2,10 +2,6 @@
 
 from __future__ import annotations
 
-import ast
-import base64
-import subprocess
-import sys
 from array import array
 from pathlib import Path
 from typing import Any
@@ -14,9 +10,10 @@ import jwt
 import msgspec
 import pytest
 from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import ec, ed25519
+from cryptography.hazmat.primitives.asymmetric import ec
 
 from collector.config import MarketSettings
+from collector.credentials import make_adapter
 from collector.events import (
     BookUpdate,
     Event,
@@ -48,10 +45,8 @@ from tests.fakes.coinbase import (
 from tests.samples import read_f2, read_fixture, require_sample
 from tests.session_helpers import asked, feed
 
-REPO = Path(__file__).resolve().parents[1]
 NOW = 1_786_309_600_000_000
 T0 = 1_786_309_548_123_456
-EMPTY_ENV: dict[str, str] = {}
 
 
 def market(*symbols: str, feeds: tuple[Any, ...] = ("trades", "orderbook", "ticker")) -> Any:
@@ -61,7 +56,7 @@ def market(*symbols: str, feeds: tuple[Any, ...] = ("trades", "orderbook", "tick
 def open_session(
     *symbols: str, adapter: CoinbaseAdapter | None = None, **kwargs: Any
 ) -> CoinbaseSession:
-    adapter = adapter or CoinbaseAdapter(env=EMPTY_ENV)
+    adapter = adapter or CoinbaseAdapter()
     (plan,) = adapter.plan_connections([market(*symbols, **kwargs)])
     return adapter.open_session(plan)
 
@@ -416,7 +411,7 @@ def test_other_channels_are_ignored() -> None:
 
 
 def test_trades_are_deduplicated_across_reconnects_by_the_adapter() -> None:
-    adapter = CoinbaseAdapter(env=EMPTY_ENV)
+    adapter = CoinbaseAdapter()
     snapshot = trades_event(
         [trade("BTC-USD", 2, 10.0, 1.0, T0, "BUY"), trade("BTC-USD", 1, 9.0, 1.0, T0, "SELL")],
         kind="snapshot",
@@ -491,7 +486,8 @@ def test_es256_jwt_on_every_subscribe(tmp_path: Path) -> None:
     ).decode()
     name = "organizations/org/apiKeys/key"
     env = {"COINBASE_API_KEY": name, "COINBASE_API_SECRET_FILE": _write(tmp_path, pem)}
-    adapter = CoinbaseAdapter(env=env)
+    adapter = make_adapter("coinbase", env)
+    assert isinstance(adapter, CoinbaseAdapter)
     assert adapter.credentials is not None
     assert "PRIVATE" not in repr(adapter.credentials)
     session = open_session("BTC-USD", adapter=adapter, feeds=("orderbook",))
@@ -520,59 +516,6 @@ def test_es256_jwt_on_every_subscribe(tmp_path: Path) -> None:
     assert later["nbf"] == NOW // 10**6 + 7
 
 
-def test_eddsa_key_from_base64(tmp_path: Path) -> None:
-    key = ed25519.Ed25519PrivateKey.generate()
-    seed = key.private_bytes(
-        serialization.Encoding.Raw, serialization.PrivateFormat.Raw, serialization.NoEncryption()
-    )
-    public = key.public_key().public_bytes(
-        serialization.Encoding.Raw, serialization.PublicFormat.Raw
-    )
-    secret = base64.b64encode(seed + public).decode()
-    env = {"COINBASE_API_KEY": "uuid-key", "COINBASE_API_SECRET_FILE": _write(tmp_path, secret)}
-    adapter = CoinbaseAdapter(env=env)
-    assert adapter.credentials is not None
-    token = adapter.credentials.token(NOW)
-    assert jwt.get_unverified_header(token)["alg"] == "EdDSA"
-    claims = jwt.decode(
-        token,
-        key.public_key(),
-        algorithms=["EdDSA"],
-        options={"verify_exp": False, "verify_nbf": False},
-    )
-    assert claims["sub"] == "uuid-key"
-
-
-@pytest.mark.parametrize(
-    ("env", "message"),
-    [
-        ({"COINBASE_API_KEY": "k"}, "COINBASE_API_KEY is set but COINBASE_API_SECRET_FILE is not"),
-        (
-            {"COINBASE_API_SECRET_FILE": "/x"},
-            "COINBASE_API_SECRET_FILE is set but COINBASE_API_KEY",
-        ),
-        (
-            {"COINBASE_API_KEY": "k", "COINBASE_API_SECRET_FILE": "/nonexistent/key.pem"},
-            "cannot read key file: No such file or directory",
-        ),
-    ],
-)
-def test_credential_errors_at_start(env: dict[str, str], message: str) -> None:
-    with pytest.raises(ValueError, match=message):
-        CoinbaseAdapter(env=env)
-
-
-def test_an_unparsable_key_never_shows_the_secret(tmp_path: Path) -> None:
-    secret = "-----BEGIN EC PRIVATE KEY-----\nc2VjcmV0LXN0dWZm\n-----END EC PRIVATE KEY-----\n"
-    env = {"COINBASE_API_KEY": "k", "COINBASE_API_SECRET_FILE": _write(tmp_path, secret)}
-    with pytest.raises(ValueError, match="not a readable PEM private key") as info:
-        CoinbaseAdapter(env=env)
-    assert "c2VjcmV0" not in str(info.value)
-    env["COINBASE_API_SECRET_FILE"] = _write(tmp_path, "not-a-key!")
-    with pytest.raises(ValueError, match="neither a PEM key nor base64"):
-        CoinbaseAdapter(env=env)
-
-
 # --------------------------------------------------------------------------- settings
 
 
@@ -594,8 +537,6 @@ def test_bad_symbols_name_the_format(bad: str) -> None:
         ({"book_depth": 10}, "no book_mode/book_depth"),
         ({"category": "spot"}, "no category"),
         ({"rest_url": "https://x"}, "no rest_url"),
-        ({"feeds": ("raw",)}, "add at least one of"),
-        ({"base_url": "http://x"}, "ws:// or wss://"),
     ],
 )
 def test_check_market_rejects(options: dict[str, Any], message: str) -> None:
@@ -605,7 +546,7 @@ def test_check_market_rejects(options: dict[str, Any], message: str) -> None:
 
 
 def test_planning_splits_products_and_keeps_raw_apart() -> None:
-    adapter = CoinbaseAdapter(env=EMPTY_ENV)
+    adapter = CoinbaseAdapter()
     symbols = tuple(f"C{i}-USD" for i in range(MAX_PRODUCTS_PER_CONNECTION + 3))
     plans = adapter.plan_connections(
         [
@@ -633,31 +574,3 @@ def test_parse_symbols_from_the_recorded_products_listing() -> None:
     )
     with pytest.raises(ParseError):
         CoinbaseAdapter.parse_symbols(b"<html>")
-
-
-def test_the_adapter_module_does_not_import_trio_or_io() -> None:
-    """``os`` is used only by the constructor (credentials at start), never by sessions."""
-    source = (REPO / "collector" / "exchanges" / "coinbase.py").read_text()
-    imported: set[str] = set()
-    for node in ast.walk(ast.parse(source)):
-        if isinstance(node, ast.Import):
-            imported.update(alias.name.split(".")[0] for alias in node.names)
-        elif isinstance(node, ast.ImportFrom) and node.module:
-            imported.add(node.module.split(".")[0])
-    assert not imported & {
-        "trio",
-        "trio_websocket",
-        "websockets",
-        "socket",
-        "time",
-        "asyncio",
-        "json",
-    }
-    code = (
-        "import sys, collector.exchanges.coinbase; "
-        "print(sorted(m for m in ('trio', 'trio_websocket', 'websockets') if m in sys.modules))"
-    )
-    result = subprocess.run(
-        [sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True
-    )
-    assert result.stdout.strip() == "[]"

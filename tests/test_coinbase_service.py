@@ -176,7 +176,7 @@ async def test_heartbeats_keep_a_quiet_connection_past_the_venue_idle_timeout(
         await nursery.start(fake.run)
         market = MarketSettings(exchange="coinbase", symbols=("BTC-USD",), base_url=fake.url)
         metrics, _, rx = start_supervised(
-            nursery, CoinbaseAdapter(env={}), market, trio_wall_clock(EPOCH_US)
+            nursery, CoinbaseAdapter(), market, trio_wall_clock(EPOCH_US)
         )
         with trio.fail_after(700):
             await fake.wait_subscribed("heartbeats", ["heartbeats"])

@@ -44,7 +44,7 @@ must not wait for it forever); the status row and :attr:`BinanceSession.rejected
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, ClassVar, Final
 
 import attrs
@@ -60,7 +60,6 @@ from collector.exchanges.base import (
     SnapshotRequest,
     Subscription,
 )
-from collector.exchanges.common import pack_by_symbol
 
 EXCHANGE: Final = "binance"
 MAX_STREAMS_PER_CONNECTION: Final = 1024
@@ -71,7 +70,6 @@ DEFAULT_PARTIAL_DEPTH: Final = 20
 DEFAULT_REST_URL: Final = "https://api.binance.com"
 # Levels per REST snapshot: request weight 50 (5000 levels would cost 250 of 6000/min).
 SNAPSHOT_LIMIT: Final = 1000
-STREAM_FEEDS: Final = ("trades", "orderbook", "ticker")
 
 _SYMBOL_RE: Final = re.compile(r"[A-Z0-9]{2,20}")
 # Below this a timestamp is in milliseconds (ms now ~1.7e12, us ~1.7e15).
@@ -199,19 +197,24 @@ class BinanceAdapter(ExchangeAdapter):
 
     name: ClassVar[str] = EXCHANGE
     default_url: ClassVar[str] = "wss://stream.binance.com:9443"
+    ws_path: ClassVar[str] = "/stream?timeUnit=MICROSECOND"
+    default_rest_url: ClassVar[str | None] = DEFAULT_REST_URL
+    symbols_path: ClassVar[str | None] = (
+        "/api/v3/exchangeInfo?permissions=SPOT&symbolStatus=TRADING"
+    )
+    book_modes: ClassVar[tuple[str, ...]] = ("snapshot", "diff")
+    book_depths: ClassVar[tuple[int, ...]] = tuple(sorted(PARTIAL_DEPTHS))
+    takes_rest_url: ClassVar[bool] = True  # diff depth syncs its books from REST snapshots
+    option_notes: ClassVar[Mapping[str, str]] = {"category": " (this adapter records spot)"}
+    plan_class: ClassVar[type[ConnectionPlan]] = BinancePlan
+    wire_names_field: ClassVar[str | None] = "streams"
+    max_subscriptions_per_connection: ClassVar[int | None] = MAX_STREAMS_PER_CONNECTION
     # The venue allows 5 client messages/s per connection, pongs included: keep a margin.
     client_messages_per_second: ClassVar[float] = 4.0
     # The venue pings with control frames (every 20 s); the WebSocket library answers them.
     keepalive_interval_secs: ClassVar[float | None] = None
     # REST weight budget 6000/min per IP; a 1000-level snapshot weighs 50 (at most 120/min).
     snapshot_requests_per_second: ClassVar[float] = 1.0
-
-    default_rest_url: ClassVar[str | None] = DEFAULT_REST_URL
-
-    @classmethod
-    def symbols_url(cls, rest_url: str | None = None) -> str:
-        base = (rest_url or DEFAULT_REST_URL).rstrip("/")
-        return f"{base}/api/v3/exchangeInfo?permissions=SPOT&symbolStatus=TRADING"
 
     @classmethod
     def parse_symbols(cls, body: bytes) -> list[str]:
@@ -232,75 +235,26 @@ class BinanceAdapter(ExchangeAdapter):
         return canonical
 
     @classmethod
-    def check_market(cls, market: MarketSettings) -> None:
-        if market.category is not None:
-            raise ValueError("binance has no category option (this adapter records spot)")
-        mode = market.book_mode or "snapshot"
-        if mode == "diff":
-            if market.book_depth is not None:
-                raise ValueError(
-                    "binance book_depth applies only to book_mode 'snapshot' "
-                    "(book_mode 'diff' streams every change, <sym>@depth@100ms)"
-                )
-        elif mode == "snapshot":
-            if market.book_depth is not None and market.book_depth not in PARTIAL_DEPTHS:
-                raise ValueError(
-                    f"binance book_depth must be 5, 10 or 20 for book_mode 'snapshot' "
-                    f"(got {market.book_depth})"
-                )
-        else:  # pragma: no cover - config's Literal type already limits the values
-            raise ValueError(f"binance book_mode must be 'snapshot' or 'diff' (got {mode!r})")
-        if not any(feed in STREAM_FEEDS for feed in market.feeds):
+    def check_book_options(cls, market: MarketSettings) -> None:
+        """``book_depth`` picks a partial-depth stream, so it applies to snapshots only."""
+        if market.book_mode == "diff" and market.book_depth is not None:
             raise ValueError(
-                "binance feeds: 'raw' keeps the frames of other feeds; "
-                "add at least one of trades, orderbook, ticker"
+                "binance book_depth applies only to book_mode 'snapshot' "
+                "(book_mode 'diff' streams every change, <sym>@depth@100ms)"
             )
-        if market.base_url is not None and not market.base_url.startswith(("ws://", "wss://")):
+        if market.book_depth is not None and market.book_depth not in PARTIAL_DEPTHS:
             raise ValueError(
-                f"binance base_url must start with ws:// or wss:// (got {market.base_url!r})"
+                f"binance book_depth must be 5, 10 or 20 for book_mode 'snapshot' "
+                f"(got {market.book_depth})"
             )
-        if market.rest_url is not None and not market.rest_url.startswith(("http://", "https://")):
-            raise ValueError(
-                f"binance rest_url must start with http:// or https:// (got {market.rest_url!r})"
-            )
+        super().check_book_options(market)
 
-    def connection_url(self, base_url: str | None) -> str:
-        base = (base_url or self.default_url).rstrip("/")
-        return f"{base}/stream?timeUnit=MICROSECOND"
+    def plan_fields(self, market: MarketSettings) -> dict[str, Any]:
+        """Diff-depth snapshots come from the market's REST base: one per connection."""
+        return {"rest_url": self.rest_url(market)}
 
-    def plan_connections(self, markets: Sequence[MarketSettings]) -> list[ConnectionPlan]:
-        """Pack symbols onto connections of at most 1024 streams.
-
-        All streams of one symbol share a connection. Markets with a different ``base_url``
-        or ``raw`` choice never share one.
-        """
-        groups: dict[tuple[str, bool, str], dict[str, list[tuple[Subscription, str]]]] = {}
-        for market in markets:
-            rest_url = (market.rest_url or DEFAULT_REST_URL).rstrip("/")
-            key = (self.connection_url(market.base_url), "raw" in market.feeds, rest_url)
-            by_symbol = groups.setdefault(key, {})
-            for symbol in market.symbols:
-                canonical = self.normalize_symbol(symbol)
-                items = by_symbol.setdefault(canonical, [])
-                for feed in market.feeds:
-                    if feed in STREAM_FEEDS:
-                        sub = Subscription(canonical, feed)
-                        items.append((sub, stream_name(canonical, feed, market)))
-        plans: list[ConnectionPlan] = []
-        for (url, raw, rest_url), by_symbol in groups.items():
-            for chunk in pack_by_symbol(by_symbol.values(), MAX_STREAMS_PER_CONNECTION):
-                plans.append(
-                    BinancePlan(
-                        exchange=self.name,
-                        name=f"{self.name}-{len(plans)}",
-                        url=url,
-                        subscriptions=tuple(sub for sub, _ in chunk),
-                        raw=raw,
-                        streams=tuple(stream for _, stream in chunk),
-                        rest_url=rest_url,
-                    )
-                )
-        return plans
+    def wire_name(self, symbol: str, feed: str, market: MarketSettings) -> str:
+        return stream_name(symbol, feed, market)
 
     def open_session(self, plan: ConnectionPlan) -> BinanceSession:
         return BinanceSession(plan)

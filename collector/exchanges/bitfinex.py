@@ -60,8 +60,8 @@ from __future__ import annotations
 
 import re
 from collections import deque
-from collections.abc import Sequence
-from typing import ClassVar, Final
+from collections.abc import Mapping
+from typing import Any, ClassVar, Final
 
 import attrs
 import msgspec
@@ -74,12 +74,6 @@ from collector.exchanges.base import (
     ParseError,
     Session,
     Subscription,
-)
-from collector.exchanges.common import (
-    check_base_url,
-    check_rest_url,
-    check_stream_feeds,
-    pack_by_symbol,
 )
 
 EXCHANGE: Final = "bitfinex"
@@ -97,7 +91,6 @@ PING_INTERVAL_SECS: Final = 15.0
 INFO_RECONNECT: Final = 20051
 INFO_MAINTENANCE_START: Final = 20060
 INFO_MAINTENANCE_END: Final = 20061
-STREAM_FEEDS: Final = ("trades", "orderbook", "ticker")
 CHANNEL_OF_FEED: Final = {"trades": "trades", "orderbook": "book", "ticker": "ticker"}
 FEED_OF_CHANNEL: Final = {v: k for k, v in CHANNEL_OF_FEED.items()}
 # Trade ids remembered per channel to record a trade once from te/tu.
@@ -166,17 +159,23 @@ class BitfinexAdapter(ExchangeAdapter):
 
     name: ClassVar[str] = EXCHANGE
     default_url: ClassVar[str] = DEFAULT_URL
+    ws_path: ClassVar[str] = WS_PATH
     default_rest_url: ClassVar[str | None] = DEFAULT_REST_URL
+    symbols_path: ClassVar[str | None] = "/v2/conf/pub:list:pair:exchange"
+    book_depths: ClassVar[tuple[int, ...]] = tuple(sorted(BOOK_LENGTHS))
+    # Accepted and checked since the first version, though no request of a market uses it.
+    takes_rest_url: ClassVar[bool] = True
+    option_notes: ClassVar[Mapping[str, str]] = {
+        "book_mode": ": the book is a snapshot then updates "
+        "(set book_depth to 1, 25, 100 or 250 levels)",
+    }
+    plan_class: ClassVar[type[ConnectionPlan]] = BitfinexPlan
+    max_subscriptions_per_connection: ClassVar[int | None] = MAX_CHANNELS_PER_CONNECTION
     # The venue documents no client message rate (UNCONFIRMED): keep it modest.
     client_messages_per_second: ClassVar[float] = 5.0
     keepalive_interval_secs: ClassVar[float | None] = PING_INTERVAL_SECS
     # The venue allows 20 new connections per minute (per IP).
     connections_per_second: ClassVar[float] = CONNECTIONS_PER_MINUTE / 60
-
-    @classmethod
-    def symbols_url(cls, rest_url: str | None = None) -> str:
-        base = (rest_url or DEFAULT_REST_URL).rstrip("/")
-        return f"{base}/v2/conf/pub:list:pair:exchange"
 
     @classmethod
     def parse_symbols(cls, body: bytes) -> list[str]:
@@ -207,54 +206,9 @@ class BitfinexAdapter(ExchangeAdapter):
             "(or 'BTCUSD'), or with a colon for long codes, e.g. 'tTESTBTC:TESTUSD'"
         )
 
-    @classmethod
-    def check_market(cls, market: MarketSettings) -> None:
-        if market.book_mode is not None:
-            raise ValueError(
-                "bitfinex has no book_mode option: the book is a snapshot then updates "
-                "(set book_depth to 1, 25, 100 or 250 levels)"
-            )
-        if market.book_depth is not None and market.book_depth not in BOOK_LENGTHS:
-            raise ValueError(
-                f"bitfinex book_depth must be 1, 25, 100 or 250 (got {market.book_depth})"
-            )
-        if market.category is not None:
-            raise ValueError("bitfinex has no category option")
-        check_stream_feeds(EXCHANGE, market, STREAM_FEEDS)
-        check_base_url(EXCHANGE, market)
-        check_rest_url(EXCHANGE, market)
-
-    def connection_url(self, base_url: str | None) -> str:
-        return f"{(base_url or self.default_url).rstrip('/')}{WS_PATH}"
-
-    def plan_connections(self, markets: Sequence[MarketSettings]) -> list[ConnectionPlan]:
-        """Pack symbols onto connections of at most 25 channels (all of one symbol together).
-
-        Markets with a different ``base_url``, ``raw`` choice or book length never share one.
-        """
-        groups: dict[tuple[str, bool, int], dict[str, list[Subscription]]] = {}
-        for market in markets:
-            book_len = market.book_depth or DEFAULT_BOOK_LENGTH
-            key = (self.connection_url(market.base_url), "raw" in market.feeds, book_len)
-            by_symbol = groups.setdefault(key, {})
-            for symbol in market.symbols:
-                canonical = self.normalize_symbol(symbol)
-                subs = by_symbol.setdefault(canonical, [])
-                subs.extend(Subscription(canonical, f) for f in market.feeds if f in STREAM_FEEDS)
-        plans: list[ConnectionPlan] = []
-        for (url, raw, book_len), by_symbol in groups.items():
-            for chunk in pack_by_symbol(by_symbol.values(), MAX_CHANNELS_PER_CONNECTION):
-                plans.append(
-                    BitfinexPlan(
-                        exchange=self.name,
-                        name=f"{self.name}-{len(plans)}",
-                        url=url,
-                        subscriptions=tuple(chunk),
-                        raw=raw,
-                        book_len=book_len,
-                    )
-                )
-        return plans
+    def plan_fields(self, market: MarketSettings) -> dict[str, Any]:
+        """The book length is set per subscribe, one for the whole connection."""
+        return {"book_len": market.book_depth or DEFAULT_BOOK_LENGTH}
 
     def open_session(self, plan: ConnectionPlan) -> BitfinexSession:
         return BitfinexSession(plan)

@@ -50,8 +50,8 @@ one stands alone. ``error:already subscribed`` counts as success.
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Sequence
-from typing import ClassVar, Final, Literal
+from collections.abc import Callable, Mapping
+from typing import Any, ClassVar, Final, Literal
 
 import attrs
 import msgspec
@@ -65,13 +65,7 @@ from collector.exchanges.base import (
     Session,
     Subscription,
 )
-from collector.exchanges.common import (
-    check_base_url,
-    check_stream_feeds,
-    chunked,
-    pack_by_symbol,
-    url_with_path,
-)
+from collector.exchanges.common import PathRule, chunked, join_ws_path
 
 EXCHANGE: Final = "bybit"
 DEFAULT_URL: Final = "wss://stream.bybit.com"
@@ -82,7 +76,6 @@ DEFAULT_BOOK_DEPTH: Final = 50
 MAX_ARGS_PER_SUBSCRIBE: Final = 10  # the venue's spot limit, used for linear as well
 # The venue caps the args of one connection at 21,000 characters (~700 topics).
 MAX_TOPICS_PER_CONNECTION: Final = 200
-STREAM_FEEDS: Final = ("trades", "orderbook", "ticker")
 
 _SYMBOL_RE: Final = re.compile(r"[A-Z0-9]{2,30}(-\d{1,2}[A-Z]{3}\d{2})?")
 _TOPIC_IN_MSG_RE: Final = re.compile(r"topic:([\w.\-]+)")
@@ -210,17 +203,24 @@ class BybitAdapter(ExchangeAdapter):
 
     name: ClassVar[str] = EXCHANGE
     default_url: ClassVar[str] = DEFAULT_URL
+    ws_path_rule: ClassVar[PathRule] = "host_only"  # the path is per category: connection_url
+    default_rest_url: ClassVar[str | None] = DEFAULT_REST_URL
+    # Spot symbols (the hook has no category; linear: ``category=linear``).
+    symbols_path: ClassVar[str | None] = "/v5/market/instruments-info?category=spot"
+    categories: ClassVar[tuple[str, ...]] = CATEGORIES
+    book_depths: ClassVar[tuple[int, ...]] = BOOK_DEPTHS
+    option_notes: ClassVar[Mapping[str, str]] = {
+        "category": ": the same symbol names a spot pair and a perpetual",
+        "book_mode": " (the book is a snapshot then deltas; choose its depth with book_depth)",
+        "rest_url": " (the book is synced over WebSocket)",
+    }
+    plan_class: ClassVar[type[ConnectionPlan]] = BybitPlan
+    wire_names_field: ClassVar[str | None] = "topics"
+    max_subscriptions_per_connection: ClassVar[int | None] = MAX_TOPICS_PER_CONNECTION
     # No client message limit is documented for public streams; stay gentle.
     client_messages_per_second: ClassVar[float] = 5.0
     # The venue recommends an op ping every 20 s and drops idle clients.
     keepalive_interval_secs: ClassVar[float | None] = 20.0
-    default_rest_url: ClassVar[str | None] = DEFAULT_REST_URL
-
-    @classmethod
-    def symbols_url(cls, rest_url: str | None = None) -> str:
-        """Spot symbols (the hook has no category; linear: ``category=linear``)."""
-        base = (rest_url or DEFAULT_REST_URL).rstrip("/")
-        return f"{base}/v5/market/instruments-info?category=spot"
 
     @classmethod
     def parse_symbols(cls, body: bytes) -> list[str]:
@@ -244,64 +244,24 @@ class BybitAdapter(ExchangeAdapter):
         return canonical
 
     @classmethod
-    def check_market(cls, market: MarketSettings) -> None:
-        if market.category not in CATEGORIES:
-            got = "nothing" if market.category is None else repr(market.category)
-            raise ValueError(
-                f"bybit needs category 'spot' or 'linear' (got {got}): the same symbol "
-                "names a spot pair and a perpetual"
-            )
-        if market.book_mode is not None:
-            raise ValueError(
-                "bybit has no book_mode option (the book is a snapshot then deltas; "
-                "choose its depth with book_depth)"
-            )
-        if market.book_depth is not None and market.book_depth not in BOOK_DEPTHS:
-            raise ValueError(
-                f"bybit book_depth must be 1, 50, 200 or 1000 (got {market.book_depth})"
-            )
-        if market.rest_url is not None:
-            raise ValueError("bybit has no rest_url option (the book is synced over WebSocket)")
-        check_stream_feeds(EXCHANGE, market, STREAM_FEEDS)
-        check_base_url(EXCHANGE, market)
-
-    @classmethod
     def data_exchange(cls, market: MarketSettings) -> str:
         return _data_exchange(market.category or "spot")
 
-    def connection_url(self, base_url: str | None, category: str) -> str:
+    def connection_url(self, market: MarketSettings) -> str:
         """``{base}/v5/public/{category}``; a ``base_url`` with a path is used as is."""
-        return url_with_path(base_url, self.default_url, f"/v5/public/{category}")
+        path = f"/v5/public/{market.category or 'spot'}"
+        return join_ws_path(market.base_url or self.default_url, path, self.ws_path_rule)
 
-    def plan_connections(self, markets: Sequence[MarketSettings]) -> list[ConnectionPlan]:
-        """One category per connection; at most 200 topics; a symbol's topics together."""
-        groups: dict[tuple[str, bool, str], dict[str, list[tuple[Subscription, str]]]] = {}
-        for market in markets:
-            category = market.category or "spot"
-            key = (self.connection_url(market.base_url, category), "raw" in market.feeds, category)
-            by_symbol = groups.setdefault(key, {})
-            for symbol in market.symbols:
-                canonical = self.normalize_symbol(symbol)
-                items = by_symbol.setdefault(canonical, [])
-                for feed in market.feeds:
-                    if feed in STREAM_FEEDS:
-                        sub = Subscription(canonical, feed)
-                        items.append((sub, topic_name(canonical, feed, market)))
-        plans: list[ConnectionPlan] = []
-        for (url, raw, category), by_symbol in groups.items():
-            for chunk in pack_by_symbol(by_symbol.values(), MAX_TOPICS_PER_CONNECTION):
-                plans.append(
-                    BybitPlan(
-                        exchange=_data_exchange(category),
-                        name=f"{self.name}-{category}-{len(plans)}",
-                        url=url,
-                        subscriptions=tuple(sub for sub, _ in chunk),
-                        raw=raw,
-                        topics=tuple(topic for _, topic in chunk),
-                        category=category,
-                    )
-                )
-        return plans
+    def plan_fields(self, market: MarketSettings) -> dict[str, Any]:
+        """One category per connection (its endpoint is per category)."""
+        return {"category": market.category or "spot"}
+
+    def wire_name(self, symbol: str, feed: str, market: MarketSettings) -> str:
+        return topic_name(symbol, feed, market)
+
+    def connection_name(self, index: int, fields: Mapping[str, Any]) -> str:
+        """``bybit-{category}-{index}``: the category shows in logs and metrics."""
+        return f"{self.name}-{fields['category']}-{index}"
 
     def open_session(self, plan: ConnectionPlan) -> BybitSession:
         return BybitSession(plan)

@@ -51,34 +51,24 @@ from it gets a ``subscribe_error`` row. (Unsubscribes are not expected to be ans
 in halves and sent again until the bad product stands alone, which gets a
 ``subscribe_error`` row (detail = the venue's message); the other products keep flowing.
 
-Authentication (optional): with ``COINBASE_API_KEY`` (the key name, e.g.
-``organizations/{org}/apiKeys/{id}``) and ``COINBASE_API_SECRET_FILE`` (a file holding an
-EC P-256 PEM key, or a base64 Ed25519 key) set, every (un)subscribe frame carries a fresh
-JWT (``ES256`` or ``EdDSA``, headers ``kid`` and ``nonce``, claims ``iss="cdp"``, ``sub``,
-``nbf``, ``exp`` = ``nbf`` + 120 s). Environment and key file are read once, when the
-adapter is created at service start; a missing or unreadable file is a ``ValueError``
-then. The secret is never logged or shown in a repr.
+Authentication (optional): an adapter given credentials (a :class:`FrameSigner`)
+puts a fresh JWT from them into every (un)subscribe frame, signed at the frame's time.
+Reading the key (``COINBASE_API_KEY``, ``COINBASE_API_SECRET_FILE``) and signing are done
+outside this module, by :mod:`collector.credentials` at service start, so that this module
+stays free of I/O.
 """
 
 from __future__ import annotations
 
-import base64
-import binascii
 import calendar
-import os
 import re
-import secrets
 from collections import deque
-from collections.abc import Callable, Mapping, Sequence
-from typing import Any, ClassVar, Final
+from collections.abc import Callable, Sequence
+from typing import Any, ClassVar, Final, Protocol
 
 import attrs
-import jwt
 import msgspec
-from cryptography.hazmat.primitives.asymmetric import ec, ed25519
-from cryptography.hazmat.primitives.serialization import load_pem_private_key
 
-from collector.config import MarketSettings
 from collector.events import BookKind, BookUpdate, Event, Side, Ticker, Trade, levels_from_values
 from collector.exchanges.base import (
     ConnectionPlan,
@@ -88,7 +78,6 @@ from collector.exchanges.base import (
     Subscription,
 )
 from collector.exchanges.common import RecentIds as RecentIds  # re-exported
-from collector.exchanges.common import check_base_url, check_stream_feeds, chunked
 
 EXCHANGE: Final = "coinbase"
 DEFAULT_URL: Final = "wss://advanced-trade-ws.coinbase.com"
@@ -99,9 +88,6 @@ MAX_PRODUCTS_PER_CONNECTION: Final = 10
 # Recent trade ids remembered per product for de-duplication across reconnects (the
 # market_trades snapshot holds the last 100 trades).
 RECENT_TRADE_IDS: Final = 1000
-JWT_LIFETIME_SECS: Final = 120
-ENV_API_KEY: Final = "COINBASE_API_KEY"
-ENV_SECRET_FILE: Final = "COINBASE_API_SECRET_FILE"
 
 CHANNELS: Final = {"trades": "market_trades", "orderbook": "level2", "ticker": "ticker"}
 FEEDS_BY_CHANNEL: Final = {channel: feed for feed, channel in CHANNELS.items()}
@@ -246,80 +232,15 @@ _ENCODER: Final = msgspec.json.Encoder()
 _PARSE_ERRORS: Final = (msgspec.DecodeError, KeyError, ValueError, TypeError, IndexError)
 
 
-# --------------------------------------------------------------------------- auth
+# --------------------------------------------------------------------------- adapter
 
 
-@attrs.frozen
-class CoinbaseCredentials:
-    """An API key that signs subscribe frames with short-lived JWTs. Never shows the key."""
-
-    key_name: str
-    algorithm: str  # "ES256" or "EdDSA"
-    private_key: ec.EllipticCurvePrivateKey | ed25519.Ed25519PrivateKey = attrs.field(repr=False)
+class FrameSigner(Protocol):
+    """What signs (un)subscribe frames: an API key (``collector.credentials`` reads one)."""
 
     def token(self, now_us: int) -> str:
-        """A JWT valid from ``now_us`` for 2 minutes (a fresh random nonce each time)."""
-        now = now_us // 1_000_000
-        claims = {"iss": "cdp", "sub": self.key_name, "nbf": now, "exp": now + JWT_LIFETIME_SECS}
-        headers = {"kid": self.key_name, "nonce": secrets.token_hex()}
-        return jwt.encode(claims, self.private_key, algorithm=self.algorithm, headers=headers)
-
-    @classmethod
-    def from_secret(cls, key_name: str, secret: str) -> CoinbaseCredentials:
-        """Parse an EC PEM (SEC1 or PKCS#8) or base64 Ed25519 secret. ValueError if neither."""
-        text = secret.strip().replace("\\n", "\n")
-        if text.startswith("-----BEGIN"):
-            try:
-                key = load_pem_private_key(text.encode(), password=None)
-            except (ValueError, TypeError) as exc:
-                raise ValueError(f"not a readable PEM private key ({type(exc).__name__})") from None
-            if isinstance(key, ec.EllipticCurvePrivateKey):
-                if not isinstance(key.curve, ec.SECP256R1):
-                    raise ValueError(f"EC key on {key.curve.name}; Coinbase needs P-256 (ES256)")
-                return cls(key_name, "ES256", key)
-            if isinstance(key, ed25519.Ed25519PrivateKey):
-                return cls(key_name, "EdDSA", key)
-            raise ValueError(
-                f"unsupported key type {type(key).__name__} (need EC P-256 or Ed25519)"
-            )
-        try:
-            raw = base64.b64decode(text, validate=True)
-        except (binascii.Error, ValueError):
-            raise ValueError("neither a PEM key nor base64 Ed25519 key material") from None
-        if len(raw) not in (32, 64):
-            raise ValueError(f"base64 Ed25519 key must decode to 32 or 64 bytes (got {len(raw)})")
-        return cls(key_name, "EdDSA", ed25519.Ed25519PrivateKey.from_private_bytes(raw[:32]))
-
-
-def load_credentials(env: Mapping[str, str]) -> CoinbaseCredentials | None:
-    """Credentials from ``COINBASE_API_KEY`` + ``COINBASE_API_SECRET_FILE``; None if unset.
-
-    Raises ValueError (naming the variable, never the secret) when only one is set or the
-    file cannot be read or parsed.
-    """
-    key_name = env.get(ENV_API_KEY, "").strip()
-    path = env.get(ENV_SECRET_FILE, "").strip()
-    if not key_name and not path:
-        return None
-    if not key_name or not path:
-        missing = ENV_API_KEY if not key_name else ENV_SECRET_FILE
-        present = ENV_SECRET_FILE if not key_name else ENV_API_KEY
-        raise ValueError(f"coinbase: {present} is set but {missing} is not (set both or neither)")
-    try:
-        with open(path, encoding="utf-8") as file:
-            secret = file.read()
-    except (OSError, UnicodeDecodeError) as exc:
-        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else type(exc).__name__
-        raise ValueError(
-            f"coinbase: {ENV_SECRET_FILE}={path!r}: cannot read key file: {reason}"
-        ) from None
-    try:
-        return CoinbaseCredentials.from_secret(key_name, secret)
-    except ValueError as exc:
-        raise ValueError(f"coinbase: {ENV_SECRET_FILE}={path!r}: {exc}") from None
-
-
-# --------------------------------------------------------------------------- adapter
+        """A fresh JWT valid from ``now_us`` (wall-clock microseconds)."""
+        ...
 
 
 class CoinbaseAdapter(ExchangeAdapter):
@@ -328,23 +249,18 @@ class CoinbaseAdapter(ExchangeAdapter):
     name: ClassVar[str] = EXCHANGE
     default_url: ClassVar[str] = DEFAULT_URL
     default_rest_url: ClassVar[str | None] = DEFAULT_REST_URL
+    symbols_path: ClassVar[str | None] = "/api/v3/brokerage/market/products"
+    max_symbols_per_connection: ClassVar[int | None] = MAX_PRODUCTS_PER_CONNECTION
     # The venue allows 8 unauthenticated messages/s per IP (all connections together).
     client_messages_per_second: ClassVar[float] = 4.0
     # Keepalive is the heartbeats subscription: nothing to send.
     keepalive_interval_secs: ClassVar[float | None] = None
 
-    def __init__(self, env: Mapping[str, str] | None = None) -> None:
-        """Reads ``COINBASE_API_KEY``/``COINBASE_API_SECRET_FILE`` (``env`` or os.environ).
-
-        Raises ValueError for half-set credentials or an unreadable/invalid key file.
-        """
-        self.credentials = load_credentials(os.environ if env is None else env)
+    def __init__(self, credentials: FrameSigner | None = None) -> None:
+        """``credentials`` sign every (un)subscribe frame; None: unauthenticated."""
+        self.credentials = credentials
         # Survives reconnects: sessions come and go, the adapter stays.
         self.recent_trade_ids = RecentIds(RECENT_TRADE_IDS)
-
-    @classmethod
-    def symbols_url(cls, rest_url: str | None = None) -> str:
-        return f"{(rest_url or DEFAULT_REST_URL).rstrip('/')}/api/v3/brokerage/market/products"
 
     @classmethod
     def parse_symbols(cls, body: bytes) -> list[str]:
@@ -368,36 +284,6 @@ class CoinbaseAdapter(ExchangeAdapter):
                 "e.g. 'BTC-USD'"
             )
         return canonical
-
-    @classmethod
-    def check_market(cls, market: MarketSettings) -> None:
-        super().check_market(market)
-        check_stream_feeds(EXCHANGE, market, CHANNELS)
-        check_base_url(EXCHANGE, market)
-
-    def plan_connections(self, markets: Sequence[MarketSettings]) -> list[ConnectionPlan]:
-        """At most 10 products per connection; markets with another URL or raw never share."""
-        groups: dict[tuple[str, bool], dict[str, list[Subscription]]] = {}
-        for market in markets:
-            key = ((market.base_url or DEFAULT_URL), "raw" in market.feeds)
-            by_symbol = groups.setdefault(key, {})
-            for symbol in market.symbols:
-                canonical = self.normalize_symbol(symbol)
-                subs = by_symbol.setdefault(canonical, [])
-                subs.extend(Subscription(canonical, f) for f in market.feeds if f in CHANNELS)
-        plans: list[ConnectionPlan] = []
-        for (url, raw), by_symbol in groups.items():
-            for chunk in chunked(list(by_symbol), MAX_PRODUCTS_PER_CONNECTION):
-                plans.append(
-                    ConnectionPlan(
-                        exchange=self.name,
-                        name=f"{self.name}-{len(plans)}",
-                        url=url,
-                        subscriptions=tuple(s for sym in chunk for s in by_symbol[sym]),
-                        raw=raw,
-                    )
-                )
-        return plans
 
     def open_session(self, plan: ConnectionPlan) -> CoinbaseSession:
         return CoinbaseSession(plan, self.credentials, self.recent_trade_ids)
@@ -424,7 +310,7 @@ class CoinbaseSession(Session):
     def __init__(
         self,
         plan: ConnectionPlan,
-        credentials: CoinbaseCredentials | None = None,
+        credentials: FrameSigner | None = None,
         recent_trade_ids: RecentIds | None = None,
     ) -> None:
         super().__init__(plan)

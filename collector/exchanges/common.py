@@ -1,11 +1,11 @@
 """Helpers shared by several venue adapters (sans-IO: no trio, no clock, no sockets).
 
 - settings checks with the same wording for every venue: :func:`check_stream_feeds`,
-  :func:`check_base_url`, :func:`check_rest_url`;
+  :func:`check_base_url`, :func:`check_rest_url`, and :func:`choices` to name allowed values;
 - connection planning: :func:`pack_by_symbol` (all subscriptions of one symbol on one
-  connection, at most ``limit`` per connection) and :func:`chunked` (fixed-size slices, for
-  subscribe frames or symbols per connection);
-- :func:`url_with_path` (a venue path appended to a host-only ``base_url``);
+  connection, within per-connection limits), :func:`chunked` (fixed-size slices, e.g. of
+  a subscribe frame's topics) and :func:`join_ws_path` (a venue's path joined to a
+  ``base_url``);
 - :class:`RecentIds`, a bounded per-symbol set of recently seen trade ids.
 """
 
@@ -13,12 +13,15 @@ from __future__ import annotations
 
 from collections import deque
 from collections.abc import Collection, Iterable, Sequence
-from typing import TypeVar
+from typing import Literal, TypeVar
 from urllib.parse import urlsplit
 
 from collector.config import MarketSettings
 
 T = TypeVar("T")
+
+# How a venue's WebSocket path joins a base URL (see join_ws_path).
+PathRule = Literal["always", "unless_present", "host_only"]
 
 
 # --------------------------------------------------------------------------- settings checks
@@ -49,29 +52,56 @@ def check_rest_url(exchange: str, market: MarketSettings) -> None:
         )
 
 
+def choices(values: Sequence[object], *, quoted: bool = False) -> str:
+    """Allowed values for a message, in the given order: ``1, 25, 100 or 250``."""
+    names = [repr(v) if quoted else str(v) for v in values]
+    return names[0] if len(names) == 1 else f"{', '.join(names[:-1])} or {names[-1]}"
+
+
 # --------------------------------------------------------------------------- planning
 
 
-def url_with_path(base_url: str | None, default: str, path: str) -> str:
-    """``base_url`` (or ``default``) with ``path`` appended; a URL with a path is used as is."""
-    base = (base_url or default).rstrip("/")
-    return base if urlsplit(base).path not in ("", "/") else f"{base}{path}"
+def join_ws_path(base: str, path: str, rule: PathRule) -> str:
+    """A venue's WebSocket ``path`` joined to ``base`` (the default URL or a ``base_url``).
+
+    Without a ``path`` the base is used exactly as given. Otherwise the base loses a final
+    slash and ``path`` is appended: ``always``; ``unless_present`` (not when the base
+    already ends with it); ``host_only`` (only to a URL without a path of its own: one
+    with a path is the whole URL, e.g. a generator's or a proxy's).
+    """
+    if not path:
+        return base
+    base = base.rstrip("/")
+    if rule == "unless_present" and base.endswith(path):
+        return base
+    if rule == "host_only" and urlsplit(base).path not in ("", "/"):
+        return base
+    return f"{base}{path}"
 
 
-def pack_by_symbol(by_symbol: Iterable[list[T]], limit: int) -> list[list[T]]:
-    """Greedy packing of per-symbol lists into chunks of at most ``limit`` items.
+def pack_by_symbol(
+    by_symbol: Iterable[list[T]], limit: int | None, *, max_symbols: int | None = None
+) -> list[list[T]]:
+    """Greedy packing of per-symbol lists into chunks of at most ``limit`` items and at
+    most ``max_symbols`` symbols (None: no limit of that kind).
 
     A symbol's items are never split: a new chunk starts when the next symbol's items
-    would push the current one past ``limit`` (a symbol with more than ``limit`` items
-    gets a chunk of its own).
+    would push the current one past a limit (a symbol with more than ``limit`` items gets a
+    chunk of its own).
     """
     chunks: list[list[T]] = []
     current: list[T] = []
+    symbols = 0
     for items in by_symbol:
-        if current and len(current) + len(items) > limit:
+        if current and (
+            (limit is not None and len(current) + len(items) > limit)
+            or (max_symbols is not None and symbols >= max_symbols)
+        ):
             chunks.append(current)
             current = []
+            symbols = 0
         current.extend(items)
+        symbols += 1
     if current:
         chunks.append(current)
     return chunks

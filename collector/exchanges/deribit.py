@@ -52,13 +52,12 @@ subscription counts as resolved in ``pending_subscriptions``.
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping
 from typing import ClassVar, Final, Literal
 
 import attrs
 import msgspec
 
-from collector.config import MarketSettings
 from collector.events import BookUpdate, Event, Levels, Ticker, Trade, levels_from_values
 from collector.exchanges.base import (
     ConnectionPlan,
@@ -66,12 +65,6 @@ from collector.exchanges.base import (
     ParseError,
     Session,
     Subscription,
-)
-from collector.exchanges.common import (
-    check_base_url,
-    check_rest_url,
-    check_stream_feeds,
-    pack_by_symbol,
 )
 
 EXCHANGE: Final = "deribit"
@@ -86,7 +79,6 @@ HEARTBEAT_INTERVAL_SECS: Final = 15
 # connections moderate. At most 32 connections per IP.
 MAX_CHANNELS_PER_CONNECTION: Final = 300
 MAX_CHANNELS_PER_SUBSCRIBE: Final = 100
-STREAM_FEEDS: Final = ("trades", "orderbook", "ticker")
 _CHANNEL_PREFIX: Final = {"trades": "trades", "orderbook": "book", "ticker": "ticker"}
 _FEED_OF_PREFIX: Final = {prefix: feed for feed, prefix in _CHANNEL_PREFIX.items()}
 
@@ -200,16 +192,22 @@ class DeribitAdapter(ExchangeAdapter):
 
     name: ClassVar[str] = EXCHANGE
     default_url: ClassVar[str] = DEFAULT_URL
+    ws_path: ClassVar[str] = WS_PATH
     default_rest_url: ClassVar[str | None] = DEFAULT_REST_URL
+    symbols_path: ClassVar[str | None] = "/api/v2/public/get_instruments?currency=any&expired=false"
+    # Accepted and checked since the first version, though no request of a market uses it.
+    takes_rest_url: ClassVar[bool] = True
+    option_notes: ClassVar[Mapping[str, str]] = {
+        "book_mode/book_depth": ": the order book is the full "
+        "book.{instrument}.100ms snapshot-plus-changes stream",
+        "category": ": the instrument name says what it is "
+        "(BTC-PERPETUAL, BTC-27DEC24, BTC-27DEC24-100000-C, BTC_USDC)",
+    }
+    max_subscriptions_per_connection: ClassVar[int | None] = MAX_CHANNELS_PER_CONNECTION
     # Public requests are credit-limited per IP (numbers UNCONFIRMED): stay modest.
     client_messages_per_second: ClassVar[float] = 5.0
     # No client-initiated keepalive: the session answers the venue's test_request.
     keepalive_interval_secs: ClassVar[float | None] = None
-
-    @classmethod
-    def symbols_url(cls, rest_url: str | None = None) -> str:
-        base = (rest_url or DEFAULT_REST_URL).rstrip("/")
-        return f"{base}/api/v2/public/get_instruments?currency=any&expired=false"
 
     @classmethod
     def parse_symbols(cls, body: bytes) -> list[str]:
@@ -232,44 +230,6 @@ class DeribitAdapter(ExchangeAdapter):
                 "or 'BTC_USDC-PERPETUAL'"
             )
         return canonical
-
-    @classmethod
-    def check_market(cls, market: MarketSettings) -> None:
-        if market.book_mode is not None or market.book_depth is not None:
-            raise ValueError(
-                "deribit has no book_mode/book_depth options: the order book is the full "
-                "book.{instrument}.100ms snapshot-plus-changes stream"
-            )
-        if market.category is not None:
-            raise ValueError(
-                "deribit has no category option: the instrument name says what it is "
-                "(BTC-PERPETUAL, BTC-27DEC24, BTC-27DEC24-100000-C, BTC_USDC)"
-            )
-        check_stream_feeds(EXCHANGE, market, STREAM_FEEDS)
-        check_base_url(EXCHANGE, market)
-        check_rest_url(EXCHANGE, market)
-
-    def connection_url(self, base_url: str | None) -> str:
-        return f"{(base_url or self.default_url).rstrip('/')}{WS_PATH}"
-
-    def plan_connections(self, markets: Sequence[MarketSettings]) -> list[ConnectionPlan]:
-        """Pack instruments onto connections of at most 300 channels (all of one together)."""
-        groups: dict[tuple[str, bool], dict[str, list[Subscription]]] = {}
-        for market in markets:
-            key = (self.connection_url(market.base_url), "raw" in market.feeds)
-            by_symbol = groups.setdefault(key, {})
-            for symbol in market.symbols:
-                canonical = self.normalize_symbol(symbol)
-                subs = by_symbol.setdefault(canonical, [])
-                subs.extend(Subscription(canonical, f) for f in market.feeds if f in STREAM_FEEDS)
-        plans: list[ConnectionPlan] = []
-        for (url, raw), by_symbol in groups.items():
-            for chunk in pack_by_symbol(by_symbol.values(), MAX_CHANNELS_PER_CONNECTION):
-                plans.append(self._plan(len(plans), url, raw, chunk))
-        return plans
-
-    def _plan(self, index: int, url: str, raw: bool, subs: list[Subscription]) -> ConnectionPlan:
-        return ConnectionPlan(self.name, f"{self.name}-{index}", url, tuple(subs), raw)
 
     def open_session(self, plan: ConnectionPlan) -> DeribitSession:
         return DeribitSession(plan)

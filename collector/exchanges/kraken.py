@@ -48,7 +48,7 @@ trades and ``None`` for books and tickers.
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
 from decimal import InvalidOperation
 from typing import Any, ClassVar, Final
@@ -65,7 +65,7 @@ from collector.exchanges.base import (
     Session,
     Subscription,
 )
-from collector.exchanges.common import check_base_url, check_stream_feeds, pack_by_symbol
+from collector.exchanges.common import PathRule
 from collector.exchanges.kraken_book import BookSide, OrderBook
 
 EXCHANGE: Final = "kraken"
@@ -81,7 +81,6 @@ MAX_SYMBOLS_PER_SUBSCRIBE: Final = 50
 MAX_CHECKSUM_FAILURES: Final = 3
 # Publish a ticker on every change of the best bid/offer (the venue's default: on trades).
 TICKER_TRIGGER: Final = "bbo"
-STREAM_FEEDS: Final = ("trades", "orderbook", "ticker")
 
 # feed -> channel, and back.
 CHANNELS: Final = {"trades": "trade", "orderbook": "book", "ticker": "ticker"}
@@ -208,19 +207,24 @@ class KrakenAdapter(ExchangeAdapter):
 
     name: ClassVar[str] = EXCHANGE
     default_url: ClassVar[str] = DEFAULT_URL
+    ws_path: ClassVar[str] = WS_PATH
+    ws_path_rule: ClassVar[PathRule] = "unless_present"
+    default_rest_url: ClassVar[str | None] = DEFAULT_REST_URL
+    symbols_path: ClassVar[str | None] = "/0/public/AssetPairs"
+    book_depths: ClassVar[tuple[int, ...]] = tuple(sorted(BOOK_DEPTHS))
+    option_notes: ClassVar[Mapping[str, str]] = {
+        "book_mode": " (the book channel always sends a snapshot, then updates); remove book_mode",
+        "rest_url": " (its books come over the WebSocket)",
+        "category": " (spot only)",
+    }
+    plan_class: ClassVar[type[ConnectionPlan]] = KrakenPlan
+    max_subscriptions_per_connection: ClassVar[int | None] = MAX_SUBSCRIPTIONS_PER_CONNECTION
     # Kraken's message limit is dynamic (exchanges.md 8.1); subscribes, resyncs and pings
     # are rare, so a low pace costs nothing.
     client_messages_per_second: ClassVar[float] = 4.0
     # Application-level ping; the idle timeout is undocumented, the venue's heartbeat
     # channel (about 1/s) keeps data flowing towards us.
     keepalive_interval_secs: ClassVar[float | None] = 30.0
-
-    default_rest_url: ClassVar[str | None] = DEFAULT_REST_URL
-
-    @classmethod
-    def symbols_url(cls, rest_url: str | None = None) -> str:
-        base = (rest_url or DEFAULT_REST_URL).rstrip("/")
-        return f"{base}/0/public/AssetPairs"
 
     @classmethod
     def parse_symbols(cls, body: bytes) -> list[str]:
@@ -264,60 +268,18 @@ class KrakenAdapter(ExchangeAdapter):
         return canonical
 
     @classmethod
-    def check_market(cls, market: MarketSettings) -> None:
-        if market.book_mode is not None:
+    def check_book_options(cls, market: MarketSettings) -> None:
+        """The standard checks; this venue's message lists the depths as "one of"."""
+        depth = market.book_depth
+        if market.book_mode is None and depth is not None and depth not in BOOK_DEPTHS:
             raise ValueError(
-                "kraken has no book_mode option (the book channel always sends a snapshot, "
-                "then updates); remove book_mode"
+                f"kraken book_depth must be one of 10, 25, 100, 500, 1000 (got {depth})"
             )
-        if market.book_depth is not None and market.book_depth not in BOOK_DEPTHS:
-            raise ValueError(
-                f"kraken book_depth must be one of 10, 25, 100, 500, 1000 (got {market.book_depth})"
-            )
-        if market.rest_url is not None:
-            raise ValueError("kraken has no rest_url option (its books come over the WebSocket)")
-        if market.category is not None:
-            raise ValueError("kraken has no category option (spot only)")
-        check_stream_feeds(EXCHANGE, market, STREAM_FEEDS)
-        check_base_url(EXCHANGE, market)
+        super().check_book_options(market)
 
-    def connection_url(self, base_url: str | None) -> str:
-        base = (base_url or self.default_url).rstrip("/")
-        return base if base.endswith(WS_PATH) else base + WS_PATH
-
-    def plan_connections(self, markets: Sequence[MarketSettings]) -> list[ConnectionPlan]:
-        """Pack symbols onto connections of at most 300 subscriptions (symbol x feed).
-
-        All feeds of one symbol share a connection. Markets with a different ``base_url``,
-        ``raw`` choice or ``book_depth`` never share one.
-        """
-        groups: dict[tuple[str, bool, int], dict[str, list[Subscription]]] = {}
-        for market in markets:
-            self.check_market(market)
-            depth = market.book_depth or DEFAULT_BOOK_DEPTH
-            key = (self.connection_url(market.base_url), "raw" in market.feeds, depth)
-            by_symbol = groups.setdefault(key, {})
-            for symbol in market.symbols:
-                canonical = self.normalize_symbol(symbol)
-                subs = by_symbol.setdefault(canonical, [])
-                for feed in market.feeds:
-                    sub = Subscription(canonical, feed)
-                    if feed in STREAM_FEEDS and sub not in subs:
-                        subs.append(sub)
-        plans: list[ConnectionPlan] = []
-        for (url, raw, depth), by_symbol in groups.items():
-            for subs in pack_by_symbol(by_symbol.values(), MAX_SUBSCRIPTIONS_PER_CONNECTION):
-                plans.append(
-                    KrakenPlan(
-                        exchange=self.name,
-                        name=f"{self.name}-{len(plans)}",
-                        url=url,
-                        subscriptions=tuple(subs),
-                        raw=raw,
-                        book_depth=depth,
-                    )
-                )
-        return plans
+    def plan_fields(self, market: MarketSettings) -> dict[str, Any]:
+        """The book depth is set per subscribe, one for the whole connection."""
+        return {"book_depth": market.book_depth or DEFAULT_BOOK_DEPTH}
 
     def open_session(self, plan: ConnectionPlan) -> KrakenSession:
         return KrakenSession(plan)

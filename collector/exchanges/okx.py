@@ -59,7 +59,7 @@ attempts per second per IP (the planner keeps connections few).
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping
 from typing import ClassVar, Final
 
 import attrs
@@ -71,10 +71,11 @@ from collector.exchanges.base import (
     ConnectionPlan,
     ExchangeAdapter,
     ParseError,
+    PlannedSubscription,
     Session,
     Subscription,
 )
-from collector.exchanges.common import check_base_url, check_stream_feeds, chunked, url_with_path
+from collector.exchanges.common import PathRule, chunked
 
 EXCHANGE: Final = "okx"
 DEFAULT_URL: Final = "wss://ws.okx.com:8443"
@@ -86,7 +87,6 @@ MAX_ARGS_PER_CONNECTION: Final = 300
 MAX_BOOKS_PER_CONNECTION: Final = 25
 # The venue allows 480 subscribe/unsubscribe requests per connection per hour.
 MAX_REQUESTS_PER_SESSION: Final = 450
-STREAM_FEEDS: Final = ("trades", "orderbook", "ticker")
 NOTICE_RECONNECT_CODE: Final = "64008"
 
 _SYMBOL_RE: Final = re.compile(r"[A-Z0-9]{1,20}-[A-Z0-9]{1,20}(-SWAP|-\d{6}(-\d+(\.\d+)?-[CP])?)?")
@@ -212,17 +212,24 @@ class OkxAdapter(ExchangeAdapter):
 
     name: ClassVar[str] = EXCHANGE
     default_url: ClassVar[str] = DEFAULT_URL
+    ws_path: ClassVar[str] = PUBLIC_PATH
+    ws_path_rule: ClassVar[PathRule] = "host_only"
+    default_rest_url: ClassVar[str | None] = DEFAULT_REST_URL
+    symbols_path: ClassVar[str | None] = "/api/v5/public/instruments?instType=SPOT"
+    book_modes: ClassVar[tuple[str, ...]] = ("snapshot", "diff")
+    book_depths: ClassVar[tuple[int, ...]] = (5, 400)
+    option_notes: ClassVar[Mapping[str, str]] = {
+        "category": " (the instrument id says it: BTC-USDT, BTC-USDT-SWAP)",
+        "rest_url": " (the book is synced over WebSocket)",
+    }
+    plan_class: ClassVar[type[ConnectionPlan]] = OkxPlan
+    wire_names_field: ClassVar[str | None] = "channels"
+    max_subscriptions_per_connection: ClassVar[int | None] = MAX_ARGS_PER_CONNECTION
     # No per-second client message limit is documented for public channels (only 480
     # subscribe requests per hour); 3/s keeps resubscribe bursts gentle.
     client_messages_per_second: ClassVar[float] = 3.0
     # The venue closes a connection after 30 s without traffic: text "ping" well within.
     keepalive_interval_secs: ClassVar[float | None] = 20.0
-    default_rest_url: ClassVar[str | None] = DEFAULT_REST_URL
-
-    @classmethod
-    def symbols_url(cls, rest_url: str | None = None) -> str:
-        base = (rest_url or DEFAULT_REST_URL).rstrip("/")
-        return f"{base}/api/v5/public/instruments?instType=SPOT"
 
     @classmethod
     def parse_symbols(cls, body: bytes) -> list[str]:
@@ -246,15 +253,11 @@ class OkxAdapter(ExchangeAdapter):
         return canonical
 
     @classmethod
-    def check_market(cls, market: MarketSettings) -> None:
-        if market.category is not None:
-            raise ValueError(
-                "okx has no category option (the instrument id says it: BTC-USDT, BTC-USDT-SWAP)"
-            )
-        if market.rest_url is not None:
-            raise ValueError("okx has no rest_url option (the book is synced over WebSocket)")
+    def check_book_options(cls, market: MarketSettings) -> None:
+        """Mode and depth name the same choice of channel: books (diff, 400) or books5
+        (snapshot, 5); they must not contradict each other."""
         mode, depth = market.book_mode, market.book_depth
-        if depth is not None and depth not in (5, 400):
+        if depth is not None and depth not in cls.book_depths:
             raise ValueError(
                 f"okx book_depth must be 400 (channel books, the default) or 5 (books5); "
                 f"got {depth}"
@@ -264,57 +267,30 @@ class OkxAdapter(ExchangeAdapter):
                 "okx book_mode 'diff' is the 400-level books channel and 'snapshot' the "
                 f"5-level books5 channel; book_depth {depth} contradicts book_mode {mode!r}"
             )
-        check_stream_feeds(EXCHANGE, market, STREAM_FEEDS)
-        check_base_url(EXCHANGE, market)
+        super().check_book_options(market)
 
-    def connection_url(self, base_url: str | None) -> str:
-        return url_with_path(base_url, self.default_url, PUBLIC_PATH)
+    def wire_name(self, symbol: str, feed: str, market: MarketSettings) -> str:
+        return channel_name(feed, market)
 
-    def plan_connections(self, markets: Sequence[MarketSettings]) -> list[ConnectionPlan]:
-        """Pack symbols onto connections of at most 300 args and 25 deep-book channels.
-
-        All channels of one instrument share a connection. Markets with a different
-        ``base_url`` or ``raw`` choice never share one.
-        """
-        groups: dict[tuple[str, bool], dict[str, list[tuple[Subscription, str]]]] = {}
-        for market in markets:
-            key = (self.connection_url(market.base_url), "raw" in market.feeds)
-            by_symbol = groups.setdefault(key, {})
-            for symbol in market.symbols:
-                canonical = self.normalize_symbol(symbol)
-                items = by_symbol.setdefault(canonical, [])
-                for feed in market.feeds:
-                    if feed in STREAM_FEEDS:
-                        items.append((Subscription(canonical, feed), channel_name(feed, market)))
-        plans: list[ConnectionPlan] = []
-        for (url, raw), by_symbol in groups.items():
-            chunks: list[list[tuple[Subscription, str]]] = []
-            current: list[tuple[Subscription, str]] = []
-            books = 0
-            for items in by_symbol.values():
-                item_books = sum(1 for _, ch in items if ch == "books")
-                if current and (
-                    len(current) + len(items) > MAX_ARGS_PER_CONNECTION
-                    or books + item_books > MAX_BOOKS_PER_CONNECTION
-                ):
-                    chunks.append(current)
-                    current, books = [], 0
-                current.extend(items)
-                books += item_books
-            if current:
+    def pack(self, by_symbol: list[list[PlannedSubscription]]) -> list[list[PlannedSubscription]]:
+        """At most 300 args and 25 deep-book channels (``books``) per connection; all
+        channels of one instrument together."""
+        chunks: list[list[PlannedSubscription]] = []
+        current: list[PlannedSubscription] = []
+        books = 0
+        for items in by_symbol:
+            item_books = sum(1 for _, channel in items if channel == "books")
+            if current and (
+                len(current) + len(items) > MAX_ARGS_PER_CONNECTION
+                or books + item_books > MAX_BOOKS_PER_CONNECTION
+            ):
                 chunks.append(current)
-            for chunk in chunks:
-                plans.append(
-                    OkxPlan(
-                        exchange=self.name,
-                        name=f"{self.name}-{len(plans)}",
-                        url=url,
-                        subscriptions=tuple(sub for sub, _ in chunk),
-                        raw=raw,
-                        channels=tuple(ch for _, ch in chunk),
-                    )
-                )
-        return plans
+                current, books = [], 0
+            current.extend(items)
+            books += item_books
+        if current:
+            chunks.append(current)
+        return chunks
 
     def open_session(self, plan: ConnectionPlan) -> OkxSession:
         return OkxSession(plan)

@@ -49,8 +49,8 @@ docs): two requests at connect plus three ``PING`` a minute stay far below.
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
-from typing import ClassVar, Final
+from collections.abc import Mapping, Sequence
+from typing import Any, ClassVar, Final
 
 import attrs
 import msgspec
@@ -65,7 +65,6 @@ from collector.exchanges.base import (
     Subscription,
 )
 from collector.exchanges.common import RecentIds as RecentIds  # re-exported
-from collector.exchanges.common import check_base_url, check_stream_feeds, chunked
 
 EXCHANGE: Final = "upbit"
 DEFAULT_URL: Final = "wss://api.upbit.com/websocket/v1"
@@ -185,8 +184,16 @@ class UpbitAdapter(ExchangeAdapter):
     """Upbit quotation WebSocket (see the module docstring)."""
 
     name: ClassVar[str] = EXCHANGE
-    default_url: ClassVar[str] = DEFAULT_URL
+    default_url: ClassVar[str] = DEFAULT_URL  # the full URL: a base_url replaces it whole
     default_rest_url: ClassVar[str | None] = DEFAULT_REST_URL
+    symbols_path: ClassVar[str | None] = "/v1/market/all"
+    book_modes: ClassVar[tuple[str, ...]] = ("snapshot",)
+    book_depths: ClassVar[tuple[int, ...]] = tuple(sorted(BOOK_DEPTHS))
+    option_notes: ClassVar[Mapping[str, str]] = {
+        "book_mode": " (every orderbook message is a full book)",
+    }
+    plan_class: ClassVar[type[ConnectionPlan]] = UpbitPlan
+    max_symbols_per_connection: ClassVar[int | None] = MAX_CODES_PER_CONNECTION
     # The venue allows 5 data requests/s (and 100/min) per connection.
     client_messages_per_second: ClassVar[float] = 4.0
     keepalive_interval_secs: ClassVar[float | None] = KEEPALIVE_SECS
@@ -194,10 +201,6 @@ class UpbitAdapter(ExchangeAdapter):
     def __init__(self) -> None:
         # Survives reconnects: sessions come and go, the adapter stays.
         self.recent_trade_ids = RecentIds(RECENT_TRADE_IDS)
-
-    @classmethod
-    def symbols_url(cls, rest_url: str | None = None) -> str:
-        return f"{(rest_url or DEFAULT_REST_URL).rstrip('/')}/v1/market/all"
 
     @classmethod
     def parse_symbols(cls, body: bytes) -> list[str]:
@@ -216,45 +219,9 @@ class UpbitAdapter(ExchangeAdapter):
             )
         return canonical
 
-    @classmethod
-    def check_market(cls, market: MarketSettings) -> None:
-        if market.book_mode not in (None, "snapshot"):
-            raise ValueError(
-                "upbit book_mode can only be 'snapshot' (every orderbook message is a full book)"
-            )
-        if market.book_depth is not None and market.book_depth not in BOOK_DEPTHS:
-            raise ValueError(f"upbit book_depth must be 1, 5, 15 or 30 (got {market.book_depth})")
-        if market.rest_url is not None:
-            raise ValueError("upbit has no rest_url option")
-        if market.category is not None:
-            raise ValueError("upbit has no category option")
-        check_stream_feeds(EXCHANGE, market, TYPES)
-        check_base_url(EXCHANGE, market)
-
-    def plan_connections(self, markets: Sequence[MarketSettings]) -> list[ConnectionPlan]:
-        """At most 100 codes per connection; another URL, raw choice or depth never shares."""
-        groups: dict[tuple[str, bool, int | None], dict[str, list[Subscription]]] = {}
-        for market in markets:
-            key = (market.base_url or DEFAULT_URL, "raw" in market.feeds, market.book_depth)
-            by_symbol = groups.setdefault(key, {})
-            for symbol in market.symbols:
-                canonical = self.normalize_symbol(symbol)
-                subs = by_symbol.setdefault(canonical, [])
-                subs.extend(Subscription(canonical, f) for f in market.feeds if f in TYPES)
-        plans: list[ConnectionPlan] = []
-        for (url, raw, depth), by_symbol in groups.items():
-            for chunk in chunked(list(by_symbol), MAX_CODES_PER_CONNECTION):
-                plans.append(
-                    UpbitPlan(
-                        exchange=self.name,
-                        name=f"{self.name}-{len(plans)}",
-                        url=url,
-                        subscriptions=tuple(s for sym in chunk for s in by_symbol[sym]),
-                        raw=raw,
-                        book_depth=depth,
-                    )
-                )
-        return plans
+    def plan_fields(self, market: MarketSettings) -> dict[str, Any]:
+        """The book depth is part of every orderbook code, one for the whole connection."""
+        return {"book_depth": market.book_depth}
 
     def open_session(self, plan: ConnectionPlan) -> UpbitSession:
         return UpbitSession(plan, self.recent_trade_ids)
