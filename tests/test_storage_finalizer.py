@@ -23,6 +23,7 @@ from collector.storage.flusher import RetiredFile
 from collector.storage.journal import Journal
 from collector.storage.layout import journal_path
 from collector.storage.schemas import schema_for
+from tests.real_time import fail_after_real
 
 NOON = 1_714_564_800_000_000
 
@@ -58,7 +59,7 @@ async def test_files_are_finalized_and_sent_in_order_after_the_recovered_ones(
         retired_file(tmp_path, "a", [3]),
     ]
     recovered = tmp_path / "recovered.parquet"
-    async with trio.open_nursery() as nursery:
+    async with fail_after_real(), trio.open_nursery() as nursery:
         await nursery.start(
             partial(
                 run_finalizer,
@@ -102,7 +103,7 @@ async def test_a_disk_error_is_retried_with_a_growing_delay_and_the_next_file_wa
     retired_out, retired_in = trio.open_memory_channel[RetiredFile](16)
     finished_out, finished = trio.open_memory_channel[Path](16)
     first, second = retired_file(tmp_path, "1", [1]), retired_file(tmp_path, "2", [2])
-    async with trio.open_nursery() as nursery:
+    async with fail_after_real(), trio.open_nursery() as nursery:
         settings = StorageSettings(flush_interval_secs=0.5)
         await nursery.start(partial(run_finalizer, settings, retired_in, finished_out, metrics))
         t0 = trio.current_time()

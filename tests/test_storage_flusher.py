@@ -26,6 +26,7 @@ from collector.storage.journal import open_journal_table
 from collector.storage.layout import journal_path
 from collector.storage.router import HOUR_US, KEY_COLUMNS, FileKey, FlushWork, StreamRows
 from collector.storage.schemas import schema_for
+from tests.real_time import fail_after_real
 
 HOUR = 476_268  # 2024-05-01T12:00Z as an hour index
 NOON = HOUR * HOUR_US
@@ -72,7 +73,7 @@ async def open_flusher(tmp_path: Path, **settings: Any) -> AsyncIterator[Flusher
     metrics = Metrics()
     work_out, work_in = trio.open_memory_channel[FlushWork](0)
     retired_out, retired_in = trio.open_memory_channel[RetiredFile](16)
-    async with trio.open_nursery() as nursery:
+    async with fail_after_real(), trio.open_nursery() as nursery:
         await nursery.start(partial(run_flusher, storage, work_in, retired_out, metrics))
         with work_out, retired_in:
             yield Flusher(work_out, retired_in, metrics, data_dir)

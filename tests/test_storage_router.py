@@ -62,21 +62,23 @@ async def open_router(
     work_out, work_in = trio.open_memory_channel[FlushWork](0)
     doorbell = Doorbell(1)
     wall_clock = trio_wall_clock(wall_now_us - round(trio.current_time() * 1_000_000))
-    async with trio.open_nursery() as nursery:
-        await nursery.start(
-            partial(
-                run_router,
-                storage,
-                events,
-                work_out,
-                wall_clock=wall_clock,
-                doorbell=doorbell,
-                first_rows=first_rows or [],
+    # Virtual time: nothing here runs in a thread. A router that never sends fails, not hangs.
+    with trio.fail_after(600):
+        async with trio.open_nursery() as nursery:
+            await nursery.start(
+                partial(
+                    run_router,
+                    storage,
+                    events,
+                    work_out,
+                    wall_clock=wall_clock,
+                    doorbell=doorbell,
+                    first_rows=first_rows or [],
+                )
             )
-        )
-        with events_send, work_in:
-            yield Router(events_send, doorbell, work_in)
-        nursery.cancel_scope.cancel()
+            with events_send, work_in:
+                yield Router(events_send, doorbell, work_in)
+            nursery.cancel_scope.cancel()
 
 
 async def test_rows_are_handed_over_at_the_tick_split_by_their_own_hour(
