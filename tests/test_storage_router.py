@@ -47,6 +47,10 @@ class Router:
         await self.events.send(batch)
         self.doorbell.sent()
 
+    def send_nowait(self, batch: list[Event]) -> None:
+        self.events.send_nowait(batch)
+        self.doorbell.sent()
+
     def waiting_batches(self) -> int:
         return self.events.statistics().current_buffer_used
 
@@ -115,9 +119,10 @@ async def test_a_flush_worth_is_sent_at_once_and_intake_stops_while_the_send_wai
 ) -> None:
     async with open_router(flush_interval_secs=60.0, flush_max_rows=3) as r:
         t0 = trio.current_time()
-        await r.send([trade(NOON, 0), trade(NOON, 1)])
-        await r.send([trade(NOON, 2)])  # 3 rows: a flush's worth
-        await r.send([trade(NOON, 3)])
+        # All three wait when the router runs: it takes a flush's worth and stops there.
+        r.send_nowait([trade(NOON, 0), trade(NOON, 1)])
+        r.send_nowait([trade(NOON, 2)])  # 3 rows: a flush's worth
+        r.send_nowait([trade(NOON, 3)])
         await trio.sleep(1)
         # Nobody receives: the router waits in its send and takes no more batches.
         assert r.waiting_batches() == 1

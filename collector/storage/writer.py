@@ -62,9 +62,9 @@ async def run_writer(
     ``finished`` (the path of each finished ``.parquet`` file, for the uploader; it is a
     bounded channel, so a slow consumer slows finalization, never intake of rows already
     flushed). At start it finalizes what a previous run left (:func:`recover_leftovers`, in
-    a worker thread) and routes a ``disconnected`` status row per symbol it stopped without
-    (:func:`unclean_stop_rows`), calls ``task_status.started()``, then sends those paths
-    first. Owns the three stages' nursery and the channels between them (the retired
+    a worker thread) and routes a ``disconnected`` status row for each symbol that run
+    recorded until it was killed (:func:`unclean_stop_rows`), calls
+    ``task_status.started()``, then sends those paths first. Owns the three stages' nursery and the channels between them (the retired
     files' fill level is exported as the ``retired_files`` channel).
 
     Ends when ``events`` is closed: everything is flushed and finalized, every path is sent,
@@ -76,8 +76,8 @@ async def run_writer(
     memory stays bounded.
 
     Cancellation: nothing more is written; open journals are closed and stay on disk for
-    :func:`recover_leftovers` at the next start (rows not yet journaled are lost: at most
-    two flushes' worth). A worker thread that is already running completes first
+    :func:`recover_leftovers` at the next start (rows not yet journaled are lost: those
+    routed since the last hand-over, and those of a flush still being retried). A worker thread that is already running completes first
     (finalization is atomic: no half-written ``.parquet``); a file it finished is not sent to
     ``finished`` and is picked up as a leftover by the uploader.
 
