@@ -38,10 +38,11 @@ from collector.events import (
 )
 from collector.metrics import Metrics
 from collector.storage import finalize as finalize_module
+from collector.storage import finalizer as finalizer_module
 from collector.storage import journal as journal_module
 from collector.storage import recover_leftovers, run_writer
 from collector.storage import recovery as recovery_module
-from collector.storage import writer as writer_module
+from collector.storage import router as router_module
 from collector.storage.columns import to_record_batch
 from collector.storage.finalize import finalize_journal
 from collector.storage.journal import Journal, open_journal_table
@@ -269,8 +270,8 @@ async def test_a_large_backlog_is_routed_in_slices_that_let_other_tasks_run(
     # task's steps (a checkpoint always ends a step), which does not depend on the order
     # Trio runs the tasks of a batch in.
     now = [0.0]
-    monkeypatch.setattr(writer_module, "TAKE_SLICE_SECS", 0.001)
-    monkeypatch.setattr(writer_module, "_slice_clock", lambda: now[0])
+    monkeypatch.setattr(router_module, "TAKE_SLICE_SECS", 0.001)
+    monkeypatch.setattr(router_module, "_slice_clock", lambda: now[0])
     steps: Counter[trio.lowlevel.Task] = Counter()
 
     class CountSteps(trio.abc.Instrument):
@@ -278,14 +279,14 @@ async def test_a_large_backlog_is_routed_in_slices_that_let_other_tasks_run(
             steps[task] += 1
 
     seen: list[int] = []
-    original = writer_module._Writer.route
+    original = router_module._Waiting.route
 
     def route(self: Any, batch: list[Event]) -> None:
         seen.append(steps[trio.lowlevel.current_task()])
         original(self, batch)
         now[0] += 0.0006
 
-    monkeypatch.setattr(writer_module._Writer, "route", route)
+    monkeypatch.setattr(router_module._Waiting, "route", route)
     batches: list[list[Event]] = [
         [trade(NOON + i, i) for i in range(b * 600, (b + 1) * 600)] for b in range(4)
     ]
@@ -686,24 +687,30 @@ async def test_no_batches_are_taken_while_the_disk_fails(
 
     monkeypatch.setattr(journal_module, "_pwrite_all", write_unless_failing)
     first: list[Event] = [trade(NOON + i, i) for i in range(3)]
-    later: list[Event] = [trade(NOON + 10 + i, 10 + i) for i in range(2)]
-    async with open_writer(tmp_path, NOON) as h:
+    later: list[Event] = [trade(NOON + 10 + i, 10 + i) for i in range(4)]  # a flush's worth
+    rest: list[Event] = [trade(NOON + 20 + i, 20 + i) for i in range(2)]
+    async with open_writer(tmp_path, NOON, flush_max_rows=4) as h:
         t0 = trio.current_time()
         await h.send.send(first)
         await trio.sleep_until(t0 + 1.0)
         await settle(autojump_clock, lambda: h.errors("flush") == 1)
+        # The failed rows stay with the flusher, which retries them in place; the writer
+        # takes one more flush's worth (the bound on its memory), then no more batches.
         h.send.send_nowait(later)
+        h.send.send_nowait(rest)
         await trio.sleep_until(t0 + 1.999)
         # Intake paused: the batch waits in the (bounded) channel, not in the writer's memory.
         assert h.send.statistics().current_buffer_used == 1
+        assert h.rows_written() == 0
         failing = False
         await trio.sleep_until(t0 + 2.0)
-        await settle(autojump_clock, lambda: h.rows_written() == 3)
-        await trio.sleep_until(t0 + 3.0)
-        await settle(autojump_clock, lambda: h.rows_written() == 5)
+        # The retry, one flush interval after the failure; then the flush's worth that
+        # waited, and the batch left in the channel, taken at once and flushed for the tick.
+        await settle(autojump_clock, lambda: h.rows_written() == 9)
+        assert trio.current_time() == t0 + 2.0
         assert h.send.statistics().current_buffer_used == 0
         [path] = await h.finish()
-    assert rows(path) == [expected_row(e) for e in first + later]
+    assert rows(path) == [expected_row(e) for e in first + later + rest]
 
 
 async def test_disk_error_during_finalize_is_retried(
@@ -719,7 +726,7 @@ async def test_disk_error_during_finalize_is_retried(
             raise OSError(errno.EIO, "I/O error")
         return real(journal, final, **kwargs)
 
-    monkeypatch.setattr(writer_module, "finalize_journal", first_call_fails)
+    monkeypatch.setattr(finalizer_module, "finalize_journal", first_call_fails)
     batch: list[Event] = [trade(NOON + i, i) for i in range(2)]
     async with open_writer(tmp_path, NOON, flush_interval_secs=0.5) as h:
         t0 = trio.current_time()

@@ -1,6 +1,6 @@
 """Storage: events -> crash-safe journals -> finished Parquet files (see design.md).
 
-- :func:`run_writer`: the writer task;
+- :func:`run_writer`: the writer task (router -> flusher -> finalizer, see its module);
 - :func:`recover_leftovers`: finalize what a previous run left behind;
 - :func:`relative_key`: a finished file's key below the S3 prefix;
 - :func:`run_disk_monitor`: the disk high-water mark in ``/health`` and metrics.

@@ -1,0 +1,238 @@
+"""The writer's second stage: flush work -> journals -> files whose rows are all journaled.
+
+The flusher owns file identity: for each stream key it has at most one open file (its
+final path, chosen when its first rows are journaled, and its :class:`Journal`). For each
+:class:`~collector.storage.router.FlushWork` it converts every key's columns to one record
+batch and appends it to that key's journal, all in one worker thread, so the event loop
+goes on meanwhile. A key without an open file gets a new one, named after its first row.
+
+On a disk error (``OSError``) the batches not appended are kept and retried *in place*,
+after the flush interval, then twice that, up to :data:`MAX_RETRY_DELAY_SECS`: the flusher
+takes no new work meanwhile, so the router's rendezvous send waits, and the router takes
+no more batches once a flush's worth waits (memory stays bounded; the event channel fills).
+Nothing later is journaled before the failed rows, so a file's rows stay in order.
+
+A file is complete (*retired*) when the work retires its key (the router's hourly
+rotation), when its journal has reached ``max_file_size_mb`` (the flusher's size rotation:
+the key's next rows open a new file), or when the input ends (every open file). Its journal
+is closed and it is sent on as a :class:`RetiredFile` to the finalizer.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pyarrow as pa
+import trio
+
+from collector.config import StorageSettings
+from collector.metrics import Metrics
+from collector.storage.journal import Journal
+from collector.storage.layout import choose_parquet_path, journal_path, stream_dir
+from collector.storage.router import FileKey, FlushWork, StreamRows
+from collector.storage.schemas import schema_for
+
+logger = logging.getLogger(__name__)
+
+# The longest wait between two attempts at a failing disk (flusher and finalizer).
+MAX_RETRY_DELAY_SECS = 60.0
+
+
+@dataclass(frozen=True)
+class RetiredFile:
+    """A file whose rows are all in its journal, closed: ``journal_path(path)`` becomes
+    ``path`` when it is finalized."""
+
+    path: Path
+    exchange: str
+    data_type: str
+
+
+@dataclass(eq=False)
+class _OpenFile:
+    """One file being written. ``path`` and ``journal`` exist from its first append on;
+    ``unwritten`` holds the batches not appended yet (a failed append's, retried first)."""
+
+    exchange: str
+    symbol: str
+    data_type: str
+    first_us: int
+    path: Path | None = None
+    journal: Journal | None = None
+    unwritten: list[pa.RecordBatch] = field(default_factory=list)
+
+
+class _Files:
+    """The flusher's open files. Methods ending in ``_sync`` run in worker threads while
+    the flusher task awaits them; nothing else touches the files meanwhile."""
+
+    def __init__(self, settings: StorageSettings, metrics: Metrics, server: str | None) -> None:
+        self.data_dir = Path(settings.data_dir)
+        self.server = server
+        self.metrics = metrics
+        self.max_bytes = int(settings.max_file_size_mb * 1024 * 1024)
+        self.open: dict[FileKey, _OpenFile] = {}
+        # Paths of the open files. A retired file keeps its name taken on disk (journal,
+        # temporary or Parquet file) until it is finalized, so it needs no entry here.
+        self.in_use: set[Path] = set()
+
+    def assign(self, rows: dict[FileKey, StreamRows]) -> list[tuple[_OpenFile, StreamRows]]:
+        """Each key's rows with the file they go to (a new one where none is open)."""
+        jobs: list[tuple[_OpenFile, StreamRows]] = []
+        for key, stream in rows.items():
+            open_file = self.open.get(key)
+            if open_file is None:
+                open_file = self.open[key] = _OpenFile(*key[:3], first_us=stream.first_us)
+            jobs.append((open_file, stream))
+        return jobs
+
+    def append_sync(self, jobs: list[tuple[_OpenFile, StreamRows | None]]) -> list[_OpenFile]:
+        """Append each file's unwritten batches, then the new rows, to its journal. Returns
+        the files an ``OSError`` stopped (the batches not appended stay unwritten)."""
+        started = time.perf_counter()
+        failed: list[_OpenFile] = []
+        for open_file, stream in jobs:
+            if stream is not None and len(stream.columns):
+                constants = {"exchange": open_file.exchange, "symbol": open_file.symbol}
+                open_file.unwritten.append(stream.columns.to_record_batch(constants))
+            written = 0
+            try:
+                for batch in open_file.unwritten:
+                    journal = open_file.journal or self._open_journal_sync(open_file)
+                    journal.append(batch)
+                    written += 1
+                    self.metrics.rows_written.labels(open_file.exchange, open_file.data_type).inc(
+                        batch.num_rows
+                    )
+            except OSError as exc:
+                rows = sum(batch.num_rows for batch in open_file.unwritten[written:])
+                logger.warning(
+                    "flush of %s %s %s failed, %d rows kept for retry: %s",
+                    open_file.exchange,
+                    open_file.symbol,
+                    open_file.data_type,
+                    rows,
+                    exc,
+                )
+                self.metrics.writer_errors.labels(stage="flush").inc()
+                failed.append(open_file)
+            del open_file.unwritten[:written]
+        self.metrics.flush_seconds.observe(time.perf_counter() - started)
+        return failed
+
+    def _open_journal_sync(self, open_file: _OpenFile) -> Journal:
+        start_ms = open_file.first_us // 1000
+        directory = stream_dir(
+            self.data_dir,
+            open_file.exchange,
+            open_file.symbol,
+            open_file.data_type,
+            start_ms,
+            self.server,
+        )
+        directory.mkdir(parents=True, exist_ok=True)
+        path = choose_parquet_path(directory, start_ms, self.in_use)
+        journal = Journal.create(journal_path(path), schema_for(open_file.data_type))
+        self.in_use.add(path)
+        open_file.path = path
+        open_file.journal = journal
+        self.metrics.open_files.inc()
+        return journal
+
+    def due(self, retired: tuple[FileKey, ...] | None) -> list[FileKey]:
+        """The keys whose files are complete: ``retired`` ones and those whose journal has
+        reached the size limit; every open key when ``retired`` is None (the end)."""
+        if retired is None:
+            return list(self.open)
+        due = [key for key in retired if key in self.open]
+        due.extend(
+            key
+            for key, open_file in self.open.items()
+            if open_file.journal is not None
+            and open_file.journal.size >= self.max_bytes
+            and key not in retired
+        )
+        return due
+
+    def close_sync(self, keys: list[FileKey]) -> None:
+        """Close the journals of ``keys`` (idempotent; the files stay open here)."""
+        for key in keys:
+            journal = self.open[key].journal
+            if journal is not None:
+                journal.close()
+
+    def retire(self, keys: list[FileKey]) -> list[RetiredFile]:
+        """Forget the (closed) files of ``keys``: their keys' next rows open new files."""
+        retired: list[RetiredFile] = []
+        for key in keys:
+            open_file = self.open.pop(key)
+            if open_file.path is None:
+                continue  # never written to: no file
+            self.in_use.discard(open_file.path)
+            retired.append(RetiredFile(open_file.path, open_file.exchange, open_file.data_type))
+        return retired
+
+    def close_all(self) -> None:
+        """Close every journal (on cancellation or error: they stay on disk for recovery)."""
+        for open_file in self.open.values():
+            if open_file.journal is not None:
+                open_file.journal.close()
+
+
+async def run_flusher(
+    settings: StorageSettings,
+    work_in: trio.MemoryReceiveChannel[FlushWork],
+    retired_out: trio.MemorySendChannel[RetiredFile],
+    metrics: Metrics,
+    *,
+    home_server_name: str | None = None,
+    task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    """Journal each :class:`FlushWork` of ``work_in``; send complete files on ``retired_out``.
+
+    Owns and closes both channel ends. Takes the next work only when every row of the
+    previous one is in its journal (see the module docstring for the retries in place), so
+    ``work_in``'s sender waits meanwhile. Counts ``rows_written``, ``flush_seconds``,
+    ``writer_errors{stage="flush"}`` and, per journal opened, ``open_files`` (the finalizer
+    counts it down). When ``work_in`` ends, every open file is retired and ``retired_out``
+    is closed.
+
+    Cancellation: open journals are closed and stay on disk for recovery; a worker thread
+    already running completes first. Raises what is not a disk error (a bug), and
+    ``trio.BrokenResourceError`` if the finalizer went away.
+    """
+    first_delay = settings.flush_interval_secs
+    files = _Files(settings, metrics, home_server_name)
+    limiter = trio.CapacityLimiter(1)  # its own: never waits behind other components' threads
+    with work_in, retired_out:
+        try:
+            task_status.started()
+            async for work in work_in:
+                jobs: list[tuple[_OpenFile, StreamRows | None]] = list(files.assign(work.rows))
+                delay = first_delay
+                while failed := await trio.to_thread.run_sync(
+                    files.append_sync, jobs, limiter=limiter
+                ):
+                    await trio.sleep(delay)
+                    delay = min(delay * 2, MAX_RETRY_DELAY_SECS)
+                    jobs = [(open_file, None) for open_file in failed]
+                await _send_retired(files, files.due(work.retired), retired_out, limiter)
+            await _send_retired(files, files.due(None), retired_out, limiter)
+        finally:
+            files.close_all()
+
+
+async def _send_retired(
+    files: _Files,
+    keys: list[FileKey],
+    retired_out: trio.MemorySendChannel[RetiredFile],
+    limiter: trio.CapacityLimiter,
+) -> None:
+    if not keys:
+        return
+    await trio.to_thread.run_sync(files.close_sync, keys, limiter=limiter)
+    for retired in files.retire(keys):
+        await retired_out.send(retired)

@@ -1,0 +1,276 @@
+"""The writer's first stage: batches of events -> each stream's waiting rows -> flush work.
+
+The router owns the stream keys and the rows that wait for a flush. A stream key is
+(exchange, symbol, data_type, UTC hour of ``timestamp_collector``), the hour being
+:data:`NO_HOUR` without hourly rotation: every event is routed by its own receive time, so
+rows are split at the hour boundary exactly. Each key's rows are appended to columns as
+they are routed (:class:`~collector.storage.columns.ColumnBuffer`), on the event loop, so
+the flusher's worker thread never walks the events.
+
+Batches wait in the event channel until the doorbell rings or the flush tick comes
+(:mod:`collector.doorbell`): the router does not wake for every read of every connection.
+Every ``flush_interval_secs`` (Trio time), and at once when ``flush_max_rows`` rows wait,
+the waiting rows go to the flusher as one :class:`FlushWork`, over a rendezvous channel:
+
+- a flush's worth of rows is *sent*: while the flusher is busy (journaling the previous
+  work, or retrying it on a failing disk) the router waits and takes no batches, so the
+  event channel fills and the connections feel it. Memory holds at most two flushes'
+  worth of rows: the one being journaled and the one waiting here.
+- a tick's rows are *offered*: if the flusher is busy the router goes on taking batches
+  when the doorbell rings, and offers again with what has come since, until the flusher
+  takes it or a flush's worth waits. So a slow flush does not stop intake below that
+  bound, and the next flush starts as soon as the slow one ends.
+
+The router also decides hourly rotation: once the wall clock has left a key's hour, the
+next work *retires* the key (its file is complete after that work's rows). A late row of
+a retired hour starts the key again, and the flusher opens a new (small) file for it.
+Size rotation is the flusher's (it knows the journal sizes).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Final
+
+import trio
+
+from collector.clock import WallClock, system_wall_us
+from collector.config import StorageSettings
+from collector.doorbell import Doorbell
+from collector.events import Event
+from collector.storage.columns import ColumnBuffer
+
+HOUR_US: Final = 3_600_000_000
+NO_HOUR: Final = -1
+# The event loop time the router routes for between two checkpoints, so connections go on
+# reading (and stamping what they read) while a backlog is routed. By time, not rows: an
+# order book row costs several times a trade row.
+TAKE_SLICE_SECS = 0.001
+# What the slices are timed with (a test makes routing take a known time).
+_slice_clock = time.perf_counter
+
+# (exchange, symbol, data_type, UTC hour index or NO_HOUR)
+FileKey = tuple[str, str, str, int]
+# A key fixes these columns: they are not stored per row.
+KEY_COLUMNS: Final = frozenset({"exchange", "symbol"})
+
+
+@dataclass(eq=False, slots=True)
+class StreamRows:
+    """The rows of one stream key routed since the last hand-over, as columns.
+
+    ``first_us`` is the ``timestamp_collector`` of the first of them: a file opened for
+    these rows is named after it.
+    """
+
+    first_us: int
+    columns: ColumnBuffer
+
+
+@dataclass(frozen=True)
+class FlushWork:
+    """What the router hands the flusher: append ``rows`` to each key's file, then the files
+    of the ``retired`` keys are complete. The router never touches ``rows`` again."""
+
+    rows: dict[FileKey, StreamRows] = field(default_factory=dict)
+    retired: tuple[FileKey, ...] = ()
+
+    def __bool__(self) -> bool:
+        return bool(self.rows or self.retired)
+
+
+class _Waiting:
+    """The rows routed since the last hand-over, by stream key."""
+
+    __slots__ = ("hourly", "rows", "streams")
+
+    def __init__(self, hourly: bool) -> None:
+        self.hourly = hourly
+        self.streams: dict[FileKey, StreamRows] = {}
+        self.rows = 0
+
+    def route(self, batch: list[Event]) -> None:
+        """Append each event's row to its key's columns (the hot path: no I/O).
+
+        Raises ``ValueError`` for an event its columns refuse (an adapter bug, see
+        :class:`~collector.storage.columns.ColumnBuffer`).
+        """
+        streams = self.streams
+        hourly = self.hourly
+        # The events of one read share their receive time: the hour is worked out once.
+        last_ts = -1
+        hour = NO_HOUR
+        for event in batch:
+            ts = event.timestamp_collector
+            if hourly and ts != last_ts:
+                last_ts = ts
+                hour = ts // HOUR_US
+            key = (event.exchange, event.symbol, event.DATA_TYPE, hour)
+            stream = streams.get(key)
+            if stream is None:
+                stream = streams[key] = StreamRows(ts, ColumnBuffer(event.DATA_TYPE, KEY_COLUMNS))
+            stream.columns.add(event)
+        self.rows += len(batch)
+
+
+class _Hours:
+    """The hourly keys the flusher has a file for, as far as the router knows."""
+
+    def __init__(self, hourly: bool, wall_clock: WallClock) -> None:
+        self.hourly = hourly
+        self.wall_clock = wall_clock
+        self.open: set[FileKey] = set()
+
+    def work(self, waiting: _Waiting) -> FlushWork:
+        """The work for ``waiting``: its rows, and every key whose hour the wall clock has
+        left. Changes nothing: see :meth:`handed_over`."""
+        if not self.hourly:
+            return FlushWork(waiting.streams)
+        now_hour = self.wall_clock() // HOUR_US
+        retired = {key for key in self.open if key[3] < now_hour}
+        retired.update(key for key in waiting.streams if key[3] < now_hour)
+        return FlushWork(waiting.streams, tuple(sorted(retired)))
+
+    def handed_over(self, work: FlushWork) -> None:
+        if self.hourly:
+            self.open.update(work.rows)
+            self.open.difference_update(work.retired)
+
+
+async def _take(
+    events: trio.MemoryReceiveChannel[list[Event]],
+    waiting: _Waiting,
+    doorbell: Doorbell,
+    flush_rows: int,
+) -> bool:
+    """Route the batches waiting in ``events`` until none is left or ``flush_rows`` rows
+    wait; False once the channel has ended.
+
+    Once it has routed for ``TAKE_SLICE_SECS`` it lets the other tasks run (a checkpoint),
+    so the connections go on reading while a large backlog is routed: the event loop is
+    held for about a slice (and a batch) at most here.
+    """
+    doorbell.taken()
+    route = waiting.route
+    clock = _slice_clock
+    slice_ends = clock() + TAKE_SLICE_SECS
+    try:
+        while waiting.rows < flush_rows:
+            route(events.receive_nowait())
+            if clock() >= slice_ends:
+                await trio.lowlevel.checkpoint()
+                slice_ends = clock() + TAKE_SLICE_SECS
+    except trio.WouldBlock:
+        return True
+    except trio.EndOfChannel:
+        return False
+    return True
+
+
+async def _offer(
+    work_out: trio.MemorySendChannel[FlushWork],
+    work: FlushWork,
+    doorbell: Doorbell,
+    deadline: float,
+) -> bool:
+    """Hand ``work`` to the flusher unless the doorbell rings or ``deadline`` comes first;
+    whether it was handed over.
+
+    A withdrawn offer delivered nothing (a cancelled send never does): the router keeps
+    the rows and offers them again, with whatever it took meanwhile.
+    """
+    try:
+        work_out.send_nowait(work)
+        return True
+    except trio.WouldBlock:
+        pass  # the flusher is busy
+    sent = False
+
+    async def send(scope: trio.CancelScope) -> None:
+        nonlocal sent
+        await work_out.send(work)
+        sent = True
+        scope.cancel()
+
+    with trio.move_on_at(deadline):
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(send, nursery.cancel_scope)
+            # Parked at once, with nothing run since the last take: no ring is missed.
+            await doorbell.wait()
+            nursery.cancel_scope.cancel()
+    return sent
+
+
+async def run_router(
+    settings: StorageSettings,
+    events: trio.MemoryReceiveChannel[list[Event]],
+    work_out: trio.MemorySendChannel[FlushWork],
+    *,
+    wall_clock: WallClock = system_wall_us,
+    doorbell: Doorbell | None = None,
+    first_rows: Sequence[Event] = (),
+    task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    """Route the batches of ``events`` into :class:`FlushWork` sent on ``work_out``.
+
+    Owns and closes both channel ends. ``work_out`` should be a rendezvous channel (size
+    0): the router's memory bound and its backpressure rest on a send that waits for the
+    flusher (see the module docstring). ``first_rows`` are routed before
+    ``task_status.started()`` (the writer's rows for an unclean stop). Batches are taken
+    when ``doorbell`` rings and at every flush tick (without a doorbell, at the ticks only).
+
+    When ``events`` ends, the rows still waiting are sent as a last work and ``work_out`` is
+    closed; the router does not retire the keys that are still open then: the flusher
+    finishes every file when its input ends.
+
+    Cancellation: rows not yet handed over are lost (they were never journaled). Raises
+    ``ValueError`` for an event its columns refuse (an adapter bug), and
+    ``trio.BrokenResourceError`` if the flusher went away.
+    """
+    interval = settings.flush_interval_secs
+    flush_rows = settings.flush_max_rows
+    hourly = settings.rotate_hourly
+    doorbell = doorbell or Doorbell(1)
+    with events, work_out:
+        hours = _Hours(hourly, wall_clock)
+        waiting = _Waiting(hourly)
+        if first_rows:
+            waiting.route(list(first_rows))
+        task_status.started()
+        deadline = trio.current_time() + interval
+        due = False  # a tick came and its rows are not handed over yet
+        while True:
+            is_open = await _take(events, waiting, doorbell, flush_rows)
+            if waiting.rows >= flush_rows:
+                # A flush's worth: wait for the flusher, taking nothing meanwhile.
+                work = hours.work(waiting)
+                await work_out.send(work)
+                hours.handed_over(work)
+                waiting = _Waiting(hourly)
+                continue
+            if not is_open:
+                break
+            now = trio.current_time()
+            if now >= deadline:
+                due = True
+                deadline += interval
+                if deadline < now:  # the router waited a whole interval: skip, do not spin
+                    deadline = now + interval
+            if due:
+                work = hours.work(waiting)
+                if not work:
+                    due = False
+                else:
+                    if await _offer(work_out, work, doorbell, deadline):
+                        hours.handed_over(work)
+                        waiting = _Waiting(hourly)
+                        due = False
+                    # Handed over, rung, or the next tick: take what waits first.
+                    continue
+            with trio.move_on_at(deadline):
+                await doorbell.wait()
+        work = hours.work(waiting)
+        if work:
+            await work_out.send(work)
