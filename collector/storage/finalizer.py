@@ -8,7 +8,7 @@ finalizing several in parallel multiplies the memory peak while gaining little w
 event loop needs a core of its own.
 
 On a disk error (``OSError``) the same file is retried after the flush interval, then twice
-that, up to :data:`~collector.storage.flusher.MAX_RETRY_DELAY_SECS`; the files behind it
+that, up to :data:`MAX_RETRY_DELAY_SECS`; the files behind it
 wait in the (bounded) channel, and once that is full the flusher waits too.
 """
 
@@ -25,10 +25,13 @@ from collector import native_memory
 from collector.config import StorageSettings
 from collector.metrics import Metrics
 from collector.storage.finalize import finalize_journal
-from collector.storage.flusher import MAX_RETRY_DELAY_SECS, RetiredFile
+from collector.storage.flusher import RetiredFile
 from collector.storage.layout import journal_path
 
 logger = logging.getLogger(__name__)
+
+# The longest wait between two attempts to finalize on a failing disk.
+MAX_RETRY_DELAY_SECS = 60.0
 
 # Worker threads finalizing at once (see the module docstring).
 FINALIZE_THREADS = 1

@@ -7,8 +7,9 @@ batch and appends it to that key's journal, all in one worker thread, so the eve
 goes on meanwhile. A key without an open file gets a new one, named after its first row.
 
 On a disk error (``OSError``) the batches not appended are kept and retried *in place*,
-after the flush interval, then twice that, up to :data:`MAX_RETRY_DELAY_SECS`: the flusher
-takes no new work meanwhile, so the router's rendezvous send waits, and the router takes
+every flush interval (a full disk is usually freed by someone else, and rows should move
+again within an interval of that, not after a backoff has grown): the flusher takes no new
+work meanwhile, so the router's rendezvous send waits, and the router takes
 no more batches once a flush's worth waits (memory stays bounded; the event channel fills).
 Nothing later is journaled before the failed rows, so a file's rows stay in order.
 
@@ -36,9 +37,6 @@ from collector.storage.router import FileKey, FlushWork, StreamRows
 from collector.storage.schemas import schema_for
 
 logger = logging.getLogger(__name__)
-
-# The longest wait between two attempts at a failing disk (flusher and finalizer).
-MAX_RETRY_DELAY_SECS = 60.0
 
 
 @dataclass(frozen=True)
@@ -204,7 +202,7 @@ async def run_flusher(
     already running completes first. Raises what is not a disk error (a bug), and
     ``trio.BrokenResourceError`` if the finalizer went away.
     """
-    first_delay = settings.flush_interval_secs
+    retry_delay = settings.flush_interval_secs
     files = _Files(settings, metrics, home_server_name)
     limiter = trio.CapacityLimiter(1)  # its own: never waits behind other components' threads
     with work_in, retired_out:
@@ -212,12 +210,10 @@ async def run_flusher(
             task_status.started()
             async for work in work_in:
                 jobs: list[tuple[_OpenFile, StreamRows | None]] = list(files.assign(work.rows))
-                delay = first_delay
                 while failed := await trio.to_thread.run_sync(
                     files.append_sync, jobs, limiter=limiter
                 ):
-                    await trio.sleep(delay)
-                    delay = min(delay * 2, MAX_RETRY_DELAY_SECS)
+                    await trio.sleep(retry_delay)
                     jobs = [(open_file, None) for open_file in failed]
                 await _send_retired(files, files.due(work.retired), retired_out, limiter)
             await _send_retired(files, files.due(None), retired_out, limiter)
