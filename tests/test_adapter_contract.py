@@ -6,6 +6,7 @@
   words (with its own note), accepts every value it declares, and plans connections by the
   same rules: markets with another URL or ``raw`` choice never share a connection, a
   symbol's subscriptions stay together, the declared limits hold.
+- Every adapter builds its keepalive frame from the ping's number alone, without a session.
 
 What is particular to one venue (its URLs, its notes, its wire names) is tested in that
 venue's ``test_<venue>_parse.py``.
@@ -312,3 +313,22 @@ def test_plans_keep_within_the_declared_limits_and_symbols_together(
         assert len(plan.subscriptions) <= (most_subscriptions or len(plan.subscriptions))
         assert len(plan.symbols) <= (most_symbols or len(plan.symbols))
     assert [s for p in plans for s in p.symbols] == symbols  # each on one connection, in order
+
+
+# --------------------------------------------------------------------------- keepalive
+
+
+@pytest.mark.parametrize("adapter", ADAPTERS, ids=by_name)
+def test_the_keepalive_frame_is_a_pure_function_of_its_number(
+    adapter: type[ExchangeAdapter],
+) -> None:
+    # The connection's keepalive task builds each ping from its own count, through the
+    # adapter: no counter behind the frame, and no session involved (a session has one
+    # owner, the receive loop).
+    made = make(adapter)
+    first, second, again = (made.keepalive_frame(n) for n in (1, 2, 1))
+    assert (first is None) == (adapter.keepalive_interval_secs is None)
+    assert again == first
+    assert make(adapter).keepalive_frame(2) == second
+    session = made.open_session(made.plan_connections([market(adapter)])[0])
+    assert not hasattr(session, "keepalive_frame")

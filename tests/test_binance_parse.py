@@ -702,4 +702,4 @@ def test_adapter_limits() -> None:
     assert BinanceAdapter.name == "binance"
     assert BinanceAdapter.client_messages_per_second < 5
     assert BinanceAdapter.keepalive_interval_secs is None
-    assert open_session("BTCUSDT").keepalive_frame() is None
+    assert BinanceAdapter().keepalive_frame(1) is None

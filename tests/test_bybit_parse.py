@@ -329,11 +329,14 @@ def test_ticker_delta_merges_onto_the_last_full_ticker() -> None:
 def test_keepalive_ping_and_pongs() -> None:
     session = open_session("BTCUSDT")
     assert BybitAdapter.keepalive_interval_secs == 20.0
-    frame = session.keepalive_frame()
-    assert frame is not None
-    assert msgspec.json.decode(frame)["op"] == "ping"
+    session.subscribe_frames(NOW)
+    pings = [msgspec.json.decode(BybitAdapter().keepalive_frame(n)) for n in (1, 2)]
+    # A fresh id each, never a request id (those are bare numbers: "1", "2", ...).
+    assert pings == [{"req_id": "ping-1", "op": "ping"}, {"req_id": "ping-2", "op": "ping"}]
     spot_pong = {"success": True, "ret_msg": "pong", "conn_id": "c", "op": "ping"}
     assert parse(session, spot_pong) == []
+    linear_pong = {**spot_pong, "ret_msg": "", "req_id": "ping-1"}
+    assert parse(session, linear_pong) == []
     assert parse(session, {"args": ["1672916271846"], "op": "pong"}) == []
     assert asked(session).send == []
 

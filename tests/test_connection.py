@@ -10,6 +10,7 @@ from __future__ import annotations
 import socket
 from array import array
 from collections.abc import Callable, Sequence
+from typing import Any, ClassVar
 
 import pytest
 import trio
@@ -497,6 +498,7 @@ class ScriptedWebSocket:
 
     def __init__(self, reads: list[list[bytes]]) -> None:
         self.reads = reads
+        self.sent: list[str] = []
         self.closed = False
 
     async def receive_messages(self) -> list[bytes]:
@@ -507,6 +509,7 @@ class ScriptedWebSocket:
 
     async def send_text(self, text: str) -> None:
         await trio.lowlevel.checkpoint()
+        self.sent.append(text)
 
     async def aclose(self, code: int = 1000) -> None:
         self.closed = True
@@ -767,3 +770,54 @@ def test_the_failure_that_ranks_first_is_chosen_in_either_order(
         assert type(failure) is chosen
         assert failure.args == next(f for f in failures if type(f) is chosen).args
         assert failure.uptime == 0.0
+
+
+# --------------------------------------------------------------------------- keepalive
+
+
+class _OwnedSession(BinanceSession):
+    """A Binance session that notes the task behind every use of it (every attribute
+    read, so every method call too)."""
+
+    def __init__(self, plan: ConnectionPlan) -> None:
+        self.tasks: set[trio.lowlevel.Task] = set()
+        super().__init__(plan)
+
+    def __getattribute__(self, name: str) -> Any:
+        if name != "tasks":
+            object.__getattribute__(self, "tasks").add(trio.lowlevel.current_task())
+        return object.__getattribute__(self, name)
+
+
+class _PingingAdapter(BinanceAdapter):
+    """Binance with an application ping every 5 s; keeps the sessions it opened."""
+
+    keepalive_interval_secs: ClassVar[float | None] = 5.0
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.sessions: list[_OwnedSession] = []
+
+    def keepalive_frame(self, number: int) -> str:
+        return f'{{"method":"PING","id":{number}}}'
+
+    def open_session(self, plan: ConnectionPlan) -> _OwnedSession:
+        session = _OwnedSession(plan)
+        self.sessions.append(session)
+        return session
+
+
+async def test_the_keepalive_task_never_touches_the_session(
+    autojump_clock: trio.testing.MockClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    adapter = _PingingAdapter()
+    ws = ScriptedWebSocket([[ACK]])
+    failure, _rows = await run_on(monkeypatch, ws, ws_settings(message_timeout_secs=22.0), adapter)
+    assert type(failure) is StaleConnection
+    # Pings at 5, 10, 15 and 20 s, numbered by the keepalive task, sent by the sender.
+    pings = [frame for frame in ws.sent if "PING" in frame]
+    assert pings == [f'{{"method":"PING","id":{n}}}' for n in (1, 2, 3, 4)]
+    # Yet the session was used by one task only: the connection's (here the test's own,
+    # which awaited run_connection), never by the keepalive task.
+    (session,) = adapter.sessions
+    assert session.tasks == {trio.lowlevel.current_task()}

@@ -26,6 +26,7 @@ from collector.exchanges.kraken import (
     MAX_CHECKSUM_FAILURES,
     MAX_SUBSCRIPTIONS_PER_CONNECTION,
     MAX_SYMBOLS_PER_SUBSCRIBE,
+    PING_REQ_ID_BASE,
     KrakenAdapter,
     KrakenPlan,
     KrakenSession,
@@ -560,10 +561,21 @@ def test_frames_without_events(frame: str) -> None:
 
 def test_keepalive_is_the_application_ping() -> None:
     session = open_session("BTC/USD")
-    session.subscribe_frames()
-    pings = [msgspec.json.decode(session.keepalive_frame()) for _ in range(2)]
-    assert pings == [{"method": "ping", "req_id": 4}, {"method": "ping", "req_id": 5}]
+    requests = [msgspec.json.decode(f)["req_id"] for f in session.subscribe_frames()]
+    adapter = KrakenAdapter()
+    pings = [msgspec.json.decode(adapter.keepalive_frame(n)) for n in (1, 2)]
+    # A fresh integer id each, in a range of its own: never one of the session's request ids.
+    assert pings == [
+        {"method": "ping", "req_id": PING_REQ_ID_BASE + 1},
+        {"method": "ping", "req_id": PING_REQ_ID_BASE + 2},
+    ]
+    assert requests == [1, 2, 3]
+    assert PING_REQ_ID_BASE + 2 < 2**31
     assert KrakenAdapter.keepalive_interval_secs == 30.0
+    # The pong echoes the id; the session skips it by its method.
+    pong = {"method": "pong", "req_id": PING_REQ_ID_BASE + 1, "time_in": "t", "time_out": "t"}
+    assert parse(session, msgspec.json.encode(pong)) == []
+    assert asked(session).send == []
 
 
 @pytest.mark.parametrize(

@@ -22,7 +22,7 @@ from trio_websocket import ConnectionClosed, open_websocket_url
 from collector.clock import trio_wall_clock
 from collector.config import MarketSettings
 from collector.events import Status
-from collector.exchanges.kraken import KrakenAdapter
+from collector.exchanges.kraken import PING_REQ_ID_BASE, KrakenAdapter
 from tests.fakes.kraken import FakeKraken, ticker_frame, trade_frame
 from tests.venue_helpers import (
     drain,
@@ -251,7 +251,8 @@ async def test_the_client_pings_and_stays_connected_past_the_idle_timeout(
             assert fake.idle_drops == 0
             assert fake.pings == 10  # every 30 s
             pings = [msgspec.json.decode(m) for m in fake.client_messages if '"ping"' in m]
-            assert [p["req_id"] for p in pings] == list(range(2, 12))
+            # A fresh id each, counted per connection in the pings' own range.
+            assert [p["req_id"] for p in pings] == [PING_REQ_ID_BASE + n for n in range(1, 11)]
             assert health.ready
             inner.cancel_scope.cancel()
     with rx:

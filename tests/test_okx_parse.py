@@ -333,7 +333,7 @@ def test_keepalive_pings_and_pongs() -> None:
     session = open_session("BTC-USDT")
     assert OkxAdapter.keepalive_interval_secs is not None
     assert OkxAdapter.keepalive_interval_secs < 30
-    assert session.keepalive_frame() == "ping"
+    assert [OkxAdapter().keepalive_frame(n) for n in (1, 2)] == ["ping", "ping"]
     assert parse(session, "pong") == []
     assert asked(session).send == []
     assert parse(session, "ping") == []

@@ -138,7 +138,7 @@ def test_subscribe_request_and_keepalive() -> None:
         {"method": "LIST_SUBSCRIPTIONS"},
         {"format": "DEFAULT"},
     ]
-    assert session.keepalive_frame() == "PING"
+    assert [UpbitAdapter().keepalive_frame(n) for n in (1, 2)] == ["PING", "PING"]
     assert UpbitAdapter.keepalive_interval_secs == KEEPALIVE_SECS == 20.0
     assert session.parse(STATUS_UP, NOW) == []
     assert session.parse(b'{"status":"UP"}', NOW) == []  # text or binary, same bytes

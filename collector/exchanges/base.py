@@ -9,9 +9,11 @@ subclasses these two classes (modules are discovered by ``collector.exchanges``)
 - :class:`ExchangeAdapter` (one per exchange): declares what the venue supports (feeds,
   market options and their values, URLs, per-connection limits); from that it validates
   markets at start and plans the connections (which subscriptions go on which socket).
+  It also builds the venue's application keepalive frame, a pure function of the ping's
+  number, so the connection's keepalive task never touches a session.
 - :class:`Session` (one per connection attempt): subscribe frames, parsing, sequence
-  state, keepalive. A reconnect gets a fresh session, so sequence state never spans a
-  disconnect (the ``disconnected``/``connected`` status rows mark that hole).
+  state. A reconnect gets a fresh session, so sequence state never spans a disconnect
+  (the ``disconnected``/``connected`` status rows mark that hole).
 
 Adapters decode frames with ``msgspec`` into private wire structs declared ``gc=False``:
 a decoded struct can never be part of a reference cycle, and untracked structs are
@@ -114,14 +116,14 @@ class Session(ABC):
     The owner calls :meth:`subscribe` once after the handshake, :meth:`receive` with the
     frames of each read, and :meth:`receive_snapshot` with each REST body it fetched; each
     returns the :class:`Actions` the session wants done, and the owner never reads or
-    clears the session's state to learn them (as with h11's ``Connection``). The only
-    other call is :meth:`keepalive_frame`, from the connection's keepalive task, which
-    takes a request id at most.
+    clears the session's state to learn them (as with h11's ``Connection``). No other task
+    calls a session: the keepalive frame comes from
+    :meth:`ExchangeAdapter.keepalive_frame`, which needs no session state.
 
     A venue implements the hooks :meth:`subscribe_frames`, :meth:`parse` (and may replace
-    :meth:`parse_batch` with a faster loop), :meth:`parse_snapshot` and
-    :meth:`keepalive_frame`. While parsing, it asks for things through the protected state
-    below; the next result hands them over and clears them:
+    :meth:`parse_batch` with a faster loop) and :meth:`parse_snapshot`. While parsing, it
+    asks for things through the protected state below; the next result hands them over
+    and clears them:
 
     - ``_outgoing``: frames to send (``send``);
     - ``_snapshot_requests``: snapshots to fetch (``fetch``);
@@ -243,10 +245,6 @@ class Session(ABC):
         """Events from the body of a fetched REST snapshot. Raises ParseError."""
         raise NotImplementedError(f"{self.exchange} requests no REST snapshots")
 
-    def keepalive_frame(self) -> str | None:
-        """An application-level keepalive to send every ``keepalive_interval_secs``."""
-        return None
-
     def gap(
         self,
         symbol: str,
@@ -367,7 +365,7 @@ class ExchangeAdapter(ABC):
 
     # Most frames this client may send per second on one connection (venue limit, with margin).
     client_messages_per_second: ClassVar[float] = 5.0
-    # Send Session.keepalive_frame() this often (None: the venue needs no app-level keepalive).
+    # Send keepalive_frame() this often (None: the venue needs no app-level keepalive).
     keepalive_interval_secs: ClassVar[float | None] = None
     # Most connection attempts per second to this venue, over all its connections (venue
     # limits are per IP; 1/s stays within all of those documented in exchanges.md).
@@ -541,6 +539,21 @@ class ExchangeAdapter(ABC):
                     )
                 )
         return plans
+
+    # --------------------------------------------------------------- connections
+
+    def keepalive_frame(self, number: int) -> str | None:
+        """The venue's application-level keepalive (ping) frame, or None: the venue needs none.
+
+        ``number`` counts one connection's keepalives from 1; the connection's keepalive
+        task keeps it and sends the frame every ``keepalive_interval_secs``. A pure
+        function of ``number``: it reads and changes no state, of the adapter or of any
+        session, so the keepalive task can call it while the receive loop owns the
+        session. A venue whose ping carries an id builds it from ``number`` in an id space
+        that cannot be taken for one of the session's request ids (the venue echoes the id
+        in its pong, which the session skips by its method or event, never by id).
+        """
+        return None
 
     @abstractmethod
     def open_session(self, plan: ConnectionPlan) -> Session:

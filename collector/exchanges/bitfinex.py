@@ -37,9 +37,11 @@ own MTS). If the venue refuses the conf frame, sequence checks are off for the s
 The book checksum flag (131072) is not enabled.
 
 Keepalive: the venue sends ``[chanId, "hb", SEQ, MTS]`` after 15 s without channel
-activity, which feeds the connection's stale watchdog; the session also sends
-``{"event":"ping","cid":N}`` every :data:`PING_INTERVAL_SECS` (answered with ``pong``), so a
-connection whose every subscription was refused still sees traffic.
+activity, which feeds the connection's stale watchdog; the connection also sends
+``{"event":"ping","cid":N}`` (:meth:`BitfinexAdapter.keepalive_frame`) every
+:data:`PING_INTERVAL_SECS` (answered with ``pong``), so a connection whose every
+subscription was refused still sees traffic. N counts the connection's pings from 1; no
+other frame of the client carries a ``cid``.
 
 Info codes: 20051 (server restarting) sets :attr:`Actions.reconnect`. 20060
 (maintenance start) only marks :attr:`BitfinexSession.maintenance`: the connection stays,
@@ -210,6 +212,15 @@ class BitfinexAdapter(ExchangeAdapter):
         """The book length is set per subscribe, one for the whole connection."""
         return {"book_len": market.book_depth or DEFAULT_BOOK_LENGTH}
 
+    def keepalive_frame(self, number: int) -> str:
+        """Ping ``number`` of a connection: ``{"event":"ping","cid":<number>}``.
+
+        Only pings carry a ``cid`` (subscribe and unsubscribe frames have none), so the
+        connection's ping count is the id; the session skips the ``pong`` (which echoes
+        it) by its event.
+        """
+        return _ENCODER.encode({"event": "ping", "cid": number}).decode()
+
     def open_session(self, plan: ConnectionPlan) -> BitfinexSession:
         return BitfinexSession(plan)
 
@@ -255,7 +266,6 @@ class BitfinexSession(Session):
         self._channels: dict[int, _Channel] = {}
         self._last_seq: int | None = None
         self._seq_enabled = True
-        self._next_cid = 1
         self.maintenance = False
         self.duplicates_dropped = 0
         self.dropped_while_resyncing = 0
@@ -272,11 +282,6 @@ class BitfinexSession(Session):
             self._pending[(CHANNEL_OF_FEED[sub.feed], sub.symbol)] = sub
             frames.append(self._subscribe_frame(sub.symbol, sub.feed))
         return frames
-
-    def keepalive_frame(self) -> str | None:
-        cid = self._next_cid
-        self._next_cid += 1
-        return _ENCODER.encode({"event": "ping", "cid": cid}).decode()
 
     def _resync_books(self) -> None:
         for chan_id, channel in self._channels.items():

@@ -37,8 +37,9 @@ Sequence rules (per symbol, per session; a reconnect starts afresh):
   restart), not on depth 1, which sends only snapshots.
 - trades and tickers: no checks (``seq``/``cs`` are cross sequences, not contiguous).
 
-Keepalive: ``{"req_id": "ping-N", "op": "ping"}`` every 20 s, as the venue requires; the
-``pong`` answers are consumed.
+Keepalive: ``{"req_id": "ping-N", "op": "ping"}`` every 20 s, as the venue requires (N
+counts the connection's pings from 1; request ids are bare numbers, so the two never
+meet); the ``pong`` answers are consumed.
 
 Subscribe errors: a refused topic gets a ``subscribe_error`` row (detail = ``ret_msg``) and
 counts as resolved in ``pending_subscriptions``. When the answer names a topic of the
@@ -263,6 +264,15 @@ class BybitAdapter(ExchangeAdapter):
         """``bybit-{category}-{index}``: the category shows in logs and metrics."""
         return f"{self.name}-{fields['category']}-{index}"
 
+    def keepalive_frame(self, number: int) -> str:
+        """Ping ``number`` of a connection: ``{"req_id":"ping-<number>","op":"ping"}``.
+
+        The session's request ids are decimal strings ("1", "2", ...), so a ``ping-`` id can
+        never equal one; and the session skips pongs by their ``op`` (``ping``/``pong``)
+        before it looks at any ``req_id``, which linear pongs echo.
+        """
+        return _ENCODER.encode({"req_id": f"ping-{number}", "op": "ping"}).decode()
+
     def open_session(self, plan: ConnectionPlan) -> BybitSession:
         return BybitSession(plan)
 
@@ -307,11 +317,6 @@ class BybitSession(Session):
             self._request("subscribe", topics)
             for topics in chunked(list(self._subs), MAX_ARGS_PER_SUBSCRIBE)
         ]
-
-    def keepalive_frame(self) -> str | None:
-        req_id = f"ping-{self._next_id}"
-        self._next_id += 1
-        return _ENCODER.encode({"req_id": req_id, "op": "ping"}).decode()
 
     def _request(self, op: str, topics: list[str]) -> str:
         req_id = str(self._next_id)

@@ -19,7 +19,9 @@ Feeds and channels:
 
 The ``heartbeat`` channel (about 1/s once subscribed), ``status`` and ``pong`` frames produce
 no events. The keepalive is the application ping ``{"method":"ping","req_id":N}`` (answered
-by ``pong``), sent every ``keepalive_interval_secs``.
+by ``pong``), sent every ``keepalive_interval_secs``; ping ids start at
+:data:`PING_REQ_ID_BASE` + 1, apart from the session's request ids (see
+:meth:`KrakenAdapter.keepalive_frame`).
 
 Sequence rules (per symbol, per session; a reconnect starts afresh):
 
@@ -81,6 +83,9 @@ MAX_SYMBOLS_PER_SUBSCRIBE: Final = 50
 MAX_CHECKSUM_FAILURES: Final = 3
 # Publish a ticker on every change of the best bid/offer (the venue's default: on trades).
 TICKER_TRIGGER: Final = "bbo"
+# Ping N carries req_id PING_REQ_ID_BASE + N: far above the session's request ids (which
+# count from 1), and within a signed 32-bit integer for over a billion pings.
+PING_REQ_ID_BASE: Final = 1_000_000_000
 
 # feed -> channel, and back.
 CHANNELS: Final = {"trades": "trade", "orderbook": "book", "ticker": "ticker"}
@@ -281,6 +286,18 @@ class KrakenAdapter(ExchangeAdapter):
         """The book depth is set per subscribe, one for the whole connection."""
         return {"book_depth": market.book_depth or DEFAULT_BOOK_DEPTH}
 
+    def keepalive_frame(self, number: int) -> str:
+        """Ping ``number`` of a connection: ``{"method":"ping","req_id":N}``, where N is
+        :data:`PING_REQ_ID_BASE` + ``number``.
+
+        ``req_id`` must be an integer, and the venue echoes it in the ``pong``. The session
+        skips a pong by its method and matches ids only on ``subscribe`` answers; the
+        separate range still keeps a ping's id from ever equalling a request's (for a
+        reader of the raw feed, and for any matching by id) without the session's id
+        counter, which the keepalive task must not touch.
+        """
+        return _ENCODER.encode({"method": "ping", "req_id": PING_REQ_ID_BASE + number}).decode()
+
     def open_session(self, plan: ConnectionPlan) -> KrakenSession:
         return KrakenSession(plan)
 
@@ -349,9 +366,6 @@ class KrakenSession(Session):
             for channel, symbols in by_channel.items()
             for i in range(0, len(symbols), MAX_SYMBOLS_PER_SUBSCRIBE)
         ]
-
-    def keepalive_frame(self) -> str:
-        return _ENCODER.encode({"method": "ping", "req_id": self._take_id()}).decode()
 
     def _resubscribe_book(self, symbol: str) -> None:
         unsubscribe = {

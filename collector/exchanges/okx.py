@@ -41,9 +41,10 @@ Sequence rules (per instrument, per session; a reconnect starts afresh):
   may reorder ids), so trades are never dropped for it.
 - ``tickers`` and ``books5`` carry no sequence to check.
 
-Keepalive: the venue closes a connection that has had no traffic for 30 s; the session
-sends the text ``ping`` every :attr:`OkxAdapter.keepalive_interval_secs` (the venue answers
-text ``pong``) and answers a text ``ping`` from the venue with ``pong``.
+Keepalive: the venue closes a connection that has had no traffic for 30 s; the connection
+sends the text ``ping`` (:meth:`OkxAdapter.keepalive_frame`) every
+:attr:`OkxAdapter.keepalive_interval_secs` (the venue answers text ``pong``, which the
+session skips), and the session answers a text ``ping`` from the venue with ``pong``.
 
 Subscribe errors: a refused arg gets a ``subscribe_error`` row (detail = the venue's
 message) and counts as resolved in ``pending_subscriptions``; the other args keep flowing.
@@ -292,6 +293,10 @@ class OkxAdapter(ExchangeAdapter):
             chunks.append(current)
         return chunks
 
+    def keepalive_frame(self, number: int) -> str:
+        """The text ``ping`` (no id: the venue answers the text ``pong``)."""
+        return "ping"
+
     def open_session(self, plan: ConnectionPlan) -> OkxSession:
         return OkxSession(plan)
 
@@ -341,9 +346,6 @@ class OkxSession(Session):
             self._request("subscribe", keys)
             for keys in chunked(list(self._subs), MAX_ARGS_PER_SUBSCRIBE)
         ]
-
-    def keepalive_frame(self) -> str | None:
-        return "ping"
 
     def _request(self, op: str, keys: list[Key]) -> str:
         request_id = str(self._next_id)

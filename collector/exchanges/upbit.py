@@ -33,10 +33,11 @@ repeats the last trade: trades are de-duplicated by ``(code, sequential_id)`` ag
 bounded set of recent ids kept on the adapter, so it survives reconnects
 (:attr:`UpbitSession.duplicates_dropped` counts them).
 
-Keepalive: the server closes a connection idle for about 120 s. The session sends the text
-``PING`` every 20 s (:attr:`UpbitAdapter.keepalive_interval_secs`); the server answers
-``{"status":"UP"}``, which also keeps the stale-connection watchdog (30 s by default) fed on
-quiet markets.
+Keepalive: the server closes a connection idle for about 120 s. The connection sends the
+text ``PING`` (:meth:`UpbitAdapter.keepalive_frame`) every 20 s
+(:attr:`UpbitAdapter.keepalive_interval_secs`); the server answers ``{"status":"UP"}``,
+which the session counts in :attr:`UpbitSession.pongs` and which also keeps the
+stale-connection watchdog (30 s by default) fed on quiet markets.
 
 Frames: data comes as UTF-8 JSON in binary frames; :meth:`UpbitSession.parse` gets bytes
 either way. The ``SIMPLE`` format (short keys, as in the 2021 recording) is parsed too, so
@@ -223,6 +224,10 @@ class UpbitAdapter(ExchangeAdapter):
         """The book depth is part of every orderbook code, one for the whole connection."""
         return {"book_depth": market.book_depth}
 
+    def keepalive_frame(self, number: int) -> str:
+        """The text ``PING`` (no id: the venue answers ``{"status":"UP"}``)."""
+        return PING
+
     def open_session(self, plan: ConnectionPlan) -> UpbitSession:
         return UpbitSession(plan, self.recent_trade_ids)
 
@@ -263,9 +268,6 @@ class UpbitSession(Session):
         request.append({"format": "DEFAULT"})
         listing = [{"ticket": ticket}, {"method": "LIST_SUBSCRIPTIONS"}, {"format": "DEFAULT"}]
         return [_ENCODER.encode(request).decode(), _ENCODER.encode(listing).decode()]
-
-    def keepalive_frame(self) -> str | None:
-        return PING
 
     # ----------------------------------------------------------------- parsing
 

@@ -149,7 +149,7 @@ async def run_connection(
             nursery.start_soon(_run_sender, ws, outbox_rx, adapter, plan, ctx, sink)
             if adapter.keepalive_interval_secs:
                 nursery.start_soon(
-                    _run_keepalive, session, outbox_tx.clone(), adapter.keepalive_interval_secs
+                    _run_keepalive, adapter, outbox_tx.clone(), adapter.keepalive_interval_secs
                 )
             nursery.start_soon(
                 run_snapshot_fetcher,
@@ -429,12 +429,20 @@ async def _run_sender(
 
 
 async def _run_keepalive(
-    session: Session, outbox: trio.MemorySendChannel[str], every: float
+    adapter: ExchangeAdapter, outbox: trio.MemorySendChannel[str], every: float
 ) -> None:
-    """Queue the venue's application-level keepalive frame every ``every`` seconds."""
+    """Queue the venue's application-level keepalive frame every ``every`` seconds.
+
+    Owns its clone of the outbox and the count of this connection's keepalives (1, 2, ...),
+    from which :meth:`ExchangeAdapter.keepalive_frame` builds each frame: it never calls
+    the session, whose one owner is the receive loop. Runs until the connection's nursery
+    is cancelled; waits when the outbox is full (the sender drains it at the venue's pace).
+    """
     with outbox:
+        number = 0
         while True:
             await trio.sleep(every)
-            frame = session.keepalive_frame()
+            number += 1
+            frame = adapter.keepalive_frame(number)
             if frame is not None:
                 await outbox.send(frame)
