@@ -7,6 +7,7 @@ root nursery
 ├── disk monitor                      high-water mark -> /health, metrics
 └── pipeline nursery
     ├── writer         <- event channel (batches; one clone per connection)
+    │   └── router -> flusher -> finalizer   (joined by channels; see storage/writer.py)
     ├── uploader       <- file channel (s3/both: upload, verify, then delete or keep)
     └── ingest nursery (cancelled first on shutdown)
         └── one nursery per exchange -> one reconnect loop per connection
@@ -14,8 +15,9 @@ root nursery
 
 Shutdown: cancel ingest -> connections close and their channel clones with them -> the
 writer drains the event channel and finalizes every open file -> the uploader uploads what
-it can within the deadline (the rest goes up at the next start) -> the HTTP server stops. ``shutdown_timeout_secs`` bounds it all; past it
-everything is cancelled and journals left on disk are finalized at the next start.
+it can within the deadline (the rest goes up at the next start) -> the HTTP server stops.
+``shutdown_timeout_secs`` bounds it all; past it everything is cancelled and journals left
+on disk are finalized at the next start.
 """
 
 from __future__ import annotations
