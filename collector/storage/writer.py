@@ -64,22 +64,24 @@ async def run_writer(
     flushed). At start it finalizes what a previous run left (:func:`recover_leftovers`, in
     a worker thread) and routes a ``disconnected`` status row for each symbol that run
     recorded until it was killed (:func:`unclean_stop_rows`), calls
-    ``task_status.started()``, then sends those paths first. Owns the three stages' nursery and the channels between them (the retired
-    files' fill level is exported as the ``retired_files`` channel).
+    ``task_status.started()``, then sends those paths first. Owns the three stages' nursery
+    and the channels between them (the retired files' fill level is exported as the
+    ``retired_files`` channel).
 
     Ends when ``events`` is closed: everything is flushed and finalized, every path is sent,
     ``finished`` is closed. Disk errors (``OSError``) are logged, counted in
-    ``writer_errors{stage}`` and retried in place with a capped backoff, starting at the
-    flush interval, so the drain after end-of-stream lasts until the disk recovers or the
-    caller cancels. While the flusher retries, the router takes at most one more flush's
-    worth of rows, then no batches (backpressure onto the bounded event channel), so
-    memory stays bounded.
+    ``writer_errors{stage}`` and retried in place: a flush every flush interval, a
+    finalization after the flush interval and then twice as long each time, up to a cap.
+    So the drain after end-of-stream lasts until the disk recovers or the caller cancels.
+    While the flusher retries, the router takes at most one more flush's worth of rows,
+    then no batches (backpressure onto the bounded event channel), so memory stays bounded.
 
     Cancellation: nothing more is written; open journals are closed and stay on disk for
     :func:`recover_leftovers` at the next start (rows not yet journaled are lost: those
-    routed since the last hand-over, and those of a flush still being retried). A worker thread that is already running completes first
-    (finalization is atomic: no half-written ``.parquet``); a file it finished is not sent to
-    ``finished`` and is picked up as a leftover by the uploader.
+    routed since the last hand-over, and those of a flush still being retried). A worker
+    thread that is already running completes first (finalization is atomic: no half-written
+    ``.parquet``); a file it finished is not sent to ``finished`` and is picked up as a
+    leftover by the uploader.
 
     Raises whatever is not a disk error (a bug, e.g. a ``ValueError`` for an event with a
     null in a required column), and ``trio.BrokenResourceError`` if the receiver of
