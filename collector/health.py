@@ -1,7 +1,9 @@
 """What ``/health`` and ``/ready`` report: the state of every configured connection.
 
-Owned by the service; connections report into it. Plain synchronous state, so reading it
-from an HTTP handler never blocks the event loop.
+Owned by the service; connections report into it, and other components (the uploader, the
+disk monitor) set and clear their own problems through :meth:`HealthState.set_problem` and
+:meth:`HealthState.clear_problem`. Plain synchronous state, so reading it from an HTTP
+handler never blocks the event loop.
 """
 
 from __future__ import annotations
