@@ -7,11 +7,10 @@ objects; strings and bytes stay Python lists, converted by one ``pa.array`` call
 the flush's worker thread no longer walks the events at all for numbers (or book levels,
 below).
 
-Why: converting a file's events to columns in the worker thread, reading their fields up to
-a second after the event loop built them on the other core, cost 1.5-1.8 us a trade row at
-20,000 trades/s (the bench, measured inside the running service), against 0.55 us for the
-same work in one thread on fresh events. Appending at route time costs about 0.3 us a row
-on the event loop and saves most of that.
+Why: converting a file's events to columns in the worker thread meant reading their fields
+up to a second after the event loop built them on the other core, from cold caches, which
+cost several times the same work on fresh events; appending at route time is cheap on the
+event loop and saves most of it (figures in docs/performance.md).
 
 Book levels go into flat columns too: one ``array('d')`` of prices, one of sizes, and an
 ``array('i')`` of each row's end offset, which Arrow wraps as a ``list<struct<price,
