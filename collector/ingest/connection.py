@@ -193,9 +193,14 @@ class Dispatcher:
     """Does what a session's results ask, for the receive loop: frames go to the paced
     sender, REST snapshot requests to the fetcher, the first ``subscribed`` to health, a
     reconnect request ends the connection. Never blocks: a session that asks for more than
-    the connection holds ends it (OutboxOverflow)."""
+    the connection holds ends it (OutboxOverflow).
 
-    __slots__ = ("_health", "_name", "_outbox", "_snapshots", "subscribed")
+    ``awaiting`` counts the snapshots requested whose bodies have not been handed to the
+    session yet, so the receive loop looks for bodies only while some are due (most
+    connections never ask for one, and looking costs an exception per read).
+    """
+
+    __slots__ = ("_health", "_name", "_outbox", "_snapshots", "awaiting", "subscribed")
 
     def __init__(
         self,
@@ -209,6 +214,7 @@ class Dispatcher:
         self._outbox = outbox
         self._snapshots = snapshots
         self.subscribed = False
+        self.awaiting = 0
 
     def follow(self, actions: Actions) -> None:
         """Queue ``actions``' frames and snapshot requests, note a completed subscription;
@@ -219,6 +225,7 @@ class Dispatcher:
                     self._outbox.send_nowait(frame)
                 for request in actions.fetch:
                     self._snapshots.send_nowait(request)
+                    self.awaiting += 1
             except trio.WouldBlock:
                 raise OutboxOverflow(
                     f"the session queued more than {OUTBOX_SIZE} frames or snapshot requests"
@@ -304,7 +311,8 @@ async def _receive_loop(
     while True:
         messages = await ws.receive_messages()
         activity.last_read = current_time()
-        _apply_snapshots(session, bodies, dispatcher, ctx, sink, exchange)
+        if dispatcher.awaiting:
+            _apply_snapshots(session, bodies, dispatcher, ctx, sink, exchange)
         if not messages:
             continue
         received_us = wall_clock()
@@ -358,6 +366,7 @@ def _apply_snapshots(
             fetched = bodies.receive_nowait()
         except (trio.WouldBlock, trio.EndOfChannel):
             return  # none waiting, or the fetcher has ended (only as the connection ends)
+        dispatcher.awaiting -= 1
         events: list[Event] = []
         actions = session.receive_snapshot(
             fetched.request, fetched.body, fetched.received_us, events
