@@ -23,7 +23,8 @@ from collector.exchanges.base import ConnectionPlan, ParseError
 from collector.exchanges.binance import BinanceAdapter, BinanceSession
 from collector.health import HealthState
 from collector.ingest import connection
-from collector.ingest.connection import IngestContext, ParseBreaker, run_connection
+from collector.ingest.breaker import ParseBreaker
+from collector.ingest.connection import IngestContext, run_connection
 from collector.ingest.errors import (
     ConnectionFailed,
     ConnectionLost,

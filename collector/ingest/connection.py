@@ -11,8 +11,6 @@ does what the returned ``Actions`` ask.
 from __future__ import annotations
 
 import logging
-from collections import deque
-from itertools import repeat
 from typing import NoReturn
 
 import attrs
@@ -23,20 +21,19 @@ from collector.config import WebSocketSettings
 from collector.doorbell import Doorbell
 from collector.events import Event, Raw, Status
 from collector.exchanges.base import (
-    Actions,
     ConnectionPlan,
     ExchangeAdapter,
     Session,
     SnapshotRequest,
 )
 from collector.health import HealthState
+from collector.ingest.breaker import ParseBreaker
+from collector.ingest.dispatcher import Dispatcher
 from collector.ingest.errors import (
     ConnectFailed,
     ConnectionFailed,
-    OutboxOverflow,
     StaleConnection,
     TooManyParseErrors,
-    VenueRequestedReconnect,
     connection_failure,
 )
 from collector.ingest.sink import EventSink
@@ -60,36 +57,6 @@ class IngestContext:
     health: HealthState
     wall_clock: WallClock
     doorbell: Doorbell | None = None
-
-
-class ParseBreaker:
-    """Trips when more than half of the last ``window`` frames failed to parse."""
-
-    def __init__(self, window: int) -> None:
-        self.window = window
-        self._recent: deque[bool] = deque(maxlen=window)
-        self._failures = 0
-
-    def record(self, ok: bool) -> bool:
-        """Record one frame's outcome; True when the breaker trips."""
-        if len(self._recent) == self.window and not self._recent[0]:
-            self._failures -= 1
-        self._recent.append(ok)
-        if not ok:
-            self._failures += 1
-        return self._failures * 2 > self.window
-
-    def record_ok_run(self, count: int) -> None:
-        """Record ``count`` successful frames at once (the common case)."""
-        recent = self._recent
-        if not self._failures:
-            # Every recorded frame was good: only the window's fill level can change.
-            room = self.window - len(recent)
-            if room > 0:
-                recent.extend(repeat(True, min(count, room)))
-            return
-        for _ in range(min(count, self.window)):
-            self.record(True)
 
 
 async def run_connection(
@@ -187,54 +154,6 @@ async def run_connection(
             "disconnected",
             extra={"exchange": plan.exchange, "connection": plan.name, "reason": reason},
         )
-
-
-class Dispatcher:
-    """Does what a session's results ask, for the receive loop: frames go to the paced
-    sender, REST snapshot requests to the fetcher, the first ``subscribed`` to health, a
-    reconnect request ends the connection. Never blocks: a session that asks for more than
-    the connection holds ends it (OutboxOverflow).
-
-    ``awaiting`` counts the snapshots requested whose bodies have not been handed to the
-    session yet, so the receive loop looks for bodies only while some are due (most
-    connections never ask for one, and looking costs an exception per read).
-    """
-
-    __slots__ = ("_health", "_name", "_outbox", "_snapshots", "awaiting", "subscribed")
-
-    def __init__(
-        self,
-        name: str,
-        health: HealthState,
-        outbox: trio.MemorySendChannel[str],
-        snapshots: trio.MemorySendChannel[SnapshotRequest],
-    ) -> None:
-        self._name = name
-        self._health = health
-        self._outbox = outbox
-        self._snapshots = snapshots
-        self.subscribed = False
-        self.awaiting = 0
-
-    def follow(self, actions: Actions) -> None:
-        """Queue ``actions``' frames and snapshot requests, note a completed subscription;
-        raises VenueRequestedReconnect when the session asks for a reconnect."""
-        if actions.send or actions.fetch:
-            try:
-                for frame in actions.send:
-                    self._outbox.send_nowait(frame)
-                for request in actions.fetch:
-                    self._snapshots.send_nowait(request)
-                    self.awaiting += 1
-            except trio.WouldBlock:
-                raise OutboxOverflow(
-                    f"the session queued more than {OUTBOX_SIZE} frames or snapshot requests"
-                ) from None
-        if actions.subscribed and not self.subscribed:
-            self.subscribed = True
-            self._health.set_subscribed(self._name)
-        if actions.reconnect is not None:
-            raise VenueRequestedReconnect(actions.reconnect)
 
 
 def _emit_connection_rows(
