@@ -429,7 +429,8 @@ class BinanceSession(Session):
         """The frames of one read. On a connection of trade and diff-depth streams only,
         each frame is decoded in one pass (:data:`_TAGGED_ENVELOPE`), and a trade with the
         next id of its symbol, nearly every frame of a trade stream, becomes its row right
-        here: the calls of the general path cost about a fifth of a trade's parse.
+        here: the general path's calls per frame cost a large share of a trade's parse
+        (figures in docs/performance.md).
         """
         errors: list[ParseError] = []
         append = events.append
@@ -456,7 +457,7 @@ class BinanceSession(Session):
                                 if last_ids.get(symbol, trade_id - 1) == trade_id - 1:
                                     # The first or the next id: the row _on_trade
                                     # builds, built here (a call per trade would
-                                    # give back about half of what this loop saves).
+                                    # give back much of what this loop saves).
                                     last_ids[symbol] = trade_id
                                     trade_time = msg.trade_time
                                     append(
