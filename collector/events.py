@@ -29,6 +29,7 @@ StatusEvent = Literal[
     "resync",
     "dropped",
     "subscribe_error",
+    "discarded",
 ]
 Direction = Literal["recv", "send"]
 
@@ -100,7 +101,8 @@ class Ticker(msgspec.Struct, frozen=True, gc=False):
 
 
 class Status(msgspec.Struct, frozen=True, gc=False):
-    """A row that tells readers about the data itself: connects, gaps, drops and the like.
+    """A row that tells readers about the data itself: connects, gaps, drops, discards and
+    the like.
 
     ``data_type`` names the feed the row is about (``None``: the whole connection).
     """

@@ -164,6 +164,13 @@ class Metrics:
             ["exchange"],
             registry=r,
         )
+        self.messages_discarded = Counter(
+            "collector_messages_discarded_total",
+            "Received updates a session skipped on purpose, by reason: duplicate, stale, "
+            "while_resyncing",
+            ["exchange", "reason"],
+            registry=r,
+        )
         self.sequence_gaps = Counter(
             "collector_sequence_gaps_total",
             "Detected sequence gaps",

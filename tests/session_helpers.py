@@ -3,9 +3,10 @@
 :func:`feed` hands the session one frame as one read (``Session.receive``), and
 :func:`receive_snapshot` a REST body; both return the events and raise the first parse
 error, as the parser tests expect. What the results asked for is gathered per session in
-:func:`asked` (frames to send, snapshots to fetch, a reconnect reason), so a test can
-assert on what several frames asked for together and clear it like a connection that
-has done it. The gathering holds sessions weakly: nothing to reset between tests.
+:func:`asked` (frames to send, snapshots to fetch, a reconnect reason, the discards), so a
+test can assert on what several frames asked for together and clear it like a connection
+that has done it; :func:`discarded` also collects the discards of frames a test handed to
+``parse`` directly. The gathering holds sessions weakly: nothing to reset between tests.
 """
 
 from __future__ import annotations
@@ -26,6 +27,8 @@ class Asked:
     fetch: list[SnapshotRequest] = attrs.Factory(list)
     reconnect: str | None = None
     statuses: list[Status] = attrs.Factory(list)
+    # (symbol, data_type, reason) -> count, summed over the results.
+    discarded: dict[tuple[str, str, str], int] = attrs.Factory(dict)
 
 
 _ASKED: weakref.WeakKeyDictionary[Session, Asked] = weakref.WeakKeyDictionary()
@@ -45,6 +48,9 @@ def record(session: Session, actions: Actions) -> Actions:
     gathered.send += actions.send
     gathered.fetch += actions.fetch
     gathered.statuses += actions.statuses
+    for item in actions.discarded:
+        key = (item.symbol, item.data_type, item.reason)
+        gathered.discarded[key] = gathered.discarded.get(key, 0) + item.count
     if actions.reconnect is not None:
         gathered.reconnect = actions.reconnect
     return actions
@@ -59,6 +65,16 @@ def feed(session: Session, payload: bytes | str, received_us: int) -> list[Event
     if actions.errors:
         raise actions.errors[0]
     return events
+
+
+def discarded(session: Session) -> dict[tuple[str, str, str], int]:
+    """Every update ``session`` reported discarded, per (symbol, data_type, reason).
+
+    Frames a test handed to ``parse`` directly have no result of their own: an empty read
+    (``receive`` of no frames) hands their discards over, as a connection's next read would.
+    """
+    record(session, session.receive((), 0, []))
+    return dict(asked(session).discarded)
 
 
 def subscribe(session: Session, now_us: int = 0) -> list[str]:

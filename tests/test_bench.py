@@ -33,6 +33,7 @@ from collector.exchanges.base import ExchangeAdapter
 from collector.exchanges.binance import BinanceAdapter
 from collector.exchanges.bybit import BybitAdapter
 from collector.exchanges.okx import OkxAdapter
+from tests.session_helpers import discarded
 
 
 def split_frames(chunk: bytes) -> list[bytes]:
@@ -94,7 +95,7 @@ def test_generated_frames_parse_with_continuous_sequences(name: str) -> None:
         assert len(events) == frames
         assert all(isinstance(e, Trade | BookUpdate) or e.DATA_TYPE == "ticker" for e in events)
         assert all(e.exchange == adapter.data_exchange(market) for e in events)
-        assert getattr(session, "duplicates_dropped", 0) == 0
+        assert discarded(session) == {}
         times = [e.timestamp_exchange for e in events if e.timestamp_exchange is not None]
         assert all(abs(t - now) < 10_000_000 for t in times)  # microseconds, not ms or ns
 

@@ -30,7 +30,7 @@ from tests.fakes.binance import (
     trade_frame,
 )
 from tests.samples import read_f2, read_fixture, require_sample
-from tests.session_helpers import asked, feed
+from tests.session_helpers import asked, discarded, feed
 
 NOW = 1_700_000_000_000_000  # a receive time, microseconds
 T_US = 1_699_999_999_123_456  # an exchange time in microseconds
@@ -83,7 +83,7 @@ def test_replay_recorded_spot_depth_and_book_ticker() -> None:
         events.extend(session.parse(record.payload, record.received_us))
 
     assert not [e for e in events if isinstance(e, Status)], "no spurious gaps"
-    assert session.duplicates_dropped == 0
+    assert discarded(session) == {}
     books = [e for e in events if isinstance(e, BookUpdate)]
     tickers = [e for e in events if isinstance(e, Ticker)]
     # aggTrade and kline_1m streams are not ours: ignored, not errors.
@@ -237,7 +237,7 @@ def test_trade_id_gap_and_duplicates(feeds: tuple[str, ...]) -> None:
     assert shape == [("Trade", 1), ("Trade", 2), ("Status", None), ("Trade", 5), ("Trade", 6)]
     assert out["BTCUSDT"][2] == gap("BTCUSDT", "trades", 3, 5, 2)
     assert [e.sequence for e in out["ETHUSDT"]] == [100, 101]  # per-symbol state
-    assert session.duplicates_dropped == 2  # the second 5, and 3
+    assert discarded(session) == {("BTCUSDT", "trades", "duplicate"): 2}  # the second 5, and 3
 
 
 @BOTH_PATHS
@@ -291,7 +291,8 @@ def test_a_batch_gives_what_its_frames_give_one_by_one(feeds: tuple[str, ...]) -
         ("gap", "trades"),
         ("gap", "orderbook"),
     ]
-    assert batched.duplicates_dropped == one_by_one.duplicates_dropped == 1
+    only_the_duplicate = {("BTCUSDT", "trades", "duplicate"): 1}
+    assert discarded(batched) == discarded(one_by_one) == only_the_duplicate
 
 
 def test_first_trade_of_a_session_has_no_gap() -> None:
@@ -373,7 +374,7 @@ def test_depth_diff_continuity_gap_overlap_and_stale(feeds: tuple[str, ...]) -> 
     assert events[0] == gap("BTCUSDT", "orderbook", 126, 130, 4)
     assert isinstance(events[1], BookUpdate)
     assert events[1].sequence == 131
-    assert session.duplicates_dropped == 2
+    assert discarded(session) == {("BTCUSDT", "orderbook", "stale"): 2}
 
 
 @BOTH_PATHS

@@ -26,7 +26,7 @@ from collector.exchanges.bitfinex import (
     BitfinexSession,
 )
 from tests.samples import read_f2, require_sample
-from tests.session_helpers import asked, feed
+from tests.session_helpers import asked, discarded, feed
 
 NOW = 1_700_000_000_000_000
 MS = 1_699_999_999_123
@@ -107,7 +107,7 @@ def test_replay_recorded_capture() -> None:
     assert len(statuses(events, "subscribed")) == 21
     # The SEQ_ALL counter runs 1..1670 without a hole (42 of those frames are heartbeats).
     assert statuses(events, "gap") == []
-    assert session.duplicates_dropped == 0
+    assert discarded(session) == {}
     books = [e for e in events if isinstance(e, BookUpdate)]
     assert [b.kind for b in books].count("snapshot") == 7
     assert len(books) == 1600
@@ -225,7 +225,10 @@ def test_sequence_gap_marks_every_symbol_and_resubscribes_books() -> None:
     # Trades keep flowing; books are dropped until their new snapshot.
     assert len(parse(session, [10, *seq("te", [1, MS, 1.0, 100.0])])) == 1
     assert parse(session, [13, *seq([10.0, 1, 2.0])]) == []
-    assert session.dropped_while_resyncing == 2
+    assert discarded(session) == {
+        (BTC, "orderbook", "while_resyncing"): 1,  # the frame that showed the gap
+        ("tETHUSD", "orderbook", "while_resyncing"): 1,
+    }
     assert parse(session, {"event": "unsubscribed", "status": "OK", "chanId": 11}) == []
     [resubscribe] = [json.loads(f) for f in asked(session).send]
     assert resubscribe == {
@@ -249,7 +252,20 @@ def test_duplicate_sequence_is_dropped() -> None:
     session, seq = btc_session(("orderbook",))
     parse(session, [10, *seq([[100.0, 1, 1.0]])])
     assert parse(session, [10, [100.0, 1, 2.0], 1, MS]) == []
-    assert session.duplicates_dropped == 1
+    assert discarded(session) == {(BTC, "orderbook", "duplicate"): 1}
+
+
+def test_a_repeated_heartbeat_and_the_second_message_of_a_trade_are_not_discards() -> None:
+    """Only data counts as discarded: a heartbeat carries none, and ``tu`` after ``te`` is
+    how the venue sends every trade (one row, nothing lost)."""
+    session, seq = btc_session(("trades",))
+    parse(session, [10, *seq("hb")])
+    assert parse(session, [10, "hb", seq.n, MS]) == []  # the same SEQ again
+    assert len(parse(session, [10, *seq("te", [401, MS, 0.25, 100.5])])) == 1
+    assert parse(session, [10, *seq("tu", [401, MS, 0.25, 100.5])]) == []
+    assert discarded(session) == {}
+    assert parse(session, [10, "te", [402, MS, 0.25, 100.5], seq.n, MS]) == []  # a SEQ seen
+    assert discarded(session) == {(BTC, "trades", "duplicate"): 1}
 
 
 def test_heartbeats_count_in_the_sequence_and_make_no_events() -> None:

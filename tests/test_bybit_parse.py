@@ -22,7 +22,7 @@ from collector.exchanges.base import ConnectionPlan, ParseError, Subscription
 from collector.exchanges.bybit import BybitAdapter, BybitSession
 from tests.fakes.bybit import book_frame, ticker_frame, trade_frame
 from tests.samples import read_f2, read_fixture, require_sample
-from tests.session_helpers import asked, feed
+from tests.session_helpers import asked, discarded, feed
 
 NOW = 1_760_000_000_000_000
 T_MS = 1_759_999_999_123
@@ -90,7 +90,7 @@ def test_replay_recorded_capture(
         events.extend(feed(session, record.payload, record.received_us))
     assert session.pending_subscriptions == 0  # acks without req_id matched in order
     assert asked(session).send == []  # every delta's u follows the previous one: no gap
-    assert session.duplicates_dropped == 0
+    assert discarded(session) == {}
     books = [e for e in events if isinstance(e, BookUpdate)]
     tickers = [e for e in events if isinstance(e, Ticker)]
     trades = [e for e in events if isinstance(e, Trade)]
@@ -237,7 +237,7 @@ def test_book_continuity_stale_gap_and_resync() -> None:
     # stale / duplicate u: dropped
     assert parse(session, book_frame("BTCUSDT", "delta", [(1, 5)], [], 101, T_MS)) == []
     assert parse(session, book_frame("BTCUSDT", "delta", [(1, 5)], [], 90, T_MS)) == []
-    assert session.duplicates_dropped == 2
+    assert discarded(session) == {("BTCUSDT", "orderbook", "stale"): 2}
     # a gap: row, delta still written, resubscription
     events = parse(session, book_frame("BTCUSDT", "delta", [(2, 1)], [], 105, T_MS))
     assert events[0] == status(

@@ -35,7 +35,7 @@ from tests.fakes.deribit import (
     trades_frame,
 )
 from tests.samples import read_f2, read_fixture, require_sample
-from tests.session_helpers import asked, feed
+from tests.session_helpers import asked, discarded, feed
 
 NOW = 1_700_000_000_000_000
 MS = 1_699_999_999_123
@@ -213,7 +213,7 @@ def test_trade_seq_gap_and_duplicates() -> None:
         3,
     )
     assert [e.sequence for e in events if isinstance(e, Trade)] == [14]
-    assert session.duplicates_dropped == 1
+    assert discarded(session) == {(PERP, "trades", "duplicate"): 1}
 
 
 # --------------------------------------------------------------------------- book
@@ -262,7 +262,7 @@ def test_book_gap_resubscribes_and_new_snapshot_is_a_resync() -> None:
     # Changes in flight until the new snapshot are dropped; no second resubscribe.
     assert change(session, 110, 111) == []
     assert asked(session).send == []
-    assert session.dropped_while_resyncing == 2
+    assert discarded(session) == {(PERP, "orderbook", "while_resyncing"): 2}
     # The venue answers both requests; the resubscribe is not a new "subscribed" row.
     assert ack(session, frames) == []
     assert session.pending_subscriptions == 0
@@ -281,7 +281,7 @@ def test_stale_book_change_is_dropped() -> None:
     snapshot(session)
     change(session, 100, 105)
     assert change(session, 100, 105) == []
-    assert session.duplicates_dropped == 1
+    assert discarded(session) == {(PERP, "orderbook", "stale"): 1}
 
 
 def test_book_change_before_any_snapshot_is_a_gap() -> None:

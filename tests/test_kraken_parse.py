@@ -41,7 +41,7 @@ from tests.fakes.kraken import (
     trade_frame,
 )
 from tests.samples import read_f2, require_sample
-from tests.session_helpers import asked, feed
+from tests.session_helpers import asked, discarded, feed
 
 NOW = 1_700_000_000_000_000  # a receive time, microseconds
 T0 = 1_699_999_999_123_456  # an exchange time, microseconds
@@ -265,7 +265,7 @@ def test_trade_gap_and_duplicates() -> None:
     assert isinstance(events[1], Trade)
     assert events[1].sequence == 14
     assert trades(13, 14) == []  # late and repeated: dropped
-    assert session.duplicates_dropped == 2
+    assert discarded(session) == {("BTC/USD", "trades", "duplicate"): 2}
     assert [e.trade_id for e in trades(14, 15) if isinstance(e, Trade)] == ["15"]
 
 

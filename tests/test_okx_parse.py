@@ -26,7 +26,7 @@ from collector.exchanges.okx import (
 )
 from tests.fakes.okx import book_frame, error_msg, notice_frame, ticker_frame, trade_frame
 from tests.samples import read_f2, read_fixture, require_sample
-from tests.session_helpers import asked, feed
+from tests.session_helpers import asked, discarded, feed
 
 NOW = 1_760_000_000_000_000
 T_MS = 1_759_999_999_123
@@ -247,7 +247,7 @@ def test_book_chain_keepalive_reset_duplicate_and_gap() -> None:
     assert len(parse(session, book_frame("BTC-USDT", "update", [(98, 1)], [], T_MS, 5, 3))) == 1
     # the same seqId again with another prevSeqId: a duplicate, dropped
     assert parse(session, book_frame("BTC-USDT", "update", [(98, 1)], [], T_MS, 5, 4)) == []
-    assert session.duplicates_dropped == 1
+    assert discarded(session) == {("BTC-USDT", "orderbook", "duplicate"): 1}
     assert asked(session).send == []
     # a gap: row, the update still written, and a resubscription
     events = parse(session, book_frame("BTC-USDT", "update", [(97, 1)], [], T_MS, 9, 7))

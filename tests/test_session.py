@@ -13,7 +13,7 @@ import pytest
 
 from collector.config import MarketSettings
 from collector.events import Event, Status, Trade
-from collector.exchanges.base import Actions, ParseError, Session, SnapshotRequest
+from collector.exchanges.base import Actions, Discarded, ParseError, Session, SnapshotRequest
 from collector.exchanges.binance import BinanceAdapter
 from tests.fakes.binance import depth_diff_frame, server_shutdown_frame, trade_frame
 
@@ -91,9 +91,36 @@ def test_snapshot_requests_and_bodies_go_through_results() -> None:
     assert session.receive([frame], NOW + 3, events) == Actions(subscribed=True)
 
 
+def test_discards_come_with_the_read_that_made_them_once() -> None:
+    session = open_session("btcusdt", feeds=("trades", "orderbook"), book_mode="diff")
+    session.subscribe(NOW)
+    events: list[Event] = []
+    depth = depth_diff_frame("btcusdt", 100, 110, [], [], NOW).encode()
+    assert session.receive([trade(1), trade(2), depth], NOW, events) == Actions()
+    late = depth_diff_frame("btcusdt", 105, 108, [], [], NOW).encode()  # u below 110
+    actions = session.receive([trade(2), trade(1), late, trade(3)], NOW, events)
+    assert actions == Actions(
+        discarded=(
+            Discarded("BTCUSDT", "trades", "duplicate", 2),
+            Discarded("BTCUSDT", "orderbook", "stale", 1),
+        )
+    )
+    assert [e.sequence for e in events if isinstance(e, Trade)] == [1, 2, 3]
+    # Handed over once: the next quiet read is the shared constant again.
+    assert session.receive([trade(4)], NOW, events) is session.receive([trade(5)], NOW, events)
+    assert session.receive([trade(6)], NOW, events).discarded == ()
+
+
 def test_no_public_state_for_the_caller_to_poll_or_clear() -> None:
     session = open_session("btcusdt")
-    for name in ("outgoing", "snapshot_requests", "reconnect_reason", "status_rows"):
+    for name in (
+        "outgoing",
+        "snapshot_requests",
+        "reconnect_reason",
+        "status_rows",
+        "duplicates_dropped",
+        "discarded",
+    ):
         assert not hasattr(session, name)
     with pytest.raises(AttributeError):
         session.pending_subscriptions = 0  # type: ignore[misc]

@@ -34,6 +34,7 @@ from tests.fakes.upbit import (
     trade_message,
 )
 from tests.samples import read_f2, require_sample
+from tests.session_helpers import discarded
 
 NOW = 1_786_309_600_000_000
 T_MS = 1_786_309_548_123
@@ -84,7 +85,7 @@ def test_replay_of_the_recorded_simple_format() -> None:
     trades = [e for e in events if isinstance(e, Trade)]
     books = [e for e in events if isinstance(e, BookUpdate)]
     assert (len(trades), len(books)) == (304, 145)
-    assert session.duplicates_dropped == 0
+    assert discarded(session) == {}
     # 8 of the 20 subscriptions saw data in those 30 s; the others still wait.
     assert [s[0] for s in statuses(events)] == ["subscribed"] * 8
     assert session.pending_subscriptions == 12
@@ -188,9 +189,10 @@ def test_repeated_trades_are_dropped_across_sessions_of_one_adapter() -> None:
     first = open_session("KRW-BTC", adapter=adapter)
     assert len(first.parse(frame, NOW)) == 2
     assert first.parse(frame, NOW) == []
+    assert discarded(first) == {("KRW-BTC", "trades", "duplicate"): 1}
     again = open_session("KRW-BTC", adapter=adapter)  # a reconnect
     assert statuses(again.parse(frame, NOW)) == [("subscribed", "KRW-BTC", "trades")]
-    assert again.duplicates_dropped == 1
+    assert discarded(again) == {("KRW-BTC", "trades", "duplicate"): 1}
 
 
 def test_list_subscriptions_resolves_every_subscription() -> None:

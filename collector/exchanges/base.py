@@ -24,7 +24,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Final, Literal
 
 import attrs
 
@@ -76,6 +76,27 @@ class ConnectionPlan:
         return tuple(dict.fromkeys(s.symbol for s in self.subscriptions))
 
 
+# Why a session skipped a received update on purpose (never a parse error):
+# - ``duplicate``: a trade or message the venue had already sent (its id at or below the
+#   last one seen, or among the recent ids remembered);
+# - ``stale``: a book update whose sequence is at or below the last one applied: applying it
+#   would rewind the book;
+# - ``while_resyncing``: a book update that came while the book was being rebuilt (after a
+#   gap, before the fresh snapshot): it builds on a book the reader cannot have.
+DiscardReason = Literal["duplicate", "stale", "while_resyncing"]
+DISCARD_REASONS: Final[tuple[DiscardReason, ...]] = ("duplicate", "stale", "while_resyncing")
+
+
+@attrs.frozen
+class Discarded:
+    """``count`` received updates of one (symbol, data_type) a session skipped for ``reason``."""
+
+    symbol: str
+    data_type: str
+    reason: DiscardReason
+    count: int
+
+
 @attrs.frozen
 class Actions:
     """What a session wants done after one call, for its one caller (the connection task).
@@ -95,6 +116,10 @@ class Actions:
       refused for good), so the connection counts as subscribed.
     - ``statuses``: the ``gap`` and ``subscribe_error`` rows among this call's events, so
       the caller can count and log them without scanning the events.
+    - ``discarded``: the received updates the session skipped on purpose since the last
+      result (duplicates, stale or resyncing book updates), counted per (symbol,
+      data_type, reason). They are in no event: this is the only record of them, and the
+      caller exports and writes it down.
     """
 
     errors: tuple[ParseError, ...] = ()
@@ -103,6 +128,7 @@ class Actions:
     reconnect: str | None = None
     subscribed: bool = False
     statuses: tuple[Status, ...] = ()
+    discarded: tuple[Discarded, ...] = ()
 
 
 # The result of a read that asks for nothing (nearly every read): built once, not per read.
@@ -131,7 +157,9 @@ class Session(ABC):
     - ``_pending_subscriptions``: decremented as subscriptions are acknowledged or refused
       for good (``subscribed`` once it reaches 0);
     - rows built with :meth:`status` or :meth:`gap` of kind ``gap`` or ``subscribe_error``
-      are collected for ``statuses``, so build those rows through them.
+      are collected for ``statuses``, so build those rows through them;
+    - :meth:`count_discard`, called for every received update skipped on purpose, counts it
+      for ``discarded`` (nothing a session skips may vanish without a count).
     """
 
     def __init__(self, plan: ConnectionPlan) -> None:
@@ -143,6 +171,8 @@ class Session(ABC):
         self._reconnect_reason: str | None = None
         self._pending_subscriptions = len(plan.subscriptions)
         self._notable_statuses: list[Status] = []
+        # (symbol, data_type, reason) -> updates skipped since the last result.
+        self._discarded: dict[tuple[str, str, DiscardReason], int] = {}
 
     @property
     def pending_subscriptions(self) -> int:
@@ -171,6 +201,7 @@ class Session(ABC):
             or self._outgoing
             or self._snapshot_requests
             or self._notable_statuses
+            or self._discarded
             or self._reconnect_reason is not None
         ):
             return self._take(errors, ())
@@ -199,12 +230,23 @@ class Session(ABC):
             self._reconnect_reason,
             self._pending_subscriptions <= 0,
             tuple(self._notable_statuses),
+            discarded=self._take_discarded(),
         )
         self._outgoing.clear()
         self._snapshot_requests.clear()
         self._reconnect_reason = None
         self._notable_statuses.clear()
         return actions
+
+    def _take_discarded(self) -> tuple[Discarded, ...]:
+        if not self._discarded:
+            return ()
+        counts = tuple(
+            Discarded(symbol, data_type, reason, count)
+            for (symbol, data_type, reason), count in self._discarded.items()
+        )
+        self._discarded.clear()
+        return counts
 
     # ----------------------------------------------------------------- the venue's hooks
 
@@ -244,6 +286,14 @@ class Session(ABC):
     ) -> list[Event]:
         """Events from the body of a fetched REST snapshot. Raises ParseError."""
         raise NotImplementedError(f"{self.exchange} requests no REST snapshots")
+
+    def count_discard(
+        self, symbol: str, data_type: str, reason: DiscardReason, count: int = 1
+    ) -> None:
+        """Count ``count`` received updates of ``symbol``'s ``data_type`` that the session
+        skips on purpose, for the next result's ``discarded``."""
+        key = (symbol, data_type, reason)
+        self._discarded[key] = self._discarded.get(key, 0) + count
 
     def gap(
         self,

@@ -17,12 +17,12 @@ Sequence rules (per symbol, per session; a reconnect starts afresh):
 
 - trades: ``t`` should grow by exactly 1. A jump is reported as a ``gap`` status row. This
   is a heuristic: Binance does not document trade ids as gap-free (exchanges.md: UNCONFIRMED).
-  A ``t`` at or below the last one is a duplicate: dropped and counted in
-  :attr:`BinanceSession.duplicates_dropped` (status rows stay within the defined events).
+  A ``t`` at or below the last one is a duplicate: dropped and counted
+  (:meth:`Session.count_discard`, reason ``duplicate``).
 - diff depth: ``U`` must equal the previous ``u`` + 1 (or ``pu`` the previous ``u`` where a
   frame carries ``pu``, as on futures); otherwise a ``gap`` row. A frame with ``u`` at or
-  below the previous ``u`` is stale: dropped and counted likewise. The first delta of a
-  session has no predecessor and so no gap.
+  below the previous ``u`` is stale: dropped and counted likewise (reason ``stale``). The
+  first delta of a session has no predecessor and so no gap.
 - diff depth book sync: deltas alone cannot rebuild a book, so once a diff stream is
   acknowledged, and again after every gap, the session asks for a REST depth snapshot
   (``GET {rest_url}/api/v3/depth?symbol=X&limit=1000``, via
@@ -297,8 +297,6 @@ class BinanceSession(Session):
         self._snapshot_pending: set[str] = set()
         self._first_delta_since_request: dict[str, int] = {}
         self._awaiting_cover: dict[str, int] = {}
-        # Trades and book deltas at or below the last id seen (dropped, never written).
-        self.duplicates_dropped = 0
         # Subscriptions the venue refused for good.
         self.rejected: list[Subscription] = []
 
@@ -556,7 +554,7 @@ class BinanceSession(Session):
             return [trade]  # the hot path: the next id
         if trade_id <= prev:
             last_ids[symbol] = prev
-            self.duplicates_dropped += 1
+            self.count_discard(symbol, "trades", "duplicate")
             return []
         return [self.gap(symbol, received_us, "trades", prev + 1, trade_id), trade]
 
@@ -568,7 +566,7 @@ class BinanceSession(Session):
         prev = self._last_update_id.get(symbol)
         if prev is not None:
             if msg.last_id <= prev:
-                self.duplicates_dropped += 1
+                self.count_discard(symbol, "orderbook", "stale")
                 return events
             if msg.prev_id is not None:
                 if msg.prev_id != prev:

@@ -27,10 +27,12 @@ a sequence number one above the previous one (the recorded sample runs 1..1670 w
 hole). A jump is a ``gap`` status row for every symbol of the connection (``data_type``
 null: any channel may have lost the frame; expected/received/count set), and every order
 book of the connection is resubscribed (``unsubscribe``, then ``subscribe`` once the venue
-confirms; book frames in between are dropped and counted in
-:attr:`BitfinexSession.dropped_while_resyncing`); the new snapshot is written after a
-``resync`` row. A sequence number at or below the last one is a duplicate: the frame is
-dropped and counted in :attr:`BitfinexSession.duplicates_dropped`. The appended fields are
+confirms; book frames in between are dropped and counted, reason ``while_resyncing``, see
+:meth:`Session.count_discard`); the new snapshot is written after a ``resync`` row. A
+sequence number at or below the last one is a duplicate: the frame is dropped and counted
+(reason ``duplicate``) under its channel's symbol and feed (a repeated heartbeat carries no
+data and is not counted). The second trade message of a trade (``tu`` after ``te``) is the
+venue's protocol, not a discard, and is not counted. The appended fields are
 read as ``SEQ`` then ``MTS`` (tardis-node reads the timestamp at index 3 of a book frame);
 the ``sequence`` column holds SEQ, ``timestamp_exchange`` the MTS (trades: the trade's
 own MTS). If the venue refuses the conf frame, sequence checks are off for the session.
@@ -267,8 +269,6 @@ class BitfinexSession(Session):
         self._last_seq: int | None = None
         self._seq_enabled = True
         self.maintenance = False
-        self.duplicates_dropped = 0
-        self.dropped_while_resyncing = 0
         self.rejected: list[Subscription] = []
 
     # ----------------------------------------------------------------- outgoing
@@ -405,7 +405,7 @@ class BitfinexSession(Session):
             last = self._last_seq
             if last is not None and seq != last + 1:
                 if seq <= last:
-                    self.duplicates_dropped += 1
+                    self._count_duplicate(chan_id, tag)
                     return events
                 events.extend(self._gap(last + 1, seq, received_us))
             self._last_seq = seq
@@ -423,6 +423,12 @@ class BitfinexSession(Session):
         elif tag is None:
             events.append(self._ticker(channel, body, seq, mts, received_us))
         return events
+
+    def _count_duplicate(self, chan_id: int, tag: bytes | None) -> None:
+        """Count a channel frame whose SEQ was already seen (heartbeats carry no data)."""
+        channel = self._channels.get(chan_id)
+        if channel is not None and tag != b'"hb"' and tag != b'"cs"':
+            self.count_discard(channel.symbol, channel.feed, "duplicate")
 
     def _gap(self, expected: int, received: int, received_us: int) -> list[Event]:
         events: list[Event] = [
@@ -483,7 +489,7 @@ class BitfinexSession(Session):
             )
             return events
         if channel.resyncing:
-            self.dropped_while_resyncing += 1
+            self.count_discard(symbol, "orderbook", "while_resyncing")
             return []
         price, count, amount = _BOOK_LEVEL.decode(body)
         level = levels_from_values((price, 0.0 if count == 0 else abs(amount)))

@@ -29,7 +29,7 @@ Sequence rules (per symbol, per session; a reconnect starts afresh):
 
 - order book: every delta's ``u`` must be the previous ``u`` + 1 (holds for all 2142 deltas
   of the recordings; the venue documents it for ``orderbook.full``). ``u`` at or below the
-  previous one is stale: dropped and counted in :attr:`BybitSession.duplicates_dropped`.
+  previous one is stale: dropped and counted (:meth:`Session.count_discard`, ``stale``).
   ``u`` above it (or a delta before any snapshot, or ``u == 1`` which means the venue
   restarted) is a ``gap`` row and the topic is resubscribed (``unsubscribe`` +
   ``subscribe``) for a fresh snapshot. A new snapshot always replaces the book: it gets a
@@ -307,7 +307,6 @@ class BybitSession(Session):
         self._resyncing: set[str] = set()
         # Last full ticker per symbol (field name -> wire string).
         self._tickers: dict[str, dict[str, str]] = {}
-        self.duplicates_dropped = 0
         self.rejected: list[Subscription] = []
 
     # ----------------------------------------------------------------- subscribing
@@ -499,7 +498,7 @@ class BybitSession(Session):
             if last is not None and u == last + 1:
                 pass
             elif last is not None and 1 < u <= last:
-                self.duplicates_dropped += 1
+                self.count_discard(symbol, "orderbook", "stale")
                 return events
             else:
                 if last is None:

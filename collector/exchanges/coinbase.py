@@ -40,8 +40,9 @@ Trade ids: ``market_trades`` starts with a snapshot of the latest trades on ever
 (re)connect, so the same trades come again after a reconnect. Trades are de-duplicated by
 ``trade_id`` per product against a bounded set of recent ids (:class:`RecentIds`) that
 lives on the adapter object (created once per exchange; a reconnect gets a new session but
-the same adapter), so they survive reconnects. Dropped duplicates are counted in
-:attr:`CoinbaseSession.duplicates_dropped`. ``Trade.sequence`` is the numeric trade id.
+the same adapter), so they survive reconnects. Dropped duplicates are counted
+(:meth:`Session.count_discard`, reason ``duplicate``). ``Trade.sequence`` is the numeric
+trade id.
 
 Acknowledgements: the venue answers every subscribe with a ``subscriptions`` message
 listing everything subscribed on the connection (cumulative). Such a message answers the
@@ -333,7 +334,6 @@ class CoinbaseSession(Session):
             "ticker": self._ticker,
             "subscriptions": self._subscriptions,
         }
-        self.duplicates_dropped = 0
         # Subscriptions the venue refused for good.
         self.rejected: list[Subscription] = []
         # Error messages no open request explains (e.g. after every answer came).
@@ -543,7 +543,7 @@ class CoinbaseSession(Session):
                 symbol = trade.product_id
                 trade_id = trade.trade_id
                 if not recent.add(symbol, trade_id):
-                    self.duplicates_dropped += 1
+                    self.count_discard(symbol, "trades", "duplicate")
                     continue
                 events.append(
                     Trade(

@@ -34,12 +34,12 @@ Sequence rules (per instrument, per session; a reconnect starts afresh):
   ``prev_change_id``; ``count`` is unknown as change ids are not contiguous), and the session
   resubscribes the book channel (``public/unsubscribe`` + ``public/subscribe`` via
   :attr:`Actions.send`). Changes that arrive until the new snapshot cannot be applied to
-  anything and are dropped (counted in :attr:`DeribitSession.dropped_while_resyncing`); the
-  new snapshot is written with a ``resync`` status row before it. A change with
-  ``change_id`` at or below the last one is stale: dropped and counted in
-  :attr:`DeribitSession.duplicates_dropped`.
+  anything and are dropped (counted by :meth:`Session.count_discard`, reason
+  ``while_resyncing``, as is the change that revealed the gap); the new snapshot is written
+  with a ``resync`` status row before it. A change with ``change_id`` at or below the last
+  one is stale: dropped and counted (reason ``stale``).
 - trades: ``trade_seq`` (per instrument) should grow by exactly 1; a jump is a ``gap`` row and
-  a repeat is dropped and counted. This is a heuristic: Deribit does not document
+  a repeat is dropped and counted (reason ``duplicate``). This is a heuristic: Deribit does not document
   ``trade_seq`` as gap-free (exchanges.md: UNCONFIRMED).
 
 Subscribe answers: a channel missing from the ``result`` list was not subscribed (the venue
@@ -264,8 +264,6 @@ class DeribitSession(Session):
         self._last_trade_seq: dict[str, int] = {}
         # Instruments whose book is being resubscribed after a gap (until the new snapshot).
         self._resyncing: set[str] = set()
-        self.duplicates_dropped = 0
-        self.dropped_while_resyncing = 0
         self.test_requests_answered = 0
         self.rejected: list[Subscription] = []
 
@@ -399,7 +397,7 @@ class DeribitSession(Session):
             seq = trade.trade_seq
             if last is not None and seq != last + 1:
                 if seq <= last:
-                    self.duplicates_dropped += 1
+                    self.count_discard(symbol, "trades", "duplicate")
                     continue
                 events.append(
                     self.gap(
@@ -464,11 +462,11 @@ class DeribitSession(Session):
             )
             return events
         if symbol in self._resyncing:
-            self.dropped_while_resyncing += 1
+            self.count_discard(symbol, "orderbook", "while_resyncing")
             return events
         last = self._last_change_id.get(symbol)
         if last is not None and change_id <= last:
-            self.duplicates_dropped += 1
+            self.count_discard(symbol, "orderbook", "stale")
             return events
         if last is None or msg.prev_change_id != last:
             # A change without the snapshot it builds on, or a skipped change: resubscribe.
@@ -490,7 +488,7 @@ class DeribitSession(Session):
             )
             self._last_change_id.pop(symbol, None)
             self._resubscribe_book(symbol)
-            self.dropped_while_resyncing += 1
+            self.count_discard(symbol, "orderbook", "while_resyncing")
             return events
         self._last_change_id[symbol] = change_id
         events.append(

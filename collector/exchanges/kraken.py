@@ -27,7 +27,7 @@ Sequence rules (per symbol, per session; a reconnect starts afresh):
 
 - trades: ``trade_id`` is documented as sequential per symbol. A jump is a ``gap`` status
   row (expected/received ids, count); an id at or below the last one is a duplicate,
-  dropped and counted in :attr:`KrakenSession.duplicates_dropped`.
+  dropped and counted (:meth:`Session.count_discard`, reason ``duplicate``).
 - book: v2 books carry no sequence number; integrity is the CRC32 ``checksum`` of the top 10
   levels sent with the snapshot and with every update. The session keeps each book at the
   subscribed depth (levels applied in message order, ``qty`` 0 deletes, truncated to the
@@ -331,7 +331,6 @@ class KrakenSession(Session):
         # Symbols whose checksums are no longer checked (too many failures in a row).
         self.unverified: set[str] = set()
         self.checksum_failures = 0
-        self.duplicates_dropped = 0
         self.rejected: list[Subscription] = []
 
     # ----------------------------------------------------------------- sending
@@ -464,7 +463,7 @@ class KrakenSession(Session):
             prev = last.get(symbol)
             if prev is not None and trade_id != prev + 1:
                 if trade_id <= prev:
-                    self.duplicates_dropped += 1
+                    self.count_discard(symbol, "trades", "duplicate")
                     continue
                 events.append(self.gap(symbol, received_us, "trades", prev + 1, trade_id))
             last[symbol] = trade_id

@@ -28,7 +28,7 @@ Sequence rules (per instrument, per session; a reconnect starts afresh):
   update with ``seqId == prevSeqId``: consumed, no row written) and its maintenance reset
   (``seqId < prevSeqId``: accepted, the chain continues from the new ``seqId``). A message
   repeating the last ``seqId`` with another ``prevSeqId`` is a duplicate: dropped and
-  counted in :attr:`OkxSession.duplicates_dropped`. Anything else is a ``gap`` row
+  counted (:meth:`Session.count_discard`, ``duplicate``). Anything else is a ``gap`` row
   (expected = last ``seqId``, received = ``prevSeqId``) and the channel is resubscribed
   (``unsubscribe`` + ``subscribe`` via :attr:`Actions.send`) to get a fresh snapshot,
   which is written with a ``resync`` row. Updates are still written while waiting (readers
@@ -336,7 +336,6 @@ class OkxSession(Session):
         self._last_trade_id: dict[str, int] = {}
         # Instruments whose book was resubscribed after a gap, until the new snapshot.
         self._resyncing: set[str] = set()
-        self.duplicates_dropped = 0
         self.rejected: list[Subscription] = []
 
     # ----------------------------------------------------------------- subscribing
@@ -529,7 +528,7 @@ class OkxSession(Session):
                     if seq == prev_seq and not msg.bids and not msg.asks:
                         continue  # the venue's no-change keepalive
                 elif last is not None and seq == last:
-                    self.duplicates_dropped += 1
+                    self.count_discard(symbol, "orderbook", "duplicate")
                     continue
                 else:
                     events.append(

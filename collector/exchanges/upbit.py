@@ -31,7 +31,7 @@ Sequence: Upbit has none (books are full snapshots; ``sequential_id`` is unique 
 ordered), so no gap rows are possible. The trade snapshot sent on every (re)subscribe
 repeats the last trade: trades are de-duplicated by ``(code, sequential_id)`` against a
 bounded set of recent ids kept on the adapter, so it survives reconnects
-(:attr:`UpbitSession.duplicates_dropped` counts them).
+(:meth:`Session.count_discard` counts them, reason ``duplicate``).
 
 Keepalive: the server closes a connection idle for about 120 s. The connection sends the
 text ``PING`` (:meth:`UpbitAdapter.keepalive_frame`) every 20 s
@@ -250,7 +250,6 @@ class UpbitSession(Session):
         self._pending: set[tuple[str, str]] = {
             (TYPES[s.feed], s.symbol) for s in plan.subscriptions
         }
-        self.duplicates_dropped = 0
         self.rejected: list[Subscription] = []
         # Venue errors with nothing left to refuse, and "status" answers seen.
         self.errors: list[str] = []
@@ -351,7 +350,7 @@ class UpbitSession(Session):
             raise ValueError("trade without sequential_id, trade_price or trade_volume")
         trade_id = str(sequential_id)
         if not self._recent.add(code, trade_id):
-            self.duplicates_dropped += 1
+            self.count_discard(code, "trades", "duplicate")
             return []
         ts = msg.trade_timestamp if msg.trade_timestamp is not None else msg.timestamp
         return [

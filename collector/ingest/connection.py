@@ -28,6 +28,7 @@ from collector.exchanges.base import (
 )
 from collector.health import HealthState
 from collector.ingest.breaker import ParseBreaker
+from collector.ingest.discards import DiscardSummary
 from collector.ingest.dispatcher import Dispatcher
 from collector.ingest.errors import (
     ConnectFailed,
@@ -69,7 +70,9 @@ async def run_connection(
 
     Owns the socket, the adapter session and the per-connection nursery (receive loop, the
     session's one owner; paced sender; keepalive; REST snapshot fetcher). Writes
-    ``connected``/``disconnected`` status rows for every symbol on the connection.
+    ``connected``/``disconnected`` status rows for every symbol on the connection, and the
+    session's discards (:class:`~collector.ingest.discards.DiscardSummary`; what is pending
+    at the end is written before the ``disconnected`` rows).
     Cancellation closes the socket politely and returns via Cancelled.
 
     Raises one :class:`~collector.ingest.errors.ConnectionFailed` for every expected end,
@@ -97,6 +100,7 @@ async def run_connection(
     attempts.labels(plan.exchange, "connected").inc()
     up_since = trio.current_time()
     reason = "cancelled"
+    discards = DiscardSummary(plan.exchange, ctx.metrics)
     try:
         _emit_connection_rows(sink, session, ctx, "connected", detail=plan.url)
         ctx.health.set_up(plan.name)
@@ -131,7 +135,9 @@ async def run_connection(
             with outbox_tx, snapshots_tx, bodies_rx:
                 dispatcher = Dispatcher(plan.name, ctx.health, outbox_tx, snapshots_tx)
                 dispatcher.follow(session.subscribe(ctx.wall_clock()))
-                await _receive_loop(ws, session, plan, ctx, sink, dispatcher, bodies_rx, activity)
+                await _receive_loop(
+                    ws, session, plan, ctx, sink, dispatcher, bodies_rx, activity, discards
+                )
         raise AssertionError("the receive loop only ends by raising")  # pragma: no cover
     except BaseExceptionGroup as group:
         failures, others = group.split(ConnectionFailed)
@@ -147,6 +153,9 @@ async def run_connection(
         raise failure from group
     finally:
         ctx.health.set_down(plan.name, reason)
+        if discards.pending:
+            now_us = ctx.wall_clock()
+            sink.send(discards.take(now_us), now_us)
         _emit_connection_rows(sink, session, ctx, "disconnected", detail=reason)
         with trio.CancelScope(shield=True), trio.move_on_after(CLOSE_TIMEOUT_SECS):
             await ws.aclose()
@@ -202,6 +211,7 @@ async def _receive_loop(
     dispatcher: Dispatcher,
     bodies: trio.MemoryReceiveChannel[FetchedSnapshot],
     activity: Activity,
+    discards: DiscardSummary,
 ) -> NoReturn:
     """Read, parse and forward until the connection fails (or the watchdog ends it).
 
@@ -211,6 +221,8 @@ async def _receive_loop(
     order the old fetch-time application saw it (between the reads around its arrival);
     that is soon enough, because a connection that asks for snapshots carries a book
     stream, whose frames keep coming (or the stale watchdog ends the connection).
+    Discards are counted as reported; their rows go with the first read a summary period
+    after the first pending count (checked only while counts are pending).
     """
     settings = ctx.settings
     metrics = ctx.metrics
@@ -231,7 +243,7 @@ async def _receive_loop(
         messages = await ws.receive_messages()
         activity.last_read = current_time()
         if dispatcher.awaiting:
-            _apply_snapshots(session, bodies, dispatcher, ctx, sink, exchange)
+            _apply_snapshots(session, bodies, dispatcher, ctx, sink, exchange, discards)
         if not messages:
             continue
         received_us = wall_clock()
@@ -260,6 +272,11 @@ async def _receive_loop(
         last_message.set(received_us / 1e6)
         if actions.statuses:
             _count_statuses(actions.statuses, ctx, exchange)
+        if actions.discarded:
+            discards.add(actions.discarded, current_time())
+        if discards.pending:
+            # In front: the batch's last event stays the read's own (the latency sample).
+            batch[:0] = discards.take_due(current_time(), received_us)
         if batch:
             last_ts = batch[-1].timestamp_exchange
             if last_ts is not None:
@@ -277,6 +294,7 @@ def _apply_snapshots(
     ctx: IngestContext,
     sink: EventSink,
     exchange: str,
+    discards: DiscardSummary,
 ) -> None:
     """Hand the session every snapshot body waiting in ``bodies``; write each one's events
     with the body's own receive time."""
@@ -298,6 +316,8 @@ def _apply_snapshots(
             )
         if actions.statuses:
             _count_statuses(actions.statuses, ctx, exchange)
+        if actions.discarded:
+            discards.add(actions.discarded, trio.current_time())
         if events:
             sink.send(events, fetched.received_us)
         dispatcher.follow(actions)
