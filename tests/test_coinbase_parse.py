@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from array import array
 from pathlib import Path
 from typing import Any
 
@@ -122,7 +121,7 @@ def test_replay_of_the_2026_recording() -> None:
         "1068572090",
         65083.67,
         0.002186,
-        "sell",
+        "buy",  # sent as SELL (the maker); at the following snapshot's best ask: a buyer took
     )
     assert tickers[0] == Ticker(
         "coinbase",
@@ -137,36 +136,6 @@ def test_replay_of_the_2026_recording() -> None:
         65086.18,
         2867.54532609,
     )
-
-
-def test_recorded_side_is_the_maker_side() -> None:
-    """Evidence for the side meaning: trades at the best ask say SELL, at the best bid BUY."""
-    capture = read_f2(require_sample("cryptofeed-v3/COINBASE.jsonl.zst"))
-    session = open_session("BTC-USD", "ETH-USD")
-    bids: dict[str, dict[float, float]] = {}
-    asks: dict[str, dict[float, float]] = {}
-    agree = disagree = 0
-    for record in capture.received():
-        for event in session.parse(record.payload, record.received_us):
-            if isinstance(event, BookUpdate):
-                b = bids.setdefault(event.symbol, {})
-                a = asks.setdefault(event.symbol, {})
-                for side, levels in ((b, event.bids), (a, event.asks)):
-                    assert isinstance(levels, array)  # parsing gives flat levels
-                    for price, size in level_pairs(levels):
-                        if size == 0:
-                            side.pop(price, None)
-                        else:
-                            side[price] = size
-            elif isinstance(event, Trade) and bids.get(event.symbol):
-                best_bid, best_ask = max(bids[event.symbol]), min(asks[event.symbol])
-                if event.price >= best_ask:
-                    agree += event.side == "sell"
-                    disagree += event.side == "buy"
-                elif event.price <= best_bid:
-                    agree += event.side == "buy"
-                    disagree += event.side == "sell"
-    assert (agree, disagree) == (71, 0)
 
 
 @pytest.mark.parametrize(
@@ -202,8 +171,8 @@ def test_current_format_fixtures_parse(name: str) -> None:
         ]
     elif name == "ws_market_trades.json":
         assert [(t.trade_id, t.side, t.timestamp_exchange) for t in events] == [  # type: ignore[union-attr]
-            ("995098700", "buy", 1775572202789012),
-            ("995098701", "sell", 1775572202800000),
+            ("995098700", "sell", 1775572202789012),  # the venue's BUY is the maker
+            ("995098701", "buy", 1775572202800000),
         ]
     else:
         assert len(events) == 1

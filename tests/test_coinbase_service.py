@@ -85,9 +85,9 @@ async def test_trades_books_tickers_and_a_gap_resync_end_up_in_parquet(tmp_path:
 
     trades = read_rows_by_time(tmp_path, "coinbase", "BTC-USD", "trades")
     assert [(r["trade_id"], r["price"], r["size"], r["side"]) for r in trades] == [
-        ("11", 100.5, 0.2, "sell"),
-        ("10", 100.0, 0.1, "buy"),
-        ("12", 101.0, 0.5, "buy"),
+        ("11", 100.5, 0.2, "buy"),  # sent as SELL: the maker's side
+        ("10", 100.0, 0.1, "sell"),
+        ("12", 101.0, 0.5, "sell"),
     ]
     assert trades[2]["timestamp_exchange"].timestamp() * 1e6 == pytest.approx(T0)
     assert trades[2]["sequence"] == 12

@@ -115,6 +115,8 @@ class _Trade(msgspec.Struct, gc=False, tag_field="e", tag="trade"):
     price: float = msgspec.field(name="p")
     size: float = msgspec.field(name="q")
     trade_time: int = msgspec.field(name="T")
+    # "Is the buyer the market maker?" (Binance WebSocket Streams docs, trade streams):
+    # true means the seller was the aggressor, so ``side`` = "sell" (confirmed).
     buyer_is_maker: bool = msgspec.field(name="m")
 
 

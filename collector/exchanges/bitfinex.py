@@ -515,6 +515,9 @@ class BitfinexSession(Session):
                 str(trade_id),
                 price,
                 abs(amount),
+                # "How much was bought (positive) or sold (negative)"; "the order that causes
+                # the trade determines if it is a buy or a sell" (Bitfinex docs, public
+                # trades; confirmed): the sign is the aggressor's side.
                 "buy" if amount > 0 else "sell",
             )
         ]

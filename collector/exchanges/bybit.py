@@ -161,6 +161,7 @@ _INSTRUMENTS: Final = msgspec.json.Decoder(_Instruments)
 _ENCODER: Final = msgspec.json.Encoder()
 
 _PARSE_ERRORS: Final = (msgspec.DecodeError, KeyError, ValueError, TypeError, IndexError)
+# ``S`` is the "side of taker" (Bybit v5 docs, public trade topic; confirmed): the aggressor.
 _SIDES: Final[dict[str, Literal["buy", "sell"]]] = {"Buy": "buy", "Sell": "sell"}
 
 

@@ -21,11 +21,13 @@ Timestamps: trades use the trade's ``time``; book updates the ``event_time`` of 
 levels (the envelope ``timestamp`` when absent or the 1970 placeholder seen on snapshots);
 snapshots and tickers the envelope ``timestamp``. All rounded down to microseconds.
 
-Trade side: ``side`` is recorded **as the venue sends it** (``BUY`` -> ``buy``). Which side
-that is, is disputed (exchanges.md 2A): the 2026 recording says the **maker** side (trades
-printed at the best ask carry ``SELL``, at the best bid ``BUY``: 71 of 78 updates agree,
-7 are inside the spread), as nautilus_trader and bbgo treat it. Flip ``_SIDES`` to record
-the aggressor instead once confirmed.
+Trade side: the venue's ``side`` is the **maker** (resting) order's side, so the recorded
+``side`` is its opposite, the aggressor, as on every other venue (``SELL`` -> ``buy``). The
+Advanced Trade docs do not say which side ``market_trades`` gives; Coinbase Exchange's docs
+say its trades carry the maker order's side (a ``sell`` is an up-tick), and the 2026
+recording agrees: every trade printed at the best ask carries ``SELL`` and every one at the
+best bid ``BUY`` (71 of 71; 7 more print inside the spread), which is how nautilus_trader
+and bbgo read it too (exchanges.md 2A).
 
 Sequence rule: ``sequence_num`` is one counter per connection across all channels (the
 recording counts 0..1029 without a hole). A message whose number is not the previous one
@@ -95,8 +97,10 @@ FEEDS_BY_CHANNEL: Final = {channel: feed for feed, channel in CHANNELS.items()}
 HEARTBEATS: Final = "heartbeats"
 
 _SYMBOL_RE: Final = re.compile(r"[A-Z0-9]{1,20}-[A-Z0-9]{1,20}")
-# The venue's side, recorded as given (the maker side per the recording; module docstring).
-_SIDES: Final[dict[str, Side]] = {"BUY": "buy", "SELL": "sell", "buy": "buy", "sell": "sell"}
+# The venue's side is the maker's; the aggressor is the other side (module docstring).
+# Source: Coinbase Exchange docs (trade side = maker order side) and the 2026 recording;
+# the Advanced Trade docs do not state it.
+_SIDES: Final[dict[str, Side]] = {"BUY": "sell", "SELL": "buy", "buy": "sell", "sell": "buy"}
 
 
 # --------------------------------------------------------------------------- timestamps

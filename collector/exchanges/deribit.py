@@ -17,7 +17,8 @@ Feeds and channels (the ``100ms`` interval: ``raw`` needs an authenticated conne
 - ``ticker`` -> ``ticker.{instrument}.100ms`` (best bid/ask, last price, 24 h volume);
 - ``raw`` -> no channel: the connection keeps every frame (``ConnectionPlan.raw``).
 
-Trade ``side`` is Deribit's ``direction``: the taker's (aggressor's) side. ``size`` is the
+Trade ``side`` is Deribit's ``direction``, read as the taker's (aggressor's) side as tardis,
+cryptofeed and nautilus_trader read it (Deribit's docs say only "buy or sell"). ``size`` is the
 venue's ``amount``: USD for inverse perpetuals and futures, base currency (or contracts) for
 options and linear instruments.
 
@@ -420,7 +421,13 @@ class DeribitSession(Session):
                     trade.trade_id,
                     trade.price,
                     trade.amount,
-                    "buy" if trade.direction == "buy" else "sell",
+                    # ``direction``: the docs say only "buy or sell"; the taker's side
+                    # per tardis, cryptofeed and nautilus_trader (UNCONFIRMED by Deribit).
+                    "buy"
+                    if trade.direction == "buy"
+                    else "sell"
+                    if trade.direction == "sell"
+                    else None,
                 )
             )
         if last is not None:

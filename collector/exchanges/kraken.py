@@ -467,6 +467,7 @@ class KrakenSession(Session):
                     continue
                 events.append(self.gap(symbol, received_us, "trades", prev + 1, trade_id))
             last[symbol] = trade_id
+            # ``side`` is the taker order's side (Kraken v2 docs, trade channel; confirmed).
             side: Side | None = (
                 "buy" if msg.side == "buy" else "sell" if msg.side == "sell" else None
             )

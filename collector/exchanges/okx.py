@@ -468,7 +468,7 @@ class OkxSession(Session):
                     events.append(self.gap(symbol, received_us, "trades", prev + 1, first))
                 if prev is None or trade_id > prev:
                     self._last_trade_id[symbol] = trade_id
-            side = msg.side
+            side = msg.side  # "trade side of taker" (OKX v5 docs, trades channel; confirmed)
             events.append(
                 Trade(
                     EXCHANGE,

@@ -82,6 +82,9 @@ TYPES: Final = {"trades": "trade", "orderbook": "orderbook", "ticker": "ticker"}
 FEEDS_BY_TYPE: Final = {t: feed for feed, t in TYPES.items()}
 
 _SYMBOL_RE: Final = re.compile(r"[A-Z0-9]{2,10}-[A-Z0-9]{1,20}")
+# ``ask_bid`` (Upbit docs, WebSocket trade: "매수/매도 구분", ASK = sell, BID = buy). The docs
+# do not say whose side; the recording says the aggressor's (every trade at the best ask is
+# BID, at the best bid ASK), as cryptofeed and tardis read it.
 _SIDES: Final[dict[str, Side]] = {"ASK": "sell", "BID": "buy"}
 
 
