@@ -9,16 +9,25 @@ run_uploader
 ```
 
 One file's attempt: SHA-256 of the local bytes -> (only for files not fresh from the writer,
-or being retried) HEAD: already there and matching? -> PUT (multipart at or above the
-threshold) -> HEAD: size and checksums match (:mod:`collector.upload.digest`)? -> delete the
-local file (``s3``) or record a marker beside it (``both``). A failed stage keeps the local
-file, counts ``collector_upload_failures_total{stage}``, puts the file back at the end of the
-queue and pauses all workers for a capped, jittered backoff; retries go on forever.
+or being retried) HEAD: already there and matching? -> PUT onto a free key only (multipart at
+or above the threshold) -> HEAD: size and checksums match (:mod:`collector.upload.digest`)?
+-> delete the local file (``s3``) or record a marker beside it (``both``). A failed stage
+keeps the local file, counts ``collector_upload_failures_total{stage}``, puts the file back
+at the end of the queue and pauses all workers for a capped, jittered backoff; retries go on
+forever.
+
+Keys never overwrite another file's object. After a restart in ``s3`` mode a new file can
+get the name of one already uploaded and deleted (same stream, same millisecond); its PUT
+then finds the key taken (``If-None-Match: *`` answers 412, or the HEAD shows another
+object) and the file goes to its next key, ``start_ms`` + 1 (:mod:`collector.upload.keys`),
+logged with the key used and counted in ``collector_upload_key_collisions_total``. Only a
+key this file itself wrote in this run (its verify then failed) is written over.
 """
 
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import time
 from collections import deque
@@ -36,21 +45,24 @@ from collector.metrics import Metrics, UploadMetrics
 from collector.storage.layout import relative_key
 from collector.upload.backlog import (
     FileInfo,
-    has_marker,
+    read_marker,
     remove_marker,
     scan_finished,
     stat_file,
     write_marker,
 )
 from collector.upload.digest import LocalDigest, digest_file
-from collector.upload.errors import StoreRefused, StoreUnavailable, UploadError
+from collector.upload.errors import KeyTaken, StoreRefused, StoreUnavailable, UploadError
 from collector.upload.keys import object_key
 from collector.upload.settings import UploadSettings
-from collector.upload.store import S3Store, make_client
+from collector.upload.store import Presence, S3Store, make_client
 
 logger = logging.getLogger(__name__)
 
 PROBLEM: Final = "upload"
+# The furthest a key's start_ms is bumped past taken keys (each costs a request). Two
+# taken keys are already rare; the bound only stops a store that answers 412 to everything.
+MAX_KEY_OFFSET: Final = 100
 T = TypeVar("T")
 
 
@@ -59,8 +71,10 @@ class Store(Protocol):
 
     bucket: str
 
-    def matches(self, key: str, local: LocalDigest) -> bool: ...
-    def put(self, path: Path, key: str, local: LocalDigest) -> None: ...
+    def presence(self, key: str, local: LocalDigest) -> Presence: ...
+    def put(
+        self, path: Path, key: str, local: LocalDigest, *, replace: bool = False
+    ) -> None: ...
     def verify(self, key: str, local: LocalDigest) -> None: ...
     def check_bucket(self) -> None: ...
 
@@ -79,6 +93,10 @@ class Pending:
     # HEAD before PUT: for files from a previous run, and for retries.
     check_existing: bool
     attempts: int = 0
+    # The key this file wrote (start_ms + key_offset), once a put of it succeeded: a retry
+    # starts there and may write over it; a key this file did not write is never replaced.
+    key_offset: int = 0
+    owns_key: bool = False
 
 
 @attrs.frozen
@@ -88,6 +106,8 @@ class Attempt:
     size: int = 0
     stage: str | None = None
     error: Exception | None = None
+    key: str | None = None  # where the file is in S3 (UPLOADED, and PRESENT when checked)
+    key_offset: int = 0  # how far past the file's own key (taken keys skipped)
 
 
 class Uploader:
@@ -241,12 +261,24 @@ class Uploader:
             fn, *args, limiter=self.limiter, abandon_on_cancel=True
         )
 
-    def _key(self, path: Path) -> str:
-        """The object key of ``path`` (raises ``ValueError`` off the data layout)."""
+    def _relative(self, path: Path) -> str:
+        """``path`` below ``data_dir`` (blocking: it resolves links; ``ValueError`` outside)."""
+        return relative_key(path.resolve(), self.data_dir.resolve())
+
+    def _object_key(self, relative: str, offset: int = 0) -> str:
+        """The object key of the file at ``relative``, bumped by ``offset`` (pure)."""
         return object_key(
-            relative_key(path.resolve(), self.data_dir.resolve()),
-            prefix=self.cfg.prefix,
-            template=self.cfg.key_template,
+            relative, prefix=self.cfg.prefix, template=self.cfg.key_template, offset=offset
+        )
+
+    def _marked(self, path: Path) -> bool:
+        """Whether a ``both``-mode marker shows ``path`` verified, as it is, at one of its keys
+        in this bucket (raises ``ValueError`` off the data layout)."""
+        marker = read_marker(path)
+        return (
+            marker is not None
+            and marker.bucket == self.store.bucket
+            and marker.key == self._object_key(self._relative(path), marker.offset)
         )
 
     def find_backlog(self) -> list[FileInfo]:
@@ -257,7 +289,7 @@ class Uploader:
         todo = []
         for info in found:
             try:
-                if has_marker(info.path, self.store.bucket, self._key(info.path)):
+                if self._marked(info.path):
                     continue
             except ValueError:
                 pass  # reported when its attempt finds it off-layout
@@ -265,22 +297,25 @@ class Uploader:
         return todo
 
     def _prepare(self, path: Path) -> tuple[str, LocalDigest] | None:
-        """(key, digest), or None if a ``both``-mode marker says it is already verified."""
-        key = self._key(path)
-        if not self.cfg.deletes_after_upload and has_marker(path, self.store.bucket, key):
+        """(relative path, digest), or None if a ``both``-mode marker says it is verified.
+
+        Raises ``ValueError`` off the data layout (checked here, before any hashing)."""
+        relative = self._relative(path)
+        self._object_key(relative)
+        if not self.cfg.deletes_after_upload and self._marked(path):
             return None
         local = digest_file(
             path, threshold=self.cfg.multipart_threshold_bytes, part_bytes=self.cfg.part_bytes
         )
-        return key, local
+        return relative, local
 
-    def _finish(self, path: Path, key: str, local: LocalDigest) -> None:
+    def _finish(self, path: Path, key: str, offset: int, local: LocalDigest) -> None:
         if self.cfg.deletes_after_upload:
             path.unlink()
             remove_marker(path)
         else:
             try:
-                write_marker(path, self.store.bucket, key, local.sha256_hex)
+                write_marker(path, self.store.bucket, key, local.sha256_hex, offset=offset)
             except OSError as exc:  # only costs a HEAD at the next start
                 logger.warning(
                     "cannot write upload marker", extra={"path": str(path), "error": str(exc)}
@@ -296,27 +331,63 @@ class Uploader:
             prepared = await self._thread(self._prepare, path)
             if prepared is None:
                 return Attempt(Outcome.PRESENT, path)
-            key, local = prepared
-            present = entry.check_existing and await self._thread(self.store.matches, key, local)
+            relative, local = prepared
+            key, present = await self._place(path, relative, entry, local)
             if not present:
-                await self._thread(self.store.put, path, key, local)
-                # The object may exist from now on: a retry HEADs before it PUTs again.
-                entry.check_existing = True
                 stage = "verify"
                 await self._thread(self.store.verify, key, local)
             stage = "delete"
             with contextlib.suppress(FileNotFoundError):  # deleted already: fine
-                await self._thread(self._finish, path, key, local)
+                await self._thread(self._finish, path, key, entry.key_offset, local)
         except FileNotFoundError:
             return Attempt(Outcome.GONE, path)
         except ValueError as exc:  # off-layout path (relative_key / object_key)
             return Attempt(Outcome.INVALID, path, error=exc)
         except (UploadError, OSError) as exc:
             return Attempt(Outcome.FAILED, path, stage=stage, error=exc)
-        if present:
-            return Attempt(Outcome.PRESENT, path, size=local.size)
-        self.metrics.seconds.observe(trio.current_time() - started)
-        return Attempt(Outcome.UPLOADED, path, size=local.size)
+        outcome = Outcome.PRESENT if present else Outcome.UPLOADED
+        if not present:
+            self.metrics.seconds.observe(trio.current_time() - started)
+        return Attempt(outcome, path, size=local.size, key=key, key_offset=entry.key_offset)
+
+    async def _place(
+        self, path: Path, relative: str, entry: Pending, local: LocalDigest
+    ) -> tuple[str, bool]:
+        """Get ``path``'s bytes to a key of its own: (that key, whether they were there already).
+
+        Tries the file's keys from the one it last wrote (its own key at first). A key that
+        holds another object is skipped, found by HEAD (files that may be in S3 already) or
+        by the conditional put's 412; a 412 on a key that holds these very bytes (a PUT whose
+        answer was lost and that botocore sent again) counts as this file's. Raises
+        ``UploadError`` when the put fails or no key up to ``MAX_KEY_OFFSET`` is free.
+        """
+        for offset in range(entry.key_offset, MAX_KEY_OFFSET + 1):
+            key = self._object_key(relative, offset)
+            owned = entry.owns_key and offset == entry.key_offset
+            if entry.check_existing:
+                found = await self._thread(self.store.presence, key, local)
+                if found is Presence.SAME:
+                    self._own(entry, offset)
+                    return key, True
+                if found is Presence.OTHER and not owned:
+                    continue
+            put = functools.partial(self.store.put, path, key, local, replace=owned)
+            try:
+                await self._thread(put)
+            except KeyTaken:
+                if await self._thread(self.store.presence, key, local) is not Presence.SAME:
+                    continue
+            self._own(entry, offset)
+            # The object exists from now on: a retry HEADs before it PUTs again.
+            entry.check_existing = True
+            return key, False
+        first = self._object_key(relative)
+        raise UploadError(f"no free object key: {first} and the next {MAX_KEY_OFFSET} are taken")
+
+    @staticmethod
+    def _own(entry: Pending, offset: int) -> None:
+        entry.key_offset = offset
+        entry.owns_key = True
 
     def _settle(self, attempt: Attempt) -> None:
         """Book an attempt: metrics, health, the queue and the pacing."""
@@ -327,7 +398,14 @@ class Uploader:
             if attempt.outcome is Outcome.UPLOADED:
                 self.metrics.completed.inc()
                 self.metrics.bytes_uploaded.inc(attempt.size)
-                logger.info("uploaded", extra={"path": str(path), "bytes": attempt.size})
+                where = {"path": str(path), "key": attempt.key}
+                logger.info("uploaded", extra=where | {"bytes": attempt.size})
+                if attempt.key_offset:
+                    self.metrics.key_collisions.inc()
+                    logger.warning(
+                        "object key held another file: stored under the next free key",
+                        extra=where | {"key_offset": attempt.key_offset},
+                    )
             elif attempt.outcome is Outcome.PRESENT:
                 self.metrics.skipped.inc()
             elif attempt.outcome is Outcome.INVALID:
