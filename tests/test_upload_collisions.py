@@ -218,7 +218,7 @@ async def test_a_put_whose_answer_was_lost_keeps_its_own_key(
 async def test_no_free_key_fails_the_put_and_keeps_the_file(
     s3: S3Server, tmp_path: Path, nursery: trio.Nursery, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr("collector.upload.uploader.MAX_KEY_OFFSET", 2)
+    monkeypatch.setattr("collector.upload.placement.MAX_KEY_OFFSET", 2)
     cfg = make_cfg(s3, tmp_path)
     s3.create_bucket(cfg.bucket)
     client = s3.client()

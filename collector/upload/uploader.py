@@ -16,12 +16,9 @@ keeps the local file, counts ``collector_upload_failures_total{stage}``, puts th
 at the end of the queue and pauses all workers for a capped, jittered backoff; retries go on
 forever.
 
-Keys never overwrite another file's object. After a restart in ``s3`` mode a new file can
-get the name of one already uploaded and deleted (same stream, same millisecond); its PUT
-then finds the key taken (``If-None-Match: *`` answers 412, or the HEAD shows another
-object) and the file goes to its next key, ``start_ms`` + 1 (:mod:`collector.upload.keys`),
-logged with the key used and counted in ``collector_upload_key_collisions_total``. Only a
-key this file itself wrote in this run (its verify then failed) is written over.
+A put never replaces another file's object (:mod:`collector.upload.placement`): a file
+whose key is taken goes to its next key, ``start_ms`` + 1, logged with the key used and
+counted in ``collector_upload_key_collisions_total``.
 """
 
 from __future__ import annotations
@@ -52,27 +49,23 @@ from collector.upload.backlog import (
     write_marker,
 )
 from collector.upload.digest import LocalDigest, digest_file
-from collector.upload.errors import KeyTaken, StoreRefused, StoreUnavailable, UploadError
+from collector.upload.errors import StoreRefused, StoreUnavailable, UploadError
 from collector.upload.keys import object_key
+from collector.upload.placement import KeyedStore, place
 from collector.upload.settings import UploadSettings
-from collector.upload.store import Presence, S3Store, make_client
+from collector.upload.store import S3Store, make_client
 
 logger = logging.getLogger(__name__)
 
 PROBLEM: Final = "upload"
-# The furthest a key's start_ms is bumped past taken keys (each costs a request). Two
-# taken keys are already rare; the bound only stops a store that answers 412 to everything.
-MAX_KEY_OFFSET: Final = 100
 T = TypeVar("T")
 
 
-class Store(Protocol):
+class Store(KeyedStore, Protocol):
     """What the uploader needs from S3 (:class:`~collector.upload.store.S3Store`)."""
 
     bucket: str
 
-    def presence(self, key: str, local: LocalDigest) -> Presence: ...
-    def put(self, path: Path, key: str, local: LocalDigest, *, replace: bool = False) -> None: ...
     def verify(self, key: str, local: LocalDigest) -> None: ...
     def check_bucket(self) -> None: ...
 
@@ -91,8 +84,8 @@ class Pending:
     # HEAD before PUT: for files from a previous run, and for retries.
     check_existing: bool
     attempts: int = 0
-    # The key this file wrote (start_ms + key_offset), once a put of it succeeded: a retry
-    # starts there and may write over it; a key this file did not write is never replaced.
+    # The key this file holds (start_ms + key_offset) once placed: a retry starts there and
+    # may write over it; a key this file did not write is never replaced.
     key_offset: int = 0
     owns_key: bool = False
 
@@ -330,7 +323,21 @@ class Uploader:
             if prepared is None:
                 return Attempt(Outcome.PRESENT, path)
             relative, local = prepared
-            key, present = await self._place(path, relative, entry, local)
+            placed = await self._thread(
+                functools.partial(
+                    place,
+                    self.store,
+                    path,
+                    local,
+                    functools.partial(self._object_key, relative),
+                    start=entry.key_offset,
+                    owned=entry.owns_key,
+                    check_existing=entry.check_existing,
+                )
+            )
+            key, present = placed.key, placed.present
+            # The object exists from now on: a retry HEADs first and may write over it.
+            entry.key_offset, entry.owns_key, entry.check_existing = placed.offset, True, True
             if not present:
                 stage = "verify"
                 await self._thread(self.store.verify, key, local)
@@ -347,45 +354,6 @@ class Uploader:
         if not present:
             self.metrics.seconds.observe(trio.current_time() - started)
         return Attempt(outcome, path, size=local.size, key=key, key_offset=entry.key_offset)
-
-    async def _place(
-        self, path: Path, relative: str, entry: Pending, local: LocalDigest
-    ) -> tuple[str, bool]:
-        """Get ``path``'s bytes to a key of its own: (that key, whether they were there already).
-
-        Tries the file's keys from the one it last wrote (its own key at first). A key that
-        holds another object is skipped, found by HEAD (files that may be in S3 already) or
-        by the conditional put's 412; a 412 on a key that holds these very bytes (a PUT whose
-        answer was lost and that botocore sent again) counts as this file's. Raises
-        ``UploadError`` when the put fails or no key up to ``MAX_KEY_OFFSET`` is free.
-        """
-        for offset in range(entry.key_offset, MAX_KEY_OFFSET + 1):
-            key = self._object_key(relative, offset)
-            owned = entry.owns_key and offset == entry.key_offset
-            if entry.check_existing:
-                found = await self._thread(self.store.presence, key, local)
-                if found is Presence.SAME:
-                    self._own(entry, offset)
-                    return key, True
-                if found is Presence.OTHER and not owned:
-                    continue
-            put = functools.partial(self.store.put, path, key, local, replace=owned)
-            try:
-                await self._thread(put)
-            except KeyTaken:
-                if await self._thread(self.store.presence, key, local) is not Presence.SAME:
-                    continue
-            self._own(entry, offset)
-            # The object exists from now on: a retry HEADs before it PUTs again.
-            entry.check_existing = True
-            return key, False
-        first = self._object_key(relative)
-        raise UploadError(f"no free object key: {first} and the next {MAX_KEY_OFFSET} are taken")
-
-    @staticmethod
-    def _own(entry: Pending, offset: int) -> None:
-        entry.key_offset = offset
-        entry.owns_key = True
 
     def _settle(self, attempt: Attempt) -> None:
         """Book an attempt: metrics, health, the queue and the pacing."""
