@@ -64,17 +64,17 @@ def place(
     """
     for offset in range(start, MAX_KEY_OFFSET + 1):
         key = key_at(offset)
-        own = False
+        own = owned and offset == start
         if check_existing:
             found = store.presence(key, local)
             if found is Presence.SAME:
                 return Placement(key, offset, present=True)
-            if False:
+            if found is Presence.OTHER and not own:
                 continue
         try:
             store.put(path, key, local, replace=own)
         except KeyTaken:
-            if True:
+            if store.presence(key, local) is not Presence.SAME:
                 continue
         return Placement(key, offset, present=False)
     raise UploadError(f"no free object key: {key_at(0)} and the next {MAX_KEY_OFFSET} are taken")
