@@ -114,22 +114,36 @@ async def test_a_chain_of_taken_keys_is_walked_and_nothing_is_replaced(
     assert run.sample("collector_upload_key_collisions_total") == 2
 
 
+class RecordingStore(S3Store):
+    """Records the keys it is asked to put to."""
+
+    def __init__(self, client: object, cfg: UploadSettings) -> None:
+        super().__init__(client, cfg)
+        self.puts: list[str] = []
+
+    def put(self, path: Path, key: str, local: LocalDigest, *, replace: bool = False) -> None:
+        self.puts.append(key)
+        super().put(path, key, local, replace=replace)
+
+
 async def test_a_file_from_before_skips_a_key_held_by_another_object(
     s3: S3Server, tmp_path: Path, nursery: trio.Nursery
 ) -> None:
-    """Files found at start are HEADed first: a key holding other bytes is passed by, and a
-    file already at its next key is recognized there (not uploaded again)."""
+    """Files found at start are HEADed first: a key holding other bytes is passed by without
+    sending the file, and a file already at its next key is recognized there."""
     cfg = make_cfg(s3, tmp_path)
     s3.create_bucket(cfg.bucket)
+    store = RecordingStore(make_client(cfg), cfg)
     client = s3.client()
     other = os.urandom(3000)
     client.put_object(Bucket=cfg.bucket, Key=key_of(T0_MS), Body=other)
     leftover = write_file(tmp_path, T0_MS)
     data = leftover.read_bytes()
     with trio.fail_after(TIMEOUT):
-        first = await start_uploader(nursery, cfg)  # the backlog scan finds it
+        first = await start_uploader(nursery, cfg, store)  # the backlog scan finds it
         await first.wait_idle()
     assert first.sample("collector_uploads_completed_total") == 1
+    assert store.puts == [key_of(T0_MS + 1)]
     assert s3.get(cfg.bucket, key_of(T0_MS)) == other
     assert s3.get(cfg.bucket, key_of(T0_MS + 1)) == data
     assert not leftover.exists()
