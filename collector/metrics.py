@@ -76,6 +76,11 @@ class UploadMetrics:
             "Files found already verified in S3 (not uploaded again)",
             registry=r,
         )
+        self.key_collisions = Counter(
+            "collector_upload_key_collisions_total",
+            "Files stored under a later key (start_ms + n) because their own held another object",
+            registry=r,
+        )
         self.pending_files = Gauge(
             "collector_upload_pending_files", "Finished files not yet verified in S3", registry=r
         )

@@ -22,7 +22,7 @@ from collector.upload import UploadSettings, run_uploader
 from collector.upload.digest import LocalDigest
 from collector.upload.errors import VerifyMismatch
 from collector.upload.settings import MiB
-from collector.upload.store import S3Store, make_client
+from collector.upload.store import Presence, S3Store, make_client
 from collector.upload.uploader import Uploader
 from tests.s3server import FAKE_SECRET, S3Server, fake_aws_env, unique_bucket
 
@@ -263,10 +263,10 @@ class TamperingStore(S3Store):
         self.verifies = 0
         self.local_existed_on_retry: bool | None = None
 
-    def matches(self, key: str, local: LocalDigest) -> bool:
+    def presence(self, key: str, local: LocalDigest) -> Presence:
         if self.verifies:
             self.local_existed_on_retry = self.local.exists()
-        return super().matches(key, local)
+        return super().presence(key, local)
 
     def verify(self, key: str, local: LocalDigest) -> None:
         self.verifies += 1

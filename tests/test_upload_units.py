@@ -4,13 +4,20 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import json
 import os
 from pathlib import Path
 
 import pytest
 
 from collector.settings_check import parse_settings
-from collector.upload.backlog import has_marker, scan_finished, write_marker
+from collector.upload.backlog import (
+    has_marker,
+    marker_path,
+    read_marker,
+    scan_finished,
+    write_marker,
+)
 from collector.upload.digest import LocalDigest, digest_file, head_mismatch
 from collector.upload.keys import DEFAULT_KEY_TEMPLATE, check_key_template, object_key
 from collector.upload.settings import MiB, UploadSettings
@@ -32,6 +39,24 @@ REL_SERVER = "binance/BTCUSDT/trades/tokyo-1/2023-11-14/1699999999999.parquet"
 )
 def test_object_key_default_template(relative: str, prefix: str, expected: str) -> None:
     assert object_key(relative, prefix=prefix) == expected
+
+
+@pytest.mark.parametrize(
+    ("template", "expected"),
+    [
+        (
+            DEFAULT_KEY_TEMPLATE,
+            "raw/binance/BTCUSDT/trades/tokyo-1/2023-11-14/1700000000001.parquet",
+        ),
+        ("{date}/{name}", "2023-11-14/1700000000001.parquet"),
+    ],
+)
+def test_object_key_offset_bumps_start_ms(template: str, expected: str) -> None:
+    """The next keys of a file whose own key is taken: the layout's start_ms + 1 rule."""
+    assert object_key(REL_SERVER, prefix="raw", template=template, offset=2) == expected
+    assert object_key(REL_SERVER, prefix="raw", offset=0) == object_key(REL_SERVER, prefix="raw")
+    with pytest.raises(ValueError, match="offset"):
+        object_key(REL_SERVER, offset=-1)
 
 
 def test_object_key_custom_template() -> None:
@@ -121,6 +146,7 @@ def test_digest_composite_matches_the_s3_definition(tmp_path: Path, size: int) -
     assert (d.composite_b64, d.parts, d.part_bytes) == (expected, len(parts), 5 * MiB)
     assert d.sha256_b64 == _b64(data)
     assert d.size == size
+    assert d.part_sha256_b64 == tuple(_b64(p) for p in parts)
 
 
 def test_part_size_is_raised_to_the_s3_minimum(tmp_path: Path) -> None:
@@ -186,6 +212,22 @@ def test_marker_records_bucket_key_and_file_state(tmp_path: Path) -> None:
     assert not has_marker(path, "b", "other")
     path.write_bytes(b"abcd")
     assert not has_marker(path, "b", "k")
+
+
+def test_marker_keeps_the_key_offset_and_reads_old_markers(tmp_path: Path) -> None:
+    path = tmp_path / "1.parquet"
+    path.write_bytes(b"abc")
+    write_marker(path, "b", "k2", "00", offset=2)
+    marker = read_marker(path)
+    assert marker is not None
+    assert (marker.key, marker.offset) == ("k2", 2)
+    # A marker written before offsets existed reads as offset 0.
+    st = path.stat()
+    old = {"bucket": "b", "key": "k", "size": 3, "mtime_ns": st.st_mtime_ns, "sha256": "00"}
+    marker_path(path).write_bytes(json.dumps(old).encode())
+    marker = read_marker(path)
+    assert marker is not None
+    assert (marker.key, marker.offset) == ("k", 0)
 
 
 def test_legacy_credential_variables_are_used(monkeypatch: pytest.MonkeyPatch) -> None:

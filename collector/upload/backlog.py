@@ -6,7 +6,7 @@ journal beside it means the writer, or its start-up recovery, still owns it). Jo
 uploaded.
 
 In ``both`` mode a verified file stays; a hidden marker ``.{name}.s3`` beside it records
-where it went (bucket, key, size, mtime, SHA-256), so a restart does not hash and HEAD every
+where it went (bucket, key, the key's offset from the file's own key, size, mtime, SHA-256), so a restart does not hash and HEAD every
 kept file again. A marker that does not match the file or the current target is ignored.
 Everything here blocks: call it from a worker thread.
 """
@@ -39,6 +39,9 @@ class Marker(msgspec.Struct, frozen=True, kw_only=True):
     size: int
     mtime_ns: int
     sha256: str
+    # How far the key's start_ms was bumped because the file's own key was taken
+    # (collector.upload.keys); markers written before offsets existed read as 0.
+    offset: int = 0
 
 
 def is_finished_parquet(path: Path) -> bool:
@@ -55,25 +58,35 @@ def marker_path(path: Path) -> Path:
     return path.with_name(f".{path.name}{MARKER_SUFFIX}")
 
 
-def has_marker(path: Path, bucket: str, key: str) -> bool:
-    """Whether ``path`` was verified at ``bucket``/``key`` as it is now."""
+def read_marker(path: Path) -> Marker | None:
+    """The marker of ``path`` if there is one and it matches the file as it is now."""
     try:
         marker = msgspec.json.decode(marker_path(path).read_bytes(), type=Marker)
         st = path.stat()
     except (OSError, msgspec.DecodeError):
-        return False
-    return (
-        marker.bucket == bucket
-        and marker.key == key
-        and marker.size == st.st_size
-        and marker.mtime_ns == st.st_mtime_ns
-    )
+        return None
+    if marker.size != st.st_size or marker.mtime_ns != st.st_mtime_ns:
+        return None
+    return marker
 
 
-def write_marker(path: Path, bucket: str, key: str, sha256: str) -> None:
+def has_marker(path: Path, bucket: str, key: str) -> bool:
+    """Whether ``path`` was verified at ``bucket``/``key`` as it is now."""
+    marker = read_marker(path)
+    return marker is not None and marker.bucket == bucket and marker.key == key
+
+
+def write_marker(path: Path, bucket: str, key: str, sha256: str, *, offset: int = 0) -> None:
     """Record that ``path`` is verified at ``bucket``/``key`` (atomic replace)."""
     st = path.stat()
-    marker = Marker(bucket=bucket, key=key, size=st.st_size, mtime_ns=st.st_mtime_ns, sha256=sha256)
+    marker = Marker(
+        bucket=bucket,
+        key=key,
+        size=st.st_size,
+        mtime_ns=st.st_mtime_ns,
+        sha256=sha256,
+        offset=offset,
+    )
     target = marker_path(path)
     tmp = target.with_name(target.name + ".tmp")
     tmp.write_bytes(msgspec.json.encode(marker))

@@ -32,7 +32,11 @@ _READ_BYTES: Final = 1024 * 1024
 
 
 class LocalDigest(msgspec.Struct, frozen=True, kw_only=True):
-    """What a file's object must match. ``composite_b64`` is set for multipart uploads."""
+    """What a file's object must match. ``composite_b64`` is set for multipart uploads.
+
+    ``part_sha256_b64`` holds each part's SHA-256 (multipart only): the parts carry it, so
+    S3 refuses a part whose bytes changed since they were hashed.
+    """
 
     size: int
     sha256_hex: str
@@ -40,6 +44,7 @@ class LocalDigest(msgspec.Struct, frozen=True, kw_only=True):
     part_bytes: int | None = None
     parts: int = 1
     composite_b64: str | None = None
+    part_sha256_b64: tuple[str, ...] = ()
 
     @property
     def multipart(self) -> bool:
@@ -87,6 +92,7 @@ def digest_file(path: Path, *, threshold: int, part_bytes: int) -> LocalDigest:
         part_bytes=part_size,
         parts=max(1, len(part_digests)),
         composite_b64=composite,
+        part_sha256_b64=tuple(base64.b64encode(d).decode() for d in part_digests),
     )
 
 

@@ -29,6 +29,7 @@ REFUSED_CREDENTIAL_CODES = frozenset(
 )
 DENIED_CODES = frozenset({"AccessDenied", "AllAccessDisabled", "403", "Forbidden"})
 MISSING_BUCKET_CODES = frozenset({"NoSuchBucket"})
+PRECONDITION_FAILED_CODES = frozenset({"PreconditionFailed", "412"})
 
 
 class UploadError(Exception):
@@ -46,6 +47,13 @@ class StoreRefused(UploadError):
 
 class VerifyMismatch(UploadError):
     """The object in S3 does not match the local file (size or checksum)."""
+
+
+class KeyTaken(UploadError):
+    """A conditional put found the key taken (S3 412 PreconditionFailed): nothing was written.
+
+    The uploader handles it by trying the file's next key; it is never a failed attempt.
+    """
 
 
 def _where(exc: BotoCoreError) -> str:

@@ -6,6 +6,12 @@ with those parts; empty segments (no prefix, no server) are dropped, so the defa
 gives ``{prefix}/{exchange}/{symbol}/{data_type}/[{server}/]{date}/{start_ms}.parquet``.
 The server level comes from the file's own path (the ``home_server_name`` it was written
 under), so a file keeps its key even if the setting changes later.
+
+A key can be taken already: after a restart in ``s3`` mode the first run's file is gone
+locally (uploaded, deleted), so the writer may give a new file the same ``start_ms``. The
+uploader then stores the file under the next free key by the layout's own rule: ``start_ms``
+bumped by 1 (``offset``), exactly as the writer does for a taken local name. Keys stay in
+the documented layout, and ``start_ms`` in a key stays within a few ms of the first row.
 """
 
 from __future__ import annotations
@@ -77,9 +83,23 @@ def parse_relative(relative: str) -> KeyParts:
     )
 
 
-def object_key(relative: str, *, prefix: str = "", template: str = DEFAULT_KEY_TEMPLATE) -> str:
-    """The S3 key of the file at ``relative`` (raises ``ValueError`` off-layout)."""
+def object_key(
+    relative: str,
+    *,
+    prefix: str = "",
+    template: str = DEFAULT_KEY_TEMPLATE,
+    offset: int = 0,
+) -> str:
+    """The S3 key of the file at ``relative``, its ``start_ms`` bumped by ``offset``.
+
+    Offset 0 is the file's own key; 1, 2, ... are the next candidates when that key is
+    taken by another file. Raises ``ValueError`` off-layout or for a negative offset.
+    """
+    if offset < 0:
+        raise ValueError(f"key offset must be >= 0, not {offset}")
     p = parse_relative(relative)
+    if offset:
+        p = msgspec.structs.replace(p, start_ms=str(int(p.start_ms) + offset))
     filled = template.format(
         prefix=prefix.strip("/"),
         exchange=p.exchange,

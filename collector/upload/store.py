@@ -1,4 +1,10 @@
-"""The S3 side: a boto3 client with explicit timeouts, and the three calls the uploader makes.
+"""The S3 side: a boto3 client with explicit timeouts, and the calls the uploader makes.
+
+A put never replaces an object it was not told to: it carries ``If-None-Match: *`` (on the
+PutObject, or on the CompleteMultipartUpload of a multipart upload), so a key another file
+already holds answers 412 and nothing is written (:class:`KeyTaken`). The multipart upload is
+done here rather than by boto3's ``upload_file``, whose allowed arguments do not include
+``IfNoneMatch``.
 
 Every method here blocks: call it from a worker thread (``trio.to_thread.run_sync`` with the
 uploader's limiter). boto3 clients are thread-safe; one client serves every thread. Errors
@@ -12,20 +18,28 @@ never stored, shown or logged here.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 from collections.abc import Mapping
+from enum import Enum
 from pathlib import Path
 from typing import Any
 
 import boto3
 from boto3.exceptions import Boto3Error
-from boto3.s3.transfer import TransferConfig
 from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 
 from collector.upload.digest import META_SHA256, LocalDigest, head_mismatch
-from collector.upload.errors import UploadError, VerifyMismatch, error_code, translate
+from collector.upload.errors import (
+    PRECONDITION_FAILED_CODES,
+    KeyTaken,
+    UploadError,
+    VerifyMismatch,
+    error_code,
+    translate,
+)
 from collector.upload.settings import UploadSettings
 
 LEGACY_KEY_ID = "AWS_ACCESS_KEY"
@@ -65,19 +79,25 @@ def make_client(cfg: UploadSettings, env: Mapping[str, str] | None = None) -> An
     return session.client("s3", endpoint_url=cfg.endpoint_url, config=botocore_config(cfg))
 
 
+class Presence(Enum):
+    """What a key holds, compared with a local file."""
+
+    ABSENT = "absent"
+    SAME = "same"  # the local file's bytes, verified by size and checksums
+    OTHER = "other"  # another object (another file's, or altered)
+
+
+def _is_precondition_failed(exc: ClientError) -> bool:
+    status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0)
+    return error_code(exc) in PRECONDITION_FAILED_CODES or status == 412
+
+
 class S3Store:
     """One bucket, through one client. Blocking methods; errors are ``UploadError``s."""
 
     def __init__(self, client: Any, cfg: UploadSettings) -> None:
         self.client = client
         self.bucket = cfg.bucket
-        self.transfer = TransferConfig(
-            multipart_threshold=cfg.multipart_threshold_bytes,
-            multipart_chunksize=cfg.part_bytes,
-            # Parts go up one after the other in the caller's thread: the uploader's
-            # limiter bounds the threads, and an abandoned upload leaves no thread pool.
-            use_threads=False,
-        )
 
     def head(self, key: str) -> dict[str, Any] | None:
         """The HEAD response (with S3's checksum if it keeps one), or None if absent."""
@@ -93,29 +113,89 @@ class S3Store:
             raise translate(exc, self.bucket) from exc
         return response
 
-    def matches(self, key: str, local: LocalDigest) -> bool:
-        """Whether the object at ``key`` already matches ``local`` (no upload needed)."""
+    def presence(self, key: str, local: LocalDigest) -> Presence:
+        """Whether ``key`` is free, holds ``local``'s bytes already, or holds another object."""
         head = self.head(key)
-        return head is not None and head_mismatch(head, local) is None
+        if head is None:
+            return Presence.ABSENT
+        return Presence.SAME if head_mismatch(head, local) is None else Presence.OTHER
 
-    def put(self, path: Path, key: str, local: LocalDigest) -> None:
-        """Upload ``path`` to ``key``: one PUT, or multipart at or above the threshold.
+    def put(self, path: Path, key: str, local: LocalDigest, *, replace: bool = False) -> None:
+        """Upload ``path`` to ``key``: one PUT, or multipart when ``local`` was cut in parts.
 
-        The request carries the SHA-256 (whole object, or per part), which S3 checks on
-        receipt, and the hex SHA-256 as metadata for :meth:`verify`.
+        Only onto a free key unless ``replace`` (for a key this file already owns): raises
+        ``KeyTaken`` if another object holds it, having written nothing. The request carries
+        the SHA-256 (whole object, or per part), which S3 checks on receipt, and the hex
+        SHA-256 as metadata for :meth:`verify`.
         """
-        extra: dict[str, Any] = {
-            "Metadata": {META_SHA256: local.sha256_hex},
-            "ChecksumAlgorithm": "SHA256",
-        }
-        if not local.multipart:
-            extra["ChecksumSHA256"] = local.sha256_b64
+        condition = {} if replace else {"IfNoneMatch": "*"}
+        metadata = {META_SHA256: local.sha256_hex}
         try:
-            self.client.upload_file(
-                str(path), self.bucket, key, ExtraArgs=extra, Config=self.transfer
-            )
+            if local.multipart:
+                self._put_parts(path, key, local, metadata, condition)
+            else:
+                with path.open("rb") as body:
+                    self.client.put_object(
+                        Bucket=self.bucket,
+                        Key=key,
+                        Body=body,
+                        Metadata=metadata,
+                        ChecksumAlgorithm="SHA256",
+                        ChecksumSHA256=local.sha256_b64,
+                        **condition,
+                    )
+        except ClientError as exc:
+            if _is_precondition_failed(exc):
+                raise KeyTaken(f"s3://{self.bucket}/{key} is taken") from exc
+            raise translate(exc, self.bucket) from exc
         except _BOTO_ERRORS as exc:
             raise translate(exc, self.bucket) from exc
+
+    def _put_parts(
+        self,
+        path: Path,
+        key: str,
+        local: LocalDigest,
+        metadata: dict[str, str],
+        condition: dict[str, str],
+    ) -> None:
+        """A multipart upload; aborted (best effort) if any step fails, the condition too.
+
+        One part in memory at a time, read in the caller's thread: the uploader's limiter
+        bounds the threads, so memory stays at ``upload_concurrency`` parts.
+        """
+        assert local.part_bytes is not None
+        upload_id = self.client.create_multipart_upload(
+            Bucket=self.bucket, Key=key, Metadata=metadata, ChecksumAlgorithm="SHA256"
+        )["UploadId"]
+        try:
+            parts: list[dict[str, Any]] = []
+            with path.open("rb") as f:
+                for number, checksum in enumerate(local.part_sha256_b64, start=1):
+                    response = self.client.upload_part(
+                        Bucket=self.bucket,
+                        Key=key,
+                        UploadId=upload_id,
+                        PartNumber=number,
+                        Body=f.read(local.part_bytes),
+                        ChecksumAlgorithm="SHA256",
+                        ChecksumSHA256=checksum,
+                    )
+                    parts.append(
+                        {"PartNumber": number, "ETag": response["ETag"], "ChecksumSHA256": checksum}
+                    )
+            self.client.complete_multipart_upload(
+                Bucket=self.bucket,
+                Key=key,
+                UploadId=upload_id,
+                MultipartUpload={"Parts": parts},
+                **condition,
+            )
+        except BaseException:
+            # Parts of an unfinished upload are kept (and billed) until aborted.
+            with contextlib.suppress(*_BOTO_ERRORS):
+                self.client.abort_multipart_upload(Bucket=self.bucket, Key=key, UploadId=upload_id)
+            raise
 
     def verify(self, key: str, local: LocalDigest) -> None:
         """Raise ``VerifyMismatch`` unless the object's HEAD matches ``local``."""
@@ -140,4 +220,4 @@ class S3Store:
             raise translate(exc, self.bucket) from exc
 
 
-__all__ = ["S3Store", "UploadError", "botocore_config", "make_client"]
+__all__ = ["KeyTaken", "Presence", "S3Store", "UploadError", "botocore_config", "make_client"]

@@ -9,16 +9,22 @@ run_uploader
 ```
 
 One file's attempt: SHA-256 of the local bytes -> (only for files not fresh from the writer,
-or being retried) HEAD: already there and matching? -> PUT (multipart at or above the
-threshold) -> HEAD: size and checksums match (:mod:`collector.upload.digest`)? -> delete the
-local file (``s3``) or record a marker beside it (``both``). A failed stage keeps the local
-file, counts ``collector_upload_failures_total{stage}``, puts the file back at the end of the
-queue and pauses all workers for a capped, jittered backoff; retries go on forever.
+or being retried) HEAD: already there and matching? -> PUT onto a free key only (multipart at
+or above the threshold) -> HEAD: size and checksums match (:mod:`collector.upload.digest`)?
+-> delete the local file (``s3``) or record a marker beside it (``both``). A failed stage
+keeps the local file, counts ``collector_upload_failures_total{stage}``, puts the file back
+at the end of the queue and pauses all workers for a capped, jittered backoff; retries go on
+forever.
+
+A put never replaces another file's object (:mod:`collector.upload.placement`): a file
+whose key is taken goes to its next key, ``start_ms`` + 1, logged with the key used and
+counted in ``collector_upload_key_collisions_total``.
 """
 
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import time
 from collections import deque
@@ -36,7 +42,7 @@ from collector.metrics import Metrics, UploadMetrics
 from collector.storage.layout import relative_key
 from collector.upload.backlog import (
     FileInfo,
-    has_marker,
+    read_marker,
     remove_marker,
     scan_finished,
     stat_file,
@@ -45,6 +51,7 @@ from collector.upload.backlog import (
 from collector.upload.digest import LocalDigest, digest_file
 from collector.upload.errors import StoreRefused, StoreUnavailable, UploadError
 from collector.upload.keys import object_key
+from collector.upload.placement import KeyedStore, place
 from collector.upload.settings import UploadSettings
 from collector.upload.store import S3Store, make_client
 
@@ -54,13 +61,11 @@ PROBLEM: Final = "upload"
 T = TypeVar("T")
 
 
-class Store(Protocol):
+class Store(KeyedStore, Protocol):
     """What the uploader needs from S3 (:class:`~collector.upload.store.S3Store`)."""
 
     bucket: str
 
-    def matches(self, key: str, local: LocalDigest) -> bool: ...
-    def put(self, path: Path, key: str, local: LocalDigest) -> None: ...
     def verify(self, key: str, local: LocalDigest) -> None: ...
     def check_bucket(self) -> None: ...
 
@@ -79,6 +84,10 @@ class Pending:
     # HEAD before PUT: for files from a previous run, and for retries.
     check_existing: bool
     attempts: int = 0
+    # The key this file holds (start_ms + key_offset) once placed: a retry starts there and
+    # may write over it; a key this file did not write is never replaced.
+    key_offset: int = 0
+    owns_key: bool = False
 
 
 @attrs.frozen
@@ -88,6 +97,8 @@ class Attempt:
     size: int = 0
     stage: str | None = None
     error: Exception | None = None
+    key: str | None = None  # where the file is in S3 (UPLOADED, and PRESENT when checked)
+    key_offset: int = 0  # how far past the file's own key (taken keys skipped)
 
 
 class Uploader:
@@ -241,12 +252,24 @@ class Uploader:
             fn, *args, limiter=self.limiter, abandon_on_cancel=True
         )
 
-    def _key(self, path: Path) -> str:
-        """The object key of ``path`` (raises ``ValueError`` off the data layout)."""
+    def _relative(self, path: Path) -> str:
+        """``path`` below ``data_dir`` (blocking: it resolves links; ``ValueError`` outside)."""
+        return relative_key(path.resolve(), self.data_dir.resolve())
+
+    def _object_key(self, relative: str, offset: int = 0) -> str:
+        """The object key of the file at ``relative``, bumped by ``offset`` (pure)."""
         return object_key(
-            relative_key(path.resolve(), self.data_dir.resolve()),
-            prefix=self.cfg.prefix,
-            template=self.cfg.key_template,
+            relative, prefix=self.cfg.prefix, template=self.cfg.key_template, offset=offset
+        )
+
+    def _marked(self, path: Path) -> bool:
+        """Whether a ``both``-mode marker shows ``path`` verified, as it is, at one of its keys
+        in this bucket (raises ``ValueError`` off the data layout)."""
+        marker = read_marker(path)
+        return (
+            marker is not None
+            and marker.bucket == self.store.bucket
+            and marker.key == self._object_key(self._relative(path), marker.offset)
         )
 
     def find_backlog(self) -> list[FileInfo]:
@@ -257,7 +280,7 @@ class Uploader:
         todo = []
         for info in found:
             try:
-                if has_marker(info.path, self.store.bucket, self._key(info.path)):
+                if self._marked(info.path):
                     continue
             except ValueError:
                 pass  # reported when its attempt finds it off-layout
@@ -265,22 +288,25 @@ class Uploader:
         return todo
 
     def _prepare(self, path: Path) -> tuple[str, LocalDigest] | None:
-        """(key, digest), or None if a ``both``-mode marker says it is already verified."""
-        key = self._key(path)
-        if not self.cfg.deletes_after_upload and has_marker(path, self.store.bucket, key):
+        """(relative path, digest), or None if a ``both``-mode marker says it is verified.
+
+        Raises ``ValueError`` off the data layout (checked here, before any hashing)."""
+        relative = self._relative(path)
+        self._object_key(relative)
+        if not self.cfg.deletes_after_upload and self._marked(path):
             return None
         local = digest_file(
             path, threshold=self.cfg.multipart_threshold_bytes, part_bytes=self.cfg.part_bytes
         )
-        return key, local
+        return relative, local
 
-    def _finish(self, path: Path, key: str, local: LocalDigest) -> None:
+    def _finish(self, path: Path, key: str, offset: int, local: LocalDigest) -> None:
         if self.cfg.deletes_after_upload:
             path.unlink()
             remove_marker(path)
         else:
             try:
-                write_marker(path, self.store.bucket, key, local.sha256_hex)
+                write_marker(path, self.store.bucket, key, local.sha256_hex, offset=offset)
             except OSError as exc:  # only costs a HEAD at the next start
                 logger.warning(
                     "cannot write upload marker", extra={"path": str(path), "error": str(exc)}
@@ -296,27 +322,38 @@ class Uploader:
             prepared = await self._thread(self._prepare, path)
             if prepared is None:
                 return Attempt(Outcome.PRESENT, path)
-            key, local = prepared
-            present = entry.check_existing and await self._thread(self.store.matches, key, local)
+            relative, local = prepared
+            placed = await self._thread(
+                functools.partial(
+                    place,
+                    self.store,
+                    path,
+                    local,
+                    functools.partial(self._object_key, relative),
+                    start=entry.key_offset,
+                    owned=entry.owns_key,
+                    check_existing=entry.check_existing,
+                )
+            )
+            key, present = placed.key, placed.present
+            # The object exists from now on: a retry HEADs first and may write over it.
+            entry.key_offset, entry.owns_key, entry.check_existing = placed.offset, True, True
             if not present:
-                await self._thread(self.store.put, path, key, local)
-                # The object may exist from now on: a retry HEADs before it PUTs again.
-                entry.check_existing = True
                 stage = "verify"
                 await self._thread(self.store.verify, key, local)
             stage = "delete"
             with contextlib.suppress(FileNotFoundError):  # deleted already: fine
-                await self._thread(self._finish, path, key, local)
+                await self._thread(self._finish, path, key, entry.key_offset, local)
         except FileNotFoundError:
             return Attempt(Outcome.GONE, path)
         except ValueError as exc:  # off-layout path (relative_key / object_key)
             return Attempt(Outcome.INVALID, path, error=exc)
         except (UploadError, OSError) as exc:
             return Attempt(Outcome.FAILED, path, stage=stage, error=exc)
-        if present:
-            return Attempt(Outcome.PRESENT, path, size=local.size)
-        self.metrics.seconds.observe(trio.current_time() - started)
-        return Attempt(Outcome.UPLOADED, path, size=local.size)
+        outcome = Outcome.PRESENT if present else Outcome.UPLOADED
+        if not present:
+            self.metrics.seconds.observe(trio.current_time() - started)
+        return Attempt(outcome, path, size=local.size, key=key, key_offset=entry.key_offset)
 
     def _settle(self, attempt: Attempt) -> None:
         """Book an attempt: metrics, health, the queue and the pacing."""
@@ -327,7 +364,14 @@ class Uploader:
             if attempt.outcome is Outcome.UPLOADED:
                 self.metrics.completed.inc()
                 self.metrics.bytes_uploaded.inc(attempt.size)
-                logger.info("uploaded", extra={"path": str(path), "bytes": attempt.size})
+                where = {"path": str(path), "key": attempt.key}
+                logger.info("uploaded", extra=where | {"bytes": attempt.size})
+                if attempt.key_offset:
+                    self.metrics.key_collisions.inc()
+                    logger.warning(
+                        "object key held another file: stored under the next free key",
+                        extra=where | {"key_offset": attempt.key_offset},
+                    )
             elif attempt.outcome is Outcome.PRESENT:
                 self.metrics.skipped.inc()
             elif attempt.outcome is Outcome.INVALID:
