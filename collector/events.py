@@ -29,6 +29,7 @@ StatusEvent = Literal[
     "resync",
     "dropped",
     "subscribe_error",
+    "silent",
 ]
 Direction = Literal["recv", "send"]
 
