@@ -37,7 +37,7 @@ class Activity:
     """When a connection's data last came: ``last_data`` for the connection and
     ``streams`` per (symbol, data_type), in Trio time, for the watchdog; ``received_us``
     per stream, in wall time, for the ``collector_last_data_timestamp_seconds`` metric
-    (the exchange's mapping in :attr:`Metrics.last_data
+    (the exchange's mapping from :meth:`Metrics.last_data
     <collector.metrics.Metrics.last_data>`, read at scrape time); and the streams the venue
     refused for good (``refused``: the watchdog never waits for their data).
 
