@@ -117,6 +117,9 @@ class MarketSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw
     # Venue-specific order book options (see README); None = the venue's default.
     book_mode: Literal["snapshot", "diff"] | None = None
     book_depth: Annotated[int, Meta(ge=1)] | None = None
+    # A subscribed stream (symbol, feed) of this market with no data for this long is
+    # silent: its connection is replaced (None: only the connection-wide message timeout).
+    silence_timeout_secs: PositiveFloat | None = None
 
 
 class Settings(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):

@@ -30,6 +30,7 @@ StatusEvent = Literal[
     "dropped",
     "subscribe_error",
     "discarded",
+    "silent",
 ]
 Direction = Literal["recv", "send"]
 

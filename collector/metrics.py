@@ -40,6 +40,25 @@ class _ChannelCollector(Collector):
         yield size
 
 
+class _LastDataCollector(Collector):
+    """``collector_last_data_timestamp_seconds``, read at scrape time from the mappings
+    the receive loops write (one per exchange: (symbol, data_type) -> receive time, us)."""
+
+    def __init__(self) -> None:
+        self.by_exchange: dict[str, dict[tuple[str, str], int]] = {}
+
+    def collect(self) -> Iterator[Metric]:
+        family = GaugeMetricFamily(
+            "collector_last_data_timestamp_seconds",
+            "Unix time of the last read that carried data of this stream",
+            labels=["exchange", "symbol", "data_type"],
+        )
+        for exchange, streams in sorted(self.by_exchange.items()):
+            for (symbol, data_type), received_us in sorted(streams.items()):
+                family.add_metric([exchange, symbol, data_type], received_us / 1e6)
+        yield family
+
+
 UPLOAD_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0)
 STAGES = ("put", "verify", "delete")
 
@@ -252,10 +271,19 @@ class Metrics:
         self.disk = DiskMetrics(r)
         self._channels = _ChannelCollector()
         r.register(self._channels)
+        self._last_data = _LastDataCollector()
+        r.register(self._last_data)
 
     def watch_channel(self, name: str, probe: ChannelProbe) -> None:
         """Export a channel's fill level (items and capacity) at each scrape."""
         self._channels.probes[name] = probe
+
+    def last_data(self, exchange: str) -> dict[tuple[str, str], int]:
+        """The mapping of ``exchange``'s streams, (symbol, data_type), to the receive time
+        (us since the epoch) of their last data, exported as
+        ``collector_last_data_timestamp_seconds``. Its connections write it, on the
+        receive path, with plain dict stores: cheaper there than a labelled gauge."""
+        return self._last_data.by_exchange.setdefault(exchange, {})
 
     def render(self) -> bytes:
         """The Prometheus text exposition of every metric."""

@@ -23,6 +23,7 @@ from collector.service import EXIT_OK
 from collector.settings_check import parse_settings
 from tests.fakes.bybit import FakeBybit, book_frame, ticker_frame, trade_frame
 from tests.venue_helpers import (
+    QUIET_WEBSOCKET,
     read_rows,
     run_until_stopped,
     settle_frozen,
@@ -212,7 +213,13 @@ async def test_op_pings_keep_the_connection_alive(
             fake = FakeBybit(ping_timeout=30.0)
             await nursery.start(fake.run)
             settings = venue_settings(
-                "bybit", fake.url, tmp_path, ["BTCUSDT"], category="linear", feeds=["trades"]
+                "bybit",
+                fake.url,
+                tmp_path,
+                ["BTCUSDT"],
+                category="linear",
+                feeds=["trades"],
+                websocket=QUIET_WEBSOCKET,
             )
             handle, stop = await run_until_stopped(
                 nursery, settings, wall_clock=trio_wall_clock(EPOCH_US)

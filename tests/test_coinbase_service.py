@@ -10,7 +10,7 @@ import trio
 import trio.testing
 
 from collector.clock import trio_wall_clock
-from collector.config import MarketSettings
+from collector.config import MarketSettings, WebSocketSettings
 from collector.events import Status
 from collector.exchanges.coinbase import CoinbaseAdapter
 from tests.fakes.coinbase import (
@@ -21,6 +21,7 @@ from tests.fakes.coinbase import (
     trades_event,
 )
 from tests.venue_helpers import (
+    QUIET_WEBSOCKET,
     drain,
     read_rows_by_time,
     received,
@@ -166,8 +167,9 @@ async def test_heartbeats_keep_a_quiet_connection_past_the_venue_idle_timeout(
 ) -> None:
     """No market data for 10 minutes: the heartbeats subscription keeps the connection up.
 
-    Without it the fake drops a client after 60 s idle (the venue closes idle channels),
-    and the stale watchdog (30 s) would replace the connection. Runs one supervised
+    Without it the fake drops a client after 60 s idle (the venue closes idle channels).
+    Heartbeats are no data, so the stale watchdog's timeout is set longer than the test
+    (with the default 30 s it would replace the quiet connection). Runs one supervised
     connection (the part of the service that keeps it alive) in virtual time: the whole
     service uses worker threads, which would make the autojump clock leap ahead.
     """
@@ -176,7 +178,11 @@ async def test_heartbeats_keep_a_quiet_connection_past_the_venue_idle_timeout(
         await nursery.start(fake.run)
         market = MarketSettings(exchange="coinbase", symbols=("BTC-USD",), base_url=fake.url)
         metrics, _, rx = start_supervised(
-            nursery, CoinbaseAdapter(), market, trio_wall_clock(EPOCH_US)
+            nursery,
+            CoinbaseAdapter(),
+            market,
+            trio_wall_clock(EPOCH_US),
+            settings=WebSocketSettings(**QUIET_WEBSOCKET),
         )
         with trio.fail_after(700):
             await fake.wait_subscribed("heartbeats", ["heartbeats"])

@@ -130,6 +130,8 @@ def test_env_can_append_a_market(tmp_path: Path) -> None:
         ('[[markets]]\nexchange = "nyse"\nsymbols = ["x"]\n', {}, "unknown exchange 'nyse'"),
         (MINIMAL + 'feeds = ["trades", "candles"]\n', {}, "markets[0].feeds[1]"),
         (MINIMAL + 'feeds = ["trades", "trades"]\n', {}, "listed twice"),
+        (MINIMAL + "silence_timeout_secs = 0\n", {}, "markets[0].silence_timeout_secs"),
+        (MINIMAL + "silence_timeout_secs = -5\n", {}, "markets[0].silence_timeout_secs"),
         (MINIMAL + MINIMAL, {}, "duplicate market binance BTCUSDT (also in markets[0])"),
         (
             BYBIT_LINEAR_BTC + BYBIT_LINEAR_BTC,

@@ -319,7 +319,7 @@ async def test_silent_connection_is_replaced_after_exactly_the_message_timeout(
             # The fake now says nothing.
             disconnected = await rec.wait_status("disconnected", 2)
             assert [vtime(r) for r in disconnected] == [5.0, 5.0]
-            assert {r.detail for r in disconnected} == {"StaleConnection: no message for 5.0s"}
+            assert {r.detail for r in disconnected} == {"StaleConnection: no data for 5.0s"}
             assert await disconnects(ctx, "stale") == 1
             assert ctx.health.connections[plan.name].last_error == disconnected[0].detail
 

@@ -18,7 +18,14 @@ from tests.fakes.deribit import (
     ticker_frame,
     trades_frame,
 )
-from tests.venue_helpers import read_rows_us, received, running_service, venue_settings, wait_until
+from tests.venue_helpers import (
+    QUIET_WEBSOCKET,
+    read_rows_us,
+    received,
+    running_service,
+    venue_settings,
+    wait_until,
+)
 
 PERP = "BTC-PERPETUAL"
 OPTION = "BTC-27DEC24-100000-C"
@@ -178,7 +185,9 @@ async def test_test_requests_keep_the_connection_past_the_heartbeat_timeout(
 ) -> None:
     fake = FakeDeribit(test_request_timeout=3.0)
     await nursery.start(fake.run)
-    settings = venue_settings("deribit", fake.url, tmp_path, [PERP], log_level="warning")
+    settings = venue_settings(
+        "deribit", fake.url, tmp_path, [PERP], log_level="warning", websocket=QUIET_WEBSOCKET
+    )
     async with running_service(settings, trio_wall_clock(EPOCH_US), autojump_clock):
         with trio.fail_after(10):
             await fake.wait_subscribed(CHANNELS)

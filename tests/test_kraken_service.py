@@ -20,11 +20,12 @@ import trio.testing
 from trio_websocket import ConnectionClosed, open_websocket_url
 
 from collector.clock import trio_wall_clock
-from collector.config import MarketSettings
+from collector.config import MarketSettings, WebSocketSettings
 from collector.events import Status
 from collector.exchanges.kraken import PING_REQ_ID_BASE, KrakenAdapter
 from tests.fakes.kraken import FakeKraken, ticker_frame, trade_frame
 from tests.venue_helpers import (
+    QUIET_WEBSOCKET,
     drain,
     read_rows,
     received,
@@ -241,7 +242,12 @@ async def test_the_client_pings_and_stays_connected_past_the_idle_timeout(
     with trio.fail_after(1000):
         async with trio.open_nursery() as inner:
             metrics, health, rx = start_supervised(
-                inner, KrakenAdapter(), market, trio_wall_clock(EPOCH_US), buffer=1024
+                inner,
+                KrakenAdapter(),
+                market,
+                trio_wall_clock(EPOCH_US),
+                buffer=1024,
+                settings=WebSocketSettings(**QUIET_WEBSOCKET),
             )
             await fake.wait_subscribed("trade", ["BTC/USD"])
             start = trio.current_time()

@@ -20,6 +20,7 @@ from collector.clock import trio_wall_clock
 from collector.service import EXIT_OK
 from tests.fakes.okx import FakeOkx, book_frame, ticker_frame, trade_frame
 from tests.venue_helpers import (
+    QUIET_WEBSOCKET,
     read_rows,
     run_until_stopped,
     settle_frozen,
@@ -189,7 +190,9 @@ async def test_text_pings_keep_an_idle_connection_alive(
         async with trio.open_nursery() as nursery:
             fake = FakeOkx(idle_timeout=30.0)
             await nursery.start(fake.run)
-            settings = venue_settings("okx", fake.url, tmp_path, ["BTC-USDT"], feeds=["trades"])
+            settings = venue_settings(
+                "okx", fake.url, tmp_path, ["BTC-USDT"], feeds=["trades"], websocket=QUIET_WEBSOCKET
+            )
             handle, stop = await run_until_stopped(
                 nursery, settings, wall_clock=trio_wall_clock(EPOCH_US)
             )

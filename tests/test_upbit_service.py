@@ -10,11 +10,12 @@ import trio
 import trio.testing
 
 from collector.clock import trio_wall_clock
-from collector.config import MarketSettings
+from collector.config import MarketSettings, WebSocketSettings
 from collector.events import Status
 from collector.exchanges.upbit import UpbitAdapter
 from tests.fakes.upbit import FakeUpbit, orderbook_message, ticker_message, trade_message
 from tests.venue_helpers import (
+    QUIET_WEBSOCKET,
     drain,
     read_rows_by_time,
     received,
@@ -142,8 +143,9 @@ async def test_text_pings_keep_a_quiet_connection_past_the_idle_timeout(
 ) -> None:
     """No market data for 10 minutes: PING every 20 s keeps the connection up.
 
-    The fake drops a client that sends nothing for 120 s (the venue's idle timeout), and
-    the answers ({"status":"UP"}) keep the stale watchdog (30 s) fed. One supervised
+    The fake drops a client that sends nothing for 120 s (the venue's idle timeout). The
+    answers ({"status":"UP"}) are no data, so the stale watchdog's timeout is set longer
+    than the test. One supervised
     connection in virtual time (the whole service uses worker threads, which would make
     the autojump clock leap ahead).
     """
@@ -152,7 +154,11 @@ async def test_text_pings_keep_a_quiet_connection_past_the_idle_timeout(
         await nursery.start(fake.run)
         market = MarketSettings(exchange="upbit", symbols=("KRW-BTC",), base_url=fake.url)
         metrics, _, rx = start_supervised(
-            nursery, UpbitAdapter(), market, trio_wall_clock(EPOCH_US)
+            nursery,
+            UpbitAdapter(),
+            market,
+            trio_wall_clock(EPOCH_US),
+            settings=WebSocketSettings(**QUIET_WEBSOCKET),
         )
         with trio.fail_after(700):
             await fake.wait_subscribed("trade", ["KRW-BTC"])

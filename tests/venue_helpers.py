@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
@@ -33,6 +33,11 @@ from collector.storage.layout import safe_component
 
 RECEIVED = "collector_messages_received_total"
 
+# Pings, pongs and venue heartbeats are no data: a connection that gets only those is
+# replaced after message_timeout_secs. The keepalive tests run quiet for minutes to test
+# the venue's idle rules, so they set a message timeout longer than the test.
+QUIET_WEBSOCKET: Mapping[str, Any] = {"message_timeout_secs": 3600.0}
+
 Row = dict[str, Any]
 
 
@@ -43,12 +48,13 @@ def venue_settings(
     symbols: Sequence[str],
     *,
     log_level: str | None = None,
+    websocket: Mapping[str, Any] | None = None,
     **market: Any,
 ) -> Settings:
     """One market of ``exchange`` at ``url``, metrics on a free local port, data in ``data_dir``.
 
-    ``log_level`` is left at its default unless given; ``market`` adds market settings
-    (``feeds``, ``category``, ``book_depth`` ...).
+    ``log_level`` is left at its default unless given; ``websocket`` sets ``[websocket]``
+    keys; ``market`` adds market settings (``feeds``, ``category``, ``book_depth`` ...).
     """
     collector: dict[str, Any] = {"metrics_host": "127.0.0.1", "metrics_port": 0}
     if log_level is not None:
@@ -57,6 +63,7 @@ def venue_settings(
         {
             "collector": collector,
             "storage": {"data_dir": str(data_dir)},
+            "websocket": dict(websocket or {}),
             "markets": [
                 {"exchange": exchange, "symbols": list(symbols), "base_url": url, **market}
             ],
@@ -189,18 +196,19 @@ def start_supervised(
     market: MarketSettings,
     wall_clock: WallClock,
     buffer: int = 10_000,
+    settings: WebSocketSettings | None = None,
 ) -> tuple[Metrics, HealthState, trio.MemoryReceiveChannel[list[Event]]]:
     """Supervise the one connection ``adapter`` plans for ``market``, without the service.
 
     For keepalive tests in virtual time: the whole service uses worker threads, which would
     make the autojump clock leap ahead. Returns the connection's metrics, health and the
-    channel its event batches arrive on.
+    channel its event batches arrive on. ``settings``: the default ``[websocket]`` settings.
     """
     [plan] = adapter.plan_connections([market])
     metrics = Metrics()
     health = HealthState(metrics)
     health.add_connection(plan.name, plan.exchange, plan.symbols)
-    ctx = IngestContext(WebSocketSettings(), metrics, health, wall_clock)
+    ctx = IngestContext(settings or WebSocketSettings(), metrics, health, wall_clock)
     tx, rx = trio.open_memory_channel[list[Event]](buffer)
     nursery.start_soon(supervise_connection, plan, adapter, ctx, tx)
     return metrics, health, rx

@@ -47,10 +47,17 @@ class ParseError(Exception):
 
 @attrs.frozen
 class Subscription:
-    """One (symbol, feed) on a connection. ``symbol`` is the venue's spelling."""
+    """One (symbol, feed) on a connection. ``symbol`` is the venue's spelling.
+
+    ``silence_timeout_secs`` is the market's: how long the stream may go without data
+    before the connection's watchdog replaces the connection (None: no limit of its own).
+    It is not part of the subscription's identity (equality and hash are the symbol and
+    feed), so sessions build and look up subscriptions without it.
+    """
 
     symbol: str
     feed: str
+    silence_timeout_secs: float | None = attrs.field(default=None, eq=False)
 
 
 @attrs.frozen
@@ -569,7 +576,7 @@ class ExchangeAdapter(ABC):
                 for feed in market.feeds:
                     if feed not in self.stream_feeds:
                         continue
-                    sub = Subscription(canonical, feed)
+                    sub = Subscription(canonical, feed, market.silence_timeout_secs)
                     if all(sub != known for known, _ in planned):
                         planned.append((sub, self.wire_name(canonical, feed, market)))
         plans: list[ConnectionPlan] = []

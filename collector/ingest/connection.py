@@ -33,12 +33,12 @@ from collector.ingest.dispatcher import Dispatcher
 from collector.ingest.errors import (
     ConnectFailed,
     ConnectionFailed,
-    StaleConnection,
     TooManyParseErrors,
     connection_failure,
 )
 from collector.ingest.sink import EventSink
 from collector.ingest.snapshots import FetchedSnapshot, run_snapshot_fetcher
+from collector.ingest.watchdog import Activity, run_watchdog
 from collector.ingest.websocket import WebSocket, connect_websocket
 from collector.metrics import Metrics
 
@@ -130,8 +130,10 @@ async def run_connection(
                 ctx.wall_clock,
                 adapter.snapshot_requests_per_second,
             )
-            activity = Activity(trio.current_time())
-            nursery.start_soon(_watch_for_silence, activity, settings.message_timeout_secs)
+            activity = Activity(trio.current_time(), ctx.metrics.last_data(plan.exchange))
+            nursery.start_soon(
+                run_watchdog, activity, settings.message_timeout_secs, plan, sink, ctx.wall_clock
+            )
             with outbox_tx, snapshots_tx, bodies_rx:
                 dispatcher = Dispatcher(plan.name, ctx.health, outbox_tx, snapshots_tx)
                 dispatcher.follow(session.subscribe(ctx.wall_clock()))
@@ -179,29 +181,6 @@ def _emit_connection_rows(
     sink.send(rows, now_us)
 
 
-class Activity:
-    """When the connection last read anything (Trio time), for the silence watchdog."""
-
-    __slots__ = ("last_read",)
-
-    def __init__(self, now: float) -> None:
-        self.last_read = now
-
-
-async def _watch_for_silence(activity: Activity, silence_secs: float) -> NoReturn:
-    """Raise StaleConnection once nothing was read for ``silence_secs`` seconds.
-
-    The receive loop only notes the time of each read; this task wakes about once per
-    ``silence_secs`` to look. (Moving a cancel scope's deadline on every read cost a deadline
-    heap update per read, on the path that runs hundreds of times a second.)
-    """
-    while True:
-        due = activity.last_read + silence_secs
-        if trio.current_time() >= due:
-            raise StaleConnection(f"no message for {silence_secs}s")
-        await trio.sleep_until(due)
-
-
 async def _receive_loop(
     ws: WebSocket,
     session: Session,
@@ -241,7 +220,6 @@ async def _receive_loop(
     name = plan.name
     while True:
         messages = await ws.receive_messages()
-        activity.last_read = current_time()
         if dispatcher.awaiting:
             _apply_snapshots(session, bodies, dispatcher, ctx, sink, exchange, discards)
         if not messages:
@@ -253,7 +231,11 @@ async def _receive_loop(
                 Raw(exchange, "_all", None, received_us, None, name, "recv", payload)
                 for payload in messages
             ]
+        first = len(batch)  # the raw rows come first; the session's events are data
         actions = receive(messages, received_us, batch)
+        if len(batch) > first:
+            # Only data counts as life: pings, pongs and heartbeats parse to no events.
+            activity.saw(batch, first, current_time(), received_us)
         errors = actions.errors
         tripped: str | None = None
         for exc in errors:
@@ -272,6 +254,7 @@ async def _receive_loop(
         last_message.set(received_us / 1e6)
         if actions.statuses:
             _count_statuses(actions.statuses, ctx, exchange)
+            activity.note_refusals(actions.statuses)
         if actions.discarded:
             discards.add(actions.discarded, current_time())
         if discards.pending:

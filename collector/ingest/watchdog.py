@@ -1,0 +1,145 @@
+"""Liveness of one connection: when data last came, on the whole and per stream.
+
+Only data counts: a read whose frames gave the session's events (market data, or the
+status rows of subscription replies). Reads that carried only WebSocket pings and pongs,
+and venue heartbeats and pongs (frames that parse to no events), do not, so a venue that
+keeps pinging while its data has stopped is still found out.
+
+:class:`Activity` is written by the receive loop, once per read that carried data, and
+read by :func:`run_watchdog`, a task beside it that raises
+:class:`~collector.ingest.errors.StaleConnection` when the connection, or one of its
+streams with a ``silence_timeout_secs``, went without data for too long.
+"""
+
+from __future__ import annotations
+
+from operator import attrgetter
+from typing import Final, NoReturn
+
+import trio
+
+from collector.clock import WallClock
+from collector.events import Event, Status
+from collector.exchanges.base import ConnectionPlan, Subscription
+from collector.ingest.errors import StaleConnection
+from collector.ingest.sink import EventSink
+
+# A stream of a connection: (symbol, data_type), the symbol spelt as the venue does.
+StreamKey = tuple[str, str]
+
+_stream_key: Final = attrgetter("symbol", "DATA_TYPE")
+# Data types that are no stream of their own: status rows (a subscription reply counts for
+# the connection, not as the stream's data) and raw frames.
+_NOT_STREAMS: Final = frozenset(("status", "raw"))
+
+
+class Activity:
+    """When a connection's data last came: ``last_data`` for the connection and
+    ``streams`` per (symbol, data_type), in Trio time, for the watchdog; ``received_us``
+    per stream, in wall time, for the ``collector_last_data_timestamp_seconds`` metric
+    (the exchange's mapping from :meth:`Metrics.last_data
+    <collector.metrics.Metrics.last_data>`, read at scrape time); and the streams the venue
+    refused for good (``refused``: the watchdog never waits for their data).
+
+    Only the receive loop writes it, through :meth:`saw`: one pass over a read's events in
+    C (``set(map(attrgetter))``), then two dict stores per stream seen, not per event (a
+    busy read carries many events of few streams). No gauge is set on this path: a
+    labelled gauge's lookup and lock cost more than the pass itself.
+    """
+
+    __slots__ = ("last_data", "received_us", "refused", "streams")
+
+    def __init__(self, now: float, received_us: dict[StreamKey, int]) -> None:
+        self.last_data = now
+        self.streams: dict[StreamKey, float] = {}
+        self.received_us = received_us
+        self.refused: set[StreamKey] = set()
+
+    def saw(self, events: list[Event], start: int, now: float, received_us: int) -> None:
+        """Note a read that carried data: ``events[start:]`` are the session's events of it
+        (the rows before ``start``, raw frames, are not data), ``now`` the Trio time and
+        ``received_us`` the wall time of the read."""
+        self.last_data = now
+        streams = self.streams
+        wall = self.received_us
+        for key in set(map(_stream_key, events if start == 0 else events[start:])):
+            if key[1] not in _NOT_STREAMS:
+                streams[key] = now
+                wall[key] = received_us
+
+    def note_refusals(self, statuses: tuple[Status, ...]) -> None:
+        """Remember the streams of the ``subscribe_error`` rows among ``statuses``: a
+        stream refused for good sends nothing, and that is no silence."""
+        for row in statuses:
+            if row.event == "subscribe_error" and row.data_type is not None:
+                self.refused.add((row.symbol, row.data_type))
+
+
+async def run_watchdog(
+    activity: Activity,
+    message_timeout_secs: float,
+    plan: ConnectionPlan,
+    sink: EventSink,
+    wall_clock: WallClock,
+) -> NoReturn:
+    """Raise StaleConnection once the connection had no data for ``message_timeout_secs``,
+    or one of its subscriptions with a ``silence_timeout_secs`` had none for that long.
+
+    A silent stream first gets a ``silent`` status row (its symbol and feed, how long it
+    was silent), then its connection is replaced: the new connection subscribes afresh,
+    which is the one remedy that works on every venue. (Resubscribing just that stream
+    would keep the others flowing, but needs each venue's unsubscribe and resubscribe
+    frames.) A stream's time starts when the connection starts; a stream refused for good
+    is never waited for.
+
+    Runs until it raises or its nursery is cancelled. The receive loop only notes the time
+    of each read with data; this task wakes about once per limit to look (moving a cancel
+    scope's deadline on every read cost a deadline heap update per read, on the path that
+    runs hundreds of times a second).
+    """
+    started = activity.last_data
+    watched = [
+        (sub, (sub.symbol, sub.feed), sub.silence_timeout_secs)
+        for sub in plan.subscriptions
+        if sub.silence_timeout_secs is not None
+    ]
+    while True:
+        now = trio.current_time()
+        due = activity.last_data + message_timeout_secs
+        if now >= due:
+            raise StaleConnection(f"no data for {message_timeout_secs}s")
+        silent: list[tuple[Subscription, float]] = []
+        for sub, key, limit in watched:
+            if key in activity.refused:
+                continue
+            stream_due = activity.streams.get(key, started) + limit
+            if now >= stream_due:
+                silent.append((sub, limit))
+            else:
+                due = min(due, stream_due)
+        if silent:
+            _write_silent_rows(silent, plan.exchange, sink, wall_clock())
+            described = ", ".join(f"{sub.symbol} {sub.feed} for {limit}s" for sub, limit in silent)
+            raise StaleConnection(f"no data on {described}")
+        await trio.sleep_until(due)
+
+
+def _write_silent_rows(
+    silent: list[tuple[Subscription, float]], exchange: str, sink: EventSink, now_us: int
+) -> None:
+    sink.send(
+        [
+            Status(
+                exchange,
+                sub.symbol,
+                None,
+                now_us,
+                None,
+                "silent",
+                sub.feed,
+                detail=f"no {sub.feed} data for {limit}s (silence_timeout_secs): reconnecting",
+            )
+            for sub, limit in silent
+        ],
+        now_us,
+    )
