@@ -210,10 +210,14 @@ async def run_flusher(
             task_status.started()
             async for work in work_in:
                 jobs: list[tuple[_OpenFile, StreamRows | None]] = list(files.assign(work.rows))
+                # Attempts start every flush interval, counted from the previous start, so
+                # the time a failing write takes does not stretch the cadence.
+                attempt_at = trio.current_time()
                 while failed := await trio.to_thread.run_sync(
                     files.append_sync, jobs, limiter=limiter
                 ):
-                    await trio.sleep(retry_delay)
+                    attempt_at += retry_delay
+                    await trio.sleep_until(attempt_at)
                     jobs = [(open_file, None) for open_file in failed]
                 await _send_retired(files, files.due(work.retired), retired_out, limiter)
             await _send_retired(files, files.due(None), retired_out, limiter)
