@@ -36,7 +36,7 @@ from collector.ingest.errors import (
     TooManyParseErrors,
     connection_failure,
 )
-from collector.ingest.sink import EventSink
+from collector.ingest.sink import CLOSE_SEND_TIMEOUT_SECS, EventSink
 from collector.ingest.snapshots import FetchedSnapshot, run_snapshot_fetcher
 from collector.ingest.websocket import WebSocket, connect_websocket
 from collector.metrics import Metrics
@@ -69,8 +69,11 @@ async def run_connection(
 
     Owns the socket, the adapter session and the per-connection nursery (receive loop, the
     session's one owner; paced sender; keepalive; REST snapshot fetcher). Writes
-    ``connected``/``disconnected`` status rows for every symbol on the connection.
-    Cancellation closes the socket politely and returns via Cancelled.
+    ``connected``/``disconnected`` status rows for every symbol on the connection. Its
+    tasks wait (stop reading) while the event channel is full (see
+    :class:`~collector.ingest.sink.EventSink`). Cancellation closes the socket politely and
+    returns via Cancelled; the ``disconnected`` rows wait for room at most
+    ``CLOSE_SEND_TIMEOUT_SECS`` then (shielded), and are otherwise held by the sink.
 
     Raises one :class:`~collector.ingest.errors.ConnectionFailed` for every expected end,
     never a group: when the connection's tasks fail together, the one that ranks first in
@@ -98,7 +101,7 @@ async def run_connection(
     up_since = trio.current_time()
     reason = "cancelled"
     try:
-        _emit_connection_rows(sink, session, ctx, "connected", detail=plan.url)
+        await _emit_connection_rows(sink, session, ctx, "connected", detail=plan.url)
         ctx.health.set_up(plan.name)
         log.info(
             "connected",
@@ -127,7 +130,7 @@ async def run_connection(
                 adapter.snapshot_requests_per_second,
             )
             activity = Activity(trio.current_time())
-            nursery.start_soon(_watch_for_silence, activity, settings.message_timeout_secs)
+            nursery.start_soon(_watch_for_silence, activity, sink, settings.message_timeout_secs)
             with outbox_tx, snapshots_tx, bodies_rx:
                 dispatcher = Dispatcher(plan.name, ctx.health, outbox_tx, snapshots_tx)
                 dispatcher.follow(session.subscribe(ctx.wall_clock()))
@@ -147,7 +150,11 @@ async def run_connection(
         raise failure from group
     finally:
         ctx.health.set_down(plan.name, reason)
-        _emit_connection_rows(sink, session, ctx, "disconnected", detail=reason)
+        # Shielded and bounded: this runs while the connection is being cancelled (at
+        # shutdown the writer drains until every sender has closed). Rows that find no room
+        # in time stay held by the sink: they go with its next send, or at its close.
+        with trio.CancelScope(shield=True), trio.move_on_after(CLOSE_SEND_TIMEOUT_SECS):
+            await _emit_connection_rows(sink, session, ctx, "disconnected", detail=reason)
         with trio.CancelScope(shield=True), trio.move_on_after(CLOSE_TIMEOUT_SECS):
             await ws.aclose()
         log.info(
@@ -156,7 +163,7 @@ async def run_connection(
         )
 
 
-def _emit_connection_rows(
+async def _emit_connection_rows(
     sink: EventSink, session: Session, ctx: IngestContext, event: str, detail: str
 ) -> None:
     now_us = ctx.wall_clock()
@@ -167,7 +174,7 @@ def _emit_connection_rows(
         )
         for symbol in session.plan.symbols
     ]
-    sink.send(rows, now_us)
+    await sink.send(rows, now_us)
 
 
 class Activity:
@@ -179,17 +186,26 @@ class Activity:
         self.last_read = now
 
 
-async def _watch_for_silence(activity: Activity, silence_secs: float) -> NoReturn:
+async def _watch_for_silence(activity: Activity, sink: EventSink, silence_secs: float) -> NoReturn:
     """Raise StaleConnection once nothing was read for ``silence_secs`` seconds.
 
     The receive loop only notes the time of each read; this task wakes about once per
     ``silence_secs`` to look. (Moving a cancel scope's deadline on every read cost a deadline
     heap update per read, on the path that runs hundreds of times a second.)
+
+    Waiting for the writer is not the venue's silence: the connection does not read then,
+    so whether the venue sends cannot be seen. The watchdog is suspended while ``sink``
+    waits, and the end of a wait counts as a read: what the kernel held meanwhile is read
+    right after, and a venue that really fell silent is caught ``silence_secs`` later.
     """
     while True:
-        due = activity.last_read + silence_secs
-        if trio.current_time() >= due:
-            raise StaleConnection(f"no message for {silence_secs}s")
+        now = trio.current_time()
+        if sink.waiting:
+            due = now + silence_secs  # look again later (a wait ends as a read)
+        else:
+            due = max(activity.last_read, sink.wait_ended_at) + silence_secs
+            if now >= due:
+                raise StaleConnection(f"no message for {silence_secs}s")
         await trio.sleep_until(due)
 
 
@@ -211,6 +227,10 @@ async def _receive_loop(
     order the old fetch-time application saw it (between the reads around its arrival);
     that is soon enough, because a connection that asks for snapshots carries a book
     stream, whose frames keep coming (or the stale watchdog ends the connection).
+
+    While the event channel is full it waits in ``sink.send`` and reads nothing: TCP holds
+    the rest. A venue that closes the connection because we read too slowly ends it as
+    any other disconnect does (recorded, reconnected).
     """
     settings = ctx.settings
     metrics = ctx.metrics
@@ -231,7 +251,7 @@ async def _receive_loop(
         messages = await ws.receive_messages()
         activity.last_read = current_time()
         if dispatcher.awaiting:
-            _apply_snapshots(session, bodies, dispatcher, ctx, sink, exchange)
+            await _apply_snapshots(session, bodies, dispatcher, ctx, sink, exchange)
         if not messages:
             continue
         received_us = wall_clock()
@@ -264,13 +284,13 @@ async def _receive_loop(
             last_ts = batch[-1].timestamp_exchange
             if last_ts is not None:
                 latency.observe(max(0.0, (received_us - last_ts) / 1e6))
-            sink.send(batch, received_us)
+            await sink.send(batch, received_us)
         if tripped is not None:
             raise TooManyParseErrors(tripped)
         follow(actions)
 
 
-def _apply_snapshots(
+async def _apply_snapshots(
     session: Session,
     bodies: trio.MemoryReceiveChannel[FetchedSnapshot],
     dispatcher: Dispatcher,
@@ -299,7 +319,7 @@ def _apply_snapshots(
         if actions.statuses:
             _count_statuses(actions.statuses, ctx, exchange)
         if events:
-            sink.send(events, fetched.received_us)
+            await sink.send(events, fetched.received_us)
         dispatcher.follow(actions)
 
 
@@ -339,7 +359,7 @@ async def _run_sender(
             next_send = trio.current_time() + interval
             if plan.raw:
                 now_us = ctx.wall_clock()
-                sink.send(
+                await sink.send(
                     [
                         Raw(
                             plan.exchange,
