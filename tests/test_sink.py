@@ -22,6 +22,10 @@ def a_trade(symbol: str, trade_id: int, received_us: int) -> Trade:
     return Trade("binance", symbol, None, received_us, trade_id, str(trade_id), 1.0, 1.0, "buy")
 
 
+def batch_of(*events: Event) -> list[Event]:
+    return list(events)
+
+
 def dropped_metric(metrics: Metrics) -> float:
     return metrics.sample("collector_messages_dropped_total", {"exchange": "binance"})
 
@@ -80,9 +84,9 @@ async def test_a_full_channel_waits_for_the_writer_and_keeps_every_batch_in_orde
             await trio.testing.wait_all_tasks_blocked()
             t0 = trio.current_time()
             async with trio.open_nursery() as senders:
-                senders.start_soon(sink.send, [a_trade("BTCUSDT", 2, 200)], 200)
+                senders.start_soon(sink.send, batch_of(a_trade("BTCUSDT", 2, 200)), 200)
                 await trio.testing.wait_all_tasks_blocked()
-                assert sink.waiting
+                assert health.connections[CONNECTION].writer_wait_since == t0
                 await trio.sleep(WRITER_WAIT_DEGRADED_SECS - 1.0)
                 assert health.report()["status"] == "healthy"  # a short wait is no problem
                 assert wait_metrics(metrics) == (0.0, WRITER_WAIT_DEGRADED_SECS - 1.0)
@@ -110,9 +114,9 @@ async def test_overlapping_waits_count_the_connection_s_time_once(
     sink, rx, metrics, _ = open_sink(1)
     await sink.send([a_trade("BTCUSDT", 1, 100)], 100)
     async with trio.open_nursery() as nursery:
-        nursery.start_soon(sink.send, [a_trade("BTCUSDT", 2, 200)], 200)
+        nursery.start_soon(sink.send, batch_of(a_trade("BTCUSDT", 2, 200)), 200)
         await trio.sleep(2.0)
-        nursery.start_soon(sink.send, [a_trade("BTCUSDT", 3, 300)], 300)
+        nursery.start_soon(sink.send, batch_of(a_trade("BTCUSDT", 3, 300)), 300)
         await trio.sleep(2.0)
         assert wait_metrics(metrics) == (0.0, 4.0)
         for _ in range(3):
@@ -197,7 +201,9 @@ async def test_a_writer_that_goes_away_during_a_wait_drops_that_batch(
     sink, rx, metrics, health = open_sink(1)
     await sink.send([a_trade("BTCUSDT", 1, 100)], 100)
     async with trio.open_nursery() as nursery:
-        nursery.start_soon(sink.send, [a_trade("BTCUSDT", 2, 200), a_trade("ETHUSDT", 3, 200)], 200)
+        nursery.start_soon(
+            sink.send, batch_of(a_trade("BTCUSDT", 2, 200), a_trade("ETHUSDT", 3, 200)), 200
+        )
         await trio.sleep(2.0)
         rx.close()  # the writer is cancelled
     assert sink.total_dropped == 2
