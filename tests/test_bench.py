@@ -172,6 +172,12 @@ def test_the_max_rate_target_counts_only_runs_that_kept_every_event() -> None:
     assert not any(target in v for v in slow)
 
 
+def test_the_report_says_how_long_the_connections_waited_for_the_writer() -> None:
+    waited = render_text([Summary([result(writer_wait_s=1.5), result(writer_wait_s=2.5)])], None)
+    assert "the connections waited 2.00 s for the writer" in waited
+    assert "waited" not in render_text([Summary([result()])], None)
+
+
 def test_rows_that_differ_from_the_frames_say_how() -> None:
     expected = {"orderbook": 1008, "trades": 500}
     whole = _Rows({"orderbook": 1008, "trades": 500, "status": 30}, 0, 8, 8)

@@ -77,6 +77,7 @@ class Summary:
                     "peak_rss_mb",
                     "frames",
                     "generator_msg_per_s",
+                    "writer_wait_s",
                 )
             },
             "dropped": max(r.dropped for r in self.runs),
@@ -143,6 +144,12 @@ def render_text(
                     f"{'':<24}rows != frames in run {number}, nothing dropped: "
                     + "; ".join(run.mismatches)
                 )
+        waited = s.median("writer_wait_s")
+        if waited > 0:
+            lines.append(
+                f"{'':<24}the connections waited {waited:.2f} s for the writer (summed over "
+                "them): backpressure, not drops"
+            )
         if r.trade_delay_ms is not None:
             d = r.trade_delay_ms
             lines.append(
