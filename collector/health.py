@@ -17,6 +17,11 @@ import trio
 
 from collector.metrics import Metrics
 
+# A connection that has waited this long for room in the event channel makes ``/health``
+# degraded: a wait of a moment is the writer catching up with a burst, a longer one means
+# storage cannot keep up (a failing or slow disk) and the venue's buffers are filling.
+WRITER_WAIT_DEGRADED_SECS = 5.0
+
 
 @attrs.define
 class ConnectionHealth:
@@ -27,6 +32,7 @@ class ConnectionHealth:
     connects: int = 0
     last_error: str | None = None
     since: float = 0.0  # trio time of the last up/down change
+    writer_wait_since: float | None = None  # trio time a wait for the writer began
 
 
 class HealthState:
@@ -79,6 +85,16 @@ class HealthState:
         for symbol in conn.symbols:
             self.metrics.websocket_connected.labels(conn.exchange, symbol).set(0)
 
+    def set_writer_wait(self, name: str, since: float) -> None:
+        """Connection ``name`` has been waiting since ``since`` (Trio time) for room in the
+        event channel; ``/health`` is degraded once that lasts
+        :data:`WRITER_WAIT_DEGRADED_SECS`."""
+        self.connections[name].writer_wait_since = since
+
+    def clear_writer_wait(self, name: str) -> None:
+        """Connection ``name`` no longer waits for the writer."""
+        self.connections[name].writer_wait_since = None
+
     @property
     def ready(self) -> bool:
         """Every configured connection has subscribed at least once (and we are not stopping)."""
@@ -95,8 +111,16 @@ class HealthState:
         total = len(self.connections)
         problems = dict(self._problems)
         for name, conn in self.connections.items():
+            found = []
             if not conn.up:
-                problems[name] = f"down: {conn.last_error or 'not connected yet'}"
+                found.append(f"down: {conn.last_error or 'not connected yet'}")
+            since = conn.writer_wait_since
+            if since is not None and now - since >= WRITER_WAIT_DEGRADED_SECS:
+                found.append(
+                    f"waiting {now - since:.0f}s for the writer (the event channel is full)"
+                )
+            if found:
+                problems[name] = "; ".join(found)
         if self.shutting_down:
             status = "stopping"
         elif problems:

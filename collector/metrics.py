@@ -184,7 +184,7 @@ class Metrics:
         )
         self.messages_dropped = Counter(
             "collector_messages_dropped_total",
-            "Events dropped because the event channel was full",
+            "Events received but never handed to the writer (it had stopped)",
             ["exchange"],
             registry=r,
         )
@@ -193,6 +193,18 @@ class Metrics:
             "Received updates a session skipped on purpose, by reason: duplicate, stale, "
             "while_resyncing",
             ["exchange", "reason"],
+            registry=r,
+        )
+        self.writer_wait_seconds = Counter(
+            "collector_writer_wait_seconds_total",
+            "Seconds a connection waited for room in the full event channel (not reading)",
+            ["exchange", "connection"],
+            registry=r,
+        )
+        self.writer_waiting_seconds = Gauge(
+            "collector_writer_waiting_seconds",
+            "How long a connection has been waiting for room in the event channel (0: not)",
+            ["exchange", "connection"],
             registry=r,
         )
         self.sequence_gaps = Counter(

@@ -161,14 +161,22 @@ def result(**fields: Any) -> RunResult:
 
 def test_the_max_rate_target_counts_only_runs_that_kept_every_event() -> None:
     target = "max rate >= 250,000 msg/s into Parquet"
-    assert Summary([result()]).verdicts(None) == [f"PASS {target}"]
+    # Unpaced runs too must drop nothing: the connections wait for the writer.
+    assert Summary([result()]).verdicts(None) == [f"PASS {target}", "PASS nothing dropped"]
     dropped = result(dropped=5, rows_match=False, msg_per_s=450_000.0)
     verdicts = Summary([dropped]).verdicts(None)
-    assert verdicts[0] == f"FAIL {target} (events were dropped: try a set --rate)"
+    assert verdicts[0] == f"FAIL {target} (not every frame was stored)"
+    assert "FAIL nothing dropped" in verdicts
     # A set rate at or above the target counts; below it, only the steady-rate checks do.
     assert f"PASS {target}" in Summary([result(rate_target=300_000.0)]).verdicts(None)
     slow = Summary([result(rate_target=20_000.0, msg_per_s=20_000.0)]).verdicts(None)
     assert not any(target in v for v in slow)
+
+
+def test_the_report_says_how_long_the_connections_waited_for_the_writer() -> None:
+    waited = render_text([Summary([result(writer_wait_s=1.5), result(writer_wait_s=2.5)])], None)
+    assert "the connections waited 2.00 s for the writer" in waited
+    assert "waited" not in render_text([Summary([result()])], None)
 
 
 def test_rows_that_differ_from_the_frames_say_how() -> None:
@@ -189,7 +197,7 @@ def test_rows_that_differ_from_the_frames_say_how() -> None:
     assert "rows != frames in run 2, nothing dropped: trades: 999 rows for 1,000 expected" in text
     assert "in run 1" not in text
     dropped = result(rows_match=False, dropped=1, mismatches=reasons)
-    assert "nothing dropped" not in render_text([Summary([dropped])], None)
+    assert "rows != frames in run 1" not in render_text([Summary([dropped])], None)
 
 
 def test_trade_delay_quantiles_come_from_the_rows(tmp_path: Path) -> None:

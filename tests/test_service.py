@@ -9,12 +9,16 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import threading
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import attrs
 import prometheus_client
+import pyarrow as pa
 import pyarrow.parquet as pq
+import pytest
 import trio
 import trio.testing
 
@@ -22,6 +26,7 @@ from collector.config import Settings
 from collector.planning import ServicePlan, plan_service
 from collector.service import EXIT_OK, ServiceHandle, run_service
 from collector.settings_check import parse_settings
+from collector.storage import journal as journal_module
 from tests.fakes.binance import (
     FakeBinance,
     FakeClient,
@@ -36,17 +41,19 @@ TIME_US = 1_700_000_000_000_000
 SYMBOLS = ("BTCUSDT", "ETHUSDT")
 
 
-def service_settings(fake_url: str, data_dir: Path) -> Settings:
+def service_settings(
+    fake_url: str, data_dir: Path, *, event_channel_size: int = 64, flush_max_rows: int = 20_000
+) -> Settings:
     return parse_settings(
         {
             "collector": {
                 "metrics_host": "127.0.0.1",
                 "metrics_port": 0,
-                "event_channel_size": 64,
+                "event_channel_size": event_channel_size,
                 "file_channel_size": 32,
                 "shutdown_timeout_secs": 10,
             },
-            "storage": {"data_dir": str(data_dir)},
+            "storage": {"data_dir": str(data_dir), "flush_max_rows": flush_max_rows},
             "markets": [
                 {"exchange": "binance", "symbols": ["btcusdt", "ethusdt"], "base_url": fake_url}
             ],
@@ -301,6 +308,103 @@ async def test_graceful_shutdown_puts_every_event_in_finished_parquet(tmp_path: 
             ("disconnected", None),
         ]
         assert status[-1]["detail"] == "cancelled"
+
+
+# --------------------------------------------------------------------------- backpressure
+
+
+@pytest.fixture
+def slow_disk(monkeypatch: pytest.MonkeyPatch) -> Iterator[threading.Event]:
+    """Journal writes wait until the returned event is set: a disk that stalls."""
+    real = journal_module._pwrite_all
+    gate = threading.Event()
+
+    def slow_write(fd: int, data: pa.Buffer, offset: int) -> None:
+        gate.wait(timeout=TIMEOUT)
+        real(fd, data, offset)
+
+    monkeypatch.setattr(journal_module, "_pwrite_all", slow_write)
+    yield gate
+    gate.set()  # a failed test leaves no worker thread waiting
+
+
+async def fill_until_waiting(fake: FakeBinance, service: RunningService) -> int:
+    """Send trades one read at a time until the connection waits for the stalled writer
+    (the writer holds two flushes' worth, the event channel two batches); the last id."""
+    assert service.handle is not None
+    connection = service.handle.health.connections["binance-0"]
+    trade_id = 0
+    while connection.writer_wait_since is None:
+        trade_id += 1
+        assert await fake.send(trades("btcusdt", range(trade_id, trade_id + 1))[0]) == 1
+        await settle()
+    return trade_id
+
+
+async def test_a_stalled_disk_makes_the_connection_wait_and_every_frame_reaches_parquet(
+    tmp_path: Path, slow_disk: threading.Event
+) -> None:
+    with trio.fail_after(TIMEOUT):
+        async with trio.open_nursery() as nursery:
+            fake = FakeBinance()
+            await nursery.start(fake.run)
+            settings = service_settings(fake.url, tmp_path, event_channel_size=2, flush_max_rows=5)
+            service = await start_service(nursery, settings)
+            await fake.wait_subscribed()
+            waiting_from = await fill_until_waiting(fake, service)
+            for frame in trades("btcusdt", range(waiting_from + 1, 201)):
+                assert await fake.send(frame) == 1  # the kernel holds them
+            await settle()
+            assert service.handle is not None
+            metrics = service.handle.metrics
+            received = metrics.messages_received.labels("binance")
+            assert received._value.get() == 1 + waiting_from  # it stopped reading
+            slow_disk.set()
+            while received._value.get() < 1 + 200:
+                await settle()
+            samples = await fetch_metrics(service.port)
+            assert await service.stop() == EXIT_OK
+            nursery.cancel_scope.cancel()
+
+    btc_trades = read_rows(tmp_path, "trades", "BTCUSDT")
+    assert [r["trade_id"] for r in btc_trades] == [str(i) for i in range(1, 201)]
+    events = [r["event"] for r in read_rows(tmp_path, "status", "BTCUSDT")]
+    assert events == ["connected", "subscribed", "subscribed", "subscribed", "disconnected"]
+    labels = {"exchange": "binance", "connection": "binance-0"}
+    assert sample(samples, "collector_messages_dropped_total", exchange="binance") == 0
+    assert sample(samples, "collector_writer_wait_seconds_total", **labels) > 0
+    assert sample(samples, "collector_writer_waiting_seconds", **labels) == 0
+
+
+async def test_shutdown_while_the_connection_waits_keeps_what_it_read(
+    tmp_path: Path, slow_disk: threading.Event
+) -> None:
+    with trio.fail_after(TIMEOUT):
+        async with trio.open_nursery() as nursery:
+            fake = FakeBinance()
+            await nursery.start(fake.run)
+            settings = service_settings(fake.url, tmp_path, event_channel_size=2, flush_max_rows=5)
+            service = await start_service(nursery, settings)
+            await fake.wait_subscribed()
+            last_read = await fill_until_waiting(fake, service)
+            assert service.handle is not None
+            service.handle.shutdown.request("test")
+            await settle()  # the connection is cancelled while it waits
+            slow_disk.set()  # the writer comes back while the connection closes
+            await service.done.wait()
+            assert service.exit_code == EXIT_OK
+            dropped = service.handle.metrics.sample(
+                "collector_messages_dropped_total", {"exchange": "binance"}
+            )
+            nursery.cancel_scope.cancel()
+
+    # Every frame it read, the one it was waiting to hand over too, is in Parquet.
+    btc_trades = read_rows(tmp_path, "trades", "BTCUSDT")
+    assert [r["trade_id"] for r in btc_trades] == [str(i) for i in range(1, last_read + 1)]
+    status = read_rows(tmp_path, "status", "BTCUSDT")
+    assert [r["event"] for r in status][-1] == "disconnected"
+    assert status[-1]["detail"] == "cancelled"
+    assert dropped == 0
 
 
 def test_tune_process_sets_the_gc_and_the_thread_switch_interval() -> None:

@@ -91,6 +91,9 @@ class RunResult:
     gc_threshold: tuple[int, int, int] | None = None
     # Why the rows do not match the frames (empty when they do): see ``row_mismatches``.
     mismatches: list[str] = field(default_factory=list)
+    # Seconds the connections waited for room in the full event channel, summed over them:
+    # an unpaced run reads faster than the writer stores, and waits instead of dropping.
+    writer_wait_s: float = 0.0
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -485,6 +488,7 @@ def _result(
         trade_delay_ms=rows.trade_delay_ms,
         mismatches=mismatches,
         gc_threshold=gc_threshold,
+        writer_wait_s=round(metrics.sum_samples("collector_writer_wait_seconds_total"), 3),
     )
 
 

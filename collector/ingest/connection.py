@@ -36,7 +36,7 @@ from collector.ingest.errors import (
     TooManyParseErrors,
     connection_failure,
 )
-from collector.ingest.sink import EventSink
+from collector.ingest.sink import CLOSE_SEND_TIMEOUT_SECS, EventSink
 from collector.ingest.snapshots import FetchedSnapshot, run_snapshot_fetcher
 from collector.ingest.watchdog import Activity, run_watchdog
 from collector.ingest.websocket import WebSocket, connect_websocket
@@ -72,8 +72,11 @@ async def run_connection(
     session's one owner; paced sender; keepalive; REST snapshot fetcher). Writes
     ``connected``/``disconnected`` status rows for every symbol on the connection, and the
     session's discards (:class:`~collector.ingest.discards.DiscardSummary`; what is pending
-    at the end is written before the ``disconnected`` rows).
-    Cancellation closes the socket politely and returns via Cancelled.
+    at the end is written before the ``disconnected`` rows). Its tasks wait (stop reading)
+    while the event channel is full (see :class:`~collector.ingest.sink.EventSink`).
+    Cancellation closes the socket politely and returns via Cancelled; the last rows wait
+    for room at most ``CLOSE_SEND_TIMEOUT_SECS`` then (shielded), and are otherwise held by
+    the sink.
 
     Raises one :class:`~collector.ingest.errors.ConnectionFailed` for every expected end,
     never a group: when the connection's tasks fail together, the one that ranks first in
@@ -102,7 +105,7 @@ async def run_connection(
     reason = "cancelled"
     discards = DiscardSummary(plan.exchange, ctx.metrics)
     try:
-        _emit_connection_rows(sink, session, ctx, "connected", detail=plan.url)
+        await _emit_connection_rows(sink, session, ctx, "connected", detail=plan.url)
         ctx.health.set_up(plan.name)
         log.info(
             "connected",
@@ -155,10 +158,14 @@ async def run_connection(
         raise failure from group
     finally:
         ctx.health.set_down(plan.name, reason)
-        if discards.pending:
-            now_us = ctx.wall_clock()
-            sink.send(discards.take(now_us), now_us)
-        _emit_connection_rows(sink, session, ctx, "disconnected", detail=reason)
+        # Shielded and bounded: this runs while the connection is being cancelled (at
+        # shutdown the writer drains until every sender has closed). Rows that find no room
+        # in time stay held by the sink: they go with its next send, or at its close.
+        with trio.CancelScope(shield=True), trio.move_on_after(CLOSE_SEND_TIMEOUT_SECS):
+            if discards.pending:
+                now_us = ctx.wall_clock()
+                await sink.send(discards.take(now_us), now_us)
+            await _emit_connection_rows(sink, session, ctx, "disconnected", detail=reason)
         with trio.CancelScope(shield=True), trio.move_on_after(CLOSE_TIMEOUT_SECS):
             await ws.aclose()
         log.info(
@@ -167,7 +174,7 @@ async def run_connection(
         )
 
 
-def _emit_connection_rows(
+async def _emit_connection_rows(
     sink: EventSink, session: Session, ctx: IngestContext, event: str, detail: str
 ) -> None:
     now_us = ctx.wall_clock()
@@ -178,7 +185,7 @@ def _emit_connection_rows(
         )
         for symbol in session.plan.symbols
     ]
-    sink.send(rows, now_us)
+    await sink.send(rows, now_us)
 
 
 async def _receive_loop(
@@ -202,6 +209,10 @@ async def _receive_loop(
     stream, whose frames keep coming (or the stale watchdog ends the connection).
     Discards are counted as reported; their rows go with the first read a summary period
     after the first pending count (checked only while counts are pending).
+
+    While the event channel is full it waits in ``sink.send`` and reads nothing: TCP holds
+    the rest. A venue that closes the connection because we read too slowly ends it as
+    any other disconnect does (recorded, reconnected).
     """
     settings = ctx.settings
     metrics = ctx.metrics
@@ -221,7 +232,7 @@ async def _receive_loop(
     while True:
         messages = await ws.receive_messages()
         if dispatcher.awaiting:
-            _apply_snapshots(session, bodies, dispatcher, ctx, sink, exchange, discards)
+            await _apply_snapshots(session, bodies, dispatcher, ctx, sink, exchange, discards)
         if not messages:
             continue
         received_us = wall_clock()
@@ -264,13 +275,13 @@ async def _receive_loop(
             last_ts = batch[-1].timestamp_exchange
             if last_ts is not None:
                 latency.observe(max(0.0, (received_us - last_ts) / 1e6))
-            sink.send(batch, received_us)
+            await sink.send(batch, received_us)
         if tripped is not None:
             raise TooManyParseErrors(tripped)
         follow(actions)
 
 
-def _apply_snapshots(
+async def _apply_snapshots(
     session: Session,
     bodies: trio.MemoryReceiveChannel[FetchedSnapshot],
     dispatcher: Dispatcher,
@@ -302,7 +313,7 @@ def _apply_snapshots(
         if actions.discarded:
             discards.add(actions.discarded, trio.current_time())
         if events:
-            sink.send(events, fetched.received_us)
+            await sink.send(events, fetched.received_us)
         dispatcher.follow(actions)
 
 
@@ -342,7 +353,7 @@ async def _run_sender(
             next_send = trio.current_time() + interval
             if plan.raw:
                 now_us = ctx.wall_clock()
-                sink.send(
+                await sink.send(
                     [
                         Raw(
                             plan.exchange,

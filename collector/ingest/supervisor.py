@@ -65,14 +65,19 @@ async def supervise_connection(
 
     The backoff starts again from its initial delay once a connection has stayed up for
     ``healthy_after_secs``. Attempts wait their turn at ``pacer`` (shared by all
-    connections of the exchange). Owns ``events`` (closed on exit). Runs until cancelled.
+    connections of the exchange). Owns ``events`` and the connection's
+    :class:`~collector.ingest.sink.EventSink` (closed on exit, after its held events waited
+    a bounded time for room). Runs until cancelled.
     Catches only :class:`ConnectionFailed`, which ``run_connection`` raises as one error
     (never a group) carrying the connection's uptime; a bug propagates.
     """
     pacer = pacer or ConnectPacer(adapter.connections_per_second)
     settings = ctx.settings
     backoff = Backoff(settings.initial_retry_delay_secs, settings.max_retry_delay_secs)
-    sink = EventSink(events, plan.exchange, ctx.metrics, ctx.doorbell)
+    # One sink for every attempt: events held by a cancelled send, or drops, are handed on.
+    sink = EventSink(
+        events, plan.exchange, ctx.metrics, ctx.doorbell, connection=plan.name, health=ctx.health
+    )
     disconnects = ctx.metrics.disconnects_total
     try:
         while True:

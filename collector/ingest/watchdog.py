@@ -92,6 +92,12 @@ async def run_watchdog(
     frames.) A stream's time starts when the connection starts; a stream refused for good
     is never waited for.
 
+    Waiting for the writer is not the venue's silence: the connection does not read then,
+    so whether the venue sends cannot be seen. The watchdog is suspended while ``sink``
+    waits, and the end of a wait counts as data for the connection and every stream: what
+    the kernel held meanwhile is read right after, and a venue that really fell silent is
+    caught one limit later.
+
     Runs until it raises or its nursery is cancelled. The receive loop only notes the time
     of each read with data; this task wakes about once per limit to look (moving a cancel
     scope's deadline on every read cost a deadline heap update per read, on the path that
@@ -103,31 +109,36 @@ async def run_watchdog(
         for sub in plan.subscriptions
         if sub.silence_timeout_secs is not None
     ]
+    shortest = min([message_timeout_secs, *(limit for _, _, limit in watched)])
     while True:
         now = trio.current_time()
-        due = activity.last_data + message_timeout_secs
+        if sink.waiting:
+            await trio.sleep_until(now + shortest)  # look again later: a wait ends as data
+            continue
+        resumed = sink.wait_ended_at
+        due = max(activity.last_data, resumed) + message_timeout_secs
         if now >= due:
             raise StaleConnection(f"no data for {message_timeout_secs}s")
         silent: list[tuple[Subscription, float]] = []
         for sub, key, limit in watched:
             if key in activity.refused:
                 continue
-            stream_due = activity.streams.get(key, started) + limit
+            stream_due = max(activity.streams.get(key, started), resumed) + limit
             if now >= stream_due:
                 silent.append((sub, limit))
             else:
                 due = min(due, stream_due)
         if silent:
-            _write_silent_rows(silent, plan.exchange, sink, wall_clock())
+            await _write_silent_rows(silent, plan.exchange, sink, wall_clock())
             described = ", ".join(f"{sub.symbol} {sub.feed} for {limit}s" for sub, limit in silent)
             raise StaleConnection(f"no data on {described}")
         await trio.sleep_until(due)
 
 
-def _write_silent_rows(
+async def _write_silent_rows(
     silent: list[tuple[Subscription, float]], exchange: str, sink: EventSink, now_us: int
 ) -> None:
-    sink.send(
+    await sink.send(
         [
             Status(
                 exchange,
