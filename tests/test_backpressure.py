@@ -100,7 +100,7 @@ async def test_a_slow_writer_makes_the_connection_wait_and_every_frame_is_stored
             # The watchdog counts again from the last read.
             (disconnected,) = await rec.wait_status("disconnected")
             assert vtime(disconnected) == 65.0
-            assert disconnected.detail == "StaleConnection: no message for 5.0s"
+            assert disconnected.detail == "StaleConnection: no data for 5.0s"
         nursery.cancel_scope.cancel()
 
 
