@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 
+import attrs
 import pytest
 import trio
 import trio.testing
@@ -49,11 +50,23 @@ async def start_unread(
     fake: FakeBinance,
     *,
     message_timeout_secs: float = 5.0,
+    silence_timeout_secs: float | None = None,
     symbols: Sequence[str] = ("btcusdt",),
 ) -> tuple[trio.MemoryReceiveChannel[list[Event]], IngestContext, ConnectionPlan]:
     """Supervise one connection to ``fake`` over a one-batch channel nobody reads yet;
     return once it is subscribed and waits for the writer."""
     adapter, plans = binance_plans(fake.url, symbols)
+    if silence_timeout_secs is not None:
+        plans = [
+            attrs.evolve(
+                p,
+                subscriptions=tuple(
+                    attrs.evolve(sub, silence_timeout_secs=silence_timeout_secs)
+                    for sub in p.subscriptions
+                ),
+            )
+            for p in plans
+        ]
     (plan,) = plans
     ctx = make_ctx(ws_settings(message_timeout_secs=message_timeout_secs), plans)
     tx, rx = trio.open_memory_channel[list[Event]](1)
@@ -206,4 +219,30 @@ async def test_shutdown_while_waiting_ends_in_bounded_time_when_the_writer_takes
         assert [(type(e), e.symbol) for e in batch] == [(Status, "BTCUSDT"), (Status, "ETHUSDT")]
         assert not ctx.health.connections[plan.name].up
         assert ctx.health.connections[plan.name].writer_wait_since is None
+        nursery.cancel_scope.cancel()
+
+
+async def test_a_stream_silence_limit_is_not_tripped_by_waiting_for_the_writer(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    async with trio.open_nursery() as nursery:
+        fake = FakeBinance()
+        await nursery.start(fake.run)
+        with trio.fail_after(TIMEOUT):
+            rx, ctx, plan = await start_unread(
+                nursery, fake, message_timeout_secs=300.0, silence_timeout_secs=5.0
+            )
+            assert await fake.send(trade(1)) == 1
+            await trio.sleep(60.0)  # twelve times the stream's limit, all of it waiting
+            assert await disconnects(ctx, "stale") == 0
+            assert ctx.health.connections[plan.name].up
+
+            rec = Recorder()
+            nursery.start_soon(rec.run, rx)  # the writer catches up
+            await rec.wait_for(lambda: len(rec.trades()) == 1)
+            # The stream's silence counts from the end of the wait: the trade read then is
+            # its data, and only a stream silent for its limit after that is replaced.
+            (silent,) = await rec.wait_status("silent")
+            assert vtime(silent) == 65.0
+            assert await disconnects(ctx, "stale") == 1
         nursery.cancel_scope.cancel()
