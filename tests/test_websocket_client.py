@@ -10,7 +10,7 @@ import trio
 from trio_websocket import WebSocketRequest
 from websockets.server import ServerProtocol
 
-from collector.ingest.errors import ConnectFailed
+from collector.ingest.errors import ConnectFailed, ConnectionLost
 from collector.ingest.websocket import WebSocket, connect_websocket
 from tests.ws_helpers import accept_websocket, drain_until_lost, receive_all, start_server
 
@@ -272,3 +272,42 @@ def test_fast_path_hands_a_fragmented_message_to_the_protocol() -> None:
         b"two",
     ]
     assert not ws._fast
+
+
+class _GoneAfterOneRead(trio.abc.Stream):
+    """A transport that hands over ``data`` in one read and whose peer is gone: every write
+    fails, and the next read sees the end of the stream."""
+
+    def __init__(self, data: bytes) -> None:
+        self._reads = [data]
+
+    async def receive_some(self, max_bytes: int | None = None) -> bytes:
+        await trio.lowlevel.checkpoint()
+        return self._reads.pop(0) if self._reads else b""
+
+    async def send_all(self, data: bytes | bytearray | memoryview) -> None:
+        await trio.lowlevel.checkpoint()
+        raise trio.BrokenResourceError("the peer is gone")
+
+    async def wait_send_all_might_not_block(self) -> None:
+        await trio.lowlevel.checkpoint()
+
+    async def aclose(self) -> None:
+        await trio.lowlevel.checkpoint()
+
+
+@pytest.mark.parametrize("last_frame", ["ping", "close"])
+async def test_messages_of_a_read_come_before_the_error_its_reply_meets(last_frame: str) -> None:
+    # The read's data frames are followed by a frame that needs a reply (a pong, or the
+    # close frame's echo), which cannot be sent: the data is handed over, the error after.
+    ws, server = _pair()
+    server.send_text(b"first")
+    server.send_text(b"second")
+    if last_frame == "ping":
+        server.send_ping(b"still there?")
+    else:
+        server.send_close(1001, "going away")
+    ws._stream = _GoneAfterOneRead(b"".join(server.data_to_send()))
+    assert await ws.receive_messages() == [b"first", b"second"]
+    with pytest.raises(ConnectionLost):
+        await ws.receive_messages()

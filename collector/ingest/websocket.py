@@ -56,6 +56,9 @@ class WebSocket:
         self._send_lock = trio.StrictFIFOLock()
         self._fragments: list[bytes] = []
         self._pending: list[Message] = []
+        # How the connection ended while a read's messages were still to be handed over:
+        # raised by the next call, after those messages.
+        self._failure: ConnectionLost | None = None
         # Fast path state: received bytes not parsed yet (the start of a frame), their
         # size, and how many bytes that frame (or its header) needs in all.
         self._fast = True
@@ -66,11 +69,16 @@ class WebSocket:
     async def receive_messages(self) -> list[Message]:
         """Every complete message that arrived in one read (possibly none: control frames).
 
-        Raises ConnectionLost when the connection is closed or broken.
+        Raises ConnectionLost when the connection is closed or broken. Messages received
+        before that come first: a read whose data frames arrived with a close frame, or
+        whose ping could not be answered because the peer had gone, returns its messages,
+        and the next call raises (what was received is never lost to the error).
         """
         if self._pending:
             pending, self._pending = self._pending, []
             return pending
+        if self._failure is not None:
+            raise self._failure
         if self._protocol.state is not State.OPEN:
             # Failed or closed while handling an earlier read (e.g. during the handshake).
             raise ConnectionLost(self._close_description())
@@ -88,12 +96,23 @@ class WebSocket:
             else:
                 self._protocol.receive_eof()
             messages = self._collect(self._protocol.events_received())
-        await self._flush()
+        try:
+            await self._flush()  # pongs, and the reply to a close frame
+        except ConnectionLost as exc:
+            return self._fail_after(messages, exc)
         state = self._state()  # receive_data() may have moved it on
         if state is State.CLOSED or not data:
-            raise ConnectionLost(self._close_description(eof=not data))
+            return self._fail_after(messages, ConnectionLost(self._close_description(eof=not data)))
         if state is State.CLOSING and not messages:
             raise ConnectionLost(self._close_description())
+        return messages
+
+    def _fail_after(self, messages: list[Message], failure: ConnectionLost) -> list[Message]:
+        """Hand over ``messages`` now and raise ``failure`` at the next call; raise it at
+        once if there are none."""
+        if not messages:
+            raise failure
+        self._failure = failure
         return messages
 
     def _state(self) -> State:
