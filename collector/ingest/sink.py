@@ -65,11 +65,10 @@ class EventSink:
         # Events of sends cancelled while they waited: they go first in the next send.
         self._held: list[Event] = []
         # Writer waits: how many senders wait now, since when (Trio time) the first of
-        # them waits, and when the last wait ended.
+        # them waits, and when the last wait ended (the total is the metric's).
         self._waiters = 0
         self._wait_since: float | None = None
         self.wait_ended_at = -float("inf")
-        self.total_wait_secs = 0.0
         self._wait_metric = metrics.writer_wait_seconds.labels(exchange, connection)
         metrics.writer_waiting_seconds.labels(exchange, connection).set_function(self.current_wait)
 
@@ -139,7 +138,6 @@ class EventSink:
             waited = now - self._wait_since
             self._wait_since = None
             self.wait_ended_at = now
-            self.total_wait_secs += waited
             self._wait_metric.inc(waited)
             if self._health is not None:
                 self._health.clear_writer_wait(self.connection)
