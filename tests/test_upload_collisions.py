@@ -103,8 +103,10 @@ async def test_a_chain_of_taken_keys_is_walked_and_nothing_is_replaced(
     contents = [p.read_bytes() for p in earlier]
     with trio.fail_after(TIMEOUT):
         run = await start_uploader(nursery, cfg)
-        for n, path in enumerate(earlier, start=1):
-            await upload_one(run, path, n)
+        # The backlog scan at start finds both (sending them too raced it: the count could
+        # pass 1 before the first wait looked, and that wait then never ended).
+        await run.wait_for(lambda: run.sample("collector_uploads_completed_total") == 2)
+        await run.wait_idle()
         for n, path in enumerate(earlier, start=3):
             contents.append(rewrite(path, 2000))
             await upload_one(run, path, n)
