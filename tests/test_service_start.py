@@ -40,7 +40,7 @@ from tests.test_service import (
 async def wait_for_journal(data_dir: Path) -> Path:
     """Until the first service's trades journal is on disk (its flush runs in a thread)."""
     while True:
-        found = sorted(data_dir.rglob("*.journal.arrows"))
+        found = await trio.to_thread.run_sync(lambda: sorted(data_dir.rglob("*.journal.arrows")))
         if found:
             return found[0]
         await trio.sleep(0.01)

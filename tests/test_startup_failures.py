@@ -120,9 +120,7 @@ async def test_data_dir_under_a_file_exits_1(fake: FakeBinance, tmp_path: Path) 
 
 
 @pytest.mark.skipif(os.geteuid() == 0, reason="root writes through directory permissions")
-async def test_data_dir_without_write_permission_exits_1(
-    fake: FakeBinance, tmp_path: Path
-) -> None:
+async def test_data_dir_without_write_permission_exits_1(fake: FakeBinance, tmp_path: Path) -> None:
     data_dir = tmp_path / "data"
     data_dir.mkdir()
     data_dir.chmod(0o500)
