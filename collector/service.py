@@ -133,14 +133,26 @@ def tune_process(gc_thresholds: tuple[int, int, int] = GC_THRESHOLDS) -> None:
     sys.setswitchinterval(SWITCH_INTERVAL_SECS)
 
 
-def _prepare_data_dir(path: Path) -> None:
+def _not_writable(path: Path, exc: OSError) -> ServiceError:
+    return ServiceError(f"data directory {str(path)!r} is not writable: {exc}")
+
+
+def _make_data_dir(path: Path) -> None:
     try:
         path.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise _not_writable(path, exc) from None
+
+
+def _probe_data_dir(path: Path) -> None:
+    """Create and delete a file: under the lock, so that two services starting together
+    cannot delete each other's probe."""
+    try:
         probe = path / ".write-test"
         probe.write_bytes(b"")
         probe.unlink()
     except OSError as exc:
-        raise ServiceError(f"data directory {str(path)!r} is not writable: {exc}") from None
+        raise _not_writable(path, exc) from None
 
 
 def _lock_data_dir(path: Path) -> DataDirLock:
@@ -169,8 +181,9 @@ async def run_service(
     settings = plan.settings
     cfg = settings.collector
     data_dir = Path(settings.storage.data_dir)
-    _prepare_data_dir(data_dir)
+    _make_data_dir(data_dir)
     with _lock_data_dir(data_dir):
+        _probe_data_dir(data_dir)
         try:
             listener = bind_http(cfg.metrics_host, cfg.metrics_port)
         except HttpBindError as exc:

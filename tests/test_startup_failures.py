@@ -11,9 +11,13 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import socket
+import subprocess
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -119,21 +123,41 @@ async def test_data_dir_under_a_file_exits_1(fake: FakeBinance, tmp_path: Path) 
     assert fake.clients == []
 
 
-@pytest.mark.skipif(os.geteuid() == 0, reason="root writes through directory permissions")
+@contextmanager
+def unwritable(directory: Path) -> Iterator[str]:
+    """Make ``directory`` refuse new files; yields the error's text. Root writes through
+    permissions, so as root the directory is made immutable (``chattr +i``) instead."""
+    if os.geteuid() != 0:
+        directory.chmod(0o500)
+        try:
+            yield "Permission denied"
+        finally:
+            directory.chmod(0o700)
+        return
+    if shutil.which("chattr") is None:
+        pytest.skip("running as root without chattr")
+    made = subprocess.run(["chattr", "+i", str(directory)], capture_output=True, check=False)
+    if made.returncode != 0:
+        pytest.skip(f"chattr +i not possible here: {made.stderr.decode().strip()}")
+    try:
+        yield "Operation not permitted"
+    finally:
+        subprocess.run(["chattr", "-i", str(directory)], check=True)
+
+
 async def test_data_dir_without_write_permission_exits_1(fake: FakeBinance, tmp_path: Path) -> None:
     data_dir = tmp_path / "data"
     data_dir.mkdir()
-    data_dir.chmod(0o500)
-    try:
-        config = write_settings(tmp_path / "settings.toml", data_dir=data_dir, base_url=fake.url)
+    config = write_settings(tmp_path / "settings.toml", data_dir=data_dir, base_url=fake.url)
+    with unwritable(data_dir) as reason:
         code, out, err = await run_cli("--config", str(config), "run", cwd=tmp_path)
-    finally:
-        data_dir.chmod(0o700)
     assert code == 1
     assert out == ""
-    line = the_error_line(err)
-    assert line.startswith(f"collector: error: data directory {str(data_dir)!r} is not writable")
-    assert "Permission denied" in line
+    # Opening the lock file is the first write into an existing directory.
+    assert the_error_line(err) == (
+        f"collector: error: cannot open lock file {str(data_dir / '.collector.lock')!r}: {reason}"
+    )
+    assert fake.clients == []
 
 
 async def test_symbols_of_an_unknown_exchange_is_usage_exit_2(tmp_path: Path) -> None:

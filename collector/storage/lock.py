@@ -96,7 +96,7 @@ class DataDirLock:
             # No O_TRUNC: the current holder's details stay readable until we hold it.
             fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
         except OSError as exc:
-            raise DataDirLockError(f"cannot open lock file {str(path)!r}: {exc}") from None
+            raise DataDirLockError(f"cannot open lock file {str(path)!r}: {exc.strerror}") from None
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -109,7 +109,7 @@ class DataDirLock:
             ) from None
         except OSError as exc:
             os.close(fd)
-            raise DataDirLockError(f"cannot lock {str(path)!r}: {exc}") from None
+            raise DataDirLockError(f"cannot lock {str(path)!r}: {exc.strerror}") from None
         lock = cls(path, fd)
         when = started or datetime.datetime.now(datetime.UTC)
         details = {
@@ -123,7 +123,9 @@ class DataDirLock:
             os.ftruncate(fd, len(data))
         except OSError as exc:
             lock.release()
-            raise DataDirLockError(f"cannot write lock file {str(path)!r}: {exc}") from None
+            raise DataDirLockError(
+                f"cannot write lock file {str(path)!r}: {exc.strerror}"
+            ) from None
         return lock
 
     @property
