@@ -67,6 +67,11 @@ _KEPT_AFTER_RETIREMENT: Final = frozenset(("discarded",))
 # The successor reached back to it before the switch, so the rest of the overlap comes at
 # once; a stream quiet since then must not keep a filter on the receive path for good.
 TAIL_SECS: Final = 60.0
+# A stream quiet on both connections since the overlap began has nothing to join, once the
+# successor has been subscribed this long (and the old connection kept reading meanwhile,
+# not waiting for the writer): an update sent just before the successor subscribed has
+# reached the old connection by then.
+QUIET_SECS: Final = 5.0
 
 
 class Watch:
@@ -192,6 +197,8 @@ class Overlap:
         self.start: dict[StreamKey, int | None] = {}
         self.refused: set[StreamKey] = set()
         self.held: list[Event] = []
+        # Trio time the successor was first seen subscribed (every subscription resolved).
+        self.subscribed_at: float | None = None
         # After the switch: the successor's rows of a stream at or below this are the
         # overlap, until one is above it.
         self.tail: dict[StreamKey, int] = {}
@@ -237,6 +244,13 @@ class Overlap:
         if not self._ready():
             return []
         return self._switch(now_us)
+
+    async def poll(self) -> None:
+        """Switch if the successor is ready (the supervisor's call, when quiet streams
+        may have settled with no row coming to ask)."""
+        rows = self.try_switch(self.wall_clock())
+        if rows:
+            await self.new.sink.send(rows, self.wall_clock())
 
     def abort(self) -> None:
         """End a handover that did not complete (the supervisor's call): the successor's
@@ -286,16 +300,31 @@ class Overlap:
 
     def _ready(self) -> bool:
         """The successor has subscribed, has no book snapshot outstanding, and reaches back
-        to what the old connection wrote on every stream that had data (a stream quiet on
-        both since the overlap began has nothing to join)."""
+        to what the old connection wrote on every stream that had data. A stream quiet on
+        both since the overlap began has nothing to join once :data:`QUIET_SECS` passed
+        after the successor subscribed (the supervisor asks again, :meth:`poll`, since no
+        row may come to ask)."""
         if self.state != "overlap" or self.old.closing or self.new.closing:
             return False
         dispatcher = self.new.dispatcher
-        if dispatcher is None or not dispatcher.subscribed or dispatcher.awaiting:
+        if dispatcher is None or not dispatcher.subscribed:
             return False
+        now = trio.current_time()
+        if self.subscribed_at is None:
+            self.subscribed_at = now
+        if dispatcher.awaiting:
+            return False
+        sink = self.old.sink
+        settled = (
+            not sink.waiting and now >= max(self.subscribed_at, sink.wait_ended_at) + QUIET_SECS
+        )
         for key in self.streams:
-            if key in self.refused or key not in self.active:
+            if key in self.refused:
                 continue
+            if key not in self.active:
+                if settled:
+                    continue  # quiet on both: nothing to join
+                return False
             if key not in self.start:
                 return False  # only the old connection has data for it yet
             first = self.start[key]

@@ -14,7 +14,7 @@ from collector.events import Event
 from collector.exchanges.base import ConnectionPlan, ExchangeAdapter
 from collector.ingest.connection import IngestContext, run_connection
 from collector.ingest.errors import ConnectionFailed
-from collector.ingest.handover import Lane, Overlap, Watch
+from collector.ingest.handover import QUIET_SECS, Lane, Overlap, Watch
 from collector.ingest.sink import EventSink
 
 log = logging.getLogger(__name__)
@@ -200,7 +200,9 @@ async def _run_planned(
                     current.lane, successor.lane, plan, ctx.wall_clock, watch=watch, detail=detail
                 )
                 nursery.start_soon(successor.run, plan, adapter, ctx)
-                await watch.until(partial(_settled, current, successor, overlap))
+                settled = partial(_settled, current, successor, overlap)
+                while not await watch.until(settled, trio.current_time() + QUIET_SECS):
+                    await overlap.poll()  # quiet streams may have settled meanwhile
                 if overlap.switched:
                     handovers.labels(plan.exchange, "ok").inc()
                     log.info(

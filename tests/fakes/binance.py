@@ -19,7 +19,8 @@
   connection that never comes up.
 
 Test controls: :meth:`~FakeBinance.send` (to the clients subscribed to the frame's stream),
-:meth:`~FakeBinance.broadcast`, :meth:`~FakeBinance.drop` (TCP close without a close frame),
+:meth:`~FakeBinance.send_to` (one connection, by number), :meth:`~FakeBinance.broadcast`,
+:meth:`~FakeBinance.drop` (TCP close without a close frame),
 :meth:`~FakeBinance.send_garbage`, :meth:`~FakeBinance.send_server_shutdown`, and the waits
 :meth:`~FakeBinance.wait_connected` / :meth:`~FakeBinance.wait_subscribed`. Going silent
 needs nothing: the fake never sends data on its own.
@@ -284,6 +285,14 @@ class FakeBinance:
         sent = 0
         for client in list(self.clients):
             if stream in client.streams:
+                sent += await _send_quietly(client, frame)
+        return sent
+
+    async def send_to(self, number: int, frame: str) -> int:
+        """Send a frame to the open connection with that number (1, 2, ...) only."""
+        sent = 0
+        for client in list(self.clients):
+            if client.number == number:
                 sent += await _send_quietly(client, frame)
         return sent
 
