@@ -296,3 +296,35 @@ async def test_a_successor_that_cannot_come_up_in_time_falls_back_to_a_marked_re
             == 1
         )
         nursery.cancel_scope.cancel()
+
+
+async def test_a_successor_that_fails_is_tried_again_while_the_old_connection_lasts(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """The first successor is never answered, so its watchdog ends it after 30 s without
+    data; the next one, opened after a backoff delay, takes over before the old
+    connection's end at 120 s: no hole, and nothing of the failed successor is written."""
+    fake = FakeBinance(max_age=LIFETIME, unanswered={2})
+    settings = ws_settings(planned_reconnect_lead_secs=60.0, message_timeout_secs=30.0)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(fake.run)
+        (plan,) = plans_for(fake.url, ("trades",))
+        ctx = make_ctx(settings, [plan])
+        tx, rx = trio.open_memory_channel[list[Event]](64)
+        rec = Recorder()
+        nursery.start_soon(rec.run, rx)
+        nursery.start_soon(supervise_connection, plan, ShortLivedBinance(), ctx, tx)
+        with trio.fail_after(TIMEOUT):
+            last = await feed_trades(fake, until=115.0)
+            await trio.testing.wait_all_tasks_blocked()
+        assert handovers(ctx.metrics, "failed") == 1
+        assert handovers(ctx.metrics, "ok") == 1
+        assert fake.cut_at_max_age == 0
+        (switch,) = rec.status("handover")
+        assert 90.0 < vtime(switch) < LIFETIME
+        assert [int(t.trade_id) for t in rec.trades()] == list(range(1, last + 1))
+        assert len(rec.status("connected")) == 1
+        assert rec.status("disconnected") == []
+        assert ctx.metrics.sum_samples("collector_websocket_disconnects_total") == 0
+        assert ctx.health.connections[plan.name].up
+        nursery.cancel_scope.cancel()
