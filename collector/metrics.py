@@ -64,6 +64,8 @@ class _LastDataCollector(Collector):
 # metric, so a rate or increase over it starts at 0 (a series born at 1 looks flat).
 # ``collector_websocket_connections_total{outcome}`` (collector.ingest.connection):
 CONNECT_OUTCOMES = ("connected", "failed", "timeout")
+# ``collector_planned_handovers_total{outcome}`` (collector.ingest.supervisor):
+HANDOVER_OUTCOMES = ("ok", "failed", "cut")
 # ``collector_writer_errors_total{stage}`` (collector.storage: flusher, finalizer, recovery):
 WRITER_STAGES = ("flush", "finalize", "recover")
 

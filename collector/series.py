@@ -11,7 +11,9 @@ Per labelled metric of :class:`~collector.metrics.Metrics`:
 
 - ``exchange`` (received messages and bytes, parse errors, drops, refused subscriptions,
   the latency histogram): one per planned exchange.
-- ``exchange, outcome`` (connection attempts): :data:`~collector.metrics.CONNECT_OUTCOMES`.
+- ``exchange, outcome`` (connection attempts): :data:`~collector.metrics.CONNECT_OUTCOMES`;
+  planned handovers: :data:`~collector.metrics.HANDOVER_OUTCOMES`, where the venue has a
+  connection lifetime (the only venues that hand over).
 - ``exchange, reason`` (disconnects): :data:`collector.ingest.errors.REASONS`; discards:
   :data:`~collector.exchanges.base.DISCARD_REASONS`.
 - ``exchange, connection`` (writer waits): one per planned connection.
@@ -37,7 +39,7 @@ from prometheus_client import Gauge
 from collector.events import Raw, Status
 from collector.exchanges.base import DISCARD_REASONS, ConnectionPlan
 from collector.ingest.errors import REASONS
-from collector.metrics import CONNECT_OUTCOMES, Metrics
+from collector.metrics import CONNECT_OUTCOMES, HANDOVER_OUTCOMES, Metrics
 from collector.planning import ServicePlan
 
 
@@ -45,13 +47,18 @@ def create_series(metrics: Metrics, plan: ServicePlan, now_us: int) -> None:
     """Create, in ``metrics``, every series ``plan`` determines (``now_us``: wall time, us
     since the epoch, for the timestamp gauges). Called once by ``run_service`` before its
     HTTP server starts; see :func:`create_connection_series`."""
-    for connection in plan.connections:
-        create_connection_series(metrics, connection, now_us)
+    for exchange in plan.exchanges:
+        lifetime = exchange.adapter.max_connection_lifetime_secs
+        for connection in exchange.connections:
+            create_connection_series(metrics, connection, now_us, handovers=lifetime is not None)
 
 
-def create_connection_series(metrics: Metrics, connection: ConnectionPlan, now_us: int) -> None:
+def create_connection_series(
+    metrics: Metrics, connection: ConnectionPlan, now_us: int, *, handovers: bool = False
+) -> None:
     """Create every series of one planned connection: its exchange's, its own and those of
-    each of its subscriptions.
+    each of its subscriptions; ``handovers``: also the planned-handover outcomes (for a
+    venue with a connection lifetime).
 
     Idempotent: a series that exists keeps its value (counters are only looked up, a
     timestamp gauge is set only while it reads 0, a stream's last-data time only if it has
@@ -72,6 +79,9 @@ def create_connection_series(metrics: Metrics, connection: ConnectionPlan, now_u
     _start_clock(metrics.last_message_timestamp, (exchange,), now_us / 1e6)
     for outcome in CONNECT_OUTCOMES:
         metrics.connections_total.labels(exchange, outcome)
+    if handovers:
+        for handover in HANDOVER_OUTCOMES:
+            metrics.planned_handovers.labels(exchange, handover)
     for reason in REASONS:
         metrics.disconnects_total.labels(exchange, reason)
     for discard in DISCARD_REASONS:

@@ -15,7 +15,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from collector.exchanges.base import Subscription
 from collector.ingest.errors import REASONS, ConnectionFailed
-from collector.metrics import CONNECT_OUTCOMES, WRITER_STAGES, Metrics
+from collector.metrics import CONNECT_OUTCOMES, HANDOVER_OUTCOMES, WRITER_STAGES, Metrics
 from collector.planning import plan_service
 from collector.series import create_connection_series, create_series
 from collector.service import EXIT_OK
@@ -79,6 +79,8 @@ def planned_series() -> dict[tuple[str, frozenset[tuple[str, str]]], float | Non
     for outcome in ("failed", "timeout"):
         add("collector_websocket_connections_total", 0, exchange=EX, outcome=outcome)
     add("collector_websocket_connections_total", 2, exchange=EX, outcome="connected")
+    for outcome in ("ok", "failed", "cut"):  # Binance closes connections at 24 h
+        add("collector_planned_handovers_total", 0, exchange=EX, outcome=outcome)
     for reason in DISCONNECT_REASONS:
         add("collector_websocket_disconnects_total", 0, exchange=EX, reason=reason)
     for reason in ("duplicate", "stale", "while_resyncing"):
@@ -275,3 +277,7 @@ def test_the_stage_and_outcome_labels_in_the_code_are_the_closed_sets() -> None:
         r'attempts\.labels\(plan\.exchange, "(\w+)"\)', "ingest/connection.py"
     )
     assert outcomes == set(CONNECT_OUTCOMES)
+    handovers = _labels_in_source(
+        r'handovers\.labels\(plan\.exchange, "(\w+)"\)', "ingest/supervisor.py"
+    )
+    assert handovers == set(HANDOVER_OUTCOMES)
