@@ -345,7 +345,7 @@ def test_kubernetes_statefulset() -> None:
     assert config_path.parent == Path(mount["mountPath"])
     settings = parse_settings(tomllib.loads(config_map["data"][config_path.name]), "configmap")
     assert settings.storage.mode != "local"
-    assert settings.aws.home_server_name is None  # each shard names itself
+    assert settings.aws.home_server_name is None  # every shard writes the same layout
 
     assert pod["terminationGracePeriodSeconds"] > settings.collector.shutdown_timeout_secs
     port = settings.collector.metrics_port
