@@ -114,7 +114,7 @@ class MarketSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw
     # Venue-specific product category where one venue endpoint serves several (Bybit:
     # "spot" or "linear"); None = the venue's default.
     category: str | None = None
-    # Venue-specific order book options (see README); None = the venue's default.
+    # Venue-specific order book options (see docs/venues.md); None = the venue's default.
     book_mode: Literal["snapshot", "diff"] | None = None
     book_depth: Annotated[int, Meta(ge=1)] | None = None
     # A subscribed stream (symbol, feed) of this market with no data for this long is

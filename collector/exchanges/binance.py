@@ -204,6 +204,13 @@ class BinanceAdapter(ExchangeAdapter):
     symbols_path: ClassVar[str | None] = (
         "/api/v3/exchangeInfo?permissions=SPOT&symbolStatus=TRADING"
     )
+    # Binance's "market data only" hosts (spot API docs, FAQ "Market Data Only URLs").
+    geo_block_hosts: ClassVar[str | None] = (
+        "its market-data-only hosts serve the same public data: set base_url = "
+        '"wss://data-stream.binance.vision" and, for book_mode = "diff", rest_url = '
+        '"https://data-api.binance.vision" (symbols: --rest-url); binance.us is a '
+        "different exchange, not a mirror"
+    )
     book_modes: ClassVar[tuple[str, ...]] = ("snapshot", "diff")
     book_depths: ClassVar[tuple[int, ...]] = tuple(sorted(PARTIAL_DEPTHS))
     takes_rest_url: ClassVar[bool] = True  # diff depth syncs its books from REST snapshots

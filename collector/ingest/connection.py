@@ -11,6 +11,7 @@ does what the returned ``Actions`` ask.
 from __future__ import annotations
 
 import logging
+from functools import partial
 from typing import NoReturn
 
 import attrs
@@ -41,6 +42,7 @@ from collector.ingest.snapshots import FetchedSnapshot, run_snapshot_fetcher
 from collector.ingest.watchdog import Activity, run_watchdog
 from collector.ingest.websocket import WebSocket, connect_websocket
 from collector.metrics import Metrics
+from collector.rest import HTTP_GEO_BLOCKED
 
 log = logging.getLogger(__name__)
 
@@ -98,6 +100,11 @@ async def run_connection(
         raise timed_out from None
     except ConnectFailed as exc:
         attempts.labels(plan.exchange, "failed").inc()
+        if exc.status == HTTP_GEO_BLOCKED:  # say what else to try, in the log and /health
+            advised = ConnectFailed(f"{exc}; {adapter.geo_block_advice()}")
+            advised.status = exc.status
+            ctx.health.set_down(plan.name, f"{type(advised).__name__}: {advised}")
+            raise advised from exc
         ctx.health.set_down(plan.name, f"{type(exc).__name__}: {exc}")
         raise
     attempts.labels(plan.exchange, "connected").inc()
@@ -125,8 +132,9 @@ async def run_connection(
                 nursery.start_soon(
                     _run_keepalive, adapter, outbox_tx.clone(), adapter.keepalive_interval_secs
                 )
+            fetcher = partial(run_snapshot_fetcher, geo_block_advice=adapter.geo_block_advice())
             nursery.start_soon(
-                run_snapshot_fetcher,
+                fetcher,
                 snapshots_rx,
                 bodies_tx,
                 plan.exchange,
