@@ -636,3 +636,14 @@ def test_healthcheck_imports_only_the_standard_library() -> None:
         [sys.executable, "-c", code], capture_output=True, text=True, check=True, env=os.environ
     ).stdout
     assert out.strip() == "[]"
+
+
+@pytest.mark.skipif(shutil.which("promtool") is None, reason="promtool is not installed")
+def test_sharding_alerts_fire_as_their_promtool_tests_say() -> None:
+    result = subprocess.run(
+        ["promtool", "test", "rules", str(OPS / "prometheus" / "tests" / "sharding.yml")],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
