@@ -25,6 +25,8 @@ Per labelled metric of :class:`~collector.metrics.Metrics`:
 - ``exchange, symbol, data_type`` (last data time): one per planned stream.
 - ``stage`` (writer errors, upload failures) needs no plan: created with the metric.
 - ``channel`` (channel fill) is read at scrape time from the channels being watched.
+- ``shard, shards`` and ``exchange, symbol`` of the shard gauges are set once at start,
+  at 1, by :meth:`~collector.metrics.Metrics.record_assignment`.
 
 The two timestamp gauges start at the time their series are created, not at 0: "the last
 message came 55 years ago" would fire the no-data alerts at once. Until the first data
