@@ -15,16 +15,19 @@ class SymbolsError(Exception):
     """The symbols could not be listed; the message is fit to show the user."""
 
 
-def list_symbols(exchange: str, rest_url: str | None = None) -> list[str]:
-    """Tradable symbols of ``exchange`` (blocking HTTP GET). Raises SymbolsError."""
+def list_symbols(
+    exchange: str, rest_url: str | None = None, category: str | None = None
+) -> list[str]:
+    """Tradable symbols of ``exchange`` (of its ``category``, where it has several; None:
+    the venue's default), by a blocking HTTP GET. Raises SymbolsError."""
     try:
         adapter = get_adapter_class(exchange)
     except KeyError:
         known = ", ".join(known_exchanges())
         raise SymbolsError(f"unknown exchange {exchange!r} (known: {known})") from None
     try:
-        url = adapter.symbols_url(rest_url)
-    except NotImplementedError as exc:
+        url = adapter.symbols_url(rest_url, category)
+    except (NotImplementedError, ValueError) as exc:
         raise SymbolsError(str(exc)) from None
     try:
         body = fetch(url)
@@ -37,12 +40,17 @@ def list_symbols(exchange: str, rest_url: str | None = None) -> list[str]:
 
 
 def run_symbols_command(
-    exchange: str, *, rest_url: str | None, as_json: bool, out: TextIO | None = None
+    exchange: str,
+    *,
+    rest_url: str | None,
+    as_json: bool,
+    out: TextIO | None = None,
+    category: str | None = None,
 ) -> int:
     """Print the symbols, one per line (or a JSON array). Returns the exit status."""
     out = out or sys.stdout
     try:
-        symbols = list_symbols(exchange, rest_url)
+        symbols = list_symbols(exchange, rest_url, category)
     except SymbolsError as exc:
         print(f"collector: error: {exc}", file=sys.stderr)
         return 1

@@ -108,9 +108,9 @@ def market(adapter: type[ExchangeAdapter], *symbols: str, **options: Any) -> Mar
     }
     if adapter.categories:
         values["category"] = adapter.categories[0]
-    category = options.get("category")
-    if not symbols and (adapter.name, category) in CATEGORY_SYMBOLS:
-        values["symbols"] = (CATEGORY_SYMBOLS[adapter.name, category],)
+    special = CATEGORY_SYMBOLS.get((adapter.name, str(options.get("category"))))
+    if not symbols and special is not None:
+        values["symbols"] = (special,)
     return MarketSettings(**{**values, **options})
 
 
