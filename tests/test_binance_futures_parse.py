@@ -128,7 +128,8 @@ def test_replay_recorded_usdm_traffic_with_its_rest_snapshots() -> None:
     books = [e for e in events if isinstance(e, BookUpdate)]
     tickers = [e for e in events if isinstance(e, Ticker)]
     assert (len(trades), len(books), len(tickers)) == (91, 764 + 4, 613)
-    assert {e.exchange for e in [*trades, *books, *tickers, *statuses]} == {"binance-usdm"}
+    rows: list[Trade | BookUpdate | Ticker | Status] = [*trades, *books, *tickers, *statuses]
+    assert {e.exchange for e in rows} == {"binance-usdm"}
 
     assert trades[0] == Trade(
         exchange="binance-usdm",
@@ -345,7 +346,7 @@ def test_a_spot_and_a_futures_market_of_one_symbol_are_kept_apart() -> None:
         ),
         (
             {"category": "usdm", "book_mode": "diff", "book_depth": 5},
-            "book_depth applies only to book_mode 'snapshot'",
+            "binance book_depth applies only to book_mode 'snapshot'",
         ),
     ],
 )
@@ -358,7 +359,7 @@ def test_settings_refuse_what_the_category_cannot_be(options: dict[str, Any], me
 def test_a_feed_the_category_does_not_offer_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
     # Every category offers the three feeds today; derivative feeds will be futures-only.
     profile = attrs.evolve(binance_module.PROFILES["coinm"], feeds=("trades", "orderbook"))
-    monkeypatch.setitem(binance_module.PROFILES, "coinm", profile)  # type: ignore[arg-type]
+    monkeypatch.setitem(binance_module.PROFILES, "coinm", profile)
     with pytest.raises(ValueError, match="binance coinm has no ticker feed"):
         BinanceAdapter.check_market(market("coinm", "BTCUSD_PERP"))
 
