@@ -1,7 +1,11 @@
 """Command line: ``python -m collector [run|check-config|upload|symbols|bench] ...``.
 
-Exit status: 0 success, 1 runtime failure (or a shutdown that ran past its deadline or
-was cut short by a second signal), 2 bad settings or usage.
+Exit status: 0 success; 1 runtime failure: a start-up failure the environment may clear
+(data directory not writable, HTTP port in use), a shutdown that ran past its deadline or
+was cut short by a second signal, a venue that cannot be reached, a bug; 2 a failure that
+a restart will not clear: bad settings or usage, or the data directory held by another
+service. Every failure before the service runs is one ``collector: error: ...`` line on
+stderr, never a traceback.
 """
 
 from __future__ import annotations
@@ -24,7 +28,6 @@ if TYPE_CHECKING:
     from collector.sharding import Shard
 
 EXIT_CONFIG = 2
-EXIT_FAILURE = 1
 
 log = logging.getLogger("collector")
 
@@ -191,10 +194,10 @@ def _run(plan: ServicePlan, source: str, shard: Shard | None = None) -> int:
     try:
         return trio.run(run_service, plan)
     except ServiceError as exc:
-        log.error("%s", exc)
-        if sys.stderr.isatty():
-            print(f"collector: error: {exc}", file=sys.stderr)
-        return EXIT_FAILURE
+        # The one line, as for bad settings (not a log record as well: it would say the
+        # same thing twice in the same stream).
+        print(f"collector: error: {exc}", file=sys.stderr)
+        return exc.exit_code
 
 
 def _toml_value(value: Any) -> str:

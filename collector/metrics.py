@@ -164,6 +164,14 @@ class Metrics:
             ["exchange", "reason"],
             registry=r,
         )
+        self.planned_handovers = Counter(
+            "collector_planned_handovers_total",
+            "Planned reconnects (a venue's connection lifetime) by outcome: ok (switched to "
+            "the new connection without a hole), failed (the new connection failed first; "
+            "retried while the old one lasts), cut (the old one ended first: a marked hole)",
+            ["exchange", "outcome"],
+            registry=r,
+        )
         self.messages_received = Counter(
             "collector_messages_received_total",
             "WebSocket messages received",

@@ -25,6 +25,7 @@ class FakeBinanceRest:
         self.usdm_symbols: list[tuple[str, str]] = [("BTCUSDT", "TRADING")]
         self.coinm_symbols: list[tuple[str, str]] = [("BTCUSD_PERP", "TRADING")]
         self.requests: list[str] = []
+        self.request_times: list[float] = []  # Trio time each request arrived
         # Status codes to answer the next requests with, in order (e.g. [429, 500]).
         self.fail_next: list[int] = []
         self.port = 0
@@ -67,6 +68,7 @@ class FakeBinanceRest:
         request_line = data.split(b"\r\n", 1)[0].decode()
         _method, target, _version = request_line.split(" ", 2)
         self.requests.append(target)
+        self.request_times.append(trio.current_time())
         self._changed.set()
         self._changed = trio.Event()
         status, body = self._respond(target)
