@@ -1,4 +1,5 @@
-"""``python -m collector symbols EXCHANGE``: the venue's tradable symbols from its REST API."""
+"""``python -m collector symbols EXCHANGE [--category C]``: the venue's tradable symbols (of
+one product category, where it has several) from its REST API."""
 
 from __future__ import annotations
 
