@@ -16,7 +16,7 @@ import pytest
 from collector.bench import bybit, okx
 from collector.bench.calibrate import wakeup_cost_us
 from collector.bench.command import run_bench_command
-from collector.bench.frames import TemplateBuilder
+from collector.bench.frames import SEQ_MARK, TemplateBuilder
 from collector.bench.report import Summary, render_text
 from collector.bench.runner import (
     RunResult,
@@ -69,15 +69,35 @@ def test_generated_frames_parse_with_continuous_sequences(name: str) -> None:
         path = urlsplit(plan.url).path
         assert path == f"/{group.name}{group.protocol.ws_path}"
         session = adapter.open_session(plan)
+        # The venue's answers to the session's subscriptions (as the generator numbers them
+        # on venues that number every message): they subscribe, and write no data row.
+        seq = [getattr(group.protocol, "first_seq", 0)]
+
+        def numbered(payload: bytes) -> bytes:
+            if SEQ_MARK not in payload:
+                return payload
+            seq[0] += 1
+            return payload.replace(SEQ_MARK, b"%d" % (seq[0] - 1))
+
         now = time.time_ns() // 1000
+        subscribed: list[str] = []
+        for text in session.subscribe_frames(now):
+            replies, streams = group.protocol.on_client_text(text.encode())
+            subscribed += streams
+            for reply in replies:
+                answer = session.parse(numbered(reply), now)
+                assert all(e.DATA_TYPE == "status" for e in answer), answer
+        assert sorted(subscribed) == sorted(s.stream for s in group.streams)
         first = [s.first_frame(ids[i], now, random.Random(i)) for i, s in enumerate(group.streams)]
         events = []
         for payload in filter(None, first):
+            payload = numbered(payload)
             json.loads(payload)
             events += session.parse(payload, now)
         for round_ in range(3):  # three chunks: ids go on across chunks
             now = time.time_ns() // 1000
-            payloads = split_frames(template.fill(ids, now))
+            payloads = split_frames(template.fill(ids, now, seq[0]))
+            seq[0] += len(template.conn_seq_positions)
             assert len(payloads) == template.frames
             for payload in payloads:
                 json.loads(payload)
