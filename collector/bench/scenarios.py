@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Final, Protocol
 
-from collector.bench import binance, bitfinex, bybit, deribit, kraken, okx, upbit
+from collector.bench import binance, bitfinex, bybit, coinbase, deribit, kraken, okx, upbit
 from collector.bench.frames import StreamFrames
 from collector.config import (
     CollectorSettings,
@@ -310,6 +310,7 @@ _VENUE_MARKETS: Final[dict[str, tuple[tuple[str, float, float], ...]]] = {
     "deribit": (("BTC-PERPETUAL", 61234.5, 0.5), ("ETH-PERPETUAL", 2650.1, 0.05)),
     "upbit": (("KRW-BTC", 95123000.0, 1000.0), ("KRW-ETH", 4012000.0, 1000.0)),
     "bitfinex": (("tBTCUSD", 61234.0, 1.0), ("tETHUSD", 2650.1, 0.1)),
+    "coinbase": (("BTC-USD", 61234.56, 0.01), ("ETH-USD", 2650.12, 0.01)),
 }
 # Shares of frames by kind (trades, book, ticker) on a venue's connection.
 _VENUE_WEIGHTS: Final = (0.35, 0.2, 0.45)
@@ -340,6 +341,9 @@ def _venue_streams(exchange: str, symbol: str, mid: float, tick: float) -> list[
     if exchange == "bitfinex":
         return [bitfinex.TradeStream(symbol, mid, tick), bitfinex.BookStream(symbol, mid, tick),
                 bitfinex.TickerStream(symbol, mid, tick)]  # fmt: skip
+    if exchange == "coinbase":
+        return [coinbase.TradeStream(symbol, mid, tick), coinbase.BookStream(symbol, mid, tick),
+                coinbase.TickerStream(symbol, mid, tick)]  # fmt: skip
     if exchange == "upbit":
         return [upbit.TradeStream(symbol, mid, tick), upbit.OrderbookStream(symbol, mid, tick),
                 upbit.TickerStream(symbol, mid, tick)]  # fmt: skip
@@ -354,6 +358,7 @@ _PROTOCOLS: Final[dict[str, Callable[[], VenueProtocol]]] = {
     "deribit": deribit.DeribitProtocol,
     "upbit": upbit.UpbitProtocol,
     "bitfinex": bitfinex.BitfinexProtocol,
+    "coinbase": coinbase.CoinbaseProtocol,
 }
 
 
