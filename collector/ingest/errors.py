@@ -25,9 +25,13 @@ class ConnectionFailed(Exception):
 
 
 class ConnectFailed(ConnectionFailed):
-    """TCP, TLS or the WebSocket handshake failed (or timed out)."""
+    """TCP, TLS or the WebSocket handshake failed (or timed out).
+
+    ``status`` is the HTTP status of a handshake the server refused (None otherwise).
+    """
 
     reason = "connect_failed"
+    status: int | None = None
 
 
 class ConnectionLost(ConnectionFailed):
