@@ -73,7 +73,7 @@ def test_generated_frames_parse_with_continuous_sequences(name: str) -> None:
         # on venues that number every message): they subscribe, and write no data row.
         seq = [getattr(group.protocol, "first_seq", 0)]
 
-        def numbered(payload: bytes) -> bytes:
+        def numbered(payload: bytes, seq: list[int] = seq) -> bytes:
             if SEQ_MARK not in payload:
                 return payload
             seq[0] += 1

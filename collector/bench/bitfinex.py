@@ -106,7 +106,8 @@ class BookStream:
         count = 0 if rng.random() < 0.3 else rng.randint(1, 12)
         amount = 1.0 if count == 0 else (size or 0.001)
         pieces: list[Piece] = [
-            b"[%d,[%s,%d,%s]," % (
+            b"[%d,[%s,%d,%s],"
+            % (
                 chan_id("book", self.symbol),
                 _price(price),
                 count,

@@ -66,11 +66,11 @@ class TradeStream:
     def build(self, first_offset: int, rng: random.Random) -> tuple[list[Piece], int]:
         price = self.mid + self.tick * round(rng.gauss(0, 4))
         size = round(rng.lognormvariate(-4.0, 1.5), 8) or 1e-8
-        pieces = _head(b"market_trades") + [
+        pieces = [
+            *_head(b"market_trades"),
             b'{"type":"update","trades":[{"product_id":"%s","trade_id":"' % self.product.encode(),
             IdSlot(first_offset),
-            b'","price":%s,"size":%s,"time":"'
-            % (_text(price, 2), _text(size, 8)),
+            b'","price":%s,"size":%s,"time":"' % (_text(price, 2), _text(size, 8)),
             TIME_ISO,
             b'000Z","side":"%s"}]}]}' % (b"BUY" if rng.random() < 0.5 else b"SELL"),
         ]
@@ -230,9 +230,11 @@ class CoinbaseProtocol:
             "events": [{"subscriptions": subs}],
         }
         text = _ENCODE(answer).replace(b'"sequence_num":0', b'"sequence_num":' + SEQ_MARK, 1)
-        streams = [] if request.channel == "heartbeats" else [
-            f"{request.channel}:{p}" for p in request.product_ids
-        ]
+        streams = (
+            []
+            if request.channel == "heartbeats"
+            else [f"{request.channel}:{p}" for p in request.product_ids]
+        )
         return [text], streams
 
     def subscribe_texts(self, streams: list[str]) -> list[bytes]:

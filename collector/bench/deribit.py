@@ -262,7 +262,9 @@ class DeribitProtocol:
 
     def subscribe_texts(self, streams: list[str]) -> list[bytes]:
         params = {"channels": streams}
-        return [_ENCODE({"jsonrpc": "2.0", "id": 1, "method": "public/subscribe", "params": params})]
+        return [
+            _ENCODE({"jsonrpc": "2.0", "id": 1, "method": "public/subscribe", "params": params})
+        ]
 
     def snapshot_body(self, path: str, query: dict[str, str], last_update_id: int) -> bytes:
         """Deribit books come over the WebSocket: no REST snapshot."""

@@ -209,11 +209,7 @@ class BookStream:
             side[entering] = _qty(rng)
             return [self._level(price, 0), self._level(entering, side[entering])]
         # A level appears inside the book; the worst one falls out of the top 10 unsaid.
-        free = [
-            p
-            for p in range(prices[0], prices[-1], sign)
-            if p not in side
-        ]
+        free = [p for p in range(prices[0], prices[-1], sign) if p not in side]
         if not free:
             price = prices[0]
             side[price] = _qty(rng)
@@ -293,7 +289,10 @@ class _Request(msgspec.Struct):
 
 _REQUEST: Final = msgspec.json.Decoder(_Request)
 _ENCODE: Final = msgspec.json.Encoder().encode
-_TIMES: Final = {"time_in": "2026-08-09T21:05:48.123456Z", "time_out": "2026-08-09T21:05:48.123512Z"}
+_TIMES: Final = {
+    "time_in": "2026-08-09T21:05:48.123456Z",
+    "time_out": "2026-08-09T21:05:48.123512Z",
+}
 
 
 class KrakenProtocol:
@@ -341,9 +340,7 @@ class KrakenProtocol:
             channel, _, symbol = name.partition(":")
             by_channel.setdefault(channel, []).append(symbol)
         return [
-            _ENCODE(
-                {"method": "subscribe", "params": {"channel": c, "symbol": s}, "req_id": i + 1}
-            )
+            _ENCODE({"method": "subscribe", "params": {"channel": c, "symbol": s}, "req_id": i + 1})
             for i, (c, s) in enumerate(by_channel.items())
         ]
 

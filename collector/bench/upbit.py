@@ -227,7 +227,9 @@ class UpbitProtocol:
             return [_error("NO_TICKET", "no ticket")], []
         if any(o.get("method") == "LIST_SUBSCRIPTIONS" for o in request):
             result = [{"type": t, "codes": codes} for t, codes in sorted(self._subs.items())]
-            return [_ENCODE({"method": "LIST_SUBSCRIPTIONS", "result": result, "ticket": ticket})], []
+            return [
+                _ENCODE({"method": "LIST_SUBSCRIPTIONS", "result": result, "ticket": ticket})
+            ], []
         subs: dict[str, list[str]] = {}
         for obj in request:
             if "type" in obj:
