@@ -41,8 +41,11 @@ def us(iso: str) -> int:
     return (datetime.fromisoformat(iso).replace(tzinfo=UTC) - EPOCH) // timedelta(microseconds=1)
 
 
-async def record(data_dir: Path, events: list[Event], **storage: Any) -> list[Path]:
-    """Write ``events`` through the real writer into ``data_dir``; the finished files."""
+async def record(
+    data_dir: Path, events: list[Event], server: str | None = None, **storage: Any
+) -> list[Path]:
+    """Write ``events`` through the real writer into ``data_dir`` (under ``server``, a
+    ``home_server_name``, if given); the finished files."""
     settings = StorageSettings(data_dir=str(data_dir), **storage)
     latest = max(e.timestamp_collector for e in events)
     send, receive = trio.open_memory_channel[list[Event]](4)
@@ -56,6 +59,7 @@ async def record(data_dir: Path, events: list[Event], **storage: Any) -> list[Pa
                 finished_send,
                 Metrics(),
                 wall_clock=lambda: latest + 3_600_000_000,
+                home_server_name=server,
             )
         )
         async with send:

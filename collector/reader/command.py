@@ -22,7 +22,7 @@ from typing import Final
 
 import pyarrow as pa
 
-from collector.reader.books import BookReset, BookView
+from collector.reader.books import BookReset, BookView, book_at
 from collector.reader.catalog import list_files
 from collector.reader.data import DataReader
 from collector.reader.errors import ReaderError, UsageError
@@ -106,7 +106,7 @@ def _book(args: argparse.Namespace) -> int:
             f"no order book recorded for {args.exchange} {args.symbol} in {args.data}",
             EXIT_NO_ANSWER,
         )
-    item = data.book_at(args.exchange, args.symbol, at_us, depth=args.depth)
+    item = book_at(data.source, args.exchange, args.symbol, at_us, depth=args.depth)
     if args.json:
         print(json.dumps({"exchange": args.exchange, "symbol": args.symbol, **item.to_dict()}))
         return EXIT_OK if isinstance(item, BookView) else EXIT_NO_ANSWER

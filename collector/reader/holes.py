@@ -22,9 +22,9 @@ purpose because they were already recorded or could not apply) and ``handover`` 
 switch of connection that continues where the old one stopped). A hole's ``end`` is
 ``None`` when the rows read do not show it ending (e.g. the recording stopped there).
 
-:func:`find_holes` reads every status row before the range's end (the tables are small: a
-few rows an hour per symbol), because a hole that began before the range can still be open
-in it.
+:func:`find_holes` reads every status row of the exchange and symbol asked about (the
+tables are small: a few rows an hour per symbol), because a hole that began before the range
+can still be open in it, and one in it can end after it.
 """
 
 from __future__ import annotations
@@ -219,7 +219,8 @@ def find_holes(
     symbol: str | None = None,
 ) -> list[Hole]:
     """The holes overlapping ``[start_us, end_us)`` (see :func:`holes_from_rows`), of one
-    exchange and/or symbol where given. Blocking: reads the status rows before ``end_us``.
+    exchange and/or symbol where given. Blocking: reads every status row (of the exchange
+    and symbol), also those after ``end_us``, where a hole of the range may end.
     """
-    rows = status_rows(source, end_us=end_us, exchange=exchange, symbol=symbol)
+    rows = status_rows(source, exchange=exchange, symbol=symbol)
     return holes_from_rows(rows, start_us, end_us)
