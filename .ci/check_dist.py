@@ -30,7 +30,17 @@ ROOT = Path(__file__).resolve().parent.parent
 PACKAGE = ROOT / "collector"
 # Installed by the test extra only; the service must not need them at run time.
 TEST_ONLY = frozenset(
-    {"trio-websocket", "pytest", "pytest-trio", "moto", "trustme", "pyyaml", "mypy", "ruff", "build"}
+    {
+        "trio-websocket",
+        "pytest",
+        "pytest-trio",
+        "moto",
+        "trustme",
+        "pyyaml",
+        "mypy",
+        "ruff",
+        "build",
+    }
 )
 
 
