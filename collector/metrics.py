@@ -6,7 +6,7 @@ per batch, never once per event.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.core import GaugeMetricFamily
@@ -50,7 +50,8 @@ class _LastDataCollector(Collector):
     def collect(self) -> Iterator[Metric]:
         family = GaugeMetricFamily(
             "collector_last_data_timestamp_seconds",
-            "Unix time of the last read that carried data of this stream",
+            "Unix time of the last read that carried data of this stream (before the "
+            "first: when the service started waiting for it)",
             labels=["exchange", "symbol", "data_type"],
         )
         for exchange, streams in sorted(self.by_exchange.items()):
@@ -58,6 +59,15 @@ class _LastDataCollector(Collector):
                 family.add_metric([exchange, symbol, data_type], received_us / 1e6)
         yield family
 
+
+# The closed sets of label values that need no plan: every one is created at 0 with its
+# metric, so a rate or increase over it starts at 0 (a series born at 1 looks flat).
+# ``collector_websocket_connections_total{outcome}`` (collector.ingest.connection):
+CONNECT_OUTCOMES = ("connected", "failed", "timeout")
+# ``collector_planned_handovers_total{outcome}`` (collector.ingest.supervisor):
+HANDOVER_OUTCOMES = ("ok", "failed", "cut")
+# ``collector_writer_errors_total{stage}`` (collector.storage: flusher, finalizer, recovery):
+WRITER_STAGES = ("flush", "finalize", "recover")
 
 UPLOAD_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0)
 STAGES = ("put", "verify", "delete")
@@ -115,9 +125,12 @@ class UploadMetrics:
         )
         self.available = Gauge(
             "collector_upload_s3_available",
-            "1 while the last S3 request succeeded, 0 after a failure",
+            "0 while the last S3 request failed, else 1 (also in local mode, which makes none)",
             registry=r,
         )
+        # 1 from the start: only a failed request makes it 0 (local mode makes none, so an
+        # alert on 0 does not fire there).
+        self.available.set(1)
 
 
 class DiskMetrics:
@@ -162,6 +175,14 @@ class Metrics:
             "collector_websocket_disconnects_total",
             "Connections lost or replaced, by reason",
             ["exchange", "reason"],
+            registry=r,
+        )
+        self.planned_handovers = Counter(
+            "collector_planned_handovers_total",
+            "Planned reconnects (a venue's connection lifetime) by outcome: ok (switched to "
+            "the new connection without a hole), failed (the new connection failed first; "
+            "retried while the old one lasts), cut (the old one ended first: a marked hole)",
+            ["exchange", "outcome"],
             registry=r,
         )
         self.messages_received = Counter(
@@ -228,7 +249,8 @@ class Metrics:
         )
         self.last_message_timestamp = Gauge(
             "collector_last_message_timestamp_seconds",
-            "Unix time of the last message received",
+            "Unix time of the last message received (before the first: when the service "
+            "started waiting for it)",
             ["exchange"],
             registry=r,
         )
@@ -274,9 +296,35 @@ class Metrics:
             ["stage"],
             registry=r,
         )
+        for stage in WRITER_STAGES:
+            self.writer_errors.labels(stage)
         # service
         self.up_since = Gauge(
             "collector_start_time_seconds", "Unix time the service started", registry=r
+        )
+        # sharding (collector.sharding.Assignment; set once by record_assignment)
+        self.shard_info = Gauge(
+            "collector_shard_info",
+            "1, labelled with this instance's shard index and the shard count (0 and 1: not "
+            "sharded)",
+            ["shard", "shards"],
+            registry=r,
+        )
+        self.shard_pairs = Gauge(
+            "collector_shard_pairs",
+            "(exchange, symbol) pairs this instance collects",
+            registry=r,
+        )
+        self.configured_pairs = Gauge(
+            "collector_configured_pairs",
+            "(exchange, symbol) pairs the settings configure, over all shards",
+            registry=r,
+        )
+        self.shard_pair = Gauge(
+            "collector_shard_pair_info",
+            "1 for each (exchange, symbol) pair this instance collects",
+            ["exchange", "symbol"],
+            registry=r,
         )
         # upload and disk (collector.upload)
         self.upload = UploadMetrics(r)
@@ -285,6 +333,20 @@ class Metrics:
         r.register(self._channels)
         self._last_data = _LastDataCollector()
         r.register(self._last_data)
+
+    def record_assignment(
+        self, index: int, count: int, pairs: Iterable[tuple[str, str]], configured: int
+    ) -> None:
+        """Export what this instance collects: shard ``index`` of ``count``, its ``pairs``
+        ((exchange, symbol) as the rows spell them) out of ``configured`` in all. Summed over
+        the instances, ``collector_shard_pairs`` below ``collector_configured_pairs`` means
+        pairs no running instance collects (a shard down, or fewer replicas than shards)."""
+        self.shard_info.labels(str(index), str(count)).set(1)
+        pairs = list(pairs)
+        self.shard_pairs.set(len(pairs))
+        self.configured_pairs.set(configured)
+        for exchange, symbol in pairs:
+            self.shard_pair.labels(exchange, symbol).set(1)
 
     def watch_channel(self, name: str, probe: ChannelProbe) -> None:
         """Export a channel's fill level (items and capacity) at each scrape."""

@@ -15,14 +15,20 @@ from collector import __version__
 HTTP_TIMEOUT_SECS = 10.0
 MAX_BODY_BYTES = 64 * 1024 * 1024
 USER_AGENT = f"collector/{__version__}"
+# "Unavailable For Legal Reasons" (RFC 7725): venues answer it to locations they refuse.
+HTTP_GEO_BLOCKED = 451
 
 
 class RestError(Exception):
-    """The request failed; ``retry_after`` is the venue's hint in seconds, if it gave one."""
+    """The request failed; ``retry_after`` is the venue's hint in seconds, if it gave one,
+    and ``status`` the HTTP status of an error answer (None: no answer)."""
 
-    def __init__(self, message: str, retry_after: float | None = None) -> None:
+    def __init__(
+        self, message: str, retry_after: float | None = None, status: int | None = None
+    ) -> None:
         super().__init__(message)
         self.retry_after = retry_after
+        self.status = status
 
 
 def fetch(url: str, *, timeout: float = HTTP_TIMEOUT_SECS) -> bytes:
@@ -32,7 +38,9 @@ def fetch(url: str, *, timeout: float = HTTP_TIMEOUT_SECS) -> bytes:
         with urllib.request.urlopen(request, timeout=timeout) as response:
             body: bytes = response.read(MAX_BODY_BYTES + 1)
     except urllib.error.HTTPError as exc:
-        raise RestError(f"HTTP {exc.code} from {url}", _retry_after(exc.headers)) from None
+        raise RestError(
+            f"HTTP {exc.code} from {url}", _retry_after(exc.headers), exc.code
+        ) from None
     except (urllib.error.URLError, OSError, ValueError) as exc:
         raise RestError(f"cannot fetch {url}: {exc}") from None
     if len(body) > MAX_BODY_BYTES:

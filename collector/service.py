@@ -18,6 +18,11 @@ writer drains the event channel and finalizes every open file -> the uploader up
 it can within the deadline (the rest goes up at the next start) -> the HTTP server stops.
 ``shutdown_timeout_secs`` bounds it all; past it everything is cancelled and journals left
 on disk are finalized at the next start.
+
+Start-up, before the task tree: the data directory is made and probed, then locked for the
+life of the service (:mod:`collector.storage.lock`: one service per directory, taken before
+the writer's recovery touches any journal), then the HTTP port is bound. A failure of any
+of these is a :class:`ServiceError`, one line for the user, before any venue is contacted.
 """
 
 from __future__ import annotations
@@ -25,6 +30,7 @@ from __future__ import annotations
 import gc
 import logging
 import signal
+import socket
 import sys
 import time
 from functools import partial
@@ -38,12 +44,14 @@ from collector.clock import WallClock, system_wall_us
 from collector.doorbell import Doorbell, ring_at_for
 from collector.events import Event
 from collector.health import HealthState
-from collector.http import run_http_server
+from collector.http import HttpBindError, HttpListener, bind_http, run_http_server
 from collector.ingest.connection import IngestContext
 from collector.ingest.supervisor import run_exchange
 from collector.metrics import Metrics
 from collector.planning import ServicePlan
-from collector.storage import run_disk_monitor, run_writer
+from collector.series import create_series
+from collector.storage import FileMetadataSource, run_disk_monitor, run_writer
+from collector.storage.lock import DataDirInUse, DataDirLock, DataDirLockError
 from collector.upload.settings import UploadSettings
 
 log = logging.getLogger(__name__)
@@ -58,10 +66,20 @@ EXIT_OK = 0
 EXIT_SHUTDOWN_TIMEOUT = 1
 # A second signal cut the drain short: files may be left unfinished (as after a timeout).
 EXIT_FORCED_STOP = 1
+# Could not start: data directory not writable or not lockable, HTTP port not available.
+EXIT_START_FAILED = 1
+# Another service holds the data directory: running this one would destroy data, and
+# restarting it will not help until the other stops (as for bad settings).
+EXIT_DATA_DIR_IN_USE = 2
 
 
 class ServiceError(Exception):
-    """The service cannot start (e.g. the data directory is not writable)."""
+    """The service cannot start (e.g. the data directory is not writable); the message is
+    one line fit to show the user, ``exit_code`` the process's exit status for it."""
+
+    def __init__(self, message: str, exit_code: int = EXIT_START_FAILED) -> None:
+        super().__init__(message)
+        self.exit_code = exit_code
 
 
 @attrs.define
@@ -117,14 +135,35 @@ def tune_process(gc_thresholds: tuple[int, int, int] = GC_THRESHOLDS) -> None:
     sys.setswitchinterval(SWITCH_INTERVAL_SECS)
 
 
-def _prepare_data_dir(path: Path) -> None:
+def _not_writable(path: Path, exc: OSError) -> ServiceError:
+    return ServiceError(f"data directory {str(path)!r} is not writable: {exc}")
+
+
+def _make_data_dir(path: Path) -> None:
     try:
         path.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise _not_writable(path, exc) from None
+
+
+def _probe_data_dir(path: Path) -> None:
+    """Create and delete a file: under the lock, so that two services starting together
+    cannot delete each other's probe."""
+    try:
         probe = path / ".write-test"
         probe.write_bytes(b"")
         probe.unlink()
     except OSError as exc:
-        raise ServiceError(f"data directory {str(path)!r} is not writable: {exc}") from exc
+        raise _not_writable(path, exc) from None
+
+
+def _lock_data_dir(path: Path) -> DataDirLock:
+    try:
+        return DataDirLock.acquire(path)
+    except DataDirInUse as exc:
+        raise ServiceError(str(exc), EXIT_DATA_DIR_IN_USE) from None
+    except DataDirLockError as exc:
+        raise ServiceError(str(exc)) from None
 
 
 async def run_service(
@@ -136,17 +175,48 @@ async def run_service(
 ) -> int:
     """Run ``plan`` (from :func:`collector.planning.plan_service`: the connections are
     planned before, not here) until shutdown is requested (signal or ``handle.shutdown``);
-    returns an exit code. Raises ServiceError when the data directory is not writable."""
+    returns an exit code.
+
+    Raises ServiceError, before starting any task, when the data directory is not writable
+    or another service holds it, or the HTTP port cannot be bound. Holds the data
+    directory's lock until it returns."""
     settings = plan.settings
     cfg = settings.collector
-    _prepare_data_dir(Path(settings.storage.data_dir))
+    data_dir = Path(settings.storage.data_dir)
+    _make_data_dir(data_dir)
+    with _lock_data_dir(data_dir):
+        _probe_data_dir(data_dir)
+        try:
+            listener = bind_http(cfg.metrics_host, cfg.metrics_port)
+        except HttpBindError as exc:
+            raise ServiceError(f"{exc} (collector.metrics_host, collector.metrics_port)") from None
+        try:
+            return await _run(plan, listener, wall_clock, handle_signals, task_status)
+        finally:
+            listener.close()
+
+
+async def _run(
+    plan: ServicePlan,
+    listener: HttpListener,
+    wall_clock: WallClock,
+    handle_signals: bool,
+    task_status: trio.TaskStatus[ServiceHandle],
+) -> int:
+    settings = plan.settings
+    cfg = settings.collector
     metrics = Metrics()
     metrics.up_since.set(time.time())
+    shard = plan.assignment
+    metrics.record_assignment(shard.shard.index, shard.shard.count, shard.pairs, shard.configured)
     health = HealthState(metrics)
     shutdown = Shutdown()
 
     for connection in plan.connections:
         health.add_connection(connection.name, connection.exchange, connection.symbols)
+    # Before the first scrape: every series the plan knows exists from the start, counters
+    # at 0, so the first event of each is an increase an alert can see.
+    create_series(metrics, plan, wall_clock())
 
     event_tx, event_rx = trio.open_memory_channel[list[Event]](cfg.event_channel_size)
     file_tx, file_rx = trio.open_memory_channel[Path](cfg.file_channel_size)
@@ -157,9 +227,7 @@ async def run_service(
     upload_cfg = UploadSettings.from_settings(settings)
 
     async with trio.open_nursery() as root:
-        port = await root.start(
-            run_http_server, cfg.metrics_host, cfg.metrics_port, health, metrics
-        )
+        port = await root.start(run_http_server, listener, health, metrics)
         if handle_signals:
             await root.start(_watch_signals, shutdown, root.cancel_scope, cfg.shutdown_timeout_secs)
         else:
@@ -180,6 +248,7 @@ async def run_service(
                 metrics,
                 wall_clock=wall_clock,
                 home_server_name=settings.aws.home_server_name,
+                file_metadata=file_metadata_source(plan),
                 doorbell=doorbell,
             )
             await pipeline.start(writer)
@@ -221,6 +290,15 @@ async def run_service(
         return EXIT_SHUTDOWN_TIMEOUT
     log.info("collector stopped")
     return EXIT_OK
+
+
+def file_metadata_source(plan: ServicePlan) -> FileMetadataSource:
+    """The files' metadata for ``plan``: its markets' options, the instance name
+    (``aws.home_server_name``, else the host name) and the shard."""
+    instance = plan.settings.aws.home_server_name or socket.gethostname()
+    return FileMetadataSource(
+        plan.markets_by_pair(), instance=instance, shard=str(plan.assignment.shard)
+    )
 
 
 def _fill(

@@ -15,9 +15,11 @@ Every problem raises :class:`~collector.config.ConfigError` with one line naming
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from collector.config import (
     ConfigError,
@@ -86,6 +88,11 @@ def check_settings(settings: Settings, source: str) -> None:
         check_key_template(aws.key_template)
     except ValueError as exc:
         raise ConfigError(f"{source}: aws.key_template: {exc}") from None
+    if aws.endpoint_url is not None and not _is_endpoint_url(aws.endpoint_url):
+        # The value is not repeated: it may carry credentials (user:password@host).
+        raise ConfigError(
+            f"{source}: aws.endpoint_url must be an http:// or https:// URL with a host name"
+        )
     if settings.storage.mode != "local" and not settings.aws.bucket:
         raise ConfigError(
             f"{source}: storage.mode is '{settings.storage.mode}' but aws.bucket is empty"
@@ -94,6 +101,7 @@ def check_settings(settings: Settings, source: str) -> None:
     for i, market in enumerate(settings.markets):
         where = f"{source}: markets[{i}]"
         _check_market(market, where)
+        _check_lead(ws.planned_reconnect_lead_secs, market.exchange, source)
         for symbol in market.symbols:
             try:
                 key = canonical_pair(market, symbol)
@@ -105,6 +113,36 @@ def check_settings(settings: Settings, source: str) -> None:
                     f"(also in markets[{seen[key]}])"
                 )
             seen[key] = i
+
+
+def _check_lead(lead: float, exchange: str, source: str) -> None:
+    """A planned reconnect must start after the connection does: the lead stays below the
+    venue's connection lifetime (0 turns planned reconnects off)."""
+    lifetime = get_adapter_class(exchange).max_connection_lifetime_secs
+    if lifetime is not None and lead >= lifetime:
+        raise ConfigError(
+            f"{source}: websocket.planned_reconnect_lead_secs ({lead:g}) must be below "
+            f"{exchange}'s connection lifetime ({lifetime:g} s); 0 turns planned "
+            "reconnects off"
+        )
+
+
+_HOST_RE = re.compile(r"^[A-Za-z0-9-]+(\.[A-Za-z0-9-]+)*\.?$")
+
+
+def _is_endpoint_url(url: str) -> bool:
+    """Whether the S3 client will take ``url`` as its endpoint (http or https, a host name
+    or IP address, a valid port), checked here so that a bad one is a settings error and not
+    a failure of the uploader once the service runs."""
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 (raises ValueError for a port out of range or not a number)
+    except ValueError:
+        return False
+    host = parts.hostname or ""
+    if parts.scheme not in ("http", "https") or not host:
+        return False
+    return ":" in host or _HOST_RE.match(host) is not None  # IPv6 literal, or a host name
 
 
 def _check_market(market: MarketSettings, where: str) -> None:

@@ -57,8 +57,10 @@ def write_settings(
     collector: Mapping[str, Any] | None = None,
     storage: Mapping[str, Any] | None = None,
     websocket: Mapping[str, Any] | None = None,
+    aws: Mapping[str, Any] | None = None,
 ) -> Path:
-    """Write a settings file: one binance market on ``base_url``, JSON logs, local storage."""
+    """Write a settings file: one binance market on ``base_url``, JSON logs, local storage
+    (and an ``[aws]`` section when ``aws`` is given)."""
     sections: dict[str, dict[str, Any]] = {
         "collector": {
             "log_level": "info",
@@ -75,6 +77,8 @@ def write_settings(
             **(websocket or {}),
         },
     }
+    if aws is not None:
+        sections["aws"] = dict(aws)
     lines: list[str] = []
     for name, table in sections.items():
         lines.append(f"[{name}]")

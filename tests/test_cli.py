@@ -260,6 +260,10 @@ BAD: dict[str, tuple[str | None, tuple[str, ...]]] = {
         ("collector.metrics_port", "65535", "65536"),
     ),
     "no markets": ("[collector]\nmetrics_port = 1\n", ("missing", "markets")),
+    "endpoint not a url": (
+        MARKET + '[aws]\nendpoint_url = "minio:hunter2@not a host"\n',
+        ("aws.endpoint_url", "http:// or https://"),
+    ),
 }
 
 
@@ -311,7 +315,8 @@ def test_bad_environment_override_names_the_variable(
 
 @pytest.mark.parametrize("command", ["check-config", "run"])
 @pytest.mark.parametrize(
-    "case", ["missing file", "toml syntax", "unknown key", "port out of range"]
+    "case",
+    ["missing file", "toml syntax", "unknown key", "port out of range", "endpoint not a url"],
 )
 def test_bad_settings_subprocess(case: str, command: str, tmp_path: Path) -> None:
     """What a user sees from ``python -m collector``: one line, exit status 2."""
@@ -322,6 +327,22 @@ def test_bad_settings_subprocess(case: str, command: str, tmp_path: Path) -> Non
     assert result.stdout == ""
     assert_one_error_line(result.stderr, path, fragments)
     assert not (tmp_path / "data").exists()  # "run" never got as far as the data directory
+
+
+@pytest.mark.parametrize(
+    "url",
+    ["minio:hunter2@not a host", "ftp://hunter2@minio:9000", "http://u:hunter2@minio:99999"],
+)
+def test_bad_endpoint_url_is_not_repeated(
+    url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The S3 client would refuse it once running; its value may carry credentials."""
+    path = write(tmp_path, MARKET + f'[aws]\nendpoint_url = "{url}"\n')
+    assert main(["check-config", str(path)]) == 2
+    out, err = capsys.readouterr()
+    assert out == ""
+    assert_one_error_line(err, path, ("aws.endpoint_url",))
+    assert "hunter2" not in err
 
 
 @pytest.mark.parametrize("command", ["run", "check-config"])

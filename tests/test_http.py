@@ -15,7 +15,7 @@ import trio
 from prometheus_client.parser import text_string_to_metric_families
 
 from collector.health import HealthState
-from collector.http import run_http_server
+from collector.http import bind_http, run_http_server
 from collector.metrics import Metrics
 
 TIMEOUT = 10.0
@@ -59,7 +59,8 @@ def sample(samples: Samples, name: str, **labels: str) -> float:
 
 
 async def start_http(nursery: trio.Nursery, health: HealthState, metrics: Metrics) -> int:
-    port: int = await nursery.start(run_http_server, "127.0.0.1", 0, health, metrics)
+    listener = bind_http("127.0.0.1", 0)
+    port: int = await nursery.start(run_http_server, listener, health, metrics)
     return port
 
 

@@ -27,6 +27,7 @@ from collector.planning import ServicePlan, plan_service
 from collector.service import EXIT_OK, ServiceHandle, run_service
 from collector.settings_check import parse_settings
 from collector.storage import journal as journal_module
+from collector.storage.lock import LOCK_NAME
 from tests.fakes.binance import (
     FakeBinance,
     FakeClient,
@@ -256,7 +257,8 @@ async def test_two_services_in_one_process_do_not_share_metrics(tmp_path: Path) 
 
 
 def all_files(data_dir: Path) -> list[Path]:
-    return sorted(p for p in data_dir.rglob("*") if p.is_file())
+    """Every file under ``data_dir`` but the service's lock file (which stays after a stop)."""
+    return sorted(p for p in data_dir.rglob("*") if p.is_file() and p.name != LOCK_NAME)
 
 
 def read_rows(data_dir: Path, data_type: str, symbol: str) -> list[dict[str, Any]]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import socket
 import sys
 
 import pytest
@@ -60,9 +61,27 @@ def test_unknown_exchange() -> None:
         list_symbols("nyse")
 
 
-def test_command_prints_one_error_line_and_fails(capsys: pytest.CaptureFixture[str]) -> None:
-    assert run_symbols_command("nyse", rest_url=None, as_json=False, out=sys.stdout) == 1
+def test_unknown_exchange_is_one_error_line_and_usage_exit_2(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    assert run_symbols_command("nyse", rest_url=None, as_json=False, out=sys.stdout) == 2
     captured = capsys.readouterr()
     assert captured.out == ""
     assert captured.err.startswith("collector: error: unknown exchange 'nyse'")
+    assert captured.err.count("\n") == 1
+
+
+async def test_unreachable_venue_exits_1(capsys: pytest.CaptureFixture[str]) -> None:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]  # closed again: nothing listens there
+    status = await trio.to_thread.run_sync(
+        lambda: run_symbols_command(
+            "binance", rest_url=f"http://127.0.0.1:{port}", as_json=False, out=sys.stdout
+        )
+    )
+    assert status == 1
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    assert captured.err.startswith("collector: error: cannot reach binance: ")
     assert captured.err.count("\n") == 1

@@ -394,6 +394,9 @@ class ExchangeAdapter(ABC):
     # them) and the path below it that lists the tradable symbols (None: cannot list).
     default_rest_url: ClassVar[str | None] = None
     symbols_path: ClassVar[str | None] = None
+    # What to do when the venue refuses this location (HTTP 451, a geo-block): the venue's
+    # documented alternative hosts, if it has any (see :meth:`geo_block_advice`).
+    geo_block_hosts: ClassVar[str | None] = None
 
     # The feeds that are subscriptions on the venue ("raw" is none: it keeps every frame).
     stream_feeds: ClassVar[tuple[Feed, ...]] = ("trades", "orderbook", "ticker")
@@ -429,6 +432,25 @@ class ExchangeAdapter(ABC):
     connections_per_second: ClassVar[float] = 1.0
     # Most REST snapshot requests per second per connection (the venue's weight budget).
     snapshot_requests_per_second: ClassVar[float] = 1.0
+    # The venue closes every connection at this age, in seconds (None: it documents no
+    # limit). The supervisor then replaces each connection before it is due, without a hole
+    # (``websocket.planned_reconnect_lead_secs``; ``collector.ingest.handover``). Declare it
+    # only where the venue documents one, and only for a venue whose rows carry sequences
+    # that grow within each stream (trade ids, book update ids): the switch drops the
+    # overlap of the two connections by them. Of the venues here only Binance documents one;
+    # for the others none was found (exchanges.md: UNCONFIRMED, or only idle timeouts).
+    max_connection_lifetime_secs: ClassVar[float | None] = None
+
+    # --------------------------------------------------------------- geo-blocks
+
+    @classmethod
+    def geo_block_advice(cls) -> str:
+        """The sentence added to an HTTP 451 answer (REST or WebSocket handshake): the venue
+        refuses requests from this location. Names only hosts the venue documents."""
+        refused = f"{cls.name} refuses requests from this location (HTTP 451: a geo-block)"
+        if cls.geo_block_hosts:
+            return f"{refused}; {cls.geo_block_hosts}"
+        return f"{refused}; it documents no other host for it: run where {cls.name} serves"
 
     # --------------------------------------------------------------- symbols
 

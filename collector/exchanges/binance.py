@@ -204,6 +204,13 @@ class BinanceAdapter(ExchangeAdapter):
     symbols_path: ClassVar[str | None] = (
         "/api/v3/exchangeInfo?permissions=SPOT&symbolStatus=TRADING"
     )
+    # Binance's "market data only" hosts (spot API docs, FAQ "Market Data Only URLs").
+    geo_block_hosts: ClassVar[str | None] = (
+        "its market-data-only hosts serve the same public data: set base_url = "
+        '"wss://data-stream.binance.vision" and, for book_mode = "diff", rest_url = '
+        '"https://data-api.binance.vision" (symbols: --rest-url); binance.us is a '
+        "different exchange, not a mirror"
+    )
     book_modes: ClassVar[tuple[str, ...]] = ("snapshot", "diff")
     book_depths: ClassVar[tuple[int, ...]] = tuple(sorted(PARTIAL_DEPTHS))
     takes_rest_url: ClassVar[bool] = True  # diff depth syncs its books from REST snapshots
@@ -217,6 +224,9 @@ class BinanceAdapter(ExchangeAdapter):
     keepalive_interval_secs: ClassVar[float | None] = None
     # REST weight budget 6000/min per IP; a 1000-level snapshot weighs 50 (at most 120/min).
     snapshot_requests_per_second: ClassVar[float] = 1.0
+    # The venue documents that a connection is valid for 24 h and is closed at that mark
+    # (WebSocket Streams docs; exchanges.md section 1.1).
+    max_connection_lifetime_secs: ClassVar[float | None] = 24 * 3600.0
 
     @classmethod
     def parse_symbols(cls, body: bytes) -> list[str]:

@@ -209,6 +209,10 @@ class BybitAdapter(ExchangeAdapter):
     default_rest_url: ClassVar[str | None] = DEFAULT_REST_URL
     # Spot symbols (the hook has no category; linear: ``category=linear``).
     symbols_path: ClassVar[str | None] = "/v5/market/instruments-info?category=spot"
+    geo_block_hosts: ClassVar[str | None] = (
+        "Bybit runs regional hosts for regional accounts (e.g. wss://stream.bybit.tr): if "
+        "yours is one, set base_url to your region's host"
+    )
     categories: ClassVar[tuple[str, ...]] = CATEGORIES
     book_depths: ClassVar[tuple[int, ...]] = BOOK_DEPTHS
     option_notes: ClassVar[Mapping[str, str]] = {

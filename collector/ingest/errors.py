@@ -25,9 +25,13 @@ class ConnectionFailed(Exception):
 
 
 class ConnectFailed(ConnectionFailed):
-    """TCP, TLS or the WebSocket handshake failed (or timed out)."""
+    """TCP, TLS or the WebSocket handshake failed (or timed out).
+
+    ``status`` is the HTTP status of a handshake the server refused (None otherwise).
+    """
 
     reason = "connect_failed"
+    status: int | None = None
 
 
 class ConnectionLost(ConnectionFailed):
@@ -73,6 +77,10 @@ PRIORITY: tuple[type[ConnectionFailed], ...] = (
     ConnectFailed,
     StaleConnection,
 )
+
+# Every ``reason`` a connection can end with (the ``reason`` label of
+# ``collector_websocket_disconnects_total``): a closed set, so each is created at 0 at start.
+REASONS: tuple[str, ...] = tuple(kind.reason for kind in PRIORITY)
 
 
 def connection_failure(group: BaseExceptionGroup[ConnectionFailed]) -> ConnectionFailed:

@@ -17,7 +17,7 @@ import trio
 from collector.backoff import Backoff
 from collector.clock import WallClock
 from collector.exchanges.base import SnapshotRequest
-from collector.rest import RestError, fetch
+from collector.rest import HTTP_GEO_BLOCKED, RestError, fetch
 
 log = logging.getLogger(__name__)
 
@@ -40,12 +40,14 @@ async def run_snapshot_fetcher(
     *,
     initial_retry_secs: float = 1.0,
     max_retry_secs: float = 60.0,
+    geo_block_advice: str | None = None,
 ) -> None:
     """Fetch every requested snapshot, in order, at most ``per_second`` requests a second,
     and send each body on ``bodies``.
 
     A failed fetch is retried with capped backoff (or after the venue's ``Retry-After``)
-    until it succeeds or the connection ends (cancellation). Owns ``requests`` and
+    until it succeeds or the connection ends (cancellation); an HTTP 451 (the venue refuses
+    this location) is logged with ``geo_block_advice``, the venue's other hosts. Owns ``requests`` and
     ``bodies`` (closes both). Waits on ``bodies`` when the connection has not taken the last
     body yet, so memory holds a bounded number of bodies.
     """
@@ -62,10 +64,13 @@ async def run_snapshot_fetcher(
                     break
                 except RestError as exc:
                     delay = exc.retry_after or backoff.next_delay()
+                    reason = str(exc)
+                    if exc.status == HTTP_GEO_BLOCKED and geo_block_advice:
+                        reason = f"{reason}; {geo_block_advice}"
                     log.warning(
                         "book snapshot failed, retrying in %.1fs: %s",
                         delay,
-                        exc,
+                        reason,
                         extra={"exchange": exchange, "symbol": request.symbol},
                     )
                     next_at = max(next_at, trio.current_time() + delay)

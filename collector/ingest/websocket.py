@@ -339,9 +339,11 @@ async def _handshake(ws: WebSocket, stream: trio.abc.Stream, protocol: ClientPro
             if isinstance(event, Response):
                 failure = protocol.handshake_exc
                 if failure is not None:
-                    raise ConnectFailed(
+                    refused = ConnectFailed(
                         f"handshake rejected (HTTP {event.status_code}): {failure}"
-                    ) from failure
+                    )
+                    refused.status = event.status_code
+                    raise refused from failure
                 ws._pending = ws._collect(events[index + 1 :])
                 if rest:  # only the head went to the protocol: it is at a frame boundary
                     ws._pending += ws._parse(rest)

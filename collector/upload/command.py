@@ -3,8 +3,12 @@
 The same attempt as the service's uploader (verify, then delete in ``s3`` mode or mark in
 ``both``/``local`` mode), over the files under ``data_dir``, a few tries each, then exit:
 0 if every file is in S3, 1 if any failed, 2 if settings forbid it (no bucket). A progress
-line on a terminal (stderr), and a summary line on stdout. Do not run it beside a service
-on the same ``data_dir``: the running service uploads its files itself.
+line on a terminal (stderr), and a summary line on stdout.
+
+It may run beside a service on the same ``data_dir`` and does not take the service's lock
+(:mod:`collector.storage.lock`): it only touches finished files (never a journal or a file
+being finalized), a file that both upload is placed once (HEAD, then a conditional put that
+finds the other's identical object), and a file the other deleted first counts as skipped.
 """
 
 from __future__ import annotations
