@@ -405,8 +405,10 @@ class ExchangeAdapter(ABC):
     book_modes: ClassVar[tuple[str, ...]] = ()
     book_depths: ClassVar[tuple[int, ...]] = ()
     # Non-empty: every market must name one (the same symbol means another instrument in
-    # each, so the venue's files are kept apart by :meth:`data_exchange`).
+    # each, so the venue's files are kept apart by :meth:`data_exchange`), unless the venue
+    # names a ``default_category`` that a market without one gets.
     categories: ClassVar[tuple[str, ...]] = ()
+    default_category: ClassVar[str | None] = None
     # Whether a market may set ``rest_url`` (the REST base of its book snapshots).
     takes_rest_url: ClassVar[bool] = False
     # Why the venue refuses or restricts an option: appended to the standard sentence.
@@ -430,7 +432,8 @@ class ExchangeAdapter(ABC):
     # Most connection attempts per second to this venue, over all its connections (venue
     # limits are per IP; 1/s stays within all of those documented in exchanges.md).
     connections_per_second: ClassVar[float] = 1.0
-    # Most REST snapshot requests per second per connection (the venue's weight budget).
+    # Most REST snapshot requests per second per connection (the venue's weight budget);
+    # :meth:`snapshot_rate` may give a plan another.
     snapshot_requests_per_second: ClassVar[float] = 1.0
     # The venue closes every connection at this age, in seconds (None: it documents no
     # limit). The supervisor then replaces each connection before it is due, without a hole
@@ -455,9 +458,13 @@ class ExchangeAdapter(ABC):
     # --------------------------------------------------------------- symbols
 
     @classmethod
-    def symbols_url(cls, rest_url: str | None = None) -> str:
+    def symbols_url(cls, rest_url: str | None = None, category: str | None = None) -> str:
         """The REST URL that lists the venue's tradable symbols (``rest_url`` replaces the
-        default REST base). NotImplementedError when the venue declares no symbols path."""
+        default REST base). NotImplementedError when the venue declares no symbols path, or
+        ``category`` is given and the venue cannot list symbols by category (a venue that
+        can overrides this; ValueError for a category it does not have)."""
+        if category is not None:
+            raise NotImplementedError(f"{cls.name} cannot list symbols by category")
         if cls.symbols_path is None or cls.default_rest_url is None:
             raise NotImplementedError(f"{cls.name} cannot list symbols")
         return f"{(rest_url or cls.default_rest_url).rstrip('/')}{cls.symbols_path}"
@@ -500,11 +507,19 @@ class ExchangeAdapter(ABC):
 
     @classmethod
     def check_category(cls, market: MarketSettings) -> None:
-        """No category unless the venue declares categories; then one of them is required."""
+        """No category unless the venue declares categories; then one of them is required
+        (none stands for ``default_category`` where the venue has one)."""
         if not cls.categories:
             if market.category is not None:
                 raise cls.no_option("category")
+        elif market.category is None and cls.default_category is not None:
+            return
         elif market.category not in cls.categories:
+            if cls.default_category is not None:
+                raise ValueError(
+                    f"{cls.name} category must be {choices(cls.categories, quoted=True)} "
+                    f"(got {market.category!r}){cls.option_notes.get('category', '')}"
+                )
             got = "nothing" if market.category is None else repr(market.category)
             raise ValueError(
                 f"{cls.name} needs category {choices(cls.categories, quoted=True)} "
@@ -549,6 +564,14 @@ class ExchangeAdapter(ABC):
         """The WebSocket URL of this market's connections."""
         return join_ws_path(market.base_url or self.default_url, self.ws_path, self.ws_path_rule)
 
+    def feed_url(self, market: MarketSettings, feed: str) -> str:
+        """The WebSocket URL of one feed of this market: :meth:`connection_url`, unless the
+        venue serves the market's feeds on separate endpoints (Binance USD-M routes book
+        streams to ``/public`` and trades to ``/market``). Feeds with different URLs never
+        share a connection, so such a symbol's subscriptions are on one connection per URL.
+        """
+        return self.connection_url(market)
+
     def rest_url(self, market: MarketSettings) -> str | None:
         """This market's REST base (its ``rest_url`` or the venue's), without a final slash."""
         base = market.rest_url or self.default_rest_url
@@ -582,22 +605,22 @@ class ExchangeAdapter(ABC):
     def plan_connections(self, markets: Sequence[MarketSettings]) -> list[ConnectionPlan]:
         """Split all markets of this exchange over as few connections as its limits allow.
 
-        Markets share a connection only when they have the same URL, ``raw`` choice,
-        :meth:`data_exchange` and :meth:`plan_fields`. All subscriptions of one symbol go on one
-        connection, in settings order; a subscription listed twice is planned once. The
-        markets must have passed :meth:`check_market`.
+        Markets share a connection only when they have the same URL (:meth:`feed_url`, per
+        feed), ``raw`` choice, :meth:`data_exchange` and :meth:`plan_fields`. All
+        subscriptions of one symbol with one URL go on one connection, in settings order; a
+        subscription listed twice is planned once. The markets must have passed
+        :meth:`check_market`.
         """
         groups: dict[tuple[str, bool, str, tuple[tuple[str, Any], ...]], _Group] = {}
         for market in markets:
-            url, raw = self.connection_url(market), "raw" in market.feeds
+            raw, exchange = "raw" in market.feeds, self.data_exchange(market)
             fields = tuple(self.plan_fields(market).items())
-            by_symbol = groups.setdefault((url, raw, self.data_exchange(market), fields), {})
+            urls = {f: self.feed_url(market, f) for f in market.feeds if f in self.stream_feeds}
             for symbol in market.symbols:
                 canonical = self.normalize_symbol(symbol)
-                planned = by_symbol.setdefault(canonical, [])
-                for feed in market.feeds:
-                    if feed not in self.stream_feeds:
-                        continue
+                for feed, url in urls.items():
+                    by_symbol = groups.setdefault((url, raw, exchange, fields), {})
+                    planned = by_symbol.setdefault(canonical, [])
                     sub = Subscription(canonical, feed, market.silence_timeout_secs)
                     if all(sub != known for known, _ in planned):
                         planned.append((sub, self.wire_name(canonical, feed, market)))
@@ -620,6 +643,11 @@ class ExchangeAdapter(ABC):
         return plans
 
     # --------------------------------------------------------------- connections
+
+    def snapshot_rate(self, plan: ConnectionPlan) -> float:
+        """Most REST snapshot requests per second on ``plan``'s connection: the declared
+        ``snapshot_requests_per_second``, unless the venue's budget differs by endpoint."""
+        return self.snapshot_requests_per_second
 
     def keepalive_frame(self, number: int) -> str | None:
         """The venue's application-level keepalive (ping) frame, or None: the venue needs none.
