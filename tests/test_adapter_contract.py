@@ -274,11 +274,11 @@ def test_feeds_a_venue_or_category_lacks_are_refused_by_name(
     for category in lacking:
         message = refusal(adapter, category=category, feeds=("trades", feed))
         assert message.startswith(f"{name} category {category!r} has no {feed} feed ({what}); ")
-    having = [c for c in adapter.categories if c not in lacking] or [None]
-    for category in having:
+    having: list[str | None] = [c for c in adapter.categories if c not in lacking] or [None]
+    for kept in having:
         options: dict[str, Any] = {"feeds": (feed,)}
-        if category is not None:
-            options["category"] = category
+        if kept is not None:
+            options["category"] = kept
         settings = market(adapter, **options)
         adapter.check_market(settings)
         (plan,) = make(adapter).plan_connections([settings])
