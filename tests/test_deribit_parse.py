@@ -14,6 +14,8 @@ from collector.events import (
     DerivativeTicker,
     Event,
     Liquidation,
+    PositionSide,
+    Side,
     Status,
     Ticker,
     Trade,
@@ -277,7 +279,9 @@ def test_ticker_and_derivatives_share_one_channel() -> None:
     assert (row.mark_iv, row.bid_iv, row.ask_iv, row.delta) == (80 / 100, 75 / 100, 85 / 100, -0.4)
 
 
-def liquidation(seq: int, side: str, position: str, price: float, amount: float) -> Liquidation:
+def liquidation(
+    seq: int, side: Side, position: PositionSide, price: float, amount: float
+) -> Liquidation:
     return Liquidation(
         "deribit", PERP, US, NOW, seq, str(seq + 400_000_000), side, position, price, "trade",
         amount, "usd",
