@@ -9,8 +9,9 @@
   (spot ``ret_msg`` ``"subscribe"``, linear ``""``, like the recordings), or
   ``"success": false`` with ``error:handler not found,topic:X`` for the first unknown topic
   (or a symbol in ``reject``; then nothing of the request is subscribed),
-  ``error:already subscribed,topic:X``, or ``args size >10`` on spot. After subscribing an
-  ``orderbook.*`` topic it sends the frame in :attr:`FakeBybit.book_snapshots` for it;
+  ``error:already subscribed,topic:X``, or ``args size >10`` on spot. After subscribing a
+  topic it sends the frame in :attr:`FakeBybit.book_snapshots` for it (an ``orderbook.*``
+  or ``tickers.*`` snapshot, as the venue does);
 - ``{"req_id":"..","op":"ping"}`` -> the category's pong;
 - the venue's keepalive rule: a client that has not sent ``op: ping`` for
   ``ping_timeout`` seconds (data does not count) is disconnected.
