@@ -111,7 +111,7 @@ def _dispatch(args: argparse.Namespace) -> int:
     # Imported here, not at the top: checking and planning settings loads every venue
     # module and the storage layer, which --help, symbols and bench do without.
     from collector.planning import plan_service
-    from collector.sharding import apply_shard, resolve_shard
+    from collector.sharding import apply_shard, assignment, resolve_shard
 
     try:
         if command == "upload":
@@ -121,15 +121,16 @@ def _dispatch(args: argparse.Namespace) -> int:
             settings, source = _load(args.path or args.check_config or args.config)
             shard = resolve_shard(args.check_shard or args.shard, os.environ)
             return _check_config(settings, source, as_json=args.json, shard=shard)
-        settings, source = _load(getattr(args, "run_config", None) or args.config)
+        full, source = _load(getattr(args, "run_config", None) or args.config)
         settings, shard = apply_shard(
-            settings, getattr(args, "run_shard", None) or args.shard, os.environ
+            full, getattr(args, "run_shard", None) or args.shard, os.environ
         )
-        plan = plan_service(settings)  # adapters that cannot start (e.g. bad credentials) fail here
+        # Adapters that cannot start (e.g. bad credentials) fail here.
+        plan = plan_service(settings, assignment(full, shard))
     except ConfigError as exc:
         print(f"collector: error: {exc}", file=sys.stderr)
         return EXIT_CONFIG
-    return _run(plan, source, shard)
+    return _run(plan, source)
 
 
 def _check_config(
@@ -170,16 +171,23 @@ def _upload(settings: Settings) -> int:
     return run_upload_command(settings)
 
 
-def _run(plan: ServicePlan, source: str, shard: Shard | None = None) -> int:
+def _run(plan: ServicePlan, source: str) -> int:
     from collector.logs import setup_logging
     from collector.service import ServiceError, run_service, tune_process
 
     settings = plan.settings
-    setup_logging(settings.collector.log_level, settings.collector.log_format)
+    shard = plan.assignment
+    # A sharded instance names its shard on every line (the "shard" field).
+    fields = {"shard": str(shard.shard)} if shard.sharded else {}
+    setup_logging(settings.collector.log_level, settings.collector.log_format, fields=fields)
     log.info(
         "starting collector %s",
         __version__,
-        extra={"settings": source, "shard": str(shard) if shard else None},
+        extra={
+            "settings": source,
+            "pairs": len(shard.pairs),
+            "configured_pairs": shard.configured,
+        },
     )
     log.debug("effective settings", extra={"settings": settings_as_dict(settings)})
     tune_process()

@@ -102,6 +102,10 @@ class WebSocketSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True,
     max_message_size_mb: PositiveFloat = 16.0
     # Circuit breaker: reconnect when more than half of the last N frames failed to parse.
     parse_error_window: Annotated[int, Meta(ge=2)] = 20
+    # On a venue that closes connections at a known age (Binance: 24 h), open the
+    # replacement this long before the old one is due and switch without a hole (0: off,
+    # the venue's close is an ordinary reconnect).
+    planned_reconnect_lead_secs: NonNegativeFloat = 300.0
 
 
 class MarketSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
@@ -114,7 +118,7 @@ class MarketSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw
     # Venue-specific product category where one venue endpoint serves several (Bybit:
     # "spot" or "linear"); None = the venue's default.
     category: str | None = None
-    # Venue-specific order book options (see README); None = the venue's default.
+    # Venue-specific order book options (see docs/venues.md); None = the venue's default.
     book_mode: Literal["snapshot", "diff"] | None = None
     book_depth: Annotated[int, Meta(ge=1)] | None = None
     # A subscribed stream (symbol, feed) of this market with no data for this long is

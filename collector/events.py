@@ -31,6 +31,7 @@ StatusEvent = Literal[
     "subscribe_error",
     "discarded",
     "silent",
+    "handover",
 ]
 Direction = Literal["recv", "send"]
 PositionSide = Literal["long", "short"]

@@ -1,4 +1,8 @@
-"""Logging: JSON lines to stderr in production, readable text on a terminal."""
+"""Logging: JSON lines to stderr in production, readable text on a terminal.
+
+Fields passed with ``extra=`` become fields of the line (JSON keys; ``key=value`` in text).
+Fields given to :func:`setup_logging` are on every line (a sharded instance's ``shard``).
+"""
 
 from __future__ import annotations
 
@@ -6,6 +10,7 @@ import json
 import logging
 import sys
 import time
+from collections.abc import Mapping
 from typing import Any, TextIO
 
 # Attributes every LogRecord has; anything else came in through ``extra=``.
@@ -47,12 +52,34 @@ class TextFormatter(logging.Formatter):
         return text
 
 
-def setup_logging(level: str, fmt: str, stream: TextIO | None = None) -> None:
-    """Configure the root logger (``fmt``: auto, json or text)."""
+class _Fields(logging.Filter):
+    """Adds fixed fields to every record (a field the record has already is kept)."""
+
+    def __init__(self, fields: Mapping[str, Any]) -> None:
+        super().__init__()
+        self.fields = dict(fields)
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        for key, value in self.fields.items():
+            if not hasattr(record, key):
+                setattr(record, key, value)
+        return True
+
+
+def setup_logging(
+    level: str,
+    fmt: str,
+    stream: TextIO | None = None,
+    *,
+    fields: Mapping[str, Any] | None = None,
+) -> None:
+    """Configure the root logger (``fmt``: auto, json or text); ``fields`` go on every line."""
     stream = stream or sys.stderr
     use_json = fmt == "json" or (fmt == "auto" and not stream.isatty())
     handler = logging.StreamHandler(stream)
     handler.setFormatter(JsonFormatter() if use_json else TextFormatter())
+    if fields:
+        handler.addFilter(_Fields(fields))
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())

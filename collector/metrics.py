@@ -6,7 +6,7 @@ per batch, never once per event.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.core import GaugeMetricFamily
@@ -164,6 +164,14 @@ class Metrics:
             ["exchange", "reason"],
             registry=r,
         )
+        self.planned_handovers = Counter(
+            "collector_planned_handovers_total",
+            "Planned reconnects (a venue's connection lifetime) by outcome: ok (switched to "
+            "the new connection without a hole), failed (the new connection failed first; "
+            "retried while the old one lasts), cut (the old one ended first: a marked hole)",
+            ["exchange", "outcome"],
+            registry=r,
+        )
         self.messages_received = Counter(
             "collector_messages_received_total",
             "WebSocket messages received",
@@ -278,6 +286,30 @@ class Metrics:
         self.up_since = Gauge(
             "collector_start_time_seconds", "Unix time the service started", registry=r
         )
+        # sharding (collector.sharding.Assignment; set once by record_assignment)
+        self.shard_info = Gauge(
+            "collector_shard_info",
+            "1, labelled with this instance's shard index and the shard count (0 and 1: not "
+            "sharded)",
+            ["shard", "shards"],
+            registry=r,
+        )
+        self.shard_pairs = Gauge(
+            "collector_shard_pairs",
+            "(exchange, symbol) pairs this instance collects",
+            registry=r,
+        )
+        self.configured_pairs = Gauge(
+            "collector_configured_pairs",
+            "(exchange, symbol) pairs the settings configure, over all shards",
+            registry=r,
+        )
+        self.shard_pair = Gauge(
+            "collector_shard_pair_info",
+            "1 for each (exchange, symbol) pair this instance collects",
+            ["exchange", "symbol"],
+            registry=r,
+        )
         # upload and disk (collector.upload)
         self.upload = UploadMetrics(r)
         self.disk = DiskMetrics(r)
@@ -285,6 +317,20 @@ class Metrics:
         r.register(self._channels)
         self._last_data = _LastDataCollector()
         r.register(self._last_data)
+
+    def record_assignment(
+        self, index: int, count: int, pairs: Iterable[tuple[str, str]], configured: int
+    ) -> None:
+        """Export what this instance collects: shard ``index`` of ``count``, its ``pairs``
+        ((exchange, symbol) as the rows spell them) out of ``configured`` in all. Summed over
+        the instances, ``collector_shard_pairs`` below ``collector_configured_pairs`` means
+        pairs no running instance collects (a shard down, or fewer replicas than shards)."""
+        self.shard_info.labels(str(index), str(count)).set(1)
+        pairs = list(pairs)
+        self.shard_pairs.set(len(pairs))
+        self.configured_pairs.set(configured)
+        for exchange, symbol in pairs:
+            self.shard_pair.labels(exchange, symbol).set(1)
 
     def watch_channel(self, name: str, probe: ChannelProbe) -> None:
         """Export a channel's fill level (items and capacity) at each scrape."""

@@ -4,7 +4,9 @@ Connections are planned once per run: the command line builds a :class:`ServiceP
 checked settings (where an adapter that cannot start is a settings error, exit status 2)
 and hands it to :func:`collector.service.run_service`, which opens exactly what was planned.
 ``check-config`` describes the same plan. Planning spans every venue of the settings, so it
-lives above ``collector.exchanges``, whose modules each know one venue.
+lives above ``collector.exchanges``, whose modules each know one venue. The plan also
+carries the instance's shard :class:`~collector.sharding.Assignment` (what it collects out
+of all configured pairs), for the metrics and the files' metadata.
 """
 
 from __future__ import annotations
@@ -16,6 +18,8 @@ import attrs
 from collector.config import ConfigError, MarketSettings, Settings
 from collector.credentials import make_adapter
 from collector.exchanges.base import ConnectionPlan, ExchangeAdapter
+from collector.settings_check import canonical_pair
+from collector.sharding import Assignment, Pair, assignment
 
 
 @attrs.frozen
@@ -29,10 +33,19 @@ class ExchangePlan:
 @attrs.frozen
 class ServicePlan:
     """What one service run does: its settings and, per configured exchange (in settings
-    order), the adapter and its connections."""
+    order), the adapter and its connections; and its shard's assignment."""
 
     settings: Settings
     exchanges: tuple[ExchangePlan, ...]
+    assignment: Assignment
+
+    def markets_by_pair(self) -> dict[Pair, MarketSettings]:
+        """Each (exchange, symbol) as the rows spell them -> its market's settings."""
+        return {
+            canonical_pair(market, symbol): market
+            for market in self.settings.markets
+            for symbol in market.symbols
+        }
 
     @property
     def connections(self) -> tuple[ConnectionPlan, ...]:
@@ -40,8 +53,11 @@ class ServicePlan:
         return tuple(c for exchange in self.exchanges for c in exchange.connections)
 
 
-def plan_service(settings: Settings) -> ServicePlan:
+def plan_service(settings: Settings, shard: Assignment | None = None) -> ServicePlan:
     """Make each configured exchange's adapter and plan its connections.
+
+    ``shard`` is what this instance collects when sharded (``settings`` are then the
+    shard's, :func:`~collector.sharding.shard_settings`); None: every pair of ``settings``.
 
     ``settings`` must have passed :func:`collector.settings_check.check_settings` (as those of
     ``load_settings`` and ``parse_settings`` have). Credentials are loaded here
@@ -61,7 +77,7 @@ def plan_service(settings: Settings) -> ServicePlan:
                 message if message.startswith(name) else f"{name}: {message}"
             ) from None
         planned.append(ExchangePlan(adapter, tuple(adapter.plan_connections(markets))))
-    return ServicePlan(settings, tuple(planned))
+    return ServicePlan(settings, tuple(planned), shard or assignment(settings, None))
 
 
 def describe_connections(plan: ServicePlan) -> list[dict[str, object]]:

@@ -30,6 +30,7 @@ from __future__ import annotations
 import gc
 import logging
 import signal
+import socket
 import sys
 import time
 from functools import partial
@@ -48,7 +49,7 @@ from collector.ingest.connection import IngestContext
 from collector.ingest.supervisor import run_exchange
 from collector.metrics import Metrics
 from collector.planning import ServicePlan
-from collector.storage import run_disk_monitor, run_writer
+from collector.storage import FileMetadataSource, run_disk_monitor, run_writer
 from collector.storage.lock import DataDirInUse, DataDirLock, DataDirLockError
 from collector.upload.settings import UploadSettings
 
@@ -205,6 +206,8 @@ async def _run(
     cfg = settings.collector
     metrics = Metrics()
     metrics.up_since.set(time.time())
+    shard = plan.assignment
+    metrics.record_assignment(shard.shard.index, shard.shard.count, shard.pairs, shard.configured)
     health = HealthState(metrics)
     shutdown = Shutdown()
 
@@ -241,6 +244,7 @@ async def _run(
                 metrics,
                 wall_clock=wall_clock,
                 home_server_name=settings.aws.home_server_name,
+                file_metadata=file_metadata_source(plan),
                 doorbell=doorbell,
             )
             await pipeline.start(writer)
@@ -282,6 +286,15 @@ async def _run(
         return EXIT_SHUTDOWN_TIMEOUT
     log.info("collector stopped")
     return EXIT_OK
+
+
+def file_metadata_source(plan: ServicePlan) -> FileMetadataSource:
+    """The files' metadata for ``plan``: its markets' options, the instance name
+    (``aws.home_server_name``, else the host name) and the shard."""
+    instance = plan.settings.aws.home_server_name or socket.gethostname()
+    return FileMetadataSource(
+        plan.markets_by_pair(), instance=instance, shard=str(plan.assignment.shard)
+    )
 
 
 def _fill(

@@ -101,6 +101,7 @@ def check_settings(settings: Settings, source: str) -> None:
     for i, market in enumerate(settings.markets):
         where = f"{source}: markets[{i}]"
         _check_market(market, where)
+        _check_lead(ws.planned_reconnect_lead_secs, market.exchange, source)
         for symbol in market.symbols:
             try:
                 key = canonical_pair(market, symbol)
@@ -112,6 +113,18 @@ def check_settings(settings: Settings, source: str) -> None:
                     f"(also in markets[{seen[key]}])"
                 )
             seen[key] = i
+
+
+def _check_lead(lead: float, exchange: str, source: str) -> None:
+    """A planned reconnect must start after the connection does: the lead stays below the
+    venue's connection lifetime (0 turns planned reconnects off)."""
+    lifetime = get_adapter_class(exchange).max_connection_lifetime_secs
+    if lifetime is not None and lead >= lifetime:
+        raise ConfigError(
+            f"{source}: websocket.planned_reconnect_lead_secs ({lead:g}) must be below "
+            f"{exchange}'s connection lifetime ({lifetime:g} s); 0 turns planned "
+            "reconnects off"
+        )
 
 
 _HOST_RE = re.compile(r"^[A-Za-z0-9-]+(\.[A-Za-z0-9-]+)*\.?$")

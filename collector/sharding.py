@@ -21,6 +21,11 @@ every configured pair exactly once:
 
 A shard that would get no pair at all (more shards than pairs) is a settings error: it is
 reported like any other bad setting (exit status 2), not run as an idle instance.
+
+Sharding does not move the data: a stream's files have the same path (and S3 key) whatever
+shard records it and however many shards there are. The shard is told in the metrics
+(:class:`Assignment`, exported by the service), the log lines and each file's metadata,
+never in the layout.
 """
 
 from __future__ import annotations
@@ -65,11 +70,6 @@ class Shard:
                 f"shard index {self.index} is out of range for {self.count} shard(s) "
                 f"(use 0 to {self.count - 1})"
             )
-
-    @property
-    def name(self) -> str:
-        """The default ``home_server_name`` of this shard, e.g. ``shard-1-of-3``."""
-        return f"shard-{self.index}-of-{self.count}"
 
     def __str__(self) -> str:
         return f"{self.index}/{self.count}"
@@ -160,9 +160,9 @@ def shard_settings(settings: Settings, shard: Shard) -> Settings:
     """``settings`` reduced to the pairs of ``shard``.
 
     Each market keeps only this shard's symbols (as spelled in the settings); a market left
-    without symbols is removed. ``aws.home_server_name`` defaults to ``shard.name`` so that
-    the instances' files are told apart in S3 keys. A single shard (``0/1``) changes
-    nothing. Raises :class:`ShardError` if the shard gets no pair at all.
+    without symbols is removed. Nothing else changes: in particular the file layout (and
+    ``aws.home_server_name``) is the same for every shard. A single shard (``0/1``)
+    changes nothing. Raises :class:`ShardError` if the shard gets no pair at all.
     """
     if shard.count == 1:
         return settings
@@ -178,10 +178,33 @@ def shard_settings(settings: Settings, shard: Shard) -> Settings:
         symbols = tuple(s for s in market.symbols if canonical_pair(market, s) in mine)
         if symbols:
             markets.append(msgspec.structs.replace(market, symbols=symbols))
-    aws = settings.aws
-    if aws.home_server_name is None:
-        aws = msgspec.structs.replace(aws, home_server_name=shard.name)
-    return msgspec.structs.replace(settings, markets=tuple(markets), aws=aws)
+    return msgspec.structs.replace(settings, markets=tuple(markets))
+
+
+@attrs.frozen
+class Assignment:
+    """What one instance collects out of the configured pairs: its ``shard`` (``0/1`` when
+    not sharded), its ``pairs`` (sorted) and how many pairs the settings configure in all.
+
+    Every instance exports it (``collector_shard_*`` metrics), so the sum of the
+    instances' pairs falling below ``configured`` shows pairs no running instance collects.
+    """
+
+    shard: Shard
+    pairs: tuple[Pair, ...]
+    configured: int
+
+    @property
+    def sharded(self) -> bool:
+        return self.shard.count > 1
+
+
+def assignment(settings: Settings, shard: Shard | None) -> Assignment:
+    """The :class:`Assignment` of ``shard`` (None: not sharded) out of the full ``settings``."""
+    pairs = configured_pairs(settings)
+    if shard is None or shard.count == 1:
+        return Assignment(Shard(0, 1), tuple(pairs), len(pairs))
+    return Assignment(shard, tuple(assign_pairs(pairs, shard.count)[shard.index]), len(pairs))
 
 
 def apply_shard(
@@ -201,7 +224,6 @@ def describe_shard(settings: Settings, shard: Shard) -> dict[str, Any]:
         "shard": str(shard),
         "index": shard.index,
         "count": shard.count,
-        "name": shard.name,
         "pairs": [{"exchange": e, "symbol": s} for e, s in pairs],
         "total_pairs": len(configured_pairs(settings)),
     }
@@ -211,7 +233,7 @@ def describe_shard_lines(settings: Settings, shard: Shard) -> Sequence[str]:
     """:func:`describe_shard` as comment lines for the TOML output of ``check-config``."""
     info = describe_shard(settings, shard)
     lines = [
-        f"# shard {info['shard']} ({info['name']}): {len(info['pairs'])} of "
+        f"# shard {info['shard']}: {len(info['pairs'])} of "
         f"{info['total_pairs']} (exchange, symbol) pairs"
     ]
     lines += [f"#   {p['exchange']} {p['symbol']}" for p in info["pairs"]]

@@ -366,3 +366,17 @@ def test_the_keepalive_frame_is_a_pure_function_of_its_number(
     assert make(adapter).keepalive_frame(2) == second
     session = made.open_session(made.plan_connections([market(adapter)])[0])
     assert not hasattr(session, "keepalive_frame")
+
+
+# --------------------------------------------------------------------------- lifetime
+
+# The venues that document the age at which they close every connection, in seconds
+# (exchanges.md; the others document none, or only idle timeouts).
+DOCUMENTED_LIFETIMES = {"binance": 24 * 3600.0}
+
+
+@pytest.mark.parametrize("adapter", ADAPTERS, ids=by_name)
+def test_a_connection_lifetime_is_declared_only_where_the_venue_documents_one(
+    adapter: type[ExchangeAdapter],
+) -> None:
+    assert adapter.max_connection_lifetime_secs == DOCUMENTED_LIFETIMES.get(adapter.name)

@@ -10,6 +10,7 @@ from collector.config import (
     ConfigError,
     MarketSettings,
     Settings,
+    WebSocketSettings,
     decode_settings,
     embedded_default_text,
     mask_secrets,
@@ -148,6 +149,17 @@ def test_env_can_append_a_market(tmp_path: Path) -> None:
             "max_retry_delay_secs",
         ),
         (
+            "[websocket]\nplanned_reconnect_lead_secs = -1\n" + MINIMAL,
+            {},
+            "websocket.planned_reconnect_lead_secs",
+        ),
+        (
+            "[websocket]\nplanned_reconnect_lead_secs = 86400\n" + MINIMAL,
+            {},
+            "websocket.planned_reconnect_lead_secs (86400) must be below binance's "
+            "connection lifetime (86400 s); 0 turns planned reconnects off",
+        ),
+        (
             MINIMAL,
             {"COLLECTOR__COLLECTOR__METRICS_PORT": "99999"},
             "COLLECTOR__COLLECTOR__METRICS_PORT",
@@ -164,6 +176,18 @@ def test_bad_settings_give_one_clear_line(
     assert expected in message
     # The line names where the problem is: the file, or the variable that set the key.
     assert str(tmp_path) in message or any(name in message for name in env)
+
+
+def test_a_planned_reconnect_lead_binds_only_venues_with_a_lifetime(tmp_path: Path) -> None:
+    """Bybit documents no lifetime: any lead is accepted for it; 0 turns planned reconnects
+    off, also where the venue has a lifetime."""
+    lead = "[websocket]\nplanned_reconnect_lead_secs = {}\n"
+    assert load_text(tmp_path, lead.format(100000) + BYBIT_LINEAR_BTC).websocket == (
+        WebSocketSettings(planned_reconnect_lead_secs=100000)
+    )
+    settings = load_text(tmp_path, lead.format(0) + MINIMAL)
+    assert settings.websocket.planned_reconnect_lead_secs == 0
+    assert load_text(tmp_path, MINIMAL).websocket.planned_reconnect_lead_secs == 300
 
 
 def test_the_schema_alone_leaves_venue_checks_to_settings_check(tmp_path: Path) -> None:

@@ -345,7 +345,7 @@ def test_kubernetes_statefulset() -> None:
     assert config_path.parent == Path(mount["mountPath"])
     settings = parse_settings(tomllib.loads(config_map["data"][config_path.name]), "configmap")
     assert settings.storage.mode != "local"
-    assert settings.aws.home_server_name is None  # each shard names itself
+    assert settings.aws.home_server_name is None  # every shard writes the same layout
 
     assert pod["terminationGracePeriodSeconds"] > settings.collector.shutdown_timeout_secs
     port = settings.collector.metrics_port
@@ -636,3 +636,14 @@ def test_healthcheck_imports_only_the_standard_library() -> None:
         [sys.executable, "-c", code], capture_output=True, text=True, check=True, env=os.environ
     ).stdout
     assert out.strip() == "[]"
+
+
+@pytest.mark.skipif(shutil.which("promtool") is None, reason="promtool is not installed")
+def test_sharding_alerts_fire_as_their_promtool_tests_say() -> None:
+    result = subprocess.run(
+        ["promtool", "test", "rules", str(OPS / "prometheus" / "tests" / "sharding.yml")],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr

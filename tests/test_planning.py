@@ -47,3 +47,28 @@ def test_describe_connections_lists_every_planned_connection() -> None:
             "raw": False,
         },
     ]
+
+
+def test_the_plan_maps_each_pair_as_the_rows_spell_it_to_its_market() -> None:
+    """The files' metadata finds a stream's market options by the rows' own exchange and
+    symbol: Bybit's linear market writes ``bybit-linear``, symbols are the venue's spelling."""
+    settings = parse_settings(
+        {
+            "markets": [
+                {"exchange": "bybit", "symbols": ["btcusdt"], "category": "linear"},
+                {"exchange": "bybit", "symbols": ["BTCUSDT"], "category": "spot"},
+                {"exchange": "binance", "symbols": ["ethusdt"], "book_depth": 10},
+            ]
+        }
+    )
+    plan = plan_service(settings)
+    linear, spot, binance = settings.markets
+    assert plan.markets_by_pair() == {
+        ("bybit-linear", "BTCUSDT"): linear,
+        ("bybit", "BTCUSDT"): spot,
+        ("binance", "ETHUSDT"): binance,
+    }
+    # Not sharded: every pair, as shard 0 of 1.
+    assert str(plan.assignment.shard) == "0/1"
+    assert plan.assignment.pairs == tuple(sorted(plan.markets_by_pair()))
+    assert plan.assignment.configured == 3

@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import msgspec
 import pytest
 
 from collector.config import ConfigError, Settings
@@ -17,11 +18,13 @@ from collector.planning import plan_service
 from collector.settings_check import parse_settings
 from collector.sharding import (
     ENV_SHARD,
+    Assignment,
     Pair,
     Shard,
     ShardError,
     apply_shard,
     assign_pairs,
+    assignment,
     configured_pairs,
     describe_shard,
     describe_shard_lines,
@@ -122,7 +125,6 @@ def test_auto_takes_the_index_from_the_statefulset_pod_name() -> None:
 
 
 def test_shard_names() -> None:
-    assert Shard(1, 3).name == "shard-1-of-3"
     assert str(Shard(1, 3)) == "1/3"
 
 
@@ -286,11 +288,27 @@ def test_a_market_left_without_symbols_is_removed() -> None:
     assert {p.markets[0].exchange for p in parts} == {"binance", "bybit"}
 
 
-def test_home_server_name_defaults_to_the_shard_name() -> None:
+def test_sharding_leaves_the_layout_alone() -> None:
+    """Only the markets change: no server level appears, a configured one stays."""
     cfg = settings()
-    assert shard_settings(cfg, Shard(1, 3)).aws.home_server_name == "shard-1-of-3"
+    for index in range(3):
+        part = shard_settings(cfg, Shard(index, 3))
+        assert part.aws == cfg.aws
+        assert part.aws.home_server_name is None
+        assert msgspec.structs.replace(part, markets=cfg.markets) == cfg
     named = settings(home_server_name="tokyo")
     assert shard_settings(named, Shard(1, 3)).aws.home_server_name == "tokyo"
+
+
+def test_assignment() -> None:
+    cfg = settings()
+    whole = assignment(cfg, None)
+    assert whole == Assignment(Shard(0, 1), tuple(all_pairs()), len(all_pairs()))
+    assert not whole.sharded
+    assert assignment(cfg, Shard(0, 1)) == whole
+    parts = [assignment(cfg, Shard(i, 3)) for i in range(3)]
+    assert all(p.sharded and p.configured == len(all_pairs()) for p in parts)
+    assert [list(p.pairs) for p in parts] == [shard_pairs(cfg, Shard(i, 3)) for i in range(3)]
 
 
 def test_a_single_shard_changes_nothing() -> None:
@@ -317,11 +335,10 @@ def test_describe_shard() -> None:
     cfg = settings()
     info = describe_shard(cfg, Shard(0, 2))
     assert info["shard"] == "0/2"
-    assert info["name"] == "shard-0-of-2"
     assert info["total_pairs"] == len(all_pairs())
     assert [(p["exchange"], p["symbol"]) for p in info["pairs"]] == shard_pairs(cfg, Shard(0, 2))
     lines = describe_shard_lines(cfg, Shard(0, 2))
-    assert lines[0].startswith(f"# shard 0/2 (shard-0-of-2): {len(info['pairs'])} of ")
+    assert lines[0].startswith(f"# shard 0/2: {len(info['pairs'])} of ")
     assert len(lines) == 1 + len(info["pairs"])
 
 
@@ -368,7 +385,7 @@ def test_check_config_shows_what_a_shard_collects(tmp_path: Path) -> None:
         shown = json.loads(result.stdout)
         expected = shard_pairs(full, Shard(index, 3))
         assert [(p["exchange"], p["symbol"]) for p in shown["shard"]["pairs"]] == expected
-        assert shown["settings"]["aws"]["home_server_name"] == f"shard-{index}-of-3"
+        assert shown["settings"]["aws"].get("home_server_name") is None  # no level of its own
         carried = {(c["exchange"], s) for c in shown["connections"] for s in c["symbols"]}
         assert carried == set(expected)
         union |= carried
@@ -376,7 +393,7 @@ def test_check_config_shows_what_a_shard_collects(tmp_path: Path) -> None:
 
     text = check_config(str(config), "--shard", "1/3")
     assert text.returncode == 0, text.stderr
-    assert "# shard 1/3 (shard-1-of-3):" in text.stdout
+    assert "# shard 1/3: " in text.stdout
     via_env = check_config(str(config), "--json", env={ENV_SHARD: "1/3"})
     assert (
         json.loads(via_env.stdout)["shard"]["pairs"]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -27,7 +28,7 @@ from collector.events import (
 )
 from collector.storage.columns import to_record_batch
 from collector.storage.finalize import write_parquet_atomically
-from collector.storage.schemas import EVENT_TYPES, SCHEMAS, schema_for
+from collector.storage.schemas import EVENT_TYPES, SCHEMA_VERSIONS, SCHEMAS, schema_for
 
 T0 = 1_714_608_000_000_000  # 2024-05-02T00:00:00Z in microseconds
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -256,3 +257,28 @@ def test_empty_list_gives_empty_batch() -> None:
     batch = to_record_batch("trades", [])
     assert batch.num_rows == 0
     assert batch.schema == schema_for("trades")
+
+
+def fingerprint(schema: pa.Schema) -> str:
+    """The columns as a reader sees them: names, types and nullability, in order."""
+    columns = [(f.name, str(f.type), f.nullable) for f in schema]
+    return hashlib.sha256(repr(columns).encode()).hexdigest()[:16]
+
+
+# A schema changed without a version bump fails here. When a table's schema changes: bump
+# its SCHEMA_VERSIONS entry (see collector/storage/schemas.py for when) and record both here.
+PINNED: dict[str, tuple[int, str]] = {
+    "trades": (1, "90a01c89e70bba44"),
+    "orderbook": (1, "20f84eb56fe2f9a2"),
+    "ticker": (1, "374dbddb0b743bd6"),
+    "status": (1, "47bb9f34a397d55e"),
+    "raw": (1, "cc68e9d73973f653"),
+}
+
+
+def test_every_table_has_a_schema_version_pinned_to_its_columns() -> None:
+    assert set(SCHEMA_VERSIONS) == set(SCHEMAS)
+    actual = {
+        name: (SCHEMA_VERSIONS[name], fingerprint(schema)) for name, schema in SCHEMAS.items()
+    }
+    assert actual == PINNED

@@ -131,3 +131,25 @@ def test_upload_command_needs_a_bucket(tmp_path: Path) -> None:
     code = run_upload_command(UploadSettings(mode="s3", data_dir=str(tmp_path)), stderr=err)
     assert code == 2
     assert "aws.bucket is not set" in err.getvalue()
+
+
+async def test_files_left_under_a_shard_level_are_uploaded_with_it(
+    s3: S3Server, tmp_path: Path
+) -> None:
+    """Before sharding stopped moving the data, a shard wrote under ``shard-I-of-N/``. Such
+    leftovers are not stranded: they go up under the key their own path gives (beside
+    what that shard uploaded before), and the same stream's new files under the plain
+    layout."""
+    cfg = cfg_for(s3, tmp_path, prefix="md")
+    s3.create_bucket(cfg.bucket)
+    old = write_file(tmp_path, T0_MS, server="shard-1-of-3")
+    new = write_file(tmp_path, T0_MS + 5)
+    with trio.fail_after(TIMEOUT):
+        code, out, _ = await run_command(cfg)
+    assert code == 0, out
+    assert not old.exists()
+    assert not new.exists()
+    assert s3.keys(cfg.bucket) == [
+        f"md/binance/BTCUSDT/trades/2023-11-14/{T0_MS + 5}.parquet",
+        f"md/binance/BTCUSDT/trades/shard-1-of-3/2023-11-14/{T0_MS}.parquet",
+    ]

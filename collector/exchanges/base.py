@@ -436,6 +436,14 @@ class ExchangeAdapter(ABC):
     connections_per_second: ClassVar[float] = 1.0
     # Most REST snapshot requests per second per connection (the venue's weight budget).
     snapshot_requests_per_second: ClassVar[float] = 1.0
+    # The venue closes every connection at this age, in seconds (None: it documents no
+    # limit). The supervisor then replaces each connection before it is due, without a hole
+    # (``websocket.planned_reconnect_lead_secs``; ``collector.ingest.handover``). Declare it
+    # only where the venue documents one, and only for a venue whose rows carry sequences
+    # that grow within each stream (trade ids, book update ids): the switch drops the
+    # overlap of the two connections by them. Of the venues here only Binance documents one;
+    # for the others none was found (exchanges.md: UNCONFIRMED, or only idle timeouts).
+    max_connection_lifetime_secs: ClassVar[float | None] = None
 
     # --------------------------------------------------------------- geo-blocks
 

@@ -224,6 +224,9 @@ class BinanceAdapter(ExchangeAdapter):
     keepalive_interval_secs: ClassVar[float | None] = None
     # REST weight budget 6000/min per IP; a 1000-level snapshot weighs 50 (at most 120/min).
     snapshot_requests_per_second: ClassVar[float] = 1.0
+    # The venue documents that a connection is valid for 24 h and is closed at that mark
+    # (WebSocket Streams docs; exchanges.md section 1.1).
+    max_connection_lifetime_secs: ClassVar[float | None] = 24 * 3600.0
 
     @classmethod
     def parse_symbols(cls, body: bytes) -> list[str]:

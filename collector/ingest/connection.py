@@ -37,6 +37,7 @@ from collector.ingest.errors import (
     TooManyParseErrors,
     connection_failure,
 )
+from collector.ingest.handover import Lane
 from collector.ingest.sink import CLOSE_SEND_TIMEOUT_SECS, EventSink
 from collector.ingest.snapshots import FetchedSnapshot, run_snapshot_fetcher
 from collector.ingest.watchdog import Activity, run_watchdog
@@ -66,7 +67,7 @@ async def run_connection(
     plan: ConnectionPlan,
     adapter: ExchangeAdapter,
     ctx: IngestContext,
-    sink: EventSink,
+    sink: EventSink | Lane,
 ) -> NoReturn:
     """One connection attempt for ``plan``, until it fails.
 
@@ -85,7 +86,13 @@ async def run_connection(
     :data:`~collector.ingest.errors.PRIORITY` is raised ``from`` the group, with
     ``uptime`` set to how long the connection was up (0 if it never connected). A group
     that holds anything else (a bug, Cancelled) propagates as it is.
+
+    ``sink`` may be a :class:`~collector.ingest.handover.Lane` (the supervisor's, for
+    planned reconnects): every row then goes through it, the lane learns when the
+    connection came up and its dispatcher, and only a ``primary`` lane reports the plan's
+    health (a successor being brought up does not, nor a connection it replaced).
     """
+    lane = sink if isinstance(sink, Lane) else Lane(sink)
     settings = ctx.settings
     session = adapter.open_session(plan)
     max_size = int(settings.max_message_size_mb * 1024 * 1024)
@@ -96,26 +103,31 @@ async def run_connection(
     except trio.TooSlowError:
         attempts.labels(plan.exchange, "timeout").inc()
         timed_out = ConnectFailed(f"connect timed out after {settings.connect_timeout_secs}s")
-        ctx.health.set_down(plan.name, f"ConnectFailed: {timed_out}")
+        if lane.primary:
+            ctx.health.set_down(plan.name, f"ConnectFailed: {timed_out}")
         raise timed_out from None
     except ConnectFailed as exc:
         attempts.labels(plan.exchange, "failed").inc()
         if exc.status == HTTP_GEO_BLOCKED:  # say what else to try, in the log and /health
             advised = ConnectFailed(f"{exc}; {adapter.geo_block_advice()}")
             advised.status = exc.status
-            ctx.health.set_down(plan.name, f"{type(advised).__name__}: {advised}")
+            if lane.primary:
+                ctx.health.set_down(plan.name, f"{type(advised).__name__}: {advised}")
             raise advised from exc
-        ctx.health.set_down(plan.name, f"{type(exc).__name__}: {exc}")
+        if lane.primary:
+            ctx.health.set_down(plan.name, f"{type(exc).__name__}: {exc}")
         raise
     attempts.labels(plan.exchange, "connected").inc()
     up_since = trio.current_time()
+    lane.mark_up()
     reason = "cancelled"
     discards = DiscardSummary(plan.exchange, ctx.metrics)
     try:
-        await _emit_connection_rows(sink, session, ctx, "connected", detail=plan.url)
-        ctx.health.set_up(plan.name)
+        await _emit_connection_rows(lane, session, ctx, "connected", detail=plan.url)
+        if lane.primary:
+            ctx.health.set_up(plan.name)
         log.info(
-            "connected",
+            "connected" if lane.primary else "connected (successor for a planned reconnect)",
             extra={
                 "exchange": plan.exchange,
                 "connection": plan.name,
@@ -127,7 +139,7 @@ async def run_connection(
             snapshots_tx, snapshots_rx = trio.open_memory_channel[SnapshotRequest](OUTBOX_SIZE)
             # Rendezvous: the fetcher holds at most one body until the receive loop takes it.
             bodies_tx, bodies_rx = trio.open_memory_channel[FetchedSnapshot](0)
-            nursery.start_soon(_run_sender, ws, outbox_rx, adapter, plan, ctx, sink)
+            nursery.start_soon(_run_sender, ws, outbox_rx, adapter, plan, ctx, lane)
             if adapter.keepalive_interval_secs:
                 nursery.start_soon(
                     _run_keepalive, adapter, outbox_tx.clone(), adapter.keepalive_interval_secs
@@ -145,13 +157,14 @@ async def run_connection(
                 trio.current_time(), ctx.metrics.last_data(plan.exchange), plan
             )
             nursery.start_soon(
-                run_watchdog, activity, settings.message_timeout_secs, plan, sink, ctx.wall_clock
+                run_watchdog, activity, settings.message_timeout_secs, plan, lane, ctx.wall_clock
             )
             with outbox_tx, snapshots_tx, bodies_rx:
                 dispatcher = Dispatcher(plan.name, ctx.health, outbox_tx, snapshots_tx)
+                lane.dispatcher = dispatcher
                 dispatcher.follow(session.subscribe(ctx.wall_clock()))
                 await _receive_loop(
-                    ws, session, plan, ctx, sink, dispatcher, bodies_rx, activity, discards
+                    ws, session, plan, ctx, lane, dispatcher, bodies_rx, activity, discards
                 )
         raise AssertionError("the receive loop only ends by raising")  # pragma: no cover
     except BaseExceptionGroup as group:
@@ -167,15 +180,17 @@ async def run_connection(
         failure.uptime = trio.current_time() - up_since
         raise failure from group
     finally:
-        ctx.health.set_down(plan.name, reason)
+        lane.closing = True  # no planned switch may happen through an ending connection
+        if lane.primary:
+            ctx.health.set_down(plan.name, reason)
         # Shielded and bounded: this runs while the connection is being cancelled (at
         # shutdown the writer drains until every sender has closed). Rows that find no room
         # in time stay held by the sink: they go with its next send, or at its close.
         with trio.CancelScope(shield=True), trio.move_on_after(CLOSE_SEND_TIMEOUT_SECS):
             if discards.pending:
                 now_us = ctx.wall_clock()
-                await sink.send(discards.take(now_us), now_us)
-            await _emit_connection_rows(sink, session, ctx, "disconnected", detail=reason)
+                await lane.send(discards.take(now_us), now_us)
+            await _emit_connection_rows(lane, session, ctx, "disconnected", detail=reason)
         with trio.CancelScope(shield=True), trio.move_on_after(CLOSE_TIMEOUT_SECS):
             await ws.aclose()
         log.info(
@@ -185,7 +200,7 @@ async def run_connection(
 
 
 async def _emit_connection_rows(
-    sink: EventSink, session: Session, ctx: IngestContext, event: str, detail: str
+    lane: Lane, session: Session, ctx: IngestContext, event: str, detail: str
 ) -> None:
     now_us = ctx.wall_clock()
     assert event in ("connected", "disconnected")
@@ -195,7 +210,7 @@ async def _emit_connection_rows(
         )
         for symbol in session.plan.symbols
     ]
-    await sink.send(rows, now_us)
+    await lane.send(rows, now_us)
 
 
 async def _receive_loop(
@@ -203,7 +218,7 @@ async def _receive_loop(
     session: Session,
     plan: ConnectionPlan,
     ctx: IngestContext,
-    sink: EventSink,
+    lane: Lane,
     dispatcher: Dispatcher,
     bodies: trio.MemoryReceiveChannel[FetchedSnapshot],
     activity: Activity,
@@ -223,8 +238,13 @@ async def _receive_loop(
     While the event channel is full it waits in ``sink.send`` and reads nothing: TCP holds
     the rest. A venue that closes the connection because we read too slowly ends it as
     any other disconnect does (recorded, reconnected).
+
+    During a planned handover (``lane.overlap`` set) each read's rows go through the
+    overlap, and after the read's actions are followed the lane may switch; otherwise the
+    cost of planned reconnects here is one attribute test per read.
     """
     settings = ctx.settings
+    sink = lane.sink
     metrics = ctx.metrics
     exchange = plan.exchange
     received_metric = metrics.messages_received.labels(exchange)
@@ -242,7 +262,7 @@ async def _receive_loop(
     while True:
         messages = await ws.receive_messages()
         if dispatcher.awaiting:
-            await _apply_snapshots(session, bodies, dispatcher, ctx, sink, exchange, discards)
+            await _apply_snapshots(session, bodies, dispatcher, ctx, lane, exchange, discards)
         if not messages:
             continue
         received_us = wall_clock()
@@ -288,10 +308,15 @@ async def _receive_loop(
             last_ts = batch[-1].timestamp_exchange
             if last_ts is not None:
                 latency.observe(max(0.0, (received_us - last_ts) / 1e6))
-            await sink.send(batch, received_us)
+            if lane.overlap is None:
+                await sink.send(batch, received_us)
+            else:
+                await lane.overlap.forward(lane, batch, received_us)
         if tripped is not None:
             raise TooManyParseErrors(tripped)
         follow(actions)
+        if lane.overlap is not None:
+            await lane.settle(received_us)
 
 
 async def _apply_snapshots(
@@ -299,7 +324,7 @@ async def _apply_snapshots(
     bodies: trio.MemoryReceiveChannel[FetchedSnapshot],
     dispatcher: Dispatcher,
     ctx: IngestContext,
-    sink: EventSink,
+    lane: Lane,
     exchange: str,
     discards: DiscardSummary,
 ) -> None:
@@ -326,8 +351,10 @@ async def _apply_snapshots(
         if actions.discarded:
             discards.add(actions.discarded, trio.current_time())
         if events:
-            await sink.send(events, fetched.received_us)
+            await lane.send(events, fetched.received_us)
         dispatcher.follow(actions)
+        if lane.overlap is not None:
+            await lane.settle(fetched.received_us)
 
 
 def _count_statuses(statuses: tuple[Status, ...], ctx: IngestContext, exchange: str) -> None:
@@ -354,7 +381,7 @@ async def _run_sender(
     adapter: ExchangeAdapter,
     plan: ConnectionPlan,
     ctx: IngestContext,
-    sink: EventSink,
+    lane: Lane,
 ) -> None:
     """Send queued frames no faster than the venue's client message limit."""
     interval = 1.0 / adapter.client_messages_per_second
@@ -366,7 +393,7 @@ async def _run_sender(
             next_send = trio.current_time() + interval
             if plan.raw:
                 now_us = ctx.wall_clock()
-                await sink.send(
+                await lane.send(
                     [
                         Raw(
                             plan.exchange,

@@ -22,7 +22,7 @@ from collector.clock import WallClock
 from collector.events import SPORADIC_DATA_TYPES, Event, Status, feed_data_type
 from collector.exchanges.base import ConnectionPlan, Subscription
 from collector.ingest.errors import StaleConnection
-from collector.ingest.sink import EventSink
+from collector.ingest.handover import Lane
 
 # A stream of a connection: (symbol, data_type), the symbol spelt as the venue does.
 StreamKey = tuple[str, str]
@@ -97,7 +97,7 @@ async def run_watchdog(
     activity: Activity,
     message_timeout_secs: float,
     plan: ConnectionPlan,
-    sink: EventSink,
+    sink: Lane,
     wall_clock: WallClock,
 ) -> NoReturn:
     """Raise StaleConnection once the connection had no data for ``message_timeout_secs``,
@@ -155,7 +155,7 @@ async def run_watchdog(
 
 
 async def _write_silent_rows(
-    silent: list[tuple[Subscription, float]], exchange: str, sink: EventSink, now_us: int
+    silent: list[tuple[Subscription, float]], exchange: str, sink: Lane, now_us: int
 ) -> None:
     await sink.send(
         [

@@ -6,12 +6,17 @@ the directory is fsynced, and only then is the journal deleted. A crash at any p
 either the journal (finalized again at the next start) or the finished file, possibly with
 a journal that recovery recognizes as already done; never a half-written ``.parquet``.
 
+The Parquet file takes the journal's schema with its metadata, so the ``collector.*``
+key-value metadata the flusher put in the journal's header (:mod:`.metadata`) ends up in
+the file's footer.
+
 Everything here blocks: run it in a worker thread.
 """
 
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from contextlib import suppress
 from pathlib import Path
 
@@ -62,12 +67,19 @@ ROW_GROUP_ROWS = 65_536
 
 
 def finalize_journal(
-    journal: Path, final: Path, *, compression: str = "zstd", compression_level: int | None = None
+    journal: Path,
+    final: Path,
+    *,
+    compression: str = "zstd",
+    compression_level: int | None = None,
+    complete_schema: Callable[[pa.Schema, pa.RecordBatch], pa.Schema] | None = None,
 ) -> int | None:
     """Write the complete batches of ``journal`` to ``final``, then delete the journal.
 
     Streams: batches are read one at a time and written as row groups of up to
-    :data:`ROW_GROUP_ROWS` rows, so memory does not grow with the file. Returns the
+    :data:`ROW_GROUP_ROWS` rows, so memory does not grow with the file. The file's schema,
+    key-value metadata included, is the journal's, or what ``complete_schema`` makes of it
+    and the first batch (recovery: :func:`.metadata.complete_schema`). Returns the
     Parquet file's size, or ``None`` if the journal held no complete batch (it is deleted
     and no file is written). Raises ``OSError`` on a disk error (the journal is kept,
     ``final`` is not created).
@@ -79,6 +91,8 @@ def finalize_journal(
     try:
         for schema, batch in iter_journal_batches(journal):
             if writer is None:
+                if complete_schema is not None:
+                    schema = complete_schema(schema, batch)
                 writer = pq.ParquetWriter(
                     str(tmp),
                     schema,

@@ -4,7 +4,9 @@ The flusher owns file identity: for each stream key it has at most one open file
 final path, chosen when its first rows are journaled, and its :class:`Journal`). For each
 :class:`~collector.storage.router.FlushWork` it converts every key's columns to one record
 batch and appends it to that key's journal, all in one worker thread, so the event loop
-goes on meanwhile. A key without an open file gets a new one, named after its first row.
+goes on meanwhile. A key without an open file gets a new one, named after its first row;
+its journal's schema carries the file's metadata (:mod:`~collector.storage.metadata`),
+fixed then, so the finished file says what the run that wrote it was.
 
 On a disk error (``OSError``) the batches not appended are kept and retried *in place*,
 every flush interval (a full disk is usually freed by someone else, and rows should move
@@ -33,6 +35,7 @@ from collector.config import StorageSettings
 from collector.metrics import Metrics
 from collector.storage.journal import Journal
 from collector.storage.layout import choose_parquet_path, journal_path, stream_dir
+from collector.storage.metadata import FileMetadataSource
 from collector.storage.router import FileKey, FlushWork, StreamRows
 from collector.storage.schemas import schema_for
 
@@ -67,9 +70,16 @@ class _Files:
     """The flusher's open files. Methods ending in ``_sync`` run in worker threads while
     the flusher task awaits them; nothing else touches the files meanwhile."""
 
-    def __init__(self, settings: StorageSettings, metrics: Metrics, server: str | None) -> None:
+    def __init__(
+        self,
+        settings: StorageSettings,
+        metrics: Metrics,
+        server: str | None,
+        file_metadata: FileMetadataSource,
+    ) -> None:
         self.data_dir = Path(settings.data_dir)
         self.server = server
+        self.file_metadata = file_metadata
         self.metrics = metrics
         self.max_bytes = int(settings.max_file_size_mb * 1024 * 1024)
         self.open: dict[FileKey, _OpenFile] = {}
@@ -133,7 +143,13 @@ class _Files:
         )
         directory.mkdir(parents=True, exist_ok=True)
         path = choose_parquet_path(directory, start_ms, self.in_use)
-        journal = Journal.create(journal_path(path), schema_for(open_file.data_type))
+        schema = self.file_metadata.schema(
+            schema_for(open_file.data_type),
+            open_file.exchange,
+            open_file.symbol,
+            open_file.data_type,
+        )
+        journal = Journal.create(journal_path(path), schema)
         self.in_use.add(path)
         open_file.path = path
         open_file.journal = journal
@@ -187,9 +203,13 @@ async def run_flusher(
     metrics: Metrics,
     *,
     home_server_name: str | None = None,
+    file_metadata: FileMetadataSource | None = None,
     task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Journal each :class:`FlushWork` of ``work_in``; send complete files on ``retired_out``.
+
+    ``file_metadata`` gives each new file's metadata (default: the collector's version and
+    the stream's own keys only, no market options or instance).
 
     Owns and closes both channel ends. Takes the next work only when every row of the
     previous one is in its journal (see the module docstring for the retries in place), so
@@ -203,7 +223,7 @@ async def run_flusher(
     ``trio.BrokenResourceError`` if the finalizer went away.
     """
     retry_delay = settings.flush_interval_secs
-    files = _Files(settings, metrics, home_server_name)
+    files = _Files(settings, metrics, home_server_name, file_metadata or FileMetadataSource())
     limiter = trio.CapacityLimiter(1)  # its own: never waits behind other components' threads
     with work_in, retired_out:
         try:

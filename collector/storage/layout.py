@@ -2,10 +2,17 @@
 
 ``{data_dir}/{exchange}/{symbol}/{data_type}/[{server}/]{YYYY-MM-DD}/{start_ms}.parquet``
 
-- ``server`` is the optional ``home_server_name``;
+- ``server`` is the optional ``home_server_name``; nothing else adds a level: a stream's
+  files have the same path whatever shard records it (the shard is in the file's
+  metadata, :mod:`.metadata`);
 - ``start_ms`` is the ``timestamp_collector`` (milliseconds) of the file's first row, bumped
   by 1 until the name is free (see :func:`choose_parquet_path`);
 - the date is the UTC date of ``start_ms``.
+
+Names are unique per data directory, which one process owns. Two instances recording the
+same stream at once (a shard count changing during a rolling update) have separate data
+directories; in S3 the uploader's conditional put moves a file whose key is taken to
+``start_ms`` + 1 (:mod:`collector.upload.placement`), so neither overwrites the other.
 
 Beside an open file live its journal ``{start_ms}.journal.arrows`` and, only while it is
 being finalized, the hidden temporary ``.{start_ms}.parquet.tmp``. Readers and the uploader

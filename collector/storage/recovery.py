@@ -15,6 +15,7 @@ from collector.events import RAW_SYMBOL, Status
 from collector.metrics import Metrics
 from collector.storage.finalize import finalize_journal
 from collector.storage.layout import JOURNAL_SUFFIX, TEMP_SUFFIX, parquet_for_journal
+from collector.storage.metadata import complete_schema
 
 logger = logging.getLogger(__name__)
 
@@ -58,7 +59,10 @@ def recover_leftovers(
       and the journal's deletion): the journal is deleted and the existing file is kept and
       returned (it was never handed to the uploader);
     - otherwise the complete batches become the ``.parquet`` file (a truncated trailing batch
-      is ignored) and the journal is deleted.
+      is ignored) and the journal is deleted. The file's metadata is the one recorded in
+      the journal's header when the file was opened (the settings of the run that wrote
+      the rows, whatever today's are); a journal of a version without metadata gets what
+      its contents prove (:func:`~collector.storage.metadata.complete_schema`).
 
     Stale ``.*.parquet.tmp`` files (a crash mid-finalize) are deleted first. A disk error
     on one file is logged and counted (``writer_errors{stage="recover"}``) and that file is
@@ -86,7 +90,11 @@ def recover_leftovers(
                 size: int | None = None
             else:
                 size = finalize_journal(
-                    journal, final, compression=compression, compression_level=compression_level
+                    journal,
+                    final,
+                    compression=compression,
+                    compression_level=compression_level,
+                    complete_schema=complete_schema,
                 )
                 if size is None:
                     logger.info("deleted journal %s: no complete batch", journal)

@@ -4,6 +4,15 @@ One schema per data type (``Event.DATA_TYPE``). Column order is the field order 
 event structs in :mod:`collector.events`; every table starts with the common columns
 ``exchange``, ``symbol``, ``timestamp_exchange``, ``timestamp_collector``, ``sequence``.
 Timestamps are ``timestamp[us, tz=UTC]``; prices and sizes ``float64``.
+
+Each table has a schema version (:data:`SCHEMA_VERSIONS`), written into every file's
+metadata (:mod:`.metadata`) so a reader knows which columns and meanings to expect. Bump
+policy: a table's version goes up by one with any change a reader could notice: a column
+added, removed, renamed or retyped, a nullability change, or a change in what a column's
+values mean (units, sign, which clock). Nothing else bumps it (compression, row groups,
+dictionary encoding). Versions are per table: a change to one table bumps that one only.
+``tests/test_storage_schemas.py`` pins each schema's fingerprint to its version, so a
+schema changed without a bump fails there.
 """
 
 from __future__ import annotations
@@ -141,6 +150,15 @@ SCHEMAS: Final[dict[str, pa.Schema]] = {
             pa.field("payload", pa.binary(), nullable=False),
         ]
     ),
+}
+
+# The version of each table's schema (see the module docstring for when it is bumped).
+SCHEMA_VERSIONS: Final[dict[str, int]] = {
+    Trade.DATA_TYPE: 1,
+    BookUpdate.DATA_TYPE: 1,
+    Ticker.DATA_TYPE: 1,
+    Status.DATA_TYPE: 1,
+    Raw.DATA_TYPE: 1,
 }
 
 # Columns with few distinct values per file: the only ones Parquet dictionary-encodes.

@@ -34,6 +34,7 @@ from collector.events import Event
 from collector.metrics import Metrics
 from collector.storage.finalizer import run_finalizer
 from collector.storage.flusher import RetiredFile, run_flusher
+from collector.storage.metadata import FileMetadataSource
 from collector.storage.recovery import recover_leftovers, unclean_stop_rows
 from collector.storage.router import FlushWork, run_router
 
@@ -51,6 +52,7 @@ async def run_writer(
     *,
     wall_clock: WallClock = system_wall_us,
     home_server_name: str | None = None,
+    file_metadata: FileMetadataSource | None = None,
     doorbell: Doorbell | None = None,
     task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
 ) -> None:
@@ -69,7 +71,9 @@ async def run_writer(
     ``retired_files`` channel).
 
     Ends when ``events`` is closed: everything is flushed and finalized, every path is sent,
-    ``finished`` is closed. Disk errors (``OSError``) are logged, counted in
+    ``finished`` is closed. Every file carries the key-value metadata ``file_metadata``
+    gives its stream when it is opened (:mod:`~collector.storage.metadata`; default: the
+    collector's version and the stream's own keys). Disk errors (``OSError``) are logged, counted in
     ``writer_errors{stage}`` and retried in place (a flush every flush interval, a
     finalization with a capped backoff), so the drain after end-of-stream lasts until the
     disk recovers or the caller cancels. While the flusher retries, the router takes at
@@ -115,6 +119,7 @@ async def run_writer(
                     retired_out,
                     metrics,
                     home_server_name=home_server_name,
+                    file_metadata=file_metadata,
                 )
             )
             await nursery.start(

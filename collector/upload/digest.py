@@ -1,7 +1,7 @@
 """Checksums of a local file, and the check of a HEAD response against them.
 
-Verification (see README "Verification"): the object's size and a SHA-256 computed from the
-local bytes must match what S3 reports on HEAD:
+Verification (see docs/operations.md, "Verification"): the object's size and a SHA-256
+computed from the local bytes must match what S3 reports on HEAD:
 
 - ``Content-Length`` equals the local size;
 - the user metadata ``x-amz-meta-sha256`` equals the hex SHA-256 of the local file (we

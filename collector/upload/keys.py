@@ -5,7 +5,9 @@ below ``data_dir`` (see :mod:`collector.storage.layout`). The key is ``key_templ
 with those parts; empty segments (no prefix, no server) are dropped, so the default template
 gives ``{prefix}/{exchange}/{symbol}/{data_type}/[{server}/]{date}/{start_ms}.parquet``.
 The server level comes from the file's own path (the ``home_server_name`` it was written
-under), so a file keeps its key even if the setting changes later.
+under), so a file keeps its key even if the setting changes later; a file that a version
+up to 0.1.0 wrote under a ``shard-I-of-N`` level (sharding adds none now) is uploaded with
+that level, beside what its shard uploaded before.
 
 A key can be taken already: after a restart in ``s3`` mode the first run's file is gone
 locally (uploaded, deleted), so the writer may give a new file the same ``start_ms``. The

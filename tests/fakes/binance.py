@@ -12,10 +12,15 @@
   closes a connection (code 1008) that sends more than ``max_messages_per_second`` in any
   one-second window (pongs are answered inside trio-websocket and are not counted);
 - with ``ping_interval`` set it pings every client that often and drops one that does not
-  pong within ``pong_timeout``.
+  pong within ``pong_timeout``;
+- with ``max_age`` set it cuts every connection that age after accepting it (TCP close
+  without a close frame), as the venue does at 24 h; connections whose number (1, 2, ...)
+  is in ``unanswered`` get no reply to their requests (nothing is subscribed), like a
+  connection that never comes up.
 
 Test controls: :meth:`~FakeBinance.send` (to the clients subscribed to the frame's stream),
-:meth:`~FakeBinance.broadcast`, :meth:`~FakeBinance.drop` (TCP close without a close frame),
+:meth:`~FakeBinance.send_to` (one connection, by number), :meth:`~FakeBinance.broadcast`,
+:meth:`~FakeBinance.drop` (TCP close without a close frame),
 :meth:`~FakeBinance.send_garbage`, :meth:`~FakeBinance.send_server_shutdown`, and the waits
 :meth:`~FakeBinance.wait_connected` / :meth:`~FakeBinance.wait_subscribed`. Going silent
 needs nothing: the fake never sends data on its own.
@@ -176,6 +181,7 @@ class FakeClient:
         self.time_unit: str | None = query["timeUnit"][0] if "timeUnit" in query else None
         self.streams: set[str] = set()
         self.acked_requests = 0
+        self.number = 0  # the connection's number since the fake started (1, 2, ...)
         self._sent_times: deque[float] = deque()
 
 
@@ -192,11 +198,16 @@ class FakeBinance:
         max_messages_per_second: int = 5,
         ping_interval: float | None = None,
         pong_timeout: float = 60.0,
+        max_age: float | None = None,
+        unanswered: Iterable[int] = (),
     ) -> None:
         self.reject_streams = set(reject_streams)
         self.max_messages_per_second = max_messages_per_second
         self.ping_interval = ping_interval
         self.pong_timeout = pong_timeout
+        self.max_age = max_age
+        self.unanswered = set(unanswered)
+        self.cut_at_max_age = 0  # connections cut for reaching max_age
         # Every text message received from any client, in order.
         self.client_messages: list[str] = []
         # Connections accepted since start (including closed ones).
@@ -277,6 +288,14 @@ class FakeBinance:
                 sent += await _send_quietly(client, frame)
         return sent
 
+    async def send_to(self, number: int, frame: str) -> int:
+        """Send a frame to the open connection with that number (1, 2, ...) only."""
+        sent = 0
+        for client in list(self.clients):
+            if client.number == number:
+                sent += await _send_quietly(client, frame)
+        return sent
+
     async def broadcast(self, frame: str) -> int:
         """Send a frame to every connected client; returns how many got it."""
         sent = 0
@@ -311,6 +330,7 @@ class FakeBinance:
             return
         conn = await request.accept()
         client = FakeClient(conn, path)
+        client.number = self.connections + 1
         for stream in (parse_qs(urlsplit(path).query).get("streams") or [""])[0].split("/"):
             if stream:
                 client.streams.add(stream)
@@ -322,6 +342,8 @@ class FakeBinance:
             async with trio.open_nursery() as nursery:
                 if self.ping_interval is not None:
                     nursery.start_soon(self._ping_loop, client, self.ping_interval)
+                if self.max_age is not None:
+                    nursery.start_soon(self._cut_at, client, self.max_age)
                 await self._receive_loop(client)
                 nursery.cancel_scope.cancel()
         finally:
@@ -347,6 +369,8 @@ class FakeBinance:
                 self.rate_limited += 1
                 await conn.aclose(1008, "Too many requests")
                 return
+            if client.number in self.unanswered:
+                continue
             reply = self._reply(client, text)
             if reply is not None:
                 try:
@@ -379,6 +403,11 @@ class FakeBinance:
         if method == "LIST_SUBSCRIPTIONS":
             return _encode({"result": sorted(client.streams), "id": request_id}).decode()
         return _error(2, f"Invalid request: unknown method {method!r}", request_id)
+
+    async def _cut_at(self, client: FakeClient, age: float) -> None:
+        await trio.sleep(age)
+        self.cut_at_max_age += 1
+        await _abort(client.conn, reset=False)
 
     async def _ping_loop(self, client: FakeClient, interval: float) -> None:
         while True:

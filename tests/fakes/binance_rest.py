@@ -22,6 +22,7 @@ class FakeBinanceRest:
         # (symbol, status) pairs that exchangeInfo lists.
         self.symbols: list[tuple[str, str]] = [("BTCUSDT", "TRADING"), ("ETHUSDT", "TRADING")]
         self.requests: list[str] = []
+        self.request_times: list[float] = []  # Trio time each request arrived
         # Status codes to answer the next requests with, in order (e.g. [429, 500]).
         self.fail_next: list[int] = []
         self.port = 0
@@ -64,6 +65,7 @@ class FakeBinanceRest:
         request_line = data.split(b"\r\n", 1)[0].decode()
         _method, target, _version = request_line.split(" ", 2)
         self.requests.append(target)
+        self.request_times.append(trio.current_time())
         self._changed.set()
         self._changed = trio.Event()
         status, body = self._respond(target)
