@@ -157,6 +157,8 @@ SCHEMA_VERSIONS: Final[dict[str, int]] = {
     Trade.DATA_TYPE: 1,
     BookUpdate.DATA_TYPE: 1,
     Ticker.DATA_TYPE: 1,
+    DerivativeTicker.DATA_TYPE: 1,
+    Liquidation.DATA_TYPE: 1,
     Status.DATA_TYPE: 1,
     Raw.DATA_TYPE: 1,
 }
