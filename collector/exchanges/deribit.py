@@ -382,7 +382,6 @@ class DeribitSession(Session):
         self._items: tuple[_Item, ...] = tuple(
             (sub, channel_name(sub.symbol, sub.feed)) for sub in plan.subscriptions
         )
-        self._subscribed = frozenset(plan.subscriptions)
         # symbol -> the feeds subscribed for it.
         self._feeds: dict[str, set[str]] = {}
         for sub in plan.subscriptions:
