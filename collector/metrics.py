@@ -50,7 +50,8 @@ class _LastDataCollector(Collector):
     def collect(self) -> Iterator[Metric]:
         family = GaugeMetricFamily(
             "collector_last_data_timestamp_seconds",
-            "Unix time of the last read that carried data of this stream",
+            "Unix time of the last read that carried data of this stream (before the "
+            "first: when the service started waiting for it)",
             labels=["exchange", "symbol", "data_type"],
         )
         for exchange, streams in sorted(self.by_exchange.items()):
@@ -58,6 +59,15 @@ class _LastDataCollector(Collector):
                 family.add_metric([exchange, symbol, data_type], received_us / 1e6)
         yield family
 
+
+# The closed sets of label values that need no plan: every one is created at 0 with its
+# metric, so a rate or increase over it starts at 0 (a series born at 1 looks flat).
+# ``collector_websocket_connections_total{outcome}`` (collector.ingest.connection):
+CONNECT_OUTCOMES = ("connected", "failed", "timeout")
+# ``collector_planned_handovers_total{outcome}`` (collector.ingest.supervisor):
+HANDOVER_OUTCOMES = ("ok", "failed", "cut")
+# ``collector_writer_errors_total{stage}`` (collector.storage: flusher, finalizer, recovery):
+WRITER_STAGES = ("flush", "finalize", "recover")
 
 UPLOAD_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0)
 STAGES = ("put", "verify", "delete")
@@ -115,9 +125,12 @@ class UploadMetrics:
         )
         self.available = Gauge(
             "collector_upload_s3_available",
-            "1 while the last S3 request succeeded, 0 after a failure",
+            "0 while the last S3 request failed, else 1 (also in local mode, which makes none)",
             registry=r,
         )
+        # 1 from the start: only a failed request makes it 0 (local mode makes none, so an
+        # alert on 0 does not fire there).
+        self.available.set(1)
 
 
 class DiskMetrics:
@@ -236,7 +249,8 @@ class Metrics:
         )
         self.last_message_timestamp = Gauge(
             "collector_last_message_timestamp_seconds",
-            "Unix time of the last message received",
+            "Unix time of the last message received (before the first: when the service "
+            "started waiting for it)",
             ["exchange"],
             registry=r,
         )
@@ -282,6 +296,8 @@ class Metrics:
             ["stage"],
             registry=r,
         )
+        for stage in WRITER_STAGES:
+            self.writer_errors.labels(stage)
         # service
         self.up_since = Gauge(
             "collector_start_time_seconds", "Unix time the service started", registry=r

@@ -49,6 +49,7 @@ from collector.ingest.connection import IngestContext
 from collector.ingest.supervisor import run_exchange
 from collector.metrics import Metrics
 from collector.planning import ServicePlan
+from collector.series import create_series
 from collector.storage import FileMetadataSource, run_disk_monitor, run_writer
 from collector.storage.lock import DataDirInUse, DataDirLock, DataDirLockError
 from collector.upload.settings import UploadSettings
@@ -213,6 +214,9 @@ async def _run(
 
     for connection in plan.connections:
         health.add_connection(connection.name, connection.exchange, connection.symbols)
+    # Before the first scrape: every series the plan knows exists from the start, counters
+    # at 0, so the first event of each is an increase an alert can see.
+    create_series(metrics, plan, wall_clock())
 
     event_tx, event_rx = trio.open_memory_channel[list[Event]](cfg.event_channel_size)
     file_tx, file_rx = trio.open_memory_channel[Path](cfg.file_channel_size)

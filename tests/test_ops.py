@@ -47,6 +47,7 @@ from tests.test_service import TIME_US, GatedFake, service_settings, settle, sta
 ROOT = Path(__file__).resolve().parent.parent
 OPS = ROOT / "ops"
 ALERTS = OPS / "prometheus" / "alerts.yml"
+ALERT_TESTS = sorted((OPS / "prometheus" / "tests").glob("*.yml"))
 DASHBOARD = OPS / "grafana" / "collector.json"
 TIMEOUT = 20.0
 
@@ -234,8 +235,56 @@ def test_alert_rules_cover_the_issue_and_are_well_formed() -> None:
         "collector_upload_failures_total",
         "collector_upload_oldest_pending_age_seconds",
         "collector_disk_above_high_water",
+        "collector_messages_discarded_total",
+        "collector_last_data_timestamp_seconds",  # a silent stream
     ):
         assert needed in exprs, needed
+
+
+_INCREASE_RE = re.compile(r"increase\((collector_[a-z_]+)\[(\d+[smh])\]\)")
+
+
+def test_counter_alerts_fire_for_a_series_born_at_its_first_count() -> None:
+    """An alert on a counter rising also counts a series that had no sample a window ago
+    with its whole value (``x unless x offset W``, before the ``or``): increase() alone
+    sees a series born at 1 as flat. Alerts on a counter *not* rising (``== 0``) need not."""
+    for group in load_yaml(ALERTS)["groups"]:
+        for rule in group["rules"]:
+            expr = " ".join(rule["expr"].split())
+            for name, window in _INCREASE_RE.findall(expr):
+                if "== 0" in expr:
+                    continue
+                born = f"({name} unless {name} offset {window}) or increase({name}[{window}])"
+                assert born in expr, f"{rule['alert']}: {expr}"
+
+
+def test_every_alert_has_promtool_unit_tests() -> None:
+    alerts = {rule["alert"] for group in load_yaml(ALERTS)["groups"] for rule in group["rules"]}
+    tested: dict[str, int] = {}
+    for path in ALERT_TESTS:
+        spec = load_yaml(path)
+        assert [(path.parent / f).resolve() for f in spec["rule_files"]] == [ALERTS]
+        for test in spec["tests"]:
+            for case in test.get("alert_rule_test", []):
+                if case["exp_alerts"]:  # a case where the alert fires
+                    tested[case["alertname"]] = tested.get(case["alertname"], 0) + 1
+    assert sorted(alerts - tested.keys()) == []
+    assert sorted(tested.keys() - alerts) == []
+
+
+@pytest.mark.skipif(
+    shutil.which("promtool") is None,
+    reason="promtool is not installed (Debian: apt-get install prometheus); .ci/run installs it",
+)
+def test_promtool_checks_and_unit_tests_the_alert_rules() -> None:
+    """``promtool check rules`` and ``promtool test rules``: the unit tests evaluate every
+    alert on input series, including counters created at 0 and born at their first count."""
+    assert ALERT_TESTS
+    for args in (["check", "rules", str(ALERTS)], ["test", "rules", *map(str, ALERT_TESTS)]):
+        result = subprocess.run(
+            ["promtool", *args], capture_output=True, text=True, check=False, timeout=120
+        )
+        assert result.returncode == 0, result.stdout + result.stderr
 
 
 def test_prometheus_rule_for_the_operator_matches_alerts_yml() -> None:

@@ -161,7 +161,8 @@ async def test_last_data_time_per_stream_is_exported(
 
         assert last_data("BTCUSDT", "trades") == EPOCH_US / 1e6 + 3.0
         assert last_data("ETHUSDT", "ticker") == EPOCH_US / 1e6 + 2.0
-        # Streams without data have no series yet; status rows are no stream of their own.
+        # Streams without data have no series yet (a connection alone makes none; run_service
+        # creates every planned one at its start); status rows are no stream of their own.
         assert last_data("ETHUSDT", "trades") is None
         assert last_data("BTCUSDT", "status") is None
         assert f'{LAST_DATA}{{data_type="trades",exchange="binance",symbol="BTCUSDT"}}' in (

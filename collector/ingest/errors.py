@@ -78,6 +78,10 @@ PRIORITY: tuple[type[ConnectionFailed], ...] = (
     StaleConnection,
 )
 
+# Every ``reason`` a connection can end with (the ``reason`` label of
+# ``collector_websocket_disconnects_total``): a closed set, so each is created at 0 at start.
+REASONS: tuple[str, ...] = tuple(kind.reason for kind in PRIORITY)
+
 
 def connection_failure(group: BaseExceptionGroup[ConnectionFailed]) -> ConnectionFailed:
     """One error for a group of connection failures: a fresh copy of the one that ranks
