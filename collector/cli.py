@@ -78,6 +78,12 @@ def _parser() -> argparse.ArgumentParser:
     symbols.add_argument(
         "--rest-url", metavar="URL", help="REST API base URL (default: the venue's public API)"
     )
+    symbols.add_argument(
+        "--category",
+        metavar="CATEGORY",
+        help="the product category to list where the venue has several "
+        "(binance: spot, usdm or coinm; default spot)",
+    )
     return parser
 
 
@@ -107,7 +113,9 @@ def _dispatch(args: argparse.Namespace) -> int:
     if command == "symbols":
         from collector.symbols import run_symbols_command
 
-        return run_symbols_command(args.exchange, rest_url=args.rest_url, as_json=args.json)
+        return run_symbols_command(
+            args.exchange, rest_url=args.rest_url, as_json=args.json, category=args.category
+        )
     # Imported here, not at the top: checking and planning settings loads every venue
     # module and the storage layer, which --help, symbols and bench do without.
     from collector.planning import plan_service

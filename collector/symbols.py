@@ -1,4 +1,5 @@
-"""``python -m collector symbols EXCHANGE``: the venue's tradable symbols from its REST API."""
+"""``python -m collector symbols EXCHANGE [--category C]``: the venue's tradable symbols (of
+one product category, where it has several) from its REST API."""
 
 from __future__ import annotations
 
@@ -23,16 +24,19 @@ class SymbolsError(Exception):
         self.exit_code = exit_code
 
 
-def list_symbols(exchange: str, rest_url: str | None = None) -> list[str]:
-    """Tradable symbols of ``exchange`` (blocking HTTP GET). Raises SymbolsError."""
+def list_symbols(
+    exchange: str, rest_url: str | None = None, category: str | None = None
+) -> list[str]:
+    """Tradable symbols of ``exchange`` (of its ``category``, where it has several; None:
+    the venue's default), by a blocking HTTP GET. Raises SymbolsError."""
     try:
         adapter = get_adapter_class(exchange)
     except KeyError:
         known = ", ".join(known_exchanges())
         raise SymbolsError(f"unknown exchange {exchange!r} (known: {known})", EXIT_USAGE) from None
     try:
-        url = adapter.symbols_url(rest_url)
-    except NotImplementedError as exc:
+        url = adapter.symbols_url(rest_url, category)
+    except (NotImplementedError, ValueError) as exc:
         raise SymbolsError(str(exc), EXIT_USAGE) from None
     try:
         body = fetch(url)
@@ -46,13 +50,18 @@ def list_symbols(exchange: str, rest_url: str | None = None) -> list[str]:
 
 
 def run_symbols_command(
-    exchange: str, *, rest_url: str | None, as_json: bool, out: TextIO | None = None
+    exchange: str,
+    *,
+    rest_url: str | None,
+    as_json: bool,
+    out: TextIO | None = None,
+    category: str | None = None,
 ) -> int:
     """Print the symbols, one per line (or a JSON array). Returns the exit status: 0, or
     1 when the venue cannot be reached, 2 for an unknown exchange (one error line)."""
     out = out or sys.stdout
     try:
-        symbols = list_symbols(exchange, rest_url)
+        symbols = list_symbols(exchange, rest_url, category)
     except SymbolsError as exc:
         print(f"collector: error: {exc}", file=sys.stderr)
         return exc.exit_code

@@ -1,7 +1,12 @@
 """Readers for the recorded exchange traffic in ``../shared/samples`` (see its INDEX.md).
 
-The data is not part of this repository: it lives beside it, in ``shared/samples``.
-Tests call :func:`require_sample`, which skips the test when a file is absent.
+The data is not part of this repository: it is third-party traffic (public test data of
+cryptofeed, hftbacktest and nautilus_trader; ``shared/samples/INDEX.md`` names each file's
+source and licence) kept beside it, in ``shared/samples``. Tests call
+:func:`require_sample`, the one place that skips a test for a missing recording: the reason
+names the file and how to get it. Every venue's service path also runs on frames the
+project generates itself (``tests/test_bench.py``), so a clone without the recordings still
+exercises each venue end to end.
 
 Formats read here:
 
@@ -24,14 +29,21 @@ import pytest
 SAMPLES_DIR: Final = Path(__file__).resolve().parents[2] / "shared" / "samples"
 
 
+def missing_sample_reason(relpath: str) -> str:
+    """Why a test that replays ``relpath`` is skipped: the file, and how to get it."""
+    return (
+        f"recorded sample {SAMPLES_DIR / relpath} is missing: recorded venue traffic is "
+        "third-party data kept outside the repository, in ../shared/samples/ beside it "
+        "(shared/samples/INDEX.md lists each file's public source); put that directory "
+        "there to run this test (see docs/development.md, 'Tests')"
+    )
+
+
 def require_sample(relpath: str) -> Path:
     """The path of a recorded sample, or skip the calling test if it is not there."""
     path = SAMPLES_DIR / relpath
     if not path.is_file():
-        pytest.skip(
-            f"sample {relpath} not found: recorded samples live in ../shared/samples "
-            f"beside the repository ({SAMPLES_DIR})"
-        )
+        pytest.skip(missing_sample_reason(relpath))
     return path
 
 

@@ -94,6 +94,8 @@ SYMBOLS: dict[str, tuple[tuple[str, str, str], Callable[[int], str]]] = {
     "okx": (("BTC-USDT", "ETH-USDT", "SOL-USDT"), lambda i: f"C{i}-USDT"),
     "upbit": (("KRW-BTC", "KRW-ETH", "BTC-ETH"), lambda i: f"KRW-C{i}"),
 }
+# A symbol of each category whose symbols are spelled unlike the venue's first ones.
+CATEGORY_SYMBOLS: dict[tuple[str, str], str] = {("binance", "coinm"): "BTCUSD_PERP"}
 ADAPTERS = [get_adapter_class(name) for name in known_exchanges()]
 # The default feeds of a market, and every feed a venue may stream.
 STREAM_FEEDS = ("trades", "orderbook", "ticker")
@@ -108,6 +110,9 @@ def market(adapter: type[ExchangeAdapter], *symbols: str, **options: Any) -> Mar
     }
     if adapter.categories:
         values["category"] = adapter.categories[0]
+    special = CATEGORY_SYMBOLS.get((adapter.name, str(options.get("category"))))
+    if not symbols and special is not None:
+        values["symbols"] = (special,)
     return MarketSettings(**{**values, **options})
 
 
@@ -218,9 +223,16 @@ def test_accepts_and_plans_every_value_it_declares(adapter: type[ExchangeAdapter
     for options in accepted:
         settings = market(adapter, **options)
         adapter.check_market(settings)
-        (plan,) = make(adapter).plan_connections([settings])
-        assert plan.exchange == adapter.data_exchange(settings)
-        assert plan.url == make(adapter).connection_url(settings)
+        plans = make(adapter).plan_connections([settings])
+        # One connection, or one per endpoint where the venue routes feeds (Binance USD-M).
+        urls = {make(adapter).feed_url(settings, feed) for feed in adapter.stream_feeds}
+        assert len(plans) == len(urls)
+        assert make(adapter).connection_url(settings) in urls
+        for plan in plans:
+            assert plan.exchange == adapter.data_exchange(settings)
+            assert {make(adapter).feed_url(settings, s.feed) for s in plan.subscriptions} == {
+                plan.url
+            }
 
 
 @pytest.mark.parametrize("adapter", ADAPTERS, ids=by_name)
@@ -232,7 +244,11 @@ def test_refuses_values_it_does_not_declare(adapter: type[ExchangeAdapter]) -> N
         other = "diff" if adapter.book_modes[0] == "snapshot" else "snapshot"
         assert refusal(adapter, book_mode=other).startswith(f"{name} book_mode can only be ")
     if adapter.categories:
-        assert refusal(adapter, category=None).startswith(f"{name} needs category ")
+        if adapter.default_category is None:
+            assert refusal(adapter, category=None).startswith(f"{name} needs category ")
+        else:
+            adapter.check_market(market(adapter, category=None))
+            assert adapter.default_category in adapter.categories
         assert "(got 'nope')" in refusal(adapter, category="nope")
 
 

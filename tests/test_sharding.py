@@ -344,14 +344,6 @@ def test_describe_shard() -> None:
 
 # --------------------------------------------------------------------------- command line
 
-_HELP = subprocess.run(
-    [sys.executable, "-m", "collector", "check-config", "--help"],
-    capture_output=True,
-    text=True,
-    check=False,
-).stdout
-cli_wired = pytest.mark.skipif("--shard" not in _HELP, reason="--shard not wired into cli.py yet")
-
 
 def write_config(path: Path) -> Path:
     lines = []
@@ -374,7 +366,6 @@ def check_config(*args: str, env: dict[str, str] | None = None) -> subprocess.Co
     )
 
 
-@cli_wired
 def test_check_config_shows_what_a_shard_collects(tmp_path: Path) -> None:
     config = write_config(tmp_path / "settings.toml")
     full = settings()
@@ -403,7 +394,6 @@ def test_check_config_shows_what_a_shard_collects(tmp_path: Path) -> None:
     )
 
 
-@cli_wired
 def test_bad_or_empty_shards_exit_2(tmp_path: Path) -> None:
     config = write_config(tmp_path / "settings.toml")
     bad = check_config(str(config), "--shard", "3/3")

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import io
+import json
+import re
 import socket
 import sys
 
@@ -69,6 +71,72 @@ def test_unknown_exchange_is_one_error_line_and_usage_exit_2(
     assert captured.out == ""
     assert captured.err.startswith("collector: error: unknown exchange 'nyse'")
     assert captured.err.count("\n") == 1
+
+
+@pytest.mark.parametrize(
+    ("category", "path", "expected"),
+    [
+        ("usdm", "/fapi/v1/exchangeInfo", ["BTCUSDT", "ETHUSDT"]),
+        # COIN-M names the status contractStatus and spells the contract.
+        ("coinm", "/dapi/v1/exchangeInfo", ["BTCUSD_250926", "BTCUSD_PERP"]),
+        ("spot", "/api/v3/exchangeInfo?permissions=SPOT&symbolStatus=TRADING", ["BTCUSDT"]),
+    ],
+)
+async def test_binance_futures_symbols_by_category(
+    category: str, path: str, expected: list[str]
+) -> None:
+    fake = FakeBinanceRest()
+    fake.symbols = [("BTCUSDT", "TRADING")]
+    fake.usdm_symbols = [("ETHUSDT", "TRADING"), ("BTCUSDT", "TRADING"), ("OLDUSDT", "SETTLING")]
+    fake.coinm_symbols = [
+        ("BTCUSD_PERP", "TRADING"),
+        ("BTCUSD_250926", "TRADING"),
+        ("BTCUSD_250627", "DELIVERED"),
+    ]
+    out = io.StringIO()
+    async with trio.open_nursery() as nursery:
+        await nursery.start(fake.run)
+        status = await trio.to_thread.run_sync(
+            lambda: run_symbols_command(
+                "binance", rest_url=fake.url, as_json=True, out=out, category=category
+            )
+        )
+        nursery.cancel_scope.cancel()
+    assert status == 0
+    assert fake.requests == [path]
+    assert out.getvalue() == json.dumps(expected) + "\n"
+
+
+def test_binance_futures_symbols_default_to_the_category_api() -> None:
+    from collector.exchanges.binance import BinanceAdapter
+
+    assert BinanceAdapter.symbols_url(category="usdm") == (
+        "https://fapi.binance.com/fapi/v1/exchangeInfo"
+    )
+    assert BinanceAdapter.symbols_url(category="coinm") == (
+        "https://dapi.binance.com/dapi/v1/exchangeInfo"
+    )
+
+
+@pytest.mark.parametrize(
+    ("exchange", "category", "message"),
+    [
+        ("binance", "inverse", "binance category must be 'spot', 'usdm' or 'coinm'"),
+        ("bybit", "linear", "bybit cannot list symbols by category"),
+    ],
+)
+def test_a_category_the_venue_cannot_list_is_a_clear_error(
+    exchange: str, category: str, message: str
+) -> None:
+    with pytest.raises(SymbolsError, match=re.escape(message)):
+        list_symbols(exchange, None, category)
+
+
+def test_the_command_line_takes_a_category(capsys: pytest.CaptureFixture[str]) -> None:
+    from collector.cli import main
+
+    assert main(["symbols", "binance", "--category", "inverse"]) == 2  # a usage error
+    assert "binance category must be" in capsys.readouterr().err
 
 
 async def test_unreachable_venue_exits_1(capsys: pytest.CaptureFixture[str]) -> None:

@@ -199,9 +199,9 @@ class BinanceProtocol:
             return [reply], list(request.params)
         return [reply], []
 
-    def subscribe_text(self, streams: list[str]) -> bytes:
+    def subscribe_texts(self, streams: list[str]) -> list[bytes]:
         """The client's subscription to ``streams`` (for the generator's own sink client)."""
-        return _ENCODE({"method": "SUBSCRIBE", "params": streams, "id": 1})
+        return [_ENCODE({"method": "SUBSCRIBE", "params": streams, "id": 1})]
 
     def snapshot_body(self, path: str, query: dict[str, str], last_update_id: int) -> bytes:
         """The body of ``GET /api/v3/depth`` for a book at ``last_update_id``."""

@@ -245,8 +245,8 @@ class BybitProtocol:
             return [self._answer("unsubscribe", request.req_id, True, "")], []
         return [self._answer(request.op, request.req_id, False, "error:invalid op")], []
 
-    def subscribe_text(self, streams: list[str]) -> bytes:
-        return _ENCODE({"req_id": "1", "op": "subscribe", "args": streams})
+    def subscribe_texts(self, streams: list[str]) -> list[bytes]:
+        return [_ENCODE({"req_id": "1", "op": "subscribe", "args": streams})]
 
     def snapshot_body(self, path: str, query: dict[str, str], last_update_id: int) -> bytes:
         """Bybit books sync over WebSocket: no REST snapshot."""

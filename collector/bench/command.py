@@ -15,7 +15,7 @@ from typing import Any
 from collector.bench.calibrate import wakeup_cost_us
 from collector.bench.report import Summary, render_json, render_text
 from collector.bench.runner import BenchError, RunResult, run_scenario
-from collector.bench.scenarios import SCENARIOS
+from collector.bench.scenarios import SCENARIOS, VENUE_SCENARIOS
 
 EXIT_OK = 0
 EXIT_FAILED = 1
@@ -27,8 +27,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--scenario",
         action="append",
-        choices=[*SCENARIOS, "all"],
-        help="scenario to run (repeatable; default: all)",
+        choices=[*SCENARIOS, "all", *VENUE_SCENARIOS, "venues"],
+        help=(
+            "scenario to run (repeatable; default: all, the throughput scenarios; "
+            "venues: one run per venue, each venue's frames through the service)"
+        ),
     )
     amount = parser.add_mutually_exclusive_group()
     amount.add_argument("--count", type=int, metavar="N", help="frames to send per run")
@@ -102,8 +105,8 @@ def run_bench_command(
     """
     opts = _options(args, **kwargs)
     names: list[str] = list(opts.get("scenario") or ["all"])
-    if "all" in names:
-        names = list(SCENARIOS)
+    expand = {"all": SCENARIOS, "venues": VENUE_SCENARIOS}
+    names = [n for name in names for n in expand.get(name, (name,))]
     count, duration, rate = opts.get("count"), opts.get("duration"), opts.get("rate")
     repeat, seed = int(opts.get("repeat") or 1), int(opts.get("seed") or 1)
     as_json = bool(opts.get("json"))

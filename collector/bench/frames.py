@@ -21,6 +21,7 @@ import random
 import struct
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Final, NamedTuple, Protocol
 
 ID_WIDTH: Final = 10
@@ -46,10 +47,30 @@ class TimeMsSlot(NamedTuple):
     """The event time of the chunk in milliseconds (venues such as OKX and Bybit)."""
 
 
+class TimeIsoSlot(NamedTuple):
+    """The event time of the chunk as RFC 3339 UTC text to the microsecond, without the
+    zone (``2026-08-09T21:05:48.123456``; the frame adds ``Z``): Kraken, Coinbase."""
+
+
+class ConnSeqSlot(NamedTuple):
+    """The connection's message number, for venues that number every message of a
+    connection across channels (Coinbase ``sequence_num``, Bitfinex ``SEQ_ALL``).
+
+    Frames of the chunk take consecutive numbers in order; the number is right-aligned in
+    its slot with leading spaces (JSON whitespace), so it can start from 0 or 1.
+    """
+
+
 TIME: Final = TimeSlot()
 TIME_MS: Final = TimeMsSlot()
+TIME_ISO: Final = TimeIsoSlot()
+CONN_SEQ: Final = ConnSeqSlot()
 
-Piece = bytes | IdSlot | TimeSlot | TimeMsSlot
+Piece = bytes | IdSlot | TimeSlot | TimeMsSlot | TimeIsoSlot | ConnSeqSlot
+
+SEQ_MARK: Final = b"\x00seq\x00"
+"""Where a frame built at run time (a subscribe answer, a first frame) takes the
+connection's next message number: the generator replaces it (see :data:`CONN_SEQ`)."""
 
 
 class StreamFrames(Protocol):
@@ -74,6 +95,17 @@ class StreamFrames(Protocol):
         """
 
 
+class ClosingStream(Protocol):
+    """A stream whose frames change a state the venue checks (Kraken's book checksum).
+
+    A chunk template is sent again and again, so it must leave that state as it found it:
+    after a template's last frame the builder asks for one more frame that restores it.
+    """
+
+    def closing_frame(self, rng: random.Random) -> list[Piece] | None:
+        """A frame that puts the state back as it was at the template's start (or None)."""
+
+
 def ws_header(length: int, *, text: bool = True) -> bytes:
     """The header of one unmasked, final server frame with a ``length``-byte payload."""
     first = 0x81 if text else 0x82
@@ -84,12 +116,29 @@ def ws_header(length: int, *, text: bool = True) -> bytes:
     return struct.pack("!BBQ", first, 127, length)
 
 
-def _slot_width(piece: IdSlot | TimeSlot | TimeMsSlot) -> int:
+TIME_ISO_WIDTH: Final = 26
+"""Characters of :class:`TimeIsoSlot` text."""
+
+
+def _slot_width(piece: IdSlot | TimeSlot | TimeMsSlot | TimeIsoSlot | ConnSeqSlot) -> int:
     if isinstance(piece, TimeSlot):
         return TIME_WIDTH
     if isinstance(piece, TimeMsSlot):
         return TIME_MS_WIDTH
+    if isinstance(piece, TimeIsoSlot):
+        return TIME_ISO_WIDTH
     return ID_WIDTH
+
+
+def iso_time(time_us: int) -> bytes:
+    """``time_us`` as :class:`TimeIsoSlot` text."""
+    stamp = datetime.fromtimestamp(time_us // 1_000_000, UTC).strftime("%Y-%m-%dT%H:%M:%S")
+    return b"%s.%06d" % (stamp.encode(), time_us % 1_000_000)
+
+
+def is_binary(source: object) -> bool:
+    """Whether a stream's frames go out as binary WebSocket frames (Upbit); text otherwise."""
+    return bool(getattr(source, "binary", False))
 
 
 @dataclass
@@ -108,9 +157,15 @@ class ChunkTemplate:
     frames_by_type: dict[str, int]
     size: int
     time_ms_positions: list[int] = field(default_factory=list)
+    time_iso_positions: list[int] = field(default_factory=list)
+    conn_seq_positions: list[int] = field(default_factory=list)
 
-    def fill(self, next_ids: list[int], time_us: int) -> bytes:
-        """The chunk's bytes with ids from ``next_ids`` (advanced in place) and ``time_us``."""
+    def fill(self, next_ids: list[int], time_us: int, conn_seq: int = 0) -> bytes:
+        """The chunk's bytes with ids from ``next_ids`` (advanced in place) and ``time_us``.
+
+        Message numbers (:data:`CONN_SEQ`) run from ``conn_seq``; the caller advances its
+        counter by ``len(conn_seq_positions)``.
+        """
         parts = self.parts
         stamp = b"%016d" % time_us
         for position in self.time_positions:
@@ -119,6 +174,15 @@ class ChunkTemplate:
             stamp_ms = b"%013d" % (time_us // 1000)
             for position in self.time_ms_positions:
                 parts[position] = stamp_ms
+        if self.time_iso_positions:
+            stamp_iso = iso_time(time_us)
+            for position in self.time_iso_positions:
+                parts[position] = stamp_iso
+        for offset, position in enumerate(self.conn_seq_positions):
+            number = conn_seq + offset
+            if number >= ID_LIMIT:
+                raise OverflowError(f"message numbers would exceed {ID_WIDTH} digits")
+            parts[position] = b"%10d" % number
         for stream, slots in enumerate(self.id_slots):
             if not slots:
                 continue
@@ -140,6 +204,8 @@ class TemplateBuilder:
     parts: list[bytes] = field(default_factory=list)
     time_positions: list[int] = field(default_factory=list)
     time_ms_positions: list[int] = field(default_factory=list)
+    time_iso_positions: list[int] = field(default_factory=list)
+    conn_seq_positions: list[int] = field(default_factory=list)
     frames_by_type: dict[str, int] = field(default_factory=dict)
     frames: int = 0
     size: int = 0
@@ -152,8 +218,12 @@ class TemplateBuilder:
         """Append one frame of ``streams[stream]``."""
         source = self.streams[stream]
         pieces, ids = source.build(self.used[stream], self.rng)
+        self._append(stream, pieces, ids)
+
+    def _append(self, stream: int, pieces: list[Piece], ids: int) -> None:
+        source = self.streams[stream]
         length = sum(len(p) if isinstance(p, bytes) else _slot_width(p) for p in pieces)
-        header = ws_header(length)
+        header = ws_header(length, text=not is_binary(source))
         self.parts.append(header)
         self.size += len(header) + length
         for piece in pieces:
@@ -166,6 +236,10 @@ class TemplateBuilder:
                     self.time_positions.append(position)
                 elif isinstance(piece, TimeMsSlot):
                     self.time_ms_positions.append(position)
+                elif isinstance(piece, TimeIsoSlot):
+                    self.time_iso_positions.append(position)
+                elif isinstance(piece, ConnSeqSlot):
+                    self.conn_seq_positions.append(position)
                 else:
                     self.id_slots[stream].append((position, piece.offset))
         self.used[stream] += ids
@@ -173,10 +247,19 @@ class TemplateBuilder:
         self.frames_by_type[source.data_type] = self.frames_by_type.get(source.data_type, 0) + 1
 
     def finish(self) -> ChunkTemplate:
+        # Streams that change a checked state put it back (see ClosingStream).
+        for index, source in enumerate(self.streams):
+            close = getattr(source, "closing_frame", None)
+            if close is not None:
+                pieces = close(self.rng)
+                if pieces is not None:
+                    self._append(index, pieces, 0)
         # Merge neighbouring static pieces: fewer, larger pieces join faster.
         merged: list[bytes] = []
         slot_positions = set(self.time_positions)
         slot_positions.update(self.time_ms_positions)
+        slot_positions.update(self.time_iso_positions)
+        slot_positions.update(self.conn_seq_positions)
         slot_positions.update(p for slots in self.id_slots for p, _ in slots)
         remap: dict[int, int] = {}
         last_is_static = False
@@ -199,6 +282,8 @@ class TemplateBuilder:
             frames_by_type=dict(self.frames_by_type),
             size=self.size,
             time_ms_positions=[remap[p] for p in self.time_ms_positions],
+            time_iso_positions=[remap[p] for p in self.time_iso_positions],
+            conn_seq_positions=[remap[p] for p in self.conn_seq_positions],
         )
 
 

@@ -34,7 +34,7 @@ from websockets.http11 import Request
 from websockets.protocol import State
 from websockets.server import ServerProtocol
 
-from collector.bench.frames import ChunkTemplate, TemplateBuilder
+from collector.bench.frames import SEQ_MARK, ChunkTemplate, TemplateBuilder, is_binary
 from collector.bench.scenarios import Group, Scenario, first_id, get_scenario, pick_order
 
 CHUNK_BYTES: Final = 256 * 1024
@@ -82,6 +82,8 @@ class _GroupState:
         self.next_ids = [first_id(index, i) for i in range(len(group.streams))]
         self.positions = {s.stream: i for i, s in enumerate(group.streams)}
         self.subscribed: set[str] = set()
+        # The connection's next message number (venues that number every message).
+        self.conn_seq = 0
         self.ready = trio.Event()
         self.finished = False
         self.templates = self._build_templates(rng)
@@ -100,6 +102,14 @@ class _GroupState:
                         break
             templates.append(builder.finish())
         return templates
+
+    def numbered(self, payload: bytes) -> bytes:
+        """``payload`` with its :data:`SEQ_MARK` (if any) replaced by the next number."""
+        if SEQ_MARK not in payload:
+            return payload
+        number = self.conn_seq
+        self.conn_seq += 1
+        return payload.replace(SEQ_MARK, b"%d" % number, 1)
 
     def subscribe(self, streams: list[str]) -> None:
         self.subscribed.update(s for s in streams if s in self.positions)
@@ -149,6 +159,7 @@ class _Generator:
             return
         protocol.send_response(protocol.accept(request))
         await _flush(stream, protocol, lock)
+        state.conn_seq = getattr(state.group.protocol, "first_seq", 0)  # a new connection
         async with stream, trio.open_nursery() as nursery:
             nursery.start_soon(self._read_client, stream, protocol, lock, state, nursery)
             await state.ready.wait()
@@ -176,7 +187,7 @@ class _Generator:
                     if isinstance(event, Frame) and event.opcode is Opcode.TEXT:
                         replies, streams = venue.on_client_text(bytes(event.data))
                         for reply in replies:
-                            protocol.send_text(reply)
+                            _send(protocol, state.numbered(reply), binary=is_binary(venue))
                         self.report.control_frames += len(replies)
                         self._send_first_frames(protocol, state, streams)
                         subscribed += streams
@@ -204,7 +215,7 @@ class _Generator:
             if payload is None:
                 continue
             self._mark_started()
-            protocol.send_text(payload)
+            _send(protocol, state.numbered(payload), binary=is_binary(source))
             report = self.report
             report.frames += 1
             report.bytes += len(payload)
@@ -236,7 +247,8 @@ class _Generator:
                 now = trio.current_time()
                 if next_at < now - 1.0:  # far behind (the reader is slow): do not burst
                     next_at = now
-            chunk = template.fill(state.next_ids, time.time_ns() // 1000)
+            chunk = template.fill(state.next_ids, time.time_ns() // 1000, state.conn_seq)
+            state.conn_seq += len(template.conn_seq_positions)
             self._mark_started()
             async with lock:
                 await stream.send_all(chunk)
@@ -285,6 +297,13 @@ class _Generator:
                 b"HTTP/1.1 %s\r\nContent-Type: application/json\r\nContent-Length: %d\r\n"
                 b"Connection: close\r\n\r\n%s" % (status, len(body), body)
             )
+
+
+def _send(protocol: ServerProtocol, payload: bytes, *, binary: bool) -> None:
+    if binary:
+        protocol.send_binary(payload)
+    else:
+        protocol.send_text(payload)
 
 
 async def _handshake(stream: trio.SocketStream, protocol: ServerProtocol) -> Request | None:

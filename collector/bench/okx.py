@@ -233,9 +233,9 @@ class OkxProtocol:
         streams = [f"{a.channel}:{a.instId}" for a in request.args]
         return replies, streams if request.op == "subscribe" else []
 
-    def subscribe_text(self, streams: list[str]) -> bytes:
+    def subscribe_texts(self, streams: list[str]) -> list[bytes]:
         args = [dict(zip(("channel", "instId"), s.split(":", 1), strict=True)) for s in streams]
-        return _ENCODE({"id": "1", "op": "subscribe", "args": args})
+        return [_ENCODE({"id": "1", "op": "subscribe", "args": args})]
 
     def snapshot_body(self, path: str, query: dict[str, str], last_update_id: int) -> bytes:
         """OKX books sync over WebSocket: no REST snapshot."""

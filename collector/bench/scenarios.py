@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Final, Protocol
 
-from collector.bench import binance, bybit, okx
+from collector.bench import binance, bitfinex, bybit, coinbase, deribit, kraken, okx, upbit
 from collector.bench.frames import StreamFrames
 from collector.config import (
     CollectorSettings,
@@ -51,8 +51,9 @@ class VenueProtocol(Protocol):
     def snapshot_body(self, path: str, query: dict[str, str], last_update_id: int) -> bytes:
         """A REST book snapshot at ``last_update_id`` (venues whose book sync needs one)."""
 
-    def subscribe_text(self, streams: list[str]) -> bytes:
-        """A client's subscription to ``streams`` (the discarding sink uses it)."""
+    def subscribe_texts(self, streams: list[str]) -> list[bytes]:
+        """A client's subscription to ``streams``, one message or several (the discarding
+        sink uses it)."""
 
 
 @dataclass(frozen=True)
@@ -300,7 +301,95 @@ def _mixed() -> Scenario:
     )
 
 
+# Each venue's markets in its own spelling: (symbol, mid, tick).
+_VENUE_MARKETS: Final[dict[str, tuple[tuple[str, float, float], ...]]] = {
+    "binance": (("BTCUSDT", 61234.56, 0.01), ("ETHUSDT", 2650.12, 0.01)),
+    "okx": (("BTC-USDT", 61234.5, 0.1), ("ETH-USDT", 2650.12, 0.01)),
+    "bybit": (("BTCUSDT", 61234.5, 0.1), ("ETHUSDT", 2650.12, 0.01)),
+    "kraken": (("BTC/USD", 61234.5, 0.1), ("ETH/USD", 2650.12, 0.01)),
+    "deribit": (("BTC-PERPETUAL", 61234.5, 0.5), ("ETH-PERPETUAL", 2650.1, 0.05)),
+    "upbit": (("KRW-BTC", 95123000.0, 1000.0), ("KRW-ETH", 4012000.0, 1000.0)),
+    "bitfinex": (("tBTCUSD", 61234.0, 1.0), ("tETHUSD", 2650.1, 0.1)),
+    "coinbase": (("BTC-USD", 61234.56, 0.01), ("ETH-USD", 2650.12, 0.01)),
+}
+# Shares of frames by kind (trades, book, ticker) on a venue's connection.
+_VENUE_WEIGHTS: Final = (0.35, 0.2, 0.45)
+
+
+def _venue_streams(exchange: str, symbol: str, mid: float, tick: float) -> list[StreamFrames]:
+    """Trades, book and ticker frames of one market, in ``_VENUE_WEIGHTS`` order."""
+    if exchange == "binance":
+        return [
+            binance.TradeStream(symbol, mid),
+            binance.DiffDepthStream(symbol, mid, tick),
+            binance.BookTickerStream(symbol, mid, tick),
+        ]
+    if exchange == "okx":
+        return [okx.TradeStream(symbol, mid), okx.BookStream(symbol, mid, tick),
+                okx.TickerStream(symbol, mid, tick)]  # fmt: skip
+    if exchange == "bybit":
+        return [bybit.TradeStream(symbol, mid), bybit.BookStream(symbol, mid, tick),
+                bybit.TickerStream(symbol, mid, tick)]  # fmt: skip
+    if exchange == "kraken":
+        return [kraken.TradeStream(symbol, mid, tick), kraken.BookStream(symbol, mid, tick),
+                kraken.TickerStream(symbol, mid, tick)]  # fmt: skip
+    if exchange == "deribit":
+        lot = 10.0 if symbol.startswith("BTC") else 1.0  # USD 10 contracts; ETH: USD 1
+        return [deribit.TradeStream(symbol, mid, tick, lot),
+                deribit.BookStream(symbol, mid, tick, lot),
+                deribit.TickerStream(symbol, mid, tick, lot)]  # fmt: skip
+    if exchange == "bitfinex":
+        return [bitfinex.TradeStream(symbol, mid, tick), bitfinex.BookStream(symbol, mid, tick),
+                bitfinex.TickerStream(symbol, mid, tick)]  # fmt: skip
+    if exchange == "coinbase":
+        return [coinbase.TradeStream(symbol, mid, tick), coinbase.BookStream(symbol, mid, tick),
+                coinbase.TickerStream(symbol, mid, tick)]  # fmt: skip
+    if exchange == "upbit":
+        return [upbit.TradeStream(symbol, mid, tick), upbit.OrderbookStream(symbol, mid, tick),
+                upbit.TickerStream(symbol, mid, tick)]  # fmt: skip
+    raise KeyError(exchange)
+
+
+_PROTOCOLS: Final[dict[str, Callable[[], VenueProtocol]]] = {
+    "binance": binance.BinanceProtocol,
+    "okx": okx.OkxProtocol,
+    "bybit": bybit.BybitProtocol,
+    "kraken": kraken.KrakenProtocol,
+    "deribit": deribit.DeribitProtocol,
+    "upbit": upbit.UpbitProtocol,
+    "bitfinex": bitfinex.BitfinexProtocol,
+    "coinbase": coinbase.CoinbaseProtocol,
+}
+
+
+def _venue(exchange: str) -> Scenario:
+    """One connection to ``exchange``: trades, book and ticker of two markets."""
+    streams: list[StreamFrames] = []
+    weights: list[float] = []
+    for (symbol, mid, tick), share in zip(_VENUE_MARKETS[exchange], (0.6, 0.4), strict=True):
+        streams += _venue_streams(exchange, symbol, mid, tick)
+        weights += [w * share for w in _VENUE_WEIGHTS]
+    group = Group(
+        "g0",
+        _PROTOCOLS[exchange](),
+        tuple(m[0] for m in _VENUE_MARKETS[exchange]),
+        ("trades", "orderbook", "ticker"),
+        "diff" if exchange == "binance" else None,
+        tuple(streams),
+        tuple(weights),
+        category=bybit.CATEGORY if exchange == "bybit" else None,
+    )
+    return Scenario(
+        exchange,
+        f"{exchange}: trades, book and ticker of 2 markets, 1 connection",
+        (group,),
+        200_000,
+    )
+
+
 def _build(name: str) -> Scenario:
+    if name in _VENUE_MARKETS:
+        return _venue(name)
     if name == "trades":
         return _single(
             "trades",
@@ -334,6 +423,10 @@ def _build(name: str) -> Scenario:
 
 
 SCENARIOS: Final[tuple[str, ...]] = ("trades", "depth", "depth20", "mixed")
+"""The throughput scenarios (``--scenario all``)."""
+VENUE_SCENARIOS: Final[tuple[str, ...]] = tuple(_VENUE_MARKETS)
+"""One scenario per venue the generator speaks, named after it (``--scenario venues``):
+every venue's frames through the whole service, rows checked against frames."""
 
 
 def get_scenario(name: str) -> Scenario:

@@ -32,7 +32,8 @@ async def _sink(port: int, group: Group, done: trio.Event) -> int:
         await stream.send_all(chunk)
     while not any(isinstance(e, Response) for e in protocol.events_received()):
         protocol.receive_data(await stream.receive_some(65536))
-    protocol.send_text(group.protocol.subscribe_text([s.stream for s in group.streams]))
+    for text in group.protocol.subscribe_texts([s.stream for s in group.streams]):
+        protocol.send_text(text)
     for chunk in protocol.data_to_send():
         await stream.send_all(chunk)
     received = 0

@@ -406,8 +406,10 @@ class ExchangeAdapter(ABC):
     book_modes: ClassVar[tuple[str, ...]] = ()
     book_depths: ClassVar[tuple[int, ...]] = ()
     # Non-empty: every market must name one (the same symbol means another instrument in
-    # each, so the venue's files are kept apart by :meth:`data_exchange`).
+    # each, so the venue's files are kept apart by :meth:`data_exchange`), unless the venue
+    # names a ``default_category`` that a market without one gets.
     categories: ClassVar[tuple[str, ...]] = ()
+    default_category: ClassVar[str | None] = None
     # Feeds of ``stream_feeds`` that markets of a category cannot have (a venue's spot
     # category has no derivatives data); a category not named here has every stream feed.
     category_lacks: ClassVar[Mapping[str, tuple[Feed, ...]]] = {}
@@ -434,7 +436,8 @@ class ExchangeAdapter(ABC):
     # Most connection attempts per second to this venue, over all its connections (venue
     # limits are per IP; 1/s stays within all of those documented in exchanges.md).
     connections_per_second: ClassVar[float] = 1.0
-    # Most REST snapshot requests per second per connection (the venue's weight budget).
+    # Most REST snapshot requests per second per connection (the venue's weight budget);
+    # :meth:`snapshot_rate` may give a plan another.
     snapshot_requests_per_second: ClassVar[float] = 1.0
     # The venue closes every connection at this age, in seconds (None: it documents no
     # limit). The supervisor then replaces each connection before it is due, without a hole
@@ -459,9 +462,13 @@ class ExchangeAdapter(ABC):
     # --------------------------------------------------------------- symbols
 
     @classmethod
-    def symbols_url(cls, rest_url: str | None = None) -> str:
+    def symbols_url(cls, rest_url: str | None = None, category: str | None = None) -> str:
         """The REST URL that lists the venue's tradable symbols (``rest_url`` replaces the
-        default REST base). NotImplementedError when the venue declares no symbols path."""
+        default REST base). NotImplementedError when the venue declares no symbols path, or
+        ``category`` is given and the venue cannot list symbols by category (a venue that
+        can overrides this; ValueError for a category it does not have)."""
+        if category is not None:
+            raise NotImplementedError(f"{cls.name} cannot list symbols by category")
         if cls.symbols_path is None or cls.default_rest_url is None:
             raise NotImplementedError(f"{cls.name} cannot list symbols")
         return f"{(rest_url or cls.default_rest_url).rstrip('/')}{cls.symbols_path}"
@@ -504,11 +511,19 @@ class ExchangeAdapter(ABC):
 
     @classmethod
     def check_category(cls, market: MarketSettings) -> None:
-        """No category unless the venue declares categories; then one of them is required."""
+        """No category unless the venue declares categories; then one of them is required
+        (none stands for ``default_category`` where the venue has one)."""
         if not cls.categories:
             if market.category is not None:
                 raise cls.no_option("category")
+        elif market.category is None and cls.default_category is not None:
+            return
         elif market.category not in cls.categories:
+            if cls.default_category is not None:
+                raise ValueError(
+                    f"{cls.name} category must be {choices(cls.categories, quoted=True)} "
+                    f"(got {market.category!r}){cls.option_notes.get('category', '')}"
+                )
             got = "nothing" if market.category is None else repr(market.category)
             raise ValueError(
                 f"{cls.name} needs category {choices(cls.categories, quoted=True)} "
@@ -543,7 +558,7 @@ class ExchangeAdapter(ABC):
     @classmethod
     def market_feeds(cls, market: MarketSettings) -> tuple[Feed, ...]:
         """The feeds ``market`` can have: ``stream_feeds`` less what its category lacks."""
-        lacks = cls.category_lacks.get(market.category or "", ())
+        lacks = cls.category_lacks.get(market.category or cls.default_category or "", ())
         return tuple(feed for feed in cls.stream_feeds if feed not in lacks)
 
     @classmethod
@@ -557,8 +572,9 @@ class ExchangeAdapter(ABC):
             what = FEED_DESCRIPTIONS.get(feed, feed)
             if feed in cls.stream_feeds:
                 having = [c for c in cls.categories if feed not in cls.category_lacks.get(c, ())]
+                category = market.category or cls.default_category
                 raise ValueError(
-                    f"{cls.name} category {market.category!r} has no {feed} feed ({what}); "
+                    f"{cls.name} category {category!r} has no {feed} feed ({what}); "
                     f"category {choices(having, quoted=True)} has"
                 )
             raise ValueError(
@@ -578,6 +594,14 @@ class ExchangeAdapter(ABC):
     def connection_url(self, market: MarketSettings) -> str:
         """The WebSocket URL of this market's connections."""
         return join_ws_path(market.base_url or self.default_url, self.ws_path, self.ws_path_rule)
+
+    def feed_url(self, market: MarketSettings, feed: str) -> str:
+        """The WebSocket URL of one feed of this market: :meth:`connection_url`, unless the
+        venue serves the market's feeds on separate endpoints (Binance USD-M routes book
+        streams to ``/public`` and trades to ``/market``). Feeds with different URLs never
+        share a connection, so such a symbol's subscriptions are on one connection per URL.
+        """
+        return self.connection_url(market)
 
     def rest_url(self, market: MarketSettings) -> str | None:
         """This market's REST base (its ``rest_url`` or the venue's), without a final slash."""
@@ -612,22 +636,22 @@ class ExchangeAdapter(ABC):
     def plan_connections(self, markets: Sequence[MarketSettings]) -> list[ConnectionPlan]:
         """Split all markets of this exchange over as few connections as its limits allow.
 
-        Markets share a connection only when they have the same URL, ``raw`` choice,
-        :meth:`data_exchange` and :meth:`plan_fields`. All subscriptions of one symbol go on one
-        connection, in settings order; a subscription listed twice is planned once. The
-        markets must have passed :meth:`check_market`.
+        Markets share a connection only when they have the same URL (:meth:`feed_url`, per
+        feed), ``raw`` choice, :meth:`data_exchange` and :meth:`plan_fields`. All
+        subscriptions of one symbol with one URL go on one connection, in settings order; a
+        subscription listed twice is planned once. The markets must have passed
+        :meth:`check_market`.
         """
         groups: dict[tuple[str, bool, str, tuple[tuple[str, Any], ...]], _Group] = {}
         for market in markets:
-            url, raw = self.connection_url(market), "raw" in market.feeds
+            raw, exchange = "raw" in market.feeds, self.data_exchange(market)
             fields = tuple(self.plan_fields(market).items())
-            by_symbol = groups.setdefault((url, raw, self.data_exchange(market), fields), {})
+            urls = {f: self.feed_url(market, f) for f in market.feeds if f in self.stream_feeds}
             for symbol in market.symbols:
                 canonical = self.normalize_symbol(symbol)
-                planned = by_symbol.setdefault(canonical, [])
-                for feed in market.feeds:
-                    if feed not in self.stream_feeds:
-                        continue
+                for feed, url in urls.items():
+                    by_symbol = groups.setdefault((url, raw, exchange, fields), {})
+                    planned = by_symbol.setdefault(canonical, [])
                     sub = Subscription(canonical, feed, market.silence_timeout_secs)
                     if all(sub != known for known, _ in planned):
                         planned.append((sub, self.wire_name(canonical, feed, market)))
@@ -650,6 +674,11 @@ class ExchangeAdapter(ABC):
         return plans
 
     # --------------------------------------------------------------- connections
+
+    def snapshot_rate(self, plan: ConnectionPlan) -> float:
+        """Most REST snapshot requests per second on ``plan``'s connection: the declared
+        ``snapshot_requests_per_second``, unless the venue's budget differs by endpoint."""
+        return self.snapshot_requests_per_second
 
     def keepalive_frame(self, number: int) -> str | None:
         """The venue's application-level keepalive (ping) frame, or None: the venue needs none.

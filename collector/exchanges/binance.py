@@ -1,37 +1,63 @@
-"""Binance spot (sans-IO): combined streams, SUBSCRIBE frames, parsing and sequence checks.
+"""Binance spot, USD-M futures and COIN-M futures (sans-IO): combined streams, SUBSCRIBE
+frames, parsing and sequence checks.
 
-One connection carries up to 1024 streams on ``/stream?timeUnit=MICROSECOND`` (combined
-streams, microsecond timestamps); streams are added with ``SUBSCRIBE`` frames after the
-handshake. Every data frame is an envelope ``{"stream": "<sym>@<type>", "data": {...}}`` and
-the stream name decides how ``data`` is read (partial depth carries no symbol of its own).
+A market's ``category`` picks the product: ``spot`` (the default), ``usdm`` (USD-M futures,
+``fstream``) or ``coinm`` (COIN-M futures, ``dstream``). The same symbol (``BTCUSDT``) names
+a spot pair and a USD-M perpetual, so each category has its own ``exchange`` in rows, files
+and metrics: ``binance``, ``binance-usdm``, ``binance-coinm`` (:data:`PROFILES`). COIN-M
+symbols carry their contract: ``BTCUSD_PERP``, ``BTCUSD_250926``.
+
+Connections use combined streams (``/stream``), up to 1024 streams each, added with
+``SUBSCRIBE`` frames after the handshake. Every data frame is an envelope
+``{"stream": "<sym>@<type>", "data": {...}}`` and the stream name decides how ``data`` is
+read (spot partial depth carries no symbol of its own). Endpoints per category:
+
+- spot: ``wss://stream.binance.com:9443/stream?timeUnit=MICROSECOND`` (microsecond times);
+- usdm: ``wss://fstream.binance.com/public/stream`` for book streams (``@depth...``,
+  ``@bookTicker``) and ``.../market/stream`` for everything else (``@aggTrade``): USD-M
+  routes streams by URL path, and a stream opened on the wrong path delivers nothing,
+  without an error. So a USD-M symbol with trades and a book is on two connections;
+- coinm: ``wss://dstream.binance.com/stream`` (no routing).
+
+Futures times are milliseconds (microsecond ``timeUnit`` is not documented there); every
+time is stored in microseconds either way.
 
 Feeds and streams:
 
-- ``trades`` -> ``<sym>@trade``;
+- ``trades`` -> ``<sym>@trade`` (spot) or ``<sym>@aggTrade`` (futures: the documented trade
+  stream; ``@trade`` is served but undocumented there). An aggregate trade is the fills of
+  one taker order at one price; its id ``a`` is the row's ``trade_id`` and ``sequence``;
 - ``orderbook`` -> ``<sym>@depth<N>@100ms`` (``book_mode = "snapshot"``, the default; N =
   ``book_depth`` in 5/10/20, default 20) or ``<sym>@depth@100ms`` (``book_mode = "diff"``);
+  a futures partial book also carries ``U``/``u``/``pu`` (kept in the row's sequences);
 - ``ticker`` -> ``<sym>@bookTicker``;
 - ``raw`` -> no stream: the connection keeps every frame (``ConnectionPlan.raw``).
 
 Sequence rules (per symbol, per session; a reconnect starts afresh):
 
-- trades: ``t`` should grow by exactly 1. A jump is reported as a ``gap`` status row. This
-  is a heuristic: Binance does not document trade ids as gap-free (exchanges.md: UNCONFIRMED).
-  A ``t`` at or below the last one is a duplicate: dropped and counted
-  (:meth:`Session.count_discard`, reason ``duplicate``).
-- diff depth: ``U`` must equal the previous ``u`` + 1 (or ``pu`` the previous ``u`` where a
-  frame carries ``pu``, as on futures); otherwise a ``gap`` row. A frame with ``u`` at or
-  below the previous ``u`` is stale: dropped and counted likewise (reason ``stale``). The
-  first delta of a session has no predecessor and so no gap.
+- trades: ``t`` (spot) or ``a`` (futures) should grow by exactly 1. A jump is reported as a
+  ``gap`` status row. This is a heuristic: Binance does not document these ids as gap-free
+  (exchanges.md: UNCONFIRMED). An id at or below the last one is a duplicate: dropped and
+  counted (:meth:`Session.count_discard`, reason ``duplicate``).
+- diff depth: ``U`` must equal the previous ``u`` + 1 (spot), or ``pu`` the previous ``u``
+  (futures, whose frames carry ``pu``: there ``U`` skips ids of other symbols); otherwise a
+  ``gap`` row. A frame with ``u`` at or below the previous ``u`` is stale: dropped and
+  counted likewise (reason ``stale``). The first delta of a session has no predecessor and
+  so no gap.
 - diff depth book sync: deltas alone cannot rebuild a book, so once a diff stream is
   acknowledged, and again after every gap, the session asks for a REST depth snapshot
-  (``GET {rest_url}/api/v3/depth?symbol=X&limit=1000``, via
-  :attr:`Actions.fetch`). The snapshot is written as an ``orderbook`` row of kind
-  ``snapshot`` (``sequence`` = ``lastUpdateId``) with a ``resync`` status row. Following the
-  venue's procedure, the recorded deltas must cover ``lastUpdateId + 1``: a snapshot older
-  than the first delta recorded since it was asked for is fetched again, and a first delta
-  after the snapshot with ``U > lastUpdateId + 1`` is a ``gap`` (and another snapshot).
-  Readers rebuild the book from the snapshot and the deltas with ``u > lastUpdateId``.
+  (``GET {rest_url}{depth path}?symbol=X&limit=1000``, via :attr:`Actions.fetch`; the path
+  is ``/api/v3/depth``, ``/fapi/v1/depth`` or ``/dapi/v1/depth``). The snapshot is written
+  as an ``orderbook`` row of kind ``snapshot`` (``sequence`` = ``lastUpdateId``) with a
+  ``resync`` status row. Following the venue's procedure, the recorded deltas must join
+  ``lastUpdateId``: each delta stands for the ids after its predecessor (``U - 1`` on spot,
+  ``pu`` on futures) up to ``u``, and the first delta past the snapshot must start at or
+  before it (spot: ``U <= lastUpdateId + 1``; futures: ``pu <= lastUpdateId``, which holds
+  for the venue's ``U <= lastUpdateId <= u`` and for a delta that continues the snapshot
+  exactly, ``pu == lastUpdateId``). A snapshot older than the first delta recorded since it
+  was asked for is fetched again; a first delta past it that does not join it is a ``gap``
+  (and another snapshot). Readers rebuild the book from the snapshot and the deltas with
+  ``u > lastUpdateId``.
 
 Subscribe errors: Binance rejects a whole ``SUBSCRIBE`` request when one stream in it is
 invalid. So a rejected request of several streams is split in two and both halves are sent
@@ -60,6 +86,7 @@ from collector.exchanges.base import (
     SnapshotRequest,
     Subscription,
 )
+from collector.exchanges.common import choices, join_ws_path
 
 EXCHANGE: Final = "binance"
 MAX_STREAMS_PER_CONNECTION: Final = 1024
@@ -68,10 +95,14 @@ MAX_STREAMS_PER_SUBSCRIBE: Final = 200
 PARTIAL_DEPTHS: Final = frozenset({5, 10, 20})
 DEFAULT_PARTIAL_DEPTH: Final = 20
 DEFAULT_REST_URL: Final = "https://api.binance.com"
-# Levels per REST snapshot: request weight 50 (5000 levels would cost 250 of 6000/min).
+# Levels per REST snapshot: spot weight 50 of 6000/min (5000 levels would cost 250);
+# futures weight 20 of 2400/min, a budget USD-M and COIN-M share.
 SNAPSHOT_LIMIT: Final = 1000
+CATEGORIES: Final = ("spot", "usdm", "coinm")
 
-_SYMBOL_RE: Final = re.compile(r"[A-Z0-9]{2,20}")
+# A symbol: letters and digits, and on futures a contract suffix (COIN-M always has one:
+# ``BTCUSD_PERP``, ``BTCUSD_250926``; a dated USD-M future is ``BTCUSDT_250926``).
+_SYMBOL_RE: Final = re.compile(r"[A-Z0-9]{2,20}(_(PERP|\d{6}))?")
 # Below this a timestamp is in milliseconds (ms now ~1.7e12, us ~1.7e15).
 _MS_LIMIT: Final = 10**14
 
@@ -86,7 +117,12 @@ def _us(value: int) -> int:
 
 class _SymbolInfo(msgspec.Struct, gc=False):
     symbol: str
-    status: str = "TRADING"
+    status: str | None = None  # spot and USD-M
+    contractStatus: str | None = None  # COIN-M
+
+    @property
+    def trading(self) -> bool:
+        return (self.status or self.contractStatus or "TRADING") == "TRADING"
 
 
 class _ExchangeInfo(msgspec.Struct, gc=False):
@@ -120,6 +156,16 @@ class _Trade(msgspec.Struct, gc=False, tag_field="e", tag="trade"):
     buyer_is_maker: bool = msgspec.field(name="m")
 
 
+class _AggTrade(msgspec.Struct, gc=False, tag_field="e", tag="aggTrade"):
+    """A futures aggregate trade, read into the same attributes as :class:`_Trade`."""
+
+    trade_id: int = msgspec.field(name="a")
+    price: float = msgspec.field(name="p")
+    size: float = msgspec.field(name="q")
+    trade_time: int = msgspec.field(name="T")
+    buyer_is_maker: bool = msgspec.field(name="m")
+
+
 class _DepthDiff(msgspec.Struct, gc=False, tag_field="e", tag="depthUpdate"):
     event_time: int = msgspec.field(name="E")
     first_id: int = msgspec.field(name="U")
@@ -134,13 +180,27 @@ class _TaggedEnvelope(msgspec.Struct, gc=False):
     book deltas are decoded in one pass, not an envelope and then its data."""
 
     stream: str | None = None
-    data: _Trade | _DepthDiff | None = None
+    data: _Trade | _AggTrade | _DepthDiff | None = None
 
 
 class _PartialDepth(msgspec.Struct, gc=False):
+    """A spot partial book, and every REST depth snapshot (futures ones carry ``E``)."""
+
     last_update_id: int = msgspec.field(name="lastUpdateId")
     bids: list[tuple[float, float]]
     asks: list[tuple[float, float]]
+    event_time: int | None = msgspec.field(default=None, name="E")
+
+
+class _FuturesPartialDepth(msgspec.Struct, gc=False):
+    """A futures partial book: the top levels, with the ids of a diff frame."""
+
+    event_time: int = msgspec.field(name="E")
+    first_id: int = msgspec.field(name="U")
+    last_id: int = msgspec.field(name="u")
+    prev_id: int = msgspec.field(name="pu")
+    bids: list[tuple[float, float]] = msgspec.field(name="b")
+    asks: list[tuple[float, float]] = msgspec.field(name="a")
 
 
 class _BookTicker(msgspec.Struct, gc=False):
@@ -158,6 +218,8 @@ _ENVELOPE: Final = msgspec.json.Decoder(_Envelope)
 _TAGGED_ENVELOPE: Final = msgspec.json.Decoder(_TaggedEnvelope, strict=False)
 _NOT_TAGGED: Final = _TaggedEnvelope()
 _TRADE: Final = msgspec.json.Decoder(_Trade, strict=False)
+_AGG_TRADE: Final = msgspec.json.Decoder(_AggTrade, strict=False)
+_FUTURES_PARTIAL_DEPTH: Final = msgspec.json.Decoder(_FuturesPartialDepth, strict=False)
 _DEPTH_DIFF: Final = msgspec.json.Decoder(_DepthDiff, strict=False)
 _PARTIAL_DEPTH: Final = msgspec.json.Decoder(_PartialDepth, strict=False)
 _BOOK_TICKER: Final = msgspec.json.Decoder(_BookTicker, strict=False)
@@ -170,18 +232,88 @@ _PARSE_ERRORS: Final = (msgspec.DecodeError, KeyError, ValueError, TypeError, In
 
 
 @attrs.frozen
+class Profile:
+    """What differs between Binance's categories (one endpoint family each)."""
+
+    category: str
+    exchange: str  # the ``exchange`` of rows, files and metrics
+    ws_url: str
+    rest_url: str
+    depth_path: str  # REST depth snapshots
+    symbols_path: str  # REST symbol list
+    trade_stream: str  # the stream type of the trades feed
+    futures: bool
+    # REST snapshots per second per connection: spot 1/s x weight 50 = half of 6000/min;
+    # futures 0.5/s x weight 20 = a quarter of the 2400/min USD-M and COIN-M share.
+    snapshots_per_second: float
+    # Routed endpoints (USD-M): the URL path of each feed's streams; empty: one endpoint.
+    routes: Mapping[str, str] = attrs.field(factory=dict)
+    # The stream feeds the category offers (derivative feeds will be futures-only).
+    feeds: tuple[str, ...] = ("trades", "orderbook", "ticker")
+
+
+PROFILES: Final[Mapping[str, Profile]] = {
+    "spot": Profile(
+        "spot",
+        EXCHANGE,
+        "wss://stream.binance.com:9443",
+        DEFAULT_REST_URL,
+        "/api/v3/depth",
+        "/api/v3/exchangeInfo?permissions=SPOT&symbolStatus=TRADING",
+        "trade",
+        futures=False,
+        snapshots_per_second=1.0,
+    ),
+    "usdm": Profile(
+        "usdm",
+        f"{EXCHANGE}-usdm",
+        "wss://fstream.binance.com",
+        "https://fapi.binance.com",
+        "/fapi/v1/depth",
+        "/fapi/v1/exchangeInfo",
+        "aggTrade",
+        futures=True,
+        snapshots_per_second=0.5,
+        # Book streams are "public" (high frequency), trades "market" (Binance USD-M
+        # WebSocket change notice, 2026-03: unrouted URLs carry /public streams only).
+        routes={"orderbook": "/public", "ticker": "/public", "trades": "/market"},
+    ),
+    "coinm": Profile(
+        "coinm",
+        f"{EXCHANGE}-coinm",
+        "wss://dstream.binance.com",
+        "https://dapi.binance.com",
+        "/dapi/v1/depth",
+        "/dapi/v1/exchangeInfo",
+        "aggTrade",
+        futures=True,
+        snapshots_per_second=0.5,
+    ),
+}
+
+
+def profile_of(market: MarketSettings) -> Profile:
+    """The profile of a checked market's category (none: spot)."""
+    return PROFILES[market.category or "spot"]
+
+
+@attrs.frozen
 class BinancePlan(ConnectionPlan):
-    """A connection plan that also names the stream of each subscription (same order)."""
+    """A connection plan that also names the stream of each subscription (same order), the
+    REST base of its book snapshots and its category."""
 
     streams: tuple[str, ...] = ()
     rest_url: str = DEFAULT_REST_URL
+    category: str = "spot"
 
 
 def stream_name(symbol: str, feed: str, market: MarketSettings | None = None) -> str:
-    """The stream of one (symbol, feed); ``market`` supplies the order book options."""
+    """The stream of one (symbol, feed); ``market`` supplies the category and the order book
+    options (none: spot defaults)."""
     sym = symbol.lower()
     if feed == "trades":
-        return f"{sym}@trade"
+        trade = "trade" if market is None else profile_of(market).trade_stream
+        return f"{sym}@{trade}"
     if feed == "ticker":
         return f"{sym}@bookTicker"
     if feed == "orderbook":
@@ -195,15 +327,15 @@ def stream_name(symbol: str, feed: str, market: MarketSettings | None = None) ->
 
 
 class BinanceAdapter(ExchangeAdapter):
-    """Binance spot market data over combined streams."""
+    """Binance spot, USD-M and COIN-M market data over combined streams."""
 
     name: ClassVar[str] = EXCHANGE
-    default_url: ClassVar[str] = "wss://stream.binance.com:9443"
+    default_url: ClassVar[str] = PROFILES["spot"].ws_url
     ws_path: ClassVar[str] = "/stream?timeUnit=MICROSECOND"
     default_rest_url: ClassVar[str | None] = DEFAULT_REST_URL
-    symbols_path: ClassVar[str | None] = (
-        "/api/v3/exchangeInfo?permissions=SPOT&symbolStatus=TRADING"
-    )
+    symbols_path: ClassVar[str | None] = PROFILES["spot"].symbols_path
+    categories: ClassVar[tuple[str, ...]] = CATEGORIES
+    default_category: ClassVar[str | None] = "spot"
     # Binance's "market data only" hosts (spot API docs, FAQ "Market Data Only URLs").
     geo_block_hosts: ClassVar[str | None] = (
         "its market-data-only hosts serve the same public data: set base_url = "
@@ -214,27 +346,45 @@ class BinanceAdapter(ExchangeAdapter):
     book_modes: ClassVar[tuple[str, ...]] = ("snapshot", "diff")
     book_depths: ClassVar[tuple[int, ...]] = tuple(sorted(PARTIAL_DEPTHS))
     takes_rest_url: ClassVar[bool] = True  # diff depth syncs its books from REST snapshots
-    option_notes: ClassVar[Mapping[str, str]] = {"category": " (this adapter records spot)"}
+    option_notes: ClassVar[Mapping[str, str]] = {
+        "category": " (spot, the default; usdm: USD-M futures; coinm: COIN-M futures)"
+    }
     plan_class: ClassVar[type[ConnectionPlan]] = BinancePlan
     wire_names_field: ClassVar[str | None] = "streams"
     max_subscriptions_per_connection: ClassVar[int | None] = MAX_STREAMS_PER_CONNECTION
-    # The venue allows 5 client messages/s per connection, pongs included: keep a margin.
+    # Spot allows 5 client messages/s per connection, pongs included (futures 10): keep a
+    # margin under the lower one.
     client_messages_per_second: ClassVar[float] = 4.0
-    # The venue pings with control frames (every 20 s); the WebSocket library answers them.
+    # The venue pings with control frames (spot every 20 s, futures every 3 min); the
+    # WebSocket library answers them.
     keepalive_interval_secs: ClassVar[float | None] = None
-    # REST weight budget 6000/min per IP; a 1000-level snapshot weighs 50 (at most 120/min).
-    snapshot_requests_per_second: ClassVar[float] = 1.0
+    # Spot REST weight budget 6000/min per IP; a 1000-level snapshot weighs 50 (at most
+    # 120/min). Futures connections take their category's rate (snapshot_rate).
+    snapshot_requests_per_second: ClassVar[float] = PROFILES["spot"].snapshots_per_second
     # The venue documents that a connection is valid for 24 h and is closed at that mark
-    # (WebSocket Streams docs; exchanges.md section 1.1).
+    # (spot and futures WebSocket Streams docs; exchanges.md section 1.1, D1.2).
     max_connection_lifetime_secs: ClassVar[float | None] = 24 * 3600.0
 
     @classmethod
+    def symbols_url(cls, rest_url: str | None = None, category: str | None = None) -> str:
+        """The exchangeInfo URL of ``category`` (none: spot) below ``rest_url`` (none: the
+        category's REST base). ValueError for a category Binance does not have."""
+        if category is not None and category not in PROFILES:
+            raise ValueError(
+                f"binance category must be {choices(CATEGORIES, quoted=True)} (got {category!r})"
+            )
+        profile = PROFILES[category or "spot"]
+        return f"{(rest_url or profile.rest_url).rstrip('/')}{profile.symbols_path}"
+
+    @classmethod
     def parse_symbols(cls, body: bytes) -> list[str]:
+        """Trading symbols of any category's exchangeInfo (COIN-M names the status
+        ``contractStatus``)."""
         try:
             info = msgspec.json.decode(body, type=_ExchangeInfo)
         except msgspec.DecodeError as exc:
             raise ParseError(f"binance exchangeInfo: {exc}") from exc
-        return sorted(s.symbol for s in info.symbols if s.status == "TRADING")
+        return sorted(s.symbol for s in info.symbols if s.trading)
 
     @staticmethod
     def normalize_symbol(symbol: str) -> str:
@@ -242,9 +392,44 @@ class BinanceAdapter(ExchangeAdapter):
         if not _SYMBOL_RE.fullmatch(canonical):
             raise ValueError(
                 f"invalid binance symbol {symbol!r}: expected 2-20 letters and digits "
-                "without separator, e.g. 'BTCUSDT' or 'btcusdt'"
+                "without separator, e.g. 'BTCUSDT' or 'btcusdt' (COIN-M: with the contract, "
+                "e.g. 'BTCUSD_PERP')"
             )
         return canonical
+
+    @classmethod
+    def data_exchange(cls, market: MarketSettings) -> str:
+        """``binance``, ``binance-usdm`` or ``binance-coinm``: ``BTCUSDT`` is a spot pair
+        and a USD-M perpetual, and each must have its own files."""
+        return profile_of(market).exchange
+
+    @classmethod
+    def check_market(cls, market: MarketSettings) -> None:
+        """The standard checks, then the category's: its feeds, and symbols that fit it
+        (COIN-M symbols name their contract, ``BTCUSD_PERP``; spot symbols never do)."""
+        super().check_market(market)
+        category = market.category or "spot"
+        offered = profile_of(market).feeds
+        for feed in market.feeds:
+            if feed != "raw" and feed not in offered:
+                raise ValueError(
+                    f"binance {category} has no {feed} feed (it offers {choices(offered)})"
+                )
+        for symbol in market.symbols:
+            try:
+                suffixed = "_" in cls.normalize_symbol(symbol)
+            except ValueError:
+                continue  # reported with the symbols (settings_check.canonical_pair)
+            if category == "spot" and suffixed:
+                raise ValueError(
+                    f"binance spot symbol {symbol!r} names a futures contract: "
+                    "set category 'usdm' or 'coinm'"
+                )
+            if category == "coinm" and not suffixed:
+                raise ValueError(
+                    f"binance coinm symbol {symbol!r} must name its contract, "
+                    "e.g. 'BTCUSD_PERP' or 'BTCUSD_250926'"
+                )
 
     @classmethod
     def check_book_options(cls, market: MarketSettings) -> None:
@@ -261,12 +446,46 @@ class BinanceAdapter(ExchangeAdapter):
             )
         super().check_book_options(market)
 
+    def connection_url(self, market: MarketSettings) -> str:
+        """The category's endpoint on ``base_url`` (a host; default: the category's); on
+        USD-M, the endpoint of the market's first feed (see :meth:`feed_url`)."""
+        profile = profile_of(market)
+        if profile.routes:
+            feed = next((f for f in market.feeds if f in profile.routes), "orderbook")
+            return self.feed_url(market, feed)
+        base = market.base_url or profile.ws_url
+        path = self.ws_path if profile.category == "spot" else "/stream"
+        return join_ws_path(base, path, self.ws_path_rule)
+
+    def feed_url(self, market: MarketSettings, feed: str) -> str:
+        """USD-M: ``{base}/public/stream`` for book feeds, ``{base}/market/stream`` for
+        trades. Other categories serve every feed on :meth:`connection_url`."""
+        profile = profile_of(market)
+        if not profile.routes:
+            return self.connection_url(market)
+        base = market.base_url or profile.ws_url
+        return join_ws_path(base, f"{profile.routes[feed]}/stream", self.ws_path_rule)
+
+    def rest_url(self, market: MarketSettings) -> str:
+        """The market's ``rest_url``, or its category's REST base (no final slash)."""
+        return (market.rest_url or profile_of(market).rest_url).rstrip("/")
+
     def plan_fields(self, market: MarketSettings) -> dict[str, Any]:
-        """Diff-depth snapshots come from the market's REST base: one per connection."""
-        return {"rest_url": self.rest_url(market)}
+        """Diff-depth snapshots come from the market's REST base: one per connection; and
+        one category per connection."""
+        return {"rest_url": self.rest_url(market), "category": profile_of(market).category}
 
     def wire_name(self, symbol: str, feed: str, market: MarketSettings) -> str:
         return stream_name(symbol, feed, market)
+
+    def connection_name(self, index: int, fields: Mapping[str, Any]) -> str:
+        """``binance-{index}`` for spot, ``binance-{category}-{index}`` for futures."""
+        category = fields.get("category", "spot")
+        return f"{self.name}-{index}" if category == "spot" else f"{self.name}-{category}-{index}"
+
+    def snapshot_rate(self, plan: ConnectionPlan) -> float:
+        category = plan.category if isinstance(plan, BinancePlan) else "spot"
+        return PROFILES[category].snapshots_per_second
 
     def open_session(self, plan: ConnectionPlan) -> BinanceSession:
         return BinanceSession(plan)
@@ -288,6 +507,9 @@ class BinanceSession(Session):
             streams = plan.streams
         else:
             streams = tuple(stream_name(s.symbol, s.feed) for s in plan.subscriptions)
+        profile = PROFILES[plan.category if isinstance(plan, BinancePlan) else "spot"]
+        self._profile = profile
+        self._trade_kind = profile.trade_stream
         self._streams: tuple[tuple[Subscription, str], ...] = tuple(
             zip(plan.subscriptions, streams, strict=True)
         )
@@ -298,14 +520,16 @@ class BinanceSession(Session):
         self._routes: dict[str, tuple[_Handler, str]] = {}
         # Only trade and diff-depth streams (their data names its kind): frames are decoded in
         # one pass (_TAGGED_ENVELOPE), routed by stream name to a message handler.
-        self._tagged = all(_tagged_kind(stream) is not None for _, stream in self._streams)
+        self._tagged = all(
+            _tagged_kind(stream, self._trade_kind) is not None for _, stream in self._streams
+        )
         self._message_routes: dict[str, tuple[_MessageHandler, type, str]] = {}
         self._last_trade_id: dict[str, int] = {}
         self._last_update_id: dict[str, int] = {}
         self._rest_url = plan.rest_url if isinstance(plan, BinancePlan) else DEFAULT_REST_URL
         # Diff-depth book sync, per symbol: snapshots asked for and not yet received; the
-        # first delta U seen since the last request; the lastUpdateId of a received snapshot
-        # no recorded delta has covered yet.
+        # predecessor id of the first delta seen since the last request (see _joins_after);
+        # the lastUpdateId of a received snapshot no recorded delta has covered yet.
         self._snapshot_pending: set[str] = set()
         self._first_delta_since_request: dict[str, int] = {}
         self._awaiting_cover: dict[str, int] = {}
@@ -378,7 +602,8 @@ class BinanceSession(Session):
         self._snapshot_pending.add(symbol)
         self._first_delta_since_request.pop(symbol, None)
         self._awaiting_cover.pop(symbol, None)
-        url = f"{self._rest_url}/api/v3/depth?symbol={symbol}&limit={SNAPSHOT_LIMIT}"
+        path = self._profile.depth_path
+        url = f"{self._rest_url}{path}?symbol={symbol}&limit={SNAPSHOT_LIMIT}"
         self._snapshot_requests.append(SnapshotRequest(symbol, url))
 
     def parse_snapshot(
@@ -393,6 +618,7 @@ class BinanceSession(Session):
             raise ParseError(f"binance depth snapshot: {type(exc).__name__}: {exc}") from exc
         self._snapshot_pending.discard(symbol)
         snapshot_id = msg.last_update_id
+        event_time = msg.event_time
         first = self._first_delta_since_request.get(symbol)
         last = self._last_update_id.get(symbol)
         events: list[Event] = [
@@ -405,9 +631,9 @@ class BinanceSession(Session):
                 detail=f"REST depth snapshot lastUpdateId={snapshot_id}",
             ),
             BookUpdate(
-                EXCHANGE,
+                self.exchange,
                 symbol,
-                None,
+                None if event_time is None else _us(event_time),
                 received_us,
                 snapshot_id,
                 "snapshot",
@@ -419,7 +645,7 @@ class BinanceSession(Session):
         ]
         if last is None or last <= snapshot_id:
             self._awaiting_cover[symbol] = snapshot_id  # the next deltas must cover it
-        elif first is not None and first > snapshot_id + 1:
+        elif first is not None and first > snapshot_id:
             # Older than every delta recorded since the request: it cannot be joined to them.
             self._request_snapshot(symbol)
         return events
@@ -436,15 +662,16 @@ class BinanceSession(Session):
     def parse_batch(
         self, payloads: Sequence[bytes], received_us: int, events: list[Event]
     ) -> list[ParseError]:
-        """The frames of one read. On a connection of trade and diff-depth streams only,
-        each frame is decoded in one pass (:data:`_TAGGED_ENVELOPE`), and a trade with the
-        next id of its symbol, nearly every frame of a trade stream, becomes its row right
-        here: the general path's calls per frame cost a large share of a trade's parse
-        (figures in docs/performance.md).
+        """The frames of one read. On a connection of trade (spot ``@trade``, futures
+        ``@aggTrade``) and diff-depth streams only, each frame is decoded in one pass
+        (:data:`_TAGGED_ENVELOPE`), and a trade with the next id of its symbol, nearly every
+        frame of a trade stream, becomes its row right here: the general path's calls per
+        frame cost a large share of a trade's parse (figures in docs/performance.md).
         """
         errors: list[ParseError] = []
         append = events.append
         extend = events.extend
+        exchange = self.exchange
         tagged_decode = _TAGGED_ENVELOPE.decode if self._tagged else None
         routes = self._message_routes
         last_ids = self._last_trade_id
@@ -462,7 +689,7 @@ class BinanceSession(Session):
                             route = routes[stream] = self._message_route(stream)
                         on_message, kind, symbol = route
                         if type(msg) is kind:
-                            if type(msg) is _Trade:
+                            if type(msg) is _Trade or type(msg) is _AggTrade:
                                 trade_id = msg.trade_id
                                 if last_ids.get(symbol, trade_id - 1) == trade_id - 1:
                                     # The first or the next id: the row _on_trade
@@ -472,7 +699,7 @@ class BinanceSession(Session):
                                     trade_time = msg.trade_time
                                     append(
                                         Trade(
-                                            EXCHANGE,
+                                            exchange,
                                             symbol,
                                             trade_time * 1000
                                             if trade_time < _MS_LIMIT
@@ -519,14 +746,14 @@ class BinanceSession(Session):
         sym, _, kind = stream.partition("@")
         symbol = sym.upper()
         handler: _Handler
-        if kind == "trade":
-            handler = self._trade
+        if kind == self._trade_kind:
+            handler = self._agg_trade if kind == "aggTrade" else self._trade
         elif kind == "bookTicker":
             handler = self._book_ticker
         elif kind == "depth" or kind.startswith("depth@"):
             handler = self._depth_diff
         elif kind.startswith("depth"):
-            handler = self._partial_depth
+            handler = self._futures_partial_depth if self._profile.futures else self._partial_depth
         elif stream == "!serverShutdown" or kind == "serverShutdown":
             handler = self._server_shutdown
         else:
@@ -534,10 +761,10 @@ class BinanceSession(Session):
         return handler, symbol
 
     def _message_route(self, stream: str) -> tuple[_MessageHandler, type, str]:
-        kind = _tagged_kind(stream)
+        kind = _tagged_kind(stream, self._trade_kind)
         symbol = stream.partition("@")[0].upper()
-        if kind is _Trade:
-            return self._on_trade, _Trade, symbol
+        if kind is _Trade or kind is _AggTrade:
+            return self._on_trade, kind, symbol
         if kind is _DepthDiff:
             return self._on_depth_diff, _DepthDiff, symbol
         return _ignore, type(None), symbol  # not a stream of ours: the general path
@@ -545,14 +772,17 @@ class BinanceSession(Session):
     def _trade(self, symbol: str, data: msgspec.Raw, received_us: int) -> list[Event]:
         return self._on_trade(symbol, _TRADE.decode(data), received_us)
 
-    def _on_trade(self, symbol: str, msg: _Trade, received_us: int) -> list[Event]:
+    def _agg_trade(self, symbol: str, data: msgspec.Raw, received_us: int) -> list[Event]:
+        return self._on_trade(symbol, _AGG_TRADE.decode(data), received_us)
+
+    def _on_trade(self, symbol: str, msg: _Trade | _AggTrade, received_us: int) -> list[Event]:
         trade_id = msg.trade_id
         last_ids = self._last_trade_id
         prev = last_ids.get(symbol)
         last_ids[symbol] = trade_id
         trade_time = msg.trade_time
         trade = Trade(
-            EXCHANGE,
+            self.exchange,
             symbol,
             trade_time * 1000 if trade_time < _MS_LIMIT else trade_time,
             received_us,
@@ -598,26 +828,36 @@ class BinanceSession(Session):
                 events.append(self.gap(symbol, received_us, "orderbook", prev + 1, msg.first_id))
                 self._request_snapshot(symbol)
         self._last_update_id[symbol] = msg.last_id
+        after = _joins_after(msg)
         if symbol in self._snapshot_pending:
-            self._first_delta_since_request.setdefault(symbol, msg.first_id)
+            self._first_delta_since_request.setdefault(symbol, after)
         base = self._awaiting_cover.get(symbol)
         if base is not None and msg.last_id > base:
             del self._awaiting_cover[symbol]
-            if msg.first_id > base + 1:
-                events.append(
-                    self.gap(
-                        symbol,
-                        received_us,
-                        "orderbook",
-                        base + 1,
-                        msg.first_id,
-                        detail="first delta after the REST snapshot does not cover it",
+            if after > base:
+                detail = "first delta after the REST snapshot does not cover it"
+                if msg.prev_id is None:
+                    events.append(
+                        self.gap(
+                            symbol, received_us, "orderbook", base + 1, msg.first_id, detail=detail
+                        )
                     )
-                )
+                else:  # futures: pu names the id before the delta; ids between are not ours
+                    events.append(
+                        self.status(
+                            "gap",
+                            symbol,
+                            received_us,
+                            data_type="orderbook",
+                            expected=base,
+                            received=msg.prev_id,
+                            detail=detail,
+                        )
+                    )
                 self._request_snapshot(symbol)
         events.append(
             BookUpdate(
-                EXCHANGE,
+                self.exchange,
                 symbol,
                 _us(msg.event_time),
                 received_us,
@@ -635,7 +875,7 @@ class BinanceSession(Session):
         msg = _PARTIAL_DEPTH.decode(data)
         return [
             BookUpdate(
-                EXCHANGE,
+                self.exchange,
                 symbol,
                 None,
                 received_us,
@@ -648,12 +888,33 @@ class BinanceSession(Session):
             )
         ]
 
+    def _futures_partial_depth(
+        self, symbol: str, data: msgspec.Raw, received_us: int
+    ) -> list[Event]:
+        """A futures partial book: a snapshot of the top levels that keeps its ids (``U``,
+        ``u``, ``pu``) for readers; not sequence-checked, like spot's."""
+        msg = _FUTURES_PARTIAL_DEPTH.decode(data)
+        return [
+            BookUpdate(
+                self.exchange,
+                symbol,
+                _us(msg.event_time),
+                received_us,
+                msg.last_id,
+                "snapshot",
+                msg.first_id,
+                msg.prev_id,
+                levels_from_pairs(msg.bids),
+                levels_from_pairs(msg.asks),
+            )
+        ]
+
     def _book_ticker(self, symbol: str, data: msgspec.Raw, received_us: int) -> list[Event]:
         msg = _BOOK_TICKER.decode(data)
         event_time = msg.event_time
         return [
             Ticker(
-                EXCHANGE,
+                self.exchange,
                 symbol,
                 None if event_time is None else _us(event_time),
                 received_us,
@@ -677,13 +938,28 @@ def _is_diff_stream(stream: str) -> bool:
     return kind == "depth" or kind.startswith("depth@")
 
 
-def _tagged_kind(stream: str) -> type | None:
-    """The wire struct of a stream whose data names its kind (``"e"``), else None."""
-    if stream.partition("@")[2] == "trade":
-        return _Trade
+def _tagged_kind(stream: str, trade_kind: str) -> type | None:
+    """The wire struct of a stream whose data names its kind (``"e"``), else None.
+
+    ``trade_kind`` is the trades stream type of the connection's category (``trade`` or
+    ``aggTrade``): the other one is not a stream of ours.
+    """
+    kind = stream.partition("@")[2]
+    if kind == trade_kind:
+        return _AggTrade if kind == "aggTrade" else _Trade
     if _is_diff_stream(stream):
         return _DepthDiff
     return None
+
+
+def _joins_after(msg: _DepthDiff) -> int:
+    """The last id before a delta's changes: its ``pu`` (futures), else ``U - 1`` (spot).
+
+    A delta covers the ids after this up to its ``u``; a snapshot with ``lastUpdateId`` at or
+    after it (and before ``u``) is joined by the delta.
+    """
+    prev_id = msg.prev_id
+    return msg.first_id - 1 if prev_id is None else prev_id
 
 
 def _ignore(symbol: str, data: msgspec.Raw, received_us: int) -> list[Event]:

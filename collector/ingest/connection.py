@@ -151,7 +151,7 @@ async def run_connection(
                 bodies_tx,
                 plan.exchange,
                 ctx.wall_clock,
-                adapter.snapshot_requests_per_second,
+                adapter.snapshot_rate(plan),
             )
             activity = Activity.for_plan(
                 trio.current_time(), ctx.metrics.last_data(plan.exchange), plan

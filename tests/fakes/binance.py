@@ -1,9 +1,14 @@
-"""A fake Binance spot WebSocket server on 127.0.0.1, and builders of realistic frames.
+"""A fake Binance WebSocket server on 127.0.0.1 (spot, USD-M or COIN-M futures), and
+builders of realistic frames.
 
 :class:`FakeBinance` speaks the combined-streams protocol the collector uses:
 
 - it accepts ``/stream`` (with any query; ``streams=a/b`` in the URL subscribes those) and
-  refuses other paths with HTTP 404;
+  refuses other paths with HTTP 404. As ``category="usdm"`` it is USD-M's routed endpoints:
+  ``/public/stream`` pushes only book streams (``@depth...``, ``@bookTicker``),
+  ``/market/stream`` only the others (``@aggTrade`` ...), and the unrouted ``/stream`` only
+  the public ones; a stream subscribed on the wrong path is acknowledged and then gets
+  nothing, silently, as the venue documents;
 - ``{"method":"SUBSCRIBE","params":[...],"id":N}`` -> ``{"result":null,"id":N}``, or, when a
   stream is malformed or listed in ``reject_streams``, the flat error
   ``{"code":2,"msg":"Invalid request: invalid stream","id":N}`` for the whole request (nothing
@@ -50,9 +55,11 @@ from trio_websocket import (
 
 # Stream names the fake accepts (the venue's names are lowercase apart from the type).
 STREAM_RE: Final = re.compile(
-    r"[a-z0-9]{2,20}@(trade|aggTrade|bookTicker|ticker|miniTicker|avgPrice"
-    r"|depth(5|10|20)?(@100ms|@1000ms)?|kline_\w+)"
+    r"[a-z0-9]{2,20}(_perp|_\d{6})?@(trade|aggTrade|bookTicker|ticker|miniTicker|avgPrice"
+    r"|depth(5|10|20)?(@100ms|@250ms|@500ms|@1000ms)?|kline_\w+|markPrice(@1s)?|forceOrder)"
 )
+# USD-M paths and the streams each pushes (None: every stream).
+_USDM_PATHS: Final = {"/public/stream": "public", "/market/stream": "market", "/stream": "public"}
 INVALID_STREAM_MSG: Final = "Invalid request: invalid stream"
 
 PriceLike = float | str
@@ -102,6 +109,35 @@ def trade_frame(
     return combined_frame(f"{sym.lower()}@trade", data)
 
 
+def agg_trade_frame(
+    symbol: str,
+    agg_id: int,
+    price: PriceLike,
+    qty: PriceLike,
+    time_ms: int,
+    buyer_maker: bool,
+    *,
+    first_trade_id: int = 1,
+    trades: int = 1,
+) -> str:
+    """A futures ``<sym>@aggTrade`` frame: ``trades`` fills from ``first_trade_id`` (event
+    time 5 ms after the trade time, in milliseconds like the venue)."""
+    sym = symbol.upper()
+    data = {
+        "e": "aggTrade",
+        "E": time_ms + 5,
+        "a": agg_id,
+        "s": sym,
+        "p": _num(price),
+        "q": _num(qty),
+        "f": first_trade_id,
+        "l": first_trade_id + trades - 1,
+        "T": time_ms,
+        "m": buyer_maker,
+    }
+    return combined_frame(f"{sym.lower()}@aggTrade", data)
+
+
 def depth_diff_frame(
     symbol: str,
     first_id: int,
@@ -109,19 +145,49 @@ def depth_diff_frame(
     bids: Levels,
     asks: Levels,
     time_us: int,
+    *,
+    prev_id: int | None = None,
 ) -> str:
-    """A ``<sym>@depth@100ms`` diff frame covering update ids ``first_id..last_id``."""
+    """A ``<sym>@depth@100ms`` diff frame covering update ids ``first_id..last_id``; with
+    ``prev_id`` a futures one (``pu``, the previous frame's ``u``, and a transaction time
+    ``T``; times are then milliseconds)."""
+    sym = symbol.upper()
+    data: dict[str, Any] = {"e": "depthUpdate", "E": time_us}
+    if prev_id is not None:
+        data["T"] = time_us - 2
+    data |= {"s": sym, "U": first_id, "u": last_id}
+    if prev_id is not None:
+        data["pu"] = prev_id
+    data |= {"b": _levels(bids), "a": _levels(asks)}
+    return combined_frame(f"{sym.lower()}@depth@100ms", data)
+
+
+def futures_partial_depth_frame(
+    symbol: str,
+    first_id: int,
+    last_id: int,
+    prev_id: int,
+    bids: Levels,
+    asks: Levels,
+    time_ms: int,
+    *,
+    depth: int = 20,
+) -> str:
+    """A futures ``<sym>@depth<depth>@100ms`` frame: unlike spot's, it names its event and
+    symbol and carries the ids of a diff frame."""
     sym = symbol.upper()
     data = {
         "e": "depthUpdate",
-        "E": time_us,
+        "E": time_ms,
+        "T": time_ms - 2,
         "s": sym,
         "U": first_id,
         "u": last_id,
+        "pu": prev_id,
         "b": _levels(bids),
         "a": _levels(asks),
     }
-    return combined_frame(f"{sym.lower()}@depth@100ms", data)
+    return combined_frame(f"{sym.lower()}@depth{depth}@100ms", data)
 
 
 def depth20_frame(
@@ -139,10 +205,14 @@ def book_ticker_frame(
     bid_qty: PriceLike,
     ask: PriceLike,
     ask_qty: PriceLike,
+    *,
+    time_ms: int | None = None,
 ) -> str:
-    """A ``<sym>@bookTicker`` frame (spot: no event time)."""
+    """A ``<sym>@bookTicker`` frame: spot's has no event time; with ``time_ms`` a futures
+    one (``e``, event time ``E`` and transaction time ``T``)."""
     sym = symbol.upper()
-    data = {
+    data: dict[str, Any] = {} if time_ms is None else {"e": "bookTicker"}
+    data |= {
         "u": update_id,
         "s": sym,
         "b": _num(bid),
@@ -150,6 +220,8 @@ def book_ticker_frame(
         "a": _num(ask),
         "A": _num(ask_qty),
     }
+    if time_ms is not None:
+        data |= {"T": time_ms - 1, "E": time_ms}
     return combined_frame(f"{sym.lower()}@bookTicker", data)
 
 
@@ -171,12 +243,20 @@ def _stream_of(frame: str) -> str | None:
 # --------------------------------------------------------------------------- server
 
 
+def stream_route(stream: str) -> str:
+    """The USD-M endpoint of a stream: ``public`` (book streams) or ``market``."""
+    kind = stream.partition("@")[2]
+    return "public" if kind.startswith("depth") or kind == "bookTicker" else "market"
+
+
 class FakeClient:
     """One accepted connection, as the fake sees it."""
 
-    def __init__(self, conn: WebSocketConnection, path: str) -> None:
+    def __init__(self, conn: WebSocketConnection, path: str, route: str | None = None) -> None:
         self.conn = conn
         self.path = path
+        # USD-M: the streams this path pushes ("public" or "market"); None: every stream.
+        self.route = route
         query = parse_qs(urlsplit(path).query)
         self.time_unit: str | None = query["timeUnit"][0] if "timeUnit" in query else None
         self.streams: set[str] = set()
@@ -186,14 +266,16 @@ class FakeClient:
 
 
 class FakeBinance:
-    """A Binance spot combined-streams server for tests (see the module docstring).
+    """A Binance combined-streams server for tests (see the module docstring).
 
-    Start it with ``await nursery.start(fake.run)``; it serves until cancelled.
+    ``category`` is ``spot`` (default), ``usdm`` (routed paths) or ``coinm``. Start it with
+    ``await nursery.start(fake.run)``; it serves until cancelled.
     """
 
     def __init__(
         self,
         *,
+        category: str = "spot",
         reject_streams: Iterable[str] = (),
         max_messages_per_second: int = 5,
         ping_interval: float | None = None,
@@ -201,6 +283,7 @@ class FakeBinance:
         max_age: float | None = None,
         unanswered: Iterable[int] = (),
     ) -> None:
+        self.category = category
         self.reject_streams = set(reject_streams)
         self.max_messages_per_second = max_messages_per_second
         self.ping_interval = ping_interval
@@ -274,7 +357,8 @@ class FakeBinance:
     # ----------------------------------------------------------------- controls
 
     async def send(self, frame: str) -> int:
-        """Send a frame to every client subscribed to its ``stream``; returns how many.
+        """Send a frame to every client subscribed to its ``stream`` on a path that pushes
+        it (USD-M routing); returns how many.
 
         Frames without a subscribable stream (``!serverShutdown``, bare or broken JSON)
         go to every client.
@@ -284,7 +368,7 @@ class FakeBinance:
             return await self.broadcast(frame)
         sent = 0
         for client in list(self.clients):
-            if stream in client.streams:
+            if stream in client.streams and client.route in (None, stream_route(stream)):
                 sent += await _send_quietly(client, frame)
         return sent
 
@@ -325,11 +409,17 @@ class FakeBinance:
 
     async def _handle(self, request: WebSocketRequest) -> None:
         path = request.path
-        if urlsplit(path).path != "/stream":
+        route: str | None = None
+        if self.category == "usdm":
+            if urlsplit(path).path not in _USDM_PATHS:
+                await request.reject(404, body=b"not found")
+                return
+            route = _USDM_PATHS[urlsplit(path).path]
+        elif urlsplit(path).path != "/stream":
             await request.reject(404, body=b"not found")
             return
         conn = await request.accept()
-        client = FakeClient(conn, path)
+        client = FakeClient(conn, path, route)
         client.number = self.connections + 1
         for stream in (parse_qs(urlsplit(path).query).get("streams") or [""])[0].split("/"):
             if stream:

@@ -1,5 +1,6 @@
-"""A fake Binance REST API on 127.0.0.1: ``GET /api/v3/depth`` (book snapshots) and
-``GET /api/v3/exchangeInfo`` (symbols).
+"""A fake Binance REST API on 127.0.0.1: book snapshots (``GET /api/v3/depth``, and the
+futures ``/fapi/v1/depth`` and ``/dapi/v1/depth``) and symbols (``GET /api/v3/exchangeInfo``,
+``/fapi/v1/exchangeInfo``, ``/dapi/v1/exchangeInfo``), in each API's shape.
 
 A tiny HTTP/1.1 server on ``trio.serve_tcp`` (one request per connection), enough for the
 collector's snapshot fetcher (urllib). Tests set the book each symbol returns, see every
@@ -19,8 +20,10 @@ class FakeBinanceRest:
     def __init__(self) -> None:
         # symbol -> (lastUpdateId, bids, asks)
         self.books: dict[str, tuple[int, list[list[str]], list[list[str]]]] = {}
-        # (symbol, status) pairs that exchangeInfo lists.
+        # (symbol, status) pairs that exchangeInfo lists: spot, USD-M, COIN-M.
         self.symbols: list[tuple[str, str]] = [("BTCUSDT", "TRADING"), ("ETHUSDT", "TRADING")]
+        self.usdm_symbols: list[tuple[str, str]] = [("BTCUSDT", "TRADING")]
+        self.coinm_symbols: list[tuple[str, str]] = [("BTCUSD_PERP", "TRADING")]
         self.requests: list[str] = []
         self.request_times: list[float] = []  # Trio time each request arrived
         # Status codes to answer the next requests with, in order (e.g. [429, 500]).
@@ -92,12 +95,29 @@ class FakeBinanceRest:
                 ],
             }
             return 200, msgspec.json.encode(info)
-        if parts.path != "/api/v3/depth":
+        if parts.path == "/fapi/v1/exchangeInfo":
+            symbols = [
+                {"symbol": s, "pair": s, "contractType": "PERPETUAL", "status": st}
+                for s, st in self.usdm_symbols
+            ]
+            return 200, msgspec.json.encode({"timezone": "UTC", "symbols": symbols})
+        if parts.path == "/dapi/v1/exchangeInfo":  # COIN-M names the status contractStatus
+            symbols = [
+                {"symbol": s, "pair": s.split("_")[0], "contractStatus": st}
+                for s, st in self.coinm_symbols
+            ]
+            return 200, msgspec.json.encode({"timezone": "UTC", "symbols": symbols})
+        if parts.path not in ("/api/v3/depth", "/fapi/v1/depth", "/dapi/v1/depth"):
             return 404, b'{"code":-1,"msg":"not found"}'
         query = parse_qs(parts.query)
         symbol = query.get("symbol", [""])[0]
         if symbol not in self.books:
             return 400, b'{"code":-1121,"msg":"Invalid symbol."}'
         last_update_id, bids, asks = self.books[symbol]
-        doc: dict[str, Any] = {"lastUpdateId": last_update_id, "bids": bids, "asks": asks}
+        doc: dict[str, Any] = {"lastUpdateId": last_update_id}
+        if parts.path != "/api/v3/depth":  # futures: event and transaction times (ms)
+            doc |= {"E": 1_700_000_000_000, "T": 1_699_999_999_998}
+        if parts.path == "/dapi/v1/depth":
+            doc |= {"symbol": symbol, "pair": symbol.split("_")[0]}
+        doc |= {"bids": bids, "asks": asks}
         return 200, msgspec.json.encode(doc)
