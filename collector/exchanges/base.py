@@ -451,13 +451,26 @@ class ExchangeAdapter(ABC):
     # --------------------------------------------------------------- geo-blocks
 
     @classmethod
-    def geo_block_advice(cls) -> str:
+    def geo_block_advice(cls, exchange: str | None = None) -> str:
         """The sentence added to an HTTP 451 answer (REST or WebSocket handshake): the venue
-        refuses requests from this location. Names only hosts the venue documents."""
-        refused = f"{cls.name} refuses requests from this location (HTTP 451: a geo-block)"
-        if cls.geo_block_hosts:
-            return f"{refused}; {cls.geo_block_hosts}"
-        return f"{refused}; it documents no other host for it: run where {cls.name} serves"
+        refuses requests from this location. Names only hosts the venue documents.
+
+        ``exchange`` is the stored exchange name of the refused market (``binance-usdm``);
+        None means the venue's default product. A venue whose other hosts serve only some of
+        its products overrides :meth:`geo_block_hosts_for`.
+        """
+        name = exchange or cls.name
+        refused = f"{name} refuses requests from this location (HTTP 451: a geo-block)"
+        hosts = cls.geo_block_hosts_for(name)
+        if hosts:
+            return f"{refused}; {hosts}"
+        return f"{refused}; it documents no other host for it: run where {name} serves"
+
+    @classmethod
+    def geo_block_hosts_for(cls, exchange: str) -> str | None:
+        """The documented other hosts for the product stored as ``exchange`` (default: the
+        venue's :attr:`geo_block_hosts`, whatever the product)."""
+        return cls.geo_block_hosts
 
     # --------------------------------------------------------------- symbols
 

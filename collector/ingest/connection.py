@@ -109,7 +109,7 @@ async def run_connection(
     except ConnectFailed as exc:
         attempts.labels(plan.exchange, "failed").inc()
         if exc.status == HTTP_GEO_BLOCKED:  # say what else to try, in the log and /health
-            advised = ConnectFailed(f"{exc}; {adapter.geo_block_advice()}")
+            advised = ConnectFailed(f"{exc}; {adapter.geo_block_advice(plan.exchange)}")
             advised.status = exc.status
             if lane.primary:
                 ctx.health.set_down(plan.name, f"{type(advised).__name__}: {advised}")
@@ -144,7 +144,9 @@ async def run_connection(
                 nursery.start_soon(
                     _run_keepalive, adapter, outbox_tx.clone(), adapter.keepalive_interval_secs
                 )
-            fetcher = partial(run_snapshot_fetcher, geo_block_advice=adapter.geo_block_advice())
+            fetcher = partial(
+                run_snapshot_fetcher, geo_block_advice=adapter.geo_block_advice(plan.exchange)
+            )
             nursery.start_soon(
                 fetcher,
                 snapshots_rx,
