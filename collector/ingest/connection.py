@@ -155,7 +155,9 @@ async def run_connection(
                 ctx.wall_clock,
                 adapter.snapshot_rate(plan),
             )
-            activity = Activity(trio.current_time(), ctx.metrics.last_data(plan.exchange))
+            activity = Activity.for_plan(
+                trio.current_time(), ctx.metrics.last_data(plan.exchange), plan
+            )
             nursery.start_soon(
                 run_watchdog, activity, settings.message_timeout_secs, plan, lane, ctx.wall_clock
             )
@@ -277,6 +279,9 @@ async def _receive_loop(
         if len(batch) > first:
             # Only data counts as life: pings, pongs and heartbeats parse to no events.
             activity.saw(batch, first, current_time(), received_us)
+        elif activity.sporadic_only:
+            # Only sporadic streams here (liquidations): pongs and heartbeats are the life.
+            activity.last_data = current_time()
         errors = actions.errors
         tripped: str | None = None
         for exc in errors:
