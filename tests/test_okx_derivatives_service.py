@@ -107,8 +107,12 @@ async def test_swap_and_option_derivatives_and_liquidations_reach_parquet(
                "funding_rate", "funding_timestamp", "next_funding_timestamp",
                "funding_interval_h", "open_interest", "open_interest_unit",
                "open_interest_value")  # fmt: skip
-    at = lambda ms: datetime.fromtimestamp(ms / 1000, UTC)  # noqa: E731
-    funding = (0.0001, at(TS_MS + 3_600_000), at(TS_MS + 7_200_000), 1.0)
+    funding = (
+        0.0001,
+        datetime.fromtimestamp((TS_MS + 3_600_000) / 1000, UTC),
+        datetime.fromtimestamp((TS_MS + 7_200_000) / 1000, UTC),
+        1.0,
+    )
     swap = read_rows_us(tmp_path, "okx", "derivative_ticker")
     assert [tuple(r[c] for c in columns) for r in swap if r["symbol"] == SWAP] == [
         (SWAP, (TS_MS + 1) * 1000, None, "mark-price", 61000.5, None, None, None, None, None,
