@@ -82,7 +82,10 @@ def _parser() -> argparse.ArgumentParser:
         "--category",
         metavar="CATEGORY",
         help="the product category to list where the venue has several "
-        "(binance: spot, usdm or coinm; default spot)",
+        "(binance: spot, usdm or coinm; bybit: spot, linear, inverse or option; "
+        "okx: SPOT, SWAP, FUTURES or OPTION:<family> such as OPTION:BTC-USD; "
+        "deribit: future, option, spot, future_combo or option_combo, default all; "
+        "default spot)",
     )
     from collector.reader.command import add_book_arguments, add_holes_arguments
 
