@@ -807,6 +807,7 @@ class _InstrumentInfo(msgspec.Struct, gc=False):
     settlement_currency: str | None = None
     settlement_period: str | None = None  # perpetual, day, week, month
     instrument_type: str | None = None  # reversed (inverse), linear
+    future_type: str | None = None  # the same, in older answers
     contract_size: float | None = None
     tick_size: float | None = None
     min_trade_amount: float | None = None
@@ -834,8 +835,10 @@ def parse_instruments(
 
     Inverse (``reversed``) perpetuals and futures count sizes in USD (``contract_size``
     USD per contract, settled in the base coin); options, linear (``BTC_USDC-...``) and spot
-    instruments in the base coin. A future whose ``settlement_period`` is ``perpetual`` is a
-    perpetual (its expiry, year 3000, is dropped). Lot and minimum size are both
+    instruments in the base coin. Inverse is ``instrument_type`` (in older answers
+    ``future_type``) ``reversed``; in an answer with neither, a future quoted in USD. A
+    future whose ``settlement_period`` is ``perpetual`` is a perpetual (its expiry, year
+    3000, is dropped). Lot and minimum size are both
     ``min_trade_amount`` (amounts are its multiples).
     """
     try:
@@ -862,8 +865,13 @@ def _instrument(item: _InstrumentInfo, server_us: int | None, received_us: int) 
     elif item.kind.startswith("future"):
         kind = "perpetual" if item.settlement_period == "perpetual" else "future"
     spot = kind == "spot"
-    inverse = kind in ("perpetual", "future") and item.instrument_type == "reversed"
     base, quote_asset = normalize_asset(item.base_currency), normalize_asset(item.quote_currency)
+    # Answers before ``instrument_type`` named it ``future_type``; the oldest name neither,
+    # and their futures were all inverse, quoted in USD.
+    margin = item.instrument_type or item.future_type
+    if margin is None:
+        margin = "reversed" if quote_asset == "USD" else "linear"
+    inverse = kind in ("perpetual", "future") and margin == "reversed"
     status = item.state
     if status is None and item.is_active is not None:
         status = "active" if item.is_active else "inactive"
