@@ -15,11 +15,14 @@ a connection sends its own.
 
 Rounds: every request at start, then every ``collector.instruments_interval_secs``. A
 request that fails (HTTP error, network, an answer the adapter cannot read) gives a
-``fetch_error`` status row (``data_type`` ``instruments``) for each symbol it covers, a
-count in ``collector_instrument_fetches_total{outcome="failed"}`` and a warning, and is
-tried again after ``collector.instruments_retry_secs`` (or with the next round, whichever
-comes first). A symbol the venue's answer does not describe (delisted, misspelt) gets a
-``fetch_error`` row and waits for the next round. Nothing here can stop the service.
+``fetch_error`` status row (``data_type`` ``instruments``, the reason in ``detail``) for
+each symbol it covers, a count in ``collector_instrument_fetches_total{outcome="failed"}``
+and a warning. A failure that may pass (no answer, HTTP 5xx or 429) is tried again after
+``collector.instruments_retry_secs`` (or with the next round, whichever comes first); one
+that will not (another HTTP 4xx: an unknown symbol; an answer the adapter cannot read)
+waits for the next round, so a misspelt symbol costs one row per round, not one per retry.
+A symbol the venue's answer does not describe (delisted, misspelt) gets a ``fetch_error``
+row likewise. Nothing here can stop the service.
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Sequence
+from typing import Final, Literal
 
 import attrs
 import trio
@@ -41,6 +45,21 @@ from collector.rest import HTTP_GEO_BLOCKED, RestError, fetch
 log = logging.getLogger(__name__)
 
 FEED = "instruments"
+
+_Outcome = Literal["done", "retry", "failed"]
+_DONE: Final = "done"
+_RETRY: Final = "retry"  # failed; try again after the retry delay
+_FAILED: Final = "failed"  # failed for good this round: wait for the next
+# HTTP statuses of failures that may pass: the venue's rate limit, and server errors.
+_TOO_MANY_REQUESTS: Final = 429
+_SERVER_ERRORS: Final = 500
+
+
+def _may_pass(exc: RestError | ParseError) -> bool:
+    """Whether a failed request is worth trying again before the next round."""
+    if isinstance(exc, ParseError):
+        return False
+    return exc.status is None or exc.status == _TOO_MANY_REQUESTS or exc.status >= _SERVER_ERRORS
 
 
 @attrs.frozen
@@ -124,11 +143,11 @@ class _VenueFetcher:
                     next_round = trio.current_time() + interval_secs
                 else:
                     batch = retry
-                retry = [request for request in batch if not await self._fetch(request)]
+                retry = [request for request in batch if await self._fetch(request) == _RETRY]
                 retry_at = trio.current_time() + retry_secs if retry else math.inf
 
-    async def _fetch(self, request: InstrumentsRequest) -> bool:
-        """Fetch and read one request, send its rows; False if it failed."""
+    async def _fetch(self, request: InstrumentsRequest) -> _Outcome:
+        """Fetch and read one request and send its rows (or its ``fetch_error`` rows)."""
         adapter = self.job.adapter
         await trio.sleep_until(self._next_request_at)
         self._next_request_at = trio.current_time() + 1.0 / adapter.instrument_requests_per_second
@@ -147,7 +166,7 @@ class _VenueFetcher:
             )
             self.metrics.instrument_fetches.labels(request.exchange, "failed").inc()
             await self.events.send(self._errors(request, request.symbols, reason))
-            return False
+            return _RETRY if _may_pass(exc) else _FAILED
         self.metrics.instrument_fetches.labels(request.exchange, "ok").inc()
         described = {row.symbol for row in rows}
         missing = [symbol for symbol in request.symbols if symbol not in described]
@@ -160,7 +179,7 @@ class _VenueFetcher:
         batch: list[Event] = [*rows, *self._errors(request, missing, "not in the venue's listing")]
         if batch:
             await self.events.send(batch)
-        return True
+        return _DONE
 
     def _errors(
         self, request: InstrumentsRequest, symbols: Sequence[str], detail: str

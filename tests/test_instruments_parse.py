@@ -167,7 +167,8 @@ def test_bybit_recorded_linear_and_spot_listings() -> None:
     )
     assert fields(linear, *UNITS) == ("perpetual", "base", None, None, False)
     assert fields(linear, *ASSETS) == ("BTC", "USDT", "USDT")
-    assert linear.tick_size is not None and linear.lot_size is not None
+    assert linear.tick_size is not None
+    assert linear.lot_size is not None
     assert linear.timestamp_exchange == 1786310817197000
     (spot,) = BybitAdapter.parse_instruments(
         InstrumentsRequest("bybit", "u", ("BTCUSDT",), "spot"),
@@ -217,7 +218,9 @@ def test_bybit_inverse_future_counts_usd() -> None:
 def test_bybit_error_answer_is_a_parse_error() -> None:
     with pytest.raises(ParseError, match="retCode 10001"):
         BybitAdapter.parse_instruments(
-            InstrumentsRequest("bybit", "u", ("X",), "spot"), bybit_answer("spot", ret_code=10001), T
+            InstrumentsRequest("bybit", "u", ("X",), "spot"),
+            bybit_answer("spot", ret_code=10001),
+            T,
         )
 
 
