@@ -10,15 +10,19 @@ from pathlib import Path
 from typing import Any
 
 import msgspec
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
 import trio
 import trio.testing
 
 from collector.clock import trio_wall_clock
-from collector.events import Event, Instrument, Status
+from collector.events import Event, Instrument, Status, Trade
 from collector.instruments import plan_instruments, run_instruments
 from collector.metrics import Metrics
 from collector.planning import plan_service
 from collector.settings_check import parse_settings
+from collector.storage.columns import to_record_batch
 from tests.fakes.binance import FakeBinance
 from tests.fakes.binance_rest import SERVER_TIME_MS, FakeBinanceRest
 from tests.fakes.rest import FakeRest, Query
@@ -265,3 +269,52 @@ async def test_the_service_writes_the_instruments_at_start_and_after_the_interva
         assert first["timestamp_exchange"].timestamp() == SERVER_TIME_MS / 1000
         gap = second["timestamp_collector"] - first["timestamp_collector"]
         assert gap.total_seconds() >= INTERVAL
+
+
+def write_rows(data_dir: Path, events: list[Event]) -> None:
+    """Each event as a one-row Parquet file where the service would put it."""
+    for n, event in enumerate(events):
+        directory = data_dir / event.exchange / event.symbol / event.DATA_TYPE / "2026-08-06"
+        directory.mkdir(parents=True, exist_ok=True)
+        batch = to_record_batch(event.DATA_TYPE, [event])
+        pq.write_table(pa.Table.from_batches([batch]), directory / f"{n}.parquet")
+
+
+def documented_query(marker: str, end: str) -> str:
+    """The SQL statement of docs/schemas.md that starts at the comment ``marker``."""
+    text = (Path(__file__).parents[1] / "docs" / "schemas.md").read_text()
+    start = text.index(marker)
+    return text[start : text.index(end, start) + len(end)]
+
+
+def test_the_documented_duckdb_query_turns_sizes_into_base_amounts(tmp_path: Path) -> None:
+    duckdb = pytest.importorskip("duckdb")
+    t0 = EPOCH_US
+
+    def instrument(exchange: str, symbol: str, unit: Any, inverse: bool, size: float) -> Event:
+        quote = "USD" if inverse else "USDT"
+        return Instrument(
+            exchange, symbol, None, t0, None, "perpetual", "BTC", quote, "BTC", inverse, unit,
+            contract_size=size, contract_unit=quote if inverse else "BTC",
+        )  # fmt: skip
+
+    def trade(exchange: str, symbol: str, price: float, size: float) -> Event:
+        return Trade(exchange, symbol, t0 + 5, t0 + 10, 1, "1", price, size, "buy")
+
+    write_rows(
+        tmp_path,
+        [
+            instrument("binance-coinm", "BTCUSD_PERP", "contracts", True, 100.0),
+            instrument("okx", "BTC-USDT-SWAP", "contracts", False, 0.01),
+            instrument("deribit", "BTC-PERPETUAL", "usd", True, 10.0),
+            trade("binance-coinm", "BTCUSD_PERP", 50_000.0, 3.0),  # 300 USD
+            trade("okx", "BTC-USDT-SWAP", 50_000.0, 20.0),  # 20 x 0.01 BTC
+            trade("deribit", "BTC-PERPETUAL", 40_000.0, 1000.0),  # 1000 USD
+        ],
+    )
+    sql = documented_query(
+        "-- Trade sizes as base-currency amounts", "ORDER BY t.timestamp_collector;"
+    )
+    sql = sql.replace("'data/", f"'{tmp_path}/")
+    found = {r[0]: r[6] for r in duckdb.sql(sql).fetchall()}
+    assert found == pytest.approx({"binance-coinm": 0.006, "okx": 0.2, "deribit": 0.025})
