@@ -318,3 +318,37 @@ def test_the_documented_duckdb_query_turns_sizes_into_base_amounts(tmp_path: Pat
     sql = sql.replace("'data/", f"'{tmp_path}/")
     found = {r[0]: r[6] for r in duckdb.sql(sql).fetchall()}
     assert found == pytest.approx({"binance-coinm": 0.006, "okx": 0.2, "deribit": 0.025})
+
+
+def test_the_documented_reader_join_turns_sizes_into_base_amounts(tmp_path: Path) -> None:
+    duckdb = pytest.importorskip("duckdb")
+    from collector.reader import DataReader  # the reader extra (duckdb)
+
+    day_ms = EPOCH_US // 1000
+    instrument = Instrument(
+        "okx", "BTC-USDT-SWAP", None, EPOCH_US, None, "perpetual", "BTC", "USDT", "USDT",
+        False, "contracts", contract_size=0.01, contract_unit="BTC",
+    )  # fmt: skip
+    trade = Trade("okx", "BTC-USDT-SWAP", None, EPOCH_US + 10**6, 1, "1", 50_000.0, 30.0, "buy")
+    for event, start_ms in ((instrument, day_ms), (trade, day_ms + 1000)):
+        directory = tmp_path / event.exchange / event.symbol / event.DATA_TYPE / "2026-08-06"
+        directory.mkdir(parents=True)
+        table = pa.Table.from_batches([to_record_batch(event.DATA_TYPE, [event])])
+        pq.write_table(table, directory / f"{start_ms}.parquet")
+    text = (Path(__file__).parents[1] / "docs" / "reading.md").read_text()
+    start = text.index("    -- trades with base amounts")
+    sql = text[start : text.index('""")', start)]
+
+    data = DataReader(str(tmp_path))
+    con = duckdb.connect()
+    data.relation("trades", connection=con).create_view("trades")
+    data.relation("instruments", connection=con).create_view("instruments")
+    ((exchange, symbol, _, price, size, unit, base_amount),) = con.sql(sql).fetchall()
+    assert (exchange, symbol, price, size, unit) == (
+        "okx",
+        "BTC-USDT-SWAP",
+        50_000.0,
+        30.0,
+        "contracts",
+    )
+    assert base_amount == pytest.approx(0.3)
