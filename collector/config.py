@@ -33,7 +33,7 @@ from msgspec import Meta
 
 ENV_PREFIX = "COLLECTOR__"
 
-Feed = Literal["trades", "orderbook", "ticker", "derivatives", "liquidations", "raw"]
+Feed = Literal["trades", "orderbook", "ticker", "derivatives", "liquidations", "instruments", "raw"]
 Port = Annotated[int, Meta(ge=0, le=65535)]
 PositiveFloat = Annotated[float, Meta(gt=0)]
 NonNegativeFloat = Annotated[float, Meta(ge=0)]
@@ -53,6 +53,10 @@ class CollectorSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True,
     # Bounded channels: batches of events, and finished file paths.
     event_channel_size: Annotated[int, Meta(ge=1)] = 1024
     file_channel_size: Annotated[int, Meta(ge=1)] = 1024
+    # Markets with the ``instruments`` feed: their venue's REST listing is read at start and
+    # then this often; a listing that failed is tried again after instruments_retry_secs.
+    instruments_interval_secs: PositiveFloat = 86400.0
+    instruments_retry_secs: PositiveFloat = 300.0
 
 
 class StorageSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):

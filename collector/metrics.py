@@ -66,6 +66,8 @@ class _LastDataCollector(Collector):
 CONNECT_OUTCOMES = ("connected", "failed", "timeout")
 # ``collector_planned_handovers_total{outcome}`` (collector.ingest.supervisor):
 HANDOVER_OUTCOMES = ("ok", "failed", "cut")
+# ``collector_instrument_fetches_total{outcome}`` (collector.instruments):
+INSTRUMENT_FETCH_OUTCOMES = ("ok", "failed")
 # ``collector_writer_errors_total{stage}`` (collector.storage: flusher, finalizer, recovery):
 WRITER_STAGES = ("flush", "finalize", "recover")
 
@@ -252,6 +254,14 @@ class Metrics:
             "Unix time of the last message received (before the first: when the service "
             "started waiting for it)",
             ["exchange"],
+            registry=r,
+        )
+        # instrument listings (REST)
+        self.instrument_fetches = Counter(
+            "collector_instrument_fetches_total",
+            "REST instrument listing requests by outcome (ok; failed: HTTP, network or an "
+            "unreadable answer, tried again later)",
+            ["exchange", "outcome"],
             registry=r,
         )
         # writer

@@ -10,7 +10,8 @@ root nursery
     │   └── router -> flusher -> finalizer   (joined by channels; see storage/writer.py)
     ├── uploader       <- file channel (s3/both: upload, verify, then delete or keep)
     └── ingest nursery (cancelled first on shutdown)
-        └── one nursery per exchange -> one reconnect loop per connection
+        ├── one nursery per exchange -> one reconnect loop per connection
+        └── instrument listings (REST, markets with the instruments feed)
 ```
 
 Shutdown: cancel ingest -> connections close and their channel clones with them -> the
@@ -47,6 +48,7 @@ from collector.health import HealthState
 from collector.http import HttpBindError, HttpListener, bind_http, run_http_server
 from collector.ingest.connection import IngestContext
 from collector.ingest.supervisor import run_exchange
+from collector.instruments import create_instrument_series, plan_instruments, run_instruments
 from collector.metrics import Metrics
 from collector.planning import ServicePlan
 from collector.series import create_series
@@ -217,6 +219,8 @@ async def _run(
     # Before the first scrape: every series the plan knows exists from the start, counters
     # at 0, so the first event of each is an increase an alert can see.
     create_series(metrics, plan, wall_clock())
+    instrument_jobs = plan_instruments(plan)
+    create_instrument_series(metrics, instrument_jobs)
 
     event_tx, event_rx = trio.open_memory_channel[list[Event]](cfg.event_channel_size)
     file_tx, file_rx = trio.open_memory_channel[Path](cfg.file_channel_size)
@@ -268,6 +272,18 @@ async def _run(
                             exchange.connections,
                             ctx,
                             event_tx.clone(),
+                        )
+                    if instrument_jobs:
+                        await ingest.start(
+                            partial(
+                                run_instruments,
+                                instrument_jobs,
+                                event_tx.clone(),
+                                metrics,
+                                wall_clock,
+                                interval_secs=cfg.instruments_interval_secs,
+                                retry_secs=cfg.instruments_retry_secs,
+                            )
                         )
                 task_status.started(ServiceHandle(port, shutdown, health, metrics))
                 log.info(

@@ -103,8 +103,11 @@ from collector.events import (
     BookUpdate,
     DerivativeTicker,
     Event,
+    Instrument,
+    InstrumentKind,
     Levels,
     Liquidation,
+    OptionKind,
     PositionSide,
     Side,
     Ticker,
@@ -115,12 +118,13 @@ from collector.events import (
 from collector.exchanges.base import (
     ConnectionPlan,
     ExchangeAdapter,
+    InstrumentsRequest,
     ParseError,
     PlannedSubscription,
     Session,
     Subscription,
 )
-from collector.exchanges.common import PathRule, choices, chunked
+from collector.exchanges.common import PathRule, choices, chunked, normalize_asset, optional_float
 
 EXCHANGE: Final = "okx"
 DEFAULT_URL: Final = "wss://ws.okx.com:8443"
@@ -422,8 +426,9 @@ class OkxAdapter(ExchangeAdapter):
     book_depths: ClassVar[tuple[int, ...]] = (5, 400)
     option_notes: ClassVar[Mapping[str, str]] = {
         "category": " (the instrument id says it: BTC-USDT, BTC-USDT-SWAP)",
-        "rest_url": " (the book is synced over WebSocket)",
     }
+    # The REST base of the instruments listing (the book is synced over WebSocket).
+    takes_rest_url: ClassVar[bool] = True
     plan_class: ClassVar[type[ConnectionPlan]] = OkxPlan
     wire_names_field: ClassVar[str | None] = "channels"
     max_subscriptions_per_connection: ClassVar[int | None] = MAX_ARGS_PER_CONNECTION
@@ -551,6 +556,29 @@ class OkxAdapter(ExchangeAdapter):
     def keepalive_frame(self, number: int) -> str:
         """The text ``ping`` (no id: the venue answers the text ``pong``)."""
         return "ping"
+
+    lists_instruments: ClassVar[bool] = True
+    # public/instruments allows 20 requests per 2 s per IP (and instType).
+    instrument_requests_per_second: ClassVar[float] = 5.0
+
+    def instruments_requests(self, market: MarketSettings) -> list[InstrumentsRequest]:
+        """One ``public/instruments?instType=T&instId=I`` per symbol, ``T`` read from the
+        id (options also name their ``instFamily``, which the venue requires)."""
+        base = f"{self.rest_url(market)}/api/v5/public/instruments"
+        requests = []
+        for symbol in dict.fromkeys(self.normalize_symbol(s) for s in market.symbols):
+            inst_type = instrument_type(symbol)
+            url = f"{base}?instType={inst_type}&instId={symbol}"
+            if inst_type == "OPTION":
+                url += "&instFamily=" + "-".join(symbol.split("-")[:2])
+            requests.append(InstrumentsRequest(EXCHANGE, url, (symbol,), inst_type))
+        return requests
+
+    @classmethod
+    def parse_instruments(
+        cls, request: InstrumentsRequest, body: bytes, received_us: int
+    ) -> list[Instrument]:
+        return parse_instruments(request, body, received_us)
 
     def open_session(self, plan: ConnectionPlan) -> OkxSession:
         return OkxSession(plan)
@@ -1053,3 +1081,108 @@ class OkxSession(Session):
                     )
                 )
         return events
+
+
+# --------------------------------------------------------------------------- instruments
+
+
+class _InstrumentInfo(msgspec.Struct, gc=False):
+    instId: str
+    instType: str
+    baseCcy: str = ""  # spot
+    quoteCcy: str = ""  # spot
+    settleCcy: str = ""  # derivatives
+    instFamily: str = ""  # derivatives: BTC-USDT, BTC-USD
+    uly: str = ""
+    ctVal: str = ""
+    ctMult: str = ""
+    ctValCcy: str = ""
+    ctType: str = ""  # linear, inverse ("" for options)
+    optType: str = ""  # C, P
+    stk: str = ""
+    expTime: str = ""  # ms
+    tickSz: str = ""
+    lotSz: str = ""
+    minSz: str = ""
+    state: str | None = None
+
+
+class _InstrumentsInfo(msgspec.Struct, gc=False):
+    code: str
+    msg: str = ""
+    data: list[_InstrumentInfo] = []
+
+
+_INSTRUMENTS_INFO: Final = msgspec.json.Decoder(_InstrumentsInfo)
+_KINDS: Final[dict[str, InstrumentKind]] = {
+    "SPOT": "spot",
+    "SWAP": "perpetual",
+    "FUTURES": "future",
+    "OPTION": "option",
+}
+_OPTION_KINDS: Final[dict[str, OptionKind]] = {"C": "call", "P": "put"}
+
+
+def parse_instruments(
+    request: InstrumentsRequest, body: bytes, received_us: int
+) -> list[Instrument]:
+    """The rows of ``request.symbols`` in a ``public/instruments`` answer.
+
+    Spot sizes are base currency; swap, future and option sizes are contracts of
+    ``ctVal`` x ``ctMult`` units of ``ctValCcy`` each (the base coin, or USD for an
+    ``inverse`` contract). Derivatives take their base and quote from ``instFamily``
+    (``BTC-USDT``), except an option's quote: its prices are in the settlement coin.
+    """
+    try:
+        answer = _INSTRUMENTS_INFO.decode(body)
+    except msgspec.DecodeError as exc:
+        raise ParseError(f"okx instruments: {exc}") from exc
+    if answer.code != "0":
+        raise ParseError(f"okx instruments: code {answer.code}: {answer.msg}")
+    wanted = set(request.symbols)
+    rows = []
+    for item in answer.data:
+        if item.instId not in wanted or item.instType not in _KINDS:
+            continue
+        try:
+            rows.append(_instrument(item, received_us))
+        except (ValueError, IndexError) as exc:
+            raise ParseError(f"okx instruments {item.instId}: {exc}") from exc
+    return rows
+
+
+def _instrument(item: _InstrumentInfo, received_us: int) -> Instrument:
+    kind = _KINDS[item.instType]
+    spot = kind == "spot"
+    if spot:
+        base, quote_asset = item.baseCcy, item.quoteCcy
+    else:
+        base, quote_asset = (item.instFamily or item.uly).split("-")[:2]
+        if kind == "option":
+            quote_asset = item.settleCcy
+    contract_size = None
+    if not spot:
+        value = optional_float(item.ctVal)
+        contract_size = None if value is None else value * (optional_float(item.ctMult) or 1.0)
+    return Instrument(
+        EXCHANGE,
+        item.instId,
+        None,
+        received_us,
+        None,
+        kind=kind,
+        base_asset=normalize_asset(base),
+        quote_asset=normalize_asset(quote_asset),
+        settle_asset=None if spot else normalize_asset(item.settleCcy),
+        inverse=None if spot else item.ctType == "inverse",
+        size_unit="base" if spot else "contracts",
+        contract_size=contract_size,
+        contract_unit=None if spot else normalize_asset(item.ctValCcy) or None,
+        tick_size=optional_float(item.tickSz),
+        lot_size=optional_float(item.lotSz),
+        min_size=optional_float(item.minSz),
+        expiry=int(item.expTime) * 1000 if item.expTime and kind != "perpetual" else None,
+        strike=optional_float(item.stk) if kind == "option" else None,
+        option_kind=_OPTION_KINDS.get(item.optType) if kind == "option" else None,
+        status=item.state,
+    )
