@@ -32,6 +32,7 @@ StatusEvent = Literal[
     "discarded",
     "silent",
     "handover",
+    "outlet_overflow",
 ]
 Direction = Literal["recv", "send"]
 
