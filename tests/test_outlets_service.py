@@ -62,7 +62,7 @@ def frames() -> list[str]:
 
 async def wait_for(condition: Callable[[], Any]) -> None:
     """Until ``condition()`` is true, polled (the caller bounds the wait)."""
-    while not await condition():
+    while not await condition():  # noqa: ASYNC110 - state of real servers, polled
         await trio.sleep(POLL_SECS)
 
 
@@ -102,7 +102,7 @@ async def test_every_stored_event_reaches_kafka_in_the_files_order(tmp_path: Pat
                 return sample(samples, "collector_outlet_delivered_total", **labels) == 60
 
             await wait_for(delivered_trades)
-            status, report = await fetch_json(service.port, "/health")
+            _, report = await fetch_json(service.port, "/health")
             assert await service.stop() == EXIT_OK
             nursery.cancel_scope.cancel()
         stored = stored_by_key(data_dir)
@@ -155,7 +155,7 @@ async def test_kafka_down_costs_the_files_nothing_and_the_outlet_recovers(tmp_pa
 
                 async def healthy_again() -> bool:
                     _, report = await fetch_json(service.port, "/health")
-                    return report["status"] == "healthy"
+                    return bool(report["status"] == "healthy")
 
                 await wait_for(healthy_again)
                 for frame in trades("btcusdt", range(301, 311)):
@@ -220,9 +220,11 @@ async def test_redis_holds_the_latest_values_with_their_ttls(tmp_path: Path) -> 
                     > 0
                     for t in values
                 ) and await trio.to_thread.run_sync(
-                    lambda: client.exists("collector:binance:BTCUSDT:book") == 1
-                    and json_at(client, "collector:binance:BTCUSDT:trade")["trade_id"] == "40"
-                    and json_at(client, "collector:binance:ETHUSDT:ticker")["sequence"] == 24
+                    lambda: (
+                        client.exists("collector:binance:BTCUSDT:book") == 1
+                        and json_at(client, "collector:binance:BTCUSDT:trade")["trade_id"] == "40"
+                        and json_at(client, "collector:binance:ETHUSDT:ticker")["sequence"] == 24
+                    )
                 )
 
             await wait_for(written)
