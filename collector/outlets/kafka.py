@@ -46,6 +46,8 @@ CHECK_INTERVAL_SECS: Final = 1.0
 POLL_SECS: Final = 0.1
 # How long the producing thread waits before trying a full client queue again.
 QUEUE_FULL_WAIT_SECS: Final = 0.005
+# One delivery report in this many is timed (the histogram) and marks the last success.
+LATENCY_SAMPLE: Final = 16
 # librdkafka's own queue, in KiB: a bound by bytes beside the one by messages.
 QUEUE_MAX_KBYTES: Final = 131_072
 
@@ -74,15 +76,26 @@ def producer_config(settings: KafkaSettings) -> dict[str, Any]:
 class Deliveries:
     """What the delivery reports said, written by the poll thread, read by the outlet.
 
-    Plain attributes under the GIL: one writer (the poll thread), readers that only need a
-    recent value. ``last_ok`` is ``time.monotonic()`` of the last acknowledged message (the
-    outlet's start before the first).
+    The report callback runs once per message, so it only adds to plain counts (one
+    writer, the poll thread; readers under the GIL need only a recent value) and times one
+    message in ``LATENCY_SAMPLE`` (the histogram's count is that sample's);
+    :meth:`publish` moves the counts to the metrics (the
+    outlet's check, every second, and at its end). ``last_ok`` is ``time.monotonic()`` of
+    the last acknowledged message (the outlet's start before the first).
     """
 
     def __init__(self, topics: Mapping[str, str], metrics: OutletMetrics) -> None:
-        self._delivered = {t: metrics.delivered.labels(OUTLET, dt) for t, dt in topics.items()}
-        self._failed = {t: metrics.failed.labels(OUTLET, dt) for t, dt in topics.items()}
+        self._topics = dict(topics)
+        self._delivered_metric = {
+            t: metrics.delivered.labels(OUTLET, dt) for t, dt in topics.items()
+        }
+        self._failed_metric = {t: metrics.failed.labels(OUTLET, dt) for t, dt in topics.items()}
         self._latency = metrics.delivery_seconds.labels(OUTLET)
+        self.delivered = dict.fromkeys(topics, 0)
+        self.failed_by_topic = dict.fromkeys(topics, 0)
+        self._published = dict.fromkeys(topics, 0)
+        self._failed_published = dict.fromkeys(topics, 0)
+        self._reports = 0
         self.last_ok = time.monotonic()
         self.last_error: str | None = None
         self.failed = 0
@@ -91,20 +104,33 @@ class Deliveries:
         """librdkafka's delivery report for one message (the poll thread calls it)."""
         topic = msg.topic() or ""
         if err is None:
+            if topic in self.delivered:
+                self.delivered[topic] += 1
             self.last_ok = time.monotonic()
             self.last_error = None
-            counter = self._delivered.get(topic)
-            if counter is not None:
-                counter.inc()
-            latency = msg.latency()
-            if latency is not None:
-                self._latency.observe(latency)
+            self._reports += 1
+            if self._reports % LATENCY_SAMPLE == 1:
+                latency = msg.latency()
+                if latency is not None:
+                    self._latency.observe(latency)
         else:
             self.failed += 1
             self.last_error = str(err)
-            counter = self._failed.get(topic)
-            if counter is not None:
-                counter.inc()
+            if topic in self.failed_by_topic:
+                self.failed_by_topic[topic] += 1
+
+    def publish(self) -> None:
+        """Add the counts reported since the last call to the metrics (the outlet's
+        task; the poll thread only adds to the counts, so no report is lost)."""
+        for topic in self._topics:
+            delivered = self.delivered[topic]
+            if delivered != self._published[topic]:
+                self._delivered_metric[topic].inc(delivered - self._published[topic])
+                self._published[topic] = delivered
+            failed = self.failed_by_topic[topic]
+            if failed != self._failed_published[topic]:
+                self._failed_metric[topic].inc(failed - self._failed_published[topic])
+                self._failed_published[topic] = failed
 
     def client_error(self, err: KafkaError) -> None:
         """librdkafka's error callback (brokers down, a fatal error...)."""
@@ -159,6 +185,7 @@ async def _check(
     failed_seen = 0
     while True:
         await trio.sleep(CHECK_INTERVAL_SECS)
+        deliveries.publish()
         waiting = buffer.size + len(producer)
         stalled_for = time.monotonic() - deliveries.last_ok
         failed = deliveries.failed - failed_seen
@@ -216,6 +243,7 @@ async def run_kafka_outlet(
             nursery.cancel_scope.cancel()
         # The poll thread has stopped: flush serves the last reports itself.
         left = await trio.to_thread.run_sync(producer.flush, settings.flush_timeout_secs)
+        deliveries.publish()
         if left:
             log.warning(
                 "%d events not acknowledged by Kafka at shutdown (the files have them)",
