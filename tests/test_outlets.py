@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import importlib.util
 import re
+import tomllib
 from array import array
 from functools import partial
 from typing import Any
@@ -14,8 +15,9 @@ import pytest
 import trio
 import trio.testing
 
+from collector.cli import to_toml
 from collector.clock import trio_wall_clock
-from collector.config import ConfigError, RedisSettings, StorageSettings
+from collector.config import ConfigError, RedisSettings, StorageSettings, settings_as_dict
 from collector.events import BookUpdate, Event, Raw, Status, Ticker, Trade, levels_from_pairs
 from collector.health import HealthState
 from collector.metrics import Metrics
@@ -304,3 +306,17 @@ def test_the_last_value_of_each_key_wins_and_books_come_from_snapshots_only() ->
     book_value = msgspec.json.decode(latest["collector:binance:BTCUSDT:book"][0])
     assert book_value["bids"] == [[100.0, 1.0]]  # depth 1
     assert latest["collector:binance:BTCUSDT:book"][3] == 3_000
+
+
+def test_check_config_shows_the_outlet_sections_as_toml_with_secrets_masked() -> None:
+    shown = settings_as_dict(
+        settings(
+            kafka={"enabled": True, "options": {"sasl.password": "hunter2", "client.rack": "a"}},
+            redis={"url": "redis://:hunter2@cache:6379/0"},
+        )
+    )
+    text = to_toml(shown)
+    assert "hunter2" not in text
+    parsed = tomllib.loads(text)
+    assert parsed["kafka"]["options"] == {"sasl.password": "***", "client.rack": "a"}
+    assert parsed["redis"]["url"] == "redis://***@cache:6379/0"
