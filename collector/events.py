@@ -33,6 +33,7 @@ StatusEvent = Literal[
     "silent",
     "handover",
     "fetch_error",
+    "outlet_overflow",
 ]
 Direction = Literal["recv", "send"]
 PositionSide = Literal["long", "short"]

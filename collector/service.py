@@ -6,6 +6,7 @@ root nursery
 ├── signal watcher                    SIGINT/SIGTERM -> shutdown
 ├── disk monitor                      high-water mark -> /health, metrics
 └── pipeline nursery
+    ├── outlets        <- own bounded buffers, fed by the router (kafka, redis; optional)
     ├── writer         <- event channel (batches; one clone per connection)
     │   └── router -> flusher -> finalizer   (joined by channels; see storage/writer.py)
     ├── uploader       <- file channel (s3/both: upload, verify, then delete or keep)
@@ -15,7 +16,8 @@ root nursery
 ```
 
 Shutdown: cancel ingest -> connections close and their channel clones with them -> the
-writer drains the event channel and finalizes every open file -> the uploader uploads what
+writer drains the event channel and finalizes every open file (the outlets drain their
+buffers and flush, each within its own bound) -> the uploader uploads what
 it can within the deadline (the rest goes up at the next start) -> the HTTP server stops.
 ``shutdown_timeout_secs`` bounds it all; past it everything is cancelled and journals left
 on disk are finalized at the next start.
@@ -50,6 +52,7 @@ from collector.ingest.connection import IngestContext
 from collector.ingest.supervisor import run_exchange
 from collector.instruments import create_instrument_series, plan_instruments, run_instruments
 from collector.metrics import Metrics
+from collector.outlets import open_outlets, start_outlets
 from collector.planning import ServicePlan
 from collector.series import create_series
 from collector.storage import FileMetadataSource, run_disk_monitor, run_writer
@@ -229,6 +232,7 @@ async def _run(
     doorbell = Doorbell(ring_at_for(cfg.event_channel_size))
     ctx = IngestContext(settings.websocket, metrics, health, wall_clock, doorbell)
     upload_cfg = UploadSettings.from_settings(settings)
+    tap, outlet_tasks = open_outlets(settings, metrics.outlets, health)
 
     async with trio.open_nursery() as root:
         port = await root.start(run_http_server, listener, health, metrics)
@@ -244,6 +248,8 @@ async def _run(
             metrics.disk,
         )
         async with trio.open_nursery() as pipeline:
+            # Before the writer: the router offers them its first rows.
+            await start_outlets(pipeline, outlet_tasks)
             writer = partial(
                 run_writer,
                 settings.storage,
@@ -254,6 +260,7 @@ async def _run(
                 home_server_name=settings.aws.home_server_name,
                 file_metadata=file_metadata_source(plan),
                 doorbell=doorbell,
+                tap=tap,
             )
             await pipeline.start(writer)
             # After the writer: its start-up recovery is done before the backlog scan.

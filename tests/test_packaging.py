@@ -43,8 +43,17 @@ def pyproject() -> dict[str, Any]:
     return tomllib.loads((ROOT / "pyproject.toml").read_text("utf-8"))
 
 
+# Extras the image installs too (ops/update-lock): the live outlets' client libraries.
+IMAGE_EXTRAS = ("kafka", "redis")
+
+
 def runtime_requirements() -> list[Requirement]:
-    return [Requirement(line) for line in pyproject()["project"]["dependencies"]]
+    """The dependencies the lock must pin: the runtime ones and the image's extras'."""
+    project = pyproject()["project"]
+    lines = list(project["dependencies"])
+    for extra in IMAGE_EXTRAS:
+        lines += project["optional-dependencies"][extra]
+    return [Requirement(line) for line in lines]
 
 
 def lock_environment(extra: str = "") -> dict[str, str]:
