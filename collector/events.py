@@ -32,6 +32,7 @@ StatusEvent = Literal[
     "discarded",
     "silent",
     "handover",
+    "poll_error",
 ]
 Direction = Literal["recv", "send"]
 PositionSide = Literal["long", "short"]
