@@ -7,13 +7,11 @@ import json
 import re
 from typing import Any
 
-import attrs
 import msgspec
 import pytest
 
 from collector.config import ConfigError, MarketSettings
 from collector.events import BookUpdate, Event, Status, Ticker, Trade, levels_from_pairs
-from collector.exchanges import binance as binance_module
 from collector.exchanges.base import ConnectionPlan, SnapshotRequest, Subscription
 from collector.exchanges.binance import BinanceAdapter, BinancePlan, BinanceSession
 from collector.settings_check import parse_settings

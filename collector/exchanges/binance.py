@@ -596,18 +596,16 @@ class BinanceAdapter(ExchangeAdapter):
 
     def plan_fields(self, market: MarketSettings) -> dict[str, Any]:
         """Diff-depth snapshots and open interest come from the market's REST base: one per
-        connection; one category per connection; and, where open interest is polled, one
-        polling interval."""
-        fields: dict[str, Any] = {
+        connection; one category and one open interest polling interval per connection
+        (markets that set none share the default)."""
+        interval = market.open_interest_interval_secs
+        return {
             "rest_url": self.rest_url(market),
             "category": profile_of(market).category,
-        }
-        if "derivatives" in market.feeds:
-            interval = market.open_interest_interval_secs
-            fields["open_interest_interval_secs"] = (
+            "open_interest_interval_secs": (
                 DEFAULT_OPEN_INTEREST_INTERVAL_SECS if interval is None else interval
-            )
-        return fields
+            ),
+        }
 
     def wire_name(self, symbol: str, feed: str, market: MarketSettings) -> str:
         return stream_name(symbol, feed, market)
