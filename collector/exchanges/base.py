@@ -519,6 +519,12 @@ class ExchangeAdapter(ABC):
         return f"{(rest_url or cls.default_rest_url).rstrip('/')}{cls.symbols_path}"
 
     @classmethod
+    def symbols_next_url(cls, url: str, body: bytes) -> str | None:
+        """The URL of the next page of a paged symbols listing, after the page ``url``
+        answered with ``body``; None (the default): that was the last (or only) page."""
+        return None
+
+    @classmethod
     def parse_symbols(cls, body: bytes) -> list[str]:
         """Tradable symbols (the venue's spelling, as used in settings) from that body.
 

@@ -76,6 +76,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Mapping
 from typing import Any, ClassVar, Final, Literal
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import attrs
 import msgspec
@@ -99,12 +100,15 @@ from collector.exchanges.base import (
     Session,
     Subscription,
 )
-from collector.exchanges.common import PathRule, chunked, join_ws_path
+from collector.exchanges.common import PathRule, choices, chunked, join_ws_path
 
 EXCHANGE: Final = "bybit"
 DEFAULT_URL: Final = "wss://stream.bybit.com"
 DEFAULT_REST_URL: Final = "https://api.bybit.com"
 CATEGORIES: Final = ("spot", "linear", "inverse")
+# The categories ``symbols`` lists (options are listed, not yet recorded).
+SYMBOL_CATEGORIES: Final = (*CATEGORIES, "option")
+INSTRUMENTS_PATH: Final = "/v5/market/instruments-info"
 BOOK_DEPTHS: Final = (1, 50, 200, 1000)
 DEFAULT_BOOK_DEPTH: Final = 50
 MAX_ARGS_PER_SUBSCRIBE: Final = 10  # the venue's spot limit, used for linear as well
@@ -207,6 +211,7 @@ class _Instrument(msgspec.Struct, gc=False):
 
 class _InstrumentList(msgspec.Struct, gc=False):
     items: list[_Instrument] = msgspec.field(default_factory=list, name="list")
+    next_page_cursor: str = msgspec.field(default="", name="nextPageCursor")
 
 
 class _Instruments(msgspec.Struct, gc=False):
@@ -293,7 +298,7 @@ class BybitAdapter(ExchangeAdapter):
     ws_path_rule: ClassVar[PathRule] = "host_only"  # the path is per category: connection_url
     default_rest_url: ClassVar[str | None] = DEFAULT_REST_URL
     # Spot symbols (the hook has no category; linear: ``category=linear``).
-    symbols_path: ClassVar[str | None] = "/v5/market/instruments-info?category=spot"
+    symbols_path: ClassVar[str | None] = f"{INSTRUMENTS_PATH}?category=spot"
     geo_block_hosts: ClassVar[str | None] = (
         "Bybit runs regional hosts for regional accounts (e.g. wss://stream.bybit.tr): if "
         "yours is one, set base_url to your region's host"
@@ -323,6 +328,39 @@ class BybitAdapter(ExchangeAdapter):
     client_messages_per_second: ClassVar[float] = 5.0
     # The venue recommends an op ping every 20 s and drops idle clients.
     keepalive_interval_secs: ClassVar[float | None] = 20.0
+
+    @classmethod
+    def symbols_url(cls, rest_url: str | None = None, category: str | None = None) -> str:
+        """The instruments-info URL of ``category`` (none: spot): ``spot``, ``linear``,
+        ``inverse`` or ``option`` (every base coin: ``baseCoin=All``; the venue lists only
+        BTC options without it). The derivative categories are paged, 1000 a page (see
+        :meth:`symbols_next_url`). ValueError for another category."""
+        category = category or "spot"
+        if category not in SYMBOL_CATEGORIES:
+            raise ValueError(
+                f"bybit category must be {choices(SYMBOL_CATEGORIES, quoted=True)} "
+                f"(got {category!r})"
+            )
+        query = f"category={category}"
+        if category != "spot":
+            query += "&limit=1000"
+        if category == "option":
+            query += "&baseCoin=All"
+        return f"{(rest_url or DEFAULT_REST_URL).rstrip('/')}{INSTRUMENTS_PATH}?{query}"
+
+    @classmethod
+    def symbols_next_url(cls, url: str, body: bytes) -> str | None:
+        """The same URL with the answer's ``nextPageCursor`` (None: it has none)."""
+        try:
+            answer = _INSTRUMENTS.decode(body)
+        except msgspec.DecodeError as exc:
+            raise ParseError(f"bybit instruments-info: {exc}") from exc
+        cursor = "" if answer.result is None else answer.result.next_page_cursor
+        if not cursor:
+            return None
+        parts = urlsplit(url)
+        query = [(k, v) for k, v in parse_qsl(parts.query) if k != "cursor"]
+        return urlunsplit(parts._replace(query=urlencode([*query, ("cursor", cursor)])))
 
     @classmethod
     def parse_symbols(cls, body: bytes) -> list[str]:

@@ -100,11 +100,14 @@ from collector.exchanges.base import (
     Session,
     Subscription,
 )
+from collector.exchanges.common import choices
 
 EXCHANGE: Final = "deribit"
 DEFAULT_URL: Final = "wss://www.deribit.com"
 WS_PATH: Final = "/ws/api/v2"
 DEFAULT_REST_URL: Final = "https://www.deribit.com"
+# The kinds get_instruments lists (``symbols deribit --category KIND``).
+INSTRUMENT_KINDS: Final = ("future", "option", "spot", "future_combo", "option_combo")
 INTERVAL: Final = "100ms"
 # public/set_heartbeat interval (the venue's minimum is 10 s). Below the default 30 s
 # message timeout, so a quiet connection still gets a frame in time.
@@ -334,6 +337,21 @@ class DeribitAdapter(ExchangeAdapter):
                 f"deribit spot pairs have no {' or '.join(wanted)} feed: {', '.join(spot)} "
                 "(put them in a market without it)"
             )
+
+    @classmethod
+    def symbols_url(cls, rest_url: str | None = None, category: str | None = None) -> str:
+        """``get_instruments`` of every currency, of one ``kind`` when ``category`` names
+        one (``future``, ``option``, ``spot``, ``future_combo``, ``option_combo``; none:
+        every kind). ValueError for another."""
+        url = super().symbols_url(rest_url)
+        if category is None:
+            return url
+        if category not in INSTRUMENT_KINDS:
+            raise ValueError(
+                f"deribit category must be an instrument kind, "
+                f"{choices(INSTRUMENT_KINDS, quoted=True)} (got {category!r})"
+            )
+        return f"{url}&kind={category}"
 
     @classmethod
     def parse_symbols(cls, body: bytes) -> list[str]:
