@@ -35,9 +35,11 @@ T0 = 1_714_608_000_000_000  # 2024-05-02T00:00:00Z in microseconds
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
-def expected_row(event: Event) -> dict[str, Any]:
-    """What reading ``event`` back from Parquet must give (pyarrow's Python values)."""
+def expected_row(event: Event, seq: int) -> dict[str, Any]:
+    """What reading ``event``, numbered ``seq``, back from Parquet must give (pyarrow's
+    Python values)."""
     row: dict[str, Any] = msgspec.structs.asdict(event)
+    row["collector_seq"] = seq
     timestamps = [f.name for f in schema_for(event.DATA_TYPE) if pa.types.is_timestamp(f.type)]
     for name in timestamps:
         if row[name] is not None:
@@ -247,8 +249,10 @@ EVENTS: dict[str, list[Event]] = {
 def test_columns_follow_event_struct_fields(data_type: str) -> None:
     common = ["exchange", "symbol", "timestamp_exchange", "timestamp_collector", "sequence"]
     names = schema_for(data_type).names
-    assert names == list(EVENT_TYPES[data_type].__struct_fields__)
+    assert names == [*EVENT_TYPES[data_type].__struct_fields__, "collector_seq"]
     assert names[:5] == common
+    assert schema_for(data_type).field("collector_seq").type == pa.int64()
+    assert not schema_for(data_type).field("collector_seq").nullable
     assert schema_for(data_type).field("timestamp_collector").type == pa.timestamp("us", tz="UTC")
     assert not schema_for(data_type).field("timestamp_collector").nullable
     assert schema_for(data_type).field("timestamp_exchange").nullable
@@ -264,7 +268,7 @@ def test_orderbook_levels_type() -> None:
 @pytest.mark.parametrize("data_type", sorted(EVENTS))
 def test_round_trip_through_parquet(data_type: str, tmp_path: Path) -> None:
     events = EVENTS[data_type]
-    batch = to_record_batch(data_type, events)
+    batch = to_record_batch(data_type, events, first_seq=2**61)
     assert batch.schema == schema_for(data_type)
     path = tmp_path / "x.parquet"
     write_parquet_atomically(pa.Table.from_batches([batch]), path)
@@ -272,7 +276,7 @@ def test_round_trip_through_parquet(data_type: str, tmp_path: Path) -> None:
     table = pq.read_table(path)
     assert table.schema.names == schema_for(data_type).names
     assert table.schema.field("timestamp_collector").type == pa.timestamp("us", tz="UTC")
-    assert table.to_pylist() == [expected_row(e) for e in events]
+    assert table.to_pylist() == [expected_row(e, 2**61 + i) for i, e in enumerate(events)]
 
 
 def test_orderbook_levels_keep_per_row_boundaries() -> None:
@@ -312,14 +316,14 @@ def fingerprint(schema: pa.Schema) -> str:
 # A schema changed without a version bump fails here. When a table's schema changes: bump
 # its SCHEMA_VERSIONS entry (see collector/storage/schemas.py for when) and record both here.
 PINNED: dict[str, tuple[int, str]] = {
-    "trades": (1, "90a01c89e70bba44"),
-    "orderbook": (1, "20f84eb56fe2f9a2"),
-    "ticker": (1, "374dbddb0b743bd6"),
-    "derivative_ticker": (1, "88d4d9bfe33c549a"),
-    "liquidations": (1, "037d1bd7c26dc0a8"),
-    "instruments": (1, "02c0559fd680c135"),
-    "status": (1, "47bb9f34a397d55e"),
-    "raw": (1, "cc68e9d73973f653"),
+    "trades": (2, "a64dc9932eb9f35d"),
+    "orderbook": (2, "b5079bf97fcbeef3"),
+    "ticker": (2, "fca7b561fc643bd3"),
+    "derivative_ticker": (2, "2e6e65107e83144d"),
+    "liquidations": (2, "e3ef0f5b3f78eb00"),
+    "instruments": (2, "9974c78f50078063"),
+    "status": (2, "afbecc1b03ca21f7"),
+    "raw": (2, "53ee84d8d5bcca41"),
 }
 
 

@@ -18,6 +18,11 @@ size>>`` column without a pass over Python objects. Events carry each side as on
 ``array('d')`` (:data:`collector.events.Levels`, which says why), copied in by two slices;
 anything else is refused.
 
+The ordering column ``collector_seq`` (:data:`~collector.storage.schemas.ORDER_COLUMN`) is
+not stored per row either: a buffer's rows are numbered consecutively, so
+:meth:`ColumnBuffer.to_record_batch` takes the first row's number and builds the column in
+one vectorized call, with no cost on the event loop.
+
 The ``add`` function of each layout is generated from the Arrow schema (one straight-line
 function per data type and set of constant columns, like ``dataclasses`` builds
 ``__init__``): a loop over fields, or a function call per field, would cost more than the
@@ -33,9 +38,10 @@ from functools import cache
 from typing import Any, Final, TypeAlias
 
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from collector.events import Event
-from collector.storage.schemas import LEVEL, LEVELS, SCHEMAS, TIMESTAMP
+from collector.storage.schemas import LEVEL, LEVELS, ORDER_COLUMN, SCHEMAS, TIMESTAMP
 
 # array.array type codes of the columns Arrow can take as they are (64-bit, native order).
 _TYPECODES: Final[dict[pa.DataType, str]] = {
@@ -130,10 +136,13 @@ class ColumnBuffer:
     def __len__(self) -> int:
         return len(self._columns[self._layout.count_index])
 
-    def to_record_batch(self, constants: Mapping[str, Any] | None = None) -> pa.RecordBatch:
+    def to_record_batch(
+        self, constants: Mapping[str, Any] | None = None, first_seq: int = 0
+    ) -> pa.RecordBatch:
         """The rows as one record batch of the data type's schema.
 
-        ``constants`` gives the value of each constant column. The batch shares the
+        ``constants`` gives the value of each constant column; the rows' ``collector_seq``
+        is ``first_seq``, ``first_seq + 1``, ... in the order they were added. The batch shares the
         number columns' memory: add nothing to this buffer afterwards (``array.array``
         refuses to grow while Arrow holds its buffer).
         """
@@ -150,6 +159,9 @@ class ColumnBuffer:
                 scalar = pa.scalar(constants[field.name], type=field.type)
                 arrays.append(pa.repeat(scalar, count))
                 continue
+            if field.name == ORDER_COLUMN:
+                arrays.append(_consecutive(first_seq, count))
+                continue
             (_, kind), column, nulls = next(stored)
             if isinstance(column, _Levels):
                 arrays.append(column.to_array())
@@ -162,6 +174,15 @@ class ColumnBuffer:
 
 class _Refused(ValueError):
     """A value ``add`` refuses by name (a null where none may be): raised as it is."""
+
+
+def _consecutive(first: int, count: int) -> pa.Array:
+    """``first, first + 1, ..., first + count - 1`` as an int64 array (vectorized)."""
+    if count == 0:
+        return pa.array([], pa.int64())
+    ones = pa.repeat(pa.scalar(1, pa.int64()), count)
+    summed: pa.Array = pc.cumulative_sum(ones, start=pa.scalar(first - 1, pa.int64()))
+    return summed
 
 
 def _new_column(kind: str) -> Column:
@@ -210,7 +231,7 @@ def _layout(data_type: str, constants: frozenset[str]) -> _Layout:
     stored = tuple(
         (field, _LEVELS_KIND if field.type == LEVELS else _TYPECODES.get(field.type, ""))
         for field in schema
-        if field.name not in constants
+        if field.name not in constants and field.name != ORDER_COLUMN
     )
     for field, kind in stored:
         if kind == _LEVELS_KIND and field.nullable:
@@ -334,12 +355,17 @@ def _compile_add(data_type: str, stored: tuple[tuple[pa.Field, str], ...]) -> Ca
 
 
 def to_record_batch(
-    data_type: str, events: Iterable[Event], *, constants: Mapping[str, Any] | None = None
+    data_type: str,
+    events: Iterable[Event],
+    *,
+    constants: Mapping[str, Any] | None = None,
+    first_seq: int = 0,
 ) -> pa.RecordBatch:
     """Convert events that all have ``DATA_TYPE == data_type`` into one record batch.
 
     ``constants`` names columns whose value the caller knows every event shares; those
-    are not read from the events. Raises ``ValueError`` for a null in a non-nullable column
+    are not read from the events. The rows' ``collector_seq`` counts up from ``first_seq``.
+    Raises ``ValueError`` for a null in a non-nullable column
     or a value of the wrong type.
     """
     constants = constants or {}
@@ -347,4 +373,4 @@ def to_record_batch(
     add = buffer.add
     for event in events:
         add(event)
-    return buffer.to_record_batch(constants)
+    return buffer.to_record_batch(constants, first_seq)

@@ -105,7 +105,8 @@ class _Files:
         for open_file, stream in jobs:
             if stream is not None and len(stream.columns):
                 constants = {"exchange": open_file.exchange, "symbol": open_file.symbol}
-                open_file.unwritten.append(stream.columns.to_record_batch(constants))
+                batch = stream.columns.to_record_batch(constants, stream.first_seq)
+                open_file.unwritten.append(batch)
             written = 0
             try:
                 for batch in open_file.unwritten:

@@ -25,7 +25,8 @@ metadata and all, into the Parquet footer. So a file recovered after a crash sta
 settings of the run that wrote its rows, not those of the run that finished it, even when
 the settings changed in between. A journal from a version without metadata gets only
 what its own contents prove (:func:`complete_schema`): the table and its schema version
-(when the journal's schema is that table's current one), the exchange and the symbol
+(when the journal's schema is that table's current one, or its version 1), the exchange
+and the symbol
 (from its first row); the rest stays absent rather than guessed from today's settings.
 
 Read it back with :func:`read_file_metadata` (blocking: it reads the file's footer).
@@ -44,7 +45,7 @@ import pyarrow.parquet as pq
 from collector import __version__
 from collector.config import MarketSettings
 from collector.events import BookUpdate
-from collector.storage.schemas import SCHEMA_VERSIONS, SCHEMAS
+from collector.storage.schemas import SCHEMA_VERSIONS, SCHEMAS, previous_schema_version
 
 PREFIX: Final = "collector."
 
@@ -170,9 +171,12 @@ def complete_schema(schema: pa.Schema, first: pa.RecordBatch) -> pa.Schema:
         (name for name, known in SCHEMAS.items() if known.equals(schema, check_metadata=False)),
         None,
     )
+    version = SCHEMA_VERSIONS.get(data_type) if data_type is not None else None
+    if data_type is None and (earlier := previous_schema_version(schema)) is not None:
+        data_type, version = earlier
     derived = FileMetadata(
         data_type=data_type,
-        schema_version=SCHEMA_VERSIONS.get(data_type) if data_type is not None else None,
+        schema_version=version,
         exchange=_first_value(first, "exchange"),
         symbol=_first_value(first, "symbol"),
     )

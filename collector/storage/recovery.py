@@ -16,6 +16,7 @@ from collector.metrics import Metrics
 from collector.storage.finalize import finalize_journal
 from collector.storage.layout import JOURNAL_SUFFIX, TEMP_SUFFIX, parquet_for_journal
 from collector.storage.metadata import complete_schema
+from collector.storage.schemas import ORDER_COLUMN
 
 logger = logging.getLogger(__name__)
 
@@ -161,3 +162,23 @@ def _last_receive_us(parquet: pq.ParquetFile) -> int:
             column = parquet.read_row_group(group, columns=["timestamp_collector"]).column(0)
             latest = max(latest, int(pc.max(column.cast(pa.int64())).as_py()))
     return latest
+
+
+def highest_order_key(recovered: list[Path]) -> int | None:
+    """The highest ``collector_seq`` in the ``recovered`` files (``None``: none has one),
+    from their row groups' statistics. Blocking.
+
+    The router starts numbering above it, so a run that follows a crash keeps every
+    stream's numbers increasing even if the wall clock went back since the previous start.
+    """
+    highest: int | None = None
+    for path in recovered:
+        meta = pq.read_metadata(path)
+        index = meta.schema.to_arrow_schema().get_field_index(ORDER_COLUMN)
+        if index < 0:
+            continue  # written before collector_seq existed
+        for group in range(meta.num_row_groups):
+            stats = meta.row_group(group).column(index).statistics
+            if stats is not None and stats.has_min_max and isinstance(stats.max_raw, int):
+                highest = stats.max_raw if highest is None else max(highest, stats.max_raw)
+    return highest

@@ -25,6 +25,19 @@ The router also decides hourly rotation: once the wall clock has left a key's ho
 next work *retires* the key (its file is complete after that work's rows). A late row of
 a retired hour starts the key again, and the flusher opens a new (small) file for it.
 Size rotation is the flusher's (it knows the journal sizes).
+
+The router numbers the rows too: each stream (exchange, symbol, data type) has its own
+``collector_seq`` counter (:class:`_Numbering`), and every work gives each key's rows the
+next consecutive numbers as it is handed over (a withdrawn offer numbers nothing). So the
+numbers of a stream are consecutive within a run, and follow the order the rows were
+routed in; across hour keys of one stream in one work (a late row of the previous hour)
+the earlier hour's rows get the lower numbers, which is also the order of their receive
+times. Each run starts every stream at its start time in nanoseconds since the epoch
+(the wall clock's microseconds times 1000), or just above the highest number found in the
+files the start-up recovery finished, if that is higher: a restart jumps ahead, never back,
+as long as the wall clock at the restart is later than it was when the previous run
+started (a run would need more than one row per nanosecond to catch up with the next
+run's start). Values fit ``int64`` until 2262.
 """
 
 from __future__ import annotations
@@ -47,6 +60,8 @@ if TYPE_CHECKING:
     from collector.outlets.tap import OutletTap
 
 HOUR_US: Final = 3_600_000_000
+# collector_seq of a run's first rows: its start time in nanoseconds (see the docstring).
+SEQ_PER_US: Final = 1000
 NO_HOUR: Final = -1
 # The event loop time the router routes for between two checkpoints, so connections go on
 # reading (and stamping what they read) while a backlog is routed. By time, not rows: an
@@ -66,11 +81,13 @@ class StreamRows:
     """The rows of one stream key routed since the last hand-over, as columns.
 
     ``first_us`` is the ``timestamp_collector`` of the first of them: a file opened for
-    these rows is named after it.
+    these rows is named after it. ``first_seq`` is the ``collector_seq`` of the first of
+    them, set when the work they are in is made (:class:`_Numbering`).
     """
 
     first_us: int
     columns: ColumnBuffer
+    first_seq: int = 0
 
 
 @dataclass(frozen=True)
@@ -119,17 +136,60 @@ class _Waiting:
         self.rows += len(batch)
 
 
-class _Hours:
-    """The hourly keys the flusher has a file for, as far as the router knows."""
+class _Numbering:
+    """Each stream's next ``collector_seq`` (see the module docstring).
 
-    def __init__(self, hourly: bool, wall_clock: WallClock) -> None:
+    :meth:`number` numbers the rows of a work being made; :meth:`commit` makes that final
+    once the work is handed over. A work withdrawn is numbered again when it is made again
+    (with the rows taken since), from the same place.
+    """
+
+    __slots__ = ("_next", "_pending", "seed")
+
+    def __init__(self, seed: int) -> None:
+        self.seed = seed
+        self._next: dict[tuple[str, str, str], int] = {}
+        self._pending: dict[tuple[str, str, str], int] = {}
+
+    def number(self, streams: dict[FileKey, StreamRows], hourly: bool) -> None:
+        pending: dict[tuple[str, str, str], int] = {}
+        following = self._next
+        seed = self.seed
+        # Several keys of one stream (hours) are numbered earlier hour first.
+        keys = sorted(streams, key=_hour) if hourly and len(streams) > 1 else streams
+        for key in keys:
+            stream = key[:3]
+            rows = streams[key]
+            first = pending.get(stream)
+            if first is None:
+                first = following.get(stream, seed)
+            rows.first_seq = first
+            pending[stream] = first + len(rows.columns)
+        self._pending = pending
+
+    def commit(self) -> None:
+        self._next.update(self._pending)
+        self._pending = {}
+
+
+def _hour(key: FileKey) -> int:
+    return key[3]
+
+
+class _Hours:
+    """The hourly keys the flusher has a file for, as far as the router knows, and the
+    numbering of the rows handed over."""
+
+    def __init__(self, hourly: bool, wall_clock: WallClock, numbering: _Numbering) -> None:
         self.hourly = hourly
         self.wall_clock = wall_clock
+        self.numbering = numbering
         self.open: set[FileKey] = set()
 
     def work(self, waiting: _Waiting) -> FlushWork:
-        """The work for ``waiting``: its rows, and every key whose hour the wall clock has
-        left. Changes nothing: see :meth:`handed_over`."""
+        """The work for ``waiting``: its rows, numbered, and every key whose hour the wall
+        clock has left. Changes nothing but the rows' numbers: see :meth:`handed_over`."""
+        self.numbering.number(waiting.streams, self.hourly)
         if not self.hourly:
             return FlushWork(waiting.streams)
         now_hour = self.wall_clock() // HOUR_US
@@ -138,6 +198,7 @@ class _Hours:
         return FlushWork(waiting.streams, tuple(sorted(retired)))
 
     def handed_over(self, work: FlushWork) -> None:
+        self.numbering.commit()
         if self.hourly:
             self.open.update(work.rows)
             self.open.difference_update(work.retired)
@@ -229,9 +290,14 @@ async def run_router(
     doorbell: Doorbell | None = None,
     first_rows: Sequence[Event] = (),
     tap: OutletTap | None = None,
+    min_seq: int = 0,
     task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Route the batches of ``events`` into :class:`FlushWork` sent on ``work_out``.
+
+    Every stream's ``collector_seq`` starts at the wall clock's time in nanoseconds when
+    the router starts, or at ``min_seq`` if that is higher (the writer passes one above
+    the highest number in the files it recovered; see the module docstring).
 
     With a ``tap`` (:mod:`collector.outlets.tap`), every routed batch, ``first_rows``
     included, is offered to the live outlets as it is routed, and the ``outlet_overflow``
@@ -257,7 +323,7 @@ async def run_router(
     hourly = settings.rotate_hourly
     doorbell = doorbell or Doorbell(1)
     with events, work_out, _closing(tap):
-        hours = _Hours(hourly, wall_clock)
+        hours = _Hours(hourly, wall_clock, _Numbering(max(wall_clock() * SEQ_PER_US, min_seq)))
         waiting = _Waiting(hourly)
         if first_rows:
             _route(waiting, list(first_rows), tap)

@@ -1,9 +1,19 @@
 """Arrow schemas of the stored tables (conversion from events: :mod:`.columns`).
 
 One schema per data type (``Event.DATA_TYPE``). Column order is the field order of the
-event structs in :mod:`collector.events`; every table starts with the common columns
-``exchange``, ``symbol``, ``timestamp_exchange``, ``timestamp_collector``, ``sequence``.
-Timestamps are ``timestamp[us, tz=UTC]``; prices and sizes ``float64``.
+event structs in :mod:`collector.events`, then :data:`ORDER_COLUMN`; every table starts
+with the common columns ``exchange``, ``symbol``, ``timestamp_exchange``,
+``timestamp_collector``, ``sequence``. Timestamps are ``timestamp[us, tz=UTC]``; prices and
+sizes ``float64``.
+
+Every table ends with ``collector_seq`` (:data:`ORDER_COLUMN`, ``int64``, never null): the
+order the writer received a stream's rows in, strictly increasing per stream (exchange,
+symbol, table) across files, rotations and restarts. It is not in the events: the writer's
+router numbers each stream's rows as it hands them to the flusher
+(:mod:`.router`, which says how restarts keep it increasing). It exists because the
+venue's ``sequence`` is absent on some venues and ``timestamp_collector`` is shared by
+every row of one read, so without it the update order of a book lives only in the files'
+physical row order, which a reader is free to lose.
 
 Each table has a schema version (:data:`SCHEMA_VERSIONS`), written into every file's
 metadata (:mod:`.metadata`) so a reader knows which columns and meanings to expect. Bump
@@ -45,7 +55,11 @@ _COMMON: Final[list[pa.Field]] = [
     pa.field("sequence", pa.int64()),
 ]
 
-SCHEMAS: Final[dict[str, pa.Schema]] = {
+# The writer's ordering key, last in every table (see the module docstring).
+ORDER_COLUMN: Final = "collector_seq"
+_ORDER: Final = pa.field(ORDER_COLUMN, pa.int64(), nullable=False)
+
+_EVENT_SCHEMAS: Final[dict[str, pa.Schema]] = {
     Trade.DATA_TYPE: pa.schema(
         [
             *_COMMON,
@@ -173,16 +187,21 @@ SCHEMAS: Final[dict[str, pa.Schema]] = {
     ),
 }
 
+SCHEMAS: Final[dict[str, pa.Schema]] = {
+    name: schema.append(_ORDER) for name, schema in _EVENT_SCHEMAS.items()
+}
+
 # The version of each table's schema (see the module docstring for when it is bumped).
+# 2: ``collector_seq`` added to every table.
 SCHEMA_VERSIONS: Final[dict[str, int]] = {
-    Trade.DATA_TYPE: 1,
-    BookUpdate.DATA_TYPE: 1,
-    Ticker.DATA_TYPE: 1,
-    DerivativeTicker.DATA_TYPE: 1,
-    Liquidation.DATA_TYPE: 1,
-    Instrument.DATA_TYPE: 1,
-    Status.DATA_TYPE: 1,
-    Raw.DATA_TYPE: 1,
+    Trade.DATA_TYPE: 2,
+    BookUpdate.DATA_TYPE: 2,
+    Ticker.DATA_TYPE: 2,
+    DerivativeTicker.DATA_TYPE: 2,
+    Liquidation.DATA_TYPE: 2,
+    Instrument.DATA_TYPE: 2,
+    Status.DATA_TYPE: 2,
+    Raw.DATA_TYPE: 2,
 }
 
 # Columns with few distinct values per file: the only ones Parquet dictionary-encodes.
@@ -225,6 +244,15 @@ EVENT_TYPES: Final[dict[str, type[Event]]] = {
     cls.DATA_TYPE: cls
     for cls in (Trade, BookUpdate, Ticker, DerivativeTicker, Liquidation, Instrument, Status, Raw)
 }
+
+
+def previous_schema_version(schema: pa.Schema) -> tuple[str, int] | None:
+    """The (table, version) of a schema an earlier version wrote, where it is one we know
+    (version 1: today's columns without ``collector_seq``); ``None`` otherwise."""
+    for name, before in _EVENT_SCHEMAS.items():
+        if before.equals(schema, check_metadata=False):
+            return name, 1
+    return None
 
 
 def schema_for(data_type: str) -> pa.Schema:

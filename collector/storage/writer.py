@@ -35,7 +35,7 @@ from collector.metrics import Metrics
 from collector.storage.finalizer import run_finalizer
 from collector.storage.flusher import RetiredFile, run_flusher
 from collector.storage.metadata import FileMetadataSource
-from collector.storage.recovery import recover_leftovers, unclean_stop_rows
+from collector.storage.recovery import highest_order_key, recover_leftovers, unclean_stop_rows
 from collector.storage.router import FlushWork, run_router
 
 if TYPE_CHECKING:
@@ -69,7 +69,8 @@ async def run_writer(
     bounded channel, so a slow consumer slows finalization, never intake of rows already
     flushed). At start it finalizes what a previous run left (:func:`recover_leftovers`, in
     a worker thread) and routes a ``disconnected`` status row for each symbol that run
-    recorded until it was killed (:func:`unclean_stop_rows`), calls
+    recorded until it was killed (:func:`unclean_stop_rows`), numbers rows above the
+    highest ``collector_seq`` of the recovered files (:func:`highest_order_key`), calls
     ``task_status.started()``, then sends those paths first. Owns the three stages' nursery
     and the channels between them (the retired files' fill level is exported as the
     ``retired_files`` channel).
@@ -110,6 +111,7 @@ async def run_writer(
             )
         )
         stops = await trio.to_thread.run_sync(unclean_stop_rows, recovered) if recovered else []
+        highest = await trio.to_thread.run_sync(highest_order_key, recovered) if recovered else None
         work_out, work_in = trio.open_memory_channel[FlushWork](0)
         retired_out, retired_in = trio.open_memory_channel[RetiredFile](RETIRED_FILES_BUFFER)
         metrics.watch_channel("retired_files", partial(_fill, retired_in))
@@ -138,6 +140,7 @@ async def run_writer(
                     doorbell=doorbell,
                     first_rows=stops,
                     tap=tap,
+                    min_seq=0 if highest is None else highest + 1,
                 )
             )
             task_status.started()
