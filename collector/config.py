@@ -71,6 +71,8 @@ class StorageSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True, k
     compression_level: int | None = None
     # Above this used percentage of data_dir's file system, /health is degraded.
     disk_high_water_percent: Annotated[float, Meta(gt=0, le=100)] = 90.0
+    # Directory layout of the files (collector/storage/layout.py, docs/schemas.md#layout).
+    layout: Literal["default", "hive"] = "default"
 
 
 class AwsSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):

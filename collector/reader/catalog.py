@@ -2,11 +2,14 @@
 
 The layout (:mod:`collector.storage.layout`) is
 ``{exchange}/{symbol}/{data_type}/[{server}/]{YYYY-MM-DD}/{start_ms}.parquet`` below the
-source's root. :func:`list_files` walks it through the source's file system, descending
-level by level where the caller names no exchange or symbol (so a question about one data
-type never lists the other tables' files), and keeps only finished files: journals and
-temporary files are not ``{digits}.parquet``. Any ``data_type`` directory is a table, so
-tables added later need nothing here.
+source's root, or its Hive-style form ``table={data_type}/venue={exchange}/market={symbol}/``
+``[server={server}/]date={YYYY-MM-DD}/{start_ms}.parquet``; both are read, side by side if
+a root holds both (the top-level names tell them apart: only Hive directories have ``=``).
+:func:`list_files` walks them through the source's file system, descending level by level
+where the caller names no exchange or symbol (so a question about one data type never
+lists the other tables' files), and keeps only finished files: journals and temporary
+files are not ``{digits}.parquet``. Any ``data_type`` directory is a table, so tables added
+later need nothing here.
 
 Directory names are sanitized (``BTC/USD`` is filed as ``BTC_USD``); the exact spelling is
 in the rows and in each file's metadata, which :func:`catalog` reads from the newest file of
@@ -17,7 +20,6 @@ venue; venues do not do this) show as one stream, named after the newest file.
 
 from __future__ import annotations
 
-import re
 from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -29,11 +31,9 @@ import pyarrow.parquet as pq
 
 from collector.reader.source import Source
 from collector.reader.times import from_us
-from collector.storage.layout import safe_component
+from collector.storage.layout import HIVE_NAMES, hive, parse_place, safe_component
 from collector.storage.metadata import FileMetadata
 
-_NAME: Final = re.compile(r"^(\d+)\.parquet$")
-_DATE: Final = re.compile(r"^\d{4}-\d{2}-\d{2}$")
 TIMESTAMP_COLUMN: Final = "timestamp_collector"
 
 
@@ -77,15 +77,18 @@ def parse_path(source: Source, path: str) -> DataFile | None:
     relative = path[len(source.root) + 1 :] if path.startswith(source.root + "/") else None
     if relative is None:
         return None
-    parts = relative.split("/")
-    if len(parts) not in (5, 6):
+    place = parse_place(relative.split("/"))
+    if place is None:
         return None
-    name = _NAME.match(parts[-1])
-    date = parts[-2]
-    if name is None or not _DATE.match(date):
-        return None
-    server = parts[3] if len(parts) == 6 else None
-    return DataFile(path, parts[0], parts[1], parts[2], server, date, int(name.group(1)))
+    return DataFile(
+        path,
+        place.exchange,
+        place.symbol,
+        place.data_type,
+        place.server or None,
+        place.date,
+        place.start_ms,
+    )
 
 
 def _children(source: Source, directory: str) -> list[str]:
@@ -125,8 +128,31 @@ def list_files(
     microseconds): a later file cannot hold an earlier row. Blocking (lists the file
     system); raises ``OSError`` from it.
     """
-    exchanges = [safe_component(exchange)] if exchange else _children(source, source.root)
+    top = _children(source, source.root) if not (exchange and data_type) else []
     found: list[DataFile] = []
+    for below in [
+        *_default_dirs(source, top, exchange, symbol, data_type),
+        *_hive_dirs(source, top, exchange, symbol, data_type),
+    ]:
+        for file in _files_below(source, below):
+            if data_type is not None and file.data_type != safe_component(data_type):
+                continue
+            if before_us is not None and file.start_ms * 1000 >= before_us:
+                continue
+            found.append(file)
+    found.sort(key=lambda f: (f.exchange, f.symbol, f.data_type, f.start_ms, f.path))
+    return found
+
+
+def _default_dirs(
+    source: Source, top: list[str], exchange: str | None, symbol: str | None, data_type: str | None
+) -> list[str]:
+    """The default-layout directories that hold the files asked for (and maybe others)."""
+    if exchange:
+        exchanges = [safe_component(exchange)]
+    else:
+        exchanges = [name for name in top if "=" not in name]
+    dirs: list[str] = []
     for exchange_dir in exchanges:
         symbols = (
             [safe_component(symbol)]
@@ -134,19 +160,32 @@ def list_files(
             else ([""] if data_type is None else _children(source, source.path(exchange_dir)))
         )
         for symbol_dir in symbols:
-            below = source.path(
-                exchange_dir,
-                symbol_dir,
-                safe_component(data_type) if data_type and symbol_dir else "",
-            )
-            for file in _files_below(source, below):
-                if data_type is not None and file.data_type != safe_component(data_type):
-                    continue
-                if before_us is not None and file.start_ms * 1000 >= before_us:
-                    continue
-                found.append(file)
-    found.sort(key=lambda f: (f.exchange, f.symbol, f.data_type, f.start_ms, f.path))
-    return found
+            table_dir = safe_component(data_type) if data_type and symbol_dir else ""
+            dirs.append(source.path(exchange_dir, symbol_dir, table_dir))
+    return dirs
+
+
+def _hive_dirs(
+    source: Source, top: list[str], exchange: str | None, symbol: str | None, data_type: str | None
+) -> list[str]:
+    """The Hive-layout directories that hold the files asked for (and maybe others)."""
+    table_prefix = HIVE_NAMES["data_type"] + "="
+    if data_type:
+        tables = [hive("data_type", data_type)]
+    else:
+        tables = [name for name in top if name.startswith(table_prefix)]
+    dirs: list[str] = []
+    for table_dir in tables:
+        if exchange:
+            venues = [hive("exchange", exchange)]
+        elif symbol:
+            venues = _children(source, source.path(table_dir))
+        else:
+            venues = [""]
+        for venue_dir in venues:
+            market_dir = hive("symbol", symbol) if symbol and venue_dir else ""
+            dirs.append(source.path(table_dir, venue_dir, market_dir))
+    return dirs
 
 
 def read_footer(source: Source, file: DataFile) -> pq.FileMetaData:

@@ -79,6 +79,7 @@ class _Files:
     ) -> None:
         self.data_dir = Path(settings.data_dir)
         self.server = server
+        self.layout = settings.layout
         self.file_metadata = file_metadata
         self.metrics = metrics
         self.max_bytes = int(settings.max_file_size_mb * 1024 * 1024)
@@ -141,6 +142,7 @@ class _Files:
             open_file.data_type,
             start_ms,
             self.server,
+            self.layout,
         )
         directory.mkdir(parents=True, exist_ok=True)
         path = choose_parquet_path(directory, start_ms, self.in_use)

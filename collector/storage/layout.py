@@ -1,6 +1,23 @@
 """Where files live: the same layout locally and in S3.
 
-``{data_dir}/{exchange}/{symbol}/{data_type}/[{server}/]{YYYY-MM-DD}/{start_ms}.parquet``
+Two layouts, chosen by ``storage.layout``:
+
+- ``default``: ``{data_dir}/{exchange}/{symbol}/{data_type}/[{server}/]{YYYY-MM-DD}/{start_ms}.parquet``
+- ``hive``: ``{data_dir}/table={data_type}/venue={exchange}/market={symbol}/[server={server}/]``
+  ``date={YYYY-MM-DD}/{start_ms}.parquet``: Hive-style ``name=value`` directories, the
+  table first, so that a reader pointed at any directory below ``table=...`` reads one
+  table only, and a Hive-partitioning reader (DuckDB's ``hive_partitioning``, pyarrow's
+  ``partitioning="hive"``) gets the levels as columns.
+
+The partition names (:data:`HIVE_NAMES`) are chosen so that none is a column of any table:
+a partition column of the same name as a stored one would *shadow* it (the ``status`` table
+has its own ``data_type``, the feed a row is about; every table has ``exchange`` and
+``symbol``, spelled exactly, where the directories hold sanitized names). A test keeps every
+table's columns clear of them. Default-layout directory names never contain ``=``
+(:func:`safe_component` replaces it), so the two layouts can share a data directory (the
+setting changed) and every reader here tells them apart by the top-level names.
+
+In both layouts:
 
 - ``server`` is the optional ``home_server_name``; nothing else adds a level: a stream's
   files have the same path whatever shard records it (the shard is in the file's
@@ -22,10 +39,22 @@ look only at ``*.parquet``.
 from __future__ import annotations
 
 import re
-from collections.abc import Container
+from collections.abc import Container, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path, PurePosixPath
-from typing import Final
+from typing import Final, Literal
+
+Layout = Literal["default", "hive"]
+
+# Hive partition name of each path level (see the module docstring: none is a column).
+HIVE_NAMES: Final[dict[str, str]] = {
+    "data_type": "table",
+    "exchange": "venue",
+    "symbol": "market",
+    "server": "server",
+    "date": "date",
+}
 
 PARQUET_SUFFIX: Final = ".parquet"
 JOURNAL_SUFFIX: Final = ".journal.arrows"
@@ -58,6 +87,12 @@ def utc_date(start_ms: int) -> str:
     return (_EPOCH + timedelta(milliseconds=start_ms)).strftime("%Y-%m-%d")
 
 
+def hive(level: str, value: str) -> str:
+    """The ``name=value`` directory of a path ``level`` (a key of :data:`HIVE_NAMES`);
+    ``value`` is made safe as a component (it never contains ``=`` or ``/``)."""
+    return f"{HIVE_NAMES[level]}={safe_component(value)}"
+
+
 def stream_dir(
     data_dir: Path,
     exchange: str,
@@ -65,12 +100,81 @@ def stream_dir(
     data_type: str,
     start_ms: int,
     server: str | None = None,
+    layout: Layout = "default",
 ) -> Path:
     """The directory of the file that starts at ``start_ms``."""
+    date = utc_date(start_ms)
+    if layout == "hive":
+        path = data_dir / hive("data_type", data_type) / hive("exchange", exchange)
+        path /= hive("symbol", symbol)
+        if server:
+            path /= hive("server", server)
+        return path / f"{HIVE_NAMES['date']}={date}"
     path = data_dir / safe_component(exchange) / safe_component(symbol) / safe_component(data_type)
     if server:
         path /= safe_component(server)
-    return path / utc_date(start_ms)
+    return path / date
+
+
+@dataclass(frozen=True)
+class FilePlace:
+    """What a finished file's path below the data directory says, in either layout: the
+    (sanitized) directory values, ``server`` (``""`` without that level), the date and the
+    ``start_ms`` of its name."""
+
+    exchange: str
+    symbol: str
+    data_type: str
+    server: str
+    date: str
+    start_ms: int
+    layout: Layout
+
+
+_DATE: Final = re.compile(r"^\d{4}-\d{2}-\d{2}$")
+
+
+def parse_place(parts: Sequence[str]) -> FilePlace | None:
+    """The :class:`FilePlace` of a path below the data directory, split into components,
+    or ``None`` if it is not a finished file of either layout (a journal, a temporary
+    file, a marker, anything else)."""
+    if len(parts) not in (5, 6):
+        return None
+    name = parts[-1]
+    start = name.removesuffix(PARQUET_SUFFIX)
+    if start == name or not start.isdigit():
+        return None
+    levels = list(parts[:-1])
+    if all("=" in level for level in levels):
+        names = [
+            "data_type",
+            "exchange",
+            "symbol",
+            *(["server"] if len(levels) == 5 else []),
+            "date",
+        ]
+        values: dict[str, str] = {}
+        for level, value in zip(names, levels, strict=True):
+            key, _, values[level] = value.partition("=")
+            if key != HIVE_NAMES[level] or not values[level]:
+                return None
+        place = FilePlace(
+            values["exchange"],
+            values["symbol"],
+            values["data_type"],
+            values.get("server", ""),
+            values["date"],
+            int(start),
+            "hive",
+        )
+    elif any("=" in level for level in levels):
+        return None
+    else:
+        server = levels[3] if len(levels) == 5 else ""
+        place = FilePlace(
+            levels[0], levels[1], levels[2], server, levels[-1], int(start), "default"
+        )
+    return place if _DATE.match(place.date) else None
 
 
 def parquet_name(start_ms: int) -> str:

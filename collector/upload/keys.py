@@ -1,9 +1,15 @@
 """Object keys: a finished file's local path -> its S3 key.
 
 The local layout is ``{exchange}/{symbol}/{data_type}/[{server}/]{date}/{start_ms}.parquet``
-below ``data_dir`` (see :mod:`collector.storage.layout`). The key is ``key_template`` filled
-with those parts; empty segments (no prefix, no server) are dropped, so the default template
-gives ``{prefix}/{exchange}/{symbol}/{data_type}/[{server}/]{date}/{start_ms}.parquet``.
+below ``data_dir``, or its Hive-style form ``table={data_type}/venue={exchange}/...`` (see
+:mod:`collector.storage.layout`; both are parsed). The key is ``key_template`` filled with
+those parts; empty segments (no prefix, no server) are dropped, and so are Hive segments
+with an empty value (``server=``). The default template mirrors the file's own layout: for
+a default-layout file it gives
+``{prefix}/{exchange}/{symbol}/{data_type}/[{server}/]{date}/{start_ms}.parquet``, for a
+Hive-layout file ``{prefix}/table={data_type}/venue={exchange}/market={symbol}/``
+``[server={server}/]date={date}/{start_ms}.parquet`` (:data:`HIVE_KEY_TEMPLATE`), so S3
+holds the same tree as the data directory. A custom template is used as it is for both.
 The server level comes from the file's own path (the ``home_server_name`` it was written
 under), so a file keeps its key even if the setting changes later; a file that a version
 up to 0.1.0 wrote under a ``shard-I-of-N`` level (sharding adds none now) is uploaded with
@@ -24,10 +30,18 @@ from typing import Final
 
 import msgspec
 
-from collector.storage.layout import PARQUET_SUFFIX
+from collector.storage.layout import HIVE_NAMES, PARQUET_SUFFIX, parse_place
 
 DEFAULT_KEY_TEMPLATE: Final = (
     "{prefix}/{exchange}/{symbol}/{data_type}/{server}/{date}/{start_ms}.parquet"
+)
+HIVE_KEY_TEMPLATE: Final = (
+    "{prefix}"
+    + "".join(
+        f"/{HIVE_NAMES[level]}={{{level}}}"
+        for level in ("data_type", "exchange", "symbol", "server", "date")
+    )
+    + "/{start_ms}.parquet"
 )
 KEY_FIELDS: Final = frozenset(
     {"prefix", "exchange", "symbol", "data_type", "server", "date", "start_ms", "name"}
@@ -41,6 +55,7 @@ class KeyParts(msgspec.Struct, frozen=True, kw_only=True):
     server: str
     date: str
     start_ms: str
+    hive: bool = False
 
     @property
     def name(self) -> str:
@@ -67,21 +82,17 @@ def parse_relative(relative: str) -> KeyParts:
 
     Raises ``ValueError`` if it does not follow the layout.
     """
-    parts = PurePosixPath(relative).parts
-    if len(parts) not in (5, 6) or not parts[-1].endswith(PARQUET_SUFFIX):
+    place = parse_place(PurePosixPath(relative).parts)
+    if place is None:
         raise ValueError(f"{relative!r} does not follow the data layout")
-    start_ms = parts[-1].removesuffix(PARQUET_SUFFIX)
-    if not start_ms.isdigit():
-        raise ValueError(f"{relative!r}: file name is not {{start_ms}}{PARQUET_SUFFIX}")
-    exchange, symbol, data_type = parts[:3]
-    server = parts[3] if len(parts) == 6 else ""
     return KeyParts(
-        exchange=exchange,
-        symbol=symbol,
-        data_type=data_type,
-        server=server,
-        date=parts[-2],
-        start_ms=start_ms,
+        exchange=place.exchange,
+        symbol=place.symbol,
+        data_type=place.data_type,
+        server=place.server,
+        date=place.date,
+        start_ms=str(place.start_ms),
+        hive=place.layout == "hive",
     )
 
 
@@ -102,6 +113,8 @@ def object_key(
     p = parse_relative(relative)
     if offset:
         p = msgspec.structs.replace(p, start_ms=str(int(p.start_ms) + offset))
+    if template == DEFAULT_KEY_TEMPLATE and p.hive:
+        template = HIVE_KEY_TEMPLATE
     filled = template.format(
         prefix=prefix.strip("/"),
         exchange=p.exchange,
@@ -112,4 +125,6 @@ def object_key(
         start_ms=p.start_ms,
         name=p.name,
     )
-    return "/".join(segment for segment in filled.split("/") if segment)
+    return "/".join(
+        segment for segment in filled.split("/") if segment and not segment.endswith("=")
+    )
