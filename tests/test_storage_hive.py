@@ -12,7 +12,7 @@ import pyarrow.dataset as ds
 import pytest
 import trio
 
-from collector.events import Status, Trade
+from collector.events import Event, Status, Trade
 from collector.reader import DataReader
 from collector.storage.layout import HIVE_NAMES, parse_place, relative_key, stream_dir
 from collector.storage.schemas import SCHEMAS
@@ -75,10 +75,10 @@ def test_the_reader_gives_the_same_catalog_and_rows_for_both_layouts(
 
 def test_a_directory_with_both_layouts_reads_as_one(tmp_path: Path) -> None:
     data = tmp_path / "data"
-    before = [
+    before: list[Event] = [
         Trade("binance", "BTCUSDT", None, T + n, None, f"a{n}", 1.0, 1.0, None) for n in range(2)
     ]
-    after = [
+    after: list[Event] = [
         Trade("binance", "BTCUSDT", None, T + 10 + n, None, f"b{n}", 1.0, 1.0, None)
         for n in range(2)
     ]

@@ -3,6 +3,7 @@ strictly increasing across files, rotations and restarts (collector/storage/rout
 
 from __future__ import annotations
 
+from functools import partial
 from pathlib import Path
 
 import pyarrow.parquet as pq
@@ -11,7 +12,20 @@ import trio.testing
 
 from collector.events import Event, Status
 from collector.storage.router import SEQ_PER_US
-from tests.test_storage_writer import NOON, files, next_finished, open_writer, settle, trade, us
+from tests.test_storage_writer import (
+    NOON,
+    Harness,
+    files,
+    next_finished,
+    open_writer,
+    settle,
+    trade,
+    us,
+)
+
+
+def rows_are(h: Harness, count: int) -> bool:
+    return h.rows_written() == count
 
 
 def seqs(path: Path) -> list[int]:
@@ -73,7 +87,7 @@ async def test_numbers_run_on_across_size_rotation(
         for n in range(3):
             await h.send.send([trade(NOON + n, 2 * n), trade(NOON + n, 2 * n + 1)])
             await trio.sleep_until(t0 + n + 1.0)
-            await settle(autojump_clock, lambda n=n: h.rows_written() == 2 * n + 2)
+            await settle(autojump_clock, partial(rows_are, h, 2 * n + 2))
         paths = await h.finish()
     trades = sorted(p for p in paths if "/trades/" in p.as_posix())
     assert len(trades) == 3
