@@ -181,7 +181,7 @@ def fingerprint(schema: pa.Schema) -> str:
 # its SCHEMA_VERSIONS entry (see collector/storage/schemas.py for when) and record both here.
 PINNED: dict[str, tuple[int, str]] = {
     "trades": (1, "90a01c89e70bba44"),
-    "orderbook": (1, "20f84eb56fe2f9a2"),
+    "orderbook": (2, "20f84eb56fe2f9a2"),
     "ticker": (1, "374dbddb0b743bd6"),
     "status": (1, "47bb9f34a397d55e"),
     "raw": (1, "cc68e9d73973f653"),

@@ -1,0 +1,184 @@
+"""The writer's order books: each book stream's current book, for ``checkpoint`` rows.
+
+Every order book file stands alone: its first row is a ``checkpoint`` (a
+:class:`~collector.events.BookUpdate` with ``kind = "checkpoint"``) holding the whole book
+as the stream's earlier rows left it, so a reader needs no older file to know the book at
+any moment inside this one. A market may ask for more checkpoints inside a file
+(``book_snapshot_interval_secs``).
+
+Why the writer keeps these books, not the venue sessions: a file starts where the writer
+says (hourly rotation in the router, size rotation in the flusher), and the rows are
+already normalized when they reach it (a ``snapshot`` replaces the book, a ``delta`` sets
+its levels, size 0 deletes one), so one venue-agnostic book per stream covers every venue,
+rotation and restart alike. A checkpoint is exactly the book a reader gets by replaying the
+stream's rows in order: the writer applies no venue rule (no truncation to a subscribed
+depth, no reset on a disconnect); until the stream's first ``snapshot`` there is no book
+and no checkpoint.
+
+Cost (the reason for the shape): the flusher's worker thread feeds each flushed batch in
+with array copies only, no Python work per level: the levels since the batch's last
+``snapshot`` are appended to a *pending* log per side, and the log is folded into the
+sorted *base* book by one vectorized Arrow pass (``group_by(price).last(size)``, about
+10 ns a level) when it has grown past twice the base (or :data:`MIN_FOLD_LEVELS`), and
+whenever a checkpoint is due. So the work per level is a copy plus an amortized fold,
+and memory stays within a small multiple of the book.
+
+Sans-IO: no trio, no clock; the flusher calls it from its worker thread only.
+"""
+
+from __future__ import annotations
+
+from array import array
+from typing import Final
+
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from collector.events import BookUpdate, levels_from_values
+from collector.storage.columns import ColumnBuffer
+
+# Fold the pending levels of a side once there are more than this many (or twice the base).
+MIN_FOLD_LEVELS: Final = 32_768
+CHECKPOINT: Final = "checkpoint"
+
+
+def _wrap(values: array[float]) -> pa.Array:
+    """A float64 Arrow array over ``values``' memory (no copy: ``values`` must not grow)."""
+    return pa.Array.from_buffers(pa.float64(), len(values), [None, pa.py_buffer(values)])
+
+
+class _Side:
+    """One side: ``prices``/``sizes`` sorted best first (live levels only), then the
+    ``pending`` levels in arrival order (size 0 deletes)."""
+
+    __slots__ = ("descending", "pending_prices", "pending_sizes", "prices", "sizes")
+
+    def __init__(self, *, descending: bool) -> None:
+        self.descending = descending
+        self.prices: pa.Array = pa.array([], pa.float64())
+        self.sizes: pa.Array = pa.array([], pa.float64())
+        self.pending_prices = array("d")
+        self.pending_sizes = array("d")
+
+    def clear(self) -> None:
+        self.prices = pa.array([], pa.float64())
+        self.sizes = pa.array([], pa.float64())
+        self.pending_prices = array("d")
+        self.pending_sizes = array("d")
+
+    def add(self, prices: array[float], sizes: array[float]) -> None:
+        """Append levels in arrival order; fold when the pending log has grown."""
+        self.pending_prices.extend(prices)
+        self.pending_sizes.extend(sizes)
+        if len(self.pending_prices) > max(MIN_FOLD_LEVELS, 2 * len(self.prices)):
+            self.fold()
+
+    def fold(self) -> None:
+        """Apply the pending levels to the base: the last size per price wins, size 0
+        removes the level, the result sorted best first."""
+        if not self.pending_prices:
+            return
+        prices = pa.concat_arrays([self.prices, _wrap(self.pending_prices)])
+        sizes = pa.concat_arrays([self.sizes, _wrap(self.pending_sizes)])
+        last = (
+            pa.table({"price": prices, "size": sizes})
+            .group_by("price", use_threads=False)  # ordered: "last" is the latest row
+            .aggregate([("size", "last")])
+        )
+        last = last.filter(pc.not_equal(last["size_last"], 0.0))
+        last = last.sort_by([("price", "descending" if self.descending else "ascending")])
+        self.prices = last["price"].combine_chunks()
+        self.sizes = last["size_last"].combine_chunks()
+        # New logs: Arrow still holds the old ones' memory (an exported array cannot grow).
+        self.pending_prices = array("d")
+        self.pending_sizes = array("d")
+
+    def levels(self) -> array[float]:
+        """The folded book as flat levels (price, size, ...), best first."""
+        self.fold()
+        flat = [0.0] * (2 * len(self.prices))
+        flat[0::2] = self.prices.to_pylist()
+        flat[1::2] = self.sizes.to_pylist()
+        return levels_from_values(flat)
+
+
+class StreamBook:
+    """The book of one (exchange, symbol) as its ``orderbook`` rows so far leave it.
+
+    ``known``: a ``snapshot`` has been applied (before one there is no book to state).
+    ``sequence`` and ``timestamp_exchange`` are those of the latest applied row that has
+    one; ``last_full_us`` the ``timestamp_collector`` of the latest row that stated the whole
+    book (a venue ``snapshot`` or a checkpoint), from which a market's checkpoint interval
+    counts.
+    """
+
+    __slots__ = ("asks", "bids", "known", "last_full_us", "sequence", "timestamp_exchange")
+
+    def __init__(self) -> None:
+        self.bids = _Side(descending=True)
+        self.asks = _Side(descending=False)
+        self.known = False
+        self.sequence: int | None = None
+        self.timestamp_exchange: int | None = None
+        self.last_full_us: int | None = None
+
+    def feed(self, rows: ColumnBuffer) -> None:
+        """Apply ``rows`` (an ``orderbook`` buffer, in stream order) to the book."""
+        kinds: list[str] = rows.column("kind")
+        count = len(kinds)
+        if not count:
+            return
+        start = 0
+        if "snapshot" in kinds:
+            start = count - 1 - kinds[::-1].index("snapshot")
+            self.bids.clear()
+            self.asks.clear()
+            self.known = True
+            self.last_full_us = int(rows.number_column("timestamp_collector")[0][start])
+        elif not self.known:
+            return
+        for side, name in ((self.bids, "bids"), (self.asks, "asks")):
+            levels = rows.levels_column(name)
+            begin = levels.offsets[start]
+            side.add(levels.prices[begin:], levels.sizes[begin:])
+        sequence = _last_value(rows, "sequence", start)
+        if sequence is not None:
+            self.sequence = sequence
+        exchange_us = _last_value(rows, "timestamp_exchange", start)
+        if exchange_us is not None:
+            self.timestamp_exchange = exchange_us
+
+    def checkpoint(self, exchange: str, symbol: str, timestamp_collector: int) -> BookUpdate | None:
+        """The book as a ``checkpoint`` row stamped ``timestamp_collector``, or None before
+        the first snapshot. Its ``sequence`` (and ``first_sequence``) is the last applied
+        update id where the venue sends one; ``timestamp_exchange`` the latest venue time."""
+        if not self.known:
+            return None
+        self.last_full_us = timestamp_collector
+        return BookUpdate(
+            exchange,
+            symbol,
+            self.timestamp_exchange,
+            timestamp_collector,
+            self.sequence,
+            CHECKPOINT,
+            self.sequence,
+            None,
+            self.bids.levels(),
+            self.asks.levels(),
+        )
+
+
+def _last_value(rows: ColumnBuffer, name: str, start: int) -> int | None:
+    """The value of integer column ``name`` in the last row at or after ``start`` that has
+    one (None: none has)."""
+    values, nulls = rows.number_column(name)
+    if not nulls:
+        return int(values[-1])
+    if len(nulls) == len(values):
+        return None  # the venue sends none (the usual case when one row lacks it)
+    null_rows = set(nulls)
+    for row in range(len(values) - 1, start - 1, -1):
+        if row not in null_rows:
+            return int(values[row])
+    return None
