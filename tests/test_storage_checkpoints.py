@@ -213,6 +213,10 @@ async def open_book_writer(
             pass
 
 
+def written_at_least(h: Harness, rows: int) -> bool:
+    return h.rows_written() >= rows
+
+
 def book_files(data_dir: Path) -> list[Path]:
     return sorted(data_dir.rglob("orderbook/**/*.parquet"))
 
@@ -267,7 +271,7 @@ async def test_size_rotated_files_start_with_a_checkpoint(
         for i in range(0, len(events), 4):
             await h.send.send(list(events[i : i + 4]))
             await trio.sleep_until(t0 + 1 + i)  # a flush per batch
-            await settle(autojump_clock, lambda n=i + 4: h.rows_written() >= n)
+            await settle(autojump_clock, partial(written_at_least, h, i + 4))
         paths = []
         for _ in range(2):
             paths.append(await next_finished(autojump_clock, h))
@@ -290,7 +294,7 @@ async def test_market_interval_adds_checkpoints_inside_a_file(
         for i, event in enumerate(events):
             await h.send.send([event])
             await trio.sleep_until(t0 + i + 1)  # a flush per row
-            await settle(autojump_clock, lambda n=i + 1: h.rows_written() >= n)
+            await settle(autojump_clock, partial(written_at_least, h, i + 1))
         await settle(autojump_clock, lambda: h.rows_written() >= len(events))
         await h.finish()
     [path] = book_files(h.data_dir)
