@@ -9,6 +9,7 @@ stream, so a correct collector reports no gap and drops nothing.
 from __future__ import annotations
 
 import random
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Final
 
@@ -180,6 +181,12 @@ class BinanceProtocol:
     """The venue's answers to client requests (``SUBSCRIBE`` and friends) and REST calls."""
 
     exchange: Final = EXCHANGE
+
+    def __init__(self, books: Mapping[str, tuple[float, float]] | None = None) -> None:
+        # Symbol -> (mid, tick) of its diff-depth stream: the REST snapshot is built around
+        # the same mid, so the book it starts stays uncrossed (the collector checks).
+        self.books = dict(books or {})
+
     # The adapter appends ``/stream?timeUnit=MICROSECOND`` to the market's ``base_url``.
     ws_path: Final = "/stream"
     needs_rest: Final = True
@@ -207,8 +214,9 @@ class BinanceProtocol:
         """The body of ``GET /api/v3/depth`` for a book at ``last_update_id``."""
         limit = min(int(query.get("limit", "100")), 1000)
         rng = random.Random(last_update_id)
-        bids = book_side(rng, 100.0, 0.01, limit, bids=True)
-        asks = book_side(rng, 100.0, 0.01, limit, bids=False)
+        mid, tick = self.books.get(query.get("symbol", ""), (100.0, 0.01))
+        bids = book_side(rng, mid, tick, limit, bids=True)
+        asks = book_side(rng, mid, tick, limit, bids=False)
         return b'{"lastUpdateId":%d,"bids":%s,"asks":%s}' % (
             last_update_id,
             levels(bids),

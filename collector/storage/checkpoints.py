@@ -16,12 +16,12 @@ depth, no reset on a disconnect); until the stream's first ``snapshot`` there is
 and no checkpoint.
 
 Cost (the reason for the shape): the flusher's worker thread feeds each flushed batch in
-with array copies only, no Python work per level: the levels since the batch's last
-``snapshot`` are appended to a *pending* log per side, and the log is folded into the
-sorted *base* book by one vectorized Arrow pass (``group_by(price).last(size)``, about
-10 ns a level) when it has grown past twice the base (or :data:`MIN_FOLD_LEVELS`), and
-whenever a checkpoint is due. So the work per level is a copy plus an amortized fold,
-and memory stays within a small multiple of the book.
+without any work per level: the batch's level arrays from its last ``snapshot`` on are
+added, by reference (the writer never changes a flushed buffer), to a *pending* log per
+side, and the log is folded into the sorted *base* book by one vectorized Arrow pass
+(``group_by(price).last(size)``, a few tens of ns a level, mostly outside the GIL) when it
+has grown past twice the base (or :data:`MIN_FOLD_LEVELS`), and whenever a checkpoint is
+due. So memory stays within a small multiple of the book plus the pending levels.
 
 Sans-IO: no trio, no clock; the flusher calls it from its worker thread only.
 """
@@ -42,44 +42,52 @@ MIN_FOLD_LEVELS: Final = 32_768
 CHECKPOINT: Final = "checkpoint"
 
 
-def _wrap(values: array[float]) -> pa.Array:
-    """A float64 Arrow array over ``values``' memory (no copy: ``values`` must not grow)."""
-    return pa.Array.from_buffers(pa.float64(), len(values), [None, pa.py_buffer(values)])
+def _wrap(values: array[float], begin: int) -> pa.Array:
+    """A float64 Arrow array over ``values[begin:]``'s memory (no copy: ``values`` must not
+    change)."""
+    whole = pa.Array.from_buffers(pa.float64(), len(values), [None, pa.py_buffer(values)])
+    return whole.slice(begin)
+
+
+_EMPTY: Final = pa.array([], pa.float64())
 
 
 class _Side:
     """One side: ``prices``/``sizes`` sorted best first (live levels only), then the
-    ``pending`` levels in arrival order (size 0 deletes)."""
+    ``pending`` levels in arrival order (size 0 deletes): chunks of the flushed columns'
+    own arrays, referenced, not copied (the writer never changes a flushed buffer)."""
 
-    __slots__ = ("descending", "pending_prices", "pending_sizes", "prices", "sizes")
+    __slots__ = ("descending", "pending", "pending_levels", "prices", "sizes")
 
     def __init__(self, *, descending: bool) -> None:
         self.descending = descending
-        self.prices: pa.Array = pa.array([], pa.float64())
-        self.sizes: pa.Array = pa.array([], pa.float64())
-        self.pending_prices = array("d")
-        self.pending_sizes = array("d")
+        self.prices: pa.Array = _EMPTY
+        self.sizes: pa.Array = _EMPTY
+        self.pending: list[tuple[array[float], array[float], int]] = []
+        self.pending_levels = 0
 
     def clear(self) -> None:
-        self.prices = pa.array([], pa.float64())
-        self.sizes = pa.array([], pa.float64())
-        self.pending_prices = array("d")
-        self.pending_sizes = array("d")
+        self.prices = self.sizes = _EMPTY
+        self.pending = []
+        self.pending_levels = 0
 
-    def add(self, prices: array[float], sizes: array[float]) -> None:
-        """Append levels in arrival order; fold when the pending log has grown."""
-        self.pending_prices.extend(prices)
-        self.pending_sizes.extend(sizes)
-        if len(self.pending_prices) > max(MIN_FOLD_LEVELS, 2 * len(self.prices)):
+    def add(self, prices: array[float], sizes: array[float], begin: int) -> None:
+        """Append the levels from ``begin`` on; fold when the pending log has grown."""
+        count = len(prices) - begin
+        if count <= 0:
+            return
+        self.pending.append((prices, sizes, begin))
+        self.pending_levels += count
+        if self.pending_levels > max(MIN_FOLD_LEVELS, 2 * len(self.prices)):
             self.fold()
 
     def fold(self) -> None:
         """Apply the pending levels to the base: the last size per price wins, size 0
         removes the level, the result sorted best first."""
-        if not self.pending_prices:
+        if not self.pending:
             return
-        prices = pa.concat_arrays([self.prices, _wrap(self.pending_prices)])
-        sizes = pa.concat_arrays([self.sizes, _wrap(self.pending_sizes)])
+        prices = pa.concat_arrays([self.prices, *(_wrap(p, b) for p, _, b in self.pending)])
+        sizes = pa.concat_arrays([self.sizes, *(_wrap(s, b) for _, s, b in self.pending)])
         last = (
             pa.table({"price": prices, "size": sizes})
             .group_by("price", use_threads=False)  # ordered: "last" is the latest row
@@ -89,9 +97,8 @@ class _Side:
         last = last.sort_by([("price", "descending" if self.descending else "ascending")])
         self.prices = last["price"].combine_chunks()
         self.sizes = last["size_last"].combine_chunks()
-        # New logs: Arrow still holds the old ones' memory (an exported array cannot grow).
-        self.pending_prices = array("d")
-        self.pending_sizes = array("d")
+        self.pending = []
+        self.pending_levels = 0
 
     def levels(self) -> array[float]:
         """The folded book as flat levels (price, size, ...), best first."""
@@ -139,8 +146,7 @@ class StreamBook:
             return
         for side, name in ((self.bids, "bids"), (self.asks, "asks")):
             levels = rows.levels_column(name)
-            begin = levels.offsets[start]
-            side.add(levels.prices[begin:], levels.sizes[begin:])
+            side.add(levels.prices, levels.sizes, levels.offsets[start])
         sequence = _last_value(rows, "sequence", start)
         if sequence is not None:
             self.sequence = sequence
