@@ -33,7 +33,7 @@ from msgspec import Meta
 
 ENV_PREFIX = "COLLECTOR__"
 
-Feed = Literal["trades", "orderbook", "ticker", "raw"]
+Feed = Literal["trades", "orderbook", "ticker", "derivatives", "liquidations", "raw"]
 Port = Annotated[int, Meta(ge=0, le=65535)]
 PositiveFloat = Annotated[float, Meta(gt=0)]
 NonNegativeFloat = Annotated[float, Meta(ge=0)]

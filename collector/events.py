@@ -13,7 +13,7 @@ microseconds since the Unix epoch, UTC:
 from __future__ import annotations
 
 from array import array
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from itertools import chain
 from typing import ClassVar, Final, Literal, TypeAlias
 
@@ -36,6 +36,9 @@ StatusEvent = Literal[
     "handover",
 ]
 Direction = Literal["recv", "send"]
+PositionSide = Literal["long", "short"]
+SizeUnit = Literal["base", "contracts", "usd"]
+OpenInterestUnit = SizeUnit
 
 # One side of a book: one flat array('d') of price, size, price, size, ... (size 0 removes
 # the level in a delta). Adapters build it with ``levels_from_pairs`` or
@@ -104,6 +107,87 @@ class Ticker(msgspec.Struct, frozen=True, gc=False):
     volume_24h: float | None
 
 
+class DerivativeTicker(msgspec.Struct, frozen=True, gc=False):
+    """A derivative's venue-computed state: mark/index price, funding, open interest and,
+    for options, implied volatilities and greeks. Every value is ``None`` where the venue
+    does not send it.
+
+    Venues that push partial updates (Bybit ``tickers`` deltas) are merged by the session:
+    each row holds the venue's values *as they stand after* the message, so every row is
+    usable alone. ``source`` names the venue channel whose message produced the row.
+
+    Units: prices in the quote currency; funding rates and implied volatilities as
+    fractions (0.0001 = 0.01 %; 0.55 = 55 % IV); ``funding_interval_h`` in hours;
+    ``open_interest`` in the venue's unit, named by ``open_interest_unit`` (``base``,
+    ``contracts`` or ``usd``); ``open_interest_value`` is the venue's own valuation of it.
+    """
+
+    DATA_TYPE: ClassVar[str] = "derivative_ticker"
+
+    exchange: str
+    symbol: str
+    timestamp_exchange: int | None
+    timestamp_collector: int
+    sequence: int | None
+    source: str
+    last_price: float | None = None
+    mark_price: float | None = None
+    index_price: float | None = None
+    funding_rate: float | None = None
+    funding_timestamp: int | None = None
+    next_funding_timestamp: int | None = None
+    funding_interval_h: float | None = None
+    predicted_funding_rate: float | None = None
+    funding_8h: float | None = None
+    open_interest: float | None = None
+    open_interest_unit: OpenInterestUnit | None = None
+    open_interest_value: float | None = None
+    estimated_settlement_price: float | None = None
+    settlement_price: float | None = None
+    mark_iv: float | None = None
+    bid_iv: float | None = None
+    ask_iv: float | None = None
+    delta: float | None = None
+    gamma: float | None = None
+    vega: float | None = None
+    theta: float | None = None
+    rho: float | None = None
+    underlying_price: float | None = None
+    underlying_index: str | None = None
+
+
+class Liquidation(msgspec.Struct, frozen=True, gc=False):
+    """One forced liquidation, as the venue reports it.
+
+    ``side`` is the side of the *liquidation order*: ``sell`` closes a long position,
+    ``buy`` a short one (venues that report the position's side are inverted into this);
+    ``position_side`` is the liquidated position (``long``/``short``) where known.
+    ``price_kind`` says what ``price`` is (``bankruptcy``, ``trade``, ``order``, ...) and
+    ``size_unit`` what ``size`` is counted in (``base``, ``contracts`` or ``usd``). The
+    optional tail is for venues that send more: the average fill price, the position's
+    entry price, the venue's status of the liquidation order, the loss it booked.
+    """
+
+    DATA_TYPE: ClassVar[str] = "liquidations"
+
+    exchange: str
+    symbol: str
+    timestamp_exchange: int | None
+    timestamp_collector: int
+    sequence: int | None
+    liquidation_id: str | None
+    side: Side | None
+    position_side: PositionSide | None
+    price: float
+    price_kind: str
+    size: float
+    size_unit: SizeUnit
+    avg_price: float | None = None
+    entry_price: float | None = None
+    status: str | None = None
+    loss: float | None = None
+
+
 class Status(msgspec.Struct, frozen=True, gc=False):
     """A row that tells readers about the data itself: connects, gaps, drops, discards and
     the like.
@@ -144,13 +228,42 @@ class Raw(msgspec.Struct, frozen=True, gc=False):
     payload: bytes
 
 
-Event = Trade | BookUpdate | Ticker | Status | Raw
+Event = Trade | BookUpdate | Ticker | DerivativeTicker | Liquidation | Status | Raw
 
 # The symbol under which raw frames of an exchange are filed (they belong to a connection,
 # not to one symbol).
 RAW_SYMBOL: Final = "_all"
 
-DATA_TYPES: Final[tuple[str, ...]] = ("trades", "orderbook", "ticker", "status", "raw")
+DATA_TYPES: Final[tuple[str, ...]] = (
+    "trades",
+    "orderbook",
+    "ticker",
+    "derivative_ticker",
+    "liquidations",
+    "status",
+    "raw",
+)
+
+# The data type (table) each subscribed feed of the settings writes. Status rows about a
+# subscription (``subscribed``, ``subscribe_error``, ``silent``) name the data type, so they
+# match the rows of the stream they are about.
+FEED_DATA_TYPES: Final[Mapping[str, str]] = {
+    "trades": "trades",
+    "orderbook": "orderbook",
+    "ticker": "ticker",
+    "derivatives": "derivative_ticker",
+    "liquidations": "liquidations",
+}
+
+# Data types that come only when something happens at the venue (a liquidation), not as a
+# steady stream: hours without a row are normal, so their silence is no sign of a dead
+# connection (the watchdog never waits for them).
+SPORADIC_DATA_TYPES: Final = frozenset({"liquidations"})
+
+
+def feed_data_type(feed: str) -> str:
+    """The data type a subscribed ``feed`` writes (the feed's own name if it has no other)."""
+    return FEED_DATA_TYPES.get(feed, feed)
 
 
 def levels_from_pairs(pairs: Iterable[tuple[float, float]]) -> Levels:

@@ -38,7 +38,7 @@ from __future__ import annotations
 
 from prometheus_client import Gauge
 
-from collector.events import Raw, Status
+from collector.events import Raw, Status, feed_data_type
 from collector.exchanges.base import DISCARD_REASONS, ConnectionPlan
 from collector.ingest.errors import REASONS
 from collector.metrics import CONNECT_OUTCOMES, HANDOVER_OUTCOMES, Metrics
@@ -96,8 +96,9 @@ def create_connection_series(
     last_data = metrics.last_data(exchange)
     feeds: dict[str, None] = {}  # the planned data types, in plan order
     for sub in connection.subscriptions:
-        feeds[sub.feed] = None
-        last_data.setdefault((sub.symbol, sub.feed), now_us)
+        data_type = feed_data_type(sub.feed)  # e.g. derivatives -> derivative_ticker
+        feeds[data_type] = None
+        last_data.setdefault((sub.symbol, data_type), now_us)
     for feed in feeds:
         metrics.sequence_gaps.labels(exchange, feed)
     # Every connection writes status rows (connected, disconnected, ...); raw rows only

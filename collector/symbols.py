@@ -41,7 +41,8 @@ def list_symbols(
     try:
         body = fetch(url)
     except RestError as exc:
-        advice = f"; {adapter.geo_block_advice()}" if exc.status == HTTP_GEO_BLOCKED else ""
+        product = None if category in (None, adapter.default_category) else f"{exchange}-{category}"
+        advice = f"; {adapter.geo_block_advice(product)}" if exc.status == HTTP_GEO_BLOCKED else ""
         raise SymbolsError(f"cannot reach {exchange}: {exc}{advice}") from None
     try:
         return adapter.parse_symbols(body)

@@ -97,7 +97,9 @@ SYMBOLS: dict[str, tuple[tuple[str, str, str], Callable[[int], str]]] = {
 # A symbol of each category whose symbols are spelled unlike the venue's first ones.
 CATEGORY_SYMBOLS: dict[tuple[str, str], str] = {("binance", "coinm"): "BTCUSD_PERP"}
 ADAPTERS = [get_adapter_class(name) for name in known_exchanges()]
+# The default feeds of a market, and every feed a venue may stream.
 STREAM_FEEDS = ("trades", "orderbook", "ticker")
+ALL_FEEDS = (*STREAM_FEEDS, "derivatives", "liquidations")
 
 
 def market(adapter: type[ExchangeAdapter], *symbols: str, **options: Any) -> MarketSettings:
@@ -178,7 +180,8 @@ def test_every_venue_module_has_one_adapter_named_after_it() -> None:
     assert sorted(SYMBOLS) == known_exchanges()
     for adapter in ADAPTERS:
         assert adapter.__module__ == f"collector.exchanges.{adapter.name}"
-        assert set(adapter.stream_feeds) <= set(STREAM_FEEDS)
+        assert set(adapter.stream_feeds) <= set(ALL_FEEDS)
+        assert set(STREAM_FEEDS) <= set(adapter.stream_feeds)
 
 
 # --------------------------------------------------------------------------- settings
@@ -246,7 +249,7 @@ def test_refuses_values_it_does_not_declare(adapter: type[ExchangeAdapter]) -> N
         else:
             adapter.check_market(market(adapter, category=None))
             assert adapter.default_category in adapter.categories
-        assert "(got 'inverse')" in refusal(adapter, category="inverse")
+        assert "(got 'nope')" in refusal(adapter, category="nope")
 
 
 @pytest.mark.parametrize("adapter", ADAPTERS, ids=by_name)
@@ -254,9 +257,9 @@ def test_feeds_and_url_schemes_are_checked_in_the_same_words(
     adapter: type[ExchangeAdapter],
 ) -> None:
     name = adapter.name
+    offered = ", ".join(adapter.market_feeds(market(adapter)))
     assert refusal(adapter, feeds=("raw",)) == (
-        f"{name} feeds: 'raw' keeps the frames of other feeds; "
-        "add at least one of trades, orderbook, ticker"
+        f"{name} feeds: 'raw' keeps the frames of other feeds; add at least one of {offered}"
     )
     assert refusal(adapter, base_url="https://x") == (
         f"{name} base_url must start with ws:// or wss:// (got 'https://x')"
@@ -265,6 +268,37 @@ def test_feeds_and_url_schemes_are_checked_in_the_same_words(
         assert refusal(adapter, rest_url="ftp://x") == (
             f"{name} rest_url must start with http:// or https:// (got 'ftp://x')"
         )
+
+
+@pytest.mark.parametrize("adapter", ADAPTERS, ids=by_name)
+@pytest.mark.parametrize(
+    ("feed", "what"),
+    [
+        ("derivatives", "mark/index price, funding, open interest, option greeks"),
+        ("liquidations", "forced liquidations"),
+    ],
+)
+def test_feeds_a_venue_or_category_lacks_are_refused_by_name(
+    adapter: type[ExchangeAdapter], feed: str, what: str
+) -> None:
+    name = adapter.name
+    if feed not in adapter.stream_feeds:
+        message = refusal(adapter, feeds=("trades", feed))
+        assert message == f"{name} has no {feed} feed ({what}){adapter.option_notes.get(feed, '')}"
+        return
+    lacking = [c for c in adapter.categories if feed in adapter.category_lacks.get(c, ())]
+    for category in lacking:
+        message = refusal(adapter, category=category, feeds=("trades", feed))
+        assert message.startswith(f"{name} category {category!r} has no {feed} feed ({what}); ")
+    having: list[str | None] = [c for c in adapter.categories if c not in lacking] or [None]
+    for kept in having:
+        options: dict[str, Any] = {"feeds": (feed,)}
+        if kept is not None:
+            options["category"] = kept
+        settings = market(adapter, **options)
+        adapter.check_market(settings)
+        (plan,) = make(adapter).plan_connections([settings])
+        assert [s.feed for s in plan.subscriptions] == [feed]
 
 
 @pytest.mark.parametrize("adapter", ADAPTERS, ids=by_name)
@@ -308,7 +342,7 @@ def test_raw_and_base_url_make_their_own_connections(adapter: type[ExchangeAdapt
     assert plans[2].url.startswith("ws://127.0.0.1:1")
     # A symbol's feeds in settings order, once each (the fourth market repeats the first);
     # "raw" is no subscription.
-    assert [s.feed for s in plans[0].subscriptions] == list(adapter.stream_feeds)
+    assert [s.feed for s in plans[0].subscriptions] == list(STREAM_FEEDS)
     assert [s.feed for s in plans[1].subscriptions] == ["trades"]
 
 

@@ -11,7 +11,9 @@ import pytest
 from collector.config import MarketSettings
 from collector.events import (
     BookUpdate,
+    DerivativeTicker,
     Event,
+    Liquidation,
     Status,
     Ticker,
     Trade,
@@ -20,7 +22,7 @@ from collector.events import (
 )
 from collector.exchanges.base import ConnectionPlan, ParseError, Subscription
 from collector.exchanges.bybit import BybitAdapter, BybitSession
-from tests.fakes.bybit import book_frame, ticker_frame, trade_frame
+from tests.fakes.bybit import book_frame, liquidation_frame, ticker_frame, trade_frame
 from tests.samples import read_f2, read_fixture, require_sample
 from tests.session_helpers import asked, discarded, feed
 
@@ -316,11 +318,198 @@ def test_ticker_delta_merges_onto_the_last_full_ticker() -> None:
     assert parse(session, ticker_frame("BTCUSDT", "snapshot", {"lastPrice": "1"}, T_MS, 9)) == [
         Ticker(LINEAR, "BTCUSDT", T_MS * 1000, NOW, 9, None, None, None, None, 1.0, None)
     ]
-    # a delta before any snapshot: what is known, the rest null
-    other = open_session("ETHUSDT", feeds=("ticker",))
-    (row,) = parse(other, ticker_frame("ETHUSDT", "delta", {"ask1Price": "5"}, T_MS, 1))
-    assert isinstance(row, Ticker)
-    assert (row.ask_price, row.bid_price) == (5.0, None)
+
+
+def test_ticker_delta_before_any_snapshot_is_a_gap_and_the_topic_resubscribed() -> None:
+    """The fields a first delta lacks are unknown, not null: no row until a snapshot."""
+    session = open_session("ETHUSDT", feeds=("ticker", "derivatives"))
+    session.subscribe_frames(0)
+    assert parse(session, ticker_frame("ETHUSDT", "delta", {"ask1Price": "5"}, T_MS, 1)) == [
+        Status(
+            LINEAR,
+            "ETHUSDT",
+            T_MS * 1000,
+            NOW,
+            None,
+            "gap",
+            data_type,
+            detail="tickers delta before any snapshot: resubscribing for one",
+        )
+        for data_type in ("ticker", "derivative_ticker")
+    ]
+    assert [(m["op"], m["args"]) for m in map(msgspec.json.decode, asked(session).send)] == [
+        ("unsubscribe", ["tickers.ETHUSDT"]),
+        ("subscribe", ["tickers.ETHUSDT"]),
+    ]
+    # more deltas before the snapshot: dropped and counted, not asked again
+    assert parse(session, ticker_frame("ETHUSDT", "delta", {"markPrice": "6"}, T_MS, 2)) == []
+    assert discarded(session) == {
+        ("ETHUSDT", "ticker", "while_resyncing"): 1,
+        ("ETHUSDT", "derivative_ticker", "while_resyncing"): 1,
+    }
+    assert len(asked(session).send) == 2
+    snapshot = {"lastPrice": "7", "markPrice": "7.1"}
+    rows = parse(session, ticker_frame("ETHUSDT", "snapshot", snapshot, T_MS + 5, 3))
+    assert [type(row) for row in rows] == [Ticker, DerivativeTicker]
+    assert [type(row) for row in parse(
+        session, ticker_frame("ETHUSDT", "delta", {"markPrice": "8"}, T_MS + 6, 4)
+    )] == [Ticker, DerivativeTicker]  # fmt: skip
+
+
+# --------------------------------------------------------------------------- derivatives
+
+
+def derivative(exchange: str, ts_ms: int, cs: int, **values: Any) -> DerivativeTicker:
+    return DerivativeTicker(exchange, "BTCUSDT", ts_ms * 1000, NOW, cs, "tickers", **values)
+
+
+def test_replay_recorded_linear_tickers_as_derivative_rows() -> None:
+    """The 2026 linear capture: a row per message carrying a derivative field, merged."""
+    capture = read_f2(require_sample("cryptofeed-v3/BYBIT.jsonl.zst"))
+    symbols = ("BTCUSDT", "ETHUSDT", "SOLUSDT", "DOGEUSDT")
+    session = open_session(*symbols, feeds=("derivatives",))
+    session.subscribe_frames(0)
+    events: list[Event] = []
+    for record in capture.received("BYBIT.ws.2"):
+        events.extend(feed(session, record.payload, record.received_us))
+    rows = [e for e in events if isinstance(e, DerivativeTicker)]
+    assert len(rows) == 192  # of 758 tickers messages: most are bid/ask-only deltas
+    assert [e for e in events if isinstance(e, Ticker)] == []
+    assert asked(session).send == []
+    btc = [r for r in rows if r.symbol == "BTCUSDT"]
+    first = derivative(
+        LINEAR,
+        1786310817583,
+        753843900397,
+        last_price=65114.3,
+        mark_price=65117.44,
+        index_price=65137.76,
+        funding_rate=0.0001,
+        funding_timestamp=1786320000000000,
+        funding_interval_h=8.0,
+        open_interest=59891.732,
+        open_interest_unit="base",
+        open_interest_value=3899996265.01,
+    )
+    assert btc[0] == msgspec.structs.replace(first, timestamp_collector=btc[0].timestamp_collector)
+    # the next row is a delta of markPrice and openInterestValue (its bid/ask-only delta
+    # before it wrote none): the rest is the snapshot's
+    assert btc[1] == msgspec.structs.replace(
+        first,
+        timestamp_exchange=1786310818183000,
+        timestamp_collector=btc[1].timestamp_collector,
+        sequence=753843915209,
+        mark_price=65117.43,
+        open_interest_value=3899995666.09,
+    )
+    assert all(r.mark_price and r.index_price and r.open_interest for r in rows)
+
+
+def test_derivative_rows_merge_deltas_and_a_snapshot_replaces_the_state() -> None:
+    session = open_session("BTCUSDT", feeds=("derivatives",))
+    full = {"lastPrice": "100", "markPrice": "100.5", "indexPrice": "100.4",
+            "fundingRate": "-0.0002", "nextFundingTime": "1760342400000",
+            "fundingIntervalHour": "4", "openInterest": "12.5", "openInterestValue": "1256.25",
+            "bid1Price": "99.9"}  # fmt: skip
+    values: dict[str, Any] = {
+        "last_price": 100.0,
+        "mark_price": 100.5,
+        "index_price": 100.4,
+        "funding_rate": -0.0002,
+        "funding_timestamp": 1760342400000000,
+        "funding_interval_h": 4.0,
+        "open_interest": 12.5,
+        "open_interest_unit": "base",
+        "open_interest_value": 1256.25,
+    }
+    assert parse(session, ticker_frame("BTCUSDT", "snapshot", full, T_MS, 1)) == [
+        derivative(LINEAR, T_MS, 1, **values)
+    ]
+    assert parse(session, ticker_frame("BTCUSDT", "delta", {"bid1Price": "99"}, T_MS, 2)) == []
+    delta = {"openInterest": "13", "fundingRate": "0.0001"}
+    assert parse(session, ticker_frame("BTCUSDT", "delta", delta, T_MS + 1, 3)) == [
+        derivative(LINEAR, T_MS + 1, 3, **{**values, "open_interest": 13.0,
+                                            "funding_rate": 0.0001})
+    ]  # fmt: skip
+    # a dated future: funding fields empty, a predicted delivery price
+    future = {"markPrice": "101", "fundingRate": "", "nextFundingTime": "",
+              "predictedDeliveryPrice": "100.9"}  # fmt: skip
+    assert parse(session, ticker_frame("BTCUSDT", "snapshot", future, T_MS + 2, 4)) == [
+        derivative(LINEAR, T_MS + 2, 4, mark_price=101.0, estimated_settlement_price=100.9)
+    ]
+
+
+def test_inverse_open_interest_and_liquidations_are_in_usd() -> None:
+    session = open_session("BTCUSD", category="inverse", feeds=("derivatives", "liquidations"))
+    assert session.plan.exchange == "bybit-inverse"
+    assert session.plan.url == "wss://stream.bybit.com/v5/public/inverse"
+    fields = {"markPrice": "65000", "openInterest": "450000000", "openInterestValue": "6923.08"}
+    (row,) = parse(session, ticker_frame("BTCUSD", "snapshot", fields, T_MS, 5))
+    assert row == DerivativeTicker(
+        "bybit-inverse",
+        "BTCUSD",
+        T_MS * 1000,
+        NOW,
+        5,
+        "tickers",
+        mark_price=65000.0,
+        open_interest=450000000.0,
+        open_interest_unit="usd",
+        open_interest_value=6923.08,
+    )
+    frame = liquidation_frame("BTCUSD", [(T_MS, "Sell", "15000", "64000.5")])
+    assert parse(session, frame) == [
+        Liquidation("bybit-inverse", "BTCUSD", T_MS * 1000, NOW, None, None, "buy", "short",
+                    64000.5, "bankruptcy", 15000.0, "usd")
+    ]  # fmt: skip
+
+
+def test_liquidations_invert_the_position_side() -> None:
+    """``S`` = the liquidated position: ``Buy`` is a long, closed by a sell order."""
+    session = open_session("ROSEUSDT", feeds=("liquidations",))
+    frame = liquidation_frame(
+        "ROSEUSDT", [(T_MS, "Buy", "20000", "0.04499"), (T_MS + 3, "Sell", "10", "0.05")]
+    )
+    assert parse(session, frame) == [
+        Liquidation(LINEAR, "ROSEUSDT", T_MS * 1000, NOW, None, None, "sell", "long", 0.04499,
+                    "bankruptcy", 20000.0, "base"),
+        Liquidation(LINEAR, "ROSEUSDT", (T_MS + 3) * 1000, NOW, None, None, "buy", "short",
+                    0.05, "bankruptcy", 10.0, "base"),
+    ]  # fmt: skip
+
+
+def test_ticker_and_derivatives_share_one_topic() -> None:
+    session = open_session("BTCUSDT", feeds=("ticker", "derivatives", "liquidations"))
+    (frame,) = session.subscribe_frames(0)
+    assert msgspec.json.decode(frame)["args"] == ["tickers.BTCUSDT", "allLiquidation.BTCUSDT"]
+    assert session.pending_subscriptions == 3
+    acked = parse(session, answer("1", True))
+    assert [(s.event, s.data_type) for s in acked if isinstance(s, Status)] == [
+        ("subscribed", "ticker"),
+        ("subscribed", "derivative_ticker"),
+        ("subscribed", "liquidations"),
+    ]
+    assert session.pending_subscriptions == 0
+    snapshot = {"lastPrice": "1", "bid1Price": "0.9", "markPrice": "1.1"}
+    ticker, row = parse(session, ticker_frame("BTCUSDT", "snapshot", snapshot, T_MS, 1))
+    assert ticker == Ticker(LINEAR, "BTCUSDT", T_MS * 1000, NOW, 1, 0.9, None, None, None, 1.0,
+                            None)  # fmt: skip
+    assert row == derivative(LINEAR, T_MS, 1, last_price=1.0, mark_price=1.1)
+    # a bid/ask delta: a ticker row only
+    (only,) = parse(session, ticker_frame("BTCUSDT", "delta", {"bid1Price": "0.8"}, T_MS, 2))
+    assert isinstance(only, Ticker)
+
+
+def test_a_refused_tickers_topic_refuses_both_of_its_feeds() -> None:
+    session = open_session("BTCUSDT", feeds=("ticker", "derivatives"))
+    session.subscribe_frames(0)
+    message = "error:handler not found,topic:tickers.BTCUSDT"
+    refused = parse(session, answer("1", False, message))
+    assert [(s.event, s.data_type) for s in refused if isinstance(s, Status)] == [
+        ("subscribe_error", "ticker"),
+        ("subscribe_error", "derivative_ticker"),
+    ]
+    assert session.pending_subscriptions == 0
 
 
 # --------------------------------------------------------------------------- control frames
@@ -436,8 +625,13 @@ def test_normalize_symbol_rejects_other_formats(bad: str) -> None:
 
 @pytest.mark.parametrize(
     ("kwargs", "message"),
-    [({"category": None}, "needs category 'spot' or 'linear' \\(got nothing\\)"),
-     ({"category": "inverse"}, "got 'inverse'"), ({"book_mode": "diff"}, "no book_mode"),
+    [({"category": None}, "needs category 'spot', 'linear' or 'inverse' \\(got nothing\\)"),
+     ({"category": "option"}, "got 'option'"), ({"book_mode": "diff"}, "no book_mode"),
+     ({"category": "spot", "feeds": ("trades", "derivatives")},
+      "^bybit category 'spot' has no derivatives feed \\(mark/index price, funding, open "
+      "interest, option greeks\\); category 'linear' or 'inverse' has$"),
+     ({"category": "spot", "feeds": ("liquidations",)},
+      "^bybit category 'spot' has no liquidations feed"),
      ({"book_depth": 25}, "1, 50, 200 or 1000"), ({"rest_url": "https://x"}, "no rest_url")],
 )  # fmt: skip
 def test_check_market_rejects(kwargs: dict[str, Any], message: str) -> None:

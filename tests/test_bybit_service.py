@@ -8,6 +8,7 @@ MockClock with a wall clock derived from it. Every wait is bounded with ``trio.f
 from __future__ import annotations
 
 import math
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -21,10 +22,12 @@ from trio_websocket import ConnectionClosed, open_websocket_url
 from collector.clock import trio_wall_clock
 from collector.service import EXIT_OK
 from collector.settings_check import parse_settings
-from tests.fakes.bybit import FakeBybit, book_frame, ticker_frame, trade_frame
+from tests.fakes.base import abort
+from tests.fakes.bybit import FakeBybit, book_frame, liquidation_frame, ticker_frame, trade_frame
 from tests.venue_helpers import (
     QUIET_WEBSOCKET,
     read_rows,
+    read_rows_us,
     run_until_stopped,
     settle_frozen,
     venue_settings,
@@ -264,3 +267,105 @@ async def test_the_fake_drops_a_client_that_sends_no_ping(
                 assert trio.current_time() - start == pytest.approx(30.0)
             assert fake.ping_drops == 1
             nursery.cancel_scope.cancel()
+
+
+async def test_derivatives_and_liquidations_of_linear_and_inverse_reach_parquet(
+    tmp_path: Path,
+) -> None:
+    """Merged derivative rows and inverted liquidation sides, end to end; after a reconnect
+    the ticker state starts again from the venue's new snapshot (nothing carried over)."""
+    first = {"lastPrice": "100", "markPrice": "100.5", "indexPrice": "100.4",
+             "fundingRate": "0.0001", "nextFundingTime": str(TS_MS + 3_600_000),
+             "fundingIntervalHour": "8", "openInterest": "12", "openInterestValue": "1206",
+             "bid1Price": "99.9"}  # fmt: skip
+    with trio.fail_after(TIMEOUT):
+        async with trio.open_nursery() as nursery:
+            fake = FakeBybit()
+            await nursery.start(fake.run)
+            # The venue sends a tickers snapshot right after the subscribe answer.
+            fake.book_snapshots["tickers.BTCUSDT"] = ticker_frame(
+                "BTCUSDT", "snapshot", first, TS_MS, 1
+            )
+            feeds = ["derivatives", "liquidations"]
+            settings = parse_settings(
+                {
+                    "collector": {"metrics_host": "127.0.0.1", "metrics_port": 0},
+                    "storage": {"data_dir": str(tmp_path)},
+                    "markets": [
+                        {"exchange": "bybit", "category": "linear", "symbols": ["BTCUSDT"],
+                         "feeds": feeds, "base_url": fake.url},
+                        {"exchange": "bybit", "category": "inverse", "symbols": ["btcusd"],
+                         "feeds": feeds, "base_url": fake.url},
+                    ],
+                }
+            )  # fmt: skip
+            handle, stop = await run_until_stopped(nursery, settings)
+            await fake.wait_subscribed(["tickers.BTCUSDT", "allLiquidation.BTCUSDT"], "linear")
+            await fake.wait_subscribed(["tickers.BTCUSD", "allLiquidation.BTCUSD"], "inverse")
+            frames = [
+                ("linear", ticker_frame("BTCUSDT", "delta", {"bid1Price": "99"}, TS_MS + 1, 2)),
+                ("linear", ticker_frame("BTCUSDT", "delta", {"markPrice": "101"}, TS_MS + 2, 3)),
+                ("linear", liquidation_frame("BTCUSDT", [(TS_MS + 3, "Buy", "0.5", "99.5")])),
+                ("inverse", ticker_frame("BTCUSD", "snapshot",
+                                         {"markPrice": "65000", "openInterest": "1000000"},
+                                         TS_MS + 4, 4)),
+                ("inverse", liquidation_frame("BTCUSD", [(TS_MS + 5, "Sell", "2000", "65100")])),
+            ]  # fmt: skip
+            for category, frame in frames:
+                assert await fake.send(frame, category) == 1
+            await wait_received(handle, 5, "bybit-linear")  # ack, snapshot, 3 frames
+            await wait_received(handle, 3, "bybit-inverse")  # ack, 2 frames
+            # A hole: the linear connection drops. Its next snapshot lacks most fields.
+            fake.book_snapshots["tickers.BTCUSDT"] = ticker_frame(
+                "BTCUSDT", "snapshot", {"markPrice": "102", "openInterest": "13"}, TS_MS + 10, 10
+            )
+            for client in list(fake.clients):
+                if client.category == "linear":
+                    await abort(client.conn)
+            await wait_received(handle, 7, "bybit-linear")  # + ack, snapshot
+            assert await stop() == EXIT_OK
+            nursery.cancel_scope.cancel()
+
+    columns = ("timestamp_exchange", "sequence", "source", "last_price", "mark_price",
+               "index_price", "funding_rate", "funding_timestamp", "funding_interval_h",
+               "open_interest", "open_interest_unit", "open_interest_value")  # fmt: skip
+    linear = read_rows_us(tmp_path, "bybit-linear", "derivative_ticker")
+    funding_at = datetime.fromtimestamp((TS_MS + 3_600_000) / 1000, UTC)
+    assert [tuple(r[c] for c in columns) for r in linear] == [
+        (TS_MS * 1000, 1, "tickers", 100.0, 100.5, 100.4, 0.0001, funding_at, 8.0, 12.0, "base",
+         1206.0),
+        # the bid-only delta wrote no row; the mark price delta is merged
+        ((TS_MS + 2) * 1000, 3, "tickers", 100.0, 101.0, 100.4, 0.0001, funding_at, 8.0, 12.0,
+         "base", 1206.0),
+        # after the reconnect: the new snapshot alone
+        ((TS_MS + 10) * 1000, 10, "tickers", None, 102.0, None, None, None, None, 13.0, "base",
+         None),
+    ]  # fmt: skip
+    inverse = read_rows_us(tmp_path, "bybit-inverse", "derivative_ticker")
+    assert [tuple(r[c] for c in columns) for r in inverse] == [
+        ((TS_MS + 4) * 1000, 4, "tickers", None, 65000.0, None, None, None, None, 1e6, "usd", None)
+    ]
+    liquidation_columns = ("exchange", "symbol", "timestamp_exchange", "liquidation_id", "side",
+                           "position_side", "price", "price_kind", "size", "size_unit")  # fmt: skip
+    liquidations = [
+        tuple(r[c] for c in liquidation_columns)
+        for exchange in ("bybit-linear", "bybit-inverse")
+        for r in read_rows_us(tmp_path, exchange, "liquidations")
+    ]
+    assert liquidations == [
+        ("bybit-linear", "BTCUSDT", (TS_MS + 3) * 1000, None, "sell", "long", 99.5,
+         "bankruptcy", 0.5, "base"),
+        ("bybit-inverse", "BTCUSD", (TS_MS + 5) * 1000, None, "buy", "short", 65100.0,
+         "bankruptcy", 2000.0, "usd"),
+    ]  # fmt: skip
+    status = read_rows(tmp_path, "bybit-linear", "BTCUSDT", "status")
+    assert [(s["event"], s["data_type"]) for s in status] == [
+        ("connected", None),
+        ("subscribed", "derivative_ticker"),
+        ("subscribed", "liquidations"),
+        ("disconnected", None),
+        ("connected", None),
+        ("subscribed", "derivative_ticker"),
+        ("subscribed", "liquidations"),
+        ("disconnected", None),
+    ]

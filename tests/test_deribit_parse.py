@@ -11,7 +11,11 @@ import pytest
 from collector.config import MarketSettings
 from collector.events import (
     BookUpdate,
+    DerivativeTicker,
     Event,
+    Liquidation,
+    PositionSide,
+    Side,
     Status,
     Ticker,
     Trade,
@@ -31,6 +35,7 @@ from tests.fakes.deribit import (
     book_snapshot_frame,
     heartbeat_frame,
     notification,
+    option_ticker_frame,
     ticker_frame,
     trades_frame,
 )
@@ -183,6 +188,174 @@ def test_nautilus_fixtures_trades_book_ticker() -> None:
         "deribit", PERP, 1765541474086000, NOW, None, 92283.5, 117660.0, 92284.0, 186520.0,
         92283.5, 11897.27640428,
     )  # fmt: skip
+
+
+# --------------------------------------------------------------------------- derivatives
+
+
+def test_replay_recorded_option_tickers_as_derivative_rows() -> None:
+    """The 2021 capture's option tickers: IVs in percent become fractions, greeks kept."""
+    capture = read_f2(require_sample("cryptofeed-v3/DERIBIT.jsonl.zst"))
+    instruments = sorted(
+        {
+            json.loads(r.data or "{}")["params"]["channel"].split(".")[1]
+            for r in capture.received()
+            if '"subscription"' in (r.data or "")
+        }
+    )
+    session = open_session(*instruments, feeds=("ticker", "derivatives"))
+    events: list[Event] = []
+    for record in capture.received():
+        events += feed(session, record.payload, record.received_us)
+    rows = [e for e in events if isinstance(e, DerivativeTicker)]
+    assert len(rows) == len([e for e in events if isinstance(e, Ticker)]) == 89
+    assert rows[0] == DerivativeTicker(
+        "deribit",
+        "ETH-30JUL21-2800-C",
+        1626993723632000,
+        round(1626993723.804855 * 1e6),
+        None,
+        "ticker",
+        last_price=0.002,
+        mark_price=0.001972,
+        index_price=2006.72,
+        open_interest=12685.0,
+        open_interest_unit="base",  # options: the base coin
+        estimated_settlement_price=2006.72,
+        settlement_price=0.0,
+        mark_iv=120.74 / 100,  # sent in percent
+        bid_iv=115.62 / 100,
+        ask_iv=125.63 / 100,
+        delta=0.03127,
+        gamma=0.0002,
+        vega=0.20072,
+        theta=-1.64029,
+        rho=0.01188,
+        underlying_price=2003.61,
+        underlying_index="ETH-30JUL21",
+    )
+    # every option row carries its IVs as fractions (below 10 = 1000 %) and its greeks
+    assert all(r.mark_iv is not None and 0 < r.mark_iv < 10 for r in rows)
+    assert all(r.delta is not None and r.funding_rate is None for r in rows)
+
+
+def test_perpetual_ticker_fixture_as_a_derivative_row() -> None:
+    session = open_session(PERP, feeds=("derivatives",))
+    fixture = read_fixture("nautilus_trader/ws_fixtures/deribit/test_data/ws_ticker.json")
+    assert parse(session, msgspec.json.encode(fixture)) == [
+        DerivativeTicker(
+            "deribit",
+            PERP,
+            1765541474086000,
+            NOW,
+            None,
+            "ticker",
+            last_price=92283.5,
+            mark_price=92281.78,
+            index_price=92263.55,
+            funding_rate=0.0,
+            funding_8h=0.00001742,
+            open_interest=1132329370.0,
+            open_interest_unit="usd",  # inverse perpetual: USD
+            estimated_settlement_price=92263.55,
+            settlement_price=92464.66,
+        )
+    ]
+
+
+def test_ticker_and_derivatives_share_one_channel() -> None:
+    session = open_session("ETH-30JUL21-2800-C", feeds=("ticker", "derivatives"))
+    frames = requests(session.subscribe_frames())
+    assert frames[1]["params"]["channels"] == ["ticker.ETH-30JUL21-2800-C.100ms"]
+    acked = ack(session, [json.dumps(f) for f in frames])
+    assert [(e.event, e.data_type) for e in acked if isinstance(e, Status)] == [
+        ("subscribed", "ticker"),
+        ("subscribed", "derivative_ticker"),
+    ]
+    assert session.pending_subscriptions == 0
+    ticker, row = parse(session, option_ticker_frame("ETH-30JUL21-2800-C", MS, 80.0, -0.4))
+    assert isinstance(ticker, Ticker)
+    assert isinstance(row, DerivativeTicker)
+    assert (row.mark_iv, row.bid_iv, row.ask_iv, row.delta) == (80 / 100, 75 / 100, 85 / 100, -0.4)
+
+
+def liquidation(
+    seq: int, side: Side, position: PositionSide, price: float, amount: float
+) -> Liquidation:
+    return Liquidation(
+        "deribit", PERP, US, NOW, seq, str(seq + 400_000_000), side, position, price, "trade",
+        amount, "usd",
+    )  # fmt: skip
+
+
+def test_liquidation_flags_on_trades_give_liquidation_rows() -> None:
+    """``T``: the taker's own side; ``M``: the maker's, the opposite; ``MT``: both rows."""
+    session = open_session(PERP, feeds=("trades", "liquidations"))
+    frame = trades_frame(
+        PERP,
+        [(1, 100.0, 10.0, "sell", MS), (2, 99.0, 20.0, "buy", MS), (3, 98.0, 30.0, "buy", MS),
+         (4, 97.0, 40.0, "sell", MS)],
+        liquidations={1: "T", 2: "M", 3: "MT"},
+    )  # fmt: skip
+    events = parse(session, frame)
+    assert [e for e in events if isinstance(e, Liquidation)] == [
+        liquidation(1, "sell", "long", 100.0, 10.0),  # a long sold out as the taker
+        liquidation(2, "sell", "long", 99.0, 20.0),  # the maker sold: a long liquidated
+        liquidation(3, "buy", "short", 98.0, 30.0),  # the taker bought: a short
+        liquidation(3, "sell", "long", 98.0, 30.0),  # and the maker sold: a long
+    ]
+    # every trade, flagged or not, is a trade row too
+    assert [e.sequence for e in events if isinstance(e, Trade)] == [1, 2, 3, 4]
+
+
+def test_liquidations_alone_take_the_trades_channel_but_write_no_trades() -> None:
+    session = open_session(PERP, feeds=("liquidations",))
+    frames = requests(session.subscribe_frames())
+    assert frames[1]["params"]["channels"] == [f"trades.{PERP}.100ms"]
+    acked = ack(session, [json.dumps(f) for f in frames])
+    assert [(e.event, e.data_type) for e in acked if isinstance(e, Status)] == [
+        ("subscribed", "liquidations")
+    ]
+    trades = [(10, 100.0, 10.0, "sell", MS), (11, 99.0, 20.0, "buy", MS)]
+    assert parse(session, trades_frame(PERP, trades, liquidations={11: "T"})) == [
+        liquidation(11, "buy", "short", 99.0, 20.0)
+    ]
+    # trade_seq still checked: the gap and the repeat name the liquidations stream
+    events = parse(
+        session, trades_frame(PERP, [(11, 1.0, 1.0, "buy", MS), (13, 1.0, 1.0, "buy", MS)])
+    )
+    [gap] = statuses(events, "gap")
+    assert (gap.data_type, gap.expected_sequence, gap.received_sequence) == (
+        "liquidations",
+        12,
+        13,
+    )
+    assert discarded(session) == {(PERP, "liquidations", "duplicate"): 1}
+
+
+def test_spot_pairs_have_no_derivatives_or_liquidations() -> None:
+    with pytest.raises(
+        ValueError,
+        match="^deribit spot pairs have no derivatives or liquidations feed: BTC_USDC "
+        r"\(put them in a market without it\)$",
+    ):
+        DeribitAdapter.check_market(
+            market(PERP, "btc_usdc", feeds=("trades", "derivatives", "liquidations"))
+        )
+    DeribitAdapter.check_market(market("BTC_USDC-PERPETUAL", feeds=("derivatives",)))
+    DeribitAdapter.check_market(market("BTC_USDC", feeds=("trades", "ticker")))
+
+
+@pytest.mark.parametrize(
+    ("instrument", "unit"),
+    [(PERP, "usd"), ("BTC-27DEC24", "usd"), ("BTC-27DEC24-100000-C", "base"),
+     ("BTC_USDC-PERPETUAL", "base"), ("XRP_USDC-30AUG24-0d625-P", "base")],
+)  # fmt: skip
+def test_open_interest_unit_by_instrument(instrument: str, unit: str) -> None:
+    session = open_session(instrument, feeds=("derivatives",))
+    (row,) = parse(session, ticker_frame(PERP, MS, 1, 1, 2, 1, 1.5, 1).replace(PERP, instrument))
+    assert isinstance(row, DerivativeTicker)
+    assert row.open_interest_unit == unit
 
 
 # --------------------------------------------------------------------------- trades

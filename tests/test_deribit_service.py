@@ -244,3 +244,75 @@ def test_snapshot_builder_shape() -> None:
     frame = book_snapshot_frame(PERP, 5, [(1.0, 2.0)], [(3.0, 4.0)], MS)
     assert '"type":"snapshot"' in frame
     assert '["new",1.0,2.0]' in frame
+
+
+async def test_derivatives_and_liquidations_become_parquet_rows(
+    nursery: trio.Nursery, tmp_path: Path
+) -> None:
+    """One ticker channel gives ticker and derivative_ticker rows; a flagged trade gives a
+    trade row and a liquidation row."""
+    fake = FakeDeribit()
+    await nursery.start(fake.run)
+    settings = venue_settings(
+        "deribit",
+        fake.url,
+        tmp_path,
+        [PERP],
+        log_level="warning",
+        feeds=["trades", "ticker", "derivatives", "liquidations"],
+    )
+    async with running_service(settings) as handle:
+        with trio.fail_after(10):
+            await fake.wait_subscribed([f"trades.{PERP}.100ms", f"ticker.{PERP}.100ms"])
+            await wait_until(lambda: handle.health.ready)
+            trades = [(7, 50000.5, 10.0, "buy", MS + 1), (8, 50000.0, 20.0, "sell", MS + 2)]
+            await fake.send(trades_frame(PERP, trades, liquidations={8: "M"}))
+            await fake.send(
+                ticker_frame(PERP, MS + 4, 50000.0, 100.0, 50000.5, 30.0, 50000.5, 1234.5)
+            )
+            # 2 answers (heartbeat + subscribe) and the 2 frames above.
+            await wait_until(lambda: received(handle, "deribit") >= 4)
+    assert [r["sequence"] for r in read_rows_us(tmp_path, "deribit", "trades")] == [7, 8]
+    assert len(read_rows_us(tmp_path, "deribit", "ticker")) == 1
+    (row,) = read_rows_us(tmp_path, "deribit", "derivative_ticker")
+    assert {k: v for k, v in row.items() if v is not None} == {
+        "exchange": "deribit",
+        "symbol": PERP,
+        "timestamp_exchange": (MS + 4) * 1000,
+        "timestamp_collector": row["timestamp_collector"],
+        "source": "ticker",
+        "last_price": 50000.5,
+        "mark_price": 50000.5 - 1.7,
+        "index_price": 50000.5 - 20.0,
+        "funding_rate": 0.0,
+        "funding_8h": 0.00001742,
+        "open_interest": 1132329370.0,
+        "open_interest_unit": "usd",
+        "estimated_settlement_price": 50000.5 - 20.0,
+        "settlement_price": 50000.5 * 1.002,
+    }
+    (liquidation,) = read_rows_us(tmp_path, "deribit", "liquidations")
+    assert {k: v for k, v in liquidation.items() if k != "timestamp_collector"} == {
+        "exchange": "deribit",
+        "symbol": PERP,
+        "timestamp_exchange": (MS + 2) * 1000,
+        "sequence": 8,
+        "liquidation_id": "400000008",
+        "side": "buy",  # the maker bought against a sell taker: a short was liquidated
+        "position_side": "short",
+        "price": 50000.0,
+        "price_kind": "trade",
+        "size": 20.0,
+        "size_unit": "usd",
+        "avg_price": None,
+        "entry_price": None,
+        "status": None,
+        "loss": None,
+    }
+    status = read_rows_us(tmp_path, "deribit", "status")
+    assert sorted(s["data_type"] for s in status if s["event"] == "subscribed") == [
+        "derivative_ticker",
+        "liquidations",
+        "ticker",
+        "trades",
+    ]

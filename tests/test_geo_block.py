@@ -17,6 +17,7 @@ from trio_websocket import WebSocketRequest
 
 from collector.events import Event
 from collector.exchanges.base import SnapshotRequest
+from collector.exchanges.binance import BinanceAdapter
 from collector.exchanges.bybit import BybitAdapter
 from collector.exchanges.okx import OkxAdapter
 from collector.ingest.connection import run_connection
@@ -133,3 +134,28 @@ def test_advice_names_only_documented_hosts() -> None:
     okx = OkxAdapter.geo_block_advice()
     assert "documents no other host" in okx
     assert "wss://" not in okx
+
+
+async def test_futures_listing_451_names_no_spot_mirror() -> None:
+    """Binance's market-data-only hosts serve spot only: a refused futures listing must not
+    send the user to them."""
+    rest = FakeBinanceRest()
+    rest.fail_next = [451]
+    async with trio.open_nursery() as nursery:
+        await nursery.start(rest.run)
+        with pytest.raises(SymbolsError) as failed:
+            await trio.to_thread.run_sync(list_symbols, "binance", rest.url, "usdm")
+        nursery.cancel_scope.cancel()
+    message = str(failed.value)
+    assert "binance-usdm refuses requests from this location (HTTP 451" in message
+    assert BINANCE_REST_MIRROR not in message
+    assert "documents no other host" in message
+
+
+def test_futures_connections_get_no_spot_mirror_advice() -> None:
+    spot = BinanceAdapter.geo_block_advice("binance")
+    assert "data-stream.binance.vision" in spot
+    for futures in ("binance-usdm", "binance-coinm"):
+        advice = BinanceAdapter.geo_block_advice(futures)
+        assert "binance.vision" not in advice
+        assert f"{futures} refuses" in advice

@@ -281,3 +281,28 @@ def test_the_stage_and_outcome_labels_in_the_code_are_the_closed_sets() -> None:
         r'handovers\.labels\(plan\.exchange, "(\w+)"\)', "ingest/supervisor.py"
     )
     assert handovers == set(HANDOVER_OUTCOMES)
+
+
+def test_derivative_feeds_get_the_series_of_the_tables_they_write() -> None:
+    """``derivatives`` writes ``derivative_ticker``: its series carry that data type, the
+    one its rows (and the watchdog's streams) are counted under."""
+    settings = parse_settings(
+        {
+            "collector": {"metrics_host": "127.0.0.1", "metrics_port": 0},
+            "markets": [
+                {"exchange": "bybit", "category": "linear", "symbols": ["BTCUSDT"],
+                 "feeds": ["derivatives", "liquidations"]},
+            ],
+        }
+    )  # fmt: skip
+    metrics = Metrics()
+    create_series(metrics, plan_service(settings), TIME_US)
+    value = metrics.registry.get_sample_value
+    for data_type in ("derivative_ticker", "liquidations"):
+        labels = {"exchange": "bybit-linear", "symbol": "BTCUSDT", "data_type": data_type}
+        assert value("collector_last_data_timestamp_seconds", labels) == TIME_US / 1e6
+        written = {"exchange": "bybit-linear", "data_type": data_type}
+        assert value("collector_rows_written_total", written) == 0
+        assert value("collector_sequence_gaps_total", written) == 0
+    stray = {"exchange": "bybit-linear", "data_type": "derivatives"}
+    assert value("collector_rows_written_total", stray) is None

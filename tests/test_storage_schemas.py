@@ -13,9 +13,12 @@ import pyarrow.parquet as pq
 import pytest
 
 from collector.events import (
+    DATA_TYPES,
     RAW_SYMBOL,
     BookUpdate,
+    DerivativeTicker,
     Event,
+    Liquidation,
     Raw,
     Status,
     Ticker,
@@ -34,7 +37,8 @@ EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 def expected_row(event: Event) -> dict[str, Any]:
     """What reading ``event`` back from Parquet must give (pyarrow's Python values)."""
     row: dict[str, Any] = msgspec.structs.asdict(event)
-    for name in ("timestamp_exchange", "timestamp_collector"):
+    timestamps = [f.name for f in schema_for(event.DATA_TYPE) if pa.types.is_timestamp(f.type)]
+    for name in timestamps:
         if row[name] is not None:
             row[name] = EPOCH + timedelta(microseconds=row[name])
     for name in ("bids", "asks"):
@@ -90,6 +94,86 @@ EVENTS: dict[str, list[Event]] = {
     "ticker": [
         Ticker("kraken", "BTC/USD", T0, T0 + 3, 7, 1.0, 2.0, 3.0, 4.0, 5.0, 6.0),
         Ticker("kraken", "BTC/USD", None, T0 + 4, None, 1.5, None, 3.5, None, None, None),
+    ],
+    "derivative_ticker": [
+        DerivativeTicker(
+            "bybit-linear",
+            "BTCUSDT",
+            T0,
+            T0 + 5,
+            9,
+            "tickers",
+            last_price=1.0,
+            mark_price=2.0,
+            index_price=3.0,
+            funding_rate=-0.0001,
+            funding_timestamp=T0 + 10,
+            funding_interval_h=8.0,
+            open_interest=12.5,
+            open_interest_unit="base",
+            open_interest_value=25.0,
+            estimated_settlement_price=2.5,
+        ),
+        DerivativeTicker(
+            "deribit",
+            "BTC-27DEC24-100000-C",
+            None,
+            T0 + 6,
+            None,
+            "ticker",
+            funding_8h=1e-5,
+            next_funding_timestamp=T0 + 20,
+            predicted_funding_rate=0.0002,
+            settlement_price=0.01,
+            mark_iv=0.55,
+            bid_iv=0.5,
+            ask_iv=0.6,
+            delta=0.3,
+            gamma=1e-5,
+            vega=12.0,
+            theta=-3.0,
+            rho=0.1,
+            underlying_price=65000.0,
+            underlying_index="BTC-27DEC24",
+        ),
+        DerivativeTicker("deribit", "BTC-PERPETUAL", None, T0 + 7, None, "ticker"),
+    ],
+    "liquidations": [
+        Liquidation(
+            "bybit-linear",
+            "BTCUSDT",
+            T0,
+            T0 + 8,
+            None,
+            None,
+            "sell",
+            "long",
+            64000.0,
+            "bankruptcy",
+            0.5,
+            "base",
+        ),
+        Liquidation(
+            "deribit",
+            "BTC-PERPETUAL",
+            T0 + 1,
+            T0 + 9,
+            77,
+            "403691824",
+            "buy",
+            "short",
+            64001.0,
+            "trade",
+            100.0,
+            "usd",
+            avg_price=64000.5,
+            entry_price=63000.0,
+            status="FILLED",
+            loss=0.0,
+        ),
+        Liquidation(
+            "x", "Y", None, T0 + 10, None, None, None, None, 1.0, "order", 2.0, "contracts"
+        ),
     ],
     "status": [
         Status("bybit", "BTCUSDT", None, T0, None, "connected"),
@@ -159,6 +243,10 @@ def test_orderbook_levels_keep_per_row_boundaries() -> None:
     ]
 
 
+def test_every_data_type_has_round_trip_rows() -> None:
+    assert sorted(EVENTS) == sorted(SCHEMAS) == sorted(DATA_TYPES)
+
+
 def test_null_in_required_column_is_rejected() -> None:
     bad = Trade("binance", "BTCUSDT", None, T0, None, "t1", None, 1.0, "buy")  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="price"):
@@ -183,6 +271,8 @@ PINNED: dict[str, tuple[int, str]] = {
     "trades": (1, "90a01c89e70bba44"),
     "orderbook": (2, "20f84eb56fe2f9a2"),
     "ticker": (1, "374dbddb0b743bd6"),
+    "derivative_ticker": (1, "88d4d9bfe33c549a"),
+    "liquidations": (1, "037d1bd7c26dc0a8"),
     "status": (1, "47bb9f34a397d55e"),
     "raw": (1, "cc68e9d73973f653"),
 }

@@ -15,15 +15,18 @@ import trio
 import trio.testing
 
 from collector.clock import trio_wall_clock
-from collector.config import MarketSettings, WebSocketSettings
-from collector.events import Event, Raw, Status, Ticker, Trade
+from collector.config import Feed, MarketSettings, WebSocketSettings
+from collector.events import DerivativeTicker, Event, Raw, Status, Ticker, Trade
 from collector.exchanges.base import Subscription
 from collector.exchanges.binance import BinanceAdapter
+from collector.exchanges.bybit import BybitAdapter
 from collector.exchanges.kraken import KrakenAdapter
 from collector.ingest.supervisor import supervise_connection
 from collector.ingest.watchdog import Activity
 from collector.metrics import Metrics
 from tests.fakes.binance import FakeBinance, book_ticker_frame
+from tests.fakes.bybit import FakeBybit
+from tests.fakes.bybit import ticker_frame as bybit_ticker_frame
 from tests.fakes.kraken import FakeKraken
 from tests.fakes.kraken import trade_frame as kraken_trade_frame
 from tests.test_connection import (
@@ -301,3 +304,82 @@ async def test_on_a_raw_connection_frames_without_events_are_no_data(
         assert answers == [2.0, 4.0]  # kept, yet the connection went stale at 5 s
         assert [vtime(r) for r in disconnected] == [5.0]
         nursery.cancel_scope.cancel()
+
+
+# --------------------------------------------------------------------------- derivative feeds
+
+
+def bybit_market(url: str, feeds: tuple[Feed, ...], silence: float) -> MarketSettings:
+    return MarketSettings(
+        exchange="bybit",
+        category="linear",
+        symbols=("BTCUSDT",),
+        feeds=feeds,
+        base_url=url,
+        silence_timeout_secs=silence,
+    )
+
+
+async def test_a_derivatives_stream_is_watched_under_its_data_type(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """The ``derivatives`` feed writes ``derivative_ticker`` rows: those are its data, and its
+    silent row names that data type."""
+    async with trio.open_nursery() as nursery:
+        fake = FakeBybit()
+        await nursery.start(fake.run)
+        market = bybit_market(fake.url, ("derivatives",), 5.0)
+        _, _, rx = start_venue_supervised(
+            nursery, BybitAdapter(), market, trio_wall_clock(EPOCH_US)
+        )
+        with trio.fail_after(TIMEOUT):
+            await fake.wait_subscribed(["tickers.BTCUSDT"])
+            start = trio.current_time()
+            for n in range(10):  # every 2 s for 20 s, within the 5 s limit
+                fields = {"markPrice": str(100 + n)}
+                await fake.send(bybit_ticker_frame("BTCUSDT", "snapshot", fields, n, n))
+                await trio.sleep(2.0)
+            await fake.wait_connected(2)  # silent 5 s after the last snapshot: replaced
+        events = drain(rx)
+        (silent,) = [e for e in events if isinstance(e, Status) and e.event == "silent"]
+        assert (silent.data_type, silent.detail) == (
+            "derivative_ticker",
+            "no derivatives data for 5.0s (silence_timeout_secs): reconnecting",
+        )
+        assert (silent.timestamp_collector - EPOCH_US) / 1e6 == pytest.approx(start + 23.0)
+        assert len([e for e in events if isinstance(e, DerivativeTicker)]) == 10
+        nursery.cancel_scope.cancel()
+
+
+async def test_a_liquidations_only_connection_lives_on_pongs_and_is_never_silent(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """Hours without a liquidation are normal: no silence limit applies to the stream, and
+    the venue's pongs keep a connection that carries nothing else (default 30 s timeout)."""
+    async with trio.open_nursery() as nursery:
+        fake = FakeBybit()
+        await nursery.start(fake.run)
+        market = bybit_market(fake.url, ("liquidations",), 5.0)
+        _, _, rx = start_venue_supervised(
+            nursery, BybitAdapter(), market, trio_wall_clock(EPOCH_US)
+        )
+        with trio.fail_after(TIMEOUT):
+            await fake.wait_subscribed(["allLiquidation.BTCUSDT"])
+            await trio.sleep(125.0)
+        assert fake.connections == 1
+        assert fake.pings == 6  # a ping every 20 s, each answered
+        events = drain(rx)
+        assert [e.event for e in events if isinstance(e, Status)] == ["connected", "subscribed"]
+        nursery.cancel_scope.cancel()
+
+
+def test_activity_of_a_plan_knows_whether_only_sporadic_streams_ride_on_it() -> None:
+    adapter = BybitAdapter()
+    cases: list[tuple[tuple[Feed, ...], bool]] = [
+        (("liquidations",), True),
+        (("liquidations", "trades"), False),
+        (("derivatives",), False),
+    ]
+    for feeds, sporadic in cases:
+        (plan,) = adapter.plan_connections([bybit_market("ws://127.0.0.1:1", feeds, 5.0)])
+        assert Activity.for_plan(0.0, {}, plan).sporadic_only is sporadic

@@ -31,6 +31,7 @@ import attrs
 from collector.config import Feed, MarketSettings
 from collector.events import Event, Status, StatusEvent
 from collector.exchanges.common import (
+    FEED_DESCRIPTIONS,
     PathRule,
     check_base_url,
     check_rest_url,
@@ -409,6 +410,9 @@ class ExchangeAdapter(ABC):
     # names a ``default_category`` that a market without one gets.
     categories: ClassVar[tuple[str, ...]] = ()
     default_category: ClassVar[str | None] = None
+    # Feeds of ``stream_feeds`` that markets of a category cannot have (a venue's spot
+    # category has no derivatives data); a category not named here has every stream feed.
+    category_lacks: ClassVar[Mapping[str, tuple[Feed, ...]]] = {}
     # Whether a market may set ``rest_url`` (the REST base of its book snapshots).
     takes_rest_url: ClassVar[bool] = False
     # Why the venue refuses or restricts an option: appended to the standard sentence.
@@ -447,13 +451,26 @@ class ExchangeAdapter(ABC):
     # --------------------------------------------------------------- geo-blocks
 
     @classmethod
-    def geo_block_advice(cls) -> str:
+    def geo_block_advice(cls, exchange: str | None = None) -> str:
         """The sentence added to an HTTP 451 answer (REST or WebSocket handshake): the venue
-        refuses requests from this location. Names only hosts the venue documents."""
-        refused = f"{cls.name} refuses requests from this location (HTTP 451: a geo-block)"
-        if cls.geo_block_hosts:
-            return f"{refused}; {cls.geo_block_hosts}"
-        return f"{refused}; it documents no other host for it: run where {cls.name} serves"
+        refuses requests from this location. Names only hosts the venue documents.
+
+        ``exchange`` is the stored exchange name of the refused market (``binance-usdm``);
+        None means the venue's default product. A venue whose other hosts serve only some of
+        its products overrides :meth:`geo_block_hosts_for`.
+        """
+        name = exchange or cls.name
+        refused = f"{name} refuses requests from this location (HTTP 451: a geo-block)"
+        hosts = cls.geo_block_hosts_for(name)
+        if hosts:
+            return f"{refused}; {hosts}"
+        return f"{refused}; it documents no other host for it: run where {name} serves"
+
+    @classmethod
+    def geo_block_hosts_for(cls, exchange: str) -> str | None:
+        """The documented other hosts for the product stored as ``exchange`` (default: the
+        venue's :attr:`geo_block_hosts`, whatever the product)."""
+        return cls.geo_block_hosts
 
     # --------------------------------------------------------------- symbols
 
@@ -501,7 +518,7 @@ class ExchangeAdapter(ABC):
         if market.rest_url is not None and not cls.takes_rest_url:
             raise cls.no_option("rest_url")
         cls.check_category(market)
-        check_stream_feeds(cls.name, market, cls.stream_feeds)
+        cls.check_feeds(market)
         check_base_url(cls.name, market)
         check_rest_url(cls.name, market)
 
@@ -550,6 +567,33 @@ class ExchangeAdapter(ABC):
             raise ValueError(
                 f"{cls.name} book_depth must be {choices(cls.book_depths)} (got {depth})"
             )
+
+    @classmethod
+    def market_feeds(cls, market: MarketSettings) -> tuple[Feed, ...]:
+        """The feeds ``market`` can have: ``stream_feeds`` less what its category lacks."""
+        lacks = cls.category_lacks.get(market.category or cls.default_category or "", ())
+        return tuple(feed for feed in cls.stream_feeds if feed not in lacks)
+
+    @classmethod
+    def check_feeds(cls, market: MarketSettings) -> None:
+        """Every feed asked for is one the venue (and the market's category) has, and at
+        least one is a subscription (``raw`` alone keeps nothing)."""
+        offered = cls.market_feeds(market)
+        for feed in market.feeds:
+            if feed == "raw" or feed in offered:
+                continue
+            what = FEED_DESCRIPTIONS.get(feed, feed)
+            if feed in cls.stream_feeds:
+                having = [c for c in cls.categories if feed not in cls.category_lacks.get(c, ())]
+                category = market.category or cls.default_category
+                raise ValueError(
+                    f"{cls.name} category {category!r} has no {feed} feed ({what}); "
+                    f"category {choices(having, quoted=True)} has"
+                )
+            raise ValueError(
+                f"{cls.name} has no {feed} feed ({what}){cls.option_notes.get(feed, '')}"
+            )
+        check_stream_feeds(cls.name, market, offered)
 
     @classmethod
     def no_option(cls, option: str) -> ValueError:

@@ -344,6 +344,7 @@ class BinanceAdapter(ExchangeAdapter):
         "different exchange, not a mirror"
     )
     book_modes: ClassVar[tuple[str, ...]] = ("snapshot", "diff")
+
     book_depths: ClassVar[tuple[int, ...]] = tuple(sorted(PARTIAL_DEPTHS))
     takes_rest_url: ClassVar[bool] = True  # diff depth syncs its books from REST snapshots
     option_notes: ClassVar[Mapping[str, str]] = {
@@ -396,6 +397,11 @@ class BinanceAdapter(ExchangeAdapter):
                 "e.g. 'BTCUSD_PERP')"
             )
         return canonical
+
+    @classmethod
+    def geo_block_hosts_for(cls, exchange: str) -> str | None:
+        """The market-data-only hosts serve spot only: Binance documents none for futures."""
+        return cls.geo_block_hosts if exchange == EXCHANGE else None
 
     @classmethod
     def data_exchange(cls, market: MarketSettings) -> str:

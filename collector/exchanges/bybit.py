@@ -1,9 +1,12 @@
-"""Bybit v5 public WebSocket, spot and linear (sans-IO): subscribe, parse, sequence checks.
+"""Bybit v5 public WebSocket, spot, linear and inverse (sans-IO): subscribe, parse, sequence
+checks.
 
-The product category is part of the market settings: ``category = "spot"`` or
-``"linear"`` (USDT/USDC perpetuals and futures) is **required**, because the same symbol
-(``BTCUSDT``) names different instruments in both and the endpoint differs
-(``/v5/public/spot``, ``/v5/public/linear``). One connection serves one category.
+The product category is part of the market settings: ``category = "spot"``, ``"linear"``
+(USDT/USDC perpetuals and futures) or ``"inverse"`` (coin-margined perpetuals and futures,
+e.g. ``BTCUSD``) is **required**, because the same symbol (``BTCUSDT``) names different
+instruments in spot and linear and the endpoint differs (``/v5/public/{category}``). One
+connection serves one category; the rows of linear and inverse markets are stored under
+the exchange ``bybit-linear`` / ``bybit-inverse``.
 
 Topics are added with ``{"req_id": "N", "op": "subscribe", "args": [...]}`` frames of at
 most 10 args (the spot limit, used for linear too). The venue answers each request once:
@@ -16,9 +19,22 @@ Feeds and topics (symbols are upper case without separator: ``BTCUSDT``):
   id, a UUID on linear; ``seq`` the cross sequence, shared by simultaneous trades);
 - ``orderbook`` -> ``orderbook.{book_depth}.{symbol}``, depth 1, 50 (default), 200 or 1000:
   a snapshot, then deltas (depth 1 sends snapshots only);
-- ``ticker`` -> ``tickers.{symbol}``: linear sends a snapshot then deltas carrying only the
-  changed fields; the session keeps the last full ticker per symbol and writes complete
-  rows. Spot tickers are snapshots without best bid/ask (those fields stay null).
+- ``ticker`` -> ``tickers.{symbol}``: linear and inverse send a snapshot then deltas
+  carrying only the changed fields; the session keeps the last full ticker per symbol and
+  writes complete rows. Spot tickers are snapshots without best bid/ask (those fields stay
+  null).
+- ``derivatives`` (linear, inverse) -> the same ``tickers.{symbol}`` topic (subscribed once
+  when both feeds are asked for), read into ``derivative_ticker`` rows: mark, index and
+  last price, funding rate and its time (``nextFundingTime``), ``fundingIntervalHour``,
+  open interest and its value, and the predicted delivery price of dated futures. A row is
+  written for every message that carries one of these fields (a delta of bid/ask only
+  writes a ``ticker`` row but no ``derivative_ticker`` row); it holds the merged state.
+  Open interest is in base coin on linear and in USD (contracts of 1 USD) on inverse
+  (Bybit's open-interest docs; the value is in quote currency, resp. base coin).
+- ``liquidations`` (linear, inverse) -> ``allLiquidation.{symbol}``: every liquidation,
+  pushed in batches every 500 ms. ``S`` is the side of the liquidated *position*
+  (``Buy`` = a long was liquidated), inverted into the liquidation order's side; the price
+  is the bankruptcy price; size ``v`` in base coin (linear) or USD (inverse; UNCONFIRMED).
 - ``raw`` -> no topic: the connection keeps every frame.
 
 Timestamps: trades ``T``; books ``cts`` (matching engine) when present, else ``ts``;
@@ -35,7 +51,14 @@ Sequence rules (per symbol, per session; a reconnect starts afresh):
   ``subscribe``) for a fresh snapshot. A new snapshot always replaces the book: it gets a
   ``resync`` row when it follows a gap or arrives unasked mid-stream (``u == 1`` = venue
   restart), not on depth 1, which sends only snapshots.
-- trades and tickers: no checks (``seq``/``cs`` are cross sequences, not contiguous).
+- tickers: the state of a symbol is replaced by every ``snapshot`` (sent after each
+  subscribe) and deltas are merged into it. A delta with no snapshot before it cannot be
+  merged (the fields it lacks are unknown, not null): it gets a ``gap`` row per data type
+  of the topic, the topic is resubscribed for a fresh snapshot, and deltas until then are
+  dropped and counted (``while_resyncing``). A reconnect is a new session: nothing merged
+  before the hole survives it.
+- trades, tickers and liquidations: no sequence checks (``seq``/``cs`` are cross
+  sequences, not contiguous).
 
 Keepalive: ``{"req_id": "ping-N", "op": "ping"}`` every 20 s, as the venue requires (N
 counts the connection's pings from 1; request ids are bare numbers, so the two never
@@ -57,8 +80,18 @@ from typing import Any, ClassVar, Final, Literal
 import attrs
 import msgspec
 
-from collector.config import MarketSettings
-from collector.events import BookUpdate, Event, Ticker, Trade, levels_from_pairs
+from collector.config import Feed, MarketSettings
+from collector.events import (
+    BookUpdate,
+    DerivativeTicker,
+    Event,
+    Liquidation,
+    SizeUnit,
+    Ticker,
+    Trade,
+    feed_data_type,
+    levels_from_pairs,
+)
 from collector.exchanges.base import (
     ConnectionPlan,
     ExchangeAdapter,
@@ -71,7 +104,7 @@ from collector.exchanges.common import PathRule, chunked, join_ws_path
 EXCHANGE: Final = "bybit"
 DEFAULT_URL: Final = "wss://stream.bybit.com"
 DEFAULT_REST_URL: Final = "https://api.bybit.com"
-CATEGORIES: Final = ("spot", "linear")
+CATEGORIES: Final = ("spot", "linear", "inverse")
 BOOK_DEPTHS: Final = (1, 50, 200, 1000)
 DEFAULT_BOOK_DEPTH: Final = 50
 MAX_ARGS_PER_SUBSCRIBE: Final = 10  # the venue's spot limit, used for linear as well
@@ -81,7 +114,7 @@ MAX_TOPICS_PER_CONNECTION: Final = 200
 _SYMBOL_RE: Final = re.compile(r"[A-Z0-9]{2,30}(-\d{1,2}[A-Z]{3}\d{2})?")
 _TOPIC_IN_MSG_RE: Final = re.compile(r"topic:([\w.\-]+)")
 
-Category = Literal["spot", "linear"]
+Category = Literal["spot", "linear", "inverse"]
 
 
 # --------------------------------------------------------------------------- wire structs
@@ -133,9 +166,38 @@ class _Ticker(msgspec.Struct, gc=False):
     ask1Size: str | msgspec.UnsetType = _UNSET
     lastPrice: str | msgspec.UnsetType = _UNSET
     volume24h: str | msgspec.UnsetType = _UNSET
+    markPrice: str | msgspec.UnsetType = _UNSET
+    indexPrice: str | msgspec.UnsetType = _UNSET
+    fundingRate: str | msgspec.UnsetType = _UNSET
+    nextFundingTime: str | msgspec.UnsetType = _UNSET
+    fundingIntervalHour: str | msgspec.UnsetType = _UNSET
+    openInterest: str | msgspec.UnsetType = _UNSET
+    openInterestValue: str | msgspec.UnsetType = _UNSET
+    predictedDeliveryPrice: str | msgspec.UnsetType = _UNSET
 
 
 _TICKER_FIELDS: Final = ("bid1Price", "bid1Size", "ask1Price", "ask1Size", "lastPrice", "volume24h")
+# The fields of a derivative_ticker row: a message carrying none of them writes no such row.
+_DERIVATIVE_FIELDS: Final = (
+    "lastPrice",
+    "markPrice",
+    "indexPrice",
+    "fundingRate",
+    "nextFundingTime",
+    "fundingIntervalHour",
+    "openInterest",
+    "openInterestValue",
+    "predictedDeliveryPrice",
+)
+_ALL_TICKER_FIELDS: Final = tuple(dict.fromkeys(_TICKER_FIELDS + _DERIVATIVE_FIELDS))
+
+
+class _Liquidation(msgspec.Struct, gc=False):
+    time: int = msgspec.field(name="T")
+    symbol: str = msgspec.field(name="s")
+    side: str = msgspec.field(name="S")
+    size: float = msgspec.field(name="v")
+    price: float = msgspec.field(name="p")
 
 
 class _Instrument(msgspec.Struct, gc=False):
@@ -157,6 +219,7 @@ _ENVELOPE: Final = msgspec.json.Decoder(_Envelope)
 _TRADES: Final = msgspec.json.Decoder(list[_Trade], strict=False)
 _BOOK: Final = msgspec.json.Decoder(_Book, strict=False)
 _TICKER: Final = msgspec.json.Decoder(_Ticker)
+_LIQUIDATIONS: Final = msgspec.json.Decoder(list[_Liquidation], strict=False)
 _INSTRUMENTS: Final = msgspec.json.Decoder(_Instruments)
 _ENCODER: Final = msgspec.json.Encoder()
 
@@ -165,8 +228,28 @@ _PARSE_ERRORS: Final = (msgspec.DecodeError, KeyError, ValueError, TypeError, In
 _SIDES: Final[dict[str, Literal["buy", "sell"]]] = {"Buy": "buy", "Sell": "sell"}
 
 
+# ``S`` of allLiquidation is the liquidated position's side ("When you receive a Buy update,
+# this means that a long position has been liquidated", Bybit v5 docs): the liquidation
+# order is the opposite side.
+_LIQUIDATED: Final[dict[str, tuple[Literal["buy", "sell"], Literal["long", "short"]]]] = {
+    "Buy": ("sell", "long"),
+    "Sell": ("buy", "short"),
+}
+
+
 def _opt_float(value: str | None) -> float | None:
     return float(value) if value else None
+
+
+def _opt_us(value: str | None) -> int | None:
+    """A millisecond time sent as a string ("" for none) in microseconds."""
+    return int(value) * 1000 if value else None
+
+
+def _unit(category: str) -> SizeUnit:
+    """The unit of open interest and liquidation sizes: base coin on linear, USD on
+    inverse (contracts worth 1 USD)."""
+    return "usd" if category == "inverse" else "base"
 
 
 # --------------------------------------------------------------------------- adapter
@@ -184,8 +267,10 @@ def topic_name(symbol: str, feed: str, market: MarketSettings | None = None) -> 
     """The topic of one (symbol, feed); ``market`` supplies the book depth."""
     if feed == "trades":
         return f"publicTrade.{symbol}"
-    if feed == "ticker":
+    if feed == "ticker" or feed == "derivatives":
         return f"tickers.{symbol}"
+    if feed == "liquidations":
+        return f"allLiquidation.{symbol}"
     if feed == "orderbook":
         depth = DEFAULT_BOOK_DEPTH
         if market is not None and market.book_depth is not None:
@@ -195,13 +280,13 @@ def topic_name(symbol: str, feed: str, market: MarketSettings | None = None) -> 
 
 
 def _data_exchange(category: str) -> str:
-    """``bybit`` for spot, ``bybit-linear`` for linear: ``BTCUSDT`` names both a spot pair
-    and a perpetual, and each must have its own files."""
+    """``bybit`` for spot, ``bybit-linear`` / ``bybit-inverse`` for the others: ``BTCUSDT``
+    names both a spot pair and a perpetual, and each must have its own files."""
     return EXCHANGE if category == "spot" else f"{EXCHANGE}-{category}"
 
 
 class BybitAdapter(ExchangeAdapter):
-    """Bybit v5 public market data, spot and linear categories."""
+    """Bybit v5 public market data, spot, linear and inverse categories."""
 
     name: ClassVar[str] = EXCHANGE
     default_url: ClassVar[str] = DEFAULT_URL
@@ -214,9 +299,20 @@ class BybitAdapter(ExchangeAdapter):
         "yours is one, set base_url to your region's host"
     )
     categories: ClassVar[tuple[str, ...]] = CATEGORIES
+    stream_feeds: ClassVar[tuple[Feed, ...]] = (
+        "trades",
+        "orderbook",
+        "ticker",
+        "derivatives",
+        "liquidations",
+    )
+    category_lacks: ClassVar[Mapping[str, tuple[Feed, ...]]] = {
+        "spot": ("derivatives", "liquidations")
+    }
     book_depths: ClassVar[tuple[int, ...]] = BOOK_DEPTHS
     option_notes: ClassVar[Mapping[str, str]] = {
-        "category": ": the same symbol names a spot pair and a perpetual",
+        "category": ": the same symbol names a spot pair and a perpetual "
+        "(inverse: coin-margined contracts such as BTCUSD)",
         "book_mode": " (the book is a snapshot then deltas; choose its depth with book_depth)",
         "rest_url": " (the book is synced over WebSocket)",
     }
@@ -244,8 +340,8 @@ class BybitAdapter(ExchangeAdapter):
         if not _SYMBOL_RE.fullmatch(canonical):
             raise ValueError(
                 f"invalid bybit symbol {symbol!r}: expected letters and digits without "
-                "separator, e.g. 'BTCUSDT' (spot or linear), or a dated linear future "
-                "such as 'BTC-26DEC25'"
+                "separator, e.g. 'BTCUSDT' (spot or linear), 'BTCUSD' (inverse), or a "
+                "dated linear future such as 'BTC-26DEC25'"
             )
         return canonical
 
@@ -302,7 +398,11 @@ class BybitSession(Session):
             topics = plan.topics
         else:
             topics = tuple(topic_name(s.symbol, s.feed) for s in plan.subscriptions)
-        self._subs: dict[str, Subscription] = dict(zip(topics, plan.subscriptions, strict=True))
+        self._category = plan.category if isinstance(plan, BybitPlan) else "spot"
+        # topic -> its subscriptions (``ticker`` and ``derivatives`` share ``tickers.X``).
+        self._subs: dict[str, tuple[Subscription, ...]] = {}
+        for topic, sub in zip(topics, plan.subscriptions, strict=True):
+            self._subs[topic] = (*self._subs.get(topic, ()), sub)
         self._unacked: set[str] = set(self._subs)
         self._next_id = 1
         # req_id -> request, until answered (the venue answers in order).
@@ -310,8 +410,10 @@ class BybitSession(Session):
         self._routes: dict[str, tuple[_Handler, str]] = {}
         self._last_u: dict[str, int] = {}
         self._resyncing: set[str] = set()
-        # Last full ticker per symbol (field name -> wire string).
+        # Last full ticker per symbol (field name -> wire string), since its last snapshot.
         self._tickers: dict[str, dict[str, str]] = {}
+        # Symbols whose tickers topic is resubscribed for a snapshot (a delta came first).
+        self._ticker_resyncing: set[str] = set()
         self.rejected: list[Subscription] = []
 
     # ----------------------------------------------------------------- subscribing
@@ -366,33 +468,41 @@ class BybitSession(Session):
         for topic in topics:
             if topic in self._unacked:
                 self._unacked.discard(topic)
-                self._pending_subscriptions -= 1
-                sub = self._subs[topic]
-                events.append(
-                    self.status("subscribed", sub.symbol, received_us, data_type=sub.feed)
-                )
+                for sub in self._subs[topic]:
+                    self._pending_subscriptions -= 1
+                    events.append(
+                        self.status(
+                            "subscribed",
+                            sub.symbol,
+                            received_us,
+                            data_type=feed_data_type(sub.feed),
+                        )
+                    )
         return events
 
     def _refused(self, topics: list[str], message: str, received_us: int) -> list[Event]:
         events: list[Event] = []
         for topic in topics:
-            sub = self._subs.get(topic)
-            if sub is None:
-                continue
-            if topic in self._unacked:
-                self._unacked.discard(topic)
-                self._pending_subscriptions -= 1
-            self.rejected.append(sub)
-            self._resyncing.discard(sub.symbol)
-            events.append(
-                self.status(
-                    "subscribe_error",
-                    sub.symbol,
-                    received_us,
-                    data_type=sub.feed,
-                    detail=f"{topic}: {message}",
+            subs = self._subs.get(topic, ())
+            unacked = topic in self._unacked
+            self._unacked.discard(topic)
+            for sub in subs:
+                if unacked:
+                    self._pending_subscriptions -= 1
+                self.rejected.append(sub)
+                if sub.feed == "orderbook":
+                    self._resyncing.discard(sub.symbol)
+                else:
+                    self._ticker_resyncing.discard(sub.symbol)
+                events.append(
+                    self.status(
+                        "subscribe_error",
+                        sub.symbol,
+                        received_us,
+                        data_type=feed_data_type(sub.feed),
+                        detail=f"{topic}: {message}",
+                    )
                 )
-            )
         return events
 
     # ----------------------------------------------------------------- parsing
@@ -421,7 +531,14 @@ class BybitSession(Session):
         if kind == "publicTrade":
             return self._trades, rest
         if kind == "tickers":
-            return self._ticker, rest
+            feeds = {sub.feed for sub in self._subs.get(topic, ())}
+            if "derivatives" not in feeds:
+                return self._ticker, rest
+            if "ticker" not in feeds:
+                return self._derivative_ticker, rest
+            return self._both_tickers, rest
+        if kind == "allLiquidation":
+            return self._liquidations, rest
         if kind == "orderbook":
             depth, _, symbol = rest.partition(".")
             handler = self._book_l1 if depth == "1" else self._book
@@ -534,31 +651,145 @@ class BybitSession(Session):
         events.append(self._book_update(symbol, env, msg, received_us, "delta"))
         return events
 
-    def _ticker(self, symbol: str, env: _Envelope, received_us: int) -> list[Event]:
+    def _merge_ticker(
+        self, symbol: str, env: _Envelope, received_us: int, events: list[Event]
+    ) -> tuple[dict[str, str], _Ticker] | None:
+        """Merge one tickers message into the symbol's state: the state and the message, or
+        None when it cannot be merged (a delta with no snapshot before it: ``gap`` rows go
+        to ``events`` and the topic is resubscribed for a snapshot)."""
         msg = _TICKER.decode(env.data)
-        state = self._tickers.get(symbol)
-        if state is None or env.type == "snapshot":
+        if env.type == "snapshot":
+            self._ticker_resyncing.discard(symbol)
             state = self._tickers[symbol] = {}
-        for field in _TICKER_FIELDS:
+        else:
+            found = self._tickers.get(symbol)
+            if found is None:
+                self._ticker_delta_without_snapshot(symbol, env, received_us, events)
+                return None
+            state = found
+        for field in _ALL_TICKER_FIELDS:
             value = getattr(msg, field)
             if value is not _UNSET:
                 state[field] = value
-        ts = env.ts
-        return [
-            Ticker(
-                self.exchange,
-                symbol,
-                None if ts is None else ts * 1000,
-                received_us,
-                env.cs,
-                _opt_float(state.get("bid1Price")),
-                _opt_float(state.get("bid1Size")),
-                _opt_float(state.get("ask1Price")),
-                _opt_float(state.get("ask1Size")),
-                _opt_float(state.get("lastPrice")),
-                _opt_float(state.get("volume24h")),
+        return state, msg
+
+    def _ticker_delta_without_snapshot(
+        self, symbol: str, env: _Envelope, received_us: int, events: list[Event]
+    ) -> None:
+        topic = env.topic or f"tickers.{symbol}"
+        data_types = [feed_data_type(sub.feed) for sub in self._subs.get(topic, ())]
+        if symbol in self._ticker_resyncing:
+            for data_type in data_types:
+                self.count_discard(symbol, data_type, "while_resyncing")
+            return
+        self._ticker_resyncing.add(symbol)
+        for data_type in data_types or ["ticker"]:
+            events.append(
+                self.status(
+                    "gap",
+                    symbol,
+                    received_us,
+                    data_type=data_type,
+                    detail="tickers delta before any snapshot: resubscribing for one",
+                    timestamp_exchange=None if env.ts is None else env.ts * 1000,
+                )
             )
-        ]
+        self._resubscribe(topic)
+
+    def _ticker_row(
+        self, symbol: str, env: _Envelope, state: dict[str, str], received_us: int
+    ) -> Ticker:
+        ts = env.ts
+        return Ticker(
+            self.exchange,
+            symbol,
+            None if ts is None else ts * 1000,
+            received_us,
+            env.cs,
+            _opt_float(state.get("bid1Price")),
+            _opt_float(state.get("bid1Size")),
+            _opt_float(state.get("ask1Price")),
+            _opt_float(state.get("ask1Size")),
+            _opt_float(state.get("lastPrice")),
+            _opt_float(state.get("volume24h")),
+        )
+
+    def _derivative_row(
+        self, symbol: str, env: _Envelope, state: dict[str, str], received_us: int
+    ) -> DerivativeTicker:
+        ts = env.ts
+        open_interest = _opt_float(state.get("openInterest"))
+        return DerivativeTicker(
+            self.exchange,
+            symbol,
+            None if ts is None else ts * 1000,
+            received_us,
+            env.cs,
+            "tickers",
+            last_price=_opt_float(state.get("lastPrice")),
+            mark_price=_opt_float(state.get("markPrice")),
+            index_price=_opt_float(state.get("indexPrice")),
+            funding_rate=_opt_float(state.get("fundingRate")),
+            funding_timestamp=_opt_us(state.get("nextFundingTime")),
+            funding_interval_h=_opt_float(state.get("fundingIntervalHour")),
+            open_interest=open_interest,
+            open_interest_unit=None if open_interest is None else _unit(self._category),
+            open_interest_value=_opt_float(state.get("openInterestValue")),
+            estimated_settlement_price=_opt_float(state.get("predictedDeliveryPrice")),
+        )
+
+    def _ticker(self, symbol: str, env: _Envelope, received_us: int) -> list[Event]:
+        events: list[Event] = []
+        merged = self._merge_ticker(symbol, env, received_us, events)
+        if merged is not None:
+            events.append(self._ticker_row(symbol, env, merged[0], received_us))
+        return events
+
+    def _derivative_ticker(self, symbol: str, env: _Envelope, received_us: int) -> list[Event]:
+        events: list[Event] = []
+        merged = self._merge_ticker(symbol, env, received_us, events)
+        if merged is not None and _carries_derivative_fields(merged[1]):
+            events.append(self._derivative_row(symbol, env, merged[0], received_us))
+        return events
+
+    def _both_tickers(self, symbol: str, env: _Envelope, received_us: int) -> list[Event]:
+        events: list[Event] = []
+        merged = self._merge_ticker(symbol, env, received_us, events)
+        if merged is not None:
+            state, msg = merged
+            events.append(self._ticker_row(symbol, env, state, received_us))
+            if _carries_derivative_fields(msg):
+                events.append(self._derivative_row(symbol, env, state, received_us))
+        return events
+
+    def _liquidations(self, symbol: str, env: _Envelope, received_us: int) -> list[Event]:
+        unit = _unit(self._category)
+        events: list[Event] = []
+        for msg in _LIQUIDATIONS.decode(env.data):
+            side, position = _LIQUIDATED.get(msg.side, (None, None))
+            events.append(
+                Liquidation(
+                    self.exchange,
+                    symbol,
+                    msg.time * 1000,
+                    received_us,
+                    None,
+                    None,
+                    side,
+                    position,
+                    msg.price,
+                    "bankruptcy",
+                    msg.size,
+                    unit,
+                )
+            )
+        return events
+
+
+def _carries_derivative_fields(msg: _Ticker) -> bool:
+    """Whether a tickers message sets a field of the derivative_ticker table (a snapshot
+    always does; a delta of bid/ask only does not)."""
+    return any(getattr(msg, field) is not _UNSET for field in _DERIVATIVE_FIELDS)
 
 
 def _ignore(symbol: str, env: _Envelope, received_us: int) -> list[Event]:

@@ -12,8 +12,8 @@
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Collection, Iterable, Sequence
-from typing import Literal, TypeVar
+from collections.abc import Collection, Iterable, Mapping, Sequence
+from typing import Final, Literal, TypeVar
 from urllib.parse import urlsplit
 
 from collector.config import MarketSettings
@@ -26,13 +26,22 @@ PathRule = Literal["always", "unless_present", "host_only"]
 
 # --------------------------------------------------------------------------- settings checks
 
+# What each feed holds, for messages that refuse one.
+FEED_DESCRIPTIONS: Final[Mapping[str, str]] = {
+    "trades": "executed trades",
+    "orderbook": "the order book",
+    "ticker": "best bid/ask",
+    "derivatives": "mark/index price, funding, open interest, option greeks",
+    "liquidations": "forced liquidations",
+}
+
 
 def check_stream_feeds(exchange: str, market: MarketSettings, feeds: Collection[str]) -> None:
     """ValueError unless the market asks for at least one feed the venue streams."""
     if not any(feed in feeds for feed in market.feeds):
         raise ValueError(
             f"{exchange} feeds: 'raw' keeps the frames of other feeds; "
-            "add at least one of trades, orderbook, ticker"
+            f"add at least one of {', '.join(feeds)}"
         )
 
 

@@ -15,6 +15,24 @@ Feeds and channels (the ``100ms`` interval: ``raw`` needs an authenticated conne
   subscribing, then changes (``type: change``); levels are ``[action, price, amount]`` with
   action ``new``/``change``/``delete``; a ``delete`` becomes size 0 in our delta;
 - ``ticker`` -> ``ticker.{instrument}.100ms`` (best bid/ask, last price, 24 h volume);
+- ``derivatives`` -> the same ``ticker.{instrument}.100ms`` channel (subscribed once when
+  both feeds are asked for), read into ``derivative_ticker`` rows, one per notification
+  (each carries the complete ticker, so no merging is needed): mark, index and last price,
+  ``current_funding`` and ``funding_8h`` of perpetuals (no funding time: funding is
+  continuous), open interest, the estimated delivery price, the settlement (or, once
+  closed, delivery) price, and for options the implied volatilities, greeks, underlying
+  price and index. Deribit sends IVs in percent (``"mark_iv": 120.74`` in the recorded
+  traffic); they are stored as fractions (1.2074), as the other venues send them. Open
+  interest and trade amounts are in USD for inverse perpetuals and futures, in the base
+  coin for options and linear (``_USDC``) instruments (Deribit's ticker docs);
+- ``liquidations`` -> the ``trades.{instrument}.100ms`` channel (Deribit has no
+  liquidation stream): a trade with a ``liquidation`` field also gives ``liquidations``
+  rows. ``"T"``: the taker was liquidated, its liquidation order is the trade's direction;
+  ``"M"``: the maker was, its order the opposite side; ``"MT"``: both, two rows (taker
+  first). ``position_side`` follows (a liquidation ``sell`` closes a ``long``). The row's
+  id and sequence are the trade's ``trade_id`` and ``trade_seq``, its price the trade
+  price (``price_kind = "trade"``). The trade itself is a ``trades`` row as well when that
+  feed is asked for;
 - ``raw`` -> no channel: the connection keeps every frame (``ConnectionPlan.raw``).
 
 Trade ``side`` is Deribit's ``direction``, read as the taker's (aggressor's) side as tardis,
@@ -41,7 +59,8 @@ Sequence rules (per instrument, per session; a reconnect starts afresh):
   one is stale: dropped and counted (reason ``stale``).
 - trades: ``trade_seq`` (per instrument) should grow by exactly 1; a jump is a ``gap`` row and
   a repeat is dropped and counted (reason ``duplicate``). This is a heuristic: Deribit does not document
-  ``trade_seq`` as gap-free (exchanges.md: UNCONFIRMED).
+  ``trade_seq`` as gap-free (exchanges.md: UNCONFIRMED). The rows name ``trades``, or
+  ``liquidations`` on a connection that takes the trades channel for liquidations only.
 
 Subscribe answers: a channel missing from the ``result`` list was not subscribed (the venue
 answers ``"result": []`` for an unknown instrument) -> ``subscribe_error`` row for it. An
@@ -54,12 +73,26 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Mapping
+from functools import partial
 from typing import ClassVar, Final, Literal
 
 import attrs
 import msgspec
 
-from collector.events import BookUpdate, Event, Levels, Ticker, Trade, levels_from_values
+from collector.config import Feed, MarketSettings
+from collector.events import (
+    BookUpdate,
+    DerivativeTicker,
+    Event,
+    Levels,
+    Liquidation,
+    Side,
+    SizeUnit,
+    Ticker,
+    Trade,
+    feed_data_type,
+    levels_from_values,
+)
 from collector.exchanges.base import (
     ConnectionPlan,
     ExchangeAdapter,
@@ -80,8 +113,18 @@ HEARTBEAT_INTERVAL_SECS: Final = 15
 # connections moderate. At most 32 connections per IP.
 MAX_CHANNELS_PER_CONNECTION: Final = 300
 MAX_CHANNELS_PER_SUBSCRIBE: Final = 100
-_CHANNEL_PREFIX: Final = {"trades": "trades", "orderbook": "book", "ticker": "ticker"}
-_FEED_OF_PREFIX: Final = {prefix: feed for feed, prefix in _CHANNEL_PREFIX.items()}
+_CHANNEL_PREFIX: Final = {
+    "trades": "trades",
+    "orderbook": "book",
+    "ticker": "ticker",
+    "derivatives": "ticker",
+    "liquidations": "trades",
+}
+_FEEDS_OF_PREFIX: Final = {
+    prefix: tuple(feed for feed, p in _CHANNEL_PREFIX.items() if p == prefix)
+    for prefix in _CHANNEL_PREFIX.values()
+}
+_DERIVATIVE_FEEDS: Final = ("derivatives", "liquidations")
 
 # BTC-PERPETUAL, BTC-27DEC24, BTC-27DEC24-100000-C, BTC_USDC, BTC_USDC-PERPETUAL,
 # XRP_USDC-30AUG24-0d625-C (a decimal strike spelled with "d"), ETH-FS-27DEC24_PERP (combos).
@@ -121,6 +164,9 @@ class _Trade(msgspec.Struct, gc=False):
     price: float
     amount: float
     direction: str
+    # Present only on a trade caused by a liquidation: "M" (the maker side was being
+    # liquidated), "T" (the taker side) or "MT" (both).
+    liquidation: str | None = None
 
 
 class _Book(msgspec.Struct, gc=False):
@@ -146,6 +192,33 @@ class _Ticker(msgspec.Struct, gc=False):
     stats: _Stats | None = None
 
 
+class _Greeks(msgspec.Struct, gc=False):
+    delta: float | None = None
+    gamma: float | None = None
+    vega: float | None = None
+    theta: float | None = None
+    rho: float | None = None
+
+
+class _DerivativeTicker(_Ticker, gc=False):
+    """The whole ticker object (the ``ticker`` feed alone decodes the smaller parent)."""
+
+    mark_price: float | None = None
+    index_price: float | None = None
+    current_funding: float | None = None
+    funding_8h: float | None = None
+    open_interest: float | None = None
+    estimated_delivery_price: float | None = None
+    settlement_price: float | None = None
+    delivery_price: float | None = None
+    mark_iv: float | None = None
+    bid_iv: float | None = None
+    ask_iv: float | None = None
+    greeks: _Greeks | None = None
+    underlying_price: float | None = None
+    underlying_index: str | None = None
+
+
 class _Instrument(msgspec.Struct, gc=False):
     instrument_name: str
     is_active: bool = True
@@ -159,6 +232,7 @@ _ENVELOPE: Final = msgspec.json.Decoder(_Envelope)
 _TRADES: Final = msgspec.json.Decoder(list[_Trade])
 _BOOK: Final = msgspec.json.Decoder(_Book)
 _TICKER: Final = msgspec.json.Decoder(_Ticker)
+_DERIVATIVE_TICKER: Final = msgspec.json.Decoder(_DerivativeTicker)
 _RESULT_CHANNELS: Final = msgspec.json.Decoder(list[str])
 _INSTRUMENTS: Final = msgspec.json.Decoder(_Instruments)
 _ENCODER: Final = msgspec.json.Encoder()
@@ -173,6 +247,28 @@ def channel_name(symbol: str, feed: str) -> str:
     except KeyError:
         raise ValueError(f"deribit has no channel for feed {feed!r}") from None
     return f"{prefix}.{symbol}.{INTERVAL}"
+
+
+def _unit(instrument: str) -> SizeUnit:
+    """The unit of an instrument's open interest and trade amounts: USD for inverse
+    perpetuals and futures, the base coin for options and linear (``BTC_USDC-...``) ones."""
+    currency, _, rest = instrument.partition("-")
+    if "_" in currency or rest.endswith(("-C", "-P")):
+        return "base"
+    return "usd"
+
+
+def _fraction(percent: float | None) -> float | None:
+    return None if percent is None else percent / 100
+
+
+def _is_spot(instrument: str) -> bool:
+    """A spot pair (``BTC_USDC``) has no dash; every derivative's name has one."""
+    return "-" not in instrument
+
+
+_OTHER_SIDE: Final[dict[str, Side]] = {"buy": "sell", "sell": "buy"}
+_CLOSES: Final[dict[str, Literal["long", "short"]]] = {"sell": "long", "buy": "short"}
 
 
 def _levels(levels: list[tuple[str, float, float]]) -> Levels:
@@ -198,6 +294,13 @@ class DeribitAdapter(ExchangeAdapter):
     symbols_path: ClassVar[str | None] = "/api/v2/public/get_instruments?currency=any&expired=false"
     # Accepted and checked since the first version, though no request of a market uses it.
     takes_rest_url: ClassVar[bool] = True
+    stream_feeds: ClassVar[tuple[Feed, ...]] = (
+        "trades",
+        "orderbook",
+        "ticker",
+        "derivatives",
+        "liquidations",
+    )
     option_notes: ClassVar[Mapping[str, str]] = {
         "book_mode/book_depth": ": the order book is the full "
         "book.{instrument}.100ms snapshot-plus-changes stream",
@@ -209,6 +312,28 @@ class DeribitAdapter(ExchangeAdapter):
     client_messages_per_second: ClassVar[float] = 5.0
     # No client-initiated keepalive: the session answers the venue's test_request.
     keepalive_interval_secs: ClassVar[float | None] = None
+
+    @classmethod
+    def check_market(cls, market: MarketSettings) -> None:
+        """The standard checks, and no derivatives or liquidations feed for a spot pair
+        (``BTC_USDC``): it has no such data."""
+        super().check_market(market)
+        wanted = [feed for feed in _DERIVATIVE_FEEDS if feed in market.feeds]
+        if not wanted:
+            return
+        spot = []
+        for symbol in market.symbols:
+            try:
+                canonical = cls.normalize_symbol(symbol)
+            except ValueError:
+                continue  # reported with the symbols
+            if _is_spot(canonical):
+                spot.append(canonical)
+        if spot:
+            raise ValueError(
+                f"deribit spot pairs have no {' or '.join(wanted)} feed: {', '.join(spot)} "
+                "(put them in a market without it)"
+            )
 
     @classmethod
     def parse_symbols(cls, body: bytes) -> list[str]:
@@ -257,7 +382,10 @@ class DeribitSession(Session):
         self._items: tuple[_Item, ...] = tuple(
             (sub, channel_name(sub.symbol, sub.feed)) for sub in plan.subscriptions
         )
-        self._subscribed = frozenset(plan.subscriptions)
+        # symbol -> the feeds subscribed for it.
+        self._feeds: dict[str, set[str]] = {}
+        for sub in plan.subscriptions:
+            self._feeds.setdefault(sub.symbol, set()).add(sub.feed)
         self._next_id = 1
         self._requests: dict[int, _Request] = {}
         self._routes: dict[str, tuple[_Handler, str]] = {}
@@ -278,7 +406,7 @@ class DeribitSession(Session):
         return _ENCODER.encode(frame).decode()
 
     def _subscribe(self, items: tuple[_Item, ...], kind: _RequestKind = "subscribe") -> str:
-        channels = [ch for _, ch in items]
+        channels = list(dict.fromkeys(ch for _, ch in items))  # two feeds, one channel
         return self._call("public/subscribe", {"channels": channels}, _Request(kind, items))
 
     def subscribe_frames(self, now_us: int = 0) -> list[str]:
@@ -328,7 +456,12 @@ class DeribitSession(Session):
                 if initial:
                     self._pending_subscriptions -= 1
                     events.append(
-                        self.status("subscribed", sub.symbol, received_us, data_type=sub.feed)
+                        self.status(
+                            "subscribed",
+                            sub.symbol,
+                            received_us,
+                            data_type=feed_data_type(sub.feed),
+                        )
                     )
             else:
                 detail = f"{channel}: not in the public/subscribe result (unknown instrument?)"
@@ -345,7 +478,11 @@ class DeribitSession(Session):
         self.rejected.append(sub)
         return [
             self.status(
-                "subscribe_error", sub.symbol, received_us, data_type=sub.feed, detail=detail
+                "subscribe_error",
+                sub.symbol,
+                received_us,
+                data_type=feed_data_type(sub.feed),
+                detail=detail,
             )
         ]
 
@@ -379,38 +516,62 @@ class DeribitSession(Session):
         """The handler of a channel (any interval) of a subscribed (instrument, feed)."""
         kind, _, rest = channel.partition(".")
         symbol = rest.rpartition(".")[0]
-        feed = _FEED_OF_PREFIX.get(kind)
-        if feed is None or Subscription(symbol, feed) not in self._subscribed:
+        subscribed = self._feeds.get(symbol, set())
+        feeds = [feed for feed in _FEEDS_OF_PREFIX.get(kind, ()) if feed in subscribed]
+        if not feeds:
             return _ignore, symbol
         handler: _Handler
-        if feed == "trades":
-            handler = self._trades
-        elif feed == "orderbook":
+        if kind == "book":
             handler = self._book
-        else:
+        elif kind == "trades":
+            handler = (
+                self._trades
+                if feeds == ["trades"]
+                else partial(self._trades, with_trades="trades" in feeds, with_liquidations=True)
+            )
+        elif feeds == ["ticker"]:
             handler = self._ticker
+        elif feeds == ["derivatives"]:
+            handler = self._derivative_ticker
+        else:
+            handler = self._both_tickers
         return handler, symbol
 
-    def _trades(self, symbol: str, data: msgspec.Raw, received_us: int) -> list[Event]:
+    def _trades(
+        self,
+        symbol: str,
+        data: msgspec.Raw,
+        received_us: int,
+        *,
+        with_trades: bool = True,
+        with_liquidations: bool = False,
+    ) -> list[Event]:
+        """Trade rows (``with_trades``) and the liquidation rows of flagged trades
+        (``with_liquidations``) of one trades notification."""
         events: list[Event] = []
+        data_type = "trades" if with_trades else "liquidations"
         last = self._last_trade_seq.get(symbol)
         for trade in _TRADES.decode(data):
             seq = trade.trade_seq
             if last is not None and seq != last + 1:
                 if seq <= last:
-                    self.count_discard(symbol, "trades", "duplicate")
+                    self.count_discard(symbol, data_type, "duplicate")
                     continue
                 events.append(
                     self.gap(
                         symbol,
                         received_us,
-                        "trades",
+                        data_type,
                         last + 1,
                         seq,
                         timestamp_exchange=trade.timestamp * 1000,
                     )
                 )
             last = seq
+            if with_liquidations and trade.liquidation is not None:
+                events += self._liquidations(symbol, trade, received_us)
+            if not with_trades:
+                continue
             events.append(
                 Trade(
                     EXCHANGE,
@@ -433,6 +594,38 @@ class DeribitSession(Session):
         if last is not None:
             self._last_trade_seq[symbol] = last
         return events
+
+    def _liquidations(self, symbol: str, trade: _Trade, received_us: int) -> list[Event]:
+        """The liquidation rows of a trade flagged ``liquidation`` (see the module
+        docstring for the sides)."""
+        taker = trade.direction
+        maker = _OTHER_SIDE.get(taker)
+        if maker is None:
+            return []
+        flag = trade.liquidation or ""
+        sides: list[Side] = []
+        if "T" in flag:
+            sides.append(_OTHER_SIDE[maker])  # the taker's own side, typed
+        if "M" in flag:
+            sides.append(maker)
+        unit = _unit(symbol)
+        return [
+            Liquidation(
+                EXCHANGE,
+                symbol,
+                trade.timestamp * 1000,
+                received_us,
+                trade.trade_seq,
+                trade.trade_id,
+                side,
+                _CLOSES[side],
+                trade.price,
+                "trade",
+                trade.amount,
+                unit,
+            )
+            for side in sides
+        ]
 
     def _book(self, symbol: str, data: msgspec.Raw, received_us: int) -> list[Event]:
         msg = _BOOK.decode(data)
@@ -515,22 +708,65 @@ class DeribitSession(Session):
         return events
 
     def _ticker(self, symbol: str, data: msgspec.Raw, received_us: int) -> list[Event]:
-        msg = _TICKER.decode(data)
-        return [
-            Ticker(
-                EXCHANGE,
-                symbol,
-                msg.timestamp * 1000,
-                received_us,
-                None,
-                msg.best_bid_price,
-                msg.best_bid_amount,
-                msg.best_ask_price,
-                msg.best_ask_amount,
-                msg.last_price,
-                None if msg.stats is None else msg.stats.volume,
-            )
-        ]
+        return [_ticker_row(symbol, _TICKER.decode(data), received_us)]
+
+    def _derivative_ticker(self, symbol: str, data: msgspec.Raw, received_us: int) -> list[Event]:
+        return [_derivative_row(symbol, _DERIVATIVE_TICKER.decode(data), received_us)]
+
+    def _both_tickers(self, symbol: str, data: msgspec.Raw, received_us: int) -> list[Event]:
+        msg = _DERIVATIVE_TICKER.decode(data)
+        return [_ticker_row(symbol, msg, received_us), _derivative_row(symbol, msg, received_us)]
+
+
+def _ticker_row(symbol: str, msg: _Ticker, received_us: int) -> Ticker:
+    return Ticker(
+        EXCHANGE,
+        symbol,
+        msg.timestamp * 1000,
+        received_us,
+        None,
+        msg.best_bid_price,
+        msg.best_bid_amount,
+        msg.best_ask_price,
+        msg.best_ask_amount,
+        msg.last_price,
+        None if msg.stats is None else msg.stats.volume,
+    )
+
+
+def _derivative_row(symbol: str, msg: _DerivativeTicker, received_us: int) -> DerivativeTicker:
+    greeks = msg.greeks or _NO_GREEKS
+    settlement = msg.settlement_price if msg.settlement_price is not None else msg.delivery_price
+    return DerivativeTicker(
+        EXCHANGE,
+        symbol,
+        msg.timestamp * 1000,
+        received_us,
+        None,
+        "ticker",
+        last_price=msg.last_price,
+        mark_price=msg.mark_price,
+        index_price=msg.index_price,
+        funding_rate=msg.current_funding,
+        funding_8h=msg.funding_8h,
+        open_interest=msg.open_interest,
+        open_interest_unit=None if msg.open_interest is None else _unit(symbol),
+        estimated_settlement_price=msg.estimated_delivery_price,
+        settlement_price=settlement,
+        mark_iv=_fraction(msg.mark_iv),
+        bid_iv=_fraction(msg.bid_iv),
+        ask_iv=_fraction(msg.ask_iv),
+        delta=greeks.delta,
+        gamma=greeks.gamma,
+        vega=greeks.vega,
+        theta=greeks.theta,
+        rho=greeks.rho,
+        underlying_price=msg.underlying_price,
+        underlying_index=msg.underlying_index,
+    )
+
+
+_NO_GREEKS: Final = _Greeks()
 
 
 def _ignore(symbol: str, data: msgspec.Raw, received_us: int) -> list[Event]:

@@ -109,7 +109,7 @@ async def run_connection(
     except ConnectFailed as exc:
         attempts.labels(plan.exchange, "failed").inc()
         if exc.status == HTTP_GEO_BLOCKED:  # say what else to try, in the log and /health
-            advised = ConnectFailed(f"{exc}; {adapter.geo_block_advice()}")
+            advised = ConnectFailed(f"{exc}; {adapter.geo_block_advice(plan.exchange)}")
             advised.status = exc.status
             if lane.primary:
                 ctx.health.set_down(plan.name, f"{type(advised).__name__}: {advised}")
@@ -144,7 +144,9 @@ async def run_connection(
                 nursery.start_soon(
                     _run_keepalive, adapter, outbox_tx.clone(), adapter.keepalive_interval_secs
                 )
-            fetcher = partial(run_snapshot_fetcher, geo_block_advice=adapter.geo_block_advice())
+            fetcher = partial(
+                run_snapshot_fetcher, geo_block_advice=adapter.geo_block_advice(plan.exchange)
+            )
             nursery.start_soon(
                 fetcher,
                 snapshots_rx,
@@ -153,7 +155,9 @@ async def run_connection(
                 ctx.wall_clock,
                 adapter.snapshot_rate(plan),
             )
-            activity = Activity(trio.current_time(), ctx.metrics.last_data(plan.exchange))
+            activity = Activity.for_plan(
+                trio.current_time(), ctx.metrics.last_data(plan.exchange), plan
+            )
             nursery.start_soon(
                 run_watchdog, activity, settings.message_timeout_secs, plan, lane, ctx.wall_clock
             )
@@ -275,6 +279,9 @@ async def _receive_loop(
         if len(batch) > first:
             # Only data counts as life: pings, pongs and heartbeats parse to no events.
             activity.saw(batch, first, current_time(), received_us)
+        elif activity.sporadic_only:
+            # Only sporadic streams here (liquidations): pongs and heartbeats are the life.
+            activity.last_data = current_time()
         errors = actions.errors
         tripped: str | None = None
         for exc in errors:

@@ -46,7 +46,7 @@ from typing import TYPE_CHECKING, Final, Literal
 import trio
 
 from collector.clock import WallClock
-from collector.events import BookUpdate, Event, Raw, Status
+from collector.events import BookUpdate, Event, Raw, Status, feed_data_type
 from collector.exchanges.base import ConnectionPlan
 from collector.ingest.sink import EventSink
 
@@ -182,7 +182,7 @@ class Overlap:
         self.exchange = plan.exchange
         self.symbols = plan.symbols
         self.streams: tuple[StreamKey, ...] = tuple(
-            dict.fromkeys((s.symbol, s.feed) for s in plan.subscriptions)
+            dict.fromkeys((s.symbol, feed_data_type(s.feed)) for s in plan.subscriptions)
         )
         self.wall_clock = wall_clock
         self.watch = watch

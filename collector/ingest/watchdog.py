@@ -19,7 +19,7 @@ from typing import Final, NoReturn
 import trio
 
 from collector.clock import WallClock
-from collector.events import Event, Status
+from collector.events import SPORADIC_DATA_TYPES, Event, Status, feed_data_type
 from collector.exchanges.base import ConnectionPlan, Subscription
 from collector.ingest.errors import StaleConnection
 from collector.ingest.handover import Lane
@@ -45,15 +45,33 @@ class Activity:
     C (``set(map(attrgetter))``), then two dict stores per stream seen, not per event (a
     busy read carries many events of few streams). No gauge is set on this path: a
     labelled gauge's lookup and lock cost more than the pass itself.
+
+    ``sporadic_only``: every subscription of the connection is a sporadic data type
+    (:data:`~collector.events.SPORADIC_DATA_TYPES`, e.g. only liquidations), whose silence
+    says nothing; then any frame counts as life for the connection (the venue's pongs and
+    heartbeats), and the receive loop notes reads without events too.
     """
 
-    __slots__ = ("last_data", "received_us", "refused", "streams")
+    __slots__ = ("last_data", "received_us", "refused", "sporadic_only", "streams")
 
-    def __init__(self, now: float, received_us: dict[StreamKey, int]) -> None:
+    def __init__(
+        self, now: float, received_us: dict[StreamKey, int], *, sporadic_only: bool = False
+    ) -> None:
         self.last_data = now
         self.streams: dict[StreamKey, float] = {}
         self.received_us = received_us
         self.refused: set[StreamKey] = set()
+        self.sporadic_only = sporadic_only
+
+    @classmethod
+    def for_plan(
+        cls, now: float, received_us: dict[StreamKey, int], plan: ConnectionPlan
+    ) -> Activity:
+        """The activity of ``plan``'s connection (``sporadic_only`` from its subscriptions)."""
+        sporadic = bool(plan.subscriptions) and all(
+            feed_data_type(sub.feed) in SPORADIC_DATA_TYPES for sub in plan.subscriptions
+        )
+        return cls(now, received_us, sporadic_only=sporadic)
 
     def saw(self, events: list[Event], start: int, now: float, received_us: int) -> None:
         """Note a read that carried data: ``events[start:]`` are the session's events of it
@@ -105,9 +123,10 @@ async def run_watchdog(
     """
     started = activity.last_data
     watched = [
-        (sub, (sub.symbol, sub.feed), sub.silence_timeout_secs)
+        (sub, (sub.symbol, feed_data_type(sub.feed)), sub.silence_timeout_secs)
         for sub in plan.subscriptions
         if sub.silence_timeout_secs is not None
+        and feed_data_type(sub.feed) not in SPORADIC_DATA_TYPES
     ]
     shortest = min([message_timeout_secs, *(limit for _, _, limit in watched)])
     while True:
@@ -147,7 +166,7 @@ async def _write_silent_rows(
                 now_us,
                 None,
                 "silent",
-                sub.feed,
+                feed_data_type(sub.feed),
                 detail=f"no {sub.feed} data for {limit}s (silence_timeout_secs): reconnecting",
             )
             for sub, limit in silent

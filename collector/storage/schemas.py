@@ -21,7 +21,16 @@ from typing import Final
 
 import pyarrow as pa
 
-from collector.events import BookUpdate, Event, Raw, Status, Ticker, Trade
+from collector.events import (
+    BookUpdate,
+    DerivativeTicker,
+    Event,
+    Liquidation,
+    Raw,
+    Status,
+    Ticker,
+    Trade,
+)
 
 TIMESTAMP: Final = pa.timestamp("us", tz="UTC")
 LEVEL: Final = pa.struct([pa.field("price", pa.float64()), pa.field("size", pa.float64())])
@@ -66,6 +75,62 @@ SCHEMAS: Final[dict[str, pa.Schema]] = {
             pa.field("volume_24h", pa.float64()),
         ]
     ),
+    DerivativeTicker.DATA_TYPE: pa.schema(
+        [
+            *_COMMON,
+            pa.field("source", pa.string(), nullable=False),
+            *(
+                pa.field(name, pa.float64())
+                for name in ("last_price", "mark_price", "index_price", "funding_rate")
+            ),
+            pa.field("funding_timestamp", TIMESTAMP),
+            pa.field("next_funding_timestamp", TIMESTAMP),
+            *(
+                pa.field(name, pa.float64())
+                for name in (
+                    "funding_interval_h",
+                    "predicted_funding_rate",
+                    "funding_8h",
+                    "open_interest",
+                )
+            ),
+            pa.field("open_interest_unit", pa.string()),
+            *(
+                pa.field(name, pa.float64())
+                for name in (
+                    "open_interest_value",
+                    "estimated_settlement_price",
+                    "settlement_price",
+                    "mark_iv",
+                    "bid_iv",
+                    "ask_iv",
+                    "delta",
+                    "gamma",
+                    "vega",
+                    "theta",
+                    "rho",
+                    "underlying_price",
+                )
+            ),
+            pa.field("underlying_index", pa.string()),
+        ]
+    ),
+    Liquidation.DATA_TYPE: pa.schema(
+        [
+            *_COMMON,
+            pa.field("liquidation_id", pa.string()),
+            pa.field("side", pa.string()),
+            pa.field("position_side", pa.string()),
+            pa.field("price", pa.float64(), nullable=False),
+            pa.field("price_kind", pa.string(), nullable=False),
+            pa.field("size", pa.float64(), nullable=False),
+            pa.field("size_unit", pa.string(), nullable=False),
+            pa.field("avg_price", pa.float64()),
+            pa.field("entry_price", pa.float64()),
+            pa.field("status", pa.string()),
+            pa.field("loss", pa.float64()),
+        ]
+    ),
     Status.DATA_TYPE: pa.schema(
         [
             *_COMMON,
@@ -92,6 +157,8 @@ SCHEMA_VERSIONS: Final[dict[str, int]] = {
     Trade.DATA_TYPE: 1,
     BookUpdate.DATA_TYPE: 2,  # 2: kind "checkpoint" (the writer's book at each file start)
     Ticker.DATA_TYPE: 1,
+    DerivativeTicker.DATA_TYPE: 1,
+    Liquidation.DATA_TYPE: 1,
     Status.DATA_TYPE: 1,
     Raw.DATA_TYPE: 1,
 }
@@ -102,7 +169,23 @@ SCHEMA_VERSIONS: Final[dict[str, int]] = {
 # often larger (zstd compresses the plain values well): measured on Bybit's recorded
 # traffic and on the bench's trades (docs/performance.md).
 DICTIONARY_COLUMNS: Final = frozenset(
-    {"exchange", "symbol", "side", "kind", "event", "data_type", "connection", "direction"}
+    {
+        "exchange",
+        "symbol",
+        "side",
+        "kind",
+        "event",
+        "data_type",
+        "connection",
+        "direction",
+        "source",
+        "open_interest_unit",
+        "underlying_index",
+        "position_side",
+        "price_kind",
+        "size_unit",
+        "status",
+    }
 )
 
 
@@ -112,7 +195,8 @@ def dictionary_columns(schema: pa.Schema) -> list[str]:
 
 
 EVENT_TYPES: Final[dict[str, type[Event]]] = {
-    cls.DATA_TYPE: cls for cls in (Trade, BookUpdate, Ticker, Status, Raw)
+    cls.DATA_TYPE: cls
+    for cls in (Trade, BookUpdate, Ticker, DerivativeTicker, Liquidation, Status, Raw)
 }
 
 

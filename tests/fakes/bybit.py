@@ -2,14 +2,16 @@
 
 :class:`FakeBybit` speaks the part of the v5 public protocol the collector uses:
 
-- it accepts ``/v5/public/spot`` and ``/v5/public/linear`` (the category of the client)
-  and refuses other paths with HTTP 404;
+- it accepts ``/v5/public/spot``, ``/v5/public/linear`` and ``/v5/public/inverse`` (the
+  category of the client) and refuses other paths with HTTP 404; ``allLiquidation.*`` is
+  refused on spot (``handler not found``), as the venue has no liquidations there;
 - ``{"req_id":"N","op":"subscribe","args":[...]}`` -> one answer per request: success
   (spot ``ret_msg`` ``"subscribe"``, linear ``""``, like the recordings), or
   ``"success": false`` with ``error:handler not found,topic:X`` for the first unknown topic
   (or a symbol in ``reject``; then nothing of the request is subscribed),
-  ``error:already subscribed,topic:X``, or ``args size >10`` on spot. After subscribing an
-  ``orderbook.*`` topic it sends the frame in :attr:`FakeBybit.book_snapshots` for it;
+  ``error:already subscribed,topic:X``, or ``args size >10`` on spot. After subscribing a
+  topic it sends the frame in :attr:`FakeBybit.book_snapshots` for it (an ``orderbook.*``
+  or ``tickers.*`` snapshot, as the venue does);
 - ``{"req_id":"..","op":"ping"}`` -> the category's pong;
 - the venue's keepalive rule: a client that has not sent ``op: ping`` for
   ``ping_timeout`` seconds (data does not count) is disconnected.
@@ -33,9 +35,14 @@ from trio_websocket import WebSocketConnection, WebSocketRequest
 
 from tests.fakes.base import FakeServer, Watcher, abort, wait_idle
 
-PATHS: Final = {"/v5/public/spot": "spot", "/v5/public/linear": "linear"}
+PATHS: Final = {
+    "/v5/public/spot": "spot",
+    "/v5/public/linear": "linear",
+    "/v5/public/inverse": "inverse",
+}
 TOPIC_RE: Final = re.compile(
-    r"(publicTrade|tickers|orderbook\.(1|50|200|1000))\.(?P<symbol>[A-Z0-9]{2,30}(-\w+)?)"
+    r"(?P<kind>publicTrade|tickers|allLiquidation|orderbook\.(1|50|200|1000))"
+    r"\.(?P<symbol>[A-Z0-9]{2,30}(-\w+)?)"
 )
 SPOT_MAX_ARGS: Final = 10
 
@@ -128,6 +135,16 @@ def ticker_frame(symbol: str, kind: str, fields: dict[str, str], ts_ms: int, cs:
             "ts": ts_ms,
         }
     )
+
+
+def liquidation_frame(symbol: str, items: Sequence[tuple[int, str, str, str]]) -> str:
+    """An ``allLiquidation`` push: ``items`` are (T ms, S = the liquidated position's side
+    ``Buy``/``Sell``, v, p) in the wire's field order."""
+    data = [
+        {"T": t, "s": symbol, "S": side, "v": size, "p": price} for t, side, size, price in items
+    ]
+    ts = max((t for t, *_ in items), default=0) + 250
+    return _frame({"topic": f"allLiquidation.{symbol}", "type": "snapshot", "ts": ts, "data": data})
 
 
 def _topic_of(frame: str) -> str | None:
@@ -263,7 +280,11 @@ class FakeBybit(FakeServer[FakeBybitClient]):
             return [self._answer(client, op, req_id, True, "")]
         for topic in args:
             match = TOPIC_RE.fullmatch(topic)
-            if match is None or match.group("symbol") in self.reject:
+            if (
+                match is None
+                or match.group("symbol") in self.reject
+                or (client.category == "spot" and match.group("kind") == "allLiquidation")
+            ):
                 msg = f"error:handler not found,topic:{topic}"
                 return [self._answer(client, op, req_id, False, msg)]
         for topic in args:

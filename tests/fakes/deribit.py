@@ -25,7 +25,7 @@ Test controls: :meth:`~FakeDeribit.send` (to the clients subscribed to the frame
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from functools import partial
 from typing import Any, Final
 
@@ -60,12 +60,15 @@ def trades_frame(
     trades: Sequence[tuple[int, float, float, str, int]],
     *,
     interval: str = "100ms",
+    liquidations: Mapping[int, str] | None = None,
 ) -> str:
     """``trades.{instrument}.{interval}``: ``trades`` = (trade_seq, price, amount, direction, ms).
 
-    ``trade_id`` is ``str(trade_seq + 400_000_000)`` (the venue's ids are strings).
+    ``trade_id`` is ``str(trade_seq + 400_000_000)`` (the venue's ids are strings);
+    ``liquidations`` maps a trade_seq to the trade's ``liquidation`` flag (``M``, ``T``,
+    ``MT``), which only liquidation trades carry.
     """
-    data = [
+    data: list[dict[str, Any]] = [
         {
             "timestamp": ms,
             "price": price,
@@ -81,6 +84,10 @@ def trades_frame(
         }
         for seq, price, amount, direction, ms in trades
     ]
+    flags = liquidations or {}
+    for trade in data:
+        if trade["trade_seq"] in flags:
+            trade["liquidation"] = flags[trade["trade_seq"]]
     return notification(f"trades.{instrument}.{interval}", data)
 
 
@@ -156,6 +163,37 @@ def ticker_frame(
         "funding_8h": 0.00001742,
     }
     return notification(f"ticker.{instrument}.{interval}", data)
+
+
+def option_ticker_frame(instrument: str, ms: int, mark_iv: float, delta: float) -> str:
+    """``ticker.{instrument}.100ms`` of an option: IVs in percent, greeks, underlying."""
+    data = {
+        "underlying_price": 2003.61,
+        "underlying_index": "ETH-30JUL21",
+        "timestamp": ms,
+        "stats": {"volume": 869.0, "price_change": 0.0, "low": 0.0015, "high": 0.0025},
+        "state": "open",
+        "settlement_price": 0.002,
+        "open_interest": 12685.0,
+        "min_price": 0.0001,
+        "max_price": 0.025,
+        "mark_price": 0.001972,
+        "mark_iv": mark_iv,
+        "last_price": 0.002,
+        "interest_rate": 0.0,
+        "instrument_name": instrument,
+        "index_price": 2006.72,
+        "greeks": {"vega": 0.20072, "theta": -1.64029, "rho": 0.01188, "gamma": 0.0002,
+                   "delta": delta},
+        "estimated_delivery_price": 2006.72,
+        "bid_iv": mark_iv - 5,
+        "best_bid_price": 0.0015,
+        "best_bid_amount": 4714.0,
+        "best_ask_price": 0.0025,
+        "best_ask_amount": 873.0,
+        "ask_iv": mark_iv + 5,
+    }  # fmt: skip
+    return notification(f"ticker.{instrument}.100ms", data)
 
 
 def heartbeat_frame(kind: str = "test_request") -> str:
