@@ -293,8 +293,10 @@ async def test_market_interval_adds_checkpoints_inside_a_file(
         t0 = trio.current_time()
         for i, event in enumerate(events):
             await h.send.send([event])
-            await trio.sleep_until(t0 + i + 1)  # a flush per row
-            await settle(autojump_clock, partial(written_at_least, h, i + 1))
+            await trio.sleep_until(t0 + i + 1)  # a flush per row (and the checkpoints so far)
+            await settle(
+                autojump_clock, partial(written_at_least, h, i + 1 + (i >= 10) + (i >= 30))
+            )
         await settle(autojump_clock, lambda: h.rows_written() >= len(events))
         await h.finish()
     [path] = book_files(h.data_dir)
