@@ -1,4 +1,4 @@
-"""Command line: ``python -m collector [run|check-config|upload|symbols|bench] ...``.
+"""Command line: ``python -m collector [run|check-config|upload|symbols|bench|book|holes] ...``.
 
 Exit status: 0 success; 1 runtime failure: a start-up failure the environment may clear
 (data directory not writable, HTTP port in use), a shutdown that ran past its deadline or
@@ -82,7 +82,18 @@ def _parser() -> argparse.ArgumentParser:
         "--category",
         metavar="CATEGORY",
         help="the product category to list where the venue has several "
-        "(binance: spot, usdm or coinm; default spot)",
+        "(binance: spot, usdm or coinm; bybit: spot, linear, inverse or option; "
+        "okx: SPOT, SWAP, FUTURES or OPTION:<family> such as OPTION:BTC-USD; "
+        "deribit: future, option, spot, future_combo or option_combo, default all; "
+        "default spot)",
+    )
+    from collector.reader.command import add_book_arguments, add_holes_arguments
+
+    add_book_arguments(
+        sub.add_parser("book", help="print a symbol's recorded order book as of a time")
+    )
+    add_holes_arguments(
+        sub.add_parser("holes", help="list the holes in the recorded data (disconnects, gaps...)")
     )
     return parser
 
@@ -110,6 +121,10 @@ def _dispatch(args: argparse.Namespace) -> int:
         from collector.bench import run_bench_command
 
         return run_bench_command(args)
+    if command in ("book", "holes"):
+        from collector.reader.command import run_book_command, run_holes_command
+
+        return (run_book_command if command == "book" else run_holes_command)(args)
     if command == "symbols":
         from collector.symbols import run_symbols_command
 
@@ -217,6 +232,10 @@ def _toml_value(value: Any) -> str:
         return json.dumps(value)
     if isinstance(value, list | tuple):
         return "[" + ", ".join(_toml_value(v) for v in value) + "]"
+    if isinstance(value, dict):  # an inline table, e.g. kafka.options (keys quoted: dots)
+        return (
+            "{" + ", ".join(f"{json.dumps(k)} = {_toml_value(v)}" for k, v in value.items()) + "}"
+        )
     raise TypeError(f"cannot show {value!r} as TOML")
 
 

@@ -33,7 +33,7 @@ from msgspec import Meta
 
 ENV_PREFIX = "COLLECTOR__"
 
-Feed = Literal["trades", "orderbook", "ticker", "derivatives", "liquidations", "raw"]
+Feed = Literal["trades", "orderbook", "ticker", "derivatives", "liquidations", "instruments", "raw"]
 Port = Annotated[int, Meta(ge=0, le=65535)]
 PositiveFloat = Annotated[float, Meta(gt=0)]
 NonNegativeFloat = Annotated[float, Meta(ge=0)]
@@ -53,6 +53,10 @@ class CollectorSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True,
     # Bounded channels: batches of events, and finished file paths.
     event_channel_size: Annotated[int, Meta(ge=1)] = 1024
     file_channel_size: Annotated[int, Meta(ge=1)] = 1024
+    # Markets with the ``instruments`` feed: their venue's REST listing is read at start and
+    # then this often; a listing that failed is tried again after instruments_retry_secs.
+    instruments_interval_secs: PositiveFloat = 86400.0
+    instruments_retry_secs: PositiveFloat = 300.0
 
 
 class StorageSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
@@ -129,11 +133,70 @@ class MarketSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw
     book_snapshot_interval_secs: PositiveFloat | None = None
 
 
+# The data types an outlet can publish (the stored tables).
+OutletDataType = Literal["trades", "orderbook", "ticker", "status", "raw"]
+
+
+class KafkaSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    """The Kafka outlet (collector.outlets.kafka): every stored event also goes to Kafka."""
+
+    enabled: bool = False
+    bootstrap_servers: str = "localhost:9092"
+    # One topic per data type; the only field is {data_type}.
+    topic_template: str = "collector.{data_type}"
+    data_types: Annotated[tuple[OutletDataType, ...], Meta(min_length=1)] = (
+        "trades",
+        "orderbook",
+        "ticker",
+        "status",
+        "raw",
+    )
+    client_id: str = "collector"
+    # The outlet's own buffer (events): full, further events are dropped and counted for
+    # the outlet only; the files never wait for Kafka.
+    buffer_events: Annotated[int, Meta(ge=1)] = 100_000
+    # Requests in flight per broker connection: at most 5 keeps the idempotent producer's
+    # ordering guarantee.
+    max_in_flight: Annotated[int, Meta(ge=1, le=5)] = 5
+    linger_ms: NonNegativeFloat = 5.0
+    compression: Literal["none", "gzip", "snappy", "lz4", "zstd"] = "lz4"
+    # A message not acknowledged within this is failed (counted) by the client.
+    delivery_timeout_secs: PositiveFloat = 120.0
+    # /health is degraded while events wait and none was delivered for this long.
+    stall_secs: PositiveFloat = 10.0
+    # At shutdown, how long to wait for the events still queued to be acknowledged.
+    flush_timeout_secs: NonNegativeFloat = 5.0
+    # Extra librdkafka settings (TLS, SASL, ...), passed as they are; the delivery
+    # guarantees (idempotence, acks, in-flight bound) cannot be weakened here.
+    options: dict[str, str] = {}
+
+
+class RedisSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    """The Redis outlet (collector.outlets.redis): the latest values per (exchange, symbol)."""
+
+    enabled: bool = False
+    url: str = "redis://localhost:6379/0"
+    key_prefix: str = "collector"
+    ttl_orderbook_secs: PositiveFloat = 3.0
+    ttl_trade_secs: PositiveFloat = 60.0
+    ttl_ticker_secs: PositiveFloat = 300.0
+    # Levels per side kept under the top-N book key.
+    book_depth: Annotated[int, Meta(ge=1)] = 10
+    buffer_events: Annotated[int, Meta(ge=1)] = 100_000
+    # Timeout of one Redis request (connect, or a pipeline's round trip).
+    timeout_secs: PositiveFloat = 5.0
+    initial_retry_delay_secs: PositiveFloat = 0.5
+    max_retry_delay_secs: PositiveFloat = 10.0
+    stall_secs: PositiveFloat = 10.0
+
+
 class Settings(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
     collector: CollectorSettings = CollectorSettings()
     storage: StorageSettings = StorageSettings()
     aws: AwsSettings = AwsSettings()
     websocket: WebSocketSettings = WebSocketSettings()
+    kafka: KafkaSettings = KafkaSettings()
+    redis: RedisSettings = RedisSettings()
     markets: Annotated[tuple[MarketSettings, ...], Meta(min_length=1)]
 
 
@@ -210,6 +273,8 @@ _SECTIONS: dict[str, type[msgspec.Struct]] = {
     "storage": StorageSettings,
     "aws": AwsSettings,
     "websocket": WebSocketSettings,
+    "kafka": KafkaSettings,
+    "redis": RedisSettings,
 }
 
 

@@ -34,11 +34,15 @@ StatusEvent = Literal[
     "discarded",
     "silent",
     "handover",
+    "fetch_error",
+    "outlet_overflow",
 ]
 Direction = Literal["recv", "send"]
 PositionSide = Literal["long", "short"]
 SizeUnit = Literal["base", "contracts", "usd"]
 OpenInterestUnit = SizeUnit
+InstrumentKind = Literal["spot", "perpetual", "future", "option"]
+OptionKind = Literal["call", "put"]
 
 # One side of a book: one flat array('d') of price, size, price, size, ... (size 0 removes
 # the level in a delta). Adapters build it with ``levels_from_pairs`` or
@@ -188,6 +192,54 @@ class Liquidation(msgspec.Struct, frozen=True, gc=False):
     loss: float | None = None
 
 
+class Instrument(msgspec.Struct, frozen=True, gc=False):
+    """One instrument as the venue's REST listing describes it: what its sizes and prices
+    mean. Written for each configured symbol at start and then periodically
+    (:mod:`collector.instruments`); ``timestamp_collector`` is when the listing arrived,
+    ``timestamp_exchange`` the venue's server time in the answer (where it sends one).
+
+    Assets are normalized (upper case, ``XBT`` -> ``BTC``). ``settle_asset`` is ``None``
+    for spot. ``size_unit`` says what the sizes of this instrument's other rows (trades,
+    book levels, ticker sizes) count:
+
+    - ``base``: amounts of ``base_asset``;
+    - ``contracts``: contracts of ``contract_size`` units of ``contract_unit`` each (the
+      base asset, or the quote for an ``inverse`` contract);
+    - ``usd``: US dollars (the quote) of an inverse contract.
+
+    ``inverse`` is true where the contract's value is fixed in the quote currency (USD)
+    and it settles in the base: such sizes become base amounts only by dividing by the
+    price. ``None`` for spot. ``tick_size`` is the price step, ``lot_size`` the size step
+    and ``min_size`` the smallest order, all in the instrument's own units. ``expiry``
+    (us) is ``None`` for perpetuals and spot; ``strike`` and ``option_kind`` are set for
+    options only. ``status`` is the venue's own word for the instrument's state
+    (``TRADING``, ``Trading``, ``live``, ``open``).
+    """
+
+    DATA_TYPE: ClassVar[str] = "instruments"
+
+    exchange: str
+    symbol: str
+    timestamp_exchange: int | None
+    timestamp_collector: int
+    sequence: int | None
+    kind: InstrumentKind
+    base_asset: str
+    quote_asset: str
+    settle_asset: str | None
+    inverse: bool | None
+    size_unit: SizeUnit
+    contract_size: float | None = None
+    contract_unit: str | None = None
+    tick_size: float | None = None
+    lot_size: float | None = None
+    min_size: float | None = None
+    expiry: int | None = None
+    strike: float | None = None
+    option_kind: OptionKind | None = None
+    status: str | None = None
+
+
 class Status(msgspec.Struct, frozen=True, gc=False):
     """A row that tells readers about the data itself: connects, gaps, drops, discards and
     the like.
@@ -228,7 +280,7 @@ class Raw(msgspec.Struct, frozen=True, gc=False):
     payload: bytes
 
 
-Event = Trade | BookUpdate | Ticker | DerivativeTicker | Liquidation | Status | Raw
+Event = Trade | BookUpdate | Ticker | DerivativeTicker | Liquidation | Instrument | Status | Raw
 
 # The symbol under which raw frames of an exchange are filed (they belong to a connection,
 # not to one symbol).
@@ -240,6 +292,7 @@ DATA_TYPES: Final[tuple[str, ...]] = (
     "ticker",
     "derivative_ticker",
     "liquidations",
+    "instruments",
     "status",
     "raw",
 )
@@ -253,6 +306,7 @@ FEED_DATA_TYPES: Final[Mapping[str, str]] = {
     "ticker": "ticker",
     "derivatives": "derivative_ticker",
     "liquidations": "liquidations",
+    "instruments": "instruments",
 }
 
 # Data types that come only when something happens at the venue (a liquidation), not as a

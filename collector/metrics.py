@@ -66,6 +66,8 @@ class _LastDataCollector(Collector):
 CONNECT_OUTCOMES = ("connected", "failed", "timeout")
 # ``collector_planned_handovers_total{outcome}`` (collector.ingest.supervisor):
 HANDOVER_OUTCOMES = ("ok", "failed", "cut")
+# ``collector_instrument_fetches_total{outcome}`` (collector.instruments):
+INSTRUMENT_FETCH_OUTCOMES = ("ok", "failed")
 # ``collector_writer_errors_total{stage}`` (collector.storage: flusher, finalizer, recovery):
 WRITER_STAGES = ("flush", "finalize", "recover")
 
@@ -150,6 +152,79 @@ class DiskMetrics:
             "1 while disk usage is above storage.disk_high_water_percent",
             registry=registry,
         )
+
+
+OUTLET_BUCKETS = (
+    0.001,
+    0.0025,
+    0.005,
+    0.01,
+    0.025,
+    0.05,
+    0.1,
+    0.25,
+    0.5,
+    1.0,
+    2.5,
+    5.0,
+    10.0,
+    30.0,
+)
+
+
+class OutletMetrics:
+    """The live outlets' (collector.outlets) metrics, labelled by ``outlet`` (kafka,
+    redis) and ``data_type``; created for the enabled outlets only."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        r = registry
+        self.delivered = Counter(
+            "collector_outlet_delivered_total",
+            "Events an outlet delivered (Kafka: acknowledged by the brokers; Redis: written)",
+            ["outlet", "data_type"],
+            registry=r,
+        )
+        self.failed = Counter(
+            "collector_outlet_failed_total",
+            "Events an outlet gave up on after trying (Kafka: not acknowledged within "
+            "kafka.delivery_timeout_secs)",
+            ["outlet", "data_type"],
+            registry=r,
+        )
+        self.dropped = Counter(
+            "collector_outlet_dropped_total",
+            "Events stored but not sent to an outlet because its buffer was full",
+            ["outlet", "data_type"],
+            registry=r,
+        )
+        self.buffered = Gauge(
+            "collector_outlet_buffered_events",
+            "Events waiting for an outlet: in its buffer and in its client's queue",
+            ["outlet"],
+            registry=r,
+        )
+        self.delivery_seconds = Histogram(
+            "collector_outlet_delivery_seconds",
+            "Kafka: produce to acknowledgement per message; Redis: one pipeline's round trip",
+            ["outlet"],
+            buckets=OUTLET_BUCKETS,
+            registry=r,
+        )
+        self.healthy = Gauge(
+            "collector_outlet_healthy",
+            "0 while an outlet cannot deliver (see /health), else 1",
+            ["outlet"],
+            registry=r,
+        )
+
+    def create(self, outlet: str, data_types: Iterable[str]) -> None:
+        """Create ``outlet``'s series at 0 (healthy at 1), so the first increase shows."""
+        for data_type in data_types:
+            for metric in (self.delivered, self.failed, self.dropped):
+                metric.labels(outlet, data_type)
+        self.delivery_seconds.labels(outlet)
+        self.buffered.labels(outlet)
+        self.healthy.labels(outlet).set(1)
 
 
 class Metrics:
@@ -254,6 +329,14 @@ class Metrics:
             ["exchange"],
             registry=r,
         )
+        # instrument listings (REST)
+        self.instrument_fetches = Counter(
+            "collector_instrument_fetches_total",
+            "REST instrument listing requests by outcome (ok; failed: HTTP, network or an "
+            "unreadable answer, tried again later)",
+            ["exchange", "outcome"],
+            registry=r,
+        )
         # writer
         self.rows_written = Counter(
             "collector_rows_written_total",
@@ -329,6 +412,7 @@ class Metrics:
         # upload and disk (collector.upload)
         self.upload = UploadMetrics(r)
         self.disk = DiskMetrics(r)
+        self.outlets = OutletMetrics(r)
         self._channels = _ChannelCollector()
         r.register(self._channels)
         self._last_data = _LastDataCollector()

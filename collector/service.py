@@ -6,15 +6,18 @@ root nursery
 ├── signal watcher                    SIGINT/SIGTERM -> shutdown
 ├── disk monitor                      high-water mark -> /health, metrics
 └── pipeline nursery
+    ├── outlets        <- own bounded buffers, fed by the router (kafka, redis; optional)
     ├── writer         <- event channel (batches; one clone per connection)
     │   └── router -> flusher -> finalizer   (joined by channels; see storage/writer.py)
     ├── uploader       <- file channel (s3/both: upload, verify, then delete or keep)
     └── ingest nursery (cancelled first on shutdown)
-        └── one nursery per exchange -> one reconnect loop per connection
+        ├── one nursery per exchange -> one reconnect loop per connection
+        └── instrument listings (REST, markets with the instruments feed)
 ```
 
 Shutdown: cancel ingest -> connections close and their channel clones with them -> the
-writer drains the event channel and finalizes every open file -> the uploader uploads what
+writer drains the event channel and finalizes every open file (the outlets drain their
+buffers and flush, each within its own bound) -> the uploader uploads what
 it can within the deadline (the rest goes up at the next start) -> the HTTP server stops.
 ``shutdown_timeout_secs`` bounds it all; past it everything is cancelled and journals left
 on disk are finalized at the next start.
@@ -47,7 +50,9 @@ from collector.health import HealthState
 from collector.http import HttpBindError, HttpListener, bind_http, run_http_server
 from collector.ingest.connection import IngestContext
 from collector.ingest.supervisor import run_exchange
+from collector.instruments import create_instrument_series, plan_instruments, run_instruments
 from collector.metrics import Metrics
+from collector.outlets import open_outlets, start_outlets
 from collector.planning import ServicePlan
 from collector.series import create_series
 from collector.storage import FileMetadataSource, run_disk_monitor, run_writer
@@ -217,6 +222,8 @@ async def _run(
     # Before the first scrape: every series the plan knows exists from the start, counters
     # at 0, so the first event of each is an increase an alert can see.
     create_series(metrics, plan, wall_clock())
+    instrument_jobs = plan_instruments(plan)
+    create_instrument_series(metrics, instrument_jobs)
 
     event_tx, event_rx = trio.open_memory_channel[list[Event]](cfg.event_channel_size)
     file_tx, file_rx = trio.open_memory_channel[Path](cfg.file_channel_size)
@@ -225,6 +232,7 @@ async def _run(
     doorbell = Doorbell(ring_at_for(cfg.event_channel_size))
     ctx = IngestContext(settings.websocket, metrics, health, wall_clock, doorbell)
     upload_cfg = UploadSettings.from_settings(settings)
+    tap, outlet_tasks = open_outlets(settings, metrics.outlets, health)
 
     async with trio.open_nursery() as root:
         port = await root.start(run_http_server, listener, health, metrics)
@@ -240,6 +248,8 @@ async def _run(
             metrics.disk,
         )
         async with trio.open_nursery() as pipeline:
+            # Before the writer: the router offers them its first rows.
+            await start_outlets(pipeline, outlet_tasks)
             writer = partial(
                 run_writer,
                 settings.storage,
@@ -250,6 +260,7 @@ async def _run(
                 home_server_name=settings.aws.home_server_name,
                 file_metadata=file_metadata_source(plan),
                 doorbell=doorbell,
+                tap=tap,
             )
             await pipeline.start(writer)
             # After the writer: its start-up recovery is done before the backlog scan.
@@ -268,6 +279,18 @@ async def _run(
                             exchange.connections,
                             ctx,
                             event_tx.clone(),
+                        )
+                    if instrument_jobs:
+                        await ingest.start(
+                            partial(
+                                run_instruments,
+                                instrument_jobs,
+                                event_tx.clone(),
+                                metrics,
+                                wall_clock,
+                                interval_secs=cfg.instruments_interval_secs,
+                                retry_secs=cfg.instruments_retry_secs,
+                            )
                         )
                 task_status.started(ServiceHandle(port, shutdown, health, metrics))
                 log.info(

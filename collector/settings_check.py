@@ -15,7 +15,9 @@ Every problem raises :class:`~collector.config.ConfigError` with one line naming
 
 from __future__ import annotations
 
+import importlib.util
 import re
+import string
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -23,7 +25,9 @@ from urllib.parse import urlsplit
 
 from collector.config import (
     ConfigError,
+    KafkaSettings,
     MarketSettings,
+    RedisSettings,
     Settings,
     decode_settings,
     read_settings,
@@ -97,6 +101,8 @@ def check_settings(settings: Settings, source: str) -> None:
         raise ConfigError(
             f"{source}: storage.mode is '{settings.storage.mode}' but aws.bucket is empty"
         )
+    _check_kafka(settings.kafka, source)
+    _check_redis(settings.redis, source)
     seen: dict[tuple[str, str], int] = {}
     for i, market in enumerate(settings.markets):
         where = f"{source}: markets[{i}]"
@@ -158,3 +164,76 @@ def _check_market(market: MarketSettings, where: str) -> None:
         get_adapter_class(market.exchange).check_market(market)
     except ValueError as exc:
         raise ConfigError(f"{where}: {exc}") from None
+
+
+# librdkafka settings that would weaken the Kafka outlet's delivery guarantees: set by the
+# outlet itself (collector.outlets.kafka), never by kafka.options.
+KAFKA_GUARDED_OPTIONS = frozenset(
+    {
+        "enable.idempotence",
+        "acks",
+        "request.required.acks",
+        "max.in.flight",
+        "max.in.flight.requests.per.connection",
+        "bootstrap.servers",
+        "metadata.broker.list",
+    }
+)
+_TOPIC_RE = re.compile(r"^[A-Za-z0-9._-]{1,249}$")
+
+
+def kafka_topic(template: str, data_type: str) -> str:
+    """The topic of ``data_type`` under ``template`` (checked by :func:`check_settings`)."""
+    return template.format(data_type=data_type)
+
+
+def _check_kafka(kafka: KafkaSettings, source: str) -> None:
+    """The topic template makes a valid, distinct topic per data type; the options do not
+    touch the guarded delivery settings; the client library is there when enabled."""
+    fields = {name for _, name, _, _ in string.Formatter().parse(kafka.topic_template) if name}
+    if fields - {"data_type"} or "data_type" not in fields:
+        raise ConfigError(
+            f"{source}: kafka.topic_template must contain {{data_type}} and no other field "
+            f"(got {kafka.topic_template!r})"
+        )
+    try:
+        topics = {kafka_topic(kafka.topic_template, dt) for dt in kafka.data_types}
+    except (ValueError, IndexError) as exc:
+        raise ConfigError(f"{source}: kafka.topic_template: {exc}") from None
+    for topic in sorted(topics):
+        if not _TOPIC_RE.match(topic) or topic in (".", ".."):
+            raise ConfigError(
+                f"{source}: kafka.topic_template makes {topic!r}, not a valid Kafka topic "
+                "name (letters, digits, '.', '_', '-'; at most 249)"
+            )
+    if len(set(kafka.data_types)) != len(kafka.data_types):
+        raise ConfigError(f"{source}: kafka.data_types: a data type is listed twice")
+    guarded = sorted(KAFKA_GUARDED_OPTIONS.intersection(kafka.options))
+    if guarded:
+        raise ConfigError(
+            f"{source}: kafka.options may not set {', '.join(guarded)} (the outlet sets "
+            "the servers and its delivery guarantees itself)"
+        )
+    if kafka.enabled and importlib.util.find_spec("confluent_kafka") is None:
+        raise ConfigError(
+            f"{source}: kafka.enabled is true but confluent-kafka is not installed "
+            "(install the extra: pip install 'collector[kafka]')"
+        )
+
+
+def _check_redis(redis: RedisSettings, source: str) -> None:
+    """Delay ranges and the URL scheme; the client library is there when enabled."""
+    if redis.max_retry_delay_secs < redis.initial_retry_delay_secs:
+        raise ConfigError(
+            f"{source}: redis.max_retry_delay_secs ({redis.max_retry_delay_secs}) is below "
+            f"redis.initial_retry_delay_secs ({redis.initial_retry_delay_secs})"
+        )
+    scheme = urlsplit(redis.url).scheme
+    if scheme not in ("redis", "rediss", "unix"):
+        # The value is not repeated: it may carry a password.
+        raise ConfigError(f"{source}: redis.url must be a redis://, rediss:// or unix:// URL")
+    if redis.enabled and importlib.util.find_spec("redis") is None:
+        raise ConfigError(
+            f"{source}: redis.enabled is true but redis-py is not installed "
+            "(install the extra: pip install 'collector[redis]')"
+        )

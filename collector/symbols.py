@@ -13,6 +13,8 @@ from collector.rest import HTTP_GEO_BLOCKED, RestError, fetch
 
 EXIT_FAILED = 1  # the venue could not be reached or gave an unexpected answer
 EXIT_USAGE = 2  # an exchange the collector does not know (or cannot list)
+# Most pages of a paged listing (Bybit: up to 1000 symbols a page) before giving up.
+MAX_PAGES = 50
 
 
 class SymbolsError(Exception):
@@ -38,16 +40,30 @@ def list_symbols(
         url = adapter.symbols_url(rest_url, category)
     except (NotImplementedError, ValueError) as exc:
         raise SymbolsError(str(exc), EXIT_USAGE) from None
-    try:
-        body = fetch(url)
-    except RestError as exc:
-        product = None if category in (None, adapter.default_category) else f"{exchange}-{category}"
-        advice = f"; {adapter.geo_block_advice(product)}" if exc.status == HTTP_GEO_BLOCKED else ""
-        raise SymbolsError(f"cannot reach {exchange}: {exc}{advice}") from None
-    try:
-        return adapter.parse_symbols(body)
-    except ParseError as exc:
-        raise SymbolsError(f"unexpected answer from {url}: {exc}") from None
+    # A category stored under its own exchange name (binance-usdm) gets that product's advice.
+    product = None
+    if category in adapter.categories and category != adapter.default_category:
+        product = f"{exchange}-{category}"
+    pages: list[list[str]] = []
+    next_url: str | None = url
+    while next_url is not None:
+        if len(pages) == MAX_PAGES:
+            raise SymbolsError(f"{exchange} listed more than {MAX_PAGES} pages of symbols")
+        url = next_url
+        try:
+            body = fetch(url)
+        except RestError as exc:
+            geo = exc.status == HTTP_GEO_BLOCKED
+            advice = f"; {adapter.geo_block_advice(product)}" if geo else ""
+            raise SymbolsError(f"cannot reach {exchange}: {exc}{advice}") from None
+        try:
+            pages.append(adapter.parse_symbols(body))
+            next_url = adapter.symbols_next_url(url, body)
+        except ParseError as exc:
+            raise SymbolsError(f"unexpected answer from {url}: {exc}") from None
+    if len(pages) == 1:
+        return pages[0]
+    return sorted({symbol for page in pages for symbol in page})
 
 
 def run_symbols_command(

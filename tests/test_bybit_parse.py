@@ -632,7 +632,7 @@ def test_normalize_symbol_rejects_other_formats(bad: str) -> None:
       "interest, option greeks\\); category 'linear' or 'inverse' has$"),
      ({"category": "spot", "feeds": ("liquidations",)},
       "^bybit category 'spot' has no liquidations feed"),
-     ({"book_depth": 25}, "1, 50, 200 or 1000"), ({"rest_url": "https://x"}, "no rest_url")],
+     ({"book_depth": 25}, "1, 50, 200 or 1000"), ({"rest_url": "ftp://x"}, "rest_url must start with http")],
 )  # fmt: skip
 def test_check_market_rejects(kwargs: dict[str, Any], message: str) -> None:
     with pytest.raises(ValueError, match=message):

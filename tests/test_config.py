@@ -60,7 +60,9 @@ def test_embedded_default_runs_binance_btc_and_eth_locally() -> None:
     assert settings.storage.data_dir == "./data"
     [market] = settings.markets
     assert market == MarketSettings(
-        exchange="binance", symbols=("btcusdt", "ethusdt"), feeds=("trades", "orderbook", "ticker")
+        exchange="binance",
+        symbols=("btcusdt", "ethusdt"),
+        feeds=("trades", "orderbook", "ticker", "instruments"),
     )
 
 

@@ -469,7 +469,7 @@ def test_normalize_symbol_rejects_other_formats(bad: str) -> None:
 
 @pytest.mark.parametrize(
     ("kwargs", "message"),
-    [({"category": "spot"}, "no category"), ({"rest_url": "https://x"}, "no rest_url"),
+    [({"category": "spot"}, "no category"), ({"rest_url": "ftp://x"}, "rest_url must start with http"),
      ({"book_depth": 50}, "book_depth must be 400"),
      ({"book_mode": "snapshot", "book_depth": 400}, "contradicts")],
 )  # fmt: skip

@@ -27,6 +27,7 @@ import tomllib
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import pytest
 import trio
@@ -351,6 +352,17 @@ def test_compose_wires_collector_minio_prometheus_and_grafana() -> None:
     assert f"local/{settings.aws.bucket}" in " ".join(services["createbucket"]["command"])
     grace = int(collector["stop_grace_period"].rstrip("s"))
     assert grace > settings.collector.shutdown_timeout_secs
+    # The live outlets point at the compose file's Kafka and Redis.
+    assert settings.kafka.enabled
+    assert settings.redis.enabled
+    kafka_host = settings.kafka.bootstrap_servers.split(":")[0]
+    assert kafka_host in services
+    assert (
+        f"PLAINTEXT://{settings.kafka.bootstrap_servers}"
+        in (services[kafka_host]["environment"]["KAFKA_ADVERTISED_LISTENERS"])
+    )
+    assert urlsplit(settings.redis.url).hostname in services
+    assert {"kafka", "redis"} <= collector["depends_on"].keys()
 
     prometheus = load_yaml(OPS / "prometheus" / "prometheus.yml")
     (job,) = [j for j in prometheus["scrape_configs"] if j["job_name"] == "collector"]

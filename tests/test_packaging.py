@@ -43,8 +43,17 @@ def pyproject() -> dict[str, Any]:
     return tomllib.loads((ROOT / "pyproject.toml").read_text("utf-8"))
 
 
+# Extras the image installs too (ops/update-lock): the live outlets' client libraries.
+IMAGE_EXTRAS = ("kafka", "redis")
+
+
 def runtime_requirements() -> list[Requirement]:
-    return [Requirement(line) for line in pyproject()["project"]["dependencies"]]
+    """The dependencies the lock must pin: the runtime ones and the image's extras'."""
+    project = pyproject()["project"]
+    lines = list(project["dependencies"])
+    for extra in IMAGE_EXTRAS:
+        lines += project["optional-dependencies"][extra]
+    return [Requirement(line) for line in lines]
 
 
 def lock_environment(extra: str = "") -> dict[str, str]:
@@ -201,10 +210,22 @@ def imported_modules(package_dir: Path) -> Iterator[tuple[Path, str]]:
                 yield path, node.module.partition(".")[0]
 
 
+# Extras a user installs for an optional part (the reader's DuckDB relations). The image does
+# not: the package imports them lazily and says which extra is missing (checked below).
+OPTIONAL_EXTRAS = ("reader",)
+
+
+def optional_distributions() -> set[str]:
+    extras = pyproject()["project"]["optional-dependencies"]
+    return {canonicalize_name(Requirement(r).name) for e in OPTIONAL_EXTRAS for r in extras[e]}
+
+
 def test_service_code_imports_only_packages_the_lock_installs() -> None:
     """A test-only package (trio-websocket, moto, pyyaml...) imported by the service would
-    work under the tests and fail in the image: nothing outside tests/ may import one."""
+    work under the tests and fail in the image: nothing outside tests/ may import one (but
+    an optional extra's, lazily: see the next test)."""
     pins = lock()
+    optional = optional_distributions()
     providers = importlib.metadata.packages_distributions()
     seen: set[str] = set()
     for path, module in imported_modules(PACKAGE_DIR):
@@ -212,12 +233,37 @@ def test_service_code_imports_only_packages_the_lock_installs() -> None:
             continue
         seen.add(module)
         dists = {canonicalize_name(d) for d in providers.get(module, [])}
+        if dists and dists <= optional:
+            continue
         assert dists & pins.keys(), (
             f"{path.relative_to(PACKAGE_DIR.parent)} imports {module} "
             f"(from {sorted(dists) or 'no installed distribution'}), which {LOCK.name} "
             "does not install"
         )
     assert {"trio", "pyarrow", "msgspec"} <= seen  # the walk found the imports
+
+
+def test_optional_extras_are_imported_lazily() -> None:
+    """A module that imported an optional extra's package at its top would fail to import
+    in the image; only imports inside functions (or ``if TYPE_CHECKING:``) may name one."""
+    optional = optional_distributions()
+    assert optional, "no optional extra found in pyproject"
+    providers = importlib.metadata.packages_distributions()
+    for path in sorted(PACKAGE_DIR.rglob("*.py")):
+        tree = ast.parse(path.read_text("utf-8"), str(path))
+        for node in tree.body:  # module level only: functions and `if` blocks are not here
+            names: list[str] = []
+            if isinstance(node, ast.Import):
+                names = [alias.name for alias in node.names]
+            elif isinstance(node, ast.ImportFrom) and not node.level and node.module:
+                names = [node.module]
+            for name in names:
+                top = name.partition(".")[0]
+                dists = {canonicalize_name(d) for d in providers.get(top, [])}
+                assert not dists & optional, (
+                    f"{path.relative_to(PACKAGE_DIR.parent)} imports {name} at module level; "
+                    f"it comes with an optional extra ({', '.join(OPTIONAL_EXTRAS)})"
+                )
 
 
 def test_trio_websocket_is_a_test_dependency_only() -> None:

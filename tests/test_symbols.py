@@ -13,6 +13,7 @@ import trio
 
 from collector.symbols import SymbolsError, list_symbols, run_symbols_command
 from tests.fakes.binance_rest import FakeBinanceRest
+from tests.fakes.listing_rest import FakeListingRest
 
 
 async def test_binance_symbols_lists_trading_symbols_sorted() -> None:
@@ -122,7 +123,10 @@ def test_binance_futures_symbols_default_to_the_category_api() -> None:
     ("exchange", "category", "message"),
     [
         ("binance", "inverse", "binance category must be 'spot', 'usdm' or 'coinm'"),
-        ("bybit", "linear", "bybit cannot list symbols by category"),
+        ("bybit", "usdm", "bybit category must be 'spot', 'linear', 'inverse' or 'option'"),
+        ("okx", "MARGIN", "okx category must be an instrument type"),
+        ("deribit", "perpetual", "deribit category must be an instrument kind"),
+        ("coinbase", "spot", "coinbase cannot list symbols by category"),
     ],
 )
 def test_a_category_the_venue_cannot_list_is_a_clear_error(
@@ -153,3 +157,99 @@ async def test_unreachable_venue_exits_1(capsys: pytest.CaptureFixture[str]) -> 
     assert captured.out == ""
     assert captured.err.startswith("collector: error: cannot reach binance: ")
     assert captured.err.count("\n") == 1
+
+
+# --------------------------------------------------------------------------- every category
+
+
+async def _listed(fake: FakeListingRest, exchange: str, category: str | None) -> list[str]:
+    out = io.StringIO()
+    async with trio.open_nursery() as nursery:
+        await nursery.start(fake.run)
+        status = await trio.to_thread.run_sync(
+            lambda: run_symbols_command(
+                exchange, rest_url=fake.url, as_json=True, out=out, category=category
+            )
+        )
+        nursery.cancel_scope.cancel()
+    assert status == 0
+    listed: list[str] = json.loads(out.getvalue())
+    return listed
+
+
+@pytest.mark.parametrize(
+    ("category", "path", "expected"),
+    [
+        (None, "instType=SPOT", ["BTC-USDT"]),
+        ("SWAP", "instType=SWAP", ["BTC-USD-SWAP", "BTC-USDT-SWAP"]),
+        ("futures", "instType=FUTURES", ["BTC-USD-250926"]),
+        ("OPTION:BTC-USD", "instType=OPTION&instFamily=BTC-USD", ["BTC-USD-250926-100000-C"]),
+    ],
+)
+async def test_okx_symbols_by_instrument_type(
+    category: str | None, path: str, expected: list[str]
+) -> None:
+    fake = FakeListingRest()
+    fake.okx = {
+        ("SPOT", ""): [("BTC-USDT", "live")],
+        ("SWAP", ""): [("BTC-USDT-SWAP", "live"), ("BTC-USD-SWAP", "live"),
+                       ("OLD-USDT-SWAP", "suspend")],
+        ("FUTURES", ""): [("BTC-USD-250926", "live"), ("BTC-USD-251226", "preopen")],
+        ("OPTION", "BTC-USD"): [("BTC-USD-250926-100000-C", "live")],
+    }  # fmt: skip
+    assert await _listed(fake, "okx", category) == expected
+    assert fake.requests == [f"/api/v5/public/instruments?{path}"]
+
+
+@pytest.mark.parametrize(
+    ("category", "expected"),
+    [(None, ["BTCUSDT"]), ("linear", ["BTC-26DEC25", "BTCUSDT"]), ("inverse", ["BTCUSD"]),
+     ("option", ["BTC-26DEC25-100000-C", "ETH-26DEC25-3000-P"])],
+)  # fmt: skip
+async def test_bybit_symbols_of_every_category(category: str | None, expected: list[str]) -> None:
+    fake = FakeListingRest()
+    fake.bybit = {
+        "spot": [("BTCUSDT", "Trading")],
+        "linear": [("BTCUSDT", "Trading"), ("BTC-26DEC25", "Trading"), ("NEWUSDT", "PreLaunch")],
+        "inverse": [("BTCUSD", "Trading")],
+        "option": [("BTC-26DEC25-100000-C", "Trading"), ("ETH-26DEC25-3000-P", "Trading")],
+    }
+    assert await _listed(fake, "bybit", category) == expected
+    query = {None: "category=spot", "linear": "category=linear&limit=1000",
+             "inverse": "category=inverse&limit=1000",
+             "option": "category=option&limit=1000&baseCoin=All"}[category]  # fmt: skip
+    assert fake.requests == [f"/v5/market/instruments-info?{query}"]
+
+
+async def test_bybit_symbols_follow_the_page_cursor() -> None:
+    """1000 a page: 2001 linear symbols take three requests, each with the last cursor."""
+    fake = FakeListingRest()
+    names = [f"C{i:04d}USDT" for i in range(2001)]
+    fake.bybit = {"linear": [(name, "Trading") for name in reversed(names)]}
+    assert await _listed(fake, "bybit", "linear") == names
+    base = "/v5/market/instruments-info?category=linear&limit=1000"
+    assert fake.requests == [base, f"{base}&cursor=1000", f"{base}&cursor=2000"]
+
+
+@pytest.mark.parametrize(
+    ("category", "expected"),
+    [(None, ["BTC-PERPETUAL", "BTC-27DEC24-100000-C", "BTC_USDC"]),
+     ("option", ["BTC-27DEC24-100000-C"]), ("spot", ["BTC_USDC"])],
+)  # fmt: skip
+async def test_deribit_symbols_by_kind(category: str | None, expected: list[str]) -> None:
+    fake = FakeListingRest()
+    fake.deribit = {
+        "future": [("BTC-PERPETUAL", True), ("BTC-27SEP24", False)],
+        "option": [("BTC-27DEC24-100000-C", True)],
+        "spot": [("BTC_USDC", True)],
+    }
+    assert await _listed(fake, "deribit", category) == expected
+    kind = "" if category is None else f"&kind={category}"
+    assert fake.requests == [f"/api/v2/public/get_instruments?currency=any&expired=false{kind}"]
+
+
+def test_okx_options_need_a_family(capsys: pytest.CaptureFixture[str]) -> None:
+    assert run_symbols_command("okx", rest_url=None, as_json=False, category="OPTION") == 2
+    assert capsys.readouterr().err.startswith(
+        "collector: error: okx lists options per instrument family: category 'OPTION:BTC-USD'"
+    )

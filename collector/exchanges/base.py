@@ -29,7 +29,7 @@ from typing import Any, ClassVar, Final, Literal
 import attrs
 
 from collector.config import Feed, MarketSettings
-from collector.events import Event, Status, StatusEvent
+from collector.events import Event, Instrument, Status, StatusEvent
 from collector.exchanges.common import (
     FEED_DESCRIPTIONS,
     PathRule,
@@ -67,6 +67,20 @@ class SnapshotRequest:
 
     symbol: str
     url: str
+
+
+@attrs.frozen
+class InstrumentsRequest:
+    """One REST GET whose answer describes ``symbols`` (the venue's spelling) of one market.
+
+    ``exchange`` is the market's :meth:`ExchangeAdapter.data_exchange` (the rows' exchange)
+    and ``category`` its category (None: the venue's default), for the parser.
+    """
+
+    exchange: str
+    url: str
+    symbols: tuple[str, ...]
+    category: str | None = None
 
 
 @attrs.frozen
@@ -413,8 +427,14 @@ class ExchangeAdapter(ABC):
     # Feeds of ``stream_feeds`` that markets of a category cannot have (a venue's spot
     # category has no derivatives data); a category not named here has every stream feed.
     category_lacks: ClassVar[Mapping[str, tuple[Feed, ...]]] = {}
-    # Whether a market may set ``rest_url`` (the REST base of its book snapshots).
+    # Whether a market may set ``rest_url`` (the REST base of its book snapshots and of
+    # its instrument listings).
     takes_rest_url: ClassVar[bool] = False
+    # Whether the venue implements :meth:`instruments_requests` and
+    # :meth:`parse_instruments` (markets may then ask for the ``instruments`` feed), and
+    # the most listing requests per second it gets (its REST budget, with margin).
+    lists_instruments: ClassVar[bool] = False
+    instrument_requests_per_second: ClassVar[float] = 2.0
     # Why the venue refuses or restricts an option: appended to the standard sentence.
     # Keys are option names, or "book_mode/book_depth" for a venue that takes neither.
     option_notes: ClassVar[Mapping[str, str]] = {}
@@ -487,12 +507,37 @@ class ExchangeAdapter(ABC):
         return f"{(rest_url or cls.default_rest_url).rstrip('/')}{cls.symbols_path}"
 
     @classmethod
+    def symbols_next_url(cls, url: str, body: bytes) -> str | None:
+        """The URL of the next page of a paged symbols listing, after the page ``url``
+        answered with ``body``; None (the default): that was the last (or only) page."""
+        return None
+
+    @classmethod
     def parse_symbols(cls, body: bytes) -> list[str]:
         """Tradable symbols (the venue's spelling, as used in settings) from that body.
 
         Raises ParseError when the body is not what the venue sends.
         """
         raise NotImplementedError(f"{cls.name} cannot list symbols")
+
+    # --------------------------------------------------------------- instruments
+
+    def instruments_requests(self, market: MarketSettings) -> list[InstrumentsRequest]:
+        """The REST GETs that describe every symbol of ``market`` (a checked market with
+        the ``instruments`` feed), below its :meth:`rest_url`. A venue that
+        ``lists_instruments`` overrides this and :meth:`parse_instruments`."""
+        raise NotImplementedError(f"{self.name} cannot list instruments")
+
+    @classmethod
+    def parse_instruments(
+        cls, request: InstrumentsRequest, body: bytes, received_us: int
+    ) -> list[Instrument]:
+        """The instruments of ``request.symbols`` found in its answer ``body`` (received at
+        ``received_us``), one row each; a symbol the answer lacks has none (the caller
+        reports it). Rows are filed under ``request.exchange`` and the symbol as
+        configured (the venue's spelling). Raises ParseError for an unreadable body or an
+        error answer."""
+        raise NotImplementedError(f"{cls.name} cannot list instruments")
 
     @staticmethod
     @abstractmethod
@@ -581,6 +626,8 @@ class ExchangeAdapter(ABC):
         offered = cls.market_feeds(market)
         for feed in market.feeds:
             if feed == "raw" or feed in offered:
+                continue
+            if feed == "instruments" and cls.lists_instruments:
                 continue
             what = FEED_DESCRIPTIONS.get(feed, feed)
             if feed in cls.stream_feeds:

@@ -72,21 +72,23 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, ClassVar, Final
+from urllib.parse import quote
 
 import attrs
 import msgspec
 
 from collector.config import MarketSettings
-from collector.events import BookUpdate, Event, Ticker, Trade, levels_from_pairs
+from collector.events import BookUpdate, Event, Instrument, Ticker, Trade, levels_from_pairs
 from collector.exchanges.base import (
     ConnectionPlan,
     ExchangeAdapter,
+    InstrumentsRequest,
     ParseError,
     Session,
     SnapshotRequest,
     Subscription,
 )
-from collector.exchanges.common import choices, join_ws_path
+from collector.exchanges.common import choices, join_ws_path, normalize_asset, optional_float
 
 EXCHANGE: Final = "binance"
 MAX_STREAMS_PER_CONNECTION: Final = 1024
@@ -417,7 +419,7 @@ class BinanceAdapter(ExchangeAdapter):
         category = market.category or "spot"
         offered = profile_of(market).feeds
         for feed in market.feeds:
-            if feed != "raw" and feed not in offered:
+            if feed not in ("raw", "instruments") and feed not in offered:
                 raise ValueError(
                     f"binance {category} has no {feed} feed (it offers {choices(offered)})"
                 )
@@ -492,6 +494,22 @@ class BinanceAdapter(ExchangeAdapter):
     def snapshot_rate(self, plan: ConnectionPlan) -> float:
         category = plan.category if isinstance(plan, BinancePlan) else "spot"
         return PROFILES[category].snapshots_per_second
+
+    lists_instruments: ClassVar[bool] = True
+    # exchangeInfo weighs 20 (spot, with symbols) or 1 (futures) of 6000 or 2400 a minute.
+    instrument_requests_per_second: ClassVar[float] = 1.0
+
+    def instruments_requests(self, market: MarketSettings) -> list[InstrumentsRequest]:
+        """Spot: ``exchangeInfo?symbols=[...]`` (the market's symbols only, in requests of
+        at most :data:`INSTRUMENTS_PER_REQUEST`); futures: the category's whole
+        ``exchangeInfo`` (it takes no symbol list), read for the market's symbols."""
+        return instruments_requests(self.rest_url(market), market)
+
+    @classmethod
+    def parse_instruments(
+        cls, request: InstrumentsRequest, body: bytes, received_us: int
+    ) -> list[Instrument]:
+        return parse_instruments(request, body, received_us)
 
     def open_session(self, plan: ConnectionPlan) -> BinanceSession:
         return BinanceSession(plan)
@@ -970,3 +988,112 @@ def _joins_after(msg: _DepthDiff) -> int:
 
 def _ignore(symbol: str, data: msgspec.Raw, received_us: int) -> list[Event]:
     return []
+
+
+# --------------------------------------------------------------------------- instruments
+
+# Spot symbols per ``exchangeInfo?symbols=`` request: keeps the URL short.
+INSTRUMENTS_PER_REQUEST: Final = 100
+
+
+class _Filter(msgspec.Struct, gc=False):
+    filterType: str
+    tickSize: str | None = None
+    stepSize: str | None = None
+    minQty: str | None = None
+
+
+class _InstrumentInfo(msgspec.Struct, gc=False):
+    symbol: str
+    baseAsset: str
+    quoteAsset: str
+    status: str | None = None  # spot and USD-M
+    contractStatus: str | None = None  # COIN-M
+    contractType: str | None = None  # futures: PERPETUAL, CURRENT_QUARTER, ...
+    deliveryDate: int | None = None  # futures, ms
+    marginAsset: str | None = None  # futures: the settlement asset
+    contractSize: float | None = None  # COIN-M: USD per contract
+    filters: list[_Filter] = []
+
+
+class _InstrumentsInfo(msgspec.Struct, gc=False):
+    symbols: list[_InstrumentInfo]
+    serverTime: int | None = None
+
+
+_INSTRUMENTS_INFO: Final = msgspec.json.Decoder(_InstrumentsInfo)
+
+
+def instruments_requests(rest_url: str, market: MarketSettings) -> list[InstrumentsRequest]:
+    """The listing requests of one market (see :meth:`BinanceAdapter.instruments_requests`)."""
+    profile = profile_of(market)
+    symbols = tuple(dict.fromkeys(BinanceAdapter.normalize_symbol(s) for s in market.symbols))
+    path = profile.symbols_path.split("?")[0]
+    if profile.futures:
+        return [InstrumentsRequest(profile.exchange, rest_url + path, symbols, profile.category)]
+    requests = []
+    for start in range(0, len(symbols), INSTRUMENTS_PER_REQUEST):
+        chunk = symbols[start : start + INSTRUMENTS_PER_REQUEST]
+        listed = quote(msgspec.json.encode(list(chunk)).decode(), safe="")
+        url = f"{rest_url}{path}?symbols={listed}"
+        requests.append(InstrumentsRequest(profile.exchange, url, chunk, profile.category))
+    return requests
+
+
+def parse_instruments(
+    request: InstrumentsRequest, body: bytes, received_us: int
+) -> list[Instrument]:
+    """The rows of ``request.symbols`` in an exchangeInfo answer of any category.
+
+    Spot and USD-M sizes are in the base asset; COIN-M sizes are contracts of
+    ``contractSize`` USD each (inverse: settled in the margin asset). Tick size is the
+    ``PRICE_FILTER``'s, lot and minimum size the ``LOT_SIZE``'s. A contract type with
+    ``PERPETUAL`` in it is a perpetual (no expiry), any other a future expiring at
+    ``deliveryDate``.
+    """
+    try:
+        info = _INSTRUMENTS_INFO.decode(body)
+    except msgspec.DecodeError as exc:
+        raise ParseError(f"binance exchangeInfo: {exc}") from exc
+    wanted = set(request.symbols)
+    server_us = None if info.serverTime is None else info.serverTime * 1000
+    coinm = request.category == "coinm"
+    rows = []
+    for item in info.symbols:
+        if item.symbol not in wanted:
+            continue
+        filters = {f.filterType: f for f in item.filters}
+        price, lot = filters.get("PRICE_FILTER"), filters.get("LOT_SIZE")
+        futures = item.contractType is not None
+        perpetual = futures and "PERPETUAL" in (item.contractType or "")
+        quote_asset = normalize_asset(item.quoteAsset)
+        try:
+            rows.append(
+                Instrument(
+                    request.exchange,
+                    item.symbol,
+                    server_us,
+                    received_us,
+                    None,
+                    kind=("perpetual" if perpetual else "future") if futures else "spot",
+                    base_asset=normalize_asset(item.baseAsset),
+                    quote_asset=quote_asset,
+                    settle_asset=normalize_asset(item.marginAsset or quote_asset)
+                    if futures
+                    else None,
+                    inverse=coinm if futures else None,
+                    size_unit="contracts" if coinm else "base",
+                    contract_size=item.contractSize if coinm else None,
+                    contract_unit=quote_asset if coinm else None,
+                    tick_size=optional_float(price.tickSize) if price else None,
+                    lot_size=optional_float(lot.stepSize) if lot else None,
+                    min_size=optional_float(lot.minQty) if lot else None,
+                    expiry=item.deliveryDate * 1000
+                    if futures and not perpetual and item.deliveryDate
+                    else None,
+                    status=item.status or item.contractStatus,
+                )
+            )
+        except ValueError as exc:
+            raise ParseError(f"binance exchangeInfo {item.symbol}: {exc}") from exc
+    return rows

@@ -76,6 +76,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Mapping
 from typing import Any, ClassVar, Final, Literal
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import attrs
 import msgspec
@@ -85,6 +86,7 @@ from collector.events import (
     BookUpdate,
     DerivativeTicker,
     Event,
+    Instrument,
     Liquidation,
     SizeUnit,
     Ticker,
@@ -95,16 +97,27 @@ from collector.events import (
 from collector.exchanges.base import (
     ConnectionPlan,
     ExchangeAdapter,
+    InstrumentsRequest,
     ParseError,
     Session,
     Subscription,
 )
-from collector.exchanges.common import PathRule, chunked, join_ws_path
+from collector.exchanges.common import (
+    PathRule,
+    choices,
+    chunked,
+    join_ws_path,
+    normalize_asset,
+    optional_float,
+)
 
 EXCHANGE: Final = "bybit"
 DEFAULT_URL: Final = "wss://stream.bybit.com"
 DEFAULT_REST_URL: Final = "https://api.bybit.com"
 CATEGORIES: Final = ("spot", "linear", "inverse")
+# The categories ``symbols`` lists (options are listed, not yet recorded).
+SYMBOL_CATEGORIES: Final = (*CATEGORIES, "option")
+INSTRUMENTS_PATH: Final = "/v5/market/instruments-info"
 BOOK_DEPTHS: Final = (1, 50, 200, 1000)
 DEFAULT_BOOK_DEPTH: Final = 50
 MAX_ARGS_PER_SUBSCRIBE: Final = 10  # the venue's spot limit, used for linear as well
@@ -207,6 +220,7 @@ class _Instrument(msgspec.Struct, gc=False):
 
 class _InstrumentList(msgspec.Struct, gc=False):
     items: list[_Instrument] = msgspec.field(default_factory=list, name="list")
+    next_page_cursor: str = msgspec.field(default="", name="nextPageCursor")
 
 
 class _Instruments(msgspec.Struct, gc=False):
@@ -293,7 +307,7 @@ class BybitAdapter(ExchangeAdapter):
     ws_path_rule: ClassVar[PathRule] = "host_only"  # the path is per category: connection_url
     default_rest_url: ClassVar[str | None] = DEFAULT_REST_URL
     # Spot symbols (the hook has no category; linear: ``category=linear``).
-    symbols_path: ClassVar[str | None] = "/v5/market/instruments-info?category=spot"
+    symbols_path: ClassVar[str | None] = f"{INSTRUMENTS_PATH}?category=spot"
     geo_block_hosts: ClassVar[str | None] = (
         "Bybit runs regional hosts for regional accounts (e.g. wss://stream.bybit.tr): if "
         "yours is one, set base_url to your region's host"
@@ -314,8 +328,9 @@ class BybitAdapter(ExchangeAdapter):
         "category": ": the same symbol names a spot pair and a perpetual "
         "(inverse: coin-margined contracts such as BTCUSD)",
         "book_mode": " (the book is a snapshot then deltas; choose its depth with book_depth)",
-        "rest_url": " (the book is synced over WebSocket)",
     }
+    # The REST base of the instruments listing (the book is synced over WebSocket).
+    takes_rest_url: ClassVar[bool] = True
     plan_class: ClassVar[type[ConnectionPlan]] = BybitPlan
     wire_names_field: ClassVar[str | None] = "topics"
     max_subscriptions_per_connection: ClassVar[int | None] = MAX_TOPICS_PER_CONNECTION
@@ -323,6 +338,39 @@ class BybitAdapter(ExchangeAdapter):
     client_messages_per_second: ClassVar[float] = 5.0
     # The venue recommends an op ping every 20 s and drops idle clients.
     keepalive_interval_secs: ClassVar[float | None] = 20.0
+
+    @classmethod
+    def symbols_url(cls, rest_url: str | None = None, category: str | None = None) -> str:
+        """The instruments-info URL of ``category`` (none: spot): ``spot``, ``linear``,
+        ``inverse`` or ``option`` (every base coin: ``baseCoin=All``; the venue lists only
+        BTC options without it). The derivative categories are paged, 1000 a page (see
+        :meth:`symbols_next_url`). ValueError for another category."""
+        category = category or "spot"
+        if category not in SYMBOL_CATEGORIES:
+            raise ValueError(
+                f"bybit category must be {choices(SYMBOL_CATEGORIES, quoted=True)} "
+                f"(got {category!r})"
+            )
+        query = f"category={category}"
+        if category != "spot":
+            query += "&limit=1000"
+        if category == "option":
+            query += "&baseCoin=All"
+        return f"{(rest_url or DEFAULT_REST_URL).rstrip('/')}{INSTRUMENTS_PATH}?{query}"
+
+    @classmethod
+    def symbols_next_url(cls, url: str, body: bytes) -> str | None:
+        """The same URL with the answer's ``nextPageCursor`` (None: it has none)."""
+        try:
+            answer = _INSTRUMENTS.decode(body)
+        except msgspec.DecodeError as exc:
+            raise ParseError(f"bybit instruments-info: {exc}") from exc
+        cursor = "" if answer.result is None else answer.result.next_page_cursor
+        if not cursor:
+            return None
+        parts = urlsplit(url)
+        query = [(k, v) for k, v in parse_qsl(parts.query) if k != "cursor"]
+        return urlunsplit(parts._replace(query=urlencode([*query, ("cursor", cursor)])))
 
     @classmethod
     def parse_symbols(cls, body: bytes) -> list[str]:
@@ -373,6 +421,27 @@ class BybitAdapter(ExchangeAdapter):
         before it looks at any ``req_id``, which linear pongs echo.
         """
         return _ENCODER.encode({"req_id": f"ping-{number}", "op": "ping"}).decode()
+
+    lists_instruments: ClassVar[bool] = True
+    # instruments-info is in the public REST limit of 600 requests per 5 s per IP.
+    instrument_requests_per_second: ClassVar[float] = 5.0
+
+    def instruments_requests(self, market: MarketSettings) -> list[InstrumentsRequest]:
+        """One ``instruments-info?category=C&symbol=S`` per symbol (a category's whole
+        listing is paged; one symbol's never is)."""
+        category = market.category or "spot"
+        exchange = self.data_exchange(market)
+        base = f"{self.rest_url(market)}/v5/market/instruments-info?category={category}"
+        return [
+            InstrumentsRequest(exchange, f"{base}&symbol={symbol}", (symbol,), category)
+            for symbol in dict.fromkeys(self.normalize_symbol(s) for s in market.symbols)
+        ]
+
+    @classmethod
+    def parse_instruments(
+        cls, request: InstrumentsRequest, body: bytes, received_us: int
+    ) -> list[Instrument]:
+        return parse_instruments(request, body, received_us)
 
     def open_session(self, plan: ConnectionPlan) -> BybitSession:
         return BybitSession(plan)
@@ -794,3 +863,117 @@ def _carries_derivative_fields(msg: _Ticker) -> bool:
 
 def _ignore(symbol: str, env: _Envelope, received_us: int) -> list[Event]:
     return []
+
+
+# --------------------------------------------------------------------------- instruments
+
+
+class _PriceFilter(msgspec.Struct, gc=False):
+    tickSize: str | None = None
+
+
+class _LotSizeFilter(msgspec.Struct, gc=False):
+    qtyStep: str | None = None  # linear, inverse, option
+    basePrecision: str | None = None  # spot: the base quantity's step
+    minOrderQty: str | None = None
+
+
+class _InstrumentInfo(msgspec.Struct, gc=False):
+    symbol: str
+    baseCoin: str
+    quoteCoin: str
+    settleCoin: str | None = None  # not on spot
+    status: str | None = None
+    contractType: str | None = None  # LinearPerpetual, LinearFutures, InversePerpetual, ...
+    optionsType: str | None = None  # Call, Put
+    deliveryTime: str | None = None  # ms; "0" for perpetuals
+    priceFilter: _PriceFilter | None = None
+    lotSizeFilter: _LotSizeFilter | None = None
+
+
+class _InstrumentInfoList(msgspec.Struct, gc=False):
+    items: list[_InstrumentInfo] = msgspec.field(default_factory=list, name="list")
+
+
+class _InstrumentsInfo(msgspec.Struct, gc=False):
+    retCode: int
+    retMsg: str = ""
+    result: _InstrumentInfoList | None = None
+    time: int | None = None  # ms
+
+
+_INSTRUMENTS_INFO: Final = msgspec.json.Decoder(_InstrumentsInfo)
+
+
+def parse_instruments(
+    request: InstrumentsRequest, body: bytes, received_us: int
+) -> list[Instrument]:
+    """The rows of ``request.symbols`` in an ``instruments-info`` answer.
+
+    Sizes are base coin on spot and linear, USD on inverse (contracts worth 1 USD each,
+    settled in the base coin). A contract type ending in ``Perpetual`` is a perpetual, one
+    ending in ``Futures`` a future expiring at ``deliveryTime``; an option (``optionsType``)
+    takes its strike from its name (``BTC-27DEC24-100000-C``). The lot size is
+    ``qtyStep`` (spot: ``basePrecision``).
+    """
+    try:
+        answer = _INSTRUMENTS_INFO.decode(body)
+    except msgspec.DecodeError as exc:
+        raise ParseError(f"bybit instruments-info: {exc}") from exc
+    if answer.retCode != 0 or answer.result is None:
+        raise ParseError(f"bybit instruments-info: retCode {answer.retCode}: {answer.retMsg}")
+    wanted = set(request.symbols)
+    server_us = None if answer.time is None else answer.time * 1000
+    inverse = request.category == "inverse"
+    rows = []
+    for item in answer.result.items:
+        if item.symbol not in wanted:
+            continue
+        try:
+            rows.append(_instrument(request, item, inverse, server_us, received_us))
+        except (ValueError, IndexError) as exc:
+            raise ParseError(f"bybit instruments-info {item.symbol}: {exc}") from exc
+    return rows
+
+
+def _instrument(
+    request: InstrumentsRequest,
+    item: _InstrumentInfo,
+    inverse: bool,
+    server_us: int | None,
+    received_us: int,
+) -> Instrument:
+    quote_asset = normalize_asset(item.quoteCoin)
+    contract = item.contractType or ""
+    option = item.optionsType is not None
+    spot = not contract and not option
+    delivery_ms = int(item.deliveryTime) if item.deliveryTime else 0
+    lots = item.lotSizeFilter or _LotSizeFilter()
+    return Instrument(
+        request.exchange,
+        item.symbol,
+        server_us,
+        received_us,
+        None,
+        kind="spot"
+        if spot
+        else "option"
+        if option
+        else "perpetual"
+        if contract.endswith("Perpetual")
+        else "future",
+        base_asset=normalize_asset(item.baseCoin),
+        quote_asset=quote_asset,
+        settle_asset=None if spot else normalize_asset(item.settleCoin or quote_asset),
+        inverse=None if spot else inverse,
+        size_unit="usd" if inverse else "base",
+        contract_size=1.0 if inverse else None,
+        contract_unit=quote_asset if inverse else None,
+        tick_size=optional_float(item.priceFilter.tickSize) if item.priceFilter else None,
+        lot_size=optional_float(lots.qtyStep or lots.basePrecision),
+        min_size=optional_float(lots.minOrderQty),
+        expiry=delivery_ms * 1000 if delivery_ms and not contract.endswith("Perpetual") else None,
+        strike=float(item.symbol.split("-")[2]) if option else None,
+        option_kind=("call" if item.optionsType == "Call" else "put") if option else None,
+        status=item.status,
+    )

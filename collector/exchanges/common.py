@@ -33,12 +33,18 @@ FEED_DESCRIPTIONS: Final[Mapping[str, str]] = {
     "ticker": "best bid/ask",
     "derivatives": "mark/index price, funding, open interest, option greeks",
     "liquidations": "forced liquidations",
+    "instruments": "contract sizes, units, ticks and expiries from the venue's REST listing",
 }
 
 
 def check_stream_feeds(exchange: str, market: MarketSettings, feeds: Collection[str]) -> None:
     """ValueError unless the market asks for at least one feed the venue streams."""
     if not any(feed in feeds for feed in market.feeds):
+        if "instruments" in market.feeds:
+            raise ValueError(
+                f"{exchange} feeds: 'instruments' describes the instruments of the market's "
+                f"streams; add at least one of {', '.join(feeds)}"
+            )
         raise ValueError(
             f"{exchange} feeds: 'raw' keeps the frames of other feeds; "
             f"add at least one of {', '.join(feeds)}"
@@ -59,6 +65,23 @@ def check_rest_url(exchange: str, market: MarketSettings) -> None:
         raise ValueError(
             f"{exchange} rest_url must start with http:// or https:// (got {market.rest_url!r})"
         )
+
+
+# Venues' names of an asset that differ from the common one (Kraken's XBT and XDG).
+_ASSET_ALIASES: Final[Mapping[str, str]] = {"XBT": "BTC", "XDG": "DOGE"}
+
+
+def normalize_asset(asset: str) -> str:
+    """An asset's common name for the ``instruments`` table: upper case, ``XBT`` -> ``BTC``."""
+    upper = asset.strip().upper()
+    return _ASSET_ALIASES.get(upper, upper)
+
+
+def optional_float(value: str | float | None) -> float | None:
+    """A number of a REST listing, which venues send as a string (``""`` or absent: none)."""
+    if value is None or value == "":
+        return None
+    return float(value)
 
 
 def choices(values: Sequence[object], *, quoted: bool = False) -> str:

@@ -84,6 +84,8 @@ from collector.events import (
     BookUpdate,
     DerivativeTicker,
     Event,
+    Instrument,
+    InstrumentKind,
     Levels,
     Liquidation,
     Side,
@@ -96,15 +98,19 @@ from collector.events import (
 from collector.exchanges.base import (
     ConnectionPlan,
     ExchangeAdapter,
+    InstrumentsRequest,
     ParseError,
     Session,
     Subscription,
 )
+from collector.exchanges.common import choices, normalize_asset
 
 EXCHANGE: Final = "deribit"
 DEFAULT_URL: Final = "wss://www.deribit.com"
 WS_PATH: Final = "/ws/api/v2"
 DEFAULT_REST_URL: Final = "https://www.deribit.com"
+# The kinds get_instruments lists (``symbols deribit --category KIND``).
+INSTRUMENT_KINDS: Final = ("future", "option", "spot", "future_combo", "option_combo")
 INTERVAL: Final = "100ms"
 # public/set_heartbeat interval (the venue's minimum is 10 s). Below the default 30 s
 # message timeout, so a quiet connection still gets a frame in time.
@@ -336,6 +342,21 @@ class DeribitAdapter(ExchangeAdapter):
             )
 
     @classmethod
+    def symbols_url(cls, rest_url: str | None = None, category: str | None = None) -> str:
+        """``get_instruments`` of every currency, of one ``kind`` when ``category`` names
+        one (``future``, ``option``, ``spot``, ``future_combo``, ``option_combo``; none:
+        every kind). ValueError for another."""
+        url = super().symbols_url(rest_url)
+        if category is None:
+            return url
+        if category not in INSTRUMENT_KINDS:
+            raise ValueError(
+                f"deribit category must be an instrument kind, "
+                f"{choices(INSTRUMENT_KINDS, quoted=True)} (got {category!r})"
+            )
+        return f"{url}&kind={category}"
+
+    @classmethod
     def parse_symbols(cls, body: bytes) -> list[str]:
         try:
             instruments = _INSTRUMENTS.decode(body).result
@@ -356,6 +377,25 @@ class DeribitAdapter(ExchangeAdapter):
                 "or 'BTC_USDC-PERPETUAL'"
             )
         return canonical
+
+    lists_instruments: ClassVar[bool] = True
+    # Deribit asks for at most a sustained 1 request/s on its instrument endpoints.
+    instrument_requests_per_second: ClassVar[float] = 1.0
+
+    def instruments_requests(self, market: MarketSettings) -> list[InstrumentsRequest]:
+        """One ``public/get_instrument?instrument_name=I`` per instrument (the whole
+        listing is several megabytes, most of it options nobody asked for)."""
+        base = f"{self.rest_url(market)}/api/v2/public/get_instrument?instrument_name="
+        return [
+            InstrumentsRequest(EXCHANGE, base + symbol, (symbol,))
+            for symbol in dict.fromkeys(self.normalize_symbol(s) for s in market.symbols)
+        ]
+
+    @classmethod
+    def parse_instruments(
+        cls, request: InstrumentsRequest, body: bytes, received_us: int
+    ) -> list[Instrument]:
+        return parse_instruments(request, body, received_us)
 
     def open_session(self, plan: ConnectionPlan) -> DeribitSession:
         return DeribitSession(plan)
@@ -771,3 +811,111 @@ _NO_GREEKS: Final = _Greeks()
 
 def _ignore(symbol: str, data: msgspec.Raw, received_us: int) -> list[Event]:
     return []
+
+
+# --------------------------------------------------------------------------- instruments
+
+
+class _InstrumentInfo(msgspec.Struct, gc=False):
+    instrument_name: str
+    kind: str  # future, option, spot, future_combo, option_combo
+    base_currency: str
+    quote_currency: str
+    settlement_currency: str | None = None
+    settlement_period: str | None = None  # perpetual, day, week, month
+    instrument_type: str | None = None  # reversed (inverse), linear
+    future_type: str | None = None  # the same, in older answers
+    contract_size: float | None = None
+    tick_size: float | None = None
+    min_trade_amount: float | None = None
+    expiration_timestamp: int | None = None  # ms
+    strike: float | None = None
+    option_type: str | None = None  # call, put
+    is_active: bool | None = None
+    state: str | None = None
+
+
+class _InstrumentAnswer(msgspec.Struct, gc=False):
+    result: _InstrumentInfo | list[_InstrumentInfo] | None = None
+    error: _Error | None = None
+    usOut: int | None = None  # when the venue sent the answer, us
+
+
+_INSTRUMENT_ANSWER: Final = msgspec.json.Decoder(_InstrumentAnswer)
+
+
+def parse_instruments(
+    request: InstrumentsRequest, body: bytes, received_us: int
+) -> list[Instrument]:
+    """The rows of ``request.symbols`` in a ``get_instrument`` (or ``get_instruments``)
+    answer.
+
+    Inverse (``reversed``) perpetuals and futures count sizes in USD (``contract_size``
+    USD per contract, settled in the base coin); options, linear (``BTC_USDC-...``) and spot
+    instruments in the base coin. Inverse is ``instrument_type`` (in older answers
+    ``future_type``) ``reversed``; in an answer with neither, a future quoted in USD. A
+    future whose ``settlement_period`` is ``perpetual`` is a perpetual (its expiry, year
+    3000, is dropped). Lot and minimum size are both
+    ``min_trade_amount`` (amounts are its multiples).
+    """
+    try:
+        answer = _INSTRUMENT_ANSWER.decode(body)
+    except msgspec.DecodeError as exc:
+        raise ParseError(f"deribit get_instrument: {exc}") from exc
+    if answer.error is not None or answer.result is None:
+        error = answer.error
+        detail = "no result" if error is None else f"error {error.code}: {error.message}"
+        raise ParseError(f"deribit get_instrument: {detail}")
+    items = answer.result if isinstance(answer.result, list) else [answer.result]
+    wanted = set(request.symbols)
+    return [
+        _instrument(item, answer.usOut, received_us)
+        for item in items
+        if item.instrument_name in wanted
+    ]
+
+
+def _instrument(item: _InstrumentInfo, server_us: int | None, received_us: int) -> Instrument:
+    kind: InstrumentKind = "spot"
+    if item.kind.startswith("option"):
+        kind = "option"
+    elif item.kind.startswith("future"):
+        kind = "perpetual" if item.settlement_period == "perpetual" else "future"
+    spot = kind == "spot"
+    base, quote_asset = normalize_asset(item.base_currency), normalize_asset(item.quote_currency)
+    # Answers before ``instrument_type`` named it ``future_type``; the oldest name neither,
+    # and their futures were all inverse, quoted in USD.
+    margin = item.instrument_type or item.future_type
+    if margin is None:
+        margin = "reversed" if quote_asset == "USD" else "linear"
+    inverse = kind in ("perpetual", "future") and margin == "reversed"
+    status = item.state
+    if status is None and item.is_active is not None:
+        status = "active" if item.is_active else "inactive"
+    option = kind == "option"
+    return Instrument(
+        EXCHANGE,
+        item.instrument_name,
+        server_us,
+        received_us,
+        None,
+        kind=kind,
+        base_asset=base,
+        quote_asset=quote_asset,
+        settle_asset=None
+        if spot
+        else normalize_asset(item.settlement_currency or item.base_currency),
+        inverse=None if spot else inverse,
+        size_unit="usd" if inverse else "base",
+        contract_size=item.contract_size,
+        contract_unit=quote_asset if inverse else base,
+        tick_size=item.tick_size,
+        lot_size=item.min_trade_amount,
+        min_size=item.min_trade_amount,
+        expiry=item.expiration_timestamp * 1000
+        if item.expiration_timestamp and kind in ("future", "option")
+        else None,
+        strike=item.strike if option else None,
+        option_kind=("put" if item.option_type == "put" else "call") if option else None,
+        status=status,
+    )

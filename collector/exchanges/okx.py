@@ -1,14 +1,18 @@
 """OKX v5 public WebSocket (sans-IO): subscribe frames, parsing and book sequence checks.
 
-One connection to ``/ws/v5/public`` carries many ``{"channel", "instId"}`` args; they are
-added with ``{"id": "N", "op": "subscribe", "args": [...]}`` frames after the handshake
-(at most :data:`MAX_ARGS_PER_SUBSCRIBE` args per frame, far below the venue's 64 KB). The
-venue acknowledges every arg on its own (``{"event":"subscribe","arg":{...}}``) and refuses
-a bad one with ``{"event":"error","code":"60018","msg":"Wrong URL or channel:books,instId:X
+One connection to ``/ws/v5/public`` carries many channel args; they are added with
+``{"id": "N", "op": "subscribe", "args": [...]}`` frames after the handshake (at most
+:data:`MAX_ARGS_PER_SUBSCRIBE` args per frame, far below the venue's 64 KB). Most args name
+an instrument (``{"channel", "instId"}``); ``liquidation-orders`` names an instrument type
+(``instType``) and ``opt-summary`` an instrument family (``instFamily``). The venue
+acknowledges every arg on its own (``{"event":"subscribe","arg":{...}}``) and refuses a bad
+one with ``{"event":"error","code":"60018","msg":"Wrong URL or channel:books,instId:X
 doesn't exist..."}`` while the socket stays open.
 
-Feeds and channels (symbols are instrument ids: ``BTC-USDT``, ``BTC-USDT-SWAP``,
-``BTC-USD-250627``, ``BTC-USD-250627-100000-C``):
+Symbols are instrument ids, and the id says the instrument type (no ``category`` option:
+the ids of the types cannot collide, so every type is stored under the exchange ``okx``):
+``BTC-USDT`` spot, ``BTC-USDT-SWAP`` perpetual swap, ``BTC-USD-250627`` future,
+``BTC-USD-250627-100000-C`` option (:func:`instrument_type`). Feeds and channels:
 
 - ``trades`` -> ``trades`` (aggregated per taker order and price: ``tradeId`` is the *last*
   fill id, ``count`` the number of fills; ``side`` is the taker side = the aggressor);
@@ -17,6 +21,28 @@ Feeds and channels (symbols are instrument ids: ``BTC-USDT``, ``BTC-USDT-SWAP``,
   ``book_depth = 5``: a full 5-level snapshot per message);
 - ``ticker`` -> ``tickers`` (best bid/ask, last price, ``vol24h``: base currency on spot,
   contracts on derivatives);
+- ``derivatives`` (swaps, futures, options; refused on spot) -> several channels merged into
+  one state per instrument, a ``derivative_ticker`` row (the merged state) per message:
+  ``mark-price`` (``markPx``), ``index-tickers`` of the instrument's index (``idxPx``; the
+  index is the id's first two parts, ``BTC-USDT`` for ``BTC-USDT-SWAP``, one arg shared by
+  every instrument of the index: each gets a row), ``open-interest`` (``oi`` in contracts,
+  ``oiUsd`` as the value), ``tickers`` (``last``; shared with the ``ticker`` feed, and a
+  derivative row only when ``last`` changed), on swaps ``funding-rate`` (``fundingRate``
+  applied at ``fundingTime``, ``nextFundingTime``, the interval between the two, and
+  ``nextFundingRate`` as the predicted rate when the venue fills it in: it sends ``""``
+  since it dropped that rate), and on options ``opt-summary`` of the family (``BTC-USD``;
+  one push lists every option of the family, filtered to the configured ones): implied
+  volatilities ``markVol``/``bidVol``/``askVol`` (fractions), the Black-Scholes greeks
+  ``deltaBS``/``gammaBS``/``vegaBS``/``thetaBS`` (in USD, like Deribit's; the coin-valued
+  ``delta``.. are not kept), ``fwdPx`` as the underlying price and ``uly`` as its name;
+- ``liquidations`` (swaps, futures, options) -> ``liquidation-orders`` of the instrument
+  type: one arg per type carries every liquidation of that type, filtered to the
+  configured instruments. Each ``details`` item is a row: ``side`` is the liquidation
+  order's side as OKX sends it; ``posSide`` the position (``long``/``short``; ``net``, the
+  one-way mode, becomes the side the order closes: ``sell`` -> ``long``); price ``bkPx``
+  (bankruptcy), size ``sz`` in contracts, loss ``bkLoss``. OKX says the channel does not
+  carry every liquidation; the first push after subscribing may repeat recent ones
+  (UNCONFIRMED): they are written as sent;
 - ``raw`` -> no channel: the connection keeps every frame.
 
 Timestamps: ``ts`` (milliseconds, a string) -> microseconds.
@@ -46,10 +72,16 @@ sends the text ``ping`` (:meth:`OkxAdapter.keepalive_frame`) every
 :attr:`OkxAdapter.keepalive_interval_secs` (the venue answers text ``pong``, which the
 session skips), and the session answers a text ``ping`` from the venue with ``pong``.
 
-Subscribe errors: a refused arg gets a ``subscribe_error`` row (detail = the venue's
-message) and counts as resolved in ``pending_subscriptions``; the other args keep flowing.
-When the message does not name the arg, every still unacknowledged arg of that request gets
-the row (a later acknowledgement of one of them still writes ``subscribed``).
+Subscriptions and args: a subscription (symbol, feed) needs one arg, or several for
+``derivatives`` (:func:`subscription_args`); args shared by subscriptions (an index, an
+instrument type, ``tickers`` for both ``ticker`` and ``derivatives``) are subscribed once.
+A subscription is resolved in ``pending_subscriptions`` once every arg it needs is
+answered, and gets its ``subscribed`` row once all of them are acknowledged. A refused arg
+gets a ``subscribe_error`` row per subscription that needs it (detail = the arg and the
+venue's message); the other args keep flowing, so a ``derivatives`` subscription whose
+index was refused still writes rows without the index price. When the message does not
+name the arg, every still unacknowledged arg of that request gets the row (a later
+acknowledgement of one of them still writes ``subscribed``).
 
 Limits: 480 subscribe/unsubscribe requests per connection per hour (the session asks for a
 reconnect instead of resubscribing once :data:`MAX_REQUESTS_PER_SESSION` is spent), fewer
@@ -61,27 +93,44 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Mapping
-from typing import ClassVar, Final
+from typing import Any, ClassVar, Final, Literal
 
 import attrs
 import msgspec
 
-from collector.config import MarketSettings
-from collector.events import BookUpdate, Event, Levels, Ticker, Trade, levels_from_values
+from collector.config import Feed, MarketSettings
+from collector.events import (
+    BookUpdate,
+    DerivativeTicker,
+    Event,
+    Instrument,
+    InstrumentKind,
+    Levels,
+    Liquidation,
+    OptionKind,
+    PositionSide,
+    Side,
+    Ticker,
+    Trade,
+    feed_data_type,
+    levels_from_values,
+)
 from collector.exchanges.base import (
     ConnectionPlan,
     ExchangeAdapter,
+    InstrumentsRequest,
     ParseError,
     PlannedSubscription,
     Session,
     Subscription,
 )
-from collector.exchanges.common import PathRule, chunked
+from collector.exchanges.common import PathRule, choices, chunked, normalize_asset, optional_float
 
 EXCHANGE: Final = "okx"
 DEFAULT_URL: Final = "wss://ws.okx.com:8443"
 PUBLIC_PATH: Final = "/ws/v5/public"
 DEFAULT_REST_URL: Final = "https://www.okx.com"
+INSTRUMENTS_PATH: Final = "/api/v5/public/instruments"
 MAX_ARGS_PER_SUBSCRIBE: Final = 100  # ~4.5 KB per frame (venue limit: 64 KB)
 MAX_ARGS_PER_CONNECTION: Final = 300
 # The venue advises fewer than 30 channels of 50/400-level books per connection.
@@ -90,11 +139,70 @@ MAX_BOOKS_PER_CONNECTION: Final = 25
 MAX_REQUESTS_PER_SESSION: Final = 450
 NOTICE_RECONNECT_CODE: Final = "64008"
 
-_SYMBOL_RE: Final = re.compile(r"[A-Z0-9]{1,20}-[A-Z0-9]{1,20}(-SWAP|-\d{6}(-\d+(\.\d+)?-[CP])?)?")
-# "Wrong URL or channel:books,instId:NOPE-USDT doesn't exist. ..."
-_ERROR_ARG_RE: Final = re.compile(r"channel:([\w-]+),\s*instId:(\S+?) doesn't exist", re.I)
+InstType = Literal["SPOT", "SWAP", "FUTURES", "OPTION"]
+INST_TYPES: Final[tuple[InstType, ...]] = ("SPOT", "SWAP", "FUTURES", "OPTION")
+# Feeds only derivatives have (a spot pair is refused them).
+DERIVATIVE_FEEDS: Final[tuple[Feed, ...]] = ("derivatives", "liquidations")
 
-Key = tuple[str, str]  # (channel, instId)
+_SYMBOL_RE: Final = re.compile(r"[A-Z0-9]{1,20}-[A-Z0-9]{1,20}(-SWAP|-\d{6}(-\d+(\.\d+)?-[CP])?)?")
+_FAMILY_RE: Final = re.compile(r"[A-Z0-9]{1,20}-[A-Z0-9]{1,20}")
+# "Wrong URL or channel:books,instId:NOPE-USDT doesn't exist. ..."
+_ERROR_ARG_RE: Final = re.compile(
+    r"channel:([\w-]+),\s*(?:instId|instType|instFamily):(\S+?) doesn't exist", re.I
+)
+
+# One subscribe arg: (channel, its instId, or instType for liquidation-orders, or
+# instFamily for opt-summary).
+Key = tuple[str, str]
+_ARG_FIELD: Final[Mapping[str, str]] = {
+    "liquidation-orders": "instType",
+    "opt-summary": "instFamily",
+}
+
+
+def instrument_type(symbol: str) -> InstType:
+    """The OKX instrument type an id names: ``BTC-USDT`` SPOT, ``BTC-USDT-SWAP`` SWAP,
+    ``BTC-USD-250627`` FUTURES, ``BTC-USD-250627-100000-C`` OPTION (ids as normalized)."""
+    parts = symbol.split("-")
+    if len(parts) <= 2:
+        return "SPOT"
+    if parts[2] == "SWAP":
+        return "SWAP"
+    return "OPTION" if len(parts) >= 5 else "FUTURES"
+
+
+def underlying(symbol: str) -> str:
+    """The id's first two parts: the index of a derivative (``index-tickers`` takes it as
+    ``instId``) and the family of an option (``opt-summary``): ``BTC-USD``."""
+    return "-".join(symbol.split("-")[:2])
+
+
+def subscription_args(symbol: str, feed: str, channel: str) -> tuple[Key, ...]:
+    """The args one subscription needs; ``channel`` is its planned channel (the book's
+    ``books`` or ``books5``)."""
+    if feed == "derivatives":
+        kind = instrument_type(symbol)
+        args: list[Key] = [("mark-price", symbol)]
+        if kind == "SWAP":
+            args.append(("funding-rate", symbol))
+        args += [
+            ("index-tickers", underlying(symbol)),
+            ("open-interest", symbol),
+            ("tickers", symbol),
+        ]
+        if kind == "OPTION":
+            args.append(("opt-summary", underlying(symbol)))
+        return tuple(args)
+    if feed == "liquidations":
+        return (("liquidation-orders", instrument_type(symbol)),)
+    return ((channel, symbol),)
+
+
+def wire_arg(key: Key) -> dict[str, str]:
+    """A key as the venue spells the arg: ``{"channel": .., "instId": ..}`` (``instType``
+    for ``liquidation-orders``, ``instFamily`` for ``opt-summary``)."""
+    channel, value = key
+    return {"channel": channel, _ARG_FIELD.get(channel, "instId"): value}
 
 
 # --------------------------------------------------------------------------- wire structs
@@ -103,6 +211,18 @@ Key = tuple[str, str]  # (channel, instId)
 class _Arg(msgspec.Struct, gc=False):
     channel: str
     instId: str = ""
+    instType: str = ""
+    instFamily: str = ""
+
+    @property
+    def key_value(self) -> str:
+        """The value that names this arg (see :data:`Key`)."""
+        field = _ARG_FIELD.get(self.channel)
+        if field == "instType":
+            return self.instType
+        if field == "instFamily":
+            return self.instFamily
+        return self.instId
 
 
 class _Envelope(msgspec.Struct, gc=False):
@@ -151,6 +271,58 @@ class _Ticker(msgspec.Struct, gc=False):
     ts: int | None = None
 
 
+class _FundingRate(msgspec.Struct, gc=False):
+    funding_rate: str = msgspec.field(default="", name="fundingRate")
+    funding_time: str = msgspec.field(default="", name="fundingTime")
+    next_funding_time: str = msgspec.field(default="", name="nextFundingTime")
+    next_funding_rate: str = msgspec.field(default="", name="nextFundingRate")
+    ts: int | None = None
+
+
+class _MarkPrice(msgspec.Struct, gc=False):
+    mark_px: str = msgspec.field(default="", name="markPx")
+    ts: int | None = None
+
+
+class _IndexTicker(msgspec.Struct, gc=False):
+    idx_px: str = msgspec.field(default="", name="idxPx")
+    ts: int | None = None
+
+
+class _OpenInterest(msgspec.Struct, gc=False):
+    oi: str = ""
+    oi_usd: str = msgspec.field(default="", name="oiUsd")
+    ts: int | None = None
+
+
+class _OptSummary(msgspec.Struct, gc=False):
+    inst_id: str = msgspec.field(name="instId")
+    uly: str = ""
+    mark_vol: str = msgspec.field(default="", name="markVol")
+    bid_vol: str = msgspec.field(default="", name="bidVol")
+    ask_vol: str = msgspec.field(default="", name="askVol")
+    delta: str = msgspec.field(default="", name="deltaBS")
+    gamma: str = msgspec.field(default="", name="gammaBS")
+    vega: str = msgspec.field(default="", name="vegaBS")
+    theta: str = msgspec.field(default="", name="thetaBS")
+    fwd_px: str = msgspec.field(default="", name="fwdPx")
+    ts: int | None = None
+
+
+class _LiquidationDetail(msgspec.Struct, gc=False):
+    side: str
+    bk_px: float = msgspec.field(name="bkPx")
+    sz: float
+    ts: int
+    pos_side: str = msgspec.field(default="", name="posSide")
+    bk_loss: str = msgspec.field(default="", name="bkLoss")
+
+
+class _Liquidations(msgspec.Struct, gc=False):
+    inst_id: str = msgspec.field(name="instId")
+    details: list[_LiquidationDetail] = []
+
+
 class _Instrument(msgspec.Struct, gc=False):
     instId: str
     state: str = "live"
@@ -166,10 +338,21 @@ _ENVELOPE: Final = msgspec.json.Decoder(_Envelope)
 _TRADES: Final = msgspec.json.Decoder(list[_Trade], strict=False)
 _BOOKS: Final = msgspec.json.Decoder(list[_Book], strict=False)
 _TICKERS: Final = msgspec.json.Decoder(list[_Ticker], strict=False)
+_FUNDING: Final = msgspec.json.Decoder(list[_FundingRate], strict=False)
+_MARK: Final = msgspec.json.Decoder(list[_MarkPrice], strict=False)
+_INDEX: Final = msgspec.json.Decoder(list[_IndexTicker], strict=False)
+_OPEN_INTEREST: Final = msgspec.json.Decoder(list[_OpenInterest], strict=False)
+_OPT_SUMMARY: Final = msgspec.json.Decoder(list[_OptSummary], strict=False)
+_LIQUIDATIONS: Final = msgspec.json.Decoder(list[_Liquidations], strict=False)
 _INSTRUMENTS: Final = msgspec.json.Decoder(_Instruments)
 _ENCODER: Final = msgspec.json.Encoder()
 
 _PARSE_ERRORS: Final = (msgspec.DecodeError, KeyError, ValueError, TypeError, IndexError)
+
+_SIDES: Final[Mapping[str, Side]] = {"buy": "buy", "sell": "sell"}
+# The position a liquidation order closes, where OKX says ``net`` (one-way mode).
+_CLOSES: Final[Mapping[str, PositionSide]] = {"sell": "long", "buy": "short"}
+_POSITIONS: Final[Mapping[str, PositionSide]] = {"long": "long", "short": "short"}
 
 
 def _levels(levels: list[_Level]) -> Levels:
@@ -185,18 +368,29 @@ def _opt_float(value: str) -> float | None:
     return float(value) if value else None
 
 
+def _opt_us(value: str) -> int | None:
+    """A millisecond time sent as a string (``""`` for none) in microseconds."""
+    return int(value) * 1000 if value else None
+
+
+def _ms_to_us(ts: int | None) -> int | None:
+    return None if ts is None else ts * 1000
+
+
 # --------------------------------------------------------------------------- adapter
 
 
 @attrs.frozen
 class OkxPlan(ConnectionPlan):
-    """A connection plan that also names the channel of each subscription (same order)."""
+    """A connection plan that also names the main channel of each subscription (same
+    order; :func:`subscription_args` gives every arg it needs)."""
 
     channels: tuple[str, ...] = ()
 
 
 def channel_name(feed: str, market: MarketSettings | None = None) -> str:
-    """The OKX channel of a feed; ``market`` supplies the order book options."""
+    """The OKX channel of a feed (for ``derivatives``, the first of its channels);
+    ``market`` supplies the order book options."""
     if feed == "trades":
         return "trades"
     if feed == "ticker":
@@ -205,6 +399,10 @@ def channel_name(feed: str, market: MarketSettings | None = None) -> str:
         if market is not None and (market.book_mode == "snapshot" or market.book_depth == 5):
             return "books5"
         return "books"
+    if feed == "derivatives":
+        return "mark-price"
+    if feed == "liquidations":
+        return "liquidation-orders"
     raise ValueError(f"okx has no channel for feed {feed!r}")
 
 
@@ -216,13 +414,21 @@ class OkxAdapter(ExchangeAdapter):
     ws_path: ClassVar[str] = PUBLIC_PATH
     ws_path_rule: ClassVar[PathRule] = "host_only"
     default_rest_url: ClassVar[str | None] = DEFAULT_REST_URL
-    symbols_path: ClassVar[str | None] = "/api/v5/public/instruments?instType=SPOT"
+    symbols_path: ClassVar[str | None] = f"{INSTRUMENTS_PATH}?instType=SPOT"
+    stream_feeds: ClassVar[tuple[Feed, ...]] = (
+        "trades",
+        "orderbook",
+        "ticker",
+        "derivatives",
+        "liquidations",
+    )
     book_modes: ClassVar[tuple[str, ...]] = ("snapshot", "diff")
     book_depths: ClassVar[tuple[int, ...]] = (5, 400)
     option_notes: ClassVar[Mapping[str, str]] = {
         "category": " (the instrument id says it: BTC-USDT, BTC-USDT-SWAP)",
-        "rest_url": " (the book is synced over WebSocket)",
     }
+    # The REST base of the instruments listing (the book is synced over WebSocket).
+    takes_rest_url: ClassVar[bool] = True
     plan_class: ClassVar[type[ConnectionPlan]] = OkxPlan
     wire_names_field: ClassVar[str | None] = "channels"
     max_subscriptions_per_connection: ClassVar[int | None] = MAX_ARGS_PER_CONNECTION
@@ -231,6 +437,29 @@ class OkxAdapter(ExchangeAdapter):
     client_messages_per_second: ClassVar[float] = 3.0
     # The venue closes a connection after 30 s without traffic: text "ping" well within.
     keepalive_interval_secs: ClassVar[float | None] = 20.0
+
+    @classmethod
+    def symbols_url(cls, rest_url: str | None = None, category: str | None = None) -> str:
+        """The instruments URL of one instrument type: ``SPOT`` (none: spot), ``SWAP``,
+        ``FUTURES`` or ``OPTION:<family>`` (OKX lists options per instrument family, e.g.
+        ``OPTION:BTC-USD``); case-insensitive. ValueError for anything else."""
+        kind, _, family = (category or "SPOT").upper().partition(":")
+        if kind not in INST_TYPES:
+            raise ValueError(
+                f"okx category must be an instrument type, {choices(INST_TYPES, quoted=True)} "
+                f"(got {category!r})"
+            )
+        query = f"instType={kind}"
+        if kind == "OPTION":
+            if not _FAMILY_RE.fullmatch(family):
+                raise ValueError(
+                    "okx lists options per instrument family: category 'OPTION:BTC-USD' "
+                    f"(or 'OPTION:ETH-USD', ...; got {category!r})"
+                )
+            query += f"&instFamily={family}"
+        elif family:
+            raise ValueError(f"okx takes an instrument family only with OPTION (got {category!r})")
+        return f"{(rest_url or DEFAULT_REST_URL).rstrip('/')}{INSTRUMENTS_PATH}?{query}"
 
     @classmethod
     def parse_symbols(cls, body: bytes) -> list[str]:
@@ -254,6 +483,29 @@ class OkxAdapter(ExchangeAdapter):
         return canonical
 
     @classmethod
+    def check_feeds(cls, market: MarketSettings) -> None:
+        """The standard checks, and no ``derivatives`` or ``liquidations`` feed for a spot
+        pair (the instrument id says the type): it has no such data."""
+        super().check_feeds(market)
+        wanted = [feed for feed in DERIVATIVE_FEEDS if feed in market.feeds]
+        if not wanted:
+            return
+        spot = []
+        for symbol in market.symbols:
+            try:
+                canonical = cls.normalize_symbol(symbol)
+            except ValueError:
+                continue  # reported with the symbols, with the expected forms
+            if instrument_type(canonical) == "SPOT":
+                spot.append(canonical)
+        if spot:
+            raise ValueError(
+                f"okx spot pairs have no {' or '.join(wanted)} feed: {', '.join(spot)} "
+                "(put them in a market without it; swaps, futures and options have it, "
+                f"e.g. {spot[0]}-SWAP)"
+            )
+
+    @classmethod
     def check_book_options(cls, market: MarketSettings) -> None:
         """Mode and depth name the same choice of channel: books (diff, 400) or books5
         (snapshot, 5); they must not contradict each other."""
@@ -275,19 +527,27 @@ class OkxAdapter(ExchangeAdapter):
 
     def pack(self, by_symbol: list[list[PlannedSubscription]]) -> list[list[PlannedSubscription]]:
         """At most 300 args and 25 deep-book channels (``books``) per connection; all
-        channels of one instrument together."""
+        channels of one instrument together. Args shared by instruments (an index, an
+        instrument type) are counted once per connection."""
         chunks: list[list[PlannedSubscription]] = []
         current: list[PlannedSubscription] = []
+        args: set[Key] = set()
         books = 0
         for items in by_symbol:
+            item_args = {
+                key
+                for sub, channel in items
+                for key in subscription_args(sub.symbol, sub.feed, channel)
+            }
             item_books = sum(1 for _, channel in items if channel == "books")
             if current and (
-                len(current) + len(items) > MAX_ARGS_PER_CONNECTION
+                len(args | item_args) > MAX_ARGS_PER_CONNECTION
                 or books + item_books > MAX_BOOKS_PER_CONNECTION
             ):
                 chunks.append(current)
-                current, books = [], 0
+                current, args, books = [], set(), 0
             current.extend(items)
+            args |= item_args
             books += item_books
         if current:
             chunks.append(current)
@@ -296,6 +556,29 @@ class OkxAdapter(ExchangeAdapter):
     def keepalive_frame(self, number: int) -> str:
         """The text ``ping`` (no id: the venue answers the text ``pong``)."""
         return "ping"
+
+    lists_instruments: ClassVar[bool] = True
+    # public/instruments allows 20 requests per 2 s per IP (and instType).
+    instrument_requests_per_second: ClassVar[float] = 5.0
+
+    def instruments_requests(self, market: MarketSettings) -> list[InstrumentsRequest]:
+        """One ``public/instruments?instType=T&instId=I`` per symbol, ``T`` read from the
+        id (options also name their ``instFamily``, which the venue requires)."""
+        base = f"{self.rest_url(market)}/api/v5/public/instruments"
+        requests = []
+        for symbol in dict.fromkeys(self.normalize_symbol(s) for s in market.symbols):
+            inst_type = instrument_type(symbol)
+            url = f"{base}?instType={inst_type}&instId={symbol}"
+            if inst_type == "OPTION":
+                url += "&instFamily=" + "-".join(symbol.split("-")[:2])
+            requests.append(InstrumentsRequest(EXCHANGE, url, (symbol,), inst_type))
+        return requests
+
+    @classmethod
+    def parse_instruments(
+        cls, request: InstrumentsRequest, body: bytes, received_us: int
+    ) -> list[Instrument]:
+        return parse_instruments(request, body, received_us)
 
     def open_session(self, plan: ConnectionPlan) -> OkxSession:
         return OkxSession(plan)
@@ -315,13 +598,22 @@ class OkxSession(Session):
             channels = plan.channels
         else:
             channels = tuple(channel_name(s.feed) for s in plan.subscriptions)
-        self._subs: dict[Key, Subscription] = {
-            (channel, sub.symbol): sub
-            for sub, channel in zip(plan.subscriptions, channels, strict=True)
-        }
-        self._unacked: set[Key] = set(self._subs)
-        # Args given up on after an error that did not name them (an ack still counts).
+        # Each subscription's args, and each arg's subscriptions (in plan order).
+        self._needs: dict[Subscription, tuple[Key, ...]] = {}
+        self._args: dict[Key, list[Subscription]] = {}
+        for sub, channel in zip(plan.subscriptions, channels, strict=True):
+            keys = subscription_args(sub.symbol, sub.feed, channel)
+            self._needs[sub] = keys
+            for key in keys:
+                self._args.setdefault(key, []).append(sub)
+        self._unacked: set[Key] = set(self._args)
+        # Args refused (or given up on) and, of those, the ones given up on after an error
+        # that did not name them (an ack still counts for those).
+        self._refused: set[Key] = set()
         self._doubtful: set[Key] = set()
+        # Subscriptions counted as resolved, and those whose subscribed row is written.
+        self._resolved: set[Subscription] = set()
+        self._announced: set[Subscription] = set()
         self._next_id = 1
         self.requests_sent = 0
         # Subscribe request id -> its args, until every arg is answered.
@@ -331,7 +623,25 @@ class OkxSession(Session):
             "books": self._books,
             "books5": self._books5,
             "tickers": self._tickers,
+            "mark-price": self._mark_price,
+            "funding-rate": self._funding_rate,
+            "index-tickers": self._index_tickers,
+            "open-interest": self._open_interest,
+            "opt-summary": self._opt_summary,
+            "liquidation-orders": self._liquidations,
         }
+        by_feed: dict[str, set[str]] = {}
+        for sub in plan.subscriptions:
+            by_feed.setdefault(sub.feed, set()).add(sub.symbol)
+        self._ticker_symbols = by_feed.get("ticker", set())
+        self._liquidation_symbols = by_feed.get("liquidations", set())
+        derivatives = sorted(by_feed.get("derivatives", set()))
+        # Index -> the instruments whose index it is (each gets a row per index push).
+        self._index_users: dict[str, list[str]] = {}
+        for symbol in derivatives:
+            self._index_users.setdefault(underlying(symbol), []).append(symbol)
+        # Merged derivative state per instrument: DerivativeTicker fields -> values.
+        self._derivatives: dict[str, dict[str, Any]] = {s: {} for s in derivatives}
         self._last_seq: dict[str, int] = {}
         self._last_trade_id: dict[str, int] = {}
         # Instruments whose book was resubscribed after a gap, until the new snapshot.
@@ -343,7 +653,7 @@ class OkxSession(Session):
     def subscribe_frames(self, now_us: int = 0) -> list[str]:
         return [
             self._request("subscribe", keys)
-            for keys in chunked(list(self._subs), MAX_ARGS_PER_SUBSCRIBE)
+            for keys in chunked(list(self._args), MAX_ARGS_PER_SUBSCRIBE)
         ]
 
     def _request(self, op: str, keys: list[Key]) -> str:
@@ -352,7 +662,7 @@ class OkxSession(Session):
         self.requests_sent += 1
         if op == "subscribe":
             self._requests[request_id] = list(keys)
-        args = [{"channel": channel, "instId": inst} for channel, inst in keys]
+        args = [wire_arg(key) for key in keys]
         return _ENCODER.encode({"id": request_id, "op": op, "args": args}).decode()
 
     def _resubscribe(self, key: Key) -> None:
@@ -366,40 +676,65 @@ class OkxSession(Session):
         self._outgoing.append(self._request("unsubscribe", [key]))
         self._outgoing.append(self._request("subscribe", [key]))
 
+    def _forget_request_arg(self, key: Key, request_id: str | None) -> None:
+        """Strike an answered arg from the request(s) still waiting for it."""
+        if request_id is not None and request_id in self._requests:
+            waiting = self._requests[request_id]
+            if key in waiting:
+                waiting.remove(key)
+        else:
+            for waiting in self._requests.values():
+                if key in waiting:
+                    waiting.remove(key)
+        for done in [r for r, waiting in self._requests.items() if not waiting]:
+            del self._requests[done]
+
     def _on_event(self, env: _Envelope, received_us: int) -> list[Event]:
         event = env.event
         if event == "subscribe" and env.arg is not None:
-            key = (env.arg.channel, env.arg.instId)
-            if env.id is not None and env.id in self._requests:
-                waiting = self._requests[env.id]
-                if key in waiting:
-                    waiting.remove(key)
-                if not waiting:
-                    del self._requests[env.id]
-            sub = self._subs.get(key)
-            if sub is None:
-                return []
+            key = (env.arg.channel, env.arg.key_value)
+            self._forget_request_arg(key, env.id)
             if key in self._unacked:
                 self._unacked.discard(key)
-                self._pending_subscriptions -= 1
             elif key in self._doubtful:
                 self._doubtful.discard(key)
+                self._refused.discard(key)
             else:
-                return []  # a resubscription: its snapshot writes the resync row
-            return [self.status("subscribed", sub.symbol, received_us, data_type=sub.feed)]
+                return []  # a resubscription (its snapshot writes the resync row), or unknown
+            events: list[Event] = []
+            for sub in self._args.get(key, ()):
+                self._settle(sub, received_us, events)
+            return events
         if event == "error":
             return self._on_error(env, received_us)
         if event == "notice" and env.code == NOTICE_RECONNECT_CODE:
             self._reconnect_reason = f"okx notice {env.code}: {env.msg}"
         return []  # unsubscribe acks, channel-conn-count and other notices
 
+    def _settle(self, sub: Subscription, received_us: int, events: list[Event]) -> None:
+        """Once every arg of ``sub`` is answered: count it resolved; once every arg is
+        acknowledged: its ``subscribed`` row (each at most once)."""
+        keys = self._needs[sub]
+        if any(key in self._unacked for key in keys):
+            return
+        if sub not in self._resolved:
+            self._resolved.add(sub)
+            self._pending_subscriptions -= 1
+        if sub in self._announced or any(key in self._refused for key in keys):
+            return
+        self._announced.add(sub)
+        events.append(
+            self.status("subscribed", sub.symbol, received_us, data_type=feed_data_type(sub.feed))
+        )
+
     def _on_error(self, env: _Envelope, received_us: int) -> list[Event]:
         detail = f"{env.msg} (code {env.code})"
         match = _ERROR_ARG_RE.search(env.msg or "")
         keys: list[Key]
-        if match is not None and (match.group(1), match.group(2)) in self._subs:
+        if match is not None and (match.group(1), match.group(2)) in self._args:
             keys = [(match.group(1), match.group(2))]
         else:
+            match = None
             request_id = env.id
             if request_id is None or request_id not in self._requests:
                 # No id: the oldest request still waiting for answers.
@@ -409,28 +744,27 @@ class OkxSession(Session):
             keys = [k for k in self._requests[request_id] if k in self._unacked]
         events: list[Event] = []
         for key in keys:
-            for waiting in self._requests.values():
-                if key in waiting:
-                    waiting.remove(key)
-            sub = self._subs[key]
+            self._forget_request_arg(key, None)
             if key in self._unacked:
                 self._unacked.discard(key)
-                self._pending_subscriptions -= 1
                 if match is None:
                     self._doubtful.add(key)
-            self.rejected.append(sub)
-            self._resyncing.discard(sub.symbol)
-            events.append(
-                self.status(
-                    "subscribe_error",
-                    sub.symbol,
-                    received_us,
-                    data_type=sub.feed,
-                    detail=f"{key[0]}:{key[1]}: {detail}",
+            self._refused.add(key)
+            for sub in self._args[key]:
+                if sub not in self.rejected:
+                    self.rejected.append(sub)
+                if sub.feed == "orderbook":
+                    self._resyncing.discard(sub.symbol)
+                events.append(
+                    self.status(
+                        "subscribe_error",
+                        sub.symbol,
+                        received_us,
+                        data_type=feed_data_type(sub.feed),
+                        detail=f"{key[0]}:{key[1]}: {detail}",
+                    )
                 )
-            )
-        for request_id in [r for r, waiting in self._requests.items() if not waiting]:
-            del self._requests[request_id]
+                self._settle(sub, received_us, events)
         return events
 
     # ----------------------------------------------------------------- parsing
@@ -451,7 +785,7 @@ class OkxSession(Session):
             handler = self._handlers.get(arg.channel)
             if handler is None:
                 return []
-            return handler(arg.instId, env.data, env.action, received_us)
+            return handler(arg.key_value, env.data, env.action, received_us)
         except _PARSE_ERRORS as exc:
             raise ParseError(f"okx: {type(exc).__name__}: {exc}") from exc
 
@@ -587,19 +921,268 @@ class OkxSession(Session):
     def _tickers(
         self, symbol: str, data: msgspec.Raw, action: str | None, received_us: int
     ) -> list[Event]:
-        return [
-            Ticker(
-                EXCHANGE,
-                symbol,
-                None if msg.ts is None else msg.ts * 1000,
-                received_us,
-                None,
-                _opt_float(msg.bid_px),
-                _opt_float(msg.bid_sz),
-                _opt_float(msg.ask_px),
-                _opt_float(msg.ask_sz),
-                _opt_float(msg.last),
-                _opt_float(msg.vol24h),
+        events: list[Event] = []
+        state = self._derivatives.get(symbol)
+        for msg in _TICKERS.decode(data):
+            ts = _ms_to_us(msg.ts)
+            last = _opt_float(msg.last)
+            if symbol in self._ticker_symbols:
+                events.append(
+                    Ticker(
+                        EXCHANGE,
+                        symbol,
+                        ts,
+                        received_us,
+                        None,
+                        _opt_float(msg.bid_px),
+                        _opt_float(msg.bid_sz),
+                        _opt_float(msg.ask_px),
+                        _opt_float(msg.ask_sz),
+                        last,
+                        _opt_float(msg.vol24h),
+                    )
+                )
+            if state is not None and last is not None and state.get("last_price") != last:
+                state["last_price"] = last
+                events.append(self._derivative_row(symbol, "tickers", ts, received_us))
+        return events
+
+    # ----------------------------------------------------------------- derivatives
+
+    def _derivative_row(
+        self, symbol: str, source: str, ts: int | None, received_us: int
+    ) -> DerivativeTicker:
+        """The instrument's merged state after a message of channel ``source``."""
+        return DerivativeTicker(
+            EXCHANGE, symbol, ts, received_us, None, source, **self._derivatives[symbol]
+        )
+
+    def _mark_price(
+        self, symbol: str, data: msgspec.Raw, action: str | None, received_us: int
+    ) -> list[Event]:
+        state = self._derivatives.get(symbol)
+        if state is None:
+            return []
+        events: list[Event] = []
+        for msg in _MARK.decode(data):
+            state["mark_price"] = _opt_float(msg.mark_px)
+            events.append(
+                self._derivative_row(symbol, "mark-price", _ms_to_us(msg.ts), received_us)
             )
-            for msg in _TICKERS.decode(data)
-        ]
+        return events
+
+    def _funding_rate(
+        self, symbol: str, data: msgspec.Raw, action: str | None, received_us: int
+    ) -> list[Event]:
+        state = self._derivatives.get(symbol)
+        if state is None:
+            return []
+        events: list[Event] = []
+        for msg in _FUNDING.decode(data):
+            funding_us = _opt_us(msg.funding_time)
+            next_us = _opt_us(msg.next_funding_time)
+            state["funding_rate"] = _opt_float(msg.funding_rate)
+            state["funding_timestamp"] = funding_us
+            state["next_funding_timestamp"] = next_us
+            # OKX may set a coin's interval to 8, 6, 4, 2 or 1 h: the gap between the two.
+            state["funding_interval_h"] = (
+                None
+                if funding_us is None or next_us is None or next_us <= funding_us
+                else (next_us - funding_us) / 3_600_000_000
+            )
+            state["predicted_funding_rate"] = _opt_float(msg.next_funding_rate)
+            events.append(
+                self._derivative_row(symbol, "funding-rate", _ms_to_us(msg.ts), received_us)
+            )
+        return events
+
+    def _index_tickers(
+        self, index: str, data: msgspec.Raw, action: str | None, received_us: int
+    ) -> list[Event]:
+        users = self._index_users.get(index, ())
+        events: list[Event] = []
+        for msg in _INDEX.decode(data):
+            price, ts = _opt_float(msg.idx_px), _ms_to_us(msg.ts)
+            for symbol in users:
+                self._derivatives[symbol]["index_price"] = price
+                events.append(self._derivative_row(symbol, "index-tickers", ts, received_us))
+        return events
+
+    def _open_interest(
+        self, symbol: str, data: msgspec.Raw, action: str | None, received_us: int
+    ) -> list[Event]:
+        state = self._derivatives.get(symbol)
+        if state is None:
+            return []
+        events: list[Event] = []
+        for msg in _OPEN_INTEREST.decode(data):
+            open_interest = _opt_float(msg.oi)
+            state["open_interest"] = open_interest
+            state["open_interest_unit"] = None if open_interest is None else "contracts"
+            state["open_interest_value"] = _opt_float(msg.oi_usd)
+            events.append(
+                self._derivative_row(symbol, "open-interest", _ms_to_us(msg.ts), received_us)
+            )
+        return events
+
+    def _opt_summary(
+        self, family: str, data: msgspec.Raw, action: str | None, received_us: int
+    ) -> list[Event]:
+        """One push lists every option of the family: rows for the configured ones."""
+        events: list[Event] = []
+        for msg in _OPT_SUMMARY.decode(data):
+            state = self._derivatives.get(msg.inst_id)
+            if state is None:
+                continue
+            state["mark_iv"] = _opt_float(msg.mark_vol)
+            state["bid_iv"] = _opt_float(msg.bid_vol)
+            state["ask_iv"] = _opt_float(msg.ask_vol)
+            state["delta"] = _opt_float(msg.delta)
+            state["gamma"] = _opt_float(msg.gamma)
+            state["vega"] = _opt_float(msg.vega)
+            state["theta"] = _opt_float(msg.theta)
+            state["underlying_price"] = _opt_float(msg.fwd_px)
+            state["underlying_index"] = msg.uly or None
+            events.append(
+                self._derivative_row(msg.inst_id, "opt-summary", _ms_to_us(msg.ts), received_us)
+            )
+        return events
+
+    def _liquidations(
+        self, inst_type: str, data: msgspec.Raw, action: str | None, received_us: int
+    ) -> list[Event]:
+        """Every liquidation of one instrument type: rows for the configured instruments."""
+        wanted = self._liquidation_symbols
+        events: list[Event] = []
+        for item in _LIQUIDATIONS.decode(data):
+            symbol = item.inst_id
+            if symbol not in wanted:
+                continue
+            for detail in item.details:
+                side = _SIDES.get(detail.side)
+                position = _POSITIONS.get(detail.pos_side)
+                if position is None and side is not None:
+                    position = _CLOSES[side]  # "net": the position the order closes
+                events.append(
+                    Liquidation(
+                        EXCHANGE,
+                        symbol,
+                        detail.ts * 1000,
+                        received_us,
+                        None,
+                        None,
+                        side,
+                        position,
+                        detail.bk_px,
+                        "bankruptcy",
+                        detail.sz,
+                        "contracts",
+                        loss=_opt_float(detail.bk_loss),
+                    )
+                )
+        return events
+
+
+# --------------------------------------------------------------------------- instruments
+
+
+class _InstrumentInfo(msgspec.Struct, gc=False):
+    instId: str
+    instType: str
+    baseCcy: str = ""  # spot
+    quoteCcy: str = ""  # spot
+    settleCcy: str = ""  # derivatives
+    instFamily: str = ""  # derivatives: BTC-USDT, BTC-USD
+    uly: str = ""
+    ctVal: str = ""
+    ctMult: str = ""
+    ctValCcy: str = ""
+    ctType: str = ""  # linear, inverse ("" for options)
+    optType: str = ""  # C, P
+    stk: str = ""
+    expTime: str = ""  # ms
+    tickSz: str = ""
+    lotSz: str = ""
+    minSz: str = ""
+    state: str | None = None
+
+
+class _InstrumentsInfo(msgspec.Struct, gc=False):
+    code: str
+    msg: str = ""
+    data: list[_InstrumentInfo] = []
+
+
+_INSTRUMENTS_INFO: Final = msgspec.json.Decoder(_InstrumentsInfo)
+_KINDS: Final[dict[str, InstrumentKind]] = {
+    "SPOT": "spot",
+    "SWAP": "perpetual",
+    "FUTURES": "future",
+    "OPTION": "option",
+}
+_OPTION_KINDS: Final[dict[str, OptionKind]] = {"C": "call", "P": "put"}
+
+
+def parse_instruments(
+    request: InstrumentsRequest, body: bytes, received_us: int
+) -> list[Instrument]:
+    """The rows of ``request.symbols`` in a ``public/instruments`` answer.
+
+    Spot sizes are base currency; swap, future and option sizes are contracts of
+    ``ctVal`` x ``ctMult`` units of ``ctValCcy`` each (the base coin, or USD for an
+    ``inverse`` contract). Derivatives take their base and quote from ``instFamily``
+    (``BTC-USDT``), except an option's quote: its prices are in the settlement coin.
+    """
+    try:
+        answer = _INSTRUMENTS_INFO.decode(body)
+    except msgspec.DecodeError as exc:
+        raise ParseError(f"okx instruments: {exc}") from exc
+    if answer.code != "0":
+        raise ParseError(f"okx instruments: code {answer.code}: {answer.msg}")
+    wanted = set(request.symbols)
+    rows = []
+    for item in answer.data:
+        if item.instId not in wanted or item.instType not in _KINDS:
+            continue
+        try:
+            rows.append(_instrument(item, received_us))
+        except (ValueError, IndexError) as exc:
+            raise ParseError(f"okx instruments {item.instId}: {exc}") from exc
+    return rows
+
+
+def _instrument(item: _InstrumentInfo, received_us: int) -> Instrument:
+    kind = _KINDS[item.instType]
+    spot = kind == "spot"
+    if spot:
+        base, quote_asset = item.baseCcy, item.quoteCcy
+    else:
+        base, quote_asset = (item.instFamily or item.uly).split("-")[:2]
+        if kind == "option":
+            quote_asset = item.settleCcy
+    contract_size = None
+    if not spot:
+        value = optional_float(item.ctVal)
+        contract_size = None if value is None else value * (optional_float(item.ctMult) or 1.0)
+    return Instrument(
+        EXCHANGE,
+        item.instId,
+        None,
+        received_us,
+        None,
+        kind=kind,
+        base_asset=normalize_asset(base),
+        quote_asset=normalize_asset(quote_asset),
+        settle_asset=None if spot else normalize_asset(item.settleCcy),
+        inverse=None if spot else item.ctType == "inverse",
+        size_unit="base" if spot else "contracts",
+        contract_size=contract_size,
+        contract_unit=None if spot else normalize_asset(item.ctValCcy) or None,
+        tick_size=optional_float(item.tickSz),
+        lot_size=optional_float(item.lotSz),
+        min_size=optional_float(item.minSz),
+        expiry=int(item.expTime) * 1000 if item.expTime and kind != "perpetual" else None,
+        strike=optional_float(item.stk) if kind == "option" else None,
+        option_kind=_OPTION_KINDS.get(item.optType) if kind == "option" else None,
+        status=item.state,
+    )

@@ -30,9 +30,10 @@ Size rotation is the flusher's (it knows the journal sizes).
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Final
+from typing import TYPE_CHECKING, Final
 
 import trio
 
@@ -41,6 +42,9 @@ from collector.config import StorageSettings
 from collector.doorbell import Doorbell
 from collector.events import Event
 from collector.storage.columns import ColumnBuffer
+
+if TYPE_CHECKING:
+    from collector.outlets.tap import OutletTap
 
 HOUR_US: Final = 3_600_000_000
 NO_HOUR: Final = -1
@@ -139,21 +143,34 @@ class _Hours:
             self.open.difference_update(work.retired)
 
 
+def _tapped(route: Callable[[list[Event]], None], tap: OutletTap) -> Callable[[list[Event]], None]:
+    """``route``, then offer the batch to the outlets (after: a batch the columns refuse
+    is not published)."""
+
+    def route_and_tap(batch: list[Event]) -> None:
+        route(batch)
+        tap(batch)
+
+    return route_and_tap
+
+
 async def _take(
     events: trio.MemoryReceiveChannel[list[Event]],
     waiting: _Waiting,
     doorbell: Doorbell,
     flush_rows: int,
+    tap: OutletTap | None = None,
 ) -> bool:
     """Route the batches waiting in ``events`` until none is left or ``flush_rows`` rows
-    wait; False once the channel has ended.
+    wait; False once the channel has ended. With a ``tap``, each routed batch is offered
+    to the live outlets too (without it, routing is all: no cost for outlets not there).
 
     Once it has routed for ``TAKE_SLICE_SECS`` it lets the other tasks run (a checkpoint),
     so the connections go on reading while a large backlog is routed: the event loop is
     held for about a slice (and a batch) at most here.
     """
     doorbell.taken()
-    route = waiting.route
+    route = waiting.route if tap is None else _tapped(waiting.route, tap)
     clock = _slice_clock
     slice_ends = clock() + TAKE_SLICE_SECS
     try:
@@ -211,9 +228,15 @@ async def run_router(
     wall_clock: WallClock = system_wall_us,
     doorbell: Doorbell | None = None,
     first_rows: Sequence[Event] = (),
+    tap: OutletTap | None = None,
     task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Route the batches of ``events`` into :class:`FlushWork` sent on ``work_out``.
+
+    With a ``tap`` (:mod:`collector.outlets.tap`), every routed batch, ``first_rows``
+    included, is offered to the live outlets as it is routed, and the ``outlet_overflow``
+    status rows the tap has due are routed (and offered) after each take. The router
+    closes the tap when it ends, however it ends, so the outlets drain and stop.
 
     Owns and closes both channel ends. ``work_out`` should be a rendezvous channel (size
     0): the router's memory bound and its backpressure rest on a send that waits for the
@@ -233,16 +256,20 @@ async def run_router(
     flush_rows = settings.flush_max_rows
     hourly = settings.rotate_hourly
     doorbell = doorbell or Doorbell(1)
-    with events, work_out:
+    with events, work_out, _closing(tap):
         hours = _Hours(hourly, wall_clock)
         waiting = _Waiting(hourly)
         if first_rows:
-            waiting.route(list(first_rows))
+            _route(waiting, list(first_rows), tap)
         task_status.started()
         deadline = trio.current_time() + interval
         due = False  # a tick came and its rows are not handed over yet
         while True:
-            is_open = await _take(events, waiting, doorbell, flush_rows)
+            is_open = await _take(events, waiting, doorbell, flush_rows, tap)
+            if tap is not None and tap.pending:
+                overflow_rows = tap.status_rows(wall_clock())
+                if overflow_rows:
+                    _route(waiting, overflow_rows, tap)
             if waiting.rows >= flush_rows:
                 # A flush's worth: wait for the flusher, taking nothing meanwhile.
                 work = hours.work(waiting)
@@ -274,3 +301,18 @@ async def run_router(
         work = hours.work(waiting)
         if work:
             await work_out.send(work)
+
+
+def _route(waiting: _Waiting, batch: list[Event], tap: OutletTap | None) -> None:
+    waiting.route(batch)
+    if tap is not None:
+        tap(batch)
+
+
+@contextmanager
+def _closing(tap: OutletTap | None) -> Iterator[None]:
+    try:
+        yield
+    finally:
+        if tap is not None:
+            tap.close()

@@ -25,6 +25,7 @@ from collector.events import (
     BookUpdate,
     DerivativeTicker,
     Event,
+    Instrument,
     Liquidation,
     Raw,
     Status,
@@ -131,6 +132,26 @@ SCHEMAS: Final[dict[str, pa.Schema]] = {
             pa.field("loss", pa.float64()),
         ]
     ),
+    Instrument.DATA_TYPE: pa.schema(
+        [
+            *_COMMON,
+            pa.field("kind", pa.string(), nullable=False),
+            pa.field("base_asset", pa.string(), nullable=False),
+            pa.field("quote_asset", pa.string(), nullable=False),
+            pa.field("settle_asset", pa.string()),
+            pa.field("inverse", pa.bool_()),
+            pa.field("size_unit", pa.string(), nullable=False),
+            pa.field("contract_size", pa.float64()),
+            pa.field("contract_unit", pa.string()),
+            pa.field("tick_size", pa.float64()),
+            pa.field("lot_size", pa.float64()),
+            pa.field("min_size", pa.float64()),
+            pa.field("expiry", TIMESTAMP),
+            pa.field("strike", pa.float64()),
+            pa.field("option_kind", pa.string()),
+            pa.field("status", pa.string()),
+        ]
+    ),
     Status.DATA_TYPE: pa.schema(
         [
             *_COMMON,
@@ -159,6 +180,7 @@ SCHEMA_VERSIONS: Final[dict[str, int]] = {
     Ticker.DATA_TYPE: 1,
     DerivativeTicker.DATA_TYPE: 1,
     Liquidation.DATA_TYPE: 1,
+    Instrument.DATA_TYPE: 1,
     Status.DATA_TYPE: 1,
     Raw.DATA_TYPE: 1,
 }
@@ -185,6 +207,11 @@ DICTIONARY_COLUMNS: Final = frozenset(
         "price_kind",
         "size_unit",
         "status",
+        "base_asset",
+        "quote_asset",
+        "settle_asset",
+        "contract_unit",
+        "option_kind",
     }
 )
 
@@ -196,7 +223,7 @@ def dictionary_columns(schema: pa.Schema) -> list[str]:
 
 EVENT_TYPES: Final[dict[str, type[Event]]] = {
     cls.DATA_TYPE: cls
-    for cls in (Trade, BookUpdate, Ticker, DerivativeTicker, Liquidation, Status, Raw)
+    for cls in (Trade, BookUpdate, Ticker, DerivativeTicker, Liquidation, Instrument, Status, Raw)
 }
 
 

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 from functools import partial
 from pathlib import Path
-from typing import Final
+from typing import TYPE_CHECKING, Final
 
 import trio
 
@@ -37,6 +37,9 @@ from collector.storage.flusher import RetiredFile, run_flusher
 from collector.storage.metadata import FileMetadataSource
 from collector.storage.recovery import recover_leftovers, unclean_stop_rows
 from collector.storage.router import FlushWork, run_router
+
+if TYPE_CHECKING:
+    from collector.outlets.tap import OutletTap
 
 # Files retired and waiting for the finalizer. Room for every file of an hourly rotation
 # at once, so the rotation never holds up journaling (an entry is a path and two names);
@@ -54,6 +57,7 @@ async def run_writer(
     home_server_name: str | None = None,
     file_metadata: FileMetadataSource | None = None,
     doorbell: Doorbell | None = None,
+    tap: OutletTap | None = None,
     task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Store every event received on ``events`` in finished Parquet files under ``data_dir``.
@@ -71,7 +75,9 @@ async def run_writer(
     ``retired_files`` channel).
 
     Ends when ``events`` is closed: everything is flushed and finalized, every path is sent,
-    ``finished`` is closed. Every file carries the key-value metadata ``file_metadata``
+    ``finished`` is closed. With a ``tap``, the router offers every routed batch to the
+    live outlets (:mod:`collector.outlets`) and closes the tap when it ends. Every file
+    carries the key-value metadata ``file_metadata``
     gives its stream when it is opened (:mod:`~collector.storage.metadata`; default: the
     collector's version and the stream's own keys). Disk errors (``OSError``) are logged, counted in
     ``writer_errors{stage}`` and retried in place (a flush every flush interval, a
@@ -131,6 +137,7 @@ async def run_writer(
                     wall_clock=wall_clock,
                     doorbell=doorbell,
                     first_rows=stops,
+                    tap=tap,
                 )
             )
             task_status.started()

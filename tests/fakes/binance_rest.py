@@ -1,6 +1,9 @@
 """A fake Binance REST API on 127.0.0.1: book snapshots (``GET /api/v3/depth``, and the
 futures ``/fapi/v1/depth`` and ``/dapi/v1/depth``) and symbols (``GET /api/v3/exchangeInfo``,
-``/fapi/v1/exchangeInfo``, ``/dapi/v1/exchangeInfo``), in each API's shape.
+``/fapi/v1/exchangeInfo``, ``/dapi/v1/exchangeInfo``), in each API's shape. The spot
+exchangeInfo takes ``symbols=["A","B"]`` (an unknown one: HTTP 400, as the venue answers),
+and every exchangeInfo lists each symbol's price and lot filters (and COIN-M its
+``contractSize``), from which the instruments rows are read.
 
 A tiny HTTP/1.1 server on ``trio.serve_tcp`` (one request per connection), enough for the
 collector's snapshot fetcher (urllib). Tests set the book each symbol returns, see every
@@ -9,11 +12,25 @@ request, and can make the next requests fail with a status code.
 
 from __future__ import annotations
 
+import json
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 import msgspec
 import trio
+
+SERVER_TIME_MS = 1_700_000_000_123
+_FILTERS: dict[str, Any] = {
+    "filters": [
+        {
+            "filterType": "PRICE_FILTER",
+            "minPrice": "0.01",
+            "maxPrice": "1000000",
+            "tickSize": "0.01",
+        },
+        {"filterType": "LOT_SIZE", "minQty": "0.001", "maxQty": "9000", "stepSize": "0.001"},
+    ]
+}
 
 
 class FakeBinanceRest:
@@ -87,23 +104,34 @@ class FakeBinanceRest:
             return self.fail_next.pop(0), b'{"code":-1003,"msg":"Too many requests."}'
         parts = urlsplit(target)
         if parts.path == "/api/v3/exchangeInfo":
-            info = {
-                "timezone": "UTC",
-                "symbols": [
-                    {"symbol": s, "status": st, "baseAsset": s[:3], "quoteAsset": s[3:]}
-                    for s, st in self.symbols
-                ],
-            }
+            listed = [
+                {"symbol": s, "status": st, "baseAsset": s[:3], "quoteAsset": s[3:]} | _FILTERS
+                for s, st in self.symbols
+            ]
+            asked = parse_qs(parts.query).get("symbols")
+            if asked:
+                wanted = json.loads(asked[0])
+                if not set(wanted) <= {s for s, _ in self.symbols}:
+                    return 400, b'{"code":-1121,"msg":"Invalid symbol."}'
+                listed = [item for item in listed if item["symbol"] in wanted]
+            info = {"timezone": "UTC", "serverTime": SERVER_TIME_MS, "symbols": listed}
             return 200, msgspec.json.encode(info)
         if parts.path == "/fapi/v1/exchangeInfo":
             symbols = [
                 {"symbol": s, "pair": s, "contractType": "PERPETUAL", "status": st}
+                | {"deliveryDate": 4133404800000, "baseAsset": s[:3], "quoteAsset": s[3:]}
+                | {"marginAsset": s[3:]}
+                | _FILTERS
                 for s, st in self.usdm_symbols
             ]
             return 200, msgspec.json.encode({"timezone": "UTC", "symbols": symbols})
         if parts.path == "/dapi/v1/exchangeInfo":  # COIN-M names the status contractStatus
             symbols = [
                 {"symbol": s, "pair": s.split("_")[0], "contractStatus": st}
+                | {"contractType": "PERPETUAL", "deliveryDate": 4133404800000}
+                | {"contractSize": 100, "baseAsset": s[:3], "quoteAsset": "USD"}
+                | {"marginAsset": s[:3]}
+                | _FILTERS
                 for s, st in self.coinm_symbols
             ]
             return 200, msgspec.json.encode({"timezone": "UTC", "symbols": symbols})

@@ -4,8 +4,9 @@
 
 - it accepts ``/ws/v5/public`` and refuses other paths with HTTP 404;
 - ``{"id":"N","op":"subscribe","args":[{"channel":..,"instId":..}, ...]}`` -> one ack per
-  arg ``{"id":"N","event":"subscribe","arg":{...},"connId":".."}``, or for an unknown
-  channel / malformed instId / an instId in ``reject``, the venue's per-arg error
+  arg ``{"id":"N","event":"subscribe","arg":{...},"connId":".."}`` (``liquidation-orders``
+  args name an ``instType``, ``opt-summary`` args an ``instFamily``, as on the venue), or for
+  an unknown channel / malformed instId / an instId in ``reject``, the venue's per-arg error
   ``{"id":"N","event":"error","code":"60018","msg":"Wrong URL or channel:books,instId:X
   doesn't exist. ...","connId":".."}`` (the socket stays open, like the venue);
   ``unsubscribe`` works the same way. After acknowledging a ``books`` subscription it sends
@@ -34,8 +35,26 @@ from trio_websocket import WebSocketConnection, WebSocketRequest
 from tests.fakes.base import FakeServer, Watcher, abort, send_quietly, wait_idle
 
 PATH: Final = "/ws/v5/public"
-CHANNELS: Final = frozenset({"trades", "books", "books5", "tickers", "bbo-tbt"})
+CHANNELS: Final = frozenset(
+    {
+        "trades",
+        "books",
+        "books5",
+        "tickers",
+        "bbo-tbt",
+        "mark-price",
+        "funding-rate",
+        "index-tickers",
+        "open-interest",
+        "liquidation-orders",
+        "opt-summary",
+    }
+)
 INST_RE: Final = re.compile(r"[A-Z0-9]{1,20}-[A-Z0-9]{1,20}(-SWAP|-\d{6}(-\d+(\.\d+)?-[CP])?)?")
+INST_TYPES: Final = frozenset({"SPOT", "MARGIN", "SWAP", "FUTURES", "OPTION"})
+FAMILY_RE: Final = re.compile(r"[A-Z0-9]{1,20}-[A-Z0-9]{1,20}")
+# The field that names an arg, by channel (the others: instId).
+ARG_FIELD: Final = {"liquidation-orders": "instType", "opt-summary": "instFamily"}
 
 PriceLike = float | str
 Levels = Sequence[tuple[PriceLike, PriceLike]]
@@ -56,9 +75,9 @@ def _frame(obj: Any) -> str:
     return _encode(obj).decode()
 
 
-def error_msg(channel: str, inst_id: str) -> str:
+def error_msg(channel: str, inst_id: str, field: str = "instId") -> str:
     return (
-        f"Wrong URL or channel:{channel},instId:{inst_id} doesn't exist. Please use the "
+        f"Wrong URL or channel:{channel},{field}:{inst_id} doesn't exist. Please use the "
         "correct URL, channel and parameters referring to API document."
     )
 
@@ -154,6 +173,124 @@ def ticker_frame(
     return _frame({"arg": {"channel": "tickers", "instId": inst_id}, "data": [data]})
 
 
+def mark_price_frame(inst_id: str, mark: PriceLike, ts_ms: int, *, inst_type: str = "SWAP") -> str:
+    """A ``mark-price`` push."""
+    data = {"instType": inst_type, "instId": inst_id, "markPx": _num(mark), "ts": str(ts_ms)}
+    return _frame({"arg": {"channel": "mark-price", "instId": inst_id}, "data": [data]})
+
+
+def funding_rate_frame(
+    inst_id: str,
+    rate: PriceLike,
+    funding_time_ms: int,
+    next_funding_time_ms: int,
+    ts_ms: int,
+    *,
+    next_rate: str = "",
+) -> str:
+    """A ``funding-rate`` push (``nextFundingRate`` is ``""`` since OKX dropped it)."""
+    data = {
+        "formulaType": "withRate",
+        "fundingRate": _num(rate),
+        "fundingTime": str(funding_time_ms),
+        "impactValue": "20000",
+        "instId": inst_id,
+        "instType": "SWAP",
+        "interestRate": "0.0001",
+        "maxFundingRate": "0.00375",
+        "method": "current_period",
+        "minFundingRate": "-0.00375",
+        "nextFundingRate": next_rate,
+        "nextFundingTime": str(next_funding_time_ms),
+        "premium": "0.0000952",
+        "settFundingRate": "0.0000811",
+        "settState": "settled",
+        "ts": str(ts_ms),
+    }
+    return _frame({"arg": {"channel": "funding-rate", "instId": inst_id}, "data": [data]})
+
+
+def index_ticker_frame(index: str, price: PriceLike, ts_ms: int) -> str:
+    """An ``index-tickers`` push (``instId`` is the index, e.g. ``BTC-USDT``)."""
+    px = _num(price)
+    data = {
+        "instId": index,
+        "idxPx": px,
+        "open24h": px,
+        "high24h": px,
+        "low24h": px,
+        "sodUtc0": px,
+        "sodUtc8": px,
+        "ts": str(ts_ms),
+    }
+    return _frame({"arg": {"channel": "index-tickers", "instId": index}, "data": [data]})
+
+
+def open_interest_frame(
+    inst_id: str,
+    oi: PriceLike,
+    oi_ccy: PriceLike,
+    oi_usd: PriceLike,
+    ts_ms: int,
+    *,
+    inst_type: str = "SWAP",
+) -> str:
+    """An ``open-interest`` push (``oi`` in contracts, ``oiCcy`` in coin, ``oiUsd``)."""
+    data = {
+        "instId": inst_id,
+        "instType": inst_type,
+        "oi": _num(oi),
+        "oiCcy": _num(oi_ccy),
+        "oiUsd": _num(oi_usd),
+        "ts": str(ts_ms),
+    }
+    return _frame({"arg": {"channel": "open-interest", "instId": inst_id}, "data": [data]})
+
+
+def liquidation_frame(
+    inst_type: str, orders: Sequence[tuple[str, Sequence[dict[str, str]]]]
+) -> str:
+    """A ``liquidation-orders`` push: ``orders`` = (instId, details) per instrument; each
+    detail has ``side``, ``posSide``, ``bkPx``, ``sz``, ``bkLoss``, ``ts`` (``ccy`` added)."""
+    data = [
+        {
+            "details": [{"ccy": "", **d} for d in details],
+            "instFamily": "-".join(inst_id.split("-")[:2]),
+            "instId": inst_id,
+            "instType": inst_type,
+            "uly": "-".join(inst_id.split("-")[:2]),
+        }
+        for inst_id, details in orders
+    ]
+    return _frame({"arg": {"channel": "liquidation-orders", "instType": inst_type}, "data": data})
+
+
+def opt_summary_frame(family: str, options: Sequence[dict[str, str]], ts_ms: int) -> str:
+    """An ``opt-summary`` push: one item per option of the family (``options`` gives each
+    item's ``instId`` and any values to set; the rest are fixed)."""
+    base = {
+        "askVol": "0.44",
+        "bidVol": "0.43",
+        "delta": "0.53",
+        "deltaBS": "0.71",
+        "fwdPx": "112782.12",
+        "gamma": "0.089",
+        "gammaBS": "0.0000106",
+        "instType": "OPTION",
+        "lever": "5.67",
+        "markVol": "0.4336",
+        "realVol": "0",
+        "theta": "-0.0003",
+        "thetaBS": "-42.78",
+        "uly": family,
+        "vega": "0.0023",
+        "vegaBS": "255.23",
+        "volLv": "0.434",
+    }
+    data = [{**base, **option, "ts": str(ts_ms)} for option in options]
+    return _frame({"arg": {"channel": "opt-summary", "instFamily": family}, "data": data})
+
+
 def notice_frame(code: str = "64008") -> str:
     return _frame(
         {
@@ -173,7 +310,16 @@ def _arg_of(frame: str) -> tuple[str, str] | None:
     arg = decoded.get("arg") if isinstance(decoded, dict) and "data" in decoded else None
     if not isinstance(arg, dict):
         return None
-    return (str(arg.get("channel")), str(arg.get("instId")))
+    channel = str(arg.get("channel"))
+    return (channel, str(arg.get(ARG_FIELD.get(channel, "instId"))))
+
+
+def _valid(field: str, value: str) -> bool:
+    """Whether the venue knows an arg's ``instId`` / ``instType`` / ``instFamily`` form."""
+    if field == "instType":
+        return value in INST_TYPES
+    pattern = FAMILY_RE if field == "instFamily" else INST_RE
+    return pattern.fullmatch(value) is not None
 
 
 # --------------------------------------------------------------------------- server
@@ -283,16 +429,18 @@ class FakeOkx(FakeServer[FakeOkxClient]):
             ]
         replies: list[str] = []
         for arg in request.get("args") or []:
-            channel, inst_id = str(arg.get("channel")), str(arg.get("instId"))
+            channel = str(arg.get("channel"))
+            field = ARG_FIELD.get(channel, "instId")
+            inst_id = str(arg.get(field))
             head: dict[str, Any] = {} if request_id is None else {"id": request_id}
-            if channel not in CHANNELS or not INST_RE.fullmatch(inst_id) or inst_id in self.reject:
+            if channel not in CHANNELS or not _valid(field, inst_id) or inst_id in self.reject:
                 replies.append(
                     _frame(
                         {
                             **head,
                             "event": "error",
                             "code": "60018",
-                            "msg": error_msg(channel, inst_id),
+                            "msg": error_msg(channel, inst_id, field),
                             "connId": client.conn_id,
                         }
                     )
@@ -304,7 +452,7 @@ class FakeOkx(FakeServer[FakeOkxClient]):
                     {
                         **head,
                         "event": op,
-                        "arg": {"channel": channel, "instId": inst_id},
+                        "arg": {"channel": channel, field: inst_id},
                         "connId": client.conn_id,
                     }
                 )
