@@ -22,11 +22,12 @@ import trio.testing
 from collector.clock import trio_wall_clock
 from collector.config import MarketSettings, StorageSettings
 from collector.doorbell import Doorbell
-from collector.events import BookUpdate, Event, level_pairs, levels_from_pairs
+from collector.events import BookUpdate, Event, Status, level_pairs, levels_from_pairs
 from collector.metrics import Metrics
+from collector.reader import HOLE_EVENTS
 from collector.storage import FileMetadataSource, run_writer
 from collector.storage import checkpoints as checkpoints_module
-from collector.storage.checkpoints import StreamBook
+from collector.storage.checkpoints import BOOK_HOLE_EVENTS, StreamBook
 from collector.storage.columns import ColumnBuffer
 from tests.test_storage_writer import Harness, Sender, next_finished, settle, us
 
@@ -312,3 +313,64 @@ async def test_market_interval_adds_checkpoints_inside_a_file(
     # states the whole book itself); a checkpoint 10 s after each.
     seconds = [(stamp - table[0]["timestamp_collector"]).total_seconds() for stamp in stamps]
     assert seconds == [10.0, 30.0]
+
+
+def test_hole_events_are_the_readers() -> None:
+    assert BOOK_HOLE_EVENTS == HOLE_EVENTS
+
+
+def test_a_hole_forgets_the_book_until_the_next_full_one() -> None:
+    """After a hole (noted before the rows, as the flusher does) no checkpoint states a book
+    the reader would not have; a snapshot after it, or a checkpoint row, restores it."""
+    book = StreamBook()
+    buffer = ColumnBuffer("orderbook", frozenset({"exchange", "symbol"}))
+    buffer.add(book_row(10, 1, "snapshot", [(99.0, 1.0)], [(101.0, 1.0)]))
+    buffer.add(book_row(20, 2, "delta", [(98.0, 1.0)], []))
+    book.note_hole(30)  # a later hole: rows before it still apply
+    book.feed(buffer)
+    row = book.checkpoint("binance", "BTCUSDT", 25)
+    assert row is not None
+    assert level_pairs(row.bids) == [(99.0, 1.0), (98.0, 1.0)]
+    assert book.checkpoint("binance", "BTCUSDT", 30) is None  # at the hole: unknown
+    buffer = ColumnBuffer("orderbook", frozenset({"exchange", "symbol"}))
+    buffer.add(book_row(40, 3, "delta", [(97.0, 1.0)], []))
+    book.feed(buffer)
+    assert book.checkpoint("binance", "BTCUSDT", 41) is None  # deltas do not restore it
+    buffer = ColumnBuffer("orderbook", frozenset({"exchange", "symbol"}))
+    book.note_hole(50)
+    buffer.add(book_row(50, 4, "snapshot", [(90.0, 2.0)], [(91.0, 2.0)]))  # same microsecond
+    buffer.add(book_row(60, 5, "delta", [(89.0, 1.0)], []))
+    book.feed(buffer)
+    row = book.checkpoint("binance", "BTCUSDT", 61)
+    assert row is not None
+    assert level_pairs(row.bids) == [(90.0, 2.0), (89.0, 1.0)]
+    book.note_hole(70)
+    buffer = ColumnBuffer("orderbook", frozenset({"exchange", "symbol"}))
+    buffer.add(book_row(80, None, "checkpoint", [(80.0, 1.0)], [(81.0, 1.0)]))
+    book.feed(buffer)
+    row = book.checkpoint("binance", "BTCUSDT", 81)
+    assert row is not None
+    assert level_pairs(row.asks) == [(81.0, 1.0)]
+
+
+async def test_a_gap_row_leaves_the_next_file_without_a_checkpoint(
+    tmp_path: Path, autojump_clock: trio.testing.MockClock
+) -> None:
+    """A book gap before the hour ends, no snapshot since: the new hour's file starts with
+    the venue's deltas (the reader says the book is unknown), not with a stale book."""
+    start = us("2024-05-01T22:59:50")
+    events: list[Event] = [
+        book_row(start, 1, "snapshot", [(99.0, 1.0)], [(101.0, 1.0)]),
+        book_row(start + 1_000_000, 2, "delta", [(98.0, 1.0)], []),
+        Status("binance", "BTCUSDT", None, start + 2_000_000, None, "gap", "orderbook"),
+        book_row(start + 3_000_000, 4, "delta", [(97.0, 1.0)], []),
+        book_row(us("2024-05-01T23:00:01"), 5, "delta", [(96.0, 1.0)], []),
+    ]
+    async with open_book_writer(tmp_path, start) as h:
+        t0 = trio.current_time()
+        await h.send.send(events)
+        await trio.sleep_until(t0 + 20)
+        await settle(autojump_clock, lambda: h.rows_written() >= len(events))
+        await h.finish()
+    _, second = book_files(h.data_dir)
+    assert [r["kind"] for r in pq.read_table(second).to_pylist()] == ["delta"]

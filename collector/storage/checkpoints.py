@@ -11,9 +11,11 @@ says (hourly rotation in the router, size rotation in the flusher), and the rows
 already normalized when they reach it (a ``snapshot`` replaces the book, a ``delta`` sets
 its levels, size 0 deletes one), so one venue-agnostic book per stream covers every venue,
 rotation and restart alike. A checkpoint is exactly the book a reader gets by replaying the
-stream's rows in order: the writer applies no venue rule (no truncation to a subscribed
-depth, no reset on a disconnect); until the stream's first ``snapshot`` there is no book
-and no checkpoint.
+stream's rows in order with the symbol's status rows: a hole (:data:`BOOK_HOLE_EVENTS`, for
+the book or the whole connection) forgets the book until the next full one (a ``snapshot``
+or ``checkpoint``), as the reader does; no venue rule is applied (no truncation to a
+subscribed depth). Without a known book there is no checkpoint. The flusher hands each
+work's hole rows over (:meth:`StreamBook.note_hole`) before its book rows.
 
 Cost (the reason for the shape): the flusher's worker thread feeds each flushed batch in
 without any work per level: the batch's level arrays from its last ``snapshot`` on are
@@ -29,6 +31,7 @@ Sans-IO: no trio, no clock; the flusher calls it from its worker thread only.
 from __future__ import annotations
 
 from array import array
+from bisect import bisect_right, insort
 from typing import Final
 
 import pyarrow as pa
@@ -40,6 +43,12 @@ from collector.storage.columns import ColumnBuffer
 # Fold the pending levels of a side once there are more than this many (or twice the base).
 MIN_FOLD_LEVELS: Final = 32_768
 CHECKPOINT: Final = "checkpoint"
+# Rows that state the whole book: each replaces it.
+FULL_BOOK_KINDS: Final = frozenset({"snapshot", CHECKPOINT})
+# Status events that are holes in a book (with ``data_type`` ``orderbook`` or none): after
+# one the book is unknown until the next full book (the reader's rule too:
+# ``collector.reader.holes.HOLE_EVENTS``, kept equal by a test).
+BOOK_HOLE_EVENTS: Final = frozenset({"disconnected", "gap", "dropped", "silent", "subscribe_error"})
 
 
 def _wrap(values: array[float], begin: int) -> pa.Array:
@@ -119,7 +128,15 @@ class StreamBook:
     counts.
     """
 
-    __slots__ = ("asks", "bids", "known", "last_full_us", "sequence", "timestamp_exchange")
+    __slots__ = (
+        "asks",
+        "bids",
+        "holes",
+        "known",
+        "last_full_us",
+        "sequence",
+        "timestamp_exchange",
+    )
 
     def __init__(self) -> None:
         self.bids = _Side(descending=True)
@@ -128,6 +145,27 @@ class StreamBook:
         self.sequence: int | None = None
         self.timestamp_exchange: int | None = None
         self.last_full_us: int | None = None
+        # The times of the holes noted whose rows have not been fed yet, ascending.
+        self.holes: list[int] = []
+
+    def note_hole(self, at_us: int) -> None:
+        """A hole of this book at ``at_us``: rows received at or after it need a full book
+        first (a status row goes before a book row of the same microsecond)."""
+        insort(self.holes, at_us)
+
+    def _take_holes(self, until_us: int) -> int | None:
+        """The latest noted hole at or before ``until_us`` (None: none), forgetting those."""
+        index = bisect_right(self.holes, until_us)
+        if not index:
+            return None
+        latest = self.holes[index - 1]
+        del self.holes[:index]
+        return latest
+
+    def _forget(self) -> None:
+        self.bids.clear()
+        self.asks.clear()
+        self.known = False
 
     def feed(self, rows: ColumnBuffer) -> None:
         """Apply ``rows`` (an ``orderbook`` buffer, in stream order) to the book."""
@@ -135,13 +173,19 @@ class StreamBook:
         count = len(kinds)
         if not count:
             return
+        full = max(_last_index(kinds, kind) for kind in FULL_BOOK_KINDS)
+        times = rows.number_column("timestamp_collector")[0]
+        hole = self._take_holes(times[-1])
+        if hole is not None and (full < 0 or times[full] < hole):
+            self._forget()  # a hole with no full book after it (yet)
+            return
         start = 0
-        if "snapshot" in kinds:
-            start = count - 1 - kinds[::-1].index("snapshot")
+        if full >= 0:
             self.bids.clear()
             self.asks.clear()
             self.known = True
-            self.last_full_us = int(rows.number_column("timestamp_collector")[0][start])
+            self.last_full_us = int(times[full])
+            start = full
         elif not self.known:
             return
         for side, name in ((self.bids, "bids"), (self.asks, "asks")):
@@ -158,6 +202,8 @@ class StreamBook:
         """The book as a ``checkpoint`` row stamped ``timestamp_collector``, or None before
         the first snapshot. Its ``sequence`` (and ``first_sequence``) is the last applied
         update id where the venue sends one; ``timestamp_exchange`` the latest venue time."""
+        if self._take_holes(timestamp_collector) is not None:
+            self._forget()
         if not self.known:
             return None
         self.last_full_us = timestamp_collector
@@ -173,6 +219,13 @@ class StreamBook:
             self.bids.levels(),
             self.asks.levels(),
         )
+
+
+def _last_index(values: list[str], value: str) -> int:
+    """The index of the last ``value`` in ``values``, -1 if there is none."""
+    if value not in values:
+        return -1
+    return len(values) - 1 - values[::-1].index(value)
 
 
 def _last_value(rows: ColumnBuffer, name: str, start: int) -> int | None:

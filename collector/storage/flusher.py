@@ -24,8 +24,9 @@ Every order book file starts with a ``checkpoint`` row: the flusher keeps each b
 stream's current book (:mod:`~collector.storage.checkpoints`), fed in the worker thread
 with every batch it appends, and the first batch of a new file is preceded by the book as
 the stream's earlier rows left it (stamped with the first row's receive time), unless that
-batch starts with a venue snapshot (which states the book itself), or no snapshot has come
-yet (no book is known). That covers both rotations and a late row's small file alike, as
+batch starts with a venue snapshot (which states the book itself), or no book is known (no
+snapshot yet, or a hole row of the symbol, e.g. ``gap`` or ``disconnected``, with no
+snapshot since: each work's hole rows are handed to the books before its book rows). That covers both rotations and a late row's small file alike, as
 they all start here. A market's ``book_snapshot_interval_secs`` adds one before the first
 batch at or past that interval since the last full book (snapshot or checkpoint), inside a
 file too.
@@ -42,9 +43,9 @@ import pyarrow as pa
 import trio
 
 from collector.config import StorageSettings
-from collector.events import BookUpdate
+from collector.events import BookUpdate, Status
 from collector.metrics import Metrics
-from collector.storage.checkpoints import StreamBook
+from collector.storage.checkpoints import BOOK_HOLE_EVENTS, FULL_BOOK_KINDS, StreamBook
 from collector.storage.columns import to_record_batch
 from collector.storage.journal import Journal
 from collector.storage.layout import choose_parquet_path, journal_path, stream_dir
@@ -118,6 +119,7 @@ class _Files:
         the files an ``OSError`` stopped (the batches not appended stay unwritten)."""
         started = time.perf_counter()
         failed: list[_OpenFile] = []
+        self._note_holes_sync(jobs)
         for open_file, stream in jobs:
             if stream is not None and len(stream.columns):
                 constants = {"exchange": open_file.exchange, "symbol": open_file.symbol}
@@ -150,6 +152,25 @@ class _Files:
         self.metrics.flush_seconds.observe(time.perf_counter() - started)
         return failed
 
+    def _note_holes_sync(self, jobs: list[tuple[_OpenFile, StreamRows | None]]) -> None:
+        """Tell each book whose symbol has a hole row (for its book or its whole connection)
+        in this work about it, before any book rows of the work are fed."""
+        for open_file, stream in jobs:
+            if stream is None or open_file.data_type != Status.DATA_TYPE:
+                continue
+            events = stream.columns.column("event")
+            if BOOK_HOLE_EVENTS.isdisjoint(events):
+                continue
+            pair = (open_file.exchange, open_file.symbol)
+            book = self.books.get(pair)
+            if book is None:  # its book rows may come later in this very work
+                book = self.books[pair] = StreamBook()
+            data_types = stream.columns.column("data_type")
+            times = stream.columns.number_column("timestamp_collector")[0]
+            for row, event in enumerate(events):
+                if event in BOOK_HOLE_EVENTS and data_types[row] in (None, BookUpdate.DATA_TYPE):
+                    book.note_hole(int(times[row]))
+
     def _book_rows_sync(
         self, open_file: _OpenFile, stream: StreamRows, constants: dict[str, str]
     ) -> None:
@@ -168,7 +189,7 @@ class _Files:
                 book.last_full_us is None
                 or stream.first_us - book.last_full_us >= interval * 1_000_000
             )
-        if due and stream.columns.column("kind")[0] != "snapshot":  # it states the book itself
+        if due and stream.columns.column("kind")[0] not in FULL_BOOK_KINDS:  # states it itself
             row = book.checkpoint(open_file.exchange, open_file.symbol, stream.first_us)
             if row is not None:
                 batch = to_record_batch(BookUpdate.DATA_TYPE, [row], constants=constants)
