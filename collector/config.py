@@ -128,6 +128,9 @@ class MarketSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw
     # A subscribed stream (symbol, feed) of this market with no data for this long is
     # silent: its connection is replaced (None: only the connection-wide message timeout).
     silence_timeout_secs: PositiveFloat | None = None
+    # Seconds between polls of open interest where the venue streams none (Binance
+    # futures with the derivatives feed); None: the venue's default.
+    open_interest_interval_secs: PositiveFloat | None = None
     # Write the writer's book of each symbol as a ``checkpoint`` row this often inside an
     # order book file too (None: only as the first row of every file).
     book_snapshot_interval_secs: PositiveFloat | None = None

@@ -36,6 +36,7 @@ StatusEvent = Literal[
     "handover",
     "fetch_error",
     "outlet_overflow",
+    "poll_error",
 ]
 Direction = Literal["recv", "send"]
 PositionSide = Literal["long", "short"]

@@ -315,6 +315,12 @@ class Metrics:
             ["exchange"],
             registry=r,
         )
+        self.rest_poll_errors = Counter(
+            "collector_rest_poll_errors_total",
+            "Polled REST requests that failed (e.g. Binance open interest); retried next round",
+            ["exchange"],
+            registry=r,
+        )
         self.latency = Histogram(
             "collector_exchange_latency_seconds",
             "Receive time minus exchange event time (sampled once per read)",

@@ -10,7 +10,7 @@ such series is created here, counters at 0, before the HTTP server serves a scra
 Per labelled metric of :class:`~collector.metrics.Metrics`:
 
 - ``exchange`` (received messages and bytes, parse errors, drops, refused subscriptions,
-  the latency histogram): one per planned exchange.
+  failed REST polls, the latency histogram): one per planned exchange.
 - ``exchange, outcome`` (connection attempts): :data:`~collector.metrics.CONNECT_OUTCOMES`;
   planned handovers: :data:`~collector.metrics.HANDOVER_OUTCOMES`, where the venue has a
   connection lifetime (the only venues that hand over).
@@ -75,6 +75,7 @@ def create_connection_series(
         metrics.parse_errors,
         metrics.messages_dropped,
         metrics.subscribe_errors,
+        metrics.rest_poll_errors,
         metrics.latency,
     ):
         metric.labels(exchange)

@@ -53,6 +53,7 @@ from collector.ingest.supervisor import run_exchange
 from collector.instruments import create_instrument_series, plan_instruments, run_instruments
 from collector.metrics import Metrics
 from collector.outlets import open_outlets, start_outlets
+from collector.outlets.errors import OutletSettingsError
 from collector.planning import ServicePlan
 from collector.series import create_series
 from collector.storage import FileMetadataSource, run_disk_monitor, run_writer
@@ -76,6 +77,8 @@ EXIT_START_FAILED = 1
 # Another service holds the data directory: running this one would destroy data, and
 # restarting it will not help until the other stops (as for bad settings).
 EXIT_DATA_DIR_IN_USE = 2
+# Settings only a client library can judge (an outlet's options): as a bad settings file.
+EXIT_BAD_SETTINGS = 2
 
 
 class ServiceError(Exception):
@@ -232,7 +235,10 @@ async def _run(
     doorbell = Doorbell(ring_at_for(cfg.event_channel_size))
     ctx = IngestContext(settings.websocket, metrics, health, wall_clock, doorbell)
     upload_cfg = UploadSettings.from_settings(settings)
-    tap, outlet_tasks = open_outlets(settings, metrics.outlets, health)
+    try:
+        tap, outlet_tasks = open_outlets(settings, metrics.outlets, health)
+    except OutletSettingsError as exc:
+        raise ServiceError(str(exc), EXIT_BAD_SETTINGS) from None
 
     async with trio.open_nursery() as root:
         port = await root.start(run_http_server, listener, health, metrics)

@@ -1,7 +1,8 @@
 """Drive an adapter session as its connection task does, for sans-IO parser tests.
 
-:func:`feed` hands the session one frame as one read (``Session.receive``), and
-:func:`receive_snapshot` a REST body; both return the events and raise the first parse
+:func:`feed` hands the session one frame as one read (``Session.receive``),
+:func:`receive_snapshot` a REST snapshot body and :func:`receive_polled` a polled REST body;
+each returns the events and raise the first parse
 error, as the parser tests expect. What the results asked for is gathered per session in
 :func:`asked` (frames to send, snapshots to fetch, a reconnect reason, the discards), so a
 test can assert on what several frames asked for together and clear it like a connection
@@ -88,6 +89,17 @@ def receive_snapshot(
     """The events of a fetched REST snapshot body; raises its parse error."""
     events: list[Event] = []
     actions = record(session, session.receive_snapshot(request, body, received_us, events))
+    if actions.errors:
+        raise actions.errors[0]
+    return events
+
+
+def receive_polled(
+    session: Session, request: SnapshotRequest, body: bytes, received_us: int
+) -> list[Event]:
+    """The events of a polled REST body; raises its parse error."""
+    events: list[Event] = []
+    actions = record(session, session.receive_polled(request, body, received_us, events))
     if actions.errors:
         raise actions.errors[0]
     return events

@@ -316,3 +316,13 @@ def test_command_rejects_bad_options(capsys: pytest.CaptureFixture[str]) -> None
     assert run_bench_command({"count": 0}) == 2
     assert run_bench_command({"gc_threshold": "1,2"}) == 2
     assert "error" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("name", ["futures-depth", "mixed-futures"])
+def test_futures_scenarios_store_every_frame(name: str) -> None:
+    """USD-M frames (futures diff depth chained by ``pu``; spot beside them in the mixed
+    one) through the whole service: one row per frame, plus a REST snapshot per book."""
+    result = run_scenario(name, count=3000, rate=30_000)
+    assert result.rows_match, (result.rows_by_type, result.rows_expected)
+    assert result.snapshots >= 1
+    assert result.dropped == result.gaps == result.parse_errors == 0

@@ -7,13 +7,11 @@ import json
 import re
 from typing import Any
 
-import attrs
 import msgspec
 import pytest
 
 from collector.config import ConfigError, MarketSettings
 from collector.events import BookUpdate, Event, Status, Ticker, Trade, levels_from_pairs
-from collector.exchanges import binance as binance_module
 from collector.exchanges.base import ConnectionPlan, SnapshotRequest, Subscription
 from collector.exchanges.binance import BinanceAdapter, BinancePlan, BinanceSession
 from collector.settings_check import parse_settings
@@ -356,12 +354,53 @@ def test_settings_refuse_what_the_category_cannot_be(options: dict[str, Any], me
         parse_settings({"markets": [raw]})
 
 
-def test_a_feed_the_category_does_not_offer_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
-    # Every category offers the three feeds today; derivative feeds will be futures-only.
-    profile = attrs.evolve(binance_module.PROFILES["coinm"], feeds=("trades", "orderbook"))
-    monkeypatch.setitem(binance_module.PROFILES, "coinm", profile)
-    with pytest.raises(ValueError, match="binance coinm has no ticker feed"):
-        BinanceAdapter.check_market(market("coinm", "BTCUSD_PERP"))
+@pytest.mark.parametrize("feed", ["derivatives", "liquidations"])
+def test_spot_has_no_derivative_feeds(feed: str) -> None:
+    with pytest.raises(
+        ValueError, match=f"^binance category 'spot' has no {feed} feed .*'usdm' or 'coinm' has"
+    ):
+        BinanceAdapter.check_market(market("spot", "BTCUSDT", feeds=("trades", feed)))
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        (
+            {"category": "usdm", "feeds": ["trades"], "open_interest_interval_secs": 30},
+            "binance open_interest_interval_secs applies only to a market with the "
+            "derivatives feed",
+        ),
+        (
+            {"open_interest_interval_secs": 30},
+            "binance open_interest_interval_secs applies only to a market with the "
+            "derivatives feed",
+        ),
+        (
+            {"category": "usdm", "feeds": ["derivatives"], "open_interest_interval_secs": 1},
+            "binance open_interest_interval_secs must be at least 5 (got 1)",
+        ),
+        (
+            {"category": "usdm", "feeds": ["derivatives"], "open_interest_interval_secs": -1},
+            "open_interest_interval_secs",
+        ),
+    ],
+)
+def test_open_interest_interval_is_checked(options: dict[str, Any], message: str) -> None:
+    raw = {"exchange": "binance", "symbols": ["BTCUSDT"], **options}
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        parse_settings({"markets": [raw]})
+
+
+def test_other_venues_refuse_an_open_interest_interval() -> None:
+    raw = {
+        "exchange": "bybit",
+        "category": "linear",
+        "symbols": ["BTCUSDT"],
+        "feeds": ["derivatives"],
+        "open_interest_interval_secs": 30,
+    }
+    with pytest.raises(ConfigError, match="bybit has no open_interest_interval_secs option"):
+        parse_settings({"markets": [raw]})
 
 
 # --------------------------------------------------------------------------- trades

@@ -1,6 +1,7 @@
 """Binance spot, USD-M and COIN-M markets in one service, end to end: fake venues on
 loopback (USD-M with its routed /public and /market paths), a fake REST API for the book
-snapshots, and the rows read back from Parquet, across a forced reconnect."""
+snapshots and open interest, and the rows read back from Parquet, across a forced
+reconnect; and the derivative feeds (mark price, polled open interest, liquidations)."""
 
 from __future__ import annotations
 
@@ -15,6 +16,8 @@ from tests.fakes.binance import (
     agg_trade_frame,
     book_ticker_frame,
     depth_diff_frame,
+    force_order_frame,
+    mark_price_frame,
     trade_frame,
 )
 from tests.fakes.binance_rest import FakeBinanceRest
@@ -166,3 +169,125 @@ async def test_spot_usdm_and_coinm_markets_record_apart_and_resync_after_a_recon
     assert (coinm_trade["exchange"], coinm_trade["size"]) == ("binance-coinm", 3.0)
     coinm_status = read_rows(data_dir, "binance-coinm", "BTCUSD_PERP", "status")
     assert "gap" not in [s["event"] for s in coinm_status]
+
+
+async def test_usdm_and_coinm_derivative_feeds_are_recorded_with_polled_open_interest(
+    tmp_path: Path,
+) -> None:
+    usdm, coinm, rest = (
+        FakeBinance(category="usdm"),
+        FakeBinance(category="coinm"),
+        FakeBinanceRest(),
+    )
+    rest.open_interest["BTCUSDT"] = (10659.509, T_MS - 100)
+    rest.open_interest["BTCUSD_PERP"] = (512000.0, T_MS - 100)
+    data_dir = tmp_path / "data"
+    async with trio.open_nursery() as nursery:
+        for fake in (usdm, coinm, rest):
+            await nursery.start(fake.run)
+        derivative_market = {
+            "exchange": "binance",
+            "feeds": ["trades", "derivatives", "liquidations"],
+            "rest_url": rest.url,
+            "open_interest_interval_secs": 5,
+        }
+        settings = parse_settings(
+            {
+                "collector": {"metrics_host": "127.0.0.1", "metrics_port": 0},
+                "storage": {"data_dir": str(data_dir)},
+                "markets": [
+                    derivative_market
+                    | {"category": "usdm", "symbols": ["BTCUSDT"], "base_url": usdm.url},
+                    derivative_market
+                    | {"category": "coinm", "symbols": ["BTCUSD_PERP"], "base_url": coinm.url},
+                ],
+            }
+        )
+        usdm_streams = ["btcusdt@aggTrade", "btcusdt@markPrice@1s", "btcusdt@forceOrder"]
+        async with running_service(settings):
+            with trio.fail_after(TIMEOUT):
+                await usdm.wait_subscribed(usdm_streams)
+                await coinm.wait_subscribed(["btcusd_perp@markPrice@1s", "btcusd_perp@forceOrder"])
+                # Every derivative stream of USD-M is on its /market path, with the trades.
+                assert [(c.route, sorted(c.streams)) for c in usdm.clients] == [
+                    ("market", sorted(usdm_streams))
+                ]
+                await wait_until(lambda: sum("openInterest" in r for r in rest.requests) >= 2)
+                await settle()
+                await usdm.send(
+                    mark_price_frame(
+                        "BTCUSDT", T_MS, "65010.5", "65000", "65001", "0.0001", T_MS + 3_600_000
+                    )
+                )
+                await coinm.send(
+                    mark_price_frame(
+                        "BTCUSD_PERP", T_MS, "65020", "65003", "65004", "-0.0002", T_MS + 3_600_000
+                    )
+                )
+                await usdm.send(force_order_frame("BTCUSDT", "SELL", "64000", "0.5", T_MS + 10))
+                await coinm.send(force_order_frame("BTCUSD_PERP", "BUY", "66000", "12", T_MS + 20))
+                await settle()
+                # The next poll (5 s on) writes an openInterest row of its own.
+                rest.open_interest["BTCUSDT"] = (10700.0, T_MS + 5000)
+                polls = sum("/fapi/v1/openInterest" in r for r in rest.requests)
+                await wait_until(
+                    lambda: sum("/fapi/v1/openInterest" in r for r in rest.requests) > polls
+                )
+                await settle()
+                await usdm.send(
+                    mark_price_frame(
+                        "BTCUSDT",
+                        T_MS + 1000,
+                        "65011",
+                        "65001",
+                        "65002",
+                        "0.0001",
+                        T_MS + 3_600_000,
+                    )
+                )
+                await settle()
+        nursery.cancel_scope.cancel()
+
+    rows = read_rows(data_dir, "binance-usdm", "BTCUSDT", "derivative_ticker")
+    summary = [
+        (r["source"], r["sequence"], r["mark_price"], r["open_interest"], r["open_interest_unit"])
+        for r in rows
+    ]
+    assert summary == [
+        ("markPrice", T_MS, 65010.5, 10659.509, "base"),
+        ("openInterest", T_MS, 65010.5, 10700.0, "base"),
+        ("markPrice", T_MS + 1000, 65011.0, 10700.0, "base"),
+    ]
+    first = rows[0]
+    assert (first["index_price"], first["funding_rate"], first["estimated_settlement_price"]) == (
+        65000.0,
+        0.0001,
+        65001.0,
+    )
+    assert first["funding_timestamp"].timestamp() * 1000 == T_MS + 3_600_000
+    [coinm_row] = read_rows(data_dir, "binance-coinm", "BTCUSD_PERP", "derivative_ticker")
+    assert (coinm_row["mark_price"], coinm_row["funding_rate"]) == (65020.0, -0.0002)
+    assert (coinm_row["open_interest"], coinm_row["open_interest_unit"]) == (512000.0, "contracts")
+
+    [liquidation] = read_rows(data_dir, "binance-usdm", "BTCUSDT", "liquidations")
+    assert (
+        liquidation["side"],
+        liquidation["position_side"],
+        liquidation["price"],
+        liquidation["price_kind"],
+        liquidation["size"],
+        liquidation["size_unit"],
+        liquidation["status"],
+    ) == ("sell", "long", 64000.0, "order", 0.5, "base", "FILLED")
+    [coinm_liquidation] = read_rows(data_dir, "binance-coinm", "BTCUSD_PERP", "liquidations")
+    assert (
+        coinm_liquidation["side"],
+        coinm_liquidation["size"],
+        coinm_liquidation["size_unit"],
+    ) == (
+        "buy",
+        12.0,
+        "contracts",
+    )
+    status = read_rows(data_dir, "binance-usdm", "BTCUSDT", "status")
+    assert "poll_error" not in [s["event"] for s in status]

@@ -128,3 +128,30 @@ async def test_port_in_use_fails_before_any_venue_is_contacted(tmp_path: Path) -
 def with_port(settings: Settings, port: int) -> Settings:
     collector = msgspec.structs.replace(settings.collector, metrics_port=port)
     return msgspec.structs.replace(settings, collector=collector)
+
+
+async def test_kafka_options_librdkafka_refuses_stop_the_start_in_one_line(
+    tmp_path: Path,
+) -> None:
+    """An option only librdkafka can judge (an unknown key) is found when the producer is
+    opened, before any task starts: a bad-settings start-up error, not a traceback from a
+    running service."""
+    data_dir = tmp_path / "data"
+    base = service_settings("ws://127.0.0.1:9/", data_dir)
+    settings = msgspec.structs.replace(
+        base,
+        kafka=msgspec.structs.replace(
+            base.kafka,
+            enabled=True,
+            bootstrap_servers="127.0.0.1:9",
+            options={"no.such.property": "1"},
+        ),
+    )
+    with pytest.raises(ServiceError) as refused:
+        await run_service(plan_service(settings), handle_signals=False)
+    assert refused.value.exit_code == 2
+    message = str(refused.value)
+    assert message.startswith("kafka.options: ")
+    assert "no.such.property" in message
+    assert "\n" not in message
+    assert list(data_dir.rglob("*.journal")) == []

@@ -133,13 +133,15 @@ class _Generator:
         # Set just before the first data frame goes out (the parent's measured window opens).
         self.started = trio.Event()
         self.all_done = trio.Event()
-        # symbol -> the lastUpdateId a REST snapshot reports: just before the first delta.
-        self.snapshot_ids: dict[str, int] = {}
+        # (REST depth path, symbol) -> the lastUpdateId a REST snapshot reports: just before
+        # the first delta (spot and futures books of one symbol are apart by their path).
+        self.snapshot_ids: dict[tuple[str, str], int] = {}
         for state in self.groups:
+            depth_path = getattr(state.group.protocol, "depth_path", "/api/v3/depth")
             for i, source in enumerate(state.group.streams):
                 if source.stream.endswith("@depth@100ms"):
                     symbol = source.stream.partition("@")[0].upper()
-                    self.snapshot_ids[symbol] = state.next_ids[i] - 1
+                    self.snapshot_ids[depth_path, symbol] = state.next_ids[i] - 1
 
     # ------------------------------------------------------------------ WebSocket
 
@@ -286,11 +288,15 @@ class _Generator:
                 target = ""
             url = urlsplit(target)
             query = dict(parse_qsl(url.query))
-            snapshot_id = self.snapshot_ids.get(query.get("symbol", ""))
-            if url.path != "/api/v3/depth" or snapshot_id is None:
+            snapshot_id = self.snapshot_ids.get((url.path, query.get("symbol", "")))
+            if snapshot_id is None:
                 status, body = b"404 Not Found", b'{"code":-1121,"msg":"Invalid symbol."}'
             else:
-                venue = next(g.group.protocol for g in self.groups if g.group.protocol.needs_rest)
+                venue = next(
+                    g.group.protocol
+                    for g in self.groups
+                    if getattr(g.group.protocol, "depth_path", None) == url.path
+                )
                 status, body = b"200 OK", venue.snapshot_body(url.path, query, snapshot_id)
                 self.report.snapshots += 1
             await stream.send_all(

@@ -399,8 +399,9 @@ def run_scenario(
                 bootstrap,
             )
             peak = peak_rss_bytes()
+            # The stored exchange of each diff-depth group (Binance futures: binance-usdm).
             diff_symbols = {
-                (g.protocol.exchange, s)
+                (get_adapter_class(g.protocol.exchange).data_exchange(g.market(0, 0)), s)
                 for g in scenario.groups
                 if g.book_mode == "diff" and g.protocol.needs_rest
                 for s in g.symbols

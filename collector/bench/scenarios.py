@@ -67,7 +67,7 @@ class Group:
     book_mode: str | None
     streams: tuple[StreamFrames, ...]
     weights: tuple[float, ...]
-    category: str | None = None  # Bybit: "spot" or "linear"
+    category: str | None = None  # Bybit: "spot" or "linear"; Binance: "usdm" for futures
 
     def market(self, ws_port: int, rest_port: int) -> MarketSettings:
         return MarketSettings(
@@ -111,8 +111,9 @@ class Scenario:
 
 
 def first_id(group_index: int, stream_index: int) -> int:
-    """Where a stream's sequence ids start (distinct per stream, far below 10**10)."""
-    return 1_000_000_000 + (group_index * 211 + stream_index) * 7_919_333
+    """Where a stream's sequence ids start (distinct per stream, far below 10**10; the id
+    before the first has 10 digits too, for a futures diff's ``pu``)."""
+    return 1_000_000_001 + (group_index * 211 + stream_index) * 7_919_333
 
 
 # --------------------------------------------------------------------------- symbols
@@ -301,6 +302,99 @@ def _mixed() -> Scenario:
     )
 
 
+def _futures_depth() -> Scenario:
+    """USD-M diff depth at ``@depth@0ms``-like rates: BTCUSDT and ETHUSDT perpetual books."""
+    proto = binance.BinanceUsdmProtocol("/public")
+    group = Group(
+        "g0",
+        proto,
+        ("BTCUSDT", "ETHUSDT"),
+        ("orderbook",),
+        "diff",
+        (
+            binance.FuturesDiffDepthStream("BTCUSDT", 61234.5, 0.1),
+            binance.FuturesDiffDepthStream("ETHUSDT", 2650.12, 0.01),
+        ),
+        (0.65, 0.35),
+        category=proto.category,
+    )
+    return Scenario(
+        "futures-depth",
+        "binance USD-M diff depth, small frames at @depth@0ms-like rates (2 perpetuals)",
+        (group,),
+        600_000,
+        note="every update kept: rows == frames (+ one REST snapshot row per book)",
+    )
+
+
+def _mixed_futures() -> Scenario:
+    """Spot and USD-M futures of the same coins at once: three connections (spot; USD-M
+    ``/public`` books and tickers; USD-M ``/market`` trades), shares as in the recorded
+    spot and USD-M BTCUSDT traffic (hftbacktest's captures: futures ~2.3x spot's frames)."""
+    markets = _markets(6)
+    zipf = _zipf(len(markets))
+    spot_streams: list[StreamFrames] = []
+    spot_weights: list[float] = []
+    public_streams: list[StreamFrames] = []
+    public_weights: list[float] = []
+    market_streams: list[StreamFrames] = []
+    market_weights: list[float] = []
+    for m, w in zip(markets, zipf, strict=True):
+        spot_streams += [
+            binance.TradeStream(m.symbol, m.mid),
+            binance.DiffDepthStream(m.symbol, m.mid, m.tick),
+            binance.BookTickerStream(m.symbol, m.mid, m.tick),
+        ]
+        spot_weights += [0.24 * w, 0.08 * w, 0.68 * w]
+        public_streams += [
+            binance.FuturesDiffDepthStream(m.symbol, m.mid, m.tick),
+            binance.FuturesBookTickerStream(m.symbol, m.mid, m.tick),
+        ]
+        # Futures: depth@0ms ~7 %, bookTicker ~70 %, trades ~23 % of ~2.3x spot's frames.
+        public_weights += [2.3 * 0.07 * w, 2.3 * 0.70 * w]
+        market_streams.append(binance.FuturesAggTradeStream(m.symbol, m.mid))
+        market_weights.append(2.3 * 0.23 * w)
+    symbols = tuple(m.symbol for m in markets)
+    public, market = binance.BinanceUsdmProtocol("/public"), binance.BinanceUsdmProtocol("/market")
+    groups = (
+        Group(
+            "g0",
+            binance.BinanceProtocol(),
+            symbols,
+            ("trades", "orderbook", "ticker"),
+            "diff",
+            tuple(spot_streams),
+            tuple(spot_weights),
+        ),
+        Group(
+            "g1",
+            public,
+            symbols,
+            ("orderbook", "ticker"),
+            "diff",
+            tuple(public_streams),
+            tuple(public_weights),
+            category=public.category,
+        ),
+        Group(
+            "g2",
+            market,
+            symbols,
+            ("trades",),
+            None,
+            tuple(market_streams),
+            tuple(market_weights),
+            category=market.category,
+        ),
+    )
+    return Scenario(
+        "mixed-futures",
+        "binance spot + USD-M futures: 6 coins on both, 3 connections",
+        groups,
+        1_000_000,
+    )
+
+
 # Each venue's markets in its own spelling: (symbol, mid, tick).
 _VENUE_MARKETS: Final[dict[str, tuple[tuple[str, float, float], ...]]] = {
     "binance": (("BTCUSDT", 61234.56, 0.01), ("ETHUSDT", 2650.12, 0.01)),
@@ -421,10 +515,21 @@ def _build(name: str) -> Scenario:
         )
     if name == "mixed":
         return _mixed()
+    if name == "futures-depth":
+        return _futures_depth()
+    if name == "mixed-futures":
+        return _mixed_futures()
     raise KeyError(name)
 
 
-SCENARIOS: Final[tuple[str, ...]] = ("trades", "depth", "depth20", "mixed")
+SCENARIOS: Final[tuple[str, ...]] = (
+    "trades",
+    "depth",
+    "depth20",
+    "mixed",
+    "futures-depth",
+    "mixed-futures",
+)
 """The throughput scenarios (``--scenario all``)."""
 VENUE_SCENARIOS: Final[tuple[str, ...]] = tuple(_VENUE_MARKETS)
 """One scenario per venue the generator speaks, named after it (``--scenario venues``):

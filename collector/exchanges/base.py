@@ -84,6 +84,19 @@ class InstrumentsRequest:
 
 
 @attrs.frozen
+class Polling:
+    """REST requests a connection repeats on a timer, for data the venue streams nowhere
+    (Binance open interest): every ``interval_secs`` a round of ``requests``, at most
+    ``per_second`` of them a second. ``data_type`` names the table the bodies' rows go to
+    (its failures are reported against it)."""
+
+    requests: tuple[SnapshotRequest, ...]
+    interval_secs: float
+    per_second: float
+    data_type: str
+
+
+@attrs.frozen
 class ConnectionPlan:
     """What one WebSocket connection carries."""
 
@@ -243,6 +256,18 @@ class Session(ABC):
             return self._take((exc,), ())
         return self._take((), ())
 
+    def receive_polled(
+        self, request: SnapshotRequest, body: bytes, received_us: int, events: list[Event]
+    ) -> Actions:
+        """Apply the body of a polled REST request (:meth:`ExchangeAdapter.polling`),
+        appending its events; ``received_us`` is when the body arrived. An unreadable body is
+        in ``errors`` (it adds no events; the next round asks again)."""
+        try:
+            events += self.parse_polled(request, body, received_us)
+        except ParseError as exc:
+            return self._take((exc,), ())
+        return self._take((), ())
+
     def _take(self, errors: Sequence[ParseError], first: Sequence[str]) -> Actions:
         """Hand over (and forget) everything asked for since the last result."""
         actions = Actions(
@@ -308,6 +333,10 @@ class Session(ABC):
     ) -> list[Event]:
         """Events from the body of a fetched REST snapshot. Raises ParseError."""
         raise NotImplementedError(f"{self.exchange} requests no REST snapshots")
+
+    def parse_polled(self, request: SnapshotRequest, body: bytes, received_us: int) -> list[Event]:
+        """Events from the body of a polled REST request. Raises ParseError."""
+        raise NotImplementedError(f"{self.exchange} polls nothing")
 
     def count_discard(
         self, symbol: str, data_type: str, reason: DiscardReason, count: int = 1
@@ -435,6 +464,9 @@ class ExchangeAdapter(ABC):
     # the most listing requests per second it gets (its REST budget, with margin).
     lists_instruments: ClassVar[bool] = False
     instrument_requests_per_second: ClassVar[float] = 2.0
+    # Whether a market may set ``open_interest_interval_secs`` (the venue's open interest
+    # is polled over REST: :meth:`polling`).
+    takes_open_interest_interval: ClassVar[bool] = False
     # Why the venue refuses or restricts an option: appended to the standard sentence.
     # Keys are option names, or "book_mode/book_depth" for a venue that takes neither.
     option_notes: ClassVar[Mapping[str, str]] = {}
@@ -556,12 +588,15 @@ class ExchangeAdapter(ABC):
     def check_market(cls, market: MarketSettings) -> None:
         """Reject options the venue does not support (ValueError with a clear message).
 
-        In this order: the book options, ``rest_url``, ``category``, ``feeds``, ``base_url``
-        and the ``rest_url`` scheme; each against what the venue declares.
+        In this order: the book options, ``rest_url``, ``open_interest_interval_secs``,
+        ``category``, ``feeds``, ``base_url`` and the ``rest_url`` scheme; each against what
+        the venue declares.
         """
         cls.check_book_options(market)
         if market.rest_url is not None and not cls.takes_rest_url:
             raise cls.no_option("rest_url")
+        if market.open_interest_interval_secs is not None and not cls.takes_open_interest_interval:
+            raise cls.no_option("open_interest_interval_secs")
         cls.check_category(market)
         cls.check_feeds(market)
         check_base_url(cls.name, market)
@@ -739,6 +774,11 @@ class ExchangeAdapter(ABC):
         """Most REST snapshot requests per second on ``plan``'s connection: the declared
         ``snapshot_requests_per_second``, unless the venue's budget differs by endpoint."""
         return self.snapshot_requests_per_second
+
+    def polling(self, plan: ConnectionPlan) -> Polling | None:
+        """The REST requests ``plan``'s connection repeats on a timer (None: none, the
+        default). Their bodies go to :meth:`Session.receive_polled`."""
+        return None
 
     def keepalive_frame(self, number: int) -> str | None:
         """The venue's application-level keepalive (ping) frame, or None: the venue needs none.

@@ -14,7 +14,8 @@ read (spot partial depth carries no symbol of its own). Endpoints per category:
 
 - spot: ``wss://stream.binance.com:9443/stream?timeUnit=MICROSECOND`` (microsecond times);
 - usdm: ``wss://fstream.binance.com/public/stream`` for book streams (``@depth...``,
-  ``@bookTicker``) and ``.../market/stream`` for everything else (``@aggTrade``): USD-M
+  ``@bookTicker``) and ``.../market/stream`` for everything else (``@aggTrade``,
+  ``@markPrice@1s``, ``@forceOrder``): USD-M
   routes streams by URL path, and a stream opened on the wrong path delivers nothing,
   without an error. So a USD-M symbol with trades and a book is on two connections;
 - coinm: ``wss://dstream.binance.com/stream`` (no routing).
@@ -31,10 +32,31 @@ Feeds and streams:
   ``book_depth`` in 5/10/20, default 20) or ``<sym>@depth@100ms`` (``book_mode = "diff"``);
   a futures partial book also carries ``U``/``u``/``pu`` (kept in the row's sequences);
 - ``ticker`` -> ``<sym>@bookTicker``;
+- ``derivatives`` (usdm, coinm) -> ``<sym>@markPrice@1s`` (``/market`` on USD-M), plus open
+  interest from REST (``/fapi/v1/openInterest``, ``/dapi/v1/openInterest``; Binance streams
+  none), polled by the connection every ``open_interest_interval_secs``
+  (:meth:`BinanceAdapter.polling`). Both are merged into one state per symbol, so each
+  ``derivative_ticker`` row holds the mark, index, estimated settle price, funding rate and
+  time *and* the open interest as they stand after its message: a ``markPrice`` row carries
+  the last polled open interest, an ``openInterest`` row the last mark price. Open interest
+  polled before the symbol's first mark price writes no row of its own (that first
+  ``markPrice`` row carries it). The rows' ``sequence`` is the mark price event time ``E``
+  (ms) of the state: mark prices carry no id, and ``E`` grows by a second per message and is
+  the same on every connection, so it orders the rows of a planned reconnect's overlap
+  (``collector.ingest.handover``); an ``openInterest`` row repeats the ``E`` of the state it
+  joins. COIN-M delivery contracts send ``"r":""`` and ``"T":0``: no funding (null);
+- ``liquidations`` (usdm, coinm) -> ``<sym>@forceOrder`` (``/market`` on USD-M): at most the
+  latest liquidation per symbol per second is pushed, so the rows are a sample, not every
+  liquidation. ``S`` is the liquidation order's side (``SELL`` closes a long); ``size`` is
+  the filled quantity ``z`` (base coin on USD-M, contracts on COIN-M), ``price`` the order
+  price ``p``, ``avg_price`` ``ap``, ``status`` ``X``; no sequence (none is sent);
 - ``raw`` -> no stream: the connection keeps every frame (``ConnectionPlan.raw``).
 
 Sequence rules (per symbol, per session; a reconnect starts afresh):
 
+- mark prices: a ``markPriceUpdate`` whose ``E`` is at or below the symbol's last one is a
+  repeat: dropped and counted (reason ``duplicate``). Polled open interest older than the
+  last one applied is dropped likewise (reason ``stale``).
 - trades: ``t`` (spot) or ``a`` (futures) should grow by exactly 1. A jump is reported as a
   ``gap`` status row. This is a heuristic: Binance does not document these ids as gap-free
   (exchanges.md: UNCONFIRMED). An id at or below the last one is a duplicate: dropped and
@@ -77,13 +99,26 @@ from urllib.parse import quote
 import attrs
 import msgspec
 
-from collector.config import MarketSettings
-from collector.events import BookUpdate, Event, Instrument, Ticker, Trade, levels_from_pairs
+from collector.config import Feed, MarketSettings
+from collector.events import (
+    BookUpdate,
+    DerivativeTicker,
+    Event,
+    Instrument,
+    Liquidation,
+    PositionSide,
+    Side,
+    SizeUnit,
+    Ticker,
+    Trade,
+    levels_from_pairs,
+)
 from collector.exchanges.base import (
     ConnectionPlan,
     ExchangeAdapter,
     InstrumentsRequest,
     ParseError,
+    Polling,
     Session,
     SnapshotRequest,
     Subscription,
@@ -101,6 +136,14 @@ DEFAULT_REST_URL: Final = "https://api.binance.com"
 # futures weight 20 of 2400/min, a budget USD-M and COIN-M share.
 SNAPSHOT_LIMIT: Final = 1000
 CATEGORIES: Final = ("spot", "usdm", "coinm")
+# Open interest polling: the default interval between rounds, the shortest allowed, and
+# requests per second per connection (weight 1 each: 120 of the 2400/min USD-M and COIN-M
+# share, next to the book snapshots' quarter).
+DEFAULT_OPEN_INTEREST_INTERVAL_SECS: Final = 60.0
+MIN_OPEN_INTEREST_INTERVAL_SECS: Final = 5.0
+OPEN_INTEREST_REQUESTS_PER_SECOND: Final = 2.0
+DERIVATIVES_STREAM: Final = "markPrice@1s"
+LIQUIDATIONS_STREAM: Final = "forceOrder"
 
 # A symbol: letters and digits, and on futures a contract suffix (COIN-M always has one:
 # ``BTCUSD_PERP``, ``BTCUSD_250926``; a dated USD-M future is ``BTCUSDT_250926``).
@@ -177,12 +220,46 @@ class _DepthDiff(msgspec.Struct, gc=False, tag_field="e", tag="depthUpdate"):
     prev_id: int | None = msgspec.field(default=None, name="pu")
 
 
+class _MarkPrice(msgspec.Struct, gc=False, tag_field="e", tag="markPriceUpdate"):
+    """A futures mark price: ``r`` is ``""`` and ``T`` 0 for COIN-M delivery contracts."""
+
+    event_time: int = msgspec.field(name="E")
+    mark_price: float = msgspec.field(name="p")
+    index_price: float | None = msgspec.field(default=None, name="i")
+    settle_price: float | None = msgspec.field(default=None, name="P")
+    funding_rate: str = msgspec.field(default="", name="r")
+    funding_time: int = msgspec.field(default=0, name="T")
+
+
+class _ForceOrderBody(msgspec.Struct, gc=False):
+    side: str = msgspec.field(name="S")
+    price: float = msgspec.field(name="p")
+    filled: float = msgspec.field(name="z")
+    trade_time: int = msgspec.field(name="T")
+    avg_price: float | None = msgspec.field(default=None, name="ap")
+    status: str | None = msgspec.field(default=None, name="X")
+
+
+class _ForceOrder(msgspec.Struct, gc=False, tag_field="e", tag="forceOrder"):
+    """A futures liquidation order (the latest of its symbol in the last second)."""
+
+    order: _ForceOrderBody = msgspec.field(name="o")
+
+
+class _OpenInterest(msgspec.Struct, gc=False):
+    """A polled ``openInterest`` REST body (COIN-M adds ``pair`` and ``contractType``)."""
+
+    open_interest: float = msgspec.field(name="openInterest")
+    time: int
+
+
 class _TaggedEnvelope(msgspec.Struct, gc=False):
-    """A combined-stream frame of a stream whose data names its kind (``"e"``): trades and
-    book deltas are decoded in one pass, not an envelope and then its data."""
+    """A combined-stream frame of a stream whose data names its kind (``"e"``): trades,
+    book deltas, mark prices and liquidations are decoded in one pass, not an envelope and
+    then its data."""
 
     stream: str | None = None
-    data: _Trade | _AggTrade | _DepthDiff | None = None
+    data: _Trade | _AggTrade | _DepthDiff | _MarkPrice | _ForceOrder | None = None
 
 
 class _PartialDepth(msgspec.Struct, gc=False):
@@ -225,6 +302,9 @@ _FUTURES_PARTIAL_DEPTH: Final = msgspec.json.Decoder(_FuturesPartialDepth, stric
 _DEPTH_DIFF: Final = msgspec.json.Decoder(_DepthDiff, strict=False)
 _PARTIAL_DEPTH: Final = msgspec.json.Decoder(_PartialDepth, strict=False)
 _BOOK_TICKER: Final = msgspec.json.Decoder(_BookTicker, strict=False)
+_MARK_PRICE: Final = msgspec.json.Decoder(_MarkPrice, strict=False)
+_FORCE_ORDER: Final = msgspec.json.Decoder(_ForceOrder, strict=False)
+_OPEN_INTEREST: Final = msgspec.json.Decoder(_OpenInterest, strict=False)
 _ENCODER: Final = msgspec.json.Encoder()
 
 _PARSE_ERRORS: Final = (msgspec.DecodeError, KeyError, ValueError, TypeError, IndexError)
@@ -250,8 +330,10 @@ class Profile:
     snapshots_per_second: float
     # Routed endpoints (USD-M): the URL path of each feed's streams; empty: one endpoint.
     routes: Mapping[str, str] = attrs.field(factory=dict)
-    # The stream feeds the category offers (derivative feeds will be futures-only).
-    feeds: tuple[str, ...] = ("trades", "orderbook", "ticker")
+    # Futures: the REST path of open interest, and the unit of open interest and of
+    # liquidation sizes (USD-M: base coin; COIN-M: contracts, UNCONFIRMED by the docs).
+    open_interest_path: str = ""
+    size_unit: SizeUnit = "base"
 
 
 PROFILES: Final[Mapping[str, Profile]] = {
@@ -276,9 +358,16 @@ PROFILES: Final[Mapping[str, Profile]] = {
         "aggTrade",
         futures=True,
         snapshots_per_second=0.5,
-        # Book streams are "public" (high frequency), trades "market" (Binance USD-M
+        # Book streams are "public" (high frequency), the others "market" (Binance USD-M
         # WebSocket change notice, 2026-03: unrouted URLs carry /public streams only).
-        routes={"orderbook": "/public", "ticker": "/public", "trades": "/market"},
+        routes={
+            "orderbook": "/public",
+            "ticker": "/public",
+            "trades": "/market",
+            "derivatives": "/market",
+            "liquidations": "/market",
+        },
+        open_interest_path="/fapi/v1/openInterest",
     ),
     "coinm": Profile(
         "coinm",
@@ -290,6 +379,8 @@ PROFILES: Final[Mapping[str, Profile]] = {
         "aggTrade",
         futures=True,
         snapshots_per_second=0.5,
+        open_interest_path="/dapi/v1/openInterest",
+        size_unit="contracts",
     ),
 }
 
@@ -307,6 +398,8 @@ class BinancePlan(ConnectionPlan):
     streams: tuple[str, ...] = ()
     rest_url: str = DEFAULT_REST_URL
     category: str = "spot"
+    # Seconds between open interest polling rounds (futures markets with ``derivatives``).
+    open_interest_interval_secs: float = DEFAULT_OPEN_INTEREST_INTERVAL_SECS
 
 
 def stream_name(symbol: str, feed: str, market: MarketSettings | None = None) -> str:
@@ -318,6 +411,10 @@ def stream_name(symbol: str, feed: str, market: MarketSettings | None = None) ->
         return f"{sym}@{trade}"
     if feed == "ticker":
         return f"{sym}@bookTicker"
+    if feed == "derivatives":
+        return f"{sym}@{DERIVATIVES_STREAM}"
+    if feed == "liquidations":
+        return f"{sym}@{LIQUIDATIONS_STREAM}"
     if feed == "orderbook":
         if market is not None and market.book_mode == "diff":
             return f"{sym}@depth@100ms"
@@ -346,6 +443,17 @@ class BinanceAdapter(ExchangeAdapter):
         "different exchange, not a mirror"
     )
     book_modes: ClassVar[tuple[str, ...]] = ("snapshot", "diff")
+    stream_feeds: ClassVar[tuple[Feed, ...]] = (
+        "trades",
+        "orderbook",
+        "ticker",
+        "derivatives",
+        "liquidations",
+    )
+    category_lacks: ClassVar[Mapping[str, tuple[Feed, ...]]] = {
+        "spot": ("derivatives", "liquidations")
+    }
+    takes_open_interest_interval: ClassVar[bool] = True
 
     book_depths: ClassVar[tuple[int, ...]] = tuple(sorted(PARTIAL_DEPTHS))
     takes_rest_url: ClassVar[bool] = True  # diff depth syncs its books from REST snapshots
@@ -413,15 +521,26 @@ class BinanceAdapter(ExchangeAdapter):
 
     @classmethod
     def check_market(cls, market: MarketSettings) -> None:
-        """The standard checks, then the category's: its feeds, and symbols that fit it
-        (COIN-M symbols name their contract, ``BTCUSD_PERP``; spot symbols never do)."""
+        """The standard checks (spot has no derivative feeds: ``category_lacks``), then the
+        category's: symbols that fit it (COIN-M symbols name their contract,
+        ``BTCUSD_PERP``; spot symbols never do), and ``open_interest_interval_secs`` only
+        where open interest is polled (a futures market with ``derivatives``), at least
+        :data:`MIN_OPEN_INTEREST_INTERVAL_SECS`."""
         super().check_market(market)
         category = market.category or "spot"
-        offered = profile_of(market).feeds
-        for feed in market.feeds:
-            if feed not in ("raw", "instruments") and feed not in offered:
+        interval = market.open_interest_interval_secs
+        if interval is not None:
+            if "derivatives" not in market.feeds:
                 raise ValueError(
-                    f"binance {category} has no {feed} feed (it offers {choices(offered)})"
+                    "binance open_interest_interval_secs applies only to a market with the "
+                    "derivatives feed (category 'usdm' or 'coinm'): open interest is polled "
+                    "for its derivative_ticker rows"
+                )
+            if interval < MIN_OPEN_INTEREST_INTERVAL_SECS:
+                raise ValueError(
+                    f"binance open_interest_interval_secs must be at least "
+                    f"{MIN_OPEN_INTEREST_INTERVAL_SECS:g} (got {interval:g}): each poll costs "
+                    "REST weight from the 2400/min USD-M and COIN-M share"
                 )
         for symbol in market.symbols:
             try:
@@ -479,9 +598,17 @@ class BinanceAdapter(ExchangeAdapter):
         return (market.rest_url or profile_of(market).rest_url).rstrip("/")
 
     def plan_fields(self, market: MarketSettings) -> dict[str, Any]:
-        """Diff-depth snapshots come from the market's REST base: one per connection; and
-        one category per connection."""
-        return {"rest_url": self.rest_url(market), "category": profile_of(market).category}
+        """Diff-depth snapshots and open interest come from the market's REST base: one per
+        connection; one category and one open interest polling interval per connection
+        (markets that set none share the default)."""
+        interval = market.open_interest_interval_secs
+        return {
+            "rest_url": self.rest_url(market),
+            "category": profile_of(market).category,
+            "open_interest_interval_secs": (
+                DEFAULT_OPEN_INTEREST_INTERVAL_SECS if interval is None else interval
+            ),
+        }
 
     def wire_name(self, symbol: str, feed: str, market: MarketSettings) -> str:
         return stream_name(symbol, feed, market)
@@ -511,11 +638,57 @@ class BinanceAdapter(ExchangeAdapter):
     ) -> list[Instrument]:
         return parse_instruments(request, body, received_us)
 
+    def polling(self, plan: ConnectionPlan) -> Polling | None:
+        """Open interest of every ``derivatives`` subscription of a futures plan, one GET
+        per symbol a round (``{rest_url}{openInterest path}?symbol=X``), a round every
+        ``open_interest_interval_secs``, at most :data:`OPEN_INTEREST_REQUESTS_PER_SECOND`
+        requests a second (so a round of more symbols than that rate fills takes longer)."""
+        if not isinstance(plan, BinancePlan):
+            return None
+        profile = PROFILES[plan.category]
+        symbols = [s.symbol for s in plan.subscriptions if s.feed == "derivatives"]
+        if not profile.open_interest_path or not symbols:
+            return None
+        base = f"{plan.rest_url}{profile.open_interest_path}"
+        return Polling(
+            tuple(SnapshotRequest(symbol, f"{base}?symbol={symbol}") for symbol in symbols),
+            plan.open_interest_interval_secs,
+            OPEN_INTEREST_REQUESTS_PER_SECOND,
+            DerivativeTicker.DATA_TYPE,
+        )
+
     def open_session(self, plan: ConnectionPlan) -> BinanceSession:
         return BinanceSession(plan)
 
 
 # --------------------------------------------------------------------------- session
+
+
+class _DerivativeState:
+    """One symbol's merged derivative state: the last mark price message and the last
+    polled open interest (None until each first comes)."""
+
+    __slots__ = (
+        "event_time",
+        "funding_rate",
+        "funding_time",
+        "index_price",
+        "mark_price",
+        "open_interest",
+        "open_interest_time",
+        "settle_price",
+    )
+
+    def __init__(self) -> None:
+        self.event_time: int | None = None  # E of the last mark price (ms)
+        self.mark_price: float | None = None
+        self.index_price: float | None = None
+        self.settle_price: float | None = None
+        self.funding_rate: float | None = None
+        self.funding_time: int | None = None  # µs
+        self.open_interest: float | None = None
+        self.open_interest_time: int | None = None  # ms
+
 
 _Handler = Callable[[str, msgspec.Raw, int], list[Event]]
 # A stream's data already decoded by the one-pass envelope (a _Trade or a _DepthDiff).
@@ -550,6 +723,7 @@ class BinanceSession(Session):
         self._message_routes: dict[str, tuple[_MessageHandler, type, str]] = {}
         self._last_trade_id: dict[str, int] = {}
         self._last_update_id: dict[str, int] = {}
+        self._derivatives: dict[str, _DerivativeState] = {}
         self._rest_url = plan.rest_url if isinstance(plan, BinancePlan) else DEFAULT_REST_URL
         # Diff-depth book sync, per symbol: snapshots asked for and not yet received; the
         # predecessor id of the first delta seen since the last request (see _joins_after);
@@ -778,6 +952,10 @@ class BinanceSession(Session):
             handler = self._depth_diff
         elif kind.startswith("depth"):
             handler = self._futures_partial_depth if self._profile.futures else self._partial_depth
+        elif kind == DERIVATIVES_STREAM:
+            handler = self._mark_price
+        elif kind == LIQUIDATIONS_STREAM:
+            handler = self._force_order
         elif stream == "!serverShutdown" or kind == "serverShutdown":
             handler = self._server_shutdown
         else:
@@ -791,6 +969,10 @@ class BinanceSession(Session):
             return self._on_trade, kind, symbol
         if kind is _DepthDiff:
             return self._on_depth_diff, _DepthDiff, symbol
+        if kind is _MarkPrice:
+            return self._on_mark_price, _MarkPrice, symbol
+        if kind is _ForceOrder:
+            return self._on_force_order, _ForceOrder, symbol
         return _ignore, type(None), symbol  # not a stream of ours: the general path
 
     def _trade(self, symbol: str, data: msgspec.Raw, received_us: int) -> list[Event]:
@@ -952,6 +1134,107 @@ class BinanceSession(Session):
             )
         ]
 
+    # ----------------------------------------------------------------- derivatives
+
+    def _mark_price(self, symbol: str, data: msgspec.Raw, received_us: int) -> list[Event]:
+        return self._on_mark_price(symbol, _MARK_PRICE.decode(data), received_us)
+
+    def _on_mark_price(self, symbol: str, msg: _MarkPrice, received_us: int) -> list[Event]:
+        """Merge a mark price into the symbol's state; a row unless it repeats one."""
+        state = self._derivatives.get(symbol)
+        if state is None:
+            state = self._derivatives[symbol] = _DerivativeState()
+        event_time = msg.event_time
+        if state.event_time is not None and event_time <= state.event_time:
+            self.count_discard(symbol, DerivativeTicker.DATA_TYPE, "duplicate")
+            return []
+        rate = msg.funding_rate
+        state.event_time = event_time
+        state.mark_price = msg.mark_price
+        state.index_price = msg.index_price
+        state.settle_price = msg.settle_price
+        state.funding_rate = float(rate) if rate else None  # "" on delivery contracts
+        state.funding_time = _us(msg.funding_time) if msg.funding_time else None
+        return [self._derivative_row(symbol, state, "markPrice", _us(event_time), received_us)]
+
+    def parse_polled(self, request: SnapshotRequest, body: bytes, received_us: int) -> list[Event]:
+        """A polled open interest: merged into the symbol's state, and a row once the state
+        has a mark price (before that, the first ``markPrice`` row carries it)."""
+        symbol = request.symbol
+        try:
+            msg = _OPEN_INTEREST.decode(body)
+        except _PARSE_ERRORS as exc:
+            raise ParseError(f"binance open interest: {type(exc).__name__}: {exc}") from exc
+        state = self._derivatives.get(symbol)
+        if state is None:
+            state = self._derivatives[symbol] = _DerivativeState()
+        last = state.open_interest_time
+        if last is not None and msg.time < last:
+            self.count_discard(symbol, DerivativeTicker.DATA_TYPE, "stale")
+            return []
+        state.open_interest = msg.open_interest
+        state.open_interest_time = msg.time
+        if state.event_time is None:
+            return []
+        return [self._derivative_row(symbol, state, "openInterest", _us(msg.time), received_us)]
+
+    def _derivative_row(
+        self,
+        symbol: str,
+        state: _DerivativeState,
+        source: str,
+        timestamp_exchange: int,
+        received_us: int,
+    ) -> DerivativeTicker:
+        open_interest = state.open_interest
+        return DerivativeTicker(
+            self.exchange,
+            symbol,
+            timestamp_exchange,
+            received_us,
+            state.event_time,
+            source,
+            mark_price=state.mark_price,
+            index_price=state.index_price,
+            funding_rate=state.funding_rate,
+            funding_timestamp=state.funding_time,
+            open_interest=open_interest,
+            open_interest_unit=None if open_interest is None else self._profile.size_unit,
+            estimated_settlement_price=state.settle_price,
+        )
+
+    def _force_order(self, symbol: str, data: msgspec.Raw, received_us: int) -> list[Event]:
+        return self._on_force_order(symbol, _FORCE_ORDER.decode(data), received_us)
+
+    def _on_force_order(self, symbol: str, msg: _ForceOrder, received_us: int) -> list[Event]:
+        order = msg.order
+        side: Side
+        position_side: PositionSide
+        if order.side == "SELL":  # the order sells: a long position was liquidated
+            side, position_side = "sell", "long"
+        elif order.side == "BUY":
+            side, position_side = "buy", "short"
+        else:
+            raise ParseError(f"binance forceOrder: unknown side {order.side!r}")
+        return [
+            Liquidation(
+                self.exchange,
+                symbol,
+                _us(order.trade_time),
+                received_us,
+                None,
+                None,
+                side,
+                position_side,
+                order.price,
+                "order",
+                order.filled,
+                self._profile.size_unit,
+                avg_price=order.avg_price,
+                status=order.status,
+            )
+        ]
+
     def _server_shutdown(self, symbol: str, data: msgspec.Raw, received_us: int) -> list[Event]:
         self._reconnect_reason = "binance serverShutdown notice"
         return []
@@ -963,7 +1246,8 @@ def _is_diff_stream(stream: str) -> bool:
 
 
 def _tagged_kind(stream: str, trade_kind: str) -> type | None:
-    """The wire struct of a stream whose data names its kind (``"e"``), else None.
+    """The wire struct of a stream whose data names its kind (``"e"``), else None:
+    trades, diff depth, mark prices, liquidations.
 
     ``trade_kind`` is the trades stream type of the connection's category (``trade`` or
     ``aggTrade``): the other one is not a stream of ours.
@@ -973,6 +1257,10 @@ def _tagged_kind(stream: str, trade_kind: str) -> type | None:
         return _AggTrade if kind == "aggTrade" else _Trade
     if _is_diff_stream(stream):
         return _DepthDiff
+    if kind == DERIVATIVES_STREAM:
+        return _MarkPrice
+    if kind == LIQUIDATIONS_STREAM:
+        return _ForceOrder
     return None
 
 

@@ -38,6 +38,7 @@ from collector.ingest.errors import (
     connection_failure,
 )
 from collector.ingest.handover import Lane
+from collector.ingest.polling import PollInbox, run_poller
 from collector.ingest.sink import CLOSE_SEND_TIMEOUT_SECS, EventSink
 from collector.ingest.snapshots import FetchedSnapshot, run_snapshot_fetcher
 from collector.ingest.watchdog import Activity, run_watchdog
@@ -72,7 +73,8 @@ async def run_connection(
     """One connection attempt for ``plan``, until it fails.
 
     Owns the socket, the adapter session and the per-connection nursery (receive loop, the
-    session's one owner; paced sender; keepalive; REST snapshot fetcher). Writes
+    session's one owner; paced sender; keepalive; REST snapshot fetcher; and, where the
+    adapter declares REST polling for the plan, the poller). Writes
     ``connected``/``disconnected`` status rows for every symbol on the connection, and the
     session's discards (:class:`~collector.ingest.discards.DiscardSummary`; what is pending
     at the end is written before the ``disconnected`` rows). Its tasks wait (stop reading)
@@ -155,6 +157,22 @@ async def run_connection(
                 ctx.wall_clock,
                 adapter.snapshot_rate(plan),
             )
+            polling = adapter.polling(plan)
+            inbox: PollInbox | None = None
+            if polling is not None:
+                inbox = PollInbox()
+                nursery.start_soon(
+                    partial(
+                        run_poller,
+                        geo_block_advice=adapter.geo_block_advice(plan.exchange),
+                    ),
+                    polling,
+                    inbox,
+                    lane,
+                    plan.exchange,
+                    ctx.wall_clock,
+                    ctx.metrics,
+                )
             activity = Activity.for_plan(
                 trio.current_time(), ctx.metrics.last_data(plan.exchange), plan
             )
@@ -166,7 +184,7 @@ async def run_connection(
                 lane.dispatcher = dispatcher
                 dispatcher.follow(session.subscribe(ctx.wall_clock()))
                 await _receive_loop(
-                    ws, session, plan, ctx, lane, dispatcher, bodies_rx, activity, discards
+                    ws, session, plan, ctx, lane, dispatcher, bodies_rx, activity, discards, inbox
                 )
         raise AssertionError("the receive loop only ends by raising")  # pragma: no cover
     except BaseExceptionGroup as group:
@@ -225,6 +243,7 @@ async def _receive_loop(
     bodies: trio.MemoryReceiveChannel[FetchedSnapshot],
     activity: Activity,
     discards: DiscardSummary,
+    inbox: PollInbox | None = None,
 ) -> NoReturn:
     """Read, parse and forward until the connection fails (or the watchdog ends it).
 
@@ -233,7 +252,9 @@ async def _receive_loop(
     what each result asks (``dispatcher``). A body is thus applied at the next read, in the
     order the old fetch-time application saw it (between the reads around its arrival);
     that is soon enough, because a connection that asks for snapshots carries a book
-    stream, whose frames keep coming (or the stale watchdog ends the connection).
+    stream, whose frames keep coming (or the stale watchdog ends the connection). Polled
+    REST bodies (``inbox``, where the connection polls) are handed over likewise, after
+    the snapshots, each with its own arrival time.
     Discards are counted as reported; their rows go with the first read a summary period
     after the first pending count (checked only while counts are pending).
 
@@ -265,6 +286,8 @@ async def _receive_loop(
         messages = await ws.receive_messages()
         if dispatcher.awaiting:
             await _apply_snapshots(session, bodies, dispatcher, ctx, lane, exchange, discards)
+        if inbox is not None and inbox.bodies:
+            await _apply_polled(session, inbox, dispatcher, ctx, lane, exchange, discards)
         if not messages:
             continue
         received_us = wall_clock()
@@ -357,6 +380,35 @@ async def _apply_snapshots(
         dispatcher.follow(actions)
         if lane.overlap is not None:
             await lane.settle(fetched.received_us)
+
+
+async def _apply_polled(
+    session: Session,
+    inbox: PollInbox,
+    dispatcher: Dispatcher,
+    ctx: IngestContext,
+    lane: Lane,
+    exchange: str,
+    discards: DiscardSummary,
+) -> None:
+    """Hand the session every polled body waiting in ``inbox``; write each one's events
+    with the body's own receive time. An unreadable body is logged and counted as a failed
+    poll (the next round asks again)."""
+    for request, body, received_us in inbox.take():
+        events: list[Event] = []
+        actions = session.receive_polled(request, body, received_us, events)
+        for exc in actions.errors:
+            ctx.metrics.rest_poll_errors.labels(exchange).inc()
+            log.warning(
+                "polled body unreadable: %s",
+                exc,
+                extra={"exchange": exchange, "symbol": request.symbol},
+            )
+        if actions.discarded:
+            discards.add(actions.discarded, trio.current_time())
+        if events:
+            await lane.send(events, received_us)
+        dispatcher.follow(actions)
 
 
 def _count_statuses(statuses: tuple[Status, ...], ctx: IngestContext, exchange: str) -> None:

@@ -36,18 +36,20 @@ def open_outlets(
 ) -> tuple[OutletTap | None, list[OutletTask]]:
     """The tap for the writer's router and the task of each enabled outlet (none enabled:
     no tap, and the router runs as without outlets). The tasks end once the tap is closed
-    and their buffers drained. Imports each enabled outlet's client library."""
+    and their buffers drained. Imports each enabled outlet's client library and opens the
+    Kafka producer: raises OutletSettingsError when its library refuses the settings."""
     buffers: list[OutletBuffer] = []
     tasks: list[OutletTask] = []
     if settings.kafka.enabled:
         from collector.outlets.kafka import OUTLET as KAFKA
-        from collector.outlets.kafka import run_kafka_outlet
+        from collector.outlets.kafka import open_kafka_client, run_kafka_outlet
 
         data_types = frozenset(settings.kafka.data_types)
         buffer = OutletBuffer(KAFKA, settings.kafka.buffer_events, data_types)
         metrics.create(KAFKA, sorted(data_types))
         buffers.append(buffer)
-        tasks.append(partial(run_kafka_outlet, settings.kafka, buffer, metrics, health))
+        client = open_kafka_client(settings.kafka, metrics)
+        tasks.append(partial(run_kafka_outlet, settings.kafka, client, buffer, metrics, health))
     if settings.redis.enabled:
         from collector.outlets.redis import DATA_TYPES, run_redis_outlet
         from collector.outlets.redis import OUTLET as REDIS

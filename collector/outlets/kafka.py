@@ -25,8 +25,9 @@ from collections.abc import Mapping
 from functools import partial
 from typing import Any, Final
 
+import attrs
 import trio
-from confluent_kafka import KafkaError, Message, Producer
+from confluent_kafka import KafkaError, KafkaException, Message, Producer
 
 from collector.config import KafkaSettings
 from collector.events import Event
@@ -34,6 +35,7 @@ from collector.health import HealthState
 from collector.metrics import OutletMetrics
 from collector.outlets.buffer import OutletBuffer
 from collector.outlets.encoding import encode_event, message_key
+from collector.outlets.errors import OutletSettingsError
 from collector.outlets.threads import stop_on_cancel
 from collector.settings_check import kafka_topic
 
@@ -202,8 +204,43 @@ async def _check(
             healthy.set(1)
 
 
+@attrs.frozen
+class KafkaClient:
+    """The outlet's producer, opened at start (so that settings librdkafka refuses stop
+    the service before it runs), with the topic of each data type and the delivery
+    reports' counts."""
+
+    producer: Producer
+    topics: Mapping[str, str]  # data type -> topic
+    deliveries: Deliveries
+
+
+def open_kafka_client(settings: KafkaSettings, metrics: OutletMetrics) -> KafkaClient:
+    """Create the producer (it connects in its own threads; nothing is sent yet).
+
+    Raises OutletSettingsError when librdkafka refuses the configuration (an unknown
+    ``kafka.options`` key, a value it cannot take): one line, naming the section.
+    """
+    topics: dict[str, str] = {
+        kafka_topic(settings.topic_template, dt): dt for dt in settings.data_types
+    }
+    deliveries = Deliveries(topics, metrics)
+    config = producer_config(settings)
+    config["on_delivery"] = deliveries.report
+    config["error_cb"] = deliveries.client_error
+    config["logger"] = logging.getLogger("collector.outlets.librdkafka")
+    try:
+        producer = Producer(config)
+    except KafkaException as exc:
+        (error,) = exc.args
+        reason = error.str() if isinstance(error, KafkaError) else str(error)
+        raise OutletSettingsError(f"kafka.options: {reason}") from None
+    return KafkaClient(producer, {dt: topic for topic, dt in topics.items()}, deliveries)
+
+
 async def run_kafka_outlet(
     settings: KafkaSettings,
+    client: KafkaClient,
     buffer: OutletBuffer,
     metrics: OutletMetrics,
     health: HealthState,
@@ -215,21 +252,12 @@ async def run_kafka_outlet(
     messages' acknowledgements and return (what is still unacknowledged then is lost for
     Kafka; the files have it).
 
-    Owns the producer, its poll thread and the health component ``kafka``. Never raises
+    Owns ``client`` (its producer), the producer's poll thread and the health component ``kafka``. Never raises
     for Kafka being down or slow: that is counted, reported to ``health`` and retried by
     the client. Cancellation: the threads stop within about ``POLL_SECS``; queued messages
     are dropped.
     """
-    topics: dict[str, str] = {
-        kafka_topic(settings.topic_template, dt): dt for dt in settings.data_types
-    }
-    by_type: dict[str, str] = {dt: topic for topic, dt in topics.items()}
-    deliveries = Deliveries(topics, metrics)
-    config = producer_config(settings)
-    config["on_delivery"] = deliveries.report
-    config["error_cb"] = deliveries.client_error
-    config["logger"] = logging.getLogger("collector.outlets.librdkafka")
-    producer = Producer(config)
+    producer, by_type, deliveries = client.producer, client.topics, client.deliveries
     metrics.buffered.labels(OUTLET).set_function(lambda: buffer.size + len(producer))
     stop = threading.Event()
     try:

@@ -56,7 +56,7 @@ from trio_websocket import (
 # Stream names the fake accepts (the venue's names are lowercase apart from the type).
 STREAM_RE: Final = re.compile(
     r"[a-z0-9]{2,20}(_perp|_\d{6})?@(trade|aggTrade|bookTicker|ticker|miniTicker|avgPrice"
-    r"|depth(5|10|20)?(@100ms|@250ms|@500ms|@1000ms)?|kline_\w+|markPrice(@1s)?|forceOrder)"
+    r"|depth(5|10|20)?(@0ms|@100ms|@250ms|@500ms|@1000ms)?|kline_\w+|markPrice(@1s)?|forceOrder)"
 )
 # USD-M paths and the streams each pushes (None: every stream).
 _USDM_PATHS: Final = {"/public/stream": "public", "/market/stream": "market", "/stream": "public"}
@@ -223,6 +223,64 @@ def book_ticker_frame(
     if time_ms is not None:
         data |= {"T": time_ms - 1, "E": time_ms}
     return combined_frame(f"{sym.lower()}@bookTicker", data)
+
+
+def mark_price_frame(
+    symbol: str,
+    time_ms: int,
+    mark: PriceLike,
+    index: PriceLike,
+    settle: PriceLike,
+    funding_rate: PriceLike | None,
+    next_funding_ms: int,
+) -> str:
+    """A futures ``<sym>@markPrice@1s`` frame; ``funding_rate`` None is a COIN-M delivery
+    contract's (``"r":""``, with ``next_funding_ms`` 0 there)."""
+    sym = symbol.upper()
+    data = {
+        "e": "markPriceUpdate",
+        "E": time_ms,
+        "s": sym,
+        "p": _num(mark),
+        "i": _num(index),
+        "P": _num(settle),
+        "r": "" if funding_rate is None else _num(funding_rate),
+        "T": next_funding_ms,
+    }
+    return combined_frame(f"{sym.lower()}@markPrice@1s", data)
+
+
+def force_order_frame(
+    symbol: str,
+    side: str,
+    price: PriceLike,
+    qty: PriceLike,
+    time_ms: int,
+    *,
+    avg_price: PriceLike | None = None,
+    status: str = "FILLED",
+    filled: PriceLike | None = None,
+) -> str:
+    """A futures ``<sym>@forceOrder`` frame: one liquidation order (``side`` ``BUY`` or
+    ``SELL``), filled at ``avg_price`` (default: ``price``); COIN-M's carries the pair."""
+    sym = symbol.upper()
+    order: dict[str, Any] = {
+        "s": sym,
+        "S": side,
+        "o": "LIMIT",
+        "f": "IOC",
+        "q": _num(qty),
+        "p": _num(price),
+        "ap": _num(price if avg_price is None else avg_price),
+        "X": status,
+        "l": _num(qty if filled is None else filled),
+        "z": _num(qty if filled is None else filled),
+        "T": time_ms,
+    }
+    if "_" in sym:
+        order["ps"] = sym.split("_")[0]
+    data = {"e": "forceOrder", "E": time_ms + 3, "o": order}
+    return combined_frame(f"{sym.lower()}@forceOrder", data)
 
 
 def server_shutdown_frame(time_us: int, *, wrapped: bool = True) -> str:

@@ -1,6 +1,7 @@
 """A fake Binance REST API on 127.0.0.1: book snapshots (``GET /api/v3/depth``, and the
-futures ``/fapi/v1/depth`` and ``/dapi/v1/depth``) and symbols (``GET /api/v3/exchangeInfo``,
-``/fapi/v1/exchangeInfo``, ``/dapi/v1/exchangeInfo``), in each API's shape. The spot
+futures ``/fapi/v1/depth`` and ``/dapi/v1/depth``), symbols (``GET /api/v3/exchangeInfo``,
+``/fapi/v1/exchangeInfo``, ``/dapi/v1/exchangeInfo``) and futures open interest
+(``/fapi/v1/openInterest``, ``/dapi/v1/openInterest``), in each API's shape. The spot
 exchangeInfo takes ``symbols=["A","B"]`` (an unknown one: HTTP 400, as the venue answers),
 and every exchangeInfo lists each symbol's price and lot filters (and COIN-M its
 ``contractSize``), from which the instruments rows are read.
@@ -41,6 +42,8 @@ class FakeBinanceRest:
         self.symbols: list[tuple[str, str]] = [("BTCUSDT", "TRADING"), ("ETHUSDT", "TRADING")]
         self.usdm_symbols: list[tuple[str, str]] = [("BTCUSDT", "TRADING")]
         self.coinm_symbols: list[tuple[str, str]] = [("BTCUSD_PERP", "TRADING")]
+        # symbol -> (openInterest, time ms) that the openInterest endpoints answer.
+        self.open_interest: dict[str, tuple[float, int]] = {}
         self.requests: list[str] = []
         self.request_times: list[float] = []  # Trio time each request arrived
         # Status codes to answer the next requests with, in order (e.g. [429, 500]).
@@ -135,6 +138,16 @@ class FakeBinanceRest:
                 for s, st in self.coinm_symbols
             ]
             return 200, msgspec.json.encode({"timezone": "UTC", "symbols": symbols})
+        if parts.path in ("/fapi/v1/openInterest", "/dapi/v1/openInterest"):
+            symbol = parse_qs(parts.query).get("symbol", [""])[0]
+            if symbol not in self.open_interest:
+                return 400, b'{"code":-1121,"msg":"Invalid symbol."}'
+            value, time_ms = self.open_interest[symbol]
+            doc: dict[str, Any] = {"symbol": symbol, "openInterest": f"{value:.3f}"}
+            if parts.path.startswith("/dapi"):
+                doc |= {"pair": symbol.split("_")[0], "contractType": "PERPETUAL"}
+            doc["time"] = time_ms
+            return 200, msgspec.json.encode(doc)
         if parts.path not in ("/api/v3/depth", "/fapi/v1/depth", "/dapi/v1/depth"):
             return 404, b'{"code":-1,"msg":"not found"}'
         query = parse_qs(parts.query)
@@ -142,7 +155,7 @@ class FakeBinanceRest:
         if symbol not in self.books:
             return 400, b'{"code":-1121,"msg":"Invalid symbol."}'
         last_update_id, bids, asks = self.books[symbol]
-        doc: dict[str, Any] = {"lastUpdateId": last_update_id}
+        doc = {"lastUpdateId": last_update_id}
         if parts.path != "/api/v3/depth":  # futures: event and transaction times (ms)
             doc |= {"E": 1_700_000_000_000, "T": 1_699_999_999_998}
         if parts.path == "/dapi/v1/depth":
