@@ -190,7 +190,7 @@ _BOOK_LEVEL: Final = msgspec.json.Decoder(tuple[float, float, float])
 _TRADE: Final = msgspec.json.Decoder(tuple[int, int, float, float])
 _TICKER: Final = msgspec.json.Decoder(list[float | None])
 _PAIRS: Final = msgspec.json.Decoder(list[list[str]])
-_STATUS: Final = msgspec.json.Decoder(list[float | None])
+_OPT_FLOAT: Final = msgspec.json.Decoder(float | None)
 _LIQUIDATIONS: Final = msgspec.json.Decoder(list[list[str | int | float | None]])
 _ENCODER: Final = msgspec.json.Encoder()
 
@@ -688,11 +688,13 @@ class BitfinexSession(Session):
     ) -> list[Event]:
         """One ``deriv:`` status array -> a ``derivative_ticker`` row (see the module
         docstring for the positions read)."""
-        values = _STATUS.decode(body)
-        if not values:
+        items = _FRAME.decode(body)
+        if not items:
             return []  # an empty snapshot: nothing to record
-        if len(values) < 18:
-            raise ParseError(f"bitfinex: derivatives status with {len(values)} fields (need 18)")
+        if len(items) < 18:
+            raise ParseError(f"bitfinex: derivatives status with {len(items)} fields (need 18)")
+        # Only the positions read are decoded: fields the venue appends may be of any type.
+        values = [_OPT_FLOAT.decode(item) for item in items[:18]]
         time_ms = values[0]
         next_funding_ms = values[7]
         open_interest = values[17]
