@@ -317,7 +317,7 @@ def fingerprint(schema: pa.Schema) -> str:
 # its SCHEMA_VERSIONS entry (see collector/storage/schemas.py for when) and record both here.
 PINNED: dict[str, tuple[int, str]] = {
     "trades": (2, "a64dc9932eb9f35d"),
-    "orderbook": (2, "b5079bf97fcbeef3"),
+    "orderbook": (3, "b5079bf97fcbeef3"),
     "ticker": (2, "fca7b561fc643bd3"),
     "derivative_ticker": (2, "2e6e65107e83144d"),
     "liquidations": (2, "e3ef0f5b3f78eb00"),

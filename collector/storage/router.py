@@ -29,8 +29,10 @@ Size rotation is the flusher's (it knows the journal sizes).
 The router numbers the rows too: each stream (exchange, symbol, data type) has its own
 ``collector_seq`` counter (:class:`_Numbering`), and every work gives each key's rows the
 next consecutive numbers as it is handed over (a withdrawn offer numbers nothing). So the
-numbers of a stream are consecutive within a run, and follow the order the rows were
-routed in; across hour keys of one stream in one work (a late row of the previous hour)
+numbers of a stream increase within a run, and follow the order the rows were
+routed in, except that for an order book stream one number is kept free before each
+work's rows, for the checkpoint row the flusher may put ahead of them
+(:mod:`.checkpoints`); across hour keys of one stream in one work (a late row of the previous hour)
 the earlier hour's rows get the lower numbers, which is also the order of their receive
 times. Each run starts every stream at its start time in nanoseconds since the epoch
 (the wall clock's microseconds times 1000), or just above the highest number found in the
@@ -53,7 +55,7 @@ import trio
 from collector.clock import WallClock, system_wall_us
 from collector.config import StorageSettings
 from collector.doorbell import Doorbell
-from collector.events import Event
+from collector.events import BookUpdate, Event
 from collector.storage.columns import ColumnBuffer
 
 if TYPE_CHECKING:
@@ -62,6 +64,7 @@ if TYPE_CHECKING:
 HOUR_US: Final = 3_600_000_000
 # collector_seq of a run's first rows: its start time in nanoseconds (see the docstring).
 SEQ_PER_US: Final = 1000
+BOOK: Final = BookUpdate.DATA_TYPE
 NO_HOUR: Final = -1
 # The event loop time the router routes for between two checkpoints, so connections go on
 # reading (and stamping what they read) while a backlog is routed. By time, not rows: an
@@ -163,6 +166,8 @@ class _Numbering:
             first = pending.get(stream)
             if first is None:
                 first = following.get(stream, seed)
+            if key[2] == BOOK:
+                first += 1  # kept for a checkpoint row the flusher may put first
             rows.first_seq = first
             pending[stream] = first + len(rows.columns)
         self._pending = pending

@@ -195,7 +195,8 @@ SCHEMAS: Final[dict[str, pa.Schema]] = {
 # 2: ``collector_seq`` added to every table.
 SCHEMA_VERSIONS: Final[dict[str, int]] = {
     Trade.DATA_TYPE: 2,
-    BookUpdate.DATA_TYPE: 2,
+    # 2: kind "checkpoint" (the writer's book at each file start); 3: collector_seq
+    BookUpdate.DATA_TYPE: 3,
     Ticker.DATA_TYPE: 2,
     DerivativeTicker.DATA_TYPE: 2,
     Liquidation.DATA_TYPE: 2,
