@@ -313,6 +313,10 @@ async def test_market_interval_adds_checkpoints_inside_a_file(
     # states the whole book itself); a checkpoint 10 s after each.
     seconds = [(stamp - table[0]["timestamp_collector"]).total_seconds() for stamp in stamps]
     assert seconds == [10.0, 30.0]
+    # A checkpoint takes the collector_seq the router kept free before its flush's rows:
+    # the file's order is the numbers' order, with no number twice.
+    numbers = [row["collector_seq"] for row in table]
+    assert numbers == sorted(set(numbers))
 
 
 def test_hole_events_are_the_readers() -> None:
