@@ -305,6 +305,22 @@ def _plain_table(table: pa.Table) -> pa.Table:
     return pa.Table.from_arrays(columns, names=table.column_names)
 
 
+def without_order(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """``rows`` (in file order) without their ``collector_seq``, after checking it increases
+    strictly within each (exchange, symbol): the tests compare the event columns with
+    what was sent, and the ordering key has its own tests (tests/test_storage_order.py)."""
+    last: dict[tuple[str, str], int] = {}
+    out = []
+    for row in rows:
+        row = dict(row)
+        seq = row.pop("collector_seq")
+        stream = (row["exchange"], row["symbol"])
+        assert seq > last.get(stream, -1), (stream, seq)
+        last[stream] = seq
+        out.append(row)
+    return out
+
+
 def read_rows(data_dir: Path, data_type: str) -> list[dict[str, Any]]:
     """Every row of ``data_type`` in the finished files under ``data_dir``, in file order.
 
@@ -315,7 +331,7 @@ def read_rows(data_dir: Path, data_type: str) -> list[dict[str, Any]]:
         if path.relative_to(data_dir).parts[2] != data_type:
             continue
         rows += _plain_table(pq.read_table(path)).to_pylist()
-    return rows
+    return without_order(rows)
 
 
 def read_journal_batches(path: Path) -> list[dict[str, Any]]:

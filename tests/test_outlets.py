@@ -72,7 +72,8 @@ def batches_of(*events: Event) -> list[Event]:
 @pytest.mark.parametrize("event", EXAMPLES, ids=lambda e: e.DATA_TYPE)
 def test_the_json_has_the_parquet_columns_names_in_their_order(event: Event) -> None:
     decoded = msgspec.json.decode(encode_event(event))
-    assert list(decoded) == SCHEMAS[event.DATA_TYPE].names
+    # All but the writer's collector_seq: the outlets get the events before it numbers them.
+    assert list(decoded) == [n for n in SCHEMAS[event.DATA_TYPE].names if n != "collector_seq"]
 
 
 def test_values_are_the_files_values_levels_pairs_times_in_microseconds() -> None:

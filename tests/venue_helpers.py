@@ -30,6 +30,7 @@ from collector.planning import plan_service
 from collector.service import EXIT_OK, ServiceHandle, run_service
 from collector.settings_check import parse_settings
 from collector.storage.layout import safe_component
+from tests.procs import without_order
 
 RECEIVED = "collector_messages_received_total"
 
@@ -162,7 +163,7 @@ def read_rows(data_dir: Path, exchange: str, symbol: str, data_type: str) -> lis
     rows: list[Row] = []
     for path in _parquet_files(data_dir, exchange, symbol, data_type):
         rows.extend(pq.read_table(path).to_pylist())
-    return rows
+    return without_order(rows)
 
 
 def read_rows_by_time(data_dir: Path, exchange: str, symbol: str, data_type: str) -> list[Row]:
@@ -183,6 +184,7 @@ def read_rows_us(data_dir: Path, exchange: str, data_type: str) -> list[Row]:
             index = table.schema.get_field_index(name)
             table = table.set_column(index, name, table.column(name).cast(pa.int64()))
         rows.extend(table.to_pylist())
+    rows = without_order(rows)
     return sorted(rows, key=lambda r: (r["timestamp_collector"], r["sequence"] or 0))
 
 
