@@ -1,4 +1,5 @@
-"""Command line: ``python -m collector [run|check-config|upload|symbols|bench|book|holes] ...``.
+"""Command line: ``python -m collector COMMAND ...`` (run, check-config, upload, symbols,
+bench, book, holes, export-binary).
 
 Exit status: 0 success; 1 runtime failure: a start-up failure the environment may clear
 (data directory not writable, HTTP port in use), a shutdown that ran past its deadline or
@@ -95,6 +96,13 @@ def _parser() -> argparse.ArgumentParser:
     add_holes_arguments(
         sub.add_parser("holes", help="list the holes in the recorded data (disconnects, gaps...)")
     )
+    from collector.binary.export import add_arguments as add_export_arguments
+
+    add_export_arguments(
+        sub.add_parser(
+            "export-binary", help="write the MD and TRADES binary column files from the Parquet"
+        )
+    )
     return parser
 
 
@@ -125,6 +133,10 @@ def _dispatch(args: argparse.Namespace) -> int:
         from collector.reader.command import run_book_command, run_holes_command
 
         return (run_book_command if command == "book" else run_holes_command)(args)
+    if command == "export-binary":
+        from collector.binary.export import run_export_command
+
+        return run_export_command(args)
     if command == "symbols":
         from collector.symbols import run_symbols_command
 

@@ -190,6 +190,19 @@ class RedisSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_
     stall_secs: PositiveFloat = 10.0
 
 
+class BinarySettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    """The binary column outlet (collector.outlets.binary): MD and TRADES column files."""
+
+    enabled: bool = False
+    # Root of the column files: <dir>/<exchange>/<symbol>/<MD|TRADES>/<column>.DD.MM.YY.bin
+    dir: str = "./binary"
+    buffer_events: Annotated[int, Meta(ge=1)] = 100_000
+    # /health is degraded while writes have failed for this long.
+    stall_secs: PositiveFloat = 10.0
+    initial_retry_delay_secs: PositiveFloat = 0.5
+    max_retry_delay_secs: PositiveFloat = 10.0
+
+
 class Settings(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
     collector: CollectorSettings = CollectorSettings()
     storage: StorageSettings = StorageSettings()
@@ -197,6 +210,7 @@ class Settings(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=
     websocket: WebSocketSettings = WebSocketSettings()
     kafka: KafkaSettings = KafkaSettings()
     redis: RedisSettings = RedisSettings()
+    binary: BinarySettings = BinarySettings()
     markets: Annotated[tuple[MarketSettings, ...], Meta(min_length=1)]
 
 
@@ -275,6 +289,7 @@ _SECTIONS: dict[str, type[msgspec.Struct]] = {
     "websocket": WebSocketSettings,
     "kafka": KafkaSettings,
     "redis": RedisSettings,
+    "binary": BinarySettings,
 }
 
 
