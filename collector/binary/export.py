@@ -26,6 +26,7 @@ import tempfile
 from array import array
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -138,7 +139,8 @@ def _events(
         table = data.table(
             "ticker", columns=["timestamp_collector", "bid_price", "ask_price"], **where
         )
-        for ts, bid, ask in zip(*(table[c].to_pylist() for c in table.column_names), strict=True):
+        columns = (_values(table[c]) for c in table.column_names)
+        for ts, bid, ask in zip(*columns, strict=True):
             quote = Ticker(exchange, symbol, None, ts, None, bid, None, ask, None, None, None)
             yield ts, 0, quote
     if "orderbook" in kinds:
@@ -149,7 +151,7 @@ def _events(
             filter=snapshots if row_filter is None else row_filter & snapshots,
         )
         tops = zip(
-            table["timestamp_collector"].to_pylist(),
+            _values(table["timestamp_collector"]),
             _first_prices(table["bids"]),
             _first_prices(table["asks"]),
             strict=True,
@@ -164,9 +166,16 @@ def _events(
         columns=["timestamp_collector", "trade_id", "price", "size", "side"],
         **where,
     )
-    columns = (table[c].to_pylist() for c in table.column_names)
+    columns = (_values(table[c]) for c in table.column_names)
     for ts, trade_id, price, size, side in zip(*columns, strict=True):
         yield ts, 1, Trade(exchange, symbol, None, ts, None, trade_id, price, size, side)
+
+
+def _values(column: pa.ChunkedArray) -> list[Any]:
+    """A column's values; timestamps as integer microseconds (the events' unit)."""
+    if pa.types.is_timestamp(column.type):
+        column = column.cast(pa.int64())
+    return column.to_pylist()
 
 
 def _first_prices(column: pa.ChunkedArray) -> list[float | None]:

@@ -85,9 +85,17 @@ class FileSet:
             raise
 
     def _truncate(self, sizes: list[int] | None = None) -> None:
+        """Cut every column to ``self.rows`` (those of ``sizes`` that differ, if given);
+        each column is tried, the first error raised after."""
+        error: OSError | None = None
         for i, (fd, width) in enumerate(zip(self._fds, self._widths, strict=True)):
             if sizes is None or sizes[i] != self.rows * width:
-                os.ftruncate(fd, self.rows * width)
+                try:
+                    os.ftruncate(fd, self.rows * width)
+                except OSError as exc:
+                    error = error or exc
+        if error is not None:
+            raise error
 
     def append(self, rows: Rows) -> None:
         """Append ``rows`` to every column; on ``OSError`` every column is cut back to the
