@@ -30,11 +30,10 @@ def read_set(directory: Path, table: str, day: int) -> list[dict[str, Any]]:
     return [{name: values[i] for name, values in columns.items()} for i in range(count)]
 
 
-def column_sizes(directory: Path, table: str, day: int) -> dict[str, int]:
+def column_sizes(directory: Path, table: str, day: int) -> dict[str, float]:
     """Each column's length in rows (whole rows; a torn tail shows as a fraction)."""
     return {
-        c.name: column_path(directory, c.name, day).stat().st_size / c.width
-        for c in COLUMNS[table]
+        c.name: column_path(directory, c.name, day).stat().st_size / c.width for c in COLUMNS[table]
     }
 
 

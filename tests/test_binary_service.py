@@ -40,7 +40,9 @@ async def test_the_column_files_hold_the_stored_trades_and_export_gives_the_same
         async with trio.open_nursery() as nursery:
             fake = FakeBinance()
             await nursery.start(fake.run)
-            service = await start_service(nursery, outlet_settings(fake.url, data_dir, binary=binary))
+            service = await start_service(
+                nursery, outlet_settings(fake.url, data_dir, binary=binary)
+            )
             await fake.wait_subscribed()
 
             async def used(data_type: str, count: int) -> None:
@@ -107,7 +109,8 @@ async def test_the_column_files_hold_the_stored_trades_and_export_gives_the_same
     assert sorted(printed) == ["binance\tBTCUSDT\t40 trades", "binance\tETHUSDT\t6 trades"]
     live_files = sorted(p.relative_to(live) for p in live.rglob("*.bin"))
     exported_files = sorted(p.relative_to(exported) for p in exported.rglob("*.bin"))
-    assert live_files == exported_files and len(live_files) == 2 * 15 * len(days)
+    assert live_files == exported_files
+    assert len(live_files) == 2 * 15 * len(days)
     for path in live_files:
         assert (live / path).read_bytes() == (exported / path).read_bytes(), path
     assert [p.name for p in exported.iterdir()] == ["binance"]  # no staging left behind

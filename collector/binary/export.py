@@ -175,7 +175,8 @@ def _values(column: pa.ChunkedArray) -> list[Any]:
     """A column's values; timestamps as integer microseconds (the events' unit)."""
     if pa.types.is_timestamp(column.type):
         column = column.cast(pa.int64())
-    return column.to_pylist()
+    values: list[Any] = column.to_pylist()
+    return values
 
 
 def _first_prices(column: pa.ChunkedArray) -> list[float | None]:
