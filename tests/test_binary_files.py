@@ -14,7 +14,9 @@ import pytest
 
 from collector.binary.columns import MD, TRADES, RowBuilder, RowKey, Rows, trade_id_u64
 from collector.binary.files import BinaryWriter, FileSet, column_path, day_suffix, table_dir
+from collector.config import ConfigError
 from collector.events import BookKind, BookUpdate, Event, Side, Ticker, Trade
+from collector.settings_check import parse_settings
 from tests.binary_read import column_sizes, f32, read_set
 
 # 2024-02-29T23:59:59.5Z: half a second before midnight UTC.
@@ -189,3 +191,18 @@ def test_a_failed_append_cuts_every_column_back(tmp_path: Path) -> None:
         files.append(batch)
     files.close(sync=False)
     assert set(column_sizes(directory, TRADES, DAY).values()) == {1}
+
+
+def test_settings_refuse_the_parquet_directory_as_the_column_root(tmp_path: Path) -> None:
+    markets = [{"exchange": "binance", "symbols": ["btcusdt"]}]
+    storage = {"data_dir": str(tmp_path)}
+    with pytest.raises(ConfigError, match=r"binary\.dir must not be storage\.data_dir"):
+        parse_settings(
+            {
+                "storage": storage,
+                "binary": {"enabled": True, "dir": str(tmp_path)},
+                "markets": markets,
+            }
+        )
+    settings = parse_settings({"storage": storage, "binary": {"enabled": True}, "markets": markets})
+    assert settings.binary.dir == "./binary"

@@ -114,3 +114,11 @@ async def test_the_column_files_hold_the_stored_trades_and_export_gives_the_same
     for path in live_files:
         assert (live / path).read_bytes() == (exported / path).read_bytes(), path
     assert [p.name for p in exported.iterdir()] == ["binance"]  # no staging left behind
+    # A range without trades cannot be answered (1); a time that does not parse is usage (2).
+    empty = ["export-binary", "--data", str(data_dir), "--out", str(tmp_path / "none")]
+    assert main([*empty, "--to", "2001-01-01"]) == 1
+    assert main([*empty, "--from", "yesterday-ish"]) == 2
+    errors = capsys.readouterr().err.splitlines()
+    assert errors[0].startswith("collector: error: no trades recorded for any symbol")
+    assert errors[1].startswith("collector: error: ")
+    assert not (tmp_path / "none").exists()
