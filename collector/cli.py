@@ -1,4 +1,4 @@
-"""Command line: ``python -m collector [run|check-config|upload|symbols|bench|book|holes] ...``.
+"""Command line: ``python -m collector [run|check-config|upload|symbols|test|bench|book|holes] ...``.
 
 Exit status: 0 success; 1 runtime failure: a start-up failure the environment may clear
 (data directory not writable, HTTP port in use), a shutdown that ran past its deadline or
@@ -87,6 +87,14 @@ def _parser() -> argparse.ArgumentParser:
         "deribit: future, option, spot, future_combo or option_combo, default all; "
         "default spot)",
     )
+    from collector.smoke import add_arguments as add_test_arguments
+
+    add_test_arguments(
+        sub.add_parser(
+            "test",
+            help="connect to a venue, subscribe one symbol, print what arrives, give a verdict",
+        )
+    )
     from collector.reader.command import add_book_arguments, add_holes_arguments
 
     add_book_arguments(
@@ -125,6 +133,10 @@ def _dispatch(args: argparse.Namespace) -> int:
         from collector.reader.command import run_book_command, run_holes_command
 
         return (run_book_command if command == "book" else run_holes_command)(args)
+    if command == "test":
+        from collector.smoke import run_test_command
+
+        return run_test_command(args)
     if command == "symbols":
         from collector.symbols import run_symbols_command
 
