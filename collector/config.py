@@ -71,6 +71,9 @@ class StorageSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True, k
     compression_level: int | None = None
     # Above this used percentage of data_dir's file system, /health is degraded.
     disk_high_water_percent: Annotated[float, Meta(gt=0, le=100)] = 90.0
+    # Finished files older than this many days are deleted (in s3/both mode only once
+    # verified in S3); None keeps them forever.
+    retention_days: PositiveFloat | None = None
 
 
 class AwsSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
