@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Callable
 from pathlib import Path
 from typing import Final
 
@@ -82,13 +83,15 @@ async def run_retention(
     *,
     wall_clock: WallClock = system_wall_us,
     interval_secs: float = DEFAULT_INTERVAL_SECS,
+    on_sweep: Callable[[Sweep], None] | None = None,
     task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Sweep ``data_dir`` now and every ``interval_secs`` until cancelled (see :func:`sweep`;
     ``bucket`` None for local mode). Started once the first sweep is done, so a service
     starting on a full disk has freed what it may before it writes. Each sweep runs in a
     worker thread; cancellation waits for a sweep in progress (it is bounded by the files
-    present). Logs one line per sweep that deleted files or kept old unverified ones.
+    present). Logs one line per sweep that deleted files or kept old unverified ones, and
+    hands every sweep's result to ``on_sweep`` (if given).
     """
     first = True
     next_at = trio.current_time()
@@ -106,6 +109,8 @@ async def run_retention(
                     "kept_unverified": done.unverified,
                 },
             )
+        if on_sweep is not None:
+            on_sweep(done)
         if first:
             first = False
             task_status.started()

@@ -214,7 +214,10 @@ def run_test_command(args: argparse.Namespace, out: TextIO | None = None) -> int
         )
         # Connection problems (refused, TLS, timeouts) are logged: shown as text lines.
         setup_logging("warning", "text")
-        print(f"testing {args.exchange} {symbol} ({', '.join(feeds)}) for {args.seconds:g} s", file=out)
+        print(
+            f"testing {args.exchange} {symbol} ({', '.join(feeds)}) for {args.seconds:g} s",
+            file=out,
+        )
         verdict = trio.run(listen, settings, args.seconds, out)
     except ConfigError as exc:
         print(f"collector: error: {exc}", file=sys.stderr)

@@ -83,21 +83,37 @@ async def test_the_task_sweeps_at_start_then_every_interval(
 ) -> None:
     wall = trio_wall_clock(int(NOW * 1e6))  # wall time NOW at virtual time 0
     first = aged(write_file(tmp_path, T0_MS), 2.5)
-    second = aged(write_file(tmp_path, T0_MS + 1), 1.5)
+    second = aged(write_file(tmp_path, T0_MS + 1), 1.4)  # 2 days old at virtual 0.6 day
+    sweeps: list[tuple[float, int]] = []
+    swept = trio.Event()
+
+    def on_sweep(done: Sweep) -> None:
+        nonlocal swept
+        sweeps.append((trio.current_time(), done.deleted))
+        swept.set()
+        swept = trio.Event()
+
     async with trio.open_nursery() as nursery:
         await nursery.start(
-            partial(run_retention, tmp_path, 2, None, wall_clock=wall, interval_secs=3600)
+            partial(
+                run_retention,
+                tmp_path,
+                2,
+                None,
+                wall_clock=wall,
+                interval_secs=3600,
+                on_sweep=on_sweep,
+            )
         )
         # Started: the first sweep is done.
-        assert not first.exists() and second.exists()
-        # `second` turns 2 days old at 0.5 day: gone at the first sweep after that (a
-        # sweep waits for its worker thread, during which virtual time may move on: the
-        # check polls instead of assuming exact sweep times).
-        with trio.fail_after(DAY):
-            while second.exists():
-                await trio.sleep(60)
-        assert 0.5 * DAY <= trio.current_time() <= 0.5 * DAY + 3600 + 120
+        assert sweeps == [(0.0, 1)] and not first.exists() and second.exists()
+        # Waiting on an event, not sleeping: virtual time moves only to the next sweep.
+        while second.exists():
+            await swept.wait()
         nursery.cancel_scope.cancel()
+    # Hourly; `second` went at the first sweep after it turned 2 days old (0.6 day).
+    assert [t for t, _ in sweeps] == [3600.0 * i for i in range(16)]
+    assert [n for _, n in sweeps] == [1] + [0] * 14 + [1]
 
 
 # ----------------------------------------------------------------------------- with S3
