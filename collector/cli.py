@@ -109,7 +109,12 @@ def _parser() -> argparse.ArgumentParser:
 def _load(path_arg: str | None) -> tuple[Settings, str]:
     from collector.settings_check import load_settings
 
-    return load_settings(resolve_path(path_arg, os.environ), os.environ)
+    notices: list[str] = []
+    loaded = load_settings(resolve_path(path_arg, os.environ), os.environ, notices)
+    # Keys of the replaced Rust collector that no longer apply: one line each, then on.
+    for notice in notices:
+        print(f"collector: notice: {notice}", file=sys.stderr)
+    return loaded
 
 
 def main(argv: Sequence[str] | None = None) -> int:
