@@ -53,7 +53,8 @@ def test_local_mode_deletes_only_finished_files_older_than_the_limit(tmp_path: P
     aged(other, 40)
 
     assert sweep(tmp_path, NOW - 7 * DAY, None) == Sweep(deleted=2, deleted_bytes=150)
-    assert not old.exists() and not older.exists()
+    assert not old.exists()
+    assert not older.exists()
     assert all(p.exists() for p in (young, owned, journal, tmp, other))
     assert young.parent.is_dir()  # directories stay
 
@@ -74,7 +75,8 @@ def test_s3_modes_delete_only_files_verified_in_the_current_bucket(tmp_path: Pat
 
     done = sweep(tmp_path, NOW - 7 * DAY, "bucket")
     assert done == Sweep(deleted=1, deleted_bytes=100, unverified=3)
-    assert not verified.exists() and not marker_path(verified).exists()
+    assert not verified.exists()
+    assert not marker_path(verified).exists()
     assert all(p.exists() for p in (unverified, elsewhere, changed, young, marker_path(young)))
 
 
@@ -106,7 +108,9 @@ async def test_the_task_sweeps_at_start_then_every_interval(
             )
         )
         # Started: the first sweep is done.
-        assert sweeps == [(0.0, 1)] and not first.exists() and second.exists()
+        assert sweeps == [(0.0, 1)]
+        assert not first.exists()
+        assert second.exists()
         # Waiting on an event, not sleeping: virtual time moves only to the next sweep.
         while second.exists():
             await swept.wait()
@@ -146,11 +150,13 @@ async def test_both_mode_deletes_old_files_once_uploaded_and_verified(
         code = await trio.to_thread.run_sync(
             partial(run_upload_command, cfg, stdout=io.StringIO(), stderr=io.StringIO())
         )
-    assert code == 0 and all(marker_path(p).exists() for p in uploaded)
+    assert code == 0
+    assert all(marker_path(p).exists() for p in uploaded)
     later = aged(write_file(tmp_path, T0_MS + 5), 10)  # as old, never uploaded
 
     assert sweep(tmp_path, NOW - 7 * DAY, cfg.bucket).deleted == 2
-    assert not any(p.exists() for p in uploaded) and later.exists()
+    assert not any(p.exists() for p in uploaded)
+    assert later.exists()
     assert len(s3.keys(cfg.bucket)) == 2  # S3 keeps its copies
     # The same files in local mode would all have gone; in another bucket, none.
     other = msgspec.structs.replace(cfg, bucket="not-this-one")

@@ -68,7 +68,9 @@ def test_local_path_and_a_different_data_dir_is_an_error(tmp_path: Path) -> None
         '[storage]\nlocal_path = "/a"\ndata_dir = "/b"\n'
         '[[markets]]\nexchange = "binance"\nsymbols = ["btcusdt"]\n'
     )
-    with pytest.raises(ConfigError, match="storage.local_path .* and storage.data_dir .* differ"):
+    with pytest.raises(
+        ConfigError, match=r"storage\.local_path .* and storage\.data_dir .* differ"
+    ):
         read_settings(path, {})
 
 
@@ -93,7 +95,9 @@ def test_the_rust_file_passes_check_config_with_one_line_per_notice(tmp_path: Pa
     )
     assert done.returncode == 0, done.stderr
     lines = done.stderr.strip().splitlines()
-    assert len(lines) == 4 and all(line.startswith("collector: notice: ") for line in lines)
+    assert len(lines) == 4
+    assert all(line.startswith("collector: notice: ") for line in lines)
     shown = json.loads(done.stdout)["settings"]
     assert shown["storage"]["data_dir"] == str(tmp_path / "data")
-    assert "database" not in shown and "log_retention_days" not in shown["collector"]
+    assert "database" not in shown
+    assert "log_retention_days" not in shown["collector"]

@@ -58,10 +58,13 @@ async def test_data_arriving_is_printed_and_the_verdict_is_ok() -> None:
     assert done.returncode == 0, (out, done.stderr.decode())
     assert "testing binance btcusdt (trades, ticker) for 3 s" in out
     assert "trade_id=41 price=50000.5 size=0.25 side=buy" in out
-    assert "ticker BTCUSDT" in out and "bid_price=50000.0" in out
+    assert "ticker BTCUSDT" in out
+    assert "bid_price=50000.0" in out
     assert "status BTCUSDT subscribed trades" in out
     last = out.strip().splitlines()[-1]
-    assert last.startswith("OK binance btcusdt: ") and "trades 1" in last and "ticker 1" in last
+    assert last.startswith("OK binance btcusdt: ")
+    assert "trades 1" in last
+    assert "ticker 1" in last
 
 
 async def test_a_refused_subscription_fails_with_the_reason() -> None:
@@ -74,7 +77,8 @@ async def test_a_refused_subscription_fails_with_the_reason() -> None:
         nursery.cancel_scope.cancel()
     last = done.stdout.decode().strip().splitlines()[-1]
     assert done.returncode == 1
-    assert last.startswith("FAIL binance btcusdt: ") and "refused: trades" in last
+    assert last.startswith("FAIL binance btcusdt: ")
+    assert "refused: trades" in last
 
 
 async def test_silence_fails_with_no_market_data() -> None:
@@ -87,7 +91,8 @@ async def test_silence_fails_with_no_market_data() -> None:
         nursery.cancel_scope.cancel()
     last = done.stdout.decode().strip().splitlines()[-1]
     assert done.returncode == 1
-    assert last.startswith("FAIL binance ethusdt: ") and last.endswith("no market data arrived")
+    assert last.startswith("FAIL binance ethusdt: ")
+    assert last.endswith("no market data arrived")
     assert fake.connections >= 1  # it did connect: silence, not a refused connection
 
 
@@ -111,7 +116,8 @@ def test_bad_arguments_are_one_line_and_exit_2(capsys: pytest.CaptureFixture[str
     )
     assert main(["test", "coinbase", "BTCUSD"]) == 2
     err = capsys.readouterr().err.strip()
-    assert err.startswith("collector: error: test: markets[0].symbols:") and "\n" not in err
+    assert err.startswith("collector: error: test: markets[0].symbols:")
+    assert "\n" not in err
     assert main(["test", "binance", "--seconds", "0"]) == 2
     assert "--seconds must be above 0" in capsys.readouterr().err
 
