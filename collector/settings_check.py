@@ -39,14 +39,17 @@ from collector.upload.keys import check_key_template
 
 
 def load_settings(
-    path: Path | None = None, env: Mapping[str, str] | None = None
+    path: Path | None = None,
+    env: Mapping[str, str] | None = None,
+    notices: list[str] | None = None,
 ) -> tuple[Settings, str]:
     """Read, override and validate settings. Returns them and a description of the source.
 
-    ``path`` None reads the embedded default; ``env`` defaults to ``os.environ``.
+    ``path`` None reads the embedded default; ``env`` defaults to ``os.environ``; keys of
+    the replaced Rust collector that no longer apply add a line to ``notices``.
     Raises ConfigError.
     """
-    settings, source = read_settings(path, env)
+    settings, source = read_settings(path, env, notices)
     check_settings(settings, source)
     return settings, source
 
