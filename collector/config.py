@@ -131,6 +131,9 @@ class MarketSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw
     # Seconds between polls of open interest where the venue streams none (Binance
     # futures with the derivatives feed); None: the venue's default.
     open_interest_interval_secs: PositiveFloat | None = None
+    # Write the writer's book of each symbol as a ``checkpoint`` row this often inside an
+    # order book file too (None: only as the first row of every file).
+    book_snapshot_interval_secs: PositiveFloat | None = None
 
 
 # The data types an outlet can publish (the stored tables).
