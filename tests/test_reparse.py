@@ -153,4 +153,5 @@ def test_the_reparse_command_refuses_an_output_that_is_the_data_directory(
     code = main(["reparse", "--config", str(config), "--out", str(data_dir)])
     assert code == 2
     err = capsys.readouterr().err
-    assert err.startswith("collector: error: ") and "overlaps the data directory" in err
+    assert err.startswith("collector: error: ")
+    assert "overlaps the data directory" in err
