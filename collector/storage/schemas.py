@@ -169,6 +169,7 @@ SCHEMAS: Final[dict[str, pa.Schema]] = {
             pa.field("connection", pa.string(), nullable=False),
             pa.field("direction", pa.string(), nullable=False),
             pa.field("payload", pa.binary(), nullable=False),
+            pa.field("url", pa.string()),
         ]
     ),
 }
@@ -182,7 +183,7 @@ SCHEMA_VERSIONS: Final[dict[str, int]] = {
     Liquidation.DATA_TYPE: 1,
     Instrument.DATA_TYPE: 1,
     Status.DATA_TYPE: 1,
-    Raw.DATA_TYPE: 1,
+    Raw.DATA_TYPE: 2,
 }
 
 # Columns with few distinct values per file: the only ones Parquet dictionary-encodes.
