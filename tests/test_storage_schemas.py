@@ -241,6 +241,7 @@ EVENTS: dict[str, list[Event]] = {
         Raw("deribit", RAW_SYMBOL, None, T0, None, "conn-1", "recv", b'{"a": 1}'),
         Raw("deribit", RAW_SYMBOL, None, T0 + 1, None, "conn-1", "send", b"\x00\xff binary"),
         Raw("deribit", RAW_SYMBOL, None, T0 + 2, None, "conn-2", "recv", b""),
+        Raw("deribit", RAW_SYMBOL, None, T0 + 3, T0, "conn-2", "rest", b"{}", "http://x/y"),
     ],
 }
 
@@ -323,7 +324,7 @@ PINNED: dict[str, tuple[int, str]] = {
     "liquidations": (2, "e3ef0f5b3f78eb00"),
     "instruments": (2, "9974c78f50078063"),
     "status": (2, "afbecc1b03ca21f7"),
-    "raw": (2, "53ee84d8d5bcca41"),
+    "raw": (3, "4ad481dccb4c3325"),
 }
 
 

@@ -183,6 +183,7 @@ _EVENT_SCHEMAS: Final[dict[str, pa.Schema]] = {
             pa.field("connection", pa.string(), nullable=False),
             pa.field("direction", pa.string(), nullable=False),
             pa.field("payload", pa.binary(), nullable=False),
+            pa.field("url", pa.string()),
         ]
     ),
 }
@@ -192,7 +193,7 @@ SCHEMAS: Final[dict[str, pa.Schema]] = {
 }
 
 # The version of each table's schema (see the module docstring for when it is bumped).
-# 2: ``collector_seq`` added to every table.
+# ``collector_seq`` came with version 2 of every table but orderbook (3) and raw (3).
 SCHEMA_VERSIONS: Final[dict[str, int]] = {
     Trade.DATA_TYPE: 2,
     # 2: kind "checkpoint" (the writer's book at each file start); 3: collector_seq
@@ -202,7 +203,7 @@ SCHEMA_VERSIONS: Final[dict[str, int]] = {
     Liquidation.DATA_TYPE: 2,
     Instrument.DATA_TYPE: 2,
     Status.DATA_TYPE: 2,
-    Raw.DATA_TYPE: 2,
+    Raw.DATA_TYPE: 3,  # 2: the url column and direction "rest"; 3: collector_seq
 }
 
 # Columns with few distinct values per file: the only ones Parquet dictionary-encodes.
@@ -248,11 +249,12 @@ EVENT_TYPES: Final[dict[str, type[Event]]] = {
 
 
 def previous_schema_version(schema: pa.Schema) -> tuple[str, int] | None:
-    """The (table, version) of a schema an earlier version wrote, where it is one we know
-    (version 1: today's columns without ``collector_seq``); ``None`` otherwise."""
+    """The (table, version) of a schema an earlier version wrote, where it is one we know:
+    today's columns without ``collector_seq`` are the version before the current one (for
+    ``orderbook``, version 2; its version 1 had the same columns); ``None`` otherwise."""
     for name, before in _EVENT_SCHEMAS.items():
         if before.equals(schema, check_metadata=False):
-            return name, 1
+            return name, SCHEMA_VERSIONS[name] - 1
     return None
 
 
