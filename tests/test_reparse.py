@@ -19,6 +19,7 @@ from collector.reparse import ReparseError, run_reparse
 from collector.settings_check import parse_settings
 from tests.fakes.binance import FakeBinance, depth_diff_frame, trade_frame
 from tests.fakes.binance_rest import FakeBinanceRest
+from tests.procs import without_order
 from tests.test_service import start_service
 
 TIMEOUT = 20.0
@@ -49,9 +50,11 @@ def recording_settings(data_dir: Path, ws_url: str, rest_url: str) -> Settings:
 
 
 def rows(location: Path, data_type: str) -> list[dict[str, Any]]:
-    """Every row of ``data_type``, in receive order (ties in written order)."""
+    """Every row of ``data_type``, in receive order (ties in written order), without
+    ``collector_seq`` (the writer's numbering of its own run: a reparse numbers afresh),
+    once it is checked to increase in written order."""
     table = DataReader(location).table(data_type)
-    found = [row for row in table.to_pylist() if row.pop("date") is not None]
+    found = [row for row in without_order(table.to_pylist()) if row.pop("date") is not None]
     return sorted(found, key=lambda r: r["timestamp_collector"])
 
 
