@@ -48,6 +48,10 @@ async def test_rows_of_one_read_share_a_receive_time_but_not_a_number(
     assert ids(path) == [f"id-{n:06d}" for n in range(9)]
     # The run's numbers start at its start time in nanoseconds and count up by one.
     assert seqs(path) == [NOON * SEQ_PER_US + n for n in range(9)]
+    # Delta-encoded: consecutive numbers take next to nothing.
+    meta = pq.read_metadata(path)
+    index = meta.schema.to_arrow_schema().get_field_index("collector_seq")
+    assert "DELTA_BINARY_PACKED" in meta.row_group(0).column(index).encodings
 
 
 async def test_numbers_run_on_across_hourly_rotation(

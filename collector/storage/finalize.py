@@ -25,7 +25,7 @@ import pyarrow.parquet as pq
 
 from collector.storage.journal import iter_journal_batches
 from collector.storage.layout import temp_path
-from collector.storage.schemas import dictionary_columns
+from collector.storage.schemas import column_encodings, dictionary_columns
 
 
 def fsync_dir(directory: Path) -> None:
@@ -52,6 +52,7 @@ def write_parquet_atomically(
             compression=compression,
             compression_level=compression_level,
             use_dictionary=dictionary_columns(table.schema),
+            column_encoding=column_encodings(table.schema),
         )
         return _fsync_and_publish(tmp, final)
     except BaseException:
@@ -99,6 +100,7 @@ def finalize_journal(
                     compression=compression,
                     compression_level=compression_level,
                     use_dictionary=dictionary_columns(schema),
+                    column_encoding=column_encodings(schema),
                 )
             pending.append(batch)
             pending_rows += batch.num_rows

@@ -242,6 +242,14 @@ def dictionary_columns(schema: pa.Schema) -> list[str]:
     return [field.name for field in schema if field.name in DICTIONARY_COLUMNS]
 
 
+def column_encodings(schema: pa.Schema) -> dict[str, str]:
+    """The Parquet encodings other than the default for ``schema``'s columns:
+    ``collector_seq`` delta-encoded (consecutive numbers: 65,536 of them take about 0.8 KB
+    instead of 67 KB plain with zstd). Every common reader reads it (DuckDB, pyarrow,
+    Polars, Spark)."""
+    return {ORDER_COLUMN: "DELTA_BINARY_PACKED"} if ORDER_COLUMN in schema.names else {}
+
+
 EVENT_TYPES: Final[dict[str, type[Event]]] = {
     cls.DATA_TYPE: cls
     for cls in (Trade, BookUpdate, Ticker, DerivativeTicker, Liquidation, Instrument, Status, Raw)
