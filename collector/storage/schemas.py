@@ -26,6 +26,7 @@ from collector.events import (
     DerivativeTicker,
     Event,
     Instrument,
+    IntervalStats,
     Liquidation,
     Raw,
     Status,
@@ -152,6 +153,22 @@ SCHEMAS: Final[dict[str, pa.Schema]] = {
             pa.field("status", pa.string()),
         ]
     ),
+    IntervalStats.DATA_TYPE: pa.schema(
+        [
+            *_COMMON,
+            pa.field("interval_start", TIMESTAMP, nullable=False),
+            pa.field("trades", pa.int64(), nullable=False),
+            pa.field("volume", pa.float64(), nullable=False),
+            pa.field("buy_volume", pa.float64(), nullable=False),
+            pa.field("sell_volume", pa.float64(), nullable=False),
+            pa.field("buy_sell_ratio", pa.float64()),
+            pa.field("vwap", pa.float64()),
+            pa.field("high", pa.float64()),
+            pa.field("low", pa.float64()),
+            pa.field("large_trades", pa.int64(), nullable=False),
+            pa.field("large_trade_size", pa.float64()),
+        ]
+    ),
     Status.DATA_TYPE: pa.schema(
         [
             *_COMMON,
@@ -181,6 +198,7 @@ SCHEMA_VERSIONS: Final[dict[str, int]] = {
     DerivativeTicker.DATA_TYPE: 1,
     Liquidation.DATA_TYPE: 1,
     Instrument.DATA_TYPE: 1,
+    IntervalStats.DATA_TYPE: 1,
     Status.DATA_TYPE: 1,
     Raw.DATA_TYPE: 1,
 }
@@ -223,7 +241,17 @@ def dictionary_columns(schema: pa.Schema) -> list[str]:
 
 EVENT_TYPES: Final[dict[str, type[Event]]] = {
     cls.DATA_TYPE: cls
-    for cls in (Trade, BookUpdate, Ticker, DerivativeTicker, Liquidation, Instrument, Status, Raw)
+    for cls in (
+        Trade,
+        BookUpdate,
+        Ticker,
+        DerivativeTicker,
+        Liquidation,
+        Instrument,
+        IntervalStats,
+        Status,
+        Raw,
+    )
 }
 
 
