@@ -41,6 +41,13 @@ def trade(
     return Trade(pair[0], pair[1], None, ts_us, None, f"{ts_us}", price, size, side)
 
 
+def due(a: TradeAnalytics, now_us: int) -> list[IntervalStats]:
+    """``due(a, now_us)``, each checked to be an interval's row."""
+    rows = a.rows_due(now_us)
+    assert all(isinstance(row, IntervalStats) for row in rows)
+    return [row for row in rows if isinstance(row, IntervalStats)]
+
+
 def metric(metrics: Metrics, name: str, pair: tuple[str, str] = BTC) -> float:
     value = metrics.registry.get_sample_value(
         f"collector_analytics_{name}", {"exchange": pair[0], "symbol": pair[1]}
@@ -54,7 +61,7 @@ def analytics(metrics: Metrics, now_us: int, *, table: bool = True) -> TradeAnal
 
 
 # One minute of BTCUSDT: volume 8, notional 803, so VWAP 100.375 exactly.
-MINUTE = [
+MINUTE: list[tuple[float, float, Side | None]] = [
     (100.0, 1.0, "buy"),
     (102.0, 2.0, "sell"),
     (101.0, 2.0, None),
@@ -77,9 +84,9 @@ def test_a_known_minute_gives_exact_figures_in_rows_and_metrics() -> None:
     a([Status("binance", "BTCUSDT", None, start + 6, None, "connected")])
 
     end = start + MINUTE_US
-    assert a.rows_due(end) == []
-    assert a.rows_due(end + round(CLOSE_DELAY_SECS * 1e6) - 1) == []
-    rows = a.rows_due(end + round(CLOSE_DELAY_SECS * 1e6))
+    assert due(a, end) == []
+    assert due(a, end + round(CLOSE_DELAY_SECS * 1e6) - 1) == []
+    rows = due(a, end + round(CLOSE_DELAY_SECS * 1e6))
     assert rows == [
         IntervalStats(
             *BTC, end, end + 1_000_000, None, start,
@@ -113,11 +120,11 @@ def test_a_late_trade_counts_in_the_next_interval_and_quiet_ones_report_zero() -
     first = NOON + MINUTE_US
     a([trade(first + 1, 100.0, 1.0, "sell")])
     done = first + MINUTE_US + 2_000_000
-    assert [r.trades for r in a.rows_due(done)] == [1, 0]
+    assert [r.trades for r in due(a, done)] == [1, 0]
     # Received before the end of the first minute, routed after it was completed.
     a([trade(first + MINUTE_US - 1, 110.0, 3.0, "buy")])
     assert metric(metrics, "late_trades_total") == 0
-    rows = a.rows_due(done + MINUTE_US)
+    rows = due(a, done + MINUTE_US)
     btc = rows[0]
     assert (btc.interval_start, btc.trades, btc.vwap, btc.large_trades) == (
         first + MINUTE_US,
@@ -129,7 +136,7 @@ def test_a_late_trade_counts_in_the_next_interval_and_quiet_ones_report_zero() -
     assert metric(metrics, "late_trades_total") == 1
     assert metric(metrics, "large_trades_total") == 1
     # Three quiet minutes: three zero rows per pair, oldest first.
-    rows = a.rows_due(done + 4 * MINUTE_US)
+    rows = due(a, done + 4 * MINUTE_US)
     assert [(r.symbol, r.trades) for r in rows] == [("BTCUSDT", 0), ("ETHUSDT", 0)] * 3
     assert [r.interval_start for r in rows[::2]] == [first + k * MINUTE_US for k in (2, 3, 4)]
     assert math.isnan(metric(metrics, "vwap"))
@@ -140,7 +147,7 @@ def test_without_the_table_the_metrics_are_set_and_no_rows_come() -> None:
     metrics = Metrics()
     a = analytics(metrics, NOON, table=False)
     a([trade(NOON + MINUTE_US, 100.0, 1.0, "buy")])
-    assert a.rows_due(NOON + 3 * MINUTE_US) == []
+    assert due(a, NOON + 3 * MINUTE_US) == []
     # 12:03 less the delay: only 12:01 is complete.
     assert metric(metrics, "trades") == 1
     assert metric(metrics, "interval_end_seconds") == (NOON + 2 * MINUTE_US) / 1e6
