@@ -114,7 +114,7 @@ class TradeAnalytics:
         self._open: dict[tuple[int, str, str], _Figures] = {}
         self._late: dict[Pair, int] = {}
         for exchange, symbol in sorted(self._thresholds):
-            metrics.create(exchange, symbol)
+            metrics.create(exchange, symbol, now_us / 1e6)
 
     def __call__(self, batch: list[Event]) -> None:
         """Add the trades of ``batch`` (the hot path: a few operations per trade)."""

@@ -250,7 +250,9 @@ class AnalyticsMetrics:
         )
         self.trades = gauge("trades", "Trades")
         self.interval_end = gauge(
-            "interval_end_seconds", "Unix time the interval the other gauges describe ended"
+            "interval_end_seconds",
+            "Unix time the interval the other gauges describe ended (the start time until "
+            "the first)",
         )
         self.large_trades = Counter(
             "collector_analytics_large_trades_total",
@@ -265,16 +267,17 @@ class AnalyticsMetrics:
             registry=r,
         )
 
-    def create(self, exchange: str, symbol: str) -> None:
+    def create(self, exchange: str, symbol: str, now: float) -> None:
         """Create one pair's series: counters and counts at 0, prices NaN (no interval
-        completed yet)."""
+        completed yet), the interval end at ``now`` (Unix time: as the other timestamp
+        gauges, so ``time() - x`` is how long the service has waited for the first)."""
         for counter in (self.large_trades, self.late_trades):
             counter.labels(exchange, symbol)
         for zero in (self.volume, self.buy_volume, self.sell_volume, self.trades):
             zero.labels(exchange, symbol)
         for unknown in (self.vwap, self.high, self.low, self.buy_sell_ratio):
             unknown.labels(exchange, symbol).set(math.nan)
-        self.interval_end.labels(exchange, symbol)
+        self.interval_end.labels(exchange, symbol).set(now)
 
 
 class Metrics:

@@ -76,6 +76,7 @@ def test_a_known_minute_gives_exact_figures_in_rows_and_metrics() -> None:
     assert metric(metrics, "trades") == 0
     assert math.isnan(metric(metrics, "vwap"))
     assert metric(metrics, "large_trades_total") == 0
+    assert metric(metrics, "interval_end_seconds") == (NOON + 10_000_000) / 1e6
 
     start = NOON + MINUTE_US
     a([trade(NOON + 20_000_000, 500.0, 9.0, "buy")])  # in the minute started in: not counted
@@ -282,9 +283,12 @@ async def test_the_service_exports_and_stores_what_the_stored_trades_give(
             labels = {"exchange": "binance", "symbol": "BTCUSDT"}
             assert sample(samples, "collector_analytics_large_trades_total", **labels) == 0
             assert sample(samples, "collector_analytics_trades", **labels) == 0
+            written = {"exchange": "binance", "data_type": "analytics"}
+            assert sample(samples, "collector_rows_written_total", **written) == 0
             await fake.wait_subscribed()
             # The second the service started in is not reported: send once one was.
-            while sample(samples, "collector_analytics_interval_end_seconds", **labels) == 0:
+            started = sample(samples, "collector_analytics_interval_end_seconds", **labels)
+            while sample(samples, "collector_analytics_interval_end_seconds", **labels) == started:
                 await trio.sleep(0.05)
                 samples = await fetch_metrics(service.port)
             for symbol, sent in SENT.items():
