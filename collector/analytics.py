@@ -117,28 +117,30 @@ class TradeAnalytics:
             metrics.create(exchange, symbol, now_us / 1e6)
 
     def __call__(self, batch: list[Event]) -> None:
-        """Add the trades of ``batch`` (the hot path: a few operations per trade)."""
-        thresholds = self._thresholds
-        interval_us = self.interval_us
-        open_figures = self._open
+        """Add the trades of ``batch`` (the hot path: a few operations per trade).
+
+        The trades of one read share their symbol and receive time: the interval and the
+        running figures are looked up once per such run, not per trade.
+        """
+        last_exchange = last_symbol = ""
+        last_ts = -1
+        figures: _Figures | None = None
+        threshold: float | None = None
+        late = False
         for event in batch:
-            if not isinstance(event, Trade):
+            if type(event) is not Trade:
                 continue
-            exchange = event.exchange
-            symbol = event.symbol
-            pair = (exchange, symbol)
-            if pair not in thresholds:
+            ts = event.timestamp_collector
+            if ts != last_ts or event.symbol != last_symbol or event.exchange != last_exchange:
+                last_ts, last_symbol, last_exchange = ts, event.symbol, event.exchange
+                figures, threshold, late = self._figures_for(last_exchange, last_symbol, ts)
+                if figures is None:
+                    continue
+            elif figures is None:
                 continue
-            index = event.timestamp_collector // interval_us
-            if index < self._next:
-                if index < self._first:
-                    continue  # the incomplete interval the service started in
-                index = self._next
+            if late:
+                pair = (last_exchange, last_symbol)
                 self._late[pair] = self._late.get(pair, 0) + 1
-            key = (index, exchange, symbol)
-            figures = open_figures.get(key)
-            if figures is None:
-                figures = open_figures[key] = _Figures()
             price = event.price
             size = event.size
             figures.trades += 1
@@ -153,9 +155,30 @@ class TradeAnalytics:
                 figures.high = price
             if price < figures.low:
                 figures.low = price
-            threshold = thresholds[pair]
             if threshold is not None and size >= threshold:
                 figures.large += 1
+
+    def _figures_for(
+        self, exchange: str, symbol: str, ts: int
+    ) -> tuple[_Figures | None, float | None, bool]:
+        """The running figures a trade of (``exchange``, ``symbol``) received at ``ts``
+        adds to (None: a pair not covered, or the interval the service started in), the
+        pair's threshold, and whether the trade is late."""
+        pair = (exchange, symbol)
+        if pair not in self._thresholds:
+            return None, None, False
+        index = ts // self.interval_us
+        late = False
+        if index < self._next:
+            if index < self._first:
+                return None, None, False
+            index = self._next
+            late = True
+        key = (index, exchange, symbol)
+        figures = self._open.get(key)
+        if figures is None:
+            figures = self._open[key] = _Figures()
+        return figures, self._thresholds[pair], late
 
     def rows_due(self, now_us: int) -> list[Event]:
         """Complete every interval that ended at least :data:`CLOSE_DELAY_SECS` before

@@ -355,3 +355,35 @@ async def test_the_service_exports_and_stores_what_the_stored_trades_give(
         )
     else:
         assert math.isnan(scraped["vwap"])
+
+
+def test_a_batch_mixing_pairs_times_and_types_counts_each_trade_once_where_it_belongs() -> None:
+    """The hot path looks figures up once per run of one pair and receive time: runs that
+    interleave must give what the trades one by one give."""
+    minute = NOON + MINUTE_US
+    sol = ("binance", "SOLUSDT")
+    mixed: list[Event] = [
+        trade(minute, 100.0, 2.0, "buy"),
+        trade(minute, 10.0, 1.0, "sell", ETH),
+        trade(minute, 101.0, 1.0, "sell"),
+        Status("binance", "BTCUSDT", None, minute, None, "connected"),
+        trade(minute, 102.0, 3.0, None),
+        trade(minute, 5.0, 9.0, "buy", sol),
+        trade(minute + 1, 103.0, 1.0, "buy"),
+        trade(minute + 1, 11.0, 2.0, "buy", ETH),
+        trade(minute + MINUTE_US, 104.0, 4.0, "sell"),  # the next minute
+    ]
+    together = analytics(Metrics(), NOON)
+    together(mixed)
+    alone = analytics(Metrics(), NOON)
+    for event in mixed:
+        alone([event])
+    end = NOON + 3 * MINUTE_US + round(CLOSE_DELAY_SECS * 1e6)
+    rows = due(together, end)
+    assert rows == due(alone, end)
+    assert [(r.symbol, r.interval_start, r.trades, r.volume, r.large_trades) for r in rows] == [
+        ("BTCUSDT", minute, 4, 7.0, 2),
+        ("ETHUSDT", minute, 2, 3.0, 0),
+        ("BTCUSDT", minute + MINUTE_US, 1, 4.0, 1),
+        ("ETHUSDT", minute + MINUTE_US, 0, 0.0, 0),
+    ]
