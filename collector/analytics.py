@@ -48,6 +48,12 @@ CLOSE_DELAY_SECS: Final = 1.0
 MAX_QUIET_INTERVALS: Final = 10
 
 Pair = tuple[str, str]
+# The last lookup of the hot path: exchange, symbol, receive time, the figures (None: not
+# counted), the threshold, whether late.
+_Lookup = tuple[str, str, int, "_Figures | None", float | None, bool]
+_NO_LOOKUP: Final[_Lookup] = ("", "", -1, None, None, False)
+# A pair the analytics do not cover (its threshold lookup's default).
+_NOT_COVERED: Final = -1.0
 
 
 class _Figures:
@@ -113,6 +119,7 @@ class TradeAnalytics:
         self._next = self._first
         self._open: dict[tuple[int, str, str], _Figures] = {}
         self._late: dict[Pair, int] = {}
+        self._last: _Lookup = _NO_LOOKUP
         for exchange, symbol in sorted(self._thresholds):
             metrics.create(exchange, symbol, now_us / 1e6)
 
@@ -120,22 +127,34 @@ class TradeAnalytics:
         """Add the trades of ``batch`` (the hot path: a few operations per trade).
 
         The trades of one read share their symbol and receive time: the interval and the
-        running figures are looked up once per such run, not per trade.
+        running figures are looked up once per such run, not per trade (the last lookup is
+        kept across calls until an interval completes).
         """
-        last_exchange = last_symbol = ""
-        last_ts = -1
-        figures: _Figures | None = None
-        threshold: float | None = None
-        late = False
+        thresholds = self._thresholds
+        interval_us = self.interval_us
+        open_figures = self._open
+        last_exchange, last_symbol, last_ts, figures, threshold, late = self._last
         for event in batch:
             if type(event) is not Trade:
                 continue
             ts = event.timestamp_collector
             if ts != last_ts or event.symbol != last_symbol or event.exchange != last_exchange:
+                # A new run: its pair's threshold, interval and figures (inline: a call
+                # here costs as much as the rest of a trade).
                 last_ts, last_symbol, last_exchange = ts, event.symbol, event.exchange
-                figures, threshold, late = self._figures_for(last_exchange, last_symbol, ts)
-                if figures is None:
+                pair = (last_exchange, last_symbol)
+                threshold = thresholds.get(pair, _NOT_COVERED)
+                index = ts // interval_us
+                late = index < self._next
+                if threshold is _NOT_COVERED or (late and index < self._first):
+                    figures = None  # not configured, or the interval the service started in
                     continue
+                if late:
+                    index = self._next
+                key = (index, last_exchange, last_symbol)
+                figures = open_figures.get(key)
+                if figures is None:
+                    figures = open_figures[key] = _Figures()
             elif figures is None:
                 continue
             if late:
@@ -157,28 +176,7 @@ class TradeAnalytics:
                 figures.low = price
             if threshold is not None and size >= threshold:
                 figures.large += 1
-
-    def _figures_for(
-        self, exchange: str, symbol: str, ts: int
-    ) -> tuple[_Figures | None, float | None, bool]:
-        """The running figures a trade of (``exchange``, ``symbol``) received at ``ts``
-        adds to (None: a pair not covered, or the interval the service started in), the
-        pair's threshold, and whether the trade is late."""
-        pair = (exchange, symbol)
-        if pair not in self._thresholds:
-            return None, None, False
-        index = ts // self.interval_us
-        late = False
-        if index < self._next:
-            if index < self._first:
-                return None, None, False
-            index = self._next
-            late = True
-        key = (index, exchange, symbol)
-        figures = self._open.get(key)
-        if figures is None:
-            figures = self._open[key] = _Figures()
-        return figures, self._thresholds[pair], late
+        self._last = (last_exchange, last_symbol, last_ts, figures, threshold, late)
 
     def rows_due(self, now_us: int) -> list[Event]:
         """Complete every interval that ended at least :data:`CLOSE_DELAY_SECS` before
@@ -193,6 +191,7 @@ class TradeAnalytics:
         for index in sorted(with_trades.union(quiet)):
             rows.extend(self._complete(index, now_us))
         self._next = due
+        self._last = _NO_LOOKUP  # its figures may belong to a completed interval
         self._count_late()
         return rows if self.table else []
 
