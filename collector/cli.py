@@ -1,4 +1,5 @@
-"""Command line: ``python -m collector [run|check-config|upload|symbols|bench|book|holes] ...``.
+"""Command line: ``python -m collector COMMAND ...`` (run, check-config, upload, symbols,
+test, bench, book, holes, export-binary).
 
 Exit status: 0 success; 1 runtime failure: a start-up failure the environment may clear
 (data directory not writable, HTTP port in use), a shutdown that ran past its deadline or
@@ -87,6 +88,14 @@ def _parser() -> argparse.ArgumentParser:
         "deribit: future, option, spot, future_combo or option_combo, default all; "
         "default spot)",
     )
+    from collector.smoke import add_arguments as add_test_arguments
+
+    add_test_arguments(
+        sub.add_parser(
+            "test",
+            help="connect to a venue, subscribe one symbol, print what arrives, give a verdict",
+        )
+    )
     from collector.reader.command import add_book_arguments, add_holes_arguments
 
     add_book_arguments(
@@ -95,13 +104,25 @@ def _parser() -> argparse.ArgumentParser:
     add_holes_arguments(
         sub.add_parser("holes", help="list the holes in the recorded data (disconnects, gaps...)")
     )
+    from collector.binary.export import add_arguments as add_export_arguments
+
+    add_export_arguments(
+        sub.add_parser(
+            "export-binary", help="write the MD and TRADES binary column files from the Parquet"
+        )
+    )
     return parser
 
 
 def _load(path_arg: str | None) -> tuple[Settings, str]:
     from collector.settings_check import load_settings
 
-    return load_settings(resolve_path(path_arg, os.environ), os.environ)
+    notices: list[str] = []
+    loaded = load_settings(resolve_path(path_arg, os.environ), os.environ, notices)
+    # Keys of the replaced Rust collector that no longer apply: one line each, then on.
+    for notice in notices:
+        print(f"collector: notice: {notice}", file=sys.stderr)
+    return loaded
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -125,6 +146,14 @@ def _dispatch(args: argparse.Namespace) -> int:
         from collector.reader.command import run_book_command, run_holes_command
 
         return (run_book_command if command == "book" else run_holes_command)(args)
+    if command == "export-binary":
+        from collector.binary.export import run_export_command
+
+        return run_export_command(args)
+    if command == "test":
+        from collector.smoke import run_test_command
+
+        return run_test_command(args)
     if command == "symbols":
         from collector.symbols import run_symbols_command
 

@@ -71,6 +71,9 @@ class StorageSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True, k
     compression_level: int | None = None
     # Above this used percentage of data_dir's file system, /health is degraded.
     disk_high_water_percent: Annotated[float, Meta(gt=0, le=100)] = 90.0
+    # Finished files older than this many days are deleted (in s3/both mode only once
+    # verified in S3); None keeps them forever.
+    retention_days: PositiveFloat | None = None
 
 
 class AwsSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
@@ -135,6 +138,9 @@ class MarketSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw
     # counts as large; one size for the market's symbols, or a map of symbol -> size
     # (symbols as listed in ``symbols``; unlisted ones have no threshold). None: no threshold.
     large_trade_size: PositiveFloat | dict[str, PositiveFloat] | None = None
+    # Write the writer's book of each symbol as a ``checkpoint`` row this often inside an
+    # order book file too (None: only as the first row of every file).
+    book_snapshot_interval_secs: PositiveFloat | None = None
 
 
 # The data types an outlet can publish (the stored tables).
@@ -204,6 +210,19 @@ class AnalyticsSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True,
     table: bool = False
 
 
+class BinarySettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    """The binary column outlet (collector.outlets.binary): MD and TRADES column files."""
+
+    enabled: bool = False
+    # Root of the column files: <dir>/<exchange>/<symbol>/<MD|TRADES>/<column>.DD.MM.YY.bin
+    dir: str = "./binary"
+    buffer_events: Annotated[int, Meta(ge=1)] = 100_000
+    # /health is degraded while writes have failed for this long.
+    stall_secs: PositiveFloat = 10.0
+    initial_retry_delay_secs: PositiveFloat = 0.5
+    max_retry_delay_secs: PositiveFloat = 10.0
+
+
 class Settings(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
     collector: CollectorSettings = CollectorSettings()
     storage: StorageSettings = StorageSettings()
@@ -212,6 +231,7 @@ class Settings(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=
     kafka: KafkaSettings = KafkaSettings()
     redis: RedisSettings = RedisSettings()
     analytics: AnalyticsSettings = AnalyticsSettings()
+    binary: BinarySettings = BinarySettings()
     markets: Annotated[tuple[MarketSettings, ...], Meta(min_length=1)]
 
 
@@ -233,11 +253,15 @@ def embedded_default_text() -> str:
 
 
 def read_settings(
-    path: Path | None = None, env: Mapping[str, str] | None = None
+    path: Path | None = None,
+    env: Mapping[str, str] | None = None,
+    notices: list[str] | None = None,
 ) -> tuple[Settings, str]:
     """Read, override and decode settings (schema only); returns them and a description of
-    the source. Raises ConfigError. :func:`collector.settings_check.load_settings` adds the
-    checks that need the venues."""
+    the source. Keys of the replaced Rust collector are translated
+    (:func:`translate_rust_keys`); a notice for each one that no longer applies is appended
+    to ``notices``. Raises ConfigError. :func:`collector.settings_check.load_settings` adds
+    the checks that need the venues."""
     env = os.environ if env is None else env
     if path is None:
         source, text = "embedded settings.toml", embedded_default_text()
@@ -253,8 +277,59 @@ def read_settings(
         raw = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{source}: TOML syntax error: {exc}") from None
+    found = translate_rust_keys(raw, source)
+    if notices is not None:
+        notices.extend(found)
     env_keys = _apply_env_overrides(raw, env)
     return decode_settings(raw, source, env_keys), source
+
+
+# Sections of the replaced Rust collector's settings that have no meaning here.
+_RUST_SECTIONS: dict[str, str] = {
+    "database": "this collector writes no database",
+    "archive": "files go to S3 by [storage] mode and [aws]",
+}
+
+
+def translate_rust_keys(raw: dict[str, Any], source: str = "settings") -> list[str]:
+    """Rewrite, in place, the keys of the replaced Rust collector's settings file that have
+    a meaning here into this collector's keys, and drop those that no longer apply; returns
+    one notice line per dropped key. A file written for this collector is left unchanged.
+
+    - ``[storage] local_path`` -> ``storage.data_dir`` (both set and different: ConfigError);
+    - ``[collector] feeds`` -> the ``feeds`` of every ``[[markets]]`` that lists none;
+    - ``log_retention_days`` (``[collector]`` or top level), ``[database]``, ``[archive]``:
+      dropped with a notice (logs go to stderr here: their retention is the log system's).
+    """
+    notices: list[str] = []
+    storage = raw.get("storage")
+    if isinstance(storage, dict) and "local_path" in storage:
+        local_path = storage.pop("local_path")
+        if "data_dir" in storage and storage["data_dir"] != local_path:
+            raise ConfigError(
+                f"{source}: storage.local_path ({local_path!r}) and storage.data_dir "
+                f"({storage['data_dir']!r}) differ: keep one (data_dir)"
+            )
+        storage["data_dir"] = local_path
+    collector = raw.get("collector")
+    if isinstance(collector, dict) and "feeds" in collector:
+        feeds = collector.pop("feeds")
+        markets = raw.get("markets")
+        for market in markets if isinstance(markets, list) else []:
+            if isinstance(market, dict):
+                market.setdefault("feeds", feeds)
+    for table, where in ((raw, "log_retention_days"), (collector, "collector.log_retention_days")):
+        if isinstance(table, dict) and "log_retention_days" in table:
+            del table["log_retention_days"]
+            notices.append(
+                f"{source}: {where} ignored: logs go to stderr, kept by the log system "
+                "(journald, Docker, Kubernetes)"
+            )
+    for name, why in _RUST_SECTIONS.items():
+        if name in raw:
+            del raw[name]
+            notices.append(f"{source}: [{name}] ignored: {why}")
+    return notices
 
 
 def decode_settings(
@@ -290,6 +365,7 @@ _SECTIONS: dict[str, type[msgspec.Struct]] = {
     "websocket": WebSocketSettings,
     "kafka": KafkaSettings,
     "redis": RedisSettings,
+    "binary": BinarySettings,
 }
 
 

@@ -20,7 +20,9 @@ from typing import ClassVar, Final, Literal, TypeAlias
 import msgspec
 
 Side = Literal["buy", "sell"]
-BookKind = Literal["snapshot", "delta"]
+# ``checkpoint``: the collector's own statement of the whole book (the writer's, at the
+# start of every order book file: collector.storage.checkpoints), not the venue's snapshot.
+BookKind = Literal["snapshot", "delta", "checkpoint"]
 StatusEvent = Literal[
     "connected",
     "subscribed",

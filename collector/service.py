@@ -5,6 +5,7 @@ root nursery
 ├── http server                       /health /ready /metrics
 ├── signal watcher                    SIGINT/SIGTERM -> shutdown
 ├── disk monitor                      high-water mark -> /health, metrics
+├── retention (optional)              old finished files deleted (s3/both: verified only)
 └── pipeline nursery
     ├── outlets        <- own bounded buffers, fed by the router (kafka, redis; optional)
     ├── writer         <- event channel (batches; one clone per connection)
@@ -57,6 +58,7 @@ from collector.metrics import Metrics
 from collector.outlets import open_outlets, start_outlets
 from collector.outlets.errors import OutletSettingsError
 from collector.planning import ServicePlan
+from collector.retention import run_retention
 from collector.series import create_series
 from collector.storage import FileMetadataSource, run_disk_monitor, run_writer
 from collector.storage.lock import DataDirInUse, DataDirLock, DataDirLockError
@@ -256,6 +258,16 @@ async def _run(
             health,
             metrics.disk,
         )
+        if settings.storage.retention_days is not None:
+            await root.start(
+                partial(
+                    run_retention,
+                    Path(settings.storage.data_dir),
+                    settings.storage.retention_days,
+                    settings.aws.bucket if settings.storage.mode != "local" else None,
+                    wall_clock=wall_clock,
+                )
+            )
         async with trio.open_nursery() as pipeline:
             # Before the writer: the router offers them its first rows.
             await start_outlets(pipeline, outlet_tasks)

@@ -24,11 +24,13 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from collector.config import (
+    BinarySettings,
     ConfigError,
     KafkaSettings,
     MarketSettings,
     RedisSettings,
     Settings,
+    StorageSettings,
     decode_settings,
     read_settings,
 )
@@ -37,14 +39,17 @@ from collector.upload.keys import check_key_template
 
 
 def load_settings(
-    path: Path | None = None, env: Mapping[str, str] | None = None
+    path: Path | None = None,
+    env: Mapping[str, str] | None = None,
+    notices: list[str] | None = None,
 ) -> tuple[Settings, str]:
     """Read, override and validate settings. Returns them and a description of the source.
 
-    ``path`` None reads the embedded default; ``env`` defaults to ``os.environ``.
+    ``path`` None reads the embedded default; ``env`` defaults to ``os.environ``; keys of
+    the replaced Rust collector that no longer apply add a line to ``notices``.
     Raises ConfigError.
     """
-    settings, source = read_settings(path, env)
+    settings, source = read_settings(path, env, notices)
     check_settings(settings, source)
     return settings, source
 
@@ -103,6 +108,7 @@ def check_settings(settings: Settings, source: str) -> None:
         )
     _check_kafka(settings.kafka, source)
     _check_redis(settings.redis, source)
+    _check_binary(settings.binary, settings.storage, source)
     seen: dict[tuple[str, str], int] = {}
     for i, market in enumerate(settings.markets):
         where = f"{source}: markets[{i}]"
@@ -249,3 +255,18 @@ def _check_redis(redis: RedisSettings, source: str) -> None:
             f"{source}: redis.enabled is true but redis-py is not installed "
             "(install the extra: pip install 'collector[redis]')"
         )
+
+
+def _check_binary(binary: BinarySettings, storage: StorageSettings, source: str) -> None:
+    """Delay range; the column root is a directory of its own, not the Parquet tree."""
+    if binary.max_retry_delay_secs < binary.initial_retry_delay_secs:
+        raise ConfigError(
+            f"{source}: binary.max_retry_delay_secs ({binary.max_retry_delay_secs}) is below "
+            f"binary.initial_retry_delay_secs ({binary.initial_retry_delay_secs})"
+        )
+    if not binary.dir:
+        raise ConfigError(f"{source}: binary.dir must not be empty")
+    if binary.enabled and Path(binary.dir).resolve() == Path(storage.data_dir).resolve():
+        # Same <exchange>/<symbol>/ tree: the column tables would sit among the Parquet
+        # data types (and be taken for one by the reader).
+        raise ConfigError(f"{source}: binary.dir must not be storage.data_dir")

@@ -97,7 +97,7 @@ SYMBOLS: dict[str, tuple[tuple[str, str, str], Callable[[int], str]]] = {
 # A symbol of each category whose symbols are spelled unlike the venue's first ones.
 CATEGORY_SYMBOLS: dict[tuple[str, str], str] = {("binance", "coinm"): "BTCUSD_PERP"}
 # A symbol with derivatives data, where the venue's first symbol (spot) has none.
-DERIVATIVE_SYMBOLS: dict[str, str] = {"okx": "BTC-USDT-SWAP"}
+DERIVATIVE_SYMBOLS: dict[str, str] = {"okx": "BTC-USDT-SWAP", "bitfinex": "tBTCF0:USTF0"}
 ADAPTERS = [get_adapter_class(name) for name in known_exchanges()]
 # The default feeds of a market, and every feed a venue may stream.
 STREAM_FEEDS = ("trades", "orderbook", "ticker")

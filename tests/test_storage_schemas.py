@@ -352,7 +352,7 @@ def fingerprint(schema: pa.Schema) -> str:
 # its SCHEMA_VERSIONS entry (see collector/storage/schemas.py for when) and record both here.
 PINNED: dict[str, tuple[int, str]] = {
     "trades": (1, "90a01c89e70bba44"),
-    "orderbook": (1, "20f84eb56fe2f9a2"),
+    "orderbook": (2, "20f84eb56fe2f9a2"),
     "ticker": (1, "374dbddb0b743bd6"),
     "derivative_ticker": (1, "88d4d9bfe33c549a"),
     "liquidations": (1, "037d1bd7c26dc0a8"),

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import random
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Final
 
@@ -307,6 +308,12 @@ class BinanceProtocol:
     """The venue's answers to client requests (``SUBSCRIBE`` and friends) and REST calls."""
 
     exchange: Final = EXCHANGE
+
+    def __init__(self, books: Mapping[str, tuple[float, float]] | None = None) -> None:
+        # Symbol -> (mid, tick) of its diff-depth stream: the REST snapshot is built around
+        # the same mid, so the book it starts with its deltas stays uncrossed, as a venue's.
+        self.books = dict(books or {})
+
     # The adapter appends ``/stream?timeUnit=MICROSECOND`` to the market's ``base_url``.
     ws_path: str = "/stream"
     needs_rest: Final = True
@@ -338,8 +345,9 @@ class BinanceProtocol:
         transaction times) for a book at ``last_update_id``."""
         limit = min(int(query.get("limit", "100")), 1000)
         rng = random.Random(last_update_id)
-        bids = book_side(rng, 100.0, 0.01, limit, bids=True)
-        asks = book_side(rng, 100.0, 0.01, limit, bids=False)
+        mid, tick = self.books.get(query.get("symbol", ""), (100.0, 0.01))
+        bids = book_side(rng, mid, tick, limit, bids=True)
+        asks = book_side(rng, mid, tick, limit, bids=False)
         times = b""
         if self.category is not None:
             now_ms = time.time_ns() // 1_000_000
@@ -359,5 +367,6 @@ class BinanceUsdmProtocol(BinanceProtocol):
     depth_path = "/fapi/v1/depth"
     category = "usdm"
 
-    def __init__(self, route: str) -> None:
+    def __init__(self, route: str, books: Mapping[str, tuple[float, float]] | None = None) -> None:
+        super().__init__(books)
         self.ws_path = f"{route}/stream"

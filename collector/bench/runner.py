@@ -264,6 +264,7 @@ class _Rows:
     leftovers: int  # journals not finalized
     rest_snapshots: int  # orderbook rows of REST book snapshots (diff-depth symbols)
     resyncs: int  # status rows telling about them
+    checkpoints: int = 0  # the writer's checkpoint rows (not frames: left out of by_type)
     trade_delay_ms: dict[str, float] | None = None
 
 
@@ -328,11 +329,16 @@ def count_rows(data_dir: Path, diff_symbols: set[tuple[str, str]]) -> _Rows:
     rows.trade_delay_ms = trade_delay_ms(sorted(data_dir.glob("*/*/trades/**/*.parquet")))
     for path in data_dir.rglob("*.parquet"):
         exchange, symbol, data_type, *_ = path.relative_to(data_dir).parts
-        rows.by_type[data_type] = rows.by_type.get(data_type, 0) + pq.read_metadata(path).num_rows
-        if data_type == "orderbook" and (exchange, symbol) in diff_symbols:
+        count = pq.read_metadata(path).num_rows
+        if data_type == "orderbook":
             kinds = pq.read_table(path, columns=["kind"]).column("kind").to_pylist()
-            rows.rest_snapshots += kinds.count("snapshot")
-        elif data_type == "status":
+            checkpoints = kinds.count("checkpoint")
+            rows.checkpoints += checkpoints
+            count -= checkpoints
+            if (exchange, symbol) in diff_symbols:
+                rows.rest_snapshots += kinds.count("snapshot")
+        rows.by_type[data_type] = rows.by_type.get(data_type, 0) + count
+        if data_type == "status":
             events = pq.read_table(path, columns=["event"]).column("event").to_pylist()
             rows.resyncs += events.count("resync")
     return rows

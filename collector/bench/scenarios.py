@@ -197,7 +197,7 @@ def _single(
     markets = _markets(10)
     group = Group(
         name="g0",
-        protocol=binance.BinanceProtocol(),
+        protocol=binance.BinanceProtocol({m.symbol: (m.mid, m.tick) for m in markets}),
         symbols=tuple(m.symbol for m in markets),
         feeds=(feed,),
         book_mode=book_mode,
@@ -253,7 +253,7 @@ def _mixed() -> Scenario:
         ]
         w *= bybit_share
         weights_d += [trade_share * w, diff_share * w * 2, ticker_share * w * 0.5]
-    proto = binance.BinanceProtocol()
+    proto = binance.BinanceProtocol({m.symbol: (m.mid, m.tick) for m in markets})
     feeds = ("trades", "orderbook", "ticker")
     groups = (
         Group(
@@ -465,7 +465,9 @@ def _venue(exchange: str) -> Scenario:
         weights += [w * share for w in _VENUE_WEIGHTS]
     group = Group(
         "g0",
-        _PROTOCOLS[exchange](),
+        binance.BinanceProtocol({m[0]: (m[1], m[2]) for m in _VENUE_MARKETS[exchange]})
+        if exchange == "binance"
+        else _PROTOCOLS[exchange](),
         tuple(m[0] for m in _VENUE_MARKETS[exchange]),
         ("trades", "orderbook", "ticker"),
         "diff" if exchange == "binance" else None,

@@ -20,6 +20,34 @@ Feeds and channels (trading pairs only, ``tBTCUSD``; funding ``f...`` symbols ar
   ``AMOUNT > 0`` is a bid, ``< 0`` an ask; ``COUNT == 0`` removes the level (size 0 in our
   delta), otherwise the level's size becomes ``|AMOUNT|``;
 - ``ticker`` -> ``ticker``: best bid/ask with sizes, last price, 24 h volume;
+- ``derivatives`` (perpetuals ``tBTCF0:USTF0`` only) -> ``status`` channel, key
+  ``deriv:{symbol}``: every push is the whole status array, read by position (the venue
+  appends fields without notice, so only the length read is required): one
+  ``derivative_ticker`` row per push (``source`` ``status``) with ``last_price`` =
+  DERIV_PRICE [2] (the derivative's book *mid*, not a last trade), ``index_price`` =
+  SPOT_PRICE [3] (the mid of the underlying spot pair), ``funding_timestamp`` = [7] (the
+  next funding event), ``predicted_funding_rate`` = NEXT_FUNDING_ACCRUED [8] (funding
+  accrued so far for the coming 8 h period), ``funding_rate`` = CURRENT_FUNDING [11] (the
+  rate of the current 8 h period), ``funding_interval_h`` 8, ``mark_price`` [14],
+  ``open_interest`` [17] (``base``: Bitfinex sizes derivative positions in the base coin;
+  the docs say "contracts", of 1 coin each: UNCONFIRMED); ``timestamp_exchange`` is the
+  array's TIME_MS [0];
+- ``liquidations`` (perpetuals only) -> ``status`` channel, key ``liq:global``: one channel
+  per connection carries every liquidation of the venue (spot margin pairs too); rows are
+  written for the connection's symbols with this feed, the others skipped (not counted:
+  they are not data of any configured stream). Each item ``["pos", POS_ID, TIME_MS, null,
+  SYMBOL, AMOUNT, BASE_PRICE, null, IS_MATCH, IS_MARKET_SOLD, null, PRICE]`` is one row:
+  ``liquidation_id`` POS_ID, ``position_side`` long for ``AMOUNT > 0`` (short below; the
+  liquidation order's ``side`` is the opposite), ``size`` ``|AMOUNT|`` (base coin),
+  ``entry_price`` BASE_PRICE (the position's entry price), ``price`` the last field with
+  ``price_kind`` ``acquired`` (the docs name it "price at which the position has been
+  acquired", an older copy "price at which the liquidation was triggered"; when it is null:
+  BASE_PRICE with ``price_kind`` ``entry``), ``status`` ``trigger`` (IS_MATCH 0: the
+  liquidation was triggered) or ``execution`` (IS_MATCH 1: the position was matched in the
+  market). Both kinds are kept: whether the venue sends both for one position is
+  UNCONFIRMED, so count liquidations on one ``status``. IS_MARKET_SOLD is not stored (its
+  two documented meanings contradict each other). TIME_MS is a float here; it is read to
+  the microsecond;
 - ``raw`` -> no channel: the connection keeps every frame (``ConnectionPlan.raw``).
 
 Sequence rule (SEQ_ALL, per connection): every channel frame, heartbeats included, carries
@@ -53,8 +81,11 @@ and if the venue falls silent the stale watchdog replaces it (with backoff). 200
 and the ``disconnected``/``connected`` rows mark the hole.
 
 Subscribe errors ``{"event":"error","code":C,"msg":M,"channel":..,"symbol":..}`` are matched
-to the request by channel and symbol (else to the oldest unanswered one) -> a
-``subscribe_error`` row; the subscription counts as resolved in ``pending_subscriptions``.
+to the request by channel and symbol (``status`` channels: by ``key``; else to the oldest
+unanswered one) -> a ``subscribe_error`` row; the subscription counts as resolved in
+``pending_subscriptions``. The one ``liq:global`` request of a connection stands for every
+``liquidations`` subscription on it: its answer resolves them all. The planner counts each
+of those as a channel of the 25, so a connection may open fewer channels than it could.
 
 Limits: 20 connections per minute on ``api-pub`` (:data:`CONNECTIONS_PER_MINUTE`): the
 supervisor paces connection attempts to ``connections_per_second``.
@@ -70,8 +101,17 @@ from typing import Any, ClassVar, Final
 import attrs
 import msgspec
 
-from collector.config import MarketSettings
-from collector.events import BookUpdate, Event, Ticker, Trade, levels_from_values
+from collector.config import Feed, MarketSettings
+from collector.events import (
+    BookUpdate,
+    DerivativeTicker,
+    Event,
+    Liquidation,
+    Ticker,
+    Trade,
+    feed_data_type,
+    levels_from_values,
+)
 from collector.exchanges.base import (
     ConnectionPlan,
     ExchangeAdapter,
@@ -95,12 +135,32 @@ PING_INTERVAL_SECS: Final = 15.0
 INFO_RECONNECT: Final = 20051
 INFO_MAINTENANCE_START: Final = 20060
 INFO_MAINTENANCE_END: Final = 20061
-CHANNEL_OF_FEED: Final = {"trades": "trades", "orderbook": "book", "ticker": "ticker"}
-FEED_OF_CHANNEL: Final = {v: k for k, v in CHANNEL_OF_FEED.items()}
+CHANNEL_OF_FEED: Final = {
+    "trades": "trades",
+    "orderbook": "book",
+    "ticker": "ticker",
+    "derivatives": "status",
+    "liquidations": "status",
+}
+FEED_OF_CHANNEL: Final = {"trades": "trades", "book": "orderbook", "ticker": "ticker"}
+DERIVATIVE_FEEDS: Final[tuple[Feed, ...]] = ("derivatives", "liquidations")
+LIQUIDATION_KEY: Final = "liq:global"
+DERIV_KEY_PREFIX: Final = "deriv:"
+# IS_MATCH of a liq:global item: 0 the liquidation was triggered, 1 it was matched.
+_MATCH_STATUS: Final = {0: "trigger", 1: "execution"}
+# Bitfinex funding periods are 8 hours ("funding applied in the current 8h period").
+FUNDING_INTERVAL_H: Final = 8.0
 # Trade ids remembered per channel to record a trade once from te/tu.
 _RECENT_TRADES: Final = 1024
 
 _PAIR_RE: Final = re.compile(r"[A-Z0-9]{6}|[A-Z0-9]{2,15}:[A-Z0-9]{2,15}")
+# Perpetual pairs: both codes end in F0 (tBTCF0:USTF0, tTESTBTCF0:TESTUSDTF0).
+_PERPETUAL_RE: Final = re.compile(r"t[A-Z0-9]{1,13}F0:[A-Z0-9]{1,13}F0")
+
+
+def is_perpetual(symbol: str) -> bool:
+    """Whether ``symbol`` (canonical, ``tBTCF0:USTF0``) is a perpetual: derivative data."""
+    return _PERPETUAL_RE.fullmatch(symbol) is not None
 
 
 # --------------------------------------------------------------------------- wire structs
@@ -119,6 +179,7 @@ class _Event(msgspec.Struct, gc=False):
     msg: str | None = None
     status: str | None = None
     platform: _Platform | None = None
+    key: str | None = None
 
 
 _EVENT: Final = msgspec.json.Decoder(_Event)
@@ -129,6 +190,8 @@ _BOOK_LEVEL: Final = msgspec.json.Decoder(tuple[float, float, float])
 _TRADE: Final = msgspec.json.Decoder(tuple[int, int, float, float])
 _TICKER: Final = msgspec.json.Decoder(list[float | None])
 _PAIRS: Final = msgspec.json.Decoder(list[list[str]])
+_OPT_FLOAT: Final = msgspec.json.Decoder(float | None)
+_LIQUIDATIONS: Final = msgspec.json.Decoder(list[list[str | int | float | None]])
 _ENCODER: Final = msgspec.json.Encoder()
 
 _PARSE_ERRORS: Final = (msgspec.DecodeError, KeyError, ValueError, TypeError, IndexError)
@@ -144,14 +207,26 @@ class BitfinexPlan(ConnectionPlan):
     book_len: int = DEFAULT_BOOK_LENGTH
 
 
-def subscribe_request(
-    symbol: str, feed: str, book_len: int = DEFAULT_BOOK_LENGTH
-) -> dict[str, str]:
-    """The ``subscribe`` frame (as a dict) of one (symbol, feed)."""
+def channel_key(symbol: str, feed: str) -> tuple[str, str]:
+    """(channel, symbol or status key) of one (symbol, feed): what the venue's answers echo."""
     try:
         channel = CHANNEL_OF_FEED[feed]
     except KeyError:
         raise ValueError(f"bitfinex has no channel for feed {feed!r}") from None
+    if feed == "derivatives":
+        return channel, f"{DERIV_KEY_PREFIX}{symbol}"
+    if feed == "liquidations":
+        return channel, LIQUIDATION_KEY
+    return channel, symbol
+
+
+def subscribe_request(
+    symbol: str, feed: str, book_len: int = DEFAULT_BOOK_LENGTH
+) -> dict[str, str]:
+    """The ``subscribe`` frame (as a dict) of one (symbol, feed)."""
+    channel, name = channel_key(symbol, feed)
+    if channel == "status":
+        return {"event": "subscribe", "channel": channel, "key": name}
     request = {"event": "subscribe", "channel": channel, "symbol": symbol}
     if channel == "book":
         request.update(prec="P0", freq="F0", len=str(book_len))
@@ -167,6 +242,13 @@ class BitfinexAdapter(ExchangeAdapter):
     default_rest_url: ClassVar[str | None] = DEFAULT_REST_URL
     symbols_path: ClassVar[str | None] = "/v2/conf/pub:list:pair:exchange"
     book_depths: ClassVar[tuple[int, ...]] = tuple(sorted(BOOK_LENGTHS))
+    stream_feeds: ClassVar[tuple[Feed, ...]] = (
+        "trades",
+        "orderbook",
+        "ticker",
+        "derivatives",
+        "liquidations",
+    )
     # Accepted and checked since the first version, though no request of a market uses it.
     takes_rest_url: ClassVar[bool] = True
     option_notes: ClassVar[Mapping[str, str]] = {
@@ -209,6 +291,30 @@ class BitfinexAdapter(ExchangeAdapter):
             f"invalid bitfinex symbol {symbol!r}: expected a trading pair such as 'tBTCUSD' "
             "(or 'BTCUSD'), or with a colon for long codes, e.g. 'tTESTBTC:TESTUSD'"
         )
+
+    @classmethod
+    def check_feeds(cls, market: MarketSettings) -> None:
+        """The standard checks, and the ``derivatives`` and ``liquidations`` feeds only for
+        perpetuals (``tBTCF0:USTF0``): a spot pair has no derivative status, and the
+        venue's liquidation feed names the perpetuals' positions."""
+        super().check_feeds(market)
+        wanted = [feed for feed in DERIVATIVE_FEEDS if feed in market.feeds]
+        if not wanted:
+            return
+        spot = []
+        for symbol in market.symbols:
+            try:
+                canonical = cls.normalize_symbol(symbol)
+            except ValueError:
+                continue  # reported with the symbols, with the expected forms
+            if not is_perpetual(canonical):
+                spot.append(canonical)
+        if spot:
+            raise ValueError(
+                f"bitfinex {' and '.join(wanted)} feeds are for perpetuals such as "
+                f"'tBTCF0:USTF0', not {', '.join(spot)} (put spot pairs in a market "
+                "without them)"
+            )
 
     def plan_fields(self, market: MarketSettings) -> dict[str, Any]:
         """The book length is set per subscribe, one for the whole connection."""
@@ -259,8 +365,13 @@ class BitfinexSession(Session):
     def __init__(self, plan: ConnectionPlan) -> None:
         super().__init__(plan)
         self._book_len = plan.book_len if isinstance(plan, BitfinexPlan) else DEFAULT_BOOK_LENGTH
-        # (channel, symbol) -> subscription, for initial subscribes not yet answered.
-        self._pending: dict[tuple[str, str], Subscription] = {}
+        # (channel, symbol or key) -> its subscriptions (``liq:global`` stands for every
+        # ``liquidations`` one), for initial subscribes not yet answered.
+        self._pending: dict[tuple[str, str], tuple[Subscription, ...]] = {}
+        # The symbols whose liquidations this connection records.
+        self._liquidation_symbols = frozenset(
+            sub.symbol for sub in plan.subscriptions if sub.feed == "liquidations"
+        )
         # (channel, symbol) of book resubscribes not yet answered.
         self._resubscribing: set[tuple[str, str]] = set()
         # chanIds being unsubscribed for a resync -> symbol.
@@ -279,8 +390,11 @@ class BitfinexSession(Session):
     def subscribe_frames(self, now_us: int = 0) -> list[str]:
         frames = [_ENCODER.encode({"event": "conf", "flags": CONF_FLAGS}).decode()]
         for sub in self.plan.subscriptions:
-            self._pending[(CHANNEL_OF_FEED[sub.feed], sub.symbol)] = sub
-            frames.append(self._subscribe_frame(sub.symbol, sub.feed))
+            key = channel_key(sub.symbol, sub.feed)
+            earlier = self._pending.get(key)
+            self._pending[key] = (*(earlier or ()), sub)
+            if earlier is None:
+                frames.append(self._subscribe_frame(sub.symbol, sub.feed))
         return frames
 
     def _resync_books(self) -> None:
@@ -338,48 +452,52 @@ class BitfinexSession(Session):
         return []  # pong and anything new
 
     def _on_subscribed(self, msg: _Event, received_us: int) -> list[Event]:
-        if msg.chan_id is None or msg.channel is None or msg.symbol is None:
+        name = msg.key if msg.channel == "status" else msg.symbol
+        if msg.chan_id is None or msg.channel is None or name is None:
             raise ParseError(f"bitfinex: subscribed event without chanId/channel/symbol: {msg}")
-        key = (msg.channel, msg.symbol)
-        feed = FEED_OF_CHANNEL.get(msg.channel)
-        if feed is None:
-            return []
+        key = (msg.channel, name)
         if key in self._resubscribing:
             self._resubscribing.discard(key)
-            self._channels[msg.chan_id] = _Channel(msg.symbol, feed, resyncing=True)
+            self._channels[msg.chan_id] = _Channel(name, "orderbook", resyncing=True)
             return []
-        sub = self._pending.pop(key, None)
-        if sub is None:
+        subs = self._pending.pop(key, None)
+        if subs is None:
             return []  # not ours
-        self._channels[msg.chan_id] = _Channel(sub.symbol, sub.feed)
-        self._pending_subscriptions -= 1
-        return [self.status("subscribed", sub.symbol, received_us, data_type=sub.feed)]
+        first = subs[0]
+        self._channels[msg.chan_id] = _Channel(first.symbol, first.feed)
+        self._pending_subscriptions -= len(subs)
+        return [
+            self.status("subscribed", sub.symbol, received_us, data_type=feed_data_type(sub.feed))
+            for sub in subs
+        ]
 
     def _on_error(self, msg: _Event, received_us: int) -> list[Event]:
         detail = f"{msg.msg} (code {msg.code})"
-        key = (msg.channel or "", msg.symbol or "")
+        name = msg.key if msg.channel == "status" else msg.symbol
+        key = (msg.channel or "", name or "")
+        subs: tuple[Subscription, ...]
         if key in self._resubscribing:
             self._resubscribing.discard(key)
-            sub = Subscription(key[1], "orderbook")
+            subs = (Subscription(key[1], "orderbook"),)
         else:
             found = self._pending.pop(key, None)
-            if found is None and (msg.channel is None or msg.symbol is None) and self._pending:
+            if found is None and (msg.channel is None or name is None) and self._pending:
                 # No echo of the request: the venue answers in order, blame the oldest.
                 found = self._pending.pop(next(iter(self._pending)))
             if found is None:
                 return []
-            sub = found
-            self._pending_subscriptions -= 1
-        self.rejected.append(sub)
-        channel = CHANNEL_OF_FEED[sub.feed]
+            subs = found
+            self._pending_subscriptions -= len(subs)
+        self.rejected.extend(subs)
         return [
             self.status(
                 "subscribe_error",
                 sub.symbol,
                 received_us,
-                data_type=sub.feed,
-                detail=f"{channel} {sub.symbol}: {detail}",
+                data_type=feed_data_type(sub.feed),
+                detail=f"{' '.join(channel_key(sub.symbol, sub.feed))}: {detail}",
             )
+            for sub in subs
         ]
 
     def _on_frame(self, items: list[msgspec.Raw], received_us: int) -> list[Event]:
@@ -420,15 +538,27 @@ class BitfinexSession(Session):
             if tag in (b'"te"', b'"tu"'):
                 events.extend(self._trade(channel, body, seq, received_us))
             # A snapshot (no tag) is not recorded: see the module docstring.
-        elif tag is None:
+        elif tag is not None:
+            pass
+        elif feed == "ticker":
             events.append(self._ticker(channel, body, seq, mts, received_us))
+        elif feed == "derivatives":
+            events.extend(self._status(channel, body, seq, mts, received_us))
+        else:
+            events.extend(self._liquidations(body, seq, received_us))
         return events
 
     def _count_duplicate(self, chan_id: int, tag: bytes | None) -> None:
         """Count a channel frame whose SEQ was already seen (heartbeats carry no data)."""
         channel = self._channels.get(chan_id)
         if channel is not None and tag != b'"hb"' and tag != b'"cs"':
-            self.count_discard(channel.symbol, channel.feed, "duplicate")
+            if channel.feed == "liquidations":
+                # One channel for every symbol: count under each symbol of the connection
+                # with the feed (which of them the frame concerned is not read).
+                for symbol in sorted(self._liquidation_symbols):
+                    self.count_discard(symbol, "liquidations", "duplicate")
+            else:
+                self.count_discard(channel.symbol, feed_data_type(channel.feed), "duplicate")
 
     def _gap(self, expected: int, received: int, received_us: int) -> list[Event]:
         events: list[Event] = [
@@ -547,3 +677,88 @@ class BitfinexSession(Session):
             last,
             volume,
         )
+
+    def _status(
+        self,
+        channel: _Channel,
+        body: msgspec.Raw,
+        seq: int | None,
+        mts: int | None,
+        received_us: int,
+    ) -> list[Event]:
+        """One ``deriv:`` status array -> a ``derivative_ticker`` row (see the module
+        docstring for the positions read)."""
+        items = _FRAME.decode(body)
+        if not items:
+            return []  # an empty snapshot: nothing to record
+        if len(items) < 18:
+            raise ParseError(f"bitfinex: derivatives status with {len(items)} fields (need 18)")
+        # Only the positions read are decoded: fields the venue appends may be of any type.
+        values = [_OPT_FLOAT.decode(item) for item in items[:18]]
+        time_ms = values[0]
+        next_funding_ms = values[7]
+        open_interest = values[17]
+        return [
+            DerivativeTicker(
+                EXCHANGE,
+                channel.symbol,
+                mts if time_ms is None else round(time_ms * 1000),
+                received_us,
+                seq,
+                "status",
+                last_price=values[2],
+                mark_price=values[14],
+                index_price=values[3],
+                funding_rate=values[11],
+                funding_timestamp=None if not next_funding_ms else round(next_funding_ms * 1000),
+                funding_interval_h=FUNDING_INTERVAL_H,
+                predicted_funding_rate=values[8],
+                open_interest=open_interest,
+                open_interest_unit=None if open_interest is None else "base",
+            )
+        ]
+
+    def _liquidations(self, body: msgspec.Raw, seq: int | None, received_us: int) -> list[Event]:
+        """Rows of the ``liq:global`` items that name a symbol of this connection."""
+        wanted = self._liquidation_symbols
+        events: list[Event] = []
+        for item in _LIQUIDATIONS.decode(body):
+            if len(item) < 9 or item[4] not in wanted:
+                continue
+            symbol = item[4]
+            pos_id, time_ms, amount, base_price, is_match = (
+                item[1],
+                item[2],
+                item[5],
+                item[6],
+                item[8],
+            )
+            if not isinstance(amount, float | int) or not isinstance(symbol, str):
+                raise ParseError(f"bitfinex: liquidation without amount: {item}")
+            acquired = item[11] if len(item) > 11 else None
+            if isinstance(acquired, float | int):
+                price, kind = float(acquired), "acquired"
+            elif isinstance(base_price, float | int):
+                price, kind = float(base_price), "entry"
+            else:
+                raise ParseError(f"bitfinex: liquidation without a price: {item}")
+            long = amount > 0
+            events.append(
+                Liquidation(
+                    EXCHANGE,
+                    symbol,
+                    round(time_ms * 1000) if isinstance(time_ms, float | int) else None,
+                    received_us,
+                    seq,
+                    None if pos_id is None else str(pos_id),
+                    "sell" if long else "buy",
+                    "long" if long else "short",
+                    price,
+                    kind,
+                    abs(float(amount)),
+                    "base",
+                    entry_price=float(base_price) if isinstance(base_price, float | int) else None,
+                    status=_MATCH_STATUS.get(is_match) if isinstance(is_match, int) else None,
+                )
+            )
+        return events

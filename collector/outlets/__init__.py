@@ -1,4 +1,4 @@
-"""Live outlets: the stored stream, as it is stored, to Kafka and Redis.
+"""Live outlets: the stored stream, as it is stored, to Kafka, Redis and column files.
 
 The files are the source of truth; the outlets are how the same events reach live
 consumers. Each enabled outlet has its own bounded buffer, fed by the writer's router
@@ -6,7 +6,9 @@ through an :class:`~collector.outlets.tap.OutletTap`, and its own task:
 
 - :mod:`~collector.outlets.kafka`: every event to Kafka (``[kafka]``);
 - :mod:`~collector.outlets.redis`: the latest values per (exchange, symbol) in Redis
-  (``[redis]``).
+  (``[redis]``);
+- :mod:`~collector.outlets.binary`: the trades as MD and TRADES binary column files
+  (``[binary]``).
 
 An outlet that is down or slow drops and counts on its own buffer; it never holds up the
 files. The client libraries are optional extras, imported only when an outlet is enabled.
@@ -58,6 +60,15 @@ def open_outlets(
         metrics.create(REDIS, sorted(DATA_TYPES))
         buffers.append(buffer)
         tasks.append(partial(run_redis_outlet, settings.redis, buffer, metrics, health))
+    if settings.binary.enabled:
+        from collector.outlets.binary import DATA_TYPES as BINARY_TYPES
+        from collector.outlets.binary import OUTLET as BINARY
+        from collector.outlets.binary import run_binary_outlet
+
+        buffer = OutletBuffer(BINARY, settings.binary.buffer_events, BINARY_TYPES)
+        metrics.create(BINARY, sorted(BINARY_TYPES))
+        buffers.append(buffer)
+        tasks.append(partial(run_binary_outlet, settings.binary, buffer, metrics, health))
     if not buffers:
         return None, []
     return OutletTap(buffers, metrics), tasks

@@ -12,7 +12,9 @@ files) and ``delta`` (changed levels; size 0 removes a level). A replay of ``(st
 3. at every hole of the order book (:data:`~collector.reader.holes.HOLE_EVENTS` rows whose
    ``data_type`` is ``orderbook`` or null) forgets the book and says so with a
    :class:`BookReset`; deltas then cannot apply and are skipped until the next snapshot or
-   checkpoint, which restores the book.
+   checkpoint, which restores the book. A checkpoint equal to the known book (the writer
+   keeps the same book by the same rules, and restates it at each file's head) is no
+   update: it yields no view.
 
 It yields, first, the book as of ``start`` (every row received up to and including
 ``start`` applied): a :class:`BookView`, or a :class:`BookReset` if the book is not known
@@ -48,7 +50,8 @@ from collector.reader.tables import time_filter
 from collector.reader.times import from_us, iso
 from collector.storage.schemas import TIMESTAMP
 
-FULL_BOOK_KINDS: Final = frozenset({"snapshot", "checkpoint"})
+CHECKPOINT: Final = "checkpoint"
+FULL_BOOK_KINDS: Final = frozenset({"snapshot", CHECKPOINT})
 NO_SNAPSHOT: Final = "no_snapshot"
 _BOOK_COLUMNS: Final = ["timestamp_collector", "sequence", "kind", "bids", "asks"]
 
@@ -115,6 +118,12 @@ class _Side:
         self.sizes = {p: s for p, s in zip(prices, sizes, strict=True) if s != 0}
         self.prices = sorted(self.sizes)
 
+    def holds(self, prices: Sequence[float], sizes: Sequence[float]) -> bool:
+        """Whether this side is exactly these levels (a full book's, sizes never 0)."""
+        return len(prices) == len(self.sizes) and all(
+            self.sizes.get(p) == s for p, s in zip(prices, sizes, strict=True)
+        )
+
     def apply(self, prices: Sequence[float], sizes: Sequence[float]) -> None:
         book, ladder = self.sizes, self.prices
         for price, size in zip(prices, sizes, strict=True):
@@ -155,6 +164,13 @@ class _Book:
         """Apply ``row``; whether it changed a known book (a delta to an unknown one does not
         apply)."""
         _, _, kind, sequence, bid_prices, bid_sizes, ask_prices, ask_sizes = row
+        if (
+            kind == CHECKPOINT
+            and self.known
+            and self.bids.holds(bid_prices, bid_sizes)
+            and self.asks.holds(ask_prices, ask_sizes)
+        ):
+            return False  # the collector restating the book the rows gave: no update
         if kind in FULL_BOOK_KINDS:
             self.bids.replace(bid_prices, bid_sizes)
             self.asks.replace(ask_prices, ask_sizes)

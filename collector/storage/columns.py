@@ -44,13 +44,13 @@ _TYPECODES: Final[dict[pa.DataType, str]] = {
     pa.float64(): "d",
 }
 
-# The stored kind of a book levels column (see ``_Levels``).
+# The stored kind of a book levels column (see ``LevelsColumn``).
 _LEVELS_KIND: Final = "levels"
 if array("i").itemsize != 4:  # pragma: no cover - every platform we run on
     raise ImportError("array('i') is not 32-bit here: book level offsets need int32")
 
 
-class _Levels:
+class LevelsColumn:
     """A book levels column: each level's price and size, and each row's end offset."""
 
     __slots__ = ("offsets", "prices", "sizes")
@@ -81,7 +81,7 @@ class _Levels:
         return pa.ListArray.from_arrays(offsets, values, type=LEVELS)
 
 
-Column: TypeAlias = "array[Any] | list[Any] | _Levels"
+Column: TypeAlias = "array[Any] | list[Any] | LevelsColumn"
 Adder = Callable[[Event], None]
 
 
@@ -130,6 +130,36 @@ class ColumnBuffer:
     def __len__(self) -> int:
         return len(self._columns[self._layout.count_index])
 
+    def _stored(self, name: str) -> int:
+        for index, (field, _kind) in enumerate(self._layout.stored):
+            if field.name == name:
+                return index
+        raise KeyError(f"{self.data_type}: no stored column {name!r}")
+
+    def column(self, name: str) -> list[Any]:
+        """The values of the Python-list column ``name`` (a string column), for reading."""
+        column = self._columns[self._stored(name)]
+        if not isinstance(column, list):
+            raise TypeError(f"{self.data_type}: {name!r} is not a list column")
+        return column
+
+    def number_column(self, name: str) -> tuple[array[Any], list[int]]:
+        """The number column ``name`` (its array, where a null row holds 0) and its null
+        row numbers, for reading."""
+        index = self._stored(name)
+        column = self._columns[index]
+        if not isinstance(column, array):
+            raise TypeError(f"{self.data_type}: {name!r} is not a number column")
+        return column, self._nulls[index]
+
+    def levels_column(self, name: str) -> LevelsColumn:
+        """The book levels column ``name``: ``offsets`` (each row's end, after a leading
+        0), ``prices`` and ``sizes``, for reading."""
+        column = self._columns[self._stored(name)]
+        if not isinstance(column, LevelsColumn):
+            raise TypeError(f"{self.data_type}: {name!r} is not a levels column")
+        return column
+
     def to_record_batch(self, constants: Mapping[str, Any] | None = None) -> pa.RecordBatch:
         """The rows as one record batch of the data type's schema.
 
@@ -151,7 +181,7 @@ class ColumnBuffer:
                 arrays.append(pa.repeat(scalar, count))
                 continue
             (_, kind), column, nulls = next(stored)
-            if isinstance(column, _Levels):
+            if isinstance(column, LevelsColumn):
                 arrays.append(column.to_array())
             elif kind:
                 arrays.append(_numbers(field.type, count, column, nulls))
@@ -166,7 +196,7 @@ class _Refused(ValueError):
 
 def _new_column(kind: str) -> Column:
     if kind == _LEVELS_KIND:
-        return _Levels()
+        return LevelsColumn()
     return array(kind) if kind else []
 
 
@@ -174,7 +204,7 @@ def _rollback(columns: list[Column], nulls: list[list[int]]) -> None:
     """Drop a partly added row: cut every column back to the shortest."""
     rows = min(len(column) for column in columns)
     for column, column_nulls in zip(columns, nulls, strict=True):
-        if isinstance(column, _Levels):
+        if isinstance(column, LevelsColumn):
             column.cut(rows)
         else:
             del column[rows:]
@@ -233,7 +263,7 @@ def _compile_add(data_type: str, stored: tuple[tuple[pa.Field, str], ...]) -> Ca
         c5.append(event.price)  # an array refuses None: the except clause names the column
         c6.append(event.side)
 
-    and for book levels ``bids`` (``c7`` a ``_Levels``, with its arrays' methods bound once;
+    and for book levels ``bids`` (``c7`` a ``LevelsColumn``, with its arrays' methods bound once;
     the event's flat ``array('d')`` is copied by two slices)::
 
         v = event.bids

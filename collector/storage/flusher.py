@@ -19,6 +19,17 @@ A file is complete (*retired*) when the work retires its key (the router's hourl
 rotation), when its journal has reached ``max_file_size_mb`` (the flusher's size rotation:
 the key's next rows open a new file), or when the input ends (every open file). Its journal
 is closed and it is sent on as a :class:`RetiredFile` to the finalizer.
+
+Every order book file starts with a ``checkpoint`` row: the flusher keeps each book
+stream's current book (:mod:`~collector.storage.checkpoints`), fed in the worker thread
+with every batch it appends, and the first batch of a new file is preceded by the book as
+the stream's earlier rows left it (stamped with the first row's receive time), unless that
+batch starts with a venue snapshot (which states the book itself), or no book is known (no
+snapshot yet, or a hole row of the symbol, e.g. ``gap`` or ``disconnected``, with no
+snapshot since: each work's hole rows are handed to the books before its book rows). That covers both rotations and a late row's small file alike, as
+they all start here. A market's ``book_snapshot_interval_secs`` adds one before the first
+batch at or past that interval since the last full book (snapshot or checkpoint), inside a
+file too.
 """
 
 from __future__ import annotations
@@ -32,7 +43,10 @@ import pyarrow as pa
 import trio
 
 from collector.config import StorageSettings
+from collector.events import BookUpdate, Status
 from collector.metrics import Metrics
+from collector.storage.checkpoints import BOOK_HOLE_EVENTS, FULL_BOOK_KINDS, StreamBook
+from collector.storage.columns import to_record_batch
 from collector.storage.journal import Journal
 from collector.storage.layout import choose_parquet_path, journal_path, stream_dir
 from collector.storage.metadata import FileMetadataSource
@@ -64,6 +78,7 @@ class _OpenFile:
     path: Path | None = None
     journal: Journal | None = None
     unwritten: list[pa.RecordBatch] = field(default_factory=list)
+    fed: bool = False  # rows have been handed to this file (a checkpoint goes first)
 
 
 class _Files:
@@ -86,6 +101,8 @@ class _Files:
         # Paths of the open files. A retired file keeps its name taken on disk (journal,
         # temporary or Parquet file) until it is finalized, so it needs no entry here.
         self.in_use: set[Path] = set()
+        # The current book of each book stream, by (exchange, symbol), across its files.
+        self.books: dict[tuple[str, str], StreamBook] = {}
 
     def assign(self, rows: dict[FileKey, StreamRows]) -> list[tuple[_OpenFile, StreamRows]]:
         """Each key's rows with the file they go to (a new one where none is open)."""
@@ -102,10 +119,14 @@ class _Files:
         the files an ``OSError`` stopped (the batches not appended stay unwritten)."""
         started = time.perf_counter()
         failed: list[_OpenFile] = []
+        self._note_holes_sync(jobs)
         for open_file, stream in jobs:
             if stream is not None and len(stream.columns):
                 constants = {"exchange": open_file.exchange, "symbol": open_file.symbol}
+                if open_file.data_type == BookUpdate.DATA_TYPE:
+                    self._book_rows_sync(open_file, stream, constants)
                 open_file.unwritten.append(stream.columns.to_record_batch(constants))
+                open_file.fed = True
             written = 0
             try:
                 for batch in open_file.unwritten:
@@ -130,6 +151,50 @@ class _Files:
             del open_file.unwritten[:written]
         self.metrics.flush_seconds.observe(time.perf_counter() - started)
         return failed
+
+    def _note_holes_sync(self, jobs: list[tuple[_OpenFile, StreamRows | None]]) -> None:
+        """Tell each book whose symbol has a hole row (for its book or its whole connection)
+        in this work about it, before any book rows of the work are fed."""
+        for open_file, stream in jobs:
+            if stream is None or open_file.data_type != Status.DATA_TYPE:
+                continue
+            events = stream.columns.column("event")
+            if BOOK_HOLE_EVENTS.isdisjoint(events):
+                continue
+            pair = (open_file.exchange, open_file.symbol)
+            book = self.books.get(pair)
+            if book is None:  # its book rows may come later in this very work
+                book = self.books[pair] = StreamBook()
+            data_types = stream.columns.column("data_type")
+            times = stream.columns.number_column("timestamp_collector")[0]
+            for row, event in enumerate(events):
+                if event in BOOK_HOLE_EVENTS and data_types[row] in (None, BookUpdate.DATA_TYPE):
+                    book.note_hole(int(times[row]))
+
+    def _book_rows_sync(
+        self, open_file: _OpenFile, stream: StreamRows, constants: dict[str, str]
+    ) -> None:
+        """Queue a checkpoint ahead of ``stream``'s rows where one is due (the file's first
+        rows, or the market's interval has passed) unless they start with a venue snapshot,
+        then feed the rows to the book."""
+        pair = (open_file.exchange, open_file.symbol)
+        book = self.books.get(pair)
+        if book is None:
+            book = self.books[pair] = StreamBook()
+        due = not open_file.fed
+        if not due and book.known:
+            market = self.file_metadata.markets.get(pair)
+            interval = market.book_snapshot_interval_secs if market is not None else None
+            due = interval is not None and (
+                book.last_full_us is None
+                or stream.first_us - book.last_full_us >= interval * 1_000_000
+            )
+        if due and stream.columns.column("kind")[0] not in FULL_BOOK_KINDS:  # states it itself
+            row = book.checkpoint(open_file.exchange, open_file.symbol, stream.first_us)
+            if row is not None:
+                batch = to_record_batch(BookUpdate.DATA_TYPE, [row], constants=constants)
+                open_file.unwritten.append(batch)
+        book.feed(stream.columns)
 
     def _open_journal_sync(self, open_file: _OpenFile) -> Journal:
         start_ms = open_file.first_us // 1000

@@ -193,7 +193,7 @@ SCHEMAS: Final[dict[str, pa.Schema]] = {
 # The version of each table's schema (see the module docstring for when it is bumped).
 SCHEMA_VERSIONS: Final[dict[str, int]] = {
     Trade.DATA_TYPE: 1,
-    BookUpdate.DATA_TYPE: 1,
+    BookUpdate.DATA_TYPE: 2,  # 2: kind "checkpoint" (the writer's book at each file start)
     Ticker.DATA_TYPE: 1,
     DerivativeTicker.DATA_TYPE: 1,
     Liquidation.DATA_TYPE: 1,

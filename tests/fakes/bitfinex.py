@@ -13,6 +13,12 @@
   channel and symbol like the venue: 10300 ``symbol: invalid`` (malformed or in
   ``unknown_symbols``), 10301 already subscribed, 10305 ``subscribe: limit`` beyond
   ``max_channels`` per connection; ``unsubscribe`` -> ``unsubscribed``;
+- ``{"event":"subscribe","channel":"status","key":K}`` for ``deriv:{perpetual}`` or
+  ``liq:global`` -> ``{"event":"subscribed","channel":"status","chanId":N,"key":K}`` (no
+  snapshot); a malformed key, or a ``deriv:`` key of a non-perpetual pair or one in
+  ``unknown_symbols``, -> error 10300 ``key: invalid`` echoing channel and key. Channels are
+  kept as (channel, symbol or key), so tests send status frames with
+  ``send_channel("status", "deriv:tBTCF0:USTF0", [...])``;
 - ``{"event":"ping","cid":N}`` -> ``{"event":"pong","ts":...,"cid":N}``;
 - every ``hb_interval`` seconds it sends ``[chanId,"hb",SEQ,MTS]`` on every channel of a client;
 - with ``client_idle_timeout`` set it DROPS a client that sent nothing for that long (the
@@ -41,6 +47,8 @@ from tests.fakes.base import FakeServer, Watcher, abort, send_quietly, wait_idle
 FLAG_TIMESTAMP: Final = 32768
 FLAG_SEQ_ALL: Final = 65536
 SYMBOL_RE: Final = re.compile(r"t([A-Z0-9]{6}|[A-Z0-9]{2,15}:[A-Z0-9]{2,15})")
+PERPETUAL_RE: Final = re.compile(r"t[A-Z0-9]{1,13}F0:[A-Z0-9]{1,13}F0")
+LIQUIDATION_KEY: Final = "liq:global"
 EPOCH_MS: Final = 1_700_000_000_000
 _encode: Final = msgspec.json.Encoder().encode
 
@@ -211,8 +219,35 @@ class FakeBitfinex(FakeServer[FakeClient]):
             reply = {"event": "error", "msg": "event: invalid", "code": 10001}
             await conn.send_message(_encode(reply).decode())
 
+    async def _subscribe_status(self, client: FakeClient, request: dict[str, Any]) -> None:
+        key = request.get("key")
+        echo = {"channel": "status", "key": key}
+        valid = isinstance(key, str) and (
+            key == LIQUIDATION_KEY
+            or (
+                key.startswith("deriv:")
+                and PERPETUAL_RE.fullmatch(key[6:]) is not None
+                and key[6:] not in self.unknown_symbols
+            )
+        )
+        if not valid or not isinstance(key, str):
+            reply = {**echo, "event": "error", "msg": "key: invalid", "code": 10300}
+        elif client.chan_id("status", key) is not None:
+            reply = {**echo, "event": "error", "msg": "subscribe: dup", "code": 10301}
+        elif len(client.channels) >= self.max_channels:
+            reply = {**echo, "event": "error", "msg": "subscribe: limit", "code": 10305}
+        else:
+            chan_id = self._next_chan_id
+            self._next_chan_id += 1
+            client.channels[chan_id] = ("status", key)
+            reply = {"event": "subscribed", "channel": "status", "chanId": chan_id, "key": key}
+        await client.conn.send_message(_encode(reply).decode())
+
     async def _subscribe(self, client: FakeClient, request: dict[str, Any]) -> None:
         channel = request.get("channel")
+        if channel == "status":
+            await self._subscribe_status(client, request)
+            return
         symbol = request.get("symbol")
         echo = {"channel": channel, "symbol": symbol}
 
