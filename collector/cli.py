@@ -1,5 +1,5 @@
 """Command line: ``python -m collector COMMAND ...`` (run, check-config, upload, symbols,
-test, bench, book, holes, export-binary).
+test, bench, book, holes, export-binary, reparse).
 
 Exit status: 0 success; 1 runtime failure: a start-up failure the environment may clear
 (data directory not writable, HTTP port in use), a shutdown that ran past its deadline or
@@ -111,6 +111,27 @@ def _parser() -> argparse.ArgumentParser:
             "export-binary", help="write the MD and TRADES binary column files from the Parquet"
         )
     )
+    reparse = sub.add_parser(
+        "reparse",
+        help="rebuild the tables from the raw feed with the current parsers, into --out",
+    )
+    reparse.add_argument(
+        "--config",
+        metavar="PATH",
+        dest="reparse_config",
+        help=config_help + "; must plan the connections of the recording run",
+    )
+    reparse.add_argument("--shard", metavar="I/N", dest="reparse_shard", help=shard_help)
+    reparse.add_argument(
+        "--out", metavar="DIR", required=True, help="the new data directory (not the live one)"
+    )
+    reparse.add_argument(
+        "--data",
+        metavar="PATH|s3://BUCKET/PREFIX",
+        help="where the raw feed is (default: the settings' storage.data_dir)",
+    )
+    reparse.add_argument("--endpoint-url", metavar="URL", help="S3-compatible endpoint")
+    reparse.add_argument("--region", metavar="REGION", help="S3 region (default: AWS_REGION)")
     return parser
 
 
@@ -169,6 +190,10 @@ def _dispatch(args: argparse.Namespace) -> int:
         if command == "upload":
             settings, _ = _load(args.upload_config or args.config)
             return _upload(settings)
+        if command == "reparse":
+            full, _ = _load(args.reparse_config or args.config)
+            settings, shard = apply_shard(full, args.reparse_shard or args.shard, os.environ)
+            return _reparse(plan_service(settings, assignment(full, shard)), args)
         if command == "check-config":
             settings, source = _load(args.path or args.check_config or args.config)
             shard = resolve_shard(args.check_shard or args.shard, os.environ)
@@ -221,6 +246,46 @@ def _upload(settings: Settings) -> int:
 
     setup_logging(settings.collector.log_level, settings.collector.log_format)
     return run_upload_command(settings)
+
+
+def _reparse(plan: ServicePlan, args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    import pyarrow as pa
+
+    from collector.logs import setup_logging
+    from collector.reader.errors import ReaderError, UsageError
+    from collector.reader.source import open_source
+    from collector.reparse import ReparseError, run_reparse
+
+    settings = plan.settings
+    setup_logging(settings.collector.log_level, settings.collector.log_format)
+    try:
+        source = open_source(
+            args.data or settings.storage.data_dir,
+            endpoint_url=args.endpoint_url,
+            region=args.region,
+        )
+        report = trio.run(run_reparse, plan, source, Path(args.out))
+    except (ReparseError, UsageError) as exc:
+        print(f"collector: error: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+    except (ReaderError, OSError, pa.ArrowException) as exc:
+        print(f"collector: error: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return 1
+    print(
+        f"reparsed {report.frames} frames and {report.bodies} REST bodies of "
+        f"{report.attempts} connection attempts into {report.events} rows in {args.out}"
+    )
+    skipped = {
+        "rows of connections these settings do not plan": report.unplanned,
+        "REST bodies no session asked for": report.unmatched,
+        "rows of a planned reconnect's overlap": report.overlapped,
+    }
+    for what, count in skipped.items():
+        if count:
+            print(f"skipped {count} {what}")
+    return 0
 
 
 def _run(plan: ServicePlan, source: str) -> int:

@@ -38,7 +38,7 @@ StatusEvent = Literal[
     "outlet_overflow",
     "poll_error",
 ]
-Direction = Literal["recv", "send"]
+Direction = Literal["recv", "send", "rest", "open"]
 PositionSide = Literal["long", "short"]
 SizeUnit = Literal["base", "contracts", "usd"]
 OpenInterestUnit = SizeUnit
@@ -296,9 +296,21 @@ class IntervalStats(msgspec.Struct, frozen=True, gc=False):
 
 
 class Raw(msgspec.Struct, frozen=True, gc=False):
-    """One WebSocket message exactly as received or sent (the optional ``raw`` feed).
+    """One message exactly as received or sent (the optional ``raw`` feed).
 
     Raw rows are kept per exchange, not per symbol: ``symbol`` is :data:`RAW_SYMBOL`.
+    ``direction`` says what the row is:
+
+    - ``open``: a connection attempt came up (empty payload, ``url`` the WebSocket's);
+    - ``recv``/``send``: a WebSocket message received or sent;
+    - ``rest``: the body of a REST request the connection made (a book snapshot, a polled
+      request), ``url`` the request's, written where the session was handed it (so the
+      rows of a connection, in order, are what its session saw, in order).
+
+    ``sequence`` names the connection attempt: the ``timestamp_collector`` of its ``open``
+    row, the same on every row of the attempt (so the rows of two attempts of one
+    connection that overlap, at a planned reconnect, stay apart). Enough to replay a
+    session from its rows (``python -m collector reparse``).
     """
 
     DATA_TYPE: ClassVar[str] = "raw"
@@ -311,6 +323,7 @@ class Raw(msgspec.Struct, frozen=True, gc=False):
     connection: str
     direction: Direction
     payload: bytes
+    url: str | None = None
 
 
 Event = (

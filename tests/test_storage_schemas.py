@@ -278,6 +278,7 @@ EVENTS: dict[str, list[Event]] = {
         Raw("deribit", RAW_SYMBOL, None, T0, None, "conn-1", "recv", b'{"a": 1}'),
         Raw("deribit", RAW_SYMBOL, None, T0 + 1, None, "conn-1", "send", b"\x00\xff binary"),
         Raw("deribit", RAW_SYMBOL, None, T0 + 2, None, "conn-2", "recv", b""),
+        Raw("deribit", RAW_SYMBOL, None, T0 + 3, T0, "conn-2", "rest", b"{}", "http://x/y"),
     ],
 }
 
@@ -359,7 +360,7 @@ PINNED: dict[str, tuple[int, str]] = {
     "instruments": (1, "02c0559fd680c135"),
     "analytics": (1, "43efb6b2cc453066"),
     "status": (1, "47bb9f34a397d55e"),
-    "raw": (1, "cc68e9d73973f653"),
+    "raw": (2, "78a266f06804bb6e"),
 }
 
 

@@ -20,7 +20,7 @@ import trio
 from collector.clock import WallClock
 from collector.config import WebSocketSettings
 from collector.doorbell import Doorbell
-from collector.events import Event, Raw, Status
+from collector.events import RAW_SYMBOL, Event, Raw, Status
 from collector.exchanges.base import (
     ConnectionPlan,
     ExchangeAdapter,
@@ -124,7 +124,14 @@ async def run_connection(
     lane.mark_up()
     reason = "cancelled"
     discards = DiscardSummary(plan.exchange, ctx.metrics)
+    # The raw feed's id of this attempt (the time of its ``open`` row; see events.Raw).
+    attempt = ctx.wall_clock() if plan.raw else None
     try:
+        if attempt is not None:
+            opened = Raw(
+                plan.exchange, RAW_SYMBOL, None, attempt, attempt, plan.name, "open", b"", plan.url
+            )
+            await lane.send([opened], attempt)
         await _emit_connection_rows(lane, session, ctx, "connected", detail=plan.url)
         if lane.primary:
             ctx.health.set_up(plan.name)
@@ -141,7 +148,7 @@ async def run_connection(
             snapshots_tx, snapshots_rx = trio.open_memory_channel[SnapshotRequest](OUTBOX_SIZE)
             # Rendezvous: the fetcher holds at most one body until the receive loop takes it.
             bodies_tx, bodies_rx = trio.open_memory_channel[FetchedSnapshot](0)
-            nursery.start_soon(_run_sender, ws, outbox_rx, adapter, plan, ctx, lane)
+            nursery.start_soon(_run_sender, ws, outbox_rx, adapter, plan, ctx, lane, attempt)
             if adapter.keepalive_interval_secs:
                 nursery.start_soon(
                     _run_keepalive, adapter, outbox_tx.clone(), adapter.keepalive_interval_secs
@@ -184,7 +191,17 @@ async def run_connection(
                 lane.dispatcher = dispatcher
                 dispatcher.follow(session.subscribe(ctx.wall_clock()))
                 await _receive_loop(
-                    ws, session, plan, ctx, lane, dispatcher, bodies_rx, activity, discards, inbox
+                    ws,
+                    session,
+                    plan,
+                    ctx,
+                    lane,
+                    dispatcher,
+                    bodies_rx,
+                    activity,
+                    discards,
+                    inbox,
+                    attempt,
                 )
         raise AssertionError("the receive loop only ends by raising")  # pragma: no cover
     except BaseExceptionGroup as group:
@@ -244,6 +261,7 @@ async def _receive_loop(
     activity: Activity,
     discards: DiscardSummary,
     inbox: PollInbox | None = None,
+    attempt: int | None = None,
 ) -> NoReturn:
     """Read, parse and forward until the connection fails (or the watchdog ends it).
 
@@ -254,7 +272,9 @@ async def _receive_loop(
     that is soon enough, because a connection that asks for snapshots carries a book
     stream, whose frames keep coming (or the stale watchdog ends the connection). Polled
     REST bodies (``inbox``, where the connection polls) are handed over likewise, after
-    the snapshots, each with its own arrival time.
+    the snapshots, each with its own arrival time. With the raw feed on (``attempt``, the
+    attempt's raw id, not None) every frame and every REST body is written as a raw row
+    just before the events it gave, so the raw rows are what the session saw, in order.
     Discards are counted as reported; their rows go with the first read a summary period
     after the first pending count (checked only while counts are pending).
 
@@ -277,7 +297,6 @@ async def _receive_loop(
     last_message = metrics.last_message_timestamp.labels(exchange)
     breaker = ParseBreaker(settings.parse_error_window)
     wall_clock = ctx.wall_clock
-    raw = plan.raw
     current_time = trio.current_time
     receive = session.receive
     follow = dispatcher.follow
@@ -285,16 +304,18 @@ async def _receive_loop(
     while True:
         messages = await ws.receive_messages()
         if dispatcher.awaiting:
-            await _apply_snapshots(session, bodies, dispatcher, ctx, lane, exchange, discards)
+            await _apply_snapshots(
+                session, bodies, dispatcher, ctx, lane, exchange, discards, attempt
+            )
         if inbox is not None and inbox.bodies:
-            await _apply_polled(session, inbox, dispatcher, ctx, lane, exchange, discards)
+            await _apply_polled(session, inbox, dispatcher, ctx, lane, exchange, discards, attempt)
         if not messages:
             continue
         received_us = wall_clock()
         batch: list[Event] = []
-        if raw:
+        if attempt is not None:
             batch += [
-                Raw(exchange, "_all", None, received_us, None, name, "recv", payload)
+                Raw(exchange, RAW_SYMBOL, None, received_us, attempt, name, "recv", payload)
                 for payload in messages
             ]
         first = len(batch)  # the raw rows come first; the session's events are data
@@ -352,9 +373,11 @@ async def _apply_snapshots(
     lane: Lane,
     exchange: str,
     discards: DiscardSummary,
+    attempt: int | None = None,
 ) -> None:
     """Hand the session every snapshot body waiting in ``bodies``; write each one's events
-    with the body's own receive time."""
+    with the body's own receive time, after the body's raw ``rest`` row (raw feed on:
+    ``attempt`` not None)."""
     while True:
         try:
             fetched = bodies.receive_nowait()
@@ -362,6 +385,10 @@ async def _apply_snapshots(
             return  # none waiting, or the fetcher has ended (only as the connection ends)
         dispatcher.awaiting -= 1
         events: list[Event] = []
+        if attempt is not None:
+            events.append(
+                _rest_row(session.plan, attempt, fetched.request, fetched.body, fetched.received_us)
+            )
         actions = session.receive_snapshot(
             fetched.request, fetched.body, fetched.received_us, events
         )
@@ -390,12 +417,16 @@ async def _apply_polled(
     lane: Lane,
     exchange: str,
     discards: DiscardSummary,
+    attempt: int | None = None,
 ) -> None:
     """Hand the session every polled body waiting in ``inbox``; write each one's events
-    with the body's own receive time. An unreadable body is logged and counted as a failed
+    with the body's own receive time, after the body's raw ``rest`` row (raw feed on:
+    ``attempt`` not None). An unreadable body is logged and counted as a failed
     poll (the next round asks again)."""
     for request, body, received_us in inbox.take():
         events: list[Event] = []
+        if attempt is not None:
+            events.append(_rest_row(session.plan, attempt, request, body, received_us))
         actions = session.receive_polled(request, body, received_us, events)
         for exc in actions.errors:
             ctx.metrics.rest_poll_errors.labels(exchange).inc()
@@ -409,6 +440,15 @@ async def _apply_polled(
         if events:
             await lane.send(events, received_us)
         dispatcher.follow(actions)
+
+
+def _rest_row(
+    plan: ConnectionPlan, attempt: int, request: SnapshotRequest, body: bytes, received_us: int
+) -> Raw:
+    """The raw row of a REST body handed to the session (see :class:`~collector.events.Raw`)."""
+    return Raw(
+        plan.exchange, RAW_SYMBOL, None, received_us, attempt, plan.name, "rest", body, request.url
+    )
 
 
 def _count_statuses(statuses: tuple[Status, ...], ctx: IngestContext, exchange: str) -> None:
@@ -436,8 +476,10 @@ async def _run_sender(
     plan: ConnectionPlan,
     ctx: IngestContext,
     lane: Lane,
+    attempt: int | None = None,
 ) -> None:
-    """Send queued frames no faster than the venue's client message limit."""
+    """Send queued frames no faster than the venue's client message limit (each as a raw
+    ``send`` row of ``attempt`` too, where the raw feed is on)."""
     interval = 1.0 / adapter.client_messages_per_second
     next_send = trio.current_time()
     with outbox:
@@ -445,23 +487,19 @@ async def _run_sender(
             await trio.sleep_until(next_send)
             await ws.send_text(frame)
             next_send = trio.current_time() + interval
-            if plan.raw:
+            if attempt is not None:
                 now_us = ctx.wall_clock()
-                await lane.send(
-                    [
-                        Raw(
-                            plan.exchange,
-                            "_all",
-                            None,
-                            now_us,
-                            None,
-                            plan.name,
-                            "send",
-                            frame.encode(),
-                        )
-                    ],
+                sent = Raw(
+                    plan.exchange,
+                    RAW_SYMBOL,
+                    None,
                     now_us,
+                    attempt,
+                    plan.name,
+                    "send",
+                    frame.encode(),
                 )
+                await lane.send([sent], now_us)
 
 
 async def _run_keepalive(

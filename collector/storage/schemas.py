@@ -186,6 +186,7 @@ SCHEMAS: Final[dict[str, pa.Schema]] = {
             pa.field("connection", pa.string(), nullable=False),
             pa.field("direction", pa.string(), nullable=False),
             pa.field("payload", pa.binary(), nullable=False),
+            pa.field("url", pa.string()),
         ]
     ),
 }
@@ -200,7 +201,7 @@ SCHEMA_VERSIONS: Final[dict[str, int]] = {
     Instrument.DATA_TYPE: 1,
     IntervalStats.DATA_TYPE: 1,
     Status.DATA_TYPE: 1,
-    Raw.DATA_TYPE: 1,
+    Raw.DATA_TYPE: 2,
 }
 
 # Columns with few distinct values per file: the only ones Parquet dictionary-encodes.
