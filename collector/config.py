@@ -136,6 +136,10 @@ class MarketSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw
     # Seconds between polls of open interest where the venue streams none (Binance
     # futures with the derivatives feed); None: the venue's default.
     open_interest_interval_secs: PositiveFloat | None = None
+    # Analytics (``[analytics]``): a trade of at least this size (the trades' own units)
+    # counts as large; one size for the market's symbols, or a map of symbol -> size
+    # (symbols as listed in ``symbols``; unlisted ones have no threshold). None: no threshold.
+    large_trade_size: PositiveFloat | dict[str, PositiveFloat] | None = None
     # Write the writer's book of each symbol as a ``checkpoint`` row this often inside an
     # order book file too (None: only as the first row of every file).
     book_snapshot_interval_secs: PositiveFloat | None = None
@@ -198,6 +202,16 @@ class RedisSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_
     stall_secs: PositiveFloat = 10.0
 
 
+class AnalyticsSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    """Per-symbol trade analytics over fixed intervals (collector.analytics)."""
+
+    enabled: bool = False
+    # Interval length; intervals are aligned to multiples of it since the Unix epoch.
+    interval_secs: Annotated[int, Meta(ge=1, le=86400)] = 60
+    # Also store each interval's figures as rows of the ``analytics`` table.
+    table: bool = False
+
+
 class BinarySettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
     """The binary column outlet (collector.outlets.binary): MD and TRADES column files."""
 
@@ -218,6 +232,7 @@ class Settings(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=
     websocket: WebSocketSettings = WebSocketSettings()
     kafka: KafkaSettings = KafkaSettings()
     redis: RedisSettings = RedisSettings()
+    analytics: AnalyticsSettings = AnalyticsSettings()
     binary: BinarySettings = BinarySettings()
     markets: Annotated[tuple[MarketSettings, ...], Meta(min_length=1)]
 

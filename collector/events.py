@@ -263,6 +263,38 @@ class Status(msgspec.Struct, frozen=True, gc=False):
     detail: str | None = None
 
 
+class IntervalStats(msgspec.Struct, frozen=True, gc=False):
+    """One symbol's trades over one analytics interval (:mod:`collector.analytics`).
+
+    The interval is ``[interval_start, timestamp_exchange)`` in the trades' receive time
+    (``timestamp_collector``); ``timestamp_exchange`` is the interval's end (the time the
+    figures are as of), ``timestamp_collector`` when the row was made. Sizes are the
+    trades' own units; ``buy_volume``/``sell_volume`` by aggressor side (trades of unknown
+    side count in ``volume`` only). ``vwap``, ``high`` and ``low`` are ``None`` for an
+    interval without trades, ``buy_sell_ratio`` while ``sell_volume`` is 0;
+    ``large_trade_size`` is the threshold (``None``: none configured, ``large_trades`` 0).
+    """
+
+    DATA_TYPE: ClassVar[str] = "analytics"
+
+    exchange: str
+    symbol: str
+    timestamp_exchange: int | None
+    timestamp_collector: int
+    sequence: int | None
+    interval_start: int
+    trades: int
+    volume: float
+    buy_volume: float
+    sell_volume: float
+    buy_sell_ratio: float | None
+    vwap: float | None
+    high: float | None
+    low: float | None
+    large_trades: int
+    large_trade_size: float | None
+
+
 class Raw(msgspec.Struct, frozen=True, gc=False):
     """One message exactly as received or sent (the optional ``raw`` feed).
 
@@ -294,7 +326,17 @@ class Raw(msgspec.Struct, frozen=True, gc=False):
     url: str | None = None
 
 
-Event = Trade | BookUpdate | Ticker | DerivativeTicker | Liquidation | Instrument | Status | Raw
+Event = (
+    Trade
+    | BookUpdate
+    | Ticker
+    | DerivativeTicker
+    | Liquidation
+    | Instrument
+    | IntervalStats
+    | Status
+    | Raw
+)
 
 # The symbol under which raw frames of an exchange are filed (they belong to a connection,
 # not to one symbol).
@@ -307,6 +349,7 @@ DATA_TYPES: Final[tuple[str, ...]] = (
     "derivative_ticker",
     "liquidations",
     "instruments",
+    "analytics",
     "status",
     "raw",
 )

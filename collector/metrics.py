@@ -6,6 +6,7 @@ per batch, never once per event.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Iterable, Iterator
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
@@ -227,6 +228,58 @@ class OutletMetrics:
         self.healthy.labels(outlet).set(1)
 
 
+class AnalyticsMetrics:
+    """Trade analytics (collector.analytics) per (exchange, symbol): the gauges hold the
+    last completed interval; the label sets are the configured symbols only."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        r = registry
+        labels = ["exchange", "symbol"]
+
+        def gauge(name: str, doc: str) -> Gauge:
+            return Gauge(f"collector_analytics_{name}", doc, labels, registry=r)
+
+        self.vwap = gauge("vwap", "Volume-weighted average trade price (NaN: no trades)")
+        self.high = gauge("high", "Highest trade price (NaN: no trades)")
+        self.low = gauge("low", "Lowest trade price (NaN: no trades)")
+        self.volume = gauge("volume", "Traded size, in the trades' units")
+        self.buy_volume = gauge("buy_volume", "Traded size with a buying aggressor")
+        self.sell_volume = gauge("sell_volume", "Traded size with a selling aggressor")
+        self.buy_sell_ratio = gauge(
+            "buy_sell_ratio", "buy_volume / sell_volume (NaN while sell_volume is 0)"
+        )
+        self.trades = gauge("trades", "Trades")
+        self.interval_end = gauge(
+            "interval_end_seconds",
+            "Unix time the interval the other gauges describe ended (the start time until "
+            "the first)",
+        )
+        self.large_trades = Counter(
+            "collector_analytics_large_trades_total",
+            "Trades of at least the symbol's large_trade_size (counted as intervals complete)",
+            labels,
+            registry=r,
+        )
+        self.late_trades = Counter(
+            "collector_analytics_late_trades_total",
+            "Trades routed after their interval had been completed: counted in the next one",
+            labels,
+            registry=r,
+        )
+
+    def create(self, exchange: str, symbol: str, now: float) -> None:
+        """Create one pair's series: counters and counts at 0, prices NaN (no interval
+        completed yet), the interval end at ``now`` (Unix time: as the other timestamp
+        gauges, so ``time() - x`` is how long the service has waited for the first)."""
+        for counter in (self.large_trades, self.late_trades):
+            counter.labels(exchange, symbol)
+        for zero in (self.volume, self.buy_volume, self.sell_volume, self.trades):
+            zero.labels(exchange, symbol)
+        for unknown in (self.vwap, self.high, self.low, self.buy_sell_ratio):
+            unknown.labels(exchange, symbol).set(math.nan)
+        self.interval_end.labels(exchange, symbol).set(now)
+
+
 class Metrics:
     """Every metric the service exports, on its own registry."""
 
@@ -419,6 +472,7 @@ class Metrics:
         self.upload = UploadMetrics(r)
         self.disk = DiskMetrics(r)
         self.outlets = OutletMetrics(r)
+        self.analytics = AnalyticsMetrics(r)
         self._channels = _ChannelCollector()
         r.register(self._channels)
         self._last_data = _LastDataCollector()

@@ -23,6 +23,9 @@ Per labelled metric of :class:`~collector.metrics.Metrics`:
   ``status`` and ``raw`` where rows of those are written. Gaps come with a feed's data type;
   a gap row without one (none is planned so) would make its own series at its first count.
 - ``exchange, symbol, data_type`` (last data time): one per planned stream.
+- ``exchange, data_type`` for ``analytics`` (rows written, files finished): each exchange
+  with analytics rows (``analytics.table``); the analytics' own series are created by
+  :class:`~collector.analytics.TradeAnalytics`.
 - ``stage`` (writer errors, upload failures) needs no plan: created with the metric.
 - ``channel`` (channel fill) is read at scrape time from the channels being watched.
 - ``shard, shards`` and ``exchange, symbol`` of the shard gauges are set once at start,
@@ -38,7 +41,8 @@ from __future__ import annotations
 
 from prometheus_client import Gauge
 
-from collector.events import Raw, Status, feed_data_type
+from collector.analytics import large_trade_sizes
+from collector.events import IntervalStats, Raw, Status, feed_data_type
 from collector.exchanges.base import DISCARD_REASONS, ConnectionPlan
 from collector.ingest.errors import REASONS
 from collector.metrics import CONNECT_OUTCOMES, HANDOVER_OUTCOMES, Metrics
@@ -53,6 +57,12 @@ def create_series(metrics: Metrics, plan: ServicePlan, now_us: int) -> None:
         lifetime = exchange.adapter.max_connection_lifetime_secs
         for connection in exchange.connections:
             create_connection_series(metrics, connection, now_us, handovers=lifetime is not None)
+    analytics = plan.settings.analytics
+    if analytics.enabled and analytics.table:
+        # The analytics rows' own streams (their metrics' series: TradeAnalytics).
+        for exchange_name in sorted({pair[0] for pair in large_trade_sizes(plan.settings.markets)}):
+            metrics.rows_written.labels(exchange_name, IntervalStats.DATA_TYPE)
+            metrics.files_finished.labels(exchange_name, IntervalStats.DATA_TYPE)
 
 
 def create_connection_series(

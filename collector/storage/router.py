@@ -59,7 +59,12 @@ from collector.events import BookUpdate, Event
 from collector.storage.columns import ColumnBuffer
 
 if TYPE_CHECKING:
+    from collector.analytics import TradeAnalytics
     from collector.outlets.tap import OutletTap
+
+# What sees each routed batch after the columns took it: the live outlets' tap, the
+# analytics, or both (None: nothing, and routing is all).
+Observer = Callable[[list[Event]], None]
 
 HOUR_US: Final = 3_600_000_000
 # collector_seq of a run's first rows: its start time in nanoseconds (see the docstring).
@@ -209,15 +214,28 @@ class _Hours:
             self.open.difference_update(work.retired)
 
 
-def _tapped(route: Callable[[list[Event]], None], tap: OutletTap) -> Callable[[list[Event]], None]:
-    """``route``, then offer the batch to the outlets (after: a batch the columns refuse
-    is not published)."""
+def _observer(tap: OutletTap | None, analytics: TradeAnalytics | None) -> Observer | None:
+    """The one call that hands a routed batch to the outlets' ``tap`` and the
+    ``analytics``, whichever are there (None: neither)."""
+    if tap is None or analytics is None:
+        return tap or analytics
 
-    def route_and_tap(batch: list[Event]) -> None:
-        route(batch)
+    def both(batch: list[Event]) -> None:
+        analytics(batch)
         tap(batch)
 
-    return route_and_tap
+    return both
+
+
+def _observed(route: Observer, observe: Observer) -> Observer:
+    """``route``, then ``observe`` the batch (after: a batch the columns refuse is not
+    published or counted)."""
+
+    def route_and_observe(batch: list[Event]) -> None:
+        route(batch)
+        observe(batch)
+
+    return route_and_observe
 
 
 async def _take(
@@ -225,18 +243,19 @@ async def _take(
     waiting: _Waiting,
     doorbell: Doorbell,
     flush_rows: int,
-    tap: OutletTap | None = None,
+    observe: Observer | None = None,
 ) -> bool:
     """Route the batches waiting in ``events`` until none is left or ``flush_rows`` rows
-    wait; False once the channel has ended. With a ``tap``, each routed batch is offered
-    to the live outlets too (without it, routing is all: no cost for outlets not there).
+    wait; False once the channel has ended. With ``observe``, each routed batch is handed
+    to it too (the outlets' tap, the analytics); without, routing is all: no cost for
+    what is not there.
 
     Once it has routed for ``TAKE_SLICE_SECS`` it lets the other tasks run (a checkpoint),
     so the connections go on reading while a large backlog is routed: the event loop is
     held for about a slice (and a batch) at most here.
     """
     doorbell.taken()
-    route = waiting.route if tap is None else _tapped(waiting.route, tap)
+    route = waiting.route if observe is None else _observed(waiting.route, observe)
     clock = _slice_clock
     slice_ends = clock() + TAKE_SLICE_SECS
     try:
@@ -295,6 +314,7 @@ async def run_router(
     doorbell: Doorbell | None = None,
     first_rows: Sequence[Event] = (),
     tap: OutletTap | None = None,
+    analytics: TradeAnalytics | None = None,
     min_seq: int = 0,
     task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
 ) -> None:
@@ -307,7 +327,10 @@ async def run_router(
     With a ``tap`` (:mod:`collector.outlets.tap`), every routed batch, ``first_rows``
     included, is offered to the live outlets as it is routed, and the ``outlet_overflow``
     status rows the tap has due are routed (and offered) after each take. The router
-    closes the tap when it ends, however it ends, so the outlets drain and stop.
+    closes the tap when it ends, however it ends, so the outlets drain and stop. With
+    ``analytics`` (:mod:`collector.analytics`), every routed batch is added to the
+    running figures, and after each take the rows of the intervals completed by then (by
+    ``wall_clock``) are routed like the others (and offered to the outlets).
 
     Owns and closes both channel ends. ``work_out`` should be a rendezvous channel (size
     0): the router's memory bound and its backpressure rest on a send that waits for the
@@ -330,17 +353,22 @@ async def run_router(
     with events, work_out, _closing(tap):
         hours = _Hours(hourly, wall_clock, _Numbering(max(wall_clock() * SEQ_PER_US, min_seq)))
         waiting = _Waiting(hourly)
+        observe = _observer(tap, analytics)
         if first_rows:
-            _route(waiting, list(first_rows), tap)
+            _route(waiting, list(first_rows), observe)
         task_status.started()
         deadline = trio.current_time() + interval
         due = False  # a tick came and its rows are not handed over yet
         while True:
-            is_open = await _take(events, waiting, doorbell, flush_rows, tap)
+            is_open = await _take(events, waiting, doorbell, flush_rows, observe)
             if tap is not None and tap.pending:
                 overflow_rows = tap.status_rows(wall_clock())
                 if overflow_rows:
-                    _route(waiting, overflow_rows, tap)
+                    _route(waiting, overflow_rows, observe)
+            if analytics is not None:
+                interval_rows = analytics.rows_due(wall_clock())
+                if interval_rows:
+                    _route(waiting, interval_rows, tap)
             if waiting.rows >= flush_rows:
                 # A flush's worth: wait for the flusher, taking nothing meanwhile.
                 work = hours.work(waiting)
@@ -374,10 +402,10 @@ async def run_router(
             await work_out.send(work)
 
 
-def _route(waiting: _Waiting, batch: list[Event], tap: OutletTap | None) -> None:
+def _route(waiting: _Waiting, batch: list[Event], observe: Observer | None) -> None:
     waiting.route(batch)
-    if tap is not None:
-        tap(batch)
+    if observe is not None:
+        observe(batch)
 
 
 @contextmanager

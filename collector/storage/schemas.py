@@ -36,6 +36,7 @@ from collector.events import (
     DerivativeTicker,
     Event,
     Instrument,
+    IntervalStats,
     Liquidation,
     Raw,
     Status,
@@ -166,6 +167,22 @@ _EVENT_SCHEMAS: Final[dict[str, pa.Schema]] = {
             pa.field("status", pa.string()),
         ]
     ),
+    IntervalStats.DATA_TYPE: pa.schema(
+        [
+            *_COMMON,
+            pa.field("interval_start", TIMESTAMP, nullable=False),
+            pa.field("trades", pa.int64(), nullable=False),
+            pa.field("volume", pa.float64(), nullable=False),
+            pa.field("buy_volume", pa.float64(), nullable=False),
+            pa.field("sell_volume", pa.float64(), nullable=False),
+            pa.field("buy_sell_ratio", pa.float64()),
+            pa.field("vwap", pa.float64()),
+            pa.field("high", pa.float64()),
+            pa.field("low", pa.float64()),
+            pa.field("large_trades", pa.int64(), nullable=False),
+            pa.field("large_trade_size", pa.float64()),
+        ]
+    ),
     Status.DATA_TYPE: pa.schema(
         [
             *_COMMON,
@@ -202,6 +219,7 @@ SCHEMA_VERSIONS: Final[dict[str, int]] = {
     DerivativeTicker.DATA_TYPE: 2,
     Liquidation.DATA_TYPE: 2,
     Instrument.DATA_TYPE: 2,
+    IntervalStats.DATA_TYPE: 2,
     Status.DATA_TYPE: 2,
     Raw.DATA_TYPE: 3,  # 2: the url column and direction "rest"; 3: collector_seq
 }
@@ -252,7 +270,17 @@ def column_encodings(schema: pa.Schema) -> dict[str, str]:
 
 EVENT_TYPES: Final[dict[str, type[Event]]] = {
     cls.DATA_TYPE: cls
-    for cls in (Trade, BookUpdate, Ticker, DerivativeTicker, Liquidation, Instrument, Status, Raw)
+    for cls in (
+        Trade,
+        BookUpdate,
+        Ticker,
+        DerivativeTicker,
+        Liquidation,
+        Instrument,
+        IntervalStats,
+        Status,
+        Raw,
+    )
 }
 
 

@@ -39,6 +39,7 @@ from collector.storage.recovery import highest_order_key, recover_leftovers, unc
 from collector.storage.router import FlushWork, run_router
 
 if TYPE_CHECKING:
+    from collector.analytics import TradeAnalytics
     from collector.outlets.tap import OutletTap
 
 # Files retired and waiting for the finalizer. Room for every file of an hourly rotation
@@ -58,6 +59,7 @@ async def run_writer(
     file_metadata: FileMetadataSource | None = None,
     doorbell: Doorbell | None = None,
     tap: OutletTap | None = None,
+    analytics: TradeAnalytics | None = None,
     task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Store every event received on ``events`` in finished Parquet files under ``data_dir``.
@@ -77,7 +79,9 @@ async def run_writer(
 
     Ends when ``events`` is closed: everything is flushed and finalized, every path is sent,
     ``finished`` is closed. With a ``tap``, the router offers every routed batch to the
-    live outlets (:mod:`collector.outlets`) and closes the tap when it ends. Every file
+    live outlets (:mod:`collector.outlets`) and closes the tap when it ends; with
+    ``analytics``, it adds every routed batch to the trade analytics and routes their rows
+    as intervals complete (:mod:`collector.analytics`). Every file
     carries the key-value metadata ``file_metadata``
     gives its stream when it is opened (:mod:`~collector.storage.metadata`; default: the
     collector's version and the stream's own keys). Disk errors (``OSError``) are logged, counted in
@@ -140,6 +144,7 @@ async def run_writer(
                     doorbell=doorbell,
                     first_rows=stops,
                     tap=tap,
+                    analytics=analytics,
                     min_seq=0 if highest is None else highest + 1,
                 )
             )
