@@ -123,6 +123,25 @@ class TradeAnalytics:
         for exchange, symbol in sorted(self._thresholds):
             metrics.create(exchange, symbol, now_us / 1e6)
 
+    def cover(self, pairs: Mapping[Pair, float | None], now_us: int) -> None:
+        """Cover ``pairs`` too from now on (symbols added at run time: their thresholds;
+        their series are created, as at start). A pair covered already takes the new
+        threshold."""
+        for (exchange, symbol), threshold in sorted(pairs.items()):
+            if (exchange, symbol) not in self._thresholds:
+                self._metrics.create(exchange, symbol, now_us / 1e6)
+            self._thresholds[(exchange, symbol)] = threshold
+        self._last = _NO_LOOKUP  # its threshold may have changed
+
+    def uncover(self, pairs: Iterable[Pair]) -> None:
+        """Stop covering ``pairs`` (symbols removed at run time): no more rows or figures
+        for them, and their series go."""
+        for pair in pairs:
+            if self._thresholds.pop(pair, _NOT_COVERED) is not _NOT_COVERED:
+                self._metrics.remove(*pair)
+        self._open = {k: v for k, v in self._open.items() if (k[1], k[2]) in self._thresholds}
+        self._last = _NO_LOOKUP
+
     def __call__(self, batch: list[Event]) -> None:
         """Add the trades of ``batch`` (the hot path: a few operations per trade).
 

@@ -17,6 +17,7 @@ import logging
 import os
 import sys
 from collections.abc import Sequence
+from functools import partial
 from typing import TYPE_CHECKING, Any
 
 import trio
@@ -25,6 +26,7 @@ from collector import __version__
 from collector.config import ConfigError, Settings, resolve_path, settings_as_dict
 
 if TYPE_CHECKING:
+    from collector.control.reload import Reload
     from collector.planning import ServicePlan
     from collector.sharding import Shard
 
@@ -198,16 +200,23 @@ def _dispatch(args: argparse.Namespace) -> int:
             settings, source = _load(args.path or args.check_config or args.config)
             shard = resolve_shard(args.check_shard or args.shard, os.environ)
             return _check_config(settings, source, as_json=args.json, shard=shard)
-        full, source = _load(getattr(args, "run_config", None) or args.config)
-        settings, shard = apply_shard(
-            full, getattr(args, "run_shard", None) or args.shard, os.environ
-        )
+        config_arg = getattr(args, "run_config", None) or args.config
+        shard_arg = getattr(args, "run_shard", None) or args.shard
+        full, source = _load(config_arg)
+        settings, shard = apply_shard(full, shard_arg, os.environ)
         # Adapters that cannot start (e.g. bad credentials) fail here.
         plan = plan_service(settings, assignment(full, shard))
     except ConfigError as exc:
         print(f"collector: error: {exc}", file=sys.stderr)
         return EXIT_CONFIG
-    return _run(plan, source)
+
+    def reload() -> tuple[Settings, int]:
+        """SIGHUP: the same file, overrides and shard, read again (ConfigError if bad)."""
+        full, _ = _load(config_arg)
+        settings, shard = apply_shard(full, shard_arg, os.environ)
+        return settings, assignment(full, shard).configured
+
+    return _run(plan, source, reload)
 
 
 def _check_config(
@@ -288,7 +297,7 @@ def _reparse(plan: ServicePlan, args: argparse.Namespace) -> int:
     return 0
 
 
-def _run(plan: ServicePlan, source: str) -> int:
+def _run(plan: ServicePlan, source: str, reload: Reload | None = None) -> int:
     from collector.logs import setup_logging
     from collector.service import ServiceError, run_service, tune_process
 
@@ -309,7 +318,7 @@ def _run(plan: ServicePlan, source: str) -> int:
     log.debug("effective settings", extra={"settings": settings_as_dict(settings)})
     tune_process()
     try:
-        return trio.run(run_service, plan)
+        return trio.run(partial(run_service, plan, reload=reload))
     except ServiceError as exc:
         # The one line, as for bad settings (not a log record as well: it would say the
         # same thing twice in the same stream).

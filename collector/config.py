@@ -57,6 +57,9 @@ class CollectorSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True,
     # then this often; a listing that failed is tried again after instruments_retry_secs.
     instruments_interval_secs: PositiveFloat = 86400.0
     instruments_retry_secs: PositiveFloat = 300.0
+    # The environment variable holding the admin API's bearer token (None: the admin API
+    # is off). The token itself is never in the settings, nor logged.
+    admin_token_env: str | None = None
 
 
 class StorageSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):

@@ -26,6 +26,7 @@ BookKind = Literal["snapshot", "delta", "checkpoint"]
 StatusEvent = Literal[
     "connected",
     "subscribed",
+    "unsubscribed",
     "disconnected",
     "gap",
     "resync",

@@ -8,6 +8,7 @@ handler never blocks the event loop.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Mapping
 from types import MappingProxyType
 from typing import Any
@@ -64,6 +65,24 @@ class HealthState:
         self.connections[name] = ConnectionHealth(exchange, symbols, since=trio.current_time())
         for symbol in symbols:
             self.metrics.websocket_connected.labels(exchange, symbol).set(0)
+
+    def remove_symbols(self, name: str, symbols: tuple[str, ...]) -> None:
+        """``symbols`` were removed from connection ``name`` at run time: their
+        ``collector_websocket_connected`` series go (a symbol no longer collected has no
+        connection state), and the connection's up/down changes no longer touch them."""
+        conn = self.connections[name]
+        gone = set(symbols)
+        conn.symbols = tuple(s for s in conn.symbols if s not in gone)
+        for symbol in symbols:
+            with contextlib.suppress(KeyError):
+                self.metrics.websocket_connected.remove(conn.exchange, symbol)
+
+    def remove_connection(self, name: str) -> None:
+        """Connection ``name`` was stopped at run time (after its supervisor ended): it no
+        longer counts for ``/health`` or ``/ready``; its symbols' series go as in
+        :meth:`remove_symbols`."""
+        self.remove_symbols(name, self.connections[name].symbols)
+        del self.connections[name]
 
     def set_up(self, name: str) -> None:
         conn = self.connections[name]

@@ -1,4 +1,5 @@
-"""The HTTP side: ``/health``, ``/ready`` and ``/metrics`` served by Quart-Trio on Hypercorn.
+"""The HTTP side: ``/health``, ``/ready`` and ``/metrics`` served by Quart-Trio on Hypercorn
+(and the admin API where it is on: :mod:`collector.control.admin`).
 
 Handlers only read in-memory state (``HealthState``, the metrics registry), so they
 never block the event loop.
@@ -22,14 +23,18 @@ from prometheus_client import CONTENT_TYPE_LATEST
 from quart import Response
 from quart_trio import QuartTrio
 
+from collector.control.admin import AdminApi, add_admin_routes
 from collector.health import HealthState
 from collector.metrics import Metrics
 
 log = logging.getLogger(__name__)
 
 
-def create_app(health: HealthState, metrics: Metrics) -> QuartTrio:
+def create_app(health: HealthState, metrics: Metrics, admin: AdminApi | None = None) -> QuartTrio:
+    """The service's app; with ``admin``, the admin API too (:mod:`collector.control.admin`)."""
     app = QuartTrio("collector")
+    if admin is not None:
+        add_admin_routes(app, admin)
 
     @app.get("/health")
     async def health_endpoint() -> tuple[dict[str, object], int]:
@@ -102,12 +107,14 @@ async def run_http_server(
     listener: HttpListener,
     health: HealthState,
     metrics: Metrics,
+    admin: AdminApi | None = None,
     *,
     task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED,
 ) -> None:
-    """Serve on ``listener`` (from :func:`bind_http`) until cancelled. Reports the bound
-    port (useful with port 0) once serving. Does not close ``listener``."""
-    app = create_app(health, metrics)
+    """Serve on ``listener`` (from :func:`bind_http`) until cancelled (with ``admin``, the
+    admin API too). Reports the bound port (useful with port 0) once serving. Does not
+    close ``listener``."""
+    app = create_app(health, metrics, admin)
     async with trio.open_nursery() as nursery:
         # What hypercorn.trio.serve calls, given the sockets bound already.
         serve = partial(

@@ -6,6 +6,7 @@ per batch, never once per event.
 
 from __future__ import annotations
 
+import contextlib
 import math
 from collections.abc import Callable, Iterable, Iterator
 
@@ -279,6 +280,24 @@ class AnalyticsMetrics:
             unknown.labels(exchange, symbol).set(math.nan)
         self.interval_end.labels(exchange, symbol).set(now)
 
+    def remove(self, exchange: str, symbol: str) -> None:
+        """Remove one pair's series (a symbol no longer collected)."""
+        for metric in (
+            self.large_trades,
+            self.late_trades,
+            self.volume,
+            self.buy_volume,
+            self.sell_volume,
+            self.trades,
+            self.vwap,
+            self.high,
+            self.low,
+            self.buy_sell_ratio,
+            self.interval_end,
+        ):
+            with contextlib.suppress(KeyError):
+                metric.remove(exchange, symbol)
+
 
 class Metrics:
     """Every metric the service exports, on its own registry."""
@@ -477,6 +496,7 @@ class Metrics:
         r.register(self._channels)
         self._last_data = _LastDataCollector()
         r.register(self._last_data)
+        self._assigned: set[tuple[str, str]] = set()
 
     def record_assignment(
         self, index: int, count: int, pairs: Iterable[tuple[str, str]], configured: int
@@ -491,6 +511,19 @@ class Metrics:
         self.configured_pairs.set(configured)
         for exchange, symbol in pairs:
             self.shard_pair.labels(exchange, symbol).set(1)
+        self._assigned = set(pairs)
+
+    def update_assignment(self, pairs: Iterable[tuple[str, str]], configured: int) -> None:
+        """The pairs collected changed at run time (:mod:`collector.control`): export the
+        new ones, drop the series of the pairs no longer collected."""
+        pairs = set(pairs)
+        for exchange, symbol in self._assigned - pairs:
+            self.shard_pair.remove(exchange, symbol)
+        for exchange, symbol in pairs - self._assigned:
+            self.shard_pair.labels(exchange, symbol).set(1)
+        self._assigned = pairs
+        self.shard_pairs.set(len(pairs))
+        self.configured_pairs.set(configured)
 
     def watch_channel(self, name: str, probe: ChannelProbe) -> None:
         """Export a channel's fill level (items and capacity) at each scrape."""

@@ -2,7 +2,7 @@
 
 ```
 root nursery
-├── http server                       /health /ready /metrics
+├── http server                       /health /ready /metrics (/admin: collector.control.admin)
 ├── signal watcher                    SIGINT/SIGTERM -> shutdown
 ├── disk monitor                      high-water mark -> /health, metrics
 ├── retention (optional)              old finished files deleted (s3/both: verified only)
@@ -14,8 +14,13 @@ root nursery
     ├── uploader       <- file channel (s3/both: upload, verify, then delete or keep)
     └── ingest nursery (cancelled first on shutdown)
         ├── one nursery per exchange -> one reconnect loop per connection
-        └── instrument listings (REST, markets with the instruments feed)
+        ├── instrument listings (REST, markets with the instruments feed)
+        └── SIGHUP reloads (with a reload function) -> the controller
 ```
+
+The :class:`~collector.control.controller.Controller` changes the markets while the
+service runs (``SIGHUP``, the admin API): it starts connections in the exchanges'
+nurseries (or a new exchange's task in the ingest nursery) and stops them there.
 
 Shutdown: cancel ingest -> connections close and their channel clones with them -> the
 writer drains the event channel and finalizes every open file (the outlets drain their
@@ -34,10 +39,12 @@ from __future__ import annotations
 
 import gc
 import logging
+import os
 import signal
 import socket
 import sys
 import time
+from collections.abc import Mapping
 from functools import partial
 from pathlib import Path
 
@@ -47,12 +54,16 @@ import trio
 from collector import native_memory
 from collector.analytics import TradeAnalytics, large_trade_sizes
 from collector.clock import WallClock, system_wall_us
+from collector.control.admin import AdminApi
+from collector.control.controller import Controller
+from collector.control.reload import Reload, watch_reloads
 from collector.doorbell import Doorbell, ring_at_for
 from collector.events import Event
+from collector.exchanges.base import ConnectionPlan, ExchangeAdapter
 from collector.health import HealthState
 from collector.http import HttpBindError, HttpListener, bind_http, run_http_server
 from collector.ingest.connection import IngestContext
-from collector.ingest.supervisor import run_exchange
+from collector.ingest.supervisor import ExchangeRunner, run_exchange
 from collector.instruments import create_instrument_series, plan_instruments, run_instruments
 from collector.metrics import Metrics
 from collector.outlets import open_outlets, start_outlets
@@ -118,6 +129,8 @@ class ServiceHandle:
     shutdown: Shutdown
     health: HealthState
     metrics: Metrics
+    # Changes the markets while the service runs (collector.control).
+    controller: Controller | None = None
 
 
 SWITCH_INTERVAL_SECS = 0.001
@@ -183,17 +196,24 @@ async def run_service(
     *,
     wall_clock: WallClock = system_wall_us,
     handle_signals: bool = True,
+    reload: Reload | None = None,
+    env: Mapping[str, str] | None = None,
     task_status: trio.TaskStatus[ServiceHandle] = trio.TASK_STATUS_IGNORED,
 ) -> int:
     """Run ``plan`` (from :func:`collector.planning.plan_service`: the connections are
     planned before, not here) until shutdown is requested (signal or ``handle.shutdown``);
     returns an exit code.
 
+    With ``reload`` (:mod:`collector.control.reload`), each ``SIGHUP`` reads the settings
+    again and applies their markets. ``env`` (default: the process's) holds the admin
+    API's token variable (``collector.admin_token_env``).
+
     Raises ServiceError, before starting any task, when the data directory is not writable
-    or another service holds it, or the HTTP port cannot be bound. Holds the data
-    directory's lock until it returns."""
+    or another service holds it, the HTTP port cannot be bound, or the admin token's
+    variable is unset or empty. Holds the data directory's lock until it returns."""
     settings = plan.settings
     cfg = settings.collector
+    admin = _admin_api(cfg.admin_token_env, os.environ if env is None else env)
     data_dir = Path(settings.storage.data_dir)
     _make_data_dir(data_dir)
     with _lock_data_dir(data_dir):
@@ -203,7 +223,9 @@ async def run_service(
         except HttpBindError as exc:
             raise ServiceError(f"{exc} (collector.metrics_host, collector.metrics_port)") from None
         try:
-            return await _run(plan, listener, wall_clock, handle_signals, task_status)
+            return await _run(
+                plan, listener, wall_clock, handle_signals, task_status, reload, admin
+            )
         finally:
             listener.close()
 
@@ -214,6 +236,8 @@ async def _run(
     wall_clock: WallClock,
     handle_signals: bool,
     task_status: trio.TaskStatus[ServiceHandle],
+    reload: Reload | None = None,
+    admin: AdminApi | None = None,
 ) -> int:
     settings = plan.settings
     cfg = settings.collector
@@ -244,9 +268,10 @@ async def _run(
     except OutletSettingsError as exc:
         raise ServiceError(str(exc), EXIT_BAD_SETTINGS) from None
     analytics = _open_analytics(plan, metrics, wall_clock)
+    file_metadata = file_metadata_source(plan)
 
     async with trio.open_nursery() as root:
-        port = await root.start(run_http_server, listener, health, metrics)
+        port = await root.start(run_http_server, listener, health, metrics, admin)
         if handle_signals:
             await root.start(_watch_signals, shutdown, root.cancel_scope, cfg.shutdown_timeout_secs)
         else:
@@ -279,7 +304,7 @@ async def _run(
                 metrics,
                 wall_clock=wall_clock,
                 home_server_name=settings.aws.home_server_name,
-                file_metadata=file_metadata_source(plan),
+                file_metadata=file_metadata,
                 doorbell=doorbell,
                 tap=tap,
                 analytics=analytics,
@@ -292,10 +317,13 @@ async def _run(
                 await pipeline.start(run_uploader, upload_cfg, file_rx, metrics, health)
             else:
                 pipeline.start_soon(_keep_finished_files, file_rx)
-            async with trio.open_nursery() as ingest:
-                with event_tx:
+            # The original send side stays open while the ingest tasks run: connections
+            # added at run time take their clones from it (collector.control).
+            with event_tx:
+                async with trio.open_nursery() as ingest:
+                    runners: dict[str, ExchangeRunner] = {}
                     for exchange in plan.exchanges:
-                        await ingest.start(
+                        runners[exchange.adapter.name] = await ingest.start(
                             run_exchange,
                             exchange.adapter,
                             exchange.connections,
@@ -314,15 +342,41 @@ async def _run(
                                 retry_secs=cfg.instruments_retry_secs,
                             )
                         )
-                task_status.started(ServiceHandle(port, shutdown, health, metrics))
-                log.info(
-                    "collector started",
-                    extra={"connections": len(health.connections), "http_port": port},
-                )
-                await shutdown.requested.wait()
-                log.info("shutting down", extra={"reason": shutdown.reason})
-                health.shutting_down = True
-                ingest.cancel_scope.cancel()
+
+                    async def start_exchange(
+                        adapter: ExchangeAdapter, plans: list[ConnectionPlan]
+                    ) -> ExchangeRunner:
+                        runner: ExchangeRunner = await ingest.start(
+                            run_exchange, adapter, plans, ctx, event_tx.clone()
+                        )
+                        return runner
+
+                    controller = Controller(
+                        settings,
+                        runners,
+                        start_exchange,
+                        ctx,
+                        file_metadata=file_metadata,
+                        analytics=analytics,
+                        wall_clock=wall_clock,
+                        sharded=shard.sharded,
+                        configured_pairs=shard.configured,
+                    )
+                    if reload is not None:
+                        await ingest.start(watch_reloads, controller, reload)
+                    if admin is not None:
+                        admin.controller = controller
+                    task_status.started(ServiceHandle(port, shutdown, health, metrics, controller))
+                    log.info(
+                        "collector started",
+                        extra={"connections": len(health.connections), "http_port": port},
+                    )
+                    await shutdown.requested.wait()
+                    log.info("shutting down", extra={"reason": shutdown.reason})
+                    health.shutting_down = True
+                    if admin is not None:
+                        admin.controller = None
+                    ingest.cancel_scope.cancel()
         root.cancel_scope.cancel()
     if shutdown.forced:
         log.error("stopped without draining; unfinished files will be finalized at the next start")
@@ -335,6 +389,22 @@ async def _run(
         return EXIT_SHUTDOWN_TIMEOUT
     log.info("collector stopped")
     return EXIT_OK
+
+
+def _admin_api(variable: str | None, env: Mapping[str, str]) -> AdminApi | None:
+    """The admin API when ``collector.admin_token_env`` names a variable (None: off);
+    ServiceError (exit status 2) when that variable is unset or empty. The message names
+    the variable, never a value."""
+    if variable is None:
+        return None
+    token = env.get(variable, "")
+    if not token:
+        raise ServiceError(
+            f"collector.admin_token_env names {variable}, which is unset or empty "
+            "(set it to the admin API's token, or remove admin_token_env)",
+            EXIT_BAD_SETTINGS,
+        )
+    return AdminApi(token)
 
 
 def _open_analytics(

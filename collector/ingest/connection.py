@@ -39,7 +39,7 @@ from collector.ingest.errors import (
 )
 from collector.ingest.handover import Lane
 from collector.ingest.polling import PollInbox, run_poller
-from collector.ingest.sink import CLOSE_SEND_TIMEOUT_SECS, EventSink
+from collector.ingest.sink import CLOSE_SEND_TIMEOUT_SECS, EventSink, without_removed
 from collector.ingest.snapshots import FetchedSnapshot, run_snapshot_fetcher
 from collector.ingest.watchdog import Activity, run_watchdog
 from collector.ingest.websocket import WebSocket, connect_websocket
@@ -320,6 +320,8 @@ async def _receive_loop(
             ]
         first = len(batch)  # the raw rows come first; the session's events are data
         actions = receive(messages, received_us, batch)
+        if sink.removed:  # symbols removed at run time: no data, not even for the watchdog
+            batch[first:] = without_removed(batch[first:], sink.removed)
         if len(batch) > first:
             # Only data counts as life: pings, pongs and heartbeats parse to no events.
             activity.saw(batch, first, current_time(), received_us)

@@ -51,8 +51,10 @@ class EventSink:
         *,
         connection: str = "",
         health: HealthState | None = None,
+        removed: set[str] | None = None,
     ) -> None:
         self.channel = channel
+        self.removed: set[str] = set() if removed is None else removed
         self.doorbell = doorbell
         self.exchange = exchange
         self.connection = connection
@@ -86,6 +88,8 @@ class EventSink:
         """Send one batch (not re-used by the caller afterwards), waiting while the channel
         is full. Never raises for a gone writer (the events are dropped and counted);
         Cancelled leaves the batch held for the next send."""
+        if self.removed:
+            batch = without_removed(batch, self.removed)
         if self._held:
             batch = self._held + batch
             self._held = []
@@ -200,6 +204,16 @@ class EventSink:
         self.channel.close()
         if self.doorbell is not None:
             self.doorbell.ring()  # the writer sees the channel end without waiting a tick
+
+
+def without_removed(batch: list[Event], removed: set[str]) -> list[Event]:
+    """``batch`` less the rows of ``removed`` symbols, but for their ``unsubscribed`` rows
+    (the last row a removed symbol gets)."""
+    return [
+        e
+        for e in batch
+        if e.symbol not in removed or (type(e) is Status and e.event == "unsubscribed")
+    ]
 
 
 def _is_drop_row(event: Event) -> bool:

@@ -34,26 +34,112 @@ class ConnectPacer:
         await trio.sleep_until(at)
 
 
+class ConnectionControl:
+    """The run-time handle of one supervised connection: what :mod:`collector.control`
+    changes while it runs.
+
+    ``plan`` is what the next attempt subscribes (the supervisor reads it at each attempt,
+    so a reduced plan takes effect at the connection's next reconnect); ``sink`` is the
+    connection's sink for every attempt, whose ``removed`` set keeps the rows of symbols
+    removed meanwhile out of the data; ``scope`` stops the supervisor (and its connection)
+    for good; ``done`` is set once the supervisor has ended and closed the sink.
+    """
+
+    def __init__(self, plan: ConnectionPlan, sink: EventSink) -> None:
+        self.plan = plan
+        self.sink = sink
+        self.scope = trio.CancelScope()
+        self.done = trio.Event()
+
+    async def stop(self) -> None:
+        """Cancel the connection and wait until its supervisor has ended (its last rows
+        sent or held by the sink, the sink closed)."""
+        self.scope.cancel()
+        await self.done.wait()
+
+
+class ExchangeRunner:
+    """One exchange's connections, each under its supervisor in the exchange's nursery.
+
+    Created and run by :func:`run_exchange`; :meth:`start` adds a connection to a running
+    exchange (the connections planned at start, and those added at run time by
+    :mod:`collector.control`). ``controls`` holds every running connection's control by
+    name; a supervisor that ends removes its own.
+    """
+
+    def __init__(
+        self,
+        adapter: ExchangeAdapter,
+        ctx: IngestContext,
+        events: trio.MemorySendChannel[list[Event]],
+    ) -> None:
+        self.adapter = adapter
+        self.ctx = ctx
+        self.events = events
+        self.pacer = ConnectPacer(adapter.connections_per_second)
+        self.controls: dict[str, ConnectionControl] = {}
+        self._nursery: trio.Nursery | None = None
+
+    async def run(
+        self,
+        plans: Sequence[ConnectionPlan],
+        *,
+        task_status: trio.TaskStatus[ExchangeRunner] = trio.TASK_STATUS_IGNORED,
+    ) -> None:
+        """Run ``plans`` (and what :meth:`start` adds) until cancelled; owns ``events``
+        (closed once every connection has ended) and the exchange's nursery. Reports
+        itself once the planned connections are started."""
+        with self.events:
+            async with trio.open_nursery() as nursery:
+                self._nursery = nursery
+                for plan in plans:
+                    self.start(plan)
+                task_status.started(self)
+                await trio.sleep_forever()  # connections come and go; the exchange stays
+
+    def start(self, plan: ConnectionPlan) -> ConnectionControl:
+        """Start supervising ``plan`` now (its name must be new); returns its control."""
+        if self._nursery is None:
+            raise RuntimeError("the exchange is not running")
+        if plan.name in self.controls:
+            raise ValueError(f"connection {plan.name} is running already")
+        ctx = self.ctx
+        sink = EventSink(
+            self.events.clone(),
+            plan.exchange,
+            ctx.metrics,
+            ctx.doorbell,
+            connection=plan.name,
+            health=ctx.health,
+        )
+        control = ConnectionControl(plan, sink)
+        self.controls[plan.name] = control
+        self._nursery.start_soon(self._supervise, control)
+        return control
+
+    async def _supervise(self, control: ConnectionControl) -> None:
+        try:
+            await _supervise(control, self.adapter, self.ctx, self.pacer)
+        finally:
+            self.controls.pop(control.plan.name, None)
+
+
 async def run_exchange(
     adapter: ExchangeAdapter,
     plans: Sequence[ConnectionPlan],
     ctx: IngestContext,
     events: trio.MemorySendChannel[list[Event]],
     *,
-    task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
+    task_status: trio.TaskStatus[ExchangeRunner] = trio.TASK_STATUS_IGNORED,
 ) -> None:
-    """Run every connection of one exchange until cancelled.
+    """Run every connection of one exchange until cancelled (an :class:`ExchangeRunner`,
+    reported once started, so that connections can be added while it runs).
 
     Owns ``events`` (closes it; each connection gets its own clone) and the exchange's
     nursery. Connection failures are retried forever with backoff and never leave this
     function; a bug propagates and stops the service loudly.
     """
-    pacer = ConnectPacer(adapter.connections_per_second)
-    async with trio.open_nursery() as nursery:
-        with events:
-            for plan in plans:
-                nursery.start_soon(supervise_connection, plan, adapter, ctx, events.clone(), pacer)
-        task_status.started()
+    await ExchangeRunner(adapter, ctx, events).run(plans, task_status=task_status)
 
 
 async def supervise_connection(
@@ -78,45 +164,59 @@ async def supervise_connection(
     connection is replaced that long before it is due, without a hole (:func:`_run_planned`);
     only the end of a connection that could not be replaced in time comes back here.
     """
-    pacer = pacer or ConnectPacer(adapter.connections_per_second)
-    settings = ctx.settings
-    backoff = Backoff(settings.initial_retry_delay_secs, settings.max_retry_delay_secs)
-    # One sink for every attempt: events held by a cancelled send, or drops, are handed on.
     sink = EventSink(
         events, plan.exchange, ctx.metrics, ctx.doorbell, connection=plan.name, health=ctx.health
     )
+    pacer = pacer or ConnectPacer(adapter.connections_per_second)
+    await _supervise(ConnectionControl(plan, sink), adapter, ctx, pacer)
+
+
+async def _supervise(
+    control: ConnectionControl, adapter: ExchangeAdapter, ctx: IngestContext, pacer: ConnectPacer
+) -> None:
+    """:func:`supervise_connection` for ``control`` (whose plan each attempt reads); ends
+    when ``control.scope`` is cancelled too, and sets ``control.done`` last."""
+    settings = ctx.settings
+    backoff = Backoff(settings.initial_retry_delay_secs, settings.max_retry_delay_secs)
+    # One sink for every attempt: events held by a cancelled send, or drops, are handed on.
+    sink = control.sink
     disconnects = ctx.metrics.disconnects_total
     lifetime = adapter.max_connection_lifetime_secs
     lead = settings.planned_reconnect_lead_secs
     # Seconds after a connection came up that its successor is opened (None: never).
     replace_after = lifetime - lead if lifetime is not None and 0 < lead < lifetime else None
     try:
-        while True:
-            await pacer.wait_turn()
-            try:
-                if replace_after is None:
-                    await run_connection(plan, adapter, ctx, sink)
-                else:
-                    raise await _run_planned(plan, adapter, ctx, sink, pacer, replace_after)
-            except ConnectionFailed as failure:
-                disconnects.labels(plan.exchange, failure.reason).inc()
-                # Time actually connected counts, not time spent connecting.
-                if failure.uptime >= settings.healthy_after_secs:
-                    backoff.reset()
-                delay = backoff.next_delay()
-                log.warning(
-                    "connection failed, retrying in %.1fs: %s",
-                    delay,
-                    failure,
-                    extra={
-                        "exchange": plan.exchange,
-                        "connection": plan.name,
-                        "reason": failure.reason,
-                    },
-                )
-            await trio.sleep(delay)
+        with control.scope:
+            while True:
+                await pacer.wait_turn()
+                plan = control.plan
+                try:
+                    if replace_after is None:
+                        await run_connection(plan, adapter, ctx, sink)
+                    else:
+                        raise await _run_planned(control, adapter, ctx, sink, pacer, replace_after)
+                except ConnectionFailed as failure:
+                    disconnects.labels(plan.exchange, failure.reason).inc()
+                    # Time actually connected counts, not time spent connecting.
+                    if failure.uptime >= settings.healthy_after_secs:
+                        backoff.reset()
+                    delay = backoff.next_delay()
+                    log.warning(
+                        "connection failed, retrying in %.1fs: %s",
+                        delay,
+                        failure,
+                        extra={
+                            "exchange": plan.exchange,
+                            "connection": plan.name,
+                            "reason": failure.reason,
+                        },
+                    )
+                await trio.sleep(delay)
     finally:
-        await sink.aclose(ctx.wall_clock())
+        try:
+            await sink.aclose(ctx.wall_clock())
+        finally:
+            control.done.set()
 
 
 class _Attempt:
@@ -157,14 +257,15 @@ def _settled(current: _Attempt, successor: _Attempt, overlap: Overlap) -> bool:
 
 
 async def _run_planned(
-    plan: ConnectionPlan,
+    control: ConnectionControl,
     adapter: ExchangeAdapter,
     ctx: IngestContext,
     sink: EventSink,
     pacer: ConnectPacer,
     replace_after: float,
 ) -> ConnectionFailed:
-    """Connections of ``plan``, each replaced ``replace_after`` seconds after it came up,
+    """Connections of ``control.plan`` (read again for each new connection), each replaced
+    ``replace_after`` seconds after it came up,
     until one ends before it could be replaced; returns that connection's failure.
 
     Owns a nursery of at most two attempts: the current connection and, from its due time,
@@ -181,6 +282,7 @@ async def _run_planned(
     lifetime = adapter.max_connection_lifetime_secs
     detail = f"planned reconnect before the venue's {lifetime:g} s connection limit"
     watch = Watch()
+    plan = control.plan
     async with trio.open_nursery() as nursery:
         current = _Attempt(Lane(sink, watch=watch), watch)
         nursery.start_soon(current.run, plan, adapter, ctx)
@@ -195,6 +297,7 @@ async def _run_planned(
                 await pacer.wait_turn()
                 if current.ended():
                     break
+                plan = control.plan
                 successor = _Attempt(Lane(sink, primary=False, watch=watch), watch)
                 overlap = Overlap(
                     current.lane, successor.lane, plan, ctx.wall_clock, watch=watch, detail=detail

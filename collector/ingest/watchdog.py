@@ -139,8 +139,9 @@ async def run_watchdog(
         if now >= due:
             raise StaleConnection(f"no data for {message_timeout_secs}s")
         silent: list[tuple[Subscription, float]] = []
+        removed = sink.sink.removed  # symbols removed at run time are not waited for
         for sub, key, limit in watched:
-            if key in activity.refused:
+            if key in activity.refused or key[0] in removed:
                 continue
             stream_due = max(activity.streams.get(key, started), resumed) + limit
             if now >= stream_due:

@@ -130,6 +130,13 @@ class FileMetadataSource:
         self.shard = shard
         self._cache: dict[tuple[str, str, str], FileMetadata] = {}
 
+    def update(self, markets: Mapping[Pair, MarketSettings]) -> None:
+        """The configured pairs changed at run time (:mod:`collector.control`): files
+        opened from now on state ``markets``' options. Replaces both mappings in one
+        assignment each, so the flusher's thread sees the old or the new, never a mix."""
+        self.markets = dict(markets)
+        self._cache = {}
+
     def for_stream(self, exchange: str, symbol: str, data_type: str) -> FileMetadata:
         """The metadata of a file of (``exchange``, ``symbol``, ``data_type``) opened now."""
         key = (exchange, symbol, data_type)
