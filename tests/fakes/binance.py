@@ -395,18 +395,26 @@ class FakeBinance:
         """Until no client is connected."""
         await self._wait_for(lambda: not self.clients)
 
-    async def wait_subscribed(self, streams: Iterable[str] | None = None) -> None:
-        """Until an open connection has subscribed all of ``streams``.
+    async def wait_clients(self, n: int) -> None:
+        """Until exactly ``n`` clients are connected."""
+        await self._wait_for(lambda: len(self.clients) == n)
+
+    async def wait_subscribed(
+        self, streams: Iterable[str] | None = None, *, number: int | None = None
+    ) -> None:
+        """Until an open connection has subscribed all of ``streams`` (with ``number``: the
+        open connection of that number, 1, 2, ...).
 
         Without ``streams``: until an open connection has had a SUBSCRIBE acknowledged.
         """
         wanted = set(streams) if streams is not None else None
 
         def done() -> bool:
+            clients = [c for c in self.clients if number is None or c.number == number]
             if wanted is None:
-                return any(c.acked_requests for c in self.clients)
+                return any(c.acked_requests for c in clients)
             subscribed: set[str] = set()
-            for client in self.clients:
+            for client in clients:
                 subscribed |= client.streams
             return wanted <= subscribed
 

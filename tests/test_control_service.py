@@ -1,0 +1,509 @@
+"""Symbols added and removed while the real service runs, against the fake Binance.
+
+The controller (``handle.controller.apply``), a ``SIGHUP`` sent to this process, and the
+admin API over real HTTP. Real Trio clock (the writer and the HTTP client use worker
+threads); every wait is bounded with ``trio.fail_after`` and synchronised by the fake's
+waits and ``wait_all_tasks_blocked``, never by sleeping.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import signal
+import urllib.error
+import urllib.request
+from collections.abc import AsyncIterator, Mapping
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import msgspec
+import pytest
+import trio
+import trio.testing
+
+from collector.config import Settings
+from collector.control.controller import Controller
+from collector.control.reload import Reload
+from collector.planning import plan_service
+from collector.service import EXIT_BAD_SETTINGS, EXIT_OK, ServiceError, ServiceHandle, run_service
+from collector.settings_check import load_settings, parse_settings
+from tests.fakes.binance import FakeBinance, trade_frame
+from tests.test_http import fetch_metrics
+from tests.venue_helpers import read_rows
+
+TIMEOUT = 20.0
+TIME_US = 1_700_000_000_000_000
+TOKEN = "s3cr3t-admin-token"
+TOKEN_ENV = "COLLECTOR_TEST_ADMIN_TOKEN"
+
+
+def raw_settings(
+    fake_url: str, data_dir: Path, symbols: list[str], **collector: Any
+) -> dict[str, Any]:
+    return {
+        "collector": {"metrics_host": "127.0.0.1", "metrics_port": 0, **collector},
+        "storage": {"data_dir": str(data_dir)},
+        "markets": [
+            {"exchange": "binance", "symbols": symbols, "base_url": fake_url, "feeds": ["trades"]}
+        ],
+    }
+
+
+def settings_for(fake_url: str, data_dir: Path, symbols: list[str], **collector: Any) -> Settings:
+    return parse_settings(raw_settings(fake_url, data_dir, symbols, **collector))
+
+
+def with_symbols(settings: Settings, symbols: list[str]) -> Settings:
+    [market] = settings.markets
+    market = msgspec.structs.replace(market, symbols=tuple(symbols))
+    return msgspec.structs.replace(settings, markets=(market,))
+
+
+@asynccontextmanager
+async def service(
+    settings: Settings,
+    *,
+    reload: Reload | None = None,
+    env: Mapping[str, str] | None = None,
+) -> AsyncIterator[ServiceHandle]:
+    """The service in-process; on exit a clean stop (exit status 0)."""
+    codes: list[int] = []
+    done = trio.Event()
+
+    async def run(task_status: trio.TaskStatus[ServiceHandle]) -> None:
+        codes.append(
+            await run_service(
+                plan_service(settings),
+                handle_signals=False,
+                reload=reload,
+                env=env or {},
+                task_status=task_status,
+            )
+        )
+        done.set()
+
+    async with trio.open_nursery() as nursery:
+        handle: ServiceHandle = await nursery.start(run)
+        yield handle
+        handle.shutdown.request("test")
+        await done.wait()
+    assert codes == [EXIT_OK]
+
+
+def controller_of(handle: ServiceHandle) -> Controller:
+    assert handle.controller is not None
+    return handle.controller
+
+
+async def settle() -> None:
+    await trio.testing.wait_all_tasks_blocked(cushion=0.01)
+
+
+async def trade(fake: FakeBinance, symbol: str, trade_id: int, expected: int = 1) -> None:
+    frame = trade_frame(symbol, trade_id, 100.0 + trade_id, 0.5, TIME_US + trade_id, True)
+    assert await fake.send(frame) == expected
+    await settle()
+
+
+def statuses(data_dir: Path, symbol: str) -> list[tuple[str, str | None]]:
+    rows = read_rows(data_dir, "binance", symbol, "status")
+    rows.sort(key=lambda r: r["timestamp_collector"])
+    return [(r["event"], r["data_type"]) for r in rows]
+
+
+def trade_ids(data_dir: Path, symbol: str) -> list[int]:
+    return [int(r["trade_id"]) for r in read_rows(data_dir, "binance", symbol, "trades")]
+
+
+# --------------------------------------------------------------------------- controller
+
+
+async def test_an_added_symbol_gets_its_own_connection_and_the_others_go_on(
+    tmp_path: Path,
+) -> None:
+    with trio.fail_after(TIMEOUT):
+        async with trio.open_nursery() as nursery:
+            fake = FakeBinance()
+            await nursery.start(fake.run)
+            settings = settings_for(fake.url, tmp_path, ["btcusdt", "ethusdt"])
+            async with service(settings) as handle:
+                await fake.wait_subscribed(["btcusdt@trade", "ethusdt@trade"])
+                await trade(fake, "btcusdt", 1)
+                await trade(fake, "ethusdt", 1)
+
+                report = await controller_of(handle).apply(
+                    with_symbols(settings, ["btcusdt", "ethusdt", "solusdt"]), "test"
+                )
+                assert report.added == (("binance", "SOLUSDT"),)
+                assert report.removed == ()
+                assert report.started == ("binance-1",)
+                assert report.restart == ()
+                # /ready waits for the new connection, then follows it.
+                assert "binance-1" in handle.health.connections
+                await fake.wait_subscribed(["solusdt@trade"])
+                await settle()
+                assert handle.health.ready
+
+                await trade(fake, "btcusdt", 2)
+                await trade(fake, "ethusdt", 2)
+                await trade(fake, "solusdt", 1)
+                assert fake.connections == 2  # the first connection was never replaced
+                samples = await fetch_metrics(handle.http_port)
+                connected = {
+                    dict(labels)["symbol"]: value
+                    for (name, labels), value in samples.items()
+                    if name == "collector_websocket_connected"
+                }
+                assert connected == {"BTCUSDT": 1, "ETHUSDT": 1, "SOLUSDT": 1}
+                assert samples[("collector_shard_pairs", frozenset())] == 3
+                assert (
+                    samples[
+                        (
+                            "collector_shard_pair_info",
+                            frozenset({("exchange", "binance"), ("symbol", "SOLUSDT")}),
+                        )
+                    ]
+                    == 1
+                )
+            nursery.cancel_scope.cancel()
+
+    assert trade_ids(tmp_path, "BTCUSDT") == [1, 2]
+    assert trade_ids(tmp_path, "ETHUSDT") == [1, 2]
+    assert trade_ids(tmp_path, "SOLUSDT") == [1]
+    for symbol in ("BTCUSDT", "ETHUSDT"):
+        # One connection from start to stop: no hole, only the shutdown's disconnect.
+        assert statuses(tmp_path, symbol) == [
+            ("connected", None),
+            ("subscribed", "trades"),
+            ("disconnected", None),
+        ]
+    assert statuses(tmp_path, "SOLUSDT") == [
+        ("connected", None),
+        ("subscribed", "trades"),
+        ("disconnected", None),
+    ]
+
+
+async def test_a_removed_symbol_is_unsubscribed_and_its_rows_stop(tmp_path: Path) -> None:
+    with trio.fail_after(TIMEOUT):
+        async with trio.open_nursery() as nursery:
+            fake = FakeBinance()
+            await nursery.start(fake.run)
+            settings = settings_for(fake.url, tmp_path, ["btcusdt", "ethusdt"])
+            async with service(settings) as handle:
+                await fake.wait_subscribed(["btcusdt@trade", "ethusdt@trade"])
+                await trade(fake, "btcusdt", 1)
+                await trade(fake, "ethusdt", 1)
+
+                controller = controller_of(handle)
+                report = await controller.apply(with_symbols(settings, ["btcusdt"]), "test")
+                assert report.removed == (("binance", "ETHUSDT"),)
+                assert report.stopped == ()  # BTCUSDT is still on it
+                # The venue still sends ETHUSDT on this connection (no unsubscribe frame
+                # here): it is read and dropped.
+                await trade(fake, "ethusdt", 2)
+                await trade(fake, "btcusdt", 2)
+                assert fake.connections == 1
+                assert controller.runners["binance"].controls["binance-0"].plan.symbols == (
+                    "BTCUSDT",
+                )
+                assert handle.health.connections["binance-0"].symbols == ("BTCUSDT",)
+                samples = await fetch_metrics(handle.http_port)
+                series = {
+                    (name, dict(labels).get("symbol"))
+                    for (name, labels), _ in samples.items()
+                    if name
+                    in (
+                        "collector_websocket_connected",
+                        "collector_last_data_timestamp_seconds",
+                        "collector_shard_pair_info",
+                    )
+                }
+                assert {symbol for _, symbol in series} == {"BTCUSDT"}
+                assert samples[("collector_shard_pairs", frozenset())] == 1
+
+                # Added again: on a new connection, while the old one still drops it.
+                report = await controller.apply(settings, "test")
+                assert report.started == ("binance-1",)
+                await fake.wait_subscribed(["ethusdt@trade"], number=2)
+                await settle()
+                await trade(fake, "ethusdt", 3, expected=2)
+            nursery.cancel_scope.cancel()
+
+    assert trade_ids(tmp_path, "BTCUSDT") == [1, 2]
+    assert trade_ids(tmp_path, "ETHUSDT") == [1, 3]
+    assert statuses(tmp_path, "BTCUSDT") == [
+        ("connected", None),
+        ("subscribed", "trades"),
+        ("disconnected", None),
+    ]
+    assert statuses(tmp_path, "ETHUSDT") == [
+        ("connected", None),
+        ("subscribed", "trades"),
+        ("unsubscribed", "trades"),
+        ("connected", None),
+        ("subscribed", "trades"),
+        ("disconnected", None),
+    ]
+    [unsubscribed] = [
+        r
+        for r in read_rows(tmp_path, "binance", "ETHUSDT", "status")
+        if r["event"] == "unsubscribed"
+    ]
+    assert unsubscribed["detail"] == "removed at run time (test)"
+
+
+async def test_a_connection_left_without_symbols_is_stopped(tmp_path: Path) -> None:
+    with trio.fail_after(TIMEOUT):
+        async with trio.open_nursery() as nursery:
+            fake = FakeBinance()
+            await nursery.start(fake.run)
+            settings = settings_for(fake.url, tmp_path, ["btcusdt"])
+            async with service(settings) as handle:
+                await fake.wait_subscribed(["btcusdt@trade"])
+                controller = controller_of(handle)
+                await controller.apply(with_symbols(settings, ["btcusdt", "solusdt"]), "test")
+                await fake.wait_subscribed(["solusdt@trade"])
+                await trade(fake, "solusdt", 1)
+
+                report = await controller.apply(settings, "test")
+                assert report.stopped == ("binance-1",)
+                await fake.wait_clients(1)
+                assert sorted(handle.health.connections) == ["binance-0"]
+                assert sorted(controller.runners["binance"].controls) == ["binance-0"]
+                assert handle.health.ready
+                await trade(fake, "btcusdt", 1)
+            nursery.cancel_scope.cancel()
+
+    # The stopped connection wrote no disconnected row: the symbol was unsubscribed.
+    assert statuses(tmp_path, "SOLUSDT") == [
+        ("connected", None),
+        ("subscribed", "trades"),
+        ("unsubscribed", "trades"),
+    ]
+    assert trade_ids(tmp_path, "SOLUSDT") == [1]
+
+
+async def test_other_changes_are_reported_as_needing_a_restart(tmp_path: Path) -> None:
+    with trio.fail_after(TIMEOUT):
+        async with trio.open_nursery() as nursery:
+            fake = FakeBinance()
+            await nursery.start(fake.run)
+            settings = settings_for(fake.url, tmp_path, ["btcusdt"])
+            async with service(settings) as handle:
+                await fake.wait_subscribed()
+                changed = settings_for(fake.url, tmp_path, ["BTCUSDT"], log_level="debug")
+                report = await controller_of(handle).apply(changed, "test")
+                assert report.restart == ("collector.log_level",)
+                assert report.added == report.removed == ()  # a respelling is no change
+            nursery.cancel_scope.cancel()
+
+
+# --------------------------------------------------------------------------- SIGHUP
+
+
+async def test_sighup_reads_the_settings_file_again(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    path = tmp_path / "settings.toml"
+    data_dir = tmp_path / "data"
+
+    def write(symbols: list[str], extra: str = "") -> None:
+        listed = ", ".join(f'"{s}"' for s in symbols)
+        path.write_text(
+            f'[collector]\nmetrics_host = "127.0.0.1"\nmetrics_port = 0\n{extra}\n'
+            f'[storage]\ndata_dir = "{data_dir}"\n'
+            f'[[markets]]\nexchange = "binance"\nsymbols = [{listed}]\n'
+            f'base_url = "{fake.url}"\nfeeds = ["trades"]\n'
+        )
+
+    def reload() -> tuple[Settings, int]:
+        settings, _ = load_settings(path, {})
+        return settings, 2
+
+    caplog.set_level(logging.INFO, logger="collector")
+    with trio.fail_after(TIMEOUT):
+        async with trio.open_nursery() as nursery:
+            fake = FakeBinance()
+            await nursery.start(fake.run)
+            write(["btcusdt"])
+            settings, _ = load_settings(path, {})
+            async with service(settings, reload=reload) as handle:
+                await fake.wait_subscribed(["btcusdt@trade"])
+
+                write(["btcusdt", "ethusdt"], extra='log_level = "debug"')
+                os.kill(os.getpid(), signal.SIGHUP)
+                await fake.wait_subscribed(["ethusdt@trade"])
+                await settle()
+                assert sorted(handle.health.connections) == ["binance-0", "binance-1"]
+                assert handle.metrics.sample("collector_configured_pairs") == 2
+
+                # A file that does not load: one line, the running markets stay.
+                path.write_text("[[markets]\n")
+                os.kill(os.getpid(), signal.SIGHUP)
+                await trio.testing.wait_all_tasks_blocked(cushion=0.2)
+                await trade(fake, "ethusdt", 1)
+                assert fake.connections == 2
+            nursery.cancel_scope.cancel()
+
+    messages = [r.getMessage() for r in caplog.records]
+    assert any(
+        m.startswith(
+            "settings changed that apply only at a restart (not applied): collector.log_level"
+        )
+        for m in messages
+    )
+    assert any(m.startswith("reload failed, keeping the running markets:") for m in messages)
+    assert trade_ids(data_dir, "ETHUSDT") == [1]
+
+
+# --------------------------------------------------------------------------- admin API
+
+
+def _request(
+    port: int, method: str, path: str, token: str | None = None, body: object = None
+) -> tuple[int, Any]:
+    data = None if body is None else json.dumps(body).encode()
+    request = urllib.request.Request(f"http://127.0.0.1:{port}{path}", data=data, method=method)
+    if token is not None:
+        request.add_header("Authorization", f"Bearer {token}")
+    if data is not None:
+        request.add_header("Content-Type", "application/json")
+    try:
+        with urllib.request.urlopen(request, timeout=TIMEOUT) as response:
+            return response.status, json.loads(response.read() or b"null")
+    except urllib.error.HTTPError as exc:
+        text = exc.read()
+        try:
+            return exc.code, json.loads(text)
+        except ValueError:
+            return exc.code, text.decode()
+
+
+async def call(
+    port: int, method: str, path: str, token: str | None = None, body: object = None
+) -> tuple[int, Any]:
+    return await trio.to_thread.run_sync(_request, port, method, path, token, body)
+
+
+async def test_the_admin_api_is_off_without_a_token(tmp_path: Path) -> None:
+    with trio.fail_after(TIMEOUT):
+        async with trio.open_nursery() as nursery:
+            fake = FakeBinance()
+            await nursery.start(fake.run)
+            async with service(settings_for(fake.url, tmp_path, ["btcusdt"])) as handle:
+                status, _ = await call(handle.http_port, "GET", "/admin/markets", TOKEN)
+                assert status == 404
+                status, _ = await call(
+                    handle.http_port, "POST", "/admin/markets/binance/symbols", TOKEN, {}
+                )
+                assert status == 404
+            nursery.cancel_scope.cancel()
+
+
+async def test_the_admin_api_adds_lists_and_removes_symbols(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    env = {TOKEN_ENV: TOKEN}
+    with trio.fail_after(TIMEOUT):
+        async with trio.open_nursery() as nursery:
+            fake = FakeBinance()
+            await nursery.start(fake.run)
+            settings = settings_for(fake.url, tmp_path, ["btcusdt"], admin_token_env=TOKEN_ENV)
+            async with service(settings, env=env) as handle:
+                port = handle.http_port
+                await fake.wait_subscribed(["btcusdt@trade"])
+                for token in (None, "wrong", TOKEN + "x"):
+                    assert await call(port, "GET", "/admin/markets", token) == (
+                        401,
+                        {"error": "unauthorized"},
+                    )
+                    status, _ = await call(
+                        port, "POST", "/admin/markets/binance/symbols", token, {"symbols": ["x"]}
+                    )
+                    assert status == 401
+                assert fake.connections == 1
+
+                status, listed = await call(port, "GET", "/admin/markets", TOKEN)
+                assert status == 200
+                assert listed == {
+                    "markets": [
+                        {
+                            "market": 0,
+                            "exchange": "binance",
+                            "data_exchange": "binance",
+                            "category": None,
+                            "feeds": ["trades"],
+                            "symbols": ["btcusdt"],
+                        }
+                    ]
+                }
+
+                status, report = await call(
+                    port, "POST", "/admin/markets/binance/symbols", TOKEN, {"symbols": ["ethusdt"]}
+                )
+                assert status == 200
+                assert report == {
+                    "added": [["binance", "ETHUSDT"]],
+                    "removed": [],
+                    "connections_started": ["binance-1"],
+                    "connections_stopped": [],
+                    "needs_restart": [],
+                }
+                await fake.wait_subscribed(["ethusdt@trade"])
+                await trade(fake, "ethusdt", 1)
+
+                bad = [
+                    ({"symbols": []}, 400),
+                    ({"symbol": "solusdt"}, 400),
+                    ({"symbols": ["not a symbol!"]}, 400),
+                    ({"symbols": ["solusdt"], "market": 3}, 404),
+                ]
+                for body, expected in bad:
+                    status, answer = await call(
+                        port, "POST", "/admin/markets/binance/symbols", TOKEN, body
+                    )
+                    assert (status, sorted(answer)) == (expected, ["error"]), body
+                status, _ = await call(
+                    port, "POST", "/admin/markets/okx/symbols", TOKEN, {"symbols": ["BTC-USDT"]}
+                )
+                assert status == 404
+
+                status, report = await call(
+                    port, "DELETE", "/admin/markets/binance/symbols/ETHUSDT", TOKEN
+                )
+                assert status == 200
+                assert report["removed"] == [["binance", "ETHUSDT"]]
+                assert report["connections_stopped"] == ["binance-1"]
+                status, _ = await call(
+                    port, "DELETE", "/admin/markets/binance/symbols/ethusdt", TOKEN
+                )
+                assert status == 404
+                status, answer = await call(
+                    port, "DELETE", "/admin/markets/binance/symbols/btcusdt", TOKEN
+                )
+                assert (status, answer) == (
+                    409,
+                    {"error": "cannot remove the last symbol of the service"},
+                )
+            nursery.cancel_scope.cancel()
+
+    assert statuses(tmp_path, "ETHUSDT") == [
+        ("connected", None),
+        ("subscribed", "trades"),
+        ("unsubscribed", "trades"),
+    ]
+    logged = "\n".join(f"{r.getMessage()} {r.__dict__}" for r in caplog.records)
+    assert TOKEN not in logged
+
+
+async def test_an_admin_token_variable_that_is_unset_stops_the_start(tmp_path: Path) -> None:
+    settings = settings_for("ws://127.0.0.1:1", tmp_path, ["btcusdt"], admin_token_env=TOKEN_ENV)
+    for env in ({}, {TOKEN_ENV: ""}):
+        with pytest.raises(ServiceError, match=TOKEN_ENV) as caught:
+            await run_service(plan_service(settings), handle_signals=False, env=env)
+        assert caught.value.exit_code == EXIT_BAD_SETTINGS
