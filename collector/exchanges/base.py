@@ -224,6 +224,22 @@ class Session(ABC):
         frames = self.subscribe_frames(now_us)
         return self._take((), frames)
 
+    def change_plan(self, plan: ConnectionPlan, now_us: int) -> Actions:
+        """The connection's plan changed while it runs (symbols added or removed at run
+        time, :mod:`collector.control`): the frames that subscribe what ``plan`` adds and
+        unsubscribe what it no longer has (``send``). Only for a venue whose adapter
+        declares ``live_subscriptions``. The added subscriptions count as pending until
+        acknowledged (their ``subscribed`` rows come as for the first ones); the removed
+        ones' data may still come for a moment (the connection drops it)."""
+        known = set(self.plan.subscriptions)
+        wanted = set(plan.subscriptions)
+        added = tuple(s for s in plan.subscriptions if s not in known)
+        removed = tuple(s for s in self.plan.subscriptions if s not in wanted)
+        frames = self.change_frames(plan, added, removed) if added or removed else []
+        self.plan = plan
+        self._pending_subscriptions += len(added)
+        return self._take((), frames)
+
     def receive(self, payloads: Sequence[bytes], received_us: int, events: list[Event]) -> Actions:
         """Parse the frames of one read in order, appending their events to ``events``.
 
@@ -300,6 +316,17 @@ class Session(ABC):
     @abstractmethod
     def subscribe_frames(self, now_us: int) -> list[str]:
         """Frames to send right after the WebSocket handshake, in order (see :meth:`subscribe`)."""
+
+    def change_frames(
+        self,
+        plan: ConnectionPlan,
+        added: tuple[Subscription, ...],
+        removed: tuple[Subscription, ...],
+    ) -> list[str]:
+        """Frames that subscribe ``added`` (subscriptions of ``plan``, the new plan) and
+        unsubscribe ``removed`` on the live connection, in order (see :meth:`change_plan`).
+        A venue whose adapter declares ``live_subscriptions`` implements it."""
+        raise NotImplementedError(f"{self.exchange} cannot change subscriptions while connected")
 
     @abstractmethod
     def parse(self, payload: bytes, received_us: int) -> list[Event]:
@@ -499,6 +526,10 @@ class ExchangeAdapter(ABC):
     # overlap of the two connections by them. Of the venues here only Binance documents one;
     # for the others none was found (exchanges.md: UNCONFIRMED, or only idle timeouts).
     max_connection_lifetime_secs: ClassVar[float | None] = None
+    # Whether the venue's sessions subscribe and unsubscribe on a live connection
+    # (:meth:`Session.change_frames`): symbols added at run time may then join a running
+    # connection, and removed ones are unsubscribed (collector.control).
+    live_subscriptions: ClassVar[bool] = False
 
     # --------------------------------------------------------------- geo-blocks
 

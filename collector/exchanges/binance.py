@@ -475,6 +475,8 @@ class BinanceAdapter(ExchangeAdapter):
     # The venue documents that a connection is valid for 24 h and is closed at that mark
     # (spot and futures WebSocket Streams docs; exchanges.md section 1.1, D1.2).
     max_connection_lifetime_secs: ClassVar[float | None] = 24 * 3600.0
+    # SUBSCRIBE and UNSUBSCRIBE work on a live connection (the same request, answered by id).
+    live_subscriptions: ClassVar[bool] = True
 
     @classmethod
     def symbols_url(cls, rest_url: str | None = None, category: str | None = None) -> str:
@@ -713,6 +715,8 @@ class BinanceSession(Session):
         self._next_id = 1
         # Request id -> the subscriptions it asked for, until answered.
         self._requests: dict[int, tuple[tuple[Subscription, str], ...]] = {}
+        # Ids of UNSUBSCRIBE requests not answered yet (streams removed at run time).
+        self._unsubscribing: set[int] = set()
         # Stream name -> (handler, venue symbol); filled lazily from the names seen.
         self._routes: dict[str, tuple[_Handler, str]] = {}
         # Only trade and diff-depth streams (their data names its kind): frames are decoded in
@@ -749,8 +753,53 @@ class BinanceSession(Session):
         frame = {"method": "SUBSCRIBE", "params": [s for _, s in items], "id": request_id}
         return _ENCODER.encode(frame).decode()
 
+    def change_frames(
+        self,
+        plan: ConnectionPlan,
+        added: tuple[Subscription, ...],
+        removed: tuple[Subscription, ...],
+    ) -> list[str]:
+        """``UNSUBSCRIBE`` the removed streams (the symbols' book sync is forgotten), then
+        ``SUBSCRIBE`` the added ones (named as ``plan`` names them), in requests of at most
+        ``MAX_STREAMS_PER_SUBSCRIBE`` streams."""
+        frames: list[str] = []
+        if removed:
+            gone = set(removed)
+            streams = [stream for sub, stream in self._streams if sub in gone]
+            self._streams = tuple(item for item in self._streams if item[0] not in gone)
+            for symbol in {sub.symbol for sub in removed}:
+                self._snapshot_pending.discard(symbol)
+                self._first_delta_since_request.pop(symbol, None)
+                self._awaiting_cover.pop(symbol, None)
+                self._last_update_id.pop(symbol, None)
+            for i in range(0, len(streams), MAX_STREAMS_PER_SUBSCRIBE):
+                request_id = self._next_id
+                self._next_id += 1
+                self._unsubscribing.add(request_id)
+                params = streams[i : i + MAX_STREAMS_PER_SUBSCRIBE]
+                frame = {"method": "UNSUBSCRIBE", "params": params, "id": request_id}
+                frames.append(_ENCODER.encode(frame).decode())
+        if added:
+            if isinstance(plan, BinancePlan) and len(plan.streams) == len(plan.subscriptions):
+                names = dict(zip(plan.subscriptions, plan.streams, strict=True))
+            else:
+                names = {s: stream_name(s.symbol, s.feed) for s in plan.subscriptions}
+            items = tuple((sub, names[sub]) for sub in added)
+            self._streams += items
+            self._tagged = self._tagged and all(
+                _tagged_kind(stream, self._trade_kind) is not None for _, stream in items
+            )
+            frames += [
+                self._request(items[i : i + MAX_STREAMS_PER_SUBSCRIBE])
+                for i in range(0, len(items), MAX_STREAMS_PER_SUBSCRIBE)
+            ]
+        return frames
+
     def _on_response(self, env: _Envelope, received_us: int) -> list[Event]:
         request_id = env.id
+        if isinstance(request_id, int) and request_id in self._unsubscribing:
+            self._unsubscribing.discard(request_id)
+            return []  # an UNSUBSCRIBE answered: the streams were dropped already
         failed = env.code is not None or env.error is not None
         if request_id is None or request_id is msgspec.UNSET:
             # Responses come in request order: an error without an id is the oldest one's.

@@ -336,6 +336,8 @@ class BybitAdapter(ExchangeAdapter):
     max_subscriptions_per_connection: ClassVar[int | None] = MAX_TOPICS_PER_CONNECTION
     # No client message limit is documented for public streams; stay gentle.
     client_messages_per_second: ClassVar[float] = 5.0
+    # "op": "subscribe" / "unsubscribe" work on a live connection.
+    live_subscriptions: ClassVar[bool] = True
     # The venue recommends an op ping every 20 s and drops idle clients.
     keepalive_interval_secs: ClassVar[float | None] = 20.0
 
@@ -502,6 +504,61 @@ class BybitSession(Session):
     def _resubscribe(self, topic: str) -> None:
         self._outgoing.append(self._request("unsubscribe", [topic]))
         self._outgoing.append(self._request("subscribe", [topic]))
+
+    def change_frames(
+        self,
+        plan: ConnectionPlan,
+        added: tuple[Subscription, ...],
+        removed: tuple[Subscription, ...],
+    ) -> list[str]:
+        """``unsubscribe`` the topics of the removed subscriptions (a topic shared by
+        ``ticker`` and ``derivatives`` only once none of its subscriptions is left), then
+        ``subscribe`` the added ones' topics (named as ``plan`` names them), at most
+        ``MAX_ARGS_PER_SUBSCRIBE`` a request."""
+        frames: list[str] = []
+        if removed:
+            gone = set(removed)
+            dropped = []
+            for topic, subs in list(self._subs.items()):
+                kept = tuple(sub for sub in subs if sub not in gone)
+                if len(kept) == len(subs):
+                    continue
+                if kept:
+                    self._subs[topic] = kept
+                    continue
+                del self._subs[topic]
+                self._unacked.discard(topic)
+                dropped.append(topic)
+            for symbol in {sub.symbol for sub in removed}:
+                self._tickers.pop(symbol, None)
+                self._ticker_resyncing.discard(symbol)
+                self._last_u.pop(symbol, None)
+                self._resyncing.discard(symbol)
+            frames += [
+                self._request("unsubscribe", topics)
+                for topics in chunked(dropped, MAX_ARGS_PER_SUBSCRIBE)
+            ]
+        if added:
+            if isinstance(plan, BybitPlan) and len(plan.topics) == len(plan.subscriptions):
+                names = dict(zip(plan.subscriptions, plan.topics, strict=True))
+            else:
+                names = {s: topic_name(s.symbol, s.feed) for s in plan.subscriptions}
+            new_topics: list[str] = []
+            for sub in added:
+                topic = names[sub]
+                if topic not in self._subs:
+                    new_topics.append(topic)
+                    self._unacked.add(topic)
+                elif topic not in self._unacked:
+                    # The topic is subscribed already (ticker and derivatives share it):
+                    # the new subscription is acknowledged with it.
+                    self._pending_subscriptions -= 1
+                self._subs[topic] = (*self._subs.get(topic, ()), sub)
+            frames += [
+                self._request("subscribe", topics)
+                for topics in chunked(new_topics, MAX_ARGS_PER_SUBSCRIBE)
+            ]
+        return frames
 
     def _on_answer(self, env: _Envelope, received_us: int) -> list[Event]:
         op = env.op

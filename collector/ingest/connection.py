@@ -38,6 +38,7 @@ from collector.ingest.errors import (
     connection_failure,
 )
 from collector.ingest.handover import Lane
+from collector.ingest.live import PlanInbox
 from collector.ingest.polling import PollInbox, run_poller
 from collector.ingest.sink import CLOSE_SEND_TIMEOUT_SECS, EventSink, without_removed
 from collector.ingest.snapshots import FetchedSnapshot, run_snapshot_fetcher
@@ -69,6 +70,7 @@ async def run_connection(
     adapter: ExchangeAdapter,
     ctx: IngestContext,
     sink: EventSink | Lane,
+    inboxes: list[PlanInbox] | None = None,
 ) -> NoReturn:
     """One connection attempt for ``plan``, until it fails.
 
@@ -93,10 +95,35 @@ async def run_connection(
     planned reconnects): every row then goes through it, the lane learns when the
     connection came up and its dispatcher, and only a ``primary`` lane reports the plan's
     health (a successor being brought up does not, nor a connection it replaced).
+
+    ``inboxes`` (the supervisor's, where the connection's plan can change while it runs):
+    the attempt registers a :class:`~collector.ingest.live.PlanInbox` there from the
+    moment its session exists until it ends, and the receive loop applies what it finds
+    there (:mod:`collector.ingest.live`).
     """
     lane = sink if isinstance(sink, Lane) else Lane(sink)
-    settings = ctx.settings
     session = adapter.open_session(plan)
+    live: PlanInbox | None = None
+    if inboxes is not None:
+        live = PlanInbox()
+        inboxes.append(live)
+    try:
+        await _run_attempt(plan, adapter, ctx, lane, session, live)
+    finally:
+        if inboxes is not None and live in inboxes:
+            inboxes.remove(live)
+
+
+async def _run_attempt(
+    plan: ConnectionPlan,
+    adapter: ExchangeAdapter,
+    ctx: IngestContext,
+    lane: Lane,
+    session: Session,
+    live: PlanInbox | None,
+) -> NoReturn:
+    """:func:`run_connection` once its session exists (``live``: its plan changes)."""
+    settings = ctx.settings
     max_size = int(settings.max_message_size_mb * 1024 * 1024)
     attempts = ctx.metrics.connections_total
     try:
@@ -202,6 +229,7 @@ async def run_connection(
                     discards,
                     inbox,
                     attempt,
+                    changes=live,
                 )
         raise AssertionError("the receive loop only ends by raising")  # pragma: no cover
     except BaseExceptionGroup as group:
@@ -262,6 +290,8 @@ async def _receive_loop(
     discards: DiscardSummary,
     inbox: PollInbox | None = None,
     attempt: int | None = None,
+    *,
+    changes: PlanInbox | None = None,
 ) -> NoReturn:
     """Read, parse and forward until the connection fails (or the watchdog ends it).
 
@@ -309,6 +339,8 @@ async def _receive_loop(
             )
         if inbox is not None and inbox.bodies:
             await _apply_polled(session, inbox, dispatcher, ctx, lane, exchange, discards, attempt)
+        if changes is not None and changes.plan is not None:
+            _apply_plan_change(session, changes, dispatcher, wall_clock())
         if not messages:
             continue
         received_us = wall_clock()
@@ -365,6 +397,24 @@ async def _receive_loop(
         follow(actions)
         if lane.overlap is not None:
             await lane.settle(received_us)
+
+
+def _apply_plan_change(
+    session: Session, changes: PlanInbox, dispatcher: Dispatcher, now_us: int
+) -> None:
+    """Hand the session the connection's new plan (symbols added or removed at run
+    time); its subscribe and unsubscribe frames go to the sender."""
+    plan = changes.take()
+    if plan is not None:
+        log.info(
+            "changing a live connection's subscriptions",
+            extra={
+                "exchange": plan.exchange,
+                "connection": plan.name,
+                "symbols": len(plan.symbols),
+            },
+        )
+        dispatcher.follow(session.change_plan(plan, now_us))
 
 
 async def _apply_snapshots(

@@ -15,6 +15,7 @@ from collector.exchanges.base import ConnectionPlan, ExchangeAdapter
 from collector.ingest.connection import IngestContext, run_connection
 from collector.ingest.errors import ConnectionFailed
 from collector.ingest.handover import QUIET_SECS, Lane, Overlap, Watch
+from collector.ingest.live import PlanInbox
 from collector.ingest.sink import EventSink
 
 log = logging.getLogger(__name__)
@@ -41,13 +42,17 @@ class ConnectionControl:
     ``plan`` is what the next attempt subscribes (the supervisor reads it at each attempt,
     so a reduced plan takes effect at the connection's next reconnect); ``sink`` is the
     connection's sink for every attempt, whose ``removed`` set keeps the rows of symbols
-    removed meanwhile out of the data; ``scope`` stops the supervisor (and its connection)
-    for good; ``done`` is set once the supervisor has ended and closed the sink.
+    removed meanwhile out of the data; ``inboxes`` holds the plan inbox of each attempt
+    running now (:mod:`collector.ingest.live`: two during a planned handover), where a
+    venue with live subscriptions takes a changed plan without reconnecting; ``scope``
+    stops the supervisor (and its connection) for good; ``done`` is set once the
+    supervisor has ended and closed the sink.
     """
 
     def __init__(self, plan: ConnectionPlan, sink: EventSink) -> None:
         self.plan = plan
         self.sink = sink
+        self.inboxes: list[PlanInbox] = []
         self.scope = trio.CancelScope()
         self.done = trio.Event()
 
@@ -192,7 +197,7 @@ async def _supervise(
                 plan = control.plan
                 try:
                     if replace_after is None:
-                        await run_connection(plan, adapter, ctx, sink)
+                        await run_connection(plan, adapter, ctx, sink, control.inboxes)
                     else:
                         raise await _run_planned(control, adapter, ctx, sink, pacer, replace_after)
                 except ConnectionFailed as failure:
@@ -240,10 +245,16 @@ class _Attempt:
     def up_or_ended(self) -> bool:
         return self.done or self.lane.up_since is not None
 
-    async def run(self, plan: ConnectionPlan, adapter: ExchangeAdapter, ctx: IngestContext) -> None:
+    async def run(
+        self,
+        plan: ConnectionPlan,
+        adapter: ExchangeAdapter,
+        ctx: IngestContext,
+        inboxes: list[PlanInbox],
+    ) -> None:
         try:
             with self.scope:
-                await run_connection(plan, adapter, ctx, self.lane)
+                await run_connection(plan, adapter, ctx, self.lane, inboxes)
         except ConnectionFailed as failure:
             self.failure = failure
         finally:
@@ -285,7 +296,7 @@ async def _run_planned(
     plan = control.plan
     async with trio.open_nursery() as nursery:
         current = _Attempt(Lane(sink, watch=watch), watch)
-        nursery.start_soon(current.run, plan, adapter, ctx)
+        nursery.start_soon(current.run, plan, adapter, ctx, control.inboxes)
         while True:
             await watch.until(current.up_or_ended)
             up_since = current.lane.up_since
@@ -302,7 +313,7 @@ async def _run_planned(
                 overlap = Overlap(
                     current.lane, successor.lane, plan, ctx.wall_clock, watch=watch, detail=detail
                 )
-                nursery.start_soon(successor.run, plan, adapter, ctx)
+                nursery.start_soon(successor.run, plan, adapter, ctx, control.inboxes)
                 settled = partial(_settled, current, successor, overlap)
                 while not await watch.until(settled, trio.current_time() + QUIET_SECS):
                     await overlap.poll()  # quiet streams may have settled meanwhile
