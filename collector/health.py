@@ -66,6 +66,14 @@ class HealthState:
         for symbol in symbols:
             self.metrics.websocket_connected.labels(exchange, symbol).set(0)
 
+    def add_symbols(self, name: str, symbols: tuple[str, ...]) -> None:
+        """``symbols`` were added to running connection ``name``: they follow its state
+        (``collector_websocket_connected``) from now on."""
+        conn = self.connections[name]
+        conn.symbols = tuple(dict.fromkeys((*conn.symbols, *symbols)))
+        for symbol in symbols:
+            self.metrics.websocket_connected.labels(conn.exchange, symbol).set(int(conn.up))
+
     def remove_symbols(self, name: str, symbols: tuple[str, ...]) -> None:
         """``symbols`` were removed from connection ``name`` at run time: their
         ``collector_websocket_connected`` series go (a symbol no longer collected has no

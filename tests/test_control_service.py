@@ -121,6 +121,63 @@ def trade_ids(data_dir: Path, symbol: str) -> list[int]:
 # --------------------------------------------------------------------------- controller
 
 
+def with_market(settings: Settings, symbols: list[str], **options: Any) -> Settings:
+    """``settings`` and one more Binance market (the first's URL and feeds)."""
+    [market] = settings.markets
+    extra = msgspec.structs.replace(market, symbols=tuple(symbols), **options)
+    return msgspec.structs.replace(settings, markets=(market, extra))
+
+
+# A market whose connections cannot be shared with the first's (another REST base for its
+# book snapshots): its symbols need a connection of their own.
+OTHER_REST = {"rest_url": "http://127.0.0.1:9"}
+
+
+async def test_an_added_symbol_joins_the_live_connection(tmp_path: Path) -> None:
+    """Binance takes SUBSCRIBE on a live connection: no new connection, no hole."""
+    with trio.fail_after(TIMEOUT):
+        async with trio.open_nursery() as nursery:
+            fake = FakeBinance()
+            await nursery.start(fake.run)
+            settings = settings_for(fake.url, tmp_path, ["btcusdt", "ethusdt"])
+            async with service(settings) as handle:
+                await fake.wait_subscribed(["btcusdt@trade", "ethusdt@trade"])
+                await trade(fake, "btcusdt", 1)
+
+                report = await controller_of(handle).apply(
+                    with_symbols(settings, ["btcusdt", "ethusdt", "solusdt"]), "test"
+                )
+                assert (report.added, report.removed) == ((("binance", "SOLUSDT"),), ())
+                assert (report.joined, report.started) == (("binance-0",), ())
+                # Taken at the connection's next read.
+                await trade(fake, "ethusdt", 1)
+                await fake.wait_subscribed(["solusdt@trade"], number=1)
+                await settle()
+                await trade(fake, "solusdt", 1)
+                await trade(fake, "btcusdt", 2)
+                assert fake.connections == 1
+                assert handle.health.ready
+                assert handle.health.connections["binance-0"].symbols == (
+                    "BTCUSDT",
+                    "ETHUSDT",
+                    "SOLUSDT",
+                )
+                subscribes = [m for m in fake.client_messages if "SUBSCRIBE" in m]
+                assert len(subscribes) == 2
+                assert '"params":["solusdt@trade"]' in subscribes[1]
+            nursery.cancel_scope.cancel()
+
+    assert trade_ids(tmp_path, "BTCUSDT") == [1, 2]
+    assert trade_ids(tmp_path, "SOLUSDT") == [1]
+    assert statuses(tmp_path, "BTCUSDT") == [
+        ("connected", None),
+        ("subscribed", "trades"),
+        ("disconnected", None),
+    ]
+    # The connection was up already: the new symbol's first row is its subscription.
+    assert statuses(tmp_path, "SOLUSDT") == [("subscribed", "trades"), ("disconnected", None)]
+
+
 async def test_an_added_symbol_gets_its_own_connection_and_the_others_go_on(
     tmp_path: Path,
 ) -> None:
@@ -135,11 +192,11 @@ async def test_an_added_symbol_gets_its_own_connection_and_the_others_go_on(
                 await trade(fake, "ethusdt", 1)
 
                 report = await controller_of(handle).apply(
-                    with_symbols(settings, ["btcusdt", "ethusdt", "solusdt"]), "test"
+                    with_market(settings, ["solusdt"], **OTHER_REST), "test"
                 )
                 assert report.added == (("binance", "SOLUSDT"),)
                 assert report.removed == ()
-                assert report.started == ("binance-1",)
+                assert (report.started, report.joined) == (("binance-1",), ())
                 assert report.restart == ()
                 # /ready waits for the new connection, then follows it.
                 assert "binance-1" in handle.health.connections
@@ -173,18 +230,13 @@ async def test_an_added_symbol_gets_its_own_connection_and_the_others_go_on(
     assert trade_ids(tmp_path, "BTCUSDT") == [1, 2]
     assert trade_ids(tmp_path, "ETHUSDT") == [1, 2]
     assert trade_ids(tmp_path, "SOLUSDT") == [1]
-    for symbol in ("BTCUSDT", "ETHUSDT"):
+    for symbol in ("BTCUSDT", "ETHUSDT", "SOLUSDT"):
         # One connection from start to stop: no hole, only the shutdown's disconnect.
         assert statuses(tmp_path, symbol) == [
             ("connected", None),
             ("subscribed", "trades"),
             ("disconnected", None),
         ]
-    assert statuses(tmp_path, "SOLUSDT") == [
-        ("connected", None),
-        ("subscribed", "trades"),
-        ("disconnected", None),
-    ]
 
 
 async def test_a_removed_symbol_is_unsubscribed_and_its_rows_stop(tmp_path: Path) -> None:
@@ -202,9 +254,16 @@ async def test_a_removed_symbol_is_unsubscribed_and_its_rows_stop(tmp_path: Path
                 report = await controller.apply(with_symbols(settings, ["btcusdt"]), "test")
                 assert report.removed == (("binance", "ETHUSDT"),)
                 assert report.stopped == ()  # BTCUSDT is still on it
-                # The venue still sends ETHUSDT on this connection (no unsubscribe frame
-                # here): it is read and dropped.
+                # The venue sends ETHUSDT until it has the UNSUBSCRIBE, sent after the
+                # connection's next read: what comes meanwhile is read and dropped.
                 await trade(fake, "ethusdt", 2)
+                await fake.wait_unsubscribed(["ethusdt@trade"])
+                assert fake.clients[0].streams == {"btcusdt@trade"}
+                assert (
+                    '"method":"UNSUBSCRIBE","params":["ethusdt@trade"]'
+                    in (fake.client_messages[-1])
+                )
+                await trade(fake, "ethusdt", 3, expected=0)
                 await trade(fake, "btcusdt", 2)
                 assert fake.connections == 1
                 assert controller.runners["binance"].controls["binance-0"].plan.symbols == (
@@ -225,16 +284,16 @@ async def test_a_removed_symbol_is_unsubscribed_and_its_rows_stop(tmp_path: Path
                 assert {symbol for _, symbol in series} == {"BTCUSDT"}
                 assert samples[("collector_shard_pairs", frozenset())] == 1
 
-                # Added again: on a new connection, while the old one still drops it.
+                # Added again: on a connection of its own (not the one that dropped it).
                 report = await controller.apply(settings, "test")
                 assert report.started == ("binance-1",)
                 await fake.wait_subscribed(["ethusdt@trade"], number=2)
                 await settle()
-                await trade(fake, "ethusdt", 3, expected=2)
+                await trade(fake, "ethusdt", 4)
             nursery.cancel_scope.cancel()
 
     assert trade_ids(tmp_path, "BTCUSDT") == [1, 2]
-    assert trade_ids(tmp_path, "ETHUSDT") == [1, 3]
+    assert trade_ids(tmp_path, "ETHUSDT") == [1, 4]
     assert statuses(tmp_path, "BTCUSDT") == [
         ("connected", None),
         ("subscribed", "trades"),
@@ -265,7 +324,7 @@ async def test_a_connection_left_without_symbols_is_stopped(tmp_path: Path) -> N
             async with service(settings) as handle:
                 await fake.wait_subscribed(["btcusdt@trade"])
                 controller = controller_of(handle)
-                await controller.apply(with_symbols(settings, ["btcusdt", "solusdt"]), "test")
+                await controller.apply(with_market(settings, ["solusdt"], **OTHER_REST), "test")
                 await fake.wait_subscribed(["solusdt@trade"])
                 await trade(fake, "solusdt", 1)
 
@@ -338,7 +397,8 @@ async def test_sighup_reads_the_settings_file_again(
                 os.kill(os.getpid(), signal.SIGHUP)
                 await fake.wait_subscribed(["ethusdt@trade"])
                 await settle()
-                assert sorted(handle.health.connections) == ["binance-0", "binance-1"]
+                # Joined the live connection (Binance subscribes on a live connection).
+                assert handle.health.connections["binance-0"].symbols == ("BTCUSDT", "ETHUSDT")
                 assert handle.metrics.sample("collector_configured_pairs") == 2
 
                 # A file that does not load: one line, the running markets stay.
@@ -346,7 +406,7 @@ async def test_sighup_reads_the_settings_file_again(
                 os.kill(os.getpid(), signal.SIGHUP)
                 await trio.testing.wait_all_tasks_blocked(cushion=0.2)
                 await trade(fake, "ethusdt", 1)
-                assert fake.connections == 2
+                assert fake.connections == 1
             nursery.cancel_scope.cancel()
 
     messages = [r.getMessage() for r in caplog.records]
@@ -450,11 +510,14 @@ async def test_the_admin_api_adds_lists_and_removes_symbols(
                 assert report == {
                     "added": [["binance", "ETHUSDT"]],
                     "removed": [],
-                    "connections_started": ["binance-1"],
+                    "connections_started": [],
+                    "connections_joined": ["binance-0"],
                     "connections_stopped": [],
                     "needs_restart": [],
                 }
+                await trade(fake, "btcusdt", 1)  # the connection's next read subscribes
                 await fake.wait_subscribed(["ethusdt@trade"])
+                await settle()
                 await trade(fake, "ethusdt", 1)
 
                 bad = [
@@ -478,7 +541,7 @@ async def test_the_admin_api_adds_lists_and_removes_symbols(
                 )
                 assert status == 200
                 assert report["removed"] == [["binance", "ETHUSDT"]]
-                assert report["connections_stopped"] == ["binance-1"]
+                assert report["connections_stopped"] == []
                 status, _ = await call(
                     port, "DELETE", "/admin/markets/binance/symbols/ethusdt", TOKEN
                 )
@@ -492,11 +555,8 @@ async def test_the_admin_api_adds_lists_and_removes_symbols(
                 )
             nursery.cancel_scope.cancel()
 
-    assert statuses(tmp_path, "ETHUSDT") == [
-        ("connected", None),
-        ("subscribed", "trades"),
-        ("unsubscribed", "trades"),
-    ]
+    assert statuses(tmp_path, "ETHUSDT") == [("subscribed", "trades"), ("unsubscribed", "trades")]
+    assert trade_ids(tmp_path, "ETHUSDT") == [1]
     logged = "\n".join(f"{r.getMessage()} {r.__dict__}" for r in caplog.records)
     assert TOKEN not in logged
 

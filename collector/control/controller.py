@@ -73,12 +73,15 @@ class ChangeReport:
     started: tuple[str, ...]
     stopped: tuple[str, ...]
     restart: tuple[str, ...]
+    # Running connections that took added subscriptions live (live_subscriptions venues).
+    joined: tuple[str, ...] = ()
 
     def as_dict(self) -> dict[str, object]:
         return {
             "added": [list(p) for p in self.added],
             "removed": [list(p) for p in self.removed],
             "connections_started": list(self.started),
+            "connections_joined": list(self.joined),
             "connections_stopped": list(self.stopped),
             "needs_restart": list(self.restart),
         }
@@ -174,10 +177,19 @@ class Controller:
         planned = self._plan_additions(change)  # may raise ChangeRefused: nothing done yet
         stopped = await self._remove(change.removed, origin) if change.removed else []
         started: list[str] = []
+        joined: list[str] = []
         for venue, (adapter, plans) in planned.items():
+            runner = self.runners.get(venue)
+            if runner is not None and adapter.live_subscriptions:
+                for plan in list(plans):
+                    name = self._join(runner, plan)
+                    if name is not None:
+                        plans.remove(plan)
+                        joined.append(name)
+            if not plans:
+                continue
             started += [plan.name for plan in plans]
             self._announce(adapter, plans)
-            runner = self.runners.get(venue)
             if runner is None:
                 self.runners[venue] = await self._start_exchange(adapter, plans)
             else:
@@ -185,7 +197,12 @@ class Controller:
                     runner.start(plan)
         self._follow(new, change, configured_pairs)
         report = ChangeReport(
-            change.added_pairs, change.removed, tuple(started), tuple(stopped), change.restart
+            change.added_pairs,
+            change.removed,
+            tuple(started),
+            tuple(stopped),
+            change.restart,
+            tuple(dict.fromkeys(joined)),
         )
         if not change.applies_nothing or change.restart:
             log.info(
@@ -228,6 +245,49 @@ class Controller:
                 plans.append(attrs.evolve(plan, name=name))
             planned[venue] = (adapter, plans)
         return planned
+
+    def _join(self, runner: ExchangeRunner, plan: ConnectionPlan) -> str | None:
+        """Add ``plan``'s subscriptions to a running connection that could carry them
+        (same URL and options, room within the venue's limits, not in a planned handover);
+        returns its name, or None where none can (``plan`` then gets its own connection).
+        The attempt running now takes the grown plan at its next read; a reconnect, from
+        the plan."""
+        adapter = runner.adapter
+        field = adapter.wire_names_field
+        for control in runner.controls.values():
+            current = control.plan
+            if (
+                len(control.inboxes) > 1
+                or not _joinable(current, plan, field)
+                or control.sink.removed.intersection(plan.symbols)
+            ):
+                continue  # in a handover, other options, or re-adding what it dropped
+            subscriptions = (*current.subscriptions, *plan.subscriptions)
+            symbols = dict.fromkeys((*current.symbols, *plan.symbols))
+            most_subs = adapter.max_subscriptions_per_connection
+            most_symbols = adapter.max_symbols_per_connection
+            if (most_subs is not None and len(subscriptions) > most_subs) or (
+                most_symbols is not None and len(symbols) > most_symbols
+            ):
+                continue
+            changes: dict[str, object] = {"subscriptions": subscriptions}
+            if field is not None:
+                changes[field] = (*getattr(current, field), *getattr(plan, field))
+            grown = attrs.evolve(current, **changes)  # type: ignore[arg-type]
+            control.plan = grown
+            for inbox in control.inboxes:
+                inbox.put(grown)
+            self.ctx.health.add_symbols(current.name, plan.symbols)
+            handovers = adapter.max_connection_lifetime_secs is not None
+            create_connection_series(
+                self.ctx.metrics, grown, self.wall_clock(), handovers=handovers
+            )
+            log.info(
+                "symbols added to a running connection",
+                extra={"connection": current.name, "symbols": list(plan.symbols)},
+            )
+            return current.name
+        return None
 
     def _announce(self, adapter: ExchangeAdapter, plans: Iterable[ConnectionPlan]) -> None:
         """Health entries and metric series of new connections, before they start."""
@@ -291,8 +351,10 @@ class Controller:
         if not kept:
             return True
         control.plan = reduce_plan(plan, kept, field)
+        for inbox in control.inboxes:  # a live venue unsubscribes at the next read
+            inbox.put(control.plan)
         log.info(
-            "symbols removed from a running connection (its next reconnect subscribes the rest)",
+            "symbols removed from a running connection",
             extra={"connection": plan.name, "symbols": sorted(symbols), "origin": origin},
         )
         return False
@@ -336,6 +398,19 @@ def reduce_plan(
             name for sub, name in zip(plan.subscriptions, names, strict=True) if sub in wanted
         )
     return attrs.evolve(plan, **changes)  # type: ignore[arg-type]
+
+
+def _joinable(current: ConnectionPlan, plan: ConnectionPlan, wire_names_field: str | None) -> bool:
+    """Whether ``plan``'s subscriptions may go on ``current``'s connection: the same plan
+    class and every field the same but the name, the subscriptions and their wire names."""
+    if type(current) is not type(plan):
+        return False
+    skip = {"name", "subscriptions", wire_names_field}
+    return all(
+        getattr(current, f.name) == getattr(plan, f.name)
+        for f in attrs.fields(type(current))
+        if f.name not in skip
+    )
 
 
 def _fresh_name(name: str, taken: set[str]) -> str:

@@ -191,6 +191,8 @@ async def _run_attempt(
                 ctx.wall_clock,
                 adapter.snapshot_rate(plan),
             )
+            if live is not None:
+                nursery.start_soon(_wake_on_change, ws, live)
             polling = adapter.polling(plan)
             inbox: PollInbox | None = None
             if polling is not None:
@@ -397,6 +399,14 @@ async def _receive_loop(
         follow(actions)
         if lane.overlap is not None:
             await lane.settle(received_us)
+
+
+async def _wake_on_change(ws: WebSocket, live: PlanInbox) -> None:
+    """Ping the venue whenever a plan change waits in ``live``: its pong is a read, at
+    which the receive loop applies the change. Runs until the connection's nursery ends."""
+    while True:
+        await live.wait_changed()
+        await ws.ping()
 
 
 def _apply_plan_change(

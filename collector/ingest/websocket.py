@@ -242,6 +242,14 @@ class WebSocket:
         self._protocol.send_text(text.encode())
         await self._flush()
 
+    async def ping(self, data: bytes = b"") -> None:
+        """Send a ping frame: the peer's pong makes the receive loop's next read come soon
+        (a quiet connection reads nothing otherwise). Raises ConnectionLost if gone."""
+        if self._protocol.state is not State.OPEN:
+            raise ConnectionLost("ping on a closed connection")
+        self._protocol.send_ping(data)
+        await self._flush()
+
     async def _flush(self) -> None:
         writes = self._protocol.data_to_send()
         if not writes:

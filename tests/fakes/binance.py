@@ -395,6 +395,11 @@ class FakeBinance:
         """Until no client is connected."""
         await self._wait_for(lambda: not self.clients)
 
+    async def wait_unsubscribed(self, streams: Iterable[str]) -> None:
+        """Until no open connection holds any of ``streams``."""
+        unwanted = set(streams)
+        await self._wait_for(lambda: not any(c.streams & unwanted for c in self.clients))
+
     async def wait_clients(self, n: int) -> None:
         """Until exactly ``n`` clients are connected."""
         await self._wait_for(lambda: len(self.clients) == n)
