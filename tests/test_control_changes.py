@@ -7,6 +7,7 @@ from typing import Any
 from collector.control.changes import diff_settings
 from collector.control.controller import _fresh_name, reduce_plan
 from collector.exchanges.binance import BinanceAdapter, BinancePlan
+from collector.exchanges.bybit import BybitAdapter
 from collector.settings_check import parse_settings
 
 
@@ -90,3 +91,60 @@ def test_fresh_names_continue_the_runs_numbering() -> None:
     assert _fresh_name("binance-usdm-0", taken) == "binance-usdm-1"
     assert _fresh_name("bybit-linear-0", taken) == "bybit-linear-0"
     assert _fresh_name("bybit-linear-4", taken) == "bybit-linear-5"
+
+
+def test_a_binance_session_changes_its_streams_live() -> None:
+    adapter = BinanceAdapter()
+    old = settings({"exchange": "binance", "symbols": ["btcusdt", "ethusdt"], "feeds": ["trades"]})
+    new = settings({"exchange": "binance", "symbols": ["btcusdt", "solusdt"], "feeds": ["trades"]})
+    [plan] = adapter.plan_connections(old.markets)
+    [changed] = adapter.plan_connections(new.markets)
+    session = adapter.open_session(plan)
+    assert session.subscribe(0).send == (
+        '{"method":"SUBSCRIBE","params":["btcusdt@trade","ethusdt@trade"],"id":1}',
+    )
+    events: list[Any] = []
+    assert session.receive([b'{"result":null,"id":1}'], 1, events).subscribed
+
+    actions = session.change_plan(changed, 2)
+    assert actions.send == (
+        '{"method":"UNSUBSCRIBE","params":["ethusdt@trade"],"id":2}',
+        '{"method":"SUBSCRIBE","params":["solusdt@trade"],"id":3}',
+    )
+    assert not actions.subscribed  # SOLUSDT waits for its answer
+    assert session.plan is changed
+    events = []
+    actions = session.receive([b'{"result":null,"id":2}'], 3, events)
+    assert events == []
+    assert not actions.subscribed
+    actions = session.receive([b'{"result":null,"id":3}'], 4, events)
+    assert actions.subscribed
+    assert [(e.event, e.symbol) for e in events] == [("subscribed", "SOLUSDT")]
+
+
+def test_a_bybit_session_changes_its_topics_live() -> None:
+    adapter = BybitAdapter()
+    market = {"exchange": "bybit", "category": "linear", "feeds": ["trades", "ticker"]}
+    old = settings({**market, "symbols": ["BTCUSDT", "ETHUSDT"]})
+    new = settings({**market, "symbols": ["BTCUSDT", "SOLUSDT"]})
+    [plan] = adapter.plan_connections(old.markets)
+    [changed] = adapter.plan_connections(new.markets)
+    session = adapter.open_session(plan)
+    session.subscribe(0)
+    events: list[Any] = []
+    ack = b'{"success":true,"ret_msg":"","conn_id":"c","req_id":"1","op":"subscribe"}'
+    assert session.receive([ack], 1, events).subscribed
+    actions = session.change_plan(changed, 2)
+    assert actions.send == (
+        '{"req_id":"2","op":"unsubscribe","args":["publicTrade.ETHUSDT","tickers.ETHUSDT"]}',
+        '{"req_id":"3","op":"subscribe","args":["publicTrade.SOLUSDT","tickers.SOLUSDT"]}',
+    )
+    events = []
+    unsub = b'{"success":true,"ret_msg":"","conn_id":"c","req_id":"2","op":"unsubscribe"}'
+    assert not session.receive([unsub], 3, events).subscribed
+    sub = b'{"success":true,"ret_msg":"","conn_id":"c","req_id":"3","op":"subscribe"}'
+    assert session.receive([sub], 4, events).subscribed
+    assert sorted((e.event, e.symbol, e.data_type) for e in events) == [
+        ("subscribed", "SOLUSDT", "ticker"),
+        ("subscribed", "SOLUSDT", "trades"),
+    ]

@@ -31,6 +31,8 @@ from collector.planning import plan_service
 from collector.service import EXIT_BAD_SETTINGS, EXIT_OK, ServiceError, ServiceHandle, run_service
 from collector.settings_check import load_settings, parse_settings
 from tests.fakes.binance import FakeBinance, trade_frame
+from tests.fakes.bybit import FakeBybit
+from tests.fakes.bybit import trade_frame as bybit_trade_frame
 from tests.test_http import fetch_metrics
 from tests.venue_helpers import read_rows
 
@@ -567,3 +569,81 @@ async def test_an_admin_token_variable_that_is_unset_stops_the_start(tmp_path: P
         with pytest.raises(ServiceError, match=TOKEN_ENV) as caught:
             await run_service(plan_service(settings), handle_signals=False, env=env)
         assert caught.value.exit_code == EXIT_BAD_SETTINGS
+
+
+# --------------------------------------------------------------------------- Bybit
+
+
+async def test_bybit_subscribes_and_unsubscribes_on_the_live_connection(tmp_path: Path) -> None:
+    with trio.fail_after(TIMEOUT):
+        async with trio.open_nursery() as nursery:
+            fake = FakeBybit()
+            await nursery.start(fake.run)
+            settings = parse_settings(
+                {
+                    "collector": {"metrics_host": "127.0.0.1", "metrics_port": 0},
+                    "storage": {"data_dir": str(tmp_path)},
+                    "markets": [
+                        {
+                            "exchange": "bybit",
+                            "category": "linear",
+                            "symbols": ["BTCUSDT", "ETHUSDT"],
+                            "feeds": ["trades"],
+                            "base_url": fake.url,
+                        }
+                    ],
+                }
+            )
+            async with service(settings) as handle:
+                await fake.wait_subscribed(["publicTrade.BTCUSDT", "publicTrade.ETHUSDT"])
+                controller = controller_of(handle)
+                report = await controller.apply(
+                    with_symbols(settings, ["BTCUSDT", "SOLUSDT"]), "test"
+                )
+                assert report.added == (("bybit-linear", "SOLUSDT"),)
+                assert report.removed == (("bybit-linear", "ETHUSDT"),)
+                assert (report.joined, report.started, report.stopped) == (
+                    ("bybit-linear-0",),
+                    (),
+                    (),
+                )
+                await fake.wait_subscribed(["publicTrade.SOLUSDT"])
+                await fake.wait_for_message(
+                    lambda m: '"op":"unsubscribe","args":["publicTrade.ETHUSDT"]' in m
+                )
+                await settle()
+                assert [c.topics for c in fake.clients] == [
+                    {"publicTrade.BTCUSDT", "publicTrade.SOLUSDT"}
+                ]
+                for n, symbol in enumerate(("BTCUSDT", "SOLUSDT", "ETHUSDT"), start=1):
+                    frame = bybit_trade_frame(
+                        symbol, f"id-{n}", 100.0, 1.0, "Buy", 1_760_000_000_000 + n, n
+                    )
+                    await fake.send(frame)
+                await settle()
+                assert fake.connections == 1
+            nursery.cancel_scope.cancel()
+
+    rows = {
+        symbol: [
+            (r["event"], r["data_type"])
+            for r in read_rows(tmp_path, "bybit-linear", symbol, "status")
+        ]
+        for symbol in ("BTCUSDT", "ETHUSDT", "SOLUSDT")
+    }
+    assert rows["ETHUSDT"] == [
+        ("connected", None),
+        ("subscribed", "trades"),
+        ("unsubscribed", "trades"),
+    ]
+    assert rows["SOLUSDT"] == [("subscribed", "trades"), ("disconnected", None)]
+    assert rows["BTCUSDT"] == [
+        ("connected", None),
+        ("subscribed", "trades"),
+        ("disconnected", None),
+    ]
+    traded = {
+        symbol: len(read_rows(tmp_path, "bybit-linear", symbol, "trades"))
+        for symbol in ("BTCUSDT", "ETHUSDT", "SOLUSDT")
+    }
+    assert traded == {"BTCUSDT": 1, "ETHUSDT": 0, "SOLUSDT": 1}
