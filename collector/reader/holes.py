@@ -14,7 +14,10 @@ Which status events are holes (:data:`HOLE_EVENTS`), and over what time each one
   the hole starts that long before the row (a market may also just have been quiet) and
   runs until the next ``connected`` row;
 - ``subscribe_error``: the venue refused a feed for good: nothing of it until the next
-  ``subscribed`` row for that feed.
+  ``subscribed`` row for that feed;
+- ``unsubscribed``: the symbol was removed while the service ran (:mod:`collector.control`):
+  nothing of the feed, on purpose, until the next ``subscribed`` row for it (the symbol
+  added again), if any. A hole all the same: a book must not be carried across it.
 
 Not holes: ``connected`` and ``subscribed`` (they end holes), ``resync`` (a book starting
 again from a snapshot, after a gap when it follows one), ``discarded`` (updates skipped on
@@ -42,7 +45,9 @@ from collector.reader.times import from_us
 
 STATUS: Final = "status"
 ORDERBOOK: Final = "orderbook"
-HOLE_EVENTS: Final = frozenset({"disconnected", "gap", "dropped", "silent", "subscribe_error"})
+HOLE_EVENTS: Final = frozenset(
+    {"disconnected", "gap", "dropped", "silent", "subscribe_error", "unsubscribed"}
+)
 _COLUMNS: Final = (
     "exchange",
     "symbol",
@@ -144,7 +149,7 @@ def _span(rows: list[Row], index: int) -> tuple[int, int | None]:
         silence = _SILENCE.search(detail)
         start = at - round(float(silence.group(1)) * 1_000_000) if silence else at
         return start, _next_us(rows, index, connected)
-    # subscribe_error
+    # subscribe_error, unsubscribed
     return at, _next_us(
         rows, index, lambda r: r["event"] == "subscribed" and r["data_type"] == feed
     )

@@ -48,7 +48,9 @@ FULL_BOOK_KINDS: Final = frozenset({"snapshot", CHECKPOINT})
 # Status events that are holes in a book (with ``data_type`` ``orderbook`` or none): after
 # one the book is unknown until the next full book (the reader's rule too:
 # ``collector.reader.holes.HOLE_EVENTS``, kept equal by a test).
-BOOK_HOLE_EVENTS: Final = frozenset({"disconnected", "gap", "dropped", "silent", "subscribe_error"})
+BOOK_HOLE_EVENTS: Final = frozenset(
+    {"disconnected", "gap", "dropped", "silent", "subscribe_error", "unsubscribed"}
+)
 
 
 def _wrap(values: array[float], begin: int) -> pa.Array:
