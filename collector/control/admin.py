@@ -127,6 +127,8 @@ async def _apply(controller: Controller, new: Settings) -> JsonAnswer:
         report = await controller.apply(new, ORIGIN)
     except ChangeRefused as exc:
         raise AdminError(409, str(exc)) from None
+    except RuntimeError:  # the ingest tasks ended meanwhile (shutdown): nothing to change
+        raise AdminError(503, "the service is stopping") from None
     return report.as_dict(), 200
 
 
