@@ -33,6 +33,8 @@ from collector.settings_check import load_settings, parse_settings
 from tests.fakes.binance import FakeBinance, trade_frame
 from tests.fakes.bybit import FakeBybit
 from tests.fakes.bybit import trade_frame as bybit_trade_frame
+from tests.fakes.okx import FakeOkx
+from tests.fakes.okx import trade_frame as okx_trade_frame
 from tests.test_http import fetch_metrics
 from tests.venue_helpers import read_rows
 
@@ -647,3 +649,63 @@ async def test_bybit_subscribes_and_unsubscribes_on_the_live_connection(tmp_path
         for symbol in ("BTCUSDT", "ETHUSDT", "SOLUSDT")
     }
     assert traded == {"BTCUSDT": 1, "ETHUSDT": 0, "SOLUSDT": 1}
+
+
+# --------------------------------------------------------------------------- a new venue
+
+
+async def test_a_market_of_a_venue_not_running_starts_its_exchange(tmp_path: Path) -> None:
+    """OKX takes no live subscriptions here: its market gets an exchange task and a
+    connection of its own; the analytics cover the new pair and drop the removed one."""
+    with trio.fail_after(TIMEOUT):
+        async with trio.open_nursery() as nursery:
+            binance = FakeBinance()
+            okx = FakeOkx()
+            await nursery.start(binance.run)
+            await nursery.start(okx.run)
+            raw = raw_settings(binance.url, tmp_path, ["btcusdt"])
+            raw["analytics"] = {"enabled": True}
+            settings = parse_settings(raw)
+            async with service(settings) as handle:
+                await binance.wait_subscribed(["btcusdt@trade"])
+                controller = controller_of(handle)
+                raw["markets"].append(
+                    {
+                        "exchange": "okx",
+                        "symbols": ["BTC-USDT"],
+                        "feeds": ["trades"],
+                        "base_url": okx.url,
+                    }
+                )
+                report = await controller.apply(parse_settings(raw), "test")
+                assert report.started == ("okx-0",)
+                assert sorted(controller.runners) == ["binance", "okx"]
+                await okx.wait_subscribed([("trades", "BTC-USDT")])
+                await settle()
+                assert handle.health.ready
+                await okx.send(okx_trade_frame("BTC-USDT", 7, 100.0, 0.5, "buy", 1_760_000_000_000))
+                await settle()
+                samples = await fetch_metrics(handle.http_port)
+                analysed = {
+                    dict(labels)["exchange"]
+                    for (name, labels), _ in samples.items()
+                    if name == "collector_analytics_trades"
+                }
+                assert analysed == {"binance", "okx"}
+
+                raw["markets"].pop(0)
+                report = await controller.apply(parse_settings(raw), "test")
+                assert report.stopped == ("binance-0",)
+                await binance.wait_clients(0)
+                assert sorted(handle.health.connections) == ["okx-0"]
+                samples = await fetch_metrics(handle.http_port)
+                analysed = {
+                    dict(labels)["exchange"]
+                    for (name, labels), _ in samples.items()
+                    if name == "collector_analytics_trades"
+                }
+                assert analysed == {"okx"}
+            nursery.cancel_scope.cancel()
+
+    assert [r["trade_id"] for r in read_rows(tmp_path, "okx", "BTC-USDT", "trades")] == ["7"]
+    assert statuses(tmp_path, "BTCUSDT")[-1] == ("unsubscribed", "trades")
