@@ -31,21 +31,13 @@ import msgspec
 from quart import Response, request
 from quart_trio import QuartTrio
 
-from collector.config import ConfigError, MarketSettings, Settings
-from collector.control.controller import ChangeRefused, Controller
-from collector.settings_check import canonical_pair, check_settings
+from collector.config import Settings
+from collector.control.controller import Controller
+from collector.control.edits import EditError, apply_edit, with_added, without
 
 ORIGIN = "admin API"
 
 JsonAnswer = tuple[dict[str, Any], int] | tuple[dict[str, Any], int, dict[str, str]]
-
-
-class AdminError(Exception):
-    """A request the admin API refuses: ``status`` and a one-line message."""
-
-    def __init__(self, status: int, message: str) -> None:
-        super().__init__(message)
-        self.status = status
 
 
 class AdminApi:
@@ -70,7 +62,7 @@ class AdminApi:
 
     def running(self) -> Controller:
         if self.controller is None:
-            raise AdminError(503, "the service is starting or stopping")
+            raise EditError(503, "the service is starting or stopping")
         return self.controller
 
 
@@ -86,7 +78,7 @@ def add_admin_routes(app: QuartTrio, admin: AdminApi) -> None:
             return unauthorized()
         try:
             return {"markets": admin.running().markets()}, 200
-        except AdminError as exc:
+        except EditError as exc:
             return {"error": str(exc)}, exc.status
 
     @app.post("/admin/markets/<exchange>/symbols")
@@ -96,9 +88,9 @@ def add_admin_routes(app: QuartTrio, admin: AdminApi) -> None:
         try:
             controller = admin.running()
             body = _body(await request.get_data())
-            new = _with_added(controller.settings, exchange, body)
+            new = with_added(controller.settings, exchange, body.symbols, body.market)
             return await _apply(controller, new)
-        except AdminError as exc:
+        except EditError as exc:
             return {"error": str(exc)}, exc.status
 
     @app.delete("/admin/markets/<exchange>/symbols/<symbol>")
@@ -107,9 +99,9 @@ def add_admin_routes(app: QuartTrio, admin: AdminApi) -> None:
             return unauthorized()
         try:
             controller = admin.running()
-            new = _without(controller.settings, exchange, symbol)
+            new = without(controller.settings, exchange, [symbol])
             return await _apply(controller, new)
-        except AdminError as exc:
+        except EditError as exc:
             return {"error": str(exc)}, exc.status
 
     @app.errorhandler(405)
@@ -119,16 +111,7 @@ def add_admin_routes(app: QuartTrio, admin: AdminApi) -> None:
 
 
 async def _apply(controller: Controller, new: Settings) -> JsonAnswer:
-    try:
-        check_settings(new, ORIGIN)
-    except ConfigError as exc:
-        raise AdminError(400, str(exc)) from None
-    try:
-        report = await controller.apply(new, ORIGIN)
-    except ChangeRefused as exc:
-        raise AdminError(409, str(exc)) from None
-    except RuntimeError:  # the ingest tasks ended meanwhile (shutdown): nothing to change
-        raise AdminError(503, "the service is stopping") from None
+    report = await apply_edit(controller, new, ORIGIN)
     return report.as_dict(), 200
 
 
@@ -141,74 +124,9 @@ def _body(data: str | bytes) -> _AddBody:
     try:
         body = msgspec.json.decode(data, type=_AddBody)
     except msgspec.DecodeError as exc:
-        raise AdminError(
+        raise EditError(
             400, f'expected {{"symbols": [...], "market": <index, optional>}}: {exc}'
         ) from None
     if not body.symbols or not all(isinstance(s, str) and s for s in body.symbols):
-        raise AdminError(400, '"symbols" must list at least one symbol')
+        raise EditError(400, '"symbols" must list at least one symbol')
     return body
-
-
-def _matches(market: MarketSettings, exchange: str) -> bool:
-    if market.exchange == exchange:
-        return True
-    try:
-        return canonical_pair(market, market.symbols[0])[0] == exchange
-    except (KeyError, ValueError):  # pragma: no cover - running settings are checked
-        return False
-
-
-def _with_added(settings: Settings, exchange: str, body: _AddBody) -> Settings:
-    """``settings`` with ``body.symbols`` added to the market of ``exchange`` it names."""
-    markets = list(settings.markets)
-    candidates = [i for i, m in enumerate(markets) if _matches(m, exchange)]
-    if body.market is not None:
-        if body.market not in candidates:
-            raise AdminError(404, f"market {body.market} is no market of {exchange}")
-        index = body.market
-    elif not candidates:
-        raise AdminError(
-            404, f"no market of {exchange} is running (add a market in the settings file)"
-        )
-    elif len(candidates) > 1:
-        raise AdminError(
-            409,
-            f"{exchange} has {len(candidates)} markets ({', '.join(map(str, candidates))}): "
-            'name one with "market" (GET /admin/markets lists them)',
-        )
-    else:
-        index = candidates[0]
-    market = markets[index]
-    adding = tuple(s for s in dict.fromkeys(body.symbols) if s not in market.symbols)
-    markets[index] = msgspec.structs.replace(market, symbols=(*market.symbols, *adding))
-    return msgspec.structs.replace(settings, markets=tuple(markets))
-
-
-def _without(settings: Settings, exchange: str, symbol: str) -> Settings:
-    """``settings`` without ``symbol`` in the market of ``exchange`` that has it."""
-    markets: list[MarketSettings] = []
-    found = False
-    for market in settings.markets:
-        if _matches(market, exchange):
-            kept = tuple(s for s in market.symbols if not _same(market, s, symbol))
-            if len(kept) < len(market.symbols):
-                found = True
-                if not kept:
-                    continue  # the market's last symbol: the market goes
-                market = msgspec.structs.replace(market, symbols=kept)
-        markets.append(market)
-    if not found:
-        raise AdminError(404, f"{exchange} {symbol} is not collected")
-    if not markets:
-        raise AdminError(409, "cannot remove the last symbol of the service")
-    return msgspec.structs.replace(settings, markets=tuple(markets))
-
-
-def _same(market: MarketSettings, configured: str, asked: str) -> bool:
-    """Whether ``asked`` names the configured symbol (in any spelling the venue takes)."""
-    if configured == asked:
-        return True
-    try:
-        return canonical_pair(market, configured) == canonical_pair(market, asked)
-    except (KeyError, ValueError):
-        return False
