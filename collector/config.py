@@ -184,6 +184,9 @@ class KafkaSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_
     # Extra librdkafka settings (TLS, SASL, ...), passed as they are; the delivery
     # guarantees (idempotence, acks, in-flight bound) cannot be weakened here.
     options: dict[str, str] = {}
+    # A topic whose messages add or remove symbols while the service runs
+    # (collector.control.kafka); None: none is read. Independent of ``enabled``.
+    control_topic: str | None = None
 
 
 class RedisSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):

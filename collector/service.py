@@ -364,6 +364,10 @@ async def _run(
                     )
                     if reload is not None:
                         await ingest.start(watch_reloads, controller, reload)
+                    if settings.kafka.control_topic is not None:
+                        from collector.control.kafka import run_control_consumer  # librdkafka
+
+                        await ingest.start(run_control_consumer, settings.kafka, controller)
                     if admin is not None:
                         admin.controller = controller
                     task_status.started(ServiceHandle(port, shutdown, health, metrics, controller))

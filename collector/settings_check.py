@@ -237,6 +237,22 @@ def _check_kafka(kafka: KafkaSettings, source: str) -> None:
             f"{source}: kafka.enabled is true but confluent-kafka is not installed "
             "(install the extra: pip install 'collector[kafka]')"
         )
+    control = kafka.control_topic
+    if control is not None:
+        if not _TOPIC_RE.match(control) or control in (".", ".."):
+            raise ConfigError(
+                f"{source}: kafka.control_topic {control!r} is not a valid Kafka topic name "
+                "(letters, digits, '.', '_', '-'; at most 249)"
+            )
+        if control in topics:
+            raise ConfigError(
+                f"{source}: kafka.control_topic {control!r} is also a topic the outlet writes"
+            )
+        if importlib.util.find_spec("confluent_kafka") is None:
+            raise ConfigError(
+                f"{source}: kafka.control_topic is set but confluent-kafka is not installed "
+                "(install the extra: pip install 'collector[kafka]')"
+            )
 
 
 def _check_redis(redis: RedisSettings, source: str) -> None:
