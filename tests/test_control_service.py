@@ -709,3 +709,36 @@ async def test_a_market_of_a_venue_not_running_starts_its_exchange(tmp_path: Pat
 
     assert [r["trade_id"] for r in read_rows(tmp_path, "okx", "BTC-USDT", "trades")] == ["7"]
     assert statuses(tmp_path, "BTCUSDT")[-1] == ("unsubscribed", "trades")
+
+
+async def test_a_symbol_removed_from_a_venue_without_live_subscriptions(tmp_path: Path) -> None:
+    """OKX here: no unsubscribe frame; the venue keeps sending the removed symbol on the
+    running connection until it reconnects, and its rows are dropped."""
+    with trio.fail_after(TIMEOUT):
+        async with trio.open_nursery() as nursery:
+            okx = FakeOkx()
+            await nursery.start(okx.run)
+            market = {"exchange": "okx", "feeds": ["trades"], "base_url": okx.url}
+            raw: dict[str, Any] = {
+                "collector": {"metrics_host": "127.0.0.1", "metrics_port": 0},
+                "storage": {"data_dir": str(tmp_path)},
+                "markets": [{**market, "symbols": ["BTC-USDT", "ETH-USDT"]}],
+            }
+            async with service(parse_settings(raw)) as handle:
+                await okx.wait_subscribed([("trades", "BTC-USDT"), ("trades", "ETH-USDT")])
+                raw["markets"] = [{**market, "symbols": ["BTC-USDT"]}]
+                report = await controller_of(handle).apply(parse_settings(raw), "test")
+                assert report.removed == (("okx", "ETH-USDT"),)
+                assert (report.stopped, report.joined, report.started) == ((), (), ())
+                for n, inst in enumerate(("ETH-USDT", "BTC-USDT"), start=1):
+                    frame = okx_trade_frame(inst, n, 100.0, 0.5, "buy", 1_760_000_000_000 + n)
+                    assert await okx.send(frame) == 1
+                await settle()
+                assert okx.connections == 1
+                assert not any("unsubscribe" in m for m in okx.client_messages)
+            nursery.cancel_scope.cancel()
+
+    assert [r["trade_id"] for r in read_rows(tmp_path, "okx", "BTC-USDT", "trades")] == ["2"]
+    assert read_rows(tmp_path, "okx", "ETH-USDT", "trades") == []
+    eth = [(r["event"], r["data_type"]) for r in read_rows(tmp_path, "okx", "ETH-USDT", "status")]
+    assert eth == [("connected", None), ("subscribed", "trades"), ("unsubscribed", "trades")]

@@ -352,7 +352,7 @@ class Controller:
             return True
         control.plan = reduce_plan(plan, kept, field)
         for inbox in control.inboxes:  # a live venue unsubscribes at the next read
-            inbox.put(control.plan)
+            inbox.put(control.plan)  # (only attempts of a live venue have inboxes)
         log.info(
             "symbols removed from a running connection",
             extra={"connection": plan.name, "symbols": sorted(symbols), "origin": origin},

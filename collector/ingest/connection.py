@@ -96,15 +96,15 @@ async def run_connection(
     connection came up and its dispatcher, and only a ``primary`` lane reports the plan's
     health (a successor being brought up does not, nor a connection it replaced).
 
-    ``inboxes`` (the supervisor's, where the connection's plan can change while it runs):
-    the attempt registers a :class:`~collector.ingest.live.PlanInbox` there from the
+    ``inboxes`` (the supervisor's, where the connection's plan can change while it runs, on
+    a venue whose adapter declares ``live_subscriptions``): the attempt registers a :class:`~collector.ingest.live.PlanInbox` there from the
     moment its session exists until it ends, and the receive loop applies what it finds
     there (:mod:`collector.ingest.live`).
     """
     lane = sink if isinstance(sink, Lane) else Lane(sink)
     session = adapter.open_session(plan)
     live: PlanInbox | None = None
-    if inboxes is not None:
+    if inboxes is not None and adapter.live_subscriptions:
         live = PlanInbox()
         inboxes.append(live)
     try:
