@@ -523,3 +523,36 @@ async def test_second_signal_stops_at_once(fake: FakeBinance, tmp_path: Path) ->
         assert service.logged("second SIGINT: stopping now without draining")
         assert not service.logged("collector stopped")
     assert journal.exists()
+
+
+async def test_sighup_applies_the_edited_settings_file(fake: FakeBinance, tmp_path: Path) -> None:
+    """The command line's reload: the same file read again, its markets applied without a
+    restart; a key that needs a restart is logged, not applied."""
+    data_dir = tmp_path / "data"
+    config = write_settings(tmp_path / "settings.toml", data_dir=data_dir, base_url=fake.url)
+    async with service_process(config, tmp_path) as service:
+        with trio.fail_after(TIMEOUT):
+            await start_ready(fake, service)
+            write_settings(
+                config,
+                data_dir=data_dir,
+                base_url=fake.url,
+                symbols=(BTC, "solusdt"),
+                storage={"flush_interval_secs": 2.0},
+            )
+            service.send_signal(signal.SIGHUP)
+            await fake.wait_subscribed(["solusdt@trade", "solusdt@bookTicker"])
+            await fake.wait_unsubscribed(["ethusdt@trade", "ethusdt@bookTicker"])
+            await service.wait_log(
+                "settings changed that apply only at a restart (not applied): "
+                "storage.flush_interval_secs"
+            )
+            assert fake.connections == 1  # no reconnect: Binance subscribes live
+            service.send_signal(signal.SIGTERM)
+            assert await service.wait_exit() == 0
+    [changed] = service.logged_prefix("markets changed (SIGHUP)")
+    assert changed["added"] == [["binance", "SOLUSDT"]]
+    assert changed["removed"] == [["binance", "ETHUSDT"]]
+    eth = [r["event"] for r in read_rows(data_dir, "status") if r["symbol"] == "ETHUSDT"]
+    assert eth.count("unsubscribed") == 3  # one per feed
+    assert "disconnected" not in eth
