@@ -124,7 +124,7 @@ from collector.exchanges.base import (
     Session,
     Subscription,
 )
-from collector.exchanges.common import normalize_asset, optional_float
+from collector.exchanges.common import choices, normalize_asset, optional_float
 
 EXCHANGE: Final = "bitfinex"
 DEFAULT_URL: Final = "wss://api-pub.bitfinex.com"
@@ -136,6 +136,9 @@ PAIRS_PATH: Final = "/v2/conf/pub:list:pair:exchange"
 FUTURES_PAIRS_PATH: Final = "/v2/conf/pub:list:pair:futures"
 INFO_PATH: Final = "/v2/conf/pub:info:pair"
 FUTURES_INFO_PATH: Final = "/v2/conf/pub:info:pair:futures"
+# The pair lists ``symbols --category`` reads: exchange (spot) pairs, the default, and
+# perpetuals (``BTCF0:USTF0``, named ``tBTCF0:USTF0`` like the markets' symbols).
+SYMBOL_LISTS: Final = {"exchange": PAIRS_PATH, "futures": FUTURES_PAIRS_PATH}
 # Bitfinex's codes of assets with a common name elsewhere (USDt, USDC).
 _ASSETS: Final = {"UST": "USDT", "UDC": "USDC"}
 FLAG_TIMESTAMP: Final = 32768
@@ -282,7 +285,21 @@ class BitfinexAdapter(ExchangeAdapter):
     connections_per_second: ClassVar[float] = CONNECTIONS_PER_MINUTE / 60
 
     @classmethod
+    def symbols_url(cls, rest_url: str | None = None, category: str | None = None) -> str:
+        """The conf list of ``category``: ``exchange`` (none: the spot pairs) or
+        ``futures`` (the perpetuals, ``pub:list:pair:futures``). ValueError for another."""
+        path = SYMBOL_LISTS.get(category or "exchange")
+        if path is None:
+            raise ValueError(
+                f"bitfinex category must be {choices(tuple(SYMBOL_LISTS), quoted=True)} "
+                f"(got {category!r}): exchange lists the spot pairs, futures the perpetuals"
+            )
+        return f"{(rest_url or DEFAULT_REST_URL).rstrip('/')}{path}"
+
+    @classmethod
     def parse_symbols(cls, body: bytes) -> list[str]:
+        """The pairs of a conf list, each as the markets name it (``t`` + pair:
+        ``tBTCUSD``, ``tBTCF0:USTF0``)."""
         try:
             lists = _PAIRS.decode(body)
         except msgspec.DecodeError as exc:
