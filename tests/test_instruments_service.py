@@ -295,9 +295,9 @@ def write_rows(data_dir: Path, events: list[Event]) -> None:
         pq.write_table(pa.Table.from_batches([batch]), directory / f"{n}.parquet")
 
 
-def documented_query(marker: str, end: str) -> str:
-    """The SQL statement of docs/schemas.md that starts at the comment ``marker``."""
-    text = (Path(__file__).parents[1] / "docs" / "schemas.md").read_text()
+def documented_query(marker: str, end: str, document: str = "docs/schemas.md") -> str:
+    """The SQL statement of ``document`` that starts at the comment ``marker``."""
+    text = (Path(__file__).parents[1] / document).read_text()
     start = text.index(marker)
     return text[start : text.index(end, start) + len(end)]
 
@@ -333,6 +333,39 @@ def test_the_documented_duckdb_query_turns_sizes_into_base_amounts(tmp_path: Pat
     sql = sql.replace("'data/", f"'{tmp_path}/")
     found = {r[0]: r[6] for r in duckdb.sql(sql).fetchall()}
     assert found == pytest.approx({"binance-coinm": 0.006, "okx": 0.2, "deribit": 0.025})
+
+
+def test_the_readme_query_turns_sizes_into_base_amounts(tmp_path: Path) -> None:
+    """The README's example, on an OKX swap read twice: the latest reading's contract size
+    applies (0.01 BTC a contract)."""
+    duckdb = pytest.importorskip("duckdb")
+    t0 = EPOCH_US
+
+    def reading(at: int, contract_size: float) -> Event:
+        return Instrument(
+            "okx", "BTC-USDT-SWAP", None, at, None, "perpetual", "BTC", "USDT", "USDT",
+            False, "contracts", contract_size=contract_size, contract_unit="BTC",
+        )  # fmt: skip
+
+    write_rows(
+        tmp_path,
+        [
+            reading(t0, 0.1),
+            reading(t0 + 100, 0.01),
+            Trade("okx", "BTC-USDT-SWAP", t0 + 5, t0 + 10, 1, "1", 50_000.0, 20.0, "buy"),
+            Trade("okx", "BTC-USDT-SWAP", t0 + 6, t0 + 11, 2, "2", 50_001.0, 3.0, "sell"),
+        ],
+    )
+    sql = documented_query(
+        "-- DuckDB: trade sizes as base-currency amounts", "ORDER BY t.timestamp_collector;",
+        "README.md",
+    )  # fmt: skip
+    sql = sql.replace("'data/", f"'{tmp_path}/")
+    found = [(r[1], r[2], r[3], r[4]) for r in duckdb.sql(sql).fetchall()]
+    assert found == [
+        (50_000.0, 20.0, "contracts", pytest.approx(0.2)),
+        (50_001.0, 3.0, "contracts", pytest.approx(0.03)),
+    ]
 
 
 def test_the_documented_reader_join_turns_sizes_into_base_amounts(tmp_path: Path) -> None:
