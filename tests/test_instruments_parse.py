@@ -226,6 +226,39 @@ def test_bybit_inverse_future_counts_usd() -> None:
     assert row.expiry == 1774598400000 * 1000
 
 
+def test_bybit_options_usdc_and_usdt_settled() -> None:
+    """Option items in the instruments-info docs' shape (``optionsType``, no
+    ``contractType``); sizes in the base coin; the strike from the name."""
+
+    def option(symbol: str, kind: str, settle: str) -> dict[str, Any]:
+        return {
+            "symbol": symbol, "optionsType": kind, "status": "Trading", "baseCoin": "BTC",
+            "quoteCoin": "USD" if settle == "USDC" else "USDT", "settleCoin": settle,
+            "launchTime": "1766102400000", "deliveryTime": "1766736000000",
+            "deliveryFeeRate": "0.00015", "displayName": "",
+            "priceFilter": {"minPrice": "5", "maxPrice": "1110000", "tickSize": "5"},
+            "lotSizeFilter": {"maxOrderQty": "500", "minOrderQty": "0.01", "qtyStep": "0.01"},
+        }  # fmt: skip
+
+    usdc, usdt = "BTC-26DEC25-100000-C", "BTC-26DEC25-90000-P-USDT"
+    rows = BybitAdapter.parse_instruments(
+        InstrumentsRequest("bybit-option", "u", (usdc, usdt), "option"),
+        bybit_answer("option", option(usdc, "Call", "USDC"), option(usdt, "Put", "USDT")),
+        T,
+    )
+    expiry = 1766736000000 * 1000
+    assert rows == [
+        Instrument("bybit-option", usdc, 1786310817000000, T, None, kind="option",
+                   base_asset="BTC", quote_asset="USD", settle_asset="USDC", inverse=False,
+                   size_unit="base", tick_size=5.0, lot_size=0.01, min_size=0.01,
+                   expiry=expiry, strike=100000.0, option_kind="call", status="Trading"),
+        Instrument("bybit-option", usdt, 1786310817000000, T, None, kind="option",
+                   base_asset="BTC", quote_asset="USDT", settle_asset="USDT", inverse=False,
+                   size_unit="base", tick_size=5.0, lot_size=0.01, min_size=0.01,
+                   expiry=expiry, strike=90000.0, option_kind="put", status="Trading"),
+    ]  # fmt: skip
+
+
 def test_bybit_error_answer_is_a_parse_error() -> None:
     with pytest.raises(ParseError, match="retCode 10001"):
         BybitAdapter.parse_instruments(
