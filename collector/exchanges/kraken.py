@@ -302,8 +302,8 @@ class KrakenAdapter(ExchangeAdapter):
     # The REST base of the instruments listing (the books come over the WebSocket).
     takes_rest_url: ClassVar[bool] = True
     lists_instruments: ClassVar[bool] = True
-    # One request per market a round; public REST calls cost 1 of a budget of 15 that
-    # refills at 1/s per IP (Kraken's REST rate limits): stay well under it.
+    # One request per market a round; Kraken says public endpoints called at most once a
+    # second per IP stay within its limits (its API rate limits article): half that.
     instrument_requests_per_second: ClassVar[float] = 0.5
     plan_class: ClassVar[type[ConnectionPlan]] = KrakenPlan
     max_subscriptions_per_connection: ClassVar[int | None] = MAX_SUBSCRIPTIONS_PER_CONNECTION
