@@ -220,7 +220,12 @@ class _Ticker(msgspec.Struct, gc=False):
     openInterest: str | msgspec.UnsetType = _UNSET
     openInterestValue: str | msgspec.UnsetType = _UNSET
     predictedDeliveryPrice: str | msgspec.UnsetType = _UNSET
-    # options: the best quote without the "1", and the volatility and greeks
+
+
+class _OptionTicker(_Ticker, gc=False):
+    """An option's ticker: its best quote without the "1", and the volatility and greeks
+    (a struct of its own, so that linear tickers decode no more fields than before)."""
+
     bidPrice: str | msgspec.UnsetType = _UNSET
     bidSize: str | msgspec.UnsetType = _UNSET
     askPrice: str | msgspec.UnsetType = _UNSET
@@ -306,6 +311,7 @@ _ENVELOPE: Final = msgspec.json.Decoder(_Envelope)
 _TRADES: Final = msgspec.json.Decoder(list[_Trade], strict=False)
 _BOOK: Final = msgspec.json.Decoder(_Book, strict=False)
 _TICKER: Final = msgspec.json.Decoder(_Ticker)
+_OPTION_TICKER: Final = msgspec.json.Decoder(_OptionTicker)
 _LIQUIDATIONS: Final = msgspec.json.Decoder(list[_Liquidation], strict=False)
 _INSTRUMENTS: Final = msgspec.json.Decoder(_Instruments)
 _ENCODER: Final = msgspec.json.Encoder()
@@ -574,6 +580,8 @@ class BybitSession(Session):
         self._ticker_fields = _ALL_OPTION_TICKER_FIELDS if option else _ALL_TICKER_FIELDS
         self._derivative_fields = _OPTION_DERIVATIVE_FIELDS if option else _DERIVATIVE_FIELDS
         self._bid_ask = _OPTION_TICKER_FIELDS[:4] if option else _TICKER_FIELDS[:4]
+        self._ticker_decoder: msgspec.json.Decoder[_Ticker] | msgspec.json.Decoder[_OptionTicker]
+        self._ticker_decoder = _OPTION_TICKER if option else _TICKER
         # topic -> its subscriptions (``ticker`` and ``derivatives`` share ``tickers.X``).
         self._subs: dict[str, tuple[Subscription, ...]] = {}
         for topic, sub in zip(topics, plan.subscriptions, strict=True):
@@ -855,7 +863,7 @@ class BybitSession(Session):
         """Merge one tickers message into the symbol's state: the state and the message, or
         None when it cannot be merged (a delta with no snapshot before it: ``gap`` rows go
         to ``events`` and the topic is resubscribed for a snapshot)."""
-        msg = _TICKER.decode(env.data)
+        msg = self._ticker_decoder.decode(env.data)
         if env.type == "snapshot":
             self._ticker_resyncing.discard(symbol)
             state = self._tickers[symbol] = {}
