@@ -381,6 +381,8 @@ async def _run(
                     if admin is not None:
                         admin.controller = None
                     ingest.cancel_scope.cancel()
+            # The channel's last sender may just have closed: the writer sees its end now.
+            doorbell.ring()
         root.cancel_scope.cancel()
     if shutdown.forced:
         log.error("stopped without draining; unfinished files will be finalized at the next start")

@@ -94,13 +94,19 @@ class ExchangeRunner:
         """Run ``plans`` (and what :meth:`start` adds) until cancelled; owns ``events``
         (closed once every connection has ended) and the exchange's nursery. Reports
         itself once the planned connections are started."""
-        with self.events:
-            async with trio.open_nursery() as nursery:
-                self._nursery = nursery
-                for plan in plans:
-                    self.start(plan)
-                task_status.started(self)
-                await trio.sleep_forever()  # connections come and go; the exchange stays
+        try:
+            with self.events:
+                async with trio.open_nursery() as nursery:
+                    self._nursery = nursery
+                    for plan in plans:
+                        self.start(plan)
+                    task_status.started(self)
+                    await trio.sleep_forever()  # connections come and go; the exchange stays
+        finally:
+            if self.ctx.doorbell is not None:
+                # This may have been the channel's last sender: the writer sees its end
+                # without waiting a tick (as each connection's sink rings at its close).
+                self.ctx.doorbell.ring()
 
     def start(self, plan: ConnectionPlan) -> ConnectionControl:
         """Start supervising ``plan`` now (its name must be new); returns its control."""
