@@ -105,12 +105,14 @@ from collector.events import (
     DerivativeTicker,
     Event,
     Instrument,
+    Levels,
     Liquidation,
     PositionSide,
     Side,
     SizeUnit,
     Ticker,
     Trade,
+    level_pairs,
     levels_from_pairs,
 )
 from collector.exchanges.base import (
@@ -135,6 +137,10 @@ DEFAULT_REST_URL: Final = "https://api.binance.com"
 # Levels per REST snapshot: spot weight 50 of 6000/min (5000 levels would cost 250);
 # futures weight 20 of 2400/min, a budget USD-M and COIN-M share.
 SNAPSHOT_LIMIT: Final = 1000
+# Deltas kept per symbol while its book waits for a snapshot (to join one older than them):
+# at 10 a second, 1000 s of a REST outage; past it the oldest go (a snapshot older than what
+# is kept is then asked for again).
+MAX_UNSYNCED_DELTAS: Final = 10_000
 CATEGORIES: Final = ("spot", "usdm", "coinm")
 # Open interest polling: the default interval between rounds, the shortest allowed, and
 # requests per second per connection (weight 1 each: 120 of the 2400/min USD-M and COIN-M
@@ -726,10 +732,11 @@ class BinanceSession(Session):
         self._derivatives: dict[str, _DerivativeState] = {}
         self._rest_url = plan.rest_url if isinstance(plan, BinancePlan) else DEFAULT_REST_URL
         # Diff-depth book sync, per symbol: snapshots asked for and not yet received; the
-        # predecessor id of the first delta seen since the last request (see _joins_after);
-        # the lastUpdateId of a received snapshot no recorded delta has covered yet.
+        # deltas recorded since the book was last in sync (or since the last gap), which a
+        # snapshot older than some of them must be joined to; the lastUpdateId of a
+        # written snapshot no recorded delta has passed yet.
         self._snapshot_pending: set[str] = set()
-        self._first_delta_since_request: dict[str, int] = {}
+        self._unsynced: dict[str, list[_Recorded]] = {}
         self._awaiting_cover: dict[str, int] = {}
         # Subscriptions the venue refused for good.
         self.rejected: list[Subscription] = []
@@ -794,12 +801,15 @@ class BinanceSession(Session):
 
     # ----------------------------------------------------------------- book sync
 
-    def _request_snapshot(self, symbol: str) -> None:
+    def _request_snapshot(self, symbol: str, *, gap: bool = False) -> None:
+        """Ask for a snapshot (unless one is on its way). ``gap``: the deltas recorded so
+        far cannot be joined to any snapshot (ids are missing after them): forget them."""
+        if gap or symbol not in self._unsynced:
+            self._unsynced[symbol] = []
+        self._awaiting_cover.pop(symbol, None)
         if symbol in self._snapshot_pending:
             return
         self._snapshot_pending.add(symbol)
-        self._first_delta_since_request.pop(symbol, None)
-        self._awaiting_cover.pop(symbol, None)
         path = self._profile.depth_path
         url = f"{self._rest_url}{path}?symbol={symbol}&limit={SNAPSHOT_LIMIT}"
         self._snapshot_requests.append(SnapshotRequest(symbol, url))
@@ -817,9 +827,26 @@ class BinanceSession(Session):
         self._snapshot_pending.discard(symbol)
         snapshot_id = msg.last_update_id
         event_time = msg.event_time
-        first = self._first_delta_since_request.get(symbol)
-        last = self._last_update_id.get(symbol)
-        events: list[Event] = [
+        recorded = self._unsynced.get(symbol, [])
+        if recorded and recorded[0].after > snapshot_id:
+            # Older than every delta recorded since the book was in sync: the ids between
+            # are in neither. Not written (a reader would apply it); ask again.
+            self.count_discard(symbol, "orderbook", "stale")
+            self._request_snapshot(symbol)
+            return []
+        newer = [delta for delta in recorded if delta.last > snapshot_id]
+        bids, asks = levels_from_pairs(msg.bids), levels_from_pairs(msg.asks)
+        book_id = snapshot_id
+        if newer:
+            # Deltas recorded before it that it does not hold: a reader applies rows in the
+            # order received, so the row states the snapshot with them applied.
+            bids = _fold(bids, [delta.bids for delta in newer], descending=True)
+            asks = _fold(asks, [delta.asks for delta in newer], descending=False)
+            book_id = newer[-1].last
+        else:
+            self._awaiting_cover[symbol] = snapshot_id  # the next deltas must pass it
+        self._unsynced.pop(symbol, None)
+        return [
             self.status(
                 "resync",
                 symbol,
@@ -833,20 +860,14 @@ class BinanceSession(Session):
                 symbol,
                 None if event_time is None else _us(event_time),
                 received_us,
-                snapshot_id,
+                book_id,
                 "snapshot",
                 snapshot_id,
                 None,
-                levels_from_pairs(msg.bids),
-                levels_from_pairs(msg.asks),
+                bids,
+                asks,
             ),
         ]
-        if last is None or last <= snapshot_id:
-            self._awaiting_cover[symbol] = snapshot_id  # the next deltas must cover it
-        elif first is not None and first > snapshot_id:
-            # Older than every delta recorded since the request: it cannot be joined to them.
-            self._request_snapshot(symbol)
-        return events
 
     # ----------------------------------------------------------------- parsing
 
@@ -1029,16 +1050,18 @@ class BinanceSession(Session):
                             detail="pu is not the previous u",
                         )
                     )
-                    self._request_snapshot(symbol)
+                    self._request_snapshot(symbol, gap=True)
             elif msg.first_id > prev + 1:
                 events.append(self.gap(symbol, received_us, "orderbook", prev + 1, msg.first_id))
-                self._request_snapshot(symbol)
+                self._request_snapshot(symbol, gap=True)
         self._last_update_id[symbol] = msg.last_id
         after = _joins_after(msg)
-        if symbol in self._snapshot_pending:
-            self._first_delta_since_request.setdefault(symbol, after)
         base = self._awaiting_cover.get(symbol)
-        if base is not None and msg.last_id > base:
+        if base is not None:
+            if msg.last_id <= base:
+                # Already in the snapshot written: applied after it, it would rewind the book.
+                self.count_discard(symbol, "orderbook", "stale")
+                return events
             del self._awaiting_cover[symbol]
             if after > base:
                 detail = "first delta after the REST snapshot does not cover it"
@@ -1060,7 +1083,13 @@ class BinanceSession(Session):
                             detail=detail,
                         )
                     )
-                self._request_snapshot(symbol)
+                self._request_snapshot(symbol, gap=True)
+        bids, asks = levels_from_pairs(msg.bids), levels_from_pairs(msg.asks)
+        recorded = self._unsynced.get(symbol)
+        if recorded is not None:
+            if len(recorded) >= MAX_UNSYNCED_DELTAS:
+                del recorded[0]
+            recorded.append(_Recorded(after, msg.last_id, bids, asks))
         events.append(
             BookUpdate(
                 self.exchange,
@@ -1071,8 +1100,8 @@ class BinanceSession(Session):
                 "delta",
                 msg.first_id,
                 msg.prev_id,
-                levels_from_pairs(msg.bids),
-                levels_from_pairs(msg.asks),
+                bids,
+                asks,
             )
         )
         return events
@@ -1272,6 +1301,30 @@ def _joins_after(msg: _DepthDiff) -> int:
     """
     prev_id = msg.prev_id
     return msg.first_id - 1 if prev_id is None else prev_id
+
+
+@attrs.frozen
+class _Recorded:
+    """A delta recorded while the book was not in sync: the id before its changes
+    (:func:`_joins_after`), its ``u`` and its levels."""
+
+    after: int
+    last: int
+    bids: Levels
+    asks: Levels
+
+
+def _fold(snapshot: Levels, deltas: Sequence[Levels], *, descending: bool) -> Levels:
+    """One side of a snapshot with deltas applied in order (absolute sizes, 0 removes),
+    sorted best first."""
+    book = dict(level_pairs(snapshot))
+    for levels in deltas:
+        for price, size in level_pairs(levels):
+            if size == 0:
+                book.pop(price, None)
+            else:
+                book[price] = size
+    return levels_from_pairs(sorted(book.items(), reverse=descending))
 
 
 def _ignore(symbol: str, data: msgspec.Raw, received_us: int) -> list[Event]:

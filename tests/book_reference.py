@@ -1,0 +1,92 @@
+"""Reference order books for the proof tests, built straight from a venue's frames.
+
+Independent of ``collector``: plain dicts fed with the decoded JSON of the venue's own
+frames, by the rules the venue documents, so that the book the collector's files give back
+can be compared with a book nothing of the collector's code has touched.
+
+Binance diff depth (spot: https://developers.binance.com/docs/binance-spot-api-docs/
+web-socket-streams#how-to-manage-a-local-order-book-correctly; USD-M: "How to manage a local
+order book correctly" in the derivatives docs): take a REST snapshot (``lastUpdateId``),
+drop every event with ``u <= lastUpdateId``, the first event applied must have
+``U <= lastUpdateId + 1`` (spot) or ``U <= lastUpdateId`` (futures) and ``u`` past it; then
+each event must follow the last (spot ``U`` = previous ``u`` + 1, futures ``pu`` = previous
+``u``). Quantities are absolute; 0 removes the level.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+Level = tuple[float, float]
+BookState = tuple[tuple[Level, ...], tuple[Level, ...]]  # bids best first, asks best first
+
+
+class ReferenceBookError(AssertionError):
+    """The frames do not follow the venue's rules (the recording itself is broken)."""
+
+
+def _side(levels: Iterable[Sequence[str]]) -> dict[float, float]:
+    return {float(price): float(size) for price, size in levels if float(size) != 0.0}
+
+
+class BinanceDiffBook:
+    """One symbol's book from a REST depth snapshot and ``depthUpdate`` events."""
+
+    def __init__(self, *, futures: bool) -> None:
+        self.futures = futures
+        self.bids: dict[float, float] = {}
+        self.asks: dict[float, float] = {}
+        self.last_id: int | None = None  # None: no snapshot yet
+        self.snapshot_id: int | None = None  # set until the first event past it is applied
+
+    def snapshot(self, body: dict[str, Any]) -> None:
+        """Start over from a REST depth snapshot (decoded JSON)."""
+        self.bids = _side(body["bids"])
+        self.asks = _side(body["asks"])
+        self.last_id = self.snapshot_id = int(body["lastUpdateId"])
+
+    def apply(self, event: dict[str, Any]) -> bool:
+        """Apply one ``depthUpdate`` event (the ``data`` of the frame); whether it changed
+        the book (False: no snapshot yet, or already in the snapshot)."""
+        if self.last_id is None:
+            return False
+        first, last = int(event["U"]), int(event["u"])
+        if last <= self.last_id:
+            return False
+        if self.snapshot_id is not None:
+            limit = self.snapshot_id if self.futures else self.snapshot_id + 1
+            if first > limit:
+                raise ReferenceBookError(f"first event {first}..{last} misses {self.snapshot_id}")
+            self.snapshot_id = None
+        elif self.futures and int(event["pu"]) != self.last_id:
+            raise ReferenceBookError(f"pu {event['pu']} after u {self.last_id}")
+        elif not self.futures and first != self.last_id + 1:
+            raise ReferenceBookError(f"U {first} after u {self.last_id}")
+        for book, levels in ((self.bids, event["b"]), (self.asks, event["a"])):
+            for price_text, size_text in levels:
+                price, size = float(price_text), float(size_text)
+                if size == 0.0:
+                    book.pop(price, None)
+                else:
+                    book[price] = size
+        self.last_id = last
+        return True
+
+    def state(self) -> BookState:
+        """The whole book: bids highest first, asks lowest first."""
+        return (
+            tuple(sorted(self.bids.items(), reverse=True)),
+            tuple(sorted(self.asks.items())),
+        )
+
+    def rest_body(self) -> dict[str, Any]:
+        """This book as the venue's REST depth answer (``lastUpdateId`` = the last id
+        applied), with the venue's decimal strings."""
+        assert self.last_id is not None
+        bids, asks = self.state()
+        return {
+            "lastUpdateId": self.last_id,
+            "bids": [[f"{p:.8f}", f"{s:.8f}"] for p, s in bids],
+            "asks": [[f"{p:.8f}", f"{s:.8f}"] for p, s in asks],
+        }

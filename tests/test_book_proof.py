@@ -1,0 +1,433 @@
+"""Proof that the book the reader rebuilds is the venue's book (issue 19, item 6).
+
+Real recorded traffic goes through the real service and back out of the reader:
+
+- a fake venue on 127.0.0.1 replays a recording's frames at their recorded pace, in
+  virtual time (Trio's MockClock, moved by the test; the wall clock follows it), with the
+  hour boundary inside the replay, files rotated by size as well, and the connection
+  dropped twice mid-way (the frames sent meanwhile are lost, as on the venue; the book
+  resumes from a fresh snapshot);
+- the fake REST API answers the book snapshots: the recorded one on the first connection,
+  then the venue's book as the reference has it at a chosen id: older than the deltas the
+  collector has already received (they must be joined to it) or newer (the deltas it
+  already holds must be dropped);
+- a reference book (``tests/book_reference.py``: plain dicts, the venue's documented rules,
+  nothing of the collector) is fed the recording's frames.
+
+Asserted, for the whole book (every level, ``depth=None``) of every symbol:
+
+1. the reader's view after each update is the reference book at the view's update id, and
+   the reader gives a view at exactly the ids a venue client applies on each connection;
+2. across each drop the reader says the book is unknown (``BookReset``) and gives no view
+   until the next snapshot;
+3. ``book_at`` at every 50th book row's time is the view the replay gives at that time;
+4. each order book file alone (plus the symbol's status rows) gives, at every update inside
+   it, the same book as the full history does.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import shutil
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+import trio
+import trio.testing
+
+from collector.reader import BookReset, BookView, DataReader
+from collector.reader.times import from_us
+from collector.service import EXIT_OK, ServiceHandle
+from collector.settings_check import parse_settings
+from tests.book_reference import BinanceDiffBook, BookState
+from tests.fakes.binance import FakeBinance
+from tests.fakes.binance_rest import FakeBinanceRest
+from tests.samples import read_f2, require_sample
+from tests.venue_helpers import QUIET_WEBSOCKET, received, run_until_stopped
+
+pytestmark = pytest.mark.slow
+
+# The UTC hour the replay crosses, and how far into the replay it falls.
+HOUR_US = 1_754_740_800_000_000  # 2025-08-09T12:00:00Z
+HOUR_AT_SECS = 12.0
+EVERY_NTH_INSTANT = 50
+
+
+@dataclass(frozen=True)
+class Recording:
+    sample: str
+    category: str  # the market's category
+    exchange: str  # as in rows
+    depth_path: str
+
+    @property
+    def futures(self) -> bool:
+        return self.category != "spot"
+
+
+SPOT = Recording("cryptofeed-v3/BINANCE.jsonl.zst", "spot", "binance", "/api/v3/depth")
+USDM = Recording(
+    "cryptofeed-v3/BINANCE_FUTURES.jsonl.zst", "usdm", "binance-usdm", "/fapi/v1/depth"
+)
+
+
+@dataclass(frozen=True)
+class Frame:
+    offset: float  # seconds after the recording's first frame
+    symbol: str
+    text: str
+    data: dict[str, Any]
+
+
+@dataclass
+class Truth:
+    """Per symbol: the recorded snapshot, and the reference book after every update id."""
+
+    snapshots: dict[str, dict[str, Any]]
+    frames: list[Frame]
+    books: dict[str, dict[int, BookState]] = field(default_factory=dict)
+
+    def body_at(self, symbol: str, update_id: int) -> bytes:
+        bids, asks = self.books[symbol][update_id]
+        body = {
+            "lastUpdateId": update_id,
+            "E": 1_626_992_741_264,
+            "T": 1_626_992_741_261,
+            "bids": [[f"{p:.8f}", f"{s:.8f}"] for p, s in bids],
+            "asks": [[f"{p:.8f}", f"{s:.8f}"] for p, s in asks],
+        }
+        return json.dumps(body).encode()
+
+
+def load(recording: Recording) -> Truth:
+    capture = read_f2(require_sample(recording.sample))
+    snapshots: dict[str, dict[str, Any]] = {}
+    for record in capture.http("depth?"):
+        assert record.url is not None and record.data is not None
+        symbol = record.url.split("symbol=")[1].split("&")[0]
+        snapshots[symbol] = json.loads(record.data)
+    frames: list[Frame] = []
+    start: float | None = None
+    for record in capture.received():
+        assert record.data is not None and record.ts is not None
+        message = json.loads(record.data)
+        data = message.get("data") if isinstance(message, dict) else None
+        if not isinstance(data, dict) or data.get("e") != "depthUpdate":
+            continue
+        start = record.ts if start is None else start
+        frames.append(Frame(record.ts - start, data["s"], record.data, data))
+    truth = Truth(snapshots, frames)
+    for symbol, body in snapshots.items():
+        book = BinanceDiffBook(futures=recording.futures)
+        book.snapshot(body)
+        states = {int(body["lastUpdateId"]): book.state()}
+        for frame in frames:
+            if frame.symbol == symbol and book.apply(frame.data):
+                states[int(frame.data["u"])] = book.state()
+        truth.books[symbol] = states
+    return truth
+
+
+class ReplayRest(FakeBinanceRest):
+    """Depth snapshots chosen by the test at the moment each is asked for."""
+
+    def __init__(self, answer: Callable[[str], bytes]) -> None:
+        super().__init__()
+        self.answer = answer
+
+    def _respond(self, target: str) -> tuple[int, bytes]:
+        if "/depth?" in target:
+            return 200, self.answer(target.split("symbol=")[1].split("&")[0])
+        return super()._respond(target)
+
+
+@dataclass
+class Connection:
+    """What one connection of the collector got: each symbol's snapshot id and the
+    update ids of the frames delivered to it."""
+
+    snapshot_ids: dict[str, int] = field(default_factory=dict)
+    delivered: dict[str, list[int]] = field(default_factory=dict)
+
+
+async def wait_real(predicate: Callable[[], bool], seconds: float = 20.0) -> None:
+    """Let the service (and its worker threads) run, virtual time frozen, until
+    ``predicate`` holds."""
+    give_up = time.monotonic() + seconds
+    while not predicate():
+        assert time.monotonic() < give_up, "condition not reached"
+        await trio.to_thread.run_sync(time.sleep, 0.0005)
+
+
+async def replay(
+    recording: Recording,
+    truth: Truth,
+    data_dir: Path,
+    clock: trio.testing.MockClock,
+    drops: list[tuple[float, float, int]],
+) -> list[Connection]:
+    """Replay ``truth``'s frames through the service into ``data_dir``.
+
+    ``drops``: (offset, outage seconds, snapshot lag) per forced reconnect: the fake drops
+    the connection at that offset, sends nothing for the outage, and on the new connection
+    answers each snapshot with the reference book ``lag`` updates of that symbol before the
+    last one delivered (``lag`` < 0: after it, not delivered yet).
+    """
+    clock.autojump_threshold = math.inf  # time moves only when the test moves it
+    t0 = trio.current_time()
+
+    def wall_clock() -> int:
+        return HOUR_US - int(HOUR_AT_SECS * 1e6) + int((trio.current_time() - t0) * 1e6)
+
+    connections: list[Connection] = []
+    lag: int | None = None
+    symbols = sorted(truth.snapshots)
+    ids_by_symbol = {s: [int(f.data["u"]) for f in truth.frames if f.symbol == s] for s in symbols}
+
+    def answer(symbol: str) -> bytes:
+        connection = connections[-1]
+        if lag is None:  # the first connection: the recorded snapshot
+            body = truth.snapshots[symbol]
+            connection.snapshot_ids[symbol] = int(body["lastUpdateId"])
+            return json.dumps(body).encode()
+        # The venue's position: its last update sent by now.
+        now = trio.current_time() - t0
+        frames = [f for f in truth.frames if f.symbol == symbol]
+        position = max((i for i, f in enumerate(frames) if f.offset <= now), default=0)
+        delivered = connection.delivered.get(symbol, [])
+        if lag > 0:  # older than what was delivered, but not older than this connection
+            first = ids_by_symbol[symbol].index(delivered[0]) - 1 if delivered else position
+            chosen = max(position - lag, first)
+        else:
+            chosen = min(position - lag, len(frames) - 1)
+        wanted = ids_by_symbol[symbol][max(chosen, 0)]
+        update_id = min(i for i in truth.books[symbol] if i >= wanted)
+        connection.snapshot_ids[symbol] = update_id
+        return truth.body_at(symbol, update_id)
+
+    ws = FakeBinance(category=recording.category)
+    rest = ReplayRest(answer)
+    streams = [f"{s.lower()}@depth@100ms" for s in symbols]
+    async with trio.open_nursery() as nursery:
+        await nursery.start(ws.run)
+        await nursery.start(rest.run)
+        settings = parse_settings(
+            {
+                "collector": {"metrics_host": "127.0.0.1", "metrics_port": 0},
+                "storage": {"data_dir": str(data_dir), "max_file_size_mb": 0.25},
+                "websocket": dict(QUIET_WEBSOCKET),
+                "markets": [
+                    {
+                        "exchange": "binance",
+                        "category": recording.category,
+                        "symbols": symbols,
+                        "feeds": ["orderbook"],
+                        "book_mode": "diff",
+                        "base_url": ws.url,
+                        "rest_url": rest.url,
+                    }
+                ],
+            }
+        )
+        connections.append(Connection())
+        handle, stop = await run_until_stopped(nursery, settings, wall_clock=wall_clock)
+        await ws.wait_subscribed(streams)
+        await wait_real(lambda: received(handle) >= 1)  # the acknowledgement
+        delivered_total = 1
+        pending_drops = sorted(drops)
+        for frame in truth.frames:
+            if pending_drops and frame.offset >= pending_drops[0][0]:
+                at, outage, lag = pending_drops.pop(0)
+                await ws.drop()
+                connections.append(Connection())  # its snapshots are asked for at once
+                await advance_until(clock, t0, at + outage, ws, streams, handle, len(connections))
+                delivered_total = received(handle)
+            if frame.offset < trio.current_time() - t0:
+                continue  # sent while the collector was not connected: lost
+            clock.jump(frame.offset - (trio.current_time() - t0))
+            if await ws.send(frame.text):
+                delivered = connections[-1].delivered.setdefault(frame.symbol, [])
+                delivered.append(int(frame.data["u"]))
+                delivered_total += 1
+                total = delivered_total
+                await wait_real(lambda: received(handle) >= total)
+        clock.jump(1.0)
+        assert await stop() == EXIT_OK
+        nursery.cancel_scope.cancel()
+    return connections
+
+
+async def advance_until(
+    clock: trio.testing.MockClock,
+    t0: float,
+    not_before: float,
+    ws: FakeBinance,
+    streams: list[str],
+    handle: ServiceHandle,
+    connections: int,
+) -> None:
+    """Move virtual time on until the collector has reconnected and subscribed, and the
+    outage has lasted until ``not_before`` (seconds after ``t0``)."""
+    before = received(handle)
+    give_up = time.monotonic() + 20
+    while ws.connections < connections:  # moving time only until the reconnect starts
+        assert time.monotonic() < give_up, "no reconnect"
+        clock.jump(0.05)
+        await trio.to_thread.run_sync(time.sleep, 0.0005)
+    await wait_real(lambda: _subscribed(ws, streams) and received(handle) > before)
+    # (len(connections) counts the new one already)
+    if trio.current_time() - t0 < not_before:
+        clock.jump(not_before - (trio.current_time() - t0))
+
+
+def _subscribed(ws: FakeBinance, streams: list[str]) -> bool:
+    return any(set(streams) <= client.streams for client in ws.clients)
+
+
+def expected_ids(
+    truth: Truth, recording: Recording, connection: Connection
+) -> dict[str, list[int]]:
+    """Per symbol, the update ids a venue client applies on ``connection``: its snapshot,
+    then each delivered delta past it."""
+    ids: dict[str, list[int]] = {}
+    for symbol, snapshot_id in connection.snapshot_ids.items():
+        delivered = [u for u in connection.delivered.get(symbol, []) if u > snapshot_id]
+        ids[symbol] = [snapshot_id, *delivered]
+    return ids
+
+
+def items(reader: DataReader, exchange: str, symbol: str) -> list[BookView | BookReset]:
+    return list(
+        reader.book(
+            exchange, symbol, HOUR_US // 1000 - 3_600_000, HOUR_US // 1000 + 3_600_000, depth=None
+        )
+    )
+
+
+def views_by_symbol(
+    reader: DataReader, exchange: str, symbols: list[str]
+) -> dict[str, list[BookView | BookReset]]:
+    return {s: items(reader, exchange, s) for s in symbols}
+
+
+def check_against_reference(
+    recording: Recording, truth: Truth, connections: list[Connection], data_dir: Path
+) -> dict[str, list[BookView | BookReset]]:
+    reader = DataReader(data_dir)
+    result: dict[str, list[BookView | BookReset]] = {}
+    for symbol in sorted(truth.snapshots):
+        replayed = items(reader, recording.exchange, symbol)
+        result[symbol] = replayed
+        # Views come in runs, one per connection, separated by resets.
+        runs: list[list[BookView]] = [[]]
+        for item in replayed[1:]:
+            if isinstance(item, BookReset):
+                if runs[-1]:
+                    runs.append([])
+            else:
+                runs[-1].append(item)
+        runs = [run for run in runs if run]
+        wanted = [expected_ids(truth, recording, c).get(symbol, []) for c in connections]
+        wanted = [w for w in wanted if w]
+        for run in runs:
+            for view in run:
+                assert view.sequence is not None
+                assert (view.bids, view.asks) == truth.books[symbol][view.sequence], (
+                    f"{symbol}: the book at update {view.sequence} ({view.kind}) "
+                    "differs from the reference"
+                )
+        got = [[v.sequence for v in run] for run in runs]
+        # The snapshot row may already hold the deltas received before it (then its id
+        # is the last of them): drop those from what a venue client applies.
+        assert len(got) == len(wanted), (symbol, got, wanted, connections)
+        for got_run, want in zip(got, wanted, strict=True):
+            first = got_run[0]
+            assert first is not None
+            assert want[0] <= first
+            assert got_run == [first, *[u for u in want[1:] if u > first]], symbol
+    return result
+
+
+def check_instants(
+    data_dir: Path, exchange: str, symbol: str, replayed: list[BookView | BookReset]
+) -> int:
+    """``book_at`` at every 50th update's time is the replay's book at that time."""
+    reader = DataReader(data_dir)
+    views = [v for v in replayed[1:] if isinstance(v, BookView)]
+    last_at: dict[int, BookView] = {}
+    for view in views:
+        last_at[int(view.time.timestamp() * 1e6)] = view
+    checked = 0
+    for view in views[::EVERY_NTH_INSTANT]:
+        at_us = round(view.time.timestamp() * 1e6)
+        got = reader.book_at(exchange, symbol, from_us(at_us), depth=None)
+        assert isinstance(got, BookView)
+        want = last_at[at_us]
+        assert (got.bids, got.asks, got.sequence) == (want.bids, want.asks, want.sequence)
+        checked += 1
+    return checked
+
+
+def check_each_file_alone(
+    data_dir: Path, exchange: str, symbol: str, tmp: Path, full: list[BookView | BookReset]
+) -> int:
+    """Each order book file, read with only the symbol's status files beside it, gives
+    the full history's book at every update inside it."""
+    reader = DataReader(data_dir)
+    files = reader.files("orderbook", exchange=exchange, symbol=symbol)
+    status = reader.files("status", exchange=exchange, symbol=symbol)
+    assert len(files) >= 2  # the hour rotated the files (and the size, for busy symbols)
+    full_views = {round(v.time.timestamp() * 1e6): v for v in full[1:] if isinstance(v, BookView)}
+    checked = 0
+    for index, file in enumerate(files):
+        alone = tmp / f"alone-{symbol}-{index}"
+        for kept in [file, *status]:
+            target = alone / Path(kept.path).relative_to(data_dir)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy(kept.path, target)
+        one = DataReader(alone)
+        times = _times(one, exchange, symbol)
+        got = one.book(exchange, symbol, from_us(times[0]), from_us(times[-1] + 1), depth=None)
+        alone_views = {round(v.time.timestamp() * 1e6): v for v in got if isinstance(v, BookView)}
+        # The file's first row (a checkpoint, when the book was known) makes it known at
+        # once: the same book as the full history's at every time a row of it was received.
+        known_then = [t for t in times if t in full_views]
+        assert set(known_then) <= set(alone_views), file.path
+        for at in known_then:
+            view, want = alone_views[at], full_views[at]
+            assert (view.bids, view.asks) == (want.bids, want.asks), (file.path, at)
+            checked += 1
+    return checked
+
+
+def _times(reader: DataReader, exchange: str, symbol: str) -> list[int]:
+    """The receive times of the book rows, in µs."""
+    table = reader.table(
+        "orderbook", exchange=exchange, symbol=symbol, columns=["timestamp_collector"]
+    )
+    return [int(t) for t in table.column("timestamp_collector").cast("int64").to_pylist()]
+
+
+@pytest.mark.parametrize("recording", [SPOT, USDM], ids=["spot", "usdm"])
+async def test_the_reader_rebuilds_the_venues_book(
+    recording: Recording, tmp_path: Path, autojump_clock: trio.testing.MockClock
+) -> None:
+    truth = load(recording)
+    data_dir = tmp_path / "data"
+    # Drop twice: the next snapshot older than what the collector already has, then newer.
+    drops = [(9.0, 1.5, 2), (20.0, 1.0, -2)]
+    connections = await replay(recording, truth, data_dir, autojump_clock, drops)
+    assert len(connections) == 3
+    replayed = check_against_reference(recording, truth, connections, data_dir)
+    for symbol, symbol_items in replayed.items():
+        resets = [i for i in symbol_items[1:] if isinstance(i, BookReset)]
+        # Each drop, and the shutdown after the last view.
+        assert [r.event for r in resets] == ["disconnected"] * 3, symbol
+        assert symbol_items[-1] == resets[-1]
+        check_instants(data_dir, recording.exchange, symbol, symbol_items)
+        check_each_file_alone(data_dir, recording.exchange, symbol, tmp_path, symbol_items)
