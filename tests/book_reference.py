@@ -8,7 +8,8 @@ Binance diff depth (spot: https://developers.binance.com/docs/binance-spot-api-d
 web-socket-streams#how-to-manage-a-local-order-book-correctly; USD-M: "How to manage a local
 order book correctly" in the derivatives docs): take a REST snapshot (``lastUpdateId``),
 drop every event with ``u <= lastUpdateId``, the first event applied must have
-``U <= lastUpdateId + 1`` (spot) or ``U <= lastUpdateId`` (futures) and ``u`` past it; then
+``U <= lastUpdateId + 1`` (spot) or ``U <= lastUpdateId`` (futures; or ``pu`` equal to it:
+futures ids are shared by all symbols, so a symbol's ids skip) and ``u`` past it; then
 each event must follow the last (spot ``U`` = previous ``u`` + 1, futures ``pu`` = previous
 ``u``). Quantities are absolute; 0 removes the level.
 """
@@ -56,7 +57,10 @@ class BinanceDiffBook:
             return False
         if self.snapshot_id is not None:
             limit = self.snapshot_id if self.futures else self.snapshot_id + 1
-            if first > limit:
+            # Futures ids are shared by every symbol, so a symbol's next event may start
+            # past lastUpdateId + 1 and still continue it: its pu is lastUpdateId.
+            continues = self.futures and int(event["pu"]) == self.snapshot_id
+            if first > limit and not continues:
                 raise ReferenceBookError(f"first event {first}..{last} misses {self.snapshot_id}")
             self.snapshot_id = None
         elif self.futures and int(event["pu"]) != self.last_id:
