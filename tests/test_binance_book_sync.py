@@ -9,7 +9,7 @@ from collector.events import BookUpdate, Event, Status, levels_from_pairs
 from collector.exchanges.base import ParseError, SnapshotRequest
 from collector.exchanges.binance import BinanceAdapter, BinanceSession
 from tests.fakes.binance import depth_diff_frame
-from tests.session_helpers import asked, feed, receive_snapshot
+from tests.session_helpers import asked, discarded, feed, receive_snapshot
 
 T0 = 1_700_000_000_000_000
 
@@ -87,16 +87,19 @@ def test_snapshot_is_recorded_with_a_resync_row() -> None:
         "orderbook",
         105,
     )
+    # Delta 101..110 was recorded before it and is not in it (u 110 > 105): a reader
+    # applies rows in the order received, so the row is the snapshot with that delta
+    # applied (bid 100.0 -> 1.0), as of update 110; first_sequence keeps lastUpdateId.
     assert book == BookUpdate(
         "binance",
         "BTCUSDT",
         None,
         T0 + 5,
-        105,
+        110,
         "snapshot",
         105,
         None,
-        levels_from_pairs([(100.0, 5.0), (99.5, 1.5)]),
+        levels_from_pairs([(100.0, 1.0), (99.5, 1.5)]),
         levels_from_pairs([(101.0, 2.0)]),
     )
     # Recorded deltas 95..110 cover 106: synced, nothing more to ask.
@@ -108,8 +111,13 @@ def test_snapshot_older_than_the_recorded_deltas_is_fetched_again() -> None:
     ack_all(session)
     [request] = take_requests(session)
     delta(session, 200, 210)
-    receive_snapshot(session, request, snapshot_body(150), T0)  # 151..199 would be missing
+    # 151..199 would be missing: not written (a reader would apply it), asked for again.
+    assert receive_snapshot(session, request, snapshot_body(150), T0) == []
     assert [r.symbol for r in take_requests(session)] == ["BTCUSDT"]
+    delta(session, 211, 220)
+    [_, book] = receive_snapshot(session, request, snapshot_body(205), T0 + 1)
+    assert isinstance(book, BookUpdate)
+    assert (book.sequence, book.first_sequence) == (220, 205)  # both deltas joined
 
 
 def test_snapshot_ahead_of_the_deltas_waits_for_a_covering_delta() -> None:
@@ -118,8 +126,12 @@ def test_snapshot_ahead_of_the_deltas_waits_for_a_covering_delta() -> None:
     [request] = take_requests(session)
     delta(session, 90, 100)
     receive_snapshot(session, request, snapshot_body(120), T0)
-    assert gaps(delta(session, 101, 110)) == []  # still older than the snapshot
-    assert gaps(delta(session, 111, 125)) == []  # covers 121: synced
+    # Already in the snapshot: applied after it, it would rewind the book. Not written.
+    assert delta(session, 101, 110) == []
+    assert discarded(session) == {("BTCUSDT", "orderbook", "stale"): 1}
+    events = delta(session, 111, 125)  # covers 121: synced
+    assert gaps(events) == []
+    assert [e.sequence for e in events if isinstance(e, BookUpdate)] == [125]
     assert asked(session).fetch == []
 
 

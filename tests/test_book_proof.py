@@ -31,8 +31,9 @@ import json
 import math
 import shutil
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -108,13 +109,15 @@ def load(recording: Recording) -> Truth:
     capture = read_f2(require_sample(recording.sample))
     snapshots: dict[str, dict[str, Any]] = {}
     for record in capture.http("depth?"):
-        assert record.url is not None and record.data is not None
+        assert record.url is not None
+        assert record.data is not None
         symbol = record.url.split("symbol=")[1].split("&")[0]
         snapshots[symbol] = json.loads(record.data)
     frames: list[Frame] = []
     start: float | None = None
     for record in capture.received():
-        assert record.data is not None and record.ts is not None
+        assert record.data is not None
+        assert record.ts is not None
         message = json.loads(record.data)
         data = message.get("data") if isinstance(message, dict) else None
         if not isinstance(data, dict) or data.get("e") != "depthUpdate":
@@ -238,7 +241,7 @@ async def replay(
         handle, stop = await run_until_stopped(nursery, settings, wall_clock=wall_clock)
         await ws.wait_subscribed(streams)
         await wait_real(lambda: received(handle) >= 1)  # the acknowledgement
-        delivered_total = 1
+        delivered_total = 1.0
         pending_drops = sorted(drops)
         for frame in truth.frames:
             if pending_drops and frame.offset >= pending_drops[0][0]:
@@ -254,8 +257,7 @@ async def replay(
                 delivered = connections[-1].delivered.setdefault(frame.symbol, [])
                 delivered.append(int(frame.data["u"]))
                 delivered_total += 1
-                total = delivered_total
-                await wait_real(lambda: received(handle) >= total)
+                await wait_real(partial(_received_at_least, handle, delivered_total))
         clock.jump(1.0)
         assert await stop() == EXIT_OK
         nursery.cancel_scope.cancel()
@@ -283,6 +285,10 @@ async def advance_until(
     # (len(connections) counts the new one already)
     if trio.current_time() - t0 < not_before:
         clock.jump(not_before - (trio.current_time() - t0))
+
+
+def _received_at_least(handle: ServiceHandle, count: float) -> bool:
+    return received(handle) >= count
 
 
 def _subscribed(ws: FakeBinance, streams: list[str]) -> bool:
