@@ -76,10 +76,21 @@ Sequence rules (per symbol, per session; a reconnect starts afresh):
   ``pu`` on futures) up to ``u``, and the first delta past the snapshot must start at or
   before it (spot: ``U <= lastUpdateId + 1``; futures: ``pu <= lastUpdateId``, which holds
   for the venue's ``U <= lastUpdateId <= u`` and for a delta that continues the snapshot
-  exactly, ``pu == lastUpdateId``). A snapshot older than the first delta recorded since it
-  was asked for is fetched again; a first delta past it that does not join it is a ``gap``
-  (and another snapshot). Readers rebuild the book from the snapshot and the deltas with
-  ``u > lastUpdateId``.
+  exactly, ``pu == lastUpdateId``). Readers (and the writer's checkpoints) replay rows in
+  the order received, so the rows are joined here, where the ids are known:
+
+  - the deltas recorded since the book was last in sync (or since the last gap) are kept
+    (at most :data:`MAX_UNSYNCED_DELTAS`); those the snapshot does not hold
+    (``u > lastUpdateId``) are applied to it, and the row states the book as of the last of
+    them (``sequence`` = its ``u``, ``first_sequence`` = ``lastUpdateId``);
+  - a delta that arrives after the snapshot and that it holds (``u <= lastUpdateId``) is
+    not written (counted, reason ``stale``): applied after it, it would rewind the book;
+  - a snapshot older than the first kept delta (the ids between are in neither) is not
+    written (counted ``stale``) and asked for again; a first delta past a snapshot that
+    does not join it is a ``gap`` (and another snapshot).
+
+  So a book is rebuilt from a snapshot row and the delta rows after it, in order
+  (``tests/test_book_proof.py`` proves it on recorded traffic).
 
 Subscribe errors: Binance rejects a whole ``SUBSCRIBE`` request when one stream in it is
 invalid. So a rejected request of several streams is split in two and both halves are sent
