@@ -65,17 +65,14 @@ class Recording:
     sample: str
     category: str  # the market's category
     exchange: str  # as in rows
-    depth_path: str
 
     @property
     def futures(self) -> bool:
         return self.category != "spot"
 
 
-SPOT = Recording("cryptofeed-v3/BINANCE.jsonl.zst", "spot", "binance", "/api/v3/depth")
-USDM = Recording(
-    "cryptofeed-v3/BINANCE_FUTURES.jsonl.zst", "usdm", "binance-usdm", "/fapi/v1/depth"
-)
+SPOT = Recording("cryptofeed-v3/BINANCE.jsonl.zst", "spot", "binance")
+USDM = Recording("cryptofeed-v3/BINANCE_FUTURES.jsonl.zst", "usdm", "binance-usdm")
 
 
 @dataclass(frozen=True)
@@ -94,12 +91,14 @@ class Truth:
     frames: list[Frame]
     books: dict[str, dict[int, BookState]] = field(default_factory=dict)
 
-    def body_at(self, symbol: str, update_id: int) -> bytes:
+    def body_at(self, symbol: str, update_id: int, *, futures: bool) -> bytes:
+        """The venue's REST depth answer for the book at ``update_id`` (futures ones carry
+        event and transaction times)."""
         bids, asks = self.books[symbol][update_id]
-        body = {
-            "lastUpdateId": update_id,
-            "E": 1_626_992_741_264,
-            "T": 1_626_992_741_261,
+        body: dict[str, Any] = {"lastUpdateId": update_id}
+        if futures:
+            body |= {"E": 1_626_992_741_264, "T": 1_626_992_741_261}
+        body |= {
             "bids": [[f"{p:.8f}", f"{s:.8f}"] for p, s in bids],
             "asks": [[f"{p:.8f}", f"{s:.8f}"] for p, s in asks],
         }
@@ -152,10 +151,9 @@ class ReplayRest(FakeBinanceRest):
 
 @dataclass
 class Connection:
-    """What one connection of the collector got: each symbol's last snapshot id served,
-    and the update ids of the frames delivered to it."""
+    """What one connection of the collector got: the update ids of the frames delivered to
+    it, per symbol."""
 
-    snapshot_ids: dict[str, int] = field(default_factory=dict)
     delivered: dict[str, list[int]] = field(default_factory=dict)
 
 
@@ -205,7 +203,6 @@ async def replay(
         connection = connections[-1]
         if lag is None:  # the first connection: the recorded snapshot
             body = truth.snapshots[symbol]
-            connection.snapshot_ids[symbol] = int(body["lastUpdateId"])
             return json.dumps(body).encode()
         # The venue's position: its last update sent by now.
         now = trio.current_time() - t0
@@ -219,8 +216,7 @@ async def replay(
             chosen = min(position - lag, len(frames) - 1)
         wanted = ids_by_symbol[symbol][max(chosen, 0)]
         update_id = min(i for i in truth.books[symbol] if i >= wanted)
-        connection.snapshot_ids[symbol] = update_id
-        return truth.body_at(symbol, update_id)
+        return truth.body_at(symbol, update_id, futures=recording.futures)
 
     ws = FakeBinance(category=recording.category)
     rest = ReplayRest(answer)
@@ -282,8 +278,9 @@ async def advance_until(
     handle: ServiceHandle,
     connections: int,
 ) -> None:
-    """Move virtual time on until the collector has reconnected and subscribed, and the
-    outage has lasted until ``not_before`` (seconds after ``t0``)."""
+    """Move virtual time on until the fake has accepted its ``connections``-th connection,
+    then, time frozen, until it is subscribed and the acknowledgement received; then on to
+    ``not_before`` (seconds after ``t0``), the outage's end."""
     before = received(handle)
     give_up = time.monotonic() + 20
     while ws.connections < connections:  # moving time only until the reconnect starts
@@ -291,7 +288,6 @@ async def advance_until(
         clock.jump(0.05)
         await trio.to_thread.run_sync(time.sleep, 0.0005)
     await wait_real(lambda: _subscribed(ws, streams) and received(handle) > before)
-    # (len(connections) counts the new one already)
     if trio.current_time() - t0 < not_before:
         clock.jump(not_before - (trio.current_time() - t0))
 
