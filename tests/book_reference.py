@@ -4,6 +4,8 @@ Independent of ``collector``: plain dicts fed with the decoded JSON of the venue
 frames, by the rules the venue documents, so that the book the collector's files give back
 can be compared with a book nothing of the collector's code has touched.
 
+Bybit v5 ``orderbook.{depth}``: see :class:`BybitBook`.
+
 Binance diff depth (spot: https://developers.binance.com/docs/binance-spot-api-docs/
 web-socket-streams#how-to-manage-a-local-order-book-correctly; USD-M: "How to manage a local
 order book correctly" in the derivatives docs): take a REST snapshot (``lastUpdateId``),
@@ -84,13 +86,38 @@ class BinanceDiffBook:
             tuple(sorted(self.asks.items())),
         )
 
-    def rest_body(self) -> dict[str, Any]:
-        """This book as the venue's REST depth answer (``lastUpdateId`` = the last id
-        applied), with the venue's decimal strings."""
-        assert self.last_id is not None
-        bids, asks = self.state()
-        return {
-            "lastUpdateId": self.last_id,
-            "bids": [[f"{p:.8f}", f"{s:.8f}"] for p, s in bids],
-            "asks": [[f"{p:.8f}", f"{s:.8f}"] for p, s in asks],
-        }
+
+class BybitBook:
+    """One symbol's ``orderbook.{depth}`` book (Bybit v5, "Orderbook" in the public
+    WebSocket docs): a ``snapshot`` replaces the book; a ``delta`` sets the sizes of its
+    levels, 0 deleting one; ``u`` grows by 1 from one message to the next (``u`` = 1: the
+    venue restarted and the message is a snapshot)."""
+
+    def __init__(self) -> None:
+        self.bids: dict[float, float] = {}
+        self.asks: dict[float, float] = {}
+        self.last_id: int | None = None
+
+    def apply(self, message: dict[str, Any]) -> None:
+        """Apply one push (the decoded frame: ``type`` and ``data``)."""
+        data = message["data"]
+        update_id = int(data["u"])
+        if message["type"] == "snapshot":
+            self.bids, self.asks = _side(data["b"]), _side(data["a"])
+        else:
+            if self.last_id is None or update_id != self.last_id + 1:
+                raise ReferenceBookError(f"u {update_id} after {self.last_id}")
+            for book, levels in ((self.bids, data["b"]), (self.asks, data["a"])):
+                for price_text, size_text in levels:
+                    price, size = float(price_text), float(size_text)
+                    if size == 0.0:
+                        book.pop(price, None)
+                    else:
+                        book[price] = size
+        self.last_id = update_id
+
+    def state(self) -> BookState:
+        return (
+            tuple(sorted(self.bids.items(), reverse=True)),
+            tuple(sorted(self.asks.items())),
+        )

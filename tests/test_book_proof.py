@@ -46,9 +46,10 @@ from collector.reader import BookReset, BookView, DataReader
 from collector.reader.times import from_us
 from collector.service import EXIT_OK, ServiceHandle
 from collector.settings_check import parse_settings
-from tests.book_reference import BinanceDiffBook, BookState
+from tests.book_reference import BinanceDiffBook, BookState, BybitBook
 from tests.fakes.binance import FakeBinance
 from tests.fakes.binance_rest import FakeBinanceRest
+from tests.fakes.bybit import FakeBybit, FakeBybitClient
 from tests.samples import read_f2, require_sample
 from tests.venue_helpers import QUIET_WEBSOCKET, received, run_until_stopped
 
@@ -253,7 +254,14 @@ async def replay(
                 at, outage, lag = pending_drops.pop(0)
                 await ws.drop()
                 connections.append(Connection())  # its snapshots are asked for at once
-                await advance_until(clock, t0, at + outage, ws, streams, handle, len(connections))
+                await advance_until(
+                    clock,
+                    t0,
+                    at + outage,
+                    partial(_accepted, ws, len(connections)),
+                    partial(_subscribed, ws, streams),
+                    handle,
+                )
                 delivered_total = received(handle)
             if frame.offset < trio.current_time() - t0:
                 continue  # sent while the collector was not connected: lost
@@ -273,27 +281,30 @@ async def advance_until(
     clock: trio.testing.MockClock,
     t0: float,
     not_before: float,
-    ws: FakeBinance,
-    streams: list[str],
+    accepted: Callable[[], bool],
+    subscribed: Callable[[], bool],
     handle: ServiceHandle,
-    connections: int,
 ) -> None:
-    """Move virtual time on until the fake has accepted its ``connections``-th connection,
-    then, time frozen, until it is subscribed and the acknowledgement received; then on to
+    """Move virtual time on until the fake has ``accepted`` the new connection, then, time
+    frozen, until it is ``subscribed`` and the acknowledgement received; then on to
     ``not_before`` (seconds after ``t0``), the outage's end."""
     before = received(handle)
     give_up = time.monotonic() + 20
-    while ws.connections < connections:  # moving time only until the reconnect starts
+    while not accepted():  # moving time only until the reconnect starts
         assert time.monotonic() < give_up, "no reconnect"
         clock.jump(0.05)
         await trio.to_thread.run_sync(time.sleep, 0.0005)
-    await wait_real(lambda: _subscribed(ws, streams) and received(handle) > before)
+    await wait_real(lambda: subscribed() and received(handle) > before)
     if trio.current_time() - t0 < not_before:
         clock.jump(not_before - (trio.current_time() - t0))
 
 
 def _received_at_least(handle: ServiceHandle, count: float) -> bool:
     return received(handle) >= count
+
+
+def _accepted(ws: FakeBinance | FakeBybit, connections: int) -> bool:
+    return ws.connections >= connections
 
 
 def _subscribed(ws: FakeBinance, streams: list[str]) -> bool:
@@ -467,3 +478,174 @@ async def test_the_reader_rebuilds_the_venues_book(
         assert symbol_items[-1] == resets[-1]
         check_instants(data_dir, recording.exchange, symbol, symbol_items)
         check_each_file_alone(data_dir, recording.exchange, symbol, tmp_path, symbol_items)
+
+
+# --------------------------------------------------------------------------- Bybit
+
+BYBIT = Recording("cryptofeed-v3/BYBIT.jsonl.zst", "linear", "bybit-linear")
+BYBIT_CONNECTION = "BYBIT.ws.2"  # the linear one: BTC, ETH, SOL and DOGE perpetuals
+
+
+def load_bybit() -> Truth:
+    """The recording's ``orderbook.200`` pushes of the linear connection: each symbol's
+    snapshot, the deltas after it, and the reference book after every ``u``."""
+    capture = read_f2(require_sample(BYBIT.sample))
+    snapshots: dict[str, dict[str, Any]] = {}
+    frames: list[Frame] = []
+    start: float | None = None
+    for record in capture.received(BYBIT_CONNECTION):
+        assert record.data is not None
+        assert record.ts is not None
+        message = json.loads(record.data)
+        if not str(message.get("topic", "")).startswith("orderbook."):
+            continue
+        symbol = message["data"]["s"]
+        if message["type"] == "snapshot":
+            snapshots[symbol] = message
+            continue
+        start = record.ts if start is None else start
+        frames.append(Frame(record.ts - start, symbol, record.data, message))
+    truth = Truth(snapshots, frames)
+    for symbol, snapshot in snapshots.items():
+        book = BybitBook()
+        book.apply(snapshot)
+        states = {int(snapshot["data"]["u"]): book.state()}
+        for frame in frames:
+            if frame.symbol == symbol:
+                book.apply(frame.data)
+                states[int(frame.data["data"]["u"])] = book.state()
+        truth.books[symbol] = states
+    return truth
+
+
+class ReplayBybit(FakeBybit):
+    """Answers each subscription with the snapshot ``snapshot_for(topic)`` gives then."""
+
+    def __init__(self, snapshot_for: Callable[[str], str]) -> None:
+        super().__init__(ping_timeout=3600.0)
+        self.snapshot_for = snapshot_for
+
+    def _replies(self, client: FakeBybitClient, text: str) -> list[str]:
+        request = json.loads(text)
+        if request.get("op") == "subscribe":
+            for topic in request.get("args") or []:
+                self.book_snapshots[topic] = self.snapshot_for(topic)
+        return super()._replies(client, text)
+
+
+async def replay_bybit(
+    truth: Truth, data_dir: Path, clock: trio.testing.MockClock, drops: list[float]
+) -> list[Connection]:
+    """Replay the Bybit deltas through the service; the first subscription gets the
+    recorded snapshot, each later one the reference book as the venue stands then (the
+    deltas of the outage are lost, and the stream resumes right after the snapshot).
+    ``drops``: the offsets at which the fake drops the connection."""
+    clock.autojump_threshold = math.inf
+    t0 = trio.current_time()
+    last_read = [0]
+
+    def wall_clock() -> int:  # as in replay()
+        now = HOUR_US - int(HOUR_AT_SECS * 1e6) + int((trio.current_time() - t0) * 1e6)
+        last_read[0] = max(now, last_read[0] + 1)
+        return last_read[0]
+
+    symbols = sorted(truth.snapshots)
+    topics = [f"orderbook.200.{s}" for s in symbols]
+    first_connection = [True]
+
+    def snapshot_for(topic: str) -> str:
+        symbol = topic.rsplit(".", 1)[1]
+        if first_connection[0]:
+            return json.dumps(truth.snapshots[symbol])
+        now = trio.current_time() - t0
+        before = [f for f in truth.frames if f.symbol == symbol and f.offset < now]
+        update_id = int(before[-1].data["data"]["u"]) if before else min(truth.books[symbol])
+        bids, asks = truth.books[symbol][update_id]
+        recorded = truth.snapshots[symbol]
+        data = {
+            "s": symbol,
+            "b": [[repr(p), repr(q)] for p, q in bids],
+            "a": [[repr(p), repr(q)] for p, q in asks],
+            "u": update_id,
+            "seq": int(recorded["data"]["seq"]) + update_id,
+        }
+        push = {"topic": topic, "type": "snapshot", "ts": recorded["ts"], "data": data}
+        return json.dumps(push | {"cts": recorded.get("cts", recorded["ts"])})
+
+    connections: list[Connection] = [Connection()]
+    fake = ReplayBybit(snapshot_for)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(fake.run)
+        settings = parse_settings(
+            {
+                "collector": {"metrics_host": "127.0.0.1", "metrics_port": 0},
+                "storage": {"data_dir": str(data_dir), "max_file_size_mb": 0.25},
+                "websocket": dict(QUIET_WEBSOCKET),
+                "markets": [
+                    {
+                        "exchange": "bybit",
+                        "category": "linear",
+                        "symbols": symbols,
+                        "feeds": ["orderbook"],
+                        "book_depth": 200,
+                        "base_url": fake.url,
+                    }
+                ],
+            }
+        )
+        handle, stop = await run_until_stopped(nursery, settings, wall_clock=wall_clock)
+        await fake.wait_subscribed(topics)
+        # the acknowledgements and the snapshots
+        await wait_real(lambda: received(handle) >= 1 + len(symbols))
+        first_connection[0] = False
+        delivered_total = received(handle)
+        pending = sorted(drops)
+        for frame in truth.frames:
+            if pending and frame.offset >= pending[0]:
+                pending.pop(0)
+                await fake.drop()
+                connections.append(Connection())
+                await advance_until(
+                    clock,
+                    t0,
+                    0.0,
+                    partial(_accepted, fake, len(connections)),
+                    partial(_bybit_subscribed, fake, topics),
+                    handle,
+                )
+                # the snapshots too (the acknowledgement is counted already)
+                snapshots = delivered_total + len(symbols)
+                await wait_real(partial(_received_at_least, handle, snapshots))
+                delivered_total = received(handle)
+            if frame.offset < trio.current_time() - t0:
+                continue  # sent while the collector was not connected: lost
+            clock.jump(frame.offset - (trio.current_time() - t0))
+            if await fake.send(frame.text):
+                delivered = connections[-1].delivered.setdefault(frame.symbol, [])
+                delivered.append(int(frame.data["data"]["u"]))
+                delivered_total += 1
+                await wait_real(partial(_received_at_least, handle, delivered_total))
+        clock.jump(1.0)
+        assert await stop() == EXIT_OK
+        nursery.cancel_scope.cancel()
+    return connections
+
+
+def _bybit_subscribed(fake: FakeBybit, topics: list[str]) -> bool:
+    return any(set(topics) <= client.topics for client in fake.clients)
+
+
+async def test_the_reader_rebuilds_bybits_book(
+    tmp_path: Path, autojump_clock: trio.testing.MockClock
+) -> None:
+    truth = load_bybit()
+    data_dir = tmp_path / "data"
+    connections = await replay_bybit(truth, data_dir, autojump_clock, [9.0, 20.0])
+    assert len(connections) == 3
+    replayed = check_against_reference(BYBIT, truth, connections, data_dir)
+    for symbol, symbol_items in replayed.items():
+        resets = [i for i in symbol_items[1:] if isinstance(i, BookReset)]
+        assert [r.event for r in resets] == ["disconnected"] * 3, symbol
+        assert symbol_items[-1] == resets[-1]
+        assert check_instants(data_dir, BYBIT.exchange, symbol, symbol_items) > 0
+        assert check_each_file_alone(data_dir, BYBIT.exchange, symbol, tmp_path, symbol_items) > 0
