@@ -120,6 +120,22 @@ def test_snapshot_older_than_the_recorded_deltas_is_fetched_again() -> None:
     assert (book.sequence, book.first_sequence) == (220, 205)  # both deltas joined
 
 
+def test_a_snapshot_older_than_a_gap_while_it_was_on_its_way_is_not_joined() -> None:
+    """The deltas before a gap cannot carry a snapshot across it: one older than the gap
+    (16..19 in neither) is not written; one past the gap is joined to the deltas after it."""
+    session = diff_session()
+    ack_all(session)
+    [request] = take_requests(session)
+    delta(session, 1, 10)
+    assert gaps(delta(session, 20, 30)) != []  # 11..19 missing; a snapshot is on its way
+    assert take_requests(session) == []
+    assert receive_snapshot(session, request, snapshot_body(15), T0) == []
+    [again] = take_requests(session)
+    [_, book] = receive_snapshot(session, again, snapshot_body(25), T0 + 1)
+    assert isinstance(book, BookUpdate)
+    assert (book.first_sequence, book.sequence) == (25, 30)
+
+
 def test_snapshot_ahead_of_the_deltas_waits_for_a_covering_delta() -> None:
     session = diff_session()
     ack_all(session)
