@@ -4,7 +4,7 @@ Independent of ``collector``: plain dicts fed with the decoded JSON of the venue
 frames, by the rules the venue documents, so that the book the collector's files give back
 can be compared with a book nothing of the collector's code has touched.
 
-Bybit v5 ``orderbook.{depth}``: see :class:`BybitBook`.
+Bybit v5 ``orderbook.{depth}``: :class:`BybitBook`; Deribit ``book.*``: :class:`DeribitBook`.
 
 Binance diff depth (spot: https://developers.binance.com/docs/binance-spot-api-docs/
 web-socket-streams#how-to-manage-a-local-order-book-correctly; USD-M: "How to manage a local
@@ -115,6 +115,39 @@ class BybitBook:
                     else:
                         book[price] = size
         self.last_id = update_id
+
+    def state(self) -> BookState:
+        return (
+            tuple(sorted(self.bids.items(), reverse=True)),
+            tuple(sorted(self.asks.items())),
+        )
+
+
+class DeribitBook:
+    """One instrument's ``book.{instrument}.{interval}`` book (Deribit JSON-RPC v2,
+    "book.{instrument_name}.{interval}" in the subscription docs): a ``snapshot`` lists
+    every level as ``new``; a ``change`` carries ``prev_change_id``, which is the previous
+    message's ``change_id``, and levels ``[action, price, amount]`` with action ``new``,
+    ``change`` (set the amount) or ``delete``."""
+
+    def __init__(self) -> None:
+        self.bids: dict[float, float] = {}
+        self.asks: dict[float, float] = {}
+        self.last_id: int | None = None
+
+    def apply(self, data: dict[str, Any]) -> None:
+        """Apply one notification's ``data``."""
+        if data["type"] == "snapshot":
+            self.bids, self.asks = {}, {}
+        elif data.get("prev_change_id") != self.last_id:
+            raise ReferenceBookError(f"prev_change_id {data.get('prev_change_id')}")
+        for book, levels in ((self.bids, data["bids"]), (self.asks, data["asks"])):
+            for action, price, amount in levels:
+                if action == "delete":
+                    book.pop(float(price), None)
+                else:
+                    book[float(price)] = float(amount)
+        self.last_id = int(data["change_id"])
 
     def state(self) -> BookState:
         return (
