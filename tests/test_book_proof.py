@@ -1,28 +1,31 @@
 """Proof that the book the reader rebuilds is the venue's book (issue 19, item 6).
 
-Real recorded traffic goes through the real service and back out of the reader:
+Real recorded traffic (``../shared/samples``: Binance spot and USD-M diff depth, Bybit v5
+``orderbook.200``, Deribit ``book.*``) goes through the real service and back out of the
+reader:
 
 - a fake venue on 127.0.0.1 replays a recording's frames at their recorded pace, in
   virtual time (Trio's MockClock, moved by the test; the wall clock follows it), with the
   hour boundary inside the replay, files rotated by size as well, and the connection
   dropped twice mid-way (the frames sent meanwhile are lost, as on the venue; the book
   resumes from a fresh snapshot);
-- the fake REST API answers the book snapshots: the recorded one on the first connection,
-  then the venue's book as the reference has it at a chosen id: older than the deltas the
-  collector has already received (they must be joined to it) or newer (the deltas it
-  already holds must be dropped);
+- the first snapshot is the recorded one; after a drop it is the venue's book as the
+  reference has it: on Binance (REST) at a chosen id, older than the deltas the collector
+  has already received (they must be joined to it) or newer (the deltas it already holds
+  must be dropped); on Bybit and Deribit (pushed on subscribing) where the stream resumes;
 - a reference book (``tests/book_reference.py``: plain dicts, the venue's documented rules,
   nothing of the collector) is fed the recording's frames.
 
 Asserted, for the whole book (every level, ``depth=None``) of every symbol:
 
-1. the reader's view after each update is the reference book at the view's update id, and
-   the reader gives a view at exactly the ids a venue client applies on each connection;
+1. the reader's view after each update is the reference book at the view's update id
+   (``sequence``), and the views between two resets are exactly the updates a venue client
+   applies: the snapshot, then every delta received until the next hole whose id is past it;
 2. across each drop the reader says the book is unknown (``BookReset``) and gives no view
    until the next snapshot;
-3. ``book_at`` at every 50th book row's time is the view the replay gives at that time;
-4. each order book file alone (plus the symbol's status rows) gives, at every update inside
-   it, the same book as the full history does.
+3. ``book_at`` at every 50th view's time is that view;
+4. each order book file alone (plus the symbol's status files) gives, at every row time
+   inside it, the same book as the full history does.
 """
 
 from __future__ import annotations
