@@ -511,6 +511,7 @@ class Position:
         self.truth = truth
         self.t0 = t0
         self.first = True
+        self.served: dict[str, int] = {}  # the update id of the last book pushed
 
     def update_id(self, symbol: str) -> int | None:
         """None: the recorded snapshot; else the update id of the book to push."""
@@ -518,7 +519,9 @@ class Position:
             return None
         now = trio.current_time() - self.t0
         before = [f for f in self.truth.frames if f.symbol == symbol and f.offset < now]
-        return before[-1].update_id if before else min(self.truth.books[symbol])
+        update_id = before[-1].update_id if before else min(self.truth.books[symbol])
+        self.served[symbol] = update_id
+        return update_id
 
 
 class ReplayBybit(FakeBybit):
@@ -642,9 +645,10 @@ async def replay_pushed(
                 # the snapshots too (the acknowledgement is counted already)
                 await wait_real(partial(_received_at_least, handle, delivered_total + snapshots))
                 delivered_total = received(handle)
-            if frame.offset < trio.current_time() - position.t0:
-                continue  # sent while the collector was not connected: lost
-            clock.jump(frame.offset - (trio.current_time() - position.t0))
+            if frame.update_id <= position.served.get(frame.symbol, -1):
+                continue  # lost in the outage, or already in the snapshot pushed since
+            now = trio.current_time() - position.t0
+            clock.jump(max(0.0, frame.offset - now))  # (late ones go at once)
             if await fake.send(frame.text):
                 delivered = connections[-1].delivered.setdefault(frame.symbol, [])
                 delivered.append(frame.update_id)
