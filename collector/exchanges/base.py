@@ -128,6 +128,11 @@ DISCARD_REASONS: Final[tuple[DiscardReason, ...]] = ("duplicate", "stale", "whil
 # (A sequence gap resyncs too; it is counted as a gap, not here.)
 BookResyncReason = Literal["checksum", "crossed"]
 BOOK_RESYNC_REASONS: Final[tuple[BookResyncReason, ...]] = ("checksum", "crossed")
+# Each reason in words, for the ``resync`` row of the fresh snapshot ("... after a <words>").
+RESYNC_REASON_TEXT: Final[Mapping[BookResyncReason, str]] = {
+    "checksum": "checksum mismatch",
+    "crossed": "crossed book",
+}
 
 
 @attrs.frozen
