@@ -95,6 +95,8 @@ from collector.events import (
     levels_from_pairs,
 )
 from collector.exchanges.base import (
+    RESYNC_REASON_TEXT,
+    BookResyncReason,
     ConnectionPlan,
     ExchangeAdapter,
     InstrumentsRequest,
@@ -102,6 +104,7 @@ from collector.exchanges.base import (
     Session,
     Subscription,
 )
+from collector.exchanges.book_check import CrossCheck
 from collector.exchanges.common import (
     PathRule,
     choices,
@@ -479,6 +482,10 @@ class BybitSession(Session):
         self._routes: dict[str, tuple[_Handler, str]] = {}
         self._last_u: dict[str, int] = {}
         self._resyncing: set[str] = set()
+        # Each book's crossed-book check (from its snapshot until a resync), and why a book
+        # is resyncing where it was not a sequence gap (for its resync row).
+        self._cross_checks: dict[str, CrossCheck] = {}
+        self._resync_reasons: dict[str, BookResyncReason] = {}
         # Last full ticker per symbol (field name -> wire string), since its last snapshot.
         self._tickers: dict[str, dict[str, str]] = {}
         # Symbols whose tickers topic is resubscribed for a snapshot (a delta came first).
@@ -671,6 +678,9 @@ class BybitSession(Session):
                     detail = f"fresh snapshot after resubscribing, u={u}"
                 else:
                     detail = f"the venue sent a new snapshot, u={u} (previous u={last})"
+                reason = self._resync_reasons.pop(symbol, None)
+                if reason is not None:
+                    detail += f" after a {RESYNC_REASON_TEXT[reason]}"
                 events.append(
                     self.status(
                         "resync",
@@ -683,7 +693,13 @@ class BybitSession(Session):
                     )
                 )
             self._last_u[symbol] = u
-            events.append(self._book_update(symbol, env, msg, received_us, "snapshot"))
+            snapshot = self._book_update(symbol, env, msg, received_us, "snapshot")
+            events.append(snapshot)
+            started = self._cross_checks[symbol] = CrossCheck()
+            if started.snapshot(snapshot.bids, snapshot.asks):
+                events.append(
+                    self._book_crossed(symbol, env, started, received_us, " in the snapshot")
+                )
             return events
         if symbol not in self._resyncing:
             if last is not None and u == last + 1:
@@ -710,15 +726,33 @@ class BybitSession(Session):
                         detail=detail,
                     )
                 )
-                self._resyncing.add(symbol)
-                self._last_u.pop(symbol, None)
-                topic = env.topic
-                if topic is not None:
-                    self._resubscribe(topic)
+                self._resync_book(symbol, env)
         if symbol not in self._resyncing:
             self._last_u[symbol] = u
-        events.append(self._book_update(symbol, env, msg, received_us, "delta"))
+        update = self._book_update(symbol, env, msg, received_us, "delta")
+        events.append(update)
+        check = self._cross_checks.get(symbol)
+        if check is not None and check.apply(update.bids, update.asks):
+            events.append(self._book_crossed(symbol, env, check, received_us))
         return events
+
+    def _resync_book(self, symbol: str, env: _Envelope) -> None:
+        """Resubscribe ``symbol``'s book topic (a fresh snapshot comes); unchecked until then."""
+        self._resyncing.add(symbol)
+        self._last_u.pop(symbol, None)
+        self._cross_checks.pop(symbol, None)
+        topic = env.topic
+        if topic is not None:
+            self._resubscribe(topic)
+
+    def _book_crossed(
+        self, symbol: str, env: _Envelope, check: CrossCheck, received_us: int, where: str = ""
+    ) -> Event:
+        """The book is crossed: its gap row, and a resubscription of that book alone."""
+        self._resync_book(symbol, env)
+        self._resync_reasons[symbol] = "crossed"
+        detail = f"{check.describe()}{where}; resubscribing for a new snapshot"
+        return self.book_invalid(symbol, received_us, "crossed", detail)
 
     def _merge_ticker(
         self, symbol: str, env: _Envelope, received_us: int, events: list[Event]
