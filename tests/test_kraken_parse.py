@@ -403,7 +403,7 @@ def test_repeated_mismatches_stop_checking_instead_of_resubscribing_forever() ->
         details.append(statuses(events, "gap")[0].detail or "")
     assert all("resubscribing" in d for d in details[:-1])
     assert details[-1].endswith(
-        "3 in a row: checksums of BTC/USD are no longer checked on this connection"
+        "3 in a row: the book of BTC/USD is no longer checked on this connection"
     )
     assert asked(session).send == []
     assert session.unverified == {"BTC/USD"}
