@@ -295,7 +295,7 @@ def test_subscribe_frames_conf_first_then_one_per_channel() -> None:
     (plan,) = adapter.plan_connections([market(BTC, book_depth=100)])
     frames = [json.loads(f) for f in adapter.open_session(plan).subscribe_frames()]
     assert frames == [
-        {"event": "conf", "flags": 98304},
+        {"event": "conf", "flags": 229376},
         {"event": "subscribe", "channel": "trades", "symbol": BTC},
         {
             "event": "subscribe",

@@ -91,7 +91,7 @@ async def test_frames_become_parquet_rows(nursery: trio.Nursery, tmp_path: Path)
     assert {("subscribed", "trades"), ("subscribed", "orderbook"), ("subscribed", "ticker")} <= set(
         events
     )
-    assert fake.client_messages[0] == '{"event":"conf","flags":98304}'
+    assert fake.client_messages[0] == '{"event":"conf","flags":229376}'
 
 
 async def test_sequence_gap_is_recorded_and_books_resynced(
