@@ -79,7 +79,10 @@ Sequence rules (per symbol, per session; a reconnect starts afresh):
   exactly, ``pu == lastUpdateId``). A snapshot older than the first delta recorded since it
   was asked for is fetched again; a first delta past it that does not join it is a ``gap``
   (and another snapshot). Readers rebuild the book from the snapshot and the deltas with
-  ``u > lastUpdateId``.
+  ``u > lastUpdateId``. From the snapshot on, each covering delta is applied to a
+  :class:`~collector.exchanges.book_check.CrossCheck`: a crossed book (best bid >= best
+  ask) is a ``gap`` row (:meth:`Session.book_invalid`) and a new snapshot of that symbol,
+  whose ``resync`` row ends ``after a crossed book``.
 
 Subscribe errors: Binance rejects a whole ``SUBSCRIBE`` request when one stream in it is
 invalid. So a rejected request of several streams is split in two and both halves are sent

@@ -2,8 +2,8 @@
 
 One connection (``{base_url}/ws/2``, public host ``api-pub.bitfinex.com``) carries at most
 :data:`MAX_CHANNELS_PER_CONNECTION` channels (the docs say 25 per connection, a copy says
-30: we use 25). The session first sends ``{"event":"conf","flags":98304}`` (TIMESTAMP 32768
-+ SEQ_ALL 65536), then one ``subscribe`` per (symbol, channel). The venue acknowledges each
+30: we use 25). The session first sends ``{"event":"conf","flags":229376}`` (TIMESTAMP 32768
++ SEQ_ALL 65536 + OB_CHECKSUM 131072), then one ``subscribe`` per (symbol, channel). The venue acknowledges each
 with ``{"event":"subscribed","chanId":N,...}``; every later data frame is an array
 ``[chanId, ...]``, mapped back to its symbol through the acknowledged chanIds. Numbers are
 JSON numbers; timestamps are milliseconds.
@@ -64,7 +64,13 @@ venue's protocol, not a discard, and is not counted. The appended fields are
 read as ``SEQ`` then ``MTS`` (tardis-node reads the timestamp at index 3 of a book frame);
 the ``sequence`` column holds SEQ, ``timestamp_exchange`` the MTS (trades: the trade's
 own MTS). If the venue refuses the conf frame, sequence checks are off for the session.
-The book checksum flag (131072) is not enabled.
+The book checksum flag (131072) is enabled too: each book channel then gets
+``[chanId, "cs", CHECKSUM, SEQ, MTS]`` frames, the CRC32 of its top 25 levels. The session
+keeps each book with the wire text of its numbers (:mod:`collector.exchanges.interleaved_book`),
+compares every ``cs`` frame, and checks after every update that the book is not crossed;
+a book that fails gets a ``gap`` row (:meth:`Session.book_invalid`) and that channel alone
+is resubscribed (its frames until the new snapshot are dropped and counted, as after a
+gap; the new snapshot's ``resync`` row names the reason).
 
 Keepalive: the venue sends ``[chanId, "hb", SEQ, MTS]`` after 15 s without channel
 activity, which feeds the connection's stale watchdog; the connection also sends

@@ -50,7 +50,10 @@ Sequence rules (per symbol, per session; a reconnect starts afresh):
   restarted) is a ``gap`` row and the topic is resubscribed (``unsubscribe`` +
   ``subscribe``) for a fresh snapshot. A new snapshot always replaces the book: it gets a
   ``resync`` row when it follows a gap or arrives unasked mid-stream (``u == 1`` = venue
-  restart), not on depth 1, which sends only snapshots.
+  restart), not on depth 1, which sends only snapshots. After each snapshot and delta the
+  book is checked for a crossing (:class:`~collector.exchanges.book_check.CrossCheck`): a
+  crossed book is a ``gap`` row (:meth:`Session.book_invalid`) and the same
+  resubscription; the ``resync`` row of its new snapshot ends ``after a crossed book``.
 - tickers: the state of a symbol is replaced by every ``snapshot`` (sent after each
   subscribe) and deltas are merged into it. A delta with no snapshot before it cannot be
   merged (the fields it lacks are unknown, not null): it gets a ``gap`` row per data type

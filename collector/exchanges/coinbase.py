@@ -38,6 +38,11 @@ re-requested through :attr:`Actions.send` (``unsubscribe`` then ``subscribe``
 ``level2`` for the connection's book products); when the fresh snapshot arrives, a
 ``resync`` row precedes it. The first message of a connection sets the baseline.
 
+Books are also checked for a crossing after each snapshot and update
+(:class:`~collector.exchanges.book_check.CrossCheck`): a crossed book is a ``gap`` row
+(:meth:`Session.book_invalid`) and ``level2`` of that product alone is resubscribed; the
+``resync`` row of its new snapshot says ``after a crossed book``.
+
 Trade ids: ``market_trades`` starts with a snapshot of the latest trades on every
 (re)connect, so the same trades come again after a reconnect. Trades are de-duplicated by
 ``trade_id`` per product against a bounded set of recent ids (:class:`RecentIds`) that

@@ -56,7 +56,10 @@ Sequence rules (per instrument, per session; a reconnect starts afresh):
   anything and are dropped (counted by :meth:`Session.count_discard`, reason
   ``while_resyncing``, as is the change that revealed the gap); the new snapshot is written
   with a ``resync`` status row before it. A change with ``change_id`` at or below the last
-  one is stale: dropped and counted (reason ``stale``).
+  one is stale: dropped and counted (reason ``stale``). After each snapshot and change the
+  book is checked for a crossing (:class:`~collector.exchanges.book_check.CrossCheck`): a
+  crossed book is a ``gap`` row (:meth:`Session.book_invalid`) and the same
+  resubscription; the ``resync`` row of its new snapshot ends ``after a crossed book``.
 - trades: ``trade_seq`` (per instrument) should grow by exactly 1; a jump is a ``gap`` row and
   a repeat is dropped and counted (reason ``duplicate``). This is a heuristic: Deribit does not document
   ``trade_seq`` as gap-free (exchanges.md: UNCONFIRMED). The rows name ``trades``, or

@@ -58,9 +58,15 @@ Sequence rules (per instrument, per session; a reconnect starts afresh):
   (expected = last ``seqId``, received = ``prevSeqId``) and the channel is resubscribed
   (``unsubscribe`` + ``subscribe`` via :attr:`Actions.send`) to get a fresh snapshot,
   which is written with a ``resync`` row. Updates are still written while waiting (readers
-  rebuild from the resync snapshot). The ``checksum`` field is not verified: OKX has sent
-  it as 0 since 2026-06-23 (exchanges.md 4.4). Frames without ``seqId`` (older API
-  versions) are written without checks.
+  rebuild from the resync snapshot). Frames without ``seqId`` (older API versions) are
+  written without sequence checks.
+- ``books`` checks (:meth:`Session.book_invalid`, then the same resubscription; the
+  ``resync`` row names the reason): where the snapshot's ``checksum`` is not 0, the
+  session keeps the book with its wire strings (:mod:`collector.exchanges.interleaved_book`)
+  and compares every non-zero ``checksum`` (CRC32 of the top 25 levels; OKX has sent 0
+  since 2026-06-23, exchanges.md 4.4, so today only old recordings and replays have one);
+  every book is also checked for a crossed book after each update
+  (:class:`~collector.exchanges.book_check.CrossCheck`, or the local book where there is one).
 - ``trades``: fill ids are consecutive per instrument in the recordings, so a message whose
   first fill id (``tradeId - count + 1``) is above the last ``tradeId`` + 1 gets a ``gap``
   row. This is a heuristic (UNCONFIRMED by the venue, and the ELP per-source aggregation
