@@ -40,15 +40,17 @@ def test_agrees_with_a_plain_book_on_a_moving_market() -> None:
     bids: dict[float, float] = {}
     asks: dict[float, float] = {}
     check = CrossCheck()
+    paired = CrossCheck()  # fed sorted pairs, as Binance's frames are
     mid = 1000.0
     crossings = 0
     for step in range(10_000):
         if step % 500 == 0:
             bids = {mid - i: 1.0 for i in range(1, 40)}
             asks = {mid + i: 1.0 for i in range(1, 40)}
-            assert not check.snapshot(
-                levels_from_pairs(sorted(bids.items())), levels_from_pairs(sorted(asks.items()))
-            )
+            for fresh in (check, paired):
+                assert not fresh.snapshot(
+                    levels_from_pairs(sorted(bids.items())), levels_from_pairs(sorted(asks.items()))
+                )
         mid += rng.choice((-1.0, 0.0, 1.0))
         new_bids: dict[float, float] = {}
         new_asks: dict[float, float] = {}
@@ -75,15 +77,19 @@ def test_agrees_with_a_plain_book_on_a_moving_market() -> None:
             levels_from_pairs(list(new_bids.items())), levels_from_pairs(list(new_asks.items()))
         )
         assert got == expected, step
+        # Spot sorts bids high to low, futures low to high: either way.
+        bid_pairs = sorted(new_bids.items(), reverse=step % 2 == 0)
+        assert paired.apply_sorted_pairs(bid_pairs, sorted(new_asks.items())) == expected, step
         if expected:
             crossings += 1
             assert (check.best_bid, check.best_ask) == (max(bids), min(asks))
             # Resynced: a fresh, uncrossed book.
             for price in [p for p in bids if p >= mid]:
                 del bids[price]
-            assert not check.snapshot(
-                levels_from_pairs(list(bids.items())), levels_from_pairs(list(asks.items()))
-            )
+            for fresh in (check, paired):
+                assert not fresh.snapshot(
+                    levels_from_pairs(list(bids.items())), levels_from_pairs(list(asks.items()))
+                )
     assert crossings > 20
     # The 0.0 entries are dropped as the sides are scanned: the dicts stay near the book.
     assert len(check.bids) < 4 * max(64, len(bids))

@@ -1107,7 +1107,7 @@ class BinanceSession(Session):
         if (
             check is not None
             and symbol not in self._awaiting_cover
-            and check.apply(update.bids, update.asks)
+            and check.apply_sorted_pairs(msg.bids, msg.asks)
         ):
             events.append(self._book_crossed(symbol, check, received_us))
         return events

@@ -27,6 +27,7 @@ from the other side's best costs no scan. The scans come when the top of the boo
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from itertools import compress
 from typing import Final
 
@@ -94,7 +95,42 @@ class CrossCheck:
                 self.best_ask = top
         if self.best_bid < self.best_ask:
             return False
-        # The bounds meet: make the stale ones exact.
+        return self._settle()
+
+    def apply_sorted_pairs(
+        self, bids: Sequence[tuple[float, float]], asks: Sequence[tuple[float, float]]
+    ) -> bool:
+        """:meth:`apply` for sides given as ``(price, size)`` pairs (as a decoder gave them),
+        each side sorted by price in either direction; True if the book is crossed.
+
+        The cheapest form (the diff-depth path of Binance, whose frames sort each side:
+        spot bids high to low, futures low to high, asks low to high; confirmed on the
+        recordings): the pairs go into the dicts as they are, and the side's best new
+        price is at one of its ends. That end may be a removed level: the bound is then
+        looser than it need be (never wrong), which at worst costs a scan.
+        """
+        if bids:
+            self.bids.update(bids)
+            top = bids[0][0]
+            last = bids[-1][0]
+            if last > top:
+                top = last
+            if top > self.best_bid:
+                self.best_bid = top
+        if asks:
+            self.asks.update(asks)
+            top = asks[0][0]
+            last = asks[-1][0]
+            if last < top:
+                top = last
+            if top < self.best_ask:
+                self.best_ask = top
+        if self.best_bid < self.best_ask:
+            return False
+        return self._settle()
+
+    def _settle(self) -> bool:
+        """The bounds meet: make the stale ones exact; whether the book is crossed."""
         if not self.bids.get(self.best_bid):
             if len(self.bids) > self.bid_compact_at:
                 self.bids = {price: size for price, size in self.bids.items() if size}
