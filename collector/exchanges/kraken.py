@@ -332,7 +332,7 @@ class KrakenSession(Session):
         self._resyncing: set[str] = set()
         # Mismatches in a row per symbol (reset by a verified snapshot).
         self._failures: dict[str, int] = {}
-        # Symbols whose books are no longer checked (checksum, crossed) (too many failures in a row).
+        # Symbols whose books are no longer checked (too many failures in a row).
         self.unverified: set[str] = set()
         # Why each resyncing book is resyncing (for its resync row).
         self._resync_reasons: dict[str, BookResyncReason] = {}

@@ -940,7 +940,10 @@ class OkxSession(Session):
                     events.append(self._book_failed(symbol, "checksum", detail, received_us))
                 elif checked.crossed():
                     bid, ask = checked.best()
-                    detail = f"crossed book: best bid {bid!r} >= best ask {ask!r}"
+                    detail = (
+                        f"crossed book: best bid {bid!r} >= best ask {ask!r}; "
+                        "resubscribing for a new snapshot"
+                    )
                     events.append(self._book_failed(symbol, "crossed", detail, received_us))
                 continue
             check = self._cross_checks.get(symbol)
