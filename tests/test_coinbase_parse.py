@@ -505,7 +505,7 @@ def test_bad_symbols_name_the_format(bad: str) -> None:
         ({"book_mode": "diff"}, "no book_mode/book_depth"),
         ({"book_depth": 10}, "no book_mode/book_depth"),
         ({"category": "spot"}, "no category"),
-        ({"rest_url": "https://x"}, "no rest_url"),
+        ({"rest_url": "ftp://x"}, "rest_url must start with http"),
     ],
 )
 def test_check_market_rejects(options: dict[str, Any], message: str) -> None:

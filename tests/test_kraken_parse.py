@@ -641,7 +641,7 @@ def test_check_market_accepts_depths(depth: int | None) -> None:
         ({"book_depth": 20}, "book_depth must be one of 10, 25, 100, 500, 1000"),
         ({"book_mode": "snapshot"}, "no book_mode option"),
         ({"book_mode": "diff"}, "no book_mode option"),
-        ({"rest_url": "https://api.kraken.com"}, "no rest_url option"),
+        ({"rest_url": "ftp://api.kraken.com"}, "rest_url must start with http"),
         ({"category": "spot"}, "no category option"),
     ],
 )

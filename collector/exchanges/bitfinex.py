@@ -93,6 +93,9 @@ unanswered one) -> a ``subscribe_error`` row; the subscription counts as resolve
 ``liquidations`` subscription on it: its answer resolves them all. The planner counts each
 of those as a channel of the 25, so a connection may open fewer channels than it could.
 
+Instruments (feed ``instruments``): the REST conf listings ``pub:info:pair`` (spot pairs)
+and ``pub:info:pair:futures`` (perpetuals), see :func:`parse_instruments`.
+
 Limits: 20 connections per minute on ``api-pub`` (:data:`CONNECTIONS_PER_MINUTE`): the
 supervisor paces connection attempts to ``connections_per_second``.
 """
@@ -112,6 +115,7 @@ from collector.events import (
     BookUpdate,
     DerivativeTicker,
     Event,
+    Instrument,
     Liquidation,
     Ticker,
     Trade,
@@ -123,16 +127,29 @@ from collector.exchanges.base import (
     BookResyncReason,
     ConnectionPlan,
     ExchangeAdapter,
+    InstrumentsRequest,
     ParseError,
     Session,
     Subscription,
 )
+from collector.exchanges.common import choices, normalize_asset, optional_float
 from collector.exchanges.interleaved_book import InterleavedBook
 
 EXCHANGE: Final = "bitfinex"
 DEFAULT_URL: Final = "wss://api-pub.bitfinex.com"
 WS_PATH: Final = "/ws/2"
 DEFAULT_REST_URL: Final = "https://api-pub.bitfinex.com"
+# The conf listings of trading pairs: names, and the details of each (min/max order size,
+# margin), of the exchange (spot) pairs and of the perpetuals.
+PAIRS_PATH: Final = "/v2/conf/pub:list:pair:exchange"
+FUTURES_PAIRS_PATH: Final = "/v2/conf/pub:list:pair:futures"
+INFO_PATH: Final = "/v2/conf/pub:info:pair"
+FUTURES_INFO_PATH: Final = "/v2/conf/pub:info:pair:futures"
+# The pair lists ``symbols --category`` reads: exchange (spot) pairs, the default, and
+# perpetuals (``BTCF0:USTF0``, named ``tBTCF0:USTF0`` like the markets' symbols).
+SYMBOL_LISTS: Final = {"exchange": PAIRS_PATH, "futures": FUTURES_PAIRS_PATH}
+# Bitfinex's codes of assets with a common name elsewhere (USDt, USDC).
+_ASSETS: Final = {"UST": "USDT", "UDC": "USDC"}
 FLAG_TIMESTAMP: Final = 32768
 FLAG_SEQ_ALL: Final = 65536
 FLAG_CHECKSUM: Final = 131072
@@ -251,7 +268,7 @@ class BitfinexAdapter(ExchangeAdapter):
     default_url: ClassVar[str] = DEFAULT_URL
     ws_path: ClassVar[str] = WS_PATH
     default_rest_url: ClassVar[str | None] = DEFAULT_REST_URL
-    symbols_path: ClassVar[str | None] = "/v2/conf/pub:list:pair:exchange"
+    symbols_path: ClassVar[str | None] = PAIRS_PATH
     book_depths: ClassVar[tuple[int, ...]] = tuple(sorted(BOOK_LENGTHS))
     stream_feeds: ClassVar[tuple[Feed, ...]] = (
         "trades",
@@ -260,8 +277,12 @@ class BitfinexAdapter(ExchangeAdapter):
         "derivatives",
         "liquidations",
     )
-    # Accepted and checked since the first version, though no request of a market uses it.
+    # The REST base of the instruments listings.
     takes_rest_url: ClassVar[bool] = True
+    lists_instruments: ClassVar[bool] = True
+    # At most two requests per market a round; Bitfinex's REST limits are per endpoint,
+    # from 10 to 90 requests a minute (its rate-limit docs): stay under the lowest.
+    instrument_requests_per_second: ClassVar[float] = 0.15
     option_notes: ClassVar[Mapping[str, str]] = {
         "book_mode": ": the book is a snapshot then updates "
         "(set book_depth to 1, 25, 100 or 250 levels)",
@@ -275,7 +296,21 @@ class BitfinexAdapter(ExchangeAdapter):
     connections_per_second: ClassVar[float] = CONNECTIONS_PER_MINUTE / 60
 
     @classmethod
+    def symbols_url(cls, rest_url: str | None = None, category: str | None = None) -> str:
+        """The conf list of ``category``: ``exchange`` (none: the spot pairs) or
+        ``futures`` (the perpetuals, ``pub:list:pair:futures``). ValueError for another."""
+        path = SYMBOL_LISTS.get(category or "exchange")
+        if path is None:
+            raise ValueError(
+                f"bitfinex category must be {choices(tuple(SYMBOL_LISTS), quoted=True)} "
+                f"(got {category!r}): exchange lists the spot pairs, futures the perpetuals"
+            )
+        return f"{(rest_url or DEFAULT_REST_URL).rstrip('/')}{path}"
+
+    @classmethod
     def parse_symbols(cls, body: bytes) -> list[str]:
+        """The pairs of a conf list, each as the markets name it (``t`` + pair:
+        ``tBTCUSD``, ``tBTCF0:USTF0``)."""
         try:
             lists = _PAIRS.decode(body)
         except msgspec.DecodeError as exc:
@@ -283,6 +318,27 @@ class BitfinexAdapter(ExchangeAdapter):
         if not lists:
             raise ParseError("bitfinex pair list: empty answer")
         return [f"t{pair}" for pair in lists[0]]
+
+    def instruments_requests(self, market: MarketSettings) -> list[InstrumentsRequest]:
+        """``pub:info:pair`` for the market's spot pairs and ``pub:info:pair:futures``
+        for its perpetuals (each listing whole: a few hundred pairs; conf keys take no
+        filter), read for the market's symbols."""
+        symbols = tuple(dict.fromkeys(self.normalize_symbol(s) for s in market.symbols))
+        base = self.rest_url(market)
+        requests = []
+        for path, wanted in (
+            (INFO_PATH, tuple(s for s in symbols if not is_perpetual(s))),
+            (FUTURES_INFO_PATH, tuple(s for s in symbols if is_perpetual(s))),
+        ):
+            if wanted:
+                requests.append(InstrumentsRequest(self.name, f"{base}{path}", wanted))
+        return requests
+
+    @classmethod
+    def parse_instruments(
+        cls, request: InstrumentsRequest, body: bytes, received_us: int
+    ) -> list[Instrument]:
+        return parse_instruments(request, body, received_us)
 
     @staticmethod
     def normalize_symbol(symbol: str) -> str:
@@ -342,6 +398,85 @@ class BitfinexAdapter(ExchangeAdapter):
 
     def open_session(self, plan: ConnectionPlan) -> BitfinexSession:
         return BitfinexSession(plan)
+
+
+# --------------------------------------------------------------------------- instruments
+
+# ``pub:info:pair[:futures]``: one list (of the one key asked for) of [PAIR, DETAILS];
+# DETAILS is read by position: [3] MIN_ORDER_SIZE, [4] MAX_ORDER_SIZE, [8] INITIAL_MARGIN,
+# [9] MIN_MARGIN (Bitfinex's conf docs; the others are reserved, null).
+_INFO: Final = msgspec.json.Decoder(list[list[tuple[str, list[Any]]]])
+_MIN_ORDER_SIZE: Final = 3
+
+
+def _asset(code: str) -> str:
+    """A Bitfinex asset code's common name: a perpetual's ``F0`` dropped (``BTCF0`` is BTC,
+    ``USTF0`` its margin currency, USDt), ``UST`` -> USDT, ``UDC`` -> USDC."""
+    if code.endswith("F0"):
+        code = code[:-2]
+    return normalize_asset(_ASSETS.get(code, code))
+
+
+def pair_assets(symbol: str) -> tuple[str, str]:
+    """The (base, quote) asset of a canonical trading pair: ``tBTCUSD`` -> (BTC, USD),
+    ``tTESTBTC:TESTUSD`` -> (TESTBTC, TESTUSD), ``tBTCF0:USTF0`` -> (BTC, USDT)."""
+    pair = symbol[1:]
+    base, colon, quote = pair.partition(":")
+    if not colon:
+        base, quote = pair[:3], pair[3:]
+    return _asset(base), _asset(quote)
+
+
+def parse_instruments(
+    request: InstrumentsRequest, body: bytes, received_us: int
+) -> list[Instrument]:
+    """The rows of ``request.symbols`` in a ``pub:info:pair`` or ``pub:info:pair:futures``
+    answer.
+
+    Spot pairs and perpetuals alike count sizes in the base coin (Bitfinex sizes
+    derivative positions in the base coin too). A perpetual (``tBTCF0:USTF0``) is linear,
+    settled in its margin currency (USDt: ``settle_asset`` USDT). ``min_size`` is
+    MIN_ORDER_SIZE; the conf names no tick or lot size (Bitfinex prices have five
+    significant digits, not a fixed step), so those are null; no status (the listing has
+    the active pairs) and no server time.
+    """
+    try:
+        lists = _INFO.decode(body)
+    except msgspec.DecodeError as exc:
+        raise ParseError(f"bitfinex pair info: {exc}") from exc
+    if not lists:
+        raise ParseError("bitfinex pair info: empty answer")
+    wanted = set(request.symbols)
+    rows = []
+    for pair, details in lists[0]:
+        symbol = f"t{pair}"
+        if symbol not in wanted:
+            continue
+        wanted.discard(symbol)
+        base, quote = pair_assets(symbol)
+        perpetual = is_perpetual(symbol)
+        minimum = details[_MIN_ORDER_SIZE] if len(details) > _MIN_ORDER_SIZE else None
+        try:
+            min_size = optional_float(minimum)
+        except (TypeError, ValueError) as exc:
+            raise ParseError(f"bitfinex pair info {pair}: {exc}") from exc
+        rows.append(
+            Instrument(
+                request.exchange,
+                symbol,
+                None,
+                received_us,
+                None,
+                kind="perpetual" if perpetual else "spot",
+                base_asset=base,
+                quote_asset=quote,
+                settle_asset=quote if perpetual else None,
+                inverse=False if perpetual else None,
+                size_unit="base",
+                min_size=min_size,
+            )
+        )
+    return rows
 
 
 # --------------------------------------------------------------------------- session

@@ -16,6 +16,7 @@ Feeds and channels:
 - ``ticker`` -> ``ticker`` with ``event_trigger: "bbo"`` (a row on every change of the best
   bid/offer, not only on trades): best bid/ask with sizes, last price, 24 h volume;
 - ``raw`` -> no channel: the connection keeps every frame (``ConnectionPlan.raw``).
+- ``instruments`` -> no channel: the REST ``AssetPairs`` listing (:func:`parse_instruments`).
 
 The ``heartbeat`` channel (about 1/s once subscribed), ``status`` and ``pong`` frames produce
 no events. The keepalive is the application ping ``{"method":"ping","req_id":N}`` (answered
@@ -61,23 +62,34 @@ import attrs
 import msgspec
 
 from collector.config import MarketSettings
-from collector.events import BookUpdate, Event, Levels, Side, Ticker, Trade, levels_from_values
+from collector.events import (
+    BookUpdate,
+    Event,
+    Instrument,
+    Levels,
+    Side,
+    Ticker,
+    Trade,
+    levels_from_values,
+)
 from collector.exchanges.base import (
     RESYNC_REASON_TEXT,
     BookResyncReason,
     ConnectionPlan,
     ExchangeAdapter,
+    InstrumentsRequest,
     ParseError,
     Session,
     Subscription,
 )
-from collector.exchanges.common import PathRule
+from collector.exchanges.common import PathRule, normalize_asset, optional_float
 from collector.exchanges.kraken_book import BookSide, OrderBook
 
 EXCHANGE: Final = "kraken"
 DEFAULT_URL: Final = "wss://ws.kraken.com"
 WS_PATH: Final = "/v2"
 DEFAULT_REST_URL: Final = "https://api.kraken.com"
+ASSET_PAIRS_PATH: Final = "/0/public/AssetPairs"
 BOOK_DEPTHS: Final = frozenset({10, 25, 100, 500, 1000})
 DEFAULT_BOOK_DEPTH: Final = 10
 # The venue documents no per-connection limit (exchanges.md: UNCONFIRMED); these keep each
@@ -178,6 +190,12 @@ class _Ticker(msgspec.Struct, gc=False):
 class _AssetPair(msgspec.Struct, gc=False):
     wsname: str | None = None
     status: str | None = None
+    # What the instruments feed reads (the AssetPairs docs: numbers as strings, decimals as
+    # integers; ``tick_size`` is the newer field, ``pair_decimals`` the older precision).
+    lot_decimals: int | None = None
+    pair_decimals: int | None = None
+    tick_size: str | None = None
+    ordermin: str | None = None
 
 
 class _AssetPairs(msgspec.Struct, gc=False):
@@ -201,6 +219,66 @@ _PARSE_ERRORS: Final = (
 )
 
 
+# --------------------------------------------------------------------------- instruments
+
+
+def _v2_name(wsname: str) -> str:
+    """A pair's WebSocket v2 name from its AssetPairs ``wsname`` (v1 spelling)."""
+    base, _, quote = wsname.partition("/")
+    return f"{_V1_ASSETS.get(base, base)}/{_V1_ASSETS.get(quote, quote)}"
+
+
+def parse_instruments(
+    request: InstrumentsRequest, body: bytes, received_us: int
+) -> list[Instrument]:
+    """The rows of ``request.symbols`` (v2 names) in an ``AssetPairs`` answer.
+
+    Spot pairs: sizes in the base asset. ``tick_size`` is the pair's ``tick_size`` (older
+    answers: 10^-``pair_decimals``), ``lot_size`` 10^-``lot_decimals`` (the volume's
+    decimal places: AssetPairs names no other size step), ``min_size`` ``ordermin``.
+    Dark-pool entries (``.d``) are skipped. The answer has no server time.
+    """
+    try:
+        pairs = msgspec.json.decode(body, type=_AssetPairs)
+    except msgspec.DecodeError as exc:
+        raise ParseError(f"kraken AssetPairs: {exc}") from exc
+    if pairs.error:
+        raise ParseError(f"kraken AssetPairs: {'; '.join(pairs.error)}")
+    wanted = set(request.symbols)
+    rows = []
+    for key, pair in pairs.result.items():
+        if key.endswith(".d") or pair.wsname is None:
+            continue
+        symbol = _v2_name(pair.wsname)
+        if symbol not in wanted:
+            continue
+        wanted.discard(symbol)
+        base, _, quote = symbol.partition("/")
+        tick = optional_float(pair.tick_size)
+        if tick is None and pair.pair_decimals is not None:
+            tick = 10.0**-pair.pair_decimals
+        rows.append(
+            Instrument(
+                request.exchange,
+                symbol,
+                None,
+                received_us,
+                None,
+                kind="spot",
+                base_asset=normalize_asset(base),
+                quote_asset=normalize_asset(quote),
+                settle_asset=None,
+                inverse=None,
+                size_unit="base",
+                tick_size=tick,
+                lot_size=None if pair.lot_decimals is None else 10.0**-pair.lot_decimals,
+                min_size=optional_float(pair.ordermin),
+                status=pair.status,
+            )
+        )
+    return rows
+
+
 # --------------------------------------------------------------------------- adapter
 
 
@@ -219,13 +297,18 @@ class KrakenAdapter(ExchangeAdapter):
     ws_path: ClassVar[str] = WS_PATH
     ws_path_rule: ClassVar[PathRule] = "unless_present"
     default_rest_url: ClassVar[str | None] = DEFAULT_REST_URL
-    symbols_path: ClassVar[str | None] = "/0/public/AssetPairs"
+    symbols_path: ClassVar[str | None] = ASSET_PAIRS_PATH
     book_depths: ClassVar[tuple[int, ...]] = tuple(sorted(BOOK_DEPTHS))
     option_notes: ClassVar[Mapping[str, str]] = {
         "book_mode": " (the book channel always sends a snapshot, then updates); remove book_mode",
-        "rest_url": " (its books come over the WebSocket)",
         "category": " (spot only)",
     }
+    # The REST base of the instruments listing (the books come over the WebSocket).
+    takes_rest_url: ClassVar[bool] = True
+    lists_instruments: ClassVar[bool] = True
+    # One request per market a round; Kraken says public endpoints called at most once a
+    # second per IP stay within its limits (its API rate limits article): half that.
+    instrument_requests_per_second: ClassVar[float] = 0.5
     plan_class: ClassVar[type[ConnectionPlan]] = KrakenPlan
     max_subscriptions_per_connection: ClassVar[int | None] = MAX_SUBSCRIPTIONS_PER_CONNECTION
     # Kraken's message limit is dynamic (exchanges.md 8.1); subscribes, resyncs and pings
@@ -258,6 +341,20 @@ class KrakenAdapter(ExchangeAdapter):
                 continue
             symbols.add(f"{_V1_ASSETS.get(base, base)}/{_V1_ASSETS.get(quote, quote)}")
         return sorted(symbols)
+
+    def instruments_requests(self, market: MarketSettings) -> list[InstrumentsRequest]:
+        """The whole ``AssetPairs`` listing, once per market (about a thousand pairs): its
+        ``pair`` filter takes the REST names (``XBTUSD``), which the settings do not
+        use, so the listing is read for the market's WebSocket names instead."""
+        symbols = tuple(dict.fromkeys(self.normalize_symbol(s) for s in market.symbols))
+        url = f"{self.rest_url(market)}{ASSET_PAIRS_PATH}"
+        return [InstrumentsRequest(self.name, url, symbols)]
+
+    @classmethod
+    def parse_instruments(
+        cls, request: InstrumentsRequest, body: bytes, received_us: int
+    ) -> list[Instrument]:
+        return parse_instruments(request, body, received_us)
 
     @staticmethod
     def normalize_symbol(symbol: str) -> str:
