@@ -90,7 +90,11 @@ Sequence rules (per symbol, per session; a reconnect starts afresh):
     does not join it is a ``gap`` (and another snapshot).
 
   So a book is rebuilt from a snapshot row and the delta rows after it, in order
-  (``tests/test_book_proof.py`` proves it on recorded traffic).
+  (``tests/test_book_proof.py`` proves it on recorded traffic). From the snapshot row on,
+  each delta written after it is applied to a
+  :class:`~collector.exchanges.book_check.CrossCheck`: a crossed book (best bid >= best
+  ask) is a ``gap`` row (:meth:`Session.book_invalid`) and a new snapshot of that symbol,
+  whose ``resync`` row ends ``after a crossed book``.
 
 Subscribe errors: Binance rejects a whole ``SUBSCRIBE`` request when one stream in it is
 invalid. So a rejected request of several streams is split in two and both halves are sent
@@ -127,6 +131,8 @@ from collector.events import (
     levels_from_pairs,
 )
 from collector.exchanges.base import (
+    RESYNC_REASON_TEXT,
+    BookResyncReason,
     ConnectionPlan,
     ExchangeAdapter,
     InstrumentsRequest,
@@ -136,6 +142,7 @@ from collector.exchanges.base import (
     SnapshotRequest,
     Subscription,
 )
+from collector.exchanges.book_check import CrossCheck
 from collector.exchanges.common import choices, join_ws_path, normalize_asset, optional_float
 
 EXCHANGE: Final = "binance"
@@ -749,6 +756,10 @@ class BinanceSession(Session):
         self._snapshot_pending: set[str] = set()
         self._unsynced: dict[str, list[_Recorded]] = {}
         self._awaiting_cover: dict[str, int] = {}
+        # Each diff book's crossed-book check, from its REST snapshot until a resync.
+        self._cross_checks: dict[str, CrossCheck] = {}
+        # Why a snapshot was asked for, where it was not a gap (for its resync row).
+        self._resync_reasons: dict[str, BookResyncReason] = {}
         # Subscriptions the venue refused for good.
         self.rejected: list[Subscription] = []
 
@@ -818,6 +829,7 @@ class BinanceSession(Session):
         if gap or symbol not in self._unsynced:
             self._unsynced[symbol] = []
         self._awaiting_cover.pop(symbol, None)
+        self._cross_checks.pop(symbol, None)
         if symbol in self._snapshot_pending:
             return
         self._snapshot_pending.add(symbol)
@@ -857,28 +869,44 @@ class BinanceSession(Session):
         else:
             self._awaiting_cover[symbol] = snapshot_id  # the next deltas must pass it
         self._unsynced.pop(symbol, None)
-        return [
+        reason = self._resync_reasons.pop(symbol, None)
+        after = "" if reason is None else f" after a {RESYNC_REASON_TEXT[reason]}"
+        snapshot = BookUpdate(
+            self.exchange,
+            symbol,
+            None if event_time is None else _us(event_time),
+            received_us,
+            book_id,
+            "snapshot",
+            snapshot_id,
+            None,
+            bids,
+            asks,
+        )
+        events: list[Event] = [
             self.status(
                 "resync",
                 symbol,
                 received_us,
                 data_type="orderbook",
                 received=snapshot_id,
-                detail=f"REST depth snapshot lastUpdateId={snapshot_id}",
+                detail=f"REST depth snapshot lastUpdateId={snapshot_id}{after}",
             ),
-            BookUpdate(
-                self.exchange,
-                symbol,
-                None if event_time is None else _us(event_time),
-                received_us,
-                book_id,
-                "snapshot",
-                snapshot_id,
-                None,
-                bids,
-                asks,
-            ),
+            snapshot,
         ]
+        check = self._cross_checks[symbol] = CrossCheck()
+        if check.snapshot(snapshot.bids, snapshot.asks):
+            events.append(self._book_crossed(symbol, check, received_us, " in the snapshot"))
+        return events
+
+    def _book_crossed(
+        self, symbol: str, check: CrossCheck, received_us: int, where: str = ""
+    ) -> Event:
+        """The book is crossed: its gap row, and a fresh REST snapshot of that symbol."""
+        detail = f"{check.describe()}{where}; fetching a new REST snapshot"
+        self._request_snapshot(symbol)
+        self._resync_reasons[symbol] = "crossed"
+        return self.book_invalid(symbol, received_us, "crossed", detail)
 
     # ----------------------------------------------------------------- parsing
 
@@ -1101,20 +1129,27 @@ class BinanceSession(Session):
             if len(recorded) >= MAX_UNSYNCED_DELTAS:
                 del recorded[0]
             recorded.append(_Recorded(after, msg.last_id, bids, asks))
-        events.append(
-            BookUpdate(
-                self.exchange,
-                symbol,
-                _us(msg.event_time),
-                received_us,
-                msg.last_id,
-                "delta",
-                msg.first_id,
-                msg.prev_id,
-                bids,
-                asks,
-            )
+        update = BookUpdate(
+            self.exchange,
+            symbol,
+            _us(msg.event_time),
+            received_us,
+            msg.last_id,
+            "delta",
+            msg.first_id,
+            msg.prev_id,
+            bids,
+            asks,
         )
+        events.append(update)
+        # Checked from the first delta after the snapshot (older ones are not applied).
+        check = self._cross_checks.get(symbol)
+        if (
+            check is not None
+            and symbol not in self._awaiting_cover
+            and check.apply_sorted_pairs(msg.bids, msg.asks)
+        ):
+            events.append(self._book_crossed(symbol, check, received_us))
         return events
 
     def _partial_depth(self, symbol: str, data: msgspec.Raw, received_us: int) -> list[Event]:
