@@ -227,3 +227,20 @@ def test_a_crossed_snapshot_is_fetched_again() -> None:
         "fetching a new REST snapshot"
     )
     assert take_requests(session) == [request]
+
+
+def test_a_snapshot_joined_to_earlier_deltas_is_checked_for_a_crossed_book() -> None:
+    """The crossed-book check starts from the row written (the snapshot with the deltas
+    before it applied), so the deltas after it are checked at once."""
+    session = diff_session()
+    ack_all(session)
+    [request] = take_requests(session)
+    delta(session, 101, 110)  # bid 100.0, ask 101.0
+    [_, book] = receive_snapshot(session, request, snapshot_body(105), T0)
+    assert isinstance(book, BookUpdate)
+    assert book.sequence == 110
+    crossing = depth_diff_frame("btcusdt", 111, 120, [(101.5, 1.0)], [], T0)
+    [gap] = gaps(feed(session, crossing, T0))
+    assert gap.detail is not None
+    assert "crossed" in gap.detail
+    assert [r.symbol for r in take_requests(session)] == ["BTCUSDT"]
