@@ -22,8 +22,8 @@ from collector.exchanges.bybit import BybitAdapter
 from collector.exchanges.okx import OkxAdapter
 from collector.ingest.connection import run_connection
 from collector.ingest.errors import ConnectFailed
-from collector.ingest.sink import EventSink
 from collector.ingest.pacer import Pacer
+from collector.ingest.sink import EventSink
 from collector.ingest.snapshots import FetchedSnapshot, run_snapshot_fetcher
 from collector.symbols import SymbolsError, list_symbols
 from tests.fakes.binance_rest import FakeBinanceRest

@@ -22,8 +22,8 @@ from collector.exchanges.binance import BinanceAdapter, BinanceSession
 from collector.ingest import connection, snapshots
 from collector.ingest.connection import run_connection
 from collector.ingest.errors import ConnectionLost
-from collector.ingest.sink import EventSink
 from collector.ingest.pacer import Pacer
+from collector.ingest.sink import EventSink
 from collector.ingest.snapshots import FetchedSnapshot, run_snapshot_fetcher
 from tests.fakes.binance import depth_diff_frame
 from tests.fakes.binance_rest import FakeBinanceRest
@@ -211,7 +211,7 @@ async def test_a_connection_with_more_books_than_the_outbox_asks_every_snapshot(
     monkeypatch.setattr(connection, "connect_websocket", connect)
     monkeypatch.setattr(snapshots, "get", get)
     adapter = _RecordingAdapter()
-    events_tx, events_rx = trio.open_memory_channel[list[Event]](10_000)
+    events_tx, _events_rx = trio.open_memory_channel[list[Event]](10_000)
     market = MarketSettings(
         exchange="binance",
         symbols=tuple(f"S{i:03d}USDT" for i in range(books)),
