@@ -80,7 +80,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         type=float,
         metavar="SECS",
         help="offset the service's wall clock so an hour boundary falls SECS seconds after "
-        "the run starts; check that every stream's files split at it",
+        "the service starts; check that every stream's files split at it",
     )
     parser.add_argument(
         "--profile",

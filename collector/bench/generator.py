@@ -10,7 +10,8 @@ socket buffer is in flight and "max rate" is the collector's. With a rate it sen
 every few milliseconds on schedule.
 
 The parent talks to it over a ``multiprocessing`` pipe: the generator sends
-``("ready", ws_port, rest_port)``, then ``("started",)`` just before the first data frame
+``("ready", ws_port, rest_port)`` (the parent may then set a clock offset, see
+``_wait_parent``), then ``("started",)`` just before the first data frame
 goes out, ``("done", GeneratorReport)`` once every group has sent its share, and ends when
 the parent sends anything (or closes the pipe).
 """
@@ -508,7 +509,7 @@ async def serve(conn: Connection, spec: GeneratorSpec) -> None:
             )
         )
         with trio.CancelScope() as waiting:
-            nursery.start_soon(_wait_parent, conn, waiting)
+            nursery.start_soon(_wait_parent, conn, waiting, generator)
             await generator.started.wait()
             conn.send(("started",))
             await generator.all_done.wait()
@@ -524,9 +525,17 @@ async def _guard(
         await handler(stream)
 
 
-async def _wait_parent(conn: Connection, scope: trio.CancelScope) -> None:
+async def _wait_parent(conn: Connection, scope: trio.CancelScope, generator: _Generator) -> None:
+    """Until the parent says stop (anything but a clock offset) or goes: an
+    ``("offset", us)`` message sets the offset of every time written from then on (the
+    parent sends it before it starts the service, and waits for ``("offset-ok",)``)."""
     with contextlib.suppress(EOFError, OSError):
-        await trio.to_thread.run_sync(conn.recv, abandon_on_cancel=True)
+        while True:
+            message = await trio.to_thread.run_sync(conn.recv, abandon_on_cancel=True)
+            if not (isinstance(message, tuple) and message[:1] == ("offset",)):
+                break
+            generator.offset_us = int(message[1])
+            conn.send(("offset-ok",))  # on the Trio thread, as every other send
     scope.cancel()
 
 

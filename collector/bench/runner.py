@@ -423,7 +423,7 @@ def run_scenario(
     says what was sent, the CPU and the trade delays in that window.
 
     ``rotate_after``: the service's wall clock (and the generator's times) are offset so
-    that an hour boundary falls this many seconds after the run starts; the result's
+    that an hour boundary falls this many seconds after the service starts; the result's
     ``rotation`` says how every stream's files split at it.
 
     ``rest_weight_per_minute``: the REST weight budget the generator enforces on spot book
@@ -446,9 +446,6 @@ def run_scenario(
     if count is None and duration is None:
         count = scenario.default_count
     offset_us = 0
-    if rotate_after is not None:
-        target = system_wall_us() + int(rotate_after * 1e6)
-        offset_us = -target % HOUR_US  # the next hour boundary, minus where we will be
     spec = GeneratorSpec(
         name,
         count=count,
@@ -456,7 +453,6 @@ def run_scenario(
         rate=rate,
         seed=seed,
         burst=burst,
-        clock_offset_us=offset_us,
         rest_weight_per_minute=rest_weight_per_minute,
     )
     load_before = os.getloadavg()
@@ -483,6 +479,13 @@ def run_scenario(
         if message[0] != "ready":
             raise BenchError(f"generator: {message!r}")
         _, ws_port, rest_port = message
+        if rotate_after is not None:
+            # The service starts now: an hour boundary ``rotate_after`` seconds from here.
+            target = system_wall_us() + int(rotate_after * 1e6)
+            offset_us = -target % HOUR_US
+            parent.send(("offset", offset_us))
+            if not parent.poll(START_TIMEOUT_SECS) or parent.recv() != ("offset-ok",):
+                raise BenchError("the generator did not take the clock offset")
         with tempfile.TemporaryDirectory(prefix="collector-bench-") as tmp:
             data_dir = Path(tmp)
             label = f"{name}" + (f" @ {rate:,.0f}/s" if rate else "") + (" +kafka" if kafka else "")

@@ -468,7 +468,23 @@ def _market_scenario(count: int) -> Scenario:
     list in alphabetical order does."""
     markets = _many_markets(count)
     zipf = _zipf(count)
-    scale = MARKET_RATE / sum(zipf)  # frames/s of a symbol of weight 1
+    shares = MARKET_SHARES
+    capped = DIFF_MAX_PER_SECOND
+
+    def total(scale: float) -> float:
+        """Frames/s of all streams when a symbol of Zipf weight z sends z * scale."""
+        rest = 1 - shares["orderbook"]
+        return sum(rest * z * scale + min(shares["orderbook"] * z * scale, capped) for z in zipf)
+
+    # The scale that makes MARKET_RATE frames/s in all with the diffs capped (bisection).
+    low, high = 0.0, MARKET_RATE / sum(zipf) / (1 - shares["orderbook"])
+    for _ in range(60):
+        middle = (low + high) / 2
+        if total(middle) < MARKET_RATE:
+            low = middle
+        else:
+            high = middle
+    scale = (low + high) / 2
     connections = min(MARKET_CONNECTIONS, count)
     per_group: list[tuple[list[_Market], list[StreamFrames], list[float]]] = [
         ([], [], []) for _ in range(connections)
@@ -481,8 +497,12 @@ def _market_scenario(count: int) -> Scenario:
             binance.BookTickerStream(m.symbol, m.mid, m.tick),
             binance.DiffDepthStream(m.symbol, m.mid, m.tick),
         ]
-        diff = min(MARKET_SHARES["orderbook"] * z, DIFF_MAX_PER_SECOND / scale)
-        weights += [MARKET_SHARES["trades"] * z, MARKET_SHARES["ticker"] * z, diff]
+        # Weights are frames/s at MARKET_RATE (the generator scales them to --rate).
+        weights += [
+            shares["trades"] * z * scale,
+            shares["ticker"] * z * scale,
+            min(shares["orderbook"] * z * scale, capped),
+        ]
     proto = binance.BinanceProtocol({m.symbol: (m.mid, m.tick) for m in markets})
     groups = tuple(
         Group(
