@@ -17,6 +17,7 @@ from collector.bench import bybit, okx
 from collector.bench.calibrate import wakeup_cost_us
 from collector.bench.command import run_bench_command
 from collector.bench.frames import SEQ_MARK, TemplateBuilder
+from collector.bench.generator import Burst, GeneratorSpec, _GroupState, depth_weight
 from collector.bench.report import Summary, render_text
 from collector.bench.runner import (
     RunResult,
@@ -26,7 +27,6 @@ from collector.bench.runner import (
     run_scenario,
     trade_delay_ms,
 )
-from collector.bench.generator import Burst, GeneratorSpec, _GroupState, depth_weight
 from collector.bench.scenarios import (
     DIFF_MAX_PER_SECOND,
     MARKET_RATE,
@@ -59,7 +59,7 @@ def split_frames(chunk: bytes) -> list[bytes]:
     return payloads
 
 
-@pytest.mark.parametrize("name", (*SCENARIOS, *VENUE_SCENARIOS, "market-40"))
+@pytest.mark.parametrize("name", [*SCENARIOS, *VENUE_SCENARIOS, "market-40"])
 def test_generated_frames_parse_with_continuous_sequences(name: str) -> None:
     scenario = get_scenario(name)
     for gi, group in enumerate(scenario.groups):
