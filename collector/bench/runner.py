@@ -497,8 +497,7 @@ def run_scenario(
             if profiler is not None:
                 profiler.enable()
             try:
-                samples, report, metrics, code, receive_cpu, finished_cpu, rss_samples = trio.run(
-                    _measure,
+                samples, report, metrics, code, receive_cpu, finished_cpu, rss_samples = _run(
                     scenario,
                     ws_port,
                     rest_port,
@@ -564,6 +563,20 @@ def run_scenario(
         burst_result,
         rotation,
     )
+
+
+def _run(*args: Any) -> Any:
+    """``trio.run(_measure, *args)``, with a BenchError raised in its nursery unwrapped."""
+    try:
+        return trio.run(_measure, *args)
+    except BaseExceptionGroup as group:
+        bench = group.subgroup(BenchError)
+        if bench is None:
+            raise
+        first: BaseException = bench
+        while isinstance(first, BaseExceptionGroup):
+            first = first.exceptions[0]
+        raise first from group
 
 
 def startup_figures(
