@@ -456,7 +456,7 @@ async def test_a_rotation_of_more_files_than_the_buffer_never_holds_up_journalin
 
     monkeypatch.setattr(writer_module, "RETIRED_FILES_BUFFER", 1)
     release = threading.Event()
-    real_finalize = finalizer_module.finalize_journal
+    real_finalize = finalize_journal
 
     def held_finalize(*args: Any, **kwargs: Any) -> int | None:
         release.wait(10)
