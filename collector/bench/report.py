@@ -92,6 +92,10 @@ class Summary:
                 f"REST weight {st['rest_weight']:,} (peak {st['rest_peak_weight']:,}/min), "
                 f"{st['rest_refused']} refused (HTTP 429)"
             )
+        if st is not None and st.get("shutdown_s") is not None:
+            lines.append(
+                f"{pad}shutdown (final flush, every open file finalized): {st['shutdown_s']:.1f} s"
+            )
         elif st is not None and st.get("acked_s") is not None:
             lines.append(f"{pad}start-up: every subscription acknowledged {_secs(st['acked_s'])}")
         b = r.burst

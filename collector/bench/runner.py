@@ -163,6 +163,10 @@ class _Startup:
 
     started_at: float = 0.0
     acked_at: float | None = None  # every connection's subscriptions acknowledged
+    # perf_counter() when the run asked the service to stop, and when it had stopped (every
+    # file finished): the final flush and finalize of every open file.
+    stop_requested: float = 0.0
+    stopped: float = 0.0
 
 
 @dataclass
@@ -289,8 +293,10 @@ async def _measure(
                 progress.show(received, expected, rate, current_rss_bytes())
         end_of_receive_cpu = time.process_time()
         progress.clear()
+        startup.stop_requested = time.perf_counter()
         handle.shutdown.request("benchmark finished")
     finished_cpu = time.process_time()
+    startup.stopped = time.perf_counter()
     assert report is not None
     return (
         samples,
@@ -598,6 +604,7 @@ def startup_figures(
         "rest_weight": report.rest_weight,
         "rest_peak_weight": report.rest_peak_weight,
         "rest_refused": report.rest_refused,
+        "shutdown_s": round(startup.stopped - startup.stop_requested, 1),
     }
 
 

@@ -28,6 +28,8 @@ from collector.config import (
     WebSocketSettings,
 )
 
+SHUTDOWN_TIMEOUT_SECS: Final = 900.0
+
 
 class VenueProtocol(Protocol):
     """A venue's side of the conversation, as the generator plays it."""
@@ -112,7 +114,12 @@ class Scenario:
         """The service's settings: production defaults, pointed at the generator."""
         return Settings(
             collector=CollectorSettings(
-                log_level="warning", metrics_host="127.0.0.1", metrics_port=0
+                log_level="warning",
+                metrics_host="127.0.0.1",
+                metrics_port=0,
+                # Every file is finished before the rows are counted: a whole market's
+                # 6,000 files take longer than the production grace of 30 s to finalize.
+                shutdown_timeout_secs=SHUTDOWN_TIMEOUT_SECS,
             ),
             storage=StorageSettings(data_dir=str(data_dir)),
             websocket=WebSocketSettings(),
