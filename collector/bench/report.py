@@ -92,7 +92,7 @@ class Summary:
                 f"REST weight {st['rest_weight']:,} (peak {st['rest_peak_weight']:,}/min), "
                 f"{st['rest_refused']} refused (HTTP 429)"
             )
-        if st is not None and st.get("shutdown_s") is not None:
+        if st is not None and st.get("shutdown_s") is not None and r.scenario.startswith("market"):
             lines.append(
                 f"{pad}shutdown (final flush, every open file finalized): {st['shutdown_s']:.1f} s"
             )
