@@ -7,6 +7,7 @@ generator process), so peak RSS is per run and one run's heap never inflates the
 from __future__ import annotations
 
 import argparse
+import json
 import multiprocessing
 import sys
 from collections.abc import Mapping
@@ -17,6 +18,7 @@ from collector.bench.generator import Burst
 from collector.bench.report import Summary, render_json, render_text
 from collector.bench.runner import BenchError, RunResult, run_scenario
 from collector.bench.scenarios import SCENARIOS, VENUE_SCENARIOS, is_scenario
+from collector.config import StorageSettings
 
 EXIT_OK = 0
 EXIT_FAILED = 1
@@ -87,6 +89,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="PATH",
         help="write a cProfile of the collector's event-loop thread to PATH (pstats; one "
         "run: the last run's profile is kept)",
+    )
+    parser.add_argument(
+        "--storage",
+        action="append",
+        metavar="KEY=VALUE",
+        help="experiment: a [storage] setting instead of its default (repeatable), e.g. "
+        "flush_interval_secs=5",
     )
     parser.add_argument("--json", action="store_true", help="print JSON")
     parser.add_argument(
@@ -183,6 +192,16 @@ def run_bench_command(
     if rotate_after is not None and rotate_after <= 0:
         print("collector bench: error: --rotate-after must be positive", file=sys.stderr)
         return EXIT_USAGE
+    storage: dict[str, Any] = {}
+    for item in opts.get("storage") or ():
+        key, sep, value = str(item).partition("=")
+        if not sep or key not in StorageSettings.__struct_fields__:
+            print(f"collector bench: error: --storage {item!r}: no such setting", file=sys.stderr)
+            return EXIT_USAGE
+        try:
+            storage[key] = json.loads(value)
+        except ValueError:
+            storage[key] = value
     if repeat < 1:
         print("collector bench: error: --repeat must be at least 1", file=sys.stderr)
         return EXIT_USAGE
@@ -210,6 +229,7 @@ def run_bench_command(
                         burst=burst,
                         rotate_after=rotate_after,
                         profile=opts.get("profile"),
+                        storage=storage or None,
                     )
                 )
             except BenchError as exc:
@@ -231,7 +251,6 @@ def run_bench_command(
 
 
 def _generator_only(names: list[str], count: int | None, as_json: bool, seed: int) -> int:
-    import json
 
     from collector.bench.sink import measure_generator
 

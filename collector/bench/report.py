@@ -207,6 +207,8 @@ def render_text(
         label = r.scenario + (f" @ {r.rate_target:,.0f}/s" if r.rate_target else " (max)")
         if r.gc_threshold is not None:
             label += " gc*"
+        if r.storage:
+            label += " storage*"
         if r.kafka is not None:
             label += " +kafka"
         if r.analytics:
@@ -252,6 +254,8 @@ def render_text(
                 f"{r.rss_peak_pct or 0.0:+.1f}%"
             )
         lines += s.detail_lines()
+        if r.storage:
+            lines.append(f"{'':<24}experiment: [storage] {r.storage}")
         if r.gc_threshold is not None:
             lines.append(f"{'':<24}experiment: gc.freeze() + gc.set_threshold{r.gc_threshold}")
         if r.note:

@@ -121,6 +121,8 @@ class RunResult:
     rotation: dict[str, Any] | None = None
     # This process's CPU time over the receive window per second of it (1.0 = one core).
     cpu_share: float = 0.0
+    # ``[storage]`` settings the run used instead of the defaults (--storage).
+    storage: dict[str, Any] = field(default_factory=dict)
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -205,9 +207,14 @@ async def _measure(
     analytics: bool = False,
     clock_offset_us: int = 0,
     startup: _Startup | None = None,
+    storage: dict[str, Any] | None = None,
 ) -> tuple[list[_Sample], GeneratorReport, Metrics, int, float, float, list[tuple[float, float]]]:
     startup = startup or _Startup()
     settings = scenario.settings(ws_port, rest_port, data_dir)
+    if storage:
+        settings = msgspec.structs.replace(
+            settings, storage=msgspec.structs.replace(settings.storage, **storage)
+        )
     if kafka_bootstrap is not None:
         # Production outlet settings, pointed at the local broker.
         kafka = KafkaSettings(enabled=True, bootstrap_servers=kafka_bootstrap)
@@ -421,6 +428,7 @@ def run_scenario(
     rotate_after: float | None = None,
     rest_weight_per_minute: int | None = REST_WEIGHT_PER_MINUTE,
     profile: str | None = None,
+    storage: dict[str, Any] | None = None,
 ) -> RunResult:
     """Run one scenario end to end and measure it (see the module docstring).
 
@@ -434,6 +442,9 @@ def run_scenario(
 
     ``rest_weight_per_minute``: the REST weight budget the generator enforces on spot book
     snapshots (HTTP 429 with ``Retry-After`` beyond it; None: no limit).
+
+    ``storage``: ``[storage]`` settings to use instead of the production defaults (e.g.
+    ``{"flush_interval_secs": 5.0}``), for experiments.
 
     ``profile``: write a cProfile of the collector's Trio thread (the service's event loop;
     not the flusher's and finalizer's worker threads) to this path (pstats format).
@@ -515,6 +526,7 @@ def run_scenario(
                     analytics,
                     offset_us,
                     startup,
+                    storage,
                 )
             finally:
                 if profiler is not None and profile:
@@ -568,6 +580,7 @@ def run_scenario(
         startup_figures(report, startup, rate),
         burst_result,
         rotation,
+        storage,
     )
 
 
@@ -712,6 +725,7 @@ def _result(
     startup: dict[str, Any] | None = None,
     burst: dict[str, Any] | None = None,
     rotation: dict[str, Any] | None = None,
+    storage: dict[str, Any] | None = None,
 ) -> RunResult:
     control = report.control_frames
     data = [(s.t, s.cpu, s.received - control) for s in samples]
@@ -767,6 +781,7 @@ def _result(
         startup=startup,
         burst=burst,
         rotation=rotation,
+        storage=storage or {},
         cpu_share=round((cpu1 - cpu0) / seconds, 3) if seconds > 0 else 0.0,
     )
 
