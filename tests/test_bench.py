@@ -327,6 +327,8 @@ def test_command_rejects_bad_options(capsys: pytest.CaptureFixture[str]) -> None
     assert run_bench_command({"scenario": ["market-5"], "burst": "1,2,3"}) == 2  # no --rate
     assert run_bench_command({"scenario": ["market-5"], "rate": 10, "burst": "1,2"}) == 2
     assert run_bench_command({"scenario": ["market-5"], "rotate_after": -1.0}) == 2
+    assert run_bench_command({"scenario": ["market-5"], "storage": ["no_such=1"]}) == 2
+    assert run_bench_command({"scenario": ["market-5"], "storage": ["flush_interval_secs"]}) == 2
     assert "error" in capsys.readouterr().err
 
 
