@@ -340,20 +340,25 @@ class _Generator:
                 break
             if deadline is not None and trio.current_time() >= deadline:
                 break
-            template = templates[turn % len(templates)]
-            turn += 1
-            in_burst = False
+            in_burst = rate is not None and burst_start <= next_at < burst_end
+            # In a burst each send carries several templates, so the sends per second (and
+            # the generator's cost per send) stay those of the base rate.
+            batch = [
+                templates[(turn + i) % len(templates)]
+                for i in range(max(1, round(burst.factor)) if in_burst and burst else 1)
+            ]
+            turn += len(batch)
+            frames = sum(t.frames for t in batch)
             if rate is not None:
                 await trio.sleep_until(next_at)
-                in_burst = burst_start <= next_at < burst_end
-                next_at += template.frames / (rate * burst.factor if in_burst and burst else rate)
+                next_at += frames / (rate * burst.factor if in_burst and burst else rate)
                 now = trio.current_time()
                 if next_at < now - 1.0:  # far behind (the reader is slow): do not burst
                     next_at = now
             if in_burst:
                 if report.burst_started_at is None:
                     report.burst_started_at = time.time()
-                report.burst_frames += template.frames
+                report.burst_frames += frames
             elif (
                 report.burst_started_at is not None
                 and report.burst_ended_at is None
@@ -361,18 +366,22 @@ class _Generator:
             ):
                 report.burst_ended_at = time.time()
             now_us = time.time_ns() // 1000 + offset_us
-            chunk = template.fill(state.next_ids, now_us, state.conn_seq)
-            state.conn_seq += len(template.conn_seq_positions)
+            chunks = []
+            for template in batch:
+                chunks.append(template.fill(state.next_ids, now_us, state.conn_seq))
+                state.conn_seq += len(template.conn_seq_positions)
+            chunk = b"".join(chunks) if len(chunks) > 1 else chunks[0]
             self._mark_started()
             async with lock:
                 await stream.send_all(chunk)
             self.last_send = time.perf_counter()
-            report.frames += template.frames
+            report.frames += frames
             report.bytes += len(chunk)
-            for data_type, n in template.frames_by_type.items():
-                report.frames_by_type[data_type] = report.frames_by_type.get(data_type, 0) + n
+            for template in batch:
+                for data_type, n in template.frames_by_type.items():
+                    report.frames_by_type[data_type] = report.frames_by_type.get(data_type, 0) + n
             if state.quota is not None:
-                state.quota -= template.frames
+                state.quota -= frames
         state.finished = True
         if report.burst_started_at is not None and report.burst_ended_at is None:
             report.burst_ended_at = time.time()  # the run ended inside the burst
