@@ -54,7 +54,8 @@ SPOT_DEPTH_PATH: Final = "/api/v3/depth"
 
 def depth_weight(limit: int) -> int:
     """The weight of one Binance spot ``GET /api/v3/depth`` at ``limit`` levels (spot API
-    docs: 1-100: 5, 101-500: 25, 501-1000: 50, 1001-5000: 250)."""
+    docs as exchanges.md quotes them: 1-100: 5, 101-500: 25, 501-1000: 50, 1001-5000: 250;
+    docs/venues.md says how far that is confirmed)."""
     if limit <= 100:
         return 5
     if limit <= 500:
