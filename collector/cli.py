@@ -86,6 +86,7 @@ def _parser() -> argparse.ArgumentParser:
         "(binance: spot, usdm or coinm; bybit: spot, linear, inverse or option; "
         "okx: SPOT, SWAP, FUTURES or OPTION:<family> such as OPTION:BTC-USD; "
         "deribit: future, option, spot, future_combo or option_combo, default all; "
+        "bitfinex: exchange or futures (perpetuals), default exchange; "
         "default spot)",
     )
     from collector.smoke import add_arguments as add_test_arguments

@@ -153,3 +153,49 @@ def test_unreadable_snapshot_is_asked_for_again() -> None:
     with pytest.raises(ParseError):
         receive_snapshot(session, request, b"<html>rate limited</html>", T0)
     assert len(take_requests(session)) == 1
+
+
+def test_a_crossed_book_fetches_a_new_snapshot_of_that_symbol() -> None:
+    session = diff_session()
+    ack_all(session)
+    [request] = take_requests(session)
+    delta(session, 95, 100)  # before the snapshot: recorded, never applied to it
+    receive_snapshot(session, request, snapshot_body(105), T0)
+    # Covers the snapshot (the same levels again): fine.
+    assert not gaps(delta(session, 101, 110))
+    # A bid above the best ask (101.0): crossed after the whole update.
+    frame = depth_diff_frame("btcusdt", 111, 112, [(101.5, 1.0)], [(102.0, 1.0)], T0)
+    events = feed(session, frame, T0)
+    assert isinstance(events[0], BookUpdate)  # every update is written
+    [gap] = gaps(events)
+    assert (gap.symbol, gap.data_type) == ("BTCUSDT", "orderbook")
+    assert gap.detail == (
+        "crossed book: best bid 101.5 >= best ask 101.0; fetching a new REST snapshot"
+    )
+    assert [(r.symbol, r.reason) for r in asked(session).resyncs] == [("BTCUSDT", "crossed")]
+    [again] = take_requests(session)
+    assert again == request
+    # Deltas until then are written, unchecked (and ask for nothing more).
+    crossed_again = depth_diff_frame("btcusdt", 113, 114, [(103.0, 1.0)], [], T0)
+    assert not gaps(feed(session, crossed_again, T0))
+    assert take_requests(session) == []
+    events = receive_snapshot(session, again, snapshot_body(114), T0)
+    resync = events[0]
+    assert isinstance(resync, Status)
+    assert resync.detail == "REST depth snapshot lastUpdateId=114 after a crossed book"
+    assert not gaps(delta(session, 115, 120))
+    assert len(asked(session).resyncs) == 1
+
+
+def test_a_crossed_snapshot_is_fetched_again() -> None:
+    session = diff_session()
+    ack_all(session)
+    [request] = take_requests(session)
+    body = b'{"lastUpdateId":105,"bids":[["101.0","1.0"]],"asks":[["100.0","1.0"]]}'
+    events = receive_snapshot(session, request, body, T0)
+    [gap] = gaps(events)
+    assert gap.detail == (
+        "crossed book: best bid 101.0 >= best ask 100.0 in the snapshot; "
+        "fetching a new REST snapshot"
+    )
+    assert take_requests(session) == [request]

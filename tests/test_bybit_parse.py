@@ -22,7 +22,14 @@ from collector.events import (
 )
 from collector.exchanges.base import ConnectionPlan, ParseError, Subscription
 from collector.exchanges.bybit import BybitAdapter, BybitSession
-from tests.fakes.bybit import book_frame, liquidation_frame, ticker_frame, trade_frame
+from tests.fakes.bybit import (
+    book_frame,
+    liquidation_frame,
+    option_ticker_frame,
+    option_trade_frame,
+    ticker_frame,
+    trade_frame,
+)
 from tests.samples import read_f2, read_fixture, require_sample
 from tests.session_helpers import asked, discarded, feed
 
@@ -611,13 +618,17 @@ def test_unknown_topics_are_ignored() -> None:
 @pytest.mark.parametrize(
     ("given", "expected"),
     [("BTCUSDT", "BTCUSDT"), ("btcusdt", "BTCUSDT"), ("1000PEPEUSDT", "1000PEPEUSDT"),
-     ("BTC-26DEC25", "BTC-26DEC25")],
+     ("BTC-26DEC25", "BTC-26DEC25"), ("btc-27dec24-100000-c", "BTC-27DEC24-100000-C"),
+     ("BTC-25DEC26-60000-C-USDT", "BTC-25DEC26-60000-C-USDT"),
+     ("XRP-3JAN26-2.5-P-USDT", "XRP-3JAN26-2.5-P-USDT")],
 )  # fmt: skip
 def test_normalize_symbol(given: str, expected: str) -> None:
     assert BybitAdapter.normalize_symbol(given) == expected
 
 
-@pytest.mark.parametrize("bad", ["BTC-USDT", "BTC/USDT", "B", "", "BTC_USDT"])
+@pytest.mark.parametrize(
+    "bad", ["BTC-USDT", "BTC/USDT", "B", "", "BTC_USDT", "BTC-27DEC24-100000-X", "BTC-27DEC24-C"]
+)
 def test_normalize_symbol_rejects_other_formats(bad: str) -> None:
     with pytest.raises(ValueError, match=r"e\.g\. 'BTCUSDT'"):
         BybitAdapter.normalize_symbol(bad)
@@ -625,13 +636,19 @@ def test_normalize_symbol_rejects_other_formats(bad: str) -> None:
 
 @pytest.mark.parametrize(
     ("kwargs", "message"),
-    [({"category": None}, "needs category 'spot', 'linear' or 'inverse' \\(got nothing\\)"),
-     ({"category": "option"}, "got 'option'"), ({"book_mode": "diff"}, "no book_mode"),
+    [({"category": None},
+      "needs category 'spot', 'linear', 'inverse' or 'option' \\(got nothing\\)"),
+     ({"category": "spread"}, "got 'spread'"), ({"book_mode": "diff"}, "no book_mode"),
      ({"category": "spot", "feeds": ("trades", "derivatives")},
       "^bybit category 'spot' has no derivatives feed \\(mark/index price, funding, open "
-      "interest, option greeks\\); category 'linear' or 'inverse' has$"),
+      "interest, option greeks\\); category 'linear', 'inverse' or 'option' has$"),
      ({"category": "spot", "feeds": ("liquidations",)},
       "^bybit category 'spot' has no liquidations feed"),
+     ({"category": "option", "feeds": ("liquidations",)},
+      "^bybit category 'option' has no liquidations feed .*; category 'linear' or 'inverse' has$"),
+     ({"category": "option", "book_depth": 50},
+      "^bybit category 'option' book_depth must be 25 or 100 \\(got 50\\)$"),
+     ({"category": "option", "book_mode": "diff"}, "no book_mode"),
      ({"book_depth": 25}, "1, 50, 200 or 1000"), ({"rest_url": "ftp://x"}, "rest_url must start with http")],
 )  # fmt: skip
 def test_check_market_rejects(kwargs: dict[str, Any], message: str) -> None:
@@ -654,3 +671,128 @@ def test_plan_one_category_per_connection_and_split_at_200_topics() -> None:
     assert "orderbook.200.BTCUSDT" in msgspec.json.decode(frame)["args"]
     (local,) = adapter.plan_connections([market("BTCUSDT", base_url="ws://127.0.0.1:1/")])
     assert local.url == "ws://127.0.0.1:1/v5/public/linear"
+
+
+def test_a_crossed_book_resubscribes_its_topic() -> None:
+    session = open_session("BTCUSDT", feeds=("orderbook",))
+    session.subscribe_frames(NOW)
+    parse(session, answer("1", True))
+    parse(session, book_frame("BTCUSDT", "snapshot", [(100, 1)], [(101, 1)], 100, T_MS))
+    assert len(parse(session, book_frame("BTCUSDT", "delta", [(100.5, 1)], [], 101, T_MS))) == 1
+    events = parse(session, book_frame("BTCUSDT", "delta", [(101, 2)], [], 102, T_MS))
+    assert isinstance(events[0], BookUpdate)
+    assert events[1] == status(
+        "gap",
+        "BTCUSDT",
+        "orderbook",
+        detail="crossed book: best bid 101.0 >= best ask 101.0; resubscribing for a new snapshot",
+    )
+    assert [(r.symbol, r.reason) for r in asked(session).resyncs] == [("BTCUSDT", "crossed")]
+    requests = [msgspec.json.decode(f) for f in asked(session).send]
+    assert [(r["op"], r["args"]) for r in requests] == [
+        ("unsubscribe", ["orderbook.50.BTCUSDT"]),
+        ("subscribe", ["orderbook.50.BTCUSDT"]),
+    ]
+    events = parse(session, book_frame("BTCUSDT", "snapshot", [(100, 1)], [(101, 1)], 200, T_MS))
+    resync = events[0]
+    assert isinstance(resync, Status)
+    assert resync.detail == "fresh snapshot after resubscribing, u=200 after a crossed book"
+    assert len(parse(session, book_frame("BTCUSDT", "delta", [(99, 1)], [], 201, T_MS))) == 1
+    assert len(asked(session).resyncs) == 1
+
+
+# --------------------------------------------------------------------------- options
+
+CALL = "BTC-27DEC24-100000-C"
+PUT = "BTC-27DEC24-90000-P-USDT"
+OPTION = "bybit-option"
+
+
+def test_option_plan_subscribes_trades_once_per_base_coin() -> None:
+    """Two BTC options and an ETH one: ``publicTrade.BTC`` once, books at depth 25."""
+    adapter = BybitAdapter()
+    eth = "ETH-27DEC24-4000-C"
+    options = market(CALL, PUT, eth, category="option")
+    BybitAdapter.check_market(options)
+    (plan,) = adapter.plan_connections([options])
+    assert (plan.exchange, plan.name, plan.url) == (
+        OPTION,
+        "bybit-option-0",
+        "wss://stream.bybit.com/v5/public/option",
+    )
+    session = adapter.open_session(plan)
+    args = [a for f in session.subscribe_frames(NOW) for a in msgspec.json.decode(f)["args"]]
+    assert args == [
+        "publicTrade.BTC", f"orderbook.25.{CALL}", f"tickers.{CALL}", f"orderbook.25.{PUT}",
+        f"tickers.{PUT}", "publicTrade.ETH", f"orderbook.25.{eth}", f"tickers.{eth}",
+    ]  # fmt: skip
+    assert session.pending_subscriptions == 9
+    acked = [e for f in ("1",) for e in parse(session, answer(f, True)) if isinstance(e, Status)]
+    assert [(s.symbol, s.event, s.data_type) for s in acked][:3] == [
+        (CALL, "subscribed", "trades"),
+        (PUT, "subscribed", "trades"),
+        (CALL, "subscribed", "orderbook"),
+    ]
+    (deep,) = adapter.plan_connections([market(CALL, category="option", book_depth=100)])
+    assert "orderbook.100." + CALL in deep.topics  # type: ignore[attr-defined]
+
+
+def test_option_trades_keep_the_subscribed_options_under_their_own_symbols() -> None:
+    session = open_session(CALL, PUT, category="option", feeds=("trades",))
+    frame = option_trade_frame(
+        "BTC",
+        [(CALL, "t-1", 410, 0.5, "Buy", T_MS), ("BTC-27DEC24-80000-C", "t-2", 900, 1, "Sell",
+          T_MS + 1), (PUT, "t-3", 55.5, 0.01, "Sell", T_MS + 2)],
+        T_MS + 3,
+    )  # fmt: skip
+    assert parse(session, frame) == [
+        Trade(OPTION, CALL, T_MS * 1000, NOW, None, "t-1", 410.0, 0.5, "buy"),
+        Trade(OPTION, PUT, (T_MS + 2) * 1000, NOW, None, "t-3", 55.5, 0.01, "sell"),
+    ]
+    assert discarded(session) == {}
+
+
+def test_option_ticker_is_a_ticker_and_a_derivative_row_with_greeks() -> None:
+    """The venue's docs example: the best quote without the "1", IVs as fractions."""
+    session = open_session(CALL, category="option", feeds=("ticker", "derivatives"))
+    fields = {"bidPrice": "360", "bidSize": "36.7", "bidIv": "0.7828", "askPrice": "380",
+              "askSize": "0.7", "askIv": "0.8005", "lastPrice": "160", "highPrice24h": "0",
+              "lowPrice24h": "0", "markPrice": "412.017195", "indexPrice": "23479.75",
+              "markPriceIv": "0.8283", "underlyingPrice": "23494.15", "openInterest": "305.89",
+              "turnover24h": "0", "volume24h": "12.5", "totalVolume": "2884",
+              "totalTurnover": "12808823", "delta": "0.24076634", "gamma": "0.00010067",
+              "vega": "11.63078846", "theta": "-52.22100976", "predictedDeliveryPrice": "0",
+              "change24h": "0"}  # fmt: skip
+    ticker, row = parse(session, option_ticker_frame(CALL, fields, T_MS))
+    assert ticker == Ticker(OPTION, CALL, T_MS * 1000, NOW, None, 360.0, 36.7, 380.0, 0.7,
+                            160.0, 12.5)  # fmt: skip
+    assert row == DerivativeTicker(
+        OPTION, CALL, T_MS * 1000, NOW, None, "tickers",
+        last_price=160.0, mark_price=412.017195, index_price=23479.75,
+        open_interest=305.89, open_interest_unit="base",
+        mark_iv=0.8283, bid_iv=0.7828, ask_iv=0.8005,
+        delta=0.24076634, gamma=0.00010067, vega=11.63078846, theta=-52.22100976,
+        underlying_price=23494.15,
+    )  # fmt: skip
+    # a next snapshot replaces everything; a real predicted delivery price is kept
+    later = {"markPrice": "415", "predictedDeliveryPrice": "23500.5"}
+    assert parse(session, option_ticker_frame(CALL, later, T_MS + 100)) == [
+        Ticker(OPTION, CALL, (T_MS + 100) * 1000, NOW, None, None, None, None, None, None,
+               None),
+        DerivativeTicker(OPTION, CALL, (T_MS + 100) * 1000, NOW, None, "tickers",
+                         mark_price=415.0, estimated_settlement_price=23500.5),
+    ]  # fmt: skip
+
+
+def test_option_instrument_requests_name_the_base_coin() -> None:
+    adapter = BybitAdapter()
+    (request,) = adapter.instruments_requests(
+        market("eth-27dec24-4000-c", category="option", feeds=("instruments",))
+    )
+    assert (request.exchange, request.url, request.symbols, request.category) == (
+        OPTION,
+        "https://api.bybit.com/v5/market/instruments-info?category=option"
+        "&symbol=ETH-27DEC24-4000-C&baseCoin=ETH",
+        ("ETH-27DEC24-4000-C",),
+        "option",
+    )

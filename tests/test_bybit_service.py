@@ -23,7 +23,15 @@ from collector.clock import trio_wall_clock
 from collector.service import EXIT_OK
 from collector.settings_check import parse_settings
 from tests.fakes.base import abort
-from tests.fakes.bybit import FakeBybit, book_frame, liquidation_frame, ticker_frame, trade_frame
+from tests.fakes.bybit import (
+    FakeBybit,
+    book_frame,
+    liquidation_frame,
+    option_ticker_frame,
+    option_trade_frame,
+    ticker_frame,
+    trade_frame,
+)
 from tests.venue_helpers import (
     QUIET_WEBSOCKET,
     read_rows,
@@ -369,3 +377,88 @@ async def test_derivatives_and_liquidations_of_linear_and_inverse_reach_parquet(
         ("subscribed", "liquidations"),
         ("disconnected", None),
     ]
+
+
+async def test_options_trades_book_and_greeks_reach_parquet_as_bybit_option(
+    tmp_path: Path,
+) -> None:
+    """Two BTC options on the option endpoint: one ``publicTrade.BTC`` subscription whose
+    trades of other options are left out, a depth-25 book, and the ticker's greeks."""
+    call, put = "BTC-27DEC24-100000-C", "BTC-27DEC24-90000-P-USDT"
+    with trio.fail_after(TIMEOUT):
+        async with trio.open_nursery() as nursery:
+            fake = FakeBybit()
+            await nursery.start(fake.run)
+            fake.book_snapshots[f"orderbook.25.{call}"] = book_frame(
+                call, "snapshot", [(405, 1.5)], [(415, 2)], 1, TS_MS, depth=25
+            )
+            quote = {"bidPrice": "405", "bidSize": "1.5", "bidIv": "0.61", "askPrice": "415",
+                     "askSize": "2", "askIv": "0.63", "lastPrice": "410", "markPrice": "411.5",
+                     "indexPrice": "95000", "markPriceIv": "0.62", "underlyingPrice": "95120",
+                     "openInterest": "12.34", "volume24h": "3.5", "delta": "0.41",
+                     "gamma": "0.00003", "vega": "61.2", "theta": "-95.5",
+                     "predictedDeliveryPrice": "0"}  # fmt: skip
+            fake.book_snapshots[f"tickers.{call}"] = option_ticker_frame(call, quote, TS_MS + 1)
+            settings = parse_settings(
+                {
+                    "collector": {"metrics_host": "127.0.0.1", "metrics_port": 0},
+                    "storage": {"data_dir": str(tmp_path)},
+                    "markets": [
+                        {"exchange": "bybit", "category": "option", "symbols": [call],
+                         "feeds": ["trades", "orderbook", "ticker", "derivatives"],
+                         "base_url": fake.url},
+                        {"exchange": "bybit", "category": "option", "symbols": [put.lower()],
+                         "feeds": ["trades"], "base_url": fake.url},
+                    ],
+                }
+            )  # fmt: skip
+            handle, stop = await run_until_stopped(nursery, settings)
+            await fake.wait_subscribed(
+                ["publicTrade.BTC", f"orderbook.25.{call}", f"tickers.{call}"], "option"
+            )
+            assert [urlsplit(p).path for p in fake.paths] == ["/v5/public/option"]
+            trades = option_trade_frame(
+                "BTC",
+                [(call, "opt-1", 410, 0.5, "Buy", TS_MS + 2),
+                 ("BTC-27DEC24-80000-C", "opt-2", 990, 1, "Sell", TS_MS + 2),
+                 (put, "opt-3", 55.5, 0.01, "Sell", TS_MS + 3)],
+                TS_MS + 4,
+            )  # fmt: skip
+            assert await fake.send(trades, "option") == 1
+            delta = book_frame(call, "delta", [(405, 0)], [(412, 1)], 2, TS_MS + 5, depth=25)
+            assert await fake.send(delta, "option") == 1
+            await wait_received(handle, 5, "bybit-option")  # ack, 2 snapshots, 2 frames
+            assert await stop() == EXIT_OK
+            nursery.cancel_scope.cancel()
+
+    trade_columns = ("exchange", "symbol", "timestamp_exchange", "trade_id", "price", "size",
+                     "side")  # fmt: skip
+    assert [tuple(r[c] for c in trade_columns) for r in read_rows_us(
+        tmp_path, "bybit-option", "trades")] == [
+        ("bybit-option", call, (TS_MS + 2) * 1000, "opt-1", 410.0, 0.5, "buy"),
+        ("bybit-option", put, (TS_MS + 3) * 1000, "opt-3", 55.5, 0.01, "sell"),
+    ]  # fmt: skip
+    books = read_rows(tmp_path, "bybit-option", call, "orderbook")
+    assert [(b["kind"], b["sequence"], b["bids"], b["asks"]) for b in books] == [
+        ("snapshot", 1, [{"price": 405.0, "size": 1.5}], [{"price": 415.0, "size": 2.0}]),
+        ("delta", 2, [{"price": 405.0, "size": 0.0}], [{"price": 412.0, "size": 1.0}]),
+    ]
+    (ticker,) = read_rows_us(tmp_path, "bybit-option", "ticker")
+    assert {k: v for k, v in ticker.items() if k != "timestamp_collector"} == {
+        "exchange": "bybit-option", "symbol": call, "timestamp_exchange": (TS_MS + 1) * 1000,
+        "sequence": None, "bid_price": 405.0, "bid_size": 1.5, "ask_price": 415.0,
+        "ask_size": 2.0, "last_price": 410.0, "volume_24h": 3.5,
+    }  # fmt: skip
+    (row,) = read_rows_us(tmp_path, "bybit-option", "derivative_ticker")
+    values = {k: v for k, v in row.items() if v is not None and k != "timestamp_collector"}
+    assert values == {
+        "exchange": "bybit-option", "symbol": call, "timestamp_exchange": (TS_MS + 1) * 1000,
+        "source": "tickers", "last_price": 410.0, "mark_price": 411.5, "index_price": 95000.0,
+        "open_interest": 12.34, "open_interest_unit": "base", "mark_iv": 0.62, "bid_iv": 0.61,
+        "ask_iv": 0.63, "delta": 0.41, "gamma": 0.00003, "vega": 61.2, "theta": -95.5,
+        "underlying_price": 95120.0,
+    }  # fmt: skip
+    status = read_rows(tmp_path, "bybit-option", put, "status")
+    assert [(s["event"], s["data_type"]) for s in status] == [
+        ("connected", None), ("subscribed", "trades"), ("disconnected", None),
+    ]  # fmt: skip

@@ -11,12 +11,24 @@ import pytest
 
 from collector.config import MarketSettings
 from collector.events import Instrument
+from collector.exchanges import get_adapter_class, known_exchanges
 from collector.exchanges.base import InstrumentsRequest, ParseError
 from collector.exchanges.binance import BinanceAdapter
+from collector.exchanges.bitfinex import BitfinexAdapter
 from collector.exchanges.bybit import BybitAdapter
+from collector.exchanges.coinbase import CoinbaseAdapter
 from collector.exchanges.deribit import DeribitAdapter
+from collector.exchanges.kraken import KrakenAdapter
 from collector.exchanges.okx import OkxAdapter
+from collector.exchanges.upbit import UpbitAdapter
 from collector.settings_check import parse_settings
+from tests.fakes.spot_rest import (
+    bitfinex_futures_info,
+    bitfinex_pair_info,
+    coinbase_product,
+    kraken_asset_pairs,
+    upbit_markets,
+)
 from tests.samples import read_f2, require_sample
 
 T = 1_786_000_000_000_000  # receive time, us
@@ -93,14 +105,13 @@ def test_bybit_okx_and_deribit_ask_per_symbol() -> None:
     ]
 
 
-def test_the_feed_is_refused_where_the_venue_cannot_list_instruments() -> None:
-    def settings(exchange: str) -> None:
+def test_every_venue_lists_instruments_and_the_feed_needs_another() -> None:
+    assert [n for n in known_exchanges() if not get_adapter_class(n).lists_instruments] == []
+    for exchange, symbol in (("kraken", "BTC/USD"), ("upbit", "KRW-BTC")):
         parse_settings(
-            {"markets": [{"exchange": exchange, "symbols": ["XBT/USD"], "feeds": ["instruments"]}]}
-        )
-
-    with pytest.raises(Exception, match="kraken has no instruments feed"):
-        settings("kraken")
+            {"markets": [{"exchange": exchange, "symbols": [symbol],
+                          "feeds": ["trades", "instruments"], "rest_url": "http://127.0.0.1:9"}]}
+        )  # fmt: skip
     # Alone it would record nothing to describe.
     with pytest.raises(Exception, match="'instruments' describes the instruments of the market"):
         parse_settings(
@@ -213,6 +224,39 @@ def test_bybit_inverse_future_counts_usd() -> None:
     assert fields(row, *ASSETS) == ("BTC", "USD", "BTC")
     assert fields(row, *STEPS) == (0.5, 1.0, 1.0)
     assert row.expiry == 1774598400000 * 1000
+
+
+def test_bybit_options_usdc_and_usdt_settled() -> None:
+    """Option items in the instruments-info docs' shape (``optionsType``, no
+    ``contractType``); sizes in the base coin; the strike from the name."""
+
+    def option(symbol: str, kind: str, settle: str) -> dict[str, Any]:
+        return {
+            "symbol": symbol, "optionsType": kind, "status": "Trading", "baseCoin": "BTC",
+            "quoteCoin": "USD" if settle == "USDC" else "USDT", "settleCoin": settle,
+            "launchTime": "1766102400000", "deliveryTime": "1766736000000",
+            "deliveryFeeRate": "0.00015", "displayName": "",
+            "priceFilter": {"minPrice": "5", "maxPrice": "1110000", "tickSize": "5"},
+            "lotSizeFilter": {"maxOrderQty": "500", "minOrderQty": "0.01", "qtyStep": "0.01"},
+        }  # fmt: skip
+
+    usdc, usdt = "BTC-26DEC25-100000-C", "BTC-26DEC25-90000-P-USDT"
+    rows = BybitAdapter.parse_instruments(
+        InstrumentsRequest("bybit-option", "u", (usdc, usdt), "option"),
+        bybit_answer("option", option(usdc, "Call", "USDC"), option(usdt, "Put", "USDT")),
+        T,
+    )
+    expiry = 1766736000000 * 1000
+    assert rows == [
+        Instrument("bybit-option", usdc, 1786310817000000, T, None, kind="option",
+                   base_asset="BTC", quote_asset="USD", settle_asset="USDC", inverse=False,
+                   size_unit="base", tick_size=5.0, lot_size=0.01, min_size=0.01,
+                   expiry=expiry, strike=100000.0, option_kind="call", status="Trading"),
+        Instrument("bybit-option", usdt, 1786310817000000, T, None, kind="option",
+                   base_asset="BTC", quote_asset="USDT", settle_asset="USDT", inverse=False,
+                   size_unit="base", tick_size=5.0, lot_size=0.01, min_size=0.01,
+                   expiry=expiry, strike=90000.0, option_kind="put", status="Trading"),
+    ]  # fmt: skip
 
 
 def test_bybit_error_answer_is_a_parse_error() -> None:
@@ -367,3 +411,142 @@ def test_deribit_get_instrument_in_the_current_shape() -> None:
             b'{"jsonrpc":"2.0","error":{"code":13020,"message":"not_found"}}',
             T,
         )
+
+
+# --------------------------------------------------------------------------- Kraken
+
+
+def test_kraken_asks_once_per_market_for_the_whole_listing() -> None:
+    (request,) = KrakenAdapter().instruments_requests(
+        market("kraken", "btc/usd", "DOGE/USD", "BTC/USD", rest_url="http://127.0.0.1:9/")
+    )
+    assert request == InstrumentsRequest(
+        "kraken", "http://127.0.0.1:9/0/public/AssetPairs", ("BTC/USD", "DOGE/USD")
+    )
+
+
+def test_kraken_asset_pairs_by_their_websocket_names() -> None:
+    """v1 names in ``wsname`` (XBT, XDG) match the v2 settings names; a dark-pool entry
+    and a pair not asked for are skipped; an older answer without ``tick_size``."""
+    _, body = kraken_asset_pairs()
+    request = InstrumentsRequest("kraken", "u", ("BTC/USD", "DOGE/USD", "SOL/EUR", "ETH/USD"))
+    rows = KrakenAdapter.parse_instruments(request, body, T)
+    assert rows == [
+        Instrument("kraken", "BTC/USD", None, T, None, kind="spot", base_asset="BTC",
+                   quote_asset="USD", settle_asset=None, inverse=None, size_unit="base", tick_size=0.1, lot_size=1e-8, min_size=0.00005,
+                   status="online"),
+        Instrument("kraken", "DOGE/USD", None, T, None, kind="spot", base_asset="DOGE",
+                   quote_asset="USD", settle_asset=None, inverse=None, size_unit="base", tick_size=1e-7, lot_size=1e-8, min_size=13.0,
+                   status="online"),
+        Instrument("kraken", "SOL/EUR", None, T, None, kind="spot", base_asset="SOL",
+                   quote_asset="EUR", settle_asset=None, inverse=None, size_unit="base", tick_size=0.01, lot_size=1e-8, min_size=0.02,
+                   status="cancel_only"),
+    ]  # fmt: skip
+
+
+def test_kraken_error_answer_is_a_parse_error() -> None:
+    with pytest.raises(ParseError, match="EGeneral:Too many requests"):
+        KrakenAdapter.parse_instruments(
+            InstrumentsRequest("kraken", "u", ("BTC/USD",)),
+            b'{"error":["EGeneral:Too many requests"],"result":{}}',
+            T,
+        )
+
+
+# --------------------------------------------------------------------------- Coinbase
+
+
+def test_coinbase_asks_per_product() -> None:
+    requests = CoinbaseAdapter().instruments_requests(market("coinbase", "btc-usd", "ETH-BTC"))
+    assert [(r.exchange, r.url, r.symbols) for r in requests] == [
+        ("coinbase", "https://api.coinbase.com/api/v3/brokerage/market/products/BTC-USD",
+         ("BTC-USD",)),
+        ("coinbase", "https://api.coinbase.com/api/v3/brokerage/market/products/ETH-BTC",
+         ("ETH-BTC",)),
+    ]  # fmt: skip
+
+
+def test_coinbase_public_product() -> None:
+    _, body = coinbase_product("BTC-USD")
+    request = InstrumentsRequest("coinbase", "u", ("BTC-USD",))
+    assert CoinbaseAdapter.parse_instruments(request, body, T) == [
+        Instrument("coinbase", "BTC-USD", None, T, None, kind="spot", base_asset="BTC",
+                   quote_asset="USD", settle_asset=None, inverse=None, size_unit="base",
+                   tick_size=0.01, lot_size=1e-8, min_size=1e-8, status="online")
+    ]  # fmt: skip
+    _, eth = coinbase_product("ETH-BTC")
+    (row,) = CoinbaseAdapter.parse_instruments(
+        InstrumentsRequest("coinbase", "u", ("ETH-BTC",)), eth, T
+    )
+    assert fields(row, *ASSETS, *STEPS) == ("ETH", "BTC", None, 0.00001, 1e-8, 0.00022)
+    # another product than asked for describes nothing
+    assert CoinbaseAdapter.parse_instruments(request, eth, T) == []
+    with pytest.raises(ParseError, match="coinbase product"):
+        CoinbaseAdapter.parse_instruments(request, b'{"error":"NOT_FOUND"}', T)
+
+
+# --------------------------------------------------------------------------- Bitfinex
+
+
+def test_bitfinex_asks_for_the_pair_and_the_futures_info() -> None:
+    requests = BitfinexAdapter().instruments_requests(
+        market("bitfinex", "tBTCUSD", "BTCF0:USTF0", "tETHUSD")
+    )
+    assert requests == [
+        InstrumentsRequest("bitfinex", "https://api-pub.bitfinex.com/v2/conf/pub:info:pair",
+                           ("tBTCUSD", "tETHUSD")),
+        InstrumentsRequest("bitfinex",
+                           "https://api-pub.bitfinex.com/v2/conf/pub:info:pair:futures",
+                           ("tBTCF0:USTF0",)),
+    ]  # fmt: skip
+    (only,) = BitfinexAdapter().instruments_requests(market("bitfinex", "tBTCF0:USTF0"))
+    assert only.url.endswith("/pub:info:pair:futures")
+
+
+def test_bitfinex_spot_pairs_and_perpetuals() -> None:
+    _, spot_body = bitfinex_pair_info()
+    spot = BitfinexAdapter.parse_instruments(
+        InstrumentsRequest("bitfinex", "u", ("tBTCUSD", "tTESTBTC:TESTUSD", "tNOPE:USD")),
+        spot_body,
+        T,
+    )
+    assert spot == [
+        Instrument("bitfinex", "tBTCUSD", None, T, None, kind="spot", base_asset="BTC",
+                   quote_asset="USD", settle_asset=None, inverse=None, size_unit="base",
+                   min_size=0.00004),
+        Instrument("bitfinex", "tTESTBTC:TESTUSD", None, T, None, kind="spot",
+                   base_asset="TESTBTC", quote_asset="TESTUSD", settle_asset=None,
+                   inverse=None, size_unit="base", min_size=0.00006),
+    ]  # fmt: skip
+    _, futures_body = bitfinex_futures_info()
+    (perpetual,) = BitfinexAdapter.parse_instruments(
+        InstrumentsRequest("bitfinex", "u", ("tBTCF0:USTF0",)), futures_body, T
+    )
+    assert perpetual == Instrument(
+        "bitfinex", "tBTCF0:USTF0", None, T, None, kind="perpetual", base_asset="BTC",
+        quote_asset="USDT", settle_asset="USDT", inverse=False, size_unit="base",
+        min_size=0.00004,
+    )  # fmt: skip
+    with pytest.raises(ParseError, match="bitfinex pair info"):
+        BitfinexAdapter.parse_instruments(
+            InstrumentsRequest("bitfinex", "u", ("tBTCUSD",)), b'["error",10020,"x"]', T
+        )
+
+
+# --------------------------------------------------------------------------- Upbit
+
+
+def test_upbit_market_list_has_no_steps() -> None:
+    (request,) = UpbitAdapter().instruments_requests(market("upbit", "krw-btc", "USDT-XRP"))
+    assert request == InstrumentsRequest(
+        "upbit", "https://api.upbit.com/v1/market/all", ("KRW-BTC", "USDT-XRP")
+    )
+    _, body = upbit_markets()
+    assert UpbitAdapter.parse_instruments(request, body, T) == [
+        Instrument("upbit", "KRW-BTC", None, T, None, kind="spot", base_asset="BTC",
+                   quote_asset="KRW", settle_asset=None, inverse=None, size_unit="base"),
+        Instrument("upbit", "USDT-XRP", None, T, None, kind="spot", base_asset="XRP",
+                   quote_asset="USDT", settle_asset=None, inverse=None, size_unit="base"),
+    ]  # fmt: skip
+    with pytest.raises(ParseError, match="upbit markets"):
+        UpbitAdapter.parse_instruments(request, b'{"error":{"name":"x"}}', T)

@@ -18,6 +18,7 @@ import trio.testing
 
 from collector.clock import trio_wall_clock
 from collector.events import Event, Instrument, Status, Trade
+from collector.exchanges.bitfinex import BitfinexAdapter
 from collector.instruments import plan_instruments, run_instruments
 from collector.metrics import Metrics
 from collector.planning import plan_service
@@ -25,9 +26,23 @@ from collector.settings_check import parse_settings
 from collector.storage.columns import to_record_batch
 from tests.fakes.binance import FakeBinance
 from tests.fakes.binance_rest import SERVER_TIME_MS, FakeBinanceRest
+from tests.fakes.kraken import FakeKraken
 from tests.fakes.rest import FakeRest, Query
+from tests.fakes.spot_rest import (
+    bitfinex_futures_info,
+    bitfinex_pair_info,
+    coinbase_routes,
+    kraken_asset_pairs,
+    upbit_markets,
+)
 from tests.real_time import fail_after_real
-from tests.venue_helpers import QUIET_WEBSOCKET, read_rows, run_until_stopped, settle_frozen
+from tests.venue_helpers import (
+    QUIET_WEBSOCKET,
+    read_rows,
+    run_until_stopped,
+    settle_frozen,
+    wait_until,
+)
 
 EPOCH_US = 1_786_000_000_000_000  # 2026-08-06T00:26:40Z: no hour boundary in the test
 INTERVAL = 600.0
@@ -280,9 +295,9 @@ def write_rows(data_dir: Path, events: list[Event]) -> None:
         pq.write_table(pa.Table.from_batches([batch]), directory / f"{n}.parquet")
 
 
-def documented_query(marker: str, end: str) -> str:
-    """The SQL statement of docs/schemas.md that starts at the comment ``marker``."""
-    text = (Path(__file__).parents[1] / "docs" / "schemas.md").read_text()
+def documented_query(marker: str, end: str, document: str = "docs/schemas.md") -> str:
+    """The SQL statement of ``document`` that starts at the comment ``marker``."""
+    text = (Path(__file__).parents[1] / document).read_text()
     start = text.index(marker)
     return text[start : text.index(end, start) + len(end)]
 
@@ -320,6 +335,39 @@ def test_the_documented_duckdb_query_turns_sizes_into_base_amounts(tmp_path: Pat
     assert found == pytest.approx({"binance-coinm": 0.006, "okx": 0.2, "deribit": 0.025})
 
 
+def test_the_readme_query_turns_sizes_into_base_amounts(tmp_path: Path) -> None:
+    """The README's example, on an OKX swap read twice: the latest reading's contract size
+    applies (0.01 BTC a contract)."""
+    duckdb = pytest.importorskip("duckdb")
+    t0 = EPOCH_US
+
+    def reading(at: int, contract_size: float) -> Event:
+        return Instrument(
+            "okx", "BTC-USDT-SWAP", None, at, None, "perpetual", "BTC", "USDT", "USDT",
+            False, "contracts", contract_size=contract_size, contract_unit="BTC",
+        )  # fmt: skip
+
+    write_rows(
+        tmp_path,
+        [
+            reading(t0, 0.1),
+            reading(t0 + 100, 0.01),
+            Trade("okx", "BTC-USDT-SWAP", t0 + 5, t0 + 10, 1, "1", 50_000.0, 20.0, "buy"),
+            Trade("okx", "BTC-USDT-SWAP", t0 + 6, t0 + 11, 2, "2", 50_001.0, 3.0, "sell"),
+        ],
+    )
+    sql = documented_query(
+        "-- DuckDB: trade sizes as base-currency amounts", "ORDER BY t.timestamp_collector;",
+        "README.md",
+    )  # fmt: skip
+    sql = sql.replace("'data/", f"'{tmp_path}/")
+    found = [(r[1], r[2], r[3], r[4]) for r in duckdb.sql(sql).fetchall()]
+    assert found == [
+        (50_000.0, 20.0, "contracts", pytest.approx(0.2)),
+        (50_001.0, 3.0, "contracts", pytest.approx(0.03)),
+    ]
+
+
 def test_the_documented_reader_join_turns_sizes_into_base_amounts(tmp_path: Path) -> None:
     duckdb = pytest.importorskip("duckdb")
     from collector.reader import DataReader  # the reader extra (duckdb)
@@ -352,3 +400,147 @@ def test_the_documented_reader_join_turns_sizes_into_base_amounts(tmp_path: Path
         "contracts",
     )
     assert base_amount == pytest.approx(0.3)
+
+
+async def test_the_spot_venues_listings_and_their_failures(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """Kraken, Coinbase, Bitfinex and Upbit against their fake REST APIs: a row per
+    configured symbol the listing describes, a ``fetch_error`` row for one it does not
+    (Kraken, Bitfinex, Upbit: absent from the whole listing; Coinbase: HTTP 404)."""
+    kraken = FakeRest({"/0/public/AssetPairs": kraken_asset_pairs})
+    coinbase = FakeRest(coinbase_routes("BTC-USD", "NOPE-USD"))
+    bitfinex = FakeRest(
+        {"/v2/conf/pub:info:pair": bitfinex_pair_info,
+         "/v2/conf/pub:info:pair:futures": bitfinex_futures_info}
+    )  # fmt: skip
+    upbit = FakeRest({"/v1/market/all": upbit_markets})
+    fakes = {"kraken": kraken, "coinbase": coinbase, "bitfinex": bitfinex, "upbit": upbit}
+    symbols = {"kraken": ["BTC/USD", "NOPE/USD"], "coinbase": ["BTC-USD", "NOPE-USD"],
+               "bitfinex": ["tBTCUSD", "tBTCF0:USTF0", "tNOPEF0:USTF0"],
+               "upbit": ["KRW-BTC", "KRW-NOPE"]}  # fmt: skip
+    events: list[Event] = []
+    metrics = Metrics()
+    async with fail_after_real(20), trio.open_nursery() as nursery:
+        for fake in fakes.values():
+            await nursery.start(fake.run)
+        settings = parse_settings(
+            {
+                "markets": [
+                    {"exchange": name, "symbols": symbols[name], "base_url": "ws://127.0.0.1:1",
+                     "feeds": ["trades", "instruments"], "rest_url": fake.url}
+                    for name, fake in fakes.items()
+                ]
+            }
+        )  # fmt: skip
+        jobs = plan_instruments(plan_service(settings))
+        tx, rx = trio.open_memory_channel[list[Event]](1000)
+        await nursery.start(
+            partial(
+                run_instruments,
+                jobs,
+                tx,
+                metrics,
+                trio_wall_clock(EPOCH_US),
+                interval_secs=INTERVAL,
+                retry_secs=RETRY,
+            )
+        )
+
+        def done(exchange: str, outcome: str, count: int) -> bool:
+            return metrics.sample(FETCHES, {"exchange": exchange, "outcome": outcome}) == count
+
+        # t=0: each venue's first request (Bitfinex's second waits for its slow pace).
+        await settle_frozen(
+            autojump_clock,
+            lambda: all(
+                done(name, "ok", 1) for name in ("kraken", "coinbase", "bitfinex", "upbit")
+            ),
+        )
+        autojump_clock.jump(1 / BitfinexAdapter.instrument_requests_per_second)
+        await settle_frozen(
+            autojump_clock, lambda: done("bitfinex", "ok", 2) and done("coinbase", "failed", 1)
+        )
+        nursery.cancel_scope.cancel()
+    while True:
+        try:
+            events += rx.receive_nowait()
+        except trio.EndOfChannel:
+            break
+
+    assert kraken.requests == ["/0/public/AssetPairs"]
+    assert bitfinex.requests == ["/v2/conf/pub:info:pair", "/v2/conf/pub:info:pair:futures"]
+    assert upbit.requests == ["/v1/market/all"]
+    assert sorted(coinbase.requests) == [
+        "/api/v3/brokerage/market/products/BTC-USD",
+        "/api/v3/brokerage/market/products/NOPE-USD",
+    ]
+    rows = sorted(
+        (e.exchange, e.symbol, e.kind, e.base_asset, e.quote_asset, e.size_unit, e.tick_size)
+        for e in events
+        if isinstance(e, Instrument)
+    )
+    assert rows == [
+        ("bitfinex", "tBTCF0:USTF0", "perpetual", "BTC", "USDT", "base", None),
+        ("bitfinex", "tBTCUSD", "spot", "BTC", "USD", "base", None),
+        ("coinbase", "BTC-USD", "spot", "BTC", "USD", "base", 0.01),
+        ("kraken", "BTC/USD", "spot", "BTC", "USD", "base", 0.1),
+        ("upbit", "KRW-BTC", "spot", "BTC", "KRW", "base", None),
+    ]
+    failures = sorted(
+        (e.exchange, e.symbol, e.event, e.data_type) for e in events if isinstance(e, Status)
+    )
+    assert failures == [
+        ("bitfinex", "tNOPEF0:USTF0", "fetch_error", "instruments"),
+        ("coinbase", "NOPE-USD", "fetch_error", "instruments"),
+        ("kraken", "NOPE/USD", "fetch_error", "instruments"),
+        ("upbit", "KRW-NOPE", "fetch_error", "instruments"),
+    ]
+    (not_found,) = [e for e in events if isinstance(e, Status) and e.exchange == "coinbase"]
+    assert "HTTP 404" in (not_found.detail or "")
+
+
+async def test_the_service_writes_kraken_instruments_beside_its_trades(
+    tmp_path: Path, nursery: trio.Nursery
+) -> None:
+    """The whole service: a Kraken market with trades and instruments; the AssetPairs
+    listing from a fake REST API is written as the symbols' ``instruments`` rows."""
+    venue = FakeKraken(heartbeat_interval=None)
+    rest = FakeRest({"/0/public/AssetPairs": kraken_asset_pairs})
+    for fake in (venue, rest):
+        await nursery.start(fake.run)
+    settings = parse_settings(
+        {
+            "collector": {"metrics_host": "127.0.0.1", "metrics_port": 0},
+            "storage": {"data_dir": str(tmp_path)},
+            "websocket": QUIET_WEBSOCKET,
+            "markets": [
+                {"exchange": "kraken", "symbols": ["BTC/USD", "DOGE/USD"],
+                 "feeds": ["trades", "instruments"], "base_url": venue.url,
+                 "rest_url": rest.url},
+            ],
+        }
+    )  # fmt: skip
+    with trio.fail_after(15):
+        handle, stop = await run_until_stopped(nursery, settings)
+        await venue.wait_subscribed("trade", ["BTC/USD", "DOGE/USD"])
+        await wait_until(
+            lambda: handle.metrics.sample(FETCHES, {"exchange": "kraken", "outcome": "ok"}) == 1
+        )
+        assert await stop() == 0
+    assert rest.requests == ["/0/public/AssetPairs"]
+    columns = ("exchange", "symbol", "timestamp_exchange", "sequence", "kind", "base_asset",
+               "quote_asset", "settle_asset", "inverse", "size_unit", "contract_size",
+               "contract_unit", "tick_size", "lot_size", "min_size", "expiry", "strike",
+               "option_kind", "status")  # fmt: skip
+    written = {
+        symbol: [tuple(r[c] for c in columns) for r in read_rows(
+            tmp_path, "kraken", symbol, "instruments")]
+        for symbol in ("BTC/USD", "DOGE/USD")
+    }  # fmt: skip
+    assert written == {
+        "BTC/USD": [("kraken", "BTC/USD", None, None, "spot", "BTC", "USD", None, None, "base",
+                     None, None, 0.1, 1e-8, 0.00005, None, None, None, "online")],
+        "DOGE/USD": [("kraken", "DOGE/USD", None, None, "spot", "DOGE", "USD", None, None,
+                      "base", None, None, 1e-7, 1e-8, 13.0, None, None, None, "online")],
+    }  # fmt: skip

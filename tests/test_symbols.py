@@ -127,6 +127,7 @@ def test_binance_futures_symbols_default_to_the_category_api() -> None:
         ("okx", "MARGIN", "okx category must be an instrument type"),
         ("deribit", "perpetual", "deribit category must be an instrument kind"),
         ("coinbase", "spot", "coinbase cannot list symbols by category"),
+        ("bitfinex", "perpetual", "bitfinex category must be 'exchange' or 'futures'"),
     ],
 )
 def test_a_category_the_venue_cannot_list_is_a_clear_error(
@@ -253,3 +254,30 @@ def test_okx_options_need_a_family(capsys: pytest.CaptureFixture[str]) -> None:
     assert capsys.readouterr().err.startswith(
         "collector: error: okx lists options per instrument family: category 'OPTION:BTC-USD'"
     )
+
+
+@pytest.mark.parametrize(
+    ("category", "key", "expected"),
+    [(None, "exchange", ["tBTCUSD", "tTESTBTC:TESTUSD"]),
+     ("exchange", "exchange", ["tBTCUSD", "tTESTBTC:TESTUSD"]),
+     ("futures", "futures", ["tBTCF0:USTF0", "tETHF0:USTF0"])],
+)  # fmt: skip
+async def test_bitfinex_symbols_of_spot_pairs_and_perpetuals(
+    category: str | None, key: str, expected: list[str]
+) -> None:
+    """Perpetuals are listed as the markets name them (``tBTCF0:USTF0``), ready for a
+    market with the ``derivatives`` feed."""
+    fake = FakeListingRest()
+    fake.bitfinex = {
+        "pub:list:pair:exchange": ["BTCUSD", "TESTBTC:TESTUSD"],
+        "pub:list:pair:futures": ["BTCF0:USTF0", "ETHF0:USTF0"],
+    }
+    assert await _listed(fake, "bitfinex", category) == expected
+    assert fake.requests == [f"/v2/conf/pub:list:pair:{key}"]
+    from collector.settings_check import parse_settings
+
+    # What it lists is what a market takes (perpetuals with their derivative feeds).
+    parse_settings(
+        {"markets": [{"exchange": "bitfinex", "symbols": expected,
+                      "feeds": ["trades", "derivatives"] if key == "futures" else ["trades"]}]}
+    )  # fmt: skip

@@ -283,7 +283,7 @@ def test_bad_symbols_name_the_format(bad: str) -> None:
         ({"book_mode": "diff"}, "book_mode can only be 'snapshot'"),
         ({"book_depth": 10}, "book_depth must be 1, 5, 15 or 30"),
         ({"category": "spot"}, "no category"),
-        ({"rest_url": "https://x"}, "no rest_url"),
+        ({"rest_url": "ftp://x"}, "rest_url must start with http"),
     ],
 )
 def test_check_market_rejects(options: dict[str, Any], message: str) -> None:

@@ -362,17 +362,15 @@ def _mixed() -> Scenario:
 
 def _futures_depth() -> Scenario:
     """USD-M diff depth at ``@depth@0ms``-like rates: BTCUSDT and ETHUSDT perpetual books."""
-    proto = binance.BinanceUsdmProtocol("/public")
+    books = {"BTCUSDT": (61234.5, 0.1), "ETHUSDT": (2650.12, 0.01)}
+    proto = binance.BinanceUsdmProtocol("/public", books)
     group = Group(
         "g0",
         proto,
         ("BTCUSDT", "ETHUSDT"),
         ("orderbook",),
         "diff",
-        (
-            binance.FuturesDiffDepthStream("BTCUSDT", 61234.5, 0.1),
-            binance.FuturesDiffDepthStream("ETHUSDT", 2650.12, 0.01),
-        ),
+        (*(binance.FuturesDiffDepthStream(s, mid, tick) for s, (mid, tick) in books.items()),),
         (0.65, 0.35),
         category=proto.category,
     )
@@ -413,11 +411,14 @@ def _mixed_futures() -> Scenario:
         market_streams.append(binance.FuturesAggTradeStream(m.symbol, m.mid))
         market_weights.append(2.3 * 0.23 * w)
     symbols = tuple(m.symbol for m in markets)
-    public, market = binance.BinanceUsdmProtocol("/public"), binance.BinanceUsdmProtocol("/market")
+    # The REST snapshots are built around each stream's mid, so the books stay uncrossed.
+    books = {m.symbol: (m.mid, m.tick) for m in markets}
+    public = binance.BinanceUsdmProtocol("/public", books)
+    market = binance.BinanceUsdmProtocol("/market")
     groups = (
         Group(
             "g0",
-            binance.BinanceProtocol(),
+            binance.BinanceProtocol(books),
             symbols,
             ("trades", "orderbook", "ticker"),
             "diff",

@@ -79,7 +79,10 @@ Sequence rules (per symbol, per session; a reconnect starts afresh):
   exactly, ``pu == lastUpdateId``). A snapshot older than the first delta recorded since it
   was asked for is fetched again; a first delta past it that does not join it is a ``gap``
   (and another snapshot). Readers rebuild the book from the snapshot and the deltas with
-  ``u > lastUpdateId``.
+  ``u > lastUpdateId``. From the snapshot on, each covering delta is applied to a
+  :class:`~collector.exchanges.book_check.CrossCheck`: a crossed book (best bid >= best
+  ask) is a ``gap`` row (:meth:`Session.book_invalid`) and a new snapshot of that symbol,
+  whose ``resync`` row ends ``after a crossed book``.
 
 Subscribe errors: Binance rejects a whole ``SUBSCRIBE`` request when one stream in it is
 invalid. So a rejected request of several streams is split in two and both halves are sent
@@ -114,6 +117,8 @@ from collector.events import (
     levels_from_pairs,
 )
 from collector.exchanges.base import (
+    RESYNC_REASON_TEXT,
+    BookResyncReason,
     ConnectionPlan,
     ExchangeAdapter,
     InstrumentsRequest,
@@ -123,6 +128,7 @@ from collector.exchanges.base import (
     SnapshotRequest,
     Subscription,
 )
+from collector.exchanges.book_check import CrossCheck
 from collector.exchanges.common import choices, join_ws_path, normalize_asset, optional_float
 
 EXCHANGE: Final = "binance"
@@ -738,6 +744,10 @@ class BinanceSession(Session):
         self._snapshot_pending: set[str] = set()
         self._first_delta_since_request: dict[str, int] = {}
         self._awaiting_cover: dict[str, int] = {}
+        # Each diff book's crossed-book check, from its REST snapshot until a resync.
+        self._cross_checks: dict[str, CrossCheck] = {}
+        # Why a snapshot was asked for, where it was not a gap (for its resync row).
+        self._resync_reasons: dict[str, BookResyncReason] = {}
         # Subscriptions the venue refused for good.
         self.rejected: list[Subscription] = []
 
@@ -807,6 +817,7 @@ class BinanceSession(Session):
         self._snapshot_pending.add(symbol)
         self._first_delta_since_request.pop(symbol, None)
         self._awaiting_cover.pop(symbol, None)
+        self._cross_checks.pop(symbol, None)
         path = self._profile.depth_path
         url = f"{self._rest_url}{path}?symbol={symbol}&limit={SNAPSHOT_LIMIT}"
         self._snapshot_requests.append(SnapshotRequest(symbol, url))
@@ -826,6 +837,20 @@ class BinanceSession(Session):
         event_time = msg.event_time
         first = self._first_delta_since_request.get(symbol)
         last = self._last_update_id.get(symbol)
+        reason = self._resync_reasons.pop(symbol, None)
+        after = "" if reason is None else f" after a {RESYNC_REASON_TEXT[reason]}"
+        snapshot = BookUpdate(
+            self.exchange,
+            symbol,
+            None if event_time is None else _us(event_time),
+            received_us,
+            snapshot_id,
+            "snapshot",
+            snapshot_id,
+            None,
+            levels_from_pairs(msg.bids),
+            levels_from_pairs(msg.asks),
+        )
         events: list[Event] = [
             self.status(
                 "resync",
@@ -833,27 +858,30 @@ class BinanceSession(Session):
                 received_us,
                 data_type="orderbook",
                 received=snapshot_id,
-                detail=f"REST depth snapshot lastUpdateId={snapshot_id}",
+                detail=f"REST depth snapshot lastUpdateId={snapshot_id}{after}",
             ),
-            BookUpdate(
-                self.exchange,
-                symbol,
-                None if event_time is None else _us(event_time),
-                received_us,
-                snapshot_id,
-                "snapshot",
-                snapshot_id,
-                None,
-                levels_from_pairs(msg.bids),
-                levels_from_pairs(msg.asks),
-            ),
+            snapshot,
         ]
         if last is None or last <= snapshot_id:
             self._awaiting_cover[symbol] = snapshot_id  # the next deltas must cover it
+            check = self._cross_checks[symbol] = CrossCheck()
+            if check.snapshot(snapshot.bids, snapshot.asks):
+                events.append(self._book_crossed(symbol, check, received_us, " in the snapshot"))
         elif first is not None and first > snapshot_id:
             # Older than every delta recorded since the request: it cannot be joined to them.
             self._request_snapshot(symbol)
+        # (Else the deltas since it cover it, but they were not applied to it: no check
+        # until the next snapshot.)
         return events
+
+    def _book_crossed(
+        self, symbol: str, check: CrossCheck, received_us: int, where: str = ""
+    ) -> Event:
+        """The book is crossed: its gap row, and a fresh REST snapshot of that symbol."""
+        detail = f"{check.describe()}{where}; fetching a new REST snapshot"
+        self._request_snapshot(symbol)
+        self._resync_reasons[symbol] = "crossed"
+        return self.book_invalid(symbol, received_us, "crossed", detail)
 
     # ----------------------------------------------------------------- parsing
 
@@ -1068,20 +1096,27 @@ class BinanceSession(Session):
                         )
                     )
                 self._request_snapshot(symbol)
-        events.append(
-            BookUpdate(
-                self.exchange,
-                symbol,
-                _us(msg.event_time),
-                received_us,
-                msg.last_id,
-                "delta",
-                msg.first_id,
-                msg.prev_id,
-                levels_from_pairs(msg.bids),
-                levels_from_pairs(msg.asks),
-            )
+        update = BookUpdate(
+            self.exchange,
+            symbol,
+            _us(msg.event_time),
+            received_us,
+            msg.last_id,
+            "delta",
+            msg.first_id,
+            msg.prev_id,
+            levels_from_pairs(msg.bids),
+            levels_from_pairs(msg.asks),
         )
+        events.append(update)
+        # Checked from the first delta after the snapshot (older ones are not applied).
+        check = self._cross_checks.get(symbol)
+        if (
+            check is not None
+            and symbol not in self._awaiting_cover
+            and check.apply_sorted_pairs(msg.bids, msg.asks)
+        ):
+            events.append(self._book_crossed(symbol, check, received_us))
         return events
 
     def _partial_depth(self, symbol: str, data: msgspec.Raw, received_us: int) -> list[Event]:

@@ -2,8 +2,8 @@
 
 One connection (``{base_url}/ws/2``, public host ``api-pub.bitfinex.com``) carries at most
 :data:`MAX_CHANNELS_PER_CONNECTION` channels (the docs say 25 per connection, a copy says
-30: we use 25). The session first sends ``{"event":"conf","flags":98304}`` (TIMESTAMP 32768
-+ SEQ_ALL 65536), then one ``subscribe`` per (symbol, channel). The venue acknowledges each
+30: we use 25). The session first sends ``{"event":"conf","flags":229376}`` (TIMESTAMP 32768
++ SEQ_ALL 65536 + OB_CHECKSUM 131072), then one ``subscribe`` per (symbol, channel). The venue acknowledges each
 with ``{"event":"subscribed","chanId":N,...}``; every later data frame is an array
 ``[chanId, ...]``, mapped back to its symbol through the acknowledged chanIds. Numbers are
 JSON numbers; timestamps are milliseconds.
@@ -64,7 +64,13 @@ venue's protocol, not a discard, and is not counted. The appended fields are
 read as ``SEQ`` then ``MTS`` (tardis-node reads the timestamp at index 3 of a book frame);
 the ``sequence`` column holds SEQ, ``timestamp_exchange`` the MTS (trades: the trade's
 own MTS). If the venue refuses the conf frame, sequence checks are off for the session.
-The book checksum flag (131072) is not enabled.
+The book checksum flag (131072) is enabled too: each book channel then gets
+``[chanId, "cs", CHECKSUM, SEQ, MTS]`` frames, the CRC32 of its top 25 levels. The session
+keeps each book with the wire text of its numbers (:mod:`collector.exchanges.interleaved_book`),
+compares every ``cs`` frame, and checks after every update that the book is not crossed;
+a book that fails gets a ``gap`` row (:meth:`Session.book_invalid`) and that channel alone
+is resubscribed (its frames until the new snapshot are dropped and counted, as after a
+gap; the new snapshot's ``resync`` row names the reason).
 
 Keepalive: the venue sends ``[chanId, "hb", SEQ, MTS]`` after 15 s without channel
 activity, which feeds the connection's stale watchdog; the connection also sends
@@ -87,6 +93,9 @@ unanswered one) -> a ``subscribe_error`` row; the subscription counts as resolve
 ``liquidations`` subscription on it: its answer resolves them all. The planner counts each
 of those as a channel of the 25, so a connection may open fewer channels than it could.
 
+Instruments (feed ``instruments``): the REST conf listings ``pub:info:pair`` (spot pairs)
+and ``pub:info:pair:futures`` (perpetuals), see :func:`parse_instruments`.
+
 Limits: 20 connections per minute on ``api-pub`` (:data:`CONNECTIONS_PER_MINUTE`): the
 supervisor paces connection attempts to ``connections_per_second``.
 """
@@ -106,6 +115,7 @@ from collector.events import (
     BookUpdate,
     DerivativeTicker,
     Event,
+    Instrument,
     Liquidation,
     Ticker,
     Trade,
@@ -113,20 +123,37 @@ from collector.events import (
     levels_from_values,
 )
 from collector.exchanges.base import (
+    RESYNC_REASON_TEXT,
+    BookResyncReason,
     ConnectionPlan,
     ExchangeAdapter,
+    InstrumentsRequest,
     ParseError,
     Session,
     Subscription,
 )
+from collector.exchanges.common import choices, normalize_asset, optional_float
+from collector.exchanges.interleaved_book import InterleavedBook
 
 EXCHANGE: Final = "bitfinex"
 DEFAULT_URL: Final = "wss://api-pub.bitfinex.com"
 WS_PATH: Final = "/ws/2"
 DEFAULT_REST_URL: Final = "https://api-pub.bitfinex.com"
+# The conf listings of trading pairs: names, and the details of each (min/max order size,
+# margin), of the exchange (spot) pairs and of the perpetuals.
+PAIRS_PATH: Final = "/v2/conf/pub:list:pair:exchange"
+FUTURES_PAIRS_PATH: Final = "/v2/conf/pub:list:pair:futures"
+INFO_PATH: Final = "/v2/conf/pub:info:pair"
+FUTURES_INFO_PATH: Final = "/v2/conf/pub:info:pair:futures"
+# The pair lists ``symbols --category`` reads: exchange (spot) pairs, the default, and
+# perpetuals (``BTCF0:USTF0``, named ``tBTCF0:USTF0`` like the markets' symbols).
+SYMBOL_LISTS: Final = {"exchange": PAIRS_PATH, "futures": FUTURES_PAIRS_PATH}
+# Bitfinex's codes of assets with a common name elsewhere (USDt, USDC).
+_ASSETS: Final = {"UST": "USDT", "UDC": "USDC"}
 FLAG_TIMESTAMP: Final = 32768
 FLAG_SEQ_ALL: Final = 65536
-CONF_FLAGS: Final = FLAG_TIMESTAMP | FLAG_SEQ_ALL
+FLAG_CHECKSUM: Final = 131072
+CONF_FLAGS: Final = FLAG_TIMESTAMP | FLAG_SEQ_ALL | FLAG_CHECKSUM
 MAX_CHANNELS_PER_CONNECTION: Final = 25
 CONNECTIONS_PER_MINUTE: Final = 20
 BOOK_LENGTHS: Final = frozenset({1, 25, 100, 250})
@@ -185,8 +212,9 @@ class _Event(msgspec.Struct, gc=False):
 _EVENT: Final = msgspec.json.Decoder(_Event)
 _FRAME: Final = msgspec.json.Decoder(list[msgspec.Raw])
 _INT: Final = msgspec.json.Decoder(int)
-_BOOK_SNAPSHOT: Final = msgspec.json.Decoder(list[tuple[float, float, float]])
-_BOOK_LEVEL: Final = msgspec.json.Decoder(tuple[float, float, float])
+# Book levels as the wire's number text (the checksum needs it): [PRICE, COUNT, AMOUNT].
+_BOOK_SNAPSHOT: Final = msgspec.json.Decoder(list[tuple[msgspec.Raw, msgspec.Raw, msgspec.Raw]])
+_BOOK_LEVEL: Final = msgspec.json.Decoder(tuple[msgspec.Raw, msgspec.Raw, msgspec.Raw])
 _TRADE: Final = msgspec.json.Decoder(tuple[int, int, float, float])
 _TICKER: Final = msgspec.json.Decoder(list[float | None])
 _PAIRS: Final = msgspec.json.Decoder(list[list[str]])
@@ -240,7 +268,7 @@ class BitfinexAdapter(ExchangeAdapter):
     default_url: ClassVar[str] = DEFAULT_URL
     ws_path: ClassVar[str] = WS_PATH
     default_rest_url: ClassVar[str | None] = DEFAULT_REST_URL
-    symbols_path: ClassVar[str | None] = "/v2/conf/pub:list:pair:exchange"
+    symbols_path: ClassVar[str | None] = PAIRS_PATH
     book_depths: ClassVar[tuple[int, ...]] = tuple(sorted(BOOK_LENGTHS))
     stream_feeds: ClassVar[tuple[Feed, ...]] = (
         "trades",
@@ -249,8 +277,12 @@ class BitfinexAdapter(ExchangeAdapter):
         "derivatives",
         "liquidations",
     )
-    # Accepted and checked since the first version, though no request of a market uses it.
+    # The REST base of the instruments listings.
     takes_rest_url: ClassVar[bool] = True
+    lists_instruments: ClassVar[bool] = True
+    # At most two requests per market a round; Bitfinex's REST limits are per endpoint,
+    # from 10 to 90 requests a minute (its rate-limit docs): stay under the lowest.
+    instrument_requests_per_second: ClassVar[float] = 0.15
     option_notes: ClassVar[Mapping[str, str]] = {
         "book_mode": ": the book is a snapshot then updates "
         "(set book_depth to 1, 25, 100 or 250 levels)",
@@ -264,7 +296,21 @@ class BitfinexAdapter(ExchangeAdapter):
     connections_per_second: ClassVar[float] = CONNECTIONS_PER_MINUTE / 60
 
     @classmethod
+    def symbols_url(cls, rest_url: str | None = None, category: str | None = None) -> str:
+        """The conf list of ``category``: ``exchange`` (none: the spot pairs) or
+        ``futures`` (the perpetuals, ``pub:list:pair:futures``). ValueError for another."""
+        path = SYMBOL_LISTS.get(category or "exchange")
+        if path is None:
+            raise ValueError(
+                f"bitfinex category must be {choices(tuple(SYMBOL_LISTS), quoted=True)} "
+                f"(got {category!r}): exchange lists the spot pairs, futures the perpetuals"
+            )
+        return f"{(rest_url or DEFAULT_REST_URL).rstrip('/')}{path}"
+
+    @classmethod
     def parse_symbols(cls, body: bytes) -> list[str]:
+        """The pairs of a conf list, each as the markets name it (``t`` + pair:
+        ``tBTCUSD``, ``tBTCF0:USTF0``)."""
         try:
             lists = _PAIRS.decode(body)
         except msgspec.DecodeError as exc:
@@ -272,6 +318,27 @@ class BitfinexAdapter(ExchangeAdapter):
         if not lists:
             raise ParseError("bitfinex pair list: empty answer")
         return [f"t{pair}" for pair in lists[0]]
+
+    def instruments_requests(self, market: MarketSettings) -> list[InstrumentsRequest]:
+        """``pub:info:pair`` for the market's spot pairs and ``pub:info:pair:futures``
+        for its perpetuals (each listing whole: a few hundred pairs; conf keys take no
+        filter), read for the market's symbols."""
+        symbols = tuple(dict.fromkeys(self.normalize_symbol(s) for s in market.symbols))
+        base = self.rest_url(market)
+        requests = []
+        for path, wanted in (
+            (INFO_PATH, tuple(s for s in symbols if not is_perpetual(s))),
+            (FUTURES_INFO_PATH, tuple(s for s in symbols if is_perpetual(s))),
+        ):
+            if wanted:
+                requests.append(InstrumentsRequest(self.name, f"{base}{path}", wanted))
+        return requests
+
+    @classmethod
+    def parse_instruments(
+        cls, request: InstrumentsRequest, body: bytes, received_us: int
+    ) -> list[Instrument]:
+        return parse_instruments(request, body, received_us)
 
     @staticmethod
     def normalize_symbol(symbol: str) -> str:
@@ -333,18 +400,100 @@ class BitfinexAdapter(ExchangeAdapter):
         return BitfinexSession(plan)
 
 
+# --------------------------------------------------------------------------- instruments
+
+# ``pub:info:pair[:futures]``: one list (of the one key asked for) of [PAIR, DETAILS];
+# DETAILS is read by position: [3] MIN_ORDER_SIZE, [4] MAX_ORDER_SIZE, [8] INITIAL_MARGIN,
+# [9] MIN_MARGIN (Bitfinex's conf docs; the others are reserved, null).
+_INFO: Final = msgspec.json.Decoder(list[list[tuple[str, list[Any]]]])
+_MIN_ORDER_SIZE: Final = 3
+
+
+def _asset(code: str) -> str:
+    """A Bitfinex asset code's common name: a perpetual's ``F0`` dropped (``BTCF0`` is BTC,
+    ``USTF0`` its margin currency, USDt), ``UST`` -> USDT, ``UDC`` -> USDC."""
+    if code.endswith("F0"):
+        code = code[:-2]
+    return normalize_asset(_ASSETS.get(code, code))
+
+
+def pair_assets(symbol: str) -> tuple[str, str]:
+    """The (base, quote) asset of a canonical trading pair: ``tBTCUSD`` -> (BTC, USD),
+    ``tTESTBTC:TESTUSD`` -> (TESTBTC, TESTUSD), ``tBTCF0:USTF0`` -> (BTC, USDT)."""
+    pair = symbol[1:]
+    base, colon, quote = pair.partition(":")
+    if not colon:
+        base, quote = pair[:3], pair[3:]
+    return _asset(base), _asset(quote)
+
+
+def parse_instruments(
+    request: InstrumentsRequest, body: bytes, received_us: int
+) -> list[Instrument]:
+    """The rows of ``request.symbols`` in a ``pub:info:pair`` or ``pub:info:pair:futures``
+    answer.
+
+    Spot pairs and perpetuals alike count sizes in the base coin (Bitfinex sizes
+    derivative positions in the base coin too). A perpetual (``tBTCF0:USTF0``) is linear,
+    settled in its margin currency (USDt: ``settle_asset`` USDT). ``min_size`` is
+    MIN_ORDER_SIZE; the conf names no tick or lot size (Bitfinex prices have five
+    significant digits, not a fixed step), so those are null; no status (the listing has
+    the active pairs) and no server time.
+    """
+    try:
+        lists = _INFO.decode(body)
+    except msgspec.DecodeError as exc:
+        raise ParseError(f"bitfinex pair info: {exc}") from exc
+    if not lists:
+        raise ParseError("bitfinex pair info: empty answer")
+    wanted = set(request.symbols)
+    rows = []
+    for pair, details in lists[0]:
+        symbol = f"t{pair}"
+        if symbol not in wanted:
+            continue
+        wanted.discard(symbol)
+        base, quote = pair_assets(symbol)
+        perpetual = is_perpetual(symbol)
+        minimum = details[_MIN_ORDER_SIZE] if len(details) > _MIN_ORDER_SIZE else None
+        try:
+            min_size = optional_float(minimum)
+        except (TypeError, ValueError) as exc:
+            raise ParseError(f"bitfinex pair info {pair}: {exc}") from exc
+        rows.append(
+            Instrument(
+                request.exchange,
+                symbol,
+                None,
+                received_us,
+                None,
+                kind="perpetual" if perpetual else "spot",
+                base_asset=base,
+                quote_asset=quote,
+                settle_asset=quote if perpetual else None,
+                inverse=False if perpetual else None,
+                size_unit="base",
+                min_size=min_size,
+            )
+        )
+    return rows
+
+
 # --------------------------------------------------------------------------- session
 
 
 class _Channel:
     """One acknowledged channel of the connection."""
 
-    __slots__ = ("feed", "recent_ids", "recent_order", "resyncing", "symbol")
+    __slots__ = ("book", "feed", "recent_ids", "recent_order", "resyncing", "symbol")
 
     def __init__(self, symbol: str, feed: str, *, resyncing: bool = False) -> None:
         self.symbol = symbol
         self.feed = feed
         self.resyncing = resyncing
+        # A book channel's local book (with wire text, for the checksum), from its snapshot
+        # until a resync.
+        self.book: InterleavedBook | None = None
         self.recent_ids: set[int] = set()
         self.recent_order: deque[int] = deque()
 
@@ -377,6 +526,8 @@ class BitfinexSession(Session):
         # chanIds being unsubscribed for a resync -> symbol.
         self._unsubscribing: dict[int, str] = {}
         self._channels: dict[int, _Channel] = {}
+        # Why a book is resyncing where it was not a sequence gap (for its resync row).
+        self._resync_reasons: dict[str, BookResyncReason] = {}
         self._last_seq: int | None = None
         self._seq_enabled = True
         self.maintenance = False
@@ -400,11 +551,43 @@ class BitfinexSession(Session):
     def _resync_books(self) -> None:
         for chan_id, channel in self._channels.items():
             if channel.feed == "orderbook" and not channel.resyncing:
-                channel.resyncing = True
-                self._unsubscribing[chan_id] = channel.symbol
-                self._outgoing.append(
-                    _ENCODER.encode({"event": "unsubscribe", "chanId": chan_id}).decode()
-                )
+                self._resync_book(chan_id, channel)
+
+    def _resync_book(self, chan_id: int, channel: _Channel) -> None:
+        """Unsubscribe one book channel (it is subscribed again once the venue confirms):
+        its frames until the new snapshot are dropped and counted, its book unchecked."""
+        channel.resyncing = True
+        channel.book = None
+        self._unsubscribing[chan_id] = channel.symbol
+        self._outgoing.append(_ENCODER.encode({"event": "unsubscribe", "chanId": chan_id}).decode())
+
+    def _book_failed(
+        self,
+        chan_id: int,
+        channel: _Channel,
+        reason: BookResyncReason,
+        detail: str,
+        received_us: int,
+    ) -> Event:
+        """A book failed its checksum or is crossed: its gap row, and that book alone
+        resubscribed (the resync row of its new snapshot names the reason)."""
+        self._resync_book(chan_id, channel)
+        self._resync_reasons[channel.symbol] = reason
+        return self.book_invalid(
+            channel.symbol, received_us, reason, f"{detail}; resubscribing for a new snapshot"
+        )
+
+    def _checksum(self, chan_id: int, value: msgspec.Raw, received_us: int) -> list[Event]:
+        """A ``cs`` frame: the venue's checksum of the book after the updates before it."""
+        channel = self._channels.get(chan_id)
+        if channel is None or channel.book is None:
+            return []  # not a book of ours, or resyncing
+        venue = _INT.decode(value)
+        computed = channel.book.checksum()
+        if computed == venue:
+            return []
+        detail = f"book checksum mismatch: venue {venue}, computed {computed}"
+        return [self._book_failed(chan_id, channel, "checksum", detail, received_us)]
 
     # ----------------------------------------------------------------- parsing
 
@@ -527,13 +710,16 @@ class BitfinexSession(Session):
                     return events
                 events.extend(self._gap(last + 1, seq, received_us))
             self._last_seq = seq
+        if tag == b'"cs"':
+            events.extend(self._checksum(chan_id, items[body_index], received_us))
+            return events
         channel = self._channels.get(chan_id)
-        if channel is None or tag == b'"hb"' or tag == b'"cs"':
+        if channel is None or tag == b'"hb"':
             return events
         feed = channel.feed
         body = items[body_index]
         if feed == "orderbook":
-            events.extend(self._book(channel, body, seq, mts, received_us))
+            events.extend(self._book(chan_id, channel, body, seq, mts, received_us))
         elif feed == "trades":
             if tag in (b'"te"', b'"tu"'):
                 events.extend(self._trade(channel, body, seq, received_us))
@@ -577,12 +763,16 @@ class BitfinexSession(Session):
 
     def _book(
         self,
+        chan_id: int,
         channel: _Channel,
         body: msgspec.Raw,
         seq: int | None,
         mts: int | None,
         received_us: int,
     ) -> list[Event]:
+        """A book snapshot or one level's update: its row, applied to the channel's local
+        book (with the wire text: ask amounts stay negative, as the checksum takes them),
+        which must not be crossed afterwards."""
         symbol = channel.symbol
         start = memoryview(body)[:2].tobytes()
         if start == b"[[" or start == b"[]":
@@ -590,15 +780,23 @@ class BitfinexSession(Session):
             bid_values: list[float] = []
             ask_values: list[float] = []
             bid, ask = bid_values.append, ask_values.append
-            for price, _count, amount in _BOOK_SNAPSHOT.decode(body):
+            book = InterleavedBook()
+            book_bids, book_asks = book.bids, book.asks
+            for price_text, _count, amount_text in _BOOK_SNAPSHOT.decode(body):
+                price = float(price_text)
+                amount = float(amount_text)
                 if amount > 0:
                     bid(price)
                     bid(amount)
+                    book_bids.set(price, amount, bytes(price_text), bytes(amount_text))
                 else:
                     ask(price)
                     ask(-amount)
+                    book_asks.set(price, -amount, bytes(price_text), bytes(amount_text))
             if channel.resyncing:
                 channel.resyncing = False
+                reason = self._resync_reasons.pop(symbol, None)
+                after = "" if reason is None else f" after a {RESYNC_REASON_TEXT[reason]}"
                 events.append(
                     self.status(
                         "resync",
@@ -606,7 +804,7 @@ class BitfinexSession(Session):
                         received_us,
                         data_type="orderbook",
                         received=seq,
-                        detail="new book snapshot after resubscribing",
+                        detail=f"new book snapshot after resubscribing{after}",
                         timestamp_exchange=mts,
                     )
                 )
@@ -617,17 +815,38 @@ class BitfinexSession(Session):
                     EXCHANGE, symbol, mts, received_us, seq, "snapshot", seq, None, bids, asks
                 )
             )
+            channel.book = book
+            if book.crossed():
+                events.append(self._crossed(chan_id, channel, book, received_us))
             return events
         if channel.resyncing:
             self.count_discard(symbol, "orderbook", "while_resyncing")
             return []
-        price, count, amount = _BOOK_LEVEL.decode(body)
-        level = levels_from_values((price, 0.0 if count == 0 else abs(amount)))
+        price_text, count_text, amount_text = _BOOK_LEVEL.decode(body)
+        price = float(price_text)
+        amount = float(amount_text)
+        size = 0.0 if float(count_text) == 0 else abs(amount)
+        level = levels_from_values((price, size))
+        kept = channel.book
         if amount > 0:
             bids, asks = level, levels_from_values(())
+            if kept is not None:
+                kept.bids.set(price, size, bytes(price_text), bytes(amount_text))
         else:
             bids, asks = levels_from_values(()), level
-        return [BookUpdate(EXCHANGE, symbol, mts, received_us, seq, "delta", seq, None, bids, asks)]
+            if kept is not None:
+                kept.asks.set(price, size, bytes(price_text), bytes(amount_text))
+        update = BookUpdate(EXCHANGE, symbol, mts, received_us, seq, "delta", seq, None, bids, asks)
+        if kept is not None and kept.crossed():
+            return [update, self._crossed(chan_id, channel, kept, received_us)]
+        return [update]
+
+    def _crossed(
+        self, chan_id: int, channel: _Channel, book: InterleavedBook, received_us: int
+    ) -> Event:
+        bid, ask = book.best()
+        detail = f"crossed book: best bid {bid!r} >= best ask {ask!r}"
+        return self._book_failed(chan_id, channel, "crossed", detail, received_us)
 
     def _trade(
         self, channel: _Channel, body: msgspec.Raw, seq: int | None, received_us: int

@@ -1,12 +1,14 @@
-"""Bybit v5 public WebSocket, spot, linear and inverse (sans-IO): subscribe, parse, sequence
-checks.
+"""Bybit v5 public WebSocket, spot, linear, inverse and option (sans-IO): subscribe, parse,
+sequence checks.
 
 The product category is part of the market settings: ``category = "spot"``, ``"linear"``
-(USDT/USDC perpetuals and futures) or ``"inverse"`` (coin-margined perpetuals and futures,
-e.g. ``BTCUSD``) is **required**, because the same symbol (``BTCUSDT``) names different
-instruments in spot and linear and the endpoint differs (``/v5/public/{category}``). One
-connection serves one category; the rows of linear and inverse markets are stored under
-the exchange ``bybit-linear`` / ``bybit-inverse``.
+(USDT/USDC perpetuals and futures), ``"inverse"`` (coin-margined perpetuals and futures,
+e.g. ``BTCUSD``) or ``"option"`` (``BTC-27DEC24-100000-C``, and the USDT-settled
+``BTC-25DEC26-60000-C-USDT``) is **required**, because the same symbol (``BTCUSDT``) names
+different instruments in spot and linear and the endpoint differs
+(``/v5/public/{category}``). One connection serves one category; the rows of linear,
+inverse and option markets are stored under the exchange ``bybit-linear`` /
+``bybit-inverse`` / ``bybit-option``.
 
 Topics are added with ``{"req_id": "N", "op": "subscribe", "args": [...]}`` frames of at
 most 10 args (the spot limit, used for linear too). The venue answers each request once:
@@ -37,6 +39,27 @@ Feeds and topics (symbols are upper case without separator: ``BTCUSDT``):
   is the bankruptcy price; size ``v`` in base coin (linear) or USD (inverse; UNCONFIRMED).
 - ``raw`` -> no topic: the connection keeps every frame.
 
+Options (category ``option``, endpoint ``/v5/public/option``) differ:
+
+- ``trades`` -> ``publicTrade.{baseCoin}`` (``publicTrade.BTC``): the venue has no trade
+  topic per option, only one per base coin carrying every option of that coin, each trade
+  naming its option in ``s``. The topic is subscribed once per connection whatever the
+  number of options of the coin, and only the trades of the market's own symbols are
+  written (the others are not what was asked for, so they are neither rows nor discards).
+  The option-only trade fields (``mP``, ``iP``, ``mIv``, ``iv``) are kept by ``raw`` only.
+- ``orderbook`` -> ``orderbook.{25|100}.{symbol}`` (the only depths options have; 25 by
+  default), with the same snapshot/delta and ``u`` rules as the other categories.
+- ``ticker`` and ``derivatives`` -> ``tickers.{symbol}``; the option ticker names its
+  best quote ``bidPrice``/``bidSize``/``askPrice``/``askSize`` (not ``bid1Price``...) and
+  carries ``markPriceIv``, ``bidIv``, ``askIv`` (fractions, 0.55 = 55 %), ``delta``,
+  ``gamma``, ``vega``, ``theta`` (no rho), ``underlyingPrice``, ``indexPrice``,
+  ``markPrice`` and ``openInterest`` (base coin): all into ``derivative_ticker``. The
+  venue documents option tickers as snapshots only; they go through the same merge as
+  the other categories, so a delta would still be merged correctly. A
+  ``predictedDeliveryPrice`` of ``"0"`` (the venue's value outside the delivery window)
+  is stored as null. No sequence (option tickers carry no ``cs``).
+- no ``liquidations`` (the venue has no option liquidation topic).
+
 Timestamps: trades ``T``; books ``cts`` (matching engine) when present, else ``ts``;
 tickers ``ts``; all milliseconds -> microseconds. Book ``sequence`` is ``u``; ticker
 ``sequence`` is ``cs``; trade ``sequence`` is ``seq``.
@@ -50,7 +73,10 @@ Sequence rules (per symbol, per session; a reconnect starts afresh):
   restarted) is a ``gap`` row and the topic is resubscribed (``unsubscribe`` +
   ``subscribe``) for a fresh snapshot. A new snapshot always replaces the book: it gets a
   ``resync`` row when it follows a gap or arrives unasked mid-stream (``u == 1`` = venue
-  restart), not on depth 1, which sends only snapshots.
+  restart), not on depth 1, which sends only snapshots. After each snapshot and delta the
+  book is checked for a crossing (:class:`~collector.exchanges.book_check.CrossCheck`): a
+  crossed book is a ``gap`` row (:meth:`Session.book_invalid`) and the same
+  resubscription; the ``resync`` row of its new snapshot ends ``after a crossed book``.
 - tickers: the state of a symbol is replaced by every ``snapshot`` (sent after each
   subscribe) and deltas are merged into it. A delta with no snapshot before it cannot be
   merged (the fields it lacks are unknown, not null): it gets a ``gap`` row per data type
@@ -95,6 +121,8 @@ from collector.events import (
     levels_from_pairs,
 )
 from collector.exchanges.base import (
+    RESYNC_REASON_TEXT,
+    BookResyncReason,
     ConnectionPlan,
     ExchangeAdapter,
     InstrumentsRequest,
@@ -102,6 +130,7 @@ from collector.exchanges.base import (
     Session,
     Subscription,
 )
+from collector.exchanges.book_check import CrossCheck
 from collector.exchanges.common import (
     PathRule,
     choices,
@@ -114,20 +143,30 @@ from collector.exchanges.common import (
 EXCHANGE: Final = "bybit"
 DEFAULT_URL: Final = "wss://stream.bybit.com"
 DEFAULT_REST_URL: Final = "https://api.bybit.com"
-CATEGORIES: Final = ("spot", "linear", "inverse")
-# The categories ``symbols`` lists (options are listed, not yet recorded).
-SYMBOL_CATEGORIES: Final = (*CATEGORIES, "option")
+CATEGORIES: Final = ("spot", "linear", "inverse", "option")
+# The categories ``symbols`` lists.
+SYMBOL_CATEGORIES: Final = CATEGORIES
 INSTRUMENTS_PATH: Final = "/v5/market/instruments-info"
 BOOK_DEPTHS: Final = (1, 50, 200, 1000)
 DEFAULT_BOOK_DEPTH: Final = 50
+# Options have two depths only (Bybit v5 orderbook docs: level 25 at 20 ms, 100 at 100 ms).
+OPTION_BOOK_DEPTHS: Final = (25, 100)
+DEFAULT_OPTION_BOOK_DEPTH: Final = 25
 MAX_ARGS_PER_SUBSCRIBE: Final = 10  # the venue's spot limit, used for linear as well
 # The venue caps the args of one connection at 21,000 characters (~700 topics).
 MAX_TOPICS_PER_CONNECTION: Final = 200
 
-_SYMBOL_RE: Final = re.compile(r"[A-Z0-9]{2,30}(-\d{1,2}[A-Z]{3}\d{2})?")
+# A spot pair or perpetual (BTCUSDT), a dated future (BTC-26DEC25), an option
+# (BTC-27DEC24-100000-C; USDT-settled: BTC-25DEC26-60000-C-USDT).
+_SYMBOL_RE: Final = re.compile(
+    r"[A-Z0-9]{2,30}(-\d{1,2}[A-Z]{3}\d{2}(-\d+(\.\d+)?-[CP](-[A-Z]{3,5})?)?)?"
+)
+_OPTION_RE: Final = re.compile(
+    r"[A-Z0-9]{2,30}-\d{1,2}[A-Z]{3}\d{2}-\d+(\.\d+)?-[CP](-[A-Z]{3,5})?"
+)
 _TOPIC_IN_MSG_RE: Final = re.compile(r"topic:([\w.\-]+)")
 
-Category = Literal["spot", "linear", "inverse"]
+Category = Literal["spot", "linear", "inverse", "option"]
 
 
 # --------------------------------------------------------------------------- wire structs
@@ -189,6 +228,24 @@ class _Ticker(msgspec.Struct, gc=False):
     predictedDeliveryPrice: str | msgspec.UnsetType = _UNSET
 
 
+class _OptionTicker(_Ticker, gc=False):
+    """An option's ticker: its best quote without the "1", and the volatility and greeks
+    (a struct of its own, so that linear tickers decode no more fields than before)."""
+
+    bidPrice: str | msgspec.UnsetType = _UNSET
+    bidSize: str | msgspec.UnsetType = _UNSET
+    askPrice: str | msgspec.UnsetType = _UNSET
+    askSize: str | msgspec.UnsetType = _UNSET
+    bidIv: str | msgspec.UnsetType = _UNSET
+    askIv: str | msgspec.UnsetType = _UNSET
+    markPriceIv: str | msgspec.UnsetType = _UNSET
+    underlyingPrice: str | msgspec.UnsetType = _UNSET
+    delta: str | msgspec.UnsetType = _UNSET
+    gamma: str | msgspec.UnsetType = _UNSET
+    vega: str | msgspec.UnsetType = _UNSET
+    theta: str | msgspec.UnsetType = _UNSET
+
+
 _TICKER_FIELDS: Final = ("bid1Price", "bid1Size", "ask1Price", "ask1Size", "lastPrice", "volume24h")
 # The fields of a derivative_ticker row: a message carrying none of them writes no such row.
 _DERIVATIVE_FIELDS: Final = (
@@ -203,6 +260,33 @@ _DERIVATIVE_FIELDS: Final = (
     "predictedDeliveryPrice",
 )
 _ALL_TICKER_FIELDS: Final = tuple(dict.fromkeys(_TICKER_FIELDS + _DERIVATIVE_FIELDS))
+# The same for options: their ticker's own names of the best quote, and the option values.
+_OPTION_TICKER_FIELDS: Final = (
+    "bidPrice",
+    "bidSize",
+    "askPrice",
+    "askSize",
+    "lastPrice",
+    "volume24h",
+)
+_OPTION_DERIVATIVE_FIELDS: Final = (
+    "lastPrice",
+    "markPrice",
+    "indexPrice",
+    "openInterest",
+    "predictedDeliveryPrice",
+    "bidIv",
+    "askIv",
+    "markPriceIv",
+    "underlyingPrice",
+    "delta",
+    "gamma",
+    "vega",
+    "theta",
+)
+_ALL_OPTION_TICKER_FIELDS: Final = tuple(
+    dict.fromkeys(_OPTION_TICKER_FIELDS + _OPTION_DERIVATIVE_FIELDS)
+)
 
 
 class _Liquidation(msgspec.Struct, gc=False):
@@ -233,6 +317,7 @@ _ENVELOPE: Final = msgspec.json.Decoder(_Envelope)
 _TRADES: Final = msgspec.json.Decoder(list[_Trade], strict=False)
 _BOOK: Final = msgspec.json.Decoder(_Book, strict=False)
 _TICKER: Final = msgspec.json.Decoder(_Ticker)
+_OPTION_TICKER: Final = msgspec.json.Decoder(_OptionTicker)
 _LIQUIDATIONS: Final = msgspec.json.Decoder(list[_Liquidation], strict=False)
 _INSTRUMENTS: Final = msgspec.json.Decoder(_Instruments)
 _ENCODER: Final = msgspec.json.Encoder()
@@ -260,6 +345,13 @@ def _opt_us(value: str | None) -> int | None:
     return int(value) * 1000 if value else None
 
 
+def _opt_price(value: str | None) -> float | None:
+    """A price where ``"0"`` means none (an option's predicted delivery price outside the
+    delivery window: no underlying settles at 0)."""
+    number = float(value) if value else None
+    return number or None
+
+
 def _unit(category: str) -> SizeUnit:
     """The unit of open interest and liquidation sizes: base coin on linear, USD on
     inverse (contracts worth 1 USD)."""
@@ -278,15 +370,17 @@ class BybitPlan(ConnectionPlan):
 
 
 def topic_name(symbol: str, feed: str, market: MarketSettings | None = None) -> str:
-    """The topic of one (symbol, feed); ``market`` supplies the book depth."""
+    """The topic of one (symbol, feed); ``market`` supplies the book depth and category
+    (an option's trades are on its base coin's topic, ``publicTrade.BTC``)."""
+    option = market is not None and market.category == "option"
     if feed == "trades":
-        return f"publicTrade.{symbol}"
+        return f"publicTrade.{symbol.partition('-')[0] if option else symbol}"
     if feed == "ticker" or feed == "derivatives":
         return f"tickers.{symbol}"
     if feed == "liquidations":
         return f"allLiquidation.{symbol}"
     if feed == "orderbook":
-        depth = DEFAULT_BOOK_DEPTH
+        depth = DEFAULT_OPTION_BOOK_DEPTH if option else DEFAULT_BOOK_DEPTH
         if market is not None and market.book_depth is not None:
             depth = market.book_depth
         return f"orderbook.{depth}.{symbol}"
@@ -294,13 +388,14 @@ def topic_name(symbol: str, feed: str, market: MarketSettings | None = None) -> 
 
 
 def _data_exchange(category: str) -> str:
-    """``bybit`` for spot, ``bybit-linear`` / ``bybit-inverse`` for the others: ``BTCUSDT``
-    names both a spot pair and a perpetual, and each must have its own files."""
+    """``bybit`` for spot, ``bybit-linear`` / ``bybit-inverse`` / ``bybit-option`` for the
+    others: ``BTCUSDT`` names both a spot pair and a perpetual, and each must have its own
+    files."""
     return EXCHANGE if category == "spot" else f"{EXCHANGE}-{category}"
 
 
 class BybitAdapter(ExchangeAdapter):
-    """Bybit v5 public market data, spot, linear and inverse categories."""
+    """Bybit v5 public market data, spot, linear, inverse and option categories."""
 
     name: ClassVar[str] = EXCHANGE
     default_url: ClassVar[str] = DEFAULT_URL
@@ -321,12 +416,13 @@ class BybitAdapter(ExchangeAdapter):
         "liquidations",
     )
     category_lacks: ClassVar[Mapping[str, tuple[Feed, ...]]] = {
-        "spot": ("derivatives", "liquidations")
+        "spot": ("derivatives", "liquidations"),
+        "option": ("liquidations",),
     }
     book_depths: ClassVar[tuple[int, ...]] = BOOK_DEPTHS
     option_notes: ClassVar[Mapping[str, str]] = {
         "category": ": the same symbol names a spot pair and a perpetual "
-        "(inverse: coin-margined contracts such as BTCUSD)",
+        "(inverse: coin-margined contracts such as BTCUSD; option: BTC-27DEC24-100000-C)",
         "book_mode": " (the book is a snapshot then deltas; choose its depth with book_depth)",
     }
     # The REST base of the instruments listing (the book is synced over WebSocket).
@@ -359,6 +455,19 @@ class BybitAdapter(ExchangeAdapter):
         return f"{(rest_url or DEFAULT_REST_URL).rstrip('/')}{INSTRUMENTS_PATH}?{query}"
 
     @classmethod
+    def check_book_options(cls, market: MarketSettings) -> None:
+        """As every venue, but options have their own depths (25, 100)."""
+        if market.category != "option" or market.book_depth is None:
+            super().check_book_options(market)
+            return
+        super().check_book_options(msgspec.structs.replace(market, book_depth=None))
+        if market.book_depth not in OPTION_BOOK_DEPTHS:
+            raise ValueError(
+                f"bybit category 'option' book_depth must be {choices(OPTION_BOOK_DEPTHS)} "
+                f"(got {market.book_depth})"
+            )
+
+    @classmethod
     def symbols_next_url(cls, url: str, body: bytes) -> str | None:
         """The same URL with the answer's ``nextPageCursor`` (None: it has none)."""
         try:
@@ -388,8 +497,9 @@ class BybitAdapter(ExchangeAdapter):
         if not _SYMBOL_RE.fullmatch(canonical):
             raise ValueError(
                 f"invalid bybit symbol {symbol!r}: expected letters and digits without "
-                "separator, e.g. 'BTCUSDT' (spot or linear), 'BTCUSD' (inverse), or a "
-                "dated linear future such as 'BTC-26DEC25'"
+                "separator, e.g. 'BTCUSDT' (spot or linear), 'BTCUSD' (inverse), a "
+                "dated linear future such as 'BTC-26DEC25', or an option such as "
+                "'BTC-27DEC24-100000-C'"
             )
         return canonical
 
@@ -428,14 +538,18 @@ class BybitAdapter(ExchangeAdapter):
 
     def instruments_requests(self, market: MarketSettings) -> list[InstrumentsRequest]:
         """One ``instruments-info?category=C&symbol=S`` per symbol (a category's whole
-        listing is paged; one symbol's never is)."""
+        listing is paged; one symbol's never is). An option's also names its base coin
+        (``baseCoin``: without it the venue answers for BTC options only)."""
         category = market.category or "spot"
         exchange = self.data_exchange(market)
         base = f"{self.rest_url(market)}/v5/market/instruments-info?category={category}"
-        return [
-            InstrumentsRequest(exchange, f"{base}&symbol={symbol}", (symbol,), category)
-            for symbol in dict.fromkeys(self.normalize_symbol(s) for s in market.symbols)
-        ]
+        requests = []
+        for symbol in dict.fromkeys(self.normalize_symbol(s) for s in market.symbols):
+            url = f"{base}&symbol={symbol}"
+            if category == "option":
+                url += f"&baseCoin={symbol.partition('-')[0]}"
+            requests.append(InstrumentsRequest(exchange, url, (symbol,), category))
+        return requests
 
     @classmethod
     def parse_instruments(
@@ -468,6 +582,12 @@ class BybitSession(Session):
         else:
             topics = tuple(topic_name(s.symbol, s.feed) for s in plan.subscriptions)
         self._category = plan.category if isinstance(plan, BybitPlan) else "spot"
+        option = self._category == "option"
+        self._ticker_fields = _ALL_OPTION_TICKER_FIELDS if option else _ALL_TICKER_FIELDS
+        self._derivative_fields = _OPTION_DERIVATIVE_FIELDS if option else _DERIVATIVE_FIELDS
+        self._bid_ask = _OPTION_TICKER_FIELDS[:4] if option else _TICKER_FIELDS[:4]
+        self._ticker_decoder: msgspec.json.Decoder[_Ticker] | msgspec.json.Decoder[_OptionTicker]
+        self._ticker_decoder = _OPTION_TICKER if option else _TICKER
         # topic -> its subscriptions (``ticker`` and ``derivatives`` share ``tickers.X``).
         self._subs: dict[str, tuple[Subscription, ...]] = {}
         for topic, sub in zip(topics, plan.subscriptions, strict=True):
@@ -479,6 +599,10 @@ class BybitSession(Session):
         self._routes: dict[str, tuple[_Handler, str]] = {}
         self._last_u: dict[str, int] = {}
         self._resyncing: set[str] = set()
+        # Each book's crossed-book check (from its snapshot until a resync), and why a book
+        # is resyncing where it was not a sequence gap (for its resync row).
+        self._cross_checks: dict[str, CrossCheck] = {}
+        self._resync_reasons: dict[str, BookResyncReason] = {}
         # Last full ticker per symbol (field name -> wire string), since its last snapshot.
         self._tickers: dict[str, dict[str, str]] = {}
         # Symbols whose tickers topic is resubscribed for a snapshot (a delta came first).
@@ -598,6 +722,8 @@ class BybitSession(Session):
         kind, _, rest = topic.partition(".")
         handler: _Handler
         if kind == "publicTrade":
+            if self._category == "option":
+                return self._option_trades, rest
             return self._trades, rest
         if kind == "tickers":
             feeds = {sub.feed for sub in self._subs.get(topic, ())}
@@ -628,6 +754,27 @@ class BybitSession(Session):
                 _SIDES.get(msg.side),
             )
             for msg in _TRADES.decode(env.data)
+        ]
+
+    def _option_trades(self, coin: str, env: _Envelope, received_us: int) -> list[Event]:
+        """One base coin's option trades (``publicTrade.BTC``): those of the subscribed
+        options, each under its own symbol (``s``)."""
+        topic = env.topic or f"publicTrade.{coin}"
+        wanted = {sub.symbol for sub in self._subs.get(topic, ())}
+        return [
+            Trade(
+                self.exchange,
+                msg.symbol,
+                msg.time * 1000,
+                received_us,
+                msg.seq,
+                msg.trade_id,
+                msg.price,
+                msg.size,
+                _SIDES.get(msg.side),
+            )
+            for msg in _TRADES.decode(env.data)
+            if msg.symbol in wanted
         ]
 
     def _book_update(
@@ -671,6 +818,9 @@ class BybitSession(Session):
                     detail = f"fresh snapshot after resubscribing, u={u}"
                 else:
                     detail = f"the venue sent a new snapshot, u={u} (previous u={last})"
+                reason = self._resync_reasons.pop(symbol, None)
+                if reason is not None:
+                    detail += f" after a {RESYNC_REASON_TEXT[reason]}"
                 events.append(
                     self.status(
                         "resync",
@@ -683,7 +833,13 @@ class BybitSession(Session):
                     )
                 )
             self._last_u[symbol] = u
-            events.append(self._book_update(symbol, env, msg, received_us, "snapshot"))
+            snapshot = self._book_update(symbol, env, msg, received_us, "snapshot")
+            events.append(snapshot)
+            started = self._cross_checks[symbol] = CrossCheck()
+            if started.snapshot(snapshot.bids, snapshot.asks):
+                events.append(
+                    self._book_crossed(symbol, env, started, received_us, " in the snapshot")
+                )
             return events
         if symbol not in self._resyncing:
             if last is not None and u == last + 1:
@@ -710,15 +866,33 @@ class BybitSession(Session):
                         detail=detail,
                     )
                 )
-                self._resyncing.add(symbol)
-                self._last_u.pop(symbol, None)
-                topic = env.topic
-                if topic is not None:
-                    self._resubscribe(topic)
+                self._resync_book(symbol, env)
         if symbol not in self._resyncing:
             self._last_u[symbol] = u
-        events.append(self._book_update(symbol, env, msg, received_us, "delta"))
+        update = self._book_update(symbol, env, msg, received_us, "delta")
+        events.append(update)
+        check = self._cross_checks.get(symbol)
+        if check is not None and check.apply(update.bids, update.asks):
+            events.append(self._book_crossed(symbol, env, check, received_us))
         return events
+
+    def _resync_book(self, symbol: str, env: _Envelope) -> None:
+        """Resubscribe ``symbol``'s book topic (a fresh snapshot comes); unchecked until then."""
+        self._resyncing.add(symbol)
+        self._last_u.pop(symbol, None)
+        self._cross_checks.pop(symbol, None)
+        topic = env.topic
+        if topic is not None:
+            self._resubscribe(topic)
+
+    def _book_crossed(
+        self, symbol: str, env: _Envelope, check: CrossCheck, received_us: int, where: str = ""
+    ) -> Event:
+        """The book is crossed: its gap row, and a resubscription of that book alone."""
+        self._resync_book(symbol, env)
+        self._resync_reasons[symbol] = "crossed"
+        detail = f"{check.describe()}{where}; resubscribing for a new snapshot"
+        return self.book_invalid(symbol, received_us, "crossed", detail)
 
     def _merge_ticker(
         self, symbol: str, env: _Envelope, received_us: int, events: list[Event]
@@ -726,7 +900,7 @@ class BybitSession(Session):
         """Merge one tickers message into the symbol's state: the state and the message, or
         None when it cannot be merged (a delta with no snapshot before it: ``gap`` rows go
         to ``events`` and the topic is resubscribed for a snapshot)."""
-        msg = _TICKER.decode(env.data)
+        msg = self._ticker_decoder.decode(env.data)
         if env.type == "snapshot":
             self._ticker_resyncing.discard(symbol)
             state = self._tickers[symbol] = {}
@@ -736,7 +910,7 @@ class BybitSession(Session):
                 self._ticker_delta_without_snapshot(symbol, env, received_us, events)
                 return None
             state = found
-        for field in _ALL_TICKER_FIELDS:
+        for field in self._ticker_fields:
             value = getattr(msg, field)
             if value is not _UNSET:
                 state[field] = value
@@ -769,16 +943,17 @@ class BybitSession(Session):
         self, symbol: str, env: _Envelope, state: dict[str, str], received_us: int
     ) -> Ticker:
         ts = env.ts
+        bid_price, bid_size, ask_price, ask_size = self._bid_ask
         return Ticker(
             self.exchange,
             symbol,
             None if ts is None else ts * 1000,
             received_us,
             env.cs,
-            _opt_float(state.get("bid1Price")),
-            _opt_float(state.get("bid1Size")),
-            _opt_float(state.get("ask1Price")),
-            _opt_float(state.get("ask1Size")),
+            _opt_float(state.get(bid_price)),
+            _opt_float(state.get(bid_size)),
+            _opt_float(state.get(ask_price)),
+            _opt_float(state.get(ask_size)),
             _opt_float(state.get("lastPrice")),
             _opt_float(state.get("volume24h")),
         )
@@ -788,6 +963,8 @@ class BybitSession(Session):
     ) -> DerivativeTicker:
         ts = env.ts
         open_interest = _opt_float(state.get("openInterest"))
+        if self._category == "option":
+            return self._option_row(symbol, env, state, received_us, open_interest)
         return DerivativeTicker(
             self.exchange,
             symbol,
@@ -807,6 +984,40 @@ class BybitSession(Session):
             estimated_settlement_price=_opt_float(state.get("predictedDeliveryPrice")),
         )
 
+    def _option_row(
+        self,
+        symbol: str,
+        env: _Envelope,
+        state: dict[str, str],
+        received_us: int,
+        open_interest: float | None,
+    ) -> DerivativeTicker:
+        """An option's row: prices, open interest (base coin), volatilities (fractions, as
+        the venue sends them) and greeks; options have no funding."""
+        ts = env.ts
+        return DerivativeTicker(
+            self.exchange,
+            symbol,
+            None if ts is None else ts * 1000,
+            received_us,
+            env.cs,
+            "tickers",
+            last_price=_opt_float(state.get("lastPrice")),
+            mark_price=_opt_float(state.get("markPrice")),
+            index_price=_opt_float(state.get("indexPrice")),
+            open_interest=open_interest,
+            open_interest_unit=None if open_interest is None else "base",
+            estimated_settlement_price=_opt_price(state.get("predictedDeliveryPrice")),
+            mark_iv=_opt_float(state.get("markPriceIv")),
+            bid_iv=_opt_float(state.get("bidIv")),
+            ask_iv=_opt_float(state.get("askIv")),
+            delta=_opt_float(state.get("delta")),
+            gamma=_opt_float(state.get("gamma")),
+            vega=_opt_float(state.get("vega")),
+            theta=_opt_float(state.get("theta")),
+            underlying_price=_opt_float(state.get("underlyingPrice")),
+        )
+
     def _ticker(self, symbol: str, env: _Envelope, received_us: int) -> list[Event]:
         events: list[Event] = []
         merged = self._merge_ticker(symbol, env, received_us, events)
@@ -817,7 +1028,7 @@ class BybitSession(Session):
     def _derivative_ticker(self, symbol: str, env: _Envelope, received_us: int) -> list[Event]:
         events: list[Event] = []
         merged = self._merge_ticker(symbol, env, received_us, events)
-        if merged is not None and _carries_derivative_fields(merged[1]):
+        if merged is not None and self._carries_derivative_fields(merged[1]):
             events.append(self._derivative_row(symbol, env, merged[0], received_us))
         return events
 
@@ -827,9 +1038,14 @@ class BybitSession(Session):
         if merged is not None:
             state, msg = merged
             events.append(self._ticker_row(symbol, env, state, received_us))
-            if _carries_derivative_fields(msg):
+            if self._carries_derivative_fields(msg):
                 events.append(self._derivative_row(symbol, env, state, received_us))
         return events
+
+    def _carries_derivative_fields(self, msg: _Ticker) -> bool:
+        """Whether a tickers message sets a field of the derivative_ticker table (a snapshot
+        always does; a delta of bid/ask only does not)."""
+        return any(getattr(msg, field) is not _UNSET for field in self._derivative_fields)
 
     def _liquidations(self, symbol: str, env: _Envelope, received_us: int) -> list[Event]:
         unit = _unit(self._category)
@@ -853,12 +1069,6 @@ class BybitSession(Session):
                 )
             )
         return events
-
-
-def _carries_derivative_fields(msg: _Ticker) -> bool:
-    """Whether a tickers message sets a field of the derivative_ticker table (a snapshot
-    always does; a delta of bid/ask only does not)."""
-    return any(getattr(msg, field) is not _UNSET for field in _DERIVATIVE_FIELDS)
 
 
 def _ignore(symbol: str, env: _Envelope, received_us: int) -> list[Event]:

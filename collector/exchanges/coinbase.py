@@ -15,7 +15,9 @@ connection; the venue wants the first within 5 s of connecting):
 - ``ticker`` -> ``ticker`` (last price, best bid/ask with sizes, 24 h volume);
 - always ``heartbeats`` (one message a second): it keeps quiet subscriptions alive (the
   venue closes channels idle for 60-90 s) and feeds the stale-connection watchdog, so no
-  application keepalive frame is needed.
+  application keepalive frame is needed;
+- ``instruments`` -> no channel: the public REST product of each symbol
+  (:meth:`CoinbaseAdapter.parse_instruments`).
 
 Timestamps: trades use the trade's ``time``; book updates the ``event_time`` of their
 levels (the envelope ``timestamp`` when absent or the 1970 placeholder seen on snapshots);
@@ -37,6 +39,11 @@ channel may have lost data). The book cannot be trusted after that, so level2 is
 re-requested through :attr:`Actions.send` (``unsubscribe`` then ``subscribe``
 ``level2`` for the connection's book products); when the fresh snapshot arrives, a
 ``resync`` row precedes it. The first message of a connection sets the baseline.
+
+Books are also checked for a crossing after each snapshot and update
+(:class:`~collector.exchanges.book_check.CrossCheck`): a crossed book is a ``gap`` row
+(:meth:`Session.book_invalid`) and ``level2`` of that product alone is resubscribed; the
+``resync`` row of its new snapshot says ``after a crossed book``.
 
 Trade ids: ``market_trades`` starts with a snapshot of the latest trades on every
 (re)connect, so the same trades come again after a reconnect. Trades are de-duplicated by
@@ -72,19 +79,36 @@ from typing import Any, ClassVar, Final, Protocol
 import attrs
 import msgspec
 
-from collector.events import BookKind, BookUpdate, Event, Side, Ticker, Trade, levels_from_values
+from collector.config import MarketSettings
+from collector.events import (
+    BookKind,
+    BookUpdate,
+    Event,
+    Instrument,
+    Side,
+    Ticker,
+    Trade,
+    levels_from_values,
+)
 from collector.exchanges.base import (
+    RESYNC_REASON_TEXT,
+    BookResyncReason,
     ConnectionPlan,
     ExchangeAdapter,
+    InstrumentsRequest,
     ParseError,
     Session,
     Subscription,
 )
+from collector.exchanges.book_check import CrossCheck
 from collector.exchanges.common import RecentIds as RecentIds  # re-exported
+from collector.exchanges.common import normalize_asset, optional_float
 
 EXCHANGE: Final = "coinbase"
 DEFAULT_URL: Final = "wss://advanced-trade-ws.coinbase.com"
 DEFAULT_REST_URL: Final = "https://api.coinbase.com"
+# The public (unauthenticated) product listing, and one product below it.
+PRODUCTS_PATH: Final = "/api/v3/brokerage/market/products"
 # Products per connection: our choice (the venue documents no limit). Level2 snapshots of
 # liquid products are MBs each, and one lost message resyncs every book of its connection.
 MAX_PRODUCTS_PER_CONNECTION: Final = 10
@@ -226,12 +250,28 @@ class _Products(msgspec.Struct, gc=False):
     products: list[_Product]
 
 
+class _PublicProduct(msgspec.Struct, gc=False):
+    """One product of ``GET /api/v3/brokerage/market/products/{product_id}`` (the fields
+    the instruments feed reads; sizes and prices are strings)."""
+
+    product_id: str
+    base_currency_id: str = ""
+    quote_currency_id: str = ""
+    product_type: str | None = None  # SPOT
+    status: str | None = None  # online
+    base_increment: str | None = None
+    quote_increment: str | None = None
+    price_increment: str | None = None
+    base_min_size: str | None = None
+
+
 _ENVELOPE: Final = msgspec.json.Decoder(_Envelope)
 _L2: Final = msgspec.json.Decoder(list[_L2Event], strict=False)
 _TRADES: Final = msgspec.json.Decoder(list[_TradesEvent], strict=False)
 _TICKERS: Final = msgspec.json.Decoder(list[_TickerEvent], strict=False)
 _SUBSCRIPTIONS: Final = msgspec.json.Decoder(list[_SubscriptionsEvent])
 _PRODUCTS: Final = msgspec.json.Decoder(_Products)
+_PUBLIC_PRODUCT: Final = msgspec.json.Decoder(_PublicProduct)
 _ENCODER: Final = msgspec.json.Encoder()
 
 _PARSE_ERRORS: Final = (msgspec.DecodeError, KeyError, ValueError, TypeError, IndexError)
@@ -254,7 +294,13 @@ class CoinbaseAdapter(ExchangeAdapter):
     name: ClassVar[str] = EXCHANGE
     default_url: ClassVar[str] = DEFAULT_URL
     default_rest_url: ClassVar[str | None] = DEFAULT_REST_URL
-    symbols_path: ClassVar[str | None] = "/api/v3/brokerage/market/products"
+    symbols_path: ClassVar[str | None] = PRODUCTS_PATH
+    # The REST base of the instruments listing (the books come over the WebSocket).
+    takes_rest_url: ClassVar[bool] = True
+    lists_instruments: ClassVar[bool] = True
+    # One request per product a round; the public REST endpoints allow 10 requests a
+    # second per IP (Coinbase Advanced Trade rate limits): well under it.
+    instrument_requests_per_second: ClassVar[float] = 3.0
     max_symbols_per_connection: ClassVar[int | None] = MAX_PRODUCTS_PER_CONNECTION
     # The venue allows 8 unauthenticated messages/s per IP (all connections together).
     client_messages_per_second: ClassVar[float] = 4.0
@@ -278,6 +324,51 @@ class CoinbaseAdapter(ExchangeAdapter):
             p.product_id
             for p in products
             if p.status in (None, "online") and not p.trading_disabled and not p.is_disabled
+        ]
+
+    def instruments_requests(self, market: MarketSettings) -> list[InstrumentsRequest]:
+        """One ``GET /api/v3/brokerage/market/products/{product_id}`` per product (the
+        public Get Public Product endpoint; an unknown product answers HTTP 404)."""
+        base = f"{self.rest_url(market)}{PRODUCTS_PATH}"
+        return [
+            InstrumentsRequest(self.name, f"{base}/{symbol}", (symbol,))
+            for symbol in dict.fromkeys(self.normalize_symbol(s) for s in market.symbols)
+        ]
+
+    @classmethod
+    def parse_instruments(
+        cls, request: InstrumentsRequest, body: bytes, received_us: int
+    ) -> list[Instrument]:
+        """The row of the product of a Get Public Product answer: a spot pair (the
+        product ids the collector takes are ``BASE-QUOTE``), sizes in the base currency;
+        ``tick_size`` is ``price_increment`` (older answers: ``quote_increment``),
+        ``lot_size`` ``base_increment``, ``min_size`` ``base_min_size``; ``status`` the
+        venue's (``online``). The answer has no server time."""
+        try:
+            product = _PUBLIC_PRODUCT.decode(body)
+        except msgspec.DecodeError as exc:
+            raise ParseError(f"coinbase product: {exc}") from exc
+        if product.product_id not in request.symbols:
+            return []
+        base, _, quote = product.product_id.partition("-")
+        return [
+            Instrument(
+                request.exchange,
+                product.product_id,
+                None,
+                received_us,
+                None,
+                kind="spot",
+                base_asset=normalize_asset(product.base_currency_id or base),
+                quote_asset=normalize_asset(product.quote_currency_id or quote),
+                settle_asset=None,
+                inverse=None,
+                size_unit="base",
+                tick_size=optional_float(product.price_increment or product.quote_increment),
+                lot_size=optional_float(product.base_increment),
+                min_size=optional_float(product.base_min_size),
+                status=product.status,
+            )
         ]
 
     @staticmethod
@@ -332,6 +423,10 @@ class CoinbaseSession(Session):
         self._requests: deque[_Request] = deque()
         self._last_seq: int | None = None
         self._resyncing: set[str] = set()
+        # Each book's crossed-book check (from its snapshot until a resync), and why a book
+        # is resyncing where it was not a sequence gap (for its resync row).
+        self._cross_checks: dict[str, CrossCheck] = {}
+        self._resync_reasons: dict[str, BookResyncReason] = {}
         self._handlers: dict[str, _Handler] = {
             "l2_data": self._l2,
             "market_trades": self._trades,
@@ -415,6 +510,8 @@ class CoinbaseSession(Session):
         ]
         if books:
             self._resyncing.update(books)
+            for symbol in books:
+                self._cross_checks.pop(symbol, None)
             self._outgoing.append(self._frame("unsubscribe", "level2", books, received_us))
             self._outgoing.append(self._frame("subscribe", "level2", books, received_us))
         return events
@@ -509,6 +606,8 @@ class CoinbaseSession(Session):
                 ts = self._envelope_time(env)
                 if symbol in self._resyncing:
                     self._resyncing.discard(symbol)
+                    reason = self._resync_reasons.pop(symbol, None)
+                    after = "a sequence_num gap" if reason is None else RESYNC_REASON_TEXT[reason]
                     events.append(
                         self.status(
                             "resync",
@@ -516,7 +615,7 @@ class CoinbaseSession(Session):
                             received_us,
                             data_type="orderbook",
                             received=seq,
-                            detail="fresh level2 snapshot after a sequence_num gap",
+                            detail=f"fresh level2 snapshot after a {after}",
                             timestamp_exchange=ts,
                         )
                     )
@@ -537,7 +636,28 @@ class CoinbaseSession(Session):
             events.append(
                 BookUpdate(EXCHANGE, symbol, ts, received_us, seq, kind, seq, None, bids, asks)
             )
+            if kind == "snapshot":
+                check = self._cross_checks[symbol] = CrossCheck()
+                if check.snapshot(bids, asks):
+                    events.append(self._book_crossed(symbol, check, received_us, seq, " in it"))
+            elif symbol not in self._resyncing:
+                found = self._cross_checks.get(symbol)
+                if found is not None and found.apply(bids, asks):
+                    events.append(self._book_crossed(symbol, found, received_us, seq))
         return events
+
+    def _book_crossed(
+        self, symbol: str, check: CrossCheck, received_us: int, seq: int | None, where: str = ""
+    ) -> Event:
+        """The book is crossed: its gap row, and ``level2`` of that product alone resubscribed
+        (its updates are written until the fresh snapshot, unchecked)."""
+        self._cross_checks.pop(symbol, None)
+        self._resyncing.add(symbol)
+        self._resync_reasons[symbol] = "crossed"
+        self._outgoing.append(self._frame("unsubscribe", "level2", [symbol], received_us))
+        self._outgoing.append(self._frame("subscribe", "level2", [symbol], received_us))
+        detail = f"{check.describe()}{where}; level2 resubscribed for a fresh snapshot"
+        return self.book_invalid(symbol, received_us, "crossed", detail)
 
     def _trades(self, env: _Envelope, received_us: int) -> list[Event]:
         events: list[Event] = []

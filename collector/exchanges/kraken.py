@@ -16,6 +16,7 @@ Feeds and channels:
 - ``ticker`` -> ``ticker`` with ``event_trigger: "bbo"`` (a row on every change of the best
   bid/offer, not only on trades): best bid/ask with sizes, last price, 24 h volume;
 - ``raw`` -> no channel: the connection keeps every frame (``ConnectionPlan.raw``).
+- ``instruments`` -> no channel: the REST ``AssetPairs`` listing (:func:`parse_instruments`).
 
 The ``heartbeat`` channel (about 1/s once subscribed), ``status`` and ``pong`` frames produce
 no events. The keepalive is the application ping ``{"method":"ping","req_id":N}`` (answered
@@ -31,13 +32,15 @@ Sequence rules (per symbol, per session; a reconnect starts afresh):
 - book: v2 books carry no sequence number; integrity is the CRC32 ``checksum`` of the top 10
   levels sent with the snapshot and with every update. The session keeps each book at the
   subscribed depth (levels applied in message order, ``qty`` 0 deletes, truncated to the
-  depth after each message, as Kraken's guide says) and verifies every checksum. On a
-  mismatch it writes a ``gap`` row (detail: both checksums), drops its copy of the book and
-  resubscribes the symbol (``unsubscribe`` + ``subscribe`` via :attr:`Actions.send`); the
-  new snapshot is written after a ``resync`` row. Deltas received in between are still
-  written (they are the venue's data) but not checked. After :data:`MAX_CHECKSUM_FAILURES`
-  mismatches in a row without a verified snapshot in between, the session stops checking
-  that symbol (said in the last ``gap`` row's detail) instead of resubscribing forever.
+  depth after each message, as Kraken's guide says), verifies every checksum and then
+  checks that the book is not crossed (best bid >= best ask). On a mismatch or a crossed
+  book it writes a ``gap`` row (:meth:`Session.book_invalid`; detail: both checksums, or
+  the crossing), drops its copy of the book and resubscribes the symbol (``unsubscribe`` +
+  ``subscribe`` via :attr:`Actions.send`); the new snapshot is written after a ``resync``
+  row naming the reason. Deltas received in between are still written (they are the
+  venue's data) but not checked. After :data:`MAX_CHECKSUM_FAILURES` failures in a row
+  without a verified snapshot in between, the session stops checking that symbol (said in
+  the last ``gap`` row's detail) instead of resubscribing forever.
 
 The local book and the checksum live in :mod:`collector.exchanges.kraken_book`; they need the
 venue's exact decimal text, so the session decodes book numbers as ``msgspec.Raw`` and
@@ -59,21 +62,34 @@ import attrs
 import msgspec
 
 from collector.config import MarketSettings
-from collector.events import BookUpdate, Event, Levels, Side, Ticker, Trade, levels_from_values
+from collector.events import (
+    BookUpdate,
+    Event,
+    Instrument,
+    Levels,
+    Side,
+    Ticker,
+    Trade,
+    levels_from_values,
+)
 from collector.exchanges.base import (
+    RESYNC_REASON_TEXT,
+    BookResyncReason,
     ConnectionPlan,
     ExchangeAdapter,
+    InstrumentsRequest,
     ParseError,
     Session,
     Subscription,
 )
-from collector.exchanges.common import PathRule
+from collector.exchanges.common import PathRule, normalize_asset, optional_float
 from collector.exchanges.kraken_book import BookSide, OrderBook
 
 EXCHANGE: Final = "kraken"
 DEFAULT_URL: Final = "wss://ws.kraken.com"
 WS_PATH: Final = "/v2"
 DEFAULT_REST_URL: Final = "https://api.kraken.com"
+ASSET_PAIRS_PATH: Final = "/0/public/AssetPairs"
 BOOK_DEPTHS: Final = frozenset({10, 25, 100, 500, 1000})
 DEFAULT_BOOK_DEPTH: Final = 10
 # The venue documents no per-connection limit (exchanges.md: UNCONFIRMED); these keep each
@@ -174,6 +190,12 @@ class _Ticker(msgspec.Struct, gc=False):
 class _AssetPair(msgspec.Struct, gc=False):
     wsname: str | None = None
     status: str | None = None
+    # What the instruments feed reads (the AssetPairs docs: numbers as strings, decimals as
+    # integers; ``tick_size`` is the newer field, ``pair_decimals`` the older precision).
+    lot_decimals: int | None = None
+    pair_decimals: int | None = None
+    tick_size: str | None = None
+    ordermin: str | None = None
 
 
 class _AssetPairs(msgspec.Struct, gc=False):
@@ -197,6 +219,66 @@ _PARSE_ERRORS: Final = (
 )
 
 
+# --------------------------------------------------------------------------- instruments
+
+
+def _v2_name(wsname: str) -> str:
+    """A pair's WebSocket v2 name from its AssetPairs ``wsname`` (v1 spelling)."""
+    base, _, quote = wsname.partition("/")
+    return f"{_V1_ASSETS.get(base, base)}/{_V1_ASSETS.get(quote, quote)}"
+
+
+def parse_instruments(
+    request: InstrumentsRequest, body: bytes, received_us: int
+) -> list[Instrument]:
+    """The rows of ``request.symbols`` (v2 names) in an ``AssetPairs`` answer.
+
+    Spot pairs: sizes in the base asset. ``tick_size`` is the pair's ``tick_size`` (older
+    answers: 10^-``pair_decimals``), ``lot_size`` 10^-``lot_decimals`` (the volume's
+    decimal places: AssetPairs names no other size step), ``min_size`` ``ordermin``.
+    Dark-pool entries (``.d``) are skipped. The answer has no server time.
+    """
+    try:
+        pairs = msgspec.json.decode(body, type=_AssetPairs)
+    except msgspec.DecodeError as exc:
+        raise ParseError(f"kraken AssetPairs: {exc}") from exc
+    if pairs.error:
+        raise ParseError(f"kraken AssetPairs: {'; '.join(pairs.error)}")
+    wanted = set(request.symbols)
+    rows = []
+    for key, pair in pairs.result.items():
+        if key.endswith(".d") or pair.wsname is None:
+            continue
+        symbol = _v2_name(pair.wsname)
+        if symbol not in wanted:
+            continue
+        wanted.discard(symbol)
+        base, _, quote = symbol.partition("/")
+        tick = optional_float(pair.tick_size)
+        if tick is None and pair.pair_decimals is not None:
+            tick = 10.0**-pair.pair_decimals
+        rows.append(
+            Instrument(
+                request.exchange,
+                symbol,
+                None,
+                received_us,
+                None,
+                kind="spot",
+                base_asset=normalize_asset(base),
+                quote_asset=normalize_asset(quote),
+                settle_asset=None,
+                inverse=None,
+                size_unit="base",
+                tick_size=tick,
+                lot_size=None if pair.lot_decimals is None else 10.0**-pair.lot_decimals,
+                min_size=optional_float(pair.ordermin),
+                status=pair.status,
+            )
+        )
+    return rows
+
+
 # --------------------------------------------------------------------------- adapter
 
 
@@ -215,13 +297,18 @@ class KrakenAdapter(ExchangeAdapter):
     ws_path: ClassVar[str] = WS_PATH
     ws_path_rule: ClassVar[PathRule] = "unless_present"
     default_rest_url: ClassVar[str | None] = DEFAULT_REST_URL
-    symbols_path: ClassVar[str | None] = "/0/public/AssetPairs"
+    symbols_path: ClassVar[str | None] = ASSET_PAIRS_PATH
     book_depths: ClassVar[tuple[int, ...]] = tuple(sorted(BOOK_DEPTHS))
     option_notes: ClassVar[Mapping[str, str]] = {
         "book_mode": " (the book channel always sends a snapshot, then updates); remove book_mode",
-        "rest_url": " (its books come over the WebSocket)",
         "category": " (spot only)",
     }
+    # The REST base of the instruments listing (the books come over the WebSocket).
+    takes_rest_url: ClassVar[bool] = True
+    lists_instruments: ClassVar[bool] = True
+    # One request per market a round; Kraken says public endpoints called at most once a
+    # second per IP stay within its limits (its API rate limits article): half that.
+    instrument_requests_per_second: ClassVar[float] = 0.5
     plan_class: ClassVar[type[ConnectionPlan]] = KrakenPlan
     max_subscriptions_per_connection: ClassVar[int | None] = MAX_SUBSCRIPTIONS_PER_CONNECTION
     # Kraken's message limit is dynamic (exchanges.md 8.1); subscribes, resyncs and pings
@@ -254,6 +341,20 @@ class KrakenAdapter(ExchangeAdapter):
                 continue
             symbols.add(f"{_V1_ASSETS.get(base, base)}/{_V1_ASSETS.get(quote, quote)}")
         return sorted(symbols)
+
+    def instruments_requests(self, market: MarketSettings) -> list[InstrumentsRequest]:
+        """The whole ``AssetPairs`` listing, once per market (about a thousand pairs): its
+        ``pair`` filter takes the REST names (``XBTUSD``), which the settings do not
+        use, so the listing is read for the market's WebSocket names instead."""
+        symbols = tuple(dict.fromkeys(self.normalize_symbol(s) for s in market.symbols))
+        url = f"{self.rest_url(market)}{ASSET_PAIRS_PATH}"
+        return [InstrumentsRequest(self.name, url, symbols)]
+
+    @classmethod
+    def parse_instruments(
+        cls, request: InstrumentsRequest, body: bytes, received_us: int
+    ) -> list[Instrument]:
+        return parse_instruments(request, body, received_us)
 
     @staticmethod
     def normalize_symbol(symbol: str) -> str:
@@ -328,8 +429,10 @@ class KrakenSession(Session):
         self._resyncing: set[str] = set()
         # Mismatches in a row per symbol (reset by a verified snapshot).
         self._failures: dict[str, int] = {}
-        # Symbols whose checksums are no longer checked (too many failures in a row).
+        # Symbols whose books are no longer checked (too many failures in a row).
         self.unverified: set[str] = set()
+        # Why each resyncing book is resyncing (for its resync row).
+        self._resync_reasons: dict[str, BookResyncReason] = {}
         self.checksum_failures = 0
         self.rejected: list[Subscription] = []
 
@@ -523,13 +626,14 @@ class KrakenSession(Session):
                 book = self._books[symbol] = OrderBook(self.book_depth)
                 if symbol in self._resyncing:
                     self._resyncing.discard(symbol)
+                    reason = self._resync_reasons.pop(symbol, "checksum")
                     events.append(
                         self.status(
                             "resync",
                             symbol,
                             received_us,
                             data_type="orderbook",
-                            detail="new book snapshot after a checksum mismatch",
+                            detail=f"new book snapshot after a {RESYNC_REASON_TEXT[reason]}",
                         )
                     )
             else:
@@ -552,32 +656,42 @@ class KrakenSession(Session):
                     asks,
                 )
             )
-            if book is not None and item.checksum is not None and symbol not in self.unverified:
+            if book is None or symbol in self.unverified:
+                continue
+            if item.checksum is not None:
                 computed = book.checksum()
                 if computed != item.checksum:
-                    events.append(
-                        self._checksum_failed(symbol, item.checksum, computed, received_us)
-                    )
-                elif snapshot:
-                    self._failures.pop(symbol, None)
+                    detail = f"book checksum mismatch: venue {item.checksum}, computed {computed}"
+                    events.append(self._book_failed(symbol, "checksum", detail, received_us))
+                    continue
+            if book.bids.keys and book.asks.keys and -book.bids.keys[0] >= book.asks.keys[0]:
+                detail = f"crossed book: best bid {-book.bids.keys[0]!r} >= best ask {book.asks.keys[0]!r}"
+                events.append(self._book_failed(symbol, "crossed", detail, received_us))
+            elif snapshot and item.checksum is not None:
+                self._failures.pop(symbol, None)
         return events
 
-    def _checksum_failed(self, symbol: str, venue: int, computed: int, received_us: int) -> Event:
-        self.checksum_failures += 1
+    def _book_failed(
+        self, symbol: str, reason: BookResyncReason, detail: str, received_us: int
+    ) -> Event:
+        """A book failed its checksum or is crossed: its gap row, and a resubscription of
+        that book alone; after :data:`MAX_CHECKSUM_FAILURES` in a row, no more checks."""
+        if reason == "checksum":
+            self.checksum_failures += 1
         del self._books[symbol]
         failures = self._failures[symbol] = self._failures.get(symbol, 0) + 1
-        detail = f"book checksum mismatch: venue {venue}, computed {computed}"
         if failures >= MAX_CHECKSUM_FAILURES:
             self.unverified.add(symbol)
             self._resyncing.discard(symbol)
             detail += (
-                f"; {failures} in a row: checksums of {symbol} are no longer checked "
+                f"; {failures} in a row: the book of {symbol} is no longer checked "
                 "on this connection"
             )
         else:
             detail += "; resubscribing for a new snapshot"
+            self._resync_reasons[symbol] = reason
             self._resubscribe_book(symbol)
-        return self.status("gap", symbol, received_us, data_type="orderbook", detail=detail)
+        return self.book_invalid(symbol, received_us, reason, detail)
 
 
 def _apply(levels: list[_RawLevel], side: BookSide | None) -> Levels:

@@ -25,7 +25,8 @@ Feeds:
   sequence), written as kind ``snapshot``; ``book_depth`` 1, 5, 15 or 30 asks for that
   many levels (``KRW-BTC.15``), default 30;
 - ``ticker`` -> type ``ticker``: last price (``trade_price``) and 24 h volume
-  (``acc_trade_volume_24h``); Upbit's ticker has no best bid/ask (those columns are null).
+  (``acc_trade_volume_24h``); Upbit's ticker has no best bid/ask (those columns are null);
+- ``instruments`` -> no type: the REST market list (:meth:`UpbitAdapter.parse_instruments`).
 
 Sequence: Upbit has none (books are full snapshots; ``sequential_id`` is unique but not
 ordered), so no gap rows are possible. The trade snapshot sent on every (re)subscribe
@@ -57,19 +58,22 @@ import attrs
 import msgspec
 
 from collector.config import MarketSettings
-from collector.events import BookUpdate, Event, Side, Ticker, Trade, levels_from_values
+from collector.events import BookUpdate, Event, Instrument, Side, Ticker, Trade, levels_from_values
 from collector.exchanges.base import (
     ConnectionPlan,
     ExchangeAdapter,
+    InstrumentsRequest,
     ParseError,
     Session,
     Subscription,
 )
 from collector.exchanges.common import RecentIds as RecentIds  # re-exported
+from collector.exchanges.common import normalize_asset
 
 EXCHANGE: Final = "upbit"
 DEFAULT_URL: Final = "wss://api.upbit.com/websocket/v1"
 DEFAULT_REST_URL: Final = "https://api.upbit.com"
+MARKETS_PATH: Final = "/v1/market/all"
 # Codes per connection: our choice (the venue documents no limit; Upbit lists ~250 markets).
 MAX_CODES_PER_CONNECTION: Final = 100
 # Recent trade ids remembered per code for de-duplication across reconnects.
@@ -190,7 +194,13 @@ class UpbitAdapter(ExchangeAdapter):
     name: ClassVar[str] = EXCHANGE
     default_url: ClassVar[str] = DEFAULT_URL  # the full URL: a base_url replaces it whole
     default_rest_url: ClassVar[str | None] = DEFAULT_REST_URL
-    symbols_path: ClassVar[str | None] = "/v1/market/all"
+    symbols_path: ClassVar[str | None] = MARKETS_PATH
+    # The REST base of the instruments listing (everything else is the WebSocket's).
+    takes_rest_url: ClassVar[bool] = True
+    lists_instruments: ClassVar[bool] = True
+    # One request per market a round; Upbit limits each API group per second (its rate
+    # limit docs; the market group's figure is UNCONFIRMED here): 1/s stays far under.
+    instrument_requests_per_second: ClassVar[float] = 1.0
     book_modes: ClassVar[tuple[str, ...]] = ("snapshot",)
     book_depths: ClassVar[tuple[int, ...]] = tuple(sorted(BOOK_DEPTHS))
     option_notes: ClassVar[Mapping[str, str]] = {
@@ -212,6 +222,51 @@ class UpbitAdapter(ExchangeAdapter):
             return [m.market for m in _MARKETS.decode(body)]
         except _PARSE_ERRORS as exc:
             raise ParseError(f"upbit markets: {type(exc).__name__}: {exc}") from exc
+
+    def instruments_requests(self, market: MarketSettings) -> list[InstrumentsRequest]:
+        """The whole market list (``GET /v1/market/all``, a few hundred codes), once per
+        market; it takes no code filter."""
+        codes = tuple(dict.fromkeys(self.normalize_symbol(s) for s in market.symbols))
+        return [InstrumentsRequest(self.name, f"{self.rest_url(market)}{MARKETS_PATH}", codes)]
+
+    @classmethod
+    def parse_instruments(
+        cls, request: InstrumentsRequest, body: bytes, received_us: int
+    ) -> list[Instrument]:
+        """The rows of ``request.symbols`` in the market list: spot pairs, sizes in the
+        base currency, the code read quote first (``KRW-BTC``: base BTC, quote KRW).
+
+        The list names no tick size, lot size or minimum order (Upbit's tick size is a
+        table of price bands per quote market, in its docs, not in any answer), so those
+        are null; it lists only tradable markets and has no status field (``status``
+        null) and no server time."""
+        try:
+            markets = _MARKETS.decode(body)
+        except _PARSE_ERRORS as exc:
+            raise ParseError(f"upbit markets: {type(exc).__name__}: {exc}") from exc
+        wanted = set(request.symbols)
+        rows = []
+        for item in markets:
+            if item.market not in wanted:
+                continue
+            wanted.discard(item.market)
+            quote, _, base = item.market.partition("-")
+            rows.append(
+                Instrument(
+                    request.exchange,
+                    item.market,
+                    None,
+                    received_us,
+                    None,
+                    kind="spot",
+                    base_asset=normalize_asset(base),
+                    quote_asset=normalize_asset(quote),
+                    settle_asset=None,
+                    inverse=None,
+                    size_unit="base",
+                )
+            )
+        return rows
 
     @staticmethod
     def normalize_symbol(symbol: str) -> str:

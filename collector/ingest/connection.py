@@ -22,6 +22,7 @@ from collector.config import WebSocketSettings
 from collector.doorbell import Doorbell
 from collector.events import RAW_SYMBOL, Event, Raw, Status
 from collector.exchanges.base import (
+    Actions,
     ConnectionPlan,
     ExchangeAdapter,
     Session,
@@ -352,6 +353,8 @@ async def _receive_loop(
         last_message.set(received_us / 1e6)
         if actions.statuses:
             _count_statuses(actions.statuses, ctx, exchange)
+            if actions.resyncs:
+                _count_resyncs(actions, ctx, exchange)
             activity.note_refusals(actions.statuses)
         if actions.discarded:
             discards.add(actions.discarded, current_time())
@@ -408,6 +411,8 @@ async def _apply_snapshots(
             )
         if actions.statuses:
             _count_statuses(actions.statuses, ctx, exchange)
+            if actions.resyncs:
+                _count_resyncs(actions, ctx, exchange)
         if actions.discarded:
             discards.add(actions.discarded, trio.current_time())
         if events:
@@ -475,6 +480,20 @@ def _count_statuses(statuses: tuple[Status, ...], ctx: IngestContext, exchange: 
                     "data_type": event.data_type,
                 },
             )
+
+
+def _count_resyncs(actions: Actions, ctx: IngestContext, exchange: str) -> None:
+    """Count and log the books a result found invalid (each has its ``gap`` row among
+    ``actions.statuses``, with the detail logged here)."""
+    details = {row.symbol: row.detail for row in actions.statuses if row.event == "gap"}
+    for resync in actions.resyncs:
+        ctx.metrics.book_resyncs.labels(exchange, resync.reason).inc()
+        log.warning(
+            "book resync (%s): %s",
+            resync.reason,
+            details.get(resync.symbol),
+            extra={"exchange": exchange, "symbol": resync.symbol, "data_type": "orderbook"},
+        )
 
 
 async def _run_sender(

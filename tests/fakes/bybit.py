@@ -2,9 +2,12 @@
 
 :class:`FakeBybit` speaks the part of the v5 public protocol the collector uses:
 
-- it accepts ``/v5/public/spot``, ``/v5/public/linear`` and ``/v5/public/inverse`` (the
-  category of the client) and refuses other paths with HTTP 404; ``allLiquidation.*`` is
-  refused on spot (``handler not found``), as the venue has no liquidations there;
+- it accepts ``/v5/public/spot``, ``/v5/public/linear``, ``/v5/public/inverse`` and
+  ``/v5/public/option`` (the category of the client) and refuses other paths with HTTP
+  404; ``allLiquidation.*`` is refused on spot and option (``handler not found``), as the
+  venue has no liquidations there, and so is a book depth the category lacks (options
+  have 25 and 100 only, the others 1, 50, 200 and 1000); option trades are subscribed by
+  base coin (``publicTrade.BTC``), so ``publicTrade.<an option>`` is refused;
 - ``{"req_id":"N","op":"subscribe","args":[...]}`` -> one answer per request: success
   (spot ``ret_msg`` ``"subscribe"``, linear ``""``, like the recordings), or
   ``"success": false`` with ``error:handler not found,topic:X`` for the first unknown topic
@@ -39,11 +42,13 @@ PATHS: Final = {
     "/v5/public/spot": "spot",
     "/v5/public/linear": "linear",
     "/v5/public/inverse": "inverse",
+    "/v5/public/option": "option",
 }
 TOPIC_RE: Final = re.compile(
-    r"(?P<kind>publicTrade|tickers|allLiquidation|orderbook\.(1|50|200|1000))"
-    r"\.(?P<symbol>[A-Z0-9]{2,30}(-\w+)?)"
+    r"(?P<kind>publicTrade|tickers|allLiquidation|orderbook\.(?P<depth>1|25|50|100|200|1000))"
+    r"\.(?P<symbol>[A-Z0-9]{2,30}(-[\w.]+)*)"
 )
+OPTION_DEPTHS: Final = ("25", "100")
 SPOT_MAX_ARGS: Final = 10
 
 PriceLike = float | str
@@ -92,6 +97,34 @@ def trade_frame(
     return _frame(
         {"topic": f"publicTrade.{symbol}", "type": "snapshot", "ts": time_ms + 1, "data": [trade]}
     )
+
+
+def option_trade_frame(
+    coin: str,
+    trades: Sequence[tuple[str, str, PriceLike, PriceLike, str, int]],
+    ts_ms: int,
+) -> str:
+    """A ``publicTrade.{coin}`` push of the option endpoint: ``trades`` are (symbol, trade
+    id, price, size, taker side, time ms), with the option-only fields (mark price, index
+    price, mark IV, IV) as the venue's docs list them; option pushes carry a message ``id``."""
+    data = [
+        {"T": t, "s": symbol, "S": side, "v": _num(size), "p": _num(price), "i": trade_id,
+         "BT": False, "mP": "412.0", "iP": "23479.75", "mIv": "0.8283", "iv": "0.79"}
+        for symbol, trade_id, price, size, side, t in trades
+    ]  # fmt: skip
+    return _frame(
+        {"id": f"publicTrade.{coin}-{ts_ms}", "topic": f"publicTrade.{coin}",
+         "type": "snapshot", "ts": ts_ms, "data": data}
+    )  # fmt: skip
+
+
+def option_ticker_frame(symbol: str, fields: dict[str, str], ts_ms: int) -> str:
+    """An option ``tickers`` push, shaped as the venue's docs example: a message ``id``, no
+    ``cs``, a snapshot (the venue documents option tickers as snapshots only)."""
+    return _frame(
+        {"id": f"tickers.{symbol}-{ts_ms}", "topic": f"tickers.{symbol}", "ts": ts_ms,
+         "data": {"symbol": symbol, **fields}, "type": "snapshot"}
+    )  # fmt: skip
 
 
 def book_frame(
@@ -241,6 +274,19 @@ class FakeBybit(FakeServer[FakeBybitClient]):
                     return
             self._notify()
 
+    @staticmethod
+    def _serves(category: str, match: re.Match[str]) -> bool:
+        """Whether the category's endpoint has the topic (liquidations, book depths, option
+        trades by base coin)."""
+        kind, depth, symbol = match.group("kind"), match.group("depth"), match.group("symbol")
+        if kind == "allLiquidation":
+            return category in ("linear", "inverse")
+        if depth is not None:
+            return (depth in OPTION_DEPTHS) == (category == "option")
+        if kind == "publicTrade" and category == "option":
+            return "-" not in symbol
+        return True
+
     def _answer(self, client: FakeBybitClient, op: str, req_id: Any, ok: bool, msg: str) -> str:
         body: dict[str, Any] = {"success": ok, "ret_msg": msg, "conn_id": client.conn_id}
         if req_id is not None:
@@ -283,7 +329,7 @@ class FakeBybit(FakeServer[FakeBybitClient]):
             if (
                 match is None
                 or match.group("symbol") in self.reject
-                or (client.category == "spot" and match.group("kind") == "allLiquidation")
+                or not self._serves(client.category, match)
             ):
                 msg = f"error:handler not found,topic:{topic}"
                 return [self._answer(client, op, req_id, False, msg)]

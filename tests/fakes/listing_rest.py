@@ -1,7 +1,8 @@
 """A fake of the derivative venues' instrument listings on 127.0.0.1, in each API's shape:
 OKX ``GET /api/v5/public/instruments?instType=..[&instFamily=..]``, Bybit ``GET
-/v5/market/instruments-info?category=..`` (paged by ``limit`` and ``cursor`` like the venue)
-and Deribit ``GET /api/v2/public/get_instruments?currency=any&kind=..``.
+/v5/market/instruments-info?category=..`` (paged by ``limit`` and ``cursor`` like the venue),
+Deribit ``GET /api/v2/public/get_instruments?currency=any&kind=..`` and Bitfinex's conf
+lists ``GET /v2/conf/pub:list:pair:exchange|futures``.
 
 The HTTP side is :class:`~tests.fakes.binance_rest.FakeBinanceRest`'s (every request
 recorded in ``requests``; ``fail_next`` answers the next requests with a status code);
@@ -26,6 +27,8 @@ class FakeListingRest(FakeBinanceRest):
         self.bybit: dict[str, list[tuple[str, str]]] = {}
         # Deribit: kind -> [(instrument_name, is_active)].
         self.deribit: dict[str, list[tuple[str, bool]]] = {}
+        # Bitfinex: conf list key (``pub:list:pair:exchange``, ``...:futures``) -> pairs.
+        self.bitfinex: dict[str, list[str]] = {}
 
     def _respond(self, target: str) -> tuple[int, bytes]:
         if self.fail_next:
@@ -62,4 +65,9 @@ class FakeListingRest(FakeBinanceRest):
                 for name, active in self.deribit.get(kind, [])
             ]
             return 200, msgspec.json.encode({"jsonrpc": "2.0", "result": instruments})
+        if parts.path.startswith("/v2/conf/"):
+            key = parts.path.removeprefix("/v2/conf/")
+            if key not in self.bitfinex:  # the venue answers an unknown key with nothing
+                return 200, b"[]"
+            return 200, msgspec.json.encode([self.bitfinex[key]])
         return 404, b'{"msg":"not found"}'
