@@ -531,8 +531,8 @@ class ExchangeAdapter(ABC):
     # Most connection attempts per second to this venue, over all its connections (venue
     # limits are per IP; 1/s stays within all of those documented in exchanges.md).
     connections_per_second: ClassVar[float] = 1.0
-    # Most REST snapshot requests per second per connection (the venue's weight budget);
-    # :meth:`snapshot_rate` may give a plan another.
+    # Most REST snapshot requests per second to this venue, over all its connections that
+    # spend one budget (:meth:`snapshot_budget`); :meth:`snapshot_rate` may give a plan another.
     snapshot_requests_per_second: ClassVar[float] = 1.0
     # The venue closes every connection at this age, in seconds (None: it documents no
     # limit). The supervisor then replaces each connection before it is due, without a hole
@@ -814,9 +814,16 @@ class ExchangeAdapter(ABC):
     # --------------------------------------------------------------- connections
 
     def snapshot_rate(self, plan: ConnectionPlan) -> float:
-        """Most REST snapshot requests per second on ``plan``'s connection: the declared
+        """Most REST snapshot requests per second for ``plan``'s budget, shared by every
+        connection of that budget (:meth:`snapshot_budget`): the declared
         ``snapshot_requests_per_second``, unless the venue's budget differs by endpoint."""
         return self.snapshot_requests_per_second
+
+    def snapshot_budget(self, plan: ConnectionPlan) -> str:
+        """The name of the REST budget ``plan``'s snapshots spend (venues limit per IP:
+        every connection of one budget shares one pacer; see :mod:`collector.ingest.pacer`).
+        Default: one budget per venue."""
+        return self.name
 
     def polling(self, plan: ConnectionPlan) -> Polling | None:
         """The REST requests ``plan``'s connection repeats on a timer (None: none, the

@@ -349,7 +349,8 @@ class Profile:
     symbols_path: str  # REST symbol list
     trade_stream: str  # the stream type of the trades feed
     futures: bool
-    # REST snapshots per second per connection: spot 1/s x weight 50 = half of 6000/min;
+    # REST snapshots per second over all connections of the budget (they share one pacer):
+    # spot 1/s x weight 50 = half of 6000/min;
     # futures 0.5/s x weight 20 = a quarter of the 2400/min USD-M and COIN-M share.
     snapshots_per_second: float
     # Routed endpoints (USD-M): the URL path of each feed's streams; empty: one endpoint.
@@ -645,6 +646,12 @@ class BinanceAdapter(ExchangeAdapter):
     def snapshot_rate(self, plan: ConnectionPlan) -> float:
         category = plan.category if isinstance(plan, BinancePlan) else "spot"
         return PROFILES[category].snapshots_per_second
+
+    def snapshot_budget(self, plan: ConnectionPlan) -> str:
+        """Spot has its own weight budget; USD-M and COIN-M share one (2,400 a minute per IP
+        across ``fapi`` and ``dapi``, exchanges-derivatives.md)."""
+        category = plan.category if isinstance(plan, BinancePlan) else "spot"
+        return f"{self.name}-spot" if category == "spot" else f"{self.name}-futures"
 
     lists_instruments: ClassVar[bool] = True
     # exchangeInfo weighs 20 (spot, with symbols) or 1 (futures) of 6000 or 2400 a minute.

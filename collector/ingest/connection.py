@@ -39,6 +39,7 @@ from collector.ingest.errors import (
     connection_failure,
 )
 from collector.ingest.handover import Lane
+from collector.ingest.pacer import RestPacers
 from collector.ingest.polling import PollInbox, run_poller
 from collector.ingest.sink import CLOSE_SEND_TIMEOUT_SECS, EventSink
 from collector.ingest.snapshots import FetchedSnapshot, run_snapshot_fetcher
@@ -55,14 +56,17 @@ CLOSE_TIMEOUT_SECS = 1.0
 
 @attrs.frozen
 class IngestContext:
-    """What every connection shares: settings, metrics, health, the wall clock, and the
-    writer's doorbell (``None``: nobody is rung, the writer takes batches at its tick)."""
+    """What every connection shares: settings, metrics, health, the wall clock, the
+    writer's doorbell (``None``: nobody is rung, the writer takes batches at its tick), and
+    the REST pacers (one per venue budget, whatever the number of connections spending it).
+    """
 
     settings: WebSocketSettings
     metrics: Metrics
     health: HealthState
     wall_clock: WallClock
     doorbell: Doorbell | None = None
+    rest_pacers: RestPacers = attrs.field(factory=RestPacers)
 
 
 async def run_connection(
@@ -146,7 +150,11 @@ async def run_connection(
         )
         async with trio.open_nursery() as nursery:
             outbox_tx, outbox_rx = trio.open_memory_channel[str](OUTBOX_SIZE)
-            snapshots_tx, snapshots_rx = trio.open_memory_channel[SnapshotRequest](OUTBOX_SIZE)
+            # A session has at most one snapshot request pending per book, so room for one
+            # per subscription never overflows, however many books the connection carries.
+            snapshots_tx, snapshots_rx = trio.open_memory_channel[SnapshotRequest](
+                OUTBOX_SIZE + len(plan.subscriptions)
+            )
             # Rendezvous: the fetcher holds at most one body until the receive loop takes it.
             bodies_tx, bodies_rx = trio.open_memory_channel[FetchedSnapshot](0)
             nursery.start_soon(_run_sender, ws, outbox_rx, adapter, plan, ctx, lane, attempt)
@@ -163,7 +171,7 @@ async def run_connection(
                 bodies_tx,
                 plan.exchange,
                 ctx.wall_clock,
-                adapter.snapshot_rate(plan),
+                ctx.rest_pacers.get(adapter.snapshot_budget(plan), adapter.snapshot_rate(plan)),
             )
             polling = adapter.polling(plan)
             inbox: PollInbox | None = None

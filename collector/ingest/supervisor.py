@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import math
 from collections.abc import Sequence
 from functools import partial
 
@@ -15,23 +14,10 @@ from collector.exchanges.base import ConnectionPlan, ExchangeAdapter
 from collector.ingest.connection import IngestContext, run_connection
 from collector.ingest.errors import ConnectionFailed
 from collector.ingest.handover import QUIET_SECS, Lane, Overlap, Watch
+from collector.ingest.pacer import Pacer
 from collector.ingest.sink import EventSink
 
 log = logging.getLogger(__name__)
-
-
-class ConnectPacer:
-    """Spaces the connection attempts of one exchange at least ``1/per_second`` apart."""
-
-    def __init__(self, per_second: float) -> None:
-        self.interval = 1.0 / per_second
-        self._next = -math.inf
-
-    async def wait_turn(self) -> None:
-        """Wait until this attempt may start (first come, first served)."""
-        at = max(trio.current_time(), self._next)
-        self._next = at + self.interval
-        await trio.sleep_until(at)
 
 
 async def run_exchange(
@@ -48,7 +34,7 @@ async def run_exchange(
     nursery. Connection failures are retried forever with backoff and never leave this
     function; a bug propagates and stops the service loudly.
     """
-    pacer = ConnectPacer(adapter.connections_per_second)
+    pacer = Pacer(adapter.connections_per_second)
     async with trio.open_nursery() as nursery:
         with events:
             for plan in plans:
@@ -61,7 +47,7 @@ async def supervise_connection(
     adapter: ExchangeAdapter,
     ctx: IngestContext,
     events: trio.MemorySendChannel[list[Event]],
-    pacer: ConnectPacer | None = None,
+    pacer: Pacer | None = None,
 ) -> None:
     """Keep one connection up: reconnect with capped, jittered exponential backoff.
 
@@ -78,7 +64,7 @@ async def supervise_connection(
     connection is replaced that long before it is due, without a hole (:func:`_run_planned`);
     only the end of a connection that could not be replaced in time comes back here.
     """
-    pacer = pacer or ConnectPacer(adapter.connections_per_second)
+    pacer = pacer or Pacer(adapter.connections_per_second)
     settings = ctx.settings
     backoff = Backoff(settings.initial_retry_delay_secs, settings.max_retry_delay_secs)
     # One sink for every attempt: events held by a cancelled send, or drops, are handed on.
@@ -161,7 +147,7 @@ async def _run_planned(
     adapter: ExchangeAdapter,
     ctx: IngestContext,
     sink: EventSink,
-    pacer: ConnectPacer,
+    pacer: Pacer,
     replace_after: float,
 ) -> ConnectionFailed:
     """Connections of ``plan``, each replaced ``replace_after`` seconds after it came up,
