@@ -381,6 +381,13 @@ class Metrics:
             ["exchange", "data_type"],
             registry=r,
         )
+        self.book_resyncs = Counter(
+            "collector_book_resyncs_total",
+            "Books found invalid and resynced (a fresh snapshot), by reason: checksum "
+            "(the venue's book checksum did not match), crossed (best bid >= best ask)",
+            ["exchange", "reason"],
+            registry=r,
+        )
         self.subscribe_errors = Counter(
             "collector_subscribe_errors_total",
             "Subscriptions the venue refused",

@@ -15,7 +15,8 @@ Per labelled metric of :class:`~collector.metrics.Metrics`:
   planned handovers: :data:`~collector.metrics.HANDOVER_OUTCOMES`, where the venue has a
   connection lifetime (the only venues that hand over).
 - ``exchange, reason`` (disconnects): :data:`collector.ingest.errors.REASONS`; discards:
-  :data:`~collector.exchanges.base.DISCARD_REASONS`.
+  :data:`~collector.exchanges.base.DISCARD_REASONS`; book resyncs:
+  :data:`~collector.exchanges.base.BOOK_RESYNC_REASONS`, where the connection carries books.
 - ``exchange, connection`` (writer waits): one per planned connection.
 - ``exchange, symbol`` (connected): one per planned symbol (also set by
   :class:`~collector.health.HealthState`).
@@ -43,7 +44,7 @@ from prometheus_client import Gauge
 
 from collector.analytics import large_trade_sizes
 from collector.events import IntervalStats, Raw, Status, feed_data_type
-from collector.exchanges.base import DISCARD_REASONS, ConnectionPlan
+from collector.exchanges.base import BOOK_RESYNC_REASONS, DISCARD_REASONS, ConnectionPlan
 from collector.ingest.errors import REASONS
 from collector.metrics import CONNECT_OUTCOMES, HANDOVER_OUTCOMES, Metrics
 from collector.planning import ServicePlan
@@ -112,6 +113,9 @@ def create_connection_series(
         last_data.setdefault((sub.symbol, data_type), now_us)
     for feed in feeds:
         metrics.sequence_gaps.labels(exchange, feed)
+    if "orderbook" in feeds:
+        for resync in BOOK_RESYNC_REASONS:
+            metrics.book_resyncs.labels(exchange, resync)
     # Every connection writes status rows (connected, disconnected, ...); raw rows only
     # where the plan keeps them.
     written = [*feeds, Status.DATA_TYPE, *([Raw.DATA_TYPE] if connection.raw else [])]

@@ -308,6 +308,7 @@ async def _run(
                 doorbell=doorbell,
                 tap=tap,
                 analytics=analytics,
+                open_files=open_files(plan),
             )
             await pipeline.start(writer)
             # After the writer: its start-up recovery is done before the backlog scan.
@@ -428,6 +429,13 @@ def _open_analytics(
         table=cfg.table,
         now_us=wall_clock(),
     )
+
+
+def open_files(plan: ServicePlan) -> int:
+    """How many files the plan's streams can have open at once: one per subscription and
+    one status file per symbol of every connection (an upper bound: a symbol's status
+    file is counted on each of its connections)."""
+    return sum(len(c.subscriptions) + len(c.symbols) for c in plan.connections)
 
 
 def file_metadata_source(plan: ServicePlan) -> FileMetadataSource:

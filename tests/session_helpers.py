@@ -17,7 +17,7 @@ import weakref
 import attrs
 
 from collector.events import Event, Status
-from collector.exchanges.base import Actions, Session, SnapshotRequest
+from collector.exchanges.base import Actions, BookResync, Session, SnapshotRequest
 
 
 @attrs.define
@@ -30,6 +30,7 @@ class Asked:
     statuses: list[Status] = attrs.Factory(list)
     # (symbol, data_type, reason) -> count, summed over the results.
     discarded: dict[tuple[str, str, str], int] = attrs.Factory(dict)
+    resyncs: list[BookResync] = attrs.Factory(list)
 
 
 _ASKED: weakref.WeakKeyDictionary[Session, Asked] = weakref.WeakKeyDictionary()
@@ -49,6 +50,7 @@ def record(session: Session, actions: Actions) -> Actions:
     gathered.send += actions.send
     gathered.fetch += actions.fetch
     gathered.statuses += actions.statuses
+    gathered.resyncs += actions.resyncs
     for item in actions.discarded:
         key = (item.symbol, item.data_type, item.reason)
         gathered.discarded[key] = gathered.discarded.get(key, 0) + item.count

@@ -17,6 +17,7 @@ from collector.bench import bybit, okx
 from collector.bench.calibrate import wakeup_cost_us
 from collector.bench.command import run_bench_command
 from collector.bench.frames import SEQ_MARK, TemplateBuilder
+from collector.bench.generator import Burst, GeneratorSpec, _GroupState, depth_weight
 from collector.bench.report import Summary, render_text
 from collector.bench.runner import (
     RunResult,
@@ -26,7 +27,13 @@ from collector.bench.runner import (
     run_scenario,
     trade_delay_ms,
 )
-from collector.bench.scenarios import SCENARIOS, VENUE_SCENARIOS, first_id, get_scenario
+from collector.bench.scenarios import (
+    DIFF_MAX_PER_SECOND,
+    MARKET_RATE,
+    SCENARIOS,
+    VENUE_SCENARIOS,
+    get_scenario,
+)
 from collector.config import MarketSettings
 from collector.events import BookUpdate, Trade
 from collector.exchanges import get_adapter_class, known_exchanges
@@ -52,7 +59,7 @@ def split_frames(chunk: bytes) -> list[bytes]:
     return payloads
 
 
-@pytest.mark.parametrize("name", SCENARIOS + VENUE_SCENARIOS)
+@pytest.mark.parametrize("name", [*SCENARIOS, *VENUE_SCENARIOS, "market-40"])
 def test_generated_frames_parse_with_continuous_sequences(name: str) -> None:
     scenario = get_scenario(name)
     for gi, group in enumerate(scenario.groups):
@@ -60,7 +67,7 @@ def test_generated_frames_parse_with_continuous_sequences(name: str) -> None:
         for i in range(300):
             builder.add(i % len(group.streams))
         template = builder.finish()
-        ids = [first_id(gi, i) for i in range(len(group.streams))]
+        ids = [scenario.first_id(gi, i) for i in range(len(group.streams))]
         market = group.market(1, 2)
         adapter = get_adapter_class(group.protocol.exchange)()
         adapter.check_market(market)
@@ -315,6 +322,13 @@ def test_soak_growth_is_a_trend_and_a_transient_peak_is_reported_apart() -> None
 def test_command_rejects_bad_options(capsys: pytest.CaptureFixture[str]) -> None:
     assert run_bench_command({"count": 0}) == 2
     assert run_bench_command({"gc_threshold": "1,2"}) == 2
+    assert run_bench_command({"scenario": ["market-0"]}) == 2
+    assert run_bench_command({"scenario": ["nosuch"]}) == 2
+    assert run_bench_command({"scenario": ["market-5"], "burst": "1,2,3"}) == 2  # no --rate
+    assert run_bench_command({"scenario": ["market-5"], "rate": 10, "burst": "1,2"}) == 2
+    assert run_bench_command({"scenario": ["market-5"], "rotate_after": -1.0}) == 2
+    assert run_bench_command({"scenario": ["market-5"], "storage": ["no_such=1"]}) == 2
+    assert run_bench_command({"scenario": ["market-5"], "storage": ["flush_interval_secs"]}) == 2
     assert "error" in capsys.readouterr().err
 
 
@@ -326,3 +340,94 @@ def test_futures_scenarios_store_every_frame(name: str) -> None:
     assert result.rows_match, (result.rows_by_type, result.rows_expected)
     assert result.snapshots >= 1
     assert result.dropped == result.gaps == result.parse_errors == 0
+
+
+def test_the_market_scenario_pools_a_whole_spot_market_within_binance_limits() -> None:
+    scenario = get_scenario("market")
+    assert scenario.stream_count == 4500
+    assert len(scenario.groups) == 5
+    adapter = get_adapter_class("binance")()
+    for group in scenario.groups:
+        market = group.market(1, 2)
+        adapter.check_market(market)
+        (plan,) = adapter.plan_connections([market])  # one connection per group
+        assert len(plan.subscriptions) == len(group.streams) <= 1024
+    weights = [w for g in scenario.groups for w in g.weights]
+    total = sum(weights)
+    # Zipf by rank: the busiest stream sends thousands of times what the quietest does.
+    assert max(weights) / min(weights) > 1000
+    # Diff depth is sent at most every 100 ms: no symbol's share above 10 frames/s.
+    diffs = [w for g in scenario.groups for w in g.weights[2::3]]
+    assert max(diffs) / total * MARKET_RATE == pytest.approx(DIFF_MAX_PER_SECOND)
+    # The id layout: distinct, increasing ranges below 10**10, each holding an hour of its
+    # stream's ids at the scenario's rate (diff depth: up to 60 ids a frame).
+    firsts = [i for layout in scenario.id_layout or () for i in layout]
+    assert firsts == sorted(set(firsts))
+    assert firsts[0] > 10**9
+    assert firsts[-1] < 10**10 - 10**6
+    ends = [*firsts[1:], 10**10]
+    for (first, end), weight, per_frame in zip(
+        zip(firsts, ends, strict=True),
+        weights,
+        [k for g in scenario.groups for k in [1, 1, 60] * len(g.symbols)],
+        strict=True,
+    ):
+        assert end - first >= weight / total * MARKET_RATE * 3600 * per_frame * 0.5
+
+
+def test_the_market_period_sends_every_stream() -> None:
+    """Thousands of streams at Zipf rates: the send order still holds every stream."""
+    scenario = get_scenario("market-300")
+    spec = GeneratorSpec("market-300", rate=15_000.0)
+    for index, group in enumerate(scenario.groups):
+        state = _GroupState(index, scenario, spec, random.Random(1))
+        per_stream = zip(*(t.id_slots for t in state.templates), strict=True)
+        sent = [sum(len(slots) for slots in stream) for stream in per_stream]
+        # Every stream has at least one frame (one id slot) in the templates.
+        assert len(sent) == len(group.streams)
+        assert all(n > 0 for n in sent), group.name
+        # Paced: a chunk is what the connection's rate sends in one 5 ms tick.
+        tick = 15_000 * scenario.share(group) * 0.005
+        assert max(t.frames for t in state.templates) <= max(1, int(tick))
+
+
+def test_depth_weights_follow_binance_spot() -> None:
+    assert [depth_weight(n) for n in (1, 100, 101, 500, 501, 1000, 1001, 5000)] == [
+        5, 5, 25, 25, 50, 50, 250, 250
+    ]  # fmt: skip
+
+
+def test_market_rows_equal_frames_across_an_hour_rotation_a_burst_and_a_rest_budget() -> None:
+    """A small whole market through the service: an hour boundary passes while data
+    flows, a burst triples the rate for a second, and the REST budget (100 weight a minute:
+    two 1,000-level snapshots) runs out. Every frame is one row; every file holds one hour;
+    the venue's HTTP 429 with Retry-After is honoured (the shared pacer holds every
+    connection until the minute is over, so the refusals do not repeat)."""
+    result = run_scenario(
+        "market-10",
+        duration=4.0,
+        rate=2_000,
+        rotate_after=4.5,
+        burst=Burst(1.0, 1.0, 3.0),
+        rest_weight_per_minute=100,
+    )
+    assert result.rows_match, result.mismatches
+    assert result.dropped == result.gaps == result.parse_errors == 0
+    rotation = result.rotation
+    assert rotation is not None
+    assert rotation["straddling_files"] == 0
+    assert rotation["streams_both_sides"] > 0
+    assert rotation["rotated"]
+    startup = result.startup
+    assert startup is not None
+    assert startup["acked_s"] is not None
+    assert startup["books"] == 10
+    assert 1 <= startup["rest_refused"] <= 2  # once per minute at most (two minutes seen)
+    assert startup["rest_peak_weight"] <= 100
+    assert 2 <= result.snapshots <= 4  # two a minute
+    burst = result.burst
+    assert burst is not None
+    assert burst["frames"] > 0
+    text = render_text([Summary([result])], 4.0)
+    assert "hour rotation" in text
+    assert "refused (HTTP 429)" in text

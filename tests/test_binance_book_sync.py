@@ -9,7 +9,7 @@ from collector.events import BookUpdate, Event, Status, levels_from_pairs
 from collector.exchanges.base import ParseError, SnapshotRequest
 from collector.exchanges.binance import BinanceAdapter, BinanceSession
 from tests.fakes.binance import depth_diff_frame
-from tests.session_helpers import asked, feed, receive_snapshot
+from tests.session_helpers import asked, discarded, feed, receive_snapshot
 
 T0 = 1_700_000_000_000_000
 
@@ -87,16 +87,19 @@ def test_snapshot_is_recorded_with_a_resync_row() -> None:
         "orderbook",
         105,
     )
+    # Delta 101..110 was recorded before it and is not in it (u 110 > 105): a reader
+    # applies rows in the order received, so the row is the snapshot with that delta
+    # applied (bid 100.0 -> 1.0), as of update 110; first_sequence keeps lastUpdateId.
     assert book == BookUpdate(
         "binance",
         "BTCUSDT",
         None,
         T0 + 5,
-        105,
+        110,
         "snapshot",
         105,
         None,
-        levels_from_pairs([(100.0, 5.0), (99.5, 1.5)]),
+        levels_from_pairs([(100.0, 1.0), (99.5, 1.5)]),
         levels_from_pairs([(101.0, 2.0)]),
     )
     # Recorded deltas 95..110 cover 106: synced, nothing more to ask.
@@ -108,8 +111,29 @@ def test_snapshot_older_than_the_recorded_deltas_is_fetched_again() -> None:
     ack_all(session)
     [request] = take_requests(session)
     delta(session, 200, 210)
-    receive_snapshot(session, request, snapshot_body(150), T0)  # 151..199 would be missing
+    # 151..199 would be missing: not written (a reader would apply it), asked for again.
+    assert receive_snapshot(session, request, snapshot_body(150), T0) == []
     assert [r.symbol for r in take_requests(session)] == ["BTCUSDT"]
+    delta(session, 211, 220)
+    [_, book] = receive_snapshot(session, request, snapshot_body(205), T0 + 1)
+    assert isinstance(book, BookUpdate)
+    assert (book.sequence, book.first_sequence) == (220, 205)  # both deltas joined
+
+
+def test_a_snapshot_older_than_a_gap_while_it_was_on_its_way_is_not_joined() -> None:
+    """The deltas before a gap cannot carry a snapshot across it: one older than the gap
+    (16..19 in neither) is not written; one past the gap is joined to the deltas after it."""
+    session = diff_session()
+    ack_all(session)
+    [request] = take_requests(session)
+    delta(session, 1, 10)
+    assert gaps(delta(session, 20, 30)) != []  # 11..19 missing; a snapshot is on its way
+    assert take_requests(session) == []
+    assert receive_snapshot(session, request, snapshot_body(15), T0) == []
+    [again] = take_requests(session)
+    [_, book] = receive_snapshot(session, again, snapshot_body(25), T0 + 1)
+    assert isinstance(book, BookUpdate)
+    assert (book.first_sequence, book.sequence) == (25, 30)
 
 
 def test_snapshot_ahead_of_the_deltas_waits_for_a_covering_delta() -> None:
@@ -118,8 +142,12 @@ def test_snapshot_ahead_of_the_deltas_waits_for_a_covering_delta() -> None:
     [request] = take_requests(session)
     delta(session, 90, 100)
     receive_snapshot(session, request, snapshot_body(120), T0)
-    assert gaps(delta(session, 101, 110)) == []  # still older than the snapshot
-    assert gaps(delta(session, 111, 125)) == []  # covers 121: synced
+    # Already in the snapshot: applied after it, it would rewind the book. Not written.
+    assert delta(session, 101, 110) == []
+    assert discarded(session) == {("BTCUSDT", "orderbook", "stale"): 1}
+    events = delta(session, 111, 125)  # covers 121: synced
+    assert gaps(events) == []
+    assert [e.sequence for e in events if isinstance(e, BookUpdate)] == [125]
     assert asked(session).fetch == []
 
 
@@ -153,3 +181,66 @@ def test_unreadable_snapshot_is_asked_for_again() -> None:
     with pytest.raises(ParseError):
         receive_snapshot(session, request, b"<html>rate limited</html>", T0)
     assert len(take_requests(session)) == 1
+
+
+def test_a_crossed_book_fetches_a_new_snapshot_of_that_symbol() -> None:
+    session = diff_session()
+    ack_all(session)
+    [request] = take_requests(session)
+    delta(session, 95, 100)  # before the snapshot: recorded, never applied to it
+    receive_snapshot(session, request, snapshot_body(105), T0)
+    # Covers the snapshot (the same levels again): fine.
+    assert not gaps(delta(session, 101, 110))
+    # A bid above the best ask (101.0): crossed after the whole update.
+    frame = depth_diff_frame("btcusdt", 111, 112, [(101.5, 1.0)], [(102.0, 1.0)], T0)
+    events = feed(session, frame, T0)
+    assert isinstance(events[0], BookUpdate)  # every update is written
+    [gap] = gaps(events)
+    assert (gap.symbol, gap.data_type) == ("BTCUSDT", "orderbook")
+    assert gap.detail == (
+        "crossed book: best bid 101.5 >= best ask 101.0; fetching a new REST snapshot"
+    )
+    assert [(r.symbol, r.reason) for r in asked(session).resyncs] == [("BTCUSDT", "crossed")]
+    [again] = take_requests(session)
+    assert again == request
+    # Deltas until then are written, unchecked (and ask for nothing more).
+    crossed_again = depth_diff_frame("btcusdt", 113, 114, [(103.0, 1.0)], [], T0)
+    assert not gaps(feed(session, crossed_again, T0))
+    assert take_requests(session) == []
+    events = receive_snapshot(session, again, snapshot_body(114), T0)
+    resync = events[0]
+    assert isinstance(resync, Status)
+    assert resync.detail == "REST depth snapshot lastUpdateId=114 after a crossed book"
+    assert not gaps(delta(session, 115, 120))
+    assert len(asked(session).resyncs) == 1
+
+
+def test_a_crossed_snapshot_is_fetched_again() -> None:
+    session = diff_session()
+    ack_all(session)
+    [request] = take_requests(session)
+    body = b'{"lastUpdateId":105,"bids":[["101.0","1.0"]],"asks":[["100.0","1.0"]]}'
+    events = receive_snapshot(session, request, body, T0)
+    [gap] = gaps(events)
+    assert gap.detail == (
+        "crossed book: best bid 101.0 >= best ask 100.0 in the snapshot; "
+        "fetching a new REST snapshot"
+    )
+    assert take_requests(session) == [request]
+
+
+def test_a_snapshot_joined_to_earlier_deltas_is_checked_for_a_crossed_book() -> None:
+    """The crossed-book check starts from the row written (the snapshot with the deltas
+    before it applied), so the deltas after it are checked at once."""
+    session = diff_session()
+    ack_all(session)
+    [request] = take_requests(session)
+    delta(session, 101, 110)  # bid 100.0, ask 101.0
+    [_, book] = receive_snapshot(session, request, snapshot_body(105), T0)
+    assert isinstance(book, BookUpdate)
+    assert book.sequence == 110
+    crossing = depth_diff_frame("btcusdt", 111, 120, [(101.5, 1.0)], [], T0)
+    [gap] = gaps(feed(session, crossing, T0))
+    assert gap.detail is not None
+    assert "crossed" in gap.detail
+    assert [r.symbol for r in take_requests(session)] == ["BTCUSDT"]

@@ -70,7 +70,9 @@ def gaps(events: list[Event]) -> list[Status]:
 # --------------------------------------------------------------------------- recorded traffic
 
 
-def replay(name: str, category: str, symbols: tuple[str, ...]) -> tuple[list[Event], int]:
+def replay(
+    name: str, category: str, symbols: tuple[str, ...]
+) -> tuple[list[Event], int, dict[tuple[str, str, str], int]]:
     """Replay a cryptofeed capture of futures traffic through the sessions of one diff-book
     market, handing each recorded REST depth snapshot to the session that asked for it.
 
@@ -101,18 +103,24 @@ def replay(name: str, category: str, symbols: tuple[str, ...]) -> tuple[list[Eve
         stream = msgspec.json.decode(record.payload)["stream"]
         if stream in by_stream:  # kline_1m streams are not ours
             events += feed(by_stream[stream], record.payload, record.received_us)
+    dropped: dict[tuple[str, str, str], int] = {}
     for session in set(by_stream.values()):
         assert asked(session).fetch == [], "no snapshot asked for again: every one joined"
-        assert discarded(session) == {}
-    return events, matched
+        dropped |= discarded(session)
+    return events, matched, dropped
 
 
 def test_replay_recorded_usdm_traffic_with_its_rest_snapshots() -> None:
     """cryptofeed's 2021 USD-M capture: aggTrade, depth@100ms with pu, bookTicker and the
     REST snapshots fetched beside them."""
     symbols = ("SUSHIUSDT", "AKROUSDT", "KEEPUSDT", "CTKUSDT")
-    events, matched = replay("BINANCE_FUTURES.jsonl.zst", "usdm", symbols)
+    events, matched, dropped = replay("BINANCE_FUTURES.jsonl.zst", "usdm", symbols)
     assert matched == 4
+    # The REST snapshots ran ahead of the stream: the deltas they already held that came
+    # after them are dropped (applied after the snapshot they would rewind the book).
+    assert {reason for _, _, reason in dropped} == {"stale"}
+    stale = sum(dropped.values())
+    assert stale == 11
 
     statuses = [e for e in events if isinstance(e, Status)]
     assert sorted({s.event for s in statuses}) == ["resync", "subscribed"]  # no gap
@@ -125,7 +133,7 @@ def test_replay_recorded_usdm_traffic_with_its_rest_snapshots() -> None:
     trades = [e for e in events if isinstance(e, Trade)]
     books = [e for e in events if isinstance(e, BookUpdate)]
     tickers = [e for e in events if isinstance(e, Ticker)]
-    assert (len(trades), len(books), len(tickers)) == (91, 764 + 4, 613)
+    assert (len(trades), len(books), len(tickers)) == (91, 764 + 4 - stale, 613)
     rows: list[Trade | BookUpdate | Ticker | Status] = [*trades, *books, *tickers, *statuses]
     assert {e.exchange for e in rows} == {"binance-usdm"}
 
@@ -194,15 +202,17 @@ def test_replay_recorded_coinm_traffic_with_its_rest_snapshots() -> None:
         "BCHUSD_210924",
         "ETHUSD_210924",
     )
-    events, matched = replay("BINANCE_DELIVERY.jsonl.zst", "coinm", symbols)
+    events, matched, dropped = replay("BINANCE_DELIVERY.jsonl.zst", "coinm", symbols)
     assert matched == 10
+    assert {reason for _, _, reason in dropped} <= {"stale"}
+    stale = sum(dropped.values())
     statuses = [e for e in events if isinstance(e, Status)]
     assert sorted({s.event for s in statuses}) == ["resync", "subscribed"]
     assert sorted(s.symbol for s in statuses if s.event == "resync") == sorted(symbols)
     trades = [e for e in events if isinstance(e, Trade)]
     books = [e for e in events if isinstance(e, BookUpdate)]
     tickers = [e for e in events if isinstance(e, Ticker)]
-    assert (len(trades), len(books), len(tickers)) == (51, 2047 + 10, 2240)
+    assert (len(trades), len(books), len(tickers)) == (51, 2047 + 10 - stale, 2240)
     assert trades[0] == Trade(
         exchange="binance-coinm",
         symbol="BCHUSD_PERP",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import zlib
 from typing import Any
 
 import pytest
@@ -295,7 +296,7 @@ def test_subscribe_frames_conf_first_then_one_per_channel() -> None:
     (plan,) = adapter.plan_connections([market(BTC, book_depth=100)])
     frames = [json.loads(f) for f in adapter.open_session(plan).subscribe_frames()]
     assert frames == [
-        {"event": "conf", "flags": 98304},
+        {"event": "conf", "flags": 229376},
         {"event": "subscribe", "channel": "trades", "symbol": BTC},
         {
             "event": "subscribe",
@@ -496,3 +497,95 @@ def test_adapter_limits() -> None:
     assert BitfinexAdapter.keepalive_interval_secs == 15.0
     assert BitfinexAdapter.connections_per_second * 60 == 20
     assert MAX_CHANNELS_PER_CONNECTION == 25
+
+
+# --------------------------------------------------------------------------- book checks
+
+
+def reference_checksum(bids: list[tuple[str, str]], asks: list[tuple[str, str]]) -> int:
+    """Bitfinex's WS checksum guide, written out: best 25 bids (high first) and asks (low
+    first) interleaved ``price:amount`` with ask amounts negative as sent, ``:``-joined,
+    CRC32 as a signed 32-bit integer."""
+    bids = sorted(bids, key=lambda level: -float(level[0]))[:25]
+    asks = sorted(asks, key=lambda level: float(level[0]))[:25]
+    parts: list[str] = []
+    for i in range(25):
+        if i < len(bids):
+            parts += bids[i]
+        if i < len(asks):
+            parts += asks[i]
+    value = zlib.crc32(":".join(parts).encode())
+    return value - 2**32 if value >= 2**31 else value
+
+
+def book_session() -> tuple[BitfinexSession, Seq]:
+    session, seq = btc_session(("orderbook",))
+    snapshot = f"[10,[[50000.5,2,1.25],[49999,1,0.5],[50001,1,-0.75],[50002.25,3,-2]],1,{MS}]"
+    seq.n = 1
+    parse(session, snapshot)
+    return session, seq
+
+
+def test_checksum_frames_are_checked_against_the_local_book() -> None:
+    session, seq = book_session()
+    bids = [("50000.5", "1.25"), ("49999", "0.5")]
+    asks = [("50001", "-0.75"), ("50002.25", "-2")]
+    assert parse(session, seq(10, "cs", reference_checksum(bids, asks))) == []
+    # Updates: a bid resized (to a tiny amount, whose text is used as sent: a float's repr
+    # would be 1e-05), an ask removed (COUNT 0, AMOUNT -1), a new ask.
+    assert len(parse(session, f"[10,[49999,2,0.00001],{seq.n + 1},{MS}]")) == 1
+    assert len(parse(session, f"[10,[50001,0,-1],{seq.n + 2},{MS}]")) == 1
+    assert len(parse(session, f"[10,[50003,1,-0.1],{seq.n + 3},{MS}]")) == 1
+    seq.n += 3
+    bids = [("50000.5", "1.25"), ("49999", "0.00001")]
+    asks = [("50002.25", "-2"), ("50003", "-0.1")]
+    assert parse(session, seq(10, "cs", reference_checksum(bids, asks))) == []
+    assert asked(session).resyncs == []
+    assert asked(session).send == []
+
+
+def test_a_checksum_mismatch_resubscribes_that_book_alone() -> None:
+    session = open_session(BTC, "tETHUSD", feeds=("orderbook", "trades"))
+    for chan_id, (channel, symbol) in enumerate(
+        [("book", BTC), ("trades", BTC), ("book", "tETHUSD"), ("trades", "tETHUSD")], start=10
+    ):
+        subscribed(session, channel, symbol, chan_id)
+    seq = Seq()
+    parse(session, seq(10, [[50000, 1, 1.0], [50001, 1, -1.0]]))
+    parse(session, seq(12, [[3000, 1, 1.0], [3001, 1, -1.0]]))
+    events = parse(session, seq(10, "cs", 12345))
+    [gap] = statuses(events, "gap")
+    assert (gap.symbol, gap.data_type) == (BTC, "orderbook")
+    assert gap.detail is not None
+    assert gap.detail.startswith("book checksum mismatch: venue 12345, computed ")
+    assert gap.detail.endswith("; resubscribing for a new snapshot")
+    assert [(r.symbol, r.reason) for r in asked(session).resyncs] == [(BTC, "checksum")]
+    assert [json.loads(f) for f in asked(session).send] == [{"event": "unsubscribe", "chanId": 10}]
+    # The other book is untouched; BTC's frames until its new snapshot are dropped, counted.
+    assert len(parse(session, seq(12, [3000, 1, 2.0]))) == 1
+    assert parse(session, seq(10, [50000, 1, 2.0])) == []
+    assert discarded(session) == {(BTC, "orderbook", "while_resyncing"): 1}
+    parse(session, {"event": "unsubscribed", "status": "OK", "chanId": 10})
+    assert json.loads(asked(session).send[-1])["channel"] == "book"
+    subscribed(session, "book", BTC, 20)
+    events = parse(session, seq(20, [[50000, 1, 3.0], [50001, 1, -1.0]]))
+    [resync] = statuses(events, "resync")
+    assert resync.detail == "new book snapshot after resubscribing after a checksum mismatch"
+    assert isinstance(events[-1], BookUpdate)
+    # Checked again: the venue's checksum of the new book matches.
+    good = reference_checksum([("50000", "3.0")], [("50001", "-1.0")])
+    assert parse(session, seq(20, "cs", good)) == []
+    assert len(asked(session).resyncs) == 1
+
+
+def test_a_crossed_update_resubscribes_the_book() -> None:
+    session, seq = book_session()
+    # A bid at the best ask's price: crossed.
+    events = parse(session, seq(10, [50001, 1, 0.3]))
+    assert isinstance(events[0], BookUpdate)
+    [gap] = statuses(events, "gap")
+    assert gap.detail == (
+        "crossed book: best bid 50001.0 >= best ask 50001.0; resubscribing for a new snapshot"
+    )
+    assert [r.reason for r in asked(session).resyncs] == ["crossed"]
+    assert [json.loads(f) for f in asked(session).send] == [{"event": "unsubscribe", "chanId": 10}]

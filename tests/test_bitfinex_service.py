@@ -13,6 +13,7 @@ from trio_websocket import ConnectionClosed, open_websocket_url
 from collector.clock import trio_wall_clock
 from collector.settings_check import parse_settings
 from tests.fakes.bitfinex import EPOCH_MS, FakeBitfinex, book_levels
+from tests.test_bitfinex_parse import reference_checksum
 from tests.venue_helpers import (
     QUIET_WEBSOCKET,
     read_rows_us,
@@ -91,7 +92,7 @@ async def test_frames_become_parquet_rows(nursery: trio.Nursery, tmp_path: Path)
     assert {("subscribed", "trades"), ("subscribed", "orderbook"), ("subscribed", "ticker")} <= set(
         events
     )
-    assert fake.client_messages[0] == '{"event":"conf","flags":98304}'
+    assert fake.client_messages[0] == '{"event":"conf","flags":229376}'
 
 
 async def test_sequence_gap_is_recorded_and_books_resynced(
@@ -232,3 +233,56 @@ async def test_fake_limits_channels_per_connection(nursery: trio.Nursery) -> Non
             reply = str(await ws.get_message())
             assert '"code":10305' in reply
             assert '"symbol":"tETHUSD"' in reply
+
+
+async def test_a_book_checksum_mismatch_resubscribes_that_book(
+    nursery: trio.Nursery, tmp_path: Path
+) -> None:
+    """The conf asks for checksum frames; one that does not match the book makes a gap
+    row, that book alone is resubscribed, its new snapshot has a resync row naming the
+    reason, the metric counts it, and the book goes on."""
+    fake = FakeBitfinex()
+    fake.books[BTC] = book_levels([(50000.0, 1.0)], [(50010.0, 1.0)])
+    await nursery.start(fake.run)
+    settings = venue_settings("bitfinex", fake.url, tmp_path, [BTC], log_level="warning")
+    async with running_service(settings) as handle:
+        with trio.fail_after(10):
+            await fake.wait_subscribed(KEYS)
+            await wait_until(lambda: handle.health.ready)
+            # The fake sends numbers as msgspec writes them: the wire text the sum is over.
+            good = reference_checksum([("50000.0", "1.0")], [("50010.0", "-1.0")])
+            await fake.send_channel("book", BTC, "cs", good)
+            await fake.send_channel("book", BTC, "cs", good + 1)
+            await fake.wait_client_messages(lambda m: m.get("event") == "unsubscribe")
+            await fake.wait_client_messages(is_book_subscribe, n=2)
+            await fake.wait_subscribed(KEYS)
+            await fake.send_channel("book", BTC, [49000.0, 1, 5.0])
+            # The new book, checked again: it matches.
+            bids = [("50000.0", "1.0"), ("49000.0", "5.0")]
+            await fake.send_channel(
+                "book", BTC, "cs", reference_checksum(bids, [("50010.0", "-1.0")])
+            )
+            # info, conf, 3 subscribed, 2 snapshots, 2 cs, unsubscribed, subscribed, the new
+            # snapshot, the update and the last cs.
+            await wait_until(lambda: received(handle, "bitfinex") >= 14)
+            resyncs = handle.metrics.sample(
+                "collector_book_resyncs_total", {"exchange": "bitfinex", "reason": "checksum"}
+            )
+            assert resyncs == 1
+            assert (
+                handle.metrics.sample(
+                    "collector_book_resyncs_total", {"exchange": "bitfinex", "reason": "crossed"}
+                )
+                == 0
+            )
+    status = read_rows_us(tmp_path, "bitfinex", "status")
+    gaps = [r for r in status if r["event"] == "gap"]
+    assert [(r["symbol"], r["data_type"]) for r in gaps] == [(BTC, "orderbook")]
+    assert gaps[0]["detail"].startswith(
+        f"book checksum mismatch: venue {good + 1}, computed {good}"
+    )
+    [resync] = [r for r in status if r["event"] == "resync"]
+    assert resync["detail"] == "new book snapshot after resubscribing after a checksum mismatch"
+    books = read_rows_us(tmp_path, "bitfinex", "orderbook")
+    assert [r["kind"] for r in books] == ["snapshot", "snapshot", "delta"]
+    assert books[-1]["bids"] == [{"price": 49000.0, "size": 5.0}]

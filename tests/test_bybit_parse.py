@@ -673,6 +673,34 @@ def test_plan_one_category_per_connection_and_split_at_200_topics() -> None:
     assert local.url == "ws://127.0.0.1:1/v5/public/linear"
 
 
+def test_a_crossed_book_resubscribes_its_topic() -> None:
+    session = open_session("BTCUSDT", feeds=("orderbook",))
+    session.subscribe_frames(NOW)
+    parse(session, answer("1", True))
+    parse(session, book_frame("BTCUSDT", "snapshot", [(100, 1)], [(101, 1)], 100, T_MS))
+    assert len(parse(session, book_frame("BTCUSDT", "delta", [(100.5, 1)], [], 101, T_MS))) == 1
+    events = parse(session, book_frame("BTCUSDT", "delta", [(101, 2)], [], 102, T_MS))
+    assert isinstance(events[0], BookUpdate)
+    assert events[1] == status(
+        "gap",
+        "BTCUSDT",
+        "orderbook",
+        detail="crossed book: best bid 101.0 >= best ask 101.0; resubscribing for a new snapshot",
+    )
+    assert [(r.symbol, r.reason) for r in asked(session).resyncs] == [("BTCUSDT", "crossed")]
+    requests = [msgspec.json.decode(f) for f in asked(session).send]
+    assert [(r["op"], r["args"]) for r in requests] == [
+        ("unsubscribe", ["orderbook.50.BTCUSDT"]),
+        ("subscribe", ["orderbook.50.BTCUSDT"]),
+    ]
+    events = parse(session, book_frame("BTCUSDT", "snapshot", [(100, 1)], [(101, 1)], 200, T_MS))
+    resync = events[0]
+    assert isinstance(resync, Status)
+    assert resync.detail == "fresh snapshot after resubscribing, u=200 after a crossed book"
+    assert len(parse(session, book_frame("BTCUSDT", "delta", [(99, 1)], [], 201, T_MS))) == 1
+    assert len(asked(session).resyncs) == 1
+
+
 # --------------------------------------------------------------------------- options
 
 CALL = "BTC-27DEC24-100000-C"

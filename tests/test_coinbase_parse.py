@@ -543,3 +543,33 @@ def test_parse_symbols_from_the_recorded_products_listing() -> None:
     )
     with pytest.raises(ParseError):
         CoinbaseAdapter.parse_symbols(b"<html>")
+
+
+def test_a_crossed_book_resubscribes_level2_of_that_product_alone() -> None:
+    session = open_session("BTC-USD", "ETH-USD")
+    session.subscribe_frames(NOW)
+    for seq, product in enumerate(("BTC-USD", "ETH-USD"), start=1):
+        snap = l2_event(product, [(100.0, 1.0)], [(101.0, 1.0)], T0, kind="snapshot")
+        parse(session, envelope("l2_data", [snap], seq, T0))
+    crossed = l2_event("BTC-USD", [(101.0, 2.0)], [], T0, kind="update")
+    events = parse(session, envelope("l2_data", [crossed], 3, T0))
+    assert isinstance(events[0], BookUpdate)
+    [gap] = statuses(events, "gap")
+    assert (gap.symbol, gap.data_type) == ("BTC-USD", "orderbook")
+    assert gap.detail == (
+        "crossed book: best bid 101.0 >= best ask 101.0; level2 resubscribed for a fresh snapshot"
+    )
+    assert [(r.symbol, r.reason) for r in asked(session).resyncs] == [("BTC-USD", "crossed")]
+    assert [msgspec.json.decode(f) for f in asked(session).send] == [
+        {"type": "unsubscribe", "product_ids": ["BTC-USD"], "channel": "level2"},
+        {"type": "subscribe", "product_ids": ["BTC-USD"], "channel": "level2"},
+    ]
+    # ETH-USD is still checked; BTC-USD's updates are written, unchecked, until its snapshot.
+    eth = l2_event("ETH-USD", [(100.5, 1.0)], [], T0, kind="update")
+    assert statuses(parse(session, envelope("l2_data", [eth], 4, T0))) == []
+    more = l2_event("BTC-USD", [(102.0, 2.0)], [], T0, kind="update")
+    assert statuses(parse(session, envelope("l2_data", [more], 5, T0))) == []
+    snap = l2_event("BTC-USD", [(100.0, 1.0)], [(101.0, 1.0)], T0, kind="snapshot")
+    [resync] = statuses(parse(session, envelope("l2_data", [snap], 6, T0)), "resync")
+    assert resync.detail == "fresh level2 snapshot after a crossed book"
+    assert len(asked(session).resyncs) == 1

@@ -686,3 +686,28 @@ def test_adapter_limits() -> None:
     assert DeribitAdapter.keepalive_interval_secs is None
     assert DeribitAdapter.client_messages_per_second <= 5
     assert 10 <= HEARTBEAT_INTERVAL_SECS < 30
+
+
+def test_a_crossed_book_resubscribes_it() -> None:
+    session = open_session(PERP, feeds=("orderbook",))
+    ack(session)
+    snapshot(session)
+    frame = book_change_frame(PERP, 100, 101, [("new", 101.0, 1.0)], [], MS)
+    events = parse(session, frame)
+    assert isinstance(events[0], BookUpdate)
+    [gap] = statuses(events, "gap")
+    assert gap.detail == (
+        "crossed book: best bid 101.0 >= best ask 101.0; resubscribing for a new snapshot"
+    )
+    assert [(r.symbol, r.reason) for r in asked(session).resyncs] == [(PERP, "crossed")]
+    unsubscribe, subscribe = requests(asked(session).send)
+    assert unsubscribe["params"] == {"channels": ["book.BTC-PERPETUAL.100ms"]}
+    assert subscribe["params"] == {"channels": ["book.BTC-PERPETUAL.100ms"]}
+    frames = list(asked(session).send)
+    assert change(session, 101, 102) == []  # dropped until the new snapshot
+    ack(session, frames)
+    events = snapshot(session, 500)
+    [resync] = statuses(events, "resync")
+    assert resync.detail == "new book snapshot change_id=500 after a crossed book"
+    [delta] = change(session, 500, 501)
+    assert isinstance(delta, BookUpdate)

@@ -22,6 +22,7 @@ from collector.exchanges.bybit import BybitAdapter
 from collector.exchanges.okx import OkxAdapter
 from collector.ingest.connection import run_connection
 from collector.ingest.errors import ConnectFailed
+from collector.ingest.pacer import Pacer
 from collector.ingest.sink import EventSink
 from collector.ingest.snapshots import FetchedSnapshot, run_snapshot_fetcher
 from collector.symbols import SymbolsError, list_symbols
@@ -97,7 +98,7 @@ async def test_rest_snapshot_451_is_logged_with_the_rest_mirror(
                     bodies_tx,
                     "binance",
                     partial(next, count(EPOCH_US)),
-                    1000.0,
+                    Pacer(1000.0),
                     initial_retry_secs=0.01,
                     geo_block_advice=adapter.geo_block_advice(),
                 )

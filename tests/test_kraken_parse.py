@@ -403,7 +403,7 @@ def test_repeated_mismatches_stop_checking_instead_of_resubscribing_forever() ->
         details.append(statuses(events, "gap")[0].detail or "")
     assert all("resubscribing" in d for d in details[:-1])
     assert details[-1].endswith(
-        "3 in a row: checksums of BTC/USD are no longer checked on this connection"
+        "3 in a row: the book of BTC/USD is no longer checked on this connection"
     )
     assert asked(session).send == []
     assert session.unverified == {"BTC/USD"}
@@ -722,3 +722,24 @@ def test_parse_symbols_skips_dark_pools_and_offline_pairs() -> None:
 def test_parse_symbols_rejects_other_bodies(body: bytes) -> None:
     with pytest.raises(ParseError):
         KrakenAdapter.parse_symbols(body)
+
+
+def test_a_crossed_book_resubscribes_and_the_new_snapshot_names_why() -> None:
+    session = open_session("ETH/EUR", feeds=("orderbook",))
+    bids = levels(("2000.10", "1.00000000"))
+    asks = levels(("2000.20", "0.50000000"))
+    parse(session, snapshot("ETH/EUR", bids, asks))
+    # The update's checksum is that of the crossed book, so it matches: the crossed check
+    # catches what the checksum does not.
+    crossed_bids = levels(("2000.20", "1.00000000"), ("2000.10", "1.00000000"))
+    frame = update("ETH/EUR", [("2000.20", "1.00000000")], [], kraken_checksum(crossed_bids, asks))
+    events = parse(session, frame)
+    [gap] = statuses(events, "gap")
+    assert gap.detail == (
+        "crossed book: best bid 2000.2 >= best ask 2000.2; resubscribing for a new snapshot"
+    )
+    assert [(r.symbol, r.reason) for r in asked(session).resyncs] == [("ETH/EUR", "crossed")]
+    assert len(asked(session).send) == 2  # unsubscribe + subscribe
+    events = parse(session, snapshot("ETH/EUR", bids, asks))
+    [resync] = statuses(events, "resync")
+    assert resync.detail == "new book snapshot after a crossed book"

@@ -124,7 +124,14 @@ def test_replay_recorded_capture() -> None:
 def test_recorded_fixtures_current_format() -> None:
     session = open_session("BTC-USDT", "BTC-USD")
     snapshot = read_fixture("nautilus_trader/ws_fixtures/okx/test_data/ws_books_snapshot.json")
-    (book,) = parse(session, msgspec.json.encode(snapshot))
+    # OKX's docs example (which this fixture copies) carries an illustrative checksum that
+    # does not match its levels: the book is resubscribed at once.
+    book, invalid = parse(session, msgspec.json.encode(snapshot))
+    assert isinstance(invalid, Status)
+    assert invalid.event == "gap"
+    assert invalid.detail is not None
+    assert invalid.detail.startswith("book checksum mismatch on the snapshot: venue -855196043")
+    assert [r.reason for r in asked(session).resyncs] == ["checksum"]
     assert isinstance(book, BookUpdate)
     assert book.kind == "snapshot"
     assert book.sequence == 123456
@@ -510,3 +517,108 @@ def test_a_plain_connection_plan_gets_default_channels() -> None:
     plan = ConnectionPlan("okx", "okx-x", "ws://h", (Subscription("BTC-USDT", "orderbook"),))
     (frame,) = OkxAdapter().open_session(plan).subscribe_frames(NOW)
     assert msgspec.json.decode(frame)["args"] == [{"channel": "books", "instId": "BTC-USDT"}]
+
+
+# --------------------------------------------------------------------------- book checks
+
+
+def _recorded_books(symbol: str) -> list[tuple[bytes, int]]:
+    capture = read_f2(require_sample("cryptofeed-v3/OKX.jsonl.zst"))
+    return [
+        (r.payload, r.received_us)
+        for r in capture.received()
+        if b'"books"' in r.payload and symbol.encode() in r.payload and b'"data"' in r.payload
+    ]
+
+
+def test_recorded_checksums_match_and_a_changed_level_is_caught() -> None:
+    """The 2022 recording's books carry OKX's checksum: every one of the 290 matches the
+    local book (the formula is right); a level changed by hand fails it, and the book is
+    resubscribed; its fresh snapshot carries a resync row naming the reason."""
+    frames = _recorded_books("BTC-USDT")
+    assert len(frames) > 50
+    session = acked(open_session("BTC-USDT", feeds=("orderbook",)))
+    for payload, received_us in frames[:40]:
+        feed(session, payload, received_us)
+    assert asked(session).statuses == []
+    assert asked(session).resyncs == []
+    # The next update with one size changed in its text: the checksum no longer matches.
+    payload, received_us = frames[40]
+    body = msgspec.json.decode(payload)
+    item = body["data"][0]
+    side = "bids" if item["bids"] else "asks"
+    item[side][0][1] = str(float(item[side][0][1]) + 1)
+    events = parse(session, msgspec.json.encode(body), received_us)
+    assert isinstance(events[0], BookUpdate)  # written, as every update
+    gap = events[1]
+    assert isinstance(gap, Status)
+    assert (gap.event, gap.data_type) == ("gap", "orderbook")
+    assert gap.detail is not None
+    assert gap.detail.startswith(f"book checksum mismatch: venue {item['checksum']}, computed ")
+    assert [(r.symbol, r.reason) for r in asked(session).resyncs] == [("BTC-USDT", "checksum")]
+    ops = [msgspec.json.decode(f) for f in asked(session).send]
+    assert [(o["op"], o["args"]) for o in ops] == [
+        ("unsubscribe", [{"channel": "books", "instId": "BTC-USDT"}]),
+        ("subscribe", [{"channel": "books", "instId": "BTC-USDT"}]),
+    ]
+    # Updates until the fresh snapshot are written, unchecked.
+    for payload, received_us in frames[41:45]:
+        (update,) = feed(session, payload, received_us)
+        assert isinstance(update, BookUpdate)
+    snapshot, snapshot_us = frames[0]
+    resync, fresh = feed(session, snapshot, snapshot_us)
+    assert isinstance(resync, Status)
+    assert resync.event == "resync"
+    assert resync.detail == "fresh books snapshot seqId=None after a checksum mismatch"
+    assert isinstance(fresh, BookUpdate)
+    assert fresh.kind == "snapshot"
+    # Checked again from the fresh snapshot: its own following updates match.
+    for payload, received_us in frames[1:30]:
+        feed(session, payload, received_us)
+    assert len(asked(session).resyncs) == 1
+
+
+def test_checksum_zero_is_not_checked() -> None:
+    """OKX sends checksum 0 since 2026-06-23: nothing to compare, only the crossed check."""
+    session = acked(open_session("BTC-USDT", feeds=("orderbook",)))
+    parse(session, book_frame("BTC-USDT", "snapshot", [(100, 1)], [(101, 2)], T_MS, 10, -1))
+    assert len(parse(session, book_frame("BTC-USDT", "update", [(99, 3)], [], T_MS, 11, 10))) == 1
+    assert asked(session).resyncs == []
+
+
+def test_a_crossed_book_resubscribes_that_instrument_alone() -> None:
+    session = acked(open_session("BTC-USDT", "ETH-USDT", feeds=("orderbook",)))
+    for symbol in ("BTC-USDT", "ETH-USDT"):
+        parse(
+            session, book_frame(symbol, "snapshot", [(100, 1), (99, 1)], [(101, 2)], T_MS, 10, -1)
+        )
+    # Removing the best ask and raising the best bid: not crossed.
+    update = book_frame("BTC-USDT", "update", [(100.5, 1)], [(101, 0), (102, 1)], T_MS, 11, 10)
+    assert len(parse(session, update)) == 1
+    # A bid at the best ask: crossed after the whole update.
+    events = parse(session, book_frame("BTC-USDT", "update", [(102, 1)], [], T_MS, 12, 11))
+    assert isinstance(events[0], BookUpdate)
+    assert events[1] == status(
+        "gap",
+        "BTC-USDT",
+        "orderbook",
+        detail="crossed book: best bid 102.0 >= best ask 102.0; resubscribing for a new snapshot",
+    )
+    assert [(r.symbol, r.reason) for r in asked(session).resyncs] == [("BTC-USDT", "crossed")]
+    ops = [msgspec.json.decode(f) for f in asked(session).send]
+    assert [o["args"] for o in ops] == [[{"channel": "books", "instId": "BTC-USDT"}]] * 2
+    # ETH-USDT is untouched; an update that crosses and uncrosses within itself is fine.
+    eth = book_frame("ETH-USDT", "update", [(101.5, 1)], [(101, 0), (103, 1)], T_MS, 11, 10)
+    assert len(parse(session, eth)) == 1
+    events = parse(
+        session, book_frame("BTC-USDT", "snapshot", [(101, 1)], [(102, 1)], T_MS, 20, -1)
+    )
+    assert events[0] == status(
+        "resync",
+        "BTC-USDT",
+        "orderbook",
+        received=20,
+        detail="fresh books snapshot seqId=20 after a crossed book",
+    )
+    assert len(parse(session, book_frame("BTC-USDT", "update", [(101, 2)], [], T_MS, 21, 20))) == 1
+    assert len(asked(session).resyncs) == 1

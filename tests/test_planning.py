@@ -72,3 +72,25 @@ def test_the_plan_maps_each_pair_as_the_rows_spell_it_to_its_market() -> None:
     assert str(plan.assignment.shard) == "0/1"
     assert plan.assignment.pairs == tuple(sorted(plan.markets_by_pair()))
     assert plan.assignment.configured == 3
+
+
+def test_open_files_counts_every_stream_and_status_file_of_the_plan() -> None:
+    """The writer keeps room for this many retired files: every file of an hourly
+    rotation at once (docs/design.md)."""
+    from collector.service import open_files
+
+    settings = parse_settings(
+        {
+            "markets": [
+                {
+                    "exchange": "binance",
+                    "symbols": [f"S{i:04d}USDT" for i in range(400)],
+                    "feeds": ["trades", "ticker", "orderbook"],
+                    "book_mode": "diff",
+                }
+            ]
+        }
+    )
+    plan = plan_service(settings)
+    assert len(plan.connections) == 2  # 1,200 streams: more than one connection takes
+    assert open_files(plan) == 400 * 3 + 400

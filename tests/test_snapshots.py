@@ -19,9 +19,10 @@ from collector.config import MarketSettings
 from collector.events import BookUpdate, Event
 from collector.exchanges.base import Actions, ConnectionPlan, SnapshotRequest
 from collector.exchanges.binance import BinanceAdapter, BinanceSession
-from collector.ingest import connection
+from collector.ingest import connection, snapshots
 from collector.ingest.connection import run_connection
 from collector.ingest.errors import ConnectionLost
+from collector.ingest.pacer import Pacer
 from collector.ingest.sink import EventSink
 from collector.ingest.snapshots import FetchedSnapshot, run_snapshot_fetcher
 from tests.fakes.binance import depth_diff_frame
@@ -54,7 +55,7 @@ async def test_the_fetcher_sends_every_body_back_in_order_and_retries_refusals()
                     bodies_tx,
                     "binance",
                     wall_clock,
-                    1000.0,
+                    Pacer(1000.0),
                     initial_retry_secs=0.01,
                 )
             )
@@ -180,7 +181,63 @@ async def test_a_body_is_applied_by_the_connection_task_at_its_next_read(
     assert names[at - 1 : at + 2] == ["receive", "receive_snapshot", "receive"]
     books = [e for e in rows if type(e) is BookUpdate]
     (snapshot,) = [b for b in books if b.kind == "snapshot"]
-    assert snapshot.sequence == 105
+    # It holds the deltas that came before it (their ids are past its lastUpdateId).
+    before = books[: books.index(snapshot)]
+    assert snapshot.first_sequence == 105
+    assert snapshot.sequence == (before[-1].sequence if before else 105)
     # Its rows keep the time the body arrived, before the read that applied it.
     after = books[books.index(snapshot) + 1]
     assert snapshot.timestamp_collector < after.timestamp_collector
+
+
+async def test_a_connection_with_more_books_than_the_outbox_asks_every_snapshot(
+    monkeypatch: pytest.MonkeyPatch, autojump_clock: trio.testing.MockClock
+) -> None:
+    """300 diff books on one connection (more than OUTBOX_SIZE): every acknowledged book asks
+    for its snapshot at once, and the requests wait for the fetcher instead of overflowing
+    (which ended the connection, and every reconnect after it, with OutboxOverflow)."""
+    books = 300
+    assert books > connection.OUTBOX_SIZE
+    reads_tx, reads_rx = trio.open_memory_channel[list[bytes]](0)
+    ws = _FedWebSocket(reads_rx)
+
+    async def connect(url: str, *, max_message_size: int) -> _FedWebSocket:
+        return ws
+
+    asked: list[str] = []
+
+    async def get(url: str) -> bytes:
+        asked.append(url)
+        await trio.sleep_forever()
+        raise AssertionError  # pragma: no cover
+
+    monkeypatch.setattr(connection, "connect_websocket", connect)
+    monkeypatch.setattr(snapshots, "get", get)
+    adapter = _RecordingAdapter()
+    events_tx, _events_rx = trio.open_memory_channel[list[Event]](10_000)
+    market = MarketSettings(
+        exchange="binance",
+        symbols=tuple(f"S{i:03d}USDT" for i in range(books)),
+        feeds=("orderbook",),
+        book_mode="diff",
+        rest_url="http://127.0.0.1:9",
+    )
+    (plan,) = adapter.plan_connections([market])
+    ctx = make_ctx(ws_settings(), [plan])
+
+    async def run() -> None:
+        sink = EventSink(events_tx, "binance", ctx.metrics)
+        with pytest.raises(ConnectionLost):
+            await run_connection(plan, adapter, ctx, sink)
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(run)
+        async with reads_tx:
+            # The venue acknowledges both SUBSCRIBE frames (200 streams each at most).
+            await reads_tx.send([b'{"result":null,"id":1}', b'{"result":null,"id":2}'])
+            await reads_tx.send([depth_diff_frame("s000usdt", 1, 2, [], [], 0).encode()])
+            await trio.sleep(5)  # the shared pacer lets a few requests out
+    (session,) = adapter.sessions
+    assert len(session._snapshot_pending) == books
+    assert asked  # the fetcher took requests from the channel
+    assert ctx.metrics.sum_samples("collector_websocket_disconnects_total") == 0

@@ -136,6 +136,7 @@ async def open_writer(
     *,
     server: str | None = None,
     ring_at: int = 1,
+    open_files: int = 0,
     **settings: Any,
 ) -> AsyncIterator[Harness]:
     """Start run_writer with a wall clock that reads ``wall_now_us`` now and moves with Trio,
@@ -158,6 +159,7 @@ async def open_writer(
                 wall_clock=wall_clock,
                 home_server_name=server,
                 doorbell=doorbell,
+                open_files=open_files,
             )
         )
         sender = Sender(send, doorbell)
@@ -436,6 +438,57 @@ async def test_hourly_rotation_splits_a_batch_at_the_boundary(
     assert rest == [day2 / f"{after[0] // 1000}.parquet"]
     assert rows(rest[0]) == [expected_row(batch[1]), expected_row(batch[3])]
     assert files(h.data_dir, "*.journal.arrows") == []
+
+
+@pytest.mark.parametrize("room_for_every_file", [True, False])
+async def test_a_rotation_of_more_files_than_the_buffer_never_holds_up_journaling(
+    tmp_path: Path,
+    autojump_clock: trio.testing.MockClock,
+    monkeypatch: pytest.MonkeyPatch,
+    room_for_every_file: bool,
+) -> None:
+    """Every file of the plan retires at the hour at once; the retired files' channel has
+    room for them all (``open_files``), so while the finalizer works through them the
+    next hour's rows are still journaled. (A whole spot market has 6,000 files; with room
+    for 4,096 its rotation stopped every connection for over 30 s.) Without that room the
+    flusher waits for the finalizer: shown with the finalizer held."""
+    from collector.storage import writer as writer_module
+
+    monkeypatch.setattr(writer_module, "RETIRED_FILES_BUFFER", 1)
+    release = threading.Event()
+    real_finalize = finalize_journal
+
+    def held_finalize(*args: Any, **kwargs: Any) -> int | None:
+        release.wait(10)
+        return real_finalize(*args, **kwargs)
+
+    monkeypatch.setattr(finalizer_module, "finalize_journal", held_finalize)
+    symbols = [f"S{i}USDT" for i in range(10)]
+    hour = us("2024-05-01T12:59:59")
+    async with open_writer(
+        tmp_path, hour, open_files=len(symbols) if room_for_every_file else 0
+    ) as h:
+        t0 = trio.current_time()
+        await h.send.send([trade(hour, i, symbol) for i, symbol in enumerate(symbols)])
+        await trio.sleep_until(t0 + 1.0)
+        await settle(autojump_clock, lambda: h.rows_written() == len(symbols))
+        # Past the boundary: every file retires at the next tick; the finalizer holds.
+        await trio.sleep_until(t0 + 2.5)
+        after = us("2024-05-01T13:00:01")
+        await h.send.send([trade(after, 100 + i, s) for i, s in enumerate(symbols)])
+        await trio.sleep_until(t0 + 4.0)
+        try:
+            journaled = 2 * len(symbols)
+            if room_for_every_file:
+                await settle(autojump_clock, lambda: h.rows_written() == journaled)
+            else:
+                await trio.to_thread.run_sync(time.sleep, 0.2)
+                assert h.rows_written() < journaled  # the flusher waits for the finalizer
+        finally:
+            release.set()
+        paths = await h.finish()
+    assert len(paths) == 2 * len(symbols)
+    assert h.rows_written() == 2 * len(symbols)
 
 
 async def test_no_hourly_rotation_when_disabled(

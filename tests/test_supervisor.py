@@ -14,7 +14,8 @@ from collector.config import MarketSettings
 from collector.events import Event
 from collector.exchanges.base import ConnectionPlan, ParseError
 from collector.exchanges.binance import BinanceAdapter, BinanceSession
-from collector.ingest.supervisor import ConnectPacer, run_exchange, supervise_connection
+from collector.ingest.pacer import Pacer
+from collector.ingest.supervisor import run_exchange, supervise_connection
 from tests.fakes.binance import FakeBinance
 from tests.test_connection import (
     TIMEOUT,
@@ -262,7 +263,7 @@ async def test_a_bug_propagates_instead_of_reconnecting(
 async def test_connect_pacer_spaces_attempts_across_connections(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
-    pacer = ConnectPacer(per_second=2.0)
+    pacer = Pacer(per_second=2.0)
     started: list[float] = []
 
     async def attempt() -> None:

@@ -7,15 +7,18 @@ generator process), so peak RSS is per run and one run's heap never inflates the
 from __future__ import annotations
 
 import argparse
+import json
 import multiprocessing
 import sys
 from collections.abc import Mapping
 from typing import Any
 
 from collector.bench.calibrate import wakeup_cost_us
+from collector.bench.generator import Burst
 from collector.bench.report import Summary, render_json, render_text
 from collector.bench.runner import BenchError, RunResult, run_scenario
-from collector.bench.scenarios import SCENARIOS, VENUE_SCENARIOS
+from collector.bench.scenarios import SCENARIOS, VENUE_SCENARIOS, is_scenario
+from collector.config import StorageSettings
 
 EXIT_OK = 0
 EXIT_FAILED = 1
@@ -27,10 +30,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--scenario",
         action="append",
-        choices=[*SCENARIOS, "all", *VENUE_SCENARIOS, "venues"],
+        metavar="NAME",
         help=(
-            "scenario to run (repeatable; default: all, the throughput scenarios; "
-            "venues: one run per venue, each venue's frames through the service)"
+            f"scenario to run (repeatable): {', '.join(SCENARIOS)}; all (the default: those); "
+            f"{', '.join(VENUE_SCENARIOS)}; venues (one run per venue, each venue's frames "
+            "through the service); market (a whole Binance spot market: 1,500 symbols x "
+            "trades, bookTicker and diff depth over 5 connections) or market-N (N symbols)"
         ),
     )
     amount = parser.add_mutually_exclusive_group()
@@ -63,6 +68,34 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         action="store_true",
         help="with the trade analytics on ([analytics] enabled, with the table, a "
         "large-trade threshold on every market)",
+    )
+    parser.add_argument(
+        "--burst",
+        nargs="?",
+        const="60,10,10",
+        metavar="AT,SECS,FACTOR",
+        help="with --rate: send FACTOR times the rate for SECS seconds, AT seconds after "
+        "data starts (default when given alone: 60,10,10); report loss, delay and CPU in it",
+    )
+    parser.add_argument(
+        "--rotate-after",
+        type=float,
+        metavar="SECS",
+        help="offset the service's wall clock so an hour boundary falls SECS seconds after "
+        "the service starts; check that every stream's files split at it",
+    )
+    parser.add_argument(
+        "--profile",
+        metavar="PATH",
+        help="write a cProfile of the collector's event-loop thread to PATH (pstats; one "
+        "run: the last run's profile is kept)",
+    )
+    parser.add_argument(
+        "--storage",
+        action="append",
+        metavar="KEY=VALUE",
+        help="experiment: a [storage] setting instead of its default (repeatable), e.g. "
+        "flush_interval_secs=5",
     )
     parser.add_argument("--json", action="store_true", help="print JSON")
     parser.add_argument(
@@ -119,6 +152,10 @@ def run_bench_command(
     names: list[str] = list(opts.get("scenario") or ["all"])
     expand = {"all": SCENARIOS, "venues": VENUE_SCENARIOS}
     names = [n for name in names for n in expand.get(name, (name,))]
+    for name in names:
+        if not is_scenario(name):
+            print(f"collector bench: error: no scenario {name!r}", file=sys.stderr)
+            return EXIT_USAGE
     count, duration, rate = opts.get("count"), opts.get("duration"), opts.get("rate")
     repeat, seed = int(opts.get("repeat") or 1), int(opts.get("seed") or 1)
     as_json = bool(opts.get("json"))
@@ -137,6 +174,34 @@ def run_bench_command(
     if count is not None and duration is not None:
         print("collector bench: error: give --count or --duration, not both", file=sys.stderr)
         return EXIT_USAGE
+    burst: Burst | None = None
+    if opts.get("burst"):
+        try:
+            at, secs, factor = (float(x) for x in str(opts["burst"]).split(","))
+        except ValueError:
+            print("collector bench: error: --burst takes AT,SECS,FACTOR", file=sys.stderr)
+            return EXIT_USAGE
+        if rate is None or at < 0 or secs <= 0 or factor <= 0:
+            print(
+                "collector bench: error: --burst needs --rate, AT >= 0, SECS and FACTOR > 0",
+                file=sys.stderr,
+            )
+            return EXIT_USAGE
+        burst = Burst(at, secs, factor)
+    rotate_after = opts.get("rotate_after")
+    if rotate_after is not None and rotate_after <= 0:
+        print("collector bench: error: --rotate-after must be positive", file=sys.stderr)
+        return EXIT_USAGE
+    storage: dict[str, Any] = {}
+    for item in opts.get("storage") or ():
+        key, sep, value = str(item).partition("=")
+        if not sep or key not in StorageSettings.__struct_fields__:
+            print(f"collector bench: error: --storage {item!r}: no such setting", file=sys.stderr)
+            return EXIT_USAGE
+        try:
+            storage[key] = json.loads(value)
+        except ValueError:
+            storage[key] = value
     if repeat < 1:
         print("collector bench: error: --repeat must be at least 1", file=sys.stderr)
         return EXIT_USAGE
@@ -161,6 +226,10 @@ def run_bench_command(
                         gc_threshold=gc_threshold,
                         kafka=bool(opts.get("kafka")),
                         analytics=bool(opts.get("analytics")),
+                        burst=burst,
+                        rotate_after=rotate_after,
+                        profile=opts.get("profile"),
+                        storage=storage or None,
                     )
                 )
             except BenchError as exc:
@@ -169,6 +238,8 @@ def run_bench_command(
         if runs:
             summaries.append(Summary(runs))
             failed = failed or not all(r.rows_match for r in runs)
+            # With --rotate-after: every file holds rows of one hour only.
+            failed = failed or not all(r.rotation["rotated"] for r in runs if r.rotation)
             # With the outlet: every stored row delivered, none dropped or failed.
             failed = failed or not all(
                 r.kafka["delivered"] == r.kafka["stored"] for r in runs if r.kafka is not None
@@ -180,7 +251,6 @@ def run_bench_command(
 
 
 def _generator_only(names: list[str], count: int | None, as_json: bool, seed: int) -> int:
-    import json
 
     from collector.bench.sink import measure_generator
 

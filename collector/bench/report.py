@@ -17,6 +17,10 @@ STEADY_CPU_TARGET: Final = 0.5  # CPU s per 100k trades at that rate
 RSS_TARGET_MB: Final = 200.0  # mixed scenario at a set rate
 SOAK_SECS: Final = 600.0
 SOAK_GROWTH_PCT: Final = 5.0
+# A whole spot market (``market``) at a set rate, on one core (issue 21, item 2).
+MARKET_CPU_SHARE: Final = 0.5  # of one core, on average over the receive window
+MARKET_RSS_MB: Final = 400.0
+MARKET_STARTUP_SECS: Final = 60.0  # subscriptions acknowledged and books synced
 
 
 @dataclass(frozen=True)
@@ -50,6 +54,16 @@ class Summary:
         if r.rate_target is not None and r.scenario == "mixed":
             ok = self.median("peak_rss_mb") <= RSS_TARGET_MB
             out.append(f"{'PASS' if ok else 'FAIL'} peak RSS <= {RSS_TARGET_MB:.0f} MB")
+        if r.rate_target is not None and r.scenario.startswith("market"):
+            ok = self.median("cpu_share") < MARKET_CPU_SHARE
+            out.append(f"{'PASS' if ok else 'FAIL'} CPU < {MARKET_CPU_SHARE:.0%} of a core")
+            ok = self.median("peak_rss_mb") < MARKET_RSS_MB
+            out.append(f"{'PASS' if ok else 'FAIL'} peak RSS < {MARKET_RSS_MB:.0f} MB")
+            ok = all(_started_within(run, MARKET_STARTUP_SECS) for run in self.runs)
+            out.append(f"{'PASS' if ok else 'FAIL'} start-up < {MARKET_STARTUP_SECS:.0f} s")
+        if any(run.rotation is not None for run in self.runs):
+            ok = all(run.rotation is not None and run.rotation["rotated"] for run in self.runs)
+            out.append(f"{'PASS' if ok else 'FAIL'} hour rotation")
         # Paced or not: a connection waits for the writer rather than drop what it read.
         ok = all(run.dropped == 0 for run in self.runs)
         out.append(f"{'PASS' if ok else 'FAIL'} nothing dropped")
@@ -60,6 +74,49 @@ class Summary:
         if not all(run.rows_match for run in self.runs):
             out.append("FAIL rows != frames")
         return out
+
+    def detail_lines(self) -> list[str]:
+        """Start-up, burst and rotation figures of the first run, where it has them."""
+        r, pad = self.first, " " * 24
+        lines: list[str] = []
+        st = r.startup
+        if st is not None and st.get("books"):
+            synced = (
+                f"{st['synced_s']:.1f} s"
+                if st["synced_s"] is not None
+                else f"not within the run ({st['books_served']:,} of {st['books']:,} served)"
+            )
+            lines.append(
+                f"{pad}start-up: connected {_secs(st['connected_s'])}, every subscription "
+                f"acknowledged {_secs(st['acked_s'])}, {st['books']:,} books synced {synced}; "
+                f"REST weight {st['rest_weight']:,} (peak {st['rest_peak_weight']:,}/min), "
+                f"{st['rest_refused']} refused (HTTP 429)"
+            )
+        if st is not None and st.get("shutdown_s") is not None and r.scenario.startswith("market"):
+            lines.append(
+                f"{pad}shutdown (final flush, every open file finalized): {st['shutdown_s']:.1f} s"
+            )
+        elif st is not None and st.get("acked_s") is not None:
+            lines.append(f"{pad}start-up: every subscription acknowledged {_secs(st['acked_s'])}")
+        b = r.burst
+        if b is not None:
+            delay = b.get("trade_delay_ms") or {}
+            lines.append(
+                f"{pad}burst: {b['frames']:,} frames in {b['secs']:.1f} s "
+                f"({b['msg_per_s']:,.0f} msg/s), CPU {_share(b['cpu_share'])} of a core; "
+                f"trade delay p50 {delay.get('p50', 0):.2f} ms, p99 {delay.get('p99', 0):.2f} ms, "
+                f"max {delay.get('max', 0):.2f} ms"
+            )
+        rot = r.rotation
+        if rot is not None:
+            lines.append(
+                f"{pad}hour rotation {rot.get('boundary_after_data_s', 0):.0f} s after data "
+                f"started: {rot['streams_both_sides']:,} of {rot['streams']:,} streams had rows "
+                f"on both sides, {rot['straddling_files']} file(s) held rows of both hours"
+            )
+        if r.scenario.startswith("market") or r.burst is not None:
+            lines.append(f"{pad}CPU over the receive window: {_share(r.cpu_share)} of a core")
+        return lines
 
     def as_dict(self, duration: float | None) -> dict[str, Any]:
         return {
@@ -78,6 +135,7 @@ class Summary:
                     "frames",
                     "generator_msg_per_s",
                     "writer_wait_s",
+                    "cpu_share",
                 )
             },
             "dropped": max(r.dropped for r in self.runs),
@@ -85,6 +143,26 @@ class Summary:
             "verdicts": self.verdicts(duration),
             "each": [r.as_dict() for r in self.runs],
         }
+
+
+def _started_within(run: RunResult, secs: float) -> bool:
+    """Every subscription acknowledged, and every book synced (if any), within ``secs``."""
+    st = run.startup or {}
+    acked = st.get("acked_s")
+    if acked is None or acked > secs:
+        return False
+    if st.get("books"):
+        synced = st.get("synced_s")
+        return synced is not None and synced <= secs
+    return True
+
+
+def _secs(value: float | None) -> str:
+    return "-" if value is None else f"{value:.1f} s"
+
+
+def _share(value: float | None) -> str:
+    return "-" if value is None else f"{value:.0%}"
 
 
 def machine(wakeup_us: Sequence[float] = ()) -> dict[str, Any]:
@@ -129,6 +207,8 @@ def render_text(
         label = r.scenario + (f" @ {r.rate_target:,.0f}/s" if r.rate_target else " (max)")
         if r.gc_threshold is not None:
             label += " gc*"
+        if r.storage:
+            label += " storage*"
         if r.kafka is not None:
             label += " +kafka"
         if r.analytics:
@@ -173,6 +253,9 @@ def render_text(
                 f"(last minute's median against the second's); highest sample "
                 f"{r.rss_peak_pct or 0.0:+.1f}%"
             )
+        lines += s.detail_lines()
+        if r.storage:
+            lines.append(f"{'':<24}experiment: [storage] {r.storage}")
         if r.gc_threshold is not None:
             lines.append(f"{'':<24}experiment: gc.freeze() + gc.set_threshold{r.gc_threshold}")
         if r.note:

@@ -18,6 +18,7 @@ encoding at shutdown included, as production pays it at rotation) per 100k frame
 from __future__ import annotations
 
 import contextlib
+import cProfile
 import multiprocessing
 import os
 import resource
@@ -37,8 +38,15 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import trio
 
-from collector.bench.generator import GeneratorReport, GeneratorSpec, generator_main
+from collector.bench.generator import (
+    REST_WEIGHT_PER_MINUTE,
+    Burst,
+    GeneratorReport,
+    GeneratorSpec,
+    generator_main,
+)
 from collector.bench.scenarios import Scenario, get_scenario
+from collector.clock import system_wall_us
 from collector.config import AnalyticsSettings, KafkaSettings
 from collector.exchanges import get_adapter_class
 from collector.metrics import Metrics
@@ -53,6 +61,8 @@ STALL_SECS: Final = 30.0
 START_TIMEOUT_SECS: Final = 120.0
 SOAK_WARMUP_SECS: Final = 60.0
 SOAK_LEVEL_SECS: Final = 60.0  # the RSS level is the median over this long a stretch
+HOUR_US: Final = 3_600_000_000
+DATA_TYPES: Final = ("trades", "orderbook", "ticker")  # the tables frames land in
 
 
 class BenchError(Exception):
@@ -101,6 +111,18 @@ class RunResult:
     kafka: dict[str, int] | None = None
     # With --analytics: the trade analytics were on.
     analytics: bool = False
+    # Start-up: seconds from the service's start to every connection's subscriptions
+    # acknowledged and to every diff book's REST snapshot served, the REST weight spent
+    # (see ``startup_figures``).
+    startup: dict[str, Any] | None = None
+    # With --burst: the window as sent, its frames, CPU and trade delays (``burst_figures``).
+    burst: dict[str, Any] | None = None
+    # With --rotate-after: the hour boundary inside the run and how the files split at it.
+    rotation: dict[str, Any] | None = None
+    # This process's CPU time over the receive window per second of it (1.0 = one core).
+    cpu_share: float = 0.0
+    # ``[storage]`` settings the run used instead of the defaults (--storage).
+    storage: dict[str, Any] = field(default_factory=dict)
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -134,6 +156,19 @@ class _Sample:
     t: float
     cpu: float
     received: float
+    wall: float = 0.0  # time.time(), to place the generator's wall-clock marks
+
+
+@dataclass
+class _Startup:
+    """Wall-clock marks of the service's start (``time.time()``)."""
+
+    started_at: float = 0.0
+    acked_at: float | None = None  # every connection's subscriptions acknowledged
+    # perf_counter() when the run asked the service to stop, and when it had stopped (every
+    # file finished): the final flush and finalize of every open file.
+    stop_requested: float = 0.0
+    stopped: float = 0.0
 
 
 @dataclass
@@ -170,8 +205,16 @@ async def _measure(
     expected: int | None,
     kafka_bootstrap: str | None = None,
     analytics: bool = False,
+    clock_offset_us: int = 0,
+    startup: _Startup | None = None,
+    storage: dict[str, Any] | None = None,
 ) -> tuple[list[_Sample], GeneratorReport, Metrics, int, float, float, list[tuple[float, float]]]:
+    startup = startup or _Startup()
     settings = scenario.settings(ws_port, rest_port, data_dir)
+    if storage:
+        settings = msgspec.structs.replace(
+            settings, storage=msgspec.structs.replace(settings.storage, **storage)
+        )
     if kafka_bootstrap is not None:
         # Production outlet settings, pointed at the local broker.
         kafka = KafkaSettings(enabled=True, bootstrap_servers=kafka_bootstrap)
@@ -189,18 +232,29 @@ async def _measure(
     exchanges = sorted({get_adapter_class(m.exchange).data_exchange(m) for m in settings.markets})
     codes: list[int] = []
 
+    def wall_clock() -> int:
+        return system_wall_us() + clock_offset_us
+
     async def service(task_status: trio.TaskStatus[ServiceHandle]) -> None:
-        codes.append(await run_service(plan, handle_signals=False, task_status=task_status))
+        codes.append(
+            await run_service(
+                plan, handle_signals=False, wall_clock=wall_clock, task_status=task_status
+            )
+        )
 
     samples: list[_Sample] = []
     rss_samples: list[tuple[float, float]] = []
     report: GeneratorReport | None = None
     async with trio.open_nursery() as nursery:
+        startup.started_at = time.time()
         handle: ServiceHandle = await nursery.start(service)
         received_metric = handle.metrics.messages_received
+        connections = handle.health.connections
         started = time.perf_counter()
         # A sample before any data frame: the measured window starts here at the latest.
-        samples.append(_Sample(started, time.process_time(), _counter(received_metric, exchanges)))
+        samples.append(
+            _Sample(started, time.process_time(), _counter(received_metric, exchanges), time.time())
+        )
         last_change = started
         last_received = -1.0
         next_rss = started
@@ -216,7 +270,9 @@ async def _measure(
                 await trio.sleep(EDGE_POLL_SECS)
             now = time.perf_counter()
             received = _counter(received_metric, exchanges)
-            samples.append(_Sample(now, time.process_time(), received))
+            samples.append(_Sample(now, time.process_time(), received, time.time()))
+            if startup.acked_at is None and all(c.subscribed_once for c in connections.values()):
+                startup.acked_at = time.time()
             if now >= next_rss:
                 rss_samples.append((round(now - started, 2), current_rss_bytes() / 2**20))
                 next_rss += 1.0
@@ -244,8 +300,10 @@ async def _measure(
                 progress.show(received, expected, rate, current_rss_bytes())
         end_of_receive_cpu = time.process_time()
         progress.clear()
+        startup.stop_requested = time.perf_counter()
         handle.shutdown.request("benchmark finished")
     finished_cpu = time.process_time()
+    startup.stopped = time.perf_counter()
     assert report is not None
     return (
         samples,
@@ -293,17 +351,22 @@ def row_mismatches(
     return found
 
 
-def trade_delay_ms(paths: list[Path]) -> dict[str, float] | None:
-    """Quantiles (p50, p99, p999, max) of receive minus exchange time over trade files."""
+def trade_delay_ms(
+    paths: list[Path], window_us: tuple[int, int] | None = None
+) -> dict[str, float] | None:
+    """Quantiles (p50, p99, p999, max) of receive minus exchange time over trade files
+    (``window_us``: only trades whose exchange time is in ``[start, end)``)."""
+    tables = (
+        pq.read_table(path, columns=["timestamp_exchange", "timestamp_collector"]) for path in paths
+    )
+    if window_us is not None:
+        tables = (_in_window(table, *window_us) for table in tables)
     delays = [
         pc.subtract(
             table.column("timestamp_collector").cast(pa.int64()),
             table.column("timestamp_exchange").cast(pa.int64()),
         )
-        for table in (
-            pq.read_table(path, columns=["timestamp_exchange", "timestamp_collector"])
-            for path in paths
-        )
+        for table in tables
     ]
     if not delays:
         return None
@@ -318,6 +381,12 @@ def trade_delay_ms(paths: list[Path]) -> dict[str, float] | None:
         "p999": round(p999 / 1000, 2),
         "max": round(top / 1000, 2),
     }
+
+
+def _in_window(table: pa.Table, start_us: int, end_us: int) -> pa.Table:
+    exchange_time = table.column("timestamp_exchange").cast(pa.int64())
+    keep = pc.and_(pc.greater_equal(exchange_time, start_us), pc.less(exchange_time, end_us))
+    return table.filter(keep)
 
 
 def count_rows(data_dir: Path, diff_symbols: set[tuple[str, str]]) -> _Rows:
@@ -355,8 +424,30 @@ def run_scenario(
     gc_threshold: tuple[int, int, int] | None = None,
     kafka: bool = False,
     analytics: bool = False,
+    burst: Burst | None = None,
+    rotate_after: float | None = None,
+    rest_weight_per_minute: int | None = REST_WEIGHT_PER_MINUTE,
+    profile: str | None = None,
+    storage: dict[str, Any] | None = None,
 ) -> RunResult:
     """Run one scenario end to end and measure it (see the module docstring).
+
+    ``burst``: the generator sends ``burst.factor`` times ``rate`` for ``burst.secs``
+    seconds, ``burst.at_secs`` after data starts (paced runs only); the result's ``burst``
+    says what was sent, the CPU and the trade delays in that window.
+
+    ``rotate_after``: the service's wall clock (and the generator's times) are offset so
+    that an hour boundary falls this many seconds after the service starts; the result's
+    ``rotation`` says how every stream's files split at it.
+
+    ``rest_weight_per_minute``: the REST weight budget the generator enforces on spot book
+    snapshots (HTTP 429 with ``Retry-After`` beyond it; None: no limit).
+
+    ``storage``: ``[storage]`` settings to use instead of the production defaults (e.g.
+    ``{"flush_interval_secs": 5.0}``), for experiments.
+
+    ``profile``: write a cProfile of the collector's Trio thread (the service's event loop;
+    not the flusher's and finalizer's worker threads) to this path (pstats format).
 
     ``analytics``: with the trade analytics on (table and a large-trade threshold too).
 
@@ -371,7 +462,16 @@ def run_scenario(
     scenario = get_scenario(name)
     if count is None and duration is None:
         count = scenario.default_count
-    spec = GeneratorSpec(name, count=count, duration=duration, rate=rate, seed=seed)
+    offset_us = 0
+    spec = GeneratorSpec(
+        name,
+        count=count,
+        duration=duration,
+        rate=rate,
+        seed=seed,
+        burst=burst,
+        rest_weight_per_minute=rest_weight_per_minute,
+    )
     load_before = os.getloadavg()
     ctx = multiprocessing.get_context("spawn")
     parent, child = ctx.Pipe()
@@ -396,24 +496,42 @@ def run_scenario(
         if message[0] != "ready":
             raise BenchError(f"generator: {message!r}")
         _, ws_port, rest_port = message
+        if rotate_after is not None:
+            # The service starts now: an hour boundary ``rotate_after`` seconds from here.
+            target = system_wall_us() + int(rotate_after * 1e6)
+            offset_us = -target % HOUR_US
+            parent.send(("offset", offset_us))
+            if not parent.poll(START_TIMEOUT_SECS) or parent.recv() != ("offset-ok",):
+                raise BenchError("the generator did not take the clock offset")
         with tempfile.TemporaryDirectory(prefix="collector-bench-") as tmp:
             data_dir = Path(tmp)
             label = f"{name}" + (f" @ {rate:,.0f}/s" if rate else "") + (" +kafka" if kafka else "")
             label += " +analytics" if analytics else ""
             # As `python -m collector run` does (or the thresholds under test).
             tune_process(gc_threshold or GC_THRESHOLDS)
-            samples, report, metrics, code, receive_cpu, finished_cpu, rss_samples = trio.run(
-                _measure,
-                scenario,
-                ws_port,
-                rest_port,
-                data_dir,
-                parent,
-                _Progress(progress, label),
-                count,
-                bootstrap,
-                analytics,
-            )
+            startup = _Startup()
+            profiler = cProfile.Profile() if profile else None
+            if profiler is not None:
+                profiler.enable()
+            try:
+                samples, report, metrics, code, receive_cpu, finished_cpu, rss_samples = _run(
+                    scenario,
+                    ws_port,
+                    rest_port,
+                    data_dir,
+                    parent,
+                    _Progress(progress, label),
+                    count,
+                    bootstrap,
+                    analytics,
+                    offset_us,
+                    startup,
+                    storage,
+                )
+            finally:
+                if profiler is not None and profile:
+                    profiler.disable()
+                    profiler.dump_stats(profile)
             peak = peak_rss_bytes()
             # The stored exchange of each diff-depth group (Binance futures: binance-usdm).
             diff_symbols = {
@@ -423,6 +541,21 @@ def run_scenario(
                 for s in g.symbols
             }
             rows = count_rows(data_dir, diff_symbols)
+            rotation = None
+            if rotate_after is not None:
+                boundary_us = system_wall_us() + offset_us
+                boundary_us -= boundary_us % HOUR_US
+                rotation = rotation_figures(data_dir, boundary_us)
+                first_data = next((x.wall for x in samples if x.received > 0), startup.started_at)
+                rotation["boundary_after_start_s"] = round(
+                    (boundary_us - offset_us) / 1e6 - startup.started_at, 1
+                )
+                rotation["boundary_after_data_s"] = round(
+                    (boundary_us - offset_us) / 1e6 - first_data, 1
+                )
+            burst_result = (
+                burst_figures(report, samples, data_dir, offset_us) if burst is not None else None
+            )
     except EOFError:
         raise BenchError("the generator process ended unexpectedly") from None
     finally:
@@ -444,7 +577,105 @@ def run_scenario(
         gc_threshold,
         kafka,
         analytics,
+        startup_figures(report, startup, rate),
+        burst_result,
+        rotation,
+        storage,
     )
+
+
+def _run(*args: Any) -> Any:
+    """``trio.run(_measure, *args)``, with a BenchError raised in its nursery unwrapped."""
+    try:
+        return trio.run(_measure, *args)
+    except BaseExceptionGroup as group:
+        bench = group.subgroup(BenchError)
+        if bench is None:
+            raise
+        first: BaseException = bench
+        while isinstance(first, BaseExceptionGroup):
+            first = first.exceptions[0]
+        raise first from group
+
+
+def startup_figures(
+    report: GeneratorReport, startup: _Startup, rate: float | None
+) -> dict[str, Any]:
+    """Seconds from the service's start to the first connection, to every subscription
+    acknowledged and to every diff book's first REST snapshot served (None: not within the
+    run), with the REST weight the generator counted."""
+
+    def since(at: float | None) -> float | None:
+        return None if at is None else round(at - startup.started_at, 2)
+
+    return {
+        "connected_s": since(report.first_connect_at),
+        "acked_s": since(startup.acked_at),
+        "books": report.books,
+        "books_served": report.snapshots,
+        "synced_s": since(report.books_served_at),
+        "rest_weight": report.rest_weight,
+        "rest_peak_weight": report.rest_peak_weight,
+        "rest_refused": report.rest_refused,
+        "shutdown_s": round(startup.stopped - startup.stop_requested, 1),
+    }
+
+
+def burst_figures(
+    report: GeneratorReport, samples: list[_Sample], data_dir: Path, offset_us: int
+) -> dict[str, Any] | None:
+    """The burst window as the generator sent it: frames and rate, this process's CPU share
+    over it (between the samples around it), and the trade delays of trades sent in it."""
+    start, end = report.burst_started_at, report.burst_ended_at
+    if start is None or end is None or end <= start:
+        return None
+    before = [x for x in samples if x.wall <= start]
+    after = [x for x in samples if x.wall >= end]
+    cpu_share = None
+    if before and after:
+        a, b = before[-1], after[0]
+        cpu_share = round((b.cpu - a.cpu) / (b.t - a.t), 3) if b.t > a.t else None
+    delays = trade_delay_ms(
+        sorted(data_dir.glob("*/*/trades/**/*.parquet")),
+        window_us=(int(start * 1e6) + offset_us, int(end * 1e6) + offset_us),
+    )
+    return {
+        "secs": round(end - start, 2),
+        "frames": report.burst_frames,
+        "msg_per_s": round(report.burst_frames / (end - start), 1),
+        "cpu_share": cpu_share,
+        "trade_delay_ms": delays,
+    }
+
+
+def rotation_figures(data_dir: Path, boundary_us: int) -> dict[str, Any]:
+    """How the data files split at the hour boundary ``boundary_us``: streams (exchange,
+    symbol, data type of the frames' tables) with rows on both sides, those split into a
+    file before and a file after it, and files holding rows of both hours (0 when rotation
+    works)."""
+    sides: dict[tuple[str, ...], set[bool]] = {}
+    straddling = 0
+    for path in data_dir.rglob("*.parquet"):
+        exchange, symbol, data_type, *_ = path.relative_to(data_dir).parts
+        if data_type not in DATA_TYPES:
+            continue
+        column = pq.read_table(path, columns=["timestamp_collector"]).column(0)
+        if len(column) == 0:
+            continue
+        bounds = pc.min_max(column.cast(pa.int64()))
+        low, high = bounds["min"].as_py(), bounds["max"].as_py()
+        if low < boundary_us <= high:
+            straddling += 1
+        sides.setdefault((exchange, symbol, data_type), set()).update(
+            {low >= boundary_us, high >= boundary_us}
+        )
+    both = sum(1 for s in sides.values() if s == {False, True})
+    return {
+        "streams": len(sides),
+        "streams_both_sides": both,
+        "straddling_files": straddling,
+        "rotated": straddling == 0 and both > 0,
+    }
 
 
 def rss_growth(samples: list[tuple[float, float]]) -> tuple[float | None, float | None]:
@@ -491,6 +722,10 @@ def _result(
     gc_threshold: tuple[int, int, int] | None,
     kafka: bool = False,
     analytics: bool = False,
+    startup: dict[str, Any] | None = None,
+    burst: dict[str, Any] | None = None,
+    rotation: dict[str, Any] | None = None,
+    storage: dict[str, Any] | None = None,
 ) -> RunResult:
     control = report.control_frames
     data = [(s.t, s.cpu, s.received - control) for s in samples]
@@ -543,6 +778,11 @@ def _result(
         writer_wait_s=round(metrics.sum_samples("collector_writer_wait_seconds_total"), 3),
         kafka=_kafka_counts(metrics, rows) if kafka else None,
         analytics=analytics,
+        startup=startup,
+        burst=burst,
+        rotation=rotation,
+        storage=storage or {},
+        cpu_share=round((cpu1 - cpu0) / seconds, 3) if seconds > 0 else 0.0,
     )
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import math
 import random
+import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,6 +27,8 @@ from collector.config import (
     StorageSettings,
     WebSocketSettings,
 )
+
+SHUTDOWN_TIMEOUT_SECS: Final = 900.0
 
 
 class VenueProtocol(Protocol):
@@ -88,16 +91,35 @@ class Scenario:
     groups: tuple[Group, ...]
     default_count: int
     note: str = ""
+    # Where each stream's ids start, per group (None: :func:`first_id`'s fixed spacing,
+    # which fits a few hundred streams). A scenario of thousands of streams lays its ids
+    # out by each stream's share of the ids sent (:func:`weighted_first_ids`).
+    id_layout: tuple[tuple[int, ...], ...] | None = None
+    # Frames per group in one period of the send order (None: a few random templates).
+    # With thousands of streams of skewed rates, random templates would leave the rare
+    # streams out; a period holds every stream at least once, the others by their weight.
+    period_frames: int | None = None
 
     @property
     def stream_count(self) -> int:
         return sum(len(g.streams) for g in self.groups)
 
+    def first_id(self, group_index: int, stream_index: int) -> int:
+        """Where the ids of one stream start (see ``id_layout``)."""
+        if self.id_layout is None:
+            return first_id(group_index, stream_index)
+        return self.id_layout[group_index][stream_index]
+
     def settings(self, ws_port: int, rest_port: int, data_dir: Path) -> Settings:
         """The service's settings: production defaults, pointed at the generator."""
         return Settings(
             collector=CollectorSettings(
-                log_level="warning", metrics_host="127.0.0.1", metrics_port=0
+                log_level="warning",
+                metrics_host="127.0.0.1",
+                metrics_port=0,
+                # Every file is finished before the rows are counted: a whole market's
+                # 6,000 files take longer than the production grace of 30 s to finalize.
+                shutdown_timeout_secs=SHUTDOWN_TIMEOUT_SECS,
             ),
             storage=StorageSettings(data_dir=str(data_dir)),
             websocket=WebSocketSettings(),
@@ -114,6 +136,31 @@ def first_id(group_index: int, stream_index: int) -> int:
     """Where a stream's sequence ids start (distinct per stream, far below 10**10; the id
     before the first has 10 digits too, for a futures diff's ``pu``)."""
     return 1_000_000_001 + (group_index * 211 + stream_index) * 7_919_333
+
+
+ID_SPACE: Final = 8_900_000_000
+"""Ids a weighted layout spreads over the streams (from 1,000,000,001; below 10**10)."""
+
+
+def weighted_first_ids(
+    groups: Sequence[Group], ids_per_frame: Sequence[Sequence[float]]
+) -> tuple[tuple[int, ...], ...]:
+    """First ids that give each stream a range in proportion to the ids it uses (its weight
+    times its ids per frame), so the busiest streams of a long run stay below 10**10."""
+    uses = [
+        [w * k for w, k in zip(g.weights, per, strict=True)]
+        for g, per in zip(groups, ids_per_frame, strict=True)
+    ]
+    total = sum(sum(u) for u in uses)
+    layout: list[tuple[int, ...]] = []
+    at = 1_000_000_001
+    for group_uses in uses:
+        firsts = []
+        for use in group_uses:
+            firsts.append(at)
+            at += max(1000, int(ID_SPACE * use / total) - 1000)
+        layout.append(tuple(firsts))
+    return tuple(layout)
 
 
 # --------------------------------------------------------------------------- symbols
@@ -177,6 +224,17 @@ def _markets(count: int, seed: int = 7) -> list[_Market]:
         tick = 10 ** (math.floor(math.log10(mid)) - 4)
         out.append(_Market(f"{base}USDT", round(mid, 6), tick))
     return out[:count]
+
+
+def _many_markets(count: int, seed: int = 7) -> list[_Market]:
+    """``count`` USDT markets: the named coins first, then made-up ones (``C0040USDT``...)."""
+    out = _markets(min(count, len(_BASES)), seed)
+    rng = random.Random(seed + 1)
+    for i in range(len(out), count):
+        mid = 10 ** rng.uniform(-4.0, 2.0)
+        tick = 10 ** (math.floor(math.log10(mid)) - 4)
+        out.append(_Market(f"C{i:04d}USDT", round(mid, 8), tick))
+    return out
 
 
 def _zipf(count: int) -> list[float]:
@@ -304,17 +362,15 @@ def _mixed() -> Scenario:
 
 def _futures_depth() -> Scenario:
     """USD-M diff depth at ``@depth@0ms``-like rates: BTCUSDT and ETHUSDT perpetual books."""
-    proto = binance.BinanceUsdmProtocol("/public")
+    books = {"BTCUSDT": (61234.5, 0.1), "ETHUSDT": (2650.12, 0.01)}
+    proto = binance.BinanceUsdmProtocol("/public", books)
     group = Group(
         "g0",
         proto,
         ("BTCUSDT", "ETHUSDT"),
         ("orderbook",),
         "diff",
-        (
-            binance.FuturesDiffDepthStream("BTCUSDT", 61234.5, 0.1),
-            binance.FuturesDiffDepthStream("ETHUSDT", 2650.12, 0.01),
-        ),
+        (*(binance.FuturesDiffDepthStream(s, mid, tick) for s, (mid, tick) in books.items()),),
         (0.65, 0.35),
         category=proto.category,
     )
@@ -355,11 +411,14 @@ def _mixed_futures() -> Scenario:
         market_streams.append(binance.FuturesAggTradeStream(m.symbol, m.mid))
         market_weights.append(2.3 * 0.23 * w)
     symbols = tuple(m.symbol for m in markets)
-    public, market = binance.BinanceUsdmProtocol("/public"), binance.BinanceUsdmProtocol("/market")
+    # The REST snapshots are built around each stream's mid, so the books stay uncrossed.
+    books = {m.symbol: (m.mid, m.tick) for m in markets}
+    public = binance.BinanceUsdmProtocol("/public", books)
+    market = binance.BinanceUsdmProtocol("/market")
     groups = (
         Group(
             "g0",
-            binance.BinanceProtocol(),
+            binance.BinanceProtocol(books),
             symbols,
             ("trades", "orderbook", "ticker"),
             "diff",
@@ -393,6 +452,103 @@ def _mixed_futures() -> Scenario:
         groups,
         1_000_000,
     )
+
+
+MARKET_SYMBOLS: Final = 1500
+MARKET_CONNECTIONS: Final = 5
+MARKET_RATE: Final = 15_000.0  # frames/s the per-symbol diff-depth cap is worked out for
+# Shares of a symbol's frames by stream, as in recorded Binance spot traffic: bookTicker
+# the most, then trades, then diff depth, which Binance sends at most every 100 ms.
+MARKET_SHARES: Final = {"ticker": 0.55, "trades": 0.30, "orderbook": 0.15}
+DIFF_MAX_PER_SECOND: Final = 10.0
+DIFF_IDS_PER_FRAME: Final = 30.5  # DiffDepthStream: 1-60 updates per frame
+
+
+def _market_scenario(count: int) -> Scenario:
+    """A whole spot market: ``count`` symbols x (trades, bookTicker, diff depth), pooled over
+    :data:`MARKET_CONNECTIONS` connections (one ``[[markets]]`` entry each; Binance takes
+    1,024 streams per connection, so 1,500 symbols need 5 however they are split).
+
+    Per-symbol rates follow Zipf's law by rank (the busiest symbol ~13 % of all frames at
+    1,500 symbols), with each symbol's diff depth capped at 10 frames/s at
+    :data:`MARKET_RATE`, as ``@depth@100ms`` is. Ranks are dealt to the connections in turn
+    (rank r on connection r mod 5), so every connection carries hot and cold symbols, as a
+    list in alphabetical order does."""
+    markets = _many_markets(count)
+    zipf = _zipf(count)
+    shares = MARKET_SHARES
+    capped = DIFF_MAX_PER_SECOND
+
+    def total(scale: float) -> float:
+        """Frames/s of all streams when a symbol of Zipf weight z sends z * scale."""
+        rest = 1 - shares["orderbook"]
+        return sum(rest * z * scale + min(shares["orderbook"] * z * scale, capped) for z in zipf)
+
+    # The scale that makes MARKET_RATE frames/s in all with the diffs capped (bisection).
+    low, high = 0.0, MARKET_RATE / sum(zipf) / (1 - shares["orderbook"])
+    for _ in range(60):
+        middle = (low + high) / 2
+        if total(middle) < MARKET_RATE:
+            low = middle
+        else:
+            high = middle
+    scale = (low + high) / 2
+    connections = min(MARKET_CONNECTIONS, count)
+    per_group: list[tuple[list[_Market], list[StreamFrames], list[float]]] = [
+        ([], [], []) for _ in range(connections)
+    ]
+    for rank, (m, z) in enumerate(zip(markets, zipf, strict=True)):
+        symbols, streams, weights = per_group[rank % connections]
+        symbols.append(m)
+        streams += [
+            binance.TradeStream(m.symbol, m.mid),
+            binance.BookTickerStream(m.symbol, m.mid, m.tick),
+            binance.DiffDepthStream(m.symbol, m.mid, m.tick),
+        ]
+        # Weights are frames/s at MARKET_RATE (the generator scales them to --rate).
+        weights += [
+            shares["trades"] * z * scale,
+            shares["ticker"] * z * scale,
+            min(shares["orderbook"] * z * scale, capped),
+        ]
+    proto = binance.BinanceProtocol({m.symbol: (m.mid, m.tick) for m in markets})
+    groups = tuple(
+        Group(
+            f"g{i}",
+            proto,
+            tuple(m.symbol for m in symbols),
+            ("trades", "ticker", "orderbook"),
+            "diff",
+            tuple(streams),
+            tuple(weights),
+        )
+        for i, (symbols, streams, weights) in enumerate(per_group)
+    )
+    ids_per_frame = [[1.0, 1.0, DIFF_IDS_PER_FRAME] * len(g.symbols) for g in groups]
+    name = "market" if count == MARKET_SYMBOLS else f"market-{count}"
+    return Scenario(
+        name,
+        f"binance spot market: {count:,} symbols x (trades, bookTicker, diff depth) = "
+        f"{3 * count:,} streams, {connections} connections, Zipf rates",
+        groups,
+        1_000_000,
+        note="every update kept: rows == frames (+ one REST snapshot row per book synced)",
+        id_layout=weighted_first_ids(groups, ids_per_frame),
+        # Every stream at least once a period; at 1,500 symbols the rarest stream's share
+        # is about 1 in 16,000 of its connection's frames.
+        period_frames=max(2_000, min(20_000, 15 * 3 * count // connections)),
+    )
+
+
+_MARKET_NAME: Final = re.compile(r"market(?:-(\d+))?")
+
+
+def is_scenario(name: str) -> bool:
+    """Whether ``name`` names a scenario (the fixed ones, or ``market-N`` for N >= 1)."""
+    match = _MARKET_NAME.fullmatch(name)
+    if match is not None:
+        return match.group(1) is None or int(match.group(1)) >= 1
+    return name in SCENARIOS or name in VENUE_SCENARIOS
 
 
 # Each venue's markets in its own spelling: (symbol, mid, tick).
@@ -484,6 +640,12 @@ def _venue(exchange: str) -> Scenario:
 
 
 def _build(name: str) -> Scenario:
+    market = _MARKET_NAME.fullmatch(name)
+    if market is not None:
+        count = int(market.group(1)) if market.group(1) else MARKET_SYMBOLS
+        if count < 1:
+            raise KeyError(name)
+        return _market_scenario(count)
     if name in _VENUE_MARKETS:
         return _venue(name)
     if name == "trades":

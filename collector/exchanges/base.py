@@ -121,6 +121,27 @@ class ConnectionPlan:
 DiscardReason = Literal["duplicate", "stale", "while_resyncing"]
 DISCARD_REASONS: Final[tuple[DiscardReason, ...]] = ("duplicate", "stale", "while_resyncing")
 
+# Why a session found one of its books invalid and resyncs that symbol (a fresh snapshot):
+# - ``checksum``: the venue's book checksum differs from the local book's (Kraken, OKX while
+#   it sends one, Bitfinex);
+# - ``crossed``: after a whole update the best bid is at or above the best ask.
+# (A sequence gap resyncs too; it is counted as a gap, not here.)
+BookResyncReason = Literal["checksum", "crossed"]
+BOOK_RESYNC_REASONS: Final[tuple[BookResyncReason, ...]] = ("checksum", "crossed")
+# Each reason in words, for the ``resync`` row of the fresh snapshot ("... after a <words>").
+RESYNC_REASON_TEXT: Final[Mapping[BookResyncReason, str]] = {
+    "checksum": "checksum mismatch",
+    "crossed": "crossed book",
+}
+
+
+@attrs.frozen
+class BookResync:
+    """A session found ``symbol``'s book invalid for ``reason`` and is resyncing it."""
+
+    symbol: str
+    reason: BookResyncReason
+
 
 @attrs.frozen
 class Discarded:
@@ -155,6 +176,9 @@ class Actions:
       result (duplicates, stale or resyncing book updates), counted per (symbol,
       data_type, reason). They are in no event: this is the only record of them, and the
       caller exports and writes it down.
+    - ``resyncs``: the books found invalid in this call (checksum mismatch, crossed book),
+      each being resynced; their ``gap`` rows are in ``statuses``. The caller counts them
+      by reason (``collector_book_resyncs_total``).
     """
 
     errors: tuple[ParseError, ...] = ()
@@ -164,6 +188,7 @@ class Actions:
     subscribed: bool = False
     statuses: tuple[Status, ...] = ()
     discarded: tuple[Discarded, ...] = ()
+    resyncs: tuple[BookResync, ...] = ()
 
 
 # The result of a read that asks for nothing (nearly every read): built once, not per read.
@@ -194,7 +219,9 @@ class Session(ABC):
     - rows built with :meth:`status` or :meth:`gap` of kind ``gap`` or ``subscribe_error``
       are collected for ``statuses``, so build those rows through them;
     - :meth:`count_discard`, called for every received update skipped on purpose, counts it
-      for ``discarded`` (nothing a session skips may vanish without a count).
+      for ``discarded`` (nothing a session skips may vanish without a count);
+    - :meth:`book_invalid`, called when a book fails a checksum or is crossed, builds its
+      ``gap`` row and reports it in ``resyncs``; the venue then resyncs that symbol alone.
     """
 
     def __init__(self, plan: ConnectionPlan) -> None:
@@ -208,6 +235,7 @@ class Session(ABC):
         self._notable_statuses: list[Status] = []
         # (symbol, data_type, reason) -> updates skipped since the last result.
         self._discarded: dict[tuple[str, str, DiscardReason], int] = {}
+        self._resyncs: list[BookResync] = []
 
     @property
     def pending_subscriptions(self) -> int:
@@ -253,6 +281,7 @@ class Session(ABC):
             or self._snapshot_requests
             or self._notable_statuses
             or self._discarded
+            or self._resyncs
             or self._reconnect_reason is not None
         ):
             return self._take(errors, ())
@@ -294,8 +323,10 @@ class Session(ABC):
             self._pending_subscriptions <= 0,
             tuple(self._notable_statuses),
             discarded=self._take_discarded(),
+            resyncs=tuple(self._resyncs),
         )
         self._outgoing.clear()
+        self._resyncs.clear()
         self._snapshot_requests.clear()
         self._reconnect_reason = None
         self._notable_statuses.clear()
@@ -372,6 +403,18 @@ class Session(ABC):
         skips on purpose, for the next result's ``discarded``."""
         key = (symbol, data_type, reason)
         self._discarded[key] = self._discarded.get(key, 0) + count
+
+    def book_invalid(
+        self, symbol: str, received_us: int, reason: BookResyncReason, detail: str
+    ) -> Status:
+        """The ``gap`` row of a book found invalid for ``reason`` (``detail`` says how, and
+        what the session does about it), reported in the next result's ``resyncs``.
+
+        The book's rows are untrustworthy from here to the fresh snapshot, whose ``resync``
+        row closes the hole (as after a sequence gap). The caller resyncs the symbol.
+        """
+        self._resyncs.append(BookResync(symbol, reason))
+        return self.status("gap", symbol, received_us, data_type="orderbook", detail=detail)
 
     def gap(
         self,
@@ -515,8 +558,8 @@ class ExchangeAdapter(ABC):
     # Most connection attempts per second to this venue, over all its connections (venue
     # limits are per IP; 1/s stays within all of those documented in exchanges.md).
     connections_per_second: ClassVar[float] = 1.0
-    # Most REST snapshot requests per second per connection (the venue's weight budget);
-    # :meth:`snapshot_rate` may give a plan another.
+    # Most REST snapshot requests per second to this venue, over all its connections that
+    # spend one budget (:meth:`snapshot_budget`); :meth:`snapshot_rate` may give a plan another.
     snapshot_requests_per_second: ClassVar[float] = 1.0
     # The venue closes every connection at this age, in seconds (None: it documents no
     # limit). The supervisor then replaces each connection before it is due, without a hole
@@ -802,9 +845,16 @@ class ExchangeAdapter(ABC):
     # --------------------------------------------------------------- connections
 
     def snapshot_rate(self, plan: ConnectionPlan) -> float:
-        """Most REST snapshot requests per second on ``plan``'s connection: the declared
+        """Most REST snapshot requests per second for ``plan``'s budget, shared by every
+        connection of that budget (:meth:`snapshot_budget`): the declared
         ``snapshot_requests_per_second``, unless the venue's budget differs by endpoint."""
         return self.snapshot_requests_per_second
+
+    def snapshot_budget(self, plan: ConnectionPlan) -> str:
+        """The name of the REST budget ``plan``'s snapshots spend (venues limit per IP:
+        every connection of one budget shares one pacer; see :mod:`collector.ingest.pacer`).
+        Default: one budget per venue."""
+        return self.name
 
     def polling(self, plan: ConnectionPlan) -> Polling | None:
         """The REST requests ``plan``'s connection repeats on a timer (None: none, the

@@ -76,10 +76,25 @@ Sequence rules (per symbol, per session; a reconnect starts afresh):
   ``pu`` on futures) up to ``u``, and the first delta past the snapshot must start at or
   before it (spot: ``U <= lastUpdateId + 1``; futures: ``pu <= lastUpdateId``, which holds
   for the venue's ``U <= lastUpdateId <= u`` and for a delta that continues the snapshot
-  exactly, ``pu == lastUpdateId``). A snapshot older than the first delta recorded since it
-  was asked for is fetched again; a first delta past it that does not join it is a ``gap``
-  (and another snapshot). Readers rebuild the book from the snapshot and the deltas with
-  ``u > lastUpdateId``.
+  exactly, ``pu == lastUpdateId``). Readers (and the writer's checkpoints) replay rows in
+  the order received, so the rows are joined here, where the ids are known:
+
+  - the deltas recorded since the book was last in sync (or since the last gap) are kept
+    (at most :data:`MAX_UNSYNCED_DELTAS`); those the snapshot does not hold
+    (``u > lastUpdateId``) are applied to it, and the row states the book as of the last of
+    them (``sequence`` = its ``u``, ``first_sequence`` = ``lastUpdateId``);
+  - a delta that arrives after the snapshot and that it holds (``u <= lastUpdateId``) is
+    not written (counted, reason ``stale``): applied after it, it would rewind the book;
+  - a snapshot older than the first kept delta (the ids between are in neither) is not
+    written (counted ``stale``) and asked for again; a first delta past a snapshot that
+    does not join it is a ``gap`` (and another snapshot).
+
+  So a book is rebuilt from a snapshot row and the delta rows after it, in order
+  (``tests/test_book_proof.py`` proves it on recorded traffic). From the snapshot row on,
+  each delta written after it is applied to a
+  :class:`~collector.exchanges.book_check.CrossCheck`: a crossed book (best bid >= best
+  ask) is a ``gap`` row (:meth:`Session.book_invalid`) and a new snapshot of that symbol,
+  whose ``resync`` row ends ``after a crossed book``.
 
 Subscribe errors: Binance rejects a whole ``SUBSCRIBE`` request when one stream in it is
 invalid. So a rejected request of several streams is split in two and both halves are sent
@@ -105,15 +120,19 @@ from collector.events import (
     DerivativeTicker,
     Event,
     Instrument,
+    Levels,
     Liquidation,
     PositionSide,
     Side,
     SizeUnit,
     Ticker,
     Trade,
+    level_pairs,
     levels_from_pairs,
 )
 from collector.exchanges.base import (
+    RESYNC_REASON_TEXT,
+    BookResyncReason,
     ConnectionPlan,
     ExchangeAdapter,
     InstrumentsRequest,
@@ -123,6 +142,7 @@ from collector.exchanges.base import (
     SnapshotRequest,
     Subscription,
 )
+from collector.exchanges.book_check import CrossCheck
 from collector.exchanges.common import choices, join_ws_path, normalize_asset, optional_float
 
 EXCHANGE: Final = "binance"
@@ -135,6 +155,10 @@ DEFAULT_REST_URL: Final = "https://api.binance.com"
 # Levels per REST snapshot: spot weight 50 of 6000/min (5000 levels would cost 250);
 # futures weight 20 of 2400/min, a budget USD-M and COIN-M share.
 SNAPSHOT_LIMIT: Final = 1000
+# Deltas kept per symbol while its book waits for a snapshot (to join one older than them):
+# at 10 a second, 1000 s of a REST outage; past it the oldest go (a snapshot older than what
+# is kept is then asked for again).
+MAX_UNSYNCED_DELTAS: Final = 10_000
 CATEGORIES: Final = ("spot", "usdm", "coinm")
 # Open interest polling: the default interval between rounds, the shortest allowed, and
 # requests per second per connection (weight 1 each: 120 of the 2400/min USD-M and COIN-M
@@ -325,7 +349,8 @@ class Profile:
     symbols_path: str  # REST symbol list
     trade_stream: str  # the stream type of the trades feed
     futures: bool
-    # REST snapshots per second per connection: spot 1/s x weight 50 = half of 6000/min;
+    # REST snapshots per second over all connections of the budget (they share one pacer):
+    # spot 1/s x weight 50 = half of 6000/min;
     # futures 0.5/s x weight 20 = a quarter of the 2400/min USD-M and COIN-M share.
     snapshots_per_second: float
     # Routed endpoints (USD-M): the URL path of each feed's streams; empty: one endpoint.
@@ -624,6 +649,12 @@ class BinanceAdapter(ExchangeAdapter):
         category = plan.category if isinstance(plan, BinancePlan) else "spot"
         return PROFILES[category].snapshots_per_second
 
+    def snapshot_budget(self, plan: ConnectionPlan) -> str:
+        """Spot has its own weight budget; USD-M and COIN-M share one (2,400 a minute per IP
+        across ``fapi`` and ``dapi``, exchanges-derivatives.md)."""
+        category = plan.category if isinstance(plan, BinancePlan) else "spot"
+        return f"{self.name}-spot" if category == "spot" else f"{self.name}-futures"
+
     lists_instruments: ClassVar[bool] = True
     # exchangeInfo weighs 20 (spot, with symbols) or 1 (futures) of 6000 or 2400 a minute.
     instrument_requests_per_second: ClassVar[float] = 1.0
@@ -730,11 +761,16 @@ class BinanceSession(Session):
         self._derivatives: dict[str, _DerivativeState] = {}
         self._rest_url = plan.rest_url if isinstance(plan, BinancePlan) else DEFAULT_REST_URL
         # Diff-depth book sync, per symbol: snapshots asked for and not yet received; the
-        # predecessor id of the first delta seen since the last request (see _joins_after);
-        # the lastUpdateId of a received snapshot no recorded delta has covered yet.
+        # deltas recorded since the book was last in sync (or since the last gap), which a
+        # snapshot older than some of them must be joined to; the lastUpdateId of a
+        # written snapshot no recorded delta has passed yet.
         self._snapshot_pending: set[str] = set()
-        self._first_delta_since_request: dict[str, int] = {}
+        self._unsynced: dict[str, list[_Recorded]] = {}
         self._awaiting_cover: dict[str, int] = {}
+        # Each diff book's crossed-book check, from its REST snapshot until a resync.
+        self._cross_checks: dict[str, CrossCheck] = {}
+        # Why a snapshot was asked for, where it was not a gap (for its resync row).
+        self._resync_reasons: dict[str, BookResyncReason] = {}
         # Subscriptions the venue refused for good.
         self.rejected: list[Subscription] = []
 
@@ -769,8 +805,10 @@ class BinanceSession(Session):
             self._streams = tuple(item for item in self._streams if item[0] not in gone)
             for symbol in {sub.symbol for sub in removed}:
                 self._snapshot_pending.discard(symbol)
-                self._first_delta_since_request.pop(symbol, None)
+                self._unsynced.pop(symbol, None)
                 self._awaiting_cover.pop(symbol, None)
+                self._cross_checks.pop(symbol, None)
+                self._resync_reasons.pop(symbol, None)
                 self._last_update_id.pop(symbol, None)
             for i in range(0, len(streams), MAX_STREAMS_PER_SUBSCRIBE):
                 request_id = self._next_id
@@ -843,12 +881,16 @@ class BinanceSession(Session):
 
     # ----------------------------------------------------------------- book sync
 
-    def _request_snapshot(self, symbol: str) -> None:
+    def _request_snapshot(self, symbol: str, *, gap: bool = False) -> None:
+        """Ask for a snapshot (unless one is on its way). ``gap``: the deltas recorded so
+        far cannot be joined to any snapshot (ids are missing after them): forget them."""
+        if gap or symbol not in self._unsynced:
+            self._unsynced[symbol] = []
+        self._awaiting_cover.pop(symbol, None)
+        self._cross_checks.pop(symbol, None)
         if symbol in self._snapshot_pending:
             return
         self._snapshot_pending.add(symbol)
-        self._first_delta_since_request.pop(symbol, None)
-        self._awaiting_cover.pop(symbol, None)
         path = self._profile.depth_path
         url = f"{self._rest_url}{path}?symbol={symbol}&limit={SNAPSHOT_LIMIT}"
         self._snapshot_requests.append(SnapshotRequest(symbol, url))
@@ -866,8 +908,39 @@ class BinanceSession(Session):
         self._snapshot_pending.discard(symbol)
         snapshot_id = msg.last_update_id
         event_time = msg.event_time
-        first = self._first_delta_since_request.get(symbol)
-        last = self._last_update_id.get(symbol)
+        recorded = self._unsynced.get(symbol, [])
+        if recorded and recorded[0].after > snapshot_id:
+            # Older than every delta recorded since the book was in sync: the ids between
+            # are in neither. Not written (a reader would apply it); ask again.
+            self.count_discard(symbol, "orderbook", "stale")
+            self._request_snapshot(symbol)
+            return []
+        newer = [delta for delta in recorded if delta.last > snapshot_id]
+        bids, asks = levels_from_pairs(msg.bids), levels_from_pairs(msg.asks)
+        book_id = snapshot_id
+        if newer:
+            # Deltas recorded before it that it does not hold: a reader applies rows in the
+            # order received, so the row states the snapshot with them applied.
+            bids = _fold(bids, [delta.bids for delta in newer], descending=True)
+            asks = _fold(asks, [delta.asks for delta in newer], descending=False)
+            book_id = newer[-1].last
+        else:
+            self._awaiting_cover[symbol] = snapshot_id  # the next deltas must pass it
+        self._unsynced.pop(symbol, None)
+        reason = self._resync_reasons.pop(symbol, None)
+        after = "" if reason is None else f" after a {RESYNC_REASON_TEXT[reason]}"
+        snapshot = BookUpdate(
+            self.exchange,
+            symbol,
+            None if event_time is None else _us(event_time),
+            received_us,
+            book_id,
+            "snapshot",
+            snapshot_id,
+            None,
+            bids,
+            asks,
+        )
         events: list[Event] = [
             self.status(
                 "resync",
@@ -875,27 +948,23 @@ class BinanceSession(Session):
                 received_us,
                 data_type="orderbook",
                 received=snapshot_id,
-                detail=f"REST depth snapshot lastUpdateId={snapshot_id}",
+                detail=f"REST depth snapshot lastUpdateId={snapshot_id}{after}",
             ),
-            BookUpdate(
-                self.exchange,
-                symbol,
-                None if event_time is None else _us(event_time),
-                received_us,
-                snapshot_id,
-                "snapshot",
-                snapshot_id,
-                None,
-                levels_from_pairs(msg.bids),
-                levels_from_pairs(msg.asks),
-            ),
+            snapshot,
         ]
-        if last is None or last <= snapshot_id:
-            self._awaiting_cover[symbol] = snapshot_id  # the next deltas must cover it
-        elif first is not None and first > snapshot_id:
-            # Older than every delta recorded since the request: it cannot be joined to them.
-            self._request_snapshot(symbol)
+        check = self._cross_checks[symbol] = CrossCheck()
+        if check.snapshot(snapshot.bids, snapshot.asks):
+            events.append(self._book_crossed(symbol, check, received_us, " in the snapshot"))
         return events
+
+    def _book_crossed(
+        self, symbol: str, check: CrossCheck, received_us: int, where: str = ""
+    ) -> Event:
+        """The book is crossed: its gap row, and a fresh REST snapshot of that symbol."""
+        detail = f"{check.describe()}{where}; fetching a new REST snapshot"
+        self._request_snapshot(symbol)
+        self._resync_reasons[symbol] = "crossed"
+        return self.book_invalid(symbol, received_us, "crossed", detail)
 
     # ----------------------------------------------------------------- parsing
 
@@ -1078,16 +1147,18 @@ class BinanceSession(Session):
                             detail="pu is not the previous u",
                         )
                     )
-                    self._request_snapshot(symbol)
+                    self._request_snapshot(symbol, gap=True)
             elif msg.first_id > prev + 1:
                 events.append(self.gap(symbol, received_us, "orderbook", prev + 1, msg.first_id))
-                self._request_snapshot(symbol)
+                self._request_snapshot(symbol, gap=True)
         self._last_update_id[symbol] = msg.last_id
         after = _joins_after(msg)
-        if symbol in self._snapshot_pending:
-            self._first_delta_since_request.setdefault(symbol, after)
         base = self._awaiting_cover.get(symbol)
-        if base is not None and msg.last_id > base:
+        if base is not None:
+            if msg.last_id <= base:
+                # Already in the snapshot written: applied after it, it would rewind the book.
+                self.count_discard(symbol, "orderbook", "stale")
+                return events
             del self._awaiting_cover[symbol]
             if after > base:
                 detail = "first delta after the REST snapshot does not cover it"
@@ -1109,21 +1180,34 @@ class BinanceSession(Session):
                             detail=detail,
                         )
                     )
-                self._request_snapshot(symbol)
-        events.append(
-            BookUpdate(
-                self.exchange,
-                symbol,
-                _us(msg.event_time),
-                received_us,
-                msg.last_id,
-                "delta",
-                msg.first_id,
-                msg.prev_id,
-                levels_from_pairs(msg.bids),
-                levels_from_pairs(msg.asks),
-            )
+                self._request_snapshot(symbol, gap=True)
+        bids, asks = levels_from_pairs(msg.bids), levels_from_pairs(msg.asks)
+        recorded = self._unsynced.get(symbol)
+        if recorded is not None:
+            if len(recorded) >= MAX_UNSYNCED_DELTAS:
+                del recorded[0]
+            recorded.append(_Recorded(after, msg.last_id, bids, asks))
+        update = BookUpdate(
+            self.exchange,
+            symbol,
+            _us(msg.event_time),
+            received_us,
+            msg.last_id,
+            "delta",
+            msg.first_id,
+            msg.prev_id,
+            bids,
+            asks,
         )
+        events.append(update)
+        # Checked from the first delta after the snapshot (older ones are not applied).
+        check = self._cross_checks.get(symbol)
+        if (
+            check is not None
+            and symbol not in self._awaiting_cover
+            and check.apply_sorted_pairs(msg.bids, msg.asks)
+        ):
+            events.append(self._book_crossed(symbol, check, received_us))
         return events
 
     def _partial_depth(self, symbol: str, data: msgspec.Raw, received_us: int) -> list[Event]:
@@ -1321,6 +1405,30 @@ def _joins_after(msg: _DepthDiff) -> int:
     """
     prev_id = msg.prev_id
     return msg.first_id - 1 if prev_id is None else prev_id
+
+
+@attrs.frozen
+class _Recorded:
+    """A delta recorded while the book was not in sync: the id before its changes
+    (:func:`_joins_after`), its ``u`` and its levels."""
+
+    after: int
+    last: int
+    bids: Levels
+    asks: Levels
+
+
+def _fold(snapshot: Levels, deltas: Sequence[Levels], *, descending: bool) -> Levels:
+    """One side of a snapshot with deltas applied in order (absolute sizes, 0 removes),
+    sorted best first."""
+    book = dict(level_pairs(snapshot))
+    for levels in deltas:
+        for price, size in level_pairs(levels):
+            if size == 0:
+                book.pop(price, None)
+            else:
+                book[price] = size
+    return levels_from_pairs(sorted(book.items(), reverse=descending))
 
 
 def _ignore(symbol: str, data: msgspec.Raw, received_us: int) -> list[Event]:

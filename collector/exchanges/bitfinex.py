@@ -2,8 +2,8 @@
 
 One connection (``{base_url}/ws/2``, public host ``api-pub.bitfinex.com``) carries at most
 :data:`MAX_CHANNELS_PER_CONNECTION` channels (the docs say 25 per connection, a copy says
-30: we use 25). The session first sends ``{"event":"conf","flags":98304}`` (TIMESTAMP 32768
-+ SEQ_ALL 65536), then one ``subscribe`` per (symbol, channel). The venue acknowledges each
+30: we use 25). The session first sends ``{"event":"conf","flags":229376}`` (TIMESTAMP 32768
++ SEQ_ALL 65536 + OB_CHECKSUM 131072), then one ``subscribe`` per (symbol, channel). The venue acknowledges each
 with ``{"event":"subscribed","chanId":N,...}``; every later data frame is an array
 ``[chanId, ...]``, mapped back to its symbol through the acknowledged chanIds. Numbers are
 JSON numbers; timestamps are milliseconds.
@@ -64,7 +64,13 @@ venue's protocol, not a discard, and is not counted. The appended fields are
 read as ``SEQ`` then ``MTS`` (tardis-node reads the timestamp at index 3 of a book frame);
 the ``sequence`` column holds SEQ, ``timestamp_exchange`` the MTS (trades: the trade's
 own MTS). If the venue refuses the conf frame, sequence checks are off for the session.
-The book checksum flag (131072) is not enabled.
+The book checksum flag (131072) is enabled too: each book channel then gets
+``[chanId, "cs", CHECKSUM, SEQ, MTS]`` frames, the CRC32 of its top 25 levels. The session
+keeps each book with the wire text of its numbers (:mod:`collector.exchanges.interleaved_book`),
+compares every ``cs`` frame, and checks after every update that the book is not crossed;
+a book that fails gets a ``gap`` row (:meth:`Session.book_invalid`) and that channel alone
+is resubscribed (its frames until the new snapshot are dropped and counted, as after a
+gap; the new snapshot's ``resync`` row names the reason).
 
 Keepalive: the venue sends ``[chanId, "hb", SEQ, MTS]`` after 15 s without channel
 activity, which feeds the connection's stale watchdog; the connection also sends
@@ -117,6 +123,8 @@ from collector.events import (
     levels_from_values,
 )
 from collector.exchanges.base import (
+    RESYNC_REASON_TEXT,
+    BookResyncReason,
     ConnectionPlan,
     ExchangeAdapter,
     InstrumentsRequest,
@@ -125,6 +133,7 @@ from collector.exchanges.base import (
     Subscription,
 )
 from collector.exchanges.common import choices, normalize_asset, optional_float
+from collector.exchanges.interleaved_book import InterleavedBook
 
 EXCHANGE: Final = "bitfinex"
 DEFAULT_URL: Final = "wss://api-pub.bitfinex.com"
@@ -143,7 +152,8 @@ SYMBOL_LISTS: Final = {"exchange": PAIRS_PATH, "futures": FUTURES_PAIRS_PATH}
 _ASSETS: Final = {"UST": "USDT", "UDC": "USDC"}
 FLAG_TIMESTAMP: Final = 32768
 FLAG_SEQ_ALL: Final = 65536
-CONF_FLAGS: Final = FLAG_TIMESTAMP | FLAG_SEQ_ALL
+FLAG_CHECKSUM: Final = 131072
+CONF_FLAGS: Final = FLAG_TIMESTAMP | FLAG_SEQ_ALL | FLAG_CHECKSUM
 MAX_CHANNELS_PER_CONNECTION: Final = 25
 CONNECTIONS_PER_MINUTE: Final = 20
 BOOK_LENGTHS: Final = frozenset({1, 25, 100, 250})
@@ -202,8 +212,9 @@ class _Event(msgspec.Struct, gc=False):
 _EVENT: Final = msgspec.json.Decoder(_Event)
 _FRAME: Final = msgspec.json.Decoder(list[msgspec.Raw])
 _INT: Final = msgspec.json.Decoder(int)
-_BOOK_SNAPSHOT: Final = msgspec.json.Decoder(list[tuple[float, float, float]])
-_BOOK_LEVEL: Final = msgspec.json.Decoder(tuple[float, float, float])
+# Book levels as the wire's number text (the checksum needs it): [PRICE, COUNT, AMOUNT].
+_BOOK_SNAPSHOT: Final = msgspec.json.Decoder(list[tuple[msgspec.Raw, msgspec.Raw, msgspec.Raw]])
+_BOOK_LEVEL: Final = msgspec.json.Decoder(tuple[msgspec.Raw, msgspec.Raw, msgspec.Raw])
 _TRADE: Final = msgspec.json.Decoder(tuple[int, int, float, float])
 _TICKER: Final = msgspec.json.Decoder(list[float | None])
 _PAIRS: Final = msgspec.json.Decoder(list[list[str]])
@@ -474,12 +485,15 @@ def parse_instruments(
 class _Channel:
     """One acknowledged channel of the connection."""
 
-    __slots__ = ("feed", "recent_ids", "recent_order", "resyncing", "symbol")
+    __slots__ = ("book", "feed", "recent_ids", "recent_order", "resyncing", "symbol")
 
     def __init__(self, symbol: str, feed: str, *, resyncing: bool = False) -> None:
         self.symbol = symbol
         self.feed = feed
         self.resyncing = resyncing
+        # A book channel's local book (with wire text, for the checksum), from its snapshot
+        # until a resync.
+        self.book: InterleavedBook | None = None
         self.recent_ids: set[int] = set()
         self.recent_order: deque[int] = deque()
 
@@ -512,6 +526,8 @@ class BitfinexSession(Session):
         # chanIds being unsubscribed for a resync -> symbol.
         self._unsubscribing: dict[int, str] = {}
         self._channels: dict[int, _Channel] = {}
+        # Why a book is resyncing where it was not a sequence gap (for its resync row).
+        self._resync_reasons: dict[str, BookResyncReason] = {}
         self._last_seq: int | None = None
         self._seq_enabled = True
         self.maintenance = False
@@ -535,11 +551,43 @@ class BitfinexSession(Session):
     def _resync_books(self) -> None:
         for chan_id, channel in self._channels.items():
             if channel.feed == "orderbook" and not channel.resyncing:
-                channel.resyncing = True
-                self._unsubscribing[chan_id] = channel.symbol
-                self._outgoing.append(
-                    _ENCODER.encode({"event": "unsubscribe", "chanId": chan_id}).decode()
-                )
+                self._resync_book(chan_id, channel)
+
+    def _resync_book(self, chan_id: int, channel: _Channel) -> None:
+        """Unsubscribe one book channel (it is subscribed again once the venue confirms):
+        its frames until the new snapshot are dropped and counted, its book unchecked."""
+        channel.resyncing = True
+        channel.book = None
+        self._unsubscribing[chan_id] = channel.symbol
+        self._outgoing.append(_ENCODER.encode({"event": "unsubscribe", "chanId": chan_id}).decode())
+
+    def _book_failed(
+        self,
+        chan_id: int,
+        channel: _Channel,
+        reason: BookResyncReason,
+        detail: str,
+        received_us: int,
+    ) -> Event:
+        """A book failed its checksum or is crossed: its gap row, and that book alone
+        resubscribed (the resync row of its new snapshot names the reason)."""
+        self._resync_book(chan_id, channel)
+        self._resync_reasons[channel.symbol] = reason
+        return self.book_invalid(
+            channel.symbol, received_us, reason, f"{detail}; resubscribing for a new snapshot"
+        )
+
+    def _checksum(self, chan_id: int, value: msgspec.Raw, received_us: int) -> list[Event]:
+        """A ``cs`` frame: the venue's checksum of the book after the updates before it."""
+        channel = self._channels.get(chan_id)
+        if channel is None or channel.book is None:
+            return []  # not a book of ours, or resyncing
+        venue = _INT.decode(value)
+        computed = channel.book.checksum()
+        if computed == venue:
+            return []
+        detail = f"book checksum mismatch: venue {venue}, computed {computed}"
+        return [self._book_failed(chan_id, channel, "checksum", detail, received_us)]
 
     # ----------------------------------------------------------------- parsing
 
@@ -662,13 +710,16 @@ class BitfinexSession(Session):
                     return events
                 events.extend(self._gap(last + 1, seq, received_us))
             self._last_seq = seq
+        if tag == b'"cs"':
+            events.extend(self._checksum(chan_id, items[body_index], received_us))
+            return events
         channel = self._channels.get(chan_id)
-        if channel is None or tag == b'"hb"' or tag == b'"cs"':
+        if channel is None or tag == b'"hb"':
             return events
         feed = channel.feed
         body = items[body_index]
         if feed == "orderbook":
-            events.extend(self._book(channel, body, seq, mts, received_us))
+            events.extend(self._book(chan_id, channel, body, seq, mts, received_us))
         elif feed == "trades":
             if tag in (b'"te"', b'"tu"'):
                 events.extend(self._trade(channel, body, seq, received_us))
@@ -712,12 +763,16 @@ class BitfinexSession(Session):
 
     def _book(
         self,
+        chan_id: int,
         channel: _Channel,
         body: msgspec.Raw,
         seq: int | None,
         mts: int | None,
         received_us: int,
     ) -> list[Event]:
+        """A book snapshot or one level's update: its row, applied to the channel's local
+        book (with the wire text: ask amounts stay negative, as the checksum takes them),
+        which must not be crossed afterwards."""
         symbol = channel.symbol
         start = memoryview(body)[:2].tobytes()
         if start == b"[[" or start == b"[]":
@@ -725,15 +780,23 @@ class BitfinexSession(Session):
             bid_values: list[float] = []
             ask_values: list[float] = []
             bid, ask = bid_values.append, ask_values.append
-            for price, _count, amount in _BOOK_SNAPSHOT.decode(body):
+            book = InterleavedBook()
+            book_bids, book_asks = book.bids, book.asks
+            for price_text, _count, amount_text in _BOOK_SNAPSHOT.decode(body):
+                price = float(price_text)
+                amount = float(amount_text)
                 if amount > 0:
                     bid(price)
                     bid(amount)
+                    book_bids.set(price, amount, bytes(price_text), bytes(amount_text))
                 else:
                     ask(price)
                     ask(-amount)
+                    book_asks.set(price, -amount, bytes(price_text), bytes(amount_text))
             if channel.resyncing:
                 channel.resyncing = False
+                reason = self._resync_reasons.pop(symbol, None)
+                after = "" if reason is None else f" after a {RESYNC_REASON_TEXT[reason]}"
                 events.append(
                     self.status(
                         "resync",
@@ -741,7 +804,7 @@ class BitfinexSession(Session):
                         received_us,
                         data_type="orderbook",
                         received=seq,
-                        detail="new book snapshot after resubscribing",
+                        detail=f"new book snapshot after resubscribing{after}",
                         timestamp_exchange=mts,
                     )
                 )
@@ -752,17 +815,38 @@ class BitfinexSession(Session):
                     EXCHANGE, symbol, mts, received_us, seq, "snapshot", seq, None, bids, asks
                 )
             )
+            channel.book = book
+            if book.crossed():
+                events.append(self._crossed(chan_id, channel, book, received_us))
             return events
         if channel.resyncing:
             self.count_discard(symbol, "orderbook", "while_resyncing")
             return []
-        price, count, amount = _BOOK_LEVEL.decode(body)
-        level = levels_from_values((price, 0.0 if count == 0 else abs(amount)))
+        price_text, count_text, amount_text = _BOOK_LEVEL.decode(body)
+        price = float(price_text)
+        amount = float(amount_text)
+        size = 0.0 if float(count_text) == 0 else abs(amount)
+        level = levels_from_values((price, size))
+        kept = channel.book
         if amount > 0:
             bids, asks = level, levels_from_values(())
+            if kept is not None:
+                kept.bids.set(price, size, bytes(price_text), bytes(amount_text))
         else:
             bids, asks = levels_from_values(()), level
-        return [BookUpdate(EXCHANGE, symbol, mts, received_us, seq, "delta", seq, None, bids, asks)]
+            if kept is not None:
+                kept.asks.set(price, size, bytes(price_text), bytes(amount_text))
+        update = BookUpdate(EXCHANGE, symbol, mts, received_us, seq, "delta", seq, None, bids, asks)
+        if kept is not None and kept.crossed():
+            return [update, self._crossed(chan_id, channel, kept, received_us)]
+        return [update]
+
+    def _crossed(
+        self, chan_id: int, channel: _Channel, book: InterleavedBook, received_us: int
+    ) -> Event:
+        bid, ask = book.best()
+        detail = f"crossed book: best bid {bid!r} >= best ask {ask!r}"
+        return self._book_failed(chan_id, channel, "crossed", detail, received_us)
 
     def _trade(
         self, channel: _Channel, body: msgspec.Raw, seq: int | None, received_us: int

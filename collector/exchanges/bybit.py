@@ -73,7 +73,10 @@ Sequence rules (per symbol, per session; a reconnect starts afresh):
   restarted) is a ``gap`` row and the topic is resubscribed (``unsubscribe`` +
   ``subscribe``) for a fresh snapshot. A new snapshot always replaces the book: it gets a
   ``resync`` row when it follows a gap or arrives unasked mid-stream (``u == 1`` = venue
-  restart), not on depth 1, which sends only snapshots.
+  restart), not on depth 1, which sends only snapshots. After each snapshot and delta the
+  book is checked for a crossing (:class:`~collector.exchanges.book_check.CrossCheck`): a
+  crossed book is a ``gap`` row (:meth:`Session.book_invalid`) and the same
+  resubscription; the ``resync`` row of its new snapshot ends ``after a crossed book``.
 - tickers: the state of a symbol is replaced by every ``snapshot`` (sent after each
   subscribe) and deltas are merged into it. A delta with no snapshot before it cannot be
   merged (the fields it lacks are unknown, not null): it gets a ``gap`` row per data type
@@ -118,6 +121,8 @@ from collector.events import (
     levels_from_pairs,
 )
 from collector.exchanges.base import (
+    RESYNC_REASON_TEXT,
+    BookResyncReason,
     ConnectionPlan,
     ExchangeAdapter,
     InstrumentsRequest,
@@ -125,6 +130,7 @@ from collector.exchanges.base import (
     Session,
     Subscription,
 )
+from collector.exchanges.book_check import CrossCheck
 from collector.exchanges.common import (
     PathRule,
     choices,
@@ -595,6 +601,10 @@ class BybitSession(Session):
         self._routes: dict[str, tuple[_Handler, str]] = {}
         self._last_u: dict[str, int] = {}
         self._resyncing: set[str] = set()
+        # Each book's crossed-book check (from its snapshot until a resync), and why a book
+        # is resyncing where it was not a sequence gap (for its resync row).
+        self._cross_checks: dict[str, CrossCheck] = {}
+        self._resync_reasons: dict[str, BookResyncReason] = {}
         # Last full ticker per symbol (field name -> wire string), since its last snapshot.
         self._tickers: dict[str, dict[str, str]] = {}
         # Symbols whose tickers topic is resubscribed for a snapshot (a delta came first).
@@ -865,6 +875,9 @@ class BybitSession(Session):
                     detail = f"fresh snapshot after resubscribing, u={u}"
                 else:
                     detail = f"the venue sent a new snapshot, u={u} (previous u={last})"
+                reason = self._resync_reasons.pop(symbol, None)
+                if reason is not None:
+                    detail += f" after a {RESYNC_REASON_TEXT[reason]}"
                 events.append(
                     self.status(
                         "resync",
@@ -877,7 +890,13 @@ class BybitSession(Session):
                     )
                 )
             self._last_u[symbol] = u
-            events.append(self._book_update(symbol, env, msg, received_us, "snapshot"))
+            snapshot = self._book_update(symbol, env, msg, received_us, "snapshot")
+            events.append(snapshot)
+            started = self._cross_checks[symbol] = CrossCheck()
+            if started.snapshot(snapshot.bids, snapshot.asks):
+                events.append(
+                    self._book_crossed(symbol, env, started, received_us, " in the snapshot")
+                )
             return events
         if symbol not in self._resyncing:
             if last is not None and u == last + 1:
@@ -904,15 +923,33 @@ class BybitSession(Session):
                         detail=detail,
                     )
                 )
-                self._resyncing.add(symbol)
-                self._last_u.pop(symbol, None)
-                topic = env.topic
-                if topic is not None:
-                    self._resubscribe(topic)
+                self._resync_book(symbol, env)
         if symbol not in self._resyncing:
             self._last_u[symbol] = u
-        events.append(self._book_update(symbol, env, msg, received_us, "delta"))
+        update = self._book_update(symbol, env, msg, received_us, "delta")
+        events.append(update)
+        check = self._cross_checks.get(symbol)
+        if check is not None and check.apply(update.bids, update.asks):
+            events.append(self._book_crossed(symbol, env, check, received_us))
         return events
+
+    def _resync_book(self, symbol: str, env: _Envelope) -> None:
+        """Resubscribe ``symbol``'s book topic (a fresh snapshot comes); unchecked until then."""
+        self._resyncing.add(symbol)
+        self._last_u.pop(symbol, None)
+        self._cross_checks.pop(symbol, None)
+        topic = env.topic
+        if topic is not None:
+            self._resubscribe(topic)
+
+    def _book_crossed(
+        self, symbol: str, env: _Envelope, check: CrossCheck, received_us: int, where: str = ""
+    ) -> Event:
+        """The book is crossed: its gap row, and a resubscription of that book alone."""
+        self._resync_book(symbol, env)
+        self._resync_reasons[symbol] = "crossed"
+        detail = f"{check.describe()}{where}; resubscribing for a new snapshot"
+        return self.book_invalid(symbol, received_us, "crossed", detail)
 
     def _merge_ticker(
         self, symbol: str, env: _Envelope, received_us: int, events: list[Event]

@@ -40,6 +40,11 @@ re-requested through :attr:`Actions.send` (``unsubscribe`` then ``subscribe``
 ``level2`` for the connection's book products); when the fresh snapshot arrives, a
 ``resync`` row precedes it. The first message of a connection sets the baseline.
 
+Books are also checked for a crossing after each snapshot and update
+(:class:`~collector.exchanges.book_check.CrossCheck`): a crossed book is a ``gap`` row
+(:meth:`Session.book_invalid`) and ``level2`` of that product alone is resubscribed; the
+``resync`` row of its new snapshot says ``after a crossed book``.
+
 Trade ids: ``market_trades`` starts with a snapshot of the latest trades on every
 (re)connect, so the same trades come again after a reconnect. Trades are de-duplicated by
 ``trade_id`` per product against a bounded set of recent ids (:class:`RecentIds`) that
@@ -86,6 +91,8 @@ from collector.events import (
     levels_from_values,
 )
 from collector.exchanges.base import (
+    RESYNC_REASON_TEXT,
+    BookResyncReason,
     ConnectionPlan,
     ExchangeAdapter,
     InstrumentsRequest,
@@ -93,6 +100,7 @@ from collector.exchanges.base import (
     Session,
     Subscription,
 )
+from collector.exchanges.book_check import CrossCheck
 from collector.exchanges.common import RecentIds as RecentIds  # re-exported
 from collector.exchanges.common import normalize_asset, optional_float
 
@@ -415,6 +423,10 @@ class CoinbaseSession(Session):
         self._requests: deque[_Request] = deque()
         self._last_seq: int | None = None
         self._resyncing: set[str] = set()
+        # Each book's crossed-book check (from its snapshot until a resync), and why a book
+        # is resyncing where it was not a sequence gap (for its resync row).
+        self._cross_checks: dict[str, CrossCheck] = {}
+        self._resync_reasons: dict[str, BookResyncReason] = {}
         self._handlers: dict[str, _Handler] = {
             "l2_data": self._l2,
             "market_trades": self._trades,
@@ -498,6 +510,8 @@ class CoinbaseSession(Session):
         ]
         if books:
             self._resyncing.update(books)
+            for symbol in books:
+                self._cross_checks.pop(symbol, None)
             self._outgoing.append(self._frame("unsubscribe", "level2", books, received_us))
             self._outgoing.append(self._frame("subscribe", "level2", books, received_us))
         return events
@@ -592,6 +606,8 @@ class CoinbaseSession(Session):
                 ts = self._envelope_time(env)
                 if symbol in self._resyncing:
                     self._resyncing.discard(symbol)
+                    reason = self._resync_reasons.pop(symbol, None)
+                    after = "a sequence_num gap" if reason is None else RESYNC_REASON_TEXT[reason]
                     events.append(
                         self.status(
                             "resync",
@@ -599,7 +615,7 @@ class CoinbaseSession(Session):
                             received_us,
                             data_type="orderbook",
                             received=seq,
-                            detail="fresh level2 snapshot after a sequence_num gap",
+                            detail=f"fresh level2 snapshot after a {after}",
                             timestamp_exchange=ts,
                         )
                     )
@@ -620,7 +636,28 @@ class CoinbaseSession(Session):
             events.append(
                 BookUpdate(EXCHANGE, symbol, ts, received_us, seq, kind, seq, None, bids, asks)
             )
+            if kind == "snapshot":
+                check = self._cross_checks[symbol] = CrossCheck()
+                if check.snapshot(bids, asks):
+                    events.append(self._book_crossed(symbol, check, received_us, seq, " in it"))
+            elif symbol not in self._resyncing:
+                found = self._cross_checks.get(symbol)
+                if found is not None and found.apply(bids, asks):
+                    events.append(self._book_crossed(symbol, found, received_us, seq))
         return events
+
+    def _book_crossed(
+        self, symbol: str, check: CrossCheck, received_us: int, seq: int | None, where: str = ""
+    ) -> Event:
+        """The book is crossed: its gap row, and ``level2`` of that product alone resubscribed
+        (its updates are written until the fresh snapshot, unchecked)."""
+        self._cross_checks.pop(symbol, None)
+        self._resyncing.add(symbol)
+        self._resync_reasons[symbol] = "crossed"
+        self._outgoing.append(self._frame("unsubscribe", "level2", [symbol], received_us))
+        self._outgoing.append(self._frame("subscribe", "level2", [symbol], received_us))
+        detail = f"{check.describe()}{where}; level2 resubscribed for a fresh snapshot"
+        return self.book_invalid(symbol, received_us, "crossed", detail)
 
     def _trades(self, env: _Envelope, received_us: int) -> list[Event]:
         events: list[Event] = []

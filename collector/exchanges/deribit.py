@@ -56,7 +56,10 @@ Sequence rules (per instrument, per session; a reconnect starts afresh):
   anything and are dropped (counted by :meth:`Session.count_discard`, reason
   ``while_resyncing``, as is the change that revealed the gap); the new snapshot is written
   with a ``resync`` status row before it. A change with ``change_id`` at or below the last
-  one is stale: dropped and counted (reason ``stale``).
+  one is stale: dropped and counted (reason ``stale``). After each snapshot and change the
+  book is checked for a crossing (:class:`~collector.exchanges.book_check.CrossCheck`): a
+  crossed book is a ``gap`` row (:meth:`Session.book_invalid`) and the same
+  resubscription; the ``resync`` row of its new snapshot ends ``after a crossed book``.
 - trades: ``trade_seq`` (per instrument) should grow by exactly 1; a jump is a ``gap`` row and
   a repeat is dropped and counted (reason ``duplicate``). This is a heuristic: Deribit does not document
   ``trade_seq`` as gap-free (exchanges.md: UNCONFIRMED). The rows name ``trades``, or
@@ -96,6 +99,8 @@ from collector.events import (
     levels_from_values,
 )
 from collector.exchanges.base import (
+    RESYNC_REASON_TEXT,
+    BookResyncReason,
     ConnectionPlan,
     ExchangeAdapter,
     InstrumentsRequest,
@@ -103,6 +108,7 @@ from collector.exchanges.base import (
     Session,
     Subscription,
 )
+from collector.exchanges.book_check import CrossCheck
 from collector.exchanges.common import choices, normalize_asset
 
 EXCHANGE: Final = "deribit"
@@ -433,6 +439,10 @@ class DeribitSession(Session):
         self._last_trade_seq: dict[str, int] = {}
         # Instruments whose book is being resubscribed after a gap (until the new snapshot).
         self._resyncing: set[str] = set()
+        # Each book's crossed-book check (from its snapshot until a resync), and why a book
+        # is resyncing where it was not a sequence gap (for its resync row).
+        self._cross_checks: dict[str, CrossCheck] = {}
+        self._resync_reasons: dict[str, BookResyncReason] = {}
         self.test_requests_answered = 0
         self.rejected: list[Subscription] = []
 
@@ -459,6 +469,7 @@ class DeribitSession(Session):
         ]
 
     def _resubscribe_book(self, symbol: str) -> None:
+        self._cross_checks.pop(symbol, None)
         if symbol in self._resyncing:
             return
         self._resyncing.add(symbol)
@@ -674,6 +685,8 @@ class DeribitSession(Session):
         if msg.type == "snapshot" or (msg.type is None and msg.prev_change_id is None):
             if symbol in self._resyncing:
                 self._resyncing.discard(symbol)
+                reason = self._resync_reasons.pop(symbol, None)
+                after = "" if reason is None else f" after a {RESYNC_REASON_TEXT[reason]}"
                 events.append(
                     self.status(
                         "resync",
@@ -681,25 +694,27 @@ class DeribitSession(Session):
                         received_us,
                         data_type="orderbook",
                         received=change_id,
-                        detail=f"new book snapshot change_id={change_id}",
+                        detail=f"new book snapshot change_id={change_id}{after}",
                         timestamp_exchange=msg.timestamp * 1000,
                     )
                 )
             self._last_change_id[symbol] = change_id
-            events.append(
-                BookUpdate(
-                    EXCHANGE,
-                    symbol,
-                    msg.timestamp * 1000,
-                    received_us,
-                    change_id,
-                    "snapshot",
-                    change_id,
-                    None,
-                    _levels(msg.bids),
-                    _levels(msg.asks),
-                )
+            snapshot = BookUpdate(
+                EXCHANGE,
+                symbol,
+                msg.timestamp * 1000,
+                received_us,
+                change_id,
+                "snapshot",
+                change_id,
+                None,
+                _levels(msg.bids),
+                _levels(msg.asks),
             )
+            events.append(snapshot)
+            started = self._cross_checks[symbol] = CrossCheck()
+            if started.snapshot(snapshot.bids, snapshot.asks):
+                events.append(self._book_crossed(symbol, started, received_us, " in the snapshot"))
             return events
         if symbol in self._resyncing:
             self.count_discard(symbol, "orderbook", "while_resyncing")
@@ -731,21 +746,34 @@ class DeribitSession(Session):
             self.count_discard(symbol, "orderbook", "while_resyncing")
             return events
         self._last_change_id[symbol] = change_id
-        events.append(
-            BookUpdate(
-                EXCHANGE,
-                symbol,
-                msg.timestamp * 1000,
-                received_us,
-                change_id,
-                "delta",
-                change_id,
-                msg.prev_change_id,
-                _levels(msg.bids),
-                _levels(msg.asks),
-            )
+        update = BookUpdate(
+            EXCHANGE,
+            symbol,
+            msg.timestamp * 1000,
+            received_us,
+            change_id,
+            "delta",
+            change_id,
+            msg.prev_change_id,
+            _levels(msg.bids),
+            _levels(msg.asks),
         )
+        events.append(update)
+        check = self._cross_checks.get(symbol)
+        if check is not None and check.apply(update.bids, update.asks):
+            events.append(self._book_crossed(symbol, check, received_us))
         return events
+
+    def _book_crossed(
+        self, symbol: str, check: CrossCheck, received_us: int, where: str = ""
+    ) -> Event:
+        """The book is crossed: its gap row, and a resubscription of that book alone (the
+        changes until its fresh snapshot are dropped and counted, as after a gap)."""
+        self._last_change_id.pop(symbol, None)
+        self._resubscribe_book(symbol)
+        self._resync_reasons[symbol] = "crossed"
+        detail = f"{check.describe()}{where}; resubscribing for a new snapshot"
+        return self.book_invalid(symbol, received_us, "crossed", detail)
 
     def _ticker(self, symbol: str, data: msgspec.Raw, received_us: int) -> list[Event]:
         return [_ticker_row(symbol, _TICKER.decode(data), received_us)]

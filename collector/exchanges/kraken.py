@@ -32,13 +32,15 @@ Sequence rules (per symbol, per session; a reconnect starts afresh):
 - book: v2 books carry no sequence number; integrity is the CRC32 ``checksum`` of the top 10
   levels sent with the snapshot and with every update. The session keeps each book at the
   subscribed depth (levels applied in message order, ``qty`` 0 deletes, truncated to the
-  depth after each message, as Kraken's guide says) and verifies every checksum. On a
-  mismatch it writes a ``gap`` row (detail: both checksums), drops its copy of the book and
-  resubscribes the symbol (``unsubscribe`` + ``subscribe`` via :attr:`Actions.send`); the
-  new snapshot is written after a ``resync`` row. Deltas received in between are still
-  written (they are the venue's data) but not checked. After :data:`MAX_CHECKSUM_FAILURES`
-  mismatches in a row without a verified snapshot in between, the session stops checking
-  that symbol (said in the last ``gap`` row's detail) instead of resubscribing forever.
+  depth after each message, as Kraken's guide says), verifies every checksum and then
+  checks that the book is not crossed (best bid >= best ask). On a mismatch or a crossed
+  book it writes a ``gap`` row (:meth:`Session.book_invalid`; detail: both checksums, or
+  the crossing), drops its copy of the book and resubscribes the symbol (``unsubscribe`` +
+  ``subscribe`` via :attr:`Actions.send`); the new snapshot is written after a ``resync``
+  row naming the reason. Deltas received in between are still written (they are the
+  venue's data) but not checked. After :data:`MAX_CHECKSUM_FAILURES` failures in a row
+  without a verified snapshot in between, the session stops checking that symbol (said in
+  the last ``gap`` row's detail) instead of resubscribing forever.
 
 The local book and the checksum live in :mod:`collector.exchanges.kraken_book`; they need the
 venue's exact decimal text, so the session decodes book numbers as ``msgspec.Raw`` and
@@ -71,6 +73,8 @@ from collector.events import (
     levels_from_values,
 )
 from collector.exchanges.base import (
+    RESYNC_REASON_TEXT,
+    BookResyncReason,
     ConnectionPlan,
     ExchangeAdapter,
     InstrumentsRequest,
@@ -425,8 +429,10 @@ class KrakenSession(Session):
         self._resyncing: set[str] = set()
         # Mismatches in a row per symbol (reset by a verified snapshot).
         self._failures: dict[str, int] = {}
-        # Symbols whose checksums are no longer checked (too many failures in a row).
+        # Symbols whose books are no longer checked (too many failures in a row).
         self.unverified: set[str] = set()
+        # Why each resyncing book is resyncing (for its resync row).
+        self._resync_reasons: dict[str, BookResyncReason] = {}
         self.checksum_failures = 0
         self.rejected: list[Subscription] = []
 
@@ -620,13 +626,14 @@ class KrakenSession(Session):
                 book = self._books[symbol] = OrderBook(self.book_depth)
                 if symbol in self._resyncing:
                     self._resyncing.discard(symbol)
+                    reason = self._resync_reasons.pop(symbol, "checksum")
                     events.append(
                         self.status(
                             "resync",
                             symbol,
                             received_us,
                             data_type="orderbook",
-                            detail="new book snapshot after a checksum mismatch",
+                            detail=f"new book snapshot after a {RESYNC_REASON_TEXT[reason]}",
                         )
                     )
             else:
@@ -649,32 +656,42 @@ class KrakenSession(Session):
                     asks,
                 )
             )
-            if book is not None and item.checksum is not None and symbol not in self.unverified:
+            if book is None or symbol in self.unverified:
+                continue
+            if item.checksum is not None:
                 computed = book.checksum()
                 if computed != item.checksum:
-                    events.append(
-                        self._checksum_failed(symbol, item.checksum, computed, received_us)
-                    )
-                elif snapshot:
-                    self._failures.pop(symbol, None)
+                    detail = f"book checksum mismatch: venue {item.checksum}, computed {computed}"
+                    events.append(self._book_failed(symbol, "checksum", detail, received_us))
+                    continue
+            if book.bids.keys and book.asks.keys and -book.bids.keys[0] >= book.asks.keys[0]:
+                detail = f"crossed book: best bid {-book.bids.keys[0]!r} >= best ask {book.asks.keys[0]!r}"
+                events.append(self._book_failed(symbol, "crossed", detail, received_us))
+            elif snapshot and item.checksum is not None:
+                self._failures.pop(symbol, None)
         return events
 
-    def _checksum_failed(self, symbol: str, venue: int, computed: int, received_us: int) -> Event:
-        self.checksum_failures += 1
+    def _book_failed(
+        self, symbol: str, reason: BookResyncReason, detail: str, received_us: int
+    ) -> Event:
+        """A book failed its checksum or is crossed: its gap row, and a resubscription of
+        that book alone; after :data:`MAX_CHECKSUM_FAILURES` in a row, no more checks."""
+        if reason == "checksum":
+            self.checksum_failures += 1
         del self._books[symbol]
         failures = self._failures[symbol] = self._failures.get(symbol, 0) + 1
-        detail = f"book checksum mismatch: venue {venue}, computed {computed}"
         if failures >= MAX_CHECKSUM_FAILURES:
             self.unverified.add(symbol)
             self._resyncing.discard(symbol)
             detail += (
-                f"; {failures} in a row: checksums of {symbol} are no longer checked "
+                f"; {failures} in a row: the book of {symbol} is no longer checked "
                 "on this connection"
             )
         else:
             detail += "; resubscribing for a new snapshot"
+            self._resync_reasons[symbol] = reason
             self._resubscribe_book(symbol)
-        return self.status("gap", symbol, received_us, data_type="orderbook", detail=detail)
+        return self.book_invalid(symbol, received_us, reason, detail)
 
 
 def _apply(levels: list[_RawLevel], side: BookSide | None) -> Levels:

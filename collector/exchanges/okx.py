@@ -58,9 +58,15 @@ Sequence rules (per instrument, per session; a reconnect starts afresh):
   (expected = last ``seqId``, received = ``prevSeqId``) and the channel is resubscribed
   (``unsubscribe`` + ``subscribe`` via :attr:`Actions.send`) to get a fresh snapshot,
   which is written with a ``resync`` row. Updates are still written while waiting (readers
-  rebuild from the resync snapshot). The ``checksum`` field is not verified: OKX has sent
-  it as 0 since 2026-06-23 (exchanges.md 4.4). Frames without ``seqId`` (older API
-  versions) are written without checks.
+  rebuild from the resync snapshot). Frames without ``seqId`` (older API versions) are
+  written without sequence checks.
+- ``books`` checks (:meth:`Session.book_invalid`, then the same resubscription; the
+  ``resync`` row names the reason): where the snapshot's ``checksum`` is not 0, the
+  session keeps the book with its wire strings (:mod:`collector.exchanges.interleaved_book`)
+  and compares every non-zero ``checksum`` (CRC32 of the top 25 levels; OKX has sent 0
+  since 2026-06-23, exchanges.md 4.4, so today only old recordings and replays have one);
+  every book is also checked for a crossed book after each update
+  (:class:`~collector.exchanges.book_check.CrossCheck`, or the local book where there is one).
 - ``trades``: fill ids are consecutive per instrument in the recordings, so a message whose
   first fill id (``tradeId - count + 1``) is above the last ``tradeId`` + 1 gets a ``gap``
   row. This is a heuristic (UNCONFIRMED by the venue, and the ELP per-source aggregation
@@ -116,6 +122,8 @@ from collector.events import (
     levels_from_values,
 )
 from collector.exchanges.base import (
+    RESYNC_REASON_TEXT,
+    BookResyncReason,
     ConnectionPlan,
     ExchangeAdapter,
     InstrumentsRequest,
@@ -124,7 +132,9 @@ from collector.exchanges.base import (
     Session,
     Subscription,
 )
+from collector.exchanges.book_check import CrossCheck
 from collector.exchanges.common import PathRule, choices, chunked, normalize_asset, optional_float
+from collector.exchanges.interleaved_book import InterleavedBook, TextLevel
 
 EXCHANGE: Final = "okx"
 DEFAULT_URL: Final = "wss://ws.okx.com:8443"
@@ -259,6 +269,14 @@ class _Book(msgspec.Struct, gc=False):
     ts: int
     seq_id: int | None = msgspec.field(default=None, name="seqId")
     prev_seq_id: int | None = msgspec.field(default=None, name="prevSeqId")
+    checksum: int = 0
+
+
+class _TextBook(msgspec.Struct, gc=False):
+    """A ``books`` item's levels as the venue's text, for the checksum."""
+
+    asks: list[list[str]]
+    bids: list[list[str]]
 
 
 class _Ticker(msgspec.Struct, gc=False):
@@ -337,6 +355,7 @@ class _Instruments(msgspec.Struct, gc=False):
 _ENVELOPE: Final = msgspec.json.Decoder(_Envelope)
 _TRADES: Final = msgspec.json.Decoder(list[_Trade], strict=False)
 _BOOKS: Final = msgspec.json.Decoder(list[_Book], strict=False)
+_TEXT_BOOKS: Final = msgspec.json.Decoder(list[_TextBook])
 _TICKERS: Final = msgspec.json.Decoder(list[_Ticker], strict=False)
 _FUNDING: Final = msgspec.json.Decoder(list[_FundingRate], strict=False)
 _MARK: Final = msgspec.json.Decoder(list[_MarkPrice], strict=False)
@@ -362,6 +381,10 @@ def _levels(levels: list[_Level]) -> Levels:
         append(level.price)
         append(level.size)
     return levels_from_values(values)
+
+
+def _text_levels(levels: list[list[str]]) -> list[TextLevel]:
+    return [(float(px), float(sz), px.encode(), sz.encode()) for px, sz, *_ in levels]
 
 
 def _opt_float(value: str) -> float | None:
@@ -646,6 +669,12 @@ class OkxSession(Session):
         self._last_trade_id: dict[str, int] = {}
         # Instruments whose book was resubscribed after a gap, until the new snapshot.
         self._resyncing: set[str] = set()
+        # Why each of those is resyncing, where it was not a sequence gap (for its resync row).
+        self._resync_reasons: dict[str, BookResyncReason] = {}
+        # Each book's checks (while it is not resyncing): the local book with wire text
+        # where the snapshot carried a checksum, else the crossed-book check alone.
+        self._checked_books: dict[str, InterleavedBook] = {}
+        self._cross_checks: dict[str, CrossCheck] = {}
         self.rejected: list[Subscription] = []
 
     # ----------------------------------------------------------------- subscribing
@@ -822,11 +851,13 @@ class OkxSession(Session):
         self, symbol: str, data: msgspec.Raw, action: str | None, received_us: int
     ) -> list[Event]:
         events: list[Event] = []
-        for msg in _BOOKS.decode(data):
+        for index, msg in enumerate(_BOOKS.decode(data)):
             seq, prev_seq = msg.seq_id, msg.prev_seq_id
             if action == "snapshot":
                 if symbol in self._resyncing:
                     self._resyncing.discard(symbol)
+                    reason = self._resync_reasons.pop(symbol, None)
+                    after = "" if reason is None else f" after a {RESYNC_REASON_TEXT[reason]}"
                     events.append(
                         self.status(
                             "resync",
@@ -834,25 +865,25 @@ class OkxSession(Session):
                             received_us,
                             data_type="orderbook",
                             received=seq,
-                            detail=f"fresh books snapshot seqId={seq}",
+                            detail=f"fresh books snapshot seqId={seq}{after}",
                         )
                     )
                 if seq is not None:
                     self._last_seq[symbol] = seq
-                events.append(
-                    BookUpdate(
-                        EXCHANGE,
-                        symbol,
-                        msg.ts * 1000,
-                        received_us,
-                        seq,
-                        "snapshot",
-                        seq,
-                        None,
-                        _levels(msg.bids),
-                        _levels(msg.asks),
-                    )
+                snapshot = BookUpdate(
+                    EXCHANGE,
+                    symbol,
+                    msg.ts * 1000,
+                    received_us,
+                    seq,
+                    "snapshot",
+                    seq,
+                    None,
+                    _levels(msg.bids),
+                    _levels(msg.asks),
                 )
+                events.append(snapshot)
+                self._start_checks(symbol, msg, data, index, snapshot, received_us, events)
                 continue
             if seq is not None and prev_seq is not None:
                 last = self._last_seq.get(symbol)
@@ -880,24 +911,91 @@ class OkxSession(Session):
                             ),
                         )
                     )
-                    self._resyncing.add(symbol)
-                    self._resubscribe(("books", symbol))
+                    self._resync_book(symbol)
                 self._last_seq[symbol] = seq
-            events.append(
-                BookUpdate(
-                    EXCHANGE,
-                    symbol,
-                    msg.ts * 1000,
-                    received_us,
-                    seq,
-                    "delta",
-                    seq,
-                    prev_seq,
-                    _levels(msg.bids),
-                    _levels(msg.asks),
-                )
+            update = BookUpdate(
+                EXCHANGE,
+                symbol,
+                msg.ts * 1000,
+                received_us,
+                seq,
+                "delta",
+                seq,
+                prev_seq,
+                _levels(msg.bids),
+                _levels(msg.asks),
             )
+            events.append(update)
+            if symbol in self._resyncing:
+                continue
+            checked = self._checked_books.get(symbol)
+            if checked is not None:
+                text = _TEXT_BOOKS.decode(data)[index]
+                checked.apply(_text_levels(text.bids), _text_levels(text.asks))
+                if msg.checksum != 0 and checked.checksum() != msg.checksum:
+                    detail = (
+                        f"book checksum mismatch: venue {msg.checksum}, "
+                        f"computed {checked.checksum()}; resubscribing for a new snapshot"
+                    )
+                    events.append(self._book_failed(symbol, "checksum", detail, received_us))
+                elif checked.crossed():
+                    bid, ask = checked.best()
+                    detail = (
+                        f"crossed book: best bid {bid!r} >= best ask {ask!r}; "
+                        "resubscribing for a new snapshot"
+                    )
+                    events.append(self._book_failed(symbol, "crossed", detail, received_us))
+                continue
+            check = self._cross_checks.get(symbol)
+            if check is not None and check.apply(update.bids, update.asks):
+                detail = f"{check.describe()}; resubscribing for a new snapshot"
+                events.append(self._book_failed(symbol, "crossed", detail, received_us))
         return events
+
+    def _start_checks(
+        self,
+        symbol: str,
+        msg: _Book,
+        data: msgspec.Raw,
+        index: int,
+        snapshot: BookUpdate,
+        received_us: int,
+        events: list[Event],
+    ) -> None:
+        """Start checking a book at its snapshot: its checksum, where it carries one (OKX
+        sends 0 since 2026-06-23), and whether it is crossed after each update."""
+        self._checked_books.pop(symbol, None)
+        self._cross_checks.pop(symbol, None)
+        if msg.checksum != 0:
+            text = _TEXT_BOOKS.decode(data)[index]
+            book = self._checked_books[symbol] = InterleavedBook()
+            book.apply(_text_levels(text.bids), _text_levels(text.asks))
+            if book.checksum() != msg.checksum:
+                detail = (
+                    f"book checksum mismatch on the snapshot: venue {msg.checksum}, "
+                    f"computed {book.checksum()}; resubscribing for a new snapshot"
+                )
+                events.append(self._book_failed(symbol, "checksum", detail, received_us))
+            return
+        check = self._cross_checks[symbol] = CrossCheck()
+        if check.snapshot(snapshot.bids, snapshot.asks):
+            detail = f"{check.describe()} in the snapshot; resubscribing for a new snapshot"
+            events.append(self._book_failed(symbol, "crossed", detail, received_us))
+
+    def _resync_book(self, symbol: str) -> None:
+        """Resubscribe ``symbol``'s book (a fresh snapshot comes); no checks until then."""
+        self._resyncing.add(symbol)
+        self._checked_books.pop(symbol, None)
+        self._cross_checks.pop(symbol, None)
+        self._resubscribe(("books", symbol))
+
+    def _book_failed(
+        self, symbol: str, reason: BookResyncReason, detail: str, received_us: int
+    ) -> Event:
+        """The book failed a check: its gap row, and a resubscription of that book alone."""
+        self._resync_book(symbol)
+        self._resync_reasons[symbol] = reason
+        return self.book_invalid(symbol, received_us, reason, detail)
 
     def _books5(
         self, symbol: str, data: msgspec.Raw, action: str | None, received_us: int

@@ -22,6 +22,7 @@ from collector.config import WebSocketSettings
 from collector.doorbell import Doorbell
 from collector.events import RAW_SYMBOL, Event, Raw, Status
 from collector.exchanges.base import (
+    Actions,
     ConnectionPlan,
     ExchangeAdapter,
     Session,
@@ -39,6 +40,7 @@ from collector.ingest.errors import (
 )
 from collector.ingest.handover import Lane
 from collector.ingest.live import PlanInbox
+from collector.ingest.pacer import RestPacers
 from collector.ingest.polling import PollInbox, run_poller
 from collector.ingest.sink import CLOSE_SEND_TIMEOUT_SECS, EventSink, without_removed
 from collector.ingest.snapshots import FetchedSnapshot, run_snapshot_fetcher
@@ -55,14 +57,17 @@ CLOSE_TIMEOUT_SECS = 1.0
 
 @attrs.frozen
 class IngestContext:
-    """What every connection shares: settings, metrics, health, the wall clock, and the
-    writer's doorbell (``None``: nobody is rung, the writer takes batches at its tick)."""
+    """What every connection shares: settings, metrics, health, the wall clock, the
+    writer's doorbell (``None``: nobody is rung, the writer takes batches at its tick), and
+    the REST pacers (one per venue budget, whatever the number of connections spending it).
+    """
 
     settings: WebSocketSettings
     metrics: Metrics
     health: HealthState
     wall_clock: WallClock
     doorbell: Doorbell | None = None
+    rest_pacers: RestPacers = attrs.field(factory=RestPacers)
 
 
 async def run_connection(
@@ -172,7 +177,11 @@ async def _run_attempt(
         )
         async with trio.open_nursery() as nursery:
             outbox_tx, outbox_rx = trio.open_memory_channel[str](OUTBOX_SIZE)
-            snapshots_tx, snapshots_rx = trio.open_memory_channel[SnapshotRequest](OUTBOX_SIZE)
+            # A session has at most one snapshot request pending per book, so room for one
+            # per subscription never overflows, however many books the connection carries.
+            snapshots_tx, snapshots_rx = trio.open_memory_channel[SnapshotRequest](
+                OUTBOX_SIZE + len(plan.subscriptions)
+            )
             # Rendezvous: the fetcher holds at most one body until the receive loop takes it.
             bodies_tx, bodies_rx = trio.open_memory_channel[FetchedSnapshot](0)
             nursery.start_soon(_run_sender, ws, outbox_rx, adapter, plan, ctx, lane, attempt)
@@ -189,7 +198,7 @@ async def _run_attempt(
                 bodies_tx,
                 plan.exchange,
                 ctx.wall_clock,
-                adapter.snapshot_rate(plan),
+                ctx.rest_pacers.get(adapter.snapshot_budget(plan), adapter.snapshot_rate(plan)),
             )
             if live is not None:
                 nursery.start_soon(_wake_on_change, ws, live)
@@ -380,6 +389,8 @@ async def _receive_loop(
         last_message.set(received_us / 1e6)
         if actions.statuses:
             _count_statuses(actions.statuses, ctx, exchange)
+            if actions.resyncs:
+                _count_resyncs(actions, ctx, exchange)
             activity.note_refusals(actions.statuses)
         if actions.discarded:
             discards.add(actions.discarded, current_time())
@@ -462,6 +473,8 @@ async def _apply_snapshots(
             )
         if actions.statuses:
             _count_statuses(actions.statuses, ctx, exchange)
+            if actions.resyncs:
+                _count_resyncs(actions, ctx, exchange)
         if actions.discarded:
             discards.add(actions.discarded, trio.current_time())
         if events:
@@ -529,6 +542,20 @@ def _count_statuses(statuses: tuple[Status, ...], ctx: IngestContext, exchange: 
                     "data_type": event.data_type,
                 },
             )
+
+
+def _count_resyncs(actions: Actions, ctx: IngestContext, exchange: str) -> None:
+    """Count and log the books a result found invalid (each has its ``gap`` row among
+    ``actions.statuses``, with the detail logged here)."""
+    details = {row.symbol: row.detail for row in actions.statuses if row.event == "gap"}
+    for resync in actions.resyncs:
+        ctx.metrics.book_resyncs.labels(exchange, resync.reason).inc()
+        log.warning(
+            "book resync (%s): %s",
+            resync.reason,
+            details.get(resync.symbol),
+            extra={"exchange": exchange, "symbol": resync.symbol, "data_type": "orderbook"},
+        )
 
 
 async def _run_sender(

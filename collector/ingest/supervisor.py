@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import math
 from collections.abc import Sequence
 from functools import partial
 
@@ -16,23 +15,10 @@ from collector.ingest.connection import IngestContext, run_connection
 from collector.ingest.errors import ConnectionFailed
 from collector.ingest.handover import QUIET_SECS, Lane, Overlap, Watch
 from collector.ingest.live import PlanInbox
+from collector.ingest.pacer import Pacer
 from collector.ingest.sink import EventSink
 
 log = logging.getLogger(__name__)
-
-
-class ConnectPacer:
-    """Spaces the connection attempts of one exchange at least ``1/per_second`` apart."""
-
-    def __init__(self, per_second: float) -> None:
-        self.interval = 1.0 / per_second
-        self._next = -math.inf
-
-    async def wait_turn(self) -> None:
-        """Wait until this attempt may start (first come, first served)."""
-        at = max(trio.current_time(), self._next)
-        self._next = at + self.interval
-        await trio.sleep_until(at)
 
 
 class ConnectionControl:
@@ -81,7 +67,7 @@ class ExchangeRunner:
         self.adapter = adapter
         self.ctx = ctx
         self.events = events
-        self.pacer = ConnectPacer(adapter.connections_per_second)
+        self.pacer = Pacer(adapter.connections_per_second)
         self.controls: dict[str, ConnectionControl] = {}
         self._nursery: trio.Nursery | None = None
 
@@ -158,7 +144,7 @@ async def supervise_connection(
     adapter: ExchangeAdapter,
     ctx: IngestContext,
     events: trio.MemorySendChannel[list[Event]],
-    pacer: ConnectPacer | None = None,
+    pacer: Pacer | None = None,
 ) -> None:
     """Keep one connection up: reconnect with capped, jittered exponential backoff.
 
@@ -178,12 +164,12 @@ async def supervise_connection(
     sink = EventSink(
         events, plan.exchange, ctx.metrics, ctx.doorbell, connection=plan.name, health=ctx.health
     )
-    pacer = pacer or ConnectPacer(adapter.connections_per_second)
+    pacer = pacer or Pacer(adapter.connections_per_second)
     await _supervise(ConnectionControl(plan, sink), adapter, ctx, pacer)
 
 
 async def _supervise(
-    control: ConnectionControl, adapter: ExchangeAdapter, ctx: IngestContext, pacer: ConnectPacer
+    control: ConnectionControl, adapter: ExchangeAdapter, ctx: IngestContext, pacer: Pacer
 ) -> None:
     """:func:`supervise_connection` for ``control`` (whose plan each attempt reads); ends
     when ``control.scope`` is cancelled too, and sets ``control.done`` last."""
@@ -278,7 +264,7 @@ async def _run_planned(
     adapter: ExchangeAdapter,
     ctx: IngestContext,
     sink: EventSink,
-    pacer: ConnectPacer,
+    pacer: Pacer,
     replace_after: float,
 ) -> ConnectionFailed:
     """Connections of ``control.plan`` (read again for each new connection), each replaced

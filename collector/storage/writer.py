@@ -42,9 +42,12 @@ if TYPE_CHECKING:
     from collector.analytics import TradeAnalytics
     from collector.outlets.tap import OutletTap
 
-# Files retired and waiting for the finalizer. Room for every file of an hourly rotation
-# at once, so the rotation never holds up journaling (an entry is a path and two names);
-# a full channel means finalizing has fallen behind for good, and the flusher then waits.
+# Files retired and waiting for the finalizer: this many, plus one per file the plan can
+# have open (``run_writer``'s ``open_files``). Room for every file of an hourly rotation at
+# once, so the rotation never holds up journaling (an entry is a path and two names); a
+# full channel means finalizing has fallen behind for good, and the flusher then waits.
+# (A whole spot market has about 6,000 files open: 4,500 streams and 1,500 status files;
+# with room for 4,096 its rotation held the connections for over 30 s.)
 RETIRED_FILES_BUFFER: Final = 4096
 
 
@@ -60,9 +63,14 @@ async def run_writer(
     doorbell: Doorbell | None = None,
     tap: OutletTap | None = None,
     analytics: TradeAnalytics | None = None,
+    open_files: int = 0,
     task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Store every event received on ``events`` in finished Parquet files under ``data_dir``.
+
+    ``open_files``: how many files the plan can have open at once (its streams); the
+    retired files' channel has room for all of them besides :data:`RETIRED_FILES_BUFFER`,
+    so an hourly rotation of every file never makes the flusher wait.
 
     Owns and closes both channel ends: ``events`` (batches of events, any types and symbols,
     taken when ``doorbell`` rings and at every flush tick; the senders ring it, see
@@ -117,7 +125,9 @@ async def run_writer(
         stops = await trio.to_thread.run_sync(unclean_stop_rows, recovered) if recovered else []
         highest = await trio.to_thread.run_sync(highest_order_key, recovered) if recovered else None
         work_out, work_in = trio.open_memory_channel[FlushWork](0)
-        retired_out, retired_in = trio.open_memory_channel[RetiredFile](RETIRED_FILES_BUFFER)
+        retired_out, retired_in = trio.open_memory_channel[RetiredFile](
+            RETIRED_FILES_BUFFER + open_files
+        )
         metrics.watch_channel("retired_files", partial(_fill, retired_in))
         async with trio.open_nursery() as nursery:
             await nursery.start(

@@ -122,13 +122,15 @@ def book_frame(
     prev_seq_id: int,
     *,
     channel: str = "books",
+    checksum: int = 0,
 ) -> str:
-    """A ``books`` push (``action`` = ``snapshot`` or ``update``); checksum 0 as since 2026."""
+    """A ``books`` push (``action`` = ``snapshot`` or ``update``); checksum 0 as since
+    2026-06-23 unless given."""
     data = {
         "asks": _book_levels(asks),
         "bids": _book_levels(bids),
         "ts": str(ts_ms),
-        "checksum": 0,
+        "checksum": checksum,
         "prevSeqId": prev_seq_id,
         "seqId": seq_id,
     }
