@@ -30,7 +30,8 @@ from collector.control.reload import Reload
 from collector.planning import plan_service
 from collector.service import EXIT_BAD_SETTINGS, EXIT_OK, ServiceError, ServiceHandle, run_service
 from collector.settings_check import load_settings, parse_settings
-from tests.fakes.binance import FakeBinance, trade_frame
+from tests.fakes.binance import FakeBinance, depth_diff_frame, trade_frame
+from tests.fakes.binance_rest import FakeBinanceRest
 from tests.fakes.bybit import FakeBybit
 from tests.fakes.bybit import trade_frame as bybit_trade_frame
 from tests.fakes.okx import FakeOkx
@@ -742,3 +743,60 @@ async def test_a_symbol_removed_from_a_venue_without_live_subscriptions(tmp_path
     assert read_rows(tmp_path, "okx", "ETH-USDT", "trades") == []
     eth = [(r["event"], r["data_type"]) for r in read_rows(tmp_path, "okx", "ETH-USDT", "status")]
     assert eth == [("connected", None), ("subscribed", "trades"), ("unsubscribed", "trades")]
+
+
+async def test_a_diff_book_joining_a_live_connection_syncs_from_a_rest_snapshot(
+    tmp_path: Path,
+) -> None:
+    """Binance diff depth: the joined symbol's acknowledgement asks for its REST snapshot,
+    as at start, and its book is written from there; the other book never resyncs."""
+    ws, rest = FakeBinance(), FakeBinanceRest()
+    rest.set_book("BTCUSDT", 105, bids=[(100.0, 5.0)], asks=[(101.0, 2.0)])
+    rest.set_book("ETHUSDT", 205, bids=[(10.0, 1.0)], asks=[(11.0, 1.0)])
+    with trio.fail_after(TIMEOUT):
+        async with trio.open_nursery() as nursery:
+            await nursery.start(ws.run)
+            await nursery.start(rest.run)
+            market = {
+                "exchange": "binance",
+                "feeds": ["orderbook"],
+                "book_mode": "diff",
+                "base_url": ws.url,
+                "rest_url": rest.url,
+            }
+            raw: dict[str, Any] = {
+                "collector": {"metrics_host": "127.0.0.1", "metrics_port": 0},
+                "storage": {"data_dir": str(tmp_path)},
+                "markets": [{**market, "symbols": ["btcusdt"]}],
+            }
+            async with service(parse_settings(raw)) as handle:
+                await ws.wait_subscribed(["btcusdt@depth@100ms"])
+                await ws.send(depth_diff_frame("btcusdt", 101, 110, [(100.0, 4.0)], [], TIME_US))
+                await rest.wait_requests(1)
+                await settle()
+                raw["markets"] = [{**market, "symbols": ["btcusdt", "ethusdt"]}]
+                report = await controller_of(handle).apply(parse_settings(raw), "test")
+                assert report.joined == ("binance-0",)
+                await ws.wait_subscribed(["ethusdt@depth@100ms"], number=1)
+                await ws.send(depth_diff_frame("ethusdt", 201, 210, [(10.0, 2.0)], [], TIME_US))
+                await rest.wait_requests(2)
+                await settle()
+                await ws.send(depth_diff_frame("ethusdt", 211, 220, [(10.0, 3.0)], [], TIME_US))
+                await ws.send(depth_diff_frame("btcusdt", 111, 120, [(100.0, 6.0)], [], TIME_US))
+                await settle()
+                assert ws.connections == 1
+            nursery.cancel_scope.cancel()
+
+    assert rest.requests == [
+        "/api/v3/depth?symbol=BTCUSDT&limit=1000",
+        "/api/v3/depth?symbol=ETHUSDT&limit=1000",
+    ]
+    eth = read_rows(tmp_path, "binance", "ETHUSDT", "orderbook")
+    assert [(r["kind"], r["sequence"]) for r in eth] == [
+        ("delta", 210),
+        ("snapshot", 210),
+        ("delta", 220),
+    ]
+    btc = statuses(tmp_path, "BTCUSDT")
+    assert ("resync", "orderbook") in btc  # its start-up sync
+    assert btc.count(("resync", "orderbook")) == 1
