@@ -146,6 +146,16 @@ class MarketSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw
     # Write the writer's book of each symbol as a ``checkpoint`` row this often inside an
     # order book file too (None: only as the first row of every file).
     book_snapshot_interval_secs: PositiveFloat | None = None
+    # All-symbols mode (``symbols = ["*"]``; collector.control.listings): the venue's
+    # listing, resolved at start and every ``symbols_refresh_secs``, filtered by quote
+    # asset (venues whose listing names it), status (None: trading only), a regular
+    # expression the whole symbol matches, and capped at ``max_symbols`` (the first in
+    # sorted order). Only with ``*``.
+    quote: tuple[str, ...] | None = None
+    status: tuple[str, ...] | None = None
+    symbols_regex: str | None = None
+    max_symbols: Annotated[int, Meta(ge=1)] | None = None
+    symbols_refresh_secs: PositiveFloat = 3600.0
 
 
 # The data types an outlet can publish (the stored tables).

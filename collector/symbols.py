@@ -5,16 +5,19 @@ from __future__ import annotations
 
 import json
 import sys
-from typing import TextIO
+from collections.abc import Callable
+from typing import TextIO, TypeVar
 
 from collector.exchanges import get_adapter_class, known_exchanges
-from collector.exchanges.base import ParseError
+from collector.exchanges.base import ExchangeAdapter, Listing, ParseError
 from collector.rest import HTTP_GEO_BLOCKED, RestError, fetch
 
 EXIT_FAILED = 1  # the venue could not be reached or gave an unexpected answer
 EXIT_USAGE = 2  # an exchange the collector does not know (or cannot list)
 # Most pages of a paged listing (Bybit: up to 1000 symbols a page) before giving up.
 MAX_PAGES = 50
+
+_T = TypeVar("_T")
 
 
 class SymbolsError(Exception):
@@ -31,11 +34,42 @@ def list_symbols(
 ) -> list[str]:
     """Tradable symbols of ``exchange`` (of its ``category``, where it has several; None:
     the venue's default), by a blocking HTTP GET. Raises SymbolsError."""
+    adapter = _adapter(exchange)
+    pages = _pages(adapter, exchange, rest_url, category, adapter.parse_symbols)
+    if len(pages) == 1:
+        return pages[0]
+    return sorted({symbol for page in pages for symbol in page})
+
+
+def list_listing(
+    exchange: str, rest_url: str | None = None, category: str | None = None
+) -> list[Listing]:
+    """Every listed symbol of ``exchange`` (of its ``category``) with its quote asset and
+    status where the venue says (:meth:`~collector.exchanges.base.ExchangeAdapter.parse_listing`),
+    sorted by symbol, by blocking HTTP GETs: what all-symbols mode resolves from. Raises
+    SymbolsError."""
+    adapter = _adapter(exchange)
+    pages = _pages(adapter, exchange, rest_url, category, adapter.parse_listing)
+    unique = {listing.symbol: listing for page in pages for listing in page}
+    return [unique[symbol] for symbol in sorted(unique)]
+
+
+def _adapter(exchange: str) -> type[ExchangeAdapter]:
     try:
-        adapter = get_adapter_class(exchange)
+        return get_adapter_class(exchange)
     except KeyError:
         known = ", ".join(known_exchanges())
         raise SymbolsError(f"unknown exchange {exchange!r} (known: {known})", EXIT_USAGE) from None
+
+
+def _pages(
+    adapter: type[ExchangeAdapter],
+    exchange: str,
+    rest_url: str | None,
+    category: str | None,
+    parse: Callable[[bytes], list[_T]],
+) -> list[list[_T]]:
+    """Each page of the venue's listing, parsed by ``parse``."""
     try:
         url = adapter.symbols_url(rest_url, category)
     except (NotImplementedError, ValueError) as exc:
@@ -44,7 +78,7 @@ def list_symbols(
     product = None
     if category in adapter.categories and category != adapter.default_category:
         product = f"{exchange}-{category}"
-    pages: list[list[str]] = []
+    pages: list[list[_T]] = []
     next_url: str | None = url
     while next_url is not None:
         if len(pages) == MAX_PAGES:
@@ -57,13 +91,11 @@ def list_symbols(
             advice = f"; {adapter.geo_block_advice(product)}" if geo else ""
             raise SymbolsError(f"cannot reach {exchange}: {exc}{advice}") from None
         try:
-            pages.append(adapter.parse_symbols(body))
+            pages.append(parse(body))
             next_url = adapter.symbols_next_url(url, body)
         except ParseError as exc:
             raise SymbolsError(f"unexpected answer from {url}: {exc}") from None
-    if len(pages) == 1:
-        return pages[0]
-    return sorted({symbol for page in pages for symbol in page})
+    return pages
 
 
 def run_symbols_command(

@@ -62,6 +62,18 @@ class Subscription:
 
 
 @attrs.frozen
+class Listing:
+    """One symbol of a venue's listing (all-symbols mode): its spelling in settings, its
+    quote asset (None where the listing does not say), the venue's status word, and
+    whether the venue counts it as trading."""
+
+    symbol: str
+    quote: str | None
+    status: str
+    trading: bool
+
+
+@attrs.frozen
 class SnapshotRequest:
     """A book snapshot the session wants fetched over the venue's REST API (HTTP GET)."""
 
@@ -573,6 +585,9 @@ class ExchangeAdapter(ABC):
     # (:meth:`Session.change_frames`): symbols added at run time may then join a running
     # connection, and removed ones are unsubscribed (collector.control).
     live_subscriptions: ClassVar[bool] = False
+    # Whether :meth:`parse_listing` names each symbol's quote asset and status (the
+    # ``quote`` and ``status`` filters of all-symbols mode need it).
+    listing_quotes: ClassVar[bool] = False
 
     # --------------------------------------------------------------- geo-blocks
 
@@ -625,6 +640,17 @@ class ExchangeAdapter(ABC):
         Raises ParseError when the body is not what the venue sends.
         """
         raise NotImplementedError(f"{cls.name} cannot list symbols")
+
+    @classmethod
+    def parse_listing(cls, body: bytes) -> list[Listing]:
+        """Every listed symbol of that body, with its quote asset and status where the
+        venue's listing names them (all-symbols mode, collector.control.listings). The
+        default: the :meth:`parse_symbols` symbols, trading, quote unknown; a venue whose
+        listing says more overrides this and sets :attr:`listing_quotes`.
+
+        Raises ParseError when the body is not what the venue sends.
+        """
+        return [Listing(symbol, None, "TRADING", True) for symbol in cls.parse_symbols(body)]
 
     # --------------------------------------------------------------- instruments
 

@@ -136,6 +136,7 @@ from collector.exchanges.base import (
     ConnectionPlan,
     ExchangeAdapter,
     InstrumentsRequest,
+    Listing,
     ParseError,
     Polling,
     Session,
@@ -186,6 +187,7 @@ def _us(value: int) -> int:
 
 class _SymbolInfo(msgspec.Struct, gc=False):
     symbol: str
+    quoteAsset: str | None = None
     status: str | None = None  # spot and USD-M
     contractStatus: str | None = None  # COIN-M
 
@@ -500,6 +502,7 @@ class BinanceAdapter(ExchangeAdapter):
     # The venue documents that a connection is valid for 24 h and is closed at that mark
     # (spot and futures WebSocket Streams docs; exchanges.md section 1.1, D1.2).
     max_connection_lifetime_secs: ClassVar[float | None] = 24 * 3600.0
+    listing_quotes: ClassVar[bool] = True
     # SUBSCRIBE and UNSUBSCRIBE work on a live connection (the same request, answered by id).
     live_subscriptions: ClassVar[bool] = True
 
@@ -523,6 +526,27 @@ class BinanceAdapter(ExchangeAdapter):
         except msgspec.DecodeError as exc:
             raise ParseError(f"binance exchangeInfo: {exc}") from exc
         return sorted(s.symbol for s in info.symbols if s.trading)
+
+    @classmethod
+    def parse_listing(cls, body: bytes) -> list[Listing]:
+        """Every symbol of any category's exchangeInfo with its ``quoteAsset`` and status
+        (``status``; COIN-M: ``contractStatus``), sorted."""
+        try:
+            info = msgspec.json.decode(body, type=_ExchangeInfo)
+        except msgspec.DecodeError as exc:
+            raise ParseError(f"binance exchangeInfo: {exc}") from exc
+        return sorted(
+            (
+                Listing(
+                    s.symbol,
+                    s.quoteAsset,
+                    s.status or s.contractStatus or "TRADING",
+                    s.trading,
+                )
+                for s in info.symbols
+            ),
+            key=lambda listing: listing.symbol,
+        )
 
     @staticmethod
     def normalize_symbol(symbol: str) -> str:
