@@ -20,12 +20,14 @@ from collections.abc import Sequence
 from functools import partial
 from typing import TYPE_CHECKING, Any
 
+import msgspec
 import trio
 
 from collector import __version__
 from collector.config import ConfigError, Settings, resolve_path, settings_as_dict
 
 if TYPE_CHECKING:
+    from collector.control.listings import Listings
     from collector.control.reload import Reload
     from collector.planning import ServicePlan
     from collector.sharding import Shard
@@ -63,6 +65,12 @@ def _parser() -> argparse.ArgumentParser:
     check.add_argument("--config", metavar="PATH", dest="check_config", help=config_help)
     check.add_argument("--json", action="store_true", help="print JSON instead of TOML")
     check.add_argument("--shard", metavar="I/N", dest="check_shard", help=shard_help)
+    check.add_argument(
+        "--no-resolve",
+        action="store_true",
+        help='do not ask the venues for the symbols of symbols = ["*"] markets (no network '
+        "I/O; those markets are left out of the connections shown)",
+    )
     upload = sub.add_parser(
         "upload", help="upload every finished local file not yet verified in S3, then exit"
     )
@@ -186,65 +194,120 @@ def _dispatch(args: argparse.Namespace) -> int:
         )
     # Imported here, not at the top: checking and planning settings loads every venue
     # module and the storage layer, which --help, symbols and bench do without.
+    from collector.control.listings import (
+        ListingError,
+        Listings,
+        has_all_symbols,
+        resolve_settings,
+    )
     from collector.planning import plan_service
     from collector.sharding import apply_shard, assignment, resolve_shard
 
+    listings: Listings | None = None
     try:
         if command == "upload":
             settings, _ = _load(args.upload_config or args.config)
             return _upload(settings)
         if command == "reparse":
             full, _ = _load(args.reparse_config or args.config)
+            full = resolve_settings(full)  # "*" markets: the venue's listing now
             settings, shard = apply_shard(full, args.reparse_shard or args.shard, os.environ)
             return _reparse(plan_service(settings, assignment(full, shard)), args)
         if command == "check-config":
             settings, source = _load(args.path or args.check_config or args.config)
             shard = resolve_shard(args.check_shard or args.shard, os.environ)
-            return _check_config(settings, source, as_json=args.json, shard=shard)
+            return _check_config(
+                settings, source, as_json=args.json, shard=shard, resolve=not args.no_resolve
+            )
         config_arg = getattr(args, "run_config", None) or args.config
         shard_arg = getattr(args, "run_shard", None) or args.shard
-        full, source = _load(config_arg)
+        template, source = _load(config_arg)
+        # "*" markets: resolved from the venues' listings before anything starts.
+        full = resolve_settings(template)
         settings, shard = apply_shard(full, shard_arg, os.environ)
         # Adapters that cannot start (e.g. bad credentials) fail here.
         plan = plan_service(settings, assignment(full, shard))
+        if has_all_symbols(template):
+            listings = Listings(template, shard)
+            listings.resolved = listings.resolved_pairs(settings)
+    except ListingError as exc:
+        print(f"collector: error: {exc}", file=sys.stderr)
+        return exc.exit_code
     except ConfigError as exc:
         print(f"collector: error: {exc}", file=sys.stderr)
         return EXIT_CONFIG
 
     def reload() -> tuple[Settings, int]:
         """SIGHUP: the same file, overrides and shard, read again (ConfigError if bad)."""
-        full, _ = _load(config_arg)
+        template, _ = _load(config_arg)
+        full = resolve_settings(template)  # "*" markets: the venues' listings again
         settings, shard = apply_shard(full, shard_arg, os.environ)
+        if listings is not None and has_all_symbols(template):
+            listings.template = template
+            listings.resolved = listings.resolved_pairs(settings)
         return settings, assignment(full, shard).configured
 
-    return _run(plan, source, reload)
+    return _run(plan, source, reload, listings)
 
 
 def _check_config(
-    settings: Settings, source: str, *, as_json: bool, shard: Shard | None = None
+    settings: Settings,
+    source: str,
+    *,
+    as_json: bool,
+    shard: Shard | None = None,
+    resolve: bool = True,
 ) -> int:
     """Print the effective settings and the connections they open: the plan ``run`` would
-    run. Every ConfigError is raised before any output."""
-    from collector.planning import describe_connections, plan_service
+    run. ``symbols = ["*"]`` markets are resolved from the venues' listings (network I/O)
+    unless ``resolve`` is false, when they are left out of the plan shown. Every
+    ConfigError is raised before any output."""
+    from collector.control.listings import resolve_settings
+    from collector.planning import describe_connections, describe_exchanges, plan_service
+    from collector.settings_check import is_all_symbols
     from collector.sharding import describe_shard, describe_shard_lines, shard_settings
 
+    shown = settings_as_dict(settings)  # as the file says them ("*")
+    stars = [i for i, m in enumerate(settings.markets) if is_all_symbols(m)]
+    unresolved = [] if resolve else stars
+    if resolve:
+        settings = resolve_settings(settings)  # may raise ListingError (a ConfigError)
+    elif stars:
+        kept = tuple(m for m in settings.markets if not is_all_symbols(m))
+        settings = msgspec.structs.replace(settings, markets=kept)
     full = settings
-    if shard is not None:
+    if settings.markets and shard is not None:
         settings = shard_settings(full, shard)  # may raise ShardError (a ConfigError)
-    shown = settings_as_dict(settings)
-    connections = describe_connections(plan_service(settings))  # may raise ConfigError
+    plan = plan_service(settings) if settings.markets else None  # may raise ConfigError
+    connections = describe_connections(plan) if plan is not None else []
+    exchanges = describe_exchanges(plan) if plan is not None else []
     if as_json:
         document: dict[str, Any] = {"source": source, "settings": shown}
-        if shard is not None:
+        if shard is not None and full.markets:
             document["shard"] = describe_shard(full, shard)
+        if resolve and stars:
+            document["resolved_markets"] = [
+                {"exchange": m.exchange, "category": m.category, "symbols": list(m.symbols)}
+                for m in full.markets
+            ]
+        document["unresolved_markets"] = unresolved
+        document["exchanges"] = exchanges
         document["connections"] = connections
         print(json.dumps(document, indent=2))
         return 0
     print(f"# settings OK: {source}")
-    if shard is not None:
+    if shard is not None and full.markets:
         print("\n".join(describe_shard_lines(full, shard)))
     print(to_toml(shown))
+    for index in unresolved:
+        print(f'# markets[{index}]: symbols = ["*"] not resolved (--no-resolve): not shown below')
     print("# connections this configuration opens:")
+    for exchange in exchanges:
+        print(
+            f"#   {exchange['exchange']}: {exchange['symbols']} symbols, "
+            f"{exchange['connections']} connections, at most "
+            f"{exchange['max_streams_per_connection']} streams per connection"
+        )
     for line in connections:
         print(f"#   {line['name']}: {line['url']} ({line['subscriptions']} subscriptions)")
     return 0
@@ -298,7 +361,12 @@ def _reparse(plan: ServicePlan, args: argparse.Namespace) -> int:
     return 0
 
 
-def _run(plan: ServicePlan, source: str, reload: Reload | None = None) -> int:
+def _run(
+    plan: ServicePlan,
+    source: str,
+    reload: Reload | None = None,
+    listings: Listings | None = None,
+) -> int:
     from collector.logs import setup_logging
     from collector.service import ServiceError, run_service, tune_process
 
@@ -319,7 +387,7 @@ def _run(plan: ServicePlan, source: str, reload: Reload | None = None) -> int:
     log.debug("effective settings", extra={"settings": settings_as_dict(settings)})
     tune_process()
     try:
-        return trio.run(partial(run_service, plan, reload=reload))
+        return trio.run(partial(run_service, plan, reload=reload, listings=listings))
     except ServiceError as exc:
         # The one line, as for bad settings (not a log record as well: it would say the
         # same thing twice in the same stream).

@@ -18,7 +18,7 @@ import attrs
 from collector.config import ConfigError, MarketSettings, Settings
 from collector.credentials import make_adapter
 from collector.exchanges.base import ConnectionPlan, ExchangeAdapter
-from collector.settings_check import canonical_pair
+from collector.settings_check import canonical_pair, is_all_symbols
 from collector.sharding import Assignment, Pair, assignment
 
 
@@ -65,7 +65,9 @@ def plan_service(settings: Settings, shard: Assignment | None = None) -> Service
     cannot start raises ConfigError, its message starting with the exchange's name.
     """
     by_exchange: dict[str, list[MarketSettings]] = defaultdict(list)
-    for market in settings.markets:
+    for index, market in enumerate(settings.markets):
+        if is_all_symbols(market):  # the command line resolves them first
+            raise ConfigError(f'markets[{index}]: symbols = ["*"] is not resolved')
         by_exchange[market.exchange].append(market)
     planned = []
     for name, markets in by_exchange.items():
@@ -92,4 +94,31 @@ def describe_connections(plan: ServicePlan) -> list[dict[str, object]]:
             "raw": connection.raw,
         }
         for connection in plan.connections
+    ]
+
+
+def describe_exchanges(plan: ServicePlan) -> list[dict[str, object]]:
+    """Per exchange of ``plan`` (as the rows name it): its symbols, connections and the
+    most streams (subscriptions) one connection carries, beside the venue's limit (None:
+    the venue declares none). ``check-config``'s summary of a large plan."""
+    symbols: dict[str, set[str]] = defaultdict(set)
+    connections: dict[str, int] = defaultdict(int)
+    most: dict[str, int] = defaultdict(int)
+    limits: dict[str, int | None] = {}
+    for exchange in plan.exchanges:
+        for connection in exchange.connections:
+            name = connection.exchange
+            symbols[name].update(connection.symbols)
+            connections[name] += 1
+            most[name] = max(most[name], len(connection.subscriptions))
+            limits[name] = exchange.adapter.max_subscriptions_per_connection
+    return [
+        {
+            "exchange": name,
+            "symbols": len(symbols[name]),
+            "connections": connections[name],
+            "max_streams_per_connection": most[name],
+            "venue_limit_per_connection": limits[name],
+        }
+        for name in connections
     ]

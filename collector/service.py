@@ -15,7 +15,8 @@ root nursery
     └── ingest nursery (cancelled first on shutdown)
         ├── one nursery per exchange -> one reconnect loop per connection
         ├── instrument listings (REST, markets with the instruments feed)
-        └── SIGHUP reloads (with a reload function) -> the controller
+        ├── SIGHUP reloads (with a reload function) -> the controller
+        └── symbol listings (``*`` markets: listed/delisted) -> the controller
 ```
 
 The :class:`~collector.control.controller.Controller` changes the markets while the
@@ -56,6 +57,7 @@ from collector.analytics import TradeAnalytics, large_trade_sizes
 from collector.clock import WallClock, system_wall_us
 from collector.control.admin import AdminApi
 from collector.control.controller import Controller
+from collector.control.listings import Listings, watch_listings
 from collector.control.reload import Reload, watch_reloads
 from collector.doorbell import Doorbell, ring_at_for
 from collector.events import Event
@@ -198,6 +200,7 @@ async def run_service(
     handle_signals: bool = True,
     reload: Reload | None = None,
     env: Mapping[str, str] | None = None,
+    listings: Listings | None = None,
     task_status: trio.TaskStatus[ServiceHandle] = trio.TASK_STATUS_IGNORED,
 ) -> int:
     """Run ``plan`` (from :func:`collector.planning.plan_service`: the connections are
@@ -206,7 +209,10 @@ async def run_service(
 
     With ``reload`` (:mod:`collector.control.reload`), each ``SIGHUP`` reads the settings
     again and applies their markets. ``env`` (default: the process's) holds the admin
-    API's token variable (``collector.admin_token_env``).
+    API's token variable (``collector.admin_token_env``). With ``listings``
+    (:mod:`collector.control.listings`: ``plan`` has its ``*`` markets resolved), the
+    venues' listings are read again every ``symbols_refresh_secs`` and listed and
+    delisted symbols are added and removed.
 
     Raises ServiceError, before starting any task, when the data directory is not writable
     or another service holds it, the HTTP port cannot be bound, or the admin token's
@@ -224,7 +230,7 @@ async def run_service(
             raise ServiceError(f"{exc} (collector.metrics_host, collector.metrics_port)") from None
         try:
             return await _run(
-                plan, listener, wall_clock, handle_signals, task_status, reload, admin
+                plan, listener, wall_clock, handle_signals, task_status, reload, admin, listings
             )
         finally:
             listener.close()
@@ -238,6 +244,7 @@ async def _run(
     task_status: trio.TaskStatus[ServiceHandle],
     reload: Reload | None = None,
     admin: AdminApi | None = None,
+    listings: Listings | None = None,
 ) -> int:
     settings = plan.settings
     cfg = settings.collector
@@ -365,6 +372,8 @@ async def _run(
                     )
                     if reload is not None:
                         await ingest.start(watch_reloads, controller, reload)
+                    if listings is not None:
+                        await ingest.start(watch_listings, controller, listings)
                     if settings.kafka.control_topic is not None:
                         from collector.control.kafka import run_control_consumer  # librdkafka
 

@@ -114,7 +114,10 @@ def check_settings(settings: Settings, source: str) -> None:
         where = f"{source}: markets[{i}]"
         _check_market(market, where)
         _check_lead(ws.planned_reconnect_lead_secs, market.exchange, source)
+        _check_all_symbols(market, where)
         _check_large_trade_size(market, where)
+        if is_all_symbols(market):
+            continue  # resolved from the venue at start (collector.control.listings)
         for symbol in market.symbols:
             try:
                 key = canonical_pair(market, symbol)
@@ -126,6 +129,50 @@ def check_settings(settings: Settings, source: str) -> None:
                     f"(also in markets[{seen[key]}])"
                 )
             seen[key] = i
+
+
+ALL_SYMBOLS = "*"
+# The market keys that only mean something with ``symbols = ["*"]``.
+_LISTING_FILTERS = ("quote", "status", "symbols_regex", "max_symbols")
+
+
+def is_all_symbols(market: MarketSettings) -> bool:
+    """Whether ``market`` collects every symbol the venue lists (``symbols = ["*"]``)."""
+    return ALL_SYMBOLS in market.symbols
+
+
+def _check_all_symbols(market: MarketSettings, where: str) -> None:
+    """``*`` stands alone, on a venue that can list its symbols; the listing filters come
+    only with it, the quote and status filters only where the venue's listing says them,
+    and the regular expression compiles."""
+    if not is_all_symbols(market):
+        used = [key for key in _LISTING_FILTERS if getattr(market, key) is not None]
+        if used:
+            raise ConfigError(f'{where}.{used[0]}: only with symbols = ["*"]')
+        return
+    if market.symbols != (ALL_SYMBOLS,):
+        raise ConfigError(f'{where}.symbols: "*" (every listed symbol) stands alone')
+    adapter = get_adapter_class(market.exchange)
+    try:
+        adapter.symbols_url(None, market.category)
+    except (NotImplementedError, ValueError) as exc:
+        raise ConfigError(f'{where}.symbols: "*" needs the venue\'s listing: {exc}') from None
+    if not adapter.listing_quotes:
+        for key in ("quote", "status"):
+            if getattr(market, key) is not None:
+                raise ConfigError(
+                    f"{where}.{key}: {market.exchange}'s listing does not say each symbol's "
+                    f"{key} (filter with symbols_regex)"
+                )
+    if market.symbols_regex is not None:
+        try:
+            re.compile(market.symbols_regex)
+        except re.error as exc:
+            raise ConfigError(f"{where}.symbols_regex: {exc}") from None
+    if isinstance(market.large_trade_size, dict):
+        raise ConfigError(
+            f'{where}.large_trade_size: one size for every symbol with symbols = ["*"]'
+        )
 
 
 def _check_large_trade_size(market: MarketSettings, where: str) -> None:
