@@ -26,6 +26,7 @@ import trio.testing
 
 from collector.config import Settings
 from collector.control.controller import Controller
+from collector.control.listings import Listings
 from collector.control.reload import Reload
 from collector.planning import plan_service
 from collector.service import EXIT_BAD_SETTINGS, EXIT_OK, ServiceError, ServiceHandle, run_service
@@ -73,6 +74,7 @@ async def service(
     *,
     reload: Reload | None = None,
     env: Mapping[str, str] | None = None,
+    listings: Listings | None = None,
 ) -> AsyncIterator[ServiceHandle]:
     """The service in-process; on exit a clean stop (exit status 0)."""
     codes: list[int] = []
@@ -85,6 +87,7 @@ async def service(
                 handle_signals=False,
                 reload=reload,
                 env=env or {},
+                listings=listings,
                 task_status=task_status,
             )
         )
