@@ -14,19 +14,22 @@ import itertools
 import json
 import string
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import pytest
 import trio
+import trio.testing
 
 from collector.cli import main
 from collector.config import ConfigError, Settings
+from collector.control.controller import Controller
 from collector.control.listings import (
     ListingError,
     Listings,
     refresh_once,
     resolve_settings,
     select,
+    watch_listings,
 )
 from collector.exchanges.base import Listing
 from collector.exchanges.binance import BinanceAdapter
@@ -34,6 +37,7 @@ from collector.settings_check import parse_settings
 from collector.symbols import SymbolsError
 from tests.fakes.binance import FakeBinance
 from tests.fakes.binance_rest import FakeBinanceRest
+from tests.real_time import fail_after_real
 from tests.test_control_service import controller_of, service, settle, statuses, trade, trade_ids
 from tests.venue_helpers import read_rows
 
@@ -348,3 +352,59 @@ async def test_the_service_refreshes_the_listing_on_its_interval(tmp_path: Path)
                     "SOLUSDT",
                 )
             nursery.cancel_scope.cancel()
+
+
+class RecordingController:
+    """Stands in for the Controller (its ``settings`` and ``apply``): records each change
+    with the Trio time it came."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.applied: list[tuple[float, str, tuple[str, ...]]] = []
+        self.changed = trio.Event()
+
+    async def apply(self, new: Settings, origin: str, *, configured_pairs: int | None) -> None:
+        self.settings = new
+        symbols = tuple(s for m in new.markets for s in m.symbols)
+        self.applied.append((trio.current_time(), origin, symbols))
+        self.changed.set()
+        self.changed = trio.Event()
+
+
+async def test_refresh_every_interval_and_a_failed_listing_is_retried_sooner(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    xrp = Listing("XRPUSDT", "USDT", "TRADING", True)
+    listing = [Listing("BTCUSDT", "USDT", "TRADING", True), xrp]
+    failing = [False]
+
+    def fetch(exchange: str, rest: str | None, category: str | None) -> list[Listing]:
+        if failing[0]:
+            raise SymbolsError("cannot reach binance: HTTP 503")
+        return list(listing)
+
+    template = settings_with(star_market(symbols_refresh_secs=3600))
+    listings = Listings(template, None, fetch)
+    settings = resolve_settings(template, fetch)
+    listings.resolved = listings.resolved_pairs(settings)
+    stub = RecordingController(settings)
+    controller = cast(Controller, stub)
+    async with fail_after_real(), trio.open_nursery() as nursery:
+        await nursery.start(watch_listings, controller, listings)
+        listing[:] = [Listing("ETHUSDT", "USDT", "TRADING", True), xrp]
+        while len(stub.applied) < 2:
+            await stub.changed.wait()
+        # Delisted first (its own change, so its rows say so), then listed.
+        assert stub.applied == [
+            (3600.0, "delisted", ("XRPUSDT",)),
+            (3600.0, "listed", ("XRPUSDT", "ETHUSDT")),
+        ]
+        failing[0] = True
+        listing.append(Listing("SOLUSDT", "USDT", "TRADING", True))
+        await trio.sleep(3600 + 1)  # the refresh at 7200 failed: nothing changed
+        assert len(stub.applied) == 2
+        failing[0] = False
+        while len(stub.applied) < 3:
+            await stub.changed.wait()
+        assert stub.applied[2] == (7200.0 + 60.0, "listed", ("XRPUSDT", "ETHUSDT", "SOLUSDT"))
+        nursery.cancel_scope.cancel()
