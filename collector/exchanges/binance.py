@@ -493,6 +493,10 @@ class BinanceAdapter(ExchangeAdapter):
     # Spot allows 5 client messages/s per connection, pongs included (futures 10): keep a
     # margin under the lower one.
     client_messages_per_second: ClassVar[float] = 4.0
+    # "300 connections per attempt every 5 minutes per IP" (spot WebSocket limits): one
+    # connection attempt a second over all of the venue's connections is that rate. No
+    # limit of open connections per IP is documented (docs/venues.md).
+    connections_per_second: ClassVar[float] = 1.0
     # The venue pings with control frames (spot every 20 s, futures every 3 min); the
     # WebSocket library answers them.
     keepalive_interval_secs: ClassVar[float | None] = None
