@@ -26,7 +26,9 @@ feed, with or without trades in it: the ``collector_analytics_*`` gauges (the la
 completed interval) and large-trade counter (:class:`~collector.metrics.AnalyticsMetrics`),
 and, with ``analytics.table``, one :class:`~collector.events.IntervalStats` row, routed
 like any other row (``analytics`` table). Trades of other pairs are not looked at: the
-label sets stay those of the settings.
+label sets stay those of the settings. With ``analytics.top_n`` (all-symbols mode: thousands
+of pairs) only the N pairs of the largest notional in the last completed interval have
+series, re-chosen at each completion; the table rows still cover every pair.
 """
 
 from __future__ import annotations
@@ -102,11 +104,14 @@ class TradeAnalytics:
         *,
         table: bool,
         now_us: int,
+        top_n: int | None = None,
     ) -> None:
         """``pairs``: the covered pairs and thresholds (:func:`large_trade_sizes`);
         ``now_us``: the wall time at start (us since the epoch); ``table``: whether
-        :meth:`rows_due` returns rows (else it only updates the metrics). Creates every
-        pair's series."""
+        :meth:`rows_due` returns rows (else it only updates the metrics); ``top_n``: export
+        the series of only that many pairs (see :meth:`_shown_after`; None: every pair).
+        Creates every exported pair's series (with ``top_n``: none until the first
+        completed interval)."""
         if interval_secs < 1:
             raise ValueError("interval_secs must be at least 1")
         self.interval_us = interval_secs * 1_000_000
@@ -120,16 +125,22 @@ class TradeAnalytics:
         self._open: dict[tuple[int, str, str], _Figures] = {}
         self._late: dict[Pair, int] = {}
         self._last: _Lookup = _NO_LOOKUP
-        for exchange, symbol in sorted(self._thresholds):
-            metrics.create(exchange, symbol, now_us / 1e6)
+        self.top_n = top_n
+        # The pairs whose series exist (every covered pair without top_n).
+        self._shown: set[Pair] = set()
+        if top_n is None:
+            for exchange, symbol in sorted(self._thresholds):
+                metrics.create(exchange, symbol, now_us / 1e6)
+            self._shown.update(self._thresholds)
 
     def cover(self, pairs: Mapping[Pair, float | None], now_us: int) -> None:
         """Cover ``pairs`` too from now on (symbols added at run time: their thresholds;
         their series are created, as at start). A pair covered already takes the new
         threshold."""
         for (exchange, symbol), threshold in sorted(pairs.items()):
-            if (exchange, symbol) not in self._thresholds:
+            if (exchange, symbol) not in self._thresholds and self.top_n is None:
                 self._metrics.create(exchange, symbol, now_us / 1e6)
+                self._shown.add((exchange, symbol))
             self._thresholds[(exchange, symbol)] = threshold
         self._last = _NO_LOOKUP  # its threshold may have changed
 
@@ -137,7 +148,9 @@ class TradeAnalytics:
         """Stop covering ``pairs`` (symbols removed at run time): no more rows or figures
         for them, and their series go."""
         for pair in pairs:
-            if self._thresholds.pop(pair, _NOT_COVERED) is not _NOT_COVERED:
+            self._thresholds.pop(pair, None)
+            if pair in self._shown:
+                self._shown.discard(pair)
                 self._metrics.remove(*pair)
         self._open = {k: v for k, v in self._open.items() if (k[1], k[2]) in self._thresholds}
         self._last = _NO_LOOKUP
@@ -219,10 +232,18 @@ class TradeAnalytics:
         end = start + self.interval_us
         rows = []
         m = self._metrics
+        figured: dict[Pair, _Figures] = {}
+        for exchange, symbol in sorted(self._thresholds):
+            found = self._open.pop((index, exchange, symbol), None)
+            figured[(exchange, symbol)] = found or _Figures()
+        shown = self._shown_after(figured, now_us)
         for (exchange, symbol), threshold in sorted(self._thresholds.items()):
-            figures = self._open.pop((index, exchange, symbol), None) or _Figures()
+            figures = figured[(exchange, symbol)]
             row = _row(exchange, symbol, start, end, now_us, figures, threshold)
+            rows.append(row)
             labels = (exchange, symbol)
+            if labels not in shown:
+                continue
             m.vwap.labels(*labels).set(_or_nan(row.vwap))
             m.high.labels(*labels).set(_or_nan(row.high))
             m.low.labels(*labels).set(_or_nan(row.low))
@@ -234,12 +255,29 @@ class TradeAnalytics:
             m.interval_end.labels(*labels).set(end / 1e6)
             if row.large_trades:
                 m.large_trades.labels(*labels).inc(row.large_trades)
-            rows.append(row)
         return rows
+
+    def _shown_after(self, figured: Mapping[Pair, _Figures], now_us: int) -> set[Pair]:
+        """The pairs whose series exist after an interval with these figures: every
+        covered pair, or with ``top_n`` the N largest by notional (price x size, in each
+        pair's quote currency: comparable within one quote), ties by pair; series of
+        pairs that leave the top go, those that enter are created (their counters start
+        again from 0)."""
+        if self.top_n is None:
+            return self._shown
+        ranked = sorted(figured, key=lambda pair: (-figured[pair].notional, pair))
+        top = set(ranked[: self.top_n])
+        for pair in sorted(self._shown - top):
+            self._metrics.remove(*pair)
+        for pair in sorted(top - self._shown):
+            self._metrics.create(*pair, now_us / 1e6)
+        self._shown = top
+        return top
 
     def _count_late(self) -> None:
         for (exchange, symbol), count in self._late.items():
-            self._metrics.late_trades.labels(exchange, symbol).inc(count)
+            if (exchange, symbol) in self._shown:
+                self._metrics.late_trades.labels(exchange, symbol).inc(count)
         self._late.clear()
 
 

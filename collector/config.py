@@ -226,6 +226,10 @@ class AnalyticsSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True,
     interval_secs: Annotated[int, Meta(ge=1, le=86400)] = 60
     # Also store each interval's figures as rows of the ``analytics`` table.
     table: bool = False
+    # Export the ``collector_analytics_*`` series of only the N pairs with the largest
+    # notional (price x size) in the last completed interval (None: every pair). Meant for
+    # all-symbols mode; the ``analytics`` table still holds every pair.
+    top_n: Annotated[int, Meta(ge=1)] | None = None
 
 
 class BinarySettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):

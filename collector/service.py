@@ -437,6 +437,7 @@ def _open_analytics(
         metrics.analytics,
         table=cfg.table,
         now_us=wall_clock(),
+        top_n=cfg.top_n,
     )
 
 

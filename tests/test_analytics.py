@@ -387,3 +387,51 @@ def test_a_batch_mixing_pairs_times_and_types_counts_each_trade_once_where_it_be
         ("BTCUSDT", minute + MINUTE_US, 1, 4.0, 1),
         ("ETHUSDT", minute + MINUTE_US, 0, 0.0, 0),
     ]
+
+
+def series_symbols(metrics: Metrics, name: str = "trades") -> set[str]:
+    return {
+        sample.labels["symbol"]
+        for family in metrics.registry.collect()
+        if family.name == f"collector_analytics_{name}"
+        for sample in family.samples
+    }
+
+
+def test_top_n_bounds_the_series_to_the_largest_notional_and_rows_cover_every_pair() -> None:
+    metrics = Metrics()
+    sol = ("binance", "SOLUSDT")
+    a = TradeAnalytics(
+        {BTC: 1.0, ETH: 1.0, sol: 1.0},
+        60,
+        metrics.analytics,
+        table=True,
+        now_us=NOON + 10_000_000,
+        top_n=2,
+    )
+    assert series_symbols(metrics) == set()  # none before the first completed interval
+    minute = NOON + MINUTE_US
+    # Notional: BTC 100 x 1 = 100, ETH 100 x 1 + 10 x 20 = 300,
+    # SOL 1 x 50 = 50 (the largest size, the smallest notional).
+    a([trade(minute, 100.0, 1.0, "buy"), trade(minute, 100.0, 1.0, "buy", ETH)])
+    a([trade(minute + 1, 10.0, 20.0, "sell", ETH), trade(minute + 2, 1.0, 50.0, "buy", sol)])
+    rows = due(a, NOON + 2 * MINUTE_US + 1_000_000)
+    assert {row.symbol for row in rows} == {"BTCUSDT", "ETHUSDT", "SOLUSDT"}
+    assert series_symbols(metrics) == {"BTCUSDT", "ETHUSDT"}
+    assert series_symbols(metrics, "large_trades") == {"BTCUSDT", "ETHUSDT"}
+    assert metric(metrics, "trades", ETH) == 2
+    assert metric(metrics, "large_trades_total", ETH) == 2
+
+    # The next minute SOL trades most: ETH's series go, SOL's come (from 0).
+    minute += MINUTE_US
+    a([trade(minute, 1.0, 1000.0, "buy", sol), trade(minute + 1, 100.0, 1.0, "buy")])
+    due(a, NOON + 3 * MINUTE_US + 1_000_000)
+    assert series_symbols(metrics) == {"BTCUSDT", "SOLUSDT"}
+    assert metric(metrics, "volume", sol) == 1000.0
+    assert metric(metrics, "large_trades_total", sol) == 1
+
+    # A quiet minute: ties by pair.
+    due(a, NOON + 4 * MINUTE_US + 1_000_000)
+    assert series_symbols(metrics) == {"BTCUSDT", "ETHUSDT"}
+    a.uncover([BTC])
+    assert series_symbols(metrics) == {"ETHUSDT"}
