@@ -34,6 +34,7 @@ from collector.control.listings import (
 from collector.exchanges.base import Listing
 from collector.exchanges.binance import BinanceAdapter
 from collector.settings_check import parse_settings
+from collector.sharding import Shard
 from collector.symbols import SymbolsError
 from tests.fakes.binance import FakeBinance
 from tests.fakes.binance_rest import FakeBinanceRest
@@ -408,3 +409,23 @@ async def test_refresh_every_interval_and_a_failed_listing_is_retried_sooner(
             await stub.changed.wait()
         assert stub.applied[2] == (7200.0 + 60.0, "listed", ("XRPUSDT", "ETHUSDT", "SOLUSDT"))
         nursery.cancel_scope.cancel()
+
+
+def test_sharded_instances_share_the_resolved_pairs_out() -> None:
+    """Resolved pairs are sharded like listed ones: the instances' shares are disjoint,
+    cover every pair, and each knows the fleet's count."""
+    listing = [Listing(f"S{i:02d}USDT", "USDT", "TRADING", True) for i in range(40)]
+    template = settings_with(
+        {"exchange": "binance", "symbols": ["btcusdt"], "feeds": ["trades"]}, star_market()
+    )
+    shares = []
+    for index in range(3):
+        listings = Listings(template, Shard(index, 3), lambda e, r, c: listing)
+        settings, configured, pairs = listings.instance_settings()
+        assert configured == 41
+        assert ("binance", "BTCUSDT") not in pairs  # listed by name: not the listing's
+        shares.append({(m.exchange, s.upper()) for m in settings.markets for s in m.symbols})
+    assert sum(len(share) for share in shares) == 41
+    assert set().union(*shares) == {("binance", f"S{i:02d}USDT") for i in range(40)} | {
+        ("binance", "BTCUSDT")
+    }
