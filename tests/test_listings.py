@@ -33,11 +33,13 @@ from collector.control.listings import (
 )
 from collector.exchanges.base import Listing
 from collector.exchanges.binance import BinanceAdapter
+from collector.planning import describe_exchanges, plan_service
 from collector.settings_check import parse_settings
 from collector.sharding import Shard
 from collector.symbols import SymbolsError
 from tests.fakes.binance import FakeBinance
 from tests.fakes.binance_rest import FakeBinanceRest
+from tests.fakes.listing_rest import FakeListingRest
 from tests.real_time import fail_after_real
 from tests.test_control_service import controller_of, service, settle, statuses, trade, trade_ids
 from tests.venue_helpers import read_rows
@@ -429,3 +431,32 @@ def test_sharded_instances_share_the_resolved_pairs_out() -> None:
     assert set().union(*shares) == {("binance", f"S{i:02d}USDT") for i in range(40)} | {
         ("binance", "BTCUSDT")
     }
+
+
+async def test_a_paged_bybit_listing_resolves_and_plans_within_the_venue_limits() -> None:
+    """Other venues resolve by the same code as ``symbols`` (Bybit: three pages)."""
+    fake = FakeListingRest()
+    names = [f"C{i:04d}USDT" for i in range(2001)]
+    fake.bybit = {"linear": [(name, "Trading") for name in names] + [("NEWUSDT", "PreLaunch")]}
+    async with trio.open_nursery() as nursery:
+        await nursery.start(fake.run)
+        market = {
+            "exchange": "bybit",
+            "category": "linear",
+            "symbols": ["*"],
+            "feeds": ["trades", "orderbook"],
+            "rest_url": fake.url,
+            "symbols_regex": "C1.*",
+            "max_symbols": 900,
+        }
+        resolved = await trio.to_thread.run_sync(resolve_settings, settings_with(market))
+        nursery.cancel_scope.cancel()
+    assert len(fake.requests) == 3
+    [bybit] = resolved.markets
+    assert bybit.symbols == tuple(names[1000:1900])
+    plan = plan_service(resolved)
+    [summary] = describe_exchanges(plan)
+    assert summary["symbols"] == 900
+    limit = plan.exchanges[0].adapter.max_subscriptions_per_connection
+    assert limit is not None
+    assert all(len(c.subscriptions) <= limit for c in plan.connections)
