@@ -19,8 +19,9 @@ file with several ``*`` markets of one venue asks it once. :func:`watch_listings
 service's task that resolves again every ``symbols_refresh_secs`` (in a worker thread)
 and hands the difference to the :class:`~collector.control.controller.Controller`: the
 delisted pairs first (their ``unsubscribed`` rows say ``delisted``), then the listed ones
-(origin ``listed`` in the logs); other symbols are not touched. Symbols the admin API added
-to a ``*`` market stay until they are delisted.
+(origin ``listed`` in the logs); other symbols are not touched. Only what the listing
+changed since its last reading is applied: a symbol the admin API added is never removed
+here, and a listed one it removed is not added back until the venue lists it anew.
 """
 
 from __future__ import annotations
