@@ -16,6 +16,7 @@ import string
 from pathlib import Path
 from typing import Any, cast
 
+import msgspec
 import pytest
 import trio
 import trio.testing
@@ -460,3 +461,25 @@ async def test_a_paged_bybit_listing_resolves_and_plans_within_the_venue_limits(
     limit = plan.exchanges[0].adapter.max_subscriptions_per_connection
     assert limit is not None
     assert all(len(c.subscriptions) <= limit for c in plan.connections)
+
+
+async def test_a_refresh_applies_only_what_the_listing_changed() -> None:
+    """An admin edit of a ``*`` market stands: a symbol added by hand is not removed, one
+    removed by hand is not added back while the venue keeps listing it."""
+    listing = [Listing(s, "USDT", "TRADING", True) for s in ("BTCUSDT", "ETHUSDT", "XRPUSDT")]
+    template = settings_with(star_market())
+    listings = Listings(template, None, lambda e, r, c: listing)
+    settings = resolve_settings(template, listings.fetch)
+    listings.resolved = listings.resolved_pairs(settings)
+    # By hand: XRPUSDT removed, ADAUSDT (not listed) added.
+    edited = msgspec.structs.replace(settings.markets[0], symbols=("BTCUSDT", "ETHUSDT", "ADAUSDT"))
+    stub = RecordingController(msgspec.structs.replace(settings, markets=(edited,)))
+    assert await refresh_once(cast(Controller, stub), listings)
+    assert stub.applied == []
+    # ETHUSDT delisted, SOLUSDT listed: only those change.
+    listing[1] = Listing("SOLUSDT", "USDT", "TRADING", True)
+    assert await refresh_once(cast(Controller, stub), listings)
+    assert [(origin, symbols) for _, origin, symbols in stub.applied] == [
+        ("delisted", ("BTCUSDT", "ADAUSDT")),
+        ("listed", ("BTCUSDT", "ADAUSDT", "SOLUSDT")),
+    ]
