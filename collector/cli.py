@@ -267,7 +267,9 @@ def _check_config(
     from collector.settings_check import is_all_symbols
     from collector.sharding import describe_shard, describe_shard_lines, shard_settings
 
-    shown = settings_as_dict(settings)  # as the file says them ("*")
+    # The shard's settings, as before; with "*" markets the file's (the resolved symbols,
+    # thousands perhaps, are listed apart).
+    file_settings = settings
     stars = [i for i, m in enumerate(settings.markets) if is_all_symbols(m)]
     unresolved = [] if resolve else stars
     if resolve:
@@ -278,6 +280,7 @@ def _check_config(
     full = settings
     if settings.markets and shard is not None:
         settings = shard_settings(full, shard)  # may raise ShardError (a ConfigError)
+    shown = settings_as_dict(file_settings if stars else settings)
     plan = plan_service(settings) if settings.markets else None  # may raise ConfigError
     connections = describe_connections(plan) if plan is not None else []
     exchanges = describe_exchanges(plan) if plan is not None else []
