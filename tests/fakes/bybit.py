@@ -244,8 +244,9 @@ class FakeBybit(FakeServer[FakeBybitClient]):
         for client in list(self.clients):
             if category is not None and client.category != category:
                 continue
-            if topic is None or topic in client.topics:
-                sent += await self._send_to(client, frame)
+            async with self.replying(client):  # never between a subscription and its snapshot
+                if topic is None or topic in client.topics:
+                    sent += await self._send_to(client, frame)
         return sent
 
     # ----------------------------------------------------------------- serving
@@ -269,9 +270,10 @@ class FakeBybit(FakeServer[FakeBybitClient]):
 
     async def _receive_loop(self, client: FakeBybitClient) -> None:
         while (text := await self._receive_text(client)) is not None:
-            for reply in self._replies(client, text):
-                if not await self._send_to(client, reply):
-                    return
+            async with self.replying(client):  # the answer and the snapshots, no push between
+                for reply in self._replies(client, text):
+                    if not await self._send_to(client, reply):
+                        return
             self._notify()
 
     @staticmethod

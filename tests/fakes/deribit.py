@@ -296,8 +296,9 @@ class FakeDeribit(FakeServer[FakeClient]):
             return await self.broadcast(frame)
         sent = 0
         for client in list(self.clients):
-            if channel in client.channels:
-                sent += await send_quietly(client.conn, frame)
+            async with self.replying(client):  # never between a subscription and its snapshot
+                if channel in client.channels:
+                    sent += await self._send_to(client, frame)
         return sent
 
     # ----------------------------------------------------------------- serving
@@ -310,9 +311,10 @@ class FakeDeribit(FakeServer[FakeClient]):
 
     async def _receive_loop(self, client: FakeClient) -> None:
         while (text := await self._receive_text(client)) is not None:
-            for reply in self._reply(client, text):
-                if not await send_quietly(client.conn, reply):
-                    return
+            async with self.replying(client):  # the answer and the snapshots, no push between
+                for reply in self._reply(client, text):
+                    if not await self._send_to(client, reply):
+                        return
             self._notify()
 
     def _reply(self, client: FakeClient, text: str) -> list[str]:
@@ -382,7 +384,7 @@ class FakeDeribit(FakeServer[FakeClient]):
             await trio.sleep(client.heartbeat_interval)
             answered = client.tests_received
             client.test_requests_sent += 1
-            if not await send_quietly(client.conn, heartbeat_frame("test_request")):
+            if not await self._send_to(client, heartbeat_frame("test_request")):
                 return
             with trio.move_on_after(self.test_request_timeout):
                 await self._wait_for(partial(_answered_since, client, answered))
