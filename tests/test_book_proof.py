@@ -44,6 +44,7 @@ import pyarrow.parquet as pq
 import pytest
 import trio
 import trio.testing
+from trio_websocket import WebSocketConnection, WebSocketRequest
 
 from collector.reader import BookReset, BookView, DataReader
 from collector.reader.times import from_us
@@ -587,7 +588,9 @@ class ReplayDeribit(FakeDeribit):
         self.sent: dict[int, int] = {}  # frames sent, by connection number (1 = the first)
         self._numbers: dict[int, int] = {}  # id of a client -> its connection number
 
-    def _new_client(self, conn: Any, request: Any) -> FakeDeribitClient:
+    def _new_client(
+        self, conn: WebSocketConnection, request: WebSocketRequest
+    ) -> FakeDeribitClient:
         client = super()._new_client(conn, request)
         self._numbers[id(client)] = self.connections
         return client

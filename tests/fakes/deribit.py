@@ -33,7 +33,7 @@ import msgspec
 import trio
 from trio_websocket import WebSocketConnection, WebSocketRequest
 
-from tests.fakes.base import FakeServer, Watcher, abort, send_quietly
+from tests.fakes.base import FakeServer, Watcher, abort
 
 CHANNEL_RE: Final = re.compile(r"(book|trades|ticker)\.([A-Za-z0-9_-]+)\.(100ms|agg2|raw)")
 _encode: Final = msgspec.json.Encoder().encode
