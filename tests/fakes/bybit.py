@@ -21,8 +21,10 @@
 
 Test controls: :meth:`~FakeBybit.send` (to the clients subscribed to the frame's topic),
 :meth:`~FakeBybit.broadcast`, :meth:`~FakeBybit.drop`, and the waits. Every client
-message is recorded in :attr:`FakeBybit.client_messages`. All scheduling uses Trio's
-clock; callers own timeouts.
+message is recorded in :attr:`FakeBybit.client_messages`. A request is answered (and its
+snapshots sent) under the client's :meth:`~FakeBybit.replying` lock, which ``send`` takes
+too: a push never reaches a client between its subscription and the snapshot, as on the
+venue. All scheduling uses Trio's clock; callers own timeouts.
 """
 
 from __future__ import annotations

@@ -19,7 +19,10 @@
 Test controls: :meth:`~FakeDeribit.send` (to the clients subscribed to the frame's channel),
 :meth:`~FakeDeribit.broadcast`, :meth:`~FakeDeribit.drop`, and waits
 :meth:`~FakeDeribit.wait_connected`, :meth:`~FakeDeribit.wait_subscribed`,
-:meth:`~FakeDeribit.wait_client_message`. Callers own timeouts (``trio.fail_after``).
+:meth:`~FakeDeribit.wait_client_message`. A request is answered (and its book snapshots
+sent) under the client's :meth:`~FakeDeribit.replying` lock, which ``send`` takes too: a
+change never reaches a client between its subscription and the snapshot, as on the venue.
+Callers own timeouts (``trio.fail_after``).
 """
 
 from __future__ import annotations
