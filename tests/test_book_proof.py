@@ -44,6 +44,7 @@ import pyarrow.parquet as pq
 import pytest
 import trio
 import trio.testing
+from trio_websocket import WebSocketConnection, WebSocketRequest
 
 from collector.reader import BookReset, BookView, DataReader
 from collector.reader.times import from_us
@@ -57,6 +58,8 @@ from tests.fakes.deribit import FakeClient as FakeDeribitClient
 from tests.fakes.deribit import FakeDeribit, notification
 from tests.samples import read_f2, require_sample
 from tests.venue_helpers import QUIET_WEBSOCKET, received, run_until_stopped
+
+DISCONNECTS = "collector_websocket_disconnects_total"
 
 pytestmark = pytest.mark.slow
 
@@ -317,6 +320,10 @@ async def advance_until(
         clock.jump(not_before - (trio.current_time() - t0))
 
 
+def _disconnected(handle: ServiceHandle, disconnects_before: float) -> bool:
+    return handle.metrics.sum_samples(DISCONNECTS) > disconnects_before
+
+
 def _received_at_least(handle: ServiceHandle, count: float) -> bool:
     return received(handle) >= count
 
@@ -525,11 +532,26 @@ class Position:
 
 
 class ReplayBybit(FakeBybit):
-    """Answers each ``orderbook`` subscription with the snapshot :class:`Position` picks."""
+    """Answers each ``orderbook`` subscription with the snapshot :class:`Position` picks;
+    counts the frames it sends on each connection."""
 
     def __init__(self, truth: Truth, position: Position) -> None:
         super().__init__(ping_timeout=3600.0)
         self.truth, self.position = truth, position
+        self.sent: dict[int, int] = {}  # frames sent, by connection number (1 = the first)
+
+    async def _send_to(self, client: FakeBybitClient, frame: str | bytes) -> int:
+        done = await super()._send_to(client, frame)
+        number = int(client.conn_id.rsplit("-", 1)[1])
+        self.sent[number] = self.sent.get(number, 0) + done
+        return done
+
+    def sent_on_open_connection(self) -> int | None:
+        """Frames sent on the open connection, None while none is open or a request of
+        it is being answered (more are coming)."""
+        if not self.clients or self.replying(self.clients[-1]).locked():
+            return None
+        return self.sent.get(self.connections, 0)
 
     def _replies(self, client: FakeBybitClient, text: str) -> list[str]:
         request = json.loads(text)
@@ -557,11 +579,34 @@ class ReplayBybit(FakeBybit):
 
 
 class ReplayDeribit(FakeDeribit):
-    """Sends each subscribed book the snapshot :class:`Position` picks."""
+    """Sends each subscribed book the snapshot :class:`Position` picks; counts the frames
+    it sends on each connection."""
 
     def __init__(self, truth: Truth, position: Position) -> None:
         super().__init__(test_request_timeout=3600.0)
         self.truth, self.position = truth, position
+        self.sent: dict[int, int] = {}  # frames sent, by connection number (1 = the first)
+        self._numbers: dict[int, int] = {}  # id of a client -> its connection number
+
+    def _new_client(
+        self, conn: WebSocketConnection, request: WebSocketRequest
+    ) -> FakeDeribitClient:
+        client = super()._new_client(conn, request)
+        self._numbers[id(client)] = self.connections
+        return client
+
+    async def _send_to(self, client: FakeDeribitClient, frame: str | bytes) -> int:
+        done = await super()._send_to(client, frame)
+        number = self._numbers[id(client)]
+        self.sent[number] = self.sent.get(number, 0) + done
+        return done
+
+    def sent_on_open_connection(self) -> int | None:
+        """Frames sent on the open connection, None while none is open or a request of
+        it is being answered (more are coming)."""
+        if not self.clients or self.replying(self.clients[-1]).locked():
+            return None
+        return self.sent.get(self.connections, 0)
 
     def _reply(self, client: FakeDeribitClient, text: str) -> list[str]:
         replies = super()._reply(client, text)
@@ -602,11 +647,16 @@ async def replay_pushed(
     subscribed: Callable[[], bool],
 ) -> list[Connection]:
     """Replay ``truth``'s deltas through the service (``market``: the settings' market
-    without its URL); the fake drops the connection at each offset in ``drops``."""
+    without its URL); the fake drops the connection at each offset in ``drops``.
+
+    Virtual time moves on only once the collector has received every frame the fake sent
+    on the open connection (answers, snapshots, deltas, pongs, heartbeats: counted by the
+    fake, against the service's received count since that connection opened), so each
+    delta is received at its own time and ``delivered`` is exactly what reached the
+    collector: a drop loses nothing sent, it comes after the last frame was received."""
     clock.autojump_threshold = math.inf
     wall_clock = virtual_wall_clock(position.t0)
     connections: list[Connection] = [Connection()]
-    snapshots = len(truth.snapshots)
     async with trio.open_nursery() as nursery:
         await nursery.start(fake.run)
         settings = parse_settings(
@@ -618,20 +668,30 @@ async def replay_pushed(
             }
         )
         handle, stop = await run_until_stopped(nursery, settings, wall_clock=wall_clock)
+        base = 0.0  # messages the service received before the open connection
+
+        def caught_up() -> bool:
+            sent = fake.sent_on_open_connection()
+            return sent is not None and received(handle) >= base + sent
+
         give_up = time.monotonic() + 20
         while not subscribed():  # a venue's client may pace its requests (Deribit)
             assert time.monotonic() < give_up, "not subscribed"
             clock.jump(0.001)
             await trio.to_thread.run_sync(time.sleep, 0.001)
-        await wait_real(partial(_received_at_least, handle, 1 + snapshots))
+        await wait_real(caught_up)  # the answers and every snapshot
         position.first = False
         position.t0 = trio.current_time()  # the replay starts now
-        delivered_total = received(handle)
         pending = sorted(drops)
         for frame in truth.frames:
             if pending and frame.offset >= pending[0]:
                 pending.pop(0)
+                disconnects = handle.metrics.sum_samples(DISCONNECTS)
                 await fake.drop()
+                # The old connection has ended (time frozen: no reconnect yet); what the
+                # service received so far came on it.
+                await wait_real(partial(_disconnected, handle, disconnects))
+                base = received(handle)
                 connections.append(Connection())
                 await advance_until(
                     clock,
@@ -642,9 +702,7 @@ async def replay_pushed(
                     handle,
                     pace=0.001,
                 )
-                # the snapshots too (the acknowledgement is counted already)
-                await wait_real(partial(_received_at_least, handle, delivered_total + snapshots))
-                delivered_total = received(handle)
+                await wait_real(caught_up)  # the answers and the snapshots
             if frame.update_id <= position.served.get(frame.symbol, -1):
                 continue  # lost in the outage, or already in the snapshot pushed since
             now = trio.current_time() - position.t0
@@ -652,8 +710,7 @@ async def replay_pushed(
             if await fake.send(frame.text):
                 delivered = connections[-1].delivered.setdefault(frame.symbol, [])
                 delivered.append(frame.update_id)
-                delivered_total += 1
-                await wait_real(partial(_received_at_least, handle, delivered_total))
+            await wait_real(caught_up)
         clock.jump(1.0)
         assert await stop() == EXIT_OK
         nursery.cancel_scope.cancel()
@@ -664,9 +721,17 @@ def check_all(
     recording: Recording, truth: Truth, connections: list[Connection], data_dir: Path, tmp: Path
 ) -> None:
     """Every check of the module docstring, for every symbol; no reset but the drops and
-    the shutdown."""
+    the shutdown; and the delta rows are exactly the deltas delivered (the replay lets
+    none be lost: each is received before time moves on or the connection is dropped)."""
     replayed = check_against_reference(recording, truth, connections, data_dir)
+    reader = DataReader(data_dir)
     for symbol, symbol_items in replayed.items():
+        rows = reader.table(
+            "orderbook", exchange=recording.exchange, symbol=symbol, columns=["kind", "sequence"]
+        ).to_pylist()
+        deltas = [row["sequence"] for row in rows if row["kind"] == "delta"]
+        delivered = [u for c in connections for u in c.delivered.get(symbol, [])]
+        assert sorted(deltas) == sorted(delivered), symbol
         resets = [i for i in symbol_items[1:] if isinstance(i, BookReset)]
         assert [r.event for r in resets] == ["disconnected"] * len(connections), symbol
         assert symbol_items[-1] == resets[-1]

@@ -8,10 +8,16 @@ every client message in :attr:`~FakeServer.client_messages`, the waits built on
 :meth:`~FakeServer.drop`. A venue's fake adds its client type (:meth:`_new_client`), its
 receive loop (reading with :meth:`_receive_text`), its replies and its keepalive rules.
 All scheduling uses Trio's clock; callers own timeouts.
+
+A fake whose subscriptions start with a pushed snapshot answers each request under the
+client's :meth:`~FakeServer.replying` lock, and its ``send`` takes the same lock: on the
+venue a topic's pushes follow its snapshot, so a push sent while a subscription is being
+answered must not reach the client between the subscription and its snapshot.
 """
 
 from __future__ import annotations
 
+import weakref
 from abc import ABC, abstractmethod
 from collections.abc import Awaitable, Callable
 from functools import partial
@@ -68,6 +74,15 @@ class FakeServer(ABC, Generic[C]):
         self.clients: list[C] = []  # open connections
         self._port: int | None = None
         self._changed = trio.Event()
+        self._reply_locks: weakref.WeakKeyDictionary[C, trio.Lock] = weakref.WeakKeyDictionary()
+
+    def replying(self, client: C) -> trio.Lock:
+        """The lock held while one request of ``client`` is answered (its subscriptions
+        taken and every reply sent): pushes to ``client`` wait for it."""
+        lock = self._reply_locks.get(client)
+        if lock is None:
+            lock = self._reply_locks[client] = trio.Lock()
+        return lock
 
     @property
     def url(self) -> str:

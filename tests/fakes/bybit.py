@@ -21,8 +21,10 @@
 
 Test controls: :meth:`~FakeBybit.send` (to the clients subscribed to the frame's topic),
 :meth:`~FakeBybit.broadcast`, :meth:`~FakeBybit.drop`, and the waits. Every client
-message is recorded in :attr:`FakeBybit.client_messages`. All scheduling uses Trio's
-clock; callers own timeouts.
+message is recorded in :attr:`FakeBybit.client_messages`. A request is answered (and its
+snapshots sent) under the client's :meth:`~FakeBybit.replying` lock, which ``send`` takes
+too: a push never reaches a client between its subscription and the snapshot, as on the
+venue. All scheduling uses Trio's clock; callers own timeouts.
 """
 
 from __future__ import annotations
@@ -244,8 +246,9 @@ class FakeBybit(FakeServer[FakeBybitClient]):
         for client in list(self.clients):
             if category is not None and client.category != category:
                 continue
-            if topic is None or topic in client.topics:
-                sent += await self._send_to(client, frame)
+            async with self.replying(client):  # never between a subscription and its snapshot
+                if topic is None or topic in client.topics:
+                    sent += await self._send_to(client, frame)
         return sent
 
     # ----------------------------------------------------------------- serving
@@ -269,9 +272,10 @@ class FakeBybit(FakeServer[FakeBybitClient]):
 
     async def _receive_loop(self, client: FakeBybitClient) -> None:
         while (text := await self._receive_text(client)) is not None:
-            for reply in self._replies(client, text):
-                if not await self._send_to(client, reply):
-                    return
+            async with self.replying(client):  # the answer and the snapshots, no push between
+                for reply in self._replies(client, text):
+                    if not await self._send_to(client, reply):
+                        return
             self._notify()
 
     @staticmethod

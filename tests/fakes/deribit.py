@@ -19,7 +19,10 @@
 Test controls: :meth:`~FakeDeribit.send` (to the clients subscribed to the frame's channel),
 :meth:`~FakeDeribit.broadcast`, :meth:`~FakeDeribit.drop`, and waits
 :meth:`~FakeDeribit.wait_connected`, :meth:`~FakeDeribit.wait_subscribed`,
-:meth:`~FakeDeribit.wait_client_message`. Callers own timeouts (``trio.fail_after``).
+:meth:`~FakeDeribit.wait_client_message`. A request is answered (and its book snapshots
+sent) under the client's :meth:`~FakeDeribit.replying` lock, which ``send`` takes too: a
+change never reaches a client between its subscription and the snapshot, as on the venue.
+Callers own timeouts (``trio.fail_after``).
 """
 
 from __future__ import annotations
@@ -33,7 +36,7 @@ import msgspec
 import trio
 from trio_websocket import WebSocketConnection, WebSocketRequest
 
-from tests.fakes.base import FakeServer, Watcher, abort, send_quietly
+from tests.fakes.base import FakeServer, Watcher, abort
 
 CHANNEL_RE: Final = re.compile(r"(book|trades|ticker)\.([A-Za-z0-9_-]+)\.(100ms|agg2|raw)")
 _encode: Final = msgspec.json.Encoder().encode
@@ -296,8 +299,9 @@ class FakeDeribit(FakeServer[FakeClient]):
             return await self.broadcast(frame)
         sent = 0
         for client in list(self.clients):
-            if channel in client.channels:
-                sent += await send_quietly(client.conn, frame)
+            async with self.replying(client):  # never between a subscription and its snapshot
+                if channel in client.channels:
+                    sent += await self._send_to(client, frame)
         return sent
 
     # ----------------------------------------------------------------- serving
@@ -310,9 +314,10 @@ class FakeDeribit(FakeServer[FakeClient]):
 
     async def _receive_loop(self, client: FakeClient) -> None:
         while (text := await self._receive_text(client)) is not None:
-            for reply in self._reply(client, text):
-                if not await send_quietly(client.conn, reply):
-                    return
+            async with self.replying(client):  # the answer and the snapshots, no push between
+                for reply in self._reply(client, text):
+                    if not await self._send_to(client, reply):
+                        return
             self._notify()
 
     def _reply(self, client: FakeClient, text: str) -> list[str]:
@@ -382,7 +387,7 @@ class FakeDeribit(FakeServer[FakeClient]):
             await trio.sleep(client.heartbeat_interval)
             answered = client.tests_received
             client.test_requests_sent += 1
-            if not await send_quietly(client.conn, heartbeat_frame("test_request")):
+            if not await self._send_to(client, heartbeat_frame("test_request")):
                 return
             with trio.move_on_after(self.test_request_timeout):
                 await self._wait_for(partial(_answered_since, client, answered))
