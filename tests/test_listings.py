@@ -381,9 +381,13 @@ async def test_refresh_every_interval_and_a_failed_listing_is_retried_sooner(
     xrp = Listing("XRPUSDT", "USDT", "TRADING", True)
     listing = [Listing("BTCUSDT", "USDT", "TRADING", True), xrp]
     failing = [False]
+    failed = trio.Event()
 
     def fetch(exchange: str, rest: str | None, category: str | None) -> list[Listing]:
+        """Runs in the refresh's worker thread (the first call: in the test's)."""
         if failing[0]:
+            failing[0] = False  # the next reading succeeds
+            trio.from_thread.run_sync(failed.set)
             raise SymbolsError("cannot reach binance: HTTP 503")
         return list(listing)
 
@@ -405,9 +409,9 @@ async def test_refresh_every_interval_and_a_failed_listing_is_retried_sooner(
         ]
         failing[0] = True
         listing.append(Listing("SOLUSDT", "USDT", "TRADING", True))
-        await trio.sleep(3600 + 1)  # the refresh at 7200 failed: nothing changed
+        await failed.wait()  # the refresh at 7200 failed: nothing changed
+        assert trio.current_time() == 7200.0
         assert len(stub.applied) == 2
-        failing[0] = False
         while len(stub.applied) < 3:
             await stub.changed.wait()
         assert stub.applied[2] == (7200.0 + 60.0, "listed", ("XRPUSDT", "ETHUSDT", "SOLUSDT"))
