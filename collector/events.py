@@ -26,6 +26,7 @@ BookKind = Literal["snapshot", "delta", "checkpoint"]
 StatusEvent = Literal[
     "connected",
     "subscribed",
+    "added",
     "unsubscribed",
     "disconnected",
     "gap",

@@ -80,7 +80,11 @@ async def test_control_messages_add_and_remove_symbols(
                 assert "bnbusdt@trade" not in fake.clients[0].streams
             nursery.cancel_scope.cancel()
 
-    assert statuses(data_dir, "SOLUSDT") == [("subscribed", "trades"), ("unsubscribed", "trades")]
+    assert statuses(data_dir, "SOLUSDT") == [
+        ("added", "trades"),
+        ("subscribed", "trades"),
+        ("unsubscribed", "trades"),
+    ]
     [unsubscribed] = [
         r
         for r in read_rows(data_dir, "binance", "SOLUSDT", "status")

@@ -182,8 +182,17 @@ async def test_an_added_symbol_joins_the_live_connection(tmp_path: Path) -> None
         ("subscribed", "trades"),
         ("disconnected", None),
     ]
-    # The connection was up already: the new symbol's first row is its subscription.
-    assert statuses(tmp_path, "SOLUSDT") == [("subscribed", "trades"), ("disconnected", None)]
+    # The connection was up already: the new symbol's first rows are the controller's
+    # `added` row (saying why) and the venue's acknowledgement.
+    assert statuses(tmp_path, "SOLUSDT") == [
+        ("added", "trades"),
+        ("subscribed", "trades"),
+        ("disconnected", None),
+    ]
+    [added] = [
+        r for r in read_rows(tmp_path, "binance", "SOLUSDT", "status") if r["event"] == "added"
+    ]
+    assert added["detail"] == "added at run time (test)"
 
 
 async def test_an_added_symbol_gets_its_own_connection_and_the_others_go_on(
@@ -241,6 +250,7 @@ async def test_an_added_symbol_gets_its_own_connection_and_the_others_go_on(
     for symbol in ("BTCUSDT", "ETHUSDT", "SOLUSDT"):
         # One connection from start to stop: no hole, only the shutdown's disconnect.
         assert statuses(tmp_path, symbol) == [
+            *([("added", "trades")] if symbol == "SOLUSDT" else []),
             ("connected", None),
             ("subscribed", "trades"),
             ("disconnected", None),
@@ -311,6 +321,7 @@ async def test_a_removed_symbol_is_unsubscribed_and_its_rows_stop(tmp_path: Path
         ("connected", None),
         ("subscribed", "trades"),
         ("unsubscribed", "trades"),
+        ("added", "trades"),
         ("connected", None),
         ("subscribed", "trades"),
         ("disconnected", None),
@@ -347,6 +358,7 @@ async def test_a_connection_left_without_symbols_is_stopped(tmp_path: Path) -> N
 
     # The stopped connection wrote no disconnected row: the symbol was unsubscribed.
     assert statuses(tmp_path, "SOLUSDT") == [
+        ("added", "trades"),
         ("connected", None),
         ("subscribed", "trades"),
         ("unsubscribed", "trades"),
@@ -563,7 +575,11 @@ async def test_the_admin_api_adds_lists_and_removes_symbols(
                 )
             nursery.cancel_scope.cancel()
 
-    assert statuses(tmp_path, "ETHUSDT") == [("subscribed", "trades"), ("unsubscribed", "trades")]
+    assert statuses(tmp_path, "ETHUSDT") == [
+        ("added", "trades"),
+        ("subscribed", "trades"),
+        ("unsubscribed", "trades"),
+    ]
     assert trade_ids(tmp_path, "ETHUSDT") == [1]
     logged = "\n".join(f"{r.getMessage()} {r.__dict__}" for r in caplog.records)
     assert TOKEN not in logged
@@ -642,7 +658,11 @@ async def test_bybit_subscribes_and_unsubscribes_on_the_live_connection(tmp_path
         ("subscribed", "trades"),
         ("unsubscribed", "trades"),
     ]
-    assert rows["SOLUSDT"] == [("subscribed", "trades"), ("disconnected", None)]
+    assert rows["SOLUSDT"] == [
+        ("added", "trades"),
+        ("subscribed", "trades"),
+        ("disconnected", None),
+    ]
     assert rows["BTCUSDT"] == [
         ("connected", None),
         ("subscribed", "trades"),

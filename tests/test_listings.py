@@ -325,7 +325,15 @@ async def test_listed_and_delisted_symbols_while_running(tmp_path: Path) -> None
         if r["event"] == "unsubscribed"
     ]
     assert unsubscribed["detail"] == "removed at run time (delisted)"
-    assert statuses(tmp_path, "SOLUSDT") == [("subscribed", "trades"), ("disconnected", None)]
+    assert statuses(tmp_path, "SOLUSDT") == [
+        ("added", "trades"),
+        ("subscribed", "trades"),
+        ("disconnected", None),
+    ]
+    [listed] = [
+        r for r in read_rows(tmp_path, "binance", "SOLUSDT", "status") if r["event"] == "added"
+    ]
+    assert listed["detail"] == "added at run time (listed)"
 
 
 async def test_the_service_refreshes_the_listing_on_its_interval(tmp_path: Path) -> None:

@@ -9,7 +9,9 @@ without touching the other symbols' connections, streams or files:
   limits, names that continue the run's: ``binance-3``); each starts under its
   exchange's supervisor (a venue not running yet gets its exchange task), with its
   metric series created and its ``/health`` entry, so ``/ready`` waits for it to
-  subscribe. Its session writes the ``subscribed`` rows as the venue acknowledges.
+  subscribe. An ``added`` status row per stream (its ``detail`` names the change's
+  origin: ``listed``, ``SIGHUP`` ...) goes on the exchange's event channel first; then its
+  session writes the ``subscribed`` rows as the venue acknowledges.
   Existing connections are never replaced for an addition: replacing one would put a
   ``disconnected``/``connected`` pair (a hole) into every other symbol it carries.
 - **Removed pairs** are taken off the connections that carry them: an ``unsubscribed``
@@ -180,6 +182,8 @@ class Controller:
         joined: list[str] = []
         for venue, (adapter, plans) in planned.items():
             runner = self.runners.get(venue)
+            if runner is not None:
+                await self._record_added(runner.events, plans, origin)
             if runner is not None and adapter.live_subscriptions:
                 for plan in list(plans):
                     name = self._join(runner, plan)
@@ -191,7 +195,9 @@ class Controller:
             started += [plan.name for plan in plans]
             self._announce(adapter, plans)
             if runner is None:
-                self.runners[venue] = await self._start_exchange(adapter, plans)
+                runner = await self._start_exchange(adapter, plans)
+                self.runners[venue] = runner
+                await self._record_added(runner.events, plans, origin)
             else:
                 for plan in plans:
                     runner.start(plan)
@@ -288,6 +294,48 @@ class Controller:
             )
             return current.name
         return None
+
+    async def _record_added(
+        self,
+        events: trio.MemorySendChannel[list[Event]],
+        plans: Iterable[ConnectionPlan],
+        origin: str,
+    ) -> None:
+        """One ``added`` status row per added (symbol, table), saying why (``origin``:
+        ``SIGHUP``, ``admin API``, ``listed``, ...), so the data itself tells a symbol added
+        while the service ran (a new listing, say) from one configured at start. Sent on the
+        exchange's event channel before the new subscriptions go out, so it comes before
+        their ``subscribed`` rows; not a hole and not the start of the data (that is the
+        venue's ``subscribed`` acknowledgement)."""
+        now_us = self.wall_clock()
+        streams = dict.fromkeys(
+            (plan.exchange, sub.symbol, feed_data_type(sub.feed))
+            for plan in plans
+            for sub in plan.subscriptions
+        )
+        rows: list[Event] = [
+            Status(
+                exchange,
+                symbol,
+                None,
+                now_us,
+                None,
+                "added",
+                data_type,
+                detail=f"added at run time ({origin})",
+            )
+            for exchange, symbol, data_type in streams
+        ]
+        if not rows:
+            return
+        try:
+            await events.send(rows)
+        except (trio.ClosedResourceError, trio.BrokenResourceError):
+            # The exchange is ending (shutdown): its connections will not start either.
+            log.warning("added rows not recorded: the exchange's event channel is closed")
+            return
+        if self.ctx.doorbell is not None:
+            self.ctx.doorbell.sent()
 
     def _announce(self, adapter: ExchangeAdapter, plans: Iterable[ConnectionPlan]) -> None:
         """Health entries and metric series of new connections, before they start."""
