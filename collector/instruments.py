@@ -25,10 +25,11 @@ A symbol the venue's answer does not describe (delisted, misspelt) gets a ``fetc
 row likewise. Nothing here can stop the service.
 
 Markets change while the service runs (:mod:`collector.control`): the controller hands
-:meth:`InstrumentListings.follow` the requests of the new markets. A request that is new (an
-added symbol's, or a venue's request whose symbol list grew: Binance asks for a market's
-symbols in one request) is fetched at once, then with every round; one no longer wanted (a
-removed symbol's) is not fetched again; a venue that had none gets its task then.
+:meth:`InstrumentListings.follow` the requests of the new markets. A request that describes a symbol
+no request did (an added symbol's, or a venue's request whose symbol list grew: Binance asks
+for a market's symbols in one request, so its other symbols are read again with it) is
+fetched at once, then with every round; one no longer wanted (a removed symbol's) is not
+fetched again; a venue that had none gets its task then.
 """
 
 from __future__ import annotations
@@ -162,8 +163,9 @@ class InstrumentListings:
 
     def follow(self, jobs: Sequence[InstrumentsJob]) -> None:
         """Fetch ``jobs`` (every venue's requests, as they are now) from now on: requests
-        that are new are fetched at once, those gone are dropped, a venue without a task
-        gets one (its series created), a venue left out fetches nothing more."""
+        that describe a symbol none did are fetched at once, those gone are dropped, a
+        venue without a task gets one (its series created), a venue left out fetches
+        nothing more."""
         wanted = {job.adapter.name: job for job in jobs}
         for name, fetcher in self._fetchers.items():
             if name not in wanted:
@@ -195,7 +197,13 @@ class _VenueFetcher:
     def replace(self, requests: Sequence[InstrumentsRequest]) -> None:
         """Fetch ``requests`` from now on (those new at once, see :meth:`run`)."""
         known = set(self.job.requests)
-        self._added += [r for r in requests if r not in known]
+        covered = {(r.exchange, symbol) for r in known for symbol in r.symbols}
+        # New, and describing a symbol no request did (not one whose list only shrank).
+        self._added += [
+            r
+            for r in requests
+            if r not in known and any((r.exchange, s) not in covered for s in r.symbols)
+        ]
         self.job = InstrumentsJob(self.job.adapter, tuple(requests))
         if self._added:
             self._woken.set()

@@ -5,8 +5,10 @@ more once it is removed)."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
+from urllib.parse import parse_qs, urlsplit
 
 import trio
 import trio.testing
@@ -208,3 +210,102 @@ async def test_a_connection_that_polled_nothing_starts_polling_for_a_joined_symb
             assert abs(second - joined_at - DEFAULT_OPEN_INTEREST_INTERVAL_SECS) < 3.0
             assert oi_times(rest, "BTCUSDT") == []
         nursery.cancel_scope.cancel()
+
+
+# --------------------------------------------------------------------------- instruments
+
+FETCHES = "collector_instrument_fetches_total"
+LISTING_INTERVAL = 600.0
+
+
+def listings(rest: FakeBinanceRest) -> list[tuple[float, list[str]]]:
+    """When spot exchangeInfo was asked, and for which symbols."""
+    asked = []
+    for target, at in zip(rest.requests, rest.request_times, strict=True):
+        parts = urlsplit(target)
+        if parts.path == "/api/v3/exchangeInfo":
+            asked.append((at, json.loads(parse_qs(parts.query)["symbols"][0])))
+    return asked
+
+
+async def test_an_added_symbols_listing_is_fetched_when_added_and_a_removed_ones_no_more(
+    tmp_path: Path, autojump_clock: trio.testing.MockClock
+) -> None:
+    venue, rest = FakeBinance(), FakeBinanceRest()
+    rest.symbols.append(("SOLUSDT", "TRADING"))
+    async with fail_after_real(30), trio.open_nursery() as nursery:
+        for fake in (venue, rest):
+            await nursery.start(fake.run)
+        raw: dict[str, Any] = raw_settings(
+            venue.url, tmp_path, ["btcusdt", "ethusdt"], instruments_interval_secs=LISTING_INTERVAL
+        )
+        raw["markets"][0] |= {"feeds": ["trades", "instruments"], "rest_url": rest.url}
+        raw["websocket"] = {"message_timeout_secs": 3600.0}
+        settings = parse_settings(raw)
+        async with running_service(settings, clock=autojump_clock) as handle:
+
+            def fetched(n: int) -> bool:
+                ok = {"exchange": "binance", "outcome": "ok"}
+                return handle.metrics.sample(FETCHES, ok) >= n
+
+            await wait_until(lambda: fetched(1))
+            await trio.sleep(20.0)
+            report = await controller_of(handle).apply(
+                with_symbols(settings, ["btcusdt", "ethusdt", "solusdt"]), "test"
+            )
+            added_at = trio.current_time()
+            assert report.joined == ("binance-0",)
+            await wait_until(lambda: fetched(2))  # at once, not at the next round
+            report = await controller_of(handle).apply(
+                with_symbols(settings, ["btcusdt", "solusdt"]), "test"
+            )
+            assert report.removed == (("binance", "ETHUSDT"),)
+            await trio.sleep(LISTING_INTERVAL / 2)
+            assert not fetched(3)  # the removal asked for nothing
+            await trio.sleep(LISTING_INTERVAL / 2)
+            await wait_until(lambda: fetched(3))  # the next round
+        nursery.cancel_scope.cancel()
+
+    (start, first), (added, second), (later, third) = listings(rest)
+    assert (first, second, third) == (
+        ["BTCUSDT", "ETHUSDT"],
+        ["BTCUSDT", "ETHUSDT", "SOLUSDT"],
+        ["BTCUSDT", "SOLUSDT"],
+    )
+    assert added - added_at < 3.0
+    # The removal fetched nothing: the next round did (the clock may jump ahead while a
+    # fetch's worker thread runs, so no closer bound).
+    assert later - start >= LISTING_INTERVAL
+    sol = read_rows(tmp_path, "binance", "SOLUSDT", "instruments")
+    assert [(r["symbol"], r["kind"], r["base_asset"]) for r in sol] == [
+        ("SOLUSDT", "spot", "SOL")
+    ] * 2
+
+
+async def test_a_market_that_adds_the_instruments_feed_at_run_time_gets_its_listing(
+    tmp_path: Path, autojump_clock: trio.testing.MockClock
+) -> None:
+    """No market listed instruments at start: the listing task waits, and fetches the
+    added market's listing when it comes."""
+    venue, rest = FakeBinance(), FakeBinanceRest()
+    async with fail_after_real(30), trio.open_nursery() as nursery:
+        for fake in (venue, rest):
+            await nursery.start(fake.run)
+        raw: dict[str, Any] = raw_settings(venue.url, tmp_path, ["btcusdt"])
+        raw["markets"][0] |= {"rest_url": rest.url}
+        raw["websocket"] = {"message_timeout_secs": 3600.0}
+        settings = parse_settings(raw)
+        async with running_service(settings, clock=autojump_clock) as handle:
+            await venue.wait_subscribed(["btcusdt@trade"])
+            await trio.sleep(20.0)
+            assert listings(rest) == []
+            await controller_of(handle).apply(
+                with_market(settings, ["ethusdt"], feeds=("trades", "instruments")), "test"
+            )
+            ok = {"exchange": "binance", "outcome": "ok"}
+            await wait_until(lambda: handle.metrics.sample(FETCHES, ok) >= 1)
+        nursery.cancel_scope.cancel()
+
+    assert [symbols for _, symbols in listings(rest)] == [["ETHUSDT"]]
+    [eth] = read_rows(tmp_path, "binance", "ETHUSDT", "instruments")
+    assert eth["base_asset"] == "ETH"
