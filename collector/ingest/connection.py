@@ -214,8 +214,22 @@ async def _run_attempt(
             def start_poller(polling: Polling) -> PollSchedule:
                 assert inbox is not None
                 started = PollSchedule(polling)
+                budget = adapter.snapshot_budget(plan)
+                pacers = ctx.rest_pacers
                 nursery.start_soon(
-                    poller, started, inbox, lane, plan.exchange, ctx.wall_clock, ctx.metrics
+                    partial(
+                        poller,
+                        # Polls of every connection of the budget share one pace, and wait
+                        # for the budget's holds (a Retry-After of its snapshots).
+                        pacer=pacers.get(f"{budget} polling", polling.per_second),
+                        budget=pacers.get(budget, adapter.snapshot_rate(plan)),
+                    ),
+                    started,
+                    inbox,
+                    lane,
+                    plan.exchange,
+                    ctx.wall_clock,
+                    ctx.metrics,
                 )
                 return started
 

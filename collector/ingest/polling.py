@@ -26,6 +26,7 @@ from prometheus_client import Counter
 from collector.clock import WallClock
 from collector.events import Event, Status
 from collector.exchanges.base import Polling, SnapshotRequest
+from collector.ingest.pacer import Pacer
 from collector.metrics import Metrics
 from collector.rest import HTTP_GEO_BLOCKED, RestError, fetch
 
@@ -98,20 +99,25 @@ async def run_poller(
     wall_clock: WallClock,
     metrics: Metrics,
     *,
+    pacer: Pacer,
+    budget: Pacer | None = None,
     geo_block_advice: str | None = None,
 ) -> None:
     """Fetch ``schedule``'s requests in rounds until cancelled, putting each body in ``inbox``.
 
     A round starts every ``interval_secs`` (Trio time; a round that takes longer is followed
-    at once by the next), its requests spaced at least ``1/per_second`` apart, each over
-    HTTP in a worker thread. A request added to the schedule (a symbol that joined the
+    at once by the next), each request at its turn of ``pacer``, each over HTTP in a worker
+    thread. ``pacer`` paces ``per_second`` over every connection polling against one REST
+    budget (:class:`~collector.ingest.pacer.RestPacers`: the venue limits per IP, not per
+    connection), and no request starts while ``budget`` (the budget's snapshot pacer) is
+    held. A request added to the schedule (a symbol that joined the
     connection) is fetched at once, not at the next round, and then with every round; one
     taken off is not fetched again. A failure (HTTP error, network, timeout) writes a
     ``poll_error`` row for the request's symbol through ``rows``, counts it and logs it
-    (with ``geo_block_advice`` for an HTTP 451); a ``Retry-After`` from the venue delays the
-    next request that long. Never raises but for cancellation.
+    (with ``geo_block_advice`` for an HTTP 451); a ``Retry-After`` from the venue holds
+    ``pacer`` and ``budget`` that long (every connection's polls and snapshots of the
+    budget wait). Never raises but for cancellation.
     """
-    next_at = trio.current_time()
     errors = metrics.rest_poll_errors.labels(exchange)
     while True:
         round_start = trio.current_time()
@@ -131,16 +137,19 @@ async def run_poller(
                 interval = schedule.polling.interval_secs if schedule.polling else interval
             for request in todo:
                 fetched.add(request)
-                await trio.sleep_until(next_at)
+                if budget is not None and budget.held_until > trio.current_time():
+                    await trio.sleep_until(budget.held_until)  # the snapshots' Retry-After
+                await pacer.wait_turn()
                 polling = schedule.polling
                 if polling is None or request not in schedule.wanted:
                     continue  # taken off while waiting for its turn
-                next_at = trio.current_time() + 1.0 / polling.per_second
                 retry_after = await _fetch_one(
                     request, polling, inbox, rows, exchange, wall_clock, errors, geo_block_advice
                 )
                 if retry_after:
-                    next_at = max(next_at, trio.current_time() + retry_after)
+                    pacer.hold(retry_after)  # the venue's budget: everyone waits
+                    if budget is not None:
+                        budget.hold(retry_after)
 
 
 async def _fetch_one(
