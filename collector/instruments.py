@@ -23,19 +23,27 @@ that will not (another HTTP 4xx: an unknown symbol; an answer the adapter cannot
 waits for the next round, so a misspelt symbol costs one row per round, not one per retry.
 A symbol the venue's answer does not describe (delisted, misspelt) gets a ``fetch_error``
 row likewise. Nothing here can stop the service.
+
+Markets change while the service runs (:mod:`collector.control`): the controller hands
+:meth:`InstrumentListings.follow` the requests of the new markets. A request that describes a symbol
+no request did (an added symbol's, or a venue's request whose symbol list grew: Binance asks
+for a market's symbols in one request, so its other symbols are read again with it) is
+fetched at once, then with every round; one no longer wanted (a removed symbol's) is not
+fetched again; a venue that had none gets its task then.
 """
 
 from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Sequence
-from typing import Final, Literal
+from collections.abc import Iterable, Sequence
+from typing import Final, Literal, NoReturn
 
 import attrs
 import trio
 
 from collector.clock import WallClock
+from collector.config import MarketSettings
 from collector.events import Event, Instrument, Status
 from collector.exchanges.base import ExchangeAdapter, InstrumentsRequest, ParseError
 from collector.metrics import INSTRUMENT_FETCH_OUTCOMES, Metrics
@@ -72,12 +80,19 @@ class InstrumentsJob:
 
 def plan_instruments(plan: ServicePlan) -> list[InstrumentsJob]:
     """The listing requests of ``plan``, one job per venue that has any (settings order)."""
+    return instrument_jobs(plan.settings.markets, [e.adapter for e in plan.exchanges])
+
+
+def instrument_jobs(
+    markets: Sequence[MarketSettings], adapters: Iterable[ExchangeAdapter]
+) -> list[InstrumentsJob]:
+    """The listing requests of ``markets``, one job per venue of ``adapters`` (in their
+    order) that has any."""
     jobs = []
-    for exchange in plan.exchanges:
-        adapter = exchange.adapter
+    for adapter in adapters:
         requests = [
             request
-            for market in plan.settings.markets
+            for market in markets
             if market.exchange == adapter.name and FEED in market.feeds
             for request in adapter.instruments_requests(market)
         ]
@@ -104,32 +119,94 @@ async def run_instruments(
     *,
     interval_secs: float,
     retry_secs: float,
-    task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
-) -> None:
+    task_status: trio.TaskStatus[InstrumentListings] = trio.TASK_STATUS_IGNORED,
+) -> NoReturn:
     """Fetch every job's listings now and then every ``interval_secs``, until cancelled.
 
-    Owns ``events`` (closes it; each venue's task gets a clone) and a nursery with one task
-    per job. A failed request is retried ``retry_secs`` later (see the module docstring);
-    it never raises for a venue's failure. Cancelled with the ingest tasks at shutdown: a
-    fetch in flight is abandoned (its worker thread ends on its own timeout).
+    Owns ``events`` (closes it when cancelled; each venue's task gets a clone) and a
+    nursery with one task per venue; starts with the :class:`InstrumentListings` through
+    which the controller changes the requests (so it runs, idle, even with no job, for
+    markets added later). A failed request is retried ``retry_secs`` later (see the module
+    docstring); it never raises for a venue's failure. Cancelled with the ingest tasks at
+    shutdown: a fetch in flight is abandoned (its worker thread ends on its own timeout).
     """
     async with trio.open_nursery() as nursery:
         with events:
-            for job in jobs:
-                fetcher = _VenueFetcher(job, events.clone(), metrics, wall_clock)
-                nursery.start_soon(fetcher.run, interval_secs, retry_secs)
-        task_status.started()
+            listings = InstrumentListings(
+                nursery, events, metrics, wall_clock, interval_secs, retry_secs
+            )
+            listings.follow(jobs)
+            task_status.started(listings)
+            await trio.sleep_forever()
+
+
+class InstrumentListings:
+    """The running venues' listing tasks (:func:`run_instruments` makes it): one
+    :class:`_VenueFetcher` per venue, whose requests :meth:`follow` changes."""
+
+    def __init__(
+        self,
+        nursery: trio.Nursery,
+        events: trio.MemorySendChannel[list[Event]],
+        metrics: Metrics,
+        wall_clock: WallClock,
+        interval_secs: float,
+        retry_secs: float,
+    ) -> None:
+        self._nursery = nursery
+        self._events = events
+        self._metrics = metrics
+        self._wall_clock = wall_clock
+        self._interval_secs = interval_secs
+        self._retry_secs = retry_secs
+        self._fetchers: dict[str, _VenueFetcher] = {}
+
+    def follow(self, jobs: Sequence[InstrumentsJob]) -> None:
+        """Fetch ``jobs`` (every venue's requests, as they are now) from now on: requests
+        that describe a symbol none did are fetched at once, those gone are dropped, a
+        venue without a task gets one (its series created), a venue left out fetches
+        nothing more."""
+        wanted = {job.adapter.name: job for job in jobs}
+        for name, fetcher in self._fetchers.items():
+            if name not in wanted:
+                fetcher.replace(())
+        for name, job in wanted.items():
+            running = self._fetchers.get(name)
+            if running is not None:
+                running.replace(job.requests)
+                continue
+            create_instrument_series(self._metrics, [job])
+            fetcher = _VenueFetcher(job, self._events.clone(), self._metrics, self._wall_clock)
+            self._fetchers[name] = fetcher
+            self._nursery.start_soon(fetcher.run, self._interval_secs, self._retry_secs)
 
 
 @attrs.define
 class _VenueFetcher:
-    """The rounds of one venue's requests (its own task)."""
+    """The rounds of one venue's requests (its own task); :meth:`replace` changes them."""
 
     job: InstrumentsJob
     events: trio.MemorySendChannel[list[Event]]
     metrics: Metrics
     wall_clock: WallClock
     _next_request_at: float = -math.inf
+    # Requests new since the last round, to fetch at once; set when there are.
+    _added: list[InstrumentsRequest] = attrs.field(factory=list)
+    _woken: trio.Event = attrs.field(factory=trio.Event)
+
+    def replace(self, requests: Sequence[InstrumentsRequest]) -> None:
+        """Fetch ``requests`` from now on (those new at once, see :meth:`run`)."""
+        known = set(self.job.requests)
+        covered = {(r.exchange, symbol) for r in known for symbol in r.symbols}
+        # New, and describing a symbol no request did (not one whose list only shrank).
+        self._added += [
+            r
+            for r in requests
+            if r not in known and any((r.exchange, s) not in covered for s in r.symbols)
+        ]
+        self.job = InstrumentsJob(self.job.adapter, tuple(requests))
+        if self._added:
+            self._woken.set()
 
     async def run(self, interval_secs: float, retry_secs: float) -> None:
         with self.events:
@@ -137,14 +214,24 @@ class _VenueFetcher:
             retry: list[InstrumentsRequest] = []
             retry_at = math.inf
             while True:
-                await trio.sleep_until(min(next_round, retry_at))
+                with trio.move_on_at(min(next_round, retry_at)):
+                    await self._woken.wait()
+                self._woken = trio.Event()
+                wanted = set(self.job.requests)
                 if trio.current_time() >= next_round:
                     batch: Sequence[InstrumentsRequest] = self.job.requests
                     next_round = trio.current_time() + interval_secs
+                    retry, self._added = [], []
+                elif self._added:  # new requests, at once; the retries keep their time
+                    batch, self._added = [r for r in self._added if r in wanted], []
                 else:
-                    batch = retry
-                retry = [request for request in batch if await self._fetch(request) == _RETRY]
-                retry_at = trio.current_time() + retry_secs if retry else math.inf
+                    batch, retry = [r for r in retry if r in wanted], []
+                failed = [request for request in batch if await self._fetch(request) == _RETRY]
+                retry += [request for request in failed if request in set(self.job.requests)]
+                if not retry:
+                    retry_at = math.inf
+                elif failed:
+                    retry_at = trio.current_time() + retry_secs
 
     async def _fetch(self, request: InstrumentsRequest) -> _Outcome:
         """Fetch and read one request and send its rows (or its ``fetch_error`` rows)."""

@@ -66,7 +66,12 @@ from collector.health import HealthState
 from collector.http import HttpBindError, HttpListener, bind_http, run_http_server
 from collector.ingest.connection import IngestContext
 from collector.ingest.supervisor import ExchangeRunner, run_exchange
-from collector.instruments import create_instrument_series, plan_instruments, run_instruments
+from collector.instruments import (
+    InstrumentListings,
+    create_instrument_series,
+    plan_instruments,
+    run_instruments,
+)
 from collector.metrics import Metrics
 from collector.outlets import open_outlets, start_outlets
 from collector.outlets.errors import OutletSettingsError
@@ -338,18 +343,18 @@ async def _run(
                             ctx,
                             event_tx.clone(),
                         )
-                    if instrument_jobs:
-                        await ingest.start(
-                            partial(
-                                run_instruments,
-                                instrument_jobs,
-                                event_tx.clone(),
-                                metrics,
-                                wall_clock,
-                                interval_secs=cfg.instruments_interval_secs,
-                                retry_secs=cfg.instruments_retry_secs,
-                            )
+                    # Runs even without a job: markets added at run time may list instruments.
+                    instruments: InstrumentListings = await ingest.start(
+                        partial(
+                            run_instruments,
+                            instrument_jobs,
+                            event_tx.clone(),
+                            metrics,
+                            wall_clock,
+                            interval_secs=cfg.instruments_interval_secs,
+                            retry_secs=cfg.instruments_retry_secs,
                         )
+                    )
 
                     async def start_exchange(
                         adapter: ExchangeAdapter, plans: list[ConnectionPlan]
@@ -366,6 +371,7 @@ async def _run(
                         ctx,
                         file_metadata=file_metadata,
                         analytics=analytics,
+                        instruments=instruments,
                         wall_clock=wall_clock,
                         sharded=shard.sharded,
                         configured_pairs=shard.configured,

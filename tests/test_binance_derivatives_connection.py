@@ -8,13 +8,14 @@ from __future__ import annotations
 
 from typing import ClassVar
 
+import attrs
 import trio
 import trio.testing
 
 from collector.config import MarketSettings
 from collector.events import DerivativeTicker, Event, Status
 from collector.exchanges.base import ConnectionPlan
-from collector.exchanges.binance import BinanceAdapter
+from collector.exchanges.binance import OPEN_INTEREST_REQUESTS_PER_SECOND, BinanceAdapter
 from collector.ingest.supervisor import supervise_connection
 from tests.fakes.binance import FakeBinance, mark_price_frame
 from tests.fakes.binance_rest import FakeBinanceRest
@@ -208,4 +209,51 @@ async def test_a_failed_poll_is_a_status_row_and_a_count_and_the_next_round_asks
         assert ois
         assert all(vtime(oi) > vtime(failed) for oi in ois)
         assert [o.open_interest for o in ois] == sorted(o.open_interest or 0 for o in ois)
+        nursery.cancel_scope.cancel()
+
+
+async def test_the_polls_of_every_connection_of_a_budget_share_one_pace(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """Two COIN-M connections (one REST budget, limited per IP) of four symbols each: their
+    open interest requests take turns of the budget's one pace, so a round of eight takes
+    3.5 s at 2 a second (one pace per connection would finish it in 1.5 s)."""
+    fake, rest = FakeBinance(category="coinm"), FakeBinanceRest()
+    async with trio.open_nursery() as nursery:
+        await nursery.start(fake.run)
+        await nursery.start(rest.run)
+        plans = []
+        for base in ("BTC", "ETH"):
+            symbols = tuple(
+                f"{base}USD_{suffix}" for suffix in ("PERP", "250627", "250926", "251226")
+            )
+            for symbol in symbols:
+                rest.open_interest[symbol] = (1000.0, E0_MS)
+            market = MarketSettings(
+                exchange="binance",
+                category="coinm",
+                symbols=symbols,
+                feeds=("derivatives",),
+                base_url=fake.url,
+                rest_url=rest.url,
+                open_interest_interval_secs=30.0,
+            )
+            (plan,) = BinanceAdapter().plan_connections([market])
+            plans.append(attrs.evolve(plan, name=f"binance-coinm-{base.lower()}"))
+        ctx = make_ctx(ws_settings(), plans)
+        tx, rx = trio.open_memory_channel[list[Event]](64)
+        rec = Recorder()
+        nursery.start_soon(rec.run, rx)
+        for plan in plans:
+            nursery.start_soon(supervise_connection, plan, BinanceAdapter(), ctx, tx.clone())
+        with trio.fail_after(TIMEOUT):
+            await feed_marks(fake, rest, until=10.0)
+            await trio.testing.wait_all_tasks_blocked(cushion=0.05)
+        times = sorted(oi_requests(rest))
+        assert len(times) == 8  # one round (the next is 30 s on)
+        # A request arrives at its turn or later (a worker thread's HTTP may see the clock
+        # jump), so the eighth's turn, 7 spacings after the first's, bounds it from below.
+        spacing = 1.0 / OPEN_INTEREST_REQUESTS_PER_SECOND
+        assert times[-1] >= 7 * spacing
+        assert rec.status("poll_error") == []
         nursery.cancel_scope.cancel()

@@ -23,7 +23,9 @@ without touching the other symbols' connections, streams or files:
   unsubscribe frame here). A connection left with no symbol is stopped and leaves
   ``/health``.
 - The files' metadata (the market options of files opened from now on), the trade
-  analytics' pairs and the shard gauges follow.
+  analytics' pairs, the shard gauges and the ``instruments`` listings (an added symbol's
+  fetched at once, a removed one's no more; :class:`~collector.instruments.
+  InstrumentListings`) follow.
 
 Changes are applied one at a time (a lock), each in one pass that does all its planning
 before it changes anything: a change that cannot be planned (a new venue whose adapter
@@ -50,6 +52,7 @@ from collector.events import Event, Status, feed_data_type
 from collector.exchanges.base import ConnectionPlan, ExchangeAdapter, Subscription
 from collector.ingest.connection import IngestContext
 from collector.ingest.supervisor import ConnectionControl, ExchangeRunner
+from collector.instruments import InstrumentListings, instrument_jobs
 from collector.series import create_connection_series
 from collector.settings_check import canonical_pair
 from collector.sharding import Pair
@@ -113,6 +116,7 @@ class Controller:
         *,
         file_metadata: FileMetadataSource | None = None,
         analytics: TradeAnalytics | None = None,
+        instruments: InstrumentListings | None = None,
         wall_clock: WallClock,
         sharded: bool = False,
         configured_pairs: int | None = None,
@@ -123,6 +127,7 @@ class Controller:
         self.ctx = ctx
         self.file_metadata = file_metadata
         self.analytics = analytics
+        self.instruments = instruments
         self.wall_clock = wall_clock
         # Sharded: the fleet's pair count comes with each reload (an admin change leaves it);
         # else it is this instance's own.
@@ -426,6 +431,9 @@ class Controller:
             self.analytics.cover(
                 {p: size for p, size in covered.items() if p in added}, self.wall_clock()
             )
+        if self.instruments is not None and (change.added or change.removed):
+            adapters = [runner.adapter for runner in self.runners.values()]
+            self.instruments.follow(instrument_jobs(new.markets, adapters))
         if configured is not None:
             self.configured_pairs = configured
         elif not self.sharded or self.configured_pairs is None:

@@ -99,7 +99,8 @@ class InstrumentsRequest:
 class Polling:
     """REST requests a connection repeats on a timer, for data the venue streams nowhere
     (Binance open interest): every ``interval_secs`` a round of ``requests``, at most
-    ``per_second`` of them a second. ``data_type`` names the table the bodies' rows go to
+    ``per_second`` a second over every connection polling against the plan's REST budget
+    (:meth:`ExchangeAdapter.snapshot_budget`; one rate per budget). ``data_type`` names the table the bodies' rows go to
     (its failures are reported against it)."""
 
     requests: tuple[SnapshotRequest, ...]

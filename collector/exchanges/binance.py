@@ -162,8 +162,8 @@ SNAPSHOT_LIMIT: Final = 1000
 MAX_UNSYNCED_DELTAS: Final = 10_000
 CATEGORIES: Final = ("spot", "usdm", "coinm")
 # Open interest polling: the default interval between rounds, the shortest allowed, and
-# requests per second per connection (weight 1 each: 120 of the 2400/min USD-M and COIN-M
-# share, next to the book snapshots' quarter).
+# requests per second of every connection together (one pace per REST budget, weight 1
+# each: 120 of the 2400/min USD-M and COIN-M share, next to the book snapshots' quarter).
 DEFAULT_OPEN_INTEREST_INTERVAL_SECS: Final = 60.0
 MIN_OPEN_INTEREST_INTERVAL_SECS: Final = 5.0
 OPEN_INTEREST_REQUESTS_PER_SECOND: Final = 2.0
@@ -703,7 +703,7 @@ class BinanceAdapter(ExchangeAdapter):
         """Open interest of every ``derivatives`` subscription of a futures plan, one GET
         per symbol a round (``{rest_url}{openInterest path}?symbol=X``), a round every
         ``open_interest_interval_secs``, at most :data:`OPEN_INTEREST_REQUESTS_PER_SECOND`
-        requests a second (so a round of more symbols than that rate fills takes longer)."""
+        requests a second over every connection of the futures budget (so a round of more symbols than that rate fills takes longer)."""
         if not isinstance(plan, BinancePlan):
             return None
         profile = PROFILES[plan.category]

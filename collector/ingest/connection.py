@@ -11,6 +11,7 @@ does what the returned ``Actions`` ask.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from functools import partial
 from typing import NoReturn
 
@@ -25,6 +26,7 @@ from collector.exchanges.base import (
     Actions,
     ConnectionPlan,
     ExchangeAdapter,
+    Polling,
     Session,
     SnapshotRequest,
 )
@@ -41,7 +43,7 @@ from collector.ingest.errors import (
 from collector.ingest.handover import Lane
 from collector.ingest.live import PlanInbox
 from collector.ingest.pacer import RestPacers
-from collector.ingest.polling import PollInbox, run_poller
+from collector.ingest.polling import PollInbox, PollSchedule, run_poller
 from collector.ingest.sink import CLOSE_SEND_TIMEOUT_SECS, EventSink, without_removed
 from collector.ingest.snapshots import FetchedSnapshot, run_snapshot_fetcher
 from collector.ingest.watchdog import Activity, run_watchdog
@@ -203,27 +205,54 @@ async def _run_attempt(
             if live is not None:
                 nursery.start_soon(_wake_on_change, ws, live)
             polling = adapter.polling(plan)
-            inbox: PollInbox | None = None
-            if polling is not None:
-                inbox = PollInbox()
+            # A live venue's plan may gain polled symbols: it gets an inbox (and its poller
+            # at the first change that polls) even when it polls nothing yet.
+            inbox = PollInbox() if polling is not None or live is not None else None
+            schedule: PollSchedule | None = None
+            poller = partial(run_poller, geo_block_advice=adapter.geo_block_advice(plan.exchange))
+
+            def start_poller(polling: Polling) -> PollSchedule:
+                assert inbox is not None
+                started = PollSchedule(polling)
+                budget = adapter.snapshot_budget(plan)
+                pacers = ctx.rest_pacers
                 nursery.start_soon(
                     partial(
-                        run_poller,
-                        geo_block_advice=adapter.geo_block_advice(plan.exchange),
+                        poller,
+                        # Polls of every connection of the budget share one pace, and wait
+                        # for the budget's holds (a Retry-After of its snapshots).
+                        pacer=pacers.get(f"{budget} polling", polling.per_second),
+                        budget=pacers.get(budget, adapter.snapshot_rate(plan)),
                     ),
-                    polling,
+                    started,
                     inbox,
                     lane,
                     plan.exchange,
                     ctx.wall_clock,
                     ctx.metrics,
                 )
+                return started
+
+            if polling is not None:
+                schedule = start_poller(polling)
             activity = Activity.for_plan(
                 trio.current_time(), ctx.metrics.last_data(plan.exchange), plan
             )
             nursery.start_soon(
                 run_watchdog, activity, settings.message_timeout_secs, plan, lane, ctx.wall_clock
             )
+
+            def follow_plan(changed: ConnectionPlan) -> None:
+                """What follows a plan change beside the session: the watchdog's streams
+                and the polled requests."""
+                nonlocal schedule
+                activity.replan(changed, trio.current_time())
+                polling = adapter.polling(changed)
+                if schedule is not None:
+                    schedule.update(polling)
+                elif polling is not None:
+                    schedule = start_poller(polling)
+
             with outbox_tx, snapshots_tx, bodies_rx:
                 dispatcher = Dispatcher(plan.name, ctx.health, outbox_tx, snapshots_tx)
                 lane.dispatcher = dispatcher
@@ -241,6 +270,7 @@ async def _run_attempt(
                     inbox,
                     attempt,
                     changes=live,
+                    follow_plan=follow_plan,
                 )
         raise AssertionError("the receive loop only ends by raising")  # pragma: no cover
     except BaseExceptionGroup as group:
@@ -303,6 +333,7 @@ async def _receive_loop(
     attempt: int | None = None,
     *,
     changes: PlanInbox | None = None,
+    follow_plan: Callable[[ConnectionPlan], None] | None = None,
 ) -> NoReturn:
     """Read, parse and forward until the connection fails (or the watchdog ends it).
 
@@ -351,7 +382,7 @@ async def _receive_loop(
         if inbox is not None and inbox.bodies:
             await _apply_polled(session, inbox, dispatcher, ctx, lane, exchange, discards, attempt)
         if changes is not None and changes.plan is not None:
-            _apply_plan_change(session, changes, dispatcher, wall_clock())
+            _apply_plan_change(session, changes, dispatcher, wall_clock(), follow_plan)
         if not messages:
             continue
         received_us = wall_clock()
@@ -421,10 +452,15 @@ async def _wake_on_change(ws: WebSocket, live: PlanInbox) -> None:
 
 
 def _apply_plan_change(
-    session: Session, changes: PlanInbox, dispatcher: Dispatcher, now_us: int
+    session: Session,
+    changes: PlanInbox,
+    dispatcher: Dispatcher,
+    now_us: int,
+    follow_plan: Callable[[ConnectionPlan], None] | None = None,
 ) -> None:
     """Hand the session the connection's new plan (symbols added or removed at run
-    time); its subscribe and unsubscribe frames go to the sender."""
+    time); its subscribe and unsubscribe frames go to the sender, and ``follow_plan``
+    (the attempt's watchdog and poller) is told."""
     plan = changes.take()
     if plan is not None:
         log.info(
@@ -436,6 +472,8 @@ def _apply_plan_change(
             },
         )
         dispatcher.follow(session.change_plan(plan, now_us))
+        if follow_plan is not None:
+            follow_plan(plan)
 
 
 async def _apply_snapshots(

@@ -28,6 +28,12 @@ from collector.ingest.handover import Lane
 StreamKey = tuple[str, str]
 
 _stream_key: Final = attrgetter("symbol", "DATA_TYPE")
+
+
+def _subscription_key(sub: Subscription) -> StreamKey:
+    return (sub.symbol, feed_data_type(sub.feed))
+
+
 # Data types that are no stream of their own: status rows (a subscription reply counts for
 # the connection, not as the stream's data) and raw frames.
 _NOT_STREAMS: Final = frozenset(("status", "raw"))
@@ -52,7 +58,16 @@ class Activity:
     heartbeats), and the receive loop notes reads without events too.
     """
 
-    __slots__ = ("last_data", "received_us", "refused", "sporadic_only", "streams")
+    __slots__ = (
+        "_replanned",
+        "joined",
+        "last_data",
+        "plan",
+        "received_us",
+        "refused",
+        "sporadic_only",
+        "streams",
+    )
 
     def __init__(
         self, now: float, received_us: dict[StreamKey, int], *, sporadic_only: bool = False
@@ -62,6 +77,11 @@ class Activity:
         self.received_us = received_us
         self.refused: set[StreamKey] = set()
         self.sporadic_only = sporadic_only
+        # The connection's plan, as changed at run time (None: not known), and
+        # when each stream that joined it since started (its silence counts from then).
+        self.plan: ConnectionPlan | None = None
+        self.joined: dict[StreamKey, float] = {}
+        self._replanned = trio.Event()
 
     @classmethod
     def for_plan(
@@ -71,7 +91,9 @@ class Activity:
         sporadic = bool(plan.subscriptions) and all(
             feed_data_type(sub.feed) in SPORADIC_DATA_TYPES for sub in plan.subscriptions
         )
-        return cls(now, received_us, sporadic_only=sporadic)
+        activity = cls(now, received_us, sporadic_only=sporadic)
+        activity.plan = plan
+        return activity
 
     def saw(self, events: list[Event], start: int, now: float, received_us: int) -> None:
         """Note a read that carried data: ``events[start:]`` are the session's events of it
@@ -84,6 +106,27 @@ class Activity:
             if key[1] not in _NOT_STREAMS:
                 streams[key] = now
                 wall[key] = received_us
+
+    def replan(self, plan: ConnectionPlan, now: float) -> None:
+        """The connection's plan changed while it runs (symbols joined or left at run time,
+        ``now`` the Trio time the session took it): the watchdog watches ``plan``'s streams
+        from now on, a joined stream's silence counted from ``now``. Called by the receive
+        loop; wakes the watchdog."""
+        before = self.plan.subscriptions if self.plan is not None else ()
+        known = {_subscription_key(sub) for sub in before}
+        for sub in plan.subscriptions:
+            key = _subscription_key(sub)
+            if key not in known and key not in self.streams:
+                self.joined.setdefault(key, now)
+        self.plan = plan
+        self._replanned.set()
+
+    async def wait_replanned(self, deadline: float) -> None:
+        """Until :meth:`replan` was called since the last wait, or ``deadline`` (Trio time)."""
+        with trio.move_on_at(deadline):
+            await self._replanned.wait()
+        if self._replanned.is_set():
+            self._replanned = trio.Event()
 
     def note_refusals(self, statuses: tuple[Status, ...]) -> None:
         """Remember the streams of the ``subscribe_error`` rows among ``statuses``: a
@@ -107,8 +150,10 @@ async def run_watchdog(
     was silent), then its connection is replaced: the new connection subscribes afresh,
     which is the one remedy that works on every venue. (Resubscribing just that stream
     would keep the others flowing, but needs each venue's unsubscribe and resubscribe
-    frames.) A stream's time starts when the connection starts; a stream refused for good
-    is never waited for.
+    frames.) A stream's time starts when the connection starts, or, for a stream that joined
+    the running connection (:meth:`Activity.replan`, symbols added at run time), when the
+    session took the change; a stream refused for good is never waited for. A change of
+    plan wakes this task, so a joined stream is watched at once.
 
     Waiting for the writer is not the venue's silence: the connection does not read then,
     so whether the venue sends cannot be seen. The watchdog is suspended while ``sink``
@@ -122,14 +167,14 @@ async def run_watchdog(
     runs hundreds of times a second).
     """
     started = activity.last_data
-    watched = [
-        (sub, (sub.symbol, feed_data_type(sub.feed)), sub.silence_timeout_secs)
-        for sub in plan.subscriptions
-        if sub.silence_timeout_secs is not None
-        and feed_data_type(sub.feed) not in SPORADIC_DATA_TYPES
-    ]
+    current = plan
+    watched = _watched(current)
     shortest = min([message_timeout_secs, *(limit for _, _, limit in watched)])
     while True:
+        if activity.plan is not None and activity.plan is not current:
+            current = activity.plan  # symbols joined or left the running connection
+            watched = _watched(current)
+            shortest = min([message_timeout_secs, *(limit for _, _, limit in watched)])
         now = trio.current_time()
         if sink.waiting:
             await trio.sleep_until(now + shortest)  # look again later: a wait ends as data
@@ -140,10 +185,14 @@ async def run_watchdog(
             raise StaleConnection(f"no data for {message_timeout_secs}s")
         silent: list[tuple[Subscription, float]] = []
         removed = sink.sink.removed  # symbols removed at run time are not waited for
+        joined = activity.joined
         for sub, key, limit in watched:
             if key in activity.refused or key[0] in removed:
                 continue
-            stream_due = max(activity.streams.get(key, started), resumed) + limit
+            since = activity.streams.get(key)
+            if since is None:
+                since = joined.get(key, started)
+            stream_due = max(since, resumed) + limit
             if now >= stream_due:
                 silent.append((sub, limit))
             else:
@@ -152,7 +201,18 @@ async def run_watchdog(
             await _write_silent_rows(silent, plan.exchange, sink, wall_clock())
             described = ", ".join(f"{sub.symbol} {sub.feed} for {limit}s" for sub, limit in silent)
             raise StaleConnection(f"no data on {described}")
-        await trio.sleep_until(due)
+        await activity.wait_replanned(due)
+
+
+def _watched(plan: ConnectionPlan) -> list[tuple[Subscription, StreamKey, float]]:
+    """``plan``'s subscriptions with a ``silence_timeout_secs`` whose silence means
+    something (not sporadic data types), with their stream keys and limits."""
+    return [
+        (sub, _subscription_key(sub), sub.silence_timeout_secs)
+        for sub in plan.subscriptions
+        if sub.silence_timeout_secs is not None
+        and feed_data_type(sub.feed) not in SPORADIC_DATA_TYPES
+    ]
 
 
 async def _write_silent_rows(
