@@ -12,19 +12,24 @@ per-connection limits. Binance and paged Bybit are in tests/test_listings.py.
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import msgspec
 import trio
 
 from collector.config import Settings
-from collector.control.listings import resolve_settings
+from collector.control.listings import Listings, refresh_once, resolve_settings
 from collector.exchanges import get_adapter_class
 from collector.planning import plan_service
 from collector.settings_check import parse_settings
+from tests.fakes.bybit import FakeBybit
+from tests.fakes.bybit import trade_frame as bybit_trade_frame
 from tests.fakes.listing_rest import FakeListingRest
 from tests.fakes.rest import FakeRest, Query
 from tests.fakes.spot_rest import COINBASE_PRODUCTS, KRAKEN_PAIRS, kraken_asset_pairs, upbit_markets
+from tests.test_control_service import controller_of, service, settle
+from tests.venue_helpers import read_rows
 
 TIMEOUT = 20.0
 
@@ -192,3 +197,111 @@ async def test_upbit_market_codes_quote_first() -> None:
     assert symbols == ("BTC-ETH", "KRW-BTC", "USDT-XRP")
     symbols = await resolved_symbols(fake, "upbit", feeds=["trades"], symbols_regex="KRW-.*")
     assert symbols == ("KRW-BTC",)
+
+
+# --------------------------------------------------------------------------- the service
+
+
+def bybit_statuses(data_dir: Path, symbol: str) -> list[tuple[str, str | None, str | None]]:
+    rows = read_rows(data_dir, "bybit-linear", symbol, "status")
+    rows.sort(key=lambda r: r["timestamp_collector"])
+    return [(r["event"], r["data_type"], r["detail"]) for r in rows]
+
+
+async def bybit_trade(fake: FakeBybit, symbol: str, n: int) -> None:
+    frame = bybit_trade_frame(symbol, f"{symbol}-{n}", 100.0, 1.0, "Buy", 1_760_000_000_000 + n, n)
+    assert await fake.send(frame) == 1
+    await settle()
+
+
+async def test_bybit_linear_star_market_through_the_service(tmp_path: Path) -> None:
+    """A Bybit linear ``*`` market run by the real service against the fake Bybit
+    WebSocket and the fake instruments-info: resolved at start, then a refresh that
+    delists ETHUSDT and lists SOLUSDT changes only those two, on the live connection."""
+    with trio.fail_after(TIMEOUT):
+        async with trio.open_nursery() as nursery:
+            fake = FakeBybit()
+            rest = FakeListingRest()
+            await nursery.start(fake.run)
+            await nursery.start(rest.run)
+            rest.bybit = {
+                "linear": [
+                    ("BTCUSDT", "Trading"),
+                    ("ETHUSDT", "Trading"),
+                    ("XRPUSDT", "Trading"),
+                    ("NEWUSDT", "PreLaunch"),
+                ]
+            }
+            template = parse_settings(
+                {
+                    "collector": {"metrics_host": "127.0.0.1", "metrics_port": 0},
+                    "storage": {"data_dir": str(tmp_path)},
+                    "markets": [
+                        {
+                            "exchange": "bybit",
+                            "category": "linear",
+                            "symbols": ["*"],
+                            "feeds": ["trades"],
+                            "base_url": fake.url,
+                            "rest_url": rest.url,
+                        }
+                    ],
+                }
+            )
+            listings = Listings(template, None)
+            settings = await trio.to_thread.run_sync(resolve_settings, template)
+            listings.resolved = listings.resolved_pairs(settings)
+            assert settings.markets[0].symbols == ("BTCUSDT", "ETHUSDT", "XRPUSDT")
+            assert rest.requests == ["/v5/market/instruments-info?category=linear&limit=1000"]
+
+            async with service(settings) as handle:
+                await fake.wait_subscribed(
+                    ["publicTrade.BTCUSDT", "publicTrade.ETHUSDT", "publicTrade.XRPUSDT"],
+                    category="linear",
+                )
+                await bybit_trade(fake, "BTCUSDT", 1)
+                await bybit_trade(fake, "ETHUSDT", 1)
+
+                rest.bybit["linear"] = [
+                    ("BTCUSDT", "Trading"),
+                    ("ETHUSDT", "Delivering"),  # no longer trading: delisted
+                    ("SOLUSDT", "Trading"),
+                    ("XRPUSDT", "Trading"),
+                ]
+                controller = controller_of(handle)
+                assert await refresh_once(controller, listings)
+                await fake.wait_for_message(
+                    lambda m: '"op":"unsubscribe","args":["publicTrade.ETHUSDT"]' in m
+                )
+                await fake.wait_subscribed(["publicTrade.SOLUSDT"], category="linear")
+                await settle()
+                assert [c.topics for c in fake.clients] == [
+                    {"publicTrade.BTCUSDT", "publicTrade.XRPUSDT", "publicTrade.SOLUSDT"}
+                ]
+                await bybit_trade(fake, "SOLUSDT", 1)
+                await bybit_trade(fake, "BTCUSDT", 2)
+                assert fake.connections == 1
+                assert [m.symbols for m in controller.settings.markets] == [
+                    ("BTCUSDT", "XRPUSDT", "SOLUSDT")
+                ]
+            nursery.cancel_scope.cancel()
+
+    assert [row[:2] for row in bybit_statuses(tmp_path, "ETHUSDT")] == [
+        ("connected", None),
+        ("subscribed", "trades"),
+        ("unsubscribed", "trades"),
+    ]
+    assert bybit_statuses(tmp_path, "ETHUSDT")[2][2] == "removed at run time (delisted)"
+    [added, subscribed, _] = bybit_statuses(tmp_path, "SOLUSDT")
+    assert added == ("added", "trades", "added at run time (listed)")
+    assert subscribed[0] == "subscribed"
+    assert [event for event, _, _ in bybit_statuses(tmp_path, "BTCUSDT")] == [
+        "connected",
+        "subscribed",
+        "disconnected",
+    ]
+    trades = {
+        symbol: len(read_rows(tmp_path, "bybit-linear", symbol, "trades"))
+        for symbol in ("BTCUSDT", "ETHUSDT", "SOLUSDT", "XRPUSDT")
+    }
+    assert trades == {"BTCUSDT": 2, "ETHUSDT": 1, "SOLUSDT": 1, "XRPUSDT": 0}
