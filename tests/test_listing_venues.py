@@ -159,6 +159,13 @@ async def test_kraken_names_are_the_v2_wsnames_of_online_pairs() -> None:
     assert "SOLEUR" in KRAKEN_PAIRS
     symbols = await resolved_symbols(fake, "kraken", feeds=["trades"], max_symbols=1)
     assert symbols == ("BTC/USD",)
+    # The quote is the v2 name's (ZUSD -> USD); the status AssetPairs' own word.
+    symbols = await resolved_symbols(fake, "kraken", feeds=["trades"], quote=["usd"])
+    assert symbols == ("BTC/USD", "DOGE/USD")
+    symbols = await resolved_symbols(
+        fake, "kraken", feeds=["trades"], quote=["EUR"], status=["cancel_only"]
+    )
+    assert symbols == ("SOL/EUR",)
 
 
 # --------------------------------------------------------------------------- Coinbase
@@ -167,12 +174,13 @@ async def test_kraken_names_are_the_v2_wsnames_of_online_pairs() -> None:
 def coinbase_products(query: Query) -> tuple[int, bytes]:
     """``GET /api/v3/brokerage/market/products``: ``{"products": [...], "num_products"}``;
     a delisted and a trading-disabled product, and one future (its id has three parts)."""
+    usd = {"quote_currency_id": "USD"}
     products = [
         *COINBASE_PRODUCTS.values(),
-        {"product_id": "OLD-USD", "status": "delisted", "trading_disabled": True},
-        {"product_id": "HALT-USD", "status": "online", "trading_disabled": True},
-        {"product_id": "BIT-31JAN25-CDE", "status": "online", "product_type": "FUTURE"},
-        *({"product_id": f"C{i:02d}-USD", "status": "online"} for i in range(15)),
+        {"product_id": "OLD-USD", "status": "delisted", "trading_disabled": True, **usd},
+        {"product_id": "HALT-USD", "status": "online", "trading_disabled": True, **usd},
+        {"product_id": "BIT-31JAN25-CDE", "status": "online", "product_type": "FUTURE", **usd},
+        *({"product_id": f"C{i:02d}-USD", "status": "online", **usd} for i in range(15)),
     ]
     return 200, msgspec.json.encode({"products": products, "num_products": len(products)})
 
@@ -186,6 +194,10 @@ async def test_coinbase_product_ids_of_trading_products() -> None:
     assert not {"OLD-USD", "HALT-USD", "BIT-31JAN25-CDE"} & set(symbols)
     symbols = await resolved_symbols(fake, "coinbase", feeds=["trades"], symbols_regex=".*-BTC")
     assert symbols == ("ETH-BTC",)
+    symbols = await resolved_symbols(fake, "coinbase", feeds=["trades"], quote=["BTC"])
+    assert symbols == ("ETH-BTC",)
+    symbols = await resolved_symbols(fake, "coinbase", feeds=["trades"], status=["delisted"])
+    assert symbols == ("OLD-USD",)
 
 
 # --------------------------------------------------------------------------- Upbit
@@ -197,6 +209,8 @@ async def test_upbit_market_codes_quote_first() -> None:
     assert symbols == ("BTC-ETH", "KRW-BTC", "USDT-XRP")
     symbols = await resolved_symbols(fake, "upbit", feeds=["trades"], symbols_regex="KRW-.*")
     assert symbols == ("KRW-BTC",)
+    symbols = await resolved_symbols(fake, "upbit", feeds=["trades"], quote=["btc", "USDT"])
+    assert symbols == ("BTC-ETH", "USDT-XRP")
 
 
 # --------------------------------------------------------------------------- the service
