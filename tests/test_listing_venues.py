@@ -81,6 +81,11 @@ async def test_okx_spot_keeps_live_instruments_by_their_inst_id() -> None:
 
     capped = await resolved_symbols(fake, "okx", feeds=["trades"], max_symbols=2)
     assert capped == ("BTC-USDC", "C000-USDT")
+    # quoteCcy and state, as the listing names them.
+    quoted = await resolved_symbols(fake, "okx", feeds=["trades"], quote=["usdc"])
+    assert quoted == ("BTC-USDC",)
+    suspended = await resolved_symbols(fake, "okx", feeds=["trades"], status=["SUSPEND", "preopen"])
+    assert suspended == ("LUNA-USDT", "NEW-USDT")
 
 
 # --------------------------------------------------------------------------- Bybit
@@ -90,6 +95,7 @@ async def test_bybit_spot_keeps_trading_symbols_only() -> None:
     fake = FakeListingRest()
     fake.bybit = {
         "spot": [("BTCUSDT", "Trading"), ("ETHUSDT", "Trading"), ("OLDUSDT", "Closed")]
+        + [("ETHBTC", "Trading")]
         + [(f"C{i:03d}USDT", "Trading") for i in range(250)]
     }
     symbols = await resolved_symbols(
@@ -97,8 +103,17 @@ async def test_bybit_spot_keeps_trading_symbols_only() -> None:
     )
     assert symbols == ("BTCUSDT", "ETHUSDT")  # the regex keeps out the digits
     symbols = await resolved_symbols(fake, "bybit", category="spot", feeds=["trades", "orderbook"])
-    assert len(symbols) == 252
+    assert len(symbols) == 253
     assert "OLDUSDT" not in symbols
+    # quoteCoin and status, as the listing names them.
+    symbols = await resolved_symbols(
+        fake, "bybit", category="spot", feeds=["trades"], quote=["BTC"]
+    )
+    assert symbols == ("ETHBTC",)
+    symbols = await resolved_symbols(
+        fake, "bybit", category="spot", feeds=["trades"], status=["closed"]
+    )
+    assert symbols == ("OLDUSDT",)
 
 
 # --------------------------------------------------------------------------- Deribit
