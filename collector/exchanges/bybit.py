@@ -126,6 +126,7 @@ from collector.exchanges.base import (
     ConnectionPlan,
     ExchangeAdapter,
     InstrumentsRequest,
+    Listing,
     ParseError,
     Session,
     Subscription,
@@ -300,6 +301,7 @@ class _Liquidation(msgspec.Struct, gc=False):
 class _Instrument(msgspec.Struct, gc=False):
     symbol: str
     status: str = "Trading"
+    quoteCoin: str | None = None
 
 
 class _InstrumentList(msgspec.Struct, gc=False):
@@ -434,6 +436,7 @@ class BybitAdapter(ExchangeAdapter):
     client_messages_per_second: ClassVar[float] = 5.0
     # "op": "subscribe" / "unsubscribe" work on a live connection.
     live_subscriptions: ClassVar[bool] = True
+    listing_quotes: ClassVar[bool] = True
     # The venue recommends an op ping every 20 s and drops idle clients.
     keepalive_interval_secs: ClassVar[float | None] = 20.0
 
@@ -492,6 +495,22 @@ class BybitAdapter(ExchangeAdapter):
         if answer.retCode != 0 or answer.result is None:
             raise ParseError(f"bybit instruments-info: retCode {answer.retCode}: {answer.retMsg}")
         return sorted(i.symbol for i in answer.result.items if i.status == "Trading")
+
+    @classmethod
+    def parse_listing(cls, body: bytes) -> list[Listing]:
+        """Every instrument of one page with its ``quoteCoin`` and ``status`` (``Trading``
+        trades; ``PreLaunch``, ``Delivering``, ``Closed`` do not), sorted."""
+        try:
+            answer = _INSTRUMENTS.decode(body)
+        except msgspec.DecodeError as exc:
+            raise ParseError(f"bybit instruments-info: {exc}") from exc
+        if answer.retCode != 0 or answer.result is None:
+            raise ParseError(f"bybit instruments-info: retCode {answer.retCode}: {answer.retMsg}")
+        listed = (
+            Listing(i.symbol, i.quoteCoin or None, i.status, i.status == "Trading")
+            for i in answer.result.items
+        )
+        return sorted(listed, key=lambda item: item.symbol)
 
     @staticmethod
     def normalize_symbol(symbol: str) -> str:

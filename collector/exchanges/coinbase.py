@@ -96,6 +96,7 @@ from collector.exchanges.base import (
     ConnectionPlan,
     ExchangeAdapter,
     InstrumentsRequest,
+    Listing,
     ParseError,
     Session,
     Subscription,
@@ -241,6 +242,7 @@ class _SubscriptionsEvent(msgspec.Struct, gc=False):
 
 class _Product(msgspec.Struct, gc=False):
     product_id: str
+    quote_currency_id: str | None = None
     status: str | None = None
     trading_disabled: bool | None = None
     is_disabled: bool | None = None
@@ -306,6 +308,7 @@ class CoinbaseAdapter(ExchangeAdapter):
     client_messages_per_second: ClassVar[float] = 4.0
     # Keepalive is the heartbeats subscription: nothing to send.
     keepalive_interval_secs: ClassVar[float | None] = None
+    listing_quotes: ClassVar[bool] = True
 
     def __init__(self, credentials: FrameSigner | None = None) -> None:
         """``credentials`` sign every (un)subscribe frame; None: unauthenticated."""
@@ -320,11 +323,21 @@ class CoinbaseAdapter(ExchangeAdapter):
             products = _PRODUCTS.decode(body).products
         except _PARSE_ERRORS as exc:
             raise ParseError(f"coinbase products: {type(exc).__name__}: {exc}") from exc
-        return [
-            p.product_id
+        return [p.product_id for p in products if _trading(p)]
+
+    @classmethod
+    def parse_listing(cls, body: bytes) -> list[Listing]:
+        """Every product with its ``quote_currency_id`` and ``status`` (``online``; a
+        product whose trading is disabled does not trade, whatever its status), sorted."""
+        try:
+            products = _PRODUCTS.decode(body).products
+        except _PARSE_ERRORS as exc:
+            raise ParseError(f"coinbase products: {type(exc).__name__}: {exc}") from exc
+        listed = (
+            Listing(p.product_id, p.quote_currency_id, p.status or "online", _trading(p))
             for p in products
-            if p.status in (None, "online") and not p.trading_disabled and not p.is_disabled
-        ]
+        )
+        return sorted(listed, key=lambda item: item.symbol)
 
     def instruments_requests(self, market: MarketSettings) -> list[InstrumentsRequest]:
         """One ``GET /api/v3/brokerage/market/products/{product_id}`` per product (the
@@ -704,3 +717,13 @@ class CoinbaseSession(Session):
             for event in _TICKERS.decode(env.events)
             for tick in event.tickers
         ]
+
+
+def _trading(product: _Product) -> bool:
+    """Whether a listed product trades: ``status`` online (or absent) and neither trading
+    nor the product disabled."""
+    return (
+        product.status in (None, "online")
+        and not product.trading_disabled
+        and not product.is_disabled
+    )

@@ -78,6 +78,7 @@ from collector.exchanges.base import (
     ConnectionPlan,
     ExchangeAdapter,
     InstrumentsRequest,
+    Listing,
     ParseError,
     Session,
     Subscription,
@@ -317,6 +318,7 @@ class KrakenAdapter(ExchangeAdapter):
     # Application-level ping; the idle timeout is undocumented, the venue's heartbeat
     # channel (about 1/s) keeps data flowing towards us.
     keepalive_interval_secs: ClassVar[float | None] = 30.0
+    listing_quotes: ClassVar[bool] = True
 
     @classmethod
     def parse_symbols(cls, body: bytes) -> list[str]:
@@ -330,17 +332,20 @@ class KrakenAdapter(ExchangeAdapter):
             raise ParseError(f"kraken AssetPairs: {exc}") from exc
         if pairs.error:
             raise ParseError(f"kraken AssetPairs: {'; '.join(pairs.error)}")
-        symbols: set[str] = set()
-        for key, pair in pairs.result.items():
-            if key.endswith(".d") or pair.wsname is None:
-                continue
-            if pair.status is not None and pair.status != "online":
-                continue
-            base, sep, quote = pair.wsname.partition("/")
-            if not sep:
-                continue
-            symbols.add(f"{_V1_ASSETS.get(base, base)}/{_V1_ASSETS.get(quote, quote)}")
-        return sorted(symbols)
+        return sorted({item.symbol for item in _listing(pairs) if item.trading})
+
+    @classmethod
+    def parse_listing(cls, body: bytes) -> list[Listing]:
+        """Every pair with a v2 name, its quote that name's (``USD`` of ``BTC/USD``) and
+        its AssetPairs ``status`` (``online`` trades; ``cancel_only``, ``post_only``,
+        ``limit_only``, ``reduce_only`` do not), sorted. Dark-pool pairs are left out."""
+        try:
+            pairs = msgspec.json.decode(body, type=_AssetPairs)
+        except msgspec.DecodeError as exc:
+            raise ParseError(f"kraken AssetPairs: {exc}") from exc
+        if pairs.error:
+            raise ParseError(f"kraken AssetPairs: {'; '.join(pairs.error)}")
+        return sorted(_listing(pairs), key=lambda item: item.symbol)
 
     def instruments_requests(self, market: MarketSettings) -> list[InstrumentsRequest]:
         """The whole ``AssetPairs`` listing, once per market (about a thousand pairs): its
@@ -708,3 +713,23 @@ def _apply(levels: list[_RawLevel], side: BookSide | None) -> Levels:
         if side is not None:
             side.set(price, size, price_text, size_text)
     return levels_from_values(values)
+
+
+def _listing(pairs: _AssetPairs) -> list[Listing]:
+    """The pairs of an AssetPairs answer with a v2 name (v1 spelling: XBT -> BTC, XDG ->
+    DOGE); dark-pool pairs (``.d``, no ``wsname``) left out. A pair without ``status``
+    (older answers) counts as online."""
+    listed: dict[str, Listing] = {}
+    for key, pair in pairs.result.items():
+        if key.endswith(".d") or pair.wsname is None:
+            continue
+        base, sep, quote = pair.wsname.partition("/")
+        if not sep:
+            continue
+        quote = _V1_ASSETS.get(quote, quote)
+        symbol = f"{_V1_ASSETS.get(base, base)}/{quote}"
+        status = pair.status or "online"
+        item = Listing(symbol, quote, status, status == "online")
+        if symbol not in listed or item.trading:
+            listed[symbol] = item
+    return list(listed.values())

@@ -127,6 +127,7 @@ from collector.exchanges.base import (
     ConnectionPlan,
     ExchangeAdapter,
     InstrumentsRequest,
+    Listing,
     ParseError,
     PlannedSubscription,
     Session,
@@ -344,6 +345,7 @@ class _Liquidations(msgspec.Struct, gc=False):
 class _Instrument(msgspec.Struct, gc=False):
     instId: str
     state: str = "live"
+    quoteCcy: str = ""  # spot (and margin) only: "" for derivatives
 
 
 class _Instruments(msgspec.Struct, gc=False):
@@ -460,6 +462,7 @@ class OkxAdapter(ExchangeAdapter):
     client_messages_per_second: ClassVar[float] = 3.0
     # The venue closes a connection after 30 s without traffic: text "ping" well within.
     keepalive_interval_secs: ClassVar[float | None] = 20.0
+    listing_quotes: ClassVar[bool] = True
 
     @classmethod
     def symbols_url(cls, rest_url: str | None = None, category: str | None = None) -> str:
@@ -493,6 +496,21 @@ class OkxAdapter(ExchangeAdapter):
         if answer.code != "0":
             raise ParseError(f"okx instruments: code {answer.code}: {answer.msg}")
         return sorted(i.instId for i in answer.data if i.state == "live")
+
+    @classmethod
+    def parse_listing(cls, body: bytes) -> list[Listing]:
+        """Every instrument with its ``quoteCcy`` (spot only; None for derivatives) and
+        ``state`` (``live`` trades; ``suspend``, ``preopen``, ``test`` do not), sorted."""
+        try:
+            answer = _INSTRUMENTS.decode(body)
+        except msgspec.DecodeError as exc:
+            raise ParseError(f"okx instruments: {exc}") from exc
+        if answer.code != "0":
+            raise ParseError(f"okx instruments: code {answer.code}: {answer.msg}")
+        listed = (
+            Listing(i.instId, i.quoteCcy or None, i.state, i.state == "live") for i in answer.data
+        )
+        return sorted(listed, key=lambda item: item.symbol)
 
     @staticmethod
     def normalize_symbol(symbol: str) -> str:

@@ -63,6 +63,7 @@ from collector.exchanges.base import (
     ConnectionPlan,
     ExchangeAdapter,
     InstrumentsRequest,
+    Listing,
     ParseError,
     Session,
     Subscription,
@@ -74,6 +75,8 @@ EXCHANGE: Final = "upbit"
 DEFAULT_URL: Final = "wss://api.upbit.com/websocket/v1"
 DEFAULT_REST_URL: Final = "https://api.upbit.com"
 MARKETS_PATH: Final = "/v1/market/all"
+# The status of every market in all-symbols mode: the listing has only tradable ones.
+LISTED: Final = "listed"
 # Codes per connection: our choice (the venue documents no limit; Upbit lists ~250 markets).
 MAX_CODES_PER_CONNECTION: Final = 100
 # Recent trade ids remembered per code for de-duplication across reconnects.
@@ -211,6 +214,7 @@ class UpbitAdapter(ExchangeAdapter):
     # The venue allows 5 data requests/s (and 100/min) per connection.
     client_messages_per_second: ClassVar[float] = 4.0
     keepalive_interval_secs: ClassVar[float | None] = KEEPALIVE_SECS
+    listing_quotes: ClassVar[bool] = True
 
     def __init__(self) -> None:
         # Survives reconnects: sessions come and go, the adapter stays.
@@ -222,6 +226,16 @@ class UpbitAdapter(ExchangeAdapter):
             return [m.market for m in _MARKETS.decode(body)]
         except _PARSE_ERRORS as exc:
             raise ParseError(f"upbit markets: {type(exc).__name__}: {exc}") from exc
+
+    @classmethod
+    def parse_listing(cls, body: bytes) -> list[Listing]:
+        """Every market code, its quote the code's first part (``KRW`` of ``KRW-BTC``),
+        sorted. ``/v1/market/all`` lists only markets that trade and names no status:
+        each is ``listed``."""
+        listed = (
+            Listing(code, code.partition("-")[0], LISTED, True) for code in cls.parse_symbols(body)
+        )
+        return sorted(listed, key=lambda item: item.symbol)
 
     def instruments_requests(self, market: MarketSettings) -> list[InstrumentsRequest]:
         """The whole market list (``GET /v1/market/all``, a few hundred codes), once per

@@ -4,6 +4,10 @@ OKX ``GET /api/v5/public/instruments?instType=..[&instFamily=..]``, Bybit ``GET
 Deribit ``GET /api/v2/public/get_instruments?currency=any&kind=..`` and Bitfinex's conf
 lists ``GET /v2/conf/pub:list:pair:exchange|futures``.
 
+The quote of each instrument is derived from its name as the venues name them: OKX
+``quoteCcy`` is the second part of a spot instId (empty for derivatives, as its docs say);
+Bybit ``quoteCoin`` the symbol's known quote suffix (an option's: USDC).
+
 The HTTP side is :class:`~tests.fakes.binance_rest.FakeBinanceRest`'s (every request
 recorded in ``requests``; ``fail_next`` answers the next requests with a status code);
 only the answers differ. Tests fill the listings per product.
@@ -41,7 +45,10 @@ class FakeListingRest(FakeBinanceRest):
                 # The venue needs uly or instFamily for options.
                 return 200, b'{"code":"51000","msg":"Parameter instFamily error","data":[]}'
             listed = self.okx.get((kind, family), [])
-            data = [{"instId": i, "instType": kind, "state": st} for i, st in listed]
+            data = [
+                {"instId": i, "instType": kind, "state": st, "quoteCcy": _okx_quote(kind, i)}
+                for i, st in listed
+            ]
             return 200, msgspec.json.encode({"code": "0", "msg": "", "data": data})
         if parts.path == "/v5/market/instruments-info":
             category = query.get("category", "")
@@ -52,7 +59,9 @@ class FakeListingRest(FakeBinanceRest):
             cursor = str(start + limit) if start + limit < len(listed) else ""
             result: dict[str, object] = {
                 "category": category,
-                "list": [{"symbol": s, "status": st} for s, st in page],
+                "list": [
+                    {"symbol": s, "status": st, "quoteCoin": _bybit_quote(s)} for s, st in page
+                ],
                 "nextPageCursor": cursor,
             }
             answer = {"retCode": 0, "retMsg": "OK", "result": result}
@@ -71,3 +80,16 @@ class FakeListingRest(FakeBinanceRest):
                 return 200, b"[]"
             return 200, msgspec.json.encode([self.bitfinex[key]])
         return 404, b'{"msg":"not found"}'
+
+
+_BYBIT_QUOTES = ("USDT", "USDC", "USDE", "USD", "EUR", "BTC", "ETH")
+
+
+def _okx_quote(kind: str, inst_id: str) -> str:
+    return inst_id.split("-")[1] if kind == "SPOT" and "-" in inst_id else ""
+
+
+def _bybit_quote(symbol: str) -> str:
+    if "-" in symbol:  # an option (BTC-27DEC24-100000-C): settled in USDC
+        return "USDC"
+    return next((q for q in _BYBIT_QUOTES if symbol.endswith(q)), "")
